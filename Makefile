@@ -1,0 +1,109 @@
+# latentd — build, test, run, bench.  See README.md.
+#
+#   make            build build/latentd
+#   make deps       install missing Debian packages (idempotent)
+#   make test       every Check suite, once plain and once under ASan+UBSan
+#   make run        build and start the daemon on 127.0.0.1:8080
+#   make bench      training throughput vs PyTorch
+#   make models     retrain the shipped default models
+
+CC      ?= gcc
+PKGS    := openblas libcjson libpng zlib libmicrohttpd
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -pthread \
+           -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+TEST_LDLIBS := $(shell pkg-config --libs check 2>/dev/null) -lcurl
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev zlib1g-dev \
+            libmicrohttpd-dev check libcurl4-openssl-dev curl dataset-fashion-mnist
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
+TEST_SRC := $(wildcard tests/check_*.c)
+HDRS     := $(wildcard include/latentd/*.h src/*.h)
+
+.PHONY: all deps test test-plain test-asan run models bench bench-serve install clean fixtures
+
+all: build/latentd
+
+# ---- dependencies -----------------------------------------------------------
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "deps: installing $$missing"; \
+	    (apt-get install -y -q $$missing || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing)) >/dev/null; \
+	  else echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; fi; \
+	fi
+
+# ---- build (plain in build/, sanitized in build/asan/) ----------------------
+build/%.o: src/%.c $(HDRS) | build
+	$(CC) $(CFLAGS) -c $< -o $@
+build/asan/%.o: src/%.c $(HDRS) | build/asan
+	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
+
+build/liblatentd.a: $(patsubst src/%.c,build/%.o,$(LIB_SRC))
+	ar rcs $@ $^
+build/asan/liblatentd.a: $(patsubst src/%.c,build/asan/%.o,$(LIB_SRC))
+	ar rcs $@ $^
+
+build/latentd: build/main.o build/liblatentd.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+build/asan/latentd: build/asan/main.o build/asan/liblatentd.a
+	$(CC) $(CFLAGS) $(SAN) $^ -o $@ $(LDLIBS)
+
+# One Check runner for all suites; build/suites.h lists every suite_*() found in tests/.
+build/suites.h: $(TEST_SRC) | build
+	@grep -ho '^Suite \*suite_[a-z0-9_]*(void)' $(TEST_SRC) | sed 's/^Suite \*\(suite_[a-z0-9_]*\)(void)/X(\1)/' > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+build/check_all: tests/check_main.c $(TEST_SRC) tests/testutil.h build/suites.h build/liblatentd.a build/latentd
+	$(CC) $(CFLAGS) -Ibuild -Itests -DLD_BIN='"build/latentd"' tests/check_main.c $(TEST_SRC) build/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
+build/asan/check_all: tests/check_main.c $(TEST_SRC) tests/testutil.h build/suites.h build/asan/liblatentd.a build/asan/latentd
+	$(CC) $(CFLAGS) $(SAN) -Ibuild -Itests -DLD_BIN='"build/asan/latentd"' tests/check_main.c $(TEST_SRC) build/asan/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
+
+build build/asan:
+	@mkdir -p $@
+
+# ---- test -------------------------------------------------------------------
+# CK_FORK stays on (default): a crashing test is reported, not fatal.
+test: deps
+	@$(MAKE) --no-print-directory test-plain test-asan
+
+test-plain: build/check_all
+	@echo "== tests (plain) =="
+	./build/check_all
+
+test-asan: build/asan/check_all
+	@echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer) =="
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/check_all
+
+# ---- run, models, bench, install --------------------------------------------
+run: deps build/latentd
+	@scripts/ensure-models.sh
+	./build/latentd serve --config config/latentd.conf
+
+models: deps build/latentd
+	scripts/make-models.sh
+
+bench: deps build/latentd
+	scripts/bench-train.sh
+
+bench-serve: deps build/latentd
+	scripts/bench-serve.sh
+
+fixtures:
+	/usr/bin/python3 tests/reference/make_fixtures.py tests/fixtures
+
+install: build/latentd
+	install -D -m 0755 build/latentd $(DESTDIR)$(PREFIX)/bin/latentd
+	install -D -m 0644 config/latentd.conf $(DESTDIR)$(PREFIX)/etc/latentd/latentd.conf
+	install -D -m 0644 systemd/latentd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/latentd.service
+	install -d $(DESTDIR)$(PREFIX)/share/latentd/models
+	for f in models/*.safetensors; do [ -f "$$f" ] && install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/latentd/models/ || true; done
+
+clean:
+	rm -rf build

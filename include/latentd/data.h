@@ -1,0 +1,44 @@
+/* data.h — training/test data: IDX files (MNIST format, raw or gzip) and
+ * folders of same-size 8-bit grayscale PNGs.
+ *
+ * A data set is n images of h*w pixels, scaled to [0,1] as float32, with an
+ * optional label per image.  Errors name the file and what is wrong (bad magic,
+ * truncated, dimension mismatch, label count mismatch, wrong PNG size...).
+ *
+ * Ownership: ld_dataset_t owns x and y.  Read-only after load, so one data set
+ * may be shared by several threads.
+ */
+#ifndef LATENTD_DATA_H
+#define LATENTD_DATA_H
+
+#include "latentd/common.h"
+
+#define LD_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+typedef struct {
+    int n, h, w;        /* n images of h rows and w columns */
+    int dim;            /* h * w */
+    float *x;           /* (n, dim), row-major, in [0,1] */
+    uint8_t *y;         /* (n) labels, or NULL when the set has none */
+    int n_classes;      /* 1 + max label, 0 without labels */
+    char name[128];     /* what was loaded, for records */
+} ld_dataset_t;
+
+typedef enum { LD_SPLIT_TRAIN = 0, LD_SPLIT_TEST = 1 } ld_split_t;
+
+/* spec: "fashion-mnist" (the Debian package's files), or a path:
+ *   - a folder holding {train,t10k}-images-idx3-ubyte[.gz] and the labels: IDX
+ *   - an IDX image file "...-images-idx3-ubyte[.gz]": labels looked up beside it
+ *     by replacing "images-idx3" with "labels-idx1" (optional)
+ *   - any other folder: every *.png in it (sorted by name), no labels; split ignored
+ * limit > 0 keeps only the first limit images. */
+int ld_data_load(const char *spec, ld_split_t split, int limit, ld_dataset_t **out, ld_err_t *err);
+
+/* Explicit forms. labels may be NULL. */
+int ld_data_load_idx(const char *images, const char *labels, int limit, ld_dataset_t **out,
+                     ld_err_t *err);
+int ld_data_load_png_dir(const char *dir, int limit, ld_dataset_t **out, ld_err_t *err);
+
+void ld_data_free(ld_dataset_t *d);
+
+#endif

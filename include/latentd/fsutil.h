@@ -1,0 +1,29 @@
+/* fsutil.h — crash-safe file writes and whole-file reads.
+ *
+ * ld_write_atomic writes to "<path>.tmp.<pid>.<n>" in the same folder, fsyncs
+ * it, renames it over path and fsyncs the folder, so after a crash (even
+ * kill -9 or power loss mid-write) path holds either the old bytes or the new
+ * ones, never a mixture.  Thread-safe (temporary names are unique per call).
+ */
+#ifndef LATENTD_FSUTIL_H
+#define LATENTD_FSUTIL_H
+
+#include "latentd/common.h"
+#include <sys/uio.h>
+
+/* Atomically replace path with the concatenation of iov[0..n). */
+int ld_write_atomic_iov(const char *path, const struct iovec *iov, int n, ld_err_t *err);
+/* Atomically replace path with buf[0..len). */
+int ld_write_atomic(const char *path, const void *buf, size_t len, ld_err_t *err);
+
+/* Read a whole regular file (at most max_len bytes, else LD_EFORMAT).
+ * On success *out is malloc'd (caller frees) and NUL-terminated one past *len. */
+int ld_read_file(const char *path, size_t max_len, uint8_t **out, size_t *len, ld_err_t *err);
+
+/* Create dir (and parents) with mode 0755 if missing. */
+int ld_mkdir_p(const char *dir, ld_err_t *err);
+
+/* 1 if name is a safe single path component: [A-Za-z0-9][A-Za-z0-9._-]{0,63}. */
+int ld_name_is_safe(const char *name);
+
+#endif

@@ -1,0 +1,86 @@
+/* nn.h — the numerical core: dense layers, activations, losses, Adam, init.
+ *
+ * Conventions (PyTorch's): float32, row-major, batch-major.  A dense layer's
+ * weight w is (out, in) like nn.Linear, bias b is (out); y = x w^T + b.
+ * Every forward has its backward beside it with the same argument order.
+ * Backward functions ACCUMULATE parameter gradients (+=) and OVERWRITE input
+ * gradients (=), so the caller zeroes the gradient block once per step.
+ *
+ * Thread-safety: all functions are reentrant; they touch only their arguments.
+ * GEMMs go through cblas_sgemm (OpenBLAS); the thread count OpenBLAS may use is
+ * set once by the program (see ld_blas_threads).
+ */
+#ifndef LATENTD_NN_H
+#define LATENTD_NN_H
+
+#include "latentd/rng.h"
+#include <stddef.h>
+
+/* ---- BLAS ---- */
+/* Tell OpenBLAS how many threads it may use (call once at start). */
+void ld_blas_threads(int n);
+
+/* ---- activations ---- */
+typedef enum {
+    LD_ACT_NONE = 0,
+    LD_ACT_LRELU,   /* x > 0 ? x : slope * x */
+    LD_ACT_RELU,
+    LD_ACT_TANH,
+    LD_ACT_SIGMOID,
+} ld_act_t;
+
+const char *ld_act_name(ld_act_t a); /* "none","leaky_relu","relu","tanh","sigmoid" */
+/* 0 on success; accepts the names above (and "lrelu"). */
+int ld_act_parse(const char *s, ld_act_t *out);
+
+/* y[i] = f(x[i]); y may alias x. */
+void ld_act_forward(ld_act_t a, float slope, size_t n, const float *x, float *y);
+/* dx[i] = dy[i] * f'(x[i]), computed from the OUTPUT y = f(x) alone (every
+ * activation here is monotone with slope >= 0, so y's sign gives x's).
+ * dx may alias dy. */
+void ld_act_backward(ld_act_t a, float slope, size_t n, const float *y, const float *dy,
+                     float *dx);
+
+/* ---- dense ---- */
+/* x (B, in), w (out, in), b (out) -> y (B, out) */
+void ld_dense_forward(int B, int in, int out, const float *x, const float *w, const float *b,
+                      float *y);
+/* dy (B, out) -> gw (out, in) += dy^T x, gb (out) += colsum(dy), dx (B, in) = dy w (dx may be NULL) */
+void ld_dense_backward(int B, int in, int out, const float *x, const float *w, const float *dy,
+                       float *gw, float *gb, float *dx);
+
+/* ---- dropout (inverted) ---- */
+/* mask[i] = 0 with probability p, else 1/(1-p); then x[i] *= mask[i]. */
+void ld_dropout_mask(ld_rng_t *r, float p, size_t n, float *mask);
+void ld_mul_inplace(size_t n, float *x, const float *mask);
+
+/* ---- losses: each returns the SUM over elements; gradients are of (scale * sum) ---- */
+/* Binary cross-entropy on logits, stable: max(l,0) - l t + log(1 + e^-|l|).
+ * dlogits (n) = scale * (sigmoid(l) - t), may be NULL. */
+double ld_bce_logits(size_t n, const float *logits, const float *target, float *dlogits,
+                     float scale);
+/* Same with a scalar target for every element (GAN labels). */
+double ld_bce_logits_const(size_t n, const float *logits, float target, float *dlogits,
+                           float scale);
+/* KL(N(mu, e^logvar) || N(0,1)) = -1/2 sum(1 + logvar - mu^2 - e^logvar); mu, logvar (n).
+ * dmu = scale * mu, dlogvar = scale * 1/2 (e^logvar - 1); either may be NULL. */
+double ld_kl_gaussian(size_t n, const float *mu, const float *logvar, float *dmu, float *dlogvar,
+                      float scale);
+/* Softmax cross-entropy: logits (B, C), labels (B). dlogits = scale*(softmax - onehot). */
+double ld_softmax_xent(int B, int C, const float *logits, const uint8_t *labels, float *dlogits,
+                       float scale);
+
+/* ---- Adam (PyTorch semantics, bias-corrected, eps outside the sqrt) ---- */
+typedef struct {
+    float lr, beta1, beta2, eps;
+} ld_adam_cfg_t;
+
+/* One step over n parameters at step number t (1-based). m, v (n) are the moments. */
+void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, const float *grad,
+                  float *m, float *v);
+
+/* ---- init: PyTorch nn.Linear default (kaiming_uniform a=sqrt(5)) ----
+ * w (out, in) and b (out) ~ U(-1/sqrt(in), 1/sqrt(in)); w drawn first, row-major. */
+void ld_linear_init(ld_rng_t *r, int in, int out, float *w, float *b);
+
+#endif

@@ -1,0 +1,30 @@
+/* rng.h — a small, fast, seedable generator (xoshiro256**, seeded by splitmix64).
+ *
+ * Same seed => same stream on every machine and thread count.  The whole state
+ * is the four words of ld_rng_t, so it can be saved in a checkpoint and resumed.
+ * Not thread-safe: one generator per thread or per request.
+ */
+#ifndef LATENTD_RNG_H
+#define LATENTD_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t s[4];
+} ld_rng_t;
+
+void ld_rng_seed(ld_rng_t *r, uint64_t seed);
+uint64_t ld_rng_u64(ld_rng_t *r);
+/* Uniform in [0,1) with 24 random bits. */
+float ld_rng_uniform(ld_rng_t *r);
+/* Uniform integer in [0,n), unbiased. */
+uint32_t ld_rng_below(ld_rng_t *r, uint32_t n);
+/* x[0..n) ~ N(mean, std^2), Box-Muller in pairs (an odd tail uses one draw of a pair). */
+void ld_rng_fill_normal(ld_rng_t *r, float *x, size_t n, float mean, float std);
+/* x[0..n) ~ U[lo, hi). */
+void ld_rng_fill_uniform(ld_rng_t *r, float *x, size_t n, float lo, float hi);
+/* In-place Fisher-Yates shuffle of idx[0..n). */
+void ld_rng_shuffle(ld_rng_t *r, int *idx, int n);
+
+#endif
