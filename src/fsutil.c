@@ -1,0 +1,306 @@
+/* fsutil.c — crash-safe file writes and whole-file reads; see include/latentd/fsutil.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+/* Distinguishes temporary files of concurrent writers within one process. */
+static atomic_uint_fast64_t tmp_counter;
+
+/* writev batches stay well under IOV_MAX and under the kernel's per-call byte cap. */
+enum { WRITE_BATCH_IOV = 64 };
+#define WRITE_BATCH_BYTES ((size_t)1 << 30)
+
+/* Write all of iov[0..n) to fd, resuming after short writes and EINTR.
+ * Returns 0, or -1 with errno set. */
+static int write_all_iov(int fd, const struct iovec *iov, int n)
+{
+    int i = 0;
+    size_t done = 0; /* bytes of iov[i] already written */
+    while (i < n) {
+        if (done == iov[i].iov_len) {
+            i++;
+            done = 0;
+            continue;
+        }
+        struct iovec batch[WRITE_BATCH_IOV];
+        int k = 0;
+        size_t total = 0;
+        for (int j = i; j < n && k < WRITE_BATCH_IOV && total < WRITE_BATCH_BYTES; j++) {
+            size_t off = j == i ? done : 0;
+            size_t take = iov[j].iov_len - off;
+            if (take > WRITE_BATCH_BYTES - total)
+                take = WRITE_BATCH_BYTES - total;
+            batch[k].iov_base = (char *)iov[j].iov_base + off;
+            batch[k].iov_len = take;
+            total += take;
+            k++;
+        }
+        ssize_t w = writev(fd, batch, k);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (w == 0) { /* no progress on a regular file: treat as an I/O error, not a spin */
+            errno = EIO;
+            return -1;
+        }
+        size_t left = (size_t)w;
+        while (left > 0) {
+            size_t rest = iov[i].iov_len - done;
+            if (left < rest) {
+                done += left;
+                left = 0;
+            } else {
+                left -= rest;
+                i++;
+                done = 0;
+            }
+        }
+    }
+    return 0;
+}
+
+static int fsync_retry(int fd)
+{
+    int rc;
+    do
+        rc = fsync(fd);
+    while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
+/* fsync the folder holding path so that a rename into it is durable. */
+static int fsync_parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    if (!slash)
+        dir = strdup(".");
+    else if (slash == path)
+        dir = strdup("/");
+    else
+        dir = strndup(path, (size_t)(slash - path));
+    if (!dir) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return -1;
+    int rc = fsync_retry(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Create a fresh "<path>.tmp.<pid>.<n>"; *tmp is malloc'd.  A stale file of
+ * that name (left by a crashed process that had our pid) is skipped, not reused. */
+static int open_tmp(const char *path, char **tmp)
+{
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        unsigned long long n = (unsigned long long)atomic_fetch_add(&tmp_counter, 1);
+        long pid = (long)getpid();
+        int need = snprintf(NULL, 0, "%s.tmp.%ld.%llu", path, pid, n);
+        char *name = malloc((size_t)need + 1);
+        if (!name) {
+            errno = ENOMEM;
+            return -1;
+        }
+        snprintf(name, (size_t)need + 1, "%s.tmp.%ld.%llu", path, pid, n);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            *tmp = name;
+            return fd;
+        }
+        int saved = errno;
+        free(name);
+        errno = saved;
+        if (saved != EEXIST)
+            return -1;
+    }
+    return -1; /* errno is EEXIST */
+}
+
+/* Atomically replace path with iov[0..n) (see the header comment for the
+ * protocol).  iov is only read.  On failure before the rename the temporary
+ * file is removed and path is untouched; returns LD_EINVAL for bad arguments,
+ * LD_EIO (message names path, the failed step and strerror) otherwise.
+ * Thread-safe. */
+int ld_write_atomic_iov(const char *path, const struct iovec *iov, int n, ld_err_t *err)
+{
+    if (!path || !*path || n < 0 || (n > 0 && !iov))
+        return ld_err_set(err, LD_EINVAL, "write_atomic: bad arguments");
+
+    char *tmp = NULL;
+    int fd = open_tmp(path, &tmp);
+    if (fd < 0)
+        return ld_err_set(err, LD_EIO, "cannot create a temporary file for %s: %s", path,
+                          strerror(errno));
+
+    const char *step = NULL;
+    if (write_all_iov(fd, iov, n) < 0)
+        step = "write";
+    else if (fsync_retry(fd) < 0)
+        step = "fsync";
+    int saved = errno;
+    if (close(fd) < 0 && !step) {
+        step = "close";
+        saved = errno;
+    }
+    if (!step && rename(tmp, path) < 0) {
+        step = "rename";
+        saved = errno;
+    }
+    if (step) {
+        unlink(tmp);
+        free(tmp);
+        return ld_err_set(err, LD_EIO, "cannot write %s (%s failed): %s", path, step,
+                          strerror(saved));
+    }
+    free(tmp);
+    if (fsync_parent_dir(path) < 0)
+        return ld_err_set(err, LD_EIO, "wrote %s but could not fsync its folder: %s", path,
+                          strerror(errno));
+    return LD_OK;
+}
+
+/* Atomically replace path with buf[0..len); as ld_write_atomic_iov. */
+int ld_write_atomic(const char *path, const void *buf, size_t len, ld_err_t *err)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    return ld_write_atomic_iov(path, &iov, 1, err);
+}
+
+/* Read the regular file path whole.  On LD_OK *out is malloc'd (caller frees),
+ * holds *len bytes and a NUL at (*out)[*len].  Errors: LD_ENOTFOUND (missing),
+ * LD_EINVAL (not a regular file: never blocks on a FIFO), LD_EFORMAT (larger than
+ * max_len), LD_ENOMEM, LD_EIO; each message names path.  Thread-safe. */
+int ld_read_file(const char *path, size_t max_len, uint8_t **out, size_t *len, ld_err_t *err)
+{
+    LD_ASSERT(out && len);
+    *out = NULL;
+    *len = 0;
+    if (!path || !*path)
+        return ld_err_set(err, LD_EINVAL, "read_file: empty path");
+
+    /* O_NONBLOCK so that opening a FIFO cannot hang before fstat rejects it;
+     * it has no effect on reads of regular files. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return ld_err_set(err, LD_ENOTFOUND, "%s: no such file", path);
+        return ld_err_set(err, LD_EIO, "cannot open %s: %s", path, strerror(errno));
+    }
+    int rc = LD_OK;
+    uint8_t *buf = NULL;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = ld_err_set(err, LD_EIO, "cannot stat %s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = ld_err_set(err, LD_EINVAL, "%s is not a regular file", path);
+        goto done;
+    }
+    if ((uint64_t)st.st_size > max_len) {
+        rc = ld_err_set(err, LD_EFORMAT, "%s is %lld bytes; the limit is %zu", path,
+                        (long long)st.st_size, max_len);
+        goto done;
+    }
+    size_t size = (size_t)st.st_size;
+    buf = malloc(size + 1);
+    if (!buf) {
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory reading %s (%zu bytes)", path, size);
+        goto done;
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = ld_err_set(err, LD_EIO, "cannot read %s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (r == 0) /* the file shrank since fstat: return what is there */
+            break;
+        got += (size_t)r;
+    }
+    buf[got] = 0;
+    *out = buf;
+    *len = got;
+    buf = NULL;
+done:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* mkdir that succeeds when a folder (not a file) of that name already exists. */
+static int mkdir_one(const char *dir, ld_err_t *err)
+{
+    if (mkdir(dir, 0755) == 0)
+        return LD_OK;
+    int saved = errno;
+    struct stat st;
+    if (saved == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+        return LD_OK;
+    if (saved == EEXIST)
+        return ld_err_set(err, LD_EIO, "cannot create folder %s: a file of that name exists",
+                          dir);
+    return ld_err_set(err, LD_EIO, "cannot create folder %s: %s", dir, strerror(saved));
+}
+
+/* Create dir and any missing parents (mode 0755).  Existing folders are fine;
+ * a non-folder in the way is LD_EIO.  Thread-safe (races with other creators
+ * of the same folders are tolerated). */
+int ld_mkdir_p(const char *dir, ld_err_t *err)
+{
+    if (!dir || !*dir)
+        return ld_err_set(err, LD_EINVAL, "mkdir: empty path");
+    char *p = strdup(dir);
+    if (!p)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    int rc = LD_OK;
+    for (char *s = p + 1; *s && rc == LD_OK; s++) {
+        if (*s != '/' || s[-1] == '/')
+            continue;
+        *s = 0;
+        rc = mkdir_one(p, err);
+        *s = '/';
+    }
+    if (rc == LD_OK)
+        rc = mkdir_one(p, err);
+    free(p);
+    return rc;
+}
+
+static int is_alnum_ascii(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* 1 if name matches [A-Za-z0-9][A-Za-z0-9._-]{0,63} (so never "", "." or ".."
+ * and never contains '/'), else 0.  NULL gives 0.  Locale-independent. */
+int ld_name_is_safe(const char *name)
+{
+    if (!name || !is_alnum_ascii(name[0]))
+        return 0;
+    size_t i = 1;
+    for (; name[i]; i++) {
+        char c = name[i];
+        if (i >= 64 || !(is_alnum_ascii(c) || c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
