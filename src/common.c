@@ -43,7 +43,7 @@ void *ld_malloc_array(size_t n, size_t size)
 {
     if (size && n > SIZE_MAX / size)
         return NULL;
-    return malloc(n * size ? n * size : 1);
+    return malloc(n && size ? n * size : 1);
 }
 
 double ld_now(void)

@@ -10,7 +10,9 @@
 
 /* x (n, h*w) floats in [0,1] (values outside are clamped, NaN -> 0) -> an 8-bit
  * grayscale PNG grid with cols columns, ceil(n/cols) rows and a pad-pixel
- * border between tiles (pad >= 0). cols <= 0 means ceil(sqrt(n)). */
+ * border between tiles (pad >= 0). cols <= 0 means ceil(sqrt(n)).
+ * Layout as torchvision's make_grid: the border also runs round the outside,
+ * so the PNG is cols*(w+pad)+pad wide; pad pixels and empty tiles are 0. */
 int ld_png_grid(const float *x, int n, int h, int w, int cols, int pad, uint8_t **out,
                 size_t *len, ld_err_t *err);
 
@@ -18,6 +20,9 @@ int ld_png_grid(const float *x, int n, int h, int w, int cols, int pad, uint8_t 
  * Rejects images larger than max_pixels. */
 int ld_png_decode(const void *buf, size_t len, size_t max_pixels, float **x, int *h, int *w,
                   ld_err_t *err);
+/* Same as ld_png_decode, reading the PNG file at path; errors name the file. */
+int ld_png_decode_file(const char *path, size_t max_pixels, float **x, int *h, int *w,
+                       ld_err_t *err);
 
 /* A NumPy v1.0 .npy file: '<f4', C order, the given shape (ndim <= 4). */
 int ld_npy_encode(const float *x, int ndim, const int64_t *shape, uint8_t **out, size_t *len,

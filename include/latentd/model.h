@@ -27,12 +27,10 @@
 
 #include "latentd/ckpt.h"
 #include "latentd/common.h"
+#include "latentd/mlp.h"
 #include "latentd/nn.h"
 
-#define LD_MAX_HIDDEN 6
-#define LD_MAX_LAYERS (LD_MAX_HIDDEN + 1)
 #define LD_MAX_NETS 4
-#define LD_MAX_WIDTH 4096 /* widest layer we accept from a file or a request */
 
 typedef enum { LD_KIND_VAE = 1, LD_KIND_GAN = 2, LD_KIND_CLASSIFIER = 3 } ld_kind_t;
 
@@ -54,19 +52,6 @@ typedef struct {
     float dropout;     /* GAN discriminator / classifier training dropout, in [0,1) */
 } ld_arch_t;
 
-typedef struct {
-    char name[32];      /* tensor-name prefix: "encoder", "mu", ... */
-    int indexed;        /* names are "name.{i}.weight" (1) or "name.weight" (0) */
-    int n_layers;
-    int size[LD_MAX_LAYERS + 1];  /* size[0] input width ... size[n_layers] output width */
-    ld_act_t act;       /* after each layer but the last */
-    ld_act_t out_act;   /* after the last layer */
-    float slope;
-    float dropout;      /* after each hidden activation, training only */
-    size_t w_off[LD_MAX_LAYERS];  /* weight i (size[i+1], size[i]) at block + w_off[i] */
-    size_t b_off[LD_MAX_LAYERS];  /* bias i (size[i+1]) at block + b_off[i] */
-    size_t off, n_params;         /* this net's range in the block */
-} ld_mlp_t;
 
 /* The training record, stored as strings in the checkpoint's __metadata__. */
 #define LD_RECORD_MAX 24

@@ -19,6 +19,15 @@
 /* ---- BLAS ---- */
 /* Tell OpenBLAS how many threads it may use (call once at start). */
 void ld_blas_threads(int n);
+/* OpenBLAS 0.3.21 does not know CPUs newer than its release and falls back to
+ * its SSE3 "Prescott" kernels, 2x slower here.  When that happened, the CPU
+ * has AVX-512 (or AVX2+FMA) and the user did not set OPENBLAS_CORETYPE, set it
+ * to SkylakeX (or Haswell) and re-exec /proc/self/exe with argv: the variable
+ * is read only when the library loads.  Returns only if no re-exec happened.
+ * Call first thing in main. */
+void ld_blas_fix_coretype(char **argv);
+/* OpenBLAS's name for the kernels in use, e.g. "SkylakeX". */
+const char *ld_blas_core(void);
 
 /* ---- activations ---- */
 typedef enum {

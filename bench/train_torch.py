@@ -1,0 +1,120 @@
+#!/usr/bin/python3
+"""PyTorch peer for `make bench`: the same recipes as latentd, one epoch each.
+
+Usage: bench/train_torch.py vae|gan|gan-article [--epochs N] [--threads N]
+Prints one line: "<recipe> torch samples/s <value> loss <...>".
+Runs with Debian's python3-torch; only benchmarks and fixtures use it.
+"""
+import argparse, gzip, time
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DATA = "/usr/share/datasets/fashion-mnist"
+
+
+def load_images(split="train"):
+    with gzip.open(f"{DATA}/{split}-images-idx3-ubyte.gz", "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[4:8], "big")
+    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=16).reshape(n, 784).astype(np.float32) / 255.0)
+
+
+def mlp(sizes, act, out_act=None, dropout=0.0):
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i + 2 < len(sizes):
+            layers.append(act())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    if out_act:
+        layers.append(out_act())
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    def __init__(self, enc=(128, 64), dec=(64, 128), z=20):
+        super().__init__()
+        act = lambda: nn.LeakyReLU(0.2)
+        self.encoder = mlp([784, *enc], act)
+        self.encoder.append(act())
+        self.mu = nn.Linear(enc[-1], z)
+        self.logvar = nn.Linear(enc[-1], z)
+        self.decoder = mlp([z, *dec, 784], act)
+
+    def forward(self, x):
+        h = self.encoder(x)
+        mu, lv = self.mu(h), self.logvar(h)
+        z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
+        return self.decoder(z), mu, lv
+
+
+def bench_vae(x, epochs, batch=128):
+    torch.manual_seed(1)
+    m = VAE()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    n, t0, seen = x.shape[0], time.perf_counter(), 0
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        for i in range(0, n, batch):
+            xb = x[perm[i:i + batch]]
+            logits, mu, lv = m(xb)
+            rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
+            kl = -0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
+            loss = (rec + kl) / xb.shape[0]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += xb.shape[0]
+    return seen / (time.perf_counter() - t0), loss.item()
+
+
+def bench_gan(x, epochs, article, batch=64):
+    torch.manual_seed(1)
+    act = lambda: nn.LeakyReLU(0.2)
+    if article:
+        G = mlp([100, 128, 128, 784], act, nn.Sigmoid)
+        D = mlp([784, 128, 128, 1], act)
+        real_label = 1.0
+    else:
+        G = mlp([100, 256, 512, 784], act, nn.Sigmoid)
+        D = mlp([784, 512, 256, 1], act, dropout=0.3)
+        real_label = 0.9
+    og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    n, t0, seen = x.shape[0], time.perf_counter(), 0
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        for i in range(0, n, batch):
+            real = x[perm[i:i + batch]]
+            b = real.shape[0]
+            fake = G(torch.randn(b, 100))
+            ld = bce(D(real), torch.full((b, 1), real_label)) + bce(D(fake.detach()), torch.zeros(b, 1))
+            od.zero_grad()
+            ld.backward()
+            od.step()
+            lg = bce(D(fake), torch.ones(b, 1))
+            og.zero_grad()
+            lg.backward()
+            og.step()
+            seen += b
+    return seen / (time.perf_counter() - t0), (ld.item(), lg.item())
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("recipe", choices=["vae", "gan", "gan-article"])
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    x = load_images()
+    if a.recipe == "vae":
+        sps, loss = bench_vae(x, a.epochs)
+    else:
+        sps, loss = bench_gan(x, a.epochs, a.recipe == "gan-article")
+    print(f"{a.recipe} torch samples/s {sps:.0f} threads {torch.get_num_threads()} loss {loss}")

@@ -1,0 +1,43 @@
+/* eval.h — automatic quality measures.
+ *
+ *   VAE         negative ELBO in nats per image (one reparameterised sample per
+ *               image, fixed seed), split into reconstruction and KL.
+ *   classifier  accuracy.
+ *   GAN         class shares of n samples under a classifier, and the Fréchet
+ *               distance between samples and real images in the classifier's
+ *               penultimate-layer features (an FID with a Fashion-MNIST feature
+ *               extractor instead of Inception).
+ * Reentrant; models are read-only.
+ */
+#ifndef LATENTD_EVAL_H
+#define LATENTD_EVAL_H
+
+#include "latentd/data.h"
+#include "latentd/model.h"
+
+int ld_eval_vae(const ld_model_t *vae, const ld_dataset_t *d, uint64_t seed, double *nelbo,
+                double *rec, double *kl, ld_err_t *err);
+
+int ld_eval_accuracy(const ld_model_t *cls, const ld_dataset_t *d, double *acc, ld_err_t *err);
+
+typedef struct {
+    int n;              /* samples drawn */
+    int n_classes;
+    double share[256];  /* fraction of samples per predicted class */
+    double min_share;   /* smallest of share[] */
+    double fid;         /* Fréchet distance to d's images in feature space */
+} ld_gan_eval_t;
+
+int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t *d, int n,
+                uint64_t seed, ld_gan_eval_t *out, ld_err_t *err);
+
+/* Fréchet distance between N(mu1, c1) and N(mu2, c2) in F dimensions:
+ * |mu1-mu2|^2 + tr(c1 + c2 - 2 (c1^1/2 c2 c1^1/2)^1/2). c1, c2 (F, F) symmetric. */
+double ld_frechet(int F, const double *mu1, const double *c1, const double *mu2,
+                  const double *c2);
+
+/* Eigen-decomposition of a symmetric (F, F) matrix a by cyclic Jacobi:
+ * eigenvalues into w (F), eigenvectors into the columns of v (F, F). a is destroyed. */
+void ld_sym_eig(int F, double *a, double *w, double *v);
+
+#endif

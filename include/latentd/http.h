@@ -1,0 +1,154 @@
+/* http.h — the HTTP layer over libmicrohttpd: routing table, body caps,
+ * bearer-token auth, CORS, JSON errors, per-request log lines and metrics,
+ * graceful drain.  Handlers (api.c, and later jobs) see parsed requests and
+ * answer with one of the ld_req_reply_* calls; they never touch MHD unless
+ * they stream (see ld_req_reply_mhd).
+ *
+ * Request pipeline, in order (the first failure answers and stops):
+ *   draining?                    -> 503 shutting_down (+ Connection: close)
+ *   OPTIONS on a known path      -> 204 preflight (Allow, CORS when allowed)
+ *   route by path, then method   -> 404 not_found / 405 method_not_allowed + Allow
+ *   auth class of the route      -> 401 (+ WWW-Authenticate: Bearer) / 403
+ *   Content-Length > cap         -> 413 payload_too_large (before reading the body)
+ *   Content-Type for JSON routes -> 415 unsupported_media_type
+ *   body memory budget           -> 503 overloaded (+ Retry-After)
+ *   accumulated body > cap       -> 413
+ *   JSON parse (by length, object at top level, nothing after it) -> 400
+ *   handler
+ * Every error body is {"error":{"code":"...","message":"..."}}.
+ *
+ * Threads: MHD's internal epoll thread pool calls handlers; a handler runs on
+ * one thread for its request and may block briefly (inference is sub-ms).
+ * Routes are added before ld_http_start; afterwards the table is read-only.
+ * ld_http_drain/ld_http_free come from one control thread.
+ */
+#ifndef LATENTD_HTTP_H
+#define LATENTD_HTTP_H
+
+#include "latentd/buf.h"
+#include "latentd/common.h"
+#include "latentd/metrics.h"
+
+#include <cjson/cJSON.h>
+
+struct MHD_Connection;
+struct MHD_Response;
+struct MHD_Daemon;
+
+typedef struct ld_http ld_http_t;
+typedef struct ld_req ld_req_t;
+
+typedef enum {
+    LD_AUTH_NONE = 0,    /* open: /healthz, /readyz */
+    LD_AUTH_INFERENCE,   /* inference token when one is configured (admin token also accepted) */
+    LD_AUTH_ADMIN,       /* admin token always; 403 when none is configured */
+} ld_auth_t;
+
+enum {
+    LD_ROUTE_JSON = 1u << 0,          /* body must be a JSON object (415/400 otherwise) */
+    LD_ROUTE_JSON_OPTIONAL = 1u << 1, /* like LD_ROUTE_JSON, but an empty body is fine */
+};
+
+/* A handler answers with exactly one ld_req_reply_* call (no reply = 500,
+ * logged as a bug). ctx is the route's. */
+typedef void (*ld_handler_fn)(ld_req_t *req, void *ctx);
+
+typedef struct {
+    const char *method;   /* "GET" (also answers HEAD), "POST", "PUT", "DELETE" */
+    const char *pattern;  /* "/v1/models/{name}/sample": literal segments and {param}s */
+    ld_auth_t auth;
+    unsigned flags;       /* LD_ROUTE_* */
+    ld_handler_fn fn;
+    void *ctx;
+} ld_route_t;
+
+typedef struct {
+    const char *bind;               /* IPv4/IPv6 literal */
+    int port;                       /* 0 = any */
+    int threads;                    /* MHD pool size, >= 1 */
+    int conn_timeout_s;             /* idle connection timeout */
+    int conn_limit;
+    int per_ip_limit;               /* 0 = none */
+    size_t conn_memory_limit;       /* MHD per-connection pool */
+    size_t max_body;                /* request body cap */
+    size_t body_memory_limit;       /* all buffered bodies plus their parse trees */
+    size_t thread_stack;            /* bytes, 0 = MHD default */
+    const char *cors_origins;       /* "a, b" or "*" or "" */
+    const char *token;              /* inference token or NULL */
+    const char *admin_token;        /* admin token or NULL */
+    int access_log;                 /* one info line per request */
+} ld_http_opts_t;
+
+/* Create (not started). Strings in opts are copied; tokens are kept only as
+ * SHA-256 digests. metrics is borrowed and must outlive the server. */
+int ld_http_new(const ld_http_opts_t *opts, ld_metrics_t *metrics, ld_http_t **out,
+                ld_err_t *err);
+/* Add a route (before ld_http_start). LD_EINVAL for a bad pattern or a
+ * duplicate method+pattern; LD_ENOMEM when the table is full. */
+int ld_http_route_add(ld_http_t *h, const ld_route_t *route, ld_err_t *err);
+/* Bind and start the thread pool. */
+int ld_http_start(ld_http_t *h, ld_err_t *err);
+/* The bound port (useful with port 0); 0 before start. */
+int ld_http_port(const ld_http_t *h);
+/* /readyz state: not ready until set; draining implies not ready. */
+void ld_http_set_ready(ld_http_t *h, int ready);
+int ld_http_is_ready(const ld_http_t *h);
+int ld_http_is_draining(const ld_http_t *h);
+/* Called (on the control thread) when draining starts, e.g. to end streams. */
+int ld_http_on_drain(ld_http_t *h, void (*fn)(void *ctx), void *ctx);
+/* Stop accepting connections (the listening socket refuses from now on),
+ * answer new requests on open connections with 503, and wait up to timeout_s
+ * for requests in flight to finish. Returns the number still in flight. */
+int ld_http_drain(ld_http_t *h, double timeout_s);
+/* Stop the pool (closing every connection) and free. NULL is fine. */
+void ld_http_free(ld_http_t *h);
+/* A metrics collector (ctx = the server): in-flight requests, open
+ * connections, buffered body bytes. */
+void ld_http_collect(ld_buf_t *out, void *ctx);
+
+/* ---- requests (valid only inside the handler) ---- */
+const char *ld_req_method(const ld_req_t *req);
+const char *ld_req_path(const ld_req_t *req);
+/* A {param} of the route pattern, or NULL. */
+const char *ld_req_param(const ld_req_t *req, const char *name);
+/* A query-string argument (decoded), or NULL (also for a key without a value). */
+const char *ld_req_query(const ld_req_t *req, const char *key);
+/* Calls fn for each query argument; stops early when fn returns non-zero. */
+void ld_req_query_each(const ld_req_t *req, int (*fn)(void *ctx, const char *k, const char *v),
+                       void *ctx);
+/* A request header (case-insensitive name), or NULL. */
+const char *ld_req_header(const ld_req_t *req, const char *name);
+/* The parsed JSON object of an LD_ROUTE_JSON* route (NULL when the body was
+ * empty). Owned by the request. */
+const cJSON *ld_req_json(const ld_req_t *req);
+/* The raw body (owned by the request) and its length. */
+const uint8_t *ld_req_body(const ld_req_t *req, size_t *len);
+ld_http_t *ld_req_server(const ld_req_t *req);
+struct MHD_Connection *ld_req_connection(const ld_req_t *req);
+
+/* ---- replies ---- */
+/* Add a response header (copied); call before the reply. 0 or LD_ENOMEM. */
+int ld_req_header_add(ld_req_t *req, const char *name, const char *value);
+/* Answer with body[0..len) (malloc'd; ownership moves here, freed even on
+ * failure) and the given content type. */
+void ld_req_reply(ld_req_t *req, int status, const char *content_type, void *body, size_t len);
+/* Answer with a static or borrowed body that outlives the response (copied if not). */
+void ld_req_reply_copy(ld_req_t *req, int status, const char *content_type, const void *body,
+                       size_t len);
+/* Answer with the JSON text in b (application/json); b is emptied. A failed
+ * buffer (out of memory) becomes a 503. */
+void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b);
+/* Answer {"error":{"code":code,"message":...}} with status. */
+void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Escape hatch for streaming handlers: queue a response built by the caller
+ * (CORS and standard headers are added here; the caller keeps its own
+ * reference and destroys it as usual). bytes is what to log (-1 unknown). */
+void ld_req_reply_mhd(ld_req_t *req, int status, struct MHD_Response *resp, long long bytes);
+
+/* ---- helpers ---- */
+/* Constant-time comparison of two NUL-terminated secrets (via SHA-256, so the
+ * time does not depend on where they differ or on their lengths). 1 if equal. */
+int ld_secret_equal(const char *a, const char *b);
+
+#endif

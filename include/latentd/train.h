@@ -1,0 +1,77 @@
+/* train.h — the one training loop, used by `latentd train` and by daemon jobs.
+ *
+ * A trainer owns the optimiser state (gradients, Adam moments), the random
+ * streams and its workspaces; it borrows the model (mutated in place) and the
+ * data set (read-only).  One trainer runs on one thread; several trainers may
+ * run at once on different models.
+ *
+ * Determinism: same seed, data, options and BLAS thread count => bit-identical
+ * weights and losses.  Two streams are derived from the seed: one shuffles each
+ * epoch, one draws noise (VAE eps, GAN z, dropout masks).
+ *
+ * Resume: ld_trainer_save_state writes one safetensors file holding the model,
+ * both Adam moments and the counters and random states (as metadata), written
+ * atomically; ld_trainer_load_state restores all of it so that the run goes on
+ * exactly as if it had not stopped.
+ */
+#ifndef LATENTD_TRAIN_H
+#define LATENTD_TRAIN_H
+
+#include "latentd/data.h"
+#include "latentd/gan.h"
+#include "latentd/model.h"
+
+typedef struct {
+    int epochs;             /* 1.. */
+    int batch;              /* 1.. */
+    uint64_t seed;
+    ld_adam_cfg_t adam;     /* VAE, classifier; GAN generator */
+    ld_adam_cfg_t adam_d;   /* GAN discriminator */
+    float kl_beta;          /* VAE: weight of the KL term (1 = the ELBO) */
+    ld_gan_loss_t gan_loss; /* GAN: generator loss */
+    float real_label;       /* GAN: target for real images (1 = none, 0.9 = one-sided smoothing) */
+    long checkpoint_every;  /* steps between state checkpoints; 0 = none during the run */
+    char state_path[4096];  /* where state checkpoints go; "" = nowhere */
+} ld_train_opts_t;
+
+/* The recipe latentd uses by default for each kind (see README). */
+void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o);
+int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err);
+
+#define LD_MAX_LOSSES 4
+typedef struct {
+    int epoch, epochs;       /* epoch is 1-based while running */
+    long step, steps_total;  /* optimiser steps done / planned */
+    double samples_per_s;    /* over this run so far */
+    double eta_s;
+    double elapsed_s;
+    int n_losses;
+    const char *loss_names[LD_MAX_LOSSES];
+    double loss[LD_MAX_LOSSES];  /* running means over the current epoch */
+    int epoch_done;          /* this call closes an epoch */
+    int finished;            /* this call closes the run */
+} ld_progress_t;
+
+/* Called after every step. Return nonzero to stop the run (ld_trainer_run then
+ * returns LD_ECANCELLED after saving state if a state_path is set). */
+typedef int (*ld_progress_fn)(const ld_progress_t *p, void *user);
+
+typedef struct ld_trainer ld_trainer_t;
+
+/* m and d are borrowed and must outlive the trainer. */
+int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *o,
+                   ld_trainer_t **out, ld_err_t *err);
+void ld_trainer_free(ld_trainer_t *t);
+
+/* Train to the end (or until cb asks to stop). Writes the training record into
+ * the model (data, epochs, seed, final losses, timestamps...). */
+int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err);
+
+int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err);
+/* Load a state file written for the same architecture and options. */
+int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err);
+
+/* The progress as of now (for status queries from the owning thread). */
+void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p);
+
+#endif

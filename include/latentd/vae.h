@@ -1,0 +1,35 @@
+/* vae.h — the VAE's training step (forward + backward on one batch).
+ *
+ *   h = encoder(x); mu = mu(h); logvar = logvar(h)
+ *   z = mu + exp(logvar / 2) * eps            eps ~ N(0, 1), supplied by the caller
+ *   logits = decoder(z)
+ *   loss = (BCE(logits, x) summed over pixels + beta * KL) / b
+ *   KL = -1/2 sum(1 + logvar - mu^2 - exp(logvar))
+ *
+ * The workspace belongs to one thread.  Inference lives in model.h.
+ */
+#ifndef LATENTD_VAE_H
+#define LATENTD_VAE_H
+
+#include "latentd/model.h"
+
+typedef struct {
+    int B;
+    ld_mlp_ws_t enc, mu, lv, dec;
+    float *mem;
+    float *z;           /* (B, Z) */
+    float *dz;          /* (B, Z) */
+    float *dmu, *dlv;   /* (B, Z) */
+    float *dh, *dh2;    /* (B, H) H = last encoder width */
+    float *dlogits;     /* (B, X) */
+} ld_vae_ws_t;
+
+int ld_vae_ws_init(ld_vae_ws_t *ws, const ld_model_t *m, int B);
+void ld_vae_ws_free(ld_vae_ws_t *ws);
+
+/* x (b, X) in [0,1], eps (b, Z). rec and kl get the batch SUMS.  When grads is
+ * not NULL, grads (n_params) += d loss / d params (loss as above, mean over b). */
+void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, const float *x,
+                 const float *eps, float beta, double *rec, double *kl);
+
+#endif

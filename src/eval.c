@@ -1,0 +1,222 @@
+/* eval.c — VAE ELBO, classifier accuracy, GAN class shares and Fréchet distance. */
+#include "latentd/eval.h"
+
+#include "latentd/vae.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#define EVAL_BATCH 500
+
+int ld_eval_vae(const ld_model_t *m, const ld_dataset_t *d, uint64_t seed, double *nelbo,
+                double *rec, double *kl, ld_err_t *err)
+{
+    if (m->arch.kind != LD_KIND_VAE)
+        return ld_err_set(err, LD_EINVAL, "not a VAE");
+    if (d->dim != m->arch.x_dim)
+        return ld_err_set(err, LD_EINVAL, "data has %d pixels per image; the model expects %d",
+                          d->dim, m->arch.x_dim);
+    ld_vae_ws_t ws;
+    int B = d->n < EVAL_BATCH ? d->n : EVAL_BATCH;
+    float *eps = ld_malloc_array((size_t)B * m->arch.z_dim, sizeof(float));
+    if (!eps || ld_vae_ws_init(&ws, m, B)) {
+        free(eps);
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    }
+    ld_rng_t r;
+    ld_rng_seed(&r, seed);
+    double rs = 0, ks = 0;
+    for (int i = 0; i < d->n; i += B) {
+        int b = d->n - i < B ? d->n - i : B;
+        double br, bk;
+        ld_rng_fill_normal(&r, eps, (size_t)b * m->arch.z_dim, 0, 1);
+        ld_vae_step(m, NULL, &ws, b, d->x + (size_t)i * d->dim, eps, 1.0f, &br, &bk);
+        rs += br;
+        ks += bk;
+    }
+    ld_vae_ws_free(&ws);
+    free(eps);
+    *rec = rs / d->n;
+    *kl = ks / d->n;
+    *nelbo = *rec + *kl;
+    return LD_OK;
+}
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
+}
+
+int ld_eval_accuracy(const ld_model_t *cls, const ld_dataset_t *d, double *acc, ld_err_t *err)
+{
+    if (!d->y)
+        return ld_err_set(err, LD_EINVAL, "data %s has no labels", d->name);
+    int C = cls->arch.n_classes;
+    float *logits = ld_malloc_array((size_t)d->n * C, sizeof(float));
+    if (!logits)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    int rc = ld_model_classify(cls, d->n, d->x, logits, NULL, err);
+    if (!rc) {
+        long hit = 0;
+        for (int i = 0; i < d->n; i++)
+            hit += argmax(logits + (size_t)i * C, C) == d->y[i];
+        *acc = (double)hit / d->n;
+    }
+    free(logits);
+    return rc;
+}
+
+/* mean (F) and covariance (F, F) of feat (n, F), unbiased like numpy.cov. */
+static int moments(int n, int F, const float *feat, double *mean, double *cov)
+{
+    double *c = ld_malloc_array((size_t)n * F, sizeof(double));
+    if (!c)
+        return LD_ENOMEM;
+    memset(mean, 0, (size_t)F * sizeof *mean);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < F; j++)
+            mean[j] += feat[(size_t)i * F + j];
+    for (int j = 0; j < F; j++)
+        mean[j] /= n;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < F; j++)
+            c[(size_t)i * F + j] = feat[(size_t)i * F + j] - mean[j];
+    /* cov = c^T c / (n - 1), full matrix */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, F, n, 1.0 / (n - 1), c, F, c, F, 0.0,
+                cov, F);
+    free(c);
+    return LD_OK;
+}
+
+void ld_sym_eig(int F, double *a, double *w, double *v)
+{
+    for (int i = 0; i < F; i++)
+        for (int j = 0; j < F; j++)
+            v[i * F + j] = i == j;
+    for (int sweep = 0; sweep < 100; sweep++) {
+        double off = 0, diag = 0;
+        for (int i = 0; i < F; i++) {
+            diag += a[i * F + i] * a[i * F + i];
+            for (int j = i + 1; j < F; j++)
+                off += a[i * F + j] * a[i * F + j];
+        }
+        if (off <= 1e-24 * (diag > 0 ? diag : 1))
+            break;
+        for (int p = 0; p < F; p++)
+            for (int q = p + 1; q < F; q++) {
+                double apq = a[p * F + q];
+                if (fabs(apq) < 1e-300)
+                    continue;
+                double theta = (a[q * F + q] - a[p * F + p]) / (2 * apq);
+                double t = (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
+                double c = 1 / sqrt(t * t + 1), s = t * c;
+                for (int k = 0; k < F; k++) { /* columns p, q */
+                    double akp = a[k * F + p], akq = a[k * F + q];
+                    a[k * F + p] = c * akp - s * akq;
+                    a[k * F + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < F; k++) { /* rows p, q */
+                    double apk = a[p * F + k], aqk = a[q * F + k];
+                    a[p * F + k] = c * apk - s * aqk;
+                    a[q * F + k] = s * apk + c * aqk;
+                }
+                for (int k = 0; k < F; k++) {
+                    double vkp = v[k * F + p], vkq = v[k * F + q];
+                    v[k * F + p] = c * vkp - s * vkq;
+                    v[k * F + q] = s * vkp + c * vkq;
+                }
+            }
+    }
+    for (int i = 0; i < F; i++)
+        w[i] = a[i * F + i];
+}
+
+double ld_frechet(int F, const double *mu1, const double *c1, const double *mu2,
+                  const double *c2)
+{
+    size_t FF = (size_t)F * F;
+    double *buf = ld_malloc_array(5 * FF + F, sizeof(double));
+    if (!buf)
+        return NAN;
+    double *a = buf, *v = a + FF, *s = v + FF, *t = s + FF, *u = t + FF, *w = u + FF;
+    /* s = c1^1/2 = V diag(sqrt(max(w,0))) V^T */
+    memcpy(a, c1, FF * sizeof *a);
+    ld_sym_eig(F, a, w, v);
+    for (int i = 0; i < F; i++)
+        for (int k = 0; k < F; k++)
+            t[i * F + k] = v[i * F + k] * sqrt(w[k] > 0 ? w[k] : 0);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, F, F, 1, t, F, v, F, 0, s, F);
+    /* a = s c2 s (symmetric PSD); tr sqrt = sum sqrt(eigenvalues) */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, F, F, 1, s, F, c2, F, 0, u, F);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, F, F, 1, u, F, s, F, 0, a, F);
+    for (int i = 0; i < F; i++) /* symmetrise away rounding */
+        for (int k = i + 1; k < F; k++)
+            a[i * F + k] = a[k * F + i] = 0.5 * (a[i * F + k] + a[k * F + i]);
+    ld_sym_eig(F, a, w, v);
+    double tr_sqrt = 0, tr = 0, dm = 0;
+    for (int i = 0; i < F; i++) {
+        tr_sqrt += sqrt(w[i] > 0 ? w[i] : 0);
+        tr += c1[i * F + i] + c2[i * F + i];
+        dm += (mu1[i] - mu2[i]) * (mu1[i] - mu2[i]);
+    }
+    free(buf);
+    return dm + tr - 2 * tr_sqrt;
+}
+
+int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t *d, int n,
+                uint64_t seed, ld_gan_eval_t *out, ld_err_t *err)
+{
+    if (gan->arch.kind != LD_KIND_GAN && gan->arch.kind != LD_KIND_VAE)
+        return ld_err_set(err, LD_EINVAL, "not a generative model");
+    if (cls->arch.kind != LD_KIND_CLASSIFIER)
+        return ld_err_set(err, LD_EINVAL, "the --classifier model is a %s, not a classifier",
+                          ld_kind_name(cls->arch.kind));
+    if (cls->arch.x_dim != gan->arch.x_dim || d->dim != gan->arch.x_dim)
+        return ld_err_set(err, LD_EINVAL, "image sizes of model, classifier and data differ");
+    const ld_mlp_t *net = &cls->nets[LD_CLS_NET];
+    int C = cls->arch.n_classes, F = net->size[net->n_layers - 1], X = gan->arch.x_dim;
+    int nr = d->n;
+    size_t big = (size_t)(n > nr ? n : nr);
+    float *z = ld_malloc_array((size_t)n * gan->arch.z_dim, sizeof(float));
+    float *x = ld_malloc_array((size_t)n * X, sizeof(float));
+    float *logits = ld_malloc_array(big * C, sizeof(float));
+    float *feat = ld_malloc_array(big * F, sizeof(float));
+    double *st = ld_malloc_array(2 * ((size_t)F * F + F), sizeof(double));
+    int rc = LD_OK;
+    if (!z || !x || !logits || !feat || !st) {
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+        goto out;
+    }
+    double *mu1 = st, *c1 = mu1 + F, *mu2 = c1 + (size_t)F * F, *c2 = mu2 + F;
+    ld_model_draw_z(gan, seed, 1.0f, n, z);
+    if ((rc = ld_model_decode(gan, n, z, x, err)) ||
+        (rc = ld_model_classify(cls, n, x, logits, feat, err)))
+        goto out;
+    memset(out, 0, sizeof *out);
+    out->n = n;
+    out->n_classes = C;
+    for (int i = 0; i < n; i++)
+        out->share[argmax(logits + (size_t)i * C, C)] += 1.0 / n;
+    out->min_share = 1;
+    for (int c = 0; c < C; c++)
+        out->min_share = out->share[c] < out->min_share ? out->share[c] : out->min_share;
+    if (moments(n, F, feat, mu1, c1) ||
+        (rc = ld_model_classify(cls, nr, d->x, logits, feat, err)) ||
+        moments(nr, F, feat, mu2, c2)) {
+        rc = rc ? rc : ld_err_set(err, LD_ENOMEM, "out of memory");
+        goto out;
+    }
+    out->fid = ld_frechet(F, mu1, c1, mu2, c2);
+out:
+    free(z);
+    free(x);
+    free(logits);
+    free(feat);
+    free(st);
+    return rc;
+}

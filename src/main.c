@@ -1,0 +1,576 @@
+/* main.c — the `latentd` command line: train, sample, eval, info, serve.
+ * Only this file calls exit(); everything below returns status codes. */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/data.h"
+#include "latentd/eval.h"
+#include "latentd/image.h"
+#include "latentd/model.h"
+#include "latentd/fsutil.h"
+#include "latentd/train.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+int ld_serve_main(int argc, char **argv);
+
+#define LATENTD_VERSION "0.1.0"
+
+/* ---- a table-driven flag parser ---- */
+
+typedef enum { F_INT, F_U64, F_FLOAT, F_STR, F_BOOL } ftype_t;
+typedef struct {
+    const char *name; /* without the leading "--" */
+    ftype_t type;
+    void *ptr;
+    double min, max;
+    const char *help;
+    int seen;
+} flag_t;
+
+static int parse_flags(int argc, char **argv, flag_t *flags, int nflags, const char **positional)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            if (positional && !*positional) {
+                *positional = a;
+                continue;
+            }
+            fprintf(stderr, "latentd %s: unexpected argument '%s'\n", argv[0], a);
+            return -1;
+        }
+        const char *name = a + 2, *val = NULL;
+        char buf[64];
+        const char *eq = strchr(name, '=');
+        if (eq) {
+            snprintf(buf, sizeof buf, "%.*s", (int)(eq - name), name);
+            name = buf;
+            val = eq + 1;
+        }
+        flag_t *f = NULL;
+        for (int k = 0; k < nflags; k++)
+            if (!strcmp(flags[k].name, name))
+                f = &flags[k];
+        if (!f) {
+            fprintf(stderr, "latentd %s: unknown flag --%s (see latentd %s --help)\n", argv[0],
+                    name, argv[0]);
+            return -1;
+        }
+        f->seen = 1;
+        if (f->type == F_BOOL) {
+            *(int *)f->ptr = 1;
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "latentd %s: --%s needs a value\n", argv[0], name);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        char *end = NULL;
+        errno = 0;
+        if (f->type == F_STR) {
+            *(const char **)f->ptr = val;
+            continue;
+        }
+        double d = strtod(val, &end);
+        if (errno || end == val || *end || !isfinite(d) || d < f->min || d > f->max ||
+            (f->type != F_FLOAT && d != floor(d))) {
+            fprintf(stderr, "latentd %s: --%s %s: expected %s in [%g, %g]\n", argv[0], name, val,
+                    f->type == F_FLOAT ? "a number" : "an integer", f->min, f->max);
+            return -1;
+        }
+        if (f->type == F_INT)
+            *(int *)f->ptr = (int)d;
+        else if (f->type == F_U64)
+            *(uint64_t *)f->ptr = (uint64_t)strtoull(val, NULL, 10);
+        else
+            *(float *)f->ptr = (float)d;
+    }
+    return 0;
+}
+
+static void print_flags(const char *usage, const flag_t *flags, int n)
+{
+    printf("usage: %s\n\n", usage);
+    for (int i = 0; i < n; i++)
+        printf("  --%-16s %s\n", flags[i].name, flags[i].help);
+}
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+    return 0;
+}
+
+/* "128,64" -> hidden list */
+static int parse_hidden(const char *s, ld_hidden_t *h, const char *flag)
+{
+    h->n = 0;
+    if (!strcmp(s, "") || !strcmp(s, "none"))
+        return 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > LD_MAX_WIDTH || h->n == LD_MAX_HIDDEN ||
+            (*end && *end != ',')) {
+            fprintf(stderr, "latentd train: --%s %s: expected up to %d comma-separated widths in 1..%d\n",
+                    flag, s, LD_MAX_HIDDEN, LD_MAX_WIDTH);
+            return -1;
+        }
+        h->size[h->n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static void load_err(const char *cmd, const ld_err_t *e) { fprintf(stderr, "latentd %s: %s\n", cmd, e->msg); }
+
+/* ---- train ---- */
+
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) { (void)sig; g_interrupted = 1; }
+
+typedef struct {
+    int tty;
+    double last;
+} progress_ui_t;
+
+static int cli_progress(const ld_progress_t *p, void *user)
+{
+    progress_ui_t *ui = user;
+    double now = ld_now();
+    if (ui->tty && (now - ui->last > 0.1 || p->epoch_done)) {
+        ui->last = now;
+        int width = 24, fill = (int)(width * (double)p->step / (double)p->steps_total);
+        char bar[32];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        fprintf(stderr, "\r\033[Kepoch %d/%d [%s] step %ld/%ld", p->epoch, p->epochs, bar, p->step,
+                p->steps_total);
+        for (int i = 0; i < p->n_losses; i++)
+            fprintf(stderr, " %s %.4g", p->loss_names[i], p->loss[i]);
+        fprintf(stderr, " | %.0f samples/s ETA %.0fs", p->samples_per_s, p->eta_s);
+        if (p->epoch_done)
+            fputc('\n', stderr);
+    } else if (!ui->tty && p->epoch_done) {
+        fprintf(stderr, "epoch %d/%d step %ld/%ld", p->epoch, p->epochs, p->step, p->steps_total);
+        for (int i = 0; i < p->n_losses; i++)
+            fprintf(stderr, " %s=%.6g", p->loss_names[i], p->loss[i]);
+        fprintf(stderr, " samples/s=%.0f eta_s=%.0f\n", p->samples_per_s, p->eta_s);
+    }
+    return g_interrupted;
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    const char *kind_s = "vae", *data = "fashion-mnist", *out = NULL, *hidden = NULL,
+               *dec_hidden = NULL, *g_hidden = NULL, *d_hidden = NULL, *arch_s = "default",
+               *act_s = NULL, *loss_s = "ns", *state = NULL;
+    int epochs = 0, batch = 0, z = 0, limit = 0, threads = 0, resume = 0, classes = 10;
+    long every = 0;
+    int every_i = 0;
+    uint64_t seed = 1;
+    float lr = 0, lr_d = 0, beta1 = -1, beta2 = -1, slope = -1, dropout = -1, real_label = -1,
+          kl_beta = -1;
+    flag_t flags[] = {
+        {"kind", F_STR, &kind_s, 0, 0, "vae | gan | classifier (default vae)", 0},
+        {"data", F_STR, &data, 0, 0, "fashion-mnist | IDX file or folder | PNG folder", 0},
+        {"epochs", F_INT, &epochs, 1, 100000, "passes over the data (vae 10, gan 20, classifier 10)", 0},
+        {"batch", F_INT, &batch, 1, 65536, "batch size (vae 128, gan 64, classifier 128)", 0},
+        {"lr", F_FLOAT, &lr, 1e-9, 1, "Adam learning rate (vae 1e-3, gan 2e-4)", 0},
+        {"lr-d", F_FLOAT, &lr_d, 1e-9, 1, "GAN discriminator learning rate (default --lr)", 0},
+        {"beta1", F_FLOAT, &beta1, 0, 0.999999, "Adam beta1 (vae 0.9, gan 0.5)", 0},
+        {"beta2", F_FLOAT, &beta2, 0, 0.999999, "Adam beta2 (0.999)", 0},
+        {"seed", F_U64, &seed, 0, 1.8e19, "random seed (1)", 0},
+        {"arch", F_STR, &arch_s, 0, 0, "default | article (GAN: the reference article's nets)", 0},
+        {"hidden", F_STR, &hidden, 0, 0, "VAE encoder / classifier hidden widths, e.g. 128,64", 0},
+        {"dec-hidden", F_STR, &dec_hidden, 0, 0, "VAE decoder widths (default: --hidden reversed)", 0},
+        {"g-hidden", F_STR, &g_hidden, 0, 0, "GAN generator widths (256,512)", 0},
+        {"d-hidden", F_STR, &d_hidden, 0, 0, "GAN discriminator widths (512,256)", 0},
+        {"z", F_INT, &z, 1, 1024, "latent size (vae 20, gan 100)", 0},
+        {"classes", F_INT, &classes, 2, 256, "classifier outputs (10)", 0},
+        {"act", F_STR, &act_s, 0, 0, "leaky_relu | relu | tanh | sigmoid (leaky_relu)", 0},
+        {"slope", F_FLOAT, &slope, 0, 0.999, "leaky ReLU slope (0.2)", 0},
+        {"dropout", F_FLOAT, &dropout, 0, 0.95, "GAN discriminator / classifier dropout (0.3 / 0.2)", 0},
+        {"real-label", F_FLOAT, &real_label, 0.01, 1, "GAN target for real images; 0.9 = one-sided smoothing (gan 0.9)", 0},
+        {"loss", F_STR, &loss_s, 0, 0, "GAN generator loss: ns (non-saturating) | minimax", 0},
+        {"kl-beta", F_FLOAT, &kl_beta, 0, 1000, "VAE weight of the KL term (1)", 0},
+        {"limit", F_INT, &limit, 0, 1e9, "train on the first N examples only", 0},
+        {"threads", F_INT, &threads, 0, 64, "OpenBLAS threads (default: all cores)", 0},
+        {"checkpoint-every", F_INT, &every_i, 0, 1e9, "write --state every N steps", 0},
+        {"state", F_STR, &state, 0, 0, "training-state file (model + optimiser) for resuming", 0},
+        {"resume", F_BOOL, &resume, 0, 0, "continue from --state", 0},
+        {"out", F_STR, &out, 0, 0, "output checkpoint FILE.safetensors (required)", 0},
+    };
+    int nf = (int)LD_ARRAY_LEN(flags);
+    if (wants_help(argc, argv)) {
+        print_flags("latentd train --kind vae|gan|classifier --data fashion-mnist|PATH --out FILE.safetensors [flags]", flags, nf);
+        return 0;
+    }
+    if (parse_flags(argc, argv, flags, nf, NULL))
+        return 2;
+    if (!out) {
+        fprintf(stderr, "latentd train: --out FILE.safetensors is required\n");
+        return 2;
+    }
+    every = every_i;
+    ld_kind_t kind;
+    if (ld_kind_parse(kind_s, &kind)) {
+        fprintf(stderr, "latentd train: --kind %s: expected vae, gan or classifier\n", kind_s);
+        return 2;
+    }
+    ld_arch_t arch;
+    if (!strcmp(arch_s, "article") && kind == LD_KIND_GAN)
+        ld_arch_article_gan(&arch);
+    else if (!strcmp(arch_s, "default"))
+        ld_arch_default(kind, &arch);
+    else {
+        fprintf(stderr, "latentd train: --arch %s: expected default%s\n", arch_s,
+                kind == LD_KIND_GAN ? " or article" : "");
+        return 2;
+    }
+    ld_train_opts_t o;
+    ld_train_opts_default(kind, &o);
+    if (kind == LD_KIND_GAN && !strcmp(arch_s, "article"))
+        o.real_label = 1.0f; /* the article's plain recipe */
+    if (hidden && parse_hidden(hidden, &arch.enc, "hidden"))
+        return 2;
+    if (kind == LD_KIND_VAE && hidden && !dec_hidden) {
+        arch.dec.n = arch.enc.n;
+        for (int i = 0; i < arch.enc.n; i++)
+            arch.dec.size[i] = arch.enc.size[arch.enc.n - 1 - i];
+    }
+    if ((dec_hidden && parse_hidden(dec_hidden, &arch.dec, "dec-hidden")) ||
+        (g_hidden && parse_hidden(g_hidden, &arch.dec, "g-hidden")) ||
+        (d_hidden && parse_hidden(d_hidden, &arch.enc, "d-hidden")))
+        return 2;
+    if (z)
+        arch.z_dim = z;
+    if (kind == LD_KIND_CLASSIFIER)
+        arch.n_classes = classes;
+    if (act_s && ld_act_parse(act_s, &arch.act)) {
+        fprintf(stderr, "latentd train: --act %s: expected leaky_relu, relu, tanh or sigmoid\n", act_s);
+        return 2;
+    }
+    if (slope >= 0)
+        arch.slope = slope;
+    if (dropout >= 0)
+        arch.dropout = dropout;
+    if (epochs)
+        o.epochs = epochs;
+    if (batch)
+        o.batch = batch;
+    o.seed = seed;
+    if (lr > 0)
+        o.adam.lr = o.adam_d.lr = lr;
+    if (lr_d > 0)
+        o.adam_d.lr = lr_d;
+    if (beta1 >= 0)
+        o.adam.beta1 = o.adam_d.beta1 = beta1;
+    if (beta2 >= 0)
+        o.adam.beta2 = o.adam_d.beta2 = beta2;
+    if (real_label > 0)
+        o.real_label = real_label;
+    if (kl_beta >= 0)
+        o.kl_beta = kl_beta;
+    if (ld_gan_loss_parse(loss_s, &o.gan_loss)) {
+        fprintf(stderr, "latentd train: --loss %s: expected ns or minimax\n", loss_s);
+        return 2;
+    }
+    if (state)
+        snprintf(o.state_path, sizeof o.state_path, "%s", state);
+    o.checkpoint_every = every;
+    if (resume && !state) {
+        fprintf(stderr, "latentd train: --resume needs --state FILE\n");
+        return 2;
+    }
+    ld_err_t e;
+    if (ld_arch_validate(&arch, &e) || ld_train_opts_validate(&o, &e)) {
+        load_err("train", &e);
+        return 2;
+    }
+    ld_blas_threads(threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+
+    ld_dataset_t *d = NULL;
+    ld_model_t *m = NULL;
+    ld_trainer_t *t = NULL;
+    int rc = 1;
+    if (ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e) || ld_model_new(&arch, seed, &m, &e) ||
+        ld_trainer_new(m, d, &o, &t, &e) || (resume && ld_trainer_load_state(t, state, &e))) {
+        load_err("train", &e);
+        goto done;
+    }
+    char desc[256];
+    ld_arch_describe(&arch, desc, sizeof desc);
+    fprintf(stderr, "train: %s on %s (%d images), %d epochs, batch %d, lr %g, seed %" PRIu64 "\n",
+            desc, d->name, d->n, o.epochs, o.batch, (double)o.adam.lr, o.seed);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    progress_ui_t ui = {isatty(2), 0};
+    int trc = ld_trainer_run(t, cli_progress, &ui, &e);
+    if (trc) {
+        load_err("train", &e);
+        if (trc == LD_ECANCELLED && state)
+            fprintf(stderr, "train: state saved to %s; continue with --resume\n", state);
+        goto done;
+    }
+    if (ld_model_save(m, out, &e)) {
+        load_err("train", &e);
+        goto done;
+    }
+    ld_progress_t p;
+    ld_trainer_progress(t, &p);
+    printf("trained %s: %ld steps in %.1fs (%.0f samples/s)", ld_kind_name(kind), p.step,
+           p.elapsed_s, p.samples_per_s);
+    for (int i = 0; i < p.n_losses; i++)
+        printf(", %s %.4f", p.loss_names[i], p.loss[i]);
+    printf(" -> %s\n", out);
+    rc = 0;
+done:
+    ld_trainer_free(t);
+    ld_model_free(m);
+    ld_data_free(d);
+    return rc;
+}
+
+/* ---- sample ---- */
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int cmd_sample(int argc, char **argv)
+{
+    const char *model = NULL, *out = NULL;
+    int n = 64, cols = 0;
+    uint64_t seed = 1;
+    float temp = 1.0f;
+    flag_t flags[] = {
+        {"model", F_STR, &model, 0, 0, "checkpoint FILE.safetensors (required)", 0},
+        {"n", F_INT, &n, 1, 100000, "number of images (64)", 0},
+        {"seed", F_U64, &seed, 0, 1.8e19, "random seed (1)", 0},
+        {"temperature", F_FLOAT, &temp, 0, 10, "latent standard deviation (1)", 0},
+        {"cols", F_INT, &cols, 0, 1000, "grid columns for .png (default sqrt(n))", 0},
+        {"out", F_STR, &out, 0, 0, "OUT.png (grid) or OUT.npy (float32 (n, pixels))", 0},
+    };
+    int nf = (int)LD_ARRAY_LEN(flags);
+    if (wants_help(argc, argv)) {
+        print_flags("latentd sample --model FILE --n N --seed S --out OUT.png|OUT.npy", flags, nf);
+        return 0;
+    }
+    if (parse_flags(argc, argv, flags, nf, NULL))
+        return 2;
+    if (!model || !out || (!ends_with(out, ".png") && !ends_with(out, ".npy"))) {
+        fprintf(stderr, "latentd sample: --model FILE and --out OUT.png|OUT.npy are required\n");
+        return 2;
+    }
+    ld_err_t e;
+    ld_model_t *m;
+    if (ld_model_load(model, &m, &e)) {
+        load_err("sample", &e);
+        return 1;
+    }
+    int rc = 1;
+    const ld_arch_t *a = &m->arch;
+    float *z = NULL, *x = NULL;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (a->kind == LD_KIND_CLASSIFIER) {
+        fprintf(stderr, "latentd sample: %s is a classifier; it cannot generate images\n", model);
+        goto done;
+    }
+    z = ld_malloc_array((size_t)n * a->z_dim, sizeof(float));
+    x = ld_malloc_array((size_t)n * a->x_dim, sizeof(float));
+    if (!z || !x) {
+        fprintf(stderr, "latentd sample: out of memory\n");
+        goto done;
+    }
+    ld_model_draw_z(m, seed, temp, n, z);
+    if (ld_model_decode(m, n, z, x, &e)) {
+        load_err("sample", &e);
+        goto done;
+    }
+    int64_t shape[2] = {n, a->x_dim};
+    int erc = ends_with(out, ".png") ? ld_png_grid(x, n, a->img_h, a->img_w, cols, 2, &buf, &len, &e)
+                                     : ld_npy_encode(x, 2, shape, &buf, &len, &e);
+    if (erc || ld_write_atomic(out, buf, len, &e)) {
+        load_err("sample", &e);
+        goto done;
+    }
+    printf("wrote %d samples to %s\n", n, out);
+    rc = 0;
+done:
+    free(z);
+    free(x);
+    free(buf);
+    ld_model_free(m);
+    return rc;
+}
+
+/* ---- eval ---- */
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *model = NULL, *data = "fashion-mnist", *classifier = NULL;
+    int n = 10000;
+    uint64_t seed = 1;
+    flag_t flags[] = {
+        {"model", F_STR, &model, 0, 0, "checkpoint to evaluate (required)", 0},
+        {"data", F_STR, &data, 0, 0, "test data: fashion-mnist | PATH (test split)", 0},
+        {"classifier", F_STR, &classifier, 0, 0, "classifier checkpoint (GAN: class shares and Frechet distance)", 0},
+        {"n", F_INT, &n, 2, 1000000, "GAN samples (10000)", 0},
+        {"seed", F_U64, &seed, 0, 1.8e19, "random seed (1)", 0},
+    };
+    int nf = (int)LD_ARRAY_LEN(flags);
+    if (wants_help(argc, argv)) {
+        print_flags("latentd eval --model FILE --data fashion-mnist [--classifier FILE]", flags, nf);
+        return 0;
+    }
+    if (parse_flags(argc, argv, flags, nf, NULL))
+        return 2;
+    if (!model) {
+        fprintf(stderr, "latentd eval: --model FILE is required\n");
+        return 2;
+    }
+    ld_err_t e;
+    ld_model_t *m = NULL, *cls = NULL;
+    ld_dataset_t *d = NULL;
+    int rc = 1;
+    if (ld_model_load(model, &m, &e) || ld_data_load(data, LD_SPLIT_TEST, 0, &d, &e)) {
+        load_err("eval", &e);
+        goto done;
+    }
+    ld_blas_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
+    if (m->arch.kind == LD_KIND_VAE && !classifier) {
+        double nelbo, rec, kl;
+        if (ld_eval_vae(m, d, seed, &nelbo, &rec, &kl, &e)) {
+            load_err("eval", &e);
+            goto done;
+        }
+        printf("vae %s on %s (%d images): negative ELBO %.2f nats/image (reconstruction %.2f + KL %.2f)\n",
+               model, d->name, d->n, nelbo, rec, kl);
+    } else if (m->arch.kind == LD_KIND_CLASSIFIER) {
+        double acc;
+        if (ld_eval_accuracy(m, d, &acc, &e)) {
+            load_err("eval", &e);
+            goto done;
+        }
+        printf("classifier %s on %s (%d images): accuracy %.2f%%\n", model, d->name, d->n,
+               100 * acc);
+    } else {
+        if (!classifier) {
+            fprintf(stderr, "latentd eval: a GAN needs --classifier FILE (train one with "
+                            "latentd train --kind classifier)\n");
+            goto done;
+        }
+        ld_gan_eval_t g;
+        if (ld_model_load(classifier, &cls, &e) || ld_eval_gan(m, cls, d, n, seed, &g, &e)) {
+            load_err("eval", &e);
+            goto done;
+        }
+        printf("%s %s: %d samples, class shares:", ld_kind_name(m->arch.kind), model, g.n);
+        for (int c = 0; c < g.n_classes; c++)
+            printf(" %d:%.1f%%", c, 100 * g.share[c]);
+        printf("\nmin class share %.1f%%, Frechet distance to %s %.3f\n", 100 * g.min_share,
+               d->name, g.fid);
+    }
+    rc = 0;
+done:
+    ld_model_free(m);
+    ld_model_free(cls);
+    ld_data_free(d);
+    return rc;
+}
+
+/* ---- info ---- */
+
+static int cmd_info(int argc, char **argv)
+{
+    const char *file = NULL;
+    if (wants_help(argc, argv)) {
+        printf("usage: latentd info FILE.safetensors\n");
+        return 0;
+    }
+    if (parse_flags(argc, argv, NULL, 0, &file))
+        return 2;
+    if (!file) {
+        fprintf(stderr, "latentd info: FILE is required\n");
+        return 2;
+    }
+    ld_err_t e;
+    ld_model_t *m;
+    if (ld_model_load(file, &m, &e)) {
+        load_err("info", &e);
+        return 1;
+    }
+    char desc[256], json[1024];
+    ld_arch_describe(&m->arch, desc, sizeof desc);
+    ld_arch_to_json(&m->arch, json, sizeof json);
+    printf("file:       %s\nkind:       %s\narch:       %s\narch json:  %s\nparameters: %zu\n", file,
+           ld_kind_name(m->arch.kind), desc, json, m->n_params);
+    if (m->record.n == 0)
+        printf("record:     (none)\n");
+    for (int i = 0; i < m->record.n; i++)
+        printf("%-11s %s\n", m->record.key[i], m->record.val[i]);
+    ld_model_free(m);
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "latentd %s — train and serve small generative image models\n\n"
+               "usage: latentd <command> [flags]   (latentd <command> --help for flags)\n\n"
+               "  train    train a VAE, GAN or classifier and write a .safetensors checkpoint\n"
+               "  sample   draw images from a checkpoint into a PNG grid or a .npy array\n"
+               "  eval     test negative ELBO (VAE), class shares and Frechet distance (GAN), accuracy (classifier)\n"
+               "  info     print a checkpoint's kind, architecture, size and training record\n"
+               "  serve    run the HTTP daemon\n"
+               "  version  print the version\n",
+            LATENTD_VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    ld_blas_fix_coretype(argv);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    argc--, argv++;
+    if (!strcmp(cmd, "train"))
+        return cmd_train(argc, argv);
+    if (!strcmp(cmd, "sample"))
+        return cmd_sample(argc, argv);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "info"))
+        return cmd_info(argc, argv);
+    if (!strcmp(cmd, "serve"))
+        return ld_serve_main(argc, argv);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("latentd %s\n", LATENTD_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "latentd: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

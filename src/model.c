@@ -1,0 +1,677 @@
+/* model.c — architectures, the parameter block, checkpoints and inference.
+ * See model.h for the layout of each kind and the tensor names. */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/model.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* Rows per inference chunk: bounds per-call scratch (~256 x 784 floats). */
+#define INFER_CHUNK 256
+
+static const char *const kind_names[] = {NULL, "vae", "gan", "classifier"};
+
+const char *ld_kind_name(ld_kind_t k)
+{
+    return (k >= LD_KIND_VAE && k <= LD_KIND_CLASSIFIER) ? kind_names[k] : "?";
+}
+
+int ld_kind_parse(const char *s, ld_kind_t *out)
+{
+    for (int k = LD_KIND_VAE; s && k <= LD_KIND_CLASSIFIER; k++)
+        if (strcmp(s, kind_names[k]) == 0) {
+            *out = (ld_kind_t)k;
+            return 0;
+        }
+    return -1;
+}
+
+static void hidden_set(ld_hidden_t *h, int n, const int *sizes)
+{
+    h->n = n;
+    for (int i = 0; i < n; i++)
+        h->size[i] = sizes[i];
+}
+
+void ld_arch_default(ld_kind_t kind, ld_arch_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->kind = kind;
+    a->img_h = a->img_w = 28;
+    a->x_dim = 784;
+    a->act = LD_ACT_LRELU;
+    a->slope = 0.2f;
+    switch (kind) {
+    case LD_KIND_VAE:
+        a->z_dim = 20;
+        hidden_set(&a->enc, 2, (int[]){128, 64});
+        hidden_set(&a->dec, 2, (int[]){64, 128});
+        break;
+    case LD_KIND_GAN:
+        a->z_dim = 100;
+        hidden_set(&a->dec, 2, (int[]){256, 512});
+        hidden_set(&a->enc, 2, (int[]){512, 256});
+        a->dropout = 0.3f;
+        break;
+    case LD_KIND_CLASSIFIER:
+        a->n_classes = 10;
+        hidden_set(&a->enc, 2, (int[]){256, 128});
+        a->dropout = 0.2f;
+        break;
+    }
+}
+
+void ld_arch_article_gan(ld_arch_t *a)
+{
+    ld_arch_default(LD_KIND_GAN, a);
+    hidden_set(&a->dec, 2, (int[]){128, 128});
+    hidden_set(&a->enc, 2, (int[]){128, 128});
+    a->dropout = 0.0f;
+}
+
+static int check_hidden(const ld_hidden_t *h, const char *what, int min_n, ld_err_t *err)
+{
+    if (h->n < min_n || h->n > LD_MAX_HIDDEN)
+        return ld_err_set(err, LD_EINVAL, "%s needs %d to %d hidden layers, got %d", what, min_n,
+                          LD_MAX_HIDDEN, h->n);
+    for (int i = 0; i < h->n; i++)
+        if (h->size[i] < 1 || h->size[i] > LD_MAX_WIDTH)
+            return ld_err_set(err, LD_EINVAL, "%s hidden layer %d has width %d (allowed 1..%d)",
+                              what, i, h->size[i], LD_MAX_WIDTH);
+    return LD_OK;
+}
+
+int ld_arch_validate(const ld_arch_t *a, ld_err_t *err)
+{
+    if (a->kind < LD_KIND_VAE || a->kind > LD_KIND_CLASSIFIER)
+        return ld_err_set(err, LD_EINVAL, "unknown model kind %d", (int)a->kind);
+    if (a->img_h < 1 || a->img_w < 1 || a->img_h > 256 || a->img_w > 256 ||
+        a->x_dim != a->img_h * a->img_w)
+        return ld_err_set(err, LD_EINVAL, "image shape %dx%d is invalid (each side 1..256)",
+                          a->img_h, a->img_w);
+    if (!(a->slope >= 0.0f && a->slope < 1.0f))
+        return ld_err_set(err, LD_EINVAL, "activation slope %g is outside [0,1)", a->slope);
+    if (!(a->dropout >= 0.0f && a->dropout < 1.0f))
+        return ld_err_set(err, LD_EINVAL, "dropout %g is outside [0,1)", a->dropout);
+    if (a->act == LD_ACT_NONE || (unsigned)a->act > LD_ACT_SIGMOID)
+        return ld_err_set(err, LD_EINVAL, "hidden activation must be leaky_relu, relu, tanh or sigmoid");
+    int rc;
+    switch (a->kind) {
+    case LD_KIND_VAE:
+    case LD_KIND_GAN:
+        if (a->z_dim < 1 || a->z_dim > 1024)
+            return ld_err_set(err, LD_EINVAL, "latent size z=%d is outside 1..1024", a->z_dim);
+        if ((rc = check_hidden(&a->enc, a->kind == LD_KIND_VAE ? "encoder" : "discriminator",
+                               a->kind == LD_KIND_VAE ? 1 : 0, err)))
+            return rc;
+        return check_hidden(&a->dec, a->kind == LD_KIND_VAE ? "decoder" : "generator", 0, err);
+    case LD_KIND_CLASSIFIER:
+        if (a->n_classes < 2 || a->n_classes > 256)
+            return ld_err_set(err, LD_EINVAL, "classes=%d is outside 2..256", a->n_classes);
+        return check_hidden(&a->enc, "classifier", 1, err);
+    }
+    return LD_OK;
+}
+
+/* JSON names of the two hidden lists per kind. */
+static void hidden_keys(ld_kind_t k, const char **enc, const char **dec)
+{
+    *enc = k == LD_KIND_VAE ? "encoder" : k == LD_KIND_GAN ? "discriminator" : "hidden";
+    *dec = k == LD_KIND_VAE ? "decoder" : k == LD_KIND_GAN ? "generator" : NULL;
+}
+
+static int append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + (*pos < len ? *pos : len), *pos < len ? len - *pos : 0, fmt, ap);
+    va_end(ap);
+    *pos += (size_t)(n > 0 ? n : 0);
+    return n;
+}
+
+static void append_list(char *buf, size_t len, size_t *pos, const ld_hidden_t *h)
+{
+    append(buf, len, pos, "[");
+    for (int i = 0; i < h->n; i++)
+        append(buf, len, pos, "%s%d", i ? "," : "", h->size[i]);
+    append(buf, len, pos, "]");
+}
+
+int ld_arch_to_json(const ld_arch_t *a, char *buf, size_t len)
+{
+    size_t pos = 0;
+    const char *ek, *dk;
+    hidden_keys(a->kind, &ek, &dk);
+    append(buf, len, &pos, "{\"kind\":\"%s\",\"image\":[%d,%d]", ld_kind_name(a->kind), a->img_h,
+           a->img_w);
+    if (a->kind == LD_KIND_CLASSIFIER)
+        append(buf, len, &pos, ",\"classes\":%d", a->n_classes);
+    else
+        append(buf, len, &pos, ",\"z\":%d", a->z_dim);
+    if (dk) {
+        append(buf, len, &pos, ",\"%s\":", dk);
+        append_list(buf, len, &pos, &a->dec);
+    }
+    append(buf, len, &pos, ",\"%s\":", ek);
+    append_list(buf, len, &pos, &a->enc);
+    append(buf, len, &pos, ",\"act\":\"%s\",\"slope\":%g,\"dropout\":%g}", ld_act_name(a->act),
+           (double)a->slope, (double)a->dropout);
+    return pos < len ? (int)pos : -1;
+}
+
+static int json_hidden(const cJSON *o, const char *key, ld_hidden_t *h, ld_err_t *err)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsArray(arr))
+        return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" must be an array of widths", key);
+    int n = cJSON_GetArraySize(arr);
+    if (n > LD_MAX_HIDDEN)
+        return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" has %d layers (max %d)", key, n,
+                          LD_MAX_HIDDEN);
+    h->n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
+            return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" holds a non-integer", key);
+        h->size[h->n++] = (int)it->valuedouble;
+    }
+    return LD_OK;
+}
+
+static int json_int(const cJSON *o, const char *key, int *out, ld_err_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
+        return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" must be an integer", key);
+    *out = (int)v->valuedouble;
+    return LD_OK;
+}
+
+int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err)
+{
+    cJSON *o = cJSON_Parse(json);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return ld_err_set(err, LD_EFORMAT, "arch: not a JSON object");
+    }
+    int rc = LD_OK;
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    ld_kind_t k;
+    if (!cJSON_IsString(kind) || ld_kind_parse(kind->valuestring, &k)) {
+        rc = ld_err_set(err, LD_EFORMAT, "arch: \"kind\" must be vae, gan or classifier");
+        goto out;
+    }
+    ld_arch_default(k, a);
+    const cJSON *img = cJSON_GetObjectItemCaseSensitive(o, "image");
+    if (!cJSON_IsArray(img) || cJSON_GetArraySize(img) != 2 ||
+        !cJSON_IsNumber(cJSON_GetArrayItem(img, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(img, 1))) {
+        rc = ld_err_set(err, LD_EFORMAT, "arch: \"image\" must be [height, width]");
+        goto out;
+    }
+    a->img_h = (int)cJSON_GetArrayItem(img, 0)->valuedouble;
+    a->img_w = (int)cJSON_GetArrayItem(img, 1)->valuedouble;
+    a->x_dim = a->img_h * a->img_w;
+    const char *ek, *dk;
+    hidden_keys(k, &ek, &dk);
+    if ((rc = json_hidden(o, ek, &a->enc, err)) || (dk && (rc = json_hidden(o, dk, &a->dec, err))))
+        goto out;
+    if ((rc = k == LD_KIND_CLASSIFIER ? json_int(o, "classes", &a->n_classes, err)
+                                      : json_int(o, "z", &a->z_dim, err)))
+        goto out;
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(o, "act");
+    if (act && (!cJSON_IsString(act) || ld_act_parse(act->valuestring, &a->act))) {
+        rc = ld_err_set(err, LD_EFORMAT, "arch: unknown activation");
+        goto out;
+    }
+    const cJSON *slope = cJSON_GetObjectItemCaseSensitive(o, "slope");
+    if (cJSON_IsNumber(slope))
+        a->slope = (float)slope->valuedouble;
+    const cJSON *drop = cJSON_GetObjectItemCaseSensitive(o, "dropout");
+    if (cJSON_IsNumber(drop))
+        a->dropout = (float)drop->valuedouble;
+    rc = ld_arch_validate(a, err);
+out:
+    cJSON_Delete(o);
+    return rc;
+}
+
+void ld_arch_describe(const ld_arch_t *a, char *buf, size_t len)
+{
+    size_t pos = 0;
+    append(buf, len, &pos, "%s %dx%d", ld_kind_name(a->kind), a->img_h, a->img_w);
+    const ld_hidden_t *first = a->kind == LD_KIND_GAN ? &a->dec : &a->enc;
+    const ld_hidden_t *second = a->kind == LD_KIND_GAN ? &a->enc : &a->dec;
+    const char *n1 = a->kind == LD_KIND_GAN ? " G " : " ";
+    append(buf, len, &pos, "%s%d", n1, a->kind == LD_KIND_GAN ? a->z_dim : a->x_dim);
+    for (int i = 0; i < first->n; i++)
+        append(buf, len, &pos, "-%d", first->size[i]);
+    if (a->kind == LD_KIND_VAE) {
+        append(buf, len, &pos, "-z%d | %d", a->z_dim, a->z_dim);
+        for (int i = 0; i < second->n; i++)
+            append(buf, len, &pos, "-%d", second->size[i]);
+        append(buf, len, &pos, "-%d", a->x_dim);
+    } else if (a->kind == LD_KIND_GAN) {
+        append(buf, len, &pos, "-%d | D %d", a->x_dim, a->x_dim);
+        for (int i = 0; i < second->n; i++)
+            append(buf, len, &pos, "-%d", second->size[i]);
+        append(buf, len, &pos, "-1");
+    } else {
+        append(buf, len, &pos, "-%d", a->n_classes);
+    }
+    append(buf, len, &pos, ", %s", ld_act_name(a->act));
+    if (a->act == LD_ACT_LRELU)
+        append(buf, len, &pos, "(%g)", (double)a->slope);
+    if (a->dropout > 0)
+        append(buf, len, &pos, ", dropout %g", (double)a->dropout);
+}
+
+/* ---- the parameter block ---- */
+
+/* sizes = [first, hidden..., last] */
+static int chain(int *sizes, int first, const ld_hidden_t *h, int last)
+{
+    sizes[0] = first;
+    for (int i = 0; i < h->n; i++)
+        sizes[1 + i] = h->size[i];
+    sizes[1 + h->n] = last;
+    return h->n + 1; /* layers */
+}
+
+static void layout(ld_model_t *m)
+{
+    const ld_arch_t *a = &m->arch;
+    int s[LD_MAX_LAYERS + 1], L;
+    size_t off = 0;
+    switch (a->kind) {
+    case LD_KIND_VAE: {
+        int h = a->enc.size[a->enc.n - 1];
+        /* encoder: x -> hidden..., activation after every layer (its last is h) */
+        s[0] = a->x_dim;
+        for (int i = 0; i < a->enc.n; i++)
+            s[1 + i] = a->enc.size[i];
+        ld_mlp_layout(&m->nets[LD_VAE_ENC], "encoder", 1, a->enc.n, s, a->act, a->act, a->slope,
+                      0, &off);
+        int head[2] = {h, a->z_dim};
+        ld_mlp_layout(&m->nets[LD_VAE_MU], "mu", 0, 1, head, a->act, LD_ACT_NONE, a->slope, 0,
+                      &off);
+        ld_mlp_layout(&m->nets[LD_VAE_LOGVAR], "logvar", 0, 1, head, a->act, LD_ACT_NONE,
+                      a->slope, 0, &off);
+        L = chain(s, a->z_dim, &a->dec, a->x_dim);
+        ld_mlp_layout(&m->nets[LD_VAE_DEC], "decoder", 1, L, s, a->act, LD_ACT_NONE, a->slope, 0,
+                      &off);
+        m->n_nets = 4;
+        break;
+    }
+    case LD_KIND_GAN:
+        L = chain(s, a->z_dim, &a->dec, a->x_dim);
+        ld_mlp_layout(&m->nets[LD_GAN_G], "generator", 1, L, s, a->act, LD_ACT_SIGMOID, a->slope,
+                      0, &off);
+        L = chain(s, a->x_dim, &a->enc, 1);
+        ld_mlp_layout(&m->nets[LD_GAN_D], "discriminator", 1, L, s, a->act, LD_ACT_NONE,
+                      a->slope, a->dropout, &off);
+        m->n_nets = 2;
+        break;
+    case LD_KIND_CLASSIFIER:
+        L = chain(s, a->x_dim, &a->enc, a->n_classes);
+        ld_mlp_layout(&m->nets[LD_CLS_NET], "classifier", 1, L, s, a->act, LD_ACT_NONE, a->slope,
+                      a->dropout, &off);
+        m->n_nets = 1;
+        break;
+    }
+    m->n_params = off;
+}
+
+int ld_model_alloc(const ld_arch_t *a, ld_model_t **out, ld_err_t *err)
+{
+    int rc = ld_arch_validate(a, err);
+    if (rc)
+        return rc;
+    ld_model_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    m->arch = *a;
+    layout(m);
+    m->params = ld_calloc(m->n_params, sizeof(float));
+    if (!m->params) {
+        size_t n = m->n_params;
+        free(m);
+        return ld_err_set(err, LD_ENOMEM, "out of memory for %zu parameters", n);
+    }
+    *out = m;
+    return LD_OK;
+}
+
+int ld_model_new(const ld_arch_t *a, uint64_t seed, ld_model_t **out, ld_err_t *err)
+{
+    int rc = ld_model_alloc(a, out, err);
+    if (rc)
+        return rc;
+    ld_rng_t r;
+    ld_rng_seed(&r, seed);
+    for (int i = 0; i < (*out)->n_nets; i++)
+        ld_mlp_init(&(*out)->nets[i], (*out)->params, &r);
+    return LD_OK;
+}
+
+void ld_model_free(ld_model_t *m)
+{
+    if (m) {
+        free(m->params);
+        free(m);
+    }
+}
+
+int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *out, int max)
+{
+    int k = 0;
+    for (int n = 0; n < m->n_nets; n++) {
+        const ld_mlp_t *net = &m->nets[n];
+        for (int i = 0; i < net->n_layers; i++) {
+            for (int wb = 0; wb < 2 && k < max; wb++, k++) {
+                ld_tensor_view_t *t = &out[k];
+                memset(t, 0, sizeof *t);
+                const char *suffix = wb ? "bias" : "weight";
+                if (net->indexed)
+                    snprintf(t->name, sizeof t->name, "%s.%d.%s", net->name, i, suffix);
+                else
+                    snprintf(t->name, sizeof t->name, "%s.%s", net->name, suffix);
+                t->ndim = wb ? 1 : 2;
+                t->shape[0] = net->size[i + 1];
+                t->shape[1] = wb ? 0 : net->size[i];
+                t->numel = wb ? (size_t)net->size[i + 1] : (size_t)net->size[i + 1] * net->size[i];
+                t->data = block + (wb ? net->b_off[i] : net->w_off[i]);
+            }
+        }
+    }
+    return k;
+}
+
+/* ---- checkpoints ---- */
+
+#define MAX_TENSORS (2 * LD_MAX_LAYERS * LD_MAX_NETS)
+
+/* Count "prefix.{i}.weight" tensors from 0 and read their widths into sizes. */
+static int count_layers(const ld_ckpt_t *c, const char *prefix, int *sizes, int max_layers)
+{
+    int n = 0;
+    char name[LD_CKPT_NAME_MAX];
+    for (;;) {
+        snprintf(name, sizeof name, "%s.%d.weight", prefix, n);
+        const ld_tensor_view_t *t = ld_ckpt_find(c, name);
+        if (!t || t->ndim != 2 || n >= max_layers)
+            break;
+        if (n == 0)
+            sizes[0] = (int)t->shape[1];
+        sizes[n + 1] = (int)t->shape[0];
+        n++;
+    }
+    return n;
+}
+
+static void side_from_dim(ld_arch_t *a, int dim)
+{
+    int s = (int)lround(sqrt((double)dim));
+    if (s * s == dim) {
+        a->img_h = a->img_w = s;
+    } else {
+        a->img_h = 1;
+        a->img_w = dim;
+    }
+    a->x_dim = dim;
+}
+
+/* Infer an architecture from tensor names and shapes (a plain PyTorch state dict). */
+static int infer_arch(const ld_ckpt_t *c, ld_arch_t *a, ld_err_t *err)
+{
+    int s1[LD_MAX_LAYERS + 2], s2[LD_MAX_LAYERS + 2], n1, n2;
+    if ((n1 = count_layers(c, "encoder", s1, LD_MAX_HIDDEN + 1)) > 0) {
+        ld_arch_default(LD_KIND_VAE, a);
+        const ld_tensor_view_t *mu = ld_ckpt_find(c, "mu.weight");
+        n2 = count_layers(c, "decoder", s2, LD_MAX_LAYERS + 1);
+        if (!mu || mu->ndim != 2 || n2 < 1)
+            return ld_err_set(err, LD_EFORMAT,
+                              "has encoder.* tensors but no mu.weight or decoder.0.weight");
+        side_from_dim(a, s1[0]);
+        a->z_dim = (int)mu->shape[0];
+        hidden_set(&a->enc, n1, s1 + 1);
+        hidden_set(&a->dec, n2 - 1, s2 + 1);
+        return LD_OK;
+    }
+    if ((n1 = count_layers(c, "generator", s1, LD_MAX_LAYERS + 1)) > 0) {
+        ld_arch_default(LD_KIND_GAN, a);
+        n2 = count_layers(c, "discriminator", s2, LD_MAX_LAYERS + 1);
+        if (n2 < 1)
+            return ld_err_set(err, LD_EFORMAT, "has generator.* tensors but no discriminator.0.weight");
+        side_from_dim(a, s1[n1]);
+        a->z_dim = s1[0];
+        hidden_set(&a->dec, n1 - 1, s1 + 1);
+        hidden_set(&a->enc, n2 - 1, s2 + 1);
+        a->dropout = 0.0f; /* training-only; unknown for a foreign file */
+        return LD_OK;
+    }
+    if ((n1 = count_layers(c, "classifier", s1, LD_MAX_LAYERS + 1)) > 0) {
+        ld_arch_default(LD_KIND_CLASSIFIER, a);
+        side_from_dim(a, s1[0]);
+        a->n_classes = s1[n1];
+        hidden_set(&a->enc, n1 - 1, s1 + 1);
+        return LD_OK;
+    }
+    return ld_err_set(err, LD_EFORMAT,
+                      "no latentd metadata and no encoder.0.weight, generator.0.weight or "
+                      "classifier.0.weight tensor to infer the model from");
+}
+
+static int is_reserved_meta(const char *k)
+{
+    return !strcmp(k, "format") || !strcmp(k, "kind") || !strcmp(k, "arch");
+}
+
+int ld_model_from_ckpt(const ld_ckpt_t *c, ld_model_t **out, ld_err_t *err)
+{
+    ld_arch_t a;
+    int rc;
+    const char *arch_json = ld_ckpt_meta(c, "arch");
+    if (arch_json)
+        rc = ld_arch_from_json(arch_json, &a, err);
+    else
+        rc = infer_arch(c, &a, err);
+    if (rc)
+        return rc;
+    ld_model_t *m;
+    if ((rc = ld_model_alloc(&a, &m, err)))
+        return rc;
+    ld_tensor_view_t want[MAX_TENSORS];
+    int n = ld_model_tensors(m, m->params, want, MAX_TENSORS);
+    for (int i = 0; i < n; i++) {
+        const ld_tensor_view_t *t = ld_ckpt_find(c, want[i].name);
+        if (!t) {
+            rc = ld_err_set(err, LD_EFORMAT, "missing tensor %s required by the architecture",
+                            want[i].name);
+            goto fail;
+        }
+        int same = t->ndim == want[i].ndim;
+        for (int d = 0; same && d < t->ndim; d++)
+            same = t->shape[d] == want[i].shape[d];
+        if (!same) {
+            rc = ld_err_set(err, LD_EFORMAT, "tensor %s has shape [%lld%s%lld], architecture needs [%lld%s%lld]",
+                            t->name, (long long)t->shape[0], t->ndim > 1 ? "," : "",
+                            t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)want[i].shape[0],
+                            want[i].ndim > 1 ? "," : "",
+                            want[i].ndim > 1 ? (long long)want[i].shape[1] : 0LL);
+            goto fail;
+        }
+        for (size_t k = 0; k < t->numel; k++)
+            if (!isfinite(t->data[k])) {
+                rc = ld_err_set(err, LD_EFORMAT, "tensor %s holds a non-finite value at %zu",
+                                t->name, k);
+                goto fail;
+            }
+        memcpy((float *)want[i].data, t->data, t->numel * sizeof(float));
+    }
+    if (c->n_tensors != n) {
+        for (int i = 0; i < c->n_tensors; i++) {
+            int known = 0;
+            for (int j = 0; j < n && !known; j++)
+                known = !strcmp(c->tensors[i].name, want[j].name);
+            if (!known) {
+                rc = ld_err_set(err, LD_EFORMAT, "unexpected tensor %s for a %s model",
+                                c->tensors[i].name, ld_kind_name(a.kind));
+                goto fail;
+            }
+        }
+    }
+    for (int i = 0; i < c->n_meta; i++)
+        if (!is_reserved_meta(c->meta[i].key))
+            ld_record_set(&m->record, c->meta[i].key, "%s", c->meta[i].value);
+    *out = m;
+    return LD_OK;
+fail:
+    ld_model_free(m);
+    return rc;
+}
+
+int ld_model_load(const char *path, ld_model_t **out, ld_err_t *err)
+{
+    ld_ckpt_t *c;
+    int rc = ld_ckpt_read(path, &c, err);
+    if (rc)
+        return rc;
+    rc = ld_model_from_ckpt(c, out, err);
+    ld_ckpt_free(c);
+    if (rc && err) {
+        char tmp[sizeof err->msg];
+        memcpy(tmp, err->msg, sizeof tmp);
+        ld_err_set(err, rc, "%.200s: %.300s", path, tmp);
+    }
+    return rc;
+}
+
+int ld_model_save(const ld_model_t *m, const char *path, ld_err_t *err)
+{
+    ld_tensor_view_t t[MAX_TENSORS];
+    int n = ld_model_tensors(m, m->params, t, MAX_TENSORS);
+    char arch[1024];
+    ld_arch_to_json(&m->arch, arch, sizeof arch);
+    ld_kv_t meta[3 + LD_RECORD_MAX];
+    int nm = 0;
+    meta[nm++] = (ld_kv_t){"format", "latentd/1"};
+    meta[nm++] = (ld_kv_t){"kind", ld_kind_name(m->arch.kind)};
+    meta[nm++] = (ld_kv_t){"arch", arch};
+    for (int i = 0; i < m->record.n; i++)
+        meta[nm++] = (ld_kv_t){m->record.key[i], m->record.val[i]};
+    return ld_ckpt_write(path, t, n, meta, nm, err);
+}
+
+void ld_record_set(ld_record_t *r, const char *key, const char *fmt, ...)
+{
+    int i;
+    for (i = 0; i < r->n; i++)
+        if (!strcmp(r->key[i], key))
+            break;
+    if (i == r->n) {
+        if (r->n == LD_RECORD_MAX || is_reserved_meta(key))
+            return;
+        r->n++;
+        snprintf(r->key[i], sizeof r->key[i], "%s", key);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->val[i], sizeof r->val[i], fmt, ap);
+    va_end(ap);
+}
+
+const char *ld_record_get(const ld_record_t *r, const char *key)
+{
+    for (int i = 0; i < r->n; i++)
+        if (!strcmp(r->key[i], key))
+            return r->val[i];
+    return NULL;
+}
+
+/* ---- inference ---- */
+
+void ld_model_draw_z(const ld_model_t *m, uint64_t seed, float temperature, int n, float *z)
+{
+    ld_rng_t r;
+    ld_rng_seed(&r, seed);
+    ld_rng_fill_normal(&r, z, (size_t)n * m->arch.z_dim, 0.0f, temperature);
+}
+
+/* Run one net over n rows in chunks: x (n, size[0]) -> y (n, size[L]). */
+static int run_net(const ld_model_t *m, const ld_mlp_t *net, int n, const float *x, float *y,
+                   ld_act_t final, ld_err_t *err)
+{
+    ld_mlp_ws_t ws;
+    int B = n < INFER_CHUNK ? n : INFER_CHUNK;
+    if (ld_mlp_ws_init(&ws, net, B > 0 ? B : 1, 0))
+        return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", n);
+    int in = net->size[0], out = net->size[net->n_layers];
+    for (int i = 0; i < n; i += B) {
+        int b = n - i < B ? n - i : B;
+        const float *o = ld_mlp_forward(net, m->params, &ws, b, x + (size_t)i * in, NULL, NULL);
+        ld_act_forward(final, 0, (size_t)b * out, o, y + (size_t)i * out);
+    }
+    ld_mlp_ws_free(&ws);
+    return LD_OK;
+}
+
+int ld_model_decode(const ld_model_t *m, int n, const float *z, float *x, ld_err_t *err)
+{
+    switch (m->arch.kind) {
+    case LD_KIND_VAE:
+        return run_net(m, &m->nets[LD_VAE_DEC], n, z, x, LD_ACT_SIGMOID, err);
+    case LD_KIND_GAN:
+        return run_net(m, &m->nets[LD_GAN_G], n, z, x, LD_ACT_NONE, err);
+    default:
+        return ld_err_set(err, LD_EUNSUPPORTED, "a classifier has no decoder");
+    }
+}
+
+int ld_model_encode(const ld_model_t *m, int n, const float *x, float *mu, float *logvar,
+                    ld_err_t *err)
+{
+    if (m->arch.kind != LD_KIND_VAE)
+        return ld_err_set(err, LD_EUNSUPPORTED, "a %s has no encoder; only a VAE can encode",
+                          m->arch.kind == LD_KIND_GAN ? "GAN" : "classifier");
+    const ld_mlp_t *enc = &m->nets[LD_VAE_ENC];
+    int hdim = enc->size[enc->n_layers];
+    float *h = ld_malloc_array((size_t)n * hdim, sizeof(float));
+    if (!h)
+        return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", n);
+    int rc = run_net(m, enc, n, x, h, LD_ACT_NONE, err);
+    if (!rc)
+        rc = run_net(m, &m->nets[LD_VAE_MU], n, h, mu, LD_ACT_NONE, err);
+    if (!rc && logvar)
+        rc = run_net(m, &m->nets[LD_VAE_LOGVAR], n, h, logvar, LD_ACT_NONE, err);
+    free(h);
+    return rc;
+}
+
+int ld_model_classify(const ld_model_t *m, int n, const float *x, float *logits, float *feat,
+                      ld_err_t *err)
+{
+    if (m->arch.kind != LD_KIND_CLASSIFIER)
+        return ld_err_set(err, LD_EUNSUPPORTED, "not a classifier");
+    const ld_mlp_t *net = &m->nets[LD_CLS_NET];
+    ld_mlp_ws_t ws;
+    int B = n < INFER_CHUNK ? n : INFER_CHUNK;
+    if (ld_mlp_ws_init(&ws, net, B > 0 ? B : 1, 0))
+        return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", n);
+    int L = net->n_layers, C = net->size[L], F = net->size[L - 1];
+    for (int i = 0; i < n; i += B) {
+        int b = n - i < B ? n - i : B;
+        const float *o = ld_mlp_forward(net, m->params, &ws, b, x + (size_t)i * net->size[0],
+                                        NULL, NULL);
+        memcpy(logits + (size_t)i * C, o, (size_t)b * C * sizeof(float));
+        if (feat)
+            memcpy(feat + (size_t)i * F, ws.y[L - 2], (size_t)b * F * sizeof(float));
+    }
+    ld_mlp_ws_free(&ws);
+    return LD_OK;
+}

@@ -1,0 +1,481 @@
+/* train.c — the training loop shared by the CLI and daemon jobs. See train.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/train.h"
+
+#include "latentd/ckpt.h"
+#include "latentd/classifier.h"
+#include "latentd/vae.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+struct ld_trainer {
+    ld_model_t *m;               /* borrowed, mutated */
+    const ld_dataset_t *d;       /* borrowed */
+    ld_train_opts_t o;
+    float *grads, *adam_m, *adam_v; /* (n_params) each, one allocation */
+    long t;                      /* optimiser steps done */
+    int epoch;                   /* 0-based epoch in progress */
+    int batch_idx;               /* next batch of this epoch */
+    int steps_per_epoch;
+    ld_rng_t shuffle_start;      /* shuffle stream as it was before this epoch's shuffle */
+    ld_rng_t shuffle, noise;
+    int *perm;                   /* (n) this epoch's order */
+    float *xb;                   /* (B, X) gathered batch */
+    uint8_t *yb;                 /* (B) its labels */
+    float *noise_buf;            /* (B, Z) eps or z */
+    float *dlogits;              /* (B, C) classifier scratch */
+    ld_vae_ws_t vae;
+    ld_gan_ws_t gan;
+    ld_mlp_ws_t cls;
+    double loss_sum[LD_MAX_LOSSES]; /* this epoch: sum of (batch mean * b) */
+    long loss_n;                 /* this epoch: samples */
+    double run_start;            /* ld_now() when this run began */
+    long run_samples;            /* samples processed in this run */
+    long run_step0;              /* t when this run began */
+    char started[32];
+};
+
+static const char *const vae_losses[] = {"loss", "rec", "kl"};
+static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
+static const char *const cls_losses[] = {"loss", "acc"};
+
+static int loss_names(ld_kind_t k, const char *const **names)
+{
+    switch (k) {
+    case LD_KIND_VAE: *names = vae_losses; return 3;
+    case LD_KIND_GAN: *names = gan_losses; return 4;
+    default: *names = cls_losses; return 2;
+    }
+}
+
+void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->epochs = 10;
+    o->batch = 128;
+    o->seed = 1;
+    o->adam = (ld_adam_cfg_t){1e-3f, 0.9f, 0.999f, 1e-8f};
+    o->adam_d = o->adam;
+    o->kl_beta = 1.0f;
+    o->gan_loss = LD_GAN_LOSS_NS;
+    o->real_label = 1.0f;
+    if (kind == LD_KIND_GAN) {
+        o->epochs = 20;
+        o->batch = 64;
+        o->adam = (ld_adam_cfg_t){2e-4f, 0.5f, 0.999f, 1e-8f};
+        o->adam_d = o->adam;
+        o->real_label = 0.9f;
+    }
+}
+
+static int check_adam(const ld_adam_cfg_t *a, const char *who, ld_err_t *err)
+{
+    if (!(a->lr > 0 && a->lr <= 1))
+        return ld_err_set(err, LD_EINVAL, "%s learning rate %g is outside (0,1]", who, (double)a->lr);
+    if (!(a->beta1 >= 0 && a->beta1 < 1) || !(a->beta2 >= 0 && a->beta2 < 1))
+        return ld_err_set(err, LD_EINVAL, "%s betas must be in [0,1)", who);
+    if (!(a->eps > 0 && a->eps < 1))
+        return ld_err_set(err, LD_EINVAL, "%s eps %g is outside (0,1)", who, (double)a->eps);
+    return LD_OK;
+}
+
+int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
+{
+    if (o->epochs < 1 || o->epochs > 100000)
+        return ld_err_set(err, LD_EINVAL, "epochs %d is outside 1..100000", o->epochs);
+    if (o->batch < 1 || o->batch > 65536)
+        return ld_err_set(err, LD_EINVAL, "batch %d is outside 1..65536", o->batch);
+    if (!(o->kl_beta >= 0 && o->kl_beta <= 1000))
+        return ld_err_set(err, LD_EINVAL, "kl beta %g is outside [0,1000]", (double)o->kl_beta);
+    if (!(o->real_label > 0 && o->real_label <= 1))
+        return ld_err_set(err, LD_EINVAL, "real label %g is outside (0,1]", (double)o->real_label);
+    if (o->checkpoint_every < 0)
+        return ld_err_set(err, LD_EINVAL, "checkpoint_every must be >= 0");
+    int rc = check_adam(&o->adam, "", err);
+    return rc ? rc : check_adam(&o->adam_d, "discriminator", err);
+}
+
+void ld_trainer_free(ld_trainer_t *t)
+{
+    if (!t)
+        return;
+    free(t->grads);
+    free(t->perm);
+    free(t->xb);
+    free(t->yb);
+    free(t->noise_buf);
+    free(t->dlogits);
+    if (t->vae.mem)
+        ld_vae_ws_free(&t->vae);
+    if (t->gan.mem)
+        ld_gan_ws_free(&t->gan);
+    ld_mlp_ws_free(&t->cls);
+    free(t);
+}
+
+int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *o,
+                   ld_trainer_t **out, ld_err_t *err)
+{
+    int rc = ld_train_opts_validate(o, err);
+    if (rc)
+        return rc;
+    const ld_arch_t *a = &m->arch;
+    if (d->dim != a->x_dim)
+        return ld_err_set(err, LD_EINVAL, "data %s has %dx%d images; the model expects %dx%d",
+                          d->name, d->h, d->w, a->img_h, a->img_w);
+    if (d->n < 1)
+        return ld_err_set(err, LD_EINVAL, "data %s is empty", d->name);
+    if (a->kind == LD_KIND_CLASSIFIER && (!d->y || d->n_classes > a->n_classes))
+        return ld_err_set(err, LD_EINVAL, "data %s has %s; the classifier needs labels < %d",
+                          d->name, d->y ? "more classes" : "no labels", a->n_classes);
+    ld_trainer_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    t->m = m;
+    t->d = d;
+    t->o = *o;
+    int B = o->batch < d->n ? o->batch : d->n;
+    t->o.batch = B;
+    t->steps_per_epoch = (d->n + B - 1) / B;
+    int Z = a->z_dim > 0 ? a->z_dim : 1;
+    t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
+    t->perm = ld_malloc_array((size_t)d->n, sizeof(int));
+    t->xb = ld_malloc_array((size_t)B * a->x_dim, sizeof(float));
+    t->yb = ld_malloc_array((size_t)B, 1);
+    t->noise_buf = ld_malloc_array((size_t)B * Z, sizeof(float));
+    t->dlogits = ld_malloc_array((size_t)B * (a->n_classes > 0 ? a->n_classes : 1), sizeof(float));
+    int ws_rc = 0;
+    if (t->grads) {
+        t->adam_m = t->grads + m->n_params;
+        t->adam_v = t->grads + 2 * m->n_params;
+        memset(t->adam_m, 0, 2 * m->n_params * sizeof(float));
+    }
+    if (a->kind == LD_KIND_VAE)
+        ws_rc = ld_vae_ws_init(&t->vae, m, B);
+    else if (a->kind == LD_KIND_GAN)
+        ws_rc = ld_gan_ws_init(&t->gan, m, B);
+    else
+        ws_rc = ld_mlp_ws_init(&t->cls, &m->nets[LD_CLS_NET], B, 1);
+    if (ws_rc || !t->grads || !t->perm || !t->xb || !t->yb || !t->noise_buf || !t->dlogits) {
+        ld_trainer_free(t);
+        return ld_err_set(err, LD_ENOMEM, "out of memory for training buffers");
+    }
+    ld_rng_seed(&t->shuffle, o->seed ^ 0x53485546464c45ull); /* "SHUFFLE" */
+    ld_rng_seed(&t->noise, o->seed ^ 0x4e4f495345ull);       /* "NOISE" */
+    ld_utc_iso8601(t->started, sizeof t->started);
+    *out = t;
+    return LD_OK;
+}
+
+/* Regenerate this epoch's order from the saved stream state. */
+static void epoch_order(ld_trainer_t *t)
+{
+    t->shuffle = t->shuffle_start;
+    for (int i = 0; i < t->d->n; i++)
+        t->perm[i] = i;
+    ld_rng_shuffle(&t->shuffle, t->perm, t->d->n);
+}
+
+/* One optimiser step on rows perm[lo..lo+b). losses[] gets batch means. */
+static void train_step(ld_trainer_t *t, int lo, int b, double *losses)
+{
+    ld_model_t *m = t->m;
+    const ld_arch_t *a = &m->arch;
+    const int X = a->x_dim;
+    for (int i = 0; i < b; i++) {
+        int r = t->perm[lo + i];
+        memcpy(t->xb + (size_t)i * X, t->d->x + (size_t)r * X, (size_t)X * sizeof(float));
+        if (t->d->y)
+            t->yb[i] = t->d->y[r];
+    }
+    long step = ++t->t;
+    switch (a->kind) {
+    case LD_KIND_VAE: {
+        double rec, kl;
+        memset(t->grads, 0, m->n_params * sizeof(float));
+        ld_rng_fill_normal(&t->noise, t->noise_buf, (size_t)b * a->z_dim, 0.0f, 1.0f);
+        ld_vae_step(m, t->grads, &t->vae, b, t->xb, t->noise_buf, t->o.kl_beta, &rec, &kl);
+        ld_adam_step(&t->o.adam, step, m->n_params, m->params, t->grads, t->adam_m, t->adam_v);
+        losses[0] = (rec + t->o.kl_beta * kl) / b;
+        losses[1] = rec / b;
+        losses[2] = kl / b;
+        break;
+    }
+    case LD_KIND_GAN: {
+        const ld_mlp_t *G = &m->nets[LD_GAN_G], *D = &m->nets[LD_GAN_D];
+        ld_rng_fill_normal(&t->noise, t->noise_buf, (size_t)b * a->z_dim, 0.0f, 1.0f);
+        memset(t->grads + D->off, 0, D->n_params * sizeof(float));
+        losses[0] = ld_gan_step_d(m, t->grads, &t->gan, b, t->xb, t->noise_buf, t->o.real_label,
+                                  &t->noise, NULL, NULL, &losses[2], &losses[3]);
+        ld_adam_step(&t->o.adam_d, step, D->n_params, m->params + D->off, t->grads + D->off,
+                     t->adam_m + D->off, t->adam_v + D->off);
+        memset(t->grads + G->off, 0, G->n_params * sizeof(float));
+        losses[1] = ld_gan_step_g(m, t->grads, &t->gan, b, t->o.gan_loss, &t->noise, NULL);
+        ld_adam_step(&t->o.adam, step, G->n_params, m->params + G->off, t->grads + G->off,
+                     t->adam_m + G->off, t->adam_v + G->off);
+        break;
+    }
+    case LD_KIND_CLASSIFIER: {
+        int correct;
+        memset(t->grads, 0, m->n_params * sizeof(float));
+        double l = ld_classifier_step(m, t->grads, &t->cls, b, t->xb, t->yb, &t->noise,
+                                      t->dlogits, &correct);
+        ld_adam_step(&t->o.adam, step, m->n_params, m->params, t->grads, t->adam_m, t->adam_v);
+        losses[0] = l / b;
+        losses[1] = (double)correct / b;
+        break;
+    }
+    }
+}
+
+void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->epochs = t->o.epochs;
+    p->epoch = t->epoch + 1 > t->o.epochs ? t->o.epochs : t->epoch + 1;
+    p->step = t->t;
+    p->steps_total = (long)t->o.epochs * t->steps_per_epoch;
+    p->elapsed_s = ld_now() - t->run_start;
+    p->samples_per_s = p->elapsed_s > 0 ? t->run_samples / p->elapsed_s : 0;
+    long steps_run = t->t - t->run_step0;
+    double s_per_step = steps_run > 0 ? p->elapsed_s / steps_run : 0;
+    p->eta_s = s_per_step * (double)(p->steps_total - p->step);
+    const char *const *names;
+    p->n_losses = loss_names(t->m->arch.kind, &names);
+    for (int i = 0; i < p->n_losses; i++) {
+        p->loss_names[i] = names[i];
+        p->loss[i] = t->loss_n ? t->loss_sum[i] / t->loss_n : 0;
+    }
+}
+
+static void write_record(ld_trainer_t *t, const ld_progress_t *p)
+{
+    ld_record_t *r = &t->m->record;
+    char finished[32], losses[256];
+    size_t pos = 0;
+    ld_utc_iso8601(finished, sizeof finished);
+    pos += (size_t)snprintf(losses, sizeof losses, "{");
+    for (int i = 0; i < p->n_losses && pos < sizeof losses; i++)
+        pos += (size_t)snprintf(losses + pos, sizeof losses - pos, "%s\"%s\":%.6g", i ? "," : "",
+                                p->loss_names[i], p->loss[i]);
+    if (pos < sizeof losses)
+        snprintf(losses + pos, sizeof losses - pos, "}");
+    ld_record_set(r, "data", "%s", t->d->name);
+    ld_record_set(r, "examples", "%d", t->d->n);
+    ld_record_set(r, "epochs", "%d", t->o.epochs);
+    ld_record_set(r, "batch", "%d", t->o.batch);
+    ld_record_set(r, "lr", "%g", (double)t->o.adam.lr);
+    ld_record_set(r, "seed", "%" PRIu64, t->o.seed);
+    ld_record_set(r, "steps", "%ld", t->t);
+    if (t->m->arch.kind == LD_KIND_VAE)
+        ld_record_set(r, "kl_beta", "%g", (double)t->o.kl_beta);
+    if (t->m->arch.kind == LD_KIND_GAN) {
+        ld_record_set(r, "gan_loss", "%s", ld_gan_loss_name(t->o.gan_loss));
+        ld_record_set(r, "real_label", "%g", (double)t->o.real_label);
+        ld_record_set(r, "lr_d", "%g", (double)t->o.adam_d.lr);
+    }
+    ld_record_set(r, "final_losses", "%s", losses);
+    ld_record_set(r, "started", "%s", t->started);
+    ld_record_set(r, "finished", "%s", finished);
+}
+
+int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err)
+{
+    const int n = t->d->n, B = t->o.batch;
+    const char *const *names;
+    const int nl = loss_names(t->m->arch.kind, &names);
+    t->run_start = ld_now();
+    t->run_samples = 0;
+    t->run_step0 = t->t;
+    int stop = 0, rc;
+    while (t->epoch < t->o.epochs) {
+        if (t->batch_idx == 0) {
+            t->shuffle_start = t->shuffle;
+            memset(t->loss_sum, 0, sizeof t->loss_sum);
+            t->loss_n = 0;
+        }
+        epoch_order(t);
+        while (t->batch_idx < t->steps_per_epoch) {
+            int lo = t->batch_idx * B, b = n - lo < B ? n - lo : B;
+            double losses[LD_MAX_LOSSES];
+            train_step(t, lo, b, losses);
+            for (int i = 0; i < nl; i++) {
+                if (!isfinite(losses[i]))
+                    return ld_err_set(err, LD_EINVAL,
+                                      "training diverged at step %ld (a loss is not finite); "
+                                      "lower the learning rate",
+                                      t->t);
+                t->loss_sum[i] += losses[i] * b;
+            }
+            t->loss_n += b;
+            t->run_samples += b;
+            t->batch_idx++;
+            if (t->batch_idx == t->steps_per_epoch) {
+                t->epoch++;
+                t->batch_idx = 0;
+            }
+            ld_progress_t p;
+            ld_trainer_progress(t, &p);
+            p.epoch_done = t->batch_idx == 0;
+            p.finished = t->epoch == t->o.epochs && p.epoch_done;
+            if (p.epoch_done)
+                p.epoch = t->epoch;
+            if (p.finished)
+                write_record(t, &p);
+            if (cb && cb(&p, user))
+                stop = 1;
+            int ckpt = t->o.state_path[0] &&
+                       ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) || stop);
+            if (ckpt && !p.finished && (rc = ld_trainer_save_state(t, t->o.state_path, err)))
+                return rc;
+            if (stop && !p.finished)
+                return ld_err_set(err, LD_ECANCELLED, "stopped at step %ld", t->t);
+            if (p.epoch_done)
+                break;
+        }
+    }
+    return LD_OK;
+}
+
+/* ---- state files ---- */
+
+#define MAX_STATE_TENSORS (3 * 2 * LD_MAX_LAYERS * LD_MAX_NETS)
+
+static void rng_hex(const ld_rng_t *r, char *buf, size_t len)
+{
+    snprintf(buf, len, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, r->s[0], r->s[1],
+             r->s[2], r->s[3]);
+}
+
+static int rng_unhex(const char *s, ld_rng_t *r)
+{
+    if (!s || strlen(s) != 64)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        char part[17];
+        memcpy(part, s + 16 * i, 16);
+        part[16] = 0;
+        char *end;
+        r->s[i] = strtoull(part, &end, 16);
+        if (*end)
+            return -1;
+    }
+    return 0;
+}
+
+/* The options that must match for a resume to be exact. */
+static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
+{
+    snprintf(buf, len, "epochs=%d batch=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g",
+             t->o.epochs, t->o.batch, t->o.seed, t->d->n, (double)t->o.adam.lr,
+             (double)t->o.adam_d.lr, (double)t->o.kl_beta, ld_gan_loss_name(t->o.gan_loss),
+             (double)t->o.real_label);
+}
+
+int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err)
+{
+    const ld_model_t *m = t->m;
+    ld_tensor_view_t tv[MAX_STATE_TENSORS];
+    int n = ld_model_tensors(m, m->params, tv, MAX_STATE_TENSORS / 3);
+    int k = n;
+    const float *blocks[2] = {t->adam_m, t->adam_v};
+    const char *prefix[2] = {"adam_m.", "adam_v."};
+    for (int b = 0; b < 2; b++) {
+        int got = ld_model_tensors(m, blocks[b], tv + k, MAX_STATE_TENSORS - k);
+        for (int i = 0; i < got; i++) {
+            char name[LD_CKPT_NAME_MAX];
+            snprintf(name, sizeof name, "%.7s%.120s", prefix[b], tv[k + i].name);
+            memcpy(tv[k + i].name, name, sizeof name);
+        }
+        k += got;
+    }
+    char arch[1024], opts[512], step[32], ep[16], bi[16], rs0[80], rs[80], rn[80], sums[256];
+    ld_arch_to_json(&m->arch, arch, sizeof arch);
+    opts_key(t, opts, sizeof opts);
+    snprintf(step, sizeof step, "%ld", t->t);
+    snprintf(ep, sizeof ep, "%d", t->epoch);
+    snprintf(bi, sizeof bi, "%d", t->batch_idx);
+    rng_hex(&t->shuffle_start, rs0, sizeof rs0);
+    rng_hex(&t->shuffle, rs, sizeof rs);
+    rng_hex(&t->noise, rn, sizeof rn);
+    snprintf(sums, sizeof sums, "%.17g %.17g %.17g %.17g %ld", t->loss_sum[0], t->loss_sum[1],
+             t->loss_sum[2], t->loss_sum[3], t->loss_n);
+    ld_kv_t meta[] = {
+        {"format", "latentd-state/1"}, {"kind", ld_kind_name(m->arch.kind)},
+        {"arch", arch}, {"opts", opts}, {"step", step}, {"epoch", ep}, {"batch_idx", bi},
+        {"rng_shuffle_start", rs0}, {"rng_shuffle", rs}, {"rng_noise", rn},
+        {"loss_sums", sums}, {"started", t->started},
+    };
+    return ld_ckpt_write(path, tv, k, meta, (int)LD_ARRAY_LEN(meta), err);
+}
+
+static int load_block(const ld_ckpt_t *c, const ld_model_t *m, const char *prefix, float *block,
+                      ld_err_t *err)
+{
+    ld_tensor_view_t tv[MAX_STATE_TENSORS];
+    int n = ld_model_tensors(m, block, tv, MAX_STATE_TENSORS);
+    for (int i = 0; i < n; i++) {
+        char name[LD_CKPT_NAME_MAX + 16];
+        snprintf(name, sizeof name, "%.8s%.120s", prefix, tv[i].name);
+        const ld_tensor_view_t *s = ld_ckpt_find(c, name);
+        if (!s || s->numel != tv[i].numel)
+            return ld_err_set(err, LD_EFORMAT, "state file lacks tensor %s or its shape differs",
+                              name);
+        memcpy((float *)tv[i].data, s->data, s->numel * sizeof(float));
+    }
+    return LD_OK;
+}
+
+int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err)
+{
+    ld_ckpt_t *c;
+    int rc = ld_ckpt_read(path, &c, err);
+    if (rc)
+        return rc;
+    char arch[1024], opts[512];
+    ld_arch_to_json(&t->m->arch, arch, sizeof arch);
+    opts_key(t, opts, sizeof opts);
+    const char *fmt = ld_ckpt_meta(c, "format"), *a = ld_ckpt_meta(c, "arch"),
+               *o = ld_ckpt_meta(c, "opts"), *sums = ld_ckpt_meta(c, "loss_sums"),
+               *started = ld_ckpt_meta(c, "started");
+    const char *step = ld_ckpt_meta(c, "step"), *ep = ld_ckpt_meta(c, "epoch"),
+               *bi = ld_ckpt_meta(c, "batch_idx");
+    ld_trainer_t tmp = *t;
+    if (!fmt || strcmp(fmt, "latentd-state/1"))
+        rc = ld_err_set(err, LD_EFORMAT, "%s is not a latentd training-state file", path);
+    else if (!a || strcmp(a, arch))
+        rc = ld_err_set(err, LD_EINVAL, "%s was saved for another architecture", path);
+    else if (!o || strcmp(o, opts))
+        rc = ld_err_set(err, LD_EINVAL, "%s was saved with other options (%s)", path,
+                        o ? o : "none");
+    else if (!step || !ep || !bi || !sums ||
+             rng_unhex(ld_ckpt_meta(c, "rng_shuffle_start"), &tmp.shuffle_start) ||
+             rng_unhex(ld_ckpt_meta(c, "rng_shuffle"), &tmp.shuffle) ||
+             rng_unhex(ld_ckpt_meta(c, "rng_noise"), &tmp.noise) ||
+             sscanf(sums, "%lf %lf %lf %lf %ld", &tmp.loss_sum[0], &tmp.loss_sum[1],
+                    &tmp.loss_sum[2], &tmp.loss_sum[3], &tmp.loss_n) != 5)
+        rc = ld_err_set(err, LD_EFORMAT, "%s has damaged counters", path);
+    if (!rc) {
+        tmp.t = strtol(step, NULL, 10);
+        tmp.epoch = (int)strtol(ep, NULL, 10);
+        tmp.batch_idx = (int)strtol(bi, NULL, 10);
+        if (tmp.t < 0 || tmp.epoch < 0 || tmp.epoch > t->o.epochs || tmp.batch_idx < 0 ||
+            tmp.batch_idx >= t->steps_per_epoch)
+            rc = ld_err_set(err, LD_EFORMAT, "%s has counters out of range", path);
+    }
+    if (!rc)
+        rc = load_block(c, t->m, "", t->m->params, err);
+    if (!rc)
+        rc = load_block(c, t->m, "adam_m.", t->adam_m, err);
+    if (!rc)
+        rc = load_block(c, t->m, "adam_v.", t->adam_v, err);
+    if (!rc) {
+        *t = tmp;
+        if (started)
+            snprintf(t->started, sizeof t->started, "%s", started);
+    }
+    ld_ckpt_free(c);
+    return rc;
+}
