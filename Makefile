@@ -9,7 +9,7 @@
 
 CC      ?= gcc
 PKGS    := openblas libcjson libpng zlib libmicrohttpd
-CFLAGS  ?= -O2 -g
+CFLAGS  ?= -O2 -g -fno-math-errno -ftree-vectorize
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -pthread \
            -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
