@@ -332,8 +332,9 @@ static int cmd_train(int argc, char **argv)
     }
     ld_progress_t p;
     ld_trainer_progress(t, &p);
-    printf("trained %s: %ld steps in %.1fs (%.0f samples/s)", ld_kind_name(kind), p.step,
-           p.elapsed_s, p.samples_per_s);
+    printf("trained %s: %ld steps in %.1fs (%.0f samples/s, %.1f GFLOP/s)", ld_kind_name(kind),
+           p.step, p.elapsed_s, p.samples_per_s,
+           p.samples_per_s * ld_train_flops_per_sample(m) * 1e-9);
     for (int i = 0; i < p.n_losses; i++)
         printf(", %s %.4f", p.loss_names[i], p.loss[i]);
     printf(" -> %s\n", out);
@@ -530,6 +531,37 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
+/* ---- bench-gemm: the machine's large-SGEMM rate, for `make bench` ---- */
+
+static int cmd_bench_gemm(int argc, char **argv)
+{
+    int n = 1024, threads = 1, reps = 20;
+    flag_t flags[] = {
+        {"n", F_INT, &n, 16, 8192, "matrix side (1024)", 0},
+        {"threads", F_INT, &threads, 1, 64, "OpenBLAS threads (1)", 0},
+        {"reps", F_INT, &reps, 1, 1000, "repetitions (20)", 0},
+    };
+    if (parse_flags(argc, argv, flags, (int)LD_ARRAY_LEN(flags), NULL))
+        return 2;
+    ld_blas_threads(threads);
+    size_t nn = (size_t)n * n;
+    float *a = ld_malloc_array(3 * nn, sizeof(float));
+    if (!a)
+        return 1;
+    ld_rng_t r;
+    ld_rng_seed(&r, 1);
+    ld_rng_fill_uniform(&r, a, 3 * nn, -1, 1);
+    ld_dense_forward(n, n, n, a, a + nn, a + 2 * nn, a + 2 * nn); /* warm up */
+    double t0 = ld_now();
+    for (int i = 0; i < reps; i++)
+        ld_dense_forward(n, n, n, a, a + nn, a + 2 * nn, a + 2 * nn);
+    double dt = ld_now() - t0;
+    printf("sgemm %dx%dx%d threads %d core %s: %.1f GFLOP/s\n", n, n, n, threads, ld_blas_core(),
+           2.0 * n * nn * reps / dt * 1e-9);
+    free(a);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "latentd %s — train and serve small generative image models\n\n"
@@ -560,6 +592,8 @@ int main(int argc, char **argv)
         return cmd_eval(argc, argv);
     if (!strcmp(cmd, "info"))
         return cmd_info(argc, argv);
+    if (!strcmp(cmd, "bench-gemm"))
+        return cmd_bench_gemm(argc, argv);
     if (!strcmp(cmd, "serve"))
         return ld_serve_main(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -479,3 +479,33 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err)
     ld_ckpt_free(c);
     return rc;
 }
+
+/* 2 * in * out summed over one net's layers (one forward pass), and the first layer's share. */
+static double net_flops(const ld_mlp_t *n, double *first)
+{
+    double f = 0;
+    for (int i = 0; i < n->n_layers; i++)
+        f += 2.0 * n->size[i] * n->size[i + 1];
+    *first = 2.0 * n->size[0] * n->size[1];
+    return f;
+}
+
+double ld_train_flops_per_sample(const ld_model_t *m)
+{
+    double f0, f, g0, g, h0, h, k0, k;
+    switch (m->arch.kind) {
+    case LD_KIND_VAE: /* forward, weight grads, input grads (none into x) */
+        f = net_flops(&m->nets[LD_VAE_ENC], &f0);
+        g = net_flops(&m->nets[LD_VAE_MU], &g0);
+        h = net_flops(&m->nets[LD_VAE_LOGVAR], &h0);
+        k = net_flops(&m->nets[LD_VAE_DEC], &k0);
+        return 3 * f - f0 + 3 * (g + h + k);
+    case LD_KIND_GAN: /* G once; D on real, on fake, and again for the G step */
+        g = net_flops(&m->nets[LD_GAN_G], &g0);
+        f = net_flops(&m->nets[LD_GAN_D], &f0);
+        return 3 * g - g0 + 9 * f - 2 * f0;
+    default:
+        f = net_flops(&m->nets[LD_CLS_NET], &f0);
+        return 3 * f - f0;
+    }
+}

@@ -71,6 +71,10 @@ int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err
 /* Load a state file written for the same architecture and options. */
 int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err);
 
+/* Floating-point operations of one training example's step (forward and
+ * backward GEMMs), for reporting achieved GFLOP/s. */
+double ld_train_flops_per_sample(const ld_model_t *m);
+
 /* The progress as of now (for status queries from the owning thread). */
 void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p);
 
