@@ -1,0 +1,49 @@
+/* api.h — the HTTP API of `latentd serve`: one handler per route, turning
+ * validated JSON into model calls and model outputs into JSON, PNG or .npy.
+ *
+ *   GET    /healthz                         open
+ *   GET    /readyz                          open
+ *   GET    /metrics                         inference token
+ *   GET    /v1/models                       inference token
+ *   GET    /v1/models/{name}                inference token
+ *   PUT    /v1/models/{name}                admin token   {"file":"X.safetensors"}
+ *   DELETE /v1/models/{name}                admin token
+ *   POST   /v1/models/{name}/sample         inference token
+ *   GET    /v1/models/{name}/sample.png     inference token
+ *   POST   /v1/models/{name}/encode         inference token (VAE)
+ *   POST   /v1/models/{name}/decode         inference token
+ *   POST   /v1/models/{name}/reconstruct    inference token (VAE)
+ *   POST   /v1/models/{name}/interpolate    inference token
+ * (README.md documents every body and response with a curl example.)
+ *
+ * Inference runs on the calling HTTP thread with a model reference held for
+ * the request; scratch memory is per request.  Same inputs and seed give
+ * byte-identical bodies.  Every number written is finite: a model output
+ * that is not is answered 422 instead.
+ */
+#ifndef LATENTD_API_H
+#define LATENTD_API_H
+
+#include "latentd/http.h"
+#include "latentd/metrics.h"
+#include "latentd/registry.h"
+
+typedef struct {
+    ld_registry_t *registry; /* borrowed; outlives the server */
+    ld_metrics_t *metrics;   /* borrowed, may be NULL */
+    int max_samples;         /* images per request */
+} ld_api_opts_t;
+
+typedef struct ld_api ld_api_t;
+
+/* *out owned by the caller; free it after the server (ld_http_free). */
+int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err);
+void ld_api_free(ld_api_t *api);
+/* Add every route above to h (before ld_http_start). */
+int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err);
+
+/* A seed for requests that give none: in [0, 2^53), different on each call
+ * and each start. Thread-safe. */
+uint64_t ld_api_random_seed(void);
+
+#endif

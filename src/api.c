@@ -1,0 +1,949 @@
+/* api.c — see include/latentd/api.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/api.h"
+
+#include "latentd/buf.h"
+#include "latentd/image.h"
+#include "latentd/jsonarg.h"
+#include "latentd/log.h"
+#include "latentd/model.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GRID_PAD_DEFAULT 2
+#define GRID_PAD_MAX 16
+#define TEMPERATURE_MAX 10.0
+#define MAX_PNG_INPUT_BYTES (4u << 20)
+
+struct ld_api {
+    ld_registry_t *reg;
+    ld_metrics_t *metrics;
+    ld_http_t *http;
+    int max_samples;
+};
+
+enum { FMT_JSON = 0, FMT_PNG = 1, FMT_NPY = 2 };
+static const char *const formats[] = {"json", "png", "npy", NULL};
+static const char *const methods[] = {"slerp", "lerp", NULL};
+
+typedef struct {
+    int format;
+    int cols; /* 0 = ceil(sqrt(n)) */
+    int pad;
+} out_opts_t;
+
+/* ------------------------------------------------------------------ seeds */
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t ld_api_random_seed(void)
+{
+    static atomic_uint_fast64_t state;
+    static atomic_int init;
+    if (!atomic_load_explicit(&init, memory_order_acquire)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t s = splitmix64((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) ^
+                     splitmix64((uint64_t)getpid());
+        uint_fast64_t zero = 0;
+        atomic_compare_exchange_strong(&state, &zero, s | 1);
+        atomic_store_explicit(&init, 1, memory_order_release);
+    }
+    uint64_t x = atomic_fetch_add_explicit(&state, 0x9E3779B97F4A7C15ULL, memory_order_relaxed);
+    return splitmix64(x) & LD_SEED_MAX;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static ld_served_t *get_model(ld_req_t *req, ld_api_t *api)
+{
+    const char *name = ld_req_param(req, "name");
+    ld_served_t *s = name ? ld_registry_get(api->reg, name) : NULL;
+    if (!s) {
+        ld_req_error(req, 404, "model_not_found", "no model named '%.80s' is loaded",
+                     name ? name : "");
+        return NULL;
+    }
+    char v[32];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)s->version);
+    ld_req_header_add(req, "X-Latentd-Model-Version", v);
+    return s;
+}
+
+static const char *kind_article(ld_kind_t k)
+{
+    return k == LD_KIND_VAE ? "a VAE" : k == LD_KIND_GAN ? "a GAN" : "a classifier";
+}
+
+/* 0 if the model can decode latents (VAE or GAN), else 422. */
+static int need_generator(ld_req_t *req, const ld_served_t *s)
+{
+    const ld_arch_t *a = &s->model->arch;
+    if ((a->kind == LD_KIND_VAE || a->kind == LD_KIND_GAN) && a->z_dim > 0)
+        return 0;
+    ld_req_error(req, 422, "unsupported", "model '%s' is %s; it has no latent space to decode",
+                 s->name, kind_article(a->kind));
+    return -1;
+}
+
+/* 0 if the model can encode images (VAE), else 422. */
+static int need_encoder(ld_req_t *req, const ld_served_t *s, const char *what)
+{
+    ld_kind_t k = s->model->arch.kind;
+    if (k == LD_KIND_VAE)
+        return 0;
+    if (k == LD_KIND_GAN)
+        ld_req_error(req, 422, "no_encoder",
+                     "model '%s' is a GAN: a GAN has no encoder, so %s needs a VAE", s->name, what);
+    else
+        ld_req_error(req, 422, "no_encoder", "model '%s' is %s: %s needs a VAE", s->name,
+                     kind_article(k), what);
+    return -1;
+}
+
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+static void model_error(ld_req_t *req, int rc, const ld_err_t *e)
+{
+    if (rc == LD_ENOMEM)
+        ld_req_error(req, 503, "overloaded", "out of memory");
+    else
+        ld_req_error(req, 422, "unprocessable", "%s", e->msg);
+}
+
+static int parse_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, out_opts_t *o)
+{
+    long long cols, pad;
+    if (ld_arg_enum(req, body, NULL, "format", formats, FMT_JSON, &o->format) != 0 ||
+        ld_arg_int(req, body, NULL, "cols", 1, api->max_samples, 0, &cols) != 0 ||
+        ld_arg_int(req, body, NULL, "pad", 0, GRID_PAD_MAX, GRID_PAD_DEFAULT, &pad) != 0)
+        return -1;
+    o->cols = (int)cols;
+    o->pad = (int)pad;
+    return 0;
+}
+
+static void shape_json(ld_buf_t *b, int n, const ld_arch_t *a)
+{
+    ld_buf_printf(b, "\"shape\":[%d,%d,%d]", n, a->img_h, a->img_w);
+}
+
+/* Answer images x (n, x_dim) as PNG or .npy (JSON callers write their own). */
+static void reply_binary(ld_req_t *req, const out_opts_t *o, const ld_arch_t *a, const float *x,
+                         int n)
+{
+    uint8_t *out = NULL;
+    size_t len = 0;
+    ld_err_t e;
+    int rc;
+    if (o->format == FMT_PNG) {
+        rc = ld_png_grid(x, n, a->img_h, a->img_w, o->cols, o->pad, &out, &len, &e);
+        if (rc == LD_OK) {
+            ld_req_reply(req, 200, "image/png", out, len);
+            return;
+        }
+    } else {
+        int64_t shape[3] = {n, a->img_h, a->img_w};
+        rc = ld_npy_encode(x, 3, shape, &out, &len, &e);
+        if (rc == LD_OK) {
+            ld_req_reply(req, 200, "application/octet-stream", out, len);
+            return;
+        }
+    }
+    model_error(req, rc, &e);
+}
+
+/* Decode n latents; on failure the request has been answered and -1 returned. */
+static int decode_checked(ld_req_t *req, ld_api_t *api, const ld_served_t *s, int n,
+                          const float *z, float *x)
+{
+    ld_err_t e;
+    int rc = ld_model_decode(s->model, n, z, x, &e);
+    if (rc != LD_OK) {
+        model_error(req, rc, &e);
+        return -1;
+    }
+    if (!all_finite(x, (size_t)n * (size_t)s->model->arch.x_dim)) {
+        ld_req_error(req, 422, "non_finite_output",
+                     "model '%s' produced values that are not finite for this input "
+                     "(are the latent values too large?)",
+                     s->name);
+        return -1;
+    }
+    ld_metrics_add_samples(api->metrics, (uint64_t)n);
+    return 0;
+}
+
+/* Images from {"images":[[...]]} or {"png":"base64" | ["base64", ...]}:
+ * x (n, x_dim) malloc'd. what names the field family in messages. */
+static int read_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *obj,
+                       const char *images_key, const char *png_key, int max_rows, float **x,
+                       int *n)
+{
+    const ld_arch_t *a = &s->model->arch;
+    const cJSON *im = cJSON_GetObjectItemCaseSensitive(obj, images_key);
+    const cJSON *pg = cJSON_GetObjectItemCaseSensitive(obj, png_key);
+    if ((im != NULL) == (pg != NULL)) {
+        ld_req_error(req, 400, "invalid_field", "give exactly one of '%s' and '%s'", images_key,
+                     png_key);
+        return -1;
+    }
+    if (im)
+        return ld_arg_matrix(req, im, images_key, a->x_dim, max_rows, 1, 0.0f, 1.0f, x, n);
+
+    int count;
+    const cJSON *first;
+    if (cJSON_IsString(pg)) {
+        count = 1;
+        first = pg;
+    } else if (cJSON_IsArray(pg)) {
+        count = cJSON_GetArraySize(pg);
+        first = pg->child;
+        if (count == 0) {
+            ld_req_error(req, 422, "invalid_value", "%s is empty", png_key);
+            return -1;
+        }
+        if (count > max_rows) {
+            ld_req_error(req, 422, "invalid_value", "%s has %d images; at most %d (max_samples)",
+                         png_key, count, max_rows);
+            return -1;
+        }
+    } else {
+        ld_req_error(req, 400, "invalid_field",
+                     "%s must be a base64 PNG string or an array of them", png_key);
+        return -1;
+    }
+    float *all = ld_malloc_array((size_t)count * (size_t)a->x_dim, sizeof *all);
+    if (!all) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return -1;
+    }
+    int i = 0;
+    for (const cJSON *c = first; i < count; c = c->next, i++) {
+        char label[64];
+        if (cJSON_IsString(pg))
+            snprintf(label, sizeof label, "%s", png_key);
+        else
+            snprintf(label, sizeof label, "%s[%d]", png_key, i);
+        if (!cJSON_IsString(c)) {
+            ld_req_error(req, 400, "invalid_field", "%s must be a base64 PNG string", label);
+            goto fail;
+        }
+        uint8_t *raw = NULL;
+        size_t raw_len = 0;
+        ld_err_t e;
+        if (ld_base64_decode(c->valuestring, strlen(c->valuestring), &raw, &raw_len, &e) != LD_OK) {
+            ld_req_error(req, 422, "invalid_value", "%s is not valid base64: %s", label, e.msg);
+            goto fail;
+        }
+        float *px = NULL;
+        int h = 0, w = 0;
+        int rc = ld_png_decode(raw, raw_len, (size_t)a->x_dim, &px, &h, &w, &e);
+        free(raw);
+        if (rc != LD_OK) {
+            ld_req_error(req, 422, "invalid_value", "%s is not a usable %dx%d PNG: %s", label,
+                         a->img_w, a->img_h, e.msg);
+            goto fail;
+        }
+        if (h != a->img_h || w != a->img_w) {
+            free(px);
+            ld_req_error(req, 422, "invalid_value", "%s is %dx%d; model '%s' expects %dx%d", label,
+                         w, h, s->name, a->img_w, a->img_h);
+            goto fail;
+        }
+        memcpy(all + (size_t)i * (size_t)a->x_dim, px, (size_t)a->x_dim * sizeof *px);
+        free(px);
+    }
+    (void)api;
+    *x = all;
+    *n = count;
+    return 0;
+fail:
+    free(all);
+    return -1;
+}
+
+/* Encode x (n, x_dim) -> mu, logvar (n, z_dim), both malloc'd, checked finite. */
+static int encode_checked(ld_req_t *req, const ld_served_t *s, int n, const float *x, float **mu,
+                          float **logvar)
+{
+    size_t zn = (size_t)n * (size_t)s->model->arch.z_dim;
+    *mu = ld_malloc_array(zn, sizeof **mu);
+    *logvar = ld_malloc_array(zn, sizeof **logvar);
+    if (!*mu || !*logvar) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        goto fail;
+    }
+    ld_err_t e;
+    int rc = ld_model_encode(s->model, n, x, *mu, *logvar, &e);
+    if (rc != LD_OK) {
+        model_error(req, rc, &e);
+        goto fail;
+    }
+    if (!all_finite(*mu, zn) || !all_finite(*logvar, zn)) {
+        ld_req_error(req, 422, "non_finite_output",
+                     "model '%s' produced values that are not finite for this input", s->name);
+        goto fail;
+    }
+    return 0;
+fail:
+    free(*mu);
+    free(*logvar);
+    *mu = *logvar = NULL;
+    return -1;
+}
+
+/* ----------------------------------------------------------------- health */
+
+static void h_healthz(ld_req_t *req, void *ctx)
+{
+    static const char ok[] = "{\"status\":\"ok\"}\n";
+    ld_req_reply_copy(req, 200, "application/json", ok, sizeof ok - 1);
+}
+
+static void h_readyz(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    ld_http_t *h = ld_req_server(req);
+    if (ld_http_is_draining(h)) {
+        ld_req_error(req, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
+    if (!ld_http_is_ready(h)) {
+        ld_req_error(req, 503, "not_ready", "the server is starting");
+        return;
+    }
+    ld_buf_t b = {0};
+    ld_buf_printf(&b, "{\"status\":\"ready\",\"models\":%d}", ld_registry_count(api->reg));
+    ld_req_reply_json(req, 200, &b);
+}
+
+static void h_metrics(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    size_t len;
+    char *text = api->metrics ? ld_metrics_render(api->metrics, &len) : NULL;
+    if (!text) {
+        ld_req_error(req, 503, "overloaded", "cannot render metrics");
+        return;
+    }
+    ld_req_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ----------------------------------------------------------------- models */
+
+static void int_list(ld_buf_t *b, const ld_hidden_t *h)
+{
+    ld_buf_putc(b, '[');
+    for (int i = 0; i < h->n; i++)
+        ld_buf_printf(b, i ? ",%d" : "%d", h->size[i]);
+    ld_buf_putc(b, ']');
+}
+
+static void model_json(ld_buf_t *b, const ld_served_t *s)
+{
+    const ld_model_t *m = s->model;
+    const ld_arch_t *a = &m->arch;
+    char desc[256];
+    ld_arch_describe(a, desc, sizeof desc);
+    ld_buf_puts(b, "{\"name\":");
+    ld_buf_json_str(b, s->name);
+    ld_buf_printf(b, ",\"kind\":\"%s\",\"architecture\":{", ld_kind_name(a->kind));
+    ld_buf_printf(b, "\"image\":[%d,%d]", a->img_h, a->img_w);
+    if (a->kind == LD_KIND_VAE) {
+        ld_buf_puts(b, ",\"encoder\":");
+        int_list(b, &a->enc);
+        ld_buf_puts(b, ",\"decoder\":");
+        int_list(b, &a->dec);
+    } else if (a->kind == LD_KIND_GAN) {
+        ld_buf_puts(b, ",\"generator\":");
+        int_list(b, &a->dec);
+        ld_buf_puts(b, ",\"discriminator\":");
+        int_list(b, &a->enc);
+    } else {
+        ld_buf_puts(b, ",\"hidden\":");
+        int_list(b, &a->enc);
+        ld_buf_printf(b, ",\"classes\":%d", a->n_classes);
+    }
+    if (a->kind != LD_KIND_CLASSIFIER)
+        ld_buf_printf(b, ",\"z\":%d", a->z_dim);
+    ld_buf_printf(b, ",\"activation\":\"%s\",\"slope\":", ld_act_name(a->act));
+    ld_buf_json_float(b, a->slope);
+    ld_buf_puts(b, ",\"dropout\":");
+    ld_buf_json_float(b, a->dropout);
+    ld_buf_puts(b, "},\"description\":");
+    ld_buf_json_str(b, desc);
+    ld_buf_printf(b, ",\"latent_size\":%d,\"image_shape\":[%d,%d],\"parameters\":%zu,",
+                  a->kind == LD_KIND_CLASSIFIER ? 0 : a->z_dim, a->img_h, a->img_w, m->n_params);
+    ld_buf_puts(b, "\"file\":");
+    ld_buf_json_str(b, s->file);
+    ld_buf_printf(b, ",\"sha256\":\"%s\",\"version\":%llu,\"loaded_at\":\"%s\",\"record\":{",
+                  s->sha256, (unsigned long long)s->version, s->loaded_at);
+    for (int i = 0; i < m->record.n && i < LD_RECORD_MAX; i++) {
+        if (i)
+            ld_buf_putc(b, ',');
+        ld_buf_json_str(b, m->record.key[i]);
+        ld_buf_putc(b, ':');
+        ld_buf_json_str(b, m->record.val[i]);
+    }
+    ld_buf_puts(b, "}}");
+}
+
+static void h_models_list(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    ld_served_t **list = NULL;
+    int n = 0;
+    if (ld_registry_list(api->reg, &list, &n) != LD_OK) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"models\":[");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            ld_buf_putc(&b, ',');
+        model_json(&b, list[i]);
+    }
+    ld_buf_puts(&b, "]}");
+    ld_registry_list_free(list, n);
+    ld_req_reply_json(req, 200, &b);
+}
+
+static void h_model_get(ld_req_t *req, void *ctx)
+{
+    ld_served_t *s = get_model(req, ctx);
+    if (!s)
+        return;
+    ld_buf_t b = {0};
+    model_json(&b, s);
+    ld_served_release(s);
+    ld_req_reply_json(req, 200, &b);
+}
+
+static void h_model_put(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    const char *name = ld_req_param(req, "name");
+    const cJSON *body = ld_req_json(req);
+    static const char *const fields[] = {"file", NULL};
+    const char *file = NULL;
+    if (body && (ld_arg_fields(req, body, NULL, fields) != 0 ||
+                 ld_arg_string(req, body, NULL, "file", NULL, &file) != 0))
+        return;
+    if (!ld_model_name_valid(name)) {
+        ld_req_error(req, 400, "invalid_name",
+                     "model name '%.80s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
+        return;
+    }
+    int replaced = 0;
+    ld_served_t *s = NULL;
+    ld_err_t e;
+    int rc = ld_registry_load(api->reg, name, file, &replaced, &s, &e);
+    if (rc != LD_OK) {
+        switch (rc) {
+        case LD_ENOMEM: ld_req_error(req, 503, "overloaded", "%s", e.msg); break;
+        case LD_ENOTFOUND: ld_req_error(req, 422, "file_not_found", "file: %s", e.msg); break;
+        case LD_EINVAL: ld_req_error(req, 422, "invalid_value", "file: %s", e.msg); break;
+        default: ld_req_error(req, 422, "bad_checkpoint", "%s", e.msg); break;
+        }
+        return;
+    }
+    char v[32];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)s->version);
+    ld_req_header_add(req, "X-Latentd-Model-Version", v);
+    ld_buf_t b = {0};
+    ld_buf_printf(&b, "{\"replaced\":%s,\"model\":", replaced ? "true" : "false");
+    model_json(&b, s);
+    ld_buf_putc(&b, '}');
+    ld_served_release(s);
+    ld_req_reply_json(req, replaced ? 200 : 201, &b);
+}
+
+static void h_model_delete(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    const char *name = ld_req_param(req, "name");
+    ld_err_t e;
+    if (ld_registry_unload(api->reg, name, &e) != LD_OK) {
+        ld_req_error(req, 404, "model_not_found", "%s", e.msg);
+        return;
+    }
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"unloaded\":");
+    ld_buf_json_str(&b, name);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+}
+
+/* ----------------------------------------------------------------- sample */
+
+static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, int seeded,
+                          uint64_t seed, double temperature, const out_opts_t *o)
+{
+    const ld_arch_t *a = &s->model->arch;
+    if (!seeded)
+        seed = ld_api_random_seed();
+    char sv[32];
+    snprintf(sv, sizeof sv, "%llu", (unsigned long long)seed);
+    ld_req_header_add(req, "X-Latentd-Seed", sv);
+    float *z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z);
+    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x);
+    if (!z || !x) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        goto done;
+    }
+    ld_model_draw_z(s->model, seed, (float)temperature, n, z);
+    if (decode_checked(req, api, s, n, z, x) != 0)
+        goto done;
+    if (o->format != FMT_JSON) {
+        reply_binary(req, o, a, x, n);
+        goto done;
+    }
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"model\":");
+    ld_buf_json_str(&b, s->name);
+    ld_buf_printf(&b, ",\"seed\":%llu,\"temperature\":%.15g,", (unsigned long long)seed,
+                  temperature);
+    shape_json(&b, n, a);
+    ld_buf_puts(&b, ",\"z\":");
+    ld_buf_json_matrix(&b, z, (size_t)n, (size_t)a->z_dim);
+    ld_buf_puts(&b, ",\"images\":");
+    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+done:
+    free(z);
+    free(x);
+}
+
+static void h_sample(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    static const char *const fields[] = {"n", "seed", "temperature", "format", "cols", "pad", NULL};
+    const cJSON *body = ld_req_json(req); /* NULL: empty body, all defaults */
+    long long n = 1;
+    int seeded = 0;
+    uint64_t seed = 0;
+    double temp = 1.0;
+    out_opts_t o = {FMT_JSON, 0, GRID_PAD_DEFAULT};
+    if (body && (ld_arg_fields(req, body, NULL, fields) != 0 ||
+                 ld_arg_int(req, body, NULL, "n", 1, api->max_samples, 1, &n) != 0 ||
+                 ld_arg_seed(req, body, NULL, "seed", &seeded, &seed) != 0 ||
+                 ld_arg_number(req, body, NULL, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0 ||
+                 parse_out_opts(req, api, body, &o) != 0))
+        return;
+    ld_served_t *s = get_model(req, api);
+    if (!s)
+        return;
+    if (need_generator(req, s) == 0)
+        sample_common(req, api, s, (int)n, seeded, seed, temp, &o);
+    ld_served_release(s);
+}
+
+static void h_sample_png(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    static const char *const fields[] = {"n", "seed", "temperature", "cols", "pad", NULL};
+    long long n, cols, pad;
+    int seeded;
+    uint64_t seed = 0;
+    double temp;
+    if (ld_qarg_fields(req, fields) != 0 ||
+        ld_qarg_int(req, "n", 1, api->max_samples, 1, &n) != 0 ||
+        ld_qarg_seed(req, "seed", &seeded, &seed) != 0 ||
+        ld_qarg_number(req, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0 ||
+        ld_qarg_int(req, "cols", 1, api->max_samples, 0, &cols) != 0 ||
+        ld_qarg_int(req, "pad", 0, GRID_PAD_MAX, GRID_PAD_DEFAULT, &pad) != 0)
+        return;
+    ld_served_t *s = get_model(req, api);
+    if (!s)
+        return;
+    out_opts_t o = {FMT_PNG, (int)cols, (int)pad};
+    if (need_generator(req, s) == 0)
+        sample_common(req, api, s, (int)n, seeded, seed, temp, &o);
+    ld_served_release(s);
+}
+
+/* ----------------------------------------------------------- encode/decode */
+
+static void h_encode(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    static const char *const fields[] = {"images", "png", NULL};
+    const cJSON *body = ld_req_json(req);
+    if (ld_arg_fields(req, body, NULL, fields) != 0)
+        return;
+    ld_served_t *s = get_model(req, api);
+    if (!s)
+        return;
+    float *x = NULL, *mu = NULL, *lv = NULL;
+    int n = 0;
+    if (need_encoder(req, s, "encode") != 0 ||
+        read_images(req, api, s, body, "images", "png", api->max_samples, &x, &n) != 0 ||
+        encode_checked(req, s, n, x, &mu, &lv) != 0)
+        goto done;
+    ld_buf_t b = {0};
+    size_t zd = (size_t)s->model->arch.z_dim;
+    ld_buf_puts(&b, "{\"model\":");
+    ld_buf_json_str(&b, s->name);
+    ld_buf_printf(&b, ",\"shape\":[%d,%zu],\"mu\":", n, zd);
+    ld_buf_json_matrix(&b, mu, (size_t)n, zd);
+    ld_buf_puts(&b, ",\"logvar\":");
+    ld_buf_json_matrix(&b, lv, (size_t)n, zd);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+done:
+    free(x);
+    free(mu);
+    free(lv);
+    ld_served_release(s);
+}
+
+static void h_decode(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    static const char *const fields[] = {"z", "format", "cols", "pad", NULL};
+    const cJSON *body = ld_req_json(req);
+    out_opts_t o;
+    if (ld_arg_fields(req, body, NULL, fields) != 0 || parse_out_opts(req, api, body, &o) != 0)
+        return;
+    const cJSON *zj = cJSON_GetObjectItemCaseSensitive(body, "z");
+    if (!zj) {
+        ld_req_error(req, 400, "invalid_field", "z is required: an array of latent vectors");
+        return;
+    }
+    ld_served_t *s = get_model(req, api);
+    if (!s)
+        return;
+    float *z = NULL, *x = NULL;
+    int n = 0;
+    const ld_arch_t *a = &s->model->arch;
+    if (need_generator(req, s) != 0 ||
+        ld_arg_matrix(req, zj, "z", a->z_dim, api->max_samples, 1, -INFINITY, INFINITY, &z, &n) != 0)
+        goto done;
+    x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x);
+    if (!x) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        goto done;
+    }
+    if (decode_checked(req, api, s, n, z, x) != 0)
+        goto done;
+    if (o.format != FMT_JSON) {
+        reply_binary(req, &o, a, x, n);
+        goto done;
+    }
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"model\":");
+    ld_buf_json_str(&b, s->name);
+    ld_buf_putc(&b, ',');
+    shape_json(&b, n, a);
+    ld_buf_puts(&b, ",\"images\":");
+    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+done:
+    free(z);
+    free(x);
+    ld_served_release(s);
+}
+
+static void h_reconstruct(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    static const char *const fields[] = {"images", "png", "format", "cols", "pad", NULL};
+    const cJSON *body = ld_req_json(req);
+    out_opts_t o;
+    if (ld_arg_fields(req, body, NULL, fields) != 0 || parse_out_opts(req, api, body, &o) != 0)
+        return;
+    ld_served_t *s = get_model(req, api);
+    if (!s)
+        return;
+    float *x = NULL, *mu = NULL, *lv = NULL, *y = NULL;
+    int n = 0;
+    const ld_arch_t *a = &s->model->arch;
+    if (need_encoder(req, s, "reconstruct") != 0 ||
+        read_images(req, api, s, body, "images", "png", api->max_samples, &x, &n) != 0 ||
+        encode_checked(req, s, n, x, &mu, &lv) != 0)
+        goto done;
+    y = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *y);
+    if (!y) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        goto done;
+    }
+    if (decode_checked(req, api, s, n, mu, y) != 0)
+        goto done;
+    if (o.format != FMT_JSON) {
+        reply_binary(req, &o, a, y, n);
+        goto done;
+    }
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"model\":");
+    ld_buf_json_str(&b, s->name);
+    ld_buf_putc(&b, ',');
+    shape_json(&b, n, a);
+    ld_buf_puts(&b, ",\"z\":");
+    ld_buf_json_matrix(&b, mu, (size_t)n, (size_t)a->z_dim);
+    ld_buf_puts(&b, ",\"images\":");
+    ld_buf_json_matrix(&b, y, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+done:
+    free(x);
+    free(mu);
+    free(lv);
+    free(y);
+    ld_served_release(s);
+}
+
+/* ------------------------------------------------------------ interpolate */
+
+/* One end point -> z (z_dim). */
+static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *body,
+                         const char *key, float *z)
+{
+    const ld_arch_t *a = &s->model->arch;
+    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(body, key);
+    if (!ep) {
+        ld_req_error(req, 400, "invalid_field",
+                     "%s is required: {\"seed\":S}, {\"z\":[...]}, {\"image\":[...]} or "
+                     "{\"png\":\"base64\"}",
+                     key);
+        return -1;
+    }
+    if (!cJSON_IsObject(ep)) {
+        ld_req_error(req, 400, "invalid_field", "%s must be an object", key);
+        return -1;
+    }
+    char where[16];
+    snprintf(where, sizeof where, "%s.", key);
+    static const char *const fields[] = {"seed", "temperature", "z", "image", "png", NULL};
+    if (ld_arg_fields(req, ep, where, fields) != 0)
+        return -1;
+    const cJSON *seed_j = cJSON_GetObjectItemCaseSensitive(ep, "seed");
+    const cJSON *z_j = cJSON_GetObjectItemCaseSensitive(ep, "z");
+    const cJSON *im_j = cJSON_GetObjectItemCaseSensitive(ep, "image");
+    const cJSON *png_j = cJSON_GetObjectItemCaseSensitive(ep, "png");
+    int given = (seed_j != NULL) + (z_j != NULL) + (im_j != NULL) + (png_j != NULL);
+    if (given != 1) {
+        ld_req_error(req, 400, "invalid_field", "%s needs exactly one of seed, z, image, png", key);
+        return -1;
+    }
+    if (!seed_j && cJSON_GetObjectItemCaseSensitive(ep, "temperature")) {
+        ld_req_error(req, 400, "invalid_field", "%stemperature only goes with %sseed", where, where);
+        return -1;
+    }
+    if (seed_j) {
+        int present;
+        uint64_t seed;
+        double temp;
+        if (ld_arg_seed(req, ep, where, "seed", &present, &seed) != 0 ||
+            ld_arg_number(req, ep, where, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0)
+            return -1;
+        ld_model_draw_z(s->model, seed, (float)temp, 1, z);
+        return 0;
+    }
+    if (z_j) {
+        char what[16];
+        snprintf(what, sizeof what, "%s.z", key);
+        float *v = NULL;
+        int rows;
+        if (cJSON_IsArray(z_j) && z_j->child && !cJSON_IsNumber(z_j->child)) {
+            ld_req_error(req, 400, "invalid_field", "%s must be one latent vector (numbers)", what);
+            return -1;
+        }
+        if (ld_arg_matrix(req, z_j, what, a->z_dim, 1, 1, -INFINITY, INFINITY, &v, &rows) != 0)
+            return -1;
+        memcpy(z, v, (size_t)a->z_dim * sizeof *z);
+        free(v);
+        return 0;
+    }
+    char what[16];
+    snprintf(what, sizeof what, "%s.%s", key, im_j ? "image" : "png");
+    if (need_encoder(req, s, "an image end point") != 0)
+        return -1;
+    float *x = NULL, *mu = NULL, *lv = NULL;
+    int n = 0;
+    if (im_j) {
+        if (cJSON_IsArray(im_j) && im_j->child && !cJSON_IsNumber(im_j->child)) {
+            ld_req_error(req, 400, "invalid_field", "%s must be one image (numbers)", what);
+            return -1;
+        }
+        if (ld_arg_matrix(req, im_j, what, a->x_dim, 1, 1, 0.0f, 1.0f, &x, &n) != 0)
+            return -1;
+    } else {
+        if (!cJSON_IsString(png_j)) {
+            ld_req_error(req, 400, "invalid_field", "%s must be a base64 PNG string", what);
+            return -1;
+        }
+        if (read_images(req, api, s, ep, "image", "png", 1, &x, &n) != 0)
+            return -1;
+    }
+    int rc = encode_checked(req, s, 1, x, &mu, &lv);
+    free(x);
+    if (rc != 0)
+        return -1;
+    memcpy(z, mu, (size_t)a->z_dim * sizeof *z);
+    free(mu);
+    free(lv);
+    return 0;
+}
+
+/* path (steps, d): from a to b, lerp or slerp, computed in double. */
+static void interpolate(const float *a, const float *b, int d, int steps, int slerp, float *path)
+{
+    double na = 0, nb = 0, dot = 0;
+    for (int i = 0; i < d; i++) {
+        na += (double)a[i] * a[i];
+        nb += (double)b[i] * b[i];
+        dot += (double)a[i] * b[i];
+    }
+    na = sqrt(na);
+    nb = sqrt(nb);
+    double omega = 0, so = 0;
+    if (slerp && na > 0 && nb > 0) {
+        double c = dot / (na * nb);
+        c = c > 1 ? 1 : c < -1 ? -1 : c;
+        omega = acos(c);
+        so = sin(omega);
+    }
+    for (int k = 0; k < steps; k++) {
+        double t = (double)k / (double)(steps - 1);
+        double wa, wb;
+        if (so > 1e-6) { /* slerp; nearly parallel vectors fall back to lerp */
+            wa = sin((1 - t) * omega) / so;
+            wb = sin(t * omega) / so;
+        } else {
+            wa = 1 - t;
+            wb = t;
+        }
+        for (int i = 0; i < d; i++)
+            path[(size_t)k * (size_t)d + (size_t)i] = (float)(wa * a[i] + wb * b[i]);
+    }
+}
+
+static void h_interpolate(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    static const char *const fields[] = {"from", "to", "steps", "method", "format", "cols", "pad",
+                                         NULL};
+    const cJSON *body = ld_req_json(req);
+    long long steps;
+    int method;
+    out_opts_t o;
+    if (ld_arg_fields(req, body, NULL, fields) != 0 ||
+        ld_arg_int(req, body, NULL, "steps", 2, api->max_samples, 8, &steps) != 0 ||
+        ld_arg_enum(req, body, NULL, "method", methods, 0, &method) != 0 ||
+        parse_out_opts(req, api, body, &o) != 0)
+        return;
+    ld_served_t *s = get_model(req, api);
+    if (!s)
+        return;
+    const ld_arch_t *a = &s->model->arch;
+    int n = (int)steps;
+    float *za = NULL, *zb = NULL, *path = NULL, *x = NULL;
+    if (need_generator(req, s) != 0)
+        goto done;
+    za = ld_malloc_array((size_t)a->z_dim, sizeof *za);
+    zb = ld_malloc_array((size_t)a->z_dim, sizeof *zb);
+    path = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *path);
+    x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x);
+    if (!za || !zb || !path || !x) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        goto done;
+    }
+    if (read_endpoint(req, api, s, body, "from", za) != 0 ||
+        read_endpoint(req, api, s, body, "to", zb) != 0)
+        goto done;
+    interpolate(za, zb, a->z_dim, n, method == 0, path);
+    if (!all_finite(path, (size_t)n * (size_t)a->z_dim)) {
+        ld_req_error(req, 422, "invalid_value", "the end points are too large to interpolate");
+        goto done;
+    }
+    if (decode_checked(req, api, s, n, path, x) != 0)
+        goto done;
+    if (o.format != FMT_JSON) {
+        if (o.format == FMT_PNG && o.cols == 0)
+            o.cols = n; /* one strip */
+        reply_binary(req, &o, a, x, n);
+        goto done;
+    }
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"model\":");
+    ld_buf_json_str(&b, s->name);
+    ld_buf_printf(&b, ",\"method\":\"%s\",\"steps\":%d,", methods[method], n);
+    shape_json(&b, n, a);
+    ld_buf_puts(&b, ",\"z\":");
+    ld_buf_json_matrix(&b, path, (size_t)n, (size_t)a->z_dim);
+    ld_buf_puts(&b, ",\"images\":");
+    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+done:
+    free(za);
+    free(zb);
+    free(path);
+    free(x);
+    ld_served_release(s);
+}
+
+/* ------------------------------------------------------------ registration */
+
+int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err)
+{
+    ld_api_t *api = calloc(1, sizeof *api);
+    if (!api)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    api->reg = opts->registry;
+    api->metrics = opts->metrics;
+    api->max_samples = opts->max_samples > 0 ? opts->max_samples : 1;
+    *out = api;
+    return LD_OK;
+}
+
+void ld_api_free(ld_api_t *api)
+{
+    free(api);
+}
+
+int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
+{
+    const ld_route_t routes[] = {
+        {"GET", "/healthz", LD_AUTH_NONE, 0, h_healthz, api},
+        {"GET", "/readyz", LD_AUTH_NONE, 0, h_readyz, api},
+        {"GET", "/metrics", LD_AUTH_INFERENCE, 0, h_metrics, api},
+        {"GET", "/v1/models", LD_AUTH_INFERENCE, 0, h_models_list, api},
+        {"GET", "/v1/models/{name}", LD_AUTH_INFERENCE, 0, h_model_get, api},
+        {"PUT", "/v1/models/{name}", LD_AUTH_ADMIN, LD_ROUTE_JSON_OPTIONAL, h_model_put, api},
+        {"DELETE", "/v1/models/{name}", LD_AUTH_ADMIN, 0, h_model_delete, api},
+        {"POST", "/v1/models/{name}/sample", LD_AUTH_INFERENCE, LD_ROUTE_JSON_OPTIONAL, h_sample, api},
+        {"GET", "/v1/models/{name}/sample.png", LD_AUTH_INFERENCE, 0, h_sample_png, api},
+        {"POST", "/v1/models/{name}/encode", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_encode, api},
+        {"POST", "/v1/models/{name}/decode", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_decode, api},
+        {"POST", "/v1/models/{name}/reconstruct", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_reconstruct, api},
+        {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
+    };
+    api->http = h;
+    for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
+        int rc = ld_http_route_add(h, &routes[i], err);
+        if (rc != LD_OK)
+            return rc;
+    }
+    return LD_OK;
+}

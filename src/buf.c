@@ -1,0 +1,279 @@
+/* buf.c — see include/latentd/buf.h. */
+#include "latentd/buf.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ld_buf_init(ld_buf_t *b)
+{
+    memset(b, 0, sizeof *b);
+}
+
+void ld_buf_free(ld_buf_t *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+int ld_buf_reserve(ld_buf_t *b, size_t extra)
+{
+    if (b->failed)
+        return -1;
+    if (extra >= SIZE_MAX / 2 - b->len) {
+        b->failed = 1;
+        return -1;
+    }
+    size_t need = b->len + extra + 1; /* + NUL */
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (!p) {
+        b->failed = 1;
+        return -1;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+void ld_buf_append(ld_buf_t *b, const void *p, size_t n)
+{
+    if (ld_buf_reserve(b, n) != 0)
+        return;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void ld_buf_puts(ld_buf_t *b, const char *s)
+{
+    ld_buf_append(b, s, strlen(s));
+}
+
+void ld_buf_putc(ld_buf_t *b, char c)
+{
+    ld_buf_append(b, &c, 1);
+}
+
+void ld_buf_printf(ld_buf_t *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char small[256];
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->failed = 1;
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        ld_buf_append(b, small, (size_t)n);
+        return;
+    }
+    if (ld_buf_reserve(b, (size_t)n) != 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+char *ld_buf_steal(ld_buf_t *b, size_t *len)
+{
+    char *p = b->failed ? NULL : b->data;
+    if (len)
+        *len = p ? b->len : 0;
+    if (!p)
+        free(b->data);
+    memset(b, 0, sizeof *b);
+    return p;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static int utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    int n;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    unsigned cp = c & (0x3Fu >> (n - 1));
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+void ld_buf_json_str(ld_buf_t *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    ld_buf_putc(b, '"');
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            ld_buf_append(b, e, 2);
+            p++;
+        } else if (c < 0x20 || c == 0x7F) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            ld_buf_append(b, e, 6);
+            p++;
+        } else if (c < 0x80) {
+            const unsigned char *q = p;
+            while (*q >= 0x20 && *q < 0x7F && *q != '"' && *q != '\\')
+                q++;
+            ld_buf_append(b, p, (size_t)(q - p));
+            p = q;
+        } else {
+            int n = utf8_len(p);
+            if (n == 0) {
+                ld_buf_puts(b, "\xEF\xBF\xBD"); /* U+FFFD */
+                p++;
+            } else {
+                ld_buf_append(b, p, (size_t)n);
+                p += n;
+            }
+        }
+    }
+    ld_buf_putc(b, '"');
+}
+
+/* Powers of ten 10^0 .. 10^60 as correctly rounded double literals (enough
+ * to scale any finite float to 9 digits). */
+static const double pow10_lit[61] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14,
+    1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
+    1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38, 1e39, 1e40, 1e41, 1e42,
+    1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51, 1e52, 1e53, 1e54, 1e55, 1e56,
+    1e57, 1e58, 1e59, 1e60
+};
+
+static double pow10_tab(int k)
+{
+    return pow10_lit[k];
+}
+
+/* m (9 decimal digits) * 10^(e-8) for |v| = v: m = round(v * 10^(8-e)). */
+static uint64_t scale9(double v, int e)
+{
+    int k = 8 - e;
+    double s = k >= 0 ? v * pow10_tab(k) : v / pow10_tab(-k);
+    return (uint64_t)llround(s);
+}
+
+void ld_buf_json_float(ld_buf_t *b, float f)
+{
+    double v = (double)f;
+    if (!isfinite(v) || v == 0.0) {
+        ld_buf_putc(b, '0');
+        return;
+    }
+    char out[40];
+    int pos = 0;
+    if (v < 0) {
+        out[pos++] = '-';
+        v = -v;
+    }
+    int e = (int)floor(log10(v));
+    uint64_t m = scale9(v, e);
+    /* log10 may be off by one near powers of ten; fix e so m has 9 digits */
+    if (m >= 1000000000u) {
+        e++;
+        m = scale9(v, e);
+    } else if (m < 100000000u) {
+        e--;
+        m = scale9(v, e);
+    }
+    if (m >= 1000000000u) { /* 9.999999995 rounded up */
+        m /= 10;
+        e++;
+    }
+    char dig[10];
+    for (int i = 8; i >= 0; i--) {
+        dig[i] = (char)('0' + m % 10);
+        m /= 10;
+    }
+    int nd = 9;
+    while (nd > 1 && dig[nd - 1] == '0')
+        nd--;
+    if (e >= -5 && e < 9) {
+        if (e >= 0) {
+            for (int i = 0; i <= e; i++)
+                out[pos++] = i < nd ? dig[i] : '0';
+            if (nd > e + 1) {
+                out[pos++] = '.';
+                for (int i = e + 1; i < nd; i++)
+                    out[pos++] = dig[i];
+            }
+        } else {
+            out[pos++] = '0';
+            out[pos++] = '.';
+            for (int i = 0; i < -e - 1; i++)
+                out[pos++] = '0';
+            for (int i = 0; i < nd; i++)
+                out[pos++] = dig[i];
+        }
+    } else {
+        out[pos++] = dig[0];
+        if (nd > 1) {
+            out[pos++] = '.';
+            for (int i = 1; i < nd; i++)
+                out[pos++] = dig[i];
+        }
+        pos += snprintf(out + pos, sizeof out - (size_t)pos, "e%d", e);
+    }
+    ld_buf_append(b, out, (size_t)pos);
+}
+
+void ld_buf_json_floats(ld_buf_t *b, const float *v, size_t n)
+{
+    /* ~16 bytes per value; reserve once so the loop rarely reallocates */
+    if (n < SIZE_MAX / 16)
+        ld_buf_reserve(b, n * 16 + 2);
+    ld_buf_putc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            ld_buf_putc(b, ',');
+        ld_buf_json_float(b, v[i]);
+    }
+    ld_buf_putc(b, ']');
+}
+
+void ld_buf_json_matrix(ld_buf_t *b, const float *v, size_t rows, size_t cols)
+{
+    ld_buf_putc(b, '[');
+    for (size_t r = 0; r < rows; r++) {
+        if (r)
+            ld_buf_putc(b, ',');
+        ld_buf_json_floats(b, v + r * cols, cols);
+    }
+    ld_buf_putc(b, ']');
+}

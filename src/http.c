@@ -1,0 +1,1126 @@
+/* http.c — see include/latentd/http.h.
+ *
+ * One ld_req_t per request, created on MHD's first access-handler call (the
+ * headers are in) and freed in the request-completed callback, which also
+ * writes the access log line and the metrics.  Shared state touched by
+ * several MHD threads is atomic (counters, flags); the only lock is mu, held
+ * by the drain waiter and by the completed callback to signal it.
+ */
+#define _GNU_SOURCE
+#include "latentd/http.h"
+
+#include "latentd/log.h"
+#include "latentd/sha256.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ROUTES 64
+#define MAX_SEGS 8
+#define MAX_PARAMS 4
+#define MAX_ORIGINS 32
+#define MAX_EXTRA_HEADERS 8
+#define MAX_DRAIN_HOOKS 8
+#define MAX_TOKEN_LEN 4096
+
+typedef struct {
+    ld_route_t r;
+    char *method;
+    char *pattern;
+    int nseg;
+    char *seg[MAX_SEGS]; /* point into segbuf */
+    int is_param[MAX_SEGS];
+    char *segbuf;
+    int metric;
+} route_t;
+
+struct ld_http {
+    /* configuration, read-only after start */
+    char *bind;
+    int port_cfg;
+    int threads, conn_timeout_s, conn_limit, per_ip_limit;
+    size_t conn_memory_limit, max_body, body_memory_limit, thread_stack;
+    int access_log;
+    int n_origins, any_origin;
+    char *origins[MAX_ORIGINS];
+    int has_token, has_admin;
+    uint8_t token_sha[LD_SHA256_LEN], admin_sha[LD_SHA256_LEN];
+    route_t routes[MAX_ROUTES];
+    int n_routes;
+    int metric_unmatched;
+    ld_metrics_t *metrics;
+    void (*drain_fn[MAX_DRAIN_HOOKS])(void *);
+    void *drain_ctx[MAX_DRAIN_HOOKS];
+    int n_drain;
+
+    /* runtime */
+    struct MHD_Daemon *d;
+    int port;
+    MHD_socket quiesced_fd;
+    atomic_int ready;
+    atomic_int draining;
+    atomic_long in_flight;
+    atomic_long connections;
+    atomic_llong mem_in_use; /* bytes charged for bodies and parse trees */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+struct ld_req {
+    ld_http_t *h;
+    struct MHD_Connection *conn;
+    char method[16];
+    char *path;
+    const route_t *route;
+    int metric;
+    int n_params;
+    const char *param_name[MAX_PARAMS];
+    char *param_val[MAX_PARAMS];
+    double t0;
+    /* body */
+    int want_body;          /* accumulate (JSON routes) or discard */
+    uint8_t *body;
+    size_t body_len, body_cap;
+    long long charged;      /* bytes reserved in h->mem_in_use */
+    cJSON *json;
+    /* reply */
+    int replied;            /* a response is queued (or pending) */
+    struct MHD_Response *pending; /* could not be queued mid-body; queued at the end */
+    int pending_status;
+    int status;
+    long long bytes;
+    int close_conn;
+    int n_extra;
+    char *extra_name[MAX_EXTRA_HEADERS];
+    char *extra_val[MAX_EXTRA_HEADERS];
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+int ld_secret_equal(const char *a, const char *b)
+{
+    uint8_t da[LD_SHA256_LEN], db[LD_SHA256_LEN];
+    ld_sha256(a, strlen(a), da);
+    ld_sha256(b, strlen(b), db);
+    volatile uint8_t diff = 0;
+    for (int i = 0; i < LD_SHA256_LEN; i++)
+        diff |= (uint8_t)(da[i] ^ db[i]);
+    return diff == 0;
+}
+
+static int digest_equal(const uint8_t a[LD_SHA256_LEN], const uint8_t b[LD_SHA256_LEN])
+{
+    volatile uint8_t diff = 0;
+    for (int i = 0; i < LD_SHA256_LEN; i++)
+        diff |= (uint8_t)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+static int charge(ld_http_t *h, ld_req_t *req, long long n)
+{
+    long long now = atomic_fetch_add_explicit(&h->mem_in_use, n, memory_order_relaxed) + n;
+    if (now > (long long)h->body_memory_limit) {
+        atomic_fetch_sub_explicit(&h->mem_in_use, n, memory_order_relaxed);
+        return -1;
+    }
+    req->charged += n;
+    return 0;
+}
+
+static void uncharge(ld_http_t *h, ld_req_t *req)
+{
+    if (req->charged) {
+        atomic_fetch_sub_explicit(&h->mem_in_use, req->charged, memory_order_relaxed);
+        req->charged = 0;
+    }
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int parse_origins(ld_http_t *h, const char *list, ld_err_t *err)
+{
+    if (!list)
+        return LD_OK;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *s = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        if (p == s)
+            continue;
+        size_t n = (size_t)(p - s);
+        if (n == 1 && *s == '*') {
+            h->any_origin = 1;
+            continue;
+        }
+        if (h->n_origins >= MAX_ORIGINS)
+            return ld_err_set(err, LD_EINVAL, "cors_origins: at most %d origins", MAX_ORIGINS);
+        if (!(n > 7 && (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0)) ||
+            s[n - 1] == '/')
+            return ld_err_set(err, LD_EINVAL,
+                              "cors_origins: '%.*s' is not an origin like https://example.com:8443",
+                              (int)n, s);
+        if (!(h->origins[h->n_origins] = strndup(s, n)))
+            return ld_err_set(err, LD_ENOMEM, "out of memory");
+        h->n_origins++;
+    }
+    return LD_OK;
+}
+
+int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out, ld_err_t *err)
+{
+    ld_http_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    h->bind = xstrdup(o->bind ? o->bind : "127.0.0.1");
+    h->port_cfg = o->port;
+    h->threads = o->threads > 0 ? o->threads : 1;
+    h->conn_timeout_s = o->conn_timeout_s;
+    h->conn_limit = o->conn_limit;
+    h->per_ip_limit = o->per_ip_limit;
+    h->conn_memory_limit = o->conn_memory_limit;
+    h->max_body = o->max_body;
+    h->body_memory_limit = o->body_memory_limit;
+    h->thread_stack = o->thread_stack;
+    h->access_log = o->access_log;
+    h->metrics = metrics;
+    h->quiesced_fd = MHD_INVALID_SOCKET;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    if (o->token && *o->token) {
+        h->has_token = 1;
+        ld_sha256(o->token, strlen(o->token), h->token_sha);
+    }
+    if (o->admin_token && *o->admin_token) {
+        h->has_admin = 1;
+        ld_sha256(o->admin_token, strlen(o->admin_token), h->admin_sha);
+    }
+    h->metric_unmatched = metrics ? ld_metrics_route(metrics, "unmatched") : -1;
+    int rc = h->bind ? parse_origins(h, o->cors_origins, err)
+                     : ld_err_set(err, LD_ENOMEM, "out of memory");
+    if (rc != LD_OK) {
+        ld_http_free(h);
+        return rc;
+    }
+    *out = h;
+    return LD_OK;
+}
+
+int ld_http_route_add(ld_http_t *h, const ld_route_t *r, ld_err_t *err)
+{
+    if (h->d)
+        return ld_err_set(err, LD_EINVAL, "routes must be added before the server starts");
+    if (!r->method || !r->pattern || r->pattern[0] != '/' || !r->fn)
+        return ld_err_set(err, LD_EINVAL, "route: bad method, pattern or handler");
+    if (h->n_routes >= MAX_ROUTES)
+        return ld_err_set(err, LD_ENOMEM, "route table full (%d routes)", MAX_ROUTES);
+    for (int i = 0; i < h->n_routes; i++)
+        if (strcmp(h->routes[i].pattern, r->pattern) == 0 &&
+            strcmp(h->routes[i].method, r->method) == 0)
+            return ld_err_set(err, LD_EINVAL, "route %s %s added twice", r->method, r->pattern);
+    route_t *rt = &h->routes[h->n_routes];
+    memset(rt, 0, sizeof *rt);
+    rt->r = *r;
+    rt->method = strdup(r->method);
+    rt->pattern = strdup(r->pattern);
+    rt->segbuf = strdup(r->pattern + 1);
+    if (!rt->method || !rt->pattern || !rt->segbuf) {
+        free(rt->method);
+        free(rt->pattern);
+        free(rt->segbuf);
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    }
+    int np = 0;
+    char *save = NULL;
+    for (char *s = strtok_r(rt->segbuf, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+        if (rt->nseg >= MAX_SEGS)
+            goto bad;
+        size_t n = strlen(s);
+        if (s[0] == '{') {
+            if (n < 3 || s[n - 1] != '}' || np >= MAX_PARAMS)
+                goto bad;
+            s[n - 1] = '\0';
+            s++;
+            rt->is_param[rt->nseg] = 1;
+            np++;
+        }
+        rt->seg[rt->nseg++] = s;
+    }
+    rt->metric = h->metrics ? ld_metrics_route(h->metrics, r->pattern) : -1;
+    rt->r.method = rt->method;
+    rt->r.pattern = rt->pattern;
+    h->n_routes++;
+    return LD_OK;
+bad:
+    free(rt->method);
+    free(rt->pattern);
+    free(rt->segbuf);
+    return ld_err_set(err, LD_EINVAL, "route pattern '%s' is malformed", r->pattern);
+}
+
+int ld_http_on_drain(ld_http_t *h, void (*fn)(void *ctx), void *ctx)
+{
+    if (h->n_drain >= MAX_DRAIN_HOOKS)
+        return LD_ENOMEM;
+    h->drain_fn[h->n_drain] = fn;
+    h->drain_ctx[h->n_drain] = ctx;
+    h->n_drain++;
+    return LD_OK;
+}
+
+/* --------------------------------------------------------------- matching */
+
+/* Split path into at most MAX_SEGS segments of a private copy; -1 if it
+ * cannot match any route (too many segments, empty segment). */
+static int split_path(const char *path, char *copy, size_t cap, char **seg)
+{
+    size_t n = strlen(path);
+    if (n == 0 || path[0] != '/' || n >= cap)
+        return -1;
+    memcpy(copy, path + 1, n); /* includes NUL */
+    if (copy[0] == '\0')
+        return 0; /* "/" */
+    int ns = 0;
+    char *p = copy;
+    for (;;) {
+        if (ns >= MAX_SEGS)
+            return -1;
+        char *slash = strchr(p, '/');
+        if (slash)
+            *slash = '\0';
+        if (*p == '\0')
+            return -1;
+        seg[ns++] = p;
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+    return ns;
+}
+
+static int route_matches(const route_t *rt, char **seg, int ns)
+{
+    if (rt->nseg != ns)
+        return 0;
+    for (int i = 0; i < ns; i++)
+        if (!rt->is_param[i] && strcmp(rt->seg[i], seg[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static int method_matches(const route_t *rt, const char *method)
+{
+    return strcmp(rt->method, method) == 0 ||
+           (strcmp(method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0);
+}
+
+/* Allow header value for every route whose pattern matches. */
+static void allow_list(const ld_http_t *h, char **seg, int ns, char *out, size_t cap)
+{
+    out[0] = '\0';
+    int get = 0;
+    for (int i = 0; i < h->n_routes; i++) {
+        if (!route_matches(&h->routes[i], seg, ns))
+            continue;
+        if (out[0])
+            strncat(out, ", ", cap - strlen(out) - 1);
+        strncat(out, h->routes[i].method, cap - strlen(out) - 1);
+        if (strcmp(h->routes[i].method, "GET") == 0)
+            get = 1;
+    }
+    if (get)
+        strncat(out, ", HEAD", cap - strlen(out) - 1);
+    if (out[0])
+        strncat(out, ", OPTIONS", cap - strlen(out) - 1);
+}
+
+/* ---------------------------------------------------------------- replies */
+
+static const char *req_origin_allowed(const ld_req_t *req)
+{
+    const ld_http_t *h = req->h;
+    if (!h->any_origin && h->n_origins == 0)
+        return NULL;
+    const char *origin = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Origin");
+    if (!origin)
+        return NULL;
+    if (h->any_origin)
+        return "*";
+    for (int i = 0; i < h->n_origins; i++)
+        if (strcmp(origin, h->origins[i]) == 0)
+            return origin;
+    return NULL;
+}
+
+static void add_common_headers(ld_req_t *req, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    const char *origin = req_origin_allowed(req);
+    if (req->h->n_origins)
+        MHD_add_response_header(r, "Vary", "Origin");
+    if (origin) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(r, "Access-Control-Expose-Headers",
+                                "X-Latentd-Seed, X-Latentd-Model-Version, Retry-After, "
+                                "WWW-Authenticate, Location");
+    }
+    for (int i = 0; i < req->n_extra; i++)
+        MHD_add_response_header(r, req->extra_name[i], req->extra_val[i]);
+    if (req->close_conn || atomic_load_explicit(&req->h->draining, memory_order_relaxed))
+        MHD_add_response_header(r, "Connection", "close");
+}
+
+/* Queue r (adding the common headers). Returns 0 when queued now or kept
+ * pending for the end of the upload. Takes over the caller's reference. */
+static void submit(ld_req_t *req, int status, struct MHD_Response *r, long long bytes)
+{
+    if (req->replied || !r) {
+        if (r)
+            MHD_destroy_response(r);
+        if (!req->replied) { /* could not build a response: drop the connection */
+            req->replied = 1;
+            req->status = 0;
+        }
+        return;
+    }
+    add_common_headers(req, r);
+    req->replied = 1;
+    req->status = status;
+    req->bytes = bytes;
+    if (MHD_queue_response(req->conn, (unsigned)status, r) == MHD_YES) {
+        MHD_destroy_response(r);
+    } else {
+        /* MHD refuses responses while it is reading the body: keep it until
+         * the upload ends (the rest of the body is discarded meanwhile) */
+        req->pending = r;
+        req->pending_status = status;
+    }
+}
+
+static void free_extra(ld_req_t *req)
+{
+    for (int i = 0; i < req->n_extra; i++) {
+        free(req->extra_name[i]);
+        free(req->extra_val[i]);
+    }
+    req->n_extra = 0;
+}
+
+int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
+{
+    if (req->n_extra >= MAX_EXTRA_HEADERS)
+        return LD_ENOMEM;
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return LD_ENOMEM;
+    }
+    req->extra_name[req->n_extra] = n;
+    req->extra_val[req->n_extra] = v;
+    req->n_extra++;
+    return LD_OK;
+}
+
+void ld_req_reply(ld_req_t *req, int status, const char *content_type, void *body, size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, body ? body : (void *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+    } else if (content_type) {
+        MHD_add_response_header(r, "Content-Type", content_type);
+    }
+    submit(req, status, r, (long long)len);
+}
+
+void ld_req_reply_copy(ld_req_t *req, int status, const char *content_type, const void *body,
+                       size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (r && content_type)
+        MHD_add_response_header(r, "Content-Type", content_type);
+    submit(req, status, r, (long long)len);
+}
+
+void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b)
+{
+    if (ld_buf_failed(b)) {
+        ld_buf_free(b);
+        ld_req_error(req, 503, "overloaded", "out of memory while writing the response");
+        return;
+    }
+    ld_buf_putc(b, '\n');
+    size_t len;
+    char *p = ld_buf_steal(b, &len);
+    if (!p) {
+        ld_req_error(req, 503, "overloaded", "out of memory while writing the response");
+        return;
+    }
+    ld_req_reply(req, status, "application/json", p, len);
+}
+
+void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"error\":{\"code\":");
+    ld_buf_json_str(&b, code);
+    ld_buf_puts(&b, ",\"message\":");
+    ld_buf_json_str(&b, msg);
+    ld_buf_puts(&b, "}}\n");
+    size_t len;
+    char *p = ld_buf_steal(&b, &len);
+    if (!p) { /* out of memory: a fixed body still carries the status */
+        static const char oom[] = "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\"}}\n";
+        ld_req_reply_copy(req, status, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    if (status >= 500 || status == 413)
+        ld_log_debug("error %d %s: %s", status, code, msg);
+    ld_req_reply(req, status, "application/json", p, len);
+}
+
+void ld_req_reply_mhd(ld_req_t *req, int status, struct MHD_Response *resp, long long bytes)
+{
+    add_common_headers(req, resp);
+    req->replied = 1;
+    req->status = status;
+    req->bytes = bytes;
+    if (MHD_queue_response(req->conn, (unsigned)status, resp) != MHD_YES)
+        req->status = 0;
+}
+
+/* -------------------------------------------------------------- accessors */
+
+const char *ld_req_method(const ld_req_t *req) { return req->method; }
+const char *ld_req_path(const ld_req_t *req) { return req->path; }
+const cJSON *ld_req_json(const ld_req_t *req) { return req->json; }
+ld_http_t *ld_req_server(const ld_req_t *req) { return req->h; }
+struct MHD_Connection *ld_req_connection(const ld_req_t *req) { return req->conn; }
+
+const uint8_t *ld_req_body(const ld_req_t *req, size_t *len)
+{
+    *len = req->body_len;
+    return req->body;
+}
+
+const char *ld_req_param(const ld_req_t *req, const char *name)
+{
+    for (int i = 0; i < req->n_params; i++)
+        if (strcmp(req->param_name[i], name) == 0)
+            return req->param_val[i];
+    return NULL;
+}
+
+const char *ld_req_query(const ld_req_t *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *ld_req_header(const ld_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+struct query_iter {
+    int (*fn)(void *, const char *, const char *);
+    void *ctx;
+};
+
+static enum MHD_Result query_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    struct query_iter *it = cls;
+    return it->fn(it->ctx, key, value) ? MHD_NO : MHD_YES;
+}
+
+void ld_req_query_each(const ld_req_t *req, int (*fn)(void *ctx, const char *k, const char *v),
+                       void *ctx)
+{
+    struct query_iter it = {fn, ctx};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_cb, &it);
+}
+
+/* ------------------------------------------------------------ the pipeline */
+
+/* 0 when the request may proceed; otherwise an error has been queued. */
+static int check_auth(ld_req_t *req)
+{
+    ld_http_t *h = req->h;
+    ld_auth_t auth = req->route->r.auth;
+    if (auth == LD_AUTH_NONE || (auth == LD_AUTH_INFERENCE && !h->has_token))
+        return 0;
+    if (auth == LD_AUTH_ADMIN && !h->has_admin) {
+        ld_req_error(req, 403, "forbidden",
+                     "model management is disabled: no admin_token_file is configured");
+        return -1;
+    }
+    const char *hdr = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Authorization");
+    const char *tok = NULL;
+    if (hdr && strncasecmp(hdr, "Bearer", 6) == 0 && (hdr[6] == ' ' || hdr[6] == '\t')) {
+        tok = hdr + 7;
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        if (!*tok || strlen(tok) > MAX_TOKEN_LEN)
+            tok = NULL;
+    }
+    if (!tok) {
+        ld_req_header_add(req, "WWW-Authenticate", "Bearer realm=\"latentd\"");
+        ld_req_error(req, 401, "unauthorized",
+                     hdr ? "the Authorization header must be 'Bearer <token>'"
+                         : "this route needs an Authorization: Bearer <token> header");
+        return -1;
+    }
+    uint8_t d[LD_SHA256_LEN];
+    ld_sha256(tok, strlen(tok), d);
+    int is_admin = h->has_admin && digest_equal(d, h->admin_sha);
+    int is_user = h->has_token && digest_equal(d, h->token_sha);
+    if (is_admin || (auth == LD_AUTH_INFERENCE && is_user))
+        return 0;
+    if (auth == LD_AUTH_ADMIN && is_user) {
+        ld_req_error(req, 403, "forbidden", "this route needs the admin token");
+        return -1;
+    }
+    ld_req_header_add(req, "WWW-Authenticate",
+                      "Bearer realm=\"latentd\", error=\"invalid_token\"");
+    ld_req_error(req, 401, "unauthorized", "the bearer token is not valid");
+    return -1;
+}
+
+static int is_json_type(const char *ct)
+{
+    if (!ct)
+        return 0;
+    while (*ct == ' ')
+        ct++;
+    static const char want[] = "application/json";
+    if (strncasecmp(ct, want, sizeof want - 1) != 0)
+        return 0;
+    char c = ct[sizeof want - 1];
+    return c == '\0' || c == ';' || c == ' ' || c == '\t';
+}
+
+static void preflight(ld_req_t *req, const char *allow)
+{
+    ld_req_header_add(req, "Allow", allow);
+    const char *origin = req_origin_allowed(req);
+    if (origin &&
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Access-Control-Request-Method")) {
+        ld_req_header_add(req, "Access-Control-Allow-Methods", allow);
+        ld_req_header_add(req, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        ld_req_header_add(req, "Access-Control-Max-Age", "600");
+    }
+    ld_req_reply(req, 204, NULL, NULL, 0);
+}
+
+/* First call: everything that can be decided from the headers. */
+static void on_headers(ld_req_t *req)
+{
+    ld_http_t *h = req->h;
+    if (atomic_load_explicit(&h->draining, memory_order_relaxed)) {
+        req->close_conn = 1;
+        ld_req_header_add(req, "Retry-After", "1");
+        ld_req_error(req, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
+    char copy[2048];
+    char *seg[MAX_SEGS];
+    int ns = split_path(req->path, copy, sizeof copy, seg);
+    const route_t *rt = NULL;
+    char allow[256] = "";
+    if (ns >= 0) {
+        for (int i = 0; i < h->n_routes && !rt; i++)
+            if (route_matches(&h->routes[i], seg, ns) && method_matches(&h->routes[i], req->method))
+                rt = &h->routes[i];
+        if (!rt)
+            allow_list(h, seg, ns, allow, sizeof allow);
+    }
+    if (!rt) {
+        if (allow[0]) {
+            /* the path exists: preflight, or a wrong method */
+            for (int i = 0; i < h->n_routes; i++)
+                if (route_matches(&h->routes[i], seg, ns)) {
+                    req->metric = h->routes[i].metric;
+                    break;
+                }
+            if (strcmp(req->method, "OPTIONS") == 0) {
+                preflight(req, allow);
+                return;
+            }
+            ld_req_header_add(req, "Allow", allow);
+            ld_req_error(req, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)",
+                         req->method, req->path, allow);
+            return;
+        }
+        ld_req_error(req, 404, "not_found", "no route for %s %s", req->method, req->path);
+        return;
+    }
+    req->route = rt;
+    req->metric = rt->metric;
+    for (int i = 0; i < rt->nseg; i++) {
+        if (!rt->is_param[i])
+            continue;
+        req->param_name[req->n_params] = rt->seg[i];
+        req->param_val[req->n_params] = strdup(seg[i]);
+        if (!req->param_val[req->n_params]) {
+            ld_req_error(req, 503, "overloaded", "out of memory");
+            return;
+        }
+        req->n_params++;
+    }
+    if (check_auth(req) != 0)
+        return;
+
+    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    unsigned long long clen = 0;
+    if (cl) {
+        char *end;
+        errno = 0;
+        clen = strtoull(cl, &end, 10);
+        if (errno || end == cl || *end) {
+            ld_req_error(req, 400, "bad_request", "Content-Length '%.40s' is not a number", cl);
+            return;
+        }
+    }
+    int has_body = clen > 0 || (te && !cl);
+    if (clen > h->max_body) {
+        req->close_conn = 1;
+        ld_req_error(req, 413, "payload_too_large",
+                     "the body is %llu bytes; the limit (max_body_bytes) is %zu", clen,
+                     h->max_body);
+        return;
+    }
+    unsigned flags = rt->r.flags;
+    req->want_body = (flags & (LD_ROUTE_JSON | LD_ROUTE_JSON_OPTIONAL)) != 0;
+    if (req->want_body && has_body) {
+        const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+        if (!is_json_type(ct)) {
+            req->close_conn = 1;
+            ld_req_error(req, 415, "unsupported_media_type",
+                         "Content-Type must be application/json (got %.80s)",
+                         ct ? ct : "none");
+            return;
+        }
+    }
+    if (req->want_body && clen > 0) {
+        if (charge(h, req, (long long)clen) != 0) {
+            req->close_conn = 1;
+            ld_req_header_add(req, "Retry-After", "1");
+            ld_req_error(req, 503, "overloaded",
+                         "too many request bodies in memory at once; retry shortly");
+            return;
+        }
+        req->body = malloc(clen + 1);
+        if (!req->body) {
+            req->close_conn = 1;
+            ld_req_error(req, 503, "overloaded", "out of memory");
+            return;
+        }
+        req->body_cap = clen;
+    }
+}
+
+/* A chunk of the body. */
+static void on_data(ld_req_t *req, const char *data, size_t n)
+{
+    ld_http_t *h = req->h;
+    if (req->replied)
+        return; /* an error is pending: discard the rest */
+    if (n > h->max_body - req->body_len) {
+        req->close_conn = 1;
+        ld_req_error(req, 413, "payload_too_large",
+                     "the body exceeds the limit (max_body_bytes) of %zu bytes", h->max_body);
+        return;
+    }
+    if (!req->want_body) {
+        req->body_len += n; /* counted against the cap, not kept */
+        return;
+    }
+    if (req->body_len + n > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 4096;
+        while (cap < req->body_len + n)
+            cap *= 2;
+        if (cap > h->max_body)
+            cap = h->max_body;
+        if (charge(h, req, (long long)(cap - req->body_cap)) != 0) {
+            req->close_conn = 1;
+            ld_req_header_add(req, "Retry-After", "1");
+            ld_req_error(req, 503, "overloaded",
+                         "too many request bodies in memory at once; retry shortly");
+            return;
+        }
+        uint8_t *p = realloc(req->body, cap + 1);
+        if (!p) {
+            req->close_conn = 1;
+            ld_req_error(req, 503, "overloaded", "out of memory");
+            return;
+        }
+        req->body = p;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, n);
+    req->body_len += n;
+}
+
+/* The body is complete: parse and dispatch. */
+static void on_complete(ld_req_t *req)
+{
+    ld_http_t *h = req->h;
+    unsigned flags = req->route->r.flags;
+    if (req->want_body) {
+        if (req->body_len == 0) {
+            if (flags & LD_ROUTE_JSON) {
+                ld_req_error(req, 400, "bad_request",
+                             "the request body is empty; expected a JSON object");
+                return;
+            }
+        } else {
+            req->body[req->body_len] = '\0';
+            /* a parse tree costs about one cJSON node per value: charge it
+             * before building it so hostile bodies cannot multiply memory */
+            size_t nodes = 1;
+            for (size_t i = 0; i < req->body_len; i++) {
+                uint8_t c = req->body[i];
+                nodes += c == ',' || c == '[' || c == '{' || c == ':';
+            }
+            long long cost = (long long)(nodes * (sizeof(cJSON) + 16));
+            if (charge(h, req, cost) != 0) {
+                if (cost + req->charged > (long long)h->body_memory_limit) {
+                    ld_req_error(req, 413, "payload_too_large",
+                                 "the JSON body has too many values (about %zu)", nodes);
+                } else {
+                    ld_req_header_add(req, "Retry-After", "1");
+                    ld_req_error(req, 503, "overloaded",
+                                 "too many request bodies in memory at once; retry shortly");
+                }
+                return;
+            }
+            const char *end = NULL;
+            req->json = cJSON_ParseWithLengthOpts((const char *)req->body, req->body_len, &end, 0);
+            if (!req->json) {
+                const char *at = cJSON_GetErrorPtr();
+                size_t off = at && at >= (const char *)req->body &&
+                                     at <= (const char *)req->body + req->body_len
+                                 ? (size_t)(at - (const char *)req->body)
+                                 : req->body_len;
+                ld_req_error(req, 400, "invalid_json", "the body is not valid JSON (at byte %zu)",
+                             off);
+                return;
+            }
+            const char *stop = (const char *)req->body + req->body_len;
+            while (end && end < stop && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+                end++;
+            if (end != stop) {
+                ld_req_error(req, 400, "invalid_json",
+                             "unexpected data after the JSON value (at byte %zu)",
+                             (size_t)(end - (const char *)req->body));
+                return;
+            }
+            if (!cJSON_IsObject(req->json)) {
+                ld_req_error(req, 400, "invalid_json", "the body must be a JSON object");
+                return;
+            }
+        }
+    }
+    req->route->r.fn(req, req->route->r.ctx);
+    if (!req->replied) {
+        ld_log_error("bug: handler for %s %s did not reply", req->method, req->route->pattern);
+        ld_req_error(req, 500, "internal", "the handler did not produce a response");
+    }
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls)
+{
+    ld_http_t *h = cls;
+    ld_req_t *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->h = h;
+        req->conn = conn;
+        req->t0 = ld_now();
+        req->metric = h->metric_unmatched;
+        snprintf(req->method, sizeof req->method, "%s", method);
+        req->path = strdup(url);
+        *con_cls = req;
+        atomic_fetch_add_explicit(&h->in_flight, 1, memory_order_relaxed);
+        if (!req->path)
+            return MHD_NO;
+        on_headers(req);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        on_data(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->pending) {
+        struct MHD_Response *r = req->pending;
+        req->pending = NULL;
+        enum MHD_Result ok = MHD_queue_response(conn, (unsigned)req->pending_status, r);
+        MHD_destroy_response(r);
+        return ok;
+    }
+    if (req->replied)
+        return MHD_YES;
+    on_complete(req);
+    return MHD_YES;
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    ld_http_t *h = cls;
+    ld_req_t *req = *con_cls;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    double secs = ld_now() - req->t0;
+    int status = req->replied ? req->status : 0;
+    if (status > 0 && h->metrics)
+        ld_metrics_observe(h->metrics, req->metric, status, secs,
+                           req->bytes > 0 ? (uint64_t)req->bytes : 0);
+    if (h->access_log && ld_log_enabled(LD_LOG_INFO)) {
+        char peer[INET6_ADDRSTRLEN] = "-";
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (ci && ci->client_addr) {
+            const struct sockaddr *sa = ci->client_addr;
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, peer,
+                          sizeof peer);
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+                          peer, sizeof peer);
+        }
+        static const char *const why[] = {"ok", "error", "timeout", "shutdown", "read_error",
+                                          "client_abort"};
+        ld_log_info("access method=%s path=%.300s status=%d bytes=%lld us=%.0f peer=%s%s%s",
+                    req->method, req->path ? req->path : "-", status,
+                    req->bytes > 0 ? req->bytes : 0, secs * 1e6, peer,
+                    toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? " end=" : "",
+                    toe != MHD_REQUEST_TERMINATED_COMPLETED_OK
+                        ? ((unsigned)toe < LD_ARRAY_LEN(why) ? why[toe] : "?")
+                        : "");
+    }
+    if (req->pending)
+        MHD_destroy_response(req->pending);
+    uncharge(h, req);
+    cJSON_Delete(req->json);
+    free(req->body);
+    free(req->path);
+    for (int i = 0; i < req->n_params; i++)
+        free(req->param_val[i]);
+    free_extra(req);
+    free(req);
+    if (atomic_fetch_sub_explicit(&h->in_flight, 1, memory_order_acq_rel) == 1 &&
+        atomic_load_explicit(&h->draining, memory_order_relaxed)) {
+        pthread_mutex_lock(&h->mu);
+        pthread_cond_broadcast(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+    }
+}
+
+static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe)
+{
+    ld_http_t *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add_explicit(&h->connections, 1, memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&h->connections, 1, memory_order_relaxed);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    ld_log_warn("libmicrohttpd: %s", msg);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+int ld_http_start(ld_http_t *h, ld_err_t *err)
+{
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+    struct sockaddr *sa;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ITC;
+    memset(&sin, 0, sizeof sin);
+    memset(&sin6, 0, sizeof sin6);
+    if (inet_pton(AF_INET, h->bind, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)h->port_cfg);
+        sa = (struct sockaddr *)&sin;
+    } else if (inet_pton(AF_INET6, h->bind, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)h->port_cfg);
+        sa = (struct sockaddr *)&sin6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        return ld_err_set(err, LD_EINVAL, "bind: '%s' is not an IPv4 or IPv6 address", h->bind);
+    }
+    struct MHD_OptionItem ops[16];
+    int k = 0;
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->conn_timeout_s, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)h->conn_limit, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)h->per_ip_limit, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, h};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    if (h->threads > 1)
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)h->threads, NULL};
+    if (h->thread_stack)
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_ARRAY, ops,
+                            MHD_OPTION_END);
+    if (!h->d)
+        return ld_err_set(err, LD_EIO, "cannot listen on %s port %d (in use, or not permitted?)",
+                          h->bind, h->port_cfg);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : h->port_cfg;
+    return LD_OK;
+}
+
+int ld_http_port(const ld_http_t *h)
+{
+    return h->port;
+}
+
+void ld_http_set_ready(ld_http_t *h, int ready)
+{
+    atomic_store(&h->ready, ready);
+}
+
+int ld_http_is_ready(const ld_http_t *h)
+{
+    return atomic_load(&h->ready) && !atomic_load(&h->draining);
+}
+
+int ld_http_is_draining(const ld_http_t *h)
+{
+    return atomic_load(&h->draining);
+}
+
+int ld_http_drain(ld_http_t *h, double timeout_s)
+{
+    atomic_store(&h->draining, 1);
+    atomic_store(&h->ready, 0);
+    for (int i = 0; i < h->n_drain; i++)
+        h->drain_fn[i](h->drain_ctx[i]);
+    if (!h->d)
+        return 0;
+    if (h->quiesced_fd == MHD_INVALID_SOCKET) {
+        h->quiesced_fd = MHD_quiesce_daemon(h->d);
+        /* MHD no longer accepts, but the socket stays open until stop (its
+         * threads may still look at it): shutting it down makes new
+         * connection attempts fail fast instead of waiting in the backlog */
+        if (h->quiesced_fd != MHD_INVALID_SOCKET)
+            shutdown(h->quiesced_fd, SHUT_RDWR);
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long long ns = (long long)(timeout_s * 1e9);
+    until.tv_sec += (time_t)(ns / 1000000000);
+    until.tv_nsec += (long)(ns % 1000000000);
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&h->mu);
+    while (atomic_load(&h->in_flight) > 0) {
+        /* the completed callback signals when it reaches zero; the timed wait
+         * also covers the window between its decrement and its signal */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (now.tv_sec > until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
+            break;
+        struct timespec step = now;
+        step.tv_nsec += 50 * 1000000;
+        if (step.tv_nsec >= 1000000000) {
+            step.tv_sec++;
+            step.tv_nsec -= 1000000000;
+        }
+        if (step.tv_sec > until.tv_sec || (step.tv_sec == until.tv_sec && step.tv_nsec > until.tv_nsec))
+            step = until;
+        pthread_cond_timedwait(&h->cv, &h->mu, &step);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return (int)atomic_load(&h->in_flight);
+}
+
+void ld_http_free(ld_http_t *h)
+{
+    if (!h)
+        return;
+    if (h->d)
+        MHD_stop_daemon(h->d);
+    if (h->quiesced_fd != MHD_INVALID_SOCKET)
+        close(h->quiesced_fd);
+    for (int i = 0; i < h->n_routes; i++) {
+        free(h->routes[i].method);
+        free(h->routes[i].pattern);
+        free(h->routes[i].segbuf);
+    }
+    for (int i = 0; i < h->n_origins; i++)
+        free(h->origins[i]);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h->bind);
+    free(h);
+}
+
+void ld_http_collect(ld_buf_t *out, void *ctx)
+{
+    ld_http_t *h = ctx;
+    ld_metrics_family(out, "latentd_http_requests_in_flight", "gauge",
+                      "Requests whose headers have arrived and whose response is not yet sent.");
+    ld_buf_printf(out, "latentd_http_requests_in_flight %ld\n", (long)atomic_load(&h->in_flight));
+    ld_metrics_family(out, "latentd_http_connections", "gauge", "Open client connections.");
+    ld_buf_printf(out, "latentd_http_connections %ld\n", (long)atomic_load(&h->connections));
+    ld_metrics_family(out, "latentd_http_body_memory_bytes", "gauge",
+                      "Bytes reserved for request bodies and their JSON parse trees.");
+    ld_buf_printf(out, "latentd_http_body_memory_bytes %lld\n",
+                  (long long)atomic_load(&h->mem_in_use));
+    ld_metrics_family(out, "latentd_ready", "gauge",
+                      "1 when /readyz answers 200 (started and not shutting down).");
+    ld_buf_printf(out, "latentd_ready %d\n", ld_http_is_ready(h));
+}

@@ -1,0 +1,528 @@
+/* registry.c — see include/latentd/registry.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/registry.h"
+
+#include "latentd/ckpt.h"
+#include "latentd/fsutil.h"
+#include "latentd/log.h"
+#include "latentd/metrics.h"
+#include "latentd/sha256.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SUFFIX ".safetensors"
+#define SUFFIX_LEN (sizeof SUFFIX - 1)
+
+struct ld_registry {
+    char *dir;
+    pthread_mutex_t load_lock; /* first */
+    pthread_mutex_t lock;      /* second */
+    ld_served_t **models;      /* sorted by name; guarded by lock */
+    int n, cap;
+    atomic_uint_fast64_t next_version;
+    atomic_uint_fast64_t ev_loaded, ev_replaced, ev_unloaded, ev_failed;
+};
+
+int ld_model_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > LD_MODEL_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return 0;
+    }
+    return 1;
+}
+
+/* A file name we may open: STEM.safetensors with a valid name as STEM. */
+static int file_name_valid(const char *f)
+{
+    size_t n = strlen(f);
+    if (n <= SUFFIX_LEN || n >= LD_MODEL_FILE_MAX || strcmp(f + n - SUFFIX_LEN, SUFFIX) != 0)
+        return 0;
+    char stem[LD_MODEL_FILE_MAX];
+    memcpy(stem, f, n - SUFFIX_LEN);
+    stem[n - SUFFIX_LEN] = '\0';
+    return ld_model_name_valid(stem);
+}
+
+int ld_registry_new(const char *dir, ld_registry_t **out, ld_err_t *err)
+{
+    ld_registry_t *r = calloc(1, sizeof *r);
+    if (!r || !(r->dir = strdup(dir))) {
+        free(r);
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    }
+    pthread_mutex_init(&r->load_lock, NULL);
+    pthread_mutex_init(&r->lock, NULL);
+    atomic_init(&r->next_version, 1);
+    *out = r;
+    return LD_OK;
+}
+
+ld_served_t *ld_served_ref(ld_served_t *s)
+{
+    if (s)
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void ld_served_release(ld_served_t *s)
+{
+    if (!s)
+        return;
+    /* acq_rel: the freeing thread must see every other holder's reads done */
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+        ld_log_debug("model freed name=%s version=%llu", s->name,
+                     (unsigned long long)s->version);
+        ld_model_free(s->model);
+        free(s);
+    }
+}
+
+void ld_registry_free(ld_registry_t *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n; i++)
+        ld_served_release(r->models[i]);
+    free(r->models);
+    pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->load_lock);
+    free(r->dir);
+    free(r);
+}
+
+const char *ld_registry_dir(const ld_registry_t *r)
+{
+    return r->dir;
+}
+
+/* Index of name in the sorted table, or -(insertion point) - 1. Caller holds lock. */
+static int find_locked(const ld_registry_t *r, const char *name)
+{
+    int lo = 0, hi = r->n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp(r->models[mid]->name, name);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -lo - 1;
+}
+
+ld_served_t *ld_registry_get(ld_registry_t *r, const char *name)
+{
+    ld_served_t *s = NULL;
+    pthread_mutex_lock(&r->lock);
+    int i = find_locked(r, name);
+    if (i >= 0)
+        s = ld_served_ref(r->models[i]);
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
+
+int ld_registry_count(ld_registry_t *r)
+{
+    pthread_mutex_lock(&r->lock);
+    int n = r->n;
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}
+
+int ld_registry_list(ld_registry_t *r, ld_served_t ***out, int *n)
+{
+    pthread_mutex_lock(&r->lock);
+    ld_served_t **list = ld_malloc_array((size_t)r->n, sizeof *list);
+    if (!list) {
+        pthread_mutex_unlock(&r->lock);
+        return LD_ENOMEM;
+    }
+    for (int i = 0; i < r->n; i++)
+        list[i] = ld_served_ref(r->models[i]);
+    *n = r->n;
+    pthread_mutex_unlock(&r->lock);
+    *out = list;
+    return LD_OK;
+}
+
+void ld_registry_list_free(ld_served_t **list, int n)
+{
+    if (!list)
+        return;
+    for (int i = 0; i < n; i++)
+        ld_served_release(list[i]);
+    free(list);
+}
+
+static void path_of(const ld_registry_t *r, const char *file, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", r->dir, file);
+}
+
+/* Read and parse file into a new, unpublished ld_served_t (refs = 1). */
+static int load_file(ld_registry_t *r, const char *name, const char *file, ld_served_t **out,
+                     ld_err_t *err)
+{
+    char path[4096];
+    path_of(r, file, path, sizeof path);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return ld_err_set(err, LD_ENOTFOUND, "%s: no such file in the model folder", file);
+        return ld_err_set(err, LD_EIO, "%s: %s", file, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode))
+        return ld_err_set(err, LD_EINVAL, "%s: not a regular file", file);
+
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = ld_read_file(path, LD_MODEL_MAX_FILE_BYTES, &buf, &len, err);
+    if (rc != LD_OK)
+        return rc;
+
+    ld_served_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        free(buf);
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    }
+    ld_sha256_hex(buf, len, s->sha256);
+
+    ld_ckpt_t *ck = NULL;
+    ld_err_t e;
+    rc = ld_ckpt_parse(buf, len, &ck, &e);
+    free(buf);
+    if (rc == LD_OK) {
+        rc = ld_model_from_ckpt(ck, &s->model, &e);
+        ld_ckpt_free(ck);
+    }
+    if (rc != LD_OK) {
+        free(s);
+        return ld_err_set(err, rc == LD_ENOMEM ? LD_ENOMEM : LD_EFORMAT, "%s: %s", file, e.msg);
+    }
+    for (size_t i = 0; i < s->model->n_params; i++) {
+        if (!isfinite(s->model->params[i])) {
+            ld_model_free(s->model);
+            free(s);
+            return ld_err_set(err, LD_EFORMAT,
+                              "%s: parameter %zu is not finite (NaN or Inf); refusing to serve it",
+                              file, i);
+        }
+    }
+    snprintf(s->name, sizeof s->name, "%s", name);
+    snprintf(s->file, sizeof s->file, "%s", file);
+    ld_utc_iso8601(s->loaded_at, sizeof s->loaded_at);
+    s->file_size = (uint64_t)st.st_size;
+    s->file_mtime = st.st_mtim;
+    s->file_ino = st.st_ino;
+    s->version = atomic_fetch_add(&r->next_version, 1);
+    atomic_init(&s->refs, 1);
+    *out = s;
+    return LD_OK;
+}
+
+/* Put s (its reference moves to the table) under its name; returns the
+ * replaced model (whose table reference the caller must release outside the
+ * lock), or NULL. On ENOMEM s is not published and *ok is 0. */
+static ld_served_t *publish(ld_registry_t *r, ld_served_t *s, int *ok)
+{
+    ld_served_t *old = NULL;
+    *ok = 1;
+    pthread_mutex_lock(&r->lock);
+    int i = find_locked(r, s->name);
+    if (i >= 0) {
+        old = r->models[i];
+        r->models[i] = s;
+    } else if (r->n >= LD_REGISTRY_MAX_MODELS) {
+        *ok = 0;
+    } else {
+        if (r->n == r->cap) {
+            int cap = r->cap ? 2 * r->cap : 8;
+            ld_served_t **m = realloc(r->models, (size_t)cap * sizeof *m);
+            if (!m) {
+                pthread_mutex_unlock(&r->lock);
+                *ok = 0;
+                return NULL;
+            }
+            r->models = m;
+            r->cap = cap;
+        }
+        int at = -i - 1;
+        memmove(&r->models[at + 1], &r->models[at], (size_t)(r->n - at) * sizeof *r->models);
+        r->models[at] = s;
+        r->n++;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return old;
+}
+
+static void log_loaded(ld_registry_t *r, const ld_served_t *s, const ld_served_t *old)
+{
+    char desc[256];
+    ld_arch_describe(&s->model->arch, desc, sizeof desc);
+    if (old) {
+        atomic_fetch_add_explicit(&r->ev_replaced, 1, memory_order_relaxed);
+        ld_log_info("model replaced name=%s file=%s sha256=%s version=%llu old_sha256=%s "
+                    "old_version=%llu arch=\"%s\"",
+                    s->name, s->file, s->sha256, (unsigned long long)s->version, old->sha256,
+                    (unsigned long long)old->version, desc);
+    } else {
+        atomic_fetch_add_explicit(&r->ev_loaded, 1, memory_order_relaxed);
+        ld_log_info("model loaded name=%s file=%s sha256=%s version=%llu params=%zu arch=\"%s\"",
+                    s->name, s->file, s->sha256, (unsigned long long)s->version,
+                    s->model->n_params, desc);
+    }
+}
+
+static int load_locked(ld_registry_t *r, const char *name, const char *file, int *replaced,
+                       ld_served_t **out, ld_err_t *err)
+{
+    ld_served_t *s = NULL;
+    int rc = load_file(r, name, file, &s, err);
+    if (rc != LD_OK) {
+        atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
+        ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, file,
+                    err ? err->msg : ld_status_name(rc));
+        return rc;
+    }
+    if (out)
+        ld_served_ref(s);
+    int ok;
+    ld_served_t *old = publish(r, s, &ok);
+    if (!ok) {
+        if (out)
+            ld_served_release(s);
+        ld_served_release(s);
+        atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
+        return ld_err_set(err, LD_ENOMEM, "cannot serve more than %d models",
+                          LD_REGISTRY_MAX_MODELS);
+    }
+    log_loaded(r, s, old);
+    if (replaced)
+        *replaced = old != NULL;
+    ld_served_release(old);
+    if (out)
+        *out = s;
+    return LD_OK;
+}
+
+int ld_registry_load(ld_registry_t *r, const char *name, const char *file, int *replaced,
+                     ld_served_t **out, ld_err_t *err)
+{
+    if (!ld_model_name_valid(name))
+        return ld_err_set(err, LD_EINVAL,
+                          "model name '%.80s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
+    char deffile[LD_MODEL_FILE_MAX];
+    if (!file) {
+        snprintf(deffile, sizeof deffile, "%s" SUFFIX, name);
+        file = deffile;
+    }
+    if (!file_name_valid(file))
+        return ld_err_set(err, LD_EINVAL,
+                          "file '%.80s' must be NAME.safetensors directly inside the model folder "
+                          "(NAME matching [A-Za-z0-9][A-Za-z0-9._-]{0,63})",
+                          file);
+    pthread_mutex_lock(&r->load_lock);
+    int rc = load_locked(r, name, file, replaced, out, err);
+    pthread_mutex_unlock(&r->load_lock);
+    return rc;
+}
+
+static int unload_locked(ld_registry_t *r, const char *name, const char *why)
+{
+    ld_served_t *old = NULL;
+    pthread_mutex_lock(&r->lock);
+    int i = find_locked(r, name);
+    if (i >= 0) {
+        old = r->models[i];
+        memmove(&r->models[i], &r->models[i + 1], (size_t)(r->n - i - 1) * sizeof *r->models);
+        r->n--;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (!old)
+        return LD_ENOTFOUND;
+    atomic_fetch_add_explicit(&r->ev_unloaded, 1, memory_order_relaxed);
+    ld_log_info("model unloaded name=%s file=%s sha256=%s version=%llu reason=%s", old->name,
+                old->file, old->sha256, (unsigned long long)old->version, why);
+    ld_served_release(old);
+    return LD_OK;
+}
+
+int ld_registry_unload(ld_registry_t *r, const char *name, ld_err_t *err)
+{
+    pthread_mutex_lock(&r->load_lock);
+    int rc = unload_locked(r, name, "request");
+    pthread_mutex_unlock(&r->load_lock);
+    if (rc == LD_ENOTFOUND)
+        return ld_err_set(err, LD_ENOTFOUND, "no model named '%.80s'", name);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unloaded,
+                     ld_err_t *err)
+{
+    int loaded = 0, failed = 0, unloaded = 0;
+    pthread_mutex_lock(&r->load_lock);
+    DIR *d = opendir(r->dir);
+    if (!d) {
+        int e = errno;
+        pthread_mutex_unlock(&r->load_lock);
+        return ld_err_set(err, LD_EIO, "model folder %s: %s", r->dir, strerror(e));
+    }
+    char **files = NULL;
+    int nf = 0, capf = 0, rc = LD_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n <= SUFFIX_LEN || strcmp(de->d_name + n - SUFFIX_LEN, SUFFIX) != 0)
+            continue;
+        if (!file_name_valid(de->d_name)) {
+            ld_log_warn("model file skipped file=%.200s reason=\"the name before .safetensors "
+                        "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}\"",
+                        de->d_name);
+            failed++;
+            continue;
+        }
+        if (nf == capf) {
+            capf = capf ? 2 * capf : 16;
+            char **nfiles = realloc(files, (size_t)capf * sizeof *files);
+            if (!nfiles) {
+                rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+                break;
+            }
+            files = nfiles;
+        }
+        if (!(files[nf] = strdup(de->d_name))) {
+            rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+            break;
+        }
+        nf++;
+    }
+    closedir(d);
+    if (rc == LD_OK) {
+        qsort(files, (size_t)nf, sizeof *files, cmp_str);
+        for (int i = 0; i < nf; i++) {
+            char name[LD_MODEL_FILE_MAX];
+            snprintf(name, sizeof name, "%.*s", (int)(strlen(files[i]) - SUFFIX_LEN), files[i]);
+            ld_served_t *cur = ld_registry_get(r, name);
+            if (cur && strcmp(cur->file, files[i]) == 0) {
+                char path[4096];
+                struct stat st;
+                path_of(r, files[i], path, sizeof path);
+                if (stat(path, &st) == 0 && (uint64_t)st.st_size == cur->file_size &&
+                    st.st_ino == cur->file_ino && st.st_mtim.tv_sec == cur->file_mtime.tv_sec &&
+                    st.st_mtim.tv_nsec == cur->file_mtime.tv_nsec) {
+                    ld_served_release(cur);
+                    continue; /* unchanged */
+                }
+            }
+            ld_served_t *fresh = NULL;
+            ld_err_t e;
+            int lrc = load_file(r, name, files[i], &fresh, &e);
+            if (lrc != LD_OK) {
+                atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
+                ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, files[i],
+                            e.msg);
+                failed++;
+            } else if (cur && strcmp(cur->sha256, fresh->sha256) == 0 &&
+                       strcmp(cur->file, fresh->file) == 0) {
+                /* same bytes under a new inode or mtime: keep serving the old
+                 * version (the stat fields are only a hint and stay stale, so
+                 * the next scan hashes it again — cheap and rare) */
+                ld_served_release(fresh);
+            } else {
+                int ok;
+                ld_served_t *old = publish(r, fresh, &ok);
+                if (!ok) {
+                    ld_served_release(fresh);
+                    failed++;
+                } else {
+                    log_loaded(r, fresh, old);
+                    ld_served_release(old);
+                    loaded++;
+                }
+            }
+            ld_served_release(cur);
+        }
+        /* unload models whose file has gone */
+        ld_served_t **list = NULL;
+        int nl = 0;
+        if (ld_registry_list(r, &list, &nl) == LD_OK) {
+            for (int i = 0; i < nl; i++) {
+                char path[4096];
+                struct stat st;
+                path_of(r, list[i]->file, path, sizeof path);
+                if (stat(path, &st) != 0 && errno == ENOENT &&
+                    unload_locked(r, list[i]->name, "file removed") == LD_OK)
+                    unloaded++;
+            }
+            ld_registry_list_free(list, nl);
+        }
+    }
+    for (int i = 0; i < nf; i++)
+        free(files[i]);
+    free(files);
+    pthread_mutex_unlock(&r->load_lock);
+    if (n_loaded)
+        *n_loaded = loaded;
+    if (n_failed)
+        *n_failed = failed;
+    if (n_unloaded)
+        *n_unloaded = unloaded;
+    return rc;
+}
+
+void ld_registry_collect(ld_buf_t *out, void *ctx)
+{
+    ld_registry_t *r = ctx;
+    ld_served_t **list = NULL;
+    int n = 0;
+    if (ld_registry_list(r, &list, &n) != LD_OK)
+        return;
+    ld_metrics_family(out, "latentd_models_loaded", "gauge", "Models being served.");
+    ld_buf_printf(out, "latentd_models_loaded %d\n", n);
+    ld_metrics_family(out, "latentd_model_info", "gauge",
+                      "One series per served model with its identity; always 1.");
+    for (int i = 0; i < n; i++) {
+        ld_buf_puts(out, "latentd_model_info{model=\"");
+        ld_metrics_label_value(out, list[i]->name);
+        ld_buf_printf(out, "\",kind=\"%s\",sha256=\"%s\",version=\"%llu\"} 1\n",
+                      ld_kind_name(list[i]->model->arch.kind), list[i]->sha256,
+                      (unsigned long long)list[i]->version);
+    }
+    ld_metrics_family(out, "latentd_model_parameters", "gauge",
+                      "Parameter count of each served model.");
+    for (int i = 0; i < n; i++) {
+        ld_buf_puts(out, "latentd_model_parameters{model=\"");
+        ld_metrics_label_value(out, list[i]->name);
+        ld_buf_printf(out, "\"} %zu\n", list[i]->model->n_params);
+    }
+    ld_registry_list_free(list, n);
+    ld_metrics_family(out, "latentd_model_events_total", "counter",
+                      "Model registry events: loaded, replaced, unloaded, failed loads.");
+    ld_buf_printf(out, "latentd_model_events_total{event=\"loaded\"} %llu\n",
+                  (unsigned long long)atomic_load(&r->ev_loaded));
+    ld_buf_printf(out, "latentd_model_events_total{event=\"replaced\"} %llu\n",
+                  (unsigned long long)atomic_load(&r->ev_replaced));
+    ld_buf_printf(out, "latentd_model_events_total{event=\"unloaded\"} %llu\n",
+                  (unsigned long long)atomic_load(&r->ev_unloaded));
+    ld_buf_printf(out, "latentd_model_events_total{event=\"failed\"} %llu\n",
+                  (unsigned long long)atomic_load(&r->ev_failed));
+}

@@ -1,0 +1,477 @@
+/* serve.c — see include/latentd/serve.h.
+ *
+ * Threads: the main thread parses the configuration, starts everything, then
+ * waits for signals on a self-pipe (the handlers only set flags and write a
+ * byte, so whichever thread the kernel picks — MHD's or OpenBLAS's — is
+ * fine).  MHD's pool serves requests.  Shutdown runs on the main thread.
+ */
+#define _GNU_SOURCE
+#include "latentd/serve.h"
+
+#include "latentd/api.h"
+#include "latentd/fsutil.h"
+#include "latentd/http.h"
+#include "latentd/log.h"
+#include "latentd/metrics.h"
+#include "latentd/nn.h"
+#include "latentd/registry.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef LD_VERSION
+#define LD_VERSION "0.1.0"
+#endif
+
+/* Stack of each HTTP thread: handlers keep big buffers on the heap, so a
+ * modest stack is plenty (sanitizers need more room for their redzones). */
+#if defined(__SANITIZE_ADDRESS__)
+#define HTTP_THREAD_STACK (2u << 20)
+#else
+#define HTTP_THREAD_STACK (512u << 10)
+#endif
+
+#define TOKEN_MIN 16
+#define TOKEN_MAX 4096
+
+static const char usage[] =
+    "usage: latentd serve [--config FILE] [--bind ADDR] [--port N] [--models DIR]\n"
+    "                     [--state DIR] [--data DIR] [--token-file FILE]\n"
+    "                     [--admin-token-file FILE] [--log-level debug|info|warn|error]\n"
+    "                     [--set KEY=VALUE]... [--check-config] [--print-config]\n"
+    "Flags override the config file's keys; --set overrides any key.\n"
+    "Signals: SIGTERM/SIGINT drain and exit, SIGHUP rescans the model folder.\n";
+
+/* ------------------------------------------------------------- arguments */
+
+/* The value of a flag given as "--flag VALUE" or "--flag=VALUE", else NULL. */
+static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *missing)
+{
+    size_t n = strlen(flag);
+    const char *a = argv[*i];
+    if (strncmp(a, flag, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int ld_serve_parse_args(int argc, char **argv, ld_config_t *cfg, int *print_only, int *check_only,
+                        ld_err_t *err)
+{
+    ld_config_defaults(cfg);
+    *print_only = *check_only = 0;
+    /* pass 1: the config file, so that flags override it wherever they appear */
+    const char *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        int missing = 0;
+        const char *v = flag_value(argc, argv, &i, "--config", &missing);
+        if (missing)
+            return ld_err_set(err, LD_EINVAL, "--config needs a file");
+        if (v)
+            config = v;
+    }
+    if (config) {
+        int rc = ld_config_load(cfg, config, err);
+        if (rc != LD_OK)
+            return rc;
+    }
+    /* pass 2: everything else, in order */
+    int n_keys;
+    const ld_cfg_key_t *keys = ld_config_keys(&n_keys);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int missing = 0;
+        const char *v;
+        if (flag_value(argc, argv, &i, "--config", &missing))
+            continue;
+        if (strcmp(a, "--print-config") == 0) {
+            *print_only = 1;
+            continue;
+        }
+        if (strcmp(a, "--check-config") == 0) {
+            *check_only = 1;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return ld_err_set(err, LD_ECANCELLED, "help");
+        if ((v = flag_value(argc, argv, &i, "--set", &missing)) != NULL) {
+            const char *eq = strchr(v, '=');
+            if (!eq || eq == v)
+                return ld_err_set(err, LD_EINVAL, "--set expects KEY=VALUE, got '%s'", v);
+            char key[64];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - v), v);
+            int rc = ld_config_set(cfg, key, eq + 1, "--set", err);
+            if (rc != LD_OK)
+                return rc;
+            continue;
+        }
+        if (missing)
+            return ld_err_set(err, LD_EINVAL, "%s needs a value", a);
+        int matched = 0;
+        for (int k = 0; k < n_keys && !matched; k++) {
+            if (!keys[k].flag)
+                continue;
+            v = flag_value(argc, argv, &i, keys[k].flag, &missing);
+            if (missing)
+                return ld_err_set(err, LD_EINVAL, "%s needs a value", keys[k].flag);
+            if (v) {
+                int rc = ld_config_set(cfg, keys[k].name, v, keys[k].flag, err);
+                if (rc != LD_OK)
+                    return rc;
+                matched = 1;
+            }
+        }
+        if (!matched)
+            return ld_err_set(err, LD_EINVAL, "unknown argument '%s'", a);
+    }
+    if (cfg->body_memory_limit < cfg->max_body_bytes)
+        return ld_err_set(err, LD_EINVAL,
+                          "body_memory_limit (%lld) must be at least max_body_bytes (%lld)",
+                          cfg->body_memory_limit, cfg->max_body_bytes);
+    return LD_OK;
+}
+
+int ld_serve_read_token(const char *path, char **out, ld_err_t *err)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ld_err_t e;
+    int rc = ld_read_file(path, 64 * 1024, &buf, &len, &e);
+    if (rc != LD_OK)
+        return ld_err_set(err, rc, "token file %s: %s", path, e.msg);
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 0077))
+        ld_log_warn("token file %s is readable by group or others (mode %03o); chmod 600 it",
+                    path, (unsigned)(st.st_mode & 0777));
+    char *s = (char *)buf;
+    s[len] = '\0';
+    char *nl = strpbrk(s, "\r\n");
+    if (nl)
+        *nl = '\0';
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7F) {
+            free(buf);
+            return ld_err_set(err, LD_EINVAL,
+                              "token file %s: the token has a space or a non-printable character",
+                              path);
+        }
+    }
+    if (n < TOKEN_MIN || n > TOKEN_MAX) {
+        free(buf);
+        return ld_err_set(err, LD_EINVAL,
+                          "token file %s: the token must be %d to %d characters (got %zu)", path,
+                          TOKEN_MIN, TOKEN_MAX, n);
+    }
+    char *t = strdup(s);
+    free(buf);
+    if (!t)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    *out = t;
+    return LD_OK;
+}
+
+/* -------------------------------------------------------------- sd_notify */
+
+int ld_sd_notify(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || !*path)
+        return 0;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t n = strlen(path);
+    if ((path[0] != '/' && path[0] != '@') || n >= sizeof sa.sun_path)
+        return -1;
+    memcpy(sa.sun_path, path, n);
+    if (path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace: no terminating NUL counted */
+    else
+        n++;
+    socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    ssize_t w;
+    do
+        w = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+    while (w < 0 && errno == EINTR);
+    int saved = errno;
+    close(fd);
+    if (w < 0) {
+        ld_log_debug("sd_notify %s: %s", path, strerror(saved));
+        return -1;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static volatile sig_atomic_t g_term, g_hup;
+static int g_sigpipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    if (sig == SIGHUP)
+        g_hup = 1;
+    else
+        g_term = sig;
+    char c = 0;
+    ssize_t w = write(g_sigpipe[1], &c, 1); /* full pipe: a wake-up is already pending */
+    (void)w;
+    errno = saved;
+}
+
+static int install_signals(ld_err_t *err)
+{
+    if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return ld_err_set(err, LD_EIO, "pipe: %s", strerror(errno));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return LD_OK;
+}
+
+static void restore_signals(void)
+{
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    close(g_sigpipe[0]);
+    close(g_sigpipe[1]);
+    g_sigpipe[0] = g_sigpipe[1] = -1;
+}
+
+/* Microseconds between watchdog pings, 0 when systemd did not ask. */
+static long long watchdog_usec(void)
+{
+    const char *us = getenv("WATCHDOG_USEC");
+    const char *pid = getenv("WATCHDOG_PID");
+    if (!us)
+        return 0;
+    if (pid && atol(pid) != (long)getpid())
+        return 0;
+    long long v = atoll(us);
+    return v > 0 ? v / 2 : 0;
+}
+
+/* ------------------------------------------------------------------- main */
+
+static void scan_models(ld_registry_t *reg, const char *why)
+{
+    int loaded = 0, failed = 0, unloaded = 0;
+    ld_err_t e;
+    if (ld_registry_scan(reg, &loaded, &failed, &unloaded, &e) != LD_OK)
+        ld_log_error("model scan (%s) failed: %s", why, e.msg);
+    else
+        ld_log_info("model scan (%s) dir=%s serving=%d loaded=%d failed=%d unloaded=%d", why,
+                    ld_registry_dir(reg), ld_registry_count(reg), loaded, failed, unloaded);
+}
+
+static int check_dir(const char *what, const char *dir, int create, ld_err_t *err)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            return ld_err_set(err, LD_EINVAL, "%s %s is not a folder", what, dir);
+        return LD_OK;
+    }
+    if (!create || errno != ENOENT)
+        return ld_err_set(err, LD_EINVAL, "%s %s: %s", what, dir, strerror(errno));
+    ld_err_t e;
+    if (ld_mkdir_p(dir, &e) != LD_OK)
+        return ld_err_set(err, LD_EIO, "%s %s: %s", what, dir, e.msg);
+    return LD_OK;
+}
+
+int ld_serve_main(int argc, char **argv)
+{
+    ld_config_t cfg;
+    int print_only, check_only;
+    ld_err_t err;
+    int rc = ld_serve_parse_args(argc, argv, &cfg, &print_only, &check_only, &err);
+    if (rc == LD_ECANCELLED) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (rc != LD_OK) {
+        fprintf(stderr, "latentd serve: %s\n%s", err.msg, usage);
+        return 2;
+    }
+    if (print_only) {
+        char *dump = ld_config_dump(&cfg);
+        if (dump)
+            fputs(dump, stdout);
+        free(dump);
+        return dump ? 0 : 1;
+    }
+    ld_log_set_level((ld_log_level_t)cfg.log_level);
+
+    char *token = NULL, *admin = NULL;
+    if ((cfg.token_file[0] && ld_serve_read_token(cfg.token_file, &token, &err) != LD_OK) ||
+        (cfg.admin_token_file[0] &&
+         ld_serve_read_token(cfg.admin_token_file, &admin, &err) != LD_OK) ||
+        check_dir("model folder (models_dir)", cfg.models_dir, 0, &err) != LD_OK) {
+        fprintf(stderr, "latentd serve: %s\n", err.msg);
+        free(token);
+        free(admin);
+        return 2;
+    }
+    if (token && admin && strcmp(token, admin) == 0) {
+        fprintf(stderr, "latentd serve: the inference and admin tokens must differ\n");
+        free(token);
+        free(admin);
+        return 2;
+    }
+    if (check_only) {
+        free(token);
+        free(admin);
+        printf("configuration ok\n");
+        return 0;
+    }
+    if (check_dir("state folder (state_dir)", cfg.state_dir, 1, &err) != LD_OK) {
+        fprintf(stderr, "latentd serve: %s\n", err.msg);
+        free(token);
+        free(admin);
+        return 2;
+    }
+
+    /* Many HTTP threads each run small GEMMs: single-threaded BLAS lets them
+     * run side by side instead of queueing on OpenBLAS's global lock. */
+    ld_blas_threads(1);
+
+    int threads = cfg.http_threads;
+    if (threads <= 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = ncpu > 0 ? (int)ncpu : 1;
+    }
+
+    int status = 1;
+    ld_metrics_t *metrics = NULL;
+    ld_registry_t *reg = NULL;
+    ld_http_t *http = NULL;
+    ld_api_t *api = NULL;
+    if (install_signals(&err) != LD_OK) {
+        ld_log_error("%s", err.msg);
+        free(token);
+        free(admin);
+        return 1;
+    }
+    if (ld_metrics_new(&metrics) != LD_OK || ld_registry_new(cfg.models_dir, &reg, &err) != LD_OK) {
+        ld_log_error("out of memory");
+        goto out;
+    }
+    ld_log_info("latentd %s starting pid=%ld models_dir=%s state_dir=%s http_threads=%d",
+                LD_VERSION, (long)getpid(), cfg.models_dir, cfg.state_dir, threads);
+    scan_models(reg, "start");
+
+    ld_http_opts_t ho = {
+        .bind = cfg.bind,
+        .port = cfg.port,
+        .threads = threads,
+        .conn_timeout_s = cfg.request_timeout,
+        .conn_limit = cfg.connection_limit,
+        .per_ip_limit = cfg.per_ip_connection_limit,
+        .conn_memory_limit = (size_t)cfg.connection_memory_limit,
+        .max_body = (size_t)cfg.max_body_bytes,
+        .body_memory_limit = (size_t)cfg.body_memory_limit,
+        .thread_stack = HTTP_THREAD_STACK,
+        .cors_origins = cfg.cors_origins,
+        .token = token,
+        .admin_token = admin,
+        .access_log = cfg.access_log,
+    };
+    ld_api_opts_t ao = {.registry = reg, .metrics = metrics, .max_samples = cfg.max_samples};
+    if (ld_http_new(&ho, metrics, &http, &err) != LD_OK ||
+        ld_api_new(&ao, &api, &err) != LD_OK || ld_api_register(api, http, &err) != LD_OK) {
+        ld_log_error("%s", err.msg);
+        status = 2;
+        goto out;
+    }
+    ld_metrics_add_collector(metrics, ld_http_collect, http);
+    ld_metrics_add_collector(metrics, ld_registry_collect, reg);
+    if (ld_http_start(http, &err) != LD_OK) {
+        ld_log_error("%s", err.msg);
+        goto out;
+    }
+    ld_log_info("listening on http://%s%s%s:%d auth=%s admin=%s cors=%s", strchr(cfg.bind, ':') ? "[" : "",
+                cfg.bind, strchr(cfg.bind, ':') ? "]" : "", ld_http_port(http),
+                token ? "token" : "open", admin ? "token" : "disabled",
+                cfg.cors_origins[0] ? cfg.cors_origins : "none");
+    ld_http_set_ready(http, 1);
+    {
+        char msg[128];
+        snprintf(msg, sizeof msg, "READY=1\nSTATUS=serving %d models on port %d",
+                 ld_registry_count(reg), ld_http_port(http));
+        ld_sd_notify(msg);
+    }
+
+    long long wd = watchdog_usec();
+    if (wd)
+        ld_sd_notify("WATCHDOG=1");
+    while (!g_term) {
+        struct pollfd p = {.fd = g_sigpipe[0], .events = POLLIN};
+        int timeout = wd ? (int)(wd / 1000 > 0 ? wd / 1000 : 1) : -1;
+        int n = poll(&p, 1, timeout);
+        if (n > 0) {
+            char buf[64];
+            while (read(g_sigpipe[0], buf, sizeof buf) > 0)
+                ;
+        }
+        if (wd)
+            ld_sd_notify("WATCHDOG=1");
+        if (g_hup) {
+            g_hup = 0;
+            ld_sd_notify("RELOADING=1");
+            scan_models(reg, "SIGHUP");
+            ld_sd_notify("READY=1");
+        }
+    }
+    ld_log_info("shutting down on %s: draining requests (up to %d s)",
+                g_term == SIGINT ? "SIGINT" : "SIGTERM", cfg.shutdown_timeout);
+    ld_sd_notify("STOPPING=1");
+    int left = ld_http_drain(http, (double)cfg.shutdown_timeout);
+    if (left)
+        ld_log_warn("%d requests still in flight after %d s; closing them", left,
+                    cfg.shutdown_timeout);
+    status = 0;
+out:
+    ld_http_free(http); /* stops the pool before anything it uses goes */
+    ld_api_free(api);
+    ld_registry_free(reg);
+    ld_metrics_free(metrics);
+    free(token);
+    free(admin);
+    restore_signals();
+    if (status == 0)
+        ld_log_info("stopped");
+    return status;
+}
