@@ -176,7 +176,8 @@ static int cmd_train(int argc, char **argv)
     const char *kind_s = "vae", *data = "fashion-mnist", *out = NULL, *hidden = NULL,
                *dec_hidden = NULL, *g_hidden = NULL, *d_hidden = NULL, *arch_s = "default",
                *act_s = NULL, *loss_s = "ns", *state = NULL;
-    int epochs = 0, batch = 0, z = 0, limit = 0, threads = 0, resume = 0, classes = 10;
+    int epochs = 0, batch = 0, z = 0, limit = 0, threads = 0, blas_threads = 1, resume = 0,
+        classes = 10;
     long every = 0;
     int every_i = 0;
     uint64_t seed = 1;
@@ -206,7 +207,8 @@ static int cmd_train(int argc, char **argv)
         {"loss", F_STR, &loss_s, 0, 0, "GAN generator loss: ns (non-saturating) | minimax", 0},
         {"kl-beta", F_FLOAT, &kl_beta, 0, 1000, "VAE weight of the KL term (1)", 0},
         {"limit", F_INT, &limit, 0, 1e9, "train on the first N examples only", 0},
-        {"threads", F_INT, &threads, 0, 64, "OpenBLAS threads (default: all cores)", 0},
+        {"threads", F_INT, &threads, 0, 16, "data-parallel training threads (default: all cores)", 0},
+        {"blas-threads", F_INT, &blas_threads, 1, 64, "OpenBLAS threads inside each (1)", 0},
         {"checkpoint-every", F_INT, &every_i, 0, 1e9, "write --state every N steps", 0},
         {"state", F_STR, &state, 0, 0, "training-state file (model + optimiser) for resuming", 0},
         {"resume", F_BOOL, &resume, 0, 0, "continue from --state", 0},
@@ -299,7 +301,9 @@ static int cmd_train(int argc, char **argv)
         load_err("train", &e);
         return 2;
     }
-    ld_blas_threads(threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    o.threads = threads > 0 ? threads : ncpu > 16 ? 16 : ncpu > 0 ? (int)ncpu : 1;
+    ld_blas_threads(blas_threads);
 
     ld_dataset_t *d = NULL;
     ld_model_t *m = NULL;
@@ -312,8 +316,10 @@ static int cmd_train(int argc, char **argv)
     }
     char desc[256];
     ld_arch_describe(&arch, desc, sizeof desc);
-    fprintf(stderr, "train: %s on %s (%d images), %d epochs, batch %d, lr %g, seed %" PRIu64 "\n",
-            desc, d->name, d->n, o.epochs, o.batch, (double)o.adam.lr, o.seed);
+    fprintf(stderr, "train: %s on %s (%d images), %d epochs, batch %d, lr %g, seed %" PRIu64
+                    ", %d thread%s\n",
+            desc, d->name, d->n, o.epochs, o.batch, (double)o.adam.lr, o.seed, o.threads,
+            o.threads == 1 ? "" : "s");
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);

@@ -7,8 +7,30 @@
 #include "latentd/vae.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <math.h>
 #include <string.h>
+
+#define MAX_THREADS 16
+
+/* One data-parallel worker: a slice of each batch, its own gradient block,
+ * workspace and noise stream.  Worker 0 runs on the caller's thread. */
+typedef struct {
+    struct ld_trainer *t;
+    int id;
+    pthread_t th;
+    float *grads;            /* (n_params); worker 0's is t->grads */
+    ld_vae_ws_t vae;
+    ld_gan_ws_t gan;
+    ld_mlp_ws_t cls;
+    float *noise_buf;        /* (chunk, Z) eps or z */
+    float *dlogits;          /* (chunk, C) classifier scratch */
+    ld_rng_t rng;            /* reseeded from t->noise every step */
+    int lo, b;               /* this step's rows: xb[lo .. lo+b) */
+    double losses[LD_MAX_LOSSES]; /* slice means */
+} worker_t;
+
+typedef void (*phase_fn)(worker_t *w);
 
 struct ld_trainer {
     ld_model_t *m;               /* borrowed, mutated */
@@ -24,17 +46,22 @@ struct ld_trainer {
     int *perm;                   /* (n) this epoch's order */
     float *xb;                   /* (B, X) gathered batch */
     uint8_t *yb;                 /* (B) its labels */
-    float *noise_buf;            /* (B, Z) eps or z */
-    float *dlogits;              /* (B, C) classifier scratch */
-    ld_vae_ws_t vae;
-    ld_gan_ws_t gan;
-    ld_mlp_ws_t cls;
+    int b;                       /* rows in the current batch */
     double loss_sum[LD_MAX_LOSSES]; /* this epoch: sum of (batch mean * b) */
     long loss_n;                 /* this epoch: samples */
     double run_start;            /* ld_now() when this run began */
     long run_samples;            /* samples processed in this run */
     long run_step0;              /* t when this run began */
     char started[32];
+    /* the worker pool: lock order is just pool_mu */
+    int nw;
+    worker_t w[MAX_THREADS];
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_go, pool_done;
+    phase_fn phase;              /* what the workers run now */
+    long gen;                    /* bumped for every phase */
+    int pending;                 /* helpers still running the phase */
+    int quit;
 };
 
 static const char *const vae_losses[] = {"loss", "rec", "kl"};
@@ -61,6 +88,7 @@ void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
     o->kl_beta = 1.0f;
     o->gan_loss = LD_GAN_LOSS_NS;
     o->real_label = 1.0f;
+    o->threads = 1;
     if (kind == LD_KIND_GAN) {
         o->epochs = 20;
         o->batch = 64;
@@ -91,27 +119,112 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
         return ld_err_set(err, LD_EINVAL, "kl beta %g is outside [0,1000]", (double)o->kl_beta);
     if (!(o->real_label > 0 && o->real_label <= 1))
         return ld_err_set(err, LD_EINVAL, "real label %g is outside (0,1]", (double)o->real_label);
+    if (o->threads < 0 || o->threads > MAX_THREADS)
+        return ld_err_set(err, LD_EINVAL, "threads %d is outside 1..%d", o->threads, MAX_THREADS);
     if (o->checkpoint_every < 0)
         return ld_err_set(err, LD_EINVAL, "checkpoint_every must be >= 0");
     int rc = check_adam(&o->adam, "", err);
     return rc ? rc : check_adam(&o->adam_d, "discriminator", err);
 }
 
+/* ---- the worker pool ---- */
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    ld_trainer_t *t = w->t;
+    long seen = 0;
+    pthread_mutex_lock(&t->pool_mu);
+    for (;;) {
+        while (!t->quit && t->gen == seen)
+            pthread_cond_wait(&t->pool_go, &t->pool_mu);
+        if (t->quit)
+            break;
+        seen = t->gen;
+        phase_fn fn = t->phase;
+        pthread_mutex_unlock(&t->pool_mu);
+        fn(w);
+        pthread_mutex_lock(&t->pool_mu);
+        if (--t->pending == 0)
+            pthread_cond_signal(&t->pool_done);
+    }
+    pthread_mutex_unlock(&t->pool_mu);
+    return NULL;
+}
+
+/* Run fn on every worker (worker 0 on this thread) and wait for all. */
+static void run_phase(ld_trainer_t *t, phase_fn fn)
+{
+    if (t->nw > 1) {
+        pthread_mutex_lock(&t->pool_mu);
+        t->phase = fn;
+        t->pending = t->nw - 1;
+        t->gen++;
+        pthread_cond_broadcast(&t->pool_go);
+        pthread_mutex_unlock(&t->pool_mu);
+    }
+    fn(&t->w[0]);
+    if (t->nw > 1) {
+        pthread_mutex_lock(&t->pool_mu);
+        while (t->pending > 0)
+            pthread_cond_wait(&t->pool_done, &t->pool_mu);
+        pthread_mutex_unlock(&t->pool_mu);
+    }
+}
+
+static void worker_free(worker_t *w)
+{
+    if (w->id > 0)
+        free(w->grads);
+    free(w->noise_buf);
+    free(w->dlogits);
+    if (w->vae.mem)
+        ld_vae_ws_free(&w->vae);
+    if (w->gan.mem)
+        ld_gan_ws_free(&w->gan);
+    ld_mlp_ws_free(&w->cls);
+}
+
+static int worker_init(ld_trainer_t *t, worker_t *w, int id, int chunk)
+{
+    const ld_model_t *m = t->m;
+    const ld_arch_t *a = &m->arch;
+    w->t = t;
+    w->id = id;
+    w->grads = id == 0 ? t->grads : ld_malloc_array(m->n_params, sizeof(float));
+    w->noise_buf = ld_malloc_array((size_t)chunk * (a->z_dim > 0 ? a->z_dim : 1), sizeof(float));
+    w->dlogits = ld_malloc_array((size_t)chunk * (a->n_classes > 0 ? a->n_classes : 1),
+                                 sizeof(float));
+    if (!w->grads || !w->noise_buf || !w->dlogits)
+        return LD_ENOMEM;
+    if (a->kind == LD_KIND_VAE)
+        return ld_vae_ws_init(&w->vae, m, chunk);
+    if (a->kind == LD_KIND_GAN)
+        return ld_gan_ws_init(&w->gan, m, chunk);
+    return ld_mlp_ws_init(&w->cls, &m->nets[LD_CLS_NET], chunk, 1);
+}
+
 void ld_trainer_free(ld_trainer_t *t)
 {
     if (!t)
         return;
+    if (t->nw > 1) {
+        pthread_mutex_lock(&t->pool_mu);
+        t->quit = 1;
+        pthread_cond_broadcast(&t->pool_go);
+        pthread_mutex_unlock(&t->pool_mu);
+        for (int i = 1; i < t->nw; i++)
+            pthread_join(t->w[i].th, NULL);
+    }
+    for (int i = 0; i < MAX_THREADS; i++)
+        worker_free(&t->w[i]);
+    pthread_mutex_destroy(&t->pool_mu);
+    pthread_cond_destroy(&t->pool_go);
+    pthread_cond_destroy(&t->pool_done);
     free(t->grads);
     free(t->perm);
     free(t->xb);
     free(t->yb);
-    free(t->noise_buf);
-    free(t->dlogits);
-    if (t->vae.mem)
-        ld_vae_ws_free(&t->vae);
-    if (t->gan.mem)
-        ld_gan_ws_free(&t->gan);
-    ld_mlp_ws_free(&t->cls);
     free(t);
 }
 
@@ -133,34 +246,38 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     ld_trainer_t *t = calloc(1, sizeof *t);
     if (!t)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
+    pthread_mutex_init(&t->pool_mu, NULL);
+    pthread_cond_init(&t->pool_go, NULL);
+    pthread_cond_init(&t->pool_done, NULL);
     t->m = m;
     t->d = d;
     t->o = *o;
     int B = o->batch < d->n ? o->batch : d->n;
     t->o.batch = B;
+    t->nw = o->threads < 1 ? 1 : o->threads > B ? B : o->threads;
+    t->o.threads = t->nw;
     t->steps_per_epoch = (d->n + B - 1) / B;
-    int Z = a->z_dim > 0 ? a->z_dim : 1;
     t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
     t->perm = ld_malloc_array((size_t)d->n, sizeof(int));
     t->xb = ld_malloc_array((size_t)B * a->x_dim, sizeof(float));
     t->yb = ld_malloc_array((size_t)B, 1);
-    t->noise_buf = ld_malloc_array((size_t)B * Z, sizeof(float));
-    t->dlogits = ld_malloc_array((size_t)B * (a->n_classes > 0 ? a->n_classes : 1), sizeof(float));
-    int ws_rc = 0;
+    int ok = t->grads && t->perm && t->xb && t->yb;
     if (t->grads) {
         t->adam_m = t->grads + m->n_params;
         t->adam_v = t->grads + 2 * m->n_params;
         memset(t->adam_m, 0, 2 * m->n_params * sizeof(float));
     }
-    if (a->kind == LD_KIND_VAE)
-        ws_rc = ld_vae_ws_init(&t->vae, m, B);
-    else if (a->kind == LD_KIND_GAN)
-        ws_rc = ld_gan_ws_init(&t->gan, m, B);
-    else
-        ws_rc = ld_mlp_ws_init(&t->cls, &m->nets[LD_CLS_NET], B, 1);
-    if (ws_rc || !t->grads || !t->perm || !t->xb || !t->yb || !t->noise_buf || !t->dlogits) {
+    int chunk = (B + t->nw - 1) / t->nw;
+    for (int i = 0; ok && i < t->nw; i++)
+        ok = worker_init(t, &t->w[i], i, chunk) == LD_OK;
+    for (int i = 1; ok && i < t->nw; i++)
+        if (pthread_create(&t->w[i].th, NULL, worker_main, &t->w[i]) != 0) {
+            t->nw = i; /* join only what started */
+            ok = 0;
+        }
+    if (!ok) {
         ld_trainer_free(t);
-        return ld_err_set(err, LD_ENOMEM, "out of memory for training buffers");
+        return ld_err_set(err, LD_ENOMEM, "out of memory (or threads) for training buffers");
     }
     ld_rng_seed(&t->shuffle, o->seed ^ 0x53485546464c45ull); /* "SHUFFLE" */
     ld_rng_seed(&t->noise, o->seed ^ 0x4e4f495345ull);       /* "NOISE" */
@@ -178,55 +295,144 @@ static void epoch_order(ld_trainer_t *t)
     ld_rng_shuffle(&t->shuffle, t->perm, t->d->n);
 }
 
+/* ---- one step, as phases run by every worker ---- */
+
+/* Sum the workers' gradients over [lo, hi) weighted by their share of the
+ * batch (each worker's loss is a mean over its own rows), then Adam. */
+static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg)
+{
+    ld_trainer_t *t = w->t;
+    /* this worker's slice of [lo, hi) */
+    size_t n = hi - lo, per = (n + t->nw - 1) / t->nw;
+    size_t s0 = lo + per * w->id, s1 = s0 + per < hi ? s0 + per : hi;
+    if (s0 >= s1)
+        return;
+    float *g = t->grads;
+    if (t->nw > 1) {
+        float w0 = (float)t->w[0].b / (float)t->b;
+        for (size_t i = s0; i < s1; i++)
+            g[i] *= w0;
+        for (int k = 1; k < t->nw; k++) {
+            const float *gk = t->w[k].grads;
+            float wk = (float)t->w[k].b / (float)t->b;
+            for (size_t i = s0; i < s1; i++)
+                g[i] += wk * gk[i];
+        }
+    }
+    ld_adam_step(cfg, t->t, s1 - s0, t->m->params + s0, g + s0, t->adam_m + s0, t->adam_v + s0);
+}
+
+static void phase_vae(worker_t *w)
+{
+    ld_trainer_t *t = w->t;
+    const ld_model_t *m = t->m;
+    double rec = 0, kl = 0;
+    memset(w->grads, 0, m->n_params * sizeof(float));
+    if (w->b > 0) {
+        ld_rng_fill_normal(&w->rng, w->noise_buf, (size_t)w->b * m->arch.z_dim, 0.0f, 1.0f);
+        ld_vae_step(m, w->grads, &w->vae, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
+                    w->noise_buf, t->o.kl_beta, &rec, &kl);
+    }
+    int b = w->b > 0 ? w->b : 1;
+    w->losses[0] = (rec + t->o.kl_beta * kl) / b;
+    w->losses[1] = rec / b;
+    w->losses[2] = kl / b;
+}
+
+static void phase_cls(worker_t *w)
+{
+    ld_trainer_t *t = w->t;
+    const ld_model_t *m = t->m;
+    int correct = 0;
+    double l = 0;
+    memset(w->grads, 0, m->n_params * sizeof(float));
+    if (w->b > 0)
+        l = ld_classifier_step(m, w->grads, &w->cls, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
+                               t->yb + w->lo, &w->rng, w->dlogits, &correct);
+    int b = w->b > 0 ? w->b : 1;
+    w->losses[0] = l / b;
+    w->losses[1] = (double)correct / b;
+}
+
+static void phase_gan_d(worker_t *w)
+{
+    ld_trainer_t *t = w->t;
+    const ld_model_t *m = t->m;
+    const ld_mlp_t *D = &m->nets[LD_GAN_D];
+    memset(w->grads + D->off, 0, D->n_params * sizeof(float));
+    if (w->b == 0)
+        return;
+    ld_rng_fill_normal(&w->rng, w->noise_buf, (size_t)w->b * m->arch.z_dim, 0.0f, 1.0f);
+    w->losses[0] = ld_gan_step_d(m, w->grads, &w->gan, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
+                                 w->noise_buf, t->o.real_label, &w->rng, NULL, NULL,
+                                 &w->losses[2], &w->losses[3]);
+}
+
+static void phase_gan_g(worker_t *w)
+{
+    ld_trainer_t *t = w->t;
+    const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
+    memset(w->grads + G->off, 0, G->n_params * sizeof(float));
+    if (w->b > 0)
+        w->losses[1] = ld_gan_step_g(t->m, w->grads, &w->gan, w->b, t->o.gan_loss, &w->rng, NULL);
+}
+
+static void phase_adam_all(worker_t *w) { reduce_and_step(w, 0, w->t->m->n_params, &w->t->o.adam); }
+
+static void phase_adam_d(worker_t *w)
+{
+    const ld_mlp_t *D = &w->t->m->nets[LD_GAN_D];
+    reduce_and_step(w, D->off, D->off + D->n_params, &w->t->o.adam_d);
+}
+
+static void phase_adam_g(worker_t *w)
+{
+    const ld_mlp_t *G = &w->t->m->nets[LD_GAN_G];
+    reduce_and_step(w, G->off, G->off + G->n_params, &w->t->o.adam);
+}
+
 /* One optimiser step on rows perm[lo..lo+b). losses[] gets batch means. */
 static void train_step(ld_trainer_t *t, int lo, int b, double *losses)
 {
     ld_model_t *m = t->m;
-    const ld_arch_t *a = &m->arch;
-    const int X = a->x_dim;
+    const int X = m->arch.x_dim;
     for (int i = 0; i < b; i++) {
         int r = t->perm[lo + i];
         memcpy(t->xb + (size_t)i * X, t->d->x + (size_t)r * X, (size_t)X * sizeof(float));
         if (t->d->y)
             t->yb[i] = t->d->y[r];
     }
-    long step = ++t->t;
-    switch (a->kind) {
-    case LD_KIND_VAE: {
-        double rec, kl;
-        memset(t->grads, 0, m->n_params * sizeof(float));
-        ld_rng_fill_normal(&t->noise, t->noise_buf, (size_t)b * a->z_dim, 0.0f, 1.0f);
-        ld_vae_step(m, t->grads, &t->vae, b, t->xb, t->noise_buf, t->o.kl_beta, &rec, &kl);
-        ld_adam_step(&t->o.adam, step, m->n_params, m->params, t->grads, t->adam_m, t->adam_v);
-        losses[0] = (rec + t->o.kl_beta * kl) / b;
-        losses[1] = rec / b;
-        losses[2] = kl / b;
+    t->b = b;
+    t->t++;
+    /* contiguous slices of the batch, and a fresh noise stream for each worker */
+    int per = (b + t->nw - 1) / t->nw;
+    for (int k = 0; k < t->nw; k++) {
+        worker_t *w = &t->w[k];
+        w->lo = per * k < b ? per * k : b;
+        w->b = w->lo + per < b ? per : b - w->lo;
+        ld_rng_seed(&w->rng, ld_rng_u64(&t->noise));
+        memset(w->losses, 0, sizeof w->losses);
+    }
+    switch (m->arch.kind) {
+    case LD_KIND_VAE:
+        run_phase(t, phase_vae);
+        run_phase(t, phase_adam_all);
+        break;
+    case LD_KIND_GAN:
+        run_phase(t, phase_gan_d);
+        run_phase(t, phase_adam_d);
+        run_phase(t, phase_gan_g);
+        run_phase(t, phase_adam_g);
+        break;
+    case LD_KIND_CLASSIFIER:
+        run_phase(t, phase_cls);
+        run_phase(t, phase_adam_all);
         break;
     }
-    case LD_KIND_GAN: {
-        const ld_mlp_t *G = &m->nets[LD_GAN_G], *D = &m->nets[LD_GAN_D];
-        ld_rng_fill_normal(&t->noise, t->noise_buf, (size_t)b * a->z_dim, 0.0f, 1.0f);
-        memset(t->grads + D->off, 0, D->n_params * sizeof(float));
-        losses[0] = ld_gan_step_d(m, t->grads, &t->gan, b, t->xb, t->noise_buf, t->o.real_label,
-                                  &t->noise, NULL, NULL, &losses[2], &losses[3]);
-        ld_adam_step(&t->o.adam_d, step, D->n_params, m->params + D->off, t->grads + D->off,
-                     t->adam_m + D->off, t->adam_v + D->off);
-        memset(t->grads + G->off, 0, G->n_params * sizeof(float));
-        losses[1] = ld_gan_step_g(m, t->grads, &t->gan, b, t->o.gan_loss, &t->noise, NULL);
-        ld_adam_step(&t->o.adam, step, G->n_params, m->params + G->off, t->grads + G->off,
-                     t->adam_m + G->off, t->adam_v + G->off);
-        break;
-    }
-    case LD_KIND_CLASSIFIER: {
-        int correct;
-        memset(t->grads, 0, m->n_params * sizeof(float));
-        double l = ld_classifier_step(m, t->grads, &t->cls, b, t->xb, t->yb, &t->noise,
-                                      t->dlogits, &correct);
-        ld_adam_step(&t->o.adam, step, m->n_params, m->params, t->grads, t->adam_m, t->adam_v);
-        losses[0] = l / b;
-        losses[1] = (double)correct / b;
-        break;
-    }
+    for (int i = 0; i < LD_MAX_LOSSES; i++) {
+        losses[i] = 0;
+        for (int k = 0; k < t->nw; k++)
+            losses[i] += t->w[k].losses[i] * t->w[k].b / b;
     }
 }
 
@@ -368,8 +574,8 @@ static int rng_unhex(const char *s, ld_rng_t *r)
 /* The options that must match for a resume to be exact. */
 static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
 {
-    snprintf(buf, len, "epochs=%d batch=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g",
-             t->o.epochs, t->o.batch, t->o.seed, t->d->n, (double)t->o.adam.lr,
+    snprintf(buf, len, "epochs=%d batch=%d threads=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g",
+             t->o.epochs, t->o.batch, t->o.threads, t->o.seed, t->d->n, (double)t->o.adam.lr,
              (double)t->o.adam_d.lr, (double)t->o.kl_beta, ld_gan_loss_name(t->o.gan_loss),
              (double)t->o.real_label);
 }
@@ -442,7 +648,13 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err)
                *started = ld_ckpt_meta(c, "started");
     const char *step = ld_ckpt_meta(c, "step"), *ep = ld_ckpt_meta(c, "epoch"),
                *bi = ld_ckpt_meta(c, "batch_idx");
-    ld_trainer_t tmp = *t;
+    /* parse everything first; touch t only when all of it is good */
+    struct {
+        ld_rng_t shuffle_start, shuffle, noise;
+        double loss_sum[4];
+        long loss_n, t;
+        int epoch, batch_idx;
+    } st;
     if (!fmt || strcmp(fmt, "latentd-state/1"))
         rc = ld_err_set(err, LD_EFORMAT, "%s is not a latentd training-state file", path);
     else if (!a || strcmp(a, arch))
@@ -451,20 +663,21 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err)
         rc = ld_err_set(err, LD_EINVAL, "%s was saved with other options (%s)", path,
                         o ? o : "none");
     else if (!step || !ep || !bi || !sums ||
-             rng_unhex(ld_ckpt_meta(c, "rng_shuffle_start"), &tmp.shuffle_start) ||
-             rng_unhex(ld_ckpt_meta(c, "rng_shuffle"), &tmp.shuffle) ||
-             rng_unhex(ld_ckpt_meta(c, "rng_noise"), &tmp.noise) ||
-             sscanf(sums, "%lf %lf %lf %lf %ld", &tmp.loss_sum[0], &tmp.loss_sum[1],
-                    &tmp.loss_sum[2], &tmp.loss_sum[3], &tmp.loss_n) != 5)
+             rng_unhex(ld_ckpt_meta(c, "rng_shuffle_start"), &st.shuffle_start) ||
+             rng_unhex(ld_ckpt_meta(c, "rng_shuffle"), &st.shuffle) ||
+             rng_unhex(ld_ckpt_meta(c, "rng_noise"), &st.noise) ||
+             sscanf(sums, "%lf %lf %lf %lf %ld", &st.loss_sum[0], &st.loss_sum[1],
+                    &st.loss_sum[2], &st.loss_sum[3], &st.loss_n) != 5)
         rc = ld_err_set(err, LD_EFORMAT, "%s has damaged counters", path);
     if (!rc) {
-        tmp.t = strtol(step, NULL, 10);
-        tmp.epoch = (int)strtol(ep, NULL, 10);
-        tmp.batch_idx = (int)strtol(bi, NULL, 10);
-        if (tmp.t < 0 || tmp.epoch < 0 || tmp.epoch > t->o.epochs || tmp.batch_idx < 0 ||
-            tmp.batch_idx >= t->steps_per_epoch)
+        st.t = strtol(step, NULL, 10);
+        st.epoch = (int)strtol(ep, NULL, 10);
+        st.batch_idx = (int)strtol(bi, NULL, 10);
+        if (st.t < 0 || st.epoch < 0 || st.epoch > t->o.epochs || st.batch_idx < 0 ||
+            st.batch_idx >= t->steps_per_epoch)
             rc = ld_err_set(err, LD_EFORMAT, "%s has counters out of range", path);
     }
+    /* params and moments go straight in: on failure the trainer must not be used */
     if (!rc)
         rc = load_block(c, t->m, "", t->m->params, err);
     if (!rc)
@@ -472,7 +685,14 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err)
     if (!rc)
         rc = load_block(c, t->m, "adam_v.", t->adam_v, err);
     if (!rc) {
-        *t = tmp;
+        t->shuffle_start = st.shuffle_start;
+        t->shuffle = st.shuffle;
+        t->noise = st.noise;
+        memcpy(t->loss_sum, st.loss_sum, sizeof t->loss_sum);
+        t->loss_n = st.loss_n;
+        t->t = st.t;
+        t->epoch = st.epoch;
+        t->batch_idx = st.batch_idx;
         if (started)
             snprintf(t->started, sizeof t->started, "%s", started);
     }

@@ -5,9 +5,16 @@
  * data set (read-only).  One trainer runs on one thread; several trainers may
  * run at once on different models.
  *
- * Determinism: same seed, data, options and BLAS thread count => bit-identical
+ * Determinism: same seed, data, options and thread counts => bit-identical
  * weights and losses.  Two streams are derived from the seed: one shuffles each
- * epoch, one draws noise (VAE eps, GAN z, dropout masks).
+ * epoch, one seeds, at every step, each worker's own noise stream (VAE eps,
+ * GAN z, dropout masks).
+ *
+ * Threads: with opts.threads = T > 1 the trainer keeps T-1 helper threads; each
+ * step splits the batch into T contiguous slices, every worker runs forward and
+ * backward on its slice into its own gradient block, then every worker reduces
+ * one slice of the parameters across the blocks and applies Adam to it.  The
+ * helper threads live as long as the trainer.
  *
  * Resume: ld_trainer_save_state writes one safetensors file holding the model,
  * both Adam moments and the counters and random states (as metadata), written
@@ -30,6 +37,8 @@ typedef struct {
     float kl_beta;          /* VAE: weight of the KL term (1 = the ELBO) */
     ld_gan_loss_t gan_loss; /* GAN: generator loss */
     float real_label;       /* GAN: target for real images (1 = none, 0.9 = one-sided smoothing) */
+    int threads;            /* data-parallel workers per step, 1..16 (each takes a slice of
+                               the batch; OpenBLAS should then run single-threaded) */
     long checkpoint_every;  /* steps between state checkpoints; 0 = none during the run */
     char state_path[4096];  /* where state checkpoints go; "" = nowhere */
 } ld_train_opts_t;
