@@ -383,10 +383,10 @@ static void model_json(ld_buf_t *b, const ld_served_t *s)
     }
     if (a->kind != LD_KIND_CLASSIFIER)
         ld_buf_printf(b, ",\"z\":%d", a->z_dim);
-    ld_buf_printf(b, ",\"activation\":\"%s\",\"slope\":", ld_act_name(a->act));
-    ld_buf_json_float(b, a->slope);
-    ld_buf_puts(b, ",\"dropout\":");
-    ld_buf_json_float(b, a->dropout);
+    /* hyper-parameters: 6 significant digits read as written (0.2, not 0.200000003) */
+    ld_buf_printf(b, ",\"activation\":\"%s\",\"slope\":%.6g,\"dropout\":%.6g",
+                  ld_act_name(a->act), isfinite(a->slope) ? (double)a->slope : 0.0,
+                  isfinite(a->dropout) ? (double)a->dropout : 0.0);
     ld_buf_puts(b, "},\"description\":");
     ld_buf_json_str(b, desc);
     ld_buf_printf(b, ",\"latent_size\":%d,\"image_shape\":[%d,%d],\"parameters\":%zu,",

@@ -181,12 +181,12 @@ static double pow10_tab(int k)
     return pow10_lit[k];
 }
 
-/* m (9 decimal digits) * 10^(e-8) for |v| = v: m = round(v * 10^(8-e)). */
-static uint64_t scale9(double v, int e)
+/* m = round(v * 10^(8-e)): the 9 leading decimal digits of v when 10^e <= v < 10^(e+1). */
+static uint32_t scale9(double v, int e)
 {
     int k = 8 - e;
     double s = k >= 0 ? v * pow10_tab(k) : v / pow10_tab(-k);
-    return (uint64_t)llround(s);
+    return (uint32_t)(s + 0.5);
 }
 
 void ld_buf_json_float(ld_buf_t *b, float f)
@@ -202,21 +202,25 @@ void ld_buf_json_float(ld_buf_t *b, float f)
         out[pos++] = '-';
         v = -v;
     }
-    int e = (int)floor(log10(v));
-    uint64_t m = scale9(v, e);
-    /* log10 may be off by one near powers of ten; fix e so m has 9 digits */
+    /* decimal exponent from the binary one: 2^(be-1) <= v < 2^be, so
+     * e = floor((be-1) log10 2) is the true exponent or one below it */
+    int be;
+    frexp(v, &be);
+    int e = (int)floor((double)(be - 1) * 0.30102999566398120);
+    uint32_t m = scale9(v, e);
     if (m >= 1000000000u) {
         e++;
         m = scale9(v, e);
-    } else if (m < 100000000u) {
-        e--;
-        m = scale9(v, e);
     }
-    if (m >= 1000000000u) { /* 9.999999995 rounded up */
+    if (m >= 1000000000u) { /* 9.999999995 rounded up to ten digits */
         m /= 10;
         e++;
     }
-    char dig[10];
+    if (m < 100000000u) { /* cannot happen for finite floats; stay safe */
+        ld_buf_printf(b, "%.9g", (double)f);
+        return;
+    }
+    char dig[9];
     for (int i = 8; i >= 0; i--) {
         dig[i] = (char)('0' + m % 10);
         m /= 10;
@@ -248,9 +252,23 @@ void ld_buf_json_float(ld_buf_t *b, float f)
             for (int i = 1; i < nd; i++)
                 out[pos++] = dig[i];
         }
-        pos += snprintf(out + pos, sizeof out - (size_t)pos, "e%d", e);
+        out[pos++] = 'e';
+        int x = e;
+        if (x < 0) {
+            out[pos++] = '-';
+            x = -x;
+        }
+        if (x >= 10)
+            out[pos++] = (char)('0' + x / 10);
+        out[pos++] = (char)('0' + x % 10);
     }
-    ld_buf_append(b, out, (size_t)pos);
+    if (!b->failed && b->len + (size_t)pos < b->cap) { /* fast path: room for it and the NUL */
+        memcpy(b->data + b->len, out, (size_t)pos);
+        b->len += (size_t)pos;
+        b->data[b->len] = '\0';
+    } else {
+        ld_buf_append(b, out, (size_t)pos);
+    }
 }
 
 void ld_buf_json_floats(ld_buf_t *b, const float *v, size_t n)

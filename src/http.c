@@ -94,6 +94,8 @@ struct ld_req {
     long long charged;      /* bytes reserved in h->mem_in_use */
     cJSON *json;
     /* reply */
+    int defer;              /* hold replies until the request is complete (no body) */
+    size_t discarded;       /* body bytes dropped after an early error */
     int replied;            /* a response is queued (or pending) */
     struct MHD_Response *pending; /* could not be queued mid-body; queued at the end */
     int pending_status;
@@ -405,11 +407,12 @@ static void submit(ld_req_t *req, int status, struct MHD_Response *r, long long 
     req->replied = 1;
     req->status = status;
     req->bytes = bytes;
-    if (MHD_queue_response(req->conn, (unsigned)status, r) == MHD_YES) {
+    if (!req->defer && MHD_queue_response(req->conn, (unsigned)status, r) == MHD_YES) {
         MHD_destroy_response(r);
     } else {
-        /* MHD refuses responses while it is reading the body: keep it until
-         * the upload ends (the rest of the body is discarded meanwhile) */
+        /* deferred (see on_headers), or MHD refuses responses while it reads
+         * the body: keep it until the upload ends (the rest of the body is
+         * discarded meanwhile) */
         req->pending = r;
         req->pending_status = status;
     }
@@ -637,8 +640,25 @@ static void preflight(ld_req_t *req, const char *allow)
     ld_req_reply(req, 204, NULL, NULL, 0);
 }
 
+static void on_headers_checks(ld_req_t *req, const char *cl, const char *te);
+
 /* First call: everything that can be decided from the headers. */
 static void on_headers(ld_req_t *req)
+{
+    /* MHD closes the connection after a response queued before the request
+     * is complete.  Without a body the request completes at once, so errors
+     * wait for that and the connection stays open; with a body they go out
+     * now, before any of it is read. */
+    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    req->defer = !cl && !te;
+    if (cl && strcmp(cl, "0") == 0 && !te)
+        req->defer = 1;
+    on_headers_checks(req, cl, te);
+    req->defer = 0;
+}
+
+static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
 {
     ld_http_t *h = req->h;
     if (atomic_load_explicit(&h->draining, memory_order_relaxed)) {
@@ -695,8 +715,6 @@ static void on_headers(ld_req_t *req)
     if (check_auth(req) != 0)
         return;
 
-    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
-    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     unsigned long long clen = 0;
     if (cl) {
         char *end;
@@ -749,8 +767,11 @@ static void on_headers(ld_req_t *req)
 static void on_data(ld_req_t *req, const char *data, size_t n)
 {
     ld_http_t *h = req->h;
-    if (req->replied)
-        return; /* an error is pending: discard the rest */
+    if (req->replied) {
+        /* an error is pending: discard the rest, but not forever */
+        req->discarded += n;
+        return;
+    }
     if (n > h->max_body - req->body_len) {
         req->close_conn = 1;
         ld_req_error(req, 413, "payload_too_large",
@@ -881,7 +902,9 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     if (*upload_data_size) {
         on_data(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return MHD_YES;
+        /* MHD cannot answer before the upload ends; a client that keeps
+         * sending long after its error was decided is cut off */
+        return req->discarded > h->max_body ? MHD_NO : MHD_YES;
     }
     if (req->pending) {
         struct MHD_Response *r = req->pending;
@@ -995,6 +1018,8 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
     }
     struct MHD_OptionItem ops[16];
     int k = 0;
+    /* the logger first, so MHD reports problems with later options through it */
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->conn_timeout_s, NULL};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)h->conn_limit, NULL};
@@ -1002,7 +1027,6 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, h};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
     if (h->threads > 1)
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)h->threads, NULL};

@@ -182,17 +182,20 @@ static int read_row(ld_req_t *req, const cJSON *arr, const char *what, int r, in
         snprintf(label, sizeof label, "%s", what);
     else
         snprintf(label, sizeof label, "%s[%d]", what, r);
-    int n = cJSON_GetArraySize(arr);
+    /* types first (400), then the length (422), then each value (422) */
+    int n = 0;
+    for (const cJSON *c = arr->child; c; c = c->next, n++) {
+        if (!cJSON_IsNumber(c)) {
+            ld_req_error(req, 400, "invalid_field", "%s[%d] must be a number", label, n);
+            return -1;
+        }
+    }
     if (n != cols) {
         ld_req_error(req, 422, "invalid_value", "%s has %d values; expected %d", label, n, cols);
         return -1;
     }
     int i = 0;
     for (const cJSON *c = arr->child; c; c = c->next, i++) {
-        if (!cJSON_IsNumber(c)) {
-            ld_req_error(req, 400, "invalid_field", "%s[%d] must be a number", label, i);
-            return -1;
-        }
         double v = c->valuedouble;
         if (!isfinite(v) || !isfinite((float)v)) {
             ld_req_error(req, 422, "invalid_value", "%s[%d] is not finite (NaN or Inf)", label, i);

@@ -323,7 +323,7 @@ int ld_serve_main(int argc, char **argv)
         return 0;
     }
     if (rc != LD_OK) {
-        fprintf(stderr, "latentd serve: %s\n%s", err.msg, usage);
+        fprintf(stderr, "latentd serve: %s\n(latentd serve --help shows the flags)\n", err.msg);
         return 2;
     }
     if (print_only) {

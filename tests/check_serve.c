@@ -1,0 +1,1819 @@
+/* check_serve.c — integration tests of `latentd serve`: the real binary
+ * (LD_BIN) on a free port with temporary model and state folders, driven over
+ * HTTP with libcurl (and raw sockets where curl is too polite).
+ *
+ * One daemon (tokens, CORS, small caps) serves the "api" test case; tests that
+ * need their own daemon (shutdown, SIGHUP, no admin token, config errors,
+ * sd_notify) start one.  Synchronisation is by polling (/readyz, the log, the
+ * metrics), never by sleeping alone.  Every daemon must exit 0 on SIGTERM,
+ * which under AddressSanitizer also means "no leaks".
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include "latentd/buf.h"
+#include "latentd/image.h"
+#include "latentd/model.h"
+#include "latentd/sha256.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TOKEN "inference-token-0123456789abcdef"
+#define ADMIN "admin-token-fedcba9876543210abcd"
+#define ORIGIN "https://app.example"
+#define MAX_BODY (256 * 1024)
+#define BODY_MEM (4 * 1024 * 1024)
+#define MAX_SAMPLES 64
+
+/* ------------------------------------------------------------ daemons */
+
+typedef struct {
+    char *dir;         /* temp root: models/, state/, log, status */
+    char models[512], state[512], log[512], status[512], conf[512];
+    pid_t pid;         /* the daemon */
+    pid_t monitor;     /* our child that waits for it and records its status */
+    int port;
+} daemon_t;
+
+static daemon_t D; /* the shared daemon of the "api" case (set up in the runner) */
+
+static void msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Slower under sanitizers: generous deadlines, still bounded. */
+static double deadline(double s)
+{
+    return now_s() + s * (strstr(LD_BIN, "asan") ? 4 : 1);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+    chmod(path, 0600);
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return strdup("");
+    ld_buf_t b = {0};
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        ld_buf_append(&b, tmp, n);
+    fclose(f);
+    char *s = ld_buf_steal(&b, NULL);
+    return s ? s : strdup("");
+}
+
+/* Start LD_BIN with argv (NULL-terminated, argv[0] = "serve"), stdout and
+ * stderr to d->log; a monitor child waits for it and writes its wait status
+ * to d->status. extra_env: "NAME=value" or NULL. */
+static void spawn(daemon_t *d, const char *const *args, const char *extra_env)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t mon = fork();
+    ck_assert_int_ge(mon, 0);
+    if (mon == 0) {
+        close(pfd[0]);
+        pid_t p = fork();
+        if (p == 0) {
+            int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+            if (extra_env)
+                putenv((char *)extra_env);
+            char *argv[64];
+            int n = 0;
+            argv[n++] = (char *)LD_BIN;
+            for (int i = 0; args[i] && n < 62; i++)
+                argv[n++] = (char *)args[i];
+            argv[n] = NULL;
+            execv(LD_BIN, argv);
+            _exit(127);
+        }
+        ssize_t w = write(pfd[1], &p, sizeof p);
+        (void)w;
+        close(pfd[1]);
+        int st = 0;
+        while (waitpid(p, &st, 0) < 0 && errno == EINTR)
+            ;
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s.tmp", d->status);
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            fprintf(f, "%d %d %d\n", WIFEXITED(st) ? 1 : 0,
+                    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), st);
+            fclose(f);
+            rename(tmp, d->status);
+        }
+        _exit(0);
+    }
+    close(pfd[1]);
+    pid_t p = 0;
+    ck_assert_int_eq(read(pfd[0], &p, sizeof p), (ssize_t)sizeof p);
+    close(pfd[0]);
+    d->pid = p;
+    d->monitor = mon;
+}
+
+/* Wait for the daemon to exit; returns its exit code (or 128+signal). */
+static int wait_exit(daemon_t *d, double secs)
+{
+    double until = deadline(secs);
+    while (access(d->status, F_OK) != 0) {
+        if (now_s() > until) {
+            kill(d->pid, SIGKILL);
+            ck_abort_msg("daemon %d did not exit within %.0f s", (int)d->pid, secs);
+        }
+        msleep(10);
+    }
+    int exited = 0, code = 0, raw = 0;
+    FILE *f = fopen(d->status, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%d %d %d", &exited, &code, &raw), 3);
+    fclose(f);
+    waitpid(d->monitor, NULL, 0);
+    return exited ? code : 128 + code;
+}
+
+/* The port from the "listening on http://127.0.0.1:PORT" log line. */
+static int wait_port(daemon_t *d, double secs)
+{
+    double until = deadline(secs);
+    for (;;) {
+        char *log = read_text(d->log);
+        char *p = strstr(log, "listening on http://127.0.0.1:");
+        int port = p ? atoi(p + strlen("listening on http://127.0.0.1:")) : 0;
+        int exited = access(d->status, F_OK) == 0;
+        if (port > 0 || exited || now_s() > until) {
+            ck_assert_msg(port > 0, "daemon did not start; log:\n%s", log);
+            free(log);
+            return port;
+        }
+        free(log);
+        msleep(10);
+    }
+}
+
+static void daemon_dirs(daemon_t *d)
+{
+    memset(d, 0, sizeof *d);
+    d->dir = tu_mkdtemp();
+    snprintf(d->models, sizeof d->models, "%s/models", d->dir);
+    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
+    snprintf(d->status, sizeof d->status, "%s/status", d->dir);
+    snprintf(d->conf, sizeof d->conf, "%s/latentd.conf", d->dir);
+    ck_assert_int_eq(mkdir(d->models, 0755), 0);
+}
+
+/* ------------------------------------------------------------- models */
+
+static void arch_tiny(ld_kind_t kind, ld_arch_t *a)
+{
+    ld_arch_default(kind, a);
+    a->enc.n = 1;
+    a->enc.size[0] = 32;
+    a->dec.n = 1;
+    a->dec.size[0] = 32;
+    if (kind != LD_KIND_CLASSIFIER)
+        a->z_dim = 4;
+}
+
+static void save_model(const char *dir, const char *file, const ld_arch_t *a, uint64_t seed,
+                       int poison)
+{
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_model_new(a, seed, &m, &e) == LD_OK, "model_new: %s", e.msg);
+    if (poison)
+        m->params[3] = NAN;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    ck_assert_msg(ld_model_save(m, path, &e) == LD_OK, "model_save %s: %s", path, e.msg);
+    ld_model_free(m);
+}
+
+static ld_model_t *load_model(const char *dir, const char *file)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_model_load(path, &m, &e) == LD_OK, "load %s: %s", path, e.msg);
+    return m;
+}
+
+/* Default-size VAE and GAN, tiny ones, a classifier, two versions for hot
+ * reload, and files that must be refused. */
+static void make_models(const char *dir)
+{
+    ld_arch_t a;
+    ld_arch_default(LD_KIND_VAE, &a);
+    save_model(dir, "vae.safetensors", &a, 1, 0);
+    ld_arch_default(LD_KIND_GAN, &a);
+    save_model(dir, "gan.safetensors", &a, 2, 0);
+    arch_tiny(LD_KIND_VAE, &a);
+    save_model(dir, "tvae.safetensors", &a, 3, 0);
+    save_model(dir, "alt-a.safetensors", &a, 10, 0);
+    save_model(dir, "alt-b.safetensors", &a, 11, 0);
+    save_model(dir, "poisoned.safetensors", &a, 12, 1);
+    arch_tiny(LD_KIND_GAN, &a);
+    save_model(dir, "tgan.safetensors", &a, 4, 0);
+    arch_tiny(LD_KIND_CLASSIFIER, &a);
+    save_model(dir, "cls.safetensors", &a, 5, 0);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/broken.safetensors", dir);
+    write_file(path, "this is not a safetensors file");
+    snprintf(path, sizeof path, "%s/bad name!.safetensors", dir);
+    write_file(path, "x");
+}
+
+/* ------------------------------------------------------------- HTTP */
+
+typedef struct {
+    long status;
+    ld_buf_t body;
+    ld_buf_t hdrs;
+    cJSON *json;
+} resp_t;
+
+typedef struct {
+    const char *token;   /* NULL: TOKEN; "": none */
+    const char *ctype;   /* NULL: application/json when there is a body */
+    const char *origin;  /* Origin header */
+    const char *extra;   /* one more header line */
+    int port;            /* 0: the shared daemon */
+} opt_t;
+
+static size_t on_body(char *p, size_t s, size_t n, void *ud)
+{
+    ld_buf_append(ud, p, s * n);
+    return s * n;
+}
+
+static void resp_free(resp_t *r)
+{
+    ld_buf_free(&r->body);
+    ld_buf_free(&r->hdrs);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+/* Value of response header name (last occurrence) into out; NULL if absent. */
+static const char *hdr(const resp_t *r, const char *name, char *out, size_t cap)
+{
+    const char *found = NULL;
+    size_t nl = strlen(name);
+    const char *p = r->hdrs.data;
+    while (p && *p) {
+        const char *eol = strstr(p, "\r\n");
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            snprintf(out, cap, "%.*s", (int)(eol - v), v);
+            found = out;
+        }
+        p = eol + 2;
+    }
+    return found;
+}
+
+static long call_h(CURL *c, resp_t *r, const char *method, const char *path, const void *body,
+                   size_t len, const opt_t *o)
+{
+    opt_t def = {0};
+    if (!o)
+        o = &def;
+    memset(r, 0, sizeof *r);
+    char url[1024];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", o->port ? o->port : D.port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->hdrs);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    struct curl_slist *h = NULL;
+    char line[512];
+    const char *tok = o->token ? o->token : TOKEN;
+    if (*tok) {
+        snprintf(line, sizeof line, "Authorization: Bearer %s", tok);
+        h = curl_slist_append(h, line);
+    }
+    if (body) {
+        snprintf(line, sizeof line, "Content-Type: %s", o->ctype ? o->ctype : "application/json");
+        h = curl_slist_append(h, line);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    } else {
+        /* no body: a plain request with the method's name (HTTPGET resets a
+         * reused handle; setting it to 0 would make curl upload chunks) */
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(c, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
+    }
+    if (o->origin) {
+        snprintf(line, sizeof line, "Origin: %s", o->origin);
+        h = curl_slist_append(h, line);
+    }
+    if (o->extra)
+        h = curl_slist_append(h, o->extra);
+    h = curl_slist_append(h, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(h);
+    if (rc != CURLE_OK) {
+        r->status = -1;
+        return -1;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    if (r->body.len)
+        r->json = cJSON_ParseWithLength(r->body.data, r->body.len);
+    return r->status;
+}
+
+static long call(resp_t *r, const char *method, const char *path, const void *body, size_t len,
+                 const opt_t *o)
+{
+    CURL *c = curl_easy_init();
+    ck_assert_ptr_nonnull(c);
+    long s = call_h(c, r, method, path, body, len, o);
+    curl_easy_cleanup(c);
+    ck_assert_msg(s > 0, "%s %s: no HTTP response", method, path);
+    return s;
+}
+
+static long get(resp_t *r, const char *path)
+{
+    return call(r, "GET", path, NULL, 0, NULL);
+}
+
+static long post(resp_t *r, const char *path, const char *json)
+{
+    return call(r, "POST", path, json, strlen(json), NULL);
+}
+
+/* Every number in a JSON tree is finite. */
+static int json_all_finite(const cJSON *j)
+{
+    for (; j; j = j->next) {
+        if (cJSON_IsNumber(j) && !isfinite(j->valuedouble))
+            return 0;
+        if (j->child && !json_all_finite(j->child))
+            return 0;
+    }
+    return 1;
+}
+
+/* status, JSON error body {"error":{"code":code,"message":non-empty}}, and
+ * (if want_msg) a message containing it. */
+static void expect_error(resp_t *r, long status, const char *code, const char *want_msg,
+                         const char *what)
+{
+    ck_assert_msg(r->status == status, "%s: status %ld, want %ld; body %s", what, r->status, status,
+                  r->body.data ? r->body.data : "");
+    char ct[128];
+    ck_assert_msg(hdr(r, "Content-Type", ct, sizeof ct) && strcmp(ct, "application/json") == 0,
+                  "%s: error content type", what);
+    ck_assert_msg(r->json != NULL, "%s: error body is not JSON: %s", what, r->body.data);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+    ck_assert_msg(cJSON_IsString(c) && cJSON_IsString(m) && *m->valuestring,
+                  "%s: malformed error body %s", what, r->body.data);
+    ck_assert_msg(strcmp(c->valuestring, code) == 0, "%s: code %s, want %s (%s)", what,
+                  c->valuestring, code, m->valuestring);
+    if (want_msg)
+        ck_assert_msg(strstr(m->valuestring, want_msg), "%s: message '%s' lacks '%s'", what,
+                      m->valuestring, want_msg);
+    ck_assert_int_eq(cJSON_GetArraySize(r->json), 1);
+}
+
+static const cJSON *jget(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    ck_assert_msg(v != NULL, "missing field %s", k);
+    return v;
+}
+
+/* rows x cols numbers of a JSON matrix into a new array. */
+static float *jmatrix(const cJSON *m, int rows, int cols)
+{
+    ck_assert_int_eq(cJSON_GetArraySize(m), rows);
+    float *x = malloc(sizeof *x * (size_t)rows * (size_t)cols);
+    ck_assert_ptr_nonnull(x);
+    int r = 0;
+    for (const cJSON *row = m->child; row; row = row->next, r++) {
+        ck_assert_int_eq(cJSON_GetArraySize(row), cols);
+        int c = 0;
+        for (const cJSON *v = row->child; v; v = v->next, c++) {
+            ck_assert(cJSON_IsNumber(v));
+            x[(size_t)r * (size_t)cols + (size_t)c] = (float)v->valuedouble;
+        }
+    }
+    return x;
+}
+
+static char *b64(const uint8_t *p, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *o = malloc(4 * ((n + 2) / 3) + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        o[k++] = t[v >> 18 & 63];
+        o[k++] = t[v >> 12 & 63];
+        o[k++] = i + 1 < n ? t[v >> 6 & 63] : '=';
+        o[k++] = i + 2 < n ? t[v & 63] : '=';
+    }
+    o[k] = '\0';
+    return o;
+}
+
+/* ------------------------------------------------------------- raw sockets */
+
+static int tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return; /* the server may close on garbage: fine */
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Read one HTTP response (headers + Content-Length body) into b; status or -1. */
+static int read_response(int fd, ld_buf_t *b)
+{
+    char tmp[4096];
+    for (;;) {
+        char *end = b->data ? strstr(b->data, "\r\n\r\n") : NULL;
+        if (end) {
+            char *cl = strcasestr(b->data, "\r\nContent-Length:");
+            size_t need = (size_t)(end + 4 - b->data) + (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+            if (b->len >= need)
+                return atoi(b->data + 9);
+        }
+        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+        if (n <= 0)
+            return b->data && strncmp(b->data, "HTTP/1.", 7) == 0 ? atoi(b->data + 9) : -1;
+        ld_buf_append(b, tmp, (size_t)n);
+    }
+}
+
+/* ------------------------------------------------------------- fixtures */
+
+static void write_conf(daemon_t *d, const char *extra)
+{
+    char text[4096];
+    snprintf(text, sizeof text,
+             "# test daemon\n"
+             "bind = 127.0.0.1\n"
+             "port = 0\n"
+             "http_threads = 4\n"
+             "models_dir = %s\n"
+             "state_dir = %s\n"
+             "max_body_bytes = %d\n"
+             "body_memory_limit = %d\n"
+             "max_samples = %d\n"
+             "request_timeout = 10\n"
+             "%s",
+             d->models, d->state, MAX_BODY, BODY_MEM, MAX_SAMPLES, extra ? extra : "");
+    write_file(d->conf, text);
+}
+
+static void wait_ready(int port, double secs)
+{
+    double until = deadline(secs);
+    for (;;) {
+        resp_t r;
+        opt_t o = {.token = "", .port = port};
+        CURL *c = curl_easy_init();
+        long s = call_h(c, &r, "GET", "/readyz", NULL, 0, &o);
+        curl_easy_cleanup(c);
+        resp_free(&r);
+        if (s == 200)
+            return;
+        ck_assert_msg(now_s() < until, "daemon on port %d never became ready", port);
+        msleep(10);
+    }
+}
+
+static void shared_setup(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    daemon_dirs(&D);
+    make_models(D.models);
+    char tok[600], adm[600], extra[2048];
+    snprintf(tok, sizeof tok, "%s/token", D.dir);
+    snprintf(adm, sizeof adm, "%s/admin", D.dir);
+    write_file(tok, TOKEN "\n");
+    write_file(adm, ADMIN "\n");
+    snprintf(extra, sizeof extra,
+             "token_file = %s\nadmin_token_file = %s\ncors_origins = \"" ORIGIN
+             ", http://localhost:5173\"\n",
+             tok, adm);
+    write_conf(&D, extra);
+    const char *args[] = {"serve", "--config", D.conf, NULL};
+    spawn(&D, args, NULL);
+    D.port = wait_port(&D, 30);
+    wait_ready(D.port, 30);
+}
+
+static void shared_teardown(void)
+{
+    if (D.pid > 0 && access(D.status, F_OK) != 0) {
+        kill(D.pid, SIGTERM);
+        wait_exit(&D, 30);
+    }
+    tu_rmrf(D.dir);
+    free(D.dir);
+    curl_global_cleanup();
+}
+
+/* LD_TEST_TIMING=1 prints each test's duration (checked fixtures run in the
+ * test's own process, around it). */
+static double t_test_start;
+static void timing_start(void)
+{
+    t_test_start = now_s();
+}
+static void timing_end(void)
+{
+    if (getenv("LD_TEST_TIMING"))
+        fprintf(stderr, "serve test took %.2f s\n", now_s() - t_test_start);
+}
+
+static void curl_setup(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void curl_teardown(void)
+{
+    curl_global_cleanup();
+}
+
+/* ================================================================ tests */
+
+START_TEST(test_health_open)
+{
+    resp_t r;
+    opt_t open = {.token = ""};
+    ck_assert_int_eq(call(&r, "GET", "/healthz", NULL, 0, &open), 200);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(r.json, "status")->valuestring, "ok");
+    resp_free(&r);
+    ck_assert_int_eq(call(&r, "GET", "/readyz", NULL, 0, &open), 200);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(r.json, "status")->valuestring, "ready");
+    resp_free(&r);
+    ck_assert_int_eq(call(&r, "HEAD", "/healthz", NULL, 0, &open), 200);
+    ck_assert_int_eq(r.body.len, 0);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_models_list_and_info)
+{
+    resp_t r;
+    ck_assert_int_eq(get(&r, "/v1/models"), 200);
+    ck_assert(json_all_finite(r.json));
+    const cJSON *list = jget(r.json, "models");
+    const char *want[] = {"alt-a", "alt-b", "cls", "gan", "tgan", "tvae", "vae"};
+    ck_assert_int_eq(cJSON_GetArraySize(list), (int)LD_ARRAY_LEN(want));
+    int i = 0;
+    for (const cJSON *m = list->child; m; m = m->next, i++)
+        ck_assert_str_eq(jget(m, "name")->valuestring, want[i]); /* sorted; bad files skipped */
+    resp_free(&r);
+
+    ck_assert_int_eq(get(&r, "/v1/models/vae"), 200);
+    ck_assert_str_eq(jget(r.json, "kind")->valuestring, "vae");
+    ck_assert_int_eq(jget(r.json, "latent_size")->valueint, 20);
+    const cJSON *shape = jget(r.json, "image_shape");
+    ck_assert_int_eq(cJSON_GetArrayItem(shape, 0)->valueint, 28);
+    ck_assert_int_eq(cJSON_GetArrayItem(shape, 1)->valueint, 28);
+    ld_model_t *m = load_model(D.models, "vae.safetensors");
+    ck_assert_int_eq((long long)jget(r.json, "parameters")->valuedouble, (long long)m->n_params);
+    ld_model_free(m);
+    ck_assert_str_eq(jget(r.json, "file")->valuestring, "vae.safetensors");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/vae.safetensors", D.models);
+    FILE *f = fopen(path, "rb");
+    ld_sha256_t h;
+    ld_sha256_init(&h);
+    uint8_t tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        ld_sha256_update(&h, tmp, n);
+    fclose(f);
+    uint8_t d[32];
+    ld_sha256_final(&h, d);
+    char hex[65];
+    for (int k = 0; k < 32; k++)
+        snprintf(hex + 2 * k, 3, "%02x", d[k]);
+    ck_assert_str_eq(jget(r.json, "sha256")->valuestring, hex);
+    ck_assert(cJSON_IsObject(jget(r.json, "record")));
+    ck_assert(cJSON_IsObject(jget(r.json, "architecture")));
+    resp_free(&r);
+
+    ck_assert_int_eq(get(&r, "/v1/models/gan"), 200);
+    ck_assert_str_eq(jget(r.json, "kind")->valuestring, "gan");
+    ck_assert_int_eq(jget(r.json, "latent_size")->valueint, 100);
+    resp_free(&r);
+
+    /* the refused files are in the log with their reasons */
+    char *log = read_text(D.log);
+    ck_assert_msg(strstr(log, "model load failed name=broken file=broken.safetensors"), "%s", log);
+    ck_assert_msg(strstr(log, "model load failed name=poisoned") && strstr(log, "finite"),
+                  "%s", log);
+    ck_assert_msg(strstr(log, "file=bad name!.safetensors"), "%s", log);
+    free(log);
+}
+END_TEST
+
+START_TEST(test_sample_json_matches_model)
+{
+    resp_t r;
+    ck_assert_int_eq(post(&r, "/v1/models/vae/sample", "{\"n\":4,\"seed\":7,\"temperature\":0.8}"),
+                     200);
+    ck_assert(json_all_finite(r.json));
+    ck_assert_int_eq((long long)jget(r.json, "seed")->valuedouble, 7);
+    const cJSON *shape = jget(r.json, "shape");
+    ck_assert_int_eq(cJSON_GetArraySize(shape), 3);
+    ck_assert_int_eq(cJSON_GetArrayItem(shape, 0)->valueint, 4);
+    float *z = jmatrix(jget(r.json, "z"), 4, 20);
+    float *x = jmatrix(jget(r.json, "images"), 4, 784);
+    for (int i = 0; i < 4 * 784; i++)
+        ck_assert(x[i] >= 0.0f && x[i] <= 1.0f);
+    /* the same computation in this process */
+    ld_model_t *m = load_model(D.models, "vae.safetensors");
+    float zz[4 * 20], xx[4 * 784];
+    ld_err_t e;
+    ld_model_draw_z(m, 7, 0.8f, 4, zz);
+    ck_assert_int_eq(ld_model_decode(m, 4, zz, xx, &e), LD_OK);
+    for (int i = 0; i < 4 * 20; i++)
+        ck_assert_msg(z[i] == zz[i], "z[%d] %g != %g", i, z[i], zz[i]);
+    double worst = 0;
+    for (int i = 0; i < 4 * 784; i++)
+        worst = fmax(worst, fabs(x[i] - xx[i]));
+    ck_assert_msg(worst < 1e-5, "images differ from a local decode by %g", worst);
+    ld_model_free(m);
+    free(z);
+    free(x);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_determinism_and_formats)
+{
+    const char *bodies[] = {
+        "{\"n\":3,\"seed\":11}",
+        "{\"n\":16,\"seed\":11,\"format\":\"png\",\"cols\":4}",
+        "{\"n\":3,\"seed\":11,\"format\":\"npy\"}",
+    };
+    const char *models[] = {"/v1/models/vae/sample", "/v1/models/gan/sample"};
+    for (size_t mi = 0; mi < 2; mi++) {
+        for (size_t i = 0; i < LD_ARRAY_LEN(bodies); i++) {
+            resp_t a, b;
+            ck_assert_int_eq(post(&a, models[mi], bodies[i]), 200);
+            ck_assert_int_eq(post(&b, models[mi], bodies[i]), 200);
+            ck_assert_msg(a.body.len == b.body.len && memcmp(a.body.data, b.body.data, a.body.len) == 0,
+                          "%s %s: bodies differ", models[mi], bodies[i]);
+            char seed[32];
+            ck_assert_str_eq(hdr(&a, "X-Latentd-Seed", seed, sizeof seed), "11");
+            resp_free(&a);
+            resp_free(&b);
+        }
+    }
+    /* no seed: one is drawn and echoed; replaying it gives the same images */
+    resp_t a, b;
+    ck_assert_int_eq(post(&a, "/v1/models/tvae/sample", "{\"n\":2}"), 200);
+    ck_assert_int_eq(post(&b, "/v1/models/tvae/sample", "{\"n\":2}"), 200);
+    double s1 = jget(a.json, "seed")->valuedouble, s2 = jget(b.json, "seed")->valuedouble;
+    ck_assert_msg(s1 != s2, "two unseeded requests drew the same seed");
+    ck_assert(s1 >= 0 && s1 <= 9007199254740991.0 && s1 == floor(s1));
+    char body[128];
+    snprintf(body, sizeof body, "{\"n\":2,\"seed\":%.0f}", s1);
+    resp_t c;
+    ck_assert_int_eq(post(&c, "/v1/models/tvae/sample", body), 200);
+    ck_assert_int_eq(a.body.len, c.body.len);
+    ck_assert(memcmp(a.body.data, c.body.data, a.body.len) == 0);
+    resp_free(&a);
+    resp_free(&b);
+    resp_free(&c);
+    /* an empty POST body is all defaults */
+    ck_assert_int_eq(call(&a, "POST", "/v1/models/tvae/sample", NULL, 0, NULL), 200);
+    ck_assert_int_eq(cJSON_GetArrayItem(jget(a.json, "shape"), 0)->valueint, 1);
+    resp_free(&a);
+}
+END_TEST
+
+START_TEST(test_png_and_npy_bodies)
+{
+    resp_t js, png, npy, gpng;
+    ck_assert_int_eq(post(&js, "/v1/models/vae/sample", "{\"n\":6,\"seed\":3}"), 200);
+    ck_assert_int_eq(post(&png, "/v1/models/vae/sample",
+                          "{\"n\":6,\"seed\":3,\"format\":\"png\",\"cols\":3}"), 200);
+    ck_assert_int_eq(post(&npy, "/v1/models/vae/sample", "{\"n\":6,\"seed\":3,\"format\":\"npy\"}"),
+                     200);
+    ck_assert_int_eq(get(&gpng, "/v1/models/vae/sample.png?n=6&seed=3&cols=3&temperature=1"), 200);
+    char ct[128];
+    ck_assert_str_eq(hdr(&png, "Content-Type", ct, sizeof ct), "image/png");
+    ck_assert_str_eq(hdr(&npy, "Content-Type", ct, sizeof ct), "application/octet-stream");
+    ck_assert_str_eq(hdr(&gpng, "Content-Type", ct, sizeof ct), "image/png");
+    ck_assert_msg(png.body.len == gpng.body.len &&
+                      memcmp(png.body.data, gpng.body.data, png.body.len) == 0,
+                  "GET sample.png differs from POST format=png");
+    float *x = jmatrix(jget(js.json, "images"), 6, 784);
+
+    /* .npy: shape (6, 28, 28), values identical to the JSON ones */
+    float *a = NULL;
+    int nd = 0;
+    int64_t shape[4];
+    ld_err_t e;
+    ck_assert_msg(ld_npy_decode(npy.body.data, npy.body.len, &a, &nd, shape, &e) == LD_OK, "%s",
+                  e.msg);
+    ck_assert_int_eq(nd, 3);
+    ck_assert(shape[0] == 6 && shape[1] == 28 && shape[2] == 28);
+    for (int i = 0; i < 6 * 784; i++)
+        ck_assert_msg(a[i] == x[i], "npy[%d] %g != json %g", i, a[i], x[i]);
+    free(a);
+
+    /* PNG: a 3x2 grid with a 2-pixel border; each tile is the image */
+    float *g = NULL;
+    int h = 0, w = 0;
+    ck_assert_msg(ld_png_decode(png.body.data, png.body.len, 1 << 20, &g, &h, &w, &e) == LD_OK,
+                  "%s", e.msg);
+    ck_assert_int_eq(w, 3 * (28 + 2) + 2);
+    ck_assert_int_eq(h, 2 * (28 + 2) + 2);
+    for (int t = 0; t < 6; t++) {
+        int ox = 2 + (t % 3) * 30, oy = 2 + (t / 3) * 30;
+        for (int yy = 0; yy < 28; yy++)
+            for (int xx = 0; xx < 28; xx++) {
+                float got = g[(oy + yy) * w + ox + xx];
+                float want = x[t * 784 + yy * 28 + xx];
+                ck_assert_msg(fabsf(got - want) <= 1.0f / 255 + 1e-6f,
+                              "tile %d (%d,%d): png %g, json %g", t, xx, yy, got, want);
+            }
+    }
+    ck_assert_msg(g[0] == 0.0f, "border pixels are 0");
+    free(g);
+    free(x);
+    resp_free(&js);
+    resp_free(&png);
+    resp_free(&npy);
+    resp_free(&gpng);
+}
+END_TEST
+
+START_TEST(test_encode_decode_reconstruct)
+{
+    /* images to encode: the VAE's own samples */
+    resp_t s;
+    ck_assert_int_eq(post(&s, "/v1/models/vae/sample", "{\"n\":2,\"seed\":5}"), 200);
+    float *x = jmatrix(jget(s.json, "images"), 2, 784);
+    ld_buf_t body = {0};
+    ld_buf_puts(&body, "{\"images\":");
+    ld_buf_json_matrix(&body, x, 2, 784);
+    ld_buf_putc(&body, '}');
+
+    resp_t r;
+    ck_assert_int_eq(post(&r, "/v1/models/vae/encode", body.data), 200);
+    ck_assert(json_all_finite(r.json));
+    float *mu = jmatrix(jget(r.json, "mu"), 2, 20);
+    float *lv = jmatrix(jget(r.json, "logvar"), 2, 20);
+    ld_model_t *m = load_model(D.models, "vae.safetensors");
+    float mu2[40], lv2[40];
+    ld_err_t e;
+    ck_assert_int_eq(ld_model_encode(m, 2, x, mu2, lv2, &e), LD_OK);
+    for (int i = 0; i < 40; i++) {
+        ck_assert_msg(fabsf(mu[i] - mu2[i]) < 1e-4f, "mu[%d] %g vs %g", i, mu[i], mu2[i]);
+        ck_assert_msg(fabsf(lv[i] - lv2[i]) < 1e-4f, "logvar[%d] %g vs %g", i, lv[i], lv2[i]);
+    }
+    resp_free(&r);
+
+    /* the same image as a base64 PNG encodes like its 8-bit quantisation */
+    uint8_t *png = NULL;
+    size_t png_len = 0;
+    ck_assert_int_eq(ld_png_grid(x, 1, 28, 28, 1, 0, &png, &png_len, &e), LD_OK);
+    char *b = b64(png, png_len);
+    free(png);
+    ld_buf_t pb = {0};
+    ld_buf_printf(&pb, "{\"png\":\"%s\"}", b);
+    ck_assert_int_eq(post(&r, "/v1/models/vae/encode", pb.data), 200);
+    float *pmu = jmatrix(jget(r.json, "mu"), 1, 20);
+    float q[784];
+    for (int i = 0; i < 784; i++)
+        q[i] = roundf(fminf(fmaxf(x[i], 0), 1) * 255.0f) / 255.0f;
+    ck_assert_int_eq(ld_model_encode(m, 1, q, mu2, lv2, &e), LD_OK);
+    for (int i = 0; i < 20; i++)
+        ck_assert_msg(fabsf(pmu[i] - mu2[i]) < 1e-3f, "png mu[%d] %g vs %g", i, pmu[i], mu2[i]);
+    free(pmu);
+    resp_free(&r);
+    ld_buf_t pa = {0}; /* an array of PNGs */
+    ld_buf_printf(&pa, "{\"png\":[\"%s\",\"%s\"]}", b, b);
+    ck_assert_int_eq(post(&r, "/v1/models/vae/encode", pa.data), 200);
+    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "mu")), 2);
+    resp_free(&r);
+    ld_buf_free(&pa);
+
+    /* decode: z from the sample gives its images back exactly */
+    ld_buf_t zb = {0};
+    float *z = jmatrix(jget(s.json, "z"), 2, 20);
+    ld_buf_puts(&zb, "{\"z\":");
+    ld_buf_json_matrix(&zb, z, 2, 20);
+    ld_buf_putc(&zb, '}');
+    ck_assert_int_eq(post(&r, "/v1/models/vae/decode", zb.data), 200);
+    float *y = jmatrix(jget(r.json, "images"), 2, 784);
+    ck_assert(memcmp(y, x, sizeof(float) * 2 * 784) == 0);
+    free(y);
+    resp_free(&r);
+    /* a flat z is one row; png and npy formats work */
+    ld_buf_t fz = {0};
+    ld_buf_puts(&fz, "{\"z\":");
+    ld_buf_json_floats(&fz, z, 20);
+    ld_buf_puts(&fz, ",\"format\":\"png\"}");
+    ck_assert_int_eq(post(&r, "/v1/models/vae/decode", fz.data), 200);
+    char ct[64];
+    ck_assert_str_eq(hdr(&r, "Content-Type", ct, sizeof ct), "image/png");
+    resp_free(&r);
+    ld_buf_free(&fz);
+
+    /* reconstruct = decode(encode(x).mu) */
+    ck_assert_int_eq(post(&r, "/v1/models/vae/reconstruct", body.data), 200);
+    float *rz = jmatrix(jget(r.json, "z"), 2, 20);
+    float *ry = jmatrix(jget(r.json, "images"), 2, 784);
+    float ly[2 * 784];
+    ck_assert_int_eq(ld_model_decode(m, 2, mu, ly, &e), LD_OK);
+    for (int i = 0; i < 2 * 784; i++)
+        ck_assert_msg(fabsf(ry[i] - ly[i]) < 1e-4f, "reconstruct[%d] %g vs %g", i, ry[i], ly[i]);
+    for (int i = 0; i < 40; i++)
+        ck_assert(fabsf(rz[i] - mu[i]) < 1e-5f);
+    free(rz);
+    free(ry);
+    resp_free(&r);
+    ld_buf_t rb = {0};
+    ld_buf_printf(&rb, "{\"png\":\"%s\",\"format\":\"npy\"}", b);
+    ck_assert_int_eq(post(&r, "/v1/models/vae/reconstruct", rb.data), 200);
+    float *arr = NULL;
+    int nd;
+    int64_t shape[4];
+    ck_assert_int_eq(ld_npy_decode(r.body.data, r.body.len, &arr, &nd, shape, &e), LD_OK);
+    ck_assert(nd == 3 && shape[0] == 1);
+    free(arr);
+    resp_free(&r);
+
+    /* a GAN decodes, but has no encoder */
+    ck_assert_int_eq(post(&r, "/v1/models/tgan/decode", "{\"z\":[[0,0,0,0],[1,1,1,1]]}"), 200);
+    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "images")), 2);
+    resp_free(&r);
+    ck_assert_int_eq(post(&r, "/v1/models/gan/encode", body.data), 422);
+    expect_error(&r, 422, "no_encoder", "GAN has no encoder", "encode on a GAN");
+    resp_free(&r);
+    ck_assert_int_eq(post(&r, "/v1/models/gan/reconstruct", body.data), 422);
+    expect_error(&r, 422, "no_encoder", "GAN has no encoder", "reconstruct on a GAN");
+    resp_free(&r);
+
+    ld_model_free(m);
+    free(b);
+    free(x);
+    free(z);
+    free(mu);
+    free(lv);
+    ld_buf_free(&body);
+    ld_buf_free(&pb);
+    ld_buf_free(&zb);
+    ld_buf_free(&rb);
+    resp_free(&s);
+}
+END_TEST
+
+START_TEST(test_interpolate)
+{
+    ld_model_t *m = load_model(D.models, "vae.safetensors");
+    float za[20], zb[20];
+    ld_model_draw_z(m, 1, 1.0f, 1, za);
+    ld_model_draw_z(m, 2, 1.0f, 1, zb);
+    for (int method = 0; method < 2; method++) {
+        char body[256];
+        snprintf(body, sizeof body,
+                 "{\"from\":{\"seed\":1},\"to\":{\"seed\":2},\"steps\":5,\"method\":\"%s\"}",
+                 method ? "lerp" : "slerp");
+        resp_t r;
+        ck_assert_int_eq(post(&r, "/v1/models/vae/interpolate", body), 200);
+        ck_assert(json_all_finite(r.json));
+        float *z = jmatrix(jget(r.json, "z"), 5, 20);
+        float *x = jmatrix(jget(r.json, "images"), 5, 784);
+        double na = 0, nb = 0, nm = 0;
+        for (int i = 0; i < 20; i++) {
+            ck_assert(fabsf(z[i] - za[i]) < 1e-6f);
+            ck_assert(fabsf(z[4 * 20 + i] - zb[i]) < 1e-6f);
+            if (method == 1)
+                ck_assert(fabsf(z[2 * 20 + i] - 0.5f * (za[i] + zb[i])) < 1e-5f);
+            na += za[i] * za[i];
+            nb += zb[i] * zb[i];
+            nm += z[2 * 20 + i] * z[2 * 20 + i];
+        }
+        if (method == 0) /* slerp keeps the norm between the end points' */
+            ck_assert(sqrt(nm) >= fmin(sqrt(na), sqrt(nb)) * 0.9);
+        free(z);
+        free(x);
+        resp_free(&r);
+    }
+    /* z and image end points; PNG is one strip */
+    resp_t r;
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"from\":{\"z\":");
+    ld_buf_json_floats(&b, za, 20);
+    ld_buf_puts(&b, "},\"to\":{\"image\":");
+    float img[784];
+    for (int i = 0; i < 784; i++)
+        img[i] = (float)(i % 28) / 27.0f;
+    ld_buf_json_floats(&b, img, 784);
+    ld_buf_puts(&b, "},\"steps\":4,\"format\":\"png\"}");
+    ck_assert_int_eq(post(&r, "/v1/models/vae/interpolate", b.data), 200);
+    float *g = NULL;
+    int h, w;
+    ld_err_t e;
+    ck_assert_int_eq(ld_png_decode(r.body.data, r.body.len, 1 << 20, &g, &h, &w, &e), LD_OK);
+    ck_assert_int_eq(w, 4 * 30 + 2);
+    ck_assert_int_eq(h, 30 + 2);
+    free(g);
+    resp_free(&r);
+    /* a GAN interpolates between seeds, but not between images */
+    ck_assert_int_eq(post(&r, "/v1/models/gan/interpolate",
+                          "{\"from\":{\"seed\":1},\"to\":{\"seed\":2,\"temperature\":0.5},\"steps\":3}"),
+                     200);
+    resp_free(&r);
+    ld_buf_t gb = {0};
+    ld_buf_puts(&gb, "{\"from\":{\"seed\":3},\"to\":{\"image\":");
+    ld_buf_json_floats(&gb, img, 784);
+    ld_buf_puts(&gb, "}}");
+    ck_assert_int_eq(post(&r, "/v1/models/gan/interpolate", gb.data), 422);
+    expect_error(&r, 422, "no_encoder", "GAN has no encoder", "image end point on a GAN");
+    ld_buf_free(&gb);
+    resp_free(&r);
+    ld_buf_free(&b);
+    ld_model_free(m);
+}
+END_TEST
+
+typedef struct {
+    const char *method, *path, *ctype, *body;
+    long status;
+    const char *code, *msg;
+} err_case_t;
+
+START_TEST(test_error_classes)
+{
+    static const err_case_t cases[] = {
+        /* 400: malformed JSON, wrong types, unknown or duplicate fields */
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":", 400, "invalid_json", "not valid JSON"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":1} trailing", 400, "invalid_json", "after"},
+        {"POST", "/v1/models/vae/sample", NULL, "[1,2]", 400, "invalid_json", "object"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":\"4\"}", 400, "invalid_field", "n"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":1.5}", 400, "invalid_field", "n"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"N\":4}", 400, "invalid_field", "'N'"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":1,\"n\":2}", 400, "invalid_field", "twice"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"seed\":-1}", 422, "invalid_value", "seed"},
+        {"POST", "/v1/models/vae/decode", NULL, "{\"z\":\"abc\"}", 400, "invalid_field", "z"},
+        {"POST", "/v1/models/vae/decode", NULL, "{\"z\":[[1,\"x\"]]}", 400, "invalid_field", "z[0][1]"},
+        {"POST", "/v1/models/vae/decode", NULL, "{}", 400, "invalid_field", "z"},
+        {"POST", "/v1/models/vae/decode", NULL, "", 400, "bad_request", "empty"},
+        {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":5,\"to\":{\"seed\":1}}", 400, "invalid_field", "from"},
+        {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":{\"seed\":1,\"z\":[1]},\"to\":{\"seed\":1}}", 400, "invalid_field", "exactly one"},
+        {"GET", "/v1/models/vae/sample.png?n=abc", NULL, NULL, 400, "invalid_field", "n"},
+        {"GET", "/v1/models/vae/sample.png?bogus=1", NULL, NULL, 400, "invalid_field", "bogus"},
+        /* 404 */
+        {"GET", "/v1/models/nope", NULL, NULL, 404, "model_not_found", "nope"},
+        {"POST", "/v1/models/nope/sample", NULL, "{}", 404, "model_not_found", "nope"},
+        {"GET", "/v2/whatever", NULL, NULL, 404, "not_found", "/v2/whatever"},
+        {"GET", "/v1/models/vae/sample/extra", NULL, NULL, 404, "not_found", NULL},
+        /* 405 */
+        {"GET", "/v1/models/vae/sample", NULL, NULL, 405, "method_not_allowed", "POST"},
+        {"PATCH", "/v1/models/vae", NULL, NULL, 405, "method_not_allowed", "PATCH"},
+        {"POST", "/healthz", NULL, "{}", 405, "method_not_allowed", NULL},
+        /* 415 */
+        {"POST", "/v1/models/vae/sample", "text/plain", "{\"n\":1}", 415, "unsupported_media_type", "application/json"},
+        {"POST", "/v1/models/vae/sample", "application/jsonx", "{\"n\":1}", 415, "unsupported_media_type", NULL},
+        /* 422: well-formed but impossible */
+        {"POST", "/v1/models/vae/decode", NULL, "{\"z\":[[1,2,3]]}", 422, "invalid_value", "expected 20"},
+        {"POST", "/v1/models/vae/decode", NULL, "{\"z\":[]}", 422, "invalid_value", "empty"},
+        {"POST", "/v1/models/vae/decode", NULL, "{\"z\":[[1e999,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}", 422, "invalid_value", "finite"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":65}", 422, "invalid_value", "n = 65"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":0}", 422, "invalid_value", "n"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"temperature\":-1}", 422, "invalid_value", "temperature"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"temperature\":1e999}", 422, "invalid_value", "finite"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"format\":\"gif\"}", 422, "invalid_value", "format"},
+        {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":{\"seed\":1},\"to\":{\"seed\":2},\"steps\":1}", 422, "invalid_value", "steps"},
+        {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":{\"seed\":1},\"to\":{\"seed\":2},\"steps\":1000}", 422, "invalid_value", "steps"},
+        {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":{\"seed\":1},\"to\":{\"seed\":2},\"method\":\"cubic\"}", 422, "invalid_value", "method"},
+        {"POST", "/v1/models/vae/encode", NULL, "{\"images\":[[2]]}", 422, "invalid_value", "expected 784"},
+        {"POST", "/v1/models/vae/encode", NULL, "{\"png\":\"!!!notbase64\"}", 422, "invalid_value", "png"},
+        {"POST", "/v1/models/vae/encode", NULL, "{\"png\":\"aGVsbG8=\"}", 422, "invalid_value", "png"},
+        {"POST", "/v1/models/cls/sample", NULL, "{}", 422, "unsupported", "classifier"},
+        {"GET", "/v1/models/vae/sample.png?n=100000", NULL, NULL, 422, "invalid_value", "n"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        const err_case_t *c = &cases[i];
+        resp_t r;
+        opt_t o = {.ctype = c->ctype};
+        char what[256];
+        snprintf(what, sizeof what, "%s %s %s", c->method, c->path, c->body ? c->body : "");
+        call(&r, c->method, c->path, c->body, c->body ? strlen(c->body) : 0, &o);
+        expect_error(&r, c->status, c->code, c->msg, what);
+        if (c->status == 405) {
+            char allow[128];
+            ck_assert_msg(hdr(&r, "Allow", allow, sizeof allow) != NULL, "%s: no Allow", what);
+        }
+        resp_free(&r);
+    }
+    /* an image value outside [0, 1] names the position */
+    ld_buf_t b = {0};
+    float img[784] = {0};
+    img[17] = 1.5f;
+    ld_buf_puts(&b, "{\"images\":[");
+    ld_buf_json_floats(&b, img, 784);
+    ld_buf_puts(&b, "]}");
+    resp_t r;
+    post(&r, "/v1/models/vae/encode", b.data);
+    expect_error(&r, 422, "invalid_value", "images[0][17]", "pixel out of range");
+    resp_free(&r);
+    ld_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_body_caps)
+{
+    /* 413 from Content-Length, before the body is read */
+    size_t n = MAX_BODY + 1;
+    char *big = malloc(n);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    resp_t r;
+    call(&r, "POST", "/v1/models/vae/decode", big, n, NULL);
+    expect_error(&r, 413, "payload_too_large", "max_body_bytes", "Content-Length over the cap");
+    resp_free(&r);
+    /* 413 for a chunked body once it passes the cap */
+    opt_t chunked = {.extra = "Transfer-Encoding: chunked"};
+    call(&r, "POST", "/v1/models/vae/decode", big, n, &chunked);
+    expect_error(&r, 413, "payload_too_large", "max_body_bytes", "chunked body over the cap");
+    resp_free(&r);
+    free(big);
+    /* a body at the cap that is a dense array of values: its parse tree would
+     * not fit the memory budget */
+    /* (BODY_MEM / 80 values is about 52k; a 256 KiB body of "0," holds 131k) */
+    n = MAX_BODY;
+    big = malloc(n + 1);
+    size_t k = 0;
+    k += (size_t)sprintf(big, "{\"z\":[");
+    while (k + 4 < n) {
+        big[k++] = '0';
+        big[k++] = ',';
+    }
+    big[k++] = '0';
+    big[k++] = ']';
+    big[k++] = '}';
+    call(&r, "POST", "/v1/models/vae/decode", big, k, NULL);
+    expect_error(&r, 413, "payload_too_large", "too many values", "dense JSON body");
+    resp_free(&r);
+    free(big);
+    /* still serving */
+    ck_assert_int_eq(post(&r, "/v1/models/tvae/sample", "{}"), 200);
+    resp_free(&r);
+}
+END_TEST
+
+/* latentd_http_body_memory_bytes from /metrics */
+static long long body_memory(void)
+{
+    resp_t r;
+    ck_assert_int_eq(get(&r, "/metrics"), 200);
+    const char *p = strstr(r.body.data, "\nlatentd_http_body_memory_bytes ");
+    long long v = p ? atoll(p + strlen("\nlatentd_http_body_memory_bytes ")) : -1;
+    resp_free(&r);
+    return v;
+}
+
+START_TEST(test_overload_503)
+{
+    /* fill the body budget with uploads that never finish, then one more */
+    enum { HOLD = BODY_MEM / MAX_BODY };
+    int fds[HOLD];
+    char head[512];
+    snprintf(head, sizeof head,
+             "POST /v1/models/vae/decode HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+             "\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{",
+             MAX_BODY);
+    for (int i = 0; i < HOLD; i++) {
+        fds[i] = tcp_connect(D.port);
+        ck_assert_int_ge(fds[i], 0);
+        send_all(fds[i], head, strlen(head));
+    }
+    double until = deadline(10);
+    while (body_memory() < (long long)HOLD * MAX_BODY) {
+        ck_assert_msg(now_s() < until, "uploads were not all accounted for");
+        msleep(5);
+    }
+    resp_t r;
+    post(&r, "/v1/models/vae/decode", "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}");
+    expect_error(&r, 503, "overloaded", "retry", "body budget exhausted");
+    char ra[16];
+    ck_assert_ptr_nonnull(hdr(&r, "Retry-After", ra, sizeof ra));
+    resp_free(&r);
+    /* requests without a body still work */
+    ck_assert_int_eq(get(&r, "/v1/models/vae"), 200);
+    resp_free(&r);
+    for (int i = 0; i < HOLD; i++)
+        close(fds[i]);
+    until = deadline(10);
+    while (body_memory() != 0) {
+        ck_assert_msg(now_s() < until, "abandoned uploads were not released");
+        msleep(5);
+    }
+    ck_assert_int_eq(post(&r, "/v1/models/vae/decode",
+                          "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}"),
+                     200);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_auth)
+{
+    resp_t r;
+    opt_t none = {.token = ""}, wrong = {.token = "wrong-token-wrong-token-wrong"},
+          admin = {.token = ADMIN}, basic = {.token = "", .extra = "Authorization: Basic dXNlcjpwYXNz"};
+    char www[256];
+    call(&r, "GET", "/v1/models", NULL, 0, &none);
+    expect_error(&r, 401, "unauthorized", "Bearer", "no token");
+    ck_assert_ptr_nonnull(hdr(&r, "WWW-Authenticate", www, sizeof www));
+    ck_assert(strncmp(www, "Bearer", 6) == 0);
+    resp_free(&r);
+    call(&r, "POST", "/v1/models/vae/sample", "{}", 2, &wrong);
+    expect_error(&r, 401, "unauthorized", "not valid", "wrong token");
+    ck_assert_ptr_nonnull(hdr(&r, "WWW-Authenticate", www, sizeof www));
+    ck_assert(strstr(www, "invalid_token"));
+    resp_free(&r);
+    call(&r, "GET", "/metrics", NULL, 0, &basic);
+    expect_error(&r, 401, "unauthorized", "Bearer", "basic auth");
+    resp_free(&r);
+    /* the admin token also works for inference */
+    ck_assert_int_eq(call(&r, "POST", "/v1/models/tvae/sample", "{}", 2, &admin), 200);
+    resp_free(&r);
+    /* admin routes: inference token is not enough */
+    call(&r, "PUT", "/v1/models/tvae", NULL, 0, NULL);
+    expect_error(&r, 403, "forbidden", "admin", "inference token on an admin route");
+    resp_free(&r);
+    call(&r, "DELETE", "/v1/models/tvae", NULL, 0, &none);
+    expect_error(&r, 401, "unauthorized", NULL, "no token on an admin route");
+    resp_free(&r);
+    call(&r, "DELETE", "/v1/models/tvae", NULL, 0, &wrong);
+    expect_error(&r, 401, "unauthorized", NULL, "wrong token on an admin route");
+    resp_free(&r);
+    /* health stays open */
+    ck_assert_int_eq(call(&r, "GET", "/readyz", NULL, 0, &wrong), 200);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_cors)
+{
+    resp_t r;
+    char v[256];
+    opt_t ok = {.origin = ORIGIN}, other = {.origin = "https://evil.example"};
+    ck_assert_int_eq(call(&r, "GET", "/v1/models/vae", NULL, 0, &ok), 200);
+    ck_assert_str_eq(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
+    ck_assert_str_eq(hdr(&r, "Vary", v, sizeof v), "Origin");
+    resp_free(&r);
+    ck_assert_int_eq(call(&r, "GET", "/v1/models/vae", NULL, 0, &other), 200);
+    ck_assert_ptr_null(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    resp_free(&r);
+    /* errors carry CORS headers too, so a page can read them */
+    call(&r, "GET", "/v1/models/nope", NULL, 0, &ok);
+    ck_assert_int_eq(r.status, 404);
+    ck_assert_str_eq(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
+    resp_free(&r);
+    /* preflight: no token needed */
+    opt_t pre = {.token = "", .origin = ORIGIN, .extra = "Access-Control-Request-Method: POST"};
+    ck_assert_int_eq(call(&r, "OPTIONS", "/v1/models/vae/sample", NULL, 0, &pre), 204);
+    ck_assert_str_eq(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
+    ck_assert(strstr(hdr(&r, "Access-Control-Allow-Methods", v, sizeof v), "POST"));
+    ck_assert(strstr(hdr(&r, "Access-Control-Allow-Headers", v, sizeof v), "Authorization"));
+    ck_assert(strstr(hdr(&r, "Allow", v, sizeof v), "POST"));
+    resp_free(&r);
+    opt_t pre_bad = {.token = "", .origin = "https://evil.example",
+                     .extra = "Access-Control-Request-Method: POST"};
+    ck_assert_int_eq(call(&r, "OPTIONS", "/v1/models/vae/sample", NULL, 0, &pre_bad), 204);
+    ck_assert_ptr_null(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    ck_assert_ptr_null(hdr(&r, "Access-Control-Allow-Methods", v, sizeof v));
+    resp_free(&r);
+    opt_t pre_none = {.token = "", .origin = ORIGIN};
+    ck_assert_int_eq(call(&r, "OPTIONS", "/nowhere", NULL, 0, &pre_none), 404);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_model_management)
+{
+    resp_t r;
+    opt_t admin = {.token = ADMIN};
+    /* load a file under a new name */
+    const char *put = "{\"file\":\"alt-a.safetensors\"}";
+    ck_assert_int_eq(call(&r, "PUT", "/v1/models/hot", put, strlen(put), &admin), 201);
+    ck_assert(cJSON_IsFalse(jget(r.json, "replaced")));
+    const cJSON *m = jget(r.json, "model");
+    ck_assert_str_eq(jget(m, "name")->valuestring, "hot");
+    ck_assert_str_eq(jget(m, "file")->valuestring, "alt-a.safetensors");
+    char sha_a[65];
+    snprintf(sha_a, sizeof sha_a, "%s", jget(m, "sha256")->valuestring);
+    double v1 = jget(m, "version")->valuedouble;
+    resp_free(&r);
+    /* replace it */
+    put = "{\"file\":\"alt-b.safetensors\"}";
+    ck_assert_int_eq(call(&r, "PUT", "/v1/models/hot", put, strlen(put), &admin), 200);
+    ck_assert(cJSON_IsTrue(jget(r.json, "replaced")));
+    m = jget(r.json, "model");
+    ck_assert_str_ne(jget(m, "sha256")->valuestring, sha_a);
+    ck_assert(jget(m, "version")->valuedouble > v1);
+    resp_free(&r);
+    ck_assert_int_eq(get(&r, "/v1/models/hot"), 200);
+    ck_assert_str_eq(jget(r.json, "file")->valuestring, "alt-b.safetensors");
+    resp_free(&r);
+    /* no body: NAME.safetensors */
+    ck_assert_int_eq(call(&r, "PUT", "/v1/models/tvae", NULL, 0, &admin), 200);
+    resp_free(&r);
+    /* refusals */
+    const struct {
+        const char *path, *body;
+        long status;
+        const char *code, *msg;
+    } bad[] = {
+        {"/v1/models/hot", "{\"file\":\"../vae.safetensors\"}", 422, "invalid_value", "inside the model folder"},
+        {"/v1/models/hot", "{\"file\":\"/etc/passwd\"}", 422, "invalid_value", "file"},
+        {"/v1/models/hot", "{\"file\":\"vae.bin\"}", 422, "invalid_value", "file"},
+        {"/v1/models/hot", "{\"file\":\"missing.safetensors\"}", 422, "file_not_found", "missing.safetensors"},
+        {"/v1/models/hot", "{\"file\":\"broken.safetensors\"}", 422, "bad_checkpoint", "broken.safetensors"},
+        {"/v1/models/hot", "{\"file\":\"poisoned.safetensors\"}", 422, "bad_checkpoint", "finite"},
+        {"/v1/models/hot", "{\"file\":7}", 400, "invalid_field", "file"},
+        {"/v1/models/hot", "{\"path\":\"x\"}", 400, "invalid_field", "path"},
+        {"/v1/models/.hidden", NULL, 400, "invalid_name", "must match"},
+        {"/v1/models/newname", NULL, 422, "file_not_found", "newname.safetensors"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(bad); i++) {
+        call(&r, "PUT", bad[i].path, bad[i].body, bad[i].body ? strlen(bad[i].body) : 0, &admin);
+        char what[256];
+        snprintf(what, sizeof what, "PUT %s %s", bad[i].path, bad[i].body ? bad[i].body : "");
+        expect_error(&r, bad[i].status, bad[i].code, bad[i].msg, what);
+        resp_free(&r);
+    }
+    /* a failed replace leaves the old version serving */
+    ck_assert_int_eq(get(&r, "/v1/models/hot"), 200);
+    ck_assert_str_eq(jget(r.json, "file")->valuestring, "alt-b.safetensors");
+    resp_free(&r);
+    /* unload */
+    ck_assert_int_eq(call(&r, "DELETE", "/v1/models/hot", NULL, 0, &admin), 200);
+    resp_free(&r);
+    call(&r, "GET", "/v1/models/hot", NULL, 0, NULL);
+    expect_error(&r, 404, "model_not_found", "hot", "after DELETE");
+    resp_free(&r);
+    call(&r, "DELETE", "/v1/models/hot", NULL, 0, &admin);
+    expect_error(&r, 404, "model_not_found", "hot", "DELETE twice");
+    resp_free(&r);
+    char *log = read_text(D.log);
+    ck_assert(strstr(log, "model replaced name=hot"));
+    ck_assert(strstr(log, "model unloaded name=hot"));
+    free(log);
+}
+END_TEST
+
+typedef struct {
+    atomic_int *stop;
+    const char *path;
+    int ok, bad;
+    long last_bad;
+    char bad_body[256];
+} load_arg_t;
+
+static void *sampler(void *p)
+{
+    load_arg_t *a = p;
+    CURL *c = curl_easy_init();
+    unsigned seed = 0;
+    while (!atomic_load(a->stop)) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"n\":2,\"seed\":%u}", seed++ % 50);
+        resp_t r;
+        long s = call_h(c, &r, "POST", a->path, body, strlen(body), NULL);
+        if (s == 200 && r.json && json_all_finite(r.json)) {
+            a->ok++;
+        } else {
+            if (!a->bad)
+                snprintf(a->bad_body, sizeof a->bad_body, "%s", r.body.data ? r.body.data : "");
+            a->bad++;
+            a->last_bad = s;
+        }
+        resp_free(&r);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+START_TEST(test_reload_under_load)
+{
+    opt_t admin = {.token = ADMIN};
+    resp_t r;
+    const char *first = "{\"file\":\"alt-a.safetensors\"}";
+    ck_assert_int_eq(call(&r, "PUT", "/v1/models/live", first, strlen(first), &admin), 201);
+    resp_free(&r);
+    atomic_int stop = 0;
+    enum { T = 4 };
+    pthread_t th[T];
+    load_arg_t args[T];
+    for (int i = 0; i < T; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].stop = &stop;
+        args[i].path = "/v1/models/live/sample";
+        pthread_create(&th[i], NULL, sampler, &args[i]);
+    }
+    int swaps = 0;
+    double until = now_s() + 1.5;
+    while (now_s() < until || swaps < 10) {
+        const char *body = swaps % 2 ? "{\"file\":\"alt-a.safetensors\"}" : "{\"file\":\"alt-b.safetensors\"}";
+        ck_assert_int_eq(call(&r, "PUT", "/v1/models/live", body, strlen(body), &admin), 200);
+        resp_free(&r);
+        swaps++;
+    }
+    atomic_store(&stop, 1);
+    int ok = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(args[i].bad == 0, "thread %d: %d non-2xx (last %ld: %s)", i, args[i].bad,
+                      args[i].last_bad, args[i].bad_body);
+        ok += args[i].ok;
+    }
+    ck_assert_msg(ok > 20, "only %d samples during the reloads", ok);
+    ck_assert_int_eq(call(&r, "DELETE", "/v1/models/live", NULL, 0, &admin), 200);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_malformed_burst_then_good)
+{
+    static const char *const junk[] = {
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/9.9\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+        "POST /v1/models/vae/sample HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        "POST /v1/models/vae/sample HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "POST /v1/models/vae/sample HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+        "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"n\":",
+        "POST /v1/models/vae/sample HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+        "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nxx\r\n",
+        "\x00\x01\x02\x03\xff\xfe\r\n\r\n",
+        "GET /%00%ff%2e%2e/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v1/models/..%2f..%2fetc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN "\r\n\r\n",
+    };
+    for (int round = 0; round < 3; round++) {
+        int held = -1;
+        for (size_t i = 0; i < LD_ARRAY_LEN(junk); i++) {
+            int fd = tcp_connect(D.port);
+            ck_assert_int_ge(fd, 0);
+            send_all(fd, junk[i], i == 7 ? 10 : strlen(junk[i]));
+            ld_buf_t b = {0};
+            /* 0, 5 and 7 get no answer (unparsable, or an unfinished upload):
+             * do not wait for the server's idle timeout on them */
+            if (i != 0 && i != 5 && i != 7) {
+                shutdown(fd, SHUT_WR);
+                int st = read_response(fd, &b);
+                ck_assert_msg(st >= 400 && st < 600, "junk %zu answered %d", i, st);
+            }
+            ld_buf_free(&b);
+            if (i == 5)
+                held = fd; /* closed later: data and FIN in one burst can hide the
+                            * FIN from MHD's edge-triggered epoll until its timeout */
+            else
+                close(fd);
+        }
+        /* a header bigger than the connection's memory */
+        int fd = tcp_connect(D.port);
+        ld_buf_t h = {0};
+        ld_buf_puts(&h, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
+        for (int i = 0; i < 100000; i++)
+            ld_buf_putc(&h, 'a');
+        ld_buf_puts(&h, "\r\n\r\n");
+        send_all(fd, h.data, h.len);
+        ld_buf_t b = {0};
+        int st = read_response(fd, &b);
+        ck_assert_msg(st == -1 || st >= 400, "huge header answered %d", st);
+        ld_buf_free(&b);
+        ld_buf_free(&h);
+        close(fd);
+        close(held);
+        /* JSON bombs */
+        ld_buf_t deep = {0};
+        for (int i = 0; i < 5000; i++)
+            ld_buf_putc(&deep, '[');
+        resp_t r;
+        post(&r, "/v1/models/vae/decode", deep.data);
+        ck_assert_int_eq(r.status, 400);
+        resp_free(&r);
+        ld_buf_free(&deep);
+        post(&r, "/v1/models/vae/decode", "{\"z\":[[\"\\ud800\"]]}");
+        ck_assert_int_eq(r.status, 400);
+        resp_free(&r);
+    }
+    resp_t r;
+    ck_assert_int_eq(post(&r, "/v1/models/vae/sample", "{\"n\":2,\"seed\":1}"), 200);
+    ck_assert(json_all_finite(r.json));
+    resp_free(&r);
+    ck_assert_int_eq(call(&r, "GET", "/readyz", NULL, 0, NULL), 200);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_metrics_and_logs)
+{
+    resp_t r;
+    ck_assert_int_eq(post(&r, "/v1/models/tvae/sample", "{\"n\":3}"), 200);
+    resp_free(&r);
+    ck_assert_int_eq(get(&r, "/metrics"), 200);
+    char ct[128];
+    ck_assert(strncmp(hdr(&r, "Content-Type", ct, sizeof ct), "text/plain; version=0.0.4", 25) == 0);
+    const char *t = r.body.data;
+    ck_assert(strstr(t, "latentd_http_requests_total{route=\"/v1/models/{name}/sample\",code=\"200\"}"));
+    ck_assert(strstr(t, "latentd_http_request_duration_seconds_bucket{route=\"/v1/models/{name}/sample\",le=\"+Inf\"}"));
+    ck_assert(strstr(t, "latentd_models_loaded "));
+    ck_assert(strstr(t, "latentd_samples_generated_total "));
+    ck_assert(strstr(t, "latentd_http_response_bytes_total{route=\"/v1/models/{name}/sample\"}"));
+    ck_assert(strstr(t, "process_resident_memory_bytes "));
+    if (access("/usr/bin/promtool", X_OK) == 0) {
+        char path[600], cmd[2048];
+        snprintf(path, sizeof path, "%s/metrics.txt", D.dir);
+        FILE *f = fopen(path, "w");
+        fwrite(r.body.data, 1, r.body.len, f);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "/usr/bin/promtool check metrics < '%s' > '%s.out' 2>&1", path,
+                 path);
+        int rc = system(cmd);
+        snprintf(cmd, sizeof cmd, "%s.out", path);
+        char *out = read_text(cmd);
+        ck_assert_msg(rc == 0, "promtool check metrics failed:\n%s", out);
+        free(out);
+    }
+    resp_free(&r);
+    char *log = read_text(D.log);
+    ck_assert_msg(strstr(log, "access method=POST path=/v1/models/tvae/sample status=200 bytes="),
+                  "no access line in\n%s", log);
+    ck_assert(strstr(log, " us="));
+    ck_assert(strstr(log, "model loaded name=vae file=vae.safetensors sha256="));
+    free(log);
+}
+END_TEST
+
+START_TEST(test_memory_budget)
+{
+    /* the shared daemon holds both default models (plus small ones) */
+    if (strstr(LD_BIN, "asan"))
+        return; /* sanitizer shadow memory makes RSS meaningless */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)D.pid);
+    char *st = read_text(path);
+    const char *p = strstr(st, "VmRSS:");
+    ck_assert_ptr_nonnull(p);
+    long kb = atol(p + 6);
+    free(st);
+    ck_assert_msg(kb < 64 * 1024, "daemon RSS %ld KiB is over 64 MiB", kb);
+}
+END_TEST
+
+START_TEST(test_shared_daemon_exits_clean)
+{
+    /* last in the case: SIGTERM the shared daemon; exit 0 (no leaks under ASan) */
+    ck_assert_int_eq(kill(D.pid, SIGTERM), 0);
+    int code = wait_exit(&D, 30);
+    char *log = read_text(D.log);
+    ck_assert_msg(code == 0, "exit %d; log tail:\n%s", code,
+                  strlen(log) > 3000 ? log + strlen(log) - 3000 : log);
+    ck_assert(strstr(log, "shutting down on SIGTERM"));
+    ck_assert(strstr(log, "stopped"));
+    free(log);
+}
+END_TEST
+
+/* ------------------------------------------------ tests with their own daemon */
+
+/* A small daemon: tiny models, no tokens unless given, extra config lines. */
+static void start_own(daemon_t *d, const char *extra_conf, const char *env)
+{
+    daemon_dirs(d);
+    ld_arch_t a;
+    arch_tiny(LD_KIND_VAE, &a);
+    save_model(d->models, "tvae.safetensors", &a, 3, 0);
+    write_conf(d, extra_conf);
+    const char *args[] = {"serve", "--config", d->conf, NULL};
+    spawn(d, args, env);
+    d->port = wait_port(d, 30);
+    wait_ready(d->port, 30);
+}
+
+static void stop_own(daemon_t *d)
+{
+    if (access(d->status, F_OK) != 0) {
+        kill(d->pid, SIGTERM);
+        ck_assert_int_eq(wait_exit(d, 30), 0);
+    }
+    tu_rmrf(d->dir);
+    free(d->dir);
+}
+
+START_TEST(test_sigterm_drains_in_flight)
+{
+    /* sd_notify over an abstract socket */
+    char name[64];
+    snprintf(name, sizeof name, "@latentd-test-%d-%ld", (int)getpid(), (long)time(NULL));
+    int ns = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, name, strlen(name));
+    sa.sun_path[0] = '\0';
+    ck_assert_int_eq(bind(ns, (struct sockaddr *)&sa,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(name))), 0);
+    struct timeval tv = {20, 0};
+    setsockopt(ns, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char env[128];
+    snprintf(env, sizeof env, "NOTIFY_SOCKET=%s", name);
+
+    daemon_t d;
+    start_own(&d, "shutdown_timeout = 20\n", env);
+    char msg[256];
+    ssize_t n = recv(ns, msg, sizeof msg - 1, 0);
+    ck_assert_int_gt(n, 0);
+    msg[n] = '\0';
+    ck_assert_msg(strstr(msg, "READY=1"), "first notify: %s", msg);
+
+    /* a keep-alive connection with one finished request */
+    int keep = tcp_connect(d.port);
+    const char *hz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(keep, hz, strlen(hz));
+    ld_buf_t b = {0};
+    ck_assert_int_eq(read_response(keep, &b), 200);
+    ld_buf_free(&b);
+    /* a request in flight: headers and half its body */
+    const char *body = "{\"n\":2,\"seed\":9}";
+    char head[256];
+    snprintf(head, sizeof head,
+             "POST /v1/models/tvae/sample HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n",
+             strlen(body));
+    int fl = tcp_connect(d.port);
+    send_all(fl, head, strlen(head));
+    send_all(fl, body, 5);
+    /* wait until the daemon sees it in flight */
+    double until = deadline(10);
+    for (;;) {
+        resp_t r;
+        opt_t o = {.token = "", .port = d.port};
+        call(&r, "GET", "/metrics", NULL, 0, &o);
+        const char *p = strstr(r.body.data, "\nlatentd_http_requests_in_flight ");
+        long inflight = p ? atol(p + 33) : 0;
+        resp_free(&r);
+        if (inflight >= 2) /* the upload and this /metrics request */
+            break;
+        ck_assert_msg(now_s() < until, "the partial upload never showed as in flight");
+        msleep(5);
+    }
+    ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+    n = recv(ns, msg, sizeof msg - 1, 0);
+    ck_assert_int_gt(n, 0);
+    msg[n] = '\0';
+    ck_assert_msg(strstr(msg, "STOPPING=1"), "notify after SIGTERM: %s", msg);
+    /* new connections are refused once it drains */
+    until = deadline(10);
+    for (;;) {
+        int fd = tcp_connect(d.port);
+        if (fd < 0)
+            break;
+        close(fd);
+        ck_assert_msg(now_s() < until, "still accepting connections after SIGTERM");
+        msleep(5);
+    }
+    /* a new request on an open connection: 503 and close */
+    send_all(keep, hz, strlen(hz));
+    b = (ld_buf_t){0};
+    int st = read_response(keep, &b);
+    ck_assert_msg(st == 503 && strstr(b.data, "shutting_down") && strcasestr(b.data, "Connection: close"),
+                  "request during drain: %d %s", st, b.data ? b.data : "");
+    ld_buf_free(&b);
+    close(keep);
+    /* the request in flight completes */
+    send_all(fl, body + 5, strlen(body) - 5);
+    b = (ld_buf_t){0};
+    st = read_response(fl, &b);
+    ck_assert_msg(st == 200, "in-flight request got %d: %s", st, b.data ? b.data : "");
+    char *json = strstr(b.data, "\r\n\r\n") + 4;
+    cJSON *j = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "images")), 2);
+    cJSON_Delete(j);
+    ld_buf_free(&b);
+    close(fl);
+    ck_assert_int_eq(wait_exit(&d, 30), 0);
+    char *log = read_text(d.log);
+    ck_assert(strstr(log, "shutting down on SIGTERM"));
+    ck_assert(strstr(log, "stopped"));
+    free(log);
+    close(ns);
+    stop_own(&d);
+}
+END_TEST
+
+START_TEST(test_sighup_rescan)
+{
+    daemon_t d;
+    start_own(&d, NULL, NULL);
+    resp_t r;
+    opt_t o = {.token = "", .port = d.port};
+    call(&r, "GET", "/v1/models/fresh", NULL, 0, &o);
+    ck_assert_int_eq(r.status, 404);
+    resp_free(&r);
+    ld_arch_t a;
+    arch_tiny(LD_KIND_GAN, &a);
+    save_model(d.models, "fresh.safetensors", &a, 8, 0);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tvae.safetensors", d.models);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    double until = deadline(10);
+    for (;;) {
+        call(&r, "GET", "/v1/models/fresh", NULL, 0, &o);
+        long s1 = r.status;
+        resp_free(&r);
+        call(&r, "GET", "/v1/models/tvae", NULL, 0, &o);
+        long s2 = r.status;
+        resp_free(&r);
+        if (s1 == 200 && s2 == 404)
+            break;
+        ck_assert_msg(now_s() < until, "SIGHUP did not rescan (fresh %ld, tvae %ld)", s1, s2);
+        msleep(10);
+    }
+    /* no admin token configured: model management is refused */
+    call(&r, "PUT", "/v1/models/fresh", NULL, 0, &o);
+    expect_error(&r, 403, "forbidden", "admin_token_file", "no admin token");
+    resp_free(&r);
+    /* and inference is open without a token file */
+    ck_assert_int_eq(call(&r, "POST", "/v1/models/fresh/sample", "{}", 2, &o), 200);
+    resp_free(&r);
+    stop_own(&d);
+}
+END_TEST
+
+START_TEST(test_config_errors)
+{
+    const struct {
+        const char *conf;
+        const char *want;
+    } cases[] = {
+        {"port = 8080\nprot = 1\n", "latentd.conf:2: unknown key 'prot'"},
+        {"# c\n\nport = 70000\n", "latentd.conf:3: port = 70000 is out of range"},
+        {"max_body_bytes = lots\n", "latentd.conf:1: max_body_bytes expects a size"},
+        {"port = 1\nport = 2\n", "latentd.conf:2: key 'port' is already set on line 1"},
+        {"log_level = loud\n", "latentd.conf:1: log_level must be one of"},
+        {"just some words\n", "latentd.conf:1: expected '='"},
+        {"bind = \"unterminated\n", "latentd.conf:1: unterminated"},
+        {"token_file = /nonexistent/token\n", "/nonexistent/token"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        daemon_t d;
+        daemon_dirs(&d);
+        write_file(d.conf, cases[i].conf);
+        const char *args[] = {"serve", "--config", d.conf, "--models", d.models, NULL};
+        spawn(&d, args, NULL);
+        int code = wait_exit(&d, 20);
+        char *log = read_text(d.log);
+        ck_assert_msg(code == 2, "case %zu: exit %d, log %s", i, code, log);
+        ck_assert_msg(strstr(log, cases[i].want), "case %zu: '%s' not in %s", i, cases[i].want, log);
+        free(log);
+        tu_rmrf(d.dir);
+        free(d.dir);
+    }
+    /* flags override the file, and are checked the same way */
+    daemon_t d;
+    daemon_dirs(&d);
+    write_file(d.conf, "port = 1234\n");
+    const char *args[] = {"serve", "--config", d.conf, "--port", "99999", NULL};
+    spawn(&d, args, NULL);
+    ck_assert_int_eq(wait_exit(&d, 20), 2);
+    char *log = read_text(d.log);
+    ck_assert_msg(strstr(log, "--port: port = 99999 is out of range"), "%s", log);
+    free(log);
+    const char *args2[] = {"serve", "--config", d.conf, "--port", "4321", "--models", d.models,
+                           "--print-config", NULL};
+    unlink(d.status);
+    spawn(&d, args2, NULL);
+    ck_assert_int_eq(wait_exit(&d, 20), 0);
+    log = read_text(d.log);
+    ck_assert_msg(strstr(log, "port = 4321\n"), "%s", log);
+    free(log);
+    tu_rmrf(d.dir);
+    free(d.dir);
+}
+END_TEST
+
+Suite *suite_serve(void)
+{
+    Suite *s = suite_create("serve");
+    TCase *api = tcase_create("api");
+    tcase_set_timeout(api, 120);
+    tcase_add_unchecked_fixture(api, shared_setup, shared_teardown);
+    tcase_add_checked_fixture(api, timing_start, timing_end);
+    tcase_add_test(api, test_health_open);
+    tcase_add_test(api, test_models_list_and_info);
+    tcase_add_test(api, test_sample_json_matches_model);
+    tcase_add_test(api, test_determinism_and_formats);
+    tcase_add_test(api, test_png_and_npy_bodies);
+    tcase_add_test(api, test_encode_decode_reconstruct);
+    tcase_add_test(api, test_interpolate);
+    tcase_add_test(api, test_error_classes);
+    tcase_add_test(api, test_body_caps);
+    tcase_add_test(api, test_overload_503);
+    tcase_add_test(api, test_auth);
+    tcase_add_test(api, test_cors);
+    tcase_add_test(api, test_model_management);
+    tcase_add_test(api, test_reload_under_load);
+    tcase_add_test(api, test_malformed_burst_then_good);
+    tcase_add_test(api, test_metrics_and_logs);
+    tcase_add_test(api, test_memory_budget);
+    tcase_add_test(api, test_shared_daemon_exits_clean);
+    suite_add_tcase(s, api);
+
+    TCase *own = tcase_create("lifecycle");
+    tcase_set_timeout(own, 120);
+    tcase_add_unchecked_fixture(own, curl_setup, curl_teardown);
+    tcase_add_checked_fixture(own, timing_start, timing_end);
+    tcase_add_test(own, test_sigterm_drains_in_flight);
+    tcase_add_test(own, test_sighup_rescan);
+    tcase_add_test(own, test_config_errors);
+    suite_add_tcase(s, own);
+    return s;
+}
