@@ -1,0 +1,154 @@
+/* check_buf.c — the response writer: float formatting (shortest-ish, always
+ * reads back to the same float), JSON string escaping, sticky failure; and
+ * SHA-256 against the FIPS 180-4 test vectors. */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include "latentd/buf.h"
+#include "latentd/sha256.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+static const char *fmt(float v)
+{
+    static ld_buf_t b; /* reused: the loops below call this millions of times */
+    b.len = 0;
+    ld_buf_json_float(&b, v);
+    return b.data;
+}
+
+START_TEST(test_float_forms)
+{
+    ck_assert_str_eq(fmt(0.0f), "0");
+    ck_assert_str_eq(fmt(-0.0f), "0");
+    ck_assert_str_eq(fmt(1.0f), "1");
+    ck_assert_str_eq(fmt(0.5f), "0.5");
+    ck_assert_str_eq(fmt(-0.25f), "-0.25");
+    ck_assert_str_eq(fmt(100.0f), "100");
+    ck_assert_str_eq(fmt(0.1f), "0.100000001");
+    ck_assert_str_eq(fmt(1e9f), "1e9");
+    ck_assert_str_eq(fmt(NAN), "0");
+    ck_assert_str_eq(fmt(INFINITY), "0");
+}
+END_TEST
+
+START_TEST(test_float_round_trip)
+{
+    /* every float class: random bit patterns, and a dense sweep of [0,1] */
+    uint64_t s = 88172645463325252ULL;
+    for (int i = 0; i < 400000; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        uint32_t u = (uint32_t)s;
+        float f;
+        memcpy(&f, &u, 4);
+        if (!isfinite(f))
+            continue;
+        const char *t = fmt(f);
+        float g = strtof(t, NULL);
+        ck_assert_msg(g == f || (f == 0 && g == 0), "%.9g printed as %s reads %.9g", f, t, g);
+    }
+    for (int i = 0; i <= 200000; i++) {
+        float f = (float)i / 200000.0f;
+        ck_assert(strtof(fmt(f), NULL) == f);
+    }
+    /* a matrix parses as JSON with the same values */
+    float m[6] = {0.1f, -2.5e-7f, 3.4e38f, 1.4e-45f, 123456.789f, 0};
+    ld_buf_t b = {0};
+    ld_buf_json_matrix(&b, m, 2, 3);
+    cJSON *j = cJSON_Parse(b.data);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(cJSON_GetArraySize(j), 2);
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < 3; c++)
+            ck_assert((float)cJSON_GetArrayItem(cJSON_GetArrayItem(j, r), c)->valuedouble ==
+                      m[r * 3 + c]);
+    cJSON_Delete(j);
+    ld_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_json_strings)
+{
+    ld_buf_t b = {0};
+    ld_buf_json_str(&b, "a\"b\\c\n\x01\x7f\xc3\xa9\xff\xe2\x82");
+    ck_assert_str_eq(b.data, "\"a\\\"b\\\\c\\u000a\\u0001\\u007f\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+    cJSON *j = cJSON_Parse(b.data);
+    ck_assert_ptr_nonnull(j);
+    cJSON_Delete(j);
+    ld_buf_free(&b);
+    ld_buf_printf(&b, "%s-%d", "x", 42);
+    ld_buf_printf(&b, "%0300d", 7); /* longer than the stack buffer */
+    ck_assert_int_eq(b.len, 4 + 300);
+    size_t len;
+    char *p = ld_buf_steal(&b, &len);
+    ck_assert_int_eq(len, 304);
+    ck_assert_int_eq(b.len, 0);
+    free(p);
+}
+END_TEST
+
+static const char *hex(const char *msg, size_t n)
+{
+    static char h[65];
+    ld_sha256_hex(msg, n, h);
+    return h;
+}
+
+START_TEST(test_sha256_vectors)
+{
+    ck_assert_str_eq(hex("", 0), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    ck_assert_str_eq(hex("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    ck_assert_str_eq(hex(two, strlen(two)),
+                     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    const char *four = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+    ck_assert_str_eq(hex(four, strlen(four)),
+                     "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+    /* a million 'a', fed in odd-sized pieces */
+    static char a[1000000];
+    memset(a, 'a', sizeof a);
+    ld_sha256_t c;
+    ld_sha256_init(&c);
+    size_t off = 0, step = 1;
+    while (off < sizeof a) {
+        size_t n = step < sizeof a - off ? step : sizeof a - off;
+        ld_sha256_update(&c, a + off, n);
+        off += n;
+        step = step * 3 % 1000 + 1;
+    }
+    uint8_t d[32];
+    ld_sha256_final(&c, d);
+    char h[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(h + 2 * i, 3, "%02x", d[i]);
+    ck_assert_str_eq(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    /* lengths around the padding boundary agree between one-shot and split */
+    for (size_t n = 50; n < 140; n++) {
+        char one[65];
+        ld_sha256_hex(a, n, one);
+        ld_sha256_init(&c);
+        ld_sha256_update(&c, a, n / 2);
+        ld_sha256_update(&c, a + n / 2, n - n / 2);
+        ld_sha256_final(&c, d);
+        for (int i = 0; i < 32; i++)
+            snprintf(h + 2 * i, 3, "%02x", d[i]);
+        ck_assert_str_eq(one, h);
+    }
+}
+END_TEST
+
+Suite *suite_buf(void)
+{
+    Suite *s = suite_create("buf");
+    TCase *tc = tcase_create("buf");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_float_forms);
+    tcase_add_test(tc, test_float_round_trip);
+    tcase_add_test(tc, test_json_strings);
+    tcase_add_test(tc, test_sha256_vectors);
+    suite_add_tcase(s, tc);
+    return s;
+}
