@@ -1,0 +1,89 @@
+/* jobspec.h — a training job's specification: parse and validate the JSON body
+ * of POST /v1/jobs, print it back in normal form, and resolve its data set.
+ *
+ * The JSON (every field but kind and model optional; defaults are the
+ * `latentd train` defaults of the kind):
+ *
+ *   {"kind": "vae" | "gan",
+ *    "model": NAME,                      served name; file {NAME}.safetensors
+ *    "data": "fashion-mnist" | NAME,     NAME = a data set inside data_dir
+ *    "limit": N,                         first N examples; 0 = all (default)
+ *    "arch": {"arch": "default" | "article",          GAN only
+ *             "hidden": [128, 64],                    VAE encoder widths
+ *             "dec_hidden": [64, 128],                VAE decoder (default: hidden reversed)
+ *             "g_hidden": [...], "d_hidden": [...],   GAN generator / discriminator
+ *             "z": 20, "act": "leaky_relu" | "relu" | "tanh" | "sigmoid",
+ *             "slope": 0.2, "dropout": 0.3},          dropout: GAN only
+ *    "train": {"epochs", "batch", "lr", "seed", "beta1", "beta2",
+ *              "kl_beta" (VAE), "lr_d", "loss": "ns" | "minimax", "real_label" (GAN)},
+ *    "checkpoint_every": STEPS}          0 = only when stopped; default from the engine
+ *
+ * Status codes (the HTTP layer maps them):
+ *   LD_EFORMAT  (400) not JSON, trailing bytes, not an object, unknown or
+ *               duplicate field, wrong type (string for a number, 1.5 for an
+ *               integer...), missing kind or model.
+ *   LD_EINVAL   (422) a value out of range or above a cap, an unknown enum
+ *               word, a bad model name, a data set that is not allowed or not
+ *               present, a field that does not apply to the kind.
+ * Every message starts with the field's dotted path ("train.epochs: ...").
+ *
+ * Units and ranges: widths 1..min(LD_MAX_WIDTH, caps.max_hidden_width),
+ * 0..LD_MAX_HIDDEN layers (the VAE encoder at least 1); z 1..min(1024, max_z);
+ * epochs 1..min(100000, max_epochs); batch 1..min(65536, max_batch);
+ * limit 0..min(1e9, max_limit); lr, lr_d in (0,1]; beta1, beta2, slope in [0,1);
+ * dropout in [0,0.95]; kl_beta in [0,1000]; real_label in (0,1]; seed an integer
+ * in 0..2^53; checkpoint_every 0..1e9.  A cap of 0 means "no cap beyond the
+ * absolute bound".  When caps.max_limit > 0, an absent or zero limit becomes
+ * max_limit (so the cap also bounds "all examples").
+ *
+ * Thread-safety: all functions are reentrant.
+ */
+#ifndef LATENTD_JOBSPEC_H
+#define LATENTD_JOBSPEC_H
+
+#include "latentd/common.h"
+#include "latentd/model.h"
+#include "latentd/train.h"
+
+/* Upper bounds set by the daemon's configuration. 0 = the absolute bound. */
+typedef struct {
+    int max_epochs;
+    int max_batch;
+    int max_hidden_width;
+    int max_z;
+    int max_limit;
+} ld_jobs_caps_t;
+
+#define LD_JOBSPEC_NAME_MAX 65 /* ld_name_is_safe names are at most 64 bytes */
+
+typedef struct {
+    ld_kind_t kind;                    /* LD_KIND_VAE or LD_KIND_GAN */
+    char model[LD_JOBSPEC_NAME_MAX];
+    char data[LD_JOBSPEC_NAME_MAX];    /* "fashion-mnist" or a name inside data_dir */
+    int limit;                         /* 0 = all examples */
+    int article;                       /* GAN: arch "article" preset */
+    ld_arch_t arch;                    /* image shape 28x28 until the data set is known */
+    ld_train_opts_t train;             /* state_path empty; checkpoint_every as below */
+} ld_jobspec_t;
+
+/* Parse and validate body[0..len) (need not be NUL-terminated).  caps may be
+ * NULL (absolute bounds only).  checkpoint_every_default fills an absent
+ * "checkpoint_every".  On error *out is unspecified and err names the field. */
+int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
+                     long checkpoint_every_default, ld_jobspec_t *out, ld_err_t *err);
+
+/* The spec in normal form: every field present, fixed order, numbers in their
+ * shortest round-trip form.  Parsing it gives back the same spec.  Returns a
+ * malloc'd string (caller frees) or NULL when out of memory. */
+char *ld_jobspec_to_json(const ld_jobspec_t *s);
+
+/* Resolve spec "data" to what ld_data_load takes: "fashion-mnist" as is; a
+ * NAME (ld_name_is_safe) to realpath(data_dir/NAME), which must exist and stay
+ * inside realpath(data_dir) (so a symlink out of the folder is refused).
+ * Anything else (a slash, "..", an absolute path, an empty data_dir) is
+ * refused with LD_EINVAL and a message naming "data".  path gets up to len
+ * bytes. */
+int ld_jobspec_resolve_data(const char *data_dir, const char *data, char *path, size_t len,
+                            ld_err_t *err);
+
+#endif

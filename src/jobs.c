@@ -1,0 +1,1523 @@
+/* jobs.c — the background training engine: queue, workers, records, events.
+ * Contract, states, recovery and lock order: jobs.h. */
+#define _GNU_SOURCE /* pthread_condattr_setclock, realpath, flock */
+#include "latentd/jobs.h"
+
+#include "latentd/data.h"
+#include "latentd/fsutil.h"
+#include "latentd/model.h"
+#include "latentd/train.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HIST_CAP 256             /* loss_history points kept per job */
+#define HIST_TARGET 200          /* points aimed at over a whole run */
+#define NOTIFY_INTERVAL_S 0.25   /* progress events at most this often */
+#define HEARTBEAT_S 0.75         /* quiet this long while queued/running: a heartbeat event */
+#define TICK_S 0.25              /* how often the ticker looks (so events come <= 1 s apart) */
+#define RECORD_MAX (8u << 20)    /* job.json larger than this is refused */
+#define MAX_WORKERS 64
+
+/* The trainer's loss names per kind (train.c); the order of ld_progress_t.loss. */
+static const char *const vae_losses[] = {"loss", "rec", "kl"};
+static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
+
+static int loss_names(ld_kind_t kind, const char *const **names)
+{
+    *names = kind == LD_KIND_GAN ? gan_losses : vae_losses;
+    return kind == LD_KIND_GAN ? 4 : 3;
+}
+
+typedef struct {
+    long step;
+    double v[LD_MAX_LOSSES];
+} hist_point_t;
+
+typedef struct job {
+    struct job *next_queued;     /* the queue (FIFO), under jobs->lock */
+    long num;                    /* the number in the id */
+    char id[LD_JOB_ID_MAX];
+    ld_jobspec_t spec;
+    char *spec_json;             /* normal form, owned */
+    /* Everything below is under jobs->lock, except the atomics. */
+    ld_job_state_t state;
+    atomic_int cancel;           /* read by the progress callback without the lock */
+    atomic_int tick_mark;        /* set by the ticker between its two passes */
+    int was_interrupted;         /* recovered from running/interrupted */
+    int epoch, epochs;
+    long step, steps_total;
+    double samples_per_s, eta_s;
+    double loss[LD_MAX_LOSSES];  /* latest running means */
+    hist_point_t hist[HIST_CAP]; /* oldest first */
+    int hist_n;
+    char created[32], started[32], finished[32];
+    char error[512];
+    char note[256];
+    char model_file[LD_JOBSPEC_NAME_MAX + 16];
+    long resumed_from_step;      /* -1 = never */
+    uint64_t seq;
+    double last_event;           /* ld_now() of the last seq bump */
+    pthread_mutex_t persist_lock; /* orders record writes; taken before jobs->lock */
+} job_t;
+
+struct ld_jobs_sub {
+    struct ld_jobs_sub *next;
+    job_t *job;
+    void (*wake)(void *);
+    void *user;
+};
+
+/* A data set shared by the jobs training on the same (path, limit). */
+typedef struct cache_entry {
+    struct cache_entry *next;
+    char path[PATH_MAX];
+    int limit;
+    int refs;
+    int loading;
+    int rc;
+    char err[512];
+    ld_dataset_t *d;
+} cache_entry_t;
+
+struct ld_jobs {
+    ld_jobs_config_t cfg;        /* strings point at the copies below */
+    char *state_dir, *models_dir, *data_dir, *jobs_dir;
+    int lock_fd;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work_cond;    /* workers: queue not empty, or stopping */
+    pthread_cond_t event_cond;   /* ld_jobs_wait: any seq bump (CLOCK_MONOTONIC) */
+    pthread_cond_t tick_cond;    /* the ticker's sleep (CLOCK_MONOTONIC) */
+    job_t **all;                 /* every job, by num ascending */
+    int n_all, cap_all;
+    job_t *q_head, *q_tail;
+    int q_len, reserved;         /* reserved: submits between the check and the enqueue */
+    long next_num;
+    atomic_int stopping;         /* read by progress callbacks without the lock */
+    int shut, shutdown_started;
+
+    pthread_t workers[MAX_WORKERS];
+    int n_workers;
+    pthread_t ticker;
+    int ticker_started;
+    atomic_llong steps_total;
+
+    pthread_mutex_t sub_lock;
+    ld_jobs_sub_t *subs;
+
+    pthread_mutex_t cache_lock;
+    pthread_cond_t cache_cond;
+    cache_entry_t *cache;
+};
+
+/* ---- small helpers ---- */
+
+static const char *const state_names[LD_JOB_N_STATES] = {
+    "queued", "running", "succeeded", "failed", "cancelled", "interrupted"};
+
+const char *ld_job_state_name(ld_job_state_t s)
+{
+    return (unsigned)s < LD_JOB_N_STATES ? state_names[s] : "?";
+}
+
+int ld_job_state_is_final(ld_job_state_t s)
+{
+    return s == LD_JOB_SUCCEEDED || s == LD_JOB_FAILED || s == LD_JOB_CANCELLED;
+}
+
+static int state_parse(const char *s, ld_job_state_t *out)
+{
+    for (int i = 0; s && i < LD_JOB_N_STATES; i++)
+        if (strcmp(s, state_names[i]) == 0) {
+            *out = (ld_job_state_t)i;
+            return 0;
+        }
+    return -1;
+}
+
+static void jlog(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void jlog(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
+{
+    if (!j->cfg.log)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    j->cfg.log(j->cfg.user, level, line);
+}
+
+static void copy_str(char *dst, size_t len, const char *src)
+{
+    snprintf(dst, len, "%s", src ? src : "");
+}
+
+static char *path_join(const char *a, const char *b, const char *c)
+{
+    size_t n = strlen(a) + strlen(b) + (c ? strlen(c) : 0) + 3;
+    char *p = malloc(n);
+    if (p && c)
+        snprintf(p, n, "%s/%s/%s", a, b, c);
+    else if (p)
+        snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+/* dst = "<jobs_dir>/<id>/<name>"; 0, or -1 when it does not fit. */
+static int job_path(const ld_jobs_t *j, const job_t *job, const char *name, char *dst, size_t len)
+{
+    return snprintf(dst, len, "%s/%s/%s", j->jobs_dir, job->id, name) < (int)len ? 0 : -1;
+}
+
+static struct timespec deadline_in(double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double whole = floor(seconds);
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static int init_cond_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+    return rc;
+}
+
+/* ---- jobs: allocation, lookup, events ---- */
+
+static job_t *job_alloc(void)
+{
+    job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    atomic_init(&job->cancel, 0);
+    atomic_init(&job->tick_mark, 0);
+    job->resumed_from_step = -1;
+    job->seq = 1;
+    job->last_event = ld_now();
+    pthread_mutex_init(&job->persist_lock, NULL);
+    return job;
+}
+
+static void job_free(job_t *job)
+{
+    if (!job)
+        return;
+    pthread_mutex_destroy(&job->persist_lock);
+    free(job->spec_json);
+    free(job);
+}
+
+/* Under lock. NULL when absent. */
+static job_t *find_locked(ld_jobs_t *j, const char *id)
+{
+    if (!id)
+        return NULL;
+    for (int i = j->n_all - 1; i >= 0; i--)
+        if (strcmp(j->all[i]->id, id) == 0)
+            return j->all[i];
+    return NULL;
+}
+
+/* Under lock: keep all[] sorted by num (submits may finish out of order). */
+static int insert_locked(ld_jobs_t *j, job_t *job)
+{
+    if (j->n_all == j->cap_all) {
+        int cap = j->cap_all ? 2 * j->cap_all : 64;
+        job_t **v = realloc(j->all, (size_t)cap * sizeof *v);
+        if (!v)
+            return LD_ENOMEM;
+        j->all = v;
+        j->cap_all = cap;
+    }
+    int i = j->n_all;
+    while (i > 0 && j->all[i - 1]->num > job->num) {
+        j->all[i] = j->all[i - 1];
+        i--;
+    }
+    j->all[i] = job;
+    j->n_all++;
+    return LD_OK;
+}
+
+static void enqueue_locked(ld_jobs_t *j, job_t *job)
+{
+    job->next_queued = NULL;
+    if (j->q_tail)
+        j->q_tail->next_queued = job;
+    else
+        j->q_head = job;
+    j->q_tail = job;
+    j->q_len++;
+    pthread_cond_signal(&j->work_cond);
+}
+
+static job_t *dequeue_locked(ld_jobs_t *j)
+{
+    job_t *job = j->q_head;
+    if (job) {
+        j->q_head = job->next_queued;
+        if (!j->q_head)
+            j->q_tail = NULL;
+        job->next_queued = NULL;
+        j->q_len--;
+    }
+    return job;
+}
+
+static void unqueue_locked(ld_jobs_t *j, job_t *job)
+{
+    job_t **pp = &j->q_head, *prev = NULL;
+    while (*pp && *pp != job) {
+        prev = *pp;
+        pp = &(*pp)->next_queued;
+    }
+    if (!*pp)
+        return;
+    *pp = job->next_queued;
+    if (j->q_tail == job)
+        j->q_tail = prev;
+    job->next_queued = NULL;
+    j->q_len--;
+}
+
+/* Under lock: a new event for job (streams and ld_jobs_wait see it). */
+static void bump_locked(ld_jobs_t *j, job_t *job)
+{
+    job->seq++;
+    job->last_event = ld_now();
+    pthread_cond_broadcast(&j->event_cond);
+}
+
+/* Without lock: wake the streams of job (all streams when job is NULL). */
+static void wake_subs(ld_jobs_t *j, const job_t *job)
+{
+    pthread_mutex_lock(&j->sub_lock);
+    for (ld_jobs_sub_t *s = j->subs; s; s = s->next)
+        if (!job || s->job == job)
+            s->wake(s->user);
+    pthread_mutex_unlock(&j->sub_lock);
+}
+
+/* Under lock: a state change (timestamps follow it). */
+static void set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s)
+{
+    job->state = s;
+    if (s == LD_JOB_RUNNING && !job->started[0])
+        ld_utc_iso8601(job->started, sizeof job->started);
+    if (ld_job_state_is_final(s))
+        ld_utc_iso8601(job->finished, sizeof job->finished);
+    bump_locked(j, job);
+}
+
+/* ---- JSON of a job ---- */
+
+/* A finite number with prec significant digits, or null. */
+static int add_num(cJSON *o, const char *key, double v, int prec)
+{
+    char buf[40];
+    if (!isfinite(v))
+        return cJSON_AddNullToObject(o, key) != NULL;
+    snprintf(buf, sizeof buf, "%.*g", prec, v);
+    return cJSON_AddRawToObject(o, key, buf) != NULL;
+}
+
+static int add_str_or_null(cJSON *o, const char *key, const char *s)
+{
+    return (s[0] ? cJSON_AddStringToObject(o, key, s) : cJSON_AddNullToObject(o, key)) != NULL;
+}
+
+/* Under lock.  history: include loss_history. */
+static cJSON *job_to_cjson(const job_t *job, int history)
+{
+    const char *const *names;
+    int nl = loss_names(job->spec.kind, &names);
+    cJSON *o = cJSON_CreateObject(), *losses = NULL, *hist = NULL;
+    double progress = job->steps_total > 0 ? (double)job->step / (double)job->steps_total : 0;
+    if (job->state == LD_JOB_SUCCEEDED)
+        progress = 1;
+    int ok = o && cJSON_AddStringToObject(o, "id", job->id) &&
+             cJSON_AddStringToObject(o, "state", ld_job_state_name(job->state)) &&
+             cJSON_AddStringToObject(o, "kind", ld_kind_name(job->spec.kind)) &&
+             cJSON_AddStringToObject(o, "model", job->spec.model) &&
+             cJSON_AddStringToObject(o, "data", job->spec.data) &&
+             add_num(o, "progress", progress > 1 ? 1 : progress, 6) &&
+             cJSON_AddNumberToObject(o, "epoch", job->epoch) &&
+             cJSON_AddNumberToObject(o, "epochs", job->epochs) &&
+             cJSON_AddNumberToObject(o, "step", (double)job->step) &&
+             cJSON_AddNumberToObject(o, "steps_total", (double)job->steps_total) &&
+             add_num(o, "samples_per_s", job->samples_per_s, 6) &&
+             add_num(o, "eta_s", job->eta_s, 4) && (losses = cJSON_AddObjectToObject(o, "losses"));
+    for (int i = 0; ok && i < nl; i++)
+        ok = add_num(losses, names[i], job->loss[i], 7);
+    if (ok && history) {
+        ok = (hist = cJSON_AddArrayToObject(o, "loss_history")) != NULL;
+        for (int k = 0; ok && k < job->hist_n; k++) {
+            cJSON *pt = cJSON_CreateObject();
+            ok = pt && cJSON_AddItemToArray(hist, pt) &&
+                 cJSON_AddNumberToObject(pt, "step", (double)job->hist[k].step);
+            for (int i = 0; ok && i < nl; i++)
+                ok = add_num(pt, names[i], job->hist[k].v[i], 7);
+        }
+    }
+    ok = ok && add_str_or_null(o, "created", job->created) &&
+         add_str_or_null(o, "started", job->started) &&
+         add_str_or_null(o, "finished", job->finished) &&
+         add_str_or_null(o, "error", job->error) &&
+         add_str_or_null(o, "model_file", job->model_file) &&
+         (job->resumed_from_step >= 0
+              ? cJSON_AddNumberToObject(o, "resumed_from_step", (double)job->resumed_from_step) != NULL
+              : cJSON_AddNullToObject(o, "resumed_from_step") != NULL) &&
+         add_str_or_null(o, "note", job->note) &&
+         cJSON_AddBoolToObject(o, "cancel_requested", atomic_load(&job->cancel) != 0) &&
+         cJSON_AddNumberToObject(o, "seq", (double)job->seq) &&
+         cJSON_AddRawToObject(o, "spec", job->spec_json);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Under lock: malloc'd JSON text, or NULL on ENOMEM. */
+static char *job_json_locked(const job_t *job, int history)
+{
+    cJSON *o = job_to_cjson(job, history);
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+/* Write job.json: the snapshot is taken under lock, the write is done after it;
+ * persist_lock keeps the writes of one job in snapshot order.  A failure goes
+ * to err, or to the log when err is NULL. */
+static int persist(ld_jobs_t *j, job_t *job, ld_err_t *err)
+{
+    char path[PATH_MAX];
+    ld_err_t e;
+    if (job_path(j, job, "job.json", path, sizeof path))
+        return ld_err_set(err, LD_EINVAL, "job %s: record path too long", job->id);
+    pthread_mutex_lock(&job->persist_lock);
+    pthread_mutex_lock(&j->lock);
+    char *s = job_json_locked(job, 1);
+    pthread_mutex_unlock(&j->lock);
+    int rc = s ? ld_write_atomic(path, s, strlen(s), &e) : ld_err_set(&e, LD_ENOMEM, "out of memory");
+    pthread_mutex_unlock(&job->persist_lock);
+    free(s);
+    if (rc && err)
+        *err = e;
+    else if (rc)
+        jlog(j, LD_LOG_ERROR, "job %s: cannot save its record: %s", job->id, e.msg);
+    return rc;
+}
+
+/* ---- the data set cache ---- */
+
+static void cache_release(ld_jobs_t *j, cache_entry_t *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&j->cache_lock);
+    if (--e->refs == 0) {
+        cache_entry_t **pp = &j->cache;
+        while (*pp != e)
+            pp = &(*pp)->next;
+        *pp = e->next;
+        ld_data_free(e->d);
+        free(e);
+    }
+    pthread_mutex_unlock(&j->cache_lock);
+}
+
+/* Load (path, limit) once however many jobs ask at the same time. */
+static int cache_acquire(ld_jobs_t *j, const char *path, int limit, cache_entry_t **out,
+                         ld_err_t *err)
+{
+    pthread_mutex_lock(&j->cache_lock);
+    cache_entry_t *e = j->cache;
+    while (e && !(e->limit == limit && strcmp(e->path, path) == 0))
+        e = e->next;
+    if (e) {
+        e->refs++;
+        while (e->loading)
+            pthread_cond_wait(&j->cache_cond, &j->cache_lock);
+    } else {
+        if (!(e = calloc(1, sizeof *e))) {
+            pthread_mutex_unlock(&j->cache_lock);
+            return ld_err_set(err, LD_ENOMEM, "out of memory");
+        }
+        copy_str(e->path, sizeof e->path, path);
+        e->limit = limit;
+        e->refs = 1;
+        e->loading = 1;
+        e->next = j->cache;
+        j->cache = e;
+        pthread_mutex_unlock(&j->cache_lock);
+        ld_err_t le = {{0}};
+        ld_dataset_t *d = NULL;
+        int rc = ld_data_load(path, LD_SPLIT_TRAIN, limit, &d, &le);
+        pthread_mutex_lock(&j->cache_lock);
+        e->d = d;
+        e->rc = rc;
+        copy_str(e->err, sizeof e->err, le.msg);
+        e->loading = 0;
+        pthread_cond_broadcast(&j->cache_cond);
+    }
+    int rc = e->rc;
+    if (rc)
+        ld_err_set(err, rc, "%s", e->err);
+    pthread_mutex_unlock(&j->cache_lock);
+    if (rc) {
+        cache_release(j, e);
+        return rc;
+    }
+    *out = e;
+    return LD_OK;
+}
+
+/* ---- running one job ---- */
+
+typedef struct {
+    ld_jobs_t *j;
+    job_t *job;
+    long stride;        /* steps between loss_history points */
+    long every;         /* checkpoint_every */
+    double last_event;
+} run_ctx_t;
+
+/* Under lock: append a loss_history point, dropping the oldest when full. */
+static void hist_push_locked(job_t *job, long step, const double *v, int n)
+{
+    if (job->hist_n > 0 && job->hist[job->hist_n - 1].step >= step)
+        return;
+    if (job->hist_n == HIST_CAP) {
+        memmove(job->hist, job->hist + 1, (HIST_CAP - 1) * sizeof job->hist[0]);
+        job->hist_n--;
+    }
+    hist_point_t *p = &job->hist[job->hist_n++];
+    p->step = step;
+    for (int i = 0; i < LD_MAX_LOSSES; i++)
+        p->v[i] = i < n ? v[i] : 0;
+}
+
+/* Under lock: copy a trainer progress report into the record. */
+static void take_progress_locked(job_t *job, const ld_progress_t *p, int rates)
+{
+    job->epoch = p->epoch;
+    job->epochs = p->epochs;
+    job->step = p->step;
+    job->steps_total = p->steps_total;
+    if (rates) {
+        job->samples_per_s = p->samples_per_s;
+        job->eta_s = p->eta_s;
+    }
+    for (int i = 0; i < p->n_losses && i < LD_MAX_LOSSES; i++)
+        job->loss[i] = p->loss[i];
+}
+
+/* Called by ld_trainer_run after every step, on the worker thread.  The lock is
+ * taken only when something is due: a history point, an event (at most every
+ * 250 ms and at epoch ends), or a checkpoint (the record is saved with it). */
+static int on_progress(const ld_progress_t *p, void *user)
+{
+    run_ctx_t *c = user;
+    ld_jobs_t *j = c->j;
+    job_t *job = c->job;
+    atomic_fetch_add_explicit(&j->steps_total, 1, memory_order_relaxed);
+    double now = ld_now();
+    int point = p->step % c->stride == 0 || p->finished;
+    int event = now - c->last_event >= NOTIFY_INTERVAL_S || p->epoch_done || p->finished;
+    int ckpt = c->every > 0 && p->step % c->every == 0 && !p->finished;
+    if (point || event || ckpt) {
+        pthread_mutex_lock(&j->lock);
+        take_progress_locked(job, p, 1);
+        if (point)
+            hist_push_locked(job, p->step, p->loss, p->n_losses);
+        if (event) {
+            bump_locked(j, job);
+            c->last_event = now;
+        }
+        pthread_mutex_unlock(&j->lock);
+        if (event)
+            wake_subs(j, job);
+        if (ckpt)
+            persist(j, job, NULL);
+    }
+    return atomic_load(&job->cancel) || atomic_load(&j->stopping);
+}
+
+/* Everything a run holds, released in one place. */
+typedef struct {
+    cache_entry_t *data;
+    ld_model_t *m;
+    ld_trainer_t *t;
+} run_res_t;
+
+static void run_release(ld_jobs_t *j, run_res_t *r)
+{
+    ld_trainer_free(r->t);
+    r->t = NULL;
+    cache_release(j, r->data);
+    r->data = NULL;
+    ld_model_free(r->m);
+    r->m = NULL;
+}
+
+/* Load the data, build the model and trainer, resume if a state file exists. */
+static int run_prepare(ld_jobs_t *j, job_t *job, const char *state_path, run_res_t *r,
+                       ld_err_t *err)
+{
+    char data_path[PATH_MAX];
+    int rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
+    if (rc || (rc = cache_acquire(j, data_path, job->spec.limit, &r->data, err)))
+        return rc;
+    const ld_dataset_t *d = r->data->d;
+    ld_arch_t arch = job->spec.arch;
+    arch.img_h = d->h;
+    arch.img_w = d->w;
+    arch.x_dim = d->dim;
+    ld_err_t e;
+    if (ld_arch_validate(&arch, &e))
+        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
+    ld_train_opts_t o = job->spec.train;
+    copy_str(o.state_path, sizeof o.state_path, state_path);
+    if ((rc = ld_model_new(&arch, o.seed, &r->m, err)) ||
+        (rc = ld_trainer_new(r->m, d, &o, &r->t, err)))
+        return rc;
+
+    struct stat st;
+    int have_state = stat(state_path, &st) == 0;
+    if (have_state && (rc = ld_trainer_load_state(r->t, state_path, &e)))
+        return ld_err_set(err, rc, "cannot resume from its checkpoint: %s", e.msg);
+    ld_progress_t p;
+    ld_trainer_progress(r->t, &p);
+    pthread_mutex_lock(&j->lock);
+    take_progress_locked(job, &p, 0);
+    job->samples_per_s = 0;
+    job->eta_s = 0;
+    if (have_state) {
+        job->resumed_from_step = p.step;
+        while (job->hist_n > 0 && job->hist[job->hist_n - 1].step > p.step)
+            job->hist_n--; /* those steps are run again */
+        snprintf(job->note, sizeof job->note, "resumed from its checkpoint at step %ld", p.step);
+    } else if (job->was_interrupted) {
+        job->resumed_from_step = 0;
+        job->hist_n = 0;
+        memset(job->loss, 0, sizeof job->loss);
+        snprintf(job->note, sizeof job->note,
+                 "restarted from step 0: it was interrupted before its first checkpoint");
+    }
+    bump_locked(j, job);
+    pthread_mutex_unlock(&j->lock);
+    wake_subs(j, job);
+    if (have_state)
+        jlog(j, LD_LOG_INFO, "job %s: resuming at step %ld of %ld", job->id, p.step,
+             p.steps_total);
+    else if (job->was_interrupted)
+        jlog(j, LD_LOG_WARN, "job %s: no checkpoint; restarting from step 0", job->id);
+    return LD_OK;
+}
+
+/* Write the model into the model folder and hand it to the daemon. */
+static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
+{
+    char path[PATH_MAX];
+    ld_err_t e;
+    int rc = ld_mkdir_p(j->models_dir, err);
+    if (rc)
+        return rc;
+    if (snprintf(path, sizeof path, "%s/%s.safetensors", j->models_dir, job->spec.model) >=
+        (int)sizeof path)
+        return ld_err_set(err, LD_EINVAL, "model path too long");
+    ld_record_set(&m->record, "job", "%s", job->id);
+    if ((rc = ld_model_save(m, path, err)))
+        return rc;
+    if (j->cfg.publish && (rc = j->cfg.publish(j->cfg.user, job->spec.model, path, &e)))
+        return ld_err_set(err, rc, "the model was written to %s.safetensors but could not be "
+                                   "served: %s",
+                          job->spec.model, e.msg);
+    return LD_OK;
+}
+
+static void run_job(ld_jobs_t *j, job_t *job)
+{
+    char state_path[PATH_MAX];
+    ld_err_t e = {{0}};
+    run_res_t r = {0};
+    double t0 = ld_now();
+    int rc = job_path(j, job, "state.safetensors", state_path, sizeof state_path)
+                 ? ld_err_set(&e, LD_EINVAL, "state path too long")
+                 : run_prepare(j, job, state_path, &r, &e);
+    if (!rc) {
+        ld_progress_t p;
+        ld_trainer_progress(r.t, &p);
+        long stride = p.steps_total / HIST_TARGET;
+        run_ctx_t c = {j, job, stride > 1 ? stride : 1, job->spec.train.checkpoint_every, 0};
+        if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
+            rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
+        else
+            rc = ld_trainer_run(r.t, on_progress, &c, &e);
+    }
+    ld_model_t *m = r.m;
+    r.m = NULL;
+    run_release(j, &r); /* the data set and optimiser go before the model is saved */
+    if (!rc)
+        rc = run_publish(j, job, m, &e);
+    ld_model_free(m);
+
+    ld_job_state_t s = rc == LD_OK ? LD_JOB_SUCCEEDED
+                       : rc != LD_ECANCELLED ? LD_JOB_FAILED
+                       : atomic_load(&job->cancel) ? LD_JOB_CANCELLED
+                                                   : LD_JOB_INTERRUPTED;
+    struct stat st;
+    int have_state = stat(state_path, &st) == 0;
+    pthread_mutex_lock(&j->lock);
+    if (s == LD_JOB_SUCCEEDED) {
+        snprintf(job->model_file, sizeof job->model_file, "%s.safetensors", job->spec.model);
+        job->step = job->steps_total;
+        job->eta_s = 0;
+    } else if (s == LD_JOB_FAILED) {
+        copy_str(job->error, sizeof job->error, e.msg[0] ? e.msg : "failed");
+    } else if (s == LD_JOB_CANCELLED) {
+        snprintf(job->note, sizeof job->note, "cancelled at step %ld%s", job->step,
+                 have_state ? "; its checkpoint is kept" : "");
+    } else {
+        snprintf(job->note, sizeof job->note,
+                 "interrupted at step %ld by shutdown; it resumes at the next start", job->step);
+    }
+    set_state_locked(j, job, s);
+    long step = job->step, total = job->steps_total;
+    pthread_mutex_unlock(&j->lock);
+    persist(j, job, NULL);
+    if (s == LD_JOB_SUCCEEDED && have_state)
+        unlink(state_path); /* only now: the record says succeeded */
+    wake_subs(j, job);
+    double secs = ld_now() - t0;
+    switch (s) {
+    case LD_JOB_SUCCEEDED:
+        jlog(j, LD_LOG_INFO, "job %s succeeded in %.1f s (%ld steps): model %s published",
+             job->id, secs, total, job->spec.model);
+        break;
+    case LD_JOB_FAILED:
+        jlog(j, LD_LOG_ERROR, "job %s failed after %.1f s: %s", job->id, secs, e.msg);
+        break;
+    default:
+        jlog(j, LD_LOG_INFO, "job %s %s at step %ld of %ld", job->id, ld_job_state_name(s), step,
+             total);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    ld_jobs_t *j = arg;
+    pthread_mutex_lock(&j->lock);
+    for (;;) {
+        while (!atomic_load(&j->stopping) && !j->q_head)
+            pthread_cond_wait(&j->work_cond, &j->lock);
+        if (atomic_load(&j->stopping))
+            break;
+        job_t *job = dequeue_locked(j);
+        job->epochs = job->spec.train.epochs;
+        set_state_locked(j, job, LD_JOB_RUNNING);
+        pthread_mutex_unlock(&j->lock);
+        persist(j, job, NULL);
+        wake_subs(j, job);
+        jlog(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_kind_name(job->spec.kind),
+             job->spec.model, job->spec.data);
+        run_job(j, job);
+        pthread_mutex_lock(&j->lock);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+/* Heartbeats: an event for every queued or running job that had none for
+ * HEARTBEAT_S, so a stream sends something at least once a second even while
+ * a job waits or loads its data. */
+static void *ticker_main(void *arg)
+{
+    ld_jobs_t *j = arg;
+    pthread_mutex_lock(&j->lock);
+    while (!atomic_load(&j->stopping)) {
+        struct timespec ts = deadline_in(TICK_S);
+        pthread_cond_timedwait(&j->tick_cond, &j->lock, &ts);
+        if (atomic_load(&j->stopping))
+            break;
+        double now = ld_now();
+        int any = 0;
+        for (int i = 0; i < j->n_all; i++) {
+            job_t *job = j->all[i];
+            if ((job->state == LD_JOB_QUEUED || job->state == LD_JOB_RUNNING) &&
+                now - job->last_event >= HEARTBEAT_S) {
+                bump_locked(j, job);
+                atomic_store(&job->tick_mark, 1);
+                any = 1;
+            }
+        }
+        if (!any)
+            continue;
+        pthread_mutex_unlock(&j->lock);
+        pthread_mutex_lock(&j->sub_lock);
+        for (ld_jobs_sub_t *s = j->subs; s; s = s->next)
+            if (atomic_load(&s->job->tick_mark))
+                s->wake(s->user);
+        pthread_mutex_unlock(&j->sub_lock);
+        pthread_mutex_lock(&j->lock);
+        for (int i = 0; i < j->n_all; i++)
+            atomic_store(&j->all[i]->tick_mark, 0);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+/* ---- recovery ---- */
+
+static int json_str(const cJSON *o, const char *key, char *dst, size_t len)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return -1;
+    copy_str(dst, len, v->valuestring);
+    return 0;
+}
+
+static double json_num(const cJSON *o, const char *key, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) && isfinite(v->valuedouble) ? v->valuedouble : def;
+}
+
+/* Rebuild a job from its record.  Only id, state and spec are required; the
+ * rest is taken when present and sane. */
+static int job_from_json(const char *dir_id, const char *text, size_t len, job_t *job,
+                         ld_err_t *err)
+{
+    cJSON *o = cJSON_ParseWithLength(text, len);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return ld_err_set(err, LD_EFORMAT, "job.json is not a JSON object");
+    }
+    int rc = LD_OK;
+    char state[32];
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
+    char *spec_text = NULL;
+    if (json_str(o, "id", job->id, sizeof job->id) || strcmp(job->id, dir_id) != 0)
+        rc = ld_err_set(err, LD_EFORMAT, "job.json has no id or an id other than its folder's");
+    else if (json_str(o, "state", state, sizeof state) || state_parse(state, &job->state))
+        rc = ld_err_set(err, LD_EFORMAT, "job.json has no valid state");
+    else if (!cJSON_IsObject(spec) || !(spec_text = cJSON_PrintUnformatted(spec)))
+        rc = ld_err_set(err, LD_EFORMAT, "job.json has no spec");
+    else if ((rc = ld_jobspec_parse(spec_text, strlen(spec_text), NULL, 0, &job->spec, err)))
+        rc = LD_EFORMAT;
+    else if (!(job->spec_json = ld_jobspec_to_json(&job->spec)))
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+    free(spec_text);
+    if (rc) {
+        cJSON_Delete(o);
+        return rc;
+    }
+    json_str(o, "created", job->created, sizeof job->created);
+    json_str(o, "started", job->started, sizeof job->started);
+    json_str(o, "finished", job->finished, sizeof job->finished);
+    json_str(o, "error", job->error, sizeof job->error);
+    json_str(o, "note", job->note, sizeof job->note);
+    json_str(o, "model_file", job->model_file, sizeof job->model_file);
+    job->epoch = (int)json_num(o, "epoch", 0);
+    job->epochs = (int)json_num(o, "epochs", job->spec.train.epochs);
+    job->step = (long)json_num(o, "step", 0);
+    job->steps_total = (long)json_num(o, "steps_total", 0);
+    job->samples_per_s = json_num(o, "samples_per_s", 0);
+    job->eta_s = json_num(o, "eta_s", 0);
+    job->resumed_from_step = (long)json_num(o, "resumed_from_step", -1);
+    const char *const *names;
+    int nl = loss_names(job->spec.kind, &names);
+    const cJSON *losses = cJSON_GetObjectItemCaseSensitive(o, "losses");
+    for (int i = 0; i < nl; i++)
+        job->loss[i] = json_num(losses, names[i], 0);
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(o, "loss_history"), *pt;
+    if (!cJSON_IsArray(hist))
+        hist = NULL;
+    cJSON_ArrayForEach(pt, hist)
+    {
+        double v[LD_MAX_LOSSES] = {0};
+        for (int i = 0; i < nl; i++)
+            v[i] = json_num(pt, names[i], 0);
+        long step = (long)json_num(pt, "step", -1);
+        if (step >= 0)
+            hist_push_locked(job, step, v, nl);
+    }
+    cJSON_Delete(o);
+    return LD_OK;
+}
+
+/* "j-000123" -> 123; -1 when name is not a job folder's. */
+static long id_number(const char *name)
+{
+    if (strncmp(name, "j-", 2) != 0 || !name[2] || strlen(name) >= LD_JOB_ID_MAX)
+        return -1;
+    long n = 0;
+    for (const char *p = name + 2; *p; p++) {
+        if (*p < '0' || *p > '9' || n > (LONG_MAX - 9) / 10)
+            return -1;
+        n = n * 10 + (*p - '0');
+    }
+    return n;
+}
+
+/* Remove the temporary files of atomic writes a crash left in dir. */
+static void remove_stale_tmp(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return;
+    struct dirent *de;
+    while ((de = readdir(dp)))
+        if (strstr(de->d_name, ".tmp.")) {
+            char *p = path_join(dir, de->d_name, NULL);
+            if (p)
+                unlink(p);
+            free(p);
+        }
+    closedir(dp);
+}
+
+static void recover_one(ld_jobs_t *j, const char *name, long num)
+{
+    char *dir = path_join(j->jobs_dir, name, NULL);
+    char *rec = path_join(j->jobs_dir, name, "job.json");
+    uint8_t *text = NULL;
+    size_t len = 0;
+    ld_err_t e = {{0}};
+    job_t *job = job_alloc();
+    int rc = !dir || !rec || !job ? ld_err_set(&e, LD_ENOMEM, "out of memory") : LD_OK;
+    if (!rc) {
+        remove_stale_tmp(dir);
+        rc = ld_read_file(rec, RECORD_MAX, &text, &len, &e);
+    }
+    if (!rc)
+        rc = job_from_json(name, (const char *)text, len, job, &e);
+    if (!rc) {
+        job->num = num;
+        pthread_mutex_lock(&j->lock);
+        rc = insert_locked(j, job) ? ld_err_set(&e, LD_ENOMEM, "out of memory") : LD_OK;
+        pthread_mutex_unlock(&j->lock);
+    }
+    if (rc) {
+        jlog(j, LD_LOG_WARN, "jobs: skipped %s: %s", dir ? dir : name, e.msg);
+        job_free(job);
+    }
+    free(text);
+    free(rec);
+    free(dir);
+}
+
+/* What a job found at start becomes (before the workers start). */
+static void recover_state(ld_jobs_t *j, job_t *job)
+{
+    ld_job_state_t was = job->state;
+    if (ld_job_state_is_final(was))
+        return;
+    char state_path[PATH_MAX];
+    ld_err_t e = {{0}};
+    struct stat st;
+    int rc = LD_OK;
+    if (job_path(j, job, "state.safetensors", state_path, sizeof state_path) == 0 &&
+        stat(state_path, &st) == 0) {
+        ld_ckpt_t *c = NULL;
+        rc = ld_ckpt_read(state_path, &c, &e);
+        ld_ckpt_free(c);
+    }
+    pthread_mutex_lock(&j->lock);
+    if (rc) {
+        snprintf(job->error, sizeof job->error, "interrupted at step %ld, and its checkpoint is "
+                                                "unusable: %.400s",
+                 job->step, e.msg);
+        set_state_locked(j, job, LD_JOB_FAILED);
+    } else {
+        job->was_interrupted = was != LD_JOB_QUEUED;
+        if (job->was_interrupted)
+            snprintf(job->note, sizeof job->note, "was %s at step %ld when the daemon stopped",
+                     ld_job_state_name(was), job->step);
+        job->state = LD_JOB_QUEUED;
+        job->samples_per_s = 0;
+        job->eta_s = 0;
+        enqueue_locked(j, job);
+    }
+    pthread_mutex_unlock(&j->lock);
+    if (rc)
+        jlog(j, LD_LOG_ERROR, "job %s failed: %s", job->id, job->error);
+    else if (was != LD_JOB_QUEUED)
+        jlog(j, LD_LOG_INFO, "job %s was %s: queued again to resume", job->id,
+             ld_job_state_name(was));
+    if (rc || was != LD_JOB_QUEUED)
+        persist(j, job, NULL);
+}
+
+static int recover(ld_jobs_t *j, ld_err_t *err)
+{
+    DIR *dp = opendir(j->jobs_dir);
+    if (!dp)
+        return ld_err_set(err, LD_EIO, "cannot open %s: %s", j->jobs_dir, strerror(errno));
+    struct dirent *de;
+    while ((de = readdir(dp))) { /* before the workers start: next_num is ours alone */
+        long num = id_number(de->d_name);
+        if (num < 0)
+            continue;
+        if (num >= j->next_num)
+            j->next_num = num + 1;
+        recover_one(j, de->d_name, num);
+    }
+    closedir(dp);
+    /* all[] is in creation order, so the queue is too. */
+    for (int i = 0; i < j->n_all; i++)
+        recover_state(j, j->all[i]);
+    return LD_OK;
+}
+
+/* ---- public API ---- */
+
+void ld_jobs_config_default(ld_jobs_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->worker_threads = 1;
+    c->max_queued_jobs = 16;
+    c->checkpoint_every = 500;
+}
+
+static int lock_state_folder(ld_jobs_t *j, ld_err_t *err)
+{
+    char *p = path_join(j->jobs_dir, ".lock", NULL);
+    if (!p)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    j->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int rc = LD_OK;
+    if (j->lock_fd < 0)
+        rc = ld_err_set(err, LD_EIO, "cannot open %s: %s", p, strerror(errno));
+    else if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        rc = ld_err_set(err, errno == EWOULDBLOCK ? LD_EBUSY : LD_EIO,
+                        "%s: the job folder is in use by another latentd (%s)", j->jobs_dir,
+                        strerror(errno));
+    free(p);
+    return rc;
+}
+
+int ld_jobs_new(const ld_jobs_config_t *cfg, ld_jobs_t **out, ld_err_t *err)
+{
+    if (!cfg || !out || !cfg->state_dir || !cfg->state_dir[0] || !cfg->models_dir ||
+        !cfg->models_dir[0])
+        return ld_err_set(err, LD_EINVAL, "jobs: state_dir and models_dir are required");
+    if (cfg->worker_threads < 1 || cfg->worker_threads > MAX_WORKERS)
+        return ld_err_set(err, LD_EINVAL, "jobs: worker_threads %d is outside 1..%d",
+                          cfg->worker_threads, MAX_WORKERS);
+    if (cfg->max_queued_jobs < 1 || cfg->max_queued_jobs > 100000)
+        return ld_err_set(err, LD_EINVAL, "jobs: max_queued_jobs %d is outside 1..100000",
+                          cfg->max_queued_jobs);
+    if (cfg->checkpoint_every < 0)
+        return ld_err_set(err, LD_EINVAL, "jobs: checkpoint_every must be >= 0");
+    ld_jobs_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    j->cfg = *cfg;
+    j->lock_fd = -1;
+    j->next_num = 1;
+    atomic_init(&j->stopping, 0);
+    atomic_init(&j->steps_total, 0);
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_mutex_init(&j->sub_lock, NULL);
+    pthread_mutex_init(&j->cache_lock, NULL);
+    pthread_cond_init(&j->work_cond, NULL);
+    pthread_cond_init(&j->cache_cond, NULL);
+    init_cond_monotonic(&j->event_cond);
+    init_cond_monotonic(&j->tick_cond);
+    j->state_dir = strdup(cfg->state_dir);
+    j->models_dir = strdup(cfg->models_dir);
+    j->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "");
+    j->jobs_dir = j->state_dir ? path_join(j->state_dir, "jobs", NULL) : NULL;
+    j->cfg.state_dir = j->state_dir;
+    j->cfg.models_dir = j->models_dir;
+    j->cfg.data_dir = j->data_dir;
+    int rc = !j->state_dir || !j->models_dir || !j->data_dir || !j->jobs_dir
+                 ? ld_err_set(err, LD_ENOMEM, "out of memory")
+                 : LD_OK;
+    if (!rc && !(rc = ld_mkdir_p(j->jobs_dir, err)) && !(rc = ld_mkdir_p(j->models_dir, err)) &&
+        !(rc = lock_state_folder(j, err)))
+        rc = recover(j, err);
+    int by_state[LD_JOB_N_STATES] = {0}; /* for the start-up line, before any worker runs */
+    for (int i = 0; !rc && i < j->n_all; i++)
+        by_state[j->all[i]->state]++;
+    for (int i = 0; !rc && i < cfg->worker_threads; i++) {
+        if (pthread_create(&j->workers[i], NULL, worker_main, j) != 0)
+            rc = ld_err_set(err, LD_ENOMEM, "jobs: cannot start worker thread %d", i);
+        else
+            j->n_workers++;
+    }
+    if (!rc) {
+        if (pthread_create(&j->ticker, NULL, ticker_main, j) != 0)
+            rc = ld_err_set(err, LD_ENOMEM, "jobs: cannot start the event thread");
+        else
+            j->ticker_started = 1;
+    }
+    if (rc) {
+        ld_jobs_free(j);
+        return rc;
+    }
+    jlog(j, LD_LOG_INFO,
+         "jobs: %d workers, %d records in %s (%d queued, %d succeeded, %d failed, %d cancelled)",
+         j->n_workers, j->n_all, j->jobs_dir, by_state[LD_JOB_QUEUED], by_state[LD_JOB_SUCCEEDED],
+         by_state[LD_JOB_FAILED], by_state[LD_JOB_CANCELLED]);
+    *out = j;
+    return LD_OK;
+}
+
+void ld_jobs_shutdown(ld_jobs_t *j)
+{
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->lock);
+    if (j->shutdown_started) {
+        pthread_mutex_unlock(&j->lock);
+        return;
+    }
+    j->shutdown_started = 1;
+    int was_running = j->n_workers > 0;
+    atomic_store(&j->stopping, 1);
+    pthread_cond_broadcast(&j->work_cond);
+    pthread_cond_broadcast(&j->tick_cond);
+    pthread_mutex_unlock(&j->lock);
+    for (int i = 0; i < j->n_workers; i++)
+        pthread_join(j->workers[i], NULL);
+    j->n_workers = 0;
+    if (j->ticker_started)
+        pthread_join(j->ticker, NULL);
+    j->ticker_started = 0;
+    /* One last event for every job still open, so each stream ends on it. */
+    pthread_mutex_lock(&j->lock);
+    j->shut = 1;
+    int queued = j->q_len, interrupted = 0;
+    for (int i = 0; i < j->n_all; i++) {
+        if (!ld_job_state_is_final(j->all[i]->state))
+            bump_locked(j, j->all[i]);
+        interrupted += j->all[i]->state == LD_JOB_INTERRUPTED;
+    }
+    pthread_cond_broadcast(&j->event_cond);
+    pthread_mutex_unlock(&j->lock);
+    wake_subs(j, NULL);
+    if (was_running)
+        jlog(j, LD_LOG_INFO, "jobs: stopped (%d interrupted, %d queued%s)", interrupted, queued,
+             interrupted + queued ? "; they run at the next start" : "");
+}
+
+void ld_jobs_free(ld_jobs_t *j)
+{
+    if (!j)
+        return;
+    ld_jobs_shutdown(j);
+    while (j->subs) {
+        ld_jobs_sub_t *s = j->subs;
+        j->subs = s->next;
+        free(s);
+    }
+    while (j->cache) { /* empty unless a worker failed to start */
+        cache_entry_t *e = j->cache;
+        j->cache = e->next;
+        ld_data_free(e->d);
+        free(e);
+    }
+    for (int i = 0; i < j->n_all; i++)
+        job_free(j->all[i]);
+    free(j->all);
+    if (j->lock_fd >= 0)
+        close(j->lock_fd); /* releases the flock */
+    pthread_mutex_destroy(&j->lock);
+    pthread_mutex_destroy(&j->sub_lock);
+    pthread_mutex_destroy(&j->cache_lock);
+    pthread_cond_destroy(&j->work_cond);
+    pthread_cond_destroy(&j->cache_cond);
+    pthread_cond_destroy(&j->event_cond);
+    pthread_cond_destroy(&j->tick_cond);
+    free(j->state_dir);
+    free(j->models_dir);
+    free(j->data_dir);
+    free(j->jobs_dir);
+    free(j);
+}
+
+/* Under lock: seconds until a worker is likely free (the nearest ETA). */
+static int retry_after_locked(const ld_jobs_t *j)
+{
+    double best = -1;
+    for (int i = 0; i < j->n_all; i++) {
+        const job_t *job = j->all[i];
+        if (job->state == LD_JOB_RUNNING && job->eta_s > 0 && (best < 0 || job->eta_s < best))
+            best = job->eta_s;
+    }
+    if (best < 0)
+        return 10;
+    return best < 1 ? 1 : best > 3600 ? 3600 : (int)ceil(best);
+}
+
+int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID_MAX],
+                   int *retry_after_s, ld_err_t *err)
+{
+    if (retry_after_s)
+        *retry_after_s = 0;
+    if (!j || !id)
+        return ld_err_set(err, LD_EINVAL, "ld_jobs_submit: jobs and id are required");
+    id[0] = 0;
+    job_t *job = job_alloc();
+    if (!job)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    char data_path[PATH_MAX];
+    int rc = ld_jobspec_parse(body, len, &j->cfg.caps, j->cfg.checkpoint_every, &job->spec, err);
+    if (!rc)
+        rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
+    if (!rc && !(job->spec_json = ld_jobspec_to_json(&job->spec)))
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+    if (rc) {
+        job_free(job);
+        return rc;
+    }
+
+    pthread_mutex_lock(&j->lock);
+    if (atomic_load(&j->stopping)) {
+        rc = ld_err_set(err, LD_EBUSY, "the job engine is shutting down");
+        if (retry_after_s)
+            *retry_after_s = 10;
+    } else if (j->q_len + j->reserved >= j->cfg.max_queued_jobs) {
+        int wait = retry_after_locked(j);
+        rc = ld_err_set(err, LD_EBUSY, "the job queue is full (%d queued, max_queued_jobs %d); "
+                                       "retry in %d s",
+                        j->q_len + j->reserved, j->cfg.max_queued_jobs, wait);
+        if (retry_after_s)
+            *retry_after_s = wait;
+    } else {
+        job->num = j->next_num++;
+        j->reserved++;
+    }
+    pthread_mutex_unlock(&j->lock);
+    if (rc) {
+        job_free(job);
+        return rc;
+    }
+
+    snprintf(job->id, sizeof job->id, "j-%06ld", job->num);
+    ld_utc_iso8601(job->created, sizeof job->created);
+    job->state = LD_JOB_QUEUED;
+    job->epochs = job->spec.train.epochs;
+    char *dir = path_join(j->jobs_dir, job->id, NULL);
+    if (!dir)
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+    else if (!(rc = ld_mkdir_p(dir, err)))
+        rc = persist(j, job, err);
+
+    pthread_mutex_lock(&j->lock);
+    j->reserved--;
+    if (!rc && insert_locked(j, job))
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+    if (!rc)
+        enqueue_locked(j, job);
+    pthread_mutex_unlock(&j->lock);
+    if (rc) {
+        if (dir) { /* nothing is queued: leave no record for the next start either */
+            char *rec = path_join(dir, "job.json", NULL);
+            if (rec)
+                unlink(rec);
+            free(rec);
+            rmdir(dir);
+        }
+        free(dir);
+        job_free(job);
+        return rc;
+    }
+    free(dir);
+    memcpy(id, job->id, LD_JOB_ID_MAX);
+    jlog(j, LD_LOG_INFO, "job %s queued: %s %s on %s, %d epochs", job->id,
+         ld_kind_name(job->spec.kind), job->spec.model, job->spec.data, job->spec.train.epochs);
+    return LD_OK;
+}
+
+int ld_jobs_cancel(ld_jobs_t *j, const char *id, ld_job_state_t *state, ld_err_t *err)
+{
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    if (!job) {
+        pthread_mutex_unlock(&j->lock);
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    }
+    int changed = 0, asked = 0;
+    if (job->state == LD_JOB_QUEUED || job->state == LD_JOB_INTERRUPTED) {
+        unqueue_locked(j, job);
+        atomic_store(&job->cancel, 1);
+        snprintf(job->note, sizeof job->note, "cancelled before it %s",
+                 job->state == LD_JOB_QUEUED ? "started" : "could resume");
+        set_state_locked(j, job, LD_JOB_CANCELLED);
+        changed = 1;
+    } else if (job->state == LD_JOB_RUNNING && !atomic_load(&job->cancel)) {
+        atomic_store(&job->cancel, 1);
+        bump_locked(j, job);
+        asked = 1;
+    }
+    if (state)
+        *state = job->state;
+    pthread_mutex_unlock(&j->lock);
+    if (changed) {
+        persist(j, job, NULL);
+        jlog(j, LD_LOG_INFO, "job %s cancelled before it ran", job->id);
+    } else if (asked) {
+        jlog(j, LD_LOG_INFO, "job %s: cancel requested; stopping at its next step", job->id);
+    }
+    if (changed || asked)
+        wake_subs(j, job);
+    return LD_OK;
+}
+
+int ld_jobs_info(ld_jobs_t *j, const char *id, ld_job_info_t *out, ld_err_t *err)
+{
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    if (job) {
+        memset(out, 0, sizeof *out);
+        out->state = job->state;
+        out->cancel_requested = atomic_load(&job->cancel);
+        out->step = job->step;
+        out->steps_total = job->steps_total;
+        out->resumed_from_step = job->resumed_from_step;
+        out->progress = job->state == LD_JOB_SUCCEEDED ? 1
+                        : job->steps_total > 0 ? (double)job->step / (double)job->steps_total
+                                               : 0;
+        out->seq = job->seq;
+        copy_str(out->error, sizeof out->error, job->error);
+        copy_str(out->model, sizeof out->model, job->spec.model);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return job ? LD_OK : ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+}
+
+int ld_jobs_get_json(ld_jobs_t *j, const char *id, char **json, ld_err_t *err)
+{
+    *json = NULL;
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    if (job)
+        *json = job_json_locked(job, 1);
+    pthread_mutex_unlock(&j->lock);
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
+}
+
+int ld_jobs_list_json(ld_jobs_t *j, char **json, ld_err_t *err)
+{
+    *json = NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = root ? cJSON_AddArrayToObject(root, "jobs") : NULL;
+    int ok = arr != NULL;
+    pthread_mutex_lock(&j->lock);
+    for (int i = j->n_all - 1; ok && i >= 0; i--) {
+        cJSON *o = job_to_cjson(j->all[i], 0);
+        ok = o && cJSON_AddItemToArray(arr, o);
+        if (!ok)
+            cJSON_Delete(o);
+    }
+    pthread_mutex_unlock(&j->lock);
+    if (ok)
+        *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
+}
+
+int ld_jobs_subscribe(ld_jobs_t *j, const char *id, void (*wake)(void *user), void *user,
+                      ld_jobs_sub_t **out, ld_err_t *err)
+{
+    *out = NULL;
+    if (!wake)
+        return ld_err_set(err, LD_EINVAL, "ld_jobs_subscribe: wake is required");
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id); /* jobs live until ld_jobs_free: the pointer stays good */
+    pthread_mutex_unlock(&j->lock);
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    ld_jobs_sub_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    s->job = job;
+    s->wake = wake;
+    s->user = user;
+    pthread_mutex_lock(&j->sub_lock);
+    s->next = j->subs;
+    j->subs = s;
+    pthread_mutex_unlock(&j->sub_lock);
+    *out = s;
+    return LD_OK;
+}
+
+void ld_jobs_unsubscribe(ld_jobs_t *j, ld_jobs_sub_t *s)
+{
+    if (!j || !s)
+        return;
+    pthread_mutex_lock(&j->sub_lock);
+    ld_jobs_sub_t **pp = &j->subs;
+    while (*pp && *pp != s)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = s->next;
+    pthread_mutex_unlock(&j->sub_lock);
+    free(s);
+}
+
+/* Under lock: nothing newer will come for job. */
+static int final_locked(const ld_jobs_t *j, const job_t *job)
+{
+    return ld_job_state_is_final(job->state) || job->state == LD_JOB_INTERRUPTED || j->shut;
+}
+
+int ld_jobs_event_json(ld_jobs_t *j, const char *id, uint64_t *seq, char **json, int *final,
+                       ld_err_t *err)
+{
+    *json = NULL;
+    *final = 0;
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    int rc = LD_OK;
+    if (!job) {
+        rc = ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    } else {
+        *final = final_locked(j, job);
+        if (job->seq > *seq) {
+            if ((*json = job_json_locked(job, 1)))
+                *seq = job->seq;
+            else
+                rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+        }
+    }
+    pthread_mutex_unlock(&j->lock);
+    return rc;
+}
+
+int ld_jobs_wait(ld_jobs_t *j, const char *id, uint64_t after_seq, int timeout_ms, uint64_t *seq,
+                 ld_err_t *err)
+{
+    struct timespec ts = deadline_in(timeout_ms > 0 ? timeout_ms / 1000.0 : 0);
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    while (job && job->seq <= after_seq && !final_locked(j, job))
+        if (pthread_cond_timedwait(&j->event_cond, &j->lock, &ts) == ETIMEDOUT)
+            break;
+    if (job && seq)
+        *seq = job->seq;
+    pthread_mutex_unlock(&j->lock);
+    return job ? LD_OK : ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+}
+
+void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&j->lock);
+    for (int i = 0; i < j->n_all; i++) {
+        const job_t *job = j->all[i];
+        out->by_state[job->state]++;
+        if (job->state == LD_JOB_RUNNING && isfinite(job->samples_per_s))
+            out->samples_per_s += job->samples_per_s;
+    }
+    out->queue_length = j->q_len;
+    pthread_mutex_unlock(&j->lock);
+    out->steps_total = atomic_load(&j->steps_total);
+}
+
+/* A tiny growable string for the metrics text. */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->s && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? 2 * b->cap : 1024;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->oom = 1;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+}
+
+char *ld_jobs_metrics_text(ld_jobs_t *j)
+{
+    sbuf_t b = {0};
+    ld_jobs_stats_t st;
+    ld_jobs_stats(j, &st);
+    sb_printf(&b, "# HELP latentd_jobs Training jobs known to the daemon, by state.\n"
+                  "# TYPE latentd_jobs gauge\n");
+    for (int s = 0; s < LD_JOB_N_STATES; s++)
+        sb_printf(&b, "latentd_jobs{state=\"%s\"} %d\n", state_names[s], st.by_state[s]);
+    sb_printf(&b, "# HELP latentd_jobs_queue_length Jobs waiting for a worker.\n"
+                  "# TYPE latentd_jobs_queue_length gauge\n"
+                  "latentd_jobs_queue_length %d\n",
+              st.queue_length);
+    sb_printf(&b, "# HELP latentd_job_samples_per_second Training throughput of each running job.\n"
+                  "# TYPE latentd_job_samples_per_second gauge\n");
+    pthread_mutex_lock(&j->lock);
+    for (int i = 0; i < j->n_all; i++) {
+        const job_t *job = j->all[i];
+        if (job->state == LD_JOB_RUNNING) /* ids and model names need no escaping */
+            sb_printf(&b, "latentd_job_samples_per_second{job=\"%s\",model=\"%s\"} %.6g\n",
+                      job->id, job->spec.model,
+                      isfinite(job->samples_per_s) ? job->samples_per_s : 0.0);
+    }
+    pthread_mutex_unlock(&j->lock);
+    sb_printf(&b, "# HELP latentd_training_steps_total Optimiser steps run by training jobs.\n"
+                  "# TYPE latentd_training_steps_total counter\n"
+                  "latentd_training_steps_total %lld\n",
+              st.steps_total);
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}

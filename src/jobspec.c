@@ -1,0 +1,530 @@
+/* jobspec.c — parse, validate and normalise a training job's JSON spec.
+ * Contract and the field list: jobspec.h. */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include "latentd/jobspec.h"
+
+#include "latentd/fsutil.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MAX_EPOCHS 100000
+#define MAX_BATCH 65536
+#define MAX_Z 1024
+#define MAX_LIMIT 1000000000
+#define MAX_EVERY 1000000000L
+#define MAX_SEED 9007199254740992.0 /* 2^53: every integer up to it is exact in JSON */
+
+/* ---- field helpers ---------------------------------------------------------
+ * Each takes the object, the key, and the dotted path used in messages.  They
+ * return LD_OK with *present = 0 when the key is absent. */
+
+/* Refuse keys not in allowed[] (LD_EFORMAT) and keys given twice. */
+static int check_keys(const cJSON *obj, const char *prefix, const char *const *allowed,
+                      ld_err_t *err)
+{
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        int known = 0;
+        for (int i = 0; allowed[i] && !known; i++)
+            known = strcmp(c->string, allowed[i]) == 0;
+        if (!known)
+            return ld_err_set(err, LD_EFORMAT, "%s%.80s: unknown field", prefix, c->string);
+        for (const cJSON *d = c->next; d; d = d->next)
+            if (strcmp(c->string, d->string) == 0)
+                return ld_err_set(err, LD_EFORMAT, "%s%.80s: field given twice", prefix,
+                                  c->string);
+    }
+    return LD_OK;
+}
+
+/* An integer in lo..min(hi, cap) (cap 0 = none; cap_name names it in messages). */
+static int int_field(const cJSON *obj, const char *key, const char *path, double lo, double hi,
+                     int cap, const char *cap_name, double *out, int *present, ld_err_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *present = v != NULL;
+    if (!v)
+        return LD_OK;
+    double d = v->valuedouble;
+    if (!cJSON_IsNumber(v) || (isfinite(d) && d != floor(d)))
+        return ld_err_set(err, LD_EFORMAT, "%s: expected an integer", path);
+    if (!isfinite(d))
+        return ld_err_set(err, LD_EINVAL, "%s: must be a finite number", path);
+    if (cap > 0 && cap < hi && d > cap)
+        return ld_err_set(err, LD_EINVAL, "%s: %.0f is above the configured cap of %d (%s)", path,
+                          d, cap, cap_name);
+    if (d < lo || d > hi)
+        return ld_err_set(err, LD_EINVAL, "%s: %.0f is outside %.0f..%.0f", path, d, lo, hi);
+    *out = d;
+    return LD_OK;
+}
+
+enum { OPEN_LO = 1, OPEN_HI = 2 };
+
+/* A finite number in [lo,hi] (OPEN_LO / OPEN_HI make the ends open). */
+static int num_field(const cJSON *obj, const char *key, const char *path, double lo, double hi,
+                     int open, float *out, int *present, ld_err_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *present = v != NULL;
+    if (!v)
+        return LD_OK;
+    if (!cJSON_IsNumber(v))
+        return ld_err_set(err, LD_EFORMAT, "%s: expected a number", path);
+    double d = v->valuedouble;
+    int below = (open & OPEN_LO) ? !(d > lo) : !(d >= lo);
+    int above = (open & OPEN_HI) ? !(d < hi) : !(d <= hi);
+    if (!isfinite(d) || below || above)
+        return ld_err_set(err, LD_EINVAL, "%s: %g is outside %s%g,%g%s", path, d,
+                          (open & OPEN_LO) ? "(" : "[", lo, hi, (open & OPEN_HI) ? ")" : "]");
+    *out = (float)d;
+    return LD_OK;
+}
+
+static int str_field(const cJSON *obj, const char *key, const char *path, const char **out,
+                     ld_err_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (!v)
+        return LD_OK;
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return ld_err_set(err, LD_EFORMAT, "%s: expected a string", path);
+    *out = v->valuestring;
+    return LD_OK;
+}
+
+/* A list of 0..LD_MAX_HIDDEN widths, each 1..min(LD_MAX_WIDTH, cap). */
+static int list_field(const cJSON *obj, const char *key, const char *path, int min_n, int cap,
+                      ld_hidden_t *h, int *present, ld_err_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *present = v != NULL;
+    if (!v)
+        return LD_OK;
+    if (!cJSON_IsArray(v))
+        return ld_err_set(err, LD_EFORMAT, "%s: expected an array of layer widths", path);
+    int n = cJSON_GetArraySize(v);
+    if (n < min_n || n > LD_MAX_HIDDEN)
+        return ld_err_set(err, LD_EINVAL, "%s: %d layers; allowed %d..%d", path, n, min_n,
+                          LD_MAX_HIDDEN);
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble))
+            return ld_err_set(err, LD_EFORMAT, "%s[%d]: expected an integer", path, i);
+        double d = e->valuedouble;
+        if (cap > 0 && cap < LD_MAX_WIDTH && d > cap)
+            return ld_err_set(err, LD_EINVAL,
+                              "%s[%d]: width %.0f is above the configured cap of %d "
+                              "(max_hidden_width)",
+                              path, i, d, cap);
+        if (!(d >= 1 && d <= LD_MAX_WIDTH))
+            return ld_err_set(err, LD_EINVAL, "%s[%d]: width %.0f is outside 1..%d", path, i, d,
+                              LD_MAX_WIDTH);
+        h->size[i] = (int)d;
+    }
+    h->n = n;
+    return LD_OK;
+}
+
+/* A field that exists only for the other kind. */
+static int not_for_kind(const cJSON *obj, const char *key, const char *path, ld_kind_t kind,
+                        ld_err_t *err)
+{
+    if (!cJSON_GetObjectItemCaseSensitive(obj, key))
+        return LD_OK;
+    return ld_err_set(err, LD_EINVAL, "%s: does not apply to kind \"%s\"", path,
+                      ld_kind_name(kind));
+}
+
+/* An object member (absent is fine: *out = NULL). */
+static int obj_field(const cJSON *obj, const char *key, const cJSON **out, ld_err_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (v && !cJSON_IsObject(v))
+        return ld_err_set(err, LD_EFORMAT, "%s: expected an object", key);
+    *out = v;
+    return LD_OK;
+}
+
+static int cap_or(int cap, int bound) { return cap > 0 && cap < bound ? cap : bound; }
+
+/* ---- the three parts of a spec ---- */
+
+static const char *const top_keys[] = {"kind", "model", "data", "limit", "arch", "train",
+                                       "checkpoint_every", NULL};
+static const char *const arch_keys[] = {"arch", "hidden", "dec_hidden", "g_hidden", "d_hidden",
+                                        "z", "act", "slope", "dropout", NULL};
+static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed", "beta1",
+                                         "beta2", "kl_beta", "loss", "real_label", NULL};
+
+/* The preset comes first because the other arch fields override it. */
+static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
+{
+    const ld_kind_t kind = s->kind;
+    ld_arch_default(kind, &s->arch);
+    static const cJSON empty = {.type = cJSON_Object};
+    if (!a)
+        a = &empty; /* so the defaults meet the caps below */
+    int rc, present, w = caps->max_hidden_width;
+    if ((rc = check_keys(a, "arch.", arch_keys, err)))
+        return rc;
+    const char *preset;
+    if ((rc = str_field(a, "arch", "arch.arch", &preset, err)))
+        return rc;
+    if (preset && strcmp(preset, "default") != 0) {
+        if (strcmp(preset, "article") != 0)
+            return ld_err_set(err, LD_EINVAL, "arch.arch: \"%.40s\" is not default or article",
+                              preset);
+        if (kind != LD_KIND_GAN)
+            return ld_err_set(err, LD_EINVAL, "arch.arch: \"article\" applies to kind \"gan\" only");
+        ld_arch_article_gan(&s->arch);
+        s->article = 1;
+    }
+    if (kind == LD_KIND_VAE) {
+        int have_dec;
+        if ((rc = not_for_kind(a, "g_hidden", "arch.g_hidden", kind, err)) ||
+            (rc = not_for_kind(a, "d_hidden", "arch.d_hidden", kind, err)) ||
+            (rc = not_for_kind(a, "dropout", "arch.dropout", kind, err)) ||
+            (rc = list_field(a, "hidden", "arch.hidden", 1, w, &s->arch.enc, &present, err)) ||
+            (rc = list_field(a, "dec_hidden", "arch.dec_hidden", 0, w, &s->arch.dec, &have_dec,
+                             err)))
+            return rc;
+        if (present && !have_dec) { /* the decoder mirrors the encoder, as on the CLI */
+            s->arch.dec.n = s->arch.enc.n;
+            for (int i = 0; i < s->arch.enc.n; i++)
+                s->arch.dec.size[i] = s->arch.enc.size[s->arch.enc.n - 1 - i];
+        }
+    } else {
+        if ((rc = not_for_kind(a, "hidden", "arch.hidden", kind, err)) ||
+            (rc = not_for_kind(a, "dec_hidden", "arch.dec_hidden", kind, err)) ||
+            (rc = list_field(a, "g_hidden", "arch.g_hidden", 0, w, &s->arch.dec, &present, err)) ||
+            (rc = list_field(a, "d_hidden", "arch.d_hidden", 0, w, &s->arch.enc, &present, err)) ||
+            (rc = num_field(a, "dropout", "arch.dropout", 0, 0.95, 0, &s->arch.dropout, &present,
+                            err)))
+            return rc;
+    }
+    /* Defaults are checked against the caps too: a cap below a default width
+     * must not be bypassed by leaving the field out. */
+    const ld_hidden_t *lists[2] = {&s->arch.enc, &s->arch.dec};
+    const char *names[2][2] = {{"arch.hidden", "arch.dec_hidden"}, {"arch.d_hidden", "arch.g_hidden"}};
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < lists[l]->n; i++)
+            if (lists[l]->size[i] > cap_or(w, LD_MAX_WIDTH))
+                return ld_err_set(err, LD_EINVAL,
+                                  "%s: the default width %d is above the configured cap of %d "
+                                  "(max_hidden_width); give smaller widths",
+                                  names[kind == LD_KIND_GAN][l], lists[l]->size[i], w);
+    double z = s->arch.z_dim;
+    if ((rc = int_field(a, "z", "arch.z", 1, MAX_Z, caps->max_z, "max_z", &z, &present, err)))
+        return rc;
+    if (z > cap_or(caps->max_z, MAX_Z))
+        return ld_err_set(err, LD_EINVAL,
+                          "arch.z: the default %.0f is above the configured cap of %d (max_z)", z,
+                          caps->max_z);
+    s->arch.z_dim = (int)z;
+    const char *act;
+    if ((rc = str_field(a, "act", "arch.act", &act, err)))
+        return rc;
+    if (act && (ld_act_parse(act, &s->arch.act) || s->arch.act == LD_ACT_NONE))
+        return ld_err_set(err, LD_EINVAL,
+                          "arch.act: \"%.40s\" is not leaky_relu, relu, tanh or sigmoid", act);
+    return num_field(a, "slope", "arch.slope", 0, 1, OPEN_HI, &s->arch.slope, &present, err);
+}
+
+static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
+{
+    const ld_kind_t kind = s->kind;
+    ld_train_opts_t *o = &s->train;
+    ld_train_opts_default(kind, o);
+    if (s->article)
+        o->real_label = 1.0f; /* the article's plain recipe, as on the CLI */
+    int rc, present;
+    if (t && (rc = check_keys(t, "train.", train_keys, err)))
+        return rc;
+    double v = o->epochs;
+    if (t && (rc = int_field(t, "epochs", "train.epochs", 1, MAX_EPOCHS, caps->max_epochs,
+                             "max_epochs", &v, &present, err)))
+        return rc;
+    if (v > cap_or(caps->max_epochs, MAX_EPOCHS))
+        return ld_err_set(err, LD_EINVAL,
+                          "train.epochs: the default %.0f is above the configured cap of %d "
+                          "(max_epochs)",
+                          v, caps->max_epochs);
+    o->epochs = (int)v;
+    v = o->batch;
+    if (t && (rc = int_field(t, "batch", "train.batch", 1, MAX_BATCH, caps->max_batch, "max_batch",
+                             &v, &present, err)))
+        return rc;
+    if (v > cap_or(caps->max_batch, MAX_BATCH))
+        return ld_err_set(err, LD_EINVAL,
+                          "train.batch: the default %.0f is above the configured cap of %d "
+                          "(max_batch)",
+                          v, caps->max_batch);
+    o->batch = (int)v;
+    if (!t)
+        return LD_OK;
+    v = (double)o->seed;
+    if ((rc = int_field(t, "seed", "train.seed", 0, MAX_SEED, 0, NULL, &v, &present, err)))
+        return rc;
+    o->seed = (uint64_t)v;
+    float f;
+    if ((rc = num_field(t, "lr", "train.lr", 0, 1, OPEN_LO, &f, &present, err)))
+        return rc;
+    if (present)
+        o->adam.lr = o->adam_d.lr = f;
+    if ((rc = num_field(t, "beta1", "train.beta1", 0, 1, OPEN_HI, &f, &present, err)))
+        return rc;
+    if (present)
+        o->adam.beta1 = o->adam_d.beta1 = f;
+    if ((rc = num_field(t, "beta2", "train.beta2", 0, 1, OPEN_HI, &f, &present, err)))
+        return rc;
+    if (present)
+        o->adam.beta2 = o->adam_d.beta2 = f;
+    if (kind == LD_KIND_VAE) {
+        if ((rc = not_for_kind(t, "lr_d", "train.lr_d", kind, err)) ||
+            (rc = not_for_kind(t, "loss", "train.loss", kind, err)) ||
+            (rc = not_for_kind(t, "real_label", "train.real_label", kind, err)))
+            return rc;
+        return num_field(t, "kl_beta", "train.kl_beta", 0, 1000, 0, &o->kl_beta, &present, err);
+    }
+    if ((rc = not_for_kind(t, "kl_beta", "train.kl_beta", kind, err)) ||
+        (rc = num_field(t, "lr_d", "train.lr_d", 0, 1, OPEN_LO, &o->adam_d.lr, &present, err)) ||
+        (rc = num_field(t, "real_label", "train.real_label", 0, 1, OPEN_LO, &o->real_label,
+                        &present, err)))
+        return rc;
+    const char *loss;
+    if ((rc = str_field(t, "loss", "train.loss", &loss, err)))
+        return rc;
+    if (loss && ld_gan_loss_parse(loss, &o->gan_loss))
+        return ld_err_set(err, LD_EINVAL, "train.loss: \"%.40s\" is not ns or minimax", loss);
+    return LD_OK;
+}
+
+/* "data": a bare name here; whether it exists is ld_jobspec_resolve_data's job. */
+static int check_data_name(const char *data, ld_err_t *err)
+{
+    if (strcmp(data, "fashion-mnist") == 0 || ld_name_is_safe(data))
+        return LD_OK;
+    return ld_err_set(err, LD_EINVAL,
+                      "data: \"%.80s\" is not allowed: give \"fashion-mnist\" or the name of a "
+                      "data set in the data folder (no paths)",
+                      data);
+}
+
+int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
+                     long checkpoint_every_default, ld_jobspec_t *s, ld_err_t *err)
+{
+    static const ld_jobs_caps_t no_caps;
+    if (!caps)
+        caps = &no_caps;
+    if (!body || !s)
+        return ld_err_set(err, LD_EINVAL, "ld_jobspec_parse: body and out are required");
+    memset(s, 0, sizeof *s);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return ld_err_set(err, LD_EFORMAT, "body: malformed JSON near byte %zu", at);
+    }
+    int rc = LD_OK;
+    for (const char *p = end; p && p < body + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            rc = ld_err_set(err, LD_EFORMAT, "body: unexpected bytes after the JSON value at byte %zu",
+                            (size_t)(p - body));
+            goto out;
+        }
+    if (!cJSON_IsObject(root)) {
+        rc = ld_err_set(err, LD_EFORMAT, "body: expected a JSON object");
+        goto out;
+    }
+    if ((rc = check_keys(root, "", top_keys, err)))
+        goto out;
+
+    const char *kind, *model, *data;
+    if ((rc = str_field(root, "kind", "kind", &kind, err)) ||
+        (rc = str_field(root, "model", "model", &model, err)) ||
+        (rc = str_field(root, "data", "data", &data, err)))
+        goto out;
+    if (!kind) {
+        rc = ld_err_set(err, LD_EFORMAT, "kind: required (\"vae\" or \"gan\")");
+        goto out;
+    }
+    if (ld_kind_parse(kind, &s->kind) || s->kind == LD_KIND_CLASSIFIER) {
+        rc = ld_err_set(err, LD_EINVAL, "kind: \"%.40s\" is not vae or gan", kind);
+        goto out;
+    }
+    if (!model) {
+        rc = ld_err_set(err, LD_EFORMAT, "model: required (the name to serve the result under)");
+        goto out;
+    }
+    if (!ld_name_is_safe(model)) {
+        rc = ld_err_set(err, LD_EINVAL,
+                        "model: \"%.80s\" is not a valid name ([A-Za-z0-9][A-Za-z0-9._-]{0,63})",
+                        model);
+        goto out;
+    }
+    snprintf(s->model, sizeof s->model, "%s", model);
+    if (!data)
+        data = "fashion-mnist";
+    if ((rc = check_data_name(data, err)))
+        goto out;
+    snprintf(s->data, sizeof s->data, "%s", data);
+
+    int present;
+    double v = 0;
+    if ((rc = int_field(root, "limit", "limit", 0, MAX_LIMIT, caps->max_limit, "max_limit", &v,
+                        &present, err)))
+        goto out;
+    s->limit = (int)v;
+    if (caps->max_limit > 0 && s->limit == 0)
+        s->limit = caps->max_limit;
+
+    const cJSON *arch, *train;
+    if ((rc = obj_field(root, "arch", &arch, err)) || (rc = obj_field(root, "train", &train, err)) ||
+        (rc = parse_arch(arch, caps, s, err)) || (rc = parse_train(train, caps, s, err)))
+        goto out;
+
+    v = (double)checkpoint_every_default;
+    if ((rc = int_field(root, "checkpoint_every", "checkpoint_every", 0, (double)MAX_EVERY, 0, NULL,
+                        &v, &present, err)))
+        goto out;
+    s->train.checkpoint_every = v > 0 ? (long)v : 0;
+
+    /* The model's own checks are a safety net: the fields above cover them. */
+    ld_err_t e;
+    if (ld_arch_validate(&s->arch, &e))
+        rc = ld_err_set(err, LD_EINVAL, "arch: %s", e.msg);
+    else if (ld_train_opts_validate(&s->train, &e))
+        rc = ld_err_set(err, LD_EINVAL, "train: %s", e.msg);
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ---- normal form ---- */
+
+/* The shortest %g form that reads back as the same float. */
+static void fmt_float(char *buf, size_t len, float f)
+{
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, len, "%.*g", prec, (double)f);
+        if (strtof(buf, NULL) == f)
+            return;
+    }
+}
+
+static int add_float(cJSON *o, const char *key, float f)
+{
+    char buf[32];
+    fmt_float(buf, sizeof buf, f);
+    return cJSON_AddRawToObject(o, key, buf) != NULL;
+}
+
+static int add_list(cJSON *o, const char *key, const ld_hidden_t *h)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, key);
+    for (int i = 0; a && i < h->n; i++) {
+        cJSON *n = cJSON_CreateNumber(h->size[i]);
+        if (!n || !cJSON_AddItemToArray(a, n))
+            return 0;
+    }
+    return a != NULL;
+}
+
+char *ld_jobspec_to_json(const ld_jobspec_t *s)
+{
+    const ld_arch_t *a = &s->arch;
+    const ld_train_opts_t *o = &s->train;
+    const int gan = s->kind == LD_KIND_GAN;
+    char buf[32];
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arch = cJSON_CreateObject(), *train = cJSON_CreateObject();
+    int ok = root && arch && train && cJSON_AddStringToObject(root, "kind", ld_kind_name(s->kind)) &&
+             cJSON_AddStringToObject(root, "model", s->model) &&
+             cJSON_AddStringToObject(root, "data", s->data) &&
+             cJSON_AddNumberToObject(root, "limit", s->limit);
+    if (ok && gan)
+        ok = cJSON_AddStringToObject(arch, "arch", s->article ? "article" : "default") &&
+             add_list(arch, "g_hidden", &a->dec) && add_list(arch, "d_hidden", &a->enc);
+    else if (ok)
+        ok = add_list(arch, "hidden", &a->enc) && add_list(arch, "dec_hidden", &a->dec);
+    ok = ok && cJSON_AddNumberToObject(arch, "z", a->z_dim) &&
+         cJSON_AddStringToObject(arch, "act", ld_act_name(a->act)) &&
+         add_float(arch, "slope", a->slope) && (!gan || add_float(arch, "dropout", a->dropout));
+    snprintf(buf, sizeof buf, "%" PRIu64, o->seed);
+    ok = ok && cJSON_AddNumberToObject(train, "epochs", o->epochs) &&
+         cJSON_AddNumberToObject(train, "batch", o->batch) && add_float(train, "lr", o->adam.lr) &&
+         (!gan || add_float(train, "lr_d", o->adam_d.lr)) &&
+         cJSON_AddRawToObject(train, "seed", buf) && add_float(train, "beta1", o->adam.beta1) &&
+         add_float(train, "beta2", o->adam.beta2);
+    if (ok && gan)
+        ok = cJSON_AddStringToObject(train, "loss", ld_gan_loss_name(o->gan_loss)) &&
+             add_float(train, "real_label", o->real_label);
+    else if (ok)
+        ok = add_float(train, "kl_beta", o->kl_beta);
+    if (ok) {
+        ok = cJSON_AddItemToObject(root, "arch", arch);
+        arch = NULL;
+        ok = ok && cJSON_AddItemToObject(root, "train", train);
+        train = NULL;
+        ok = ok && cJSON_AddNumberToObject(root, "checkpoint_every", (double)o->checkpoint_every);
+    }
+    char *out = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(arch);
+    cJSON_Delete(train);
+    cJSON_Delete(root);
+    return out;
+}
+
+/* ---- data sets ---- */
+
+int ld_jobspec_resolve_data(const char *data_dir, const char *data, char *path, size_t len,
+                            ld_err_t *err)
+{
+    if (!data || check_data_name(data, err))
+        return data ? LD_EINVAL : ld_err_set(err, LD_EINVAL, "data: required");
+    if (strcmp(data, "fashion-mnist") == 0) {
+        if (snprintf(path, len, "%s", data) >= (int)len)
+            return ld_err_set(err, LD_EINVAL, "data: path too long");
+        return LD_OK;
+    }
+    if (!data_dir || !data_dir[0])
+        return ld_err_set(err, LD_EINVAL,
+                          "data: \"%s\" is unknown: no data folder is configured, so only "
+                          "\"fashion-mnist\" is available",
+                          data);
+    char joined[PATH_MAX + 80];
+    if (snprintf(joined, sizeof joined, "%s/%s", data_dir, data) >= (int)sizeof joined)
+        return ld_err_set(err, LD_EINVAL, "data: path too long");
+    char *root = realpath(data_dir, NULL);
+    if (!root)
+        return ld_err_set(err, LD_EINVAL, "data: the data folder %s is not usable: %s", data_dir,
+                          strerror(errno));
+    int rc = LD_OK;
+    char *real = realpath(joined, NULL);
+    size_t rl = strlen(root);
+    struct stat st;
+    if (!real)
+        rc = ld_err_set(err, LD_EINVAL, "data: no data set named \"%s\" in the data folder%s",
+                        data, errno == ENOENT ? "" : " (it cannot be resolved)");
+    else if (strncmp(real, root, rl) != 0 || real[rl] != '/' || real[rl + 1] == '\0')
+        rc = ld_err_set(err, LD_EINVAL,
+                        "data: \"%s\" resolves outside the data folder (a symbolic link out of "
+                        "it is not allowed)",
+                        data);
+    else if (stat(real, &st) != 0 || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+        rc = ld_err_set(err, LD_EINVAL, "data: \"%s\" is neither a folder nor a file", data);
+    else if (snprintf(path, len, "%s", real) >= (int)len)
+        rc = ld_err_set(err, LD_EINVAL, "data: path too long");
+    free(real);
+    free(root);
+    return rc;
+}
