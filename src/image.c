@@ -1,0 +1,509 @@
+/* image.c — see include/latentd/image.h.
+ *
+ * PNG through libpng's simplified API (png_image_*), which does its own
+ * setjmp/longjmp error handling, so corrupt input comes back as an error
+ * message, never a crash.  Everything is reentrant: no globals.
+ */
+#include "latentd/image.h"
+
+#include <errno.h>
+#include <png.h>
+#include <string.h>
+
+#define GRID_MAX_SIDE 1000000               /* libpng's default read limit per side */
+#define GRID_MAX_PIXELS ((int64_t)1 << 30)  /* 1 GiB of 8-bit pixels */
+
+/* [0,1] -> 0..255, rounding half up; outside values clamp, NaN -> 0. */
+static uint8_t quantize(float v)
+{
+    if (!(v > 0.0f)) /* also NaN */
+        return 0;
+    if (v >= 1.0f)
+        return 255;
+    return (uint8_t)(v * 255.0f + 0.5f);
+}
+
+/* Contract: image.h.  *out (len bytes) is malloc'd, owned by the caller.
+ * Errors: LD_EINVAL for bad sizes or a grid too large, LD_ENOMEM, LD_EIO if
+ * libpng fails. */
+int ld_png_grid(const float *x, int n, int h, int w, int cols, int pad, uint8_t **out,
+                size_t *len, ld_err_t *err)
+{
+    if (!x || !out || !len || n < 1 || h < 1 || w < 1 || pad < 0)
+        return ld_err_set(err, LD_EINVAL,
+                          "png grid: need x, n, h, w >= 1 and pad >= 0 (got %d, %d, %d, %d)", n,
+                          h, w, pad);
+    if (cols <= 0)
+        for (cols = 1; (int64_t)cols * cols < n; cols++)
+            ;
+    if (cols > n)
+        cols = n;
+    int rows = (n - 1) / cols + 1;
+    int64_t tile_w = (int64_t)w + pad, tile_h = (int64_t)h + pad;
+    int64_t W = tile_w > GRID_MAX_SIDE ? tile_w : cols * tile_w + pad;
+    int64_t H = tile_h > GRID_MAX_SIDE ? tile_h : rows * tile_h + pad;
+    if (W > GRID_MAX_SIDE || H > GRID_MAX_SIDE || W * H > GRID_MAX_PIXELS)
+        return ld_err_set(err, LD_EINVAL, "png grid: %d images of %dx%d make a grid too large "
+                          "(limit %d per side, %lld pixels)", n, w, h, GRID_MAX_SIDE,
+                          (long long)GRID_MAX_PIXELS);
+
+    /* pix (H, W): pad pixels and empty tiles stay 0. */
+    uint8_t *pix = ld_calloc((size_t)(W * H), 1);
+    if (!pix)
+        return ld_err_set(err, LD_ENOMEM, "png grid: out of memory for %lldx%lld pixels",
+                          (long long)W, (long long)H);
+    for (int i = 0; i < n; i++) {
+        const float *tile = x + (size_t)i * h * w; /* (h, w) */
+        uint8_t *dst = pix + (size_t)(pad + i / cols * tile_h) * W + pad + i % cols * tile_w;
+        for (int r = 0; r < h; r++)
+            for (int c = 0; c < w; c++)
+                dst[(size_t)r * W + c] = quantize(tile[(size_t)r * w + c]);
+    }
+
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    img.width = (png_uint_32)W;
+    img.height = (png_uint_32)H;
+    img.format = PNG_FORMAT_GRAY;
+    png_alloc_size_t cap = PNG_IMAGE_PNG_SIZE_MAX(img);
+    uint8_t *png = malloc(cap);
+    int rc = LD_OK;
+    if (!png)
+        rc = ld_err_set(err, LD_ENOMEM, "png grid: out of memory for %zu bytes", (size_t)cap);
+    else if (!png_image_write_to_memory(&img, png, &cap, 0, pix, 0, NULL))
+        rc = ld_err_set(err, LD_EIO, "png grid: encode failed: %s", img.message);
+    png_image_free(&img);
+    free(pix);
+    if (rc != LD_OK) {
+        free(png);
+        return rc;
+    }
+    uint8_t *shrunk = realloc(png, cap);
+    *out = shrunk ? shrunk : png;
+    *len = cap;
+    return LD_OK;
+}
+
+/* After png_image_begin_read_*: check the size, read as 8-bit gray (alpha
+ * composited onto black, the data sets' background), scale to [0,1].
+ * what names the source in messages.  Frees img's libpng state. */
+static int png_finish(png_image *img, const char *what, size_t max_pixels, float **x, int *h,
+                      int *w, ld_err_t *err)
+{
+    uint64_t pixels = (uint64_t)img->width * img->height;
+    if (pixels > max_pixels) {
+        png_image_free(img);
+        return ld_err_set(err, LD_EINVAL, "%s: %ux%u is %llu pixels, more than the limit of %zu",
+                          what, img->width, img->height, (unsigned long long)pixels, max_pixels);
+    }
+    img->format = PNG_FORMAT_GRAY;
+    uint8_t *gray = ld_malloc_array((size_t)pixels, 1); /* (height, width) */
+    float *f = ld_malloc_array((size_t)pixels, sizeof(float));
+    if (!gray || !f) {
+        png_image_free(img);
+        free(gray);
+        free(f);
+        return ld_err_set(err, LD_ENOMEM, "%s: out of memory for %ux%u pixels", what, img->width,
+                          img->height);
+    }
+    const png_color black = {0, 0, 0};
+    if (!png_image_finish_read(img, &black, gray, 0, NULL)) {
+        int rc = ld_err_set(err, LD_EFORMAT, "%s: %s", what, img->message);
+        png_image_free(img);
+        free(gray);
+        free(f);
+        return rc;
+    }
+    for (size_t i = 0; i < pixels; i++)
+        f[i] = (float)gray[i] / 255.0f;
+    free(gray);
+    *x = f;
+    *h = (int)img->height;
+    *w = (int)img->width;
+    return LD_OK;
+}
+
+/* Contract: image.h.  *x (h*w) malloc'd, owned by the caller; set only on
+ * success.  Errors: LD_EFORMAT (not a PNG, corrupt, truncated), LD_EINVAL
+ * (more than max_pixels), LD_ENOMEM. */
+int ld_png_decode(const void *buf, size_t len, size_t max_pixels, float **x, int *h, int *w,
+                  ld_err_t *err)
+{
+    if (!buf || !x || !h || !w)
+        return ld_err_set(err, LD_EINVAL, "png decode: NULL argument");
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&img, buf, len)) {
+        int rc = ld_err_set(err, LD_EFORMAT, "PNG: %s", img.message);
+        png_image_free(&img);
+        return rc;
+    }
+    return png_finish(&img, "PNG", max_pixels, x, h, w, err);
+}
+
+/* Contract: image.h.  As ld_png_decode; a file that cannot be opened is
+ * LD_EIO.  Messages start with path. */
+int ld_png_decode_file(const char *path, size_t max_pixels, float **x, int *h, int *w,
+                       ld_err_t *err)
+{
+    if (!path || !x || !h || !w)
+        return ld_err_set(err, LD_EINVAL, "png decode: NULL argument");
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return ld_err_set(err, LD_EIO, "cannot open %s: %s", path, strerror(errno));
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    int rc;
+    if (!png_image_begin_read_from_stdio(&img, fp)) {
+        rc = ld_err_set(err, LD_EFORMAT, "%s: %s", path, img.message);
+        png_image_free(&img);
+    } else {
+        rc = png_finish(&img, path, max_pixels, x, h, w, err);
+    }
+    fclose(fp);
+    return rc;
+}
+
+/* ---- .npy ---------------------------------------------------------------- */
+
+#define NPY_MAGIC "\x93NUMPY"
+#define NPY_MAGIC_LEN 6
+#define NPY_ALIGN 64
+#define NPY_MAX_DIMS 4
+#define NPY_MAX_ELEMS ((uint64_t)1 << 40)
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Element count of shape (ndim), or an error if a size is negative or the
+ * product exceeds NPY_MAX_ELEMS. */
+static int npy_count(int ndim, const int64_t *shape, uint64_t *count, ld_err_t *err)
+{
+    uint64_t c = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return ld_err_set(err, LD_EINVAL, "npy: shape[%d] = %lld is negative", i,
+                              (long long)shape[i]);
+        if (shape[i] && c > NPY_MAX_ELEMS / (uint64_t)shape[i])
+            return ld_err_set(err, LD_EINVAL, "npy: shape has more than %llu elements",
+                              (unsigned long long)NPY_MAX_ELEMS);
+        c *= (uint64_t)shape[i];
+    }
+    *count = c;
+    return LD_OK;
+}
+
+/* Contract: image.h.  ndim in 1..4, shape (ndim) sizes >= 0, x (prod(shape)).
+ * The header is byte-for-byte what numpy < 1.24 writes (numpy's own
+ * _wrap_header padding), v1.0, little-endian float32 data after it.
+ * *out (len bytes) malloc'd, owned by the caller. */
+int ld_npy_encode(const float *x, int ndim, const int64_t *shape, uint8_t **out, size_t *len,
+                  ld_err_t *err)
+{
+    if (ndim < 1 || ndim > NPY_MAX_DIMS || !shape || !out || !len)
+        return ld_err_set(err, LD_EINVAL, "npy: need 1 <= ndim <= %d (got %d), shape and out",
+                          NPY_MAX_DIMS, ndim);
+    uint64_t count;
+    int rc = npy_count(ndim, shape, &count, err);
+    if (rc != LD_OK)
+        return rc;
+    if (count && !x)
+        return ld_err_set(err, LD_EINVAL, "npy: x is NULL");
+
+    /* Python's repr of the dict with sorted keys; a 1-tuple keeps its comma. */
+    char dict[256];
+    int dl = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+    for (int i = 0; i < ndim; i++)
+        dl += snprintf(dict + dl, sizeof dict - (size_t)dl, "%s%lld", i ? ", " : "",
+                       (long long)shape[i]);
+    dl += snprintf(dict + dl, sizeof dict - (size_t)dl, "%s), }", ndim == 1 ? "," : "");
+    /* numpy: padlen = ALIGN - ((MAGIC_LEN + 4 + hlen) % ALIGN), hlen counting
+     * the final '\n'; so the padding is 1..64 spaces. */
+    size_t hlen = (size_t)dl + 1;
+    size_t padlen = NPY_ALIGN - (NPY_MAGIC_LEN + 4 + hlen) % NPY_ALIGN;
+    size_t header = NPY_MAGIC_LEN + 4 + hlen + padlen;
+
+    size_t total = header + (size_t)count * 4;
+    uint8_t *p = malloc(total);
+    if (!p)
+        return ld_err_set(err, LD_ENOMEM, "npy: out of memory for %zu bytes", total);
+    memcpy(p, NPY_MAGIC, NPY_MAGIC_LEN);
+    p[6] = 1; /* version 1.0 */
+    p[7] = 0;
+    p[8] = (uint8_t)((hlen + padlen) & 0xff);
+    p[9] = (uint8_t)((hlen + padlen) >> 8);
+    memcpy(p + 10, dict, (size_t)dl);
+    memset(p + 10 + dl, ' ', padlen);
+    p[header - 1] = '\n';
+    for (size_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], 4);
+        put_le32(p + header + 4 * i, bits);
+    }
+    *out = p;
+    *len = total;
+    return LD_OK;
+}
+
+/* A cursor over the header dict text. */
+typedef struct {
+    const char *p, *end;
+} npy_cur_t;
+
+static void npy_ws(npy_cur_t *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+/* Skip blanks, then consume ch if it is next. */
+static int npy_eat(npy_cur_t *c, char ch)
+{
+    npy_ws(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A quoted string without escapes into s (size n). */
+static int npy_string(npy_cur_t *c, char *s, size_t n)
+{
+    npy_ws(c);
+    if (c->p >= c->end || (*c->p != '\'' && *c->p != '"'))
+        return 0;
+    char q = *c->p++;
+    size_t k = 0;
+    while (c->p < c->end && *c->p != q && *c->p != '\\' && k + 1 < n)
+        s[k++] = *c->p++;
+    s[k] = 0;
+    if (c->p >= c->end || *c->p != q)
+        return 0; /* unterminated, escaped or too long */
+    c->p++;
+    return 1;
+}
+
+/* A tuple of non-negative ints: "()", "(3,)", "(2, 3)", trailing comma allowed.
+ * 1 if parsed, 0 if malformed, -1 if more than NPY_MAX_DIMS sizes. */
+static int npy_shape(npy_cur_t *c, int *ndim, int64_t shape[NPY_MAX_DIMS])
+{
+    if (!npy_eat(c, '('))
+        return 0;
+    *ndim = 0;
+    while (!npy_eat(c, ')')) {
+        npy_ws(c);
+        if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+            return 0;
+        if (*ndim == NPY_MAX_DIMS)
+            return -1;
+        int64_t v = 0;
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9' && v <= (INT64_MAX - 9) / 10)
+            v = v * 10 + (*c->p++ - '0');
+        shape[(*ndim)++] = v;
+        if (!npy_eat(c, ',')) {
+            if (!npy_eat(c, ')'))
+                return 0;
+            break;
+        }
+    }
+    return 1;
+}
+
+/* Parse numpy's header dict: exactly the keys descr, fortran_order, shape. */
+static int npy_parse_header(const char *h, size_t n, int *ndim, int64_t shape[NPY_MAX_DIMS],
+                            ld_err_t *err)
+{
+    npy_cur_t c = {h, h + n};
+    char key[32], descr[32] = "";
+    int seen = 0, fortran = 0;
+    if (!npy_eat(&c, '{'))
+        goto bad;
+    while (!npy_eat(&c, '}')) {
+        if (!npy_string(&c, key, sizeof key) || !npy_eat(&c, ':'))
+            goto bad;
+        npy_ws(&c);
+        if (strcmp(key, "descr") == 0 && !(seen & 1)) {
+            if (!npy_string(&c, descr, sizeof descr))
+                goto bad;
+            seen |= 1;
+        } else if (strcmp(key, "fortran_order") == 0 && !(seen & 2)) {
+            if ((size_t)(c.end - c.p) >= 4 && memcmp(c.p, "True", 4) == 0) {
+                fortran = 1;
+                c.p += 4;
+            } else if ((size_t)(c.end - c.p) >= 5 && memcmp(c.p, "False", 5) == 0) {
+                c.p += 5;
+            } else {
+                goto bad;
+            }
+            seen |= 2;
+        } else if (strcmp(key, "shape") == 0 && !(seen & 4)) {
+            int ok = npy_shape(&c, ndim, shape);
+            if (ok < 0)
+                return ld_err_set(err, LD_EUNSUPPORTED, "npy: shape has more than %d dimensions",
+                                  NPY_MAX_DIMS);
+            if (!ok)
+                goto bad;
+            seen |= 4;
+        } else {
+            return ld_err_set(err, LD_EFORMAT, "npy: unexpected or repeated key '%s' in header",
+                              key);
+        }
+        if (!npy_eat(&c, ',')) {
+            if (!npy_eat(&c, '}'))
+                goto bad;
+            break;
+        }
+    }
+    npy_ws(&c);
+    if (c.p != c.end || seen != 7)
+        goto bad;
+    if (strcmp(descr, "<f4") != 0)
+        return ld_err_set(err, LD_EUNSUPPORTED, "npy: dtype '%s' is not supported (only '<f4')",
+                          descr);
+    if (fortran)
+        return ld_err_set(err, LD_EUNSUPPORTED, "npy: fortran_order True is not supported");
+    return LD_OK;
+bad:
+    return ld_err_set(err, LD_EFORMAT,
+                      "npy: cannot parse header dict near offset %zu (want descr, fortran_order, "
+                      "shape)",
+                      (size_t)(c.p - h));
+}
+
+/* Contract: image.h.  Reads versions 1.0, 2.0 and 3.0; the data must be
+ * exactly prod(shape) little-endian float32 values.  *x malloc'd, owned by
+ * the caller; set only on success.  Errors: LD_EFORMAT, LD_EUNSUPPORTED
+ * (other dtype, Fortran order, ndim > 4), LD_ENOMEM. */
+int ld_npy_decode(const void *buf, size_t len, float **x, int *ndim, int64_t shape[4],
+                  ld_err_t *err)
+{
+    const uint8_t *b = buf;
+    if (!buf || !x || !ndim || !shape)
+        return ld_err_set(err, LD_EINVAL, "npy decode: NULL argument");
+    if (len < 10 || memcmp(b, NPY_MAGIC, NPY_MAGIC_LEN) != 0)
+        return ld_err_set(err, LD_EFORMAT, "npy: not a .npy file (bad magic)");
+    size_t hoff, hlen;
+    if (b[6] == 1) {
+        hoff = 10;
+        hlen = (size_t)b[8] | (size_t)b[9] << 8;
+    } else if (b[6] == 2 || b[6] == 3) {
+        if (len < 12)
+            return ld_err_set(err, LD_EFORMAT, "npy: truncated header length");
+        hoff = 12;
+        hlen = get_le32(b + 8);
+    } else {
+        return ld_err_set(err, LD_EUNSUPPORTED, "npy: version %d.%d is not supported", b[6], b[7]);
+    }
+    if (hlen > len - hoff)
+        return ld_err_set(err, LD_EFORMAT, "npy: header of %zu bytes but only %zu follow", hlen,
+                          len - hoff);
+    int nd = 0;
+    int64_t sh[NPY_MAX_DIMS];
+    int rc = npy_parse_header((const char *)b + hoff, hlen, &nd, sh, err);
+    uint64_t count = 0;
+    if (rc == LD_OK)
+        rc = npy_count(nd, sh, &count, err);
+    if (rc != LD_OK)
+        return rc;
+    size_t data = hoff + hlen;
+    if (len - data != count * 4)
+        return ld_err_set(err, LD_EFORMAT, "npy: expected %llu bytes of data, found %zu",
+                          (unsigned long long)(count * 4), len - data);
+    float *f = ld_malloc_array((size_t)count, sizeof(float));
+    if (!f)
+        return ld_err_set(err, LD_ENOMEM, "npy: out of memory for %llu values",
+                          (unsigned long long)count);
+    for (size_t i = 0; i < count; i++) {
+        uint32_t bits = get_le32(b + data + 4 * i);
+        memcpy(&f[i], &bits, 4);
+    }
+    *x = f;
+    *ndim = nd;
+    memcpy(shape, sh, (size_t)nd * sizeof *sh);
+    return LD_OK;
+}
+
+/* ---- base64 -------------------------------------------------------------- */
+
+/* 0..63 for a base64 alphabet character, -1 otherwise. */
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Contract: image.h.  in (len) is standard base64 (RFC 4648 section 4) with
+ * '=' padding; ASCII whitespace anywhere is skipped.  *out (*out_len bytes)
+ * malloc'd, owned by the caller, set only on success.  Errors (LD_EFORMAT)
+ * give the offset into in of the first bad character. */
+int ld_base64_decode(const char *in, size_t len, uint8_t **out, size_t *out_len, ld_err_t *err)
+{
+    if ((!in && len) || !out || !out_len)
+        return ld_err_set(err, LD_EINVAL, "base64: NULL argument");
+    uint8_t *o = malloc(len / 4 * 3 + 3);
+    if (!o)
+        return ld_err_set(err, LD_ENOMEM, "base64: out of memory for %zu bytes", len);
+    size_t n = 0;
+    int quad[4], q = 0, pads = 0, ended = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v')
+            continue;
+        const char *why = NULL;
+        if (ended)
+            why = "data after '=' padding";
+        else if (c == '=' && q < 2)
+            why = "misplaced '='";
+        else if (c != '=' && pads)
+            why = "data after '=' padding";
+        else if (c != '=' && b64_value(c) < 0)
+            why = "invalid character";
+        if (why) {
+            free(o);
+            return ld_err_set(err, LD_EFORMAT, "base64: %s (0x%02x) at offset %zu", why, c, i);
+        }
+        pads += c == '=';
+        quad[q++] = c == '=' ? 0 : b64_value(c);
+        if (q == 4) {
+            uint8_t bytes[3] = {(uint8_t)(quad[0] << 2 | quad[1] >> 4),
+                                (uint8_t)(quad[1] << 4 | quad[2] >> 2),
+                                (uint8_t)(quad[2] << 6 | quad[3])};
+            memcpy(o + n, bytes, (size_t)(3 - pads));
+            n += (size_t)(3 - pads);
+            q = 0;
+            ended = pads > 0;
+        }
+    }
+    if (q) {
+        free(o);
+        return ld_err_set(err, LD_EFORMAT,
+                          "base64: input ends mid-group (%d of 4 characters; missing '=' padding?)",
+                          q);
+    }
+    *out = o;
+    *out_len = n;
+    return LD_OK;
+}
