@@ -23,7 +23,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 
 LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
-TEST_SRC := $(wildcard tests/check_*.c)
+TEST_SRC := $(filter-out tests/check_main.c,$(wildcard tests/check_*.c))
 HDRS     := $(wildcard include/latentd/*.h src/*.h)
 
 .PHONY: all deps test test-plain test-asan run models bench bench-serve install clean fixtures
