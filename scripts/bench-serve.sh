@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# bench-serve.sh — `make bench-serve`: HTTP serving throughput and latency of
+# `latentd serve` against the same models served by FastAPI + uvicorn +
+# PyTorch (bench/serve_torch.py), measured the same way with wrk.
+#
+# For each model, endpoint (sample n=1 as JSON, sample n=1 as PNG, decode one
+# z as JSON) and connection count (1, 16, 64): requests/s, p50 and p99
+# latency, and non-2xx responses; then the latentd/PyTorch ratio of req/s and
+# the daemon's resident memory after the run.
+#
+# Environment:
+#   MODELS_DIR   folder with the models (default models/; needs
+#                fashion-vae.safetensors and fashion-gan.safetensors)
+#   MODELS       which of them to measure (default "fashion-vae fashion-gan")
+#   DURATION     seconds per measurement (default 5)
+#   CONNS        connection counts (default "1 16 64")
+#   TORCH=0      skip the PyTorch peer
+#   TORCH_WORKERS uvicorn worker processes (default: number of CPUs, like
+#                latentd's http_threads = 0)
+#   LATENTD      the binary (default build/latentd)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODELS_DIR=${MODELS_DIR:-models}
+MODELS=${MODELS:-"fashion-vae fashion-gan"}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-"1 16 64"}
+TORCH=${TORCH:-1}
+NCPU=$(nproc)
+TORCH_WORKERS=${TORCH_WORKERS:-$NCPU}
+LATENTD=${LATENTD:-build/latentd}
+PY=/usr/bin/python3
+
+die() { echo "bench-serve: $*" >&2; exit 1; }
+command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
+[ -x "$LATENTD" ] || die "$LATENTD is missing; run make first"
+for m in $MODELS; do
+    [ -f "$MODELS_DIR/$m.safetensors" ] ||
+        die "$MODELS_DIR/$m.safetensors is missing (set MODELS_DIR, or run make models)"
+done
+if [ "$TORCH" = 1 ] && ! "$PY" -c 'import torch, fastapi, uvicorn, PIL' 2>/dev/null; then
+    echo "bench-serve: python3-torch/fastapi/uvicorn/pil missing; measuring latentd only" >&2
+    TORCH=0
+fi
+
+work=$(mktemp -d /tmp/latentd-bench-serve.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # url seconds
+    local url=$1 t=$2 i
+    for ((i = 0; i < t * 20; i++)); do
+        curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# Only the models under test, in a private folder, for both servers.
+mkdir -p "$work/models" "$work/state"
+for m in $MODELS; do ln -s "$(realpath "$MODELS_DIR/$m.safetensors")" "$work/models/$m.safetensors"; done
+
+# --- latentd: the shipped configuration, on a free port ---------------------
+lport=$(free_port)
+"$LATENTD" serve --config config/latentd.conf --models "$work/models" --state "$work/state" \
+    --port "$lport" 2>"$work/latentd.log" &
+lpid=$!
+pids+=("$lpid")
+wait_http "http://127.0.0.1:$lport/readyz" 30 || { cat "$work/latentd.log" >&2; die "latentd did not start"; }
+
+# --- the PyTorch peer -----------------------------------------------------------
+if [ "$TORCH" = 1 ]; then
+    tport=$(free_port)
+    LD_BENCH_MODELS="$work/models" "$PY" bench/serve_torch.py \
+        --host 127.0.0.1 --port "$tport" --workers "$TORCH_WORKERS" >"$work/torch.log" 2>&1 &
+    tpid=$!
+    pids+=("$tpid")
+    wait_http "http://127.0.0.1:$tport/healthz" 120 || { cat "$work/torch.log" >&2; die "the PyTorch server did not start"; }
+fi
+
+# wrk script: POST $BODY, print one machine-readable RESULT line at the end.
+cat >"$work/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = os.getenv("BODY")
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format("RESULT %d %.1f %.1f %.1f %d %d\n", summary.requests,
+        summary.requests / (summary.duration / 1e6), latency:percentile(50),
+        latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+EOF
+
+zvec() { # n values, deterministic
+    "$PY" -c "import sys; n=int(sys.argv[1]); print('[' + ','.join('%.4f' % (((i*37)%17)/8.0-1) for i in range(n)) + ']')" "$1"
+}
+
+# measure SERVER_NAME PORT MODEL ENDPOINT_LABEL PATH BODY
+results="$work/results"
+: >"$results"
+measure() {
+    local server=$1 port=$2 model=$3 label=$4 path=$5 body=$6 c t out
+    for c in $CONNS; do
+        t=$((c < NCPU ? c : NCPU))
+        # warm-up (connections, allocator, first-touch), then the measurement
+        BODY=$body wrk -t"$t" -c"$c" -d1s -s "$work/post.lua" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+        out=$(BODY=$body wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s -s "$work/post.lua" \
+            "http://127.0.0.1:$port$path" 2>&1 | grep '^RESULT' || true)
+        [ -n "$out" ] || out="RESULT 0 0 0 0 0 0"
+        echo "$server $model $label $c ${out#RESULT }" >>"$results"
+        printf '  %-8s %-12s %-12s c=%-3s %s\n' "$server" "$model" "$label" "$c" "${out#RESULT }" >&2
+    done
+}
+
+echo "bench-serve: $NCPU CPUs, ${DURATION}s per point, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for m in $MODELS; do
+    zd=$(curl -fsS "http://127.0.0.1:$lport/v1/models/$m" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["latent_size"])')
+    z=$(zvec "$zd")
+    for server in latentd torch; do
+        [ "$server" = torch ] && [ "$TORCH" != 1 ] && continue
+        port=$lport
+        [ "$server" = torch ] && port=$tport
+        measure "$server" "$port" "$m" sample-json "/v1/models/$m/sample" '{"n":1,"seed":7}'
+        measure "$server" "$port" "$m" sample-png "/v1/models/$m/sample" '{"n":1,"seed":7,"format":"png"}'
+        measure "$server" "$port" "$m" decode-json "/v1/models/$m/decode" "{\"z\":[$z]}"
+    done
+done
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+l_rss=$(rss_kb "$lpid")
+l_hwm=$(hwm_kb "$lpid")
+t_rss=0
+if [ "$TORCH" = 1 ]; then
+    for p in $tpid $(pgrep -P "$tpid" || true); do t_rss=$((t_rss + $(rss_kb "$p"))); done
+fi
+
+# --- the table ------------------------------------------------------------------
+"$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" <<'EOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+l_rss, l_hwm, t_rss, workers = (int(x) for x in sys.argv[2:6])
+data = {}
+for server, model, label, c, n, rps, p50, p99, non2xx, sockerr in rows:
+    data[(server, model, label, int(c))] = (float(rps), float(p50) / 1000, float(p99) / 1000,
+                                            int(non2xx), int(sockerr), int(n))
+keys = sorted({k[1:] for k in data}, key=lambda k: (k[0], k[1], k[2]))
+print()
+print("%-12s %-12s %4s | %10s %8s %8s %6s | %10s %8s %8s %6s | %7s" % (
+    "model", "endpoint", "conn", "latentd r/s", "p50 ms", "p99 ms", "non2xx",
+    "torch r/s", "p50 ms", "p99 ms", "non2xx", "ratio"))
+print("-" * 122)
+ok = True
+for model, label, c in keys:
+    l = data.get(("latentd", model, label, c))
+    t = data.get(("torch", model, label, c))
+    lf = "%10.0f %8.2f %8.2f %6d" % (l[0], l[1], l[2], l[3] + l[4]) if l else " " * 37
+    tf = "%10.0f %8.2f %8.2f %6d" % (t[0], t[1], t[2], t[3] + t[4]) if t else " " * 37
+    ratio = "%6.1fx" % (l[0] / t[0]) if l and t and t[0] > 0 else "      -"
+    print("%-12s %-12s %4d | %s | %s | %s" % (model, label, c, lf, tf, ratio))
+    if l and (l[3] + l[4] > 0):
+        ok = False
+print()
+print("latentd resident memory after the run: %.1f MiB (peak %.1f MiB); target < 64 MiB"
+      % (l_rss / 1024, l_hwm / 1024))
+if t_rss:
+    print("PyTorch peer resident memory (%d uvicorn workers + parent): %.1f MiB" % (workers, t_rss / 1024))
+at64 = [(k, data[("latentd",) + k], data.get(("torch",) + k)) for k in keys if k[2] == 64]
+for k, l, t in at64:
+    r = l[0] / t[0] if t and t[0] else float("nan")
+    print("at 64 connections, %s %s: %.1fx the peer's req/s (target >= 10x), p99 %.2f ms (target < 10 ms)"
+          % (k[0], k[1], r, l[2]))
+print("latentd non-2xx or socket errors: %s" % ("none" if ok else "SOME (see table)"))
+EOF
