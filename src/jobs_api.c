@@ -1,0 +1,262 @@
+/* jobs_api.c — HTTP handlers for training jobs and their event streams. See jobs_api.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/jobs_api.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <string.h>
+
+/* Status for an engine error code. */
+static int http_status(int rc)
+{
+    switch (rc) {
+    case LD_EFORMAT: return 400;
+    case LD_EINVAL: return 422;
+    case LD_ENOTFOUND: return 404;
+    case LD_EBUSY: return 429;
+    case LD_ENOMEM: return 503;
+    default: return 500;
+    }
+}
+
+static const char *error_code(int rc)
+{
+    switch (rc) {
+    case LD_EFORMAT: return "bad_request";
+    case LD_EINVAL: return "invalid_spec";
+    case LD_ENOTFOUND: return "not_found";
+    case LD_EBUSY: return "queue_full";
+    case LD_ENOMEM: return "overloaded";
+    default: return "internal";
+    }
+}
+
+static void reply_err(ld_req_t *req, int rc, const ld_err_t *e)
+{
+    ld_req_error(req, http_status(rc), error_code(rc), "%s", e->msg);
+}
+
+/* Reply with a malloc'd JSON string (ownership moves). */
+static void reply_json_str(ld_req_t *req, int status, char *json)
+{
+    ld_req_reply(req, status, "application/json", json, strlen(json));
+}
+
+static void h_submit(ld_req_t *req, void *ctx)
+{
+    ld_jobs_t *jobs = ctx;
+    size_t len;
+    const uint8_t *body = ld_req_body(req, &len);
+    char id[LD_JOB_ID_MAX];
+    int retry = 0;
+    ld_err_t e;
+    int rc = ld_jobs_submit(jobs, (const char *)body, len, id, &retry, &e);
+    if (rc) {
+        if (rc == LD_EBUSY) {
+            char ra[16];
+            snprintf(ra, sizeof ra, "%d", retry > 0 ? retry : 1);
+            ld_req_header_add(req, "Retry-After", ra);
+        }
+        reply_err(req, rc, &e);
+        return;
+    }
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/jobs/%s", id);
+    ld_req_header_add(req, "Location", loc);
+    ld_buf_t b;
+    ld_buf_init(&b);
+    ld_buf_printf(&b, "{\"id\":\"%s\",\"state\":\"queued\"}", id);
+    ld_req_reply_json(req, 202, &b);
+}
+
+static void h_list(ld_req_t *req, void *ctx)
+{
+    char *json;
+    ld_err_t e;
+    int rc = ld_jobs_list_json(ctx, &json, &e);
+    if (rc)
+        reply_err(req, rc, &e);
+    else
+        reply_json_str(req, 200, json);
+}
+
+static void h_get(ld_req_t *req, void *ctx)
+{
+    char *json;
+    ld_err_t e;
+    int rc = ld_jobs_get_json(ctx, ld_req_param(req, "id"), &json, &e);
+    if (rc)
+        reply_err(req, rc, &e);
+    else
+        reply_json_str(req, 200, json);
+}
+
+static void h_cancel(ld_req_t *req, void *ctx)
+{
+    const char *id = ld_req_param(req, "id");
+    ld_job_state_t st;
+    ld_err_t e;
+    char *json;
+    int rc = ld_jobs_cancel(ctx, id, &st, &e);
+    if (!rc)
+        rc = ld_jobs_get_json(ctx, id, &json, &e);
+    if (rc) {
+        reply_err(req, rc, &e);
+        return;
+    }
+    /* 202 while a running job is still stopping; 200 once its state is final */
+    reply_json_str(req, st == LD_JOB_RUNNING ? 202 : 200, json);
+}
+
+/* ---- Server-Sent Events ---- */
+
+typedef struct {
+    ld_jobs_t *jobs;
+    char id[LD_JOB_ID_MAX];
+    struct MHD_Connection *conn;
+    ld_jobs_sub_t *sub;
+    uint64_t seq;
+    pthread_mutex_t lock;  /* guards pending, suspended */
+    int pending;           /* the job changed since the reader last looked */
+    int suspended;         /* the reader suspended the connection */
+    char *out;             /* formatted events not yet sent (malloc'd) */
+    size_t out_len, out_pos;
+    int final_queued;      /* the last event is in out: end after it */
+} stream_t;
+
+static void stream_wake(void *user)
+{
+    stream_t *s = user;
+    pthread_mutex_lock(&s->lock);
+    s->pending = 1;
+    if (s->suspended) {
+        s->suspended = 0;
+        MHD_resume_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Format the next event into s->out. 1 if there is one, 0 if none yet, -1 at the end. */
+static int stream_next(stream_t *s)
+{
+    if (s->final_queued)
+        return -1;
+    char *json = NULL;
+    int final = 0;
+    if (ld_jobs_event_json(s->jobs, s->id, &s->seq, &json, &final, NULL) != LD_OK)
+        return -1;
+    if (!json)
+        return final ? -1 : 0;
+    ld_buf_t b;
+    ld_buf_init(&b);
+    ld_buf_printf(&b, "event: %s\nid: %llu\ndata: %s\n\n", final ? "end" : "progress",
+                  (unsigned long long)s->seq, json);
+    free(json);
+    if (ld_buf_failed(&b)) {
+        ld_buf_free(&b);
+        return -1;
+    }
+    free(s->out);
+    s->out = ld_buf_steal(&b, &s->out_len);
+    s->out_pos = 0;
+    s->final_queued = final;
+    return 1;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_t *s = cls;
+    (void)pos;
+    for (;;) {
+        if (s->out && s->out_pos < s->out_len) {
+            size_t n = s->out_len - s->out_pos < max ? s->out_len - s->out_pos : max;
+            memcpy(buf, s->out + s->out_pos, n);
+            s->out_pos += n;
+            return (ssize_t)n;
+        }
+        /* clear pending before looking, so a change after the look wakes us */
+        pthread_mutex_lock(&s->lock);
+        s->pending = 0;
+        pthread_mutex_unlock(&s->lock);
+        int r = stream_next(s);
+        if (r < 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (r > 0)
+            continue;
+        pthread_mutex_lock(&s->lock);
+        if (!s->pending) {
+            /* nothing new: park the connection until stream_wake */
+            s->suspended = 1;
+            MHD_suspend_connection(s->conn);
+            pthread_mutex_unlock(&s->lock);
+            return 0;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+static void stream_free(void *cls)
+{
+    stream_t *s = cls;
+    ld_jobs_unsubscribe(s->jobs, s->sub); /* no wake runs after this returns */
+    pthread_mutex_destroy(&s->lock);
+    free(s->out);
+    free(s);
+}
+
+static void h_events(ld_req_t *req, void *ctx)
+{
+    ld_jobs_t *jobs = ctx;
+    const char *id = ld_req_param(req, "id");
+    ld_err_t e;
+    ld_job_info_t info;
+    int rc = ld_jobs_info(jobs, id, &info, &e);
+    if (rc) {
+        reply_err(req, rc, &e);
+        return;
+    }
+    stream_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    s->jobs = jobs;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    s->conn = ld_req_connection(req);
+    pthread_mutex_init(&s->lock, NULL);
+    if ((rc = ld_jobs_subscribe(jobs, id, stream_wake, s, &s->sub, &e))) {
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        reply_err(req, rc, &e);
+        return;
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
+    if (!resp) {
+        stream_free(s);
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    ld_req_reply_mhd(req, 200, resp, -1);
+    MHD_destroy_response(resp);
+}
+
+int ld_jobs_api_register(ld_http_t *h, ld_jobs_t *jobs, ld_err_t *err)
+{
+    const ld_route_t routes[] = {
+        {"POST", "/v1/jobs", LD_AUTH_ADMIN, LD_ROUTE_JSON, h_submit, jobs},
+        {"GET", "/v1/jobs", LD_AUTH_ADMIN, 0, h_list, jobs},
+        {"GET", "/v1/jobs/{id}", LD_AUTH_ADMIN, 0, h_get, jobs},
+        {"DELETE", "/v1/jobs/{id}", LD_AUTH_ADMIN, 0, h_cancel, jobs},
+        {"GET", "/v1/jobs/{id}/events", LD_AUTH_ADMIN, 0, h_events, jobs},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
+        int rc = ld_http_route_add(h, &routes[i], err);
+        if (rc)
+            return rc;
+    }
+    return LD_OK;
+}
