@@ -189,24 +189,36 @@ static uint32_t scale9(double v, int e)
     return (uint32_t)(s + 0.5);
 }
 
-void ld_buf_json_float(ld_buf_t *b, float f)
+static const char digit_pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                     "25262728293031323334353637383940414243444546474849"
+                                     "50515253545556575859606162636465666768697071727374"
+                                     "75767778798081828384858687888990919293949596979899";
+
+/* Write f into out (at least 24 bytes); returns the length. */
+static int fmt_float(char *out, float f)
 {
-    double v = (double)f;
-    if (!isfinite(v) || v == 0.0) {
-        ld_buf_putc(b, '0');
-        return;
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    uint32_t bexp = (bits >> 23) & 0xFF;
+    if (bexp == 0xFF || (bits & 0x7FFFFFFFu) == 0) { /* NaN, Inf (callers check), zero */
+        out[0] = '0';
+        return 1;
     }
-    char out[40];
     int pos = 0;
-    if (v < 0) {
+    if (bits >> 31)
         out[pos++] = '-';
-        v = -v;
-    }
-    /* decimal exponent from the binary one: 2^(be-1) <= v < 2^be, so
-     * e = floor((be-1) log10 2) is the true exponent or one below it */
+    double v = fabs((double)f);
+    /* binary exponent: 2^be <= v < 2^(be+1) */
     int be;
-    frexp(v, &be);
-    int e = (int)floor((double)(be - 1) * 0.30102999566398120);
+    if (bexp) {
+        be = (int)bexp - 127;
+    } else { /* subnormal */
+        frexp(v, &be);
+        be -= 1;
+    }
+    /* e = floor(be * log10(2)) (78913 / 2^18 ~ log10 2; exact over this range,
+     * with an arithmetic shift), the decimal exponent or one below it */
+    int e = (be * 78913) >> 18;
     uint32_t m = scale9(v, e);
     if (m >= 1000000000u) {
         e++;
@@ -216,14 +228,17 @@ void ld_buf_json_float(ld_buf_t *b, float f)
         m /= 10;
         e++;
     }
-    if (m < 100000000u) { /* cannot happen for finite floats; stay safe */
-        ld_buf_printf(b, "%.9g", (double)f);
-        return;
-    }
-    char dig[9];
-    for (int i = 8; i >= 0; i--) {
-        dig[i] = (char)('0' + m % 10);
-        m /= 10;
+    if (m < 100000000u) /* cannot happen for finite floats; stay safe */
+        return pos + snprintf(out + pos, 24, "%.9g", v);
+    /* nine digits: one, then four pairs */
+    char dig[10];
+    uint32_t lo = m % 100000000u;
+    dig[0] = (char)('0' + m / 100000000u);
+    for (int i = 7; i >= 1; i -= 2) {
+        uint32_t pr = lo % 100u;
+        lo /= 100u;
+        dig[i] = digit_pairs[2 * pr];
+        dig[i + 1] = digit_pairs[2 * pr + 1];
     }
     int nd = 9;
     while (nd > 1 && dig[nd - 1] == '0')
@@ -242,15 +257,15 @@ void ld_buf_json_float(ld_buf_t *b, float f)
             out[pos++] = '.';
             for (int i = 0; i < -e - 1; i++)
                 out[pos++] = '0';
-            for (int i = 0; i < nd; i++)
-                out[pos++] = dig[i];
+            memcpy(out + pos, dig, (size_t)nd);
+            pos += nd;
         }
     } else {
         out[pos++] = dig[0];
         if (nd > 1) {
             out[pos++] = '.';
-            for (int i = 1; i < nd; i++)
-                out[pos++] = dig[i];
+            memcpy(out + pos, dig + 1, (size_t)nd - 1);
+            pos += nd - 1;
         }
         out[pos++] = 'e';
         int x = e;
@@ -262,27 +277,31 @@ void ld_buf_json_float(ld_buf_t *b, float f)
             out[pos++] = (char)('0' + x / 10);
         out[pos++] = (char)('0' + x % 10);
     }
-    if (!b->failed && b->len + (size_t)pos < b->cap) { /* fast path: room for it and the NUL */
-        memcpy(b->data + b->len, out, (size_t)pos);
-        b->len += (size_t)pos;
-        b->data[b->len] = '\0';
-    } else {
-        ld_buf_append(b, out, (size_t)pos);
-    }
+    return pos;
+}
+
+void ld_buf_json_float(ld_buf_t *b, float f)
+{
+    char out[40];
+    int n = fmt_float(out, f);
+    ld_buf_append(b, out, (size_t)n);
 }
 
 void ld_buf_json_floats(ld_buf_t *b, const float *v, size_t n)
 {
-    /* ~16 bytes per value; reserve once so the loop rarely reallocates */
-    if (n < SIZE_MAX / 16)
-        ld_buf_reserve(b, n * 16 + 2);
-    ld_buf_putc(b, '[');
+    /* at most 16 bytes per value plus a comma: reserve once, write in place */
+    if (n >= SIZE_MAX / 32 || ld_buf_reserve(b, n * 17 + 2) != 0)
+        return;
+    char *p = b->data + b->len;
+    *p++ = '[';
     for (size_t i = 0; i < n; i++) {
         if (i)
-            ld_buf_putc(b, ',');
-        ld_buf_json_float(b, v[i]);
+            *p++ = ',';
+        p += fmt_float(p, v[i]);
     }
-    ld_buf_putc(b, ']');
+    *p++ = ']';
+    *p = '\0';
+    b->len = (size_t)(p - b->data);
 }
 
 void ld_buf_json_matrix(ld_buf_t *b, const float *v, size_t rows, size_t cols)

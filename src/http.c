@@ -844,7 +844,9 @@ static void on_complete(ld_req_t *req)
             const char *end = NULL;
             req->json = cJSON_ParseWithLengthOpts((const char *)req->body, req->body_len, &end, 0);
             if (!req->json) {
-                const char *at = cJSON_GetErrorPtr();
+                /* on failure cJSON points end at the error (cJSON_GetErrorPtr
+                 * would read a global that other threads overwrite) */
+                const char *at = end;
                 size_t off = at && at >= (const char *)req->body &&
                                      at <= (const char *)req->body + req->body_len
                                  ? (size_t)(at - (const char *)req->body)
@@ -913,10 +915,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         MHD_destroy_response(r);
         return ok;
     }
-    if (req->replied)
-        return MHD_YES;
-    on_complete(req);
-    return MHD_YES;
+    if (!req->replied)
+        on_complete(req);
+    /* replied with status 0: no response could be built; close the connection
+     * rather than leave the client waiting for the timeout */
+    return req->status ? MHD_YES : MHD_NO;
 }
 
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
