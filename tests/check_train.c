@@ -451,7 +451,7 @@ START_TEST(test_load_too_many_layers)
 {
     static const char *const nets[3][2] = {
         {"encoder", "decoder"}, {"generator", "discriminator"}, {"classifier", NULL}};
-    char *dir = tu_mkdtemp(), path[4200];
+    char *dir = tu_mkdtemp(), path[4200], bad[600] = "";
     static float w[16 * 16], b[16]; /* zeros; shapes are what matters */
     for (int k = 0; k < 3; k++) {
         ld_tensor_view_t tv[64];
@@ -488,13 +488,17 @@ START_TEST(test_load_too_many_layers)
         ck_assert_msg(ld_ckpt_write(path, tv, n, NULL, 0, &err) == LD_OK, "%s", err.msg);
         ld_model_t *m = NULL;
         int rc = ld_model_load(path, &m, &err);
-        ck_assert_msg(rc != LD_OK, "%s with %d layers was accepted", nets[k][0], LD_MAX_LAYERS + 1);
-        ck_assert_ptr_null(m);
-        ck_assert_msg(strstr(err.msg, nets[k][0]), "%s: unclear error \"%s\"", nets[k][0], err.msg);
-        printf("  %d-layer %s refused: %s\n", LD_MAX_LAYERS + 1, nets[k][0], err.msg);
+        printf("  %d-layer %s: rc %d, %s\n", LD_MAX_LAYERS + 1, nets[k][0], rc, err.msg);
+        ld_model_free(m);
+        if (rc == LD_OK)
+            snprintf(bad, sizeof bad, "%s with %d layers was accepted", nets[k][0],
+                     LD_MAX_LAYERS + 1);
+        else if (!strstr(err.msg, nets[k][0]) && !bad[0])
+            snprintf(bad, sizeof bad, "%s: unclear error \"%.400s\"", nets[k][0], err.msg);
     }
     tu_rmrf(dir);
     free(dir);
+    ck_assert_msg(!bad[0], "%s", bad);
 }
 END_TEST
 
