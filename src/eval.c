@@ -165,7 +165,8 @@ double ld_frechet(int F, const double *mu1, const double *c1, const double *mu2,
         dm += (mu1[i] - mu2[i]) * (mu1[i] - mu2[i]);
     }
     free(buf);
-    return dm + tr - 2 * tr_sqrt;
+    double fd = dm + tr - 2 * tr_sqrt;
+    return fd > 0 ? fd : 0; /* tiny negatives are rounding in the square root */
 }
 
 int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t *d, int n,
@@ -178,6 +179,8 @@ int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t
                           ld_kind_name(cls->arch.kind));
     if (cls->arch.x_dim != gan->arch.x_dim || d->dim != gan->arch.x_dim)
         return ld_err_set(err, LD_EINVAL, "image sizes of model, classifier and data differ");
+    if (n < 2 || d->n < 2)
+        return ld_err_set(err, LD_EINVAL, "a Frechet distance needs at least 2 samples and 2 images");
     const ld_mlp_t *net = &cls->nets[LD_CLS_NET];
     int C = cls->arch.n_classes, F = net->size[net->n_layers - 1], X = gan->arch.x_dim;
     int nr = d->n;

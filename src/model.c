@@ -426,10 +426,19 @@ static void side_from_dim(ld_arch_t *a, int dim)
     a->x_dim = dim;
 }
 
+/* A net of n dense layers found in a file must fit ld_hidden_t (hidden = n - out). */
+static int too_deep(const char *net, int n, int out, ld_err_t *err)
+{
+    if (n - out <= LD_MAX_HIDDEN)
+        return LD_OK;
+    return ld_err_set(err, LD_EFORMAT, "%s has %d or more layers; latentd supports at most %d",
+                      net, n, LD_MAX_HIDDEN + out);
+}
+
 /* Infer an architecture from tensor names and shapes (a plain PyTorch state dict). */
 static int infer_arch(const ld_ckpt_t *c, ld_arch_t *a, ld_err_t *err)
 {
-    int s1[LD_MAX_LAYERS + 2], s2[LD_MAX_LAYERS + 2], n1, n2;
+    int s1[LD_MAX_LAYERS + 2], s2[LD_MAX_LAYERS + 2], n1, n2, rc;
     if ((n1 = count_layers(c, "encoder", s1, LD_MAX_HIDDEN + 1)) > 0) {
         ld_arch_default(LD_KIND_VAE, a);
         const ld_tensor_view_t *mu = ld_ckpt_find(c, "mu.weight");
@@ -437,6 +446,8 @@ static int infer_arch(const ld_ckpt_t *c, ld_arch_t *a, ld_err_t *err)
         if (!mu || mu->ndim != 2 || n2 < 1)
             return ld_err_set(err, LD_EFORMAT,
                               "has encoder.* tensors but no mu.weight or decoder.0.weight");
+        if ((rc = too_deep("encoder", n1, 0, err)) || (rc = too_deep("decoder", n2, 1, err)))
+            return rc;
         side_from_dim(a, s1[0]);
         a->z_dim = (int)mu->shape[0];
         hidden_set(&a->enc, n1, s1 + 1);
@@ -448,6 +459,9 @@ static int infer_arch(const ld_ckpt_t *c, ld_arch_t *a, ld_err_t *err)
         n2 = count_layers(c, "discriminator", s2, LD_MAX_LAYERS + 1);
         if (n2 < 1)
             return ld_err_set(err, LD_EFORMAT, "has generator.* tensors but no discriminator.0.weight");
+        if ((rc = too_deep("generator", n1, 1, err)) ||
+            (rc = too_deep("discriminator", n2, 1, err)))
+            return rc;
         side_from_dim(a, s1[n1]);
         a->z_dim = s1[0];
         hidden_set(&a->dec, n1 - 1, s1 + 1);
@@ -457,6 +471,9 @@ static int infer_arch(const ld_ckpt_t *c, ld_arch_t *a, ld_err_t *err)
     }
     if ((n1 = count_layers(c, "classifier", s1, LD_MAX_LAYERS + 1)) > 0) {
         ld_arch_default(LD_KIND_CLASSIFIER, a);
+        if ((rc = too_deep("classifier", n1, 1, err)))
+            return rc;
+        a->dropout = 0.0f; /* training-only; unknown for a foreign file */
         side_from_dim(a, s1[0]);
         a->n_classes = s1[n1];
         hidden_set(&a->enc, n1 - 1, s1 + 1);
