@@ -391,7 +391,6 @@ int ld_serve_main(int argc, char **argv)
     }
     ld_log_info("latentd %s starting pid=%ld models_dir=%s state_dir=%s http_threads=%d",
                 LD_VERSION, (long)getpid(), cfg.models_dir, cfg.state_dir, threads);
-    scan_models(reg, "start");
 
     ld_http_opts_t ho = {
         .bind = cfg.bind,
@@ -426,6 +425,8 @@ int ld_serve_main(int argc, char **argv)
                 cfg.bind, strchr(cfg.bind, ':') ? "]" : "", ld_http_port(http),
                 token ? "token" : "open", admin ? "token" : "disabled",
                 cfg.cors_origins[0] ? cfg.cors_origins : "none");
+    /* serving already: /healthz answers and /readyz says 503 while models load */
+    scan_models(reg, "start");
     ld_http_set_ready(http, 1);
     {
         char msg[128];
