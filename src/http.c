@@ -373,7 +373,8 @@ static const char *req_origin_allowed(const ld_req_t *req)
 
 static void add_common_headers(ld_req_t *req, struct MHD_Response *r)
 {
-    MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (!MHD_get_response_header(r, "Cache-Control")) /* streams set their own */
+        MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     const char *origin = req_origin_allowed(req);
     if (req->h->n_origins)
