@@ -391,8 +391,8 @@ static void add_common_headers(ld_req_t *req, struct MHD_Response *r)
         MHD_add_response_header(r, "Connection", "close");
 }
 
-/* Queue r (adding the common headers). Returns 0 when queued now or kept
- * pending for the end of the upload. Takes over the caller's reference. */
+/* Queue r (adding the common headers) now, or keep it pending until the
+ * request is complete. Takes over the caller's reference. */
 static void submit(ld_req_t *req, int status, struct MHD_Response *r, long long bytes)
 {
     if (req->replied || !r) {
