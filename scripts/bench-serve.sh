@@ -121,7 +121,8 @@ measure() {
     done
 }
 
-echo "bench-serve: $NCPU CPUs, ${DURATION}s per point, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench-serve: $NCPU CPUs, ${DURATION}s per point, load average $load_before" >&2
 for m in $MODELS; do
     zd=$(curl -fsS "http://127.0.0.1:$lport/v1/models/$m" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["latent_size"])')
     z=$(zvec "$zd")
@@ -145,6 +146,9 @@ if [ "$TORCH" = 1 ]; then
 fi
 
 # --- the table ------------------------------------------------------------------
+echo
+echo "bench-serve: $NCPU CPUs (wrk runs on the same CPUs), ${DURATION}s per point;" \
+    "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" <<'EOF'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
