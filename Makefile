@@ -17,7 +17,9 @@ TEST_LDLIBS := $(shell pkg-config --libs check 2>/dev/null) -lcurl
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev zlib1g-dev \
-            libmicrohttpd-dev check libcurl4-openssl-dev curl dataset-fashion-mnist
+            libmicrohttpd-dev check libcurl4-openssl-dev curl dataset-fashion-mnist prometheus
+# only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
+BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -26,13 +28,18 @@ LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
 TEST_SRC := $(filter-out tests/check_main.c,$(wildcard tests/check_*.c))
 HDRS     := $(wildcard include/latentd/*.h src/*.h)
 
-.PHONY: all deps test test-plain test-asan run models bench bench-serve install clean fixtures
+.PHONY: all deps deps-bench test test-plain test-asan run models bench bench-serve install clean fixtures
 
 all: build/latentd
 
 # ---- dependencies -----------------------------------------------------------
-deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+deps-bench: PKGS_WANTED = $(DEB_PKGS) $(BENCH_PKGS)
+deps-bench: deps-install
+deps: PKGS_WANTED = $(DEB_PKGS)
+deps: deps-install
+.PHONY: deps-install
+deps-install:
+	@missing=$$(for p in $(PKGS_WANTED); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "deps: installing $$missing"; \
@@ -89,10 +96,10 @@ run: deps build/latentd
 models: deps build/latentd
 	scripts/make-models.sh
 
-bench: deps build/latentd
+bench: deps-bench build/latentd
 	scripts/bench-train.sh
 
-bench-serve: deps build/latentd
+bench-serve: deps-bench build/latentd
 	scripts/bench-serve.sh
 
 fixtures:
@@ -101,7 +108,8 @@ fixtures:
 install: build/latentd
 	install -D -m 0755 build/latentd $(DESTDIR)$(PREFIX)/bin/latentd
 	install -D -m 0644 config/latentd.conf $(DESTDIR)$(PREFIX)/etc/latentd/latentd.conf
-	install -D -m 0644 systemd/latentd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/latentd.service
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/local|$(PREFIX)|g' systemd/latentd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/latentd.service
 	install -d $(DESTDIR)$(PREFIX)/share/latentd/models
 	for f in models/*.safetensors; do [ -f "$$f" ] && install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/latentd/models/ || true; done
 
