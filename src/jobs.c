@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -541,8 +542,11 @@ static void take_progress_locked(job_t *job, const ld_progress_t *p, int rates)
 }
 
 /* Called by ld_trainer_run after every step, on the worker thread.  The lock is
- * taken only when something is due: a history point, an event (at most every
- * 250 ms and at epoch ends), or a checkpoint (the record is saved with it). */
+ * taken only when something is due: a history point, an epoch end, an event
+ * (at most every 250 ms, and at the last step), or a checkpoint (the record is
+ * saved with it).  Epoch ends update the record but are not events of their
+ * own: a small data set can end an epoch every few milliseconds, and each
+ * event sends the whole record to every stream. */
 static int on_progress(const ld_progress_t *p, void *user)
 {
     run_ctx_t *c = user;
@@ -551,9 +555,9 @@ static int on_progress(const ld_progress_t *p, void *user)
     atomic_fetch_add_explicit(&j->steps_total, 1, memory_order_relaxed);
     double now = ld_now();
     int point = p->step % c->stride == 0 || p->finished;
-    int event = now - c->last_event >= NOTIFY_INTERVAL_S || p->epoch_done || p->finished;
+    int event = now - c->last_event >= NOTIFY_INTERVAL_S || p->finished;
     int ckpt = c->every > 0 && p->step % c->every == 0 && !p->finished;
-    if (point || event || ckpt) {
+    if (point || event || ckpt || p->epoch_done) {
         pthread_mutex_lock(&j->lock);
         take_progress_locked(job, p, 1);
         if (point)
@@ -735,6 +739,13 @@ static void run_job(ld_jobs_t *j, job_t *job)
 static void *worker_main(void *arg)
 {
     ld_jobs_t *j = arg;
+    /* Linux nice values are per thread: lowering this one's priority leaves
+     * the HTTP threads (nice 0) first in line for the cores, so sampling
+     * stays fast while a job trains.  Raising one's own nice needs no
+     * privilege; a failure only costs responsiveness. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), LD_JOBS_NICE) != 0)
+        jlog(j, LD_LOG_WARN, "jobs: cannot lower the worker thread's priority: %s",
+             strerror(errno));
     pthread_mutex_lock(&j->lock);
     for (;;) {
         while (!atomic_load(&j->stopping) && !j->q_head)

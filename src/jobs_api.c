@@ -36,10 +36,15 @@ static void reply_err(ld_req_t *req, int rc, const ld_err_t *e)
     ld_req_error(req, http_status(rc), error_code(rc), "%s", e->msg);
 }
 
-/* Reply with a malloc'd JSON string (ownership moves). */
+/* Reply with a malloc'd JSON string (freed here), newline-terminated like
+ * every other JSON body of the daemon. */
 static void reply_json_str(ld_req_t *req, int status, char *json)
 {
-    ld_req_reply(req, status, "application/json", json, strlen(json));
+    ld_buf_t b;
+    ld_buf_init(&b);
+    ld_buf_puts(&b, json);
+    free(json);
+    ld_req_reply_json(req, status, &b);
 }
 
 static void h_submit(ld_req_t *req, void *ctx)
@@ -51,6 +56,12 @@ static void h_submit(ld_req_t *req, void *ctx)
     int retry = 0;
     ld_err_t e;
     int rc = ld_jobs_submit(jobs, (const char *)body, len, id, &retry, &e);
+    if (rc == LD_EBUSY && ld_http_is_draining(ld_req_server(req))) {
+        /* the engine stopped because the daemon is stopping: not a full queue */
+        ld_req_header_add(req, "Retry-After", "10");
+        ld_req_error(req, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
     if (rc) {
         if (rc == LD_EBUSY) {
             char ra[16];
@@ -91,6 +102,9 @@ static void h_get(ld_req_t *req, void *ctx)
         reply_json_str(req, 200, json);
 }
 
+/* DELETE: 200 with the record once the job is cancelled (also when it already
+ * was: cancelling is idempotent), 202 while a running job is still stopping,
+ * 409 for a job that already succeeded or failed (nothing left to cancel). */
 static void h_cancel(ld_req_t *req, void *ctx)
 {
     const char *id = ld_req_param(req, "id");
@@ -98,13 +112,17 @@ static void h_cancel(ld_req_t *req, void *ctx)
     ld_err_t e;
     char *json;
     int rc = ld_jobs_cancel(ctx, id, &st, &e);
+    if (!rc && (st == LD_JOB_SUCCEEDED || st == LD_JOB_FAILED)) {
+        ld_req_error(req, 409, "conflict", "job %s has already %s; there is nothing to cancel",
+                     id, ld_job_state_name(st));
+        return;
+    }
     if (!rc)
         rc = ld_jobs_get_json(ctx, id, &json, &e);
     if (rc) {
         reply_err(req, rc, &e);
         return;
     }
-    /* 202 while a running job is still stopping; 200 once its state is final */
     reply_json_str(req, st == LD_JOB_RUNNING ? 202 : 200, json);
 }
 
@@ -136,7 +154,8 @@ static void stream_wake(void *user)
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Format the next event into s->out. 1 if there is one, 0 if none yet, -1 at the end. */
+/* Format the next event into s->out. 1 if there is one, 0 if none yet, -1 at
+ * the end, -2 when the stream must be cut short (out of memory). */
 static int stream_next(stream_t *s)
 {
     if (s->final_queued)
@@ -144,7 +163,7 @@ static int stream_next(stream_t *s)
     char *json = NULL;
     int final = 0;
     if (ld_jobs_event_json(s->jobs, s->id, &s->seq, &json, &final, NULL) != LD_OK)
-        return -1;
+        return -2;
     if (!json)
         return final ? -1 : 0;
     ld_buf_t b;
@@ -154,7 +173,7 @@ static int stream_next(stream_t *s)
     free(json);
     if (ld_buf_failed(&b)) {
         ld_buf_free(&b);
-        return -1;
+        return -2;
     }
     free(s->out);
     s->out = ld_buf_steal(&b, &s->out_len);
@@ -179,8 +198,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         s->pending = 0;
         pthread_mutex_unlock(&s->lock);
         int r = stream_next(s);
-        if (r < 0)
+        if (r == -1)
             return MHD_CONTENT_READER_END_OF_STREAM;
+        if (r < 0) /* the client sees a cut stream, not a clean end without "end" */
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         if (r > 0)
             continue;
         pthread_mutex_lock(&s->lock);

@@ -3,7 +3,17 @@
  * Threads: the main thread parses the configuration, starts everything, then
  * waits for signals on a self-pipe (the handlers only set flags and write a
  * byte, so whichever thread the kernel picks — MHD's or OpenBLAS's — is
- * fine).  MHD's pool serves requests.  Shutdown runs on the main thread.
+ * fine).  MHD's pool serves requests; the jobs engine's workers train (at
+ * nice LD_JOBS_NICE, one core each).  Shutdown runs on the main thread:
+ *
+ *   ld_http_drain        stop accepting; new requests get 503
+ *     on_drain hook      ld_jobs_shutdown: running jobs checkpoint and are
+ *                        recorded interrupted; every event stream is woken,
+ *                        sends its final event and ends
+ *     wait               for requests in flight, streams included
+ *   ld_http_free         stop MHD (no connection is suspended any more)
+ *   ld_jobs_free         no stream holds a subscription any more
+ *   api, registry, metrics
  */
 #define _GNU_SOURCE
 #include "latentd/serve.h"
@@ -11,6 +21,8 @@
 #include "latentd/api.h"
 #include "latentd/fsutil.h"
 #include "latentd/http.h"
+#include "latentd/jobs.h"
+#include "latentd/jobs_api.h"
 #include "latentd/log.h"
 #include "latentd/metrics.h"
 #include "latentd/nn.h"
@@ -296,6 +308,40 @@ static void scan_models(ld_registry_t *reg, const char *why)
                     ld_registry_dir(reg), ld_registry_count(reg), loaded, failed, unloaded);
 }
 
+/* ---- the jobs engine's callbacks ---- */
+
+/* publish: serve the file a job just wrote (MODELS/{name}.safetensors) as name,
+ * replacing a model of that name atomically (requests in flight finish on the
+ * old version).  Runs on a worker thread. */
+static int publish_model(void *user, const char *name, const char *path, ld_err_t *err)
+{
+    ld_registry_t *reg = user;
+    const char *slash = strrchr(path, '/');
+    return ld_registry_load(reg, name, slash ? slash + 1 : path, NULL, NULL, err);
+}
+
+static void jobs_log(void *user, ld_log_level_t level, const char *line)
+{
+    ld_log(level, "%s", line);
+}
+
+/* Metrics collector: the engine's families, appended as they are. */
+static void jobs_collect(ld_buf_t *out, void *ctx)
+{
+    char *text = ld_jobs_metrics_text(ctx);
+    if (text)
+        ld_buf_puts(out, text);
+    free(text);
+}
+
+/* Drain hook: stop training (checkpoint, record interrupted) and end every
+ * event stream, so the drain's wait for requests in flight can finish. */
+static void jobs_drain(void *ctx)
+{
+    ld_log_info("stopping training jobs (running ones checkpoint and resume at the next start)");
+    ld_jobs_shutdown(ctx);
+}
+
 static int check_dir(const char *what, const char *dir, int create, ld_err_t *err)
 {
     struct stat st;
@@ -379,6 +425,7 @@ int ld_serve_main(int argc, char **argv)
     ld_registry_t *reg = NULL;
     ld_http_t *http = NULL;
     ld_api_t *api = NULL;
+    ld_jobs_t *jobs = NULL;
     if (install_signals(&err) != LD_OK) {
         ld_log_error("%s", err.msg);
         free(token);
@@ -389,8 +436,34 @@ int ld_serve_main(int argc, char **argv)
         ld_log_error("out of memory");
         goto out;
     }
-    ld_log_info("latentd %s starting pid=%ld models_dir=%s state_dir=%s http_threads=%d",
-                LD_VERSION, (long)getpid(), cfg.models_dir, cfg.state_dir, threads);
+    ld_log_info("latentd %s starting pid=%ld models_dir=%s state_dir=%s data_dir=%s "
+                "http_threads=%d worker_threads=%d",
+                LD_VERSION, (long)getpid(), cfg.models_dir, cfg.state_dir, cfg.data_dir, threads,
+                cfg.worker_threads);
+
+    /* Jobs recovered from the state folder may start (and publish) at once:
+     * the registry they publish into exists already. */
+    ld_jobs_config_t jc;
+    ld_jobs_config_default(&jc);
+    jc.state_dir = cfg.state_dir;
+    jc.models_dir = cfg.models_dir;
+    jc.data_dir = cfg.data_dir;
+    jc.worker_threads = cfg.worker_threads;
+    jc.max_queued_jobs = cfg.max_queued_jobs;
+    jc.checkpoint_every = cfg.checkpoint_every;
+    jc.caps = (ld_jobs_caps_t){.max_epochs = cfg.max_epochs,
+                               .max_batch = cfg.max_batch,
+                               .max_hidden_width = cfg.max_hidden_width,
+                               .max_z = cfg.max_z,
+                               .max_limit = cfg.max_limit};
+    jc.publish = publish_model;
+    jc.log = jobs_log;
+    jc.user = reg;
+    if ((rc = ld_jobs_new(&jc, &jobs, &err)) != LD_OK) {
+        ld_log_error("jobs: %s", err.msg);
+        status = rc == LD_EINVAL ? 2 : 1;
+        goto out;
+    }
 
     ld_http_opts_t ho = {
         .bind = cfg.bind,
@@ -410,13 +483,17 @@ int ld_serve_main(int argc, char **argv)
     };
     ld_api_opts_t ao = {.registry = reg, .metrics = metrics, .max_samples = cfg.max_samples};
     if (ld_http_new(&ho, metrics, &http, &err) != LD_OK ||
-        ld_api_new(&ao, &api, &err) != LD_OK || ld_api_register(api, http, &err) != LD_OK) {
+        ld_api_new(&ao, &api, &err) != LD_OK || ld_api_register(api, http, &err) != LD_OK ||
+        ld_jobs_api_register(http, jobs, &err) != LD_OK ||
+        (ld_http_on_drain(http, jobs_drain, jobs) != LD_OK &&
+         ld_err_set(&err, LD_ENOMEM, "too many drain hooks") != LD_OK)) {
         ld_log_error("%s", err.msg);
         status = 2;
         goto out;
     }
     ld_metrics_add_collector(metrics, ld_http_collect, http);
     ld_metrics_add_collector(metrics, ld_registry_collect, reg);
+    ld_metrics_add_collector(metrics, jobs_collect, jobs);
     if (ld_http_start(http, &err) != LD_OK) {
         ld_log_error("%s", err.msg);
         goto out;
@@ -465,7 +542,12 @@ int ld_serve_main(int argc, char **argv)
                     cfg.shutdown_timeout);
     status = 0;
 out:
+    /* Normally done by the drain hook; on a start-up failure it still has to
+     * come first: it resumes every suspended event stream, and MHD must not
+     * be stopped with a suspended connection. */
+    ld_jobs_shutdown(jobs);
     ld_http_free(http); /* stops the pool before anything it uses goes */
+    ld_jobs_free(jobs); /* after the pool: streams unsubscribe as MHD closes them */
     ld_api_free(api);
     ld_registry_free(reg);
     ld_metrics_free(metrics);

@@ -45,9 +45,15 @@ typedef struct {
     char data_dir[LD_CFG_PATH_MAX];
     /* inference */
     int max_samples;                 /* images per request (sample n, decode rows, steps) */
-    /* background jobs (issue 4) */
-    int worker_threads;
-    int max_queued_jobs;
+    /* background jobs */
+    int worker_threads;              /* jobs training at once (each on its own thread, nice 10) */
+    int max_queued_jobs;             /* jobs waiting for a worker (429 above) */
+    int checkpoint_every;            /* default steps between checkpoints; 0 = only when stopped */
+    int max_epochs;                  /* caps on a job spec; 0 = only the absolute bound */
+    int max_batch;
+    int max_hidden_width;
+    int max_z;
+    int max_limit;                   /* training examples per job; 0 = no cap */
     /* security */
     char token_file[LD_CFG_PATH_MAX];       /* inference bearer token; "" = open */
     char admin_token_file[LD_CFG_PATH_MAX]; /* admin bearer token; "" = admin routes off */

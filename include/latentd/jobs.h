@@ -51,6 +51,12 @@
  * serving keeps the other cores.  worker_threads is the number of cores given
  * to training.
  *
+ * CPU priority: each worker thread sets its own nice value to LD_JOBS_NICE
+ * (setpriority(PRIO_PROCESS, gettid(), 10): on Linux nice is per thread) when
+ * it starts, so when training and serving compete for a core the HTTP threads
+ * (nice 0) get about nine tenths of it and sampling latency stays close to
+ * its idle value; when serving is idle, training takes the whole core.
+ *
  * Threads and locks: every public function may be called from any thread.
  * Three kinds of lock, never held in any other order:
  *   job->persist_lock  ->  jobs->lock        (a record write snapshots under
@@ -84,6 +90,7 @@ const char *ld_job_state_name(ld_job_state_t s);
 int ld_job_state_is_final(ld_job_state_t s);
 
 #define LD_JOB_ID_MAX 16 /* "j-000001" and its NUL fit */
+#define LD_JOBS_NICE 10  /* nice value of the worker threads (serving runs at 0) */
 
 /* Called on a worker thread, with no jobs lock held, when a job has written
  * MODELS/{name}.safetensors (path): load it and serve it as name, replacing a
@@ -180,7 +187,7 @@ int ld_jobs_list_json(ld_jobs_t *j, char **json, ld_err_t *err);
 
 /* ---- events (GET /v1/jobs/{id}/events) ----
  * Every change of a job bumps its seq: a state change, a progress update (at
- * most every 250 ms while steps run, and at each epoch end), and a heartbeat
+ * most every 250 ms while steps run, and at the last step), and a heartbeat
  * once a second while the job is queued or running and nothing else happened.
  *
  * A stream keeps its last seq (start at 0), subscribes, and on each wake calls

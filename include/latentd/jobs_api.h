@@ -1,10 +1,20 @@
 /* jobs_api.h — the HTTP routes of background training jobs (all admin-only):
  *
- *   POST   /v1/jobs              submit a spec  -> 202, Location: /v1/jobs/{id}
+ *   POST   /v1/jobs              submit a spec -> 202 {"id","state":"queued"},
+ *                                Location: /v1/jobs/{id}; 400 (malformed, unknown
+ *                                field, wrong type) / 422 (out of range, above a
+ *                                cap, data set refused) naming the field; 429 +
+ *                                Retry-After when the queue is full
  *   GET    /v1/jobs              {"jobs":[...]} newest first
- *   GET    /v1/jobs/{id}         one job's record
- *   GET    /v1/jobs/{id}/events  Server-Sent Events: progress, then "end"
- *   DELETE /v1/jobs/{id}         cancel
+ *   GET    /v1/jobs/{id}         one job's record (404 for an unknown id)
+ *   GET    /v1/jobs/{id}/events  Server-Sent Events: "progress" events (every
+ *                                change, at least once a second while queued or
+ *                                running), then one "end" event, then the
+ *                                stream closes
+ *   DELETE /v1/jobs/{id}         cancel: 200 cancelled (idempotent), 202 running
+ *                                and stopping, 409 already succeeded or failed
+ * Every route needs the admin token (401 without it; 403 when none is
+ * configured).  Error bodies are the HTTP layer's {"error":{...}}.
  *
  * Event streams cost no CPU while idle: the connection is suspended
  * (MHD_suspend_connection from the content reader) and the jobs engine's wake
