@@ -244,8 +244,10 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
     const ld_kind_t kind = s->kind;
     ld_train_opts_t *o = &s->train;
     ld_train_opts_default(kind, o);
-    if (s->article)
-        o->real_label = 1.0f; /* the article's plain recipe, as on the CLI */
+    if (s->article) { /* the article's plain recipe, as on the CLI */
+        o->real_label = 1.0f;
+        o->g_ema = 0.0f;
+    }
     int rc, present;
     if (t && (rc = check_keys(t, "train.", train_keys, err)))
         return rc;

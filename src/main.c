@@ -182,7 +182,7 @@ static int cmd_train(int argc, char **argv)
     int every_i = 0;
     uint64_t seed = 1;
     float lr = 0, lr_d = 0, beta1 = -1, beta2 = -1, slope = -1, dropout = -1, real_label = -1,
-          kl_beta = -1;
+          kl_beta = -1, ema = -1;
     flag_t flags[] = {
         {"kind", F_STR, &kind_s, 0, 0, "vae | gan | classifier (default vae)", 0},
         {"data", F_STR, &data, 0, 0, "fashion-mnist | IDX file or folder | PNG folder", 0},
@@ -205,6 +205,7 @@ static int cmd_train(int argc, char **argv)
         {"dropout", F_FLOAT, &dropout, 0, 0.95, "GAN discriminator / classifier dropout (0.3 / 0.2)", 0},
         {"real-label", F_FLOAT, &real_label, 0.01, 1, "GAN target for real images; 0.9 = one-sided smoothing (gan 0.9)", 0},
         {"loss", F_STR, &loss_s, 0, 0, "GAN generator loss: ns (non-saturating) | minimax", 0},
+        {"ema", F_FLOAT, &ema, 0, 0.99999, "GAN: average of generator weights, decay (gan 0.999, 0 = off)", 0},
         {"kl-beta", F_FLOAT, &kl_beta, 0, 1000, "VAE weight of the KL term (1)", 0},
         {"limit", F_INT, &limit, 0, 1e9, "train on the first N examples only", 0},
         {"threads", F_INT, &threads, 0, 16, "data-parallel training threads (default: all cores)", 0},
@@ -243,8 +244,10 @@ static int cmd_train(int argc, char **argv)
     }
     ld_train_opts_t o;
     ld_train_opts_default(kind, &o);
-    if (kind == LD_KIND_GAN && !strcmp(arch_s, "article"))
+    if (kind == LD_KIND_GAN && !strcmp(arch_s, "article")) {
         o.real_label = 1.0f; /* the article's plain recipe */
+        o.g_ema = 0.0f;
+    }
     if (hidden && parse_hidden(hidden, &arch.enc, "hidden"))
         return 2;
     if (kind == LD_KIND_VAE && hidden && !dec_hidden) {
@@ -285,6 +288,8 @@ static int cmd_train(int argc, char **argv)
         o.real_label = real_label;
     if (kl_beta >= 0)
         o.kl_beta = kl_beta;
+    if (ema >= 0)
+        o.g_ema = ema;
     if (ld_gan_loss_parse(loss_s, &o.gan_loss)) {
         fprintf(stderr, "latentd train: --loss %s: expected ns or minimax\n", loss_s);
         return 2;

@@ -37,6 +37,8 @@ struct ld_trainer {
     const ld_dataset_t *d;       /* borrowed */
     ld_train_opts_t o;
     float *grads, *adam_m, *adam_v; /* (n_params) each, one allocation */
+    float *ema;                  /* (n_params) generator average (GAN with g_ema > 0), or NULL;
+                                    only the generator's range is used */
     long t;                      /* optimiser steps done */
     int epoch;                   /* 0-based epoch in progress */
     int batch_idx;               /* next batch of this epoch */
@@ -95,6 +97,7 @@ void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
         o->adam = (ld_adam_cfg_t){2e-4f, 0.5f, 0.999f, 1e-8f};
         o->adam_d = o->adam;
         o->real_label = 0.9f;
+        o->g_ema = 0.999f;
     }
 }
 
@@ -119,6 +122,8 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
         return ld_err_set(err, LD_EINVAL, "kl beta %g is outside [0,1000]", (double)o->kl_beta);
     if (!(o->real_label > 0 && o->real_label <= 1))
         return ld_err_set(err, LD_EINVAL, "real label %g is outside (0,1]", (double)o->real_label);
+    if (!(o->g_ema >= 0 && o->g_ema < 1))
+        return ld_err_set(err, LD_EINVAL, "generator EMA decay %g is outside [0,1)", (double)o->g_ema);
     if (o->threads < 0 || o->threads > MAX_THREADS)
         return ld_err_set(err, LD_EINVAL, "threads %d is outside 1..%d", o->threads, MAX_THREADS);
     if (o->checkpoint_every < 0)
@@ -222,6 +227,7 @@ void ld_trainer_free(ld_trainer_t *t)
     pthread_cond_destroy(&t->pool_go);
     pthread_cond_destroy(&t->pool_done);
     free(t->grads);
+    free(t->ema);
     free(t->perm);
     free(t->xb);
     free(t->yb);
@@ -266,6 +272,12 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
         t->adam_m = t->grads + m->n_params;
         t->adam_v = t->grads + 2 * m->n_params;
         memset(t->adam_m, 0, 2 * m->n_params * sizeof(float));
+    }
+    if (a->kind == LD_KIND_GAN && o->g_ema > 0) {
+        t->ema = ld_malloc_array(m->n_params, sizeof(float));
+        ok = ok && t->ema;
+        if (t->ema)
+            memcpy(t->ema, m->params, m->n_params * sizeof(float));
     }
     int chunk = (B + t->nw - 1) / t->nw;
     for (int i = 0; ok && i < t->nw; i++)
@@ -387,8 +399,19 @@ static void phase_adam_d(worker_t *w)
 
 static void phase_adam_g(worker_t *w)
 {
-    const ld_mlp_t *G = &w->t->m->nets[LD_GAN_G];
-    reduce_and_step(w, G->off, G->off + G->n_params, &w->t->o.adam);
+    ld_trainer_t *t = w->t;
+    const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
+    reduce_and_step(w, G->off, G->off + G->n_params, &t->o.adam);
+    if (!t->ema)
+        return;
+    /* the average over this worker's slice of the generator */
+    size_t per = (G->n_params + t->nw - 1) / t->nw;
+    size_t s0 = G->off + per * w->id, s1 = s0 + per < G->off + G->n_params ? s0 + per : G->off + G->n_params;
+    float d = (1.0f + (float)t->t) / (10.0f + (float)t->t);
+    d = d < t->o.g_ema ? d : t->o.g_ema;
+    const float *p = t->m->params;
+    for (size_t i = s0; i < s1; i++)
+        t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
 }
 
 /* One optimiser step on rows perm[lo..lo+b). losses[] gets batch means. */
@@ -481,6 +504,7 @@ static void write_record(ld_trainer_t *t, const ld_progress_t *p)
         ld_record_set(r, "gan_loss", "%s", ld_gan_loss_name(t->o.gan_loss));
         ld_record_set(r, "real_label", "%g", (double)t->o.real_label);
         ld_record_set(r, "lr_d", "%g", (double)t->o.adam_d.lr);
+        ld_record_set(r, "g_ema", "%g", (double)t->o.g_ema);
     }
     ld_record_set(r, "final_losses", "%s", losses);
     ld_record_set(r, "started", "%s", t->started);
@@ -528,8 +552,13 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
             p.finished = t->epoch == t->o.epochs && p.epoch_done;
             if (p.epoch_done)
                 p.epoch = t->epoch;
-            if (p.finished)
+            if (p.finished) {
+                if (t->ema) {
+                    const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
+                    memcpy(t->m->params + G->off, t->ema + G->off, G->n_params * sizeof(float));
+                }
                 write_record(t, &p);
+            }
             if (cb && cb(&p, user))
                 stop = 1;
             int ckpt = t->o.state_path[0] &&
@@ -547,7 +576,7 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
 
 /* ---- state files ---- */
 
-#define MAX_STATE_TENSORS (3 * 2 * LD_MAX_LAYERS * LD_MAX_NETS)
+#define MAX_STATE_TENSORS (4 * 2 * LD_MAX_LAYERS * LD_MAX_NETS)
 
 static void rng_hex(const ld_rng_t *r, char *buf, size_t len)
 {
@@ -574,21 +603,21 @@ static int rng_unhex(const char *s, ld_rng_t *r)
 /* The options that must match for a resume to be exact. */
 static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
 {
-    snprintf(buf, len, "epochs=%d batch=%d threads=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g",
+    snprintf(buf, len, "epochs=%d batch=%d threads=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g ema=%g",
              t->o.epochs, t->o.batch, t->o.threads, t->o.seed, t->d->n, (double)t->o.adam.lr,
              (double)t->o.adam_d.lr, (double)t->o.kl_beta, ld_gan_loss_name(t->o.gan_loss),
-             (double)t->o.real_label);
+             (double)t->o.real_label, (double)t->o.g_ema);
 }
 
 int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err)
 {
     const ld_model_t *m = t->m;
     ld_tensor_view_t tv[MAX_STATE_TENSORS];
-    int n = ld_model_tensors(m, m->params, tv, MAX_STATE_TENSORS / 3);
+    int n = ld_model_tensors(m, m->params, tv, MAX_STATE_TENSORS / 4);
     int k = n;
-    const float *blocks[2] = {t->adam_m, t->adam_v};
-    const char *prefix[2] = {"adam_m.", "adam_v."};
-    for (int b = 0; b < 2; b++) {
+    const float *blocks[3] = {t->adam_m, t->adam_v, t->ema};
+    const char *prefix[3] = {"adam_m.", "adam_v.", "ema."};
+    for (int b = 0; b < 3 && blocks[b]; b++) {
         int got = ld_model_tensors(m, blocks[b], tv + k, MAX_STATE_TENSORS - k);
         for (int i = 0; i < got; i++) {
             char name[LD_CKPT_NAME_MAX];
@@ -684,6 +713,8 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err)
         rc = load_block(c, t->m, "adam_m.", t->adam_m, err);
     if (!rc)
         rc = load_block(c, t->m, "adam_v.", t->adam_v, err);
+    if (!rc && t->ema)
+        rc = load_block(c, t->m, "ema.", t->ema, err);
     if (!rc) {
         t->shuffle_start = st.shuffle_start;
         t->shuffle = st.shuffle;

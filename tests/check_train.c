@@ -344,6 +344,39 @@ START_TEST(test_gan_runs_finite)
 }
 END_TEST
 
+/* The generator average changes only what is saved: the discriminator (trained
+ * against the live generator) is the same with and without it, the saved
+ * generator differs, and with one step and decay d the average is exactly
+ * d' * init + (1 - d') * live, d' = min(d, 2/11) at step 1. */
+START_TEST(test_gan_ema)
+{
+    ld_dataset_t *d = load(LD_SPLIT_TRAIN, 64);
+    ld_train_opts_t o0 = opts(LD_KIND_GAN, 1, 64, 3), o1 = o0;
+    o0.g_ema = 0.0f;
+    o1.g_ema = 0.999f;
+    ld_model_t *init = new_model(LD_KIND_GAN, 3), *m0 = new_model(LD_KIND_GAN, 3),
+               *m1 = new_model(LD_KIND_GAN, 3);
+    watch_t w = {.all_finite = 1};
+    train(m0, d, &o0, &w);
+    train(m1, d, &o1, &w);
+    const ld_mlp_t *G = &m0->nets[LD_GAN_G], *D = &m0->nets[LD_GAN_D];
+    ck_assert_msg(memcmp(m0->params + D->off, m1->params + D->off, D->n_params * sizeof(float)) == 0,
+                  "the average must not change training");
+    ck_assert(memcmp(m0->params + G->off, m1->params + G->off, G->n_params * sizeof(float)) != 0);
+    float dd = 2.0f / 11.0f;
+    for (size_t i = G->off; i < G->off + G->n_params; i++) {
+        float want = dd * init->params[i] + (1.0f - dd) * m0->params[i];
+        ck_assert_msg(fabsf(m1->params[i] - want) <= 1e-6f * (1 + fabsf(want)),
+                      "ema[%zu] = %g, want %g", i, m1->params[i], want);
+    }
+    ck_assert_str_eq(ld_record_get(&m1->record, "g_ema"), "0.999");
+    ld_model_free(init);
+    ld_model_free(m0);
+    ld_model_free(m1);
+    view_free(d);
+}
+END_TEST
+
 /* ---- checkpoints ------------------------------------------------------------- */
 
 static void assert_same_arch(const ld_arch_t *a, const ld_arch_t *b)
@@ -517,6 +550,7 @@ Suite *suite_train(void)
     tcase_add_test(tc, test_vae_loss_decreases);
     tcase_add_test(tc, test_classifier_learns);
     tcase_add_test(tc, test_gan_runs_finite);
+    tcase_add_test(tc, test_gan_ema);
     tcase_add_test(tc, test_save_load_round_trip);
     tcase_add_test(tc, test_load_without_metadata);
     tcase_add_test(tc, test_load_too_many_layers);

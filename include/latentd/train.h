@@ -17,7 +17,7 @@
  * helper threads live as long as the trainer.
  *
  * Resume: ld_trainer_save_state writes one safetensors file holding the model,
- * both Adam moments and the counters and random states (as metadata), written
+ * the generator average (GAN with g_ema), both Adam moments and the counters and random states (as metadata), written
  * atomically; ld_trainer_load_state restores all of it so that the run goes on
  * exactly as if it had not stopped.
  */
@@ -37,6 +37,9 @@ typedef struct {
     float kl_beta;          /* VAE: weight of the KL term (1 = the ELBO) */
     ld_gan_loss_t gan_loss; /* GAN: generator loss */
     float real_label;       /* GAN: target for real images (1 = none, 0.9 = one-sided smoothing) */
+    float g_ema;            /* GAN: decay of an exponential moving average of the generator's
+                               weights, which becomes the saved generator (0 = off); the
+                               decay at step t is min(g_ema, (1+t)/(10+t)) */
     int threads;            /* data-parallel workers per step, 1..16 (each takes a slice of
                                the batch; OpenBLAS should then run single-threaded) */
     long checkpoint_every;  /* steps between state checkpoints; 0 = none during the run */
