@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/api.h"
 
+#include "latentd/batch.h"
 #include "latentd/buf.h"
 #include "latentd/image.h"
 #include "latentd/jsonarg.h"
@@ -174,7 +175,10 @@ static int decode_checked(ld_req_t *req, ld_api_t *api, const ld_served_t *s, in
                           const float *z, float *x)
 {
     ld_err_t e;
-    int rc = ld_model_decode(s->model, n, z, x, &e);
+    /* the batcher: concurrent requests share one pass over the weights, and a
+     * row's bytes do not depend on its neighbours */
+    int rc = s->batch ? ld_batch_decode(s->batch, n, z, x, &e)
+                      : ld_model_decode(s->model, n, z, x, &e);
     if (rc != LD_OK) {
         model_error(req, rc, &e);
         return -1;

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/registry.h"
 
+#include "latentd/batch.h"
 #include "latentd/ckpt.h"
 #include "latentd/fsutil.h"
 #include "latentd/log.h"
@@ -83,6 +84,7 @@ void ld_served_release(ld_served_t *s)
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
         ld_log_debug("model freed name=%s version=%llu", s->name,
                      (unsigned long long)s->version);
+        ld_batch_free(s->batch);
         ld_model_free(s->model);
         free(s);
     }
@@ -220,6 +222,13 @@ static int load_file(ld_registry_t *r, const char *name, const char *file, ld_se
                               "%s: parameter %zu is not finite (NaN or Inf); refusing to serve it",
                               file, i);
         }
+    }
+    ld_kind_t kind = s->model->arch.kind;
+    if ((kind == LD_KIND_VAE || kind == LD_KIND_GAN) &&
+        (rc = ld_batch_new(s->model, NULL, &s->batch, &e)) != LD_OK) {
+        ld_model_free(s->model);
+        free(s);
+        return ld_err_set(err, rc == LD_ENOMEM ? LD_ENOMEM : LD_EFORMAT, "%s: %s", file, e.msg);
     }
     snprintf(s->name, sizeof s->name, "%s", name);
     snprintf(s->file, sizeof s->file, "%s", file);

@@ -47,6 +47,7 @@ typedef struct ld_served {
     struct timespec file_mtime;
     ino_t file_ino;
     ld_model_t *model;              /* owned; freed with the last reference */
+    struct ld_batch *batch;         /* owned: the decoder batcher (VAE, GAN), else NULL */
     atomic_int refs;
 } ld_served_t;
 

@@ -1,0 +1,80 @@
+/* batch.h — the daemon's decoder: a row-independent dense kernel and an
+ * opportunistic micro-batcher in front of it.
+ *
+ * Kernel.  ld_batch_new() copies a VAE's decoder (or a GAN's generator) into
+ * panels of 128 output columns, laid out so one pass streams each panel once
+ * for several rows at a time.  Every output value is computed in one fixed
+ * order — the bias, then one fused multiply-add per input in index order —
+ * whatever the number of rows in the pass, the row's position in it, or the
+ * instruction set (AVX-512, AVX2+FMA, or scalar fmaf on CPUs without FMA,
+ * which is slow but gives the same bits).  So a row decodes to the same bytes
+ * alone or inside any batch: responses for a seed do not depend on what else
+ * the server was doing.  The values agree with ld_model_decode (OpenBLAS)
+ * to float rounding (about 1e-6), not bit for bit: OpenBLAS itself changes
+ * its summation order with the number of rows.
+ *
+ * Batching.  A request's rows join a queue.  If no pass is running, the caller
+ * becomes the leader: it takes the queued requests (whole, up to max_rows rows
+ * in total, or one larger request alone), decodes them in one pass, hands each
+ * request its rows and wakes it; then, if more requests queued meanwhile, it
+ * wakes the oldest of them to lead the next pass and returns.  Nobody waits
+ * for a batch to fill: a lone request starts at once; requests arriving while
+ * a pass runs share the next one.  This turns concurrent one-row requests
+ * (GEMVs, bound by reading the weights) into a few-row pass (the weights are
+ * read once), which is where a GAN's throughput comes from.
+ *
+ * Thread-safety: every function but _new and _free may be called from any
+ * number of threads at once.  One lock per batcher (mu), held only to queue,
+ * to take a batch and to hand results out; never while decoding.
+ */
+#ifndef LATENTD_BATCH_H
+#define LATENTD_BATCH_H
+
+#include "latentd/common.h"
+#include "latentd/model.h"
+
+#include <stdint.h>
+
+typedef struct ld_batch ld_batch_t;
+
+/* Rows decoded in one pass of the kernel (the scratch is sized for this). */
+#define LD_BATCH_CHUNK 48
+/* Default cap on the rows of several requests gathered into one batch. */
+#define LD_BATCH_MAX_ROWS_DEFAULT 64
+
+typedef struct {
+    uint64_t batches;      /* passes run (a request larger than the cap is one batch) */
+    uint64_t requests;     /* ld_batch_decode calls served */
+    uint64_t rows;         /* rows decoded */
+    uint64_t shared;       /* batches that served two or more requests */
+    int max_requests;      /* most requests served by one batch */
+} ld_batch_stats_t;
+
+typedef struct {
+    int max_rows;        /* cap on the rows gathered from several requests; <= 0: default */
+    const char *kernel;  /* NULL: the best the CPU has; "avx512", "avx2" or "scalar" (tests) */
+} ld_batch_opts_t;
+
+/* A batcher for m's decoder (VAE) or generator (GAN); m's weights are copied,
+ * m is not kept.  o may be NULL (defaults).  *out owned by the caller
+ * (ld_batch_free).  Errors: LD_EUNSUPPORTED for a classifier or a kernel the
+ * CPU lacks, LD_ENOMEM. */
+int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out,
+                 ld_err_t *err);
+/* Free b; no call may be running on it.  NULL is fine. */
+void ld_batch_free(ld_batch_t *b);
+
+/* z (n, z_dim) -> x (n, x_dim), with the output activation applied (images
+ * in [0,1]), exactly as ld_model_decode up to float rounding.  Blocks until
+ * the rows are decoded, possibly by another thread's pass.  z and x are the
+ * caller's and are only touched before this returns.  Errors: LD_EINVAL
+ * (n < 0 or NULL pointers with n > 0). */
+int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err);
+
+/* Counters since ld_batch_new (a consistent snapshot). */
+void ld_batch_stats(ld_batch_t *b, ld_batch_stats_t *st);
+
+/* Name of the kernel in use: "avx512", "avx2" or "scalar". */
+const char *ld_batch_kernel(const ld_batch_t *b);
+
+#endif

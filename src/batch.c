@@ -1,0 +1,471 @@
+/* batch.c — see include/latentd/batch.h.
+ *
+ * Packed layout.  Layer i (in -> out) is stored as panels of PANEL output
+ * columns (the last one narrower, padded with zero columns to a multiple of
+ * 16): panel p holds w[k][c] for k = 0..in-1 and its columns, k-major, so a
+ * pass over the panel is one sequential read and each k brings one cache line
+ * per 16 columns.  Biases are padded to out_pad = out rounded up to 16; the
+ * padding columns compute zeros that the next layer never reads (it reads
+ * exactly `in` values of each row).
+ *
+ * Micro-kernel.  R rows x V vectors of outputs live in registers: start from
+ * the bias, then for k = 0..in-1 one fused multiply-add of x[r][k] with the
+ * panel's row k.  Each output is therefore bias + x0 w0 + x1 w1 + ... rounded
+ * after every step in the same order for any R, V or instruction set, and
+ * scalar fmaf gives the same bits as the vector FMAs.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "latentd/batch.h"
+
+#include "latentd/mlp.h"
+#include "latentd/nn.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#else
+#define HAVE_X86 0
+#endif
+
+#define PANEL 128 /* output columns per panel: 8 AVX-512 vectors */
+#define ALIGN 64
+
+typedef struct {
+    int in, out, out_pad;
+    ld_act_t act;           /* after this layer */
+    const float *w;         /* panels, see above */
+    const float *b;         /* (out_pad) */
+} layer_t;
+
+/* y (M, ldy) = act-less dense layer of x (M, ldx); M <= LD_BATCH_CHUNK. */
+typedef void (*layer_fn)(const layer_t *L, int M, const float *x, size_t ldx, float *y,
+                         size_t ldy);
+
+/* A request waiting in the queue: lives on its caller's stack. */
+typedef struct job {
+    int n;
+    const float *z; /* (n, z_dim) */
+    float *x;       /* (n, x_dim) */
+    int done;
+    pthread_cond_t cv;
+    struct job *next;
+} job_t;
+
+struct ld_batch {
+    /* read-only after ld_batch_new */
+    int z_dim, x_dim, n_layers, max_rows;
+    float slope;
+    ld_act_t final_act;     /* applied after the last layer's own activation */
+    layer_t layers[LD_MAX_LAYERS];
+    layer_fn fn;
+    const char *kernel;
+    float *wmem;            /* packed weights and biases, one allocation */
+
+    /* the leader's scratch: only the thread with leading = 1 touches it */
+    float *smem;
+    float *gather;          /* (CHUNK, z_dim) */
+    float *s0, *s1;         /* (CHUNK, widest out_pad) */
+    float *dest[LD_BATCH_CHUNK];
+
+    /* guarded by mu */
+    pthread_mutex_t mu;
+    job_t *head, *tail;
+    int leading;
+    ld_batch_stats_t st;
+};
+
+/* ------------------------------------------------------------------ kernels */
+
+static int panel_width(const layer_t *L, int c0)
+{
+    return L->out_pad - c0 < PANEL ? L->out_pad - c0 : PANEL;
+}
+
+/* Portable reference: the same order of fused operations, one value at a time. */
+static void layer_scalar(const layer_t *L, int M, const float *x, size_t ldx, float *y,
+                         size_t ldy)
+{
+    const float *pw = L->w;
+    for (int c0 = 0; c0 < L->out_pad; c0 += PANEL) {
+        int w = panel_width(L, c0);
+        for (int r = 0; r < M; r++) {
+            const float *xr = x + (size_t)r * ldx;
+            float *yr = y + (size_t)r * ldy + c0;
+            for (int j = 0; j < w; j++) {
+                float acc = L->b[c0 + j];
+                for (int k = 0; k < L->in; k++)
+                    acc = fmaf(xr[k], pw[(size_t)k * (size_t)w + (size_t)j], acc);
+                yr[j] = acc;
+            }
+        }
+        pw += (size_t)L->in * (size_t)w;
+    }
+}
+
+#if HAVE_X86
+/* R rows x V vectors of 16 columns of one panel (width 16 V). Inlined with
+ * constant R and V so that the accumulators stay in registers. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+mk_avx512(const int R, const int V, int K, const float *pw, const float *bias, const float *x,
+          size_t ldx, float *y, size_t ldy)
+{
+    __m512 acc[3][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++)
+            acc[r][v] = _mm512_loadu_ps(bias + 16 * v);
+    for (int k = 0; k < K; k++, pw += 16 * V) {
+        __m512 w[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++)
+            w[v] = _mm512_load_ps(pw + 16 * v);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + (size_t)k]);
+#pragma GCC unroll 8
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm512_fmadd_ps(xb, w[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++)
+            _mm512_storeu_ps(y + (size_t)r * ldy + 16 * v, acc[r][v]);
+}
+
+#define MK512(R, V)                                                                    \
+    case (R) * 16 + (V):                                                               \
+        mk_avx512(R, V, L->in, pw, L->b + c0, xr, ldx, yr, ldy);                       \
+        break;
+#define MK512_V(V) MK512(1, V) MK512(2, V) MK512(3, V)
+
+__attribute__((target("avx512f"))) static void
+layer_avx512(const layer_t *L, int M, const float *x, size_t ldx, float *y, size_t ldy)
+{
+    const float *pw = L->w;
+    for (int c0 = 0; c0 < L->out_pad; c0 += PANEL) {
+        int w = panel_width(L, c0);
+        for (int r0 = 0; r0 < M; r0 += 3) {
+            int R = M - r0 < 3 ? M - r0 : 3;
+            const float *xr = x + (size_t)r0 * ldx;
+            float *yr = y + (size_t)r0 * ldy + c0;
+            switch (R * 16 + w / 16) {
+                MK512_V(1) MK512_V(2) MK512_V(3) MK512_V(4)
+                MK512_V(5) MK512_V(6) MK512_V(7) MK512_V(8)
+            default:
+                LD_ASSERT(!"panel shape");
+            }
+        }
+        pw += (size_t)L->in * (size_t)w;
+    }
+}
+
+/* AVX2: R rows x V vectors of 8 columns, a 32-column slice of a panel whose
+ * rows are `stride` floats apart. */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+mk_avx2(const int R, const int V, int K, const float *pw, size_t stride, const float *bias,
+        const float *x, size_t ldx, float *y, size_t ldy)
+{
+    __m256 acc[2][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+            acc[r][v] = _mm256_loadu_ps(bias + 8 * v);
+    for (int k = 0; k < K; k++, pw += stride) {
+        __m256 w[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+            w[v] = _mm256_loadu_ps(pw + 8 * v);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256 xb = _mm256_set1_ps(x[(size_t)r * ldx + (size_t)k]);
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm256_fmadd_ps(xb, w[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+            _mm256_storeu_ps(y + (size_t)r * ldy + 8 * v, acc[r][v]);
+}
+
+__attribute__((target("avx2,fma"))) static void
+layer_avx2(const layer_t *L, int M, const float *x, size_t ldx, float *y, size_t ldy)
+{
+    const float *pw = L->w;
+    for (int c0 = 0; c0 < L->out_pad; c0 += PANEL) {
+        int w = panel_width(L, c0);
+        for (int s = 0; s < w; s += 32) {
+            int V = w - s < 32 ? (w - s) / 8 : 4; /* 2 or 4: panels are multiples of 16 */
+            for (int r0 = 0; r0 < M; r0 += 2) {
+                int R = M - r0 < 2 ? M - r0 : 2;
+                const float *xr = x + (size_t)r0 * ldx;
+                float *yr = y + (size_t)r0 * ldy + c0 + s;
+                const float *bs = L->b + c0 + s;
+                if (R == 2 && V == 4)
+                    mk_avx2(2, 4, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
+                else if (R == 2)
+                    mk_avx2(2, 2, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
+                else if (V == 4)
+                    mk_avx2(1, 4, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
+                else
+                    mk_avx2(1, 2, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
+            }
+        }
+        pw += (size_t)L->in * (size_t)w;
+    }
+}
+#endif
+
+static int pick_kernel(const char *want, layer_fn *fn, const char **name, ld_err_t *err)
+{
+#if HAVE_X86
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    int avx512 = 0, avx2 = 0;
+#endif
+    if (!want)
+        want = avx512 ? "avx512" : avx2 ? "avx2" : "scalar";
+    if (strcmp(want, "scalar") == 0) {
+        *fn = layer_scalar;
+#if HAVE_X86
+    } else if (strcmp(want, "avx512") == 0 && avx512) {
+        *fn = layer_avx512;
+    } else if (strcmp(want, "avx2") == 0 && avx2) {
+        *fn = layer_avx2;
+#endif
+    } else {
+        return ld_err_set(err, LD_EUNSUPPORTED, "decoder kernel '%s' is not available on this CPU",
+                          want);
+    }
+    *name = strcmp(want, "avx512") == 0 ? "avx512" : strcmp(want, "avx2") == 0 ? "avx2" : "scalar";
+    return LD_OK;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+/* Decode the first M (<= CHUNK) rows of b->gather into b->dest[0..M-1]. */
+static void forward(ld_batch_t *b, int M)
+{
+    const float *x = b->gather;
+    size_t ldx = (size_t)b->z_dim;
+    for (int i = 0; i < b->n_layers; i++) {
+        const layer_t *L = &b->layers[i];
+        float *y = (i & 1) ? b->s1 : b->s0;
+        size_t ldy = (size_t)L->out_pad;
+        b->fn(L, M, x, ldx, y, ldy);
+        /* row by row: the same call on the same values whatever M is */
+        for (int r = 0; r < M; r++)
+            ld_act_forward(L->act, b->slope, (size_t)L->out, y + (size_t)r * ldy,
+                           y + (size_t)r * ldy);
+        x = y;
+        ldx = ldy;
+    }
+    for (int r = 0; r < M; r++) {
+        ld_act_forward(b->final_act, 0.0f, (size_t)b->x_dim, x + (size_t)r * ldx, b->dest[r]);
+    }
+}
+
+/* Decode every row of the jobs linked from first, CHUNK rows per pass. */
+static void run_jobs(ld_batch_t *b, job_t *first)
+{
+    int m = 0;
+    size_t zd = (size_t)b->z_dim, xd = (size_t)b->x_dim;
+    for (job_t *j = first; j; j = j->next) {
+        for (int r = 0; r < j->n; r++) {
+            memcpy(b->gather + (size_t)m * zd, j->z + (size_t)r * zd, zd * sizeof(float));
+            b->dest[m] = j->x + (size_t)r * xd;
+            if (++m == LD_BATCH_CHUNK) {
+                forward(b, m);
+                m = 0;
+            }
+        }
+    }
+    if (m)
+        forward(b, m);
+}
+
+/* ------------------------------------------------------------------ batcher */
+
+/* Pop the next batch off the queue: the head, then more requests while the
+ * total stays within max_rows.  mu held. */
+static job_t *take_locked(ld_batch_t *b, int *n_jobs, int *n_rows)
+{
+    job_t *first = b->head, *last = first;
+    int rows = first->n, jobs = 1;
+    while (last->next && rows + last->next->n <= b->max_rows) {
+        last = last->next;
+        rows += last->n;
+        jobs++;
+    }
+    b->head = last->next;
+    if (!b->head)
+        b->tail = NULL;
+    last->next = NULL;
+    *n_jobs = jobs;
+    *n_rows = rows;
+    return first;
+}
+
+int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err)
+{
+    if (!b || n < 0 || (n > 0 && (!z || !x)))
+        return ld_err_set(err, LD_EINVAL, "batch decode: bad arguments (n = %d)", n);
+    if (n == 0)
+        return LD_OK;
+    job_t me = {.n = n, .z = z, .x = x};
+    pthread_cond_init(&me.cv, NULL);
+    pthread_mutex_lock(&b->mu);
+    if (b->tail)
+        b->tail->next = &me;
+    else
+        b->head = &me;
+    b->tail = &me;
+    while (!me.done) {
+        if (b->leading) {
+            pthread_cond_wait(&me.cv, &b->mu);
+            continue;
+        }
+        /* lead one pass (it may not include our own request if the queue is
+         * longer than max_rows; then we loop and lead again) */
+        b->leading = 1;
+        int jobs, rows;
+        job_t *batch = take_locked(b, &jobs, &rows);
+        pthread_mutex_unlock(&b->mu);
+        run_jobs(b, batch);
+        pthread_mutex_lock(&b->mu);
+        b->st.batches++;
+        b->st.requests += (uint64_t)jobs;
+        b->st.rows += (uint64_t)rows;
+        b->st.shared += jobs > 1;
+        if (jobs > b->st.max_requests)
+            b->st.max_requests = jobs;
+        for (job_t *j = batch; j;) {
+            job_t *next = j->next; /* j may be gone once its owner runs */
+            j->done = 1;
+            if (j != &me)
+                pthread_cond_signal(&j->cv);
+            j = next;
+        }
+        b->leading = 0;
+    }
+    /* requests that queued during our pass: the oldest leads the next one */
+    if (!b->leading && b->head)
+        pthread_cond_signal(&b->head->cv);
+    pthread_mutex_unlock(&b->mu);
+    pthread_cond_destroy(&me.cv);
+    return LD_OK;
+}
+
+void ld_batch_stats(ld_batch_t *b, ld_batch_stats_t *st)
+{
+    pthread_mutex_lock(&b->mu);
+    *st = b->st;
+    pthread_mutex_unlock(&b->mu);
+}
+
+const char *ld_batch_kernel(const ld_batch_t *b)
+{
+    return b->kernel;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static size_t round16(size_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out, ld_err_t *err)
+{
+    const ld_mlp_t *net;
+    ld_act_t final;
+    if (m->arch.kind == LD_KIND_VAE) {
+        net = &m->nets[LD_VAE_DEC];
+        final = LD_ACT_SIGMOID; /* the decoder outputs Bernoulli logits */
+    } else if (m->arch.kind == LD_KIND_GAN) {
+        net = &m->nets[LD_GAN_G];
+        final = LD_ACT_NONE;
+    } else {
+        return ld_err_set(err, LD_EUNSUPPORTED, "a classifier has no decoder to batch");
+    }
+    ld_batch_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    pthread_mutex_init(&b->mu, NULL);
+    int rc = pick_kernel(o ? o->kernel : NULL, &b->fn, &b->kernel, err);
+    if (rc != LD_OK) {
+        ld_batch_free(b);
+        return rc;
+    }
+    b->z_dim = net->size[0];
+    b->x_dim = net->size[net->n_layers];
+    b->n_layers = net->n_layers;
+    b->max_rows = o && o->max_rows > 0 ? o->max_rows : LD_BATCH_MAX_ROWS_DEFAULT;
+    b->slope = net->slope;
+    b->final_act = final;
+
+    size_t wfloats = 0, widest = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        size_t op = round16((size_t)net->size[i + 1]);
+        wfloats += (size_t)net->size[i] * op + op;
+        widest = op > widest ? op : widest;
+    }
+    size_t sfloats = (size_t)LD_BATCH_CHUNK * (round16((size_t)b->z_dim) + 2 * widest);
+    b->wmem = aligned_alloc(ALIGN, wfloats * sizeof(float));
+    b->smem = aligned_alloc(ALIGN, sfloats * sizeof(float));
+    if (!b->wmem || !b->smem) {
+        ld_batch_free(b);
+        return ld_err_set(err, LD_ENOMEM, "out of memory for the packed decoder (%zu floats)",
+                          wfloats + sfloats);
+    }
+    b->gather = b->smem;
+    b->s0 = b->gather + (size_t)LD_BATCH_CHUNK * round16((size_t)b->z_dim);
+    b->s1 = b->s0 + (size_t)LD_BATCH_CHUNK * widest;
+
+    float *p = b->wmem;
+    for (int i = 0; i < net->n_layers; i++) {
+        layer_t *L = &b->layers[i];
+        L->in = net->size[i];
+        L->out = net->size[i + 1];
+        L->out_pad = (int)round16((size_t)L->out);
+        L->act = i + 1 < net->n_layers ? net->act : net->out_act;
+        const float *w = m->params + net->w_off[i]; /* (out, in) */
+        const float *bias = m->params + net->b_off[i];
+        L->w = p;
+        for (int c0 = 0; c0 < L->out_pad; c0 += PANEL) {
+            int pw = panel_width(L, c0);
+            for (int k = 0; k < L->in; k++)
+                for (int j = 0; j < pw; j++) {
+                    int c = c0 + j;
+                    *p++ = c < L->out ? w[(size_t)c * (size_t)L->in + (size_t)k] : 0.0f;
+                }
+        }
+        L->b = p;
+        for (int c = 0; c < L->out_pad; c++)
+            *p++ = c < L->out ? bias[c] : 0.0f;
+    }
+    *out = b;
+    return LD_OK;
+}
+
+void ld_batch_free(ld_batch_t *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_destroy(&b->mu);
+    free(b->wmem);
+    free(b->smem);
+    free(b);
+}
