@@ -1200,6 +1200,40 @@ START_TEST(test_events_stream)
 }
 END_TEST
 
+/* Walk the threads of process pid: *n_nice10 and *n_nice0 count them by nice
+ * value; *cpu0 (may be NULL) gets the CPU seconds (user + system) used by the
+ * threads at nice 0, i.e. everything but training. */
+static void thread_stats(pid_t pid, int *n_nice10, int *n_nice0, double *cpu0)
+{
+    *n_nice10 = *n_nice0 = 0;
+    if (cpu0)
+        *cpu0 = 0;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *dp = opendir(dir);
+    ck_assert_ptr_nonnull(dp);
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[400];
+        snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
+        char *st = read_text(path);
+        /* after "(comm)" comes field 3; utime is 14, stime 15, nice 19 */
+        long long f[20] = {0};
+        const char *p = strrchr(st, ')');
+        for (int field = 2; p && *p && field < 19; p++)
+            if (*p == ' ' && ++field < 20)
+                f[field] = atoll(p + 1);
+        free(st);
+        *n_nice10 += f[19] == 10;
+        *n_nice0 += f[19] == 0;
+        if (cpu0 && f[19] == 0)
+            *cpu0 += (double)(f[14] + f[15]) / (double)sysconf(_SC_CLK_TCK);
+    }
+    closedir(dp);
+}
+
 /* The /metrics gauges of connections and requests in flight (the /metrics
  * request itself counts as one). */
 static void http_gauges(const daemon_t *d, double *in_flight, double *conns)
@@ -1217,6 +1251,42 @@ START_TEST(test_stream_client_disconnects)
     wait_step(&D, id, 1, 60);
     double base_flight, base_conns;
     http_gauges(&D, &base_flight, &base_conns);
+
+    /* open streams cost (almost) no CPU between their events: parked, not
+     * polled.  Busy waiting would burn a core per HTTP thread. */
+    {
+        enum { NS = 4 };
+        sse_t w[NS];
+        pthread_t wt[NS];
+        for (int i = 0; i < NS; i++) {
+            sse_init(&w[i], &D, id, 9); /* about 2 s of progress events */
+            pthread_create(&wt[i], NULL, sse_run, &w[i]);
+        }
+        double until = deadline(10);
+        while (atomic_load(&w[NS - 1].events) < 1) {
+            ck_assert_msg(now_s() < until, "no event on the streams");
+            msleep(5);
+        }
+        int n10, n0;
+        double cpu_a, cpu_b, t_a = now_s();
+        thread_stats(D.pid, &n10, &n0, &cpu_a);
+        for (int i = 0; i < NS; i++)
+            pthread_join(wt[i], NULL);
+        thread_stats(D.pid, &n10, &n0, &cpu_b);
+        double wall = now_s() - t_a;
+        for (int i = 0; i < NS; i++) {
+            ck_assert_msg(w[i].rc == CURLE_WRITE_ERROR && w[i].n_bad == 0, "stream %d: %s", i,
+                          curl_easy_strerror(w[i].rc));
+            ld_buf_free(&w[i].raw);
+        }
+        if (getenv("LD_TEST_TIMING"))
+            fprintf(stderr, "%d idle streams: %.3f s of serving CPU in %.2f s\n", NS,
+                    cpu_b - cpu_a, wall);
+        ck_assert_msg(wall > 1.0, "the streams ended after %.2f s", wall);
+        ck_assert_msg(cpu_b - cpu_a < 0.25 * wall * (under_asan() ? 2 : 1),
+                      "serving threads used %.2f s of CPU in %.2f s with %d idle streams",
+                      cpu_b - cpu_a, wall, NS);
+    }
 
     /* curl clients that drop the connection after a few events */
     enum { N = 4 };
@@ -1281,36 +1351,6 @@ START_TEST(test_stream_client_disconnects)
 }
 END_TEST
 
-/* Threads of process pid by nice value: *n_nice10 and *n_nice0. */
-static void count_nice(pid_t pid, int *n_nice10, int *n_nice0)
-{
-    *n_nice10 = *n_nice0 = 0;
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-    DIR *dp = opendir(dir);
-    ck_assert_ptr_nonnull(dp);
-    struct dirent *de;
-    while ((de = readdir(dp))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[400];
-        snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
-        char *st = read_text(path);
-        /* after "(comm)": state is field 3, nice field 19 */
-        const char *p = strrchr(st, ')');
-        int field = 2, nice = -100;
-        for (; p && *p; p++)
-            if (*p == ' ' && ++field == 19) {
-                nice = atoi(p + 1);
-                break;
-            }
-        free(st);
-        *n_nice10 += nice == 10;
-        *n_nice0 += nice == 0;
-    }
-    closedir(dp);
-}
-
 START_TEST(test_metrics_while_training)
 {
     char id[32];
@@ -1319,7 +1359,7 @@ START_TEST(test_metrics_while_training)
 
     /* the CPU split: both worker threads at nice 10, serving at nice 0 */
     int n10, n0;
-    count_nice(D.pid, &n10, &n0);
+    thread_stats(D.pid, &n10, &n0, NULL);
     ck_assert_msg(n10 == 2, "%d threads at nice 10, want the 2 workers", n10);
     ck_assert_msg(n0 >= 3, "%d threads at nice 0, want main and the 2 HTTP threads", n0);
     char *m = metrics_text(&D);
