@@ -744,8 +744,10 @@ static void *worker_main(void *arg)
      * stays fast while a job trains.  Raising one's own nice needs no
      * privilege; a failure only costs responsiveness. */
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), LD_JOBS_NICE) != 0)
-        jlog(j, LD_LOG_WARN, "jobs: cannot lower the worker thread's priority: %s",
-             strerror(errno));
+        jlog(j, LD_LOG_WARN,
+             "jobs: cannot lower the worker thread's priority to nice %d (%s): training "
+             "competes with serving at equal priority (does a seccomp filter deny setpriority?)",
+             LD_JOBS_NICE, strerror(errno));
     pthread_mutex_lock(&j->lock);
     for (;;) {
         while (!atomic_load(&j->stopping) && !j->q_head)
