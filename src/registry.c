@@ -523,6 +523,28 @@ void ld_registry_collect(ld_buf_t *out, void *ctx)
         ld_metrics_label_value(out, list[i]->name);
         ld_buf_printf(out, "\"} %zu\n", list[i]->model->n_params);
     }
+    static const struct {
+        const char *name, *help;
+    } batch_fam[] = {
+        {"latentd_decode_batches_total",
+         "Decoder passes per served model version; requests decoded together share one."},
+        {"latentd_decode_batch_requests_total",
+         "Requests decoded per served model version (divided by passes: mean batch size)."},
+        {"latentd_decode_batch_rows_total", "Latent rows decoded per served model version."},
+    };
+    for (size_t f = 0; f < LD_ARRAY_LEN(batch_fam); f++) {
+        ld_metrics_family(out, batch_fam[f].name, "counter", batch_fam[f].help);
+        for (int i = 0; i < n; i++) {
+            if (!list[i]->batch)
+                continue;
+            ld_batch_stats_t st;
+            ld_batch_stats(list[i]->batch, &st);
+            uint64_t v = f == 0 ? st.batches : f == 1 ? st.requests : st.rows;
+            ld_buf_printf(out, "%s{model=\"", batch_fam[f].name);
+            ld_metrics_label_value(out, list[i]->name);
+            ld_buf_printf(out, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
     ld_registry_list_free(list, n);
     ld_metrics_family(out, "latentd_model_events_total", "counter",
                       "Model registry events: loaded, replaced, unloaded, failed loads.");

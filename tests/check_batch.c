@@ -1,0 +1,654 @@
+/* check_batch.c — the daemon's decoder (batch.c) and the PNG grids it serves.
+ *
+ *  - kernel: a row decodes to the same bytes alone, in any batch size and at
+ *    any position, with every kernel this CPU has (AVX-512, AVX2, scalar
+ *    fmaf), for awkward shapes too; and agrees with ld_model_decode (OpenBLAS)
+ *    to float rounding;
+ *  - batcher: many threads decoding at once share passes, and every one of
+ *    them still gets exactly its single-row bytes; counters add up;
+ *  - PNG writer: grids below and above the stored-block threshold, and over
+ *    65535 bytes of scanlines, round-trip through libpng from many threads;
+ *  - end to end: a real daemon with 8 HTTP threads under 16 concurrent
+ *    clients returns, for every seed, the bytes it returned when idle
+ *    (sample as JSON and PNG, decode), and its metrics show shared passes.
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include "latentd/batch.h"
+#include "latentd/buf.h"
+#include "latentd/image.h"
+#include "latentd/model.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------------------ fixtures */
+
+/* A model of kind with the given hidden widths (generator/decoder), z and image. */
+static ld_model_t *make_model(ld_kind_t kind, int z, int h, int w, int n_hidden,
+                              const int *hidden, uint64_t seed)
+{
+    ld_arch_t a;
+    ld_arch_default(kind, &a);
+    a.z_dim = z;
+    a.img_h = h;
+    a.img_w = w;
+    a.x_dim = h * w;
+    a.dec.n = n_hidden;
+    for (int i = 0; i < n_hidden; i++)
+        a.dec.size[i] = hidden[i];
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_model_new(&a, seed, &m, &e) == LD_OK, "model_new: %s", e.msg);
+    /* bigger biases than the init's, so that sigmoid outputs spread out */
+    for (size_t i = 0; i < m->n_params; i += 7)
+        m->params[i] *= 3.0f;
+    return m;
+}
+
+static float *draw(const ld_model_t *m, uint64_t seed, int n)
+{
+    float *z = malloc((size_t)n * (size_t)m->arch.z_dim * sizeof *z);
+    ld_model_draw_z(m, seed, 1.5f, n, z);
+    return z;
+}
+
+static const char *const kernels[] = {"scalar", "avx2", "avx512"};
+
+/* ------------------------------------------------------------ kernel */
+
+START_TEST(test_rows_independent_of_batch)
+{
+    static const struct {
+        ld_kind_t kind;
+        int z, h, w, n_hidden, hidden[6];
+    } shapes[] = {
+        {LD_KIND_VAE, 20, 28, 28, 2, {64, 128}},             /* the default VAE */
+        {LD_KIND_GAN, 100, 28, 28, 2, {256, 512}},           /* the default GAN */
+        {LD_KIND_GAN, 3, 5, 7, 2, {5, 33}},                  /* nothing a multiple of 16 */
+        {LD_KIND_VAE, 1, 1, 1, 0, {0}},                      /* one layer, one output */
+        {LD_KIND_GAN, 17, 9, 15, 6, {130, 7, 16, 300, 1, 129}}, /* deep, odd panels */
+    };
+    const int NMAX = 70; /* more than one LD_BATCH_CHUNK */
+    for (size_t si = 0; si < LD_ARRAY_LEN(shapes); si++) {
+        ld_model_t *m = make_model(shapes[si].kind, shapes[si].z, shapes[si].h, shapes[si].w,
+                                   shapes[si].n_hidden, shapes[si].hidden, 100 + si);
+        size_t zd = (size_t)m->arch.z_dim, xd = (size_t)m->arch.x_dim;
+        float *z = draw(m, 7 + si, NMAX);
+        float *one = malloc((size_t)NMAX * xd * sizeof *one);
+        float *many = malloc((size_t)NMAX * xd * sizeof *many);
+        float *blas = malloc((size_t)NMAX * xd * sizeof *blas);
+        ld_err_t e;
+        ld_batch_t *ref = NULL;
+        ck_assert_int_eq(ld_batch_new(m, &(ld_batch_opts_t){.kernel = "scalar"}, &ref, &e), LD_OK);
+        for (int r = 0; r < NMAX; r++)
+            ck_assert_int_eq(ld_batch_decode(ref, 1, z + r * zd, one + r * xd, &e), LD_OK);
+        /* OpenBLAS's order differs; the values agree to float rounding */
+        ck_assert_int_eq(ld_model_decode(m, NMAX, z, blas, &e), LD_OK);
+        double d = tu_max_rel_diff(one, blas, (size_t)NMAX * xd, 1e-3);
+        ck_assert_msg(d < 1e-4, "shape %zu: batch kernel vs ld_model_decode: %g", si, d);
+        for (size_t ki = 0; ki < LD_ARRAY_LEN(kernels); ki++) {
+            ld_batch_t *b = NULL;
+            int rc = ld_batch_new(m, &(ld_batch_opts_t){.kernel = kernels[ki]}, &b, &e);
+            if (rc == LD_EUNSUPPORTED)
+                continue; /* this CPU lacks it */
+            ck_assert_msg(rc == LD_OK, "%s", e.msg);
+            ck_assert_str_eq(ld_batch_kernel(b), kernels[ki]);
+            /* every batch size, and rows at every offset of a pass */
+            static const int sizes[] = {1, 2, 3, 4, 5, 7, 16, 47, 48, 49, 70};
+            for (size_t k = 0; k < LD_ARRAY_LEN(sizes); k++) {
+                int n = sizes[k];
+                for (int off = 0; off + n <= NMAX; off += n > 7 ? NMAX : 5) {
+                    memset(many, 0xff, (size_t)n * xd * sizeof *many);
+                    ck_assert_int_eq(ld_batch_decode(b, n, z + off * zd, many, &e), LD_OK);
+                    ck_assert_msg(memcmp(many, one + off * xd, (size_t)n * xd * sizeof *many) == 0,
+                                  "shape %zu kernel %s: rows %d..%d decoded as a batch of %d "
+                                  "differ from one at a time",
+                                  si, kernels[ki], off, off + n - 1, n);
+                }
+            }
+            ld_batch_free(b);
+        }
+        ld_batch_free(ref);
+        ld_model_free(m);
+        free(z);
+        free(one);
+        free(many);
+        free(blas);
+    }
+}
+END_TEST
+
+START_TEST(test_bad_arguments)
+{
+    ld_model_t *m = make_model(LD_KIND_VAE, 4, 2, 3, 1, (int[]){8}, 1);
+    ld_err_t e;
+    ld_batch_t *b = NULL;
+    ck_assert_int_eq(ld_batch_new(m, &(ld_batch_opts_t){.kernel = "sse9"}, &b, &e),
+                     LD_EUNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(e.msg, "sse9"));
+    ck_assert_int_eq(ld_batch_new(m, NULL, &b, &e), LD_OK);
+    float z[4] = {0}, x[6];
+    ck_assert_int_eq(ld_batch_decode(b, -1, z, x, &e), LD_EINVAL);
+    ck_assert_int_eq(ld_batch_decode(b, 1, NULL, x, &e), LD_EINVAL);
+    ck_assert_int_eq(ld_batch_decode(b, 0, NULL, NULL, &e), LD_OK);
+    ck_assert_int_eq(ld_batch_decode(b, 1, z, x, &e), LD_OK);
+    for (int i = 0; i < 6; i++)
+        ck_assert(x[i] > 0.0f && x[i] < 1.0f); /* the VAE's sigmoid was applied */
+    ld_batch_free(b);
+    ld_batch_free(NULL);
+    ld_model_free(m);
+
+    ld_arch_t a;
+    ld_arch_default(LD_KIND_CLASSIFIER, &a);
+    ck_assert_int_eq(ld_model_new(&a, 1, &m, &e), LD_OK);
+    ck_assert_int_eq(ld_batch_new(m, NULL, &b, &e), LD_EUNSUPPORTED);
+    ld_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------ batcher */
+
+#define THREADS 8
+#define ROWS 64
+
+typedef struct {
+    ld_batch_t *b;
+    const ld_model_t *m;
+    const float *z, *want; /* (ROWS, z_dim), (ROWS, x_dim) */
+    int id, iters, big;
+    pthread_barrier_t *go;
+    atomic_int *bad;
+    long rows_done, calls;
+} worker_t;
+
+static void *worker(void *p)
+{
+    worker_t *w = p;
+    size_t zd = (size_t)w->m->arch.z_dim, xd = (size_t)w->m->arch.x_dim;
+    float *x = malloc((size_t)ROWS * xd * sizeof *x);
+    uint64_t s = 0x9E3779B97F4A7C15ULL * (uint64_t)(w->id + 1);
+    pthread_barrier_wait(w->go);
+    for (int it = 0; it < w->iters; it++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        /* mostly one row, sometimes a few, the "big" thread many */
+        int n = w->big && it % 4 == 0 ? ROWS : (int)(s % 8 == 0 ? 1 + s % 5 : 1);
+        int off = (int)((s >> 8) % (uint64_t)(ROWS - n + 1));
+        ld_err_t e;
+        if (ld_batch_decode(w->b, n, w->z + (size_t)off * zd, x, &e) != LD_OK ||
+            memcmp(x, w->want + (size_t)off * xd, (size_t)n * xd * sizeof *x) != 0)
+            atomic_fetch_add(w->bad, 1);
+        w->rows_done += n;
+        w->calls++;
+    }
+    free(x);
+    return NULL;
+}
+
+START_TEST(test_concurrent_callers_share_passes)
+{
+    ld_arch_t a;
+    ld_arch_default(LD_KIND_GAN, &a);
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_int_eq(ld_model_new(&a, 5, &m, &e), LD_OK);
+    size_t xd = (size_t)a.x_dim;
+    float *z = draw(m, 11, ROWS);
+    float *want = malloc((size_t)ROWS * xd * sizeof *want);
+    ld_batch_t *b = NULL;
+    ck_assert_int_eq(ld_batch_new(m, &(ld_batch_opts_t){.max_rows = 16}, &b, &e), LD_OK);
+    for (int r = 0; r < ROWS; r++)
+        ck_assert_int_eq(ld_batch_decode(b, 1, z + r * a.z_dim, want + r * xd, &e), LD_OK);
+    ld_batch_stats_t before;
+    ld_batch_stats(b, &before);
+    ck_assert_int_eq((int)before.batches, ROWS);
+    ck_assert_int_eq((int)before.shared, 0);
+
+    /* Shared passes need callers to overlap; on a busy machine a round may
+     * see none, so run rounds until one does (normally the first). */
+    ld_batch_stats_t st = before;
+    long calls = 0, rows = 0;
+    for (int round = 0; round < 20 && st.shared == before.shared; round++) {
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, THREADS);
+        atomic_int bad = 0;
+        worker_t w[THREADS];
+        pthread_t t[THREADS];
+        for (int i = 0; i < THREADS; i++) {
+            w[i] = (worker_t){.b = b, .m = m, .z = z, .want = want, .id = round * THREADS + i,
+                              .iters = 150, .big = i == 0, .go = &go, .bad = &bad};
+            ck_assert_int_eq(pthread_create(&t[i], NULL, worker, &w[i]), 0);
+        }
+        for (int i = 0; i < THREADS; i++) {
+            pthread_join(t[i], NULL);
+            calls += w[i].calls;
+            rows += w[i].rows_done;
+        }
+        pthread_barrier_destroy(&go);
+        ck_assert_msg(atomic_load(&bad) == 0,
+                      "%d decodes under concurrency differ from the single-row bytes",
+                      atomic_load(&bad));
+        ld_batch_stats(b, &st);
+    }
+    ck_assert_msg(st.shared > before.shared, "no pass ever served two requests");
+    ck_assert_int_eq((long)(st.requests - before.requests), calls);
+    ck_assert_int_eq((long)(st.rows - before.rows), rows);
+    ck_assert_int_le((long)(st.batches - before.batches), calls);
+    ck_assert_int_ge(st.max_requests, 2);
+    /* a pass gathers whole requests up to max_rows (16); a bigger one runs alone */
+    ck_assert_int_le(st.max_requests, 16);
+    fprintf(stderr, "batch: %ld calls in %llu passes (%llu shared, at most %d requests)\n",
+            calls, (unsigned long long)(st.batches - before.batches),
+            (unsigned long long)(st.shared - before.shared), st.max_requests);
+    ld_batch_free(b);
+    ld_model_free(m);
+    free(z);
+    free(want);
+}
+END_TEST
+
+/* ------------------------------------------------------------ PNG writer */
+
+typedef struct {
+    int n, h, w, cols, pad, iters;
+    atomic_int *bad;
+} png_job_t;
+
+static void *png_worker(void *p)
+{
+    png_job_t *j = p;
+    size_t px = (size_t)j->n * (size_t)j->h * (size_t)j->w;
+    float *x = malloc(px * sizeof *x);
+    for (int it = 0; it < j->iters; it++) {
+        /* black background with textured blobs, like the models' images */
+        for (size_t i = 0; i < px; i++) {
+            uint32_t v = (uint32_t)(i * 2654435761u + (uint32_t)it * 40503u);
+            x[i] = (i / 5 + (size_t)it) % 3 == 0 ? 0.0f : (float)(v >> 24) / 255.0f;
+        }
+        uint8_t *png = NULL;
+        size_t len = 0;
+        ld_err_t e;
+        float *g = NULL;
+        int gh = 0, gw = 0;
+        if (ld_png_grid(x, j->n, j->h, j->w, j->cols, j->pad, &png, &len, &e) != LD_OK ||
+            ld_png_decode(png, len, SIZE_MAX, &g, &gh, &gw, &e) != LD_OK) {
+            atomic_fetch_add(j->bad, 1);
+            free(png);
+            continue;
+        }
+        int cols = j->cols, tw = j->w + j->pad, th = j->h + j->pad;
+        for (int i = 0; i < j->n; i++)
+            for (int r = 0; r < j->h; r++)
+                for (int c = 0; c < j->w; c++) {
+                    float v = x[((size_t)i * j->h + r) * j->w + c];
+                    int q = v > 0 ? (int)(v * 255.0f + 0.5f) : 0;
+                    float got = g[(size_t)(j->pad + i / cols * th + r) * gw + j->pad +
+                                  i % cols * tw + c];
+                    if (got != (float)q / 255.0f)
+                        atomic_fetch_add(j->bad, 1);
+                }
+        free(png);
+        free(g);
+    }
+    free(x);
+    return NULL;
+}
+
+START_TEST(test_png_grids_roundtrip_threads)
+{
+    static const png_job_t shapes[] = {
+        {1, 28, 28, 1, 2, 0, NULL},   /* 1056 bytes of scanlines: stored */
+        {2, 28, 28, 2, 2, 0, NULL},   /* just over the threshold: deflate */
+        {16, 28, 28, 4, 2, 0, NULL},
+        {256, 28, 28, 16, 2, 0, NULL}, /* 232 KB of scanlines */
+        {3, 1, 1, 3, 0, 0, NULL},      /* 1x3 pixels */
+        {1, 200, 300, 1, 0, 0, NULL},  /* one large tile, no border */
+    };
+    atomic_int bad = 0;
+    pthread_t t[LD_ARRAY_LEN(shapes)];
+    png_job_t jobs[LD_ARRAY_LEN(shapes)];
+    for (size_t i = 0; i < LD_ARRAY_LEN(shapes); i++) {
+        jobs[i] = shapes[i];
+        jobs[i].iters = shapes[i].n > 100 ? 3 : 20;
+        jobs[i].bad = &bad;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, png_worker, &jobs[i]), 0);
+    }
+    for (size_t i = 0; i < LD_ARRAY_LEN(shapes); i++)
+        pthread_join(t[i], NULL);
+    ck_assert_int_eq(atomic_load(&bad), 0);
+
+    /* the sizes: one 28x28 tile is stored (scanlines + zlib/PNG framing);
+     * four are deflated, to less than storing them would take */
+    float x[4 * 784];
+    for (int i = 0; i < 4 * 784; i++)
+        x[i] = i % 28 < 9 ? 0.0f : (float)(i % 200) / 255.0f;
+    uint8_t *png;
+    size_t len;
+    ld_err_t e;
+    ck_assert_int_eq(ld_png_grid(x, 1, 28, 28, 0, 2, &png, &len, &e), LD_OK);
+    ck_assert_uint_eq(len, 8 + 25 + 13 + 12 + (32 * 33 + 11) + 12);
+    free(png);
+    ck_assert_int_eq(ld_png_grid(x, 4, 28, 28, 0, 2, &png, &len, &e), LD_OK);
+    ck_assert_uint_lt(len, 8 + 25 + 13 + 12 + (62 * 63 + 11) + 12);
+    free(png);
+}
+END_TEST
+
+/* ------------------------------------------------------------ end to end */
+
+typedef struct {
+    char *dir;
+    char models[512], state[512], log[512], conf[512];
+    pid_t pid;
+    int port;
+} daemon_t;
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "");
+    if (f) {
+        char tmp[4096];
+        size_t n;
+        while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+            ld_buf_append(&b, tmp, n);
+        fclose(f);
+    }
+    size_t len;
+    return ld_buf_steal(&b, &len);
+}
+
+static size_t on_body(char *p, size_t s, size_t n, void *ud)
+{
+    ld_buf_append(ud, p, s * n);
+    return s * n;
+}
+
+static void daemon_start(daemon_t *d, int threads)
+{
+    memset(d, 0, sizeof *d);
+    d->dir = tu_mkdtemp();
+    snprintf(d->models, sizeof d->models, "%s/models", d->dir);
+    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
+    snprintf(d->conf, sizeof d->conf, "%s/latentd.conf", d->dir);
+    ck_assert_int_eq(mkdir(d->models, 0755), 0);
+    ld_arch_t a;
+    ld_err_t e;
+    char path[1024];
+    for (int k = 0; k < 2; k++) {
+        ld_arch_default(k ? LD_KIND_GAN : LD_KIND_VAE, &a);
+        ld_model_t *m = NULL;
+        ck_assert_int_eq(ld_model_new(&a, 21 + (uint64_t)k, &m, &e), LD_OK);
+        snprintf(path, sizeof path, "%s/%s.safetensors", d->models, k ? "gan" : "vae");
+        ck_assert_msg(ld_model_save(m, path, &e) == LD_OK, "%s", e.msg);
+        ld_model_free(m);
+    }
+    char text[2048];
+    snprintf(text, sizeof text,
+             "bind = 127.0.0.1\nport = 0\nhttp_threads = %d\nmodels_dir = %s\nstate_dir = %s\n"
+             "request_timeout = 30\naccess_log = no\n",
+             threads, d->models, d->state);
+    write_file(d->conf, text);
+    d->pid = fork();
+    ck_assert_int_ge(d->pid, 0);
+    if (d->pid == 0) {
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(LD_BIN, LD_BIN, "serve", "--config", d->conf, (char *)NULL);
+        _exit(127);
+    }
+    double until = now_s() + 60;
+    for (;;) { /* the port from the log, then /readyz (models loaded) */
+        char *log = read_text(d->log);
+        const char *key = "listening on http://127.0.0.1:";
+        char *p = strstr(log, key);
+        d->port = p ? atoi(p + strlen(key)) : 0;
+        int ready = 0;
+        if (d->port > 0) {
+            char url[128];
+            snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", d->port);
+            CURL *c = curl_easy_init();
+            ld_buf_t sink = {0};
+            curl_easy_setopt(c, CURLOPT_URL, url);
+            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+            curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+            long st = 0;
+            if (curl_easy_perform(c) == CURLE_OK)
+                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+            curl_easy_cleanup(c);
+            ld_buf_free(&sink);
+            ready = st == 200;
+        }
+        if (ready || now_s() > until || waitpid(d->pid, NULL, WNOHANG) != 0) {
+            ck_assert_msg(ready, "daemon did not become ready; log:\n%s", log);
+            free(log);
+            break;
+        }
+        free(log);
+        msleep(10);
+    }
+}
+
+static void daemon_stop(daemon_t *d)
+{
+    kill(d->pid, SIGTERM);
+    int st = 0;
+    double until = now_s() + 60;
+    while (waitpid(d->pid, &st, WNOHANG) == 0) {
+        if (now_s() > until) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &st, 0);
+            break;
+        }
+        msleep(10);
+    }
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d", st);
+    tu_rmrf(d->dir);
+    free(d->dir);
+}
+
+/* POST json to path; the status, body into out (reset first). */
+static long post(CURL *c, int port, const char *path, const char *json, ld_buf_t *out)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    out->len = 0;
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    return status;
+}
+
+#define SEEDS 24
+#define CASES 5
+
+/* Request k (0..CASES-1) for seed s: path and body. */
+static void request_for(int k, int s, char *path, size_t pl, ld_buf_t *body)
+{
+    static const char *const model[CASES] = {"gan", "gan", "gan", "vae", "vae"};
+    body->len = 0;
+    snprintf(path, pl, "/v1/models/%s/%s", model[k], k == 2 ? "decode" : "sample");
+    if (k == 2) { /* decode a latent made from the seed */
+        ld_buf_puts(body, "{\"z\":[");
+        for (int i = 0; i < 100; i++)
+            ld_buf_printf(body, "%s%.6f", i ? "," : "", sin(0.37 * (i + 1) * (s + 1)) * 1.7);
+        ld_buf_puts(body, "]}");
+    } else {
+        ld_buf_printf(body, "{\"n\":%d,\"seed\":%d%s}", k == 4 ? 3 : 1, s,
+                      k == 1 || k == 4 ? ",\"format\":\"png\"" : "");
+    }
+}
+
+typedef struct {
+    int port, id, iters;
+    ld_buf_t (*want)[SEEDS];
+    atomic_int *bad, *done;
+} client_t;
+
+static void *client(void *p)
+{
+    client_t *cl = p;
+    CURL *c = curl_easy_init();
+    ld_buf_t got = {0}, body = {0};
+    char path[128];
+    uint32_t s = 2166136261u ^ (uint32_t)cl->id;
+    for (int it = 0; it < cl->iters; it++) {
+        s = s * 1664525u + 1013904223u;
+        int k = (int)((s >> 8) % CASES), seed = (int)((s >> 16) % SEEDS);
+        request_for(k, seed, path, sizeof path, &body);
+        long st = post(c, cl->port, path, body.data, &got);
+        if (st != 200 || got.len != cl->want[k][seed].len ||
+            memcmp(got.data, cl->want[k][seed].data, got.len) != 0)
+            atomic_fetch_add(cl->bad, 1);
+        atomic_fetch_add(cl->done, 1);
+    }
+    ld_buf_free(&got);
+    ld_buf_free(&body);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* The value of metric name{model="model"} in the /metrics text. */
+static double metric(const char *text, const char *name, const char *model)
+{
+    char key[256];
+    snprintf(key, sizeof key, "\n%s{model=\"%s\"} ", name, model);
+    const char *p = strstr(text, key);
+    return p ? atof(p + strlen(key)) : -1;
+}
+
+START_TEST(test_daemon_same_bytes_under_load)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    daemon_t d;
+    daemon_start(&d, 8);
+    CURL *c = curl_easy_init();
+    ld_buf_t(*want)[SEEDS] = calloc(CASES, sizeof *want);
+    ld_buf_t body = {0};
+    char path[128];
+    /* the idle answers: one request at a time */
+    for (int k = 0; k < CASES; k++)
+        for (int s = 0; s < SEEDS; s++) {
+            request_for(k, s, path, sizeof path, &body);
+            ck_assert_int_eq(post(c, d.port, path, body.data, &want[k][s]), 200);
+            ck_assert_uint_gt(want[k][s].len, 100);
+        }
+    /* and again under load: 16 clients on 8 HTTP threads, until the metrics
+     * show that concurrent GAN requests shared a pass (normally at once) */
+    enum { CLIENTS = 16, ITERS = 150 };
+    double passes = 0, reqs = 0, rows = 0;
+    for (int round = 0; round < 5 && !(passes > 0 && passes < reqs); round++) {
+        atomic_int bad = 0, done = 0;
+        client_t cl[CLIENTS];
+        pthread_t t[CLIENTS];
+        for (int i = 0; i < CLIENTS; i++) {
+            cl[i] = (client_t){.port = d.port, .id = round * CLIENTS + i, .iters = ITERS,
+                               .want = want, .bad = &bad, .done = &done};
+            ck_assert_int_eq(pthread_create(&t[i], NULL, client, &cl[i]), 0);
+        }
+        for (int i = 0; i < CLIENTS; i++)
+            pthread_join(t[i], NULL);
+        ck_assert_int_eq(atomic_load(&done), CLIENTS * ITERS);
+        ck_assert_msg(atomic_load(&bad) == 0,
+                      "%d of %d responses under load differ from the idle answer for their seed",
+                      atomic_load(&bad), CLIENTS * ITERS);
+
+        ld_buf_t m = {0};
+        char url[128];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", d.port);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &m);
+        ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+        ld_buf_putc(&m, '\0');
+        passes = metric(m.data, "latentd_decode_batches_total", "gan");
+        reqs = metric(m.data, "latentd_decode_batch_requests_total", "gan");
+        rows = metric(m.data, "latentd_decode_batch_rows_total", "gan");
+        ck_assert_msg(reqs > 0 && rows == reqs && passes <= reqs, "gan counters: %.0f %.0f %.0f",
+                      passes, reqs, rows);
+        ck_assert_double_gt(metric(m.data, "latentd_decode_batches_total", "vae"), 0);
+        ld_buf_free(&m);
+    }
+    fprintf(stderr, "daemon: gan %.0f requests in %.0f passes\n", reqs, passes);
+    ck_assert_msg(passes < reqs, "no two GAN requests ever shared a pass");
+
+    for (int k = 0; k < CASES; k++)
+        for (int s = 0; s < SEEDS; s++)
+            ld_buf_free(&want[k][s]);
+    free(want);
+    ld_buf_free(&body);
+    curl_easy_cleanup(c);
+    daemon_stop(&d);
+    curl_global_cleanup();
+}
+END_TEST
+
+Suite *suite_batch(void)
+{
+    Suite *s = suite_create("batch");
+    TCase *k = tcase_create("kernel");
+    tcase_set_timeout(k, 120);
+    tcase_add_test(k, test_rows_independent_of_batch);
+    tcase_add_test(k, test_bad_arguments);
+    suite_add_tcase(s, k);
+    TCase *b = tcase_create("batcher");
+    tcase_set_timeout(b, 300);
+    tcase_add_test(b, test_concurrent_callers_share_passes);
+    suite_add_tcase(s, b);
+    TCase *p = tcase_create("png");
+    tcase_set_timeout(p, 120);
+    tcase_add_test(p, test_png_grids_roundtrip_threads);
+    suite_add_tcase(s, p);
+    TCase *d = tcase_create("daemon");
+    tcase_set_timeout(d, 300);
+    tcase_add_test(d, test_daemon_same_bytes_under_load);
+    suite_add_tcase(s, d);
+    return s;
+}
