@@ -426,7 +426,8 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
     }
     closedir(d);
     if (rc == LD_OK) {
-        qsort(files, (size_t)nf, sizeof *files, cmp_str);
+        if (nf > 0)
+            qsort(files, (size_t)nf, sizeof *files, cmp_str);
         for (int i = 0; i < nf; i++) {
             char name[LD_MODEL_FILE_MAX];
             snprintf(name, sizeof name, "%.*s", (int)(strlen(files[i]) - SUFFIX_LEN), files[i]);
