@@ -126,12 +126,19 @@ static const char *log_tail(const daemon_t *d)
     return tail;
 }
 
+/* Whether the daemon's log holds needle, waiting a bounded time for it: a
+ * line is logged after the state change the API already shows. */
 static int log_has(const daemon_t *d, const char *needle)
 {
-    char *log = read_text(d->log);
-    int has = strstr(log, needle) != NULL;
-    free(log);
-    return has;
+    double end = deadline(5);
+    for (;;) {
+        char *log = read_text(d->log);
+        int has = strstr(log, needle) != NULL;
+        free(log);
+        if (has || now_s() > end)
+            return has;
+        msleep(20);
+    }
 }
 
 /* Start LD_BIN serve --config d->conf, stdout and stderr to d->log; a monitor
