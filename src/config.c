@@ -26,7 +26,7 @@ static const ld_cfg_key_t keys[] = {
     /* name                     type          min   max        default      field                         choices     flag */
     {"bind",                    LD_CFG_STR,   0,    0,         "127.0.0.1", F(bind),                      NULL,       "--bind"},
     {"port",                    LD_CFG_INT,   0,    65535,     "8080",      F(port),                      NULL,       "--port"},
-    {"http_threads",            LD_CFG_INT,   0,    256,       "0",         F(http_threads),              NULL,       NULL},
+    {"http_threads",            LD_CFG_INT,   0,    256,       "8",         F(http_threads),              NULL,       NULL},
     {"request_timeout",         LD_CFG_INT,   1,    3600,      "30",        F(request_timeout),           NULL,       NULL},
     {"connection_limit",        LD_CFG_INT,   1,    100000,    "512",       F(connection_limit),          NULL,       NULL},
     {"per_ip_connection_limit", LD_CFG_INT,   0,    100000,    "128",       F(per_ip_connection_limit),   NULL,       NULL},
