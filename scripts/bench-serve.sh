@@ -6,7 +6,9 @@
 # For each model, endpoint (sample n=1 as JSON, sample n=1 as PNG, decode one
 # z as JSON) and connection count (1, 16, 64): requests/s, p50 and p99
 # latency, and non-2xx responses; then the latentd/PyTorch ratio of req/s and
-# the daemon's resident memory after the run.
+# the daemon's resident memory after the run.  Then, with one training job
+# running in the daemon (a GAN, submitted to POST /v1/jobs and cancelled at
+# the end), `sample` again (JSON and PNG): its p99 against the idle one.
 #
 # Environment:
 #   MODELS_DIR   folder with the models (default models/; needs
@@ -15,6 +17,7 @@
 #   DURATION     seconds per measurement (default 5)
 #   CONNS        connection counts (default "1 16 64")
 #   TORCH=0      skip the PyTorch peer
+#   JOB=0        skip the measurement with a training job running
 #   TORCH_WORKERS uvicorn worker processes (default: number of CPUs, like
 #                latentd's http_threads = 0)
 #   LATENTD      the binary (default build/latentd)
@@ -26,6 +29,7 @@ MODELS=${MODELS:-"fashion-vae fashion-gan"}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-"1 16 64"}
 TORCH=${TORCH:-1}
+JOB=${JOB:-1}
 NCPU=$(nproc)
 TORCH_WORKERS=${TORCH_WORKERS:-$NCPU}
 LATENTD=${LATENTD:-build/latentd}
@@ -70,9 +74,12 @@ mkdir -p "$work/models" "$work/state"
 for m in $MODELS; do ln -s "$(realpath "$MODELS_DIR/$m.safetensors")" "$work/models/$m.safetensors"; done
 
 # --- latentd: the shipped configuration, on a free port ---------------------
+# (an admin token only so that the training-job measurement can submit a job)
+admin=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+(umask 077 && printf '%s\n' "$admin" >"$work/admin.token")
 lport=$(free_port)
 "$LATENTD" serve --config config/latentd.conf --models "$work/models" --state "$work/state" \
-    --port "$lport" 2>"$work/latentd.log" &
+    --admin-token-file "$work/admin.token" --port "$lport" 2>"$work/latentd.log" &
 lpid=$!
 pids+=("$lpid")
 wait_http "http://127.0.0.1:$lport/readyz" 30 || { cat "$work/latentd.log" >&2; die "latentd did not start"; }
@@ -138,6 +145,7 @@ done
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# memory after serving, before the training job loads its data set
 l_rss=$(rss_kb "$lpid")
 l_hwm=$(hwm_kb "$lpid")
 t_rss=0
@@ -145,19 +153,69 @@ if [ "$TORCH" = 1 ]; then
     for p in $tpid $(pgrep -P "$tpid" || true); do t_rss=$((t_rss + $(rss_kb "$p"))); done
 fi
 
+# --- sample with one training job running ---------------------------------------
+# A default-size GAN on 10000 Fashion-MNIST images with far more epochs than
+# the measurement lasts; it trains on the daemon's worker thread (nice 10)
+# while wrk drives `sample`, and is cancelled afterwards.
+job_note="skipped (JOB=0)"
+job_json() { # GET /v1/jobs/ID -> "state step samples_per_s"
+    curl -fsS -H "Authorization: Bearer $admin" "http://127.0.0.1:$lport/v1/jobs/$1" |
+        "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["state"], j["step"], j["samples_per_s"])'
+}
+if [ "$JOB" = 1 ]; then
+    job_note="not measured: the job did not start (see $work/latentd.log)"
+    spec='{"kind":"gan","model":"bench-serve-job","limit":10000,"train":{"epochs":1000}}'
+    jid=$(curl -fsS -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+        -d "$spec" "http://127.0.0.1:$lport/v1/jobs" 2>/dev/null |
+        "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null || true)
+    state=none
+    n_poll=0
+    [ -n "$jid" ] && n_poll=600 # up to 60 s for the data to load
+    for ((i = 0; i < n_poll; i++)); do
+        read -r state step _ <<<"$(job_json "$jid" 2>/dev/null || echo "none 0 0")"
+        [ "$state" = running ] && [ "${step:-0}" -gt 0 ] && break
+        [ "$state" = failed ] && break
+        sleep 0.1
+    done
+    if [ "$state" = running ]; then
+        read -r _ step0 _ <<<"$(job_json "$jid")"
+        t0=$(date +%s.%N)
+        echo "bench-serve: training job $jid running (step $step0); sample again" >&2
+        for m in $MODELS; do
+            measure latentd+job "$lport" "$m" sample-json "/v1/models/$m/sample" '{"n":1,"seed":7}'
+            measure latentd+job "$lport" "$m" sample-png "/v1/models/$m/sample" '{"n":1,"seed":7,"format":"png"}'
+        done
+        read -r state step1 sps <<<"$(job_json "$jid")"
+        t1=$(date +%s.%N)
+        job_note=$("$PY" -c 'import sys; s0,s1,t0,t1,st,sps=sys.argv[1:7]; print("GAN job %s, %s during the runs: %d steps of 64 in %.0f s (%.0f samples/s)" % (sys.argv[7], st, int(s1)-int(s0), float(t1)-float(t0), (int(s1)-int(s0))*64/(float(t1)-float(t0))))' \
+            "$step0" "$step1" "$t0" "$t1" "$state" "$sps" "$jid")
+        j_rss=$(rss_kb "$lpid")
+        job_note="$job_note; daemon RSS with the job: $((j_rss / 1024)) MiB"
+    fi
+    if [ -n "$jid" ]; then
+        curl -fsS -X DELETE -H "Authorization: Bearer $admin" "http://127.0.0.1:$lport/v1/jobs/$jid" >/dev/null 2>&1 || true
+        for ((i = 0; i < 100; i++)); do
+            read -r state _ <<<"$(job_json "$jid" 2>/dev/null || echo "none 0 0")"
+            [ "$state" = cancelled ] || [ "$state" = failed ] || [ "$state" = none ] && break
+            sleep 0.1
+        done
+    fi
+fi
+
 # --- the table ------------------------------------------------------------------
 echo
 echo "bench-serve: $NCPU CPUs (wrk runs on the same CPUs), ${DURATION}s per point;" \
     "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" <<'EOF'
+"$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" "$job_note" <<'EOF'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 l_rss, l_hwm, t_rss, workers = (int(x) for x in sys.argv[2:6])
+job_note = sys.argv[6]
 data = {}
 for server, model, label, c, n, rps, p50, p99, non2xx, sockerr in rows:
     data[(server, model, label, int(c))] = (float(rps), float(p50) / 1000, float(p99) / 1000,
                                             int(non2xx), int(sockerr), int(n))
-keys = sorted({k[1:] for k in data}, key=lambda k: (k[0], k[1], k[2]))
+keys = sorted({k[1:] for k in data if k[0] != "latentd+job"}, key=lambda k: (k[0], k[1], k[2]))
 print()
 print("%-12s %-12s %4s | %10s %8s %8s %6s | %10s %8s %8s %6s | %7s" % (
     "model", "endpoint", "conn", "latentd r/s", "p50 ms", "p99 ms", "non2xx",
@@ -184,4 +242,25 @@ for k, l, t in at64:
     print("at 64 connections, %s %s: %.1fx the peer's req/s (target >= 10x), p99 %.2f ms (target < 10 ms)"
           % (k[0], k[1], r, l[2]))
 print("latentd non-2xx or socket errors: %s" % ("none" if ok else "SOME (see table)"))
+
+jkeys = sorted({k[1:] for k in data if k[0] == "latentd+job"})
+print()
+print("sample with one training job running: %s" % job_note)
+if jkeys:
+    print("%-12s %-12s %4s | %10s %8s %8s %6s | %12s %8s" % (
+        "model", "endpoint", "conn", "latentd r/s", "p50 ms", "p99 ms", "non2xx",
+        "idle p99 ms", "p99/idle"))
+    print("-" * 92)
+    worst = 0.0
+    for model, label, c in jkeys:
+        j = data[("latentd+job", model, label, c)]
+        i = data.get(("latentd", model, label, c))
+        r = j[2] / i[2] if i and i[2] > 0 else float("nan")
+        worst = max(worst, r) if r == r else worst
+        print("%-12s %-12s %4d | %10.0f %8.2f %8.2f %6d | %12s %7.1fx" % (
+            model, label, c, j[0], j[1], j[2], j[3] + j[4],
+            "%.2f" % i[2] if i else "-", r))
+        if j[3] + j[4] > 0:
+            ok = False
+    print("worst p99 with the job / idle p99: %.1fx (target <= 2x)" % worst)
 EOF
