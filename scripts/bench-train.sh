@@ -2,13 +2,13 @@
 # make bench: one epoch of each training recipe in latentd and in PyTorch, in
 # the same run, on this machine; samples/s, the ratio, and achieved GFLOP/s
 # next to a large SGEMM measured in the same run.
-#   THREADS   OpenBLAS threads for latentd (default 1; see README for why)
+#   THREADS   latentd training threads (default: all cores, like `latentd train`)
 #   EPOCHS    epochs per recipe (default 1)
 #   TORCH     python with torch (default /usr/bin/python3; skipped if it lacks torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/latentd
-threads=${THREADS:-1}
+threads=${THREADS:-$(nproc)}
 epochs=${EPOCHS:-1}
 py=${TORCH:-/usr/bin/python3}
 tmp=$(mktemp -d)
