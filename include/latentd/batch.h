@@ -2,8 +2,8 @@
  * opportunistic micro-batcher in front of it.
  *
  * Kernel.  ld_batch_new() copies a VAE's decoder (or a GAN's generator) into
- * panels of 128 output columns, laid out so one pass streams each panel once
- * for several rows at a time.  Every output value is computed in one fixed
+ * panels of 64 output columns, laid out so one pass streams each panel once
+ * for up to six rows at a time.  Every output value is computed in one fixed
  * order — the bias, then one fused multiply-add per input in index order —
  * whatever the number of rows in the pass, the row's position in it, or the
  * instruction set (AVX-512, AVX2+FMA, or scalar fmaf on CPUs without FMA,
@@ -25,7 +25,8 @@
  *
  * Thread-safety: every function but _new and _free may be called from any
  * number of threads at once.  One lock per batcher (mu), held only to queue,
- * to take a batch and to hand results out; never while decoding.
+ * to take a batch and to pass the lead on; never while decoding.  A waiting
+ * request sleeps on a futex of its own and is woken without the lock.
  */
 #ifndef LATENTD_BATCH_H
 #define LATENTD_BATCH_H
