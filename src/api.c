@@ -620,6 +620,40 @@ done:
     ld_served_release(s);
 }
 
+/* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
+ * {"model","shape",["z",]"images"} (z echoed when with_z). Replies on error too. */
+static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
+                          int n, const float *z, int with_z)
+{
+    const ld_arch_t *a = &s->model->arch;
+    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x); /* (n, x_dim) */
+    if (!x) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    if (decode_checked(req, api, s, n, z, x) != 0)
+        goto done;
+    if (o->format != FMT_JSON) {
+        reply_binary(req, o, a, x, n);
+        goto done;
+    }
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"model\":");
+    ld_buf_json_str(&b, s->name);
+    ld_buf_putc(&b, ',');
+    shape_json(&b, n, a);
+    if (with_z) {
+        ld_buf_puts(&b, ",\"z\":");
+        ld_buf_json_matrix(&b, z, (size_t)n, (size_t)a->z_dim);
+    }
+    ld_buf_puts(&b, ",\"images\":");
+    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+done:
+    free(x);
+}
+
 static void h_decode(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
@@ -636,35 +670,15 @@ static void h_decode(ld_req_t *req, void *ctx)
     ld_served_t *s = get_model(req, api);
     if (!s)
         return;
-    float *z = NULL, *x = NULL;
+    float *z = NULL;
     int n = 0;
     const ld_arch_t *a = &s->model->arch;
     if (need_generator(req, s) != 0 ||
         ld_arg_matrix(req, zj, "z", a->z_dim, api->max_samples, 1, -INFINITY, INFINITY, &z, &n) != 0)
         goto done;
-    x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x);
-    if (!x) {
-        ld_req_error(req, 503, "overloaded", "out of memory");
-        goto done;
-    }
-    if (decode_checked(req, api, s, n, z, x) != 0)
-        goto done;
-    if (o.format != FMT_JSON) {
-        reply_binary(req, &o, a, x, n);
-        goto done;
-    }
-    ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"model\":");
-    ld_buf_json_str(&b, s->name);
-    ld_buf_putc(&b, ',');
-    shape_json(&b, n, a);
-    ld_buf_puts(&b, ",\"images\":");
-    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
-    ld_buf_putc(&b, '}');
-    ld_req_reply_json(req, 200, &b);
+    reply_decoded(req, api, s, &o, n, z, 0);
 done:
     free(z);
-    free(x);
     ld_served_release(s);
 }
 
@@ -679,40 +693,17 @@ static void h_reconstruct(ld_req_t *req, void *ctx)
     ld_served_t *s = get_model(req, api);
     if (!s)
         return;
-    float *x = NULL, *mu = NULL, *lv = NULL, *y = NULL;
+    float *x = NULL, *mu = NULL, *lv = NULL;
     int n = 0;
-    const ld_arch_t *a = &s->model->arch;
     if (need_encoder(req, s, "reconstruct") != 0 ||
         read_images(req, api, s, body, "images", "png", api->max_samples, &x, &n) != 0 ||
         encode_checked(req, s, n, x, &mu, &lv) != 0)
         goto done;
-    y = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *y);
-    if (!y) {
-        ld_req_error(req, 503, "overloaded", "out of memory");
-        goto done;
-    }
-    if (decode_checked(req, api, s, n, mu, y) != 0)
-        goto done;
-    if (o.format != FMT_JSON) {
-        reply_binary(req, &o, a, y, n);
-        goto done;
-    }
-    ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"model\":");
-    ld_buf_json_str(&b, s->name);
-    ld_buf_putc(&b, ',');
-    shape_json(&b, n, a);
-    ld_buf_puts(&b, ",\"z\":");
-    ld_buf_json_matrix(&b, mu, (size_t)n, (size_t)a->z_dim);
-    ld_buf_puts(&b, ",\"images\":");
-    ld_buf_json_matrix(&b, y, (size_t)n, (size_t)a->x_dim);
-    ld_buf_putc(&b, '}');
-    ld_req_reply_json(req, 200, &b);
+    reply_decoded(req, api, s, &o, n, mu, 1);
 done:
     free(x);
     free(mu);
     free(lv);
-    free(y);
     ld_served_release(s);
 }
 
