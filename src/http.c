@@ -3,8 +3,20 @@
  * One ld_req_t per request, created on MHD's first access-handler call (the
  * headers are in) and freed in the request-completed callback, which also
  * writes the access log line and the metrics.  Shared state touched by
- * several MHD threads is atomic (counters, flags); the only lock is mu, held
- * by the drain waiter and by the completed callback to signal it.
+ * several MHD threads is atomic (counters, flags); the locks are mu, held by
+ * the drain waiter and by the completed callback to signal it, and ip_mu, held
+ * to count connections per client address (never together).
+ *
+ * Threads: one single-threaded MHD daemon per HTTP thread, each with its own
+ * listening socket on the same address (SO_REUSEPORT), rather than one daemon
+ * with MHD's thread pool.  The pool's threads share one listening socket and
+ * each accepts up to ten connections in a row when it wins the race, so a
+ * burst of connections lands on a few threads (measured: 2 of 8 threads
+ * without a connection for a whole benchmark run) and those set the latency
+ * tail; the kernel spreads connections over SO_REUSEPORT sockets by address
+ * hash.  The connection limit is divided among the daemons as MHD divides it
+ * among its pool threads; the per-IP limit is counted here across daemons
+ * (conn_cb) and enforced at accept (accept_cb).
  */
 #define _GNU_SOURCE
 #include "latentd/http.h"
@@ -32,6 +44,16 @@
 #define MAX_EXTRA_HEADERS 8
 #define MAX_DRAIN_HOOKS 8
 #define MAX_TOKEN_LEN 4096
+#define MAX_DAEMONS 256 /* http_threads' maximum */
+#define IP_BUCKETS 1024
+
+/* Open connections of one client address (see conn_cb, accept_cb). */
+struct ip_count {
+    int family;
+    uint8_t addr[16];
+    long n;
+    struct ip_count *next;
+};
 
 typedef struct {
     ld_route_t r;
@@ -64,9 +86,12 @@ struct ld_http {
     int n_drain;
 
     /* runtime */
-    struct MHD_Daemon *d;
+    struct MHD_Daemon *d[MAX_DAEMONS]; /* one per HTTP thread */
+    int n_d;
     int port;
-    MHD_socket quiesced_fd;
+    MHD_socket quiesced_fd[MAX_DAEMONS];
+    pthread_mutex_t ip_mu;             /* guards ip_table */
+    struct ip_count *ip_table[IP_BUCKETS];
     atomic_int ready;
     atomic_int draining;
     atomic_long in_flight;
@@ -193,7 +218,7 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     h->bind = xstrdup(o->bind ? o->bind : "127.0.0.1");
     h->port_cfg = o->port;
-    h->threads = o->threads > 0 ? o->threads : 1;
+    h->threads = o->threads > 0 ? (o->threads < MAX_DAEMONS ? o->threads : MAX_DAEMONS) : 1;
     h->conn_timeout_s = o->conn_timeout_s;
     h->conn_limit = o->conn_limit;
     h->per_ip_limit = o->per_ip_limit;
@@ -203,8 +228,10 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
     h->thread_stack = o->thread_stack;
     h->access_log = o->access_log;
     h->metrics = metrics;
-    h->quiesced_fd = MHD_INVALID_SOCKET;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        h->quiesced_fd[i] = MHD_INVALID_SOCKET;
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->ip_mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     if (o->token && *o->token) {
         h->has_token = 1;
@@ -227,7 +254,7 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
 
 int ld_http_route_add(ld_http_t *h, const ld_route_t *r, ld_err_t *err)
 {
-    if (h->d)
+    if (h->n_d)
         return ld_err_set(err, LD_EINVAL, "routes must be added before the server starts");
     if (!r->method || !r->pattern || r->pattern[0] != '/' || !r->fn)
         return ld_err_set(err, LD_EINVAL, "route: bad method, pattern or handler");
@@ -977,14 +1004,89 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* An address as a key: family and the IPv4/IPv6 bytes; 0 if neither. */
+static int ip_key(const struct sockaddr *sa, int *family, uint8_t addr[16])
+{
+    memset(addr, 0, 16);
+    if (sa && sa->sa_family == AF_INET) {
+        memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        *family = AF_INET;
+        return 1;
+    }
+    if (sa && sa->sa_family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        *family = AF_INET6;
+        return 1;
+    }
+    return 0;
+}
+
+static struct ip_count **ip_slot(ld_http_t *h, int family, const uint8_t addr[16])
+{
+    uint32_t x = 2166136261u ^ (uint32_t)family;
+    for (int i = 0; i < 16; i++)
+        x = (x ^ addr[i]) * 16777619u;
+    struct ip_count **p = &h->ip_table[x % IP_BUCKETS];
+    while (*p && !((*p)->family == family && memcmp((*p)->addr, addr, 16) == 0))
+        p = &(*p)->next;
+    return p;
+}
+
+/* Count an open connection of sa (delta +1 or -1). */
+static void ip_count_add(ld_http_t *h, const struct sockaddr *sa, int delta)
+{
+    int family;
+    uint8_t addr[16];
+    if (!h->per_ip_limit || !ip_key(sa, &family, addr))
+        return;
+    pthread_mutex_lock(&h->ip_mu);
+    struct ip_count **p = ip_slot(h, family, addr);
+    if (!*p && delta > 0 && (*p = calloc(1, sizeof **p)) != NULL) {
+        (*p)->family = family;
+        memcpy((*p)->addr, addr, 16);
+    }
+    if (*p) {
+        (*p)->n += delta;
+        if ((*p)->n <= 0) {
+            struct ip_count *dead = *p;
+            *p = dead->next;
+            free(dead);
+        }
+    }
+    pthread_mutex_unlock(&h->ip_mu);
+}
+
+/* MHD's accept policy: refuse a client already at per_ip_limit open
+ * connections (counted over every daemon; a few accepts racing on other
+ * threads may each get in). */
+static enum MHD_Result accept_cb(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    ld_http_t *h = cls;
+    int family;
+    uint8_t addr[16];
+    if (!h->per_ip_limit || !ip_key(sa, &family, addr))
+        return MHD_YES;
+    pthread_mutex_lock(&h->ip_mu);
+    struct ip_count *c = *ip_slot(h, family, addr);
+    int ok = !c || c->n < h->per_ip_limit;
+    pthread_mutex_unlock(&h->ip_mu);
+    return ok ? MHD_YES : MHD_NO;
+}
+
 static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
                     enum MHD_ConnectionNotificationCode toe)
 {
     ld_http_t *h = cls;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add_explicit(&h->connections, 1, memory_order_relaxed);
-    else
+        ip_count_add(h, sa, +1);
+    } else {
         atomic_fetch_sub_explicit(&h->connections, 1, memory_order_relaxed);
+        ip_count_add(h, sa, -1);
+    }
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -1020,31 +1122,45 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
     } else {
         return ld_err_set(err, LD_EINVAL, "bind: '%s' is not an IPv4 or IPv6 address", h->bind);
     }
-    struct MHD_OptionItem ops[16];
-    int k = 0;
-    /* the logger first, so MHD reports problems with later options through it */
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->conn_timeout_s, NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)h->conn_limit, NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)h->per_ip_limit, NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, h};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
-    if (h->threads > 1)
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)h->threads, NULL};
-    if (h->thread_stack)
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    /* one daemon per thread (see the top of this file); the first may pick
+     * the port (port 0), the others bind the same one */
+    for (int i = 0; i < h->threads; i++) {
+        int limit = h->conn_limit / h->threads + (i < h->conn_limit % h->threads);
+        struct MHD_OptionItem ops[16];
+        int k = 0;
+        /* the logger first, so MHD reports problems with later options through it */
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->conn_timeout_s, NULL};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(limit > 0 ? limit : 1), NULL};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)h->per_ip_limit, NULL};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, h};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+        if (h->thread_stack)
+            ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_ARRAY, ops,
-                            MHD_OPTION_END);
-    if (!h->d)
-        return ld_err_set(err, LD_EIO, "cannot listen on %s port %d (in use, or not permitted?)",
-                          h->bind, h->port_cfg);
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = di ? di->port : h->port_cfg;
+        h->d[i] = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h, MHD_OPTION_ARRAY, ops,
+                                   MHD_OPTION_END);
+        if (!h->d[i]) {
+            int port = i ? h->port : h->port_cfg;
+            for (int j = 0; j < i; j++) {
+                MHD_stop_daemon(h->d[j]);
+                h->d[j] = NULL;
+            }
+            h->n_d = 0;
+            return ld_err_set(err, LD_EIO, "cannot listen on %s port %d (in use, or not permitted?)",
+                              h->bind, port);
+        }
+        h->n_d = i + 1;
+        if (i == 0) {
+            const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d[0], MHD_DAEMON_INFO_BIND_PORT);
+            h->port = di ? di->port : h->port_cfg;
+            sin.sin_port = sin6.sin6_port = htons((uint16_t)h->port);
+        }
+    }
     return LD_OK;
 }
 
@@ -1074,15 +1190,17 @@ int ld_http_drain(ld_http_t *h, double timeout_s)
     atomic_store(&h->ready, 0);
     for (int i = 0; i < h->n_drain; i++)
         h->drain_fn[i](h->drain_ctx[i]);
-    if (!h->d)
+    if (!h->n_d)
         return 0;
-    if (h->quiesced_fd == MHD_INVALID_SOCKET) {
-        h->quiesced_fd = MHD_quiesce_daemon(h->d);
+    for (int i = 0; i < h->n_d; i++) {
+        if (h->quiesced_fd[i] != MHD_INVALID_SOCKET)
+            continue;
+        h->quiesced_fd[i] = MHD_quiesce_daemon(h->d[i]);
         /* MHD no longer accepts, but the socket stays open until stop (its
          * threads may still look at it): shutting it down makes new
          * connection attempts fail fast instead of waiting in the backlog */
-        if (h->quiesced_fd != MHD_INVALID_SOCKET)
-            shutdown(h->quiesced_fd, SHUT_RDWR);
+        if (h->quiesced_fd[i] != MHD_INVALID_SOCKET)
+            shutdown(h->quiesced_fd[i], SHUT_RDWR);
     }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -1119,10 +1237,17 @@ void ld_http_free(ld_http_t *h)
 {
     if (!h)
         return;
-    if (h->d)
-        MHD_stop_daemon(h->d);
-    if (h->quiesced_fd != MHD_INVALID_SOCKET)
-        close(h->quiesced_fd);
+    for (int i = 0; i < h->n_d; i++) {
+        MHD_stop_daemon(h->d[i]);
+        if (h->quiesced_fd[i] != MHD_INVALID_SOCKET)
+            close(h->quiesced_fd[i]);
+    }
+    for (int i = 0; i < IP_BUCKETS; i++)
+        while (h->ip_table[i]) {
+            struct ip_count *c = h->ip_table[i];
+            h->ip_table[i] = c->next;
+            free(c);
+        }
     for (int i = 0; i < h->n_routes; i++) {
         free(h->routes[i].method);
         free(h->routes[i].pattern);
@@ -1131,6 +1256,7 @@ void ld_http_free(ld_http_t *h)
     for (int i = 0; i < h->n_origins; i++)
         free(h->origins[i]);
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->ip_mu);
     pthread_cond_destroy(&h->cv);
     free(h->bind);
     free(h);

@@ -10,7 +10,9 @@
  *    65535 bytes of scanlines, round-trip through libpng from many threads;
  *  - end to end: a real daemon with 8 HTTP threads under 16 concurrent
  *    clients returns, for every seed, the bytes it returned when idle
- *    (sample as JSON and PNG, decode), and its metrics show shared passes.
+ *    (sample as JSON and PNG, decode), and its metrics show shared passes;
+ *    the per-IP connection limit holds across the HTTP threads' listening
+ *    sockets.
  */
 #define _GNU_SOURCE
 #include "testutil.h"
@@ -27,6 +29,10 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -396,7 +402,7 @@ static size_t on_body(char *p, size_t s, size_t n, void *ud)
     return s * n;
 }
 
-static void daemon_start(daemon_t *d, int threads)
+static void daemon_start(daemon_t *d, int threads, const char *extra_conf)
 {
     memset(d, 0, sizeof *d);
     d->dir = tu_mkdtemp();
@@ -419,8 +425,8 @@ static void daemon_start(daemon_t *d, int threads)
     char text[2048];
     snprintf(text, sizeof text,
              "bind = 127.0.0.1\nport = 0\nhttp_threads = %d\nmodels_dir = %s\nstate_dir = %s\n"
-             "request_timeout = 30\naccess_log = no\n",
-             threads, d->models, d->state);
+             "request_timeout = 30\naccess_log = no\n%s",
+             threads, d->models, d->state, extra_conf ? extra_conf : "");
     write_file(d->conf, text);
     d->pid = fork();
     ck_assert_int_ge(d->pid, 0);
@@ -566,7 +572,7 @@ START_TEST(test_daemon_same_bytes_under_load)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     daemon_t d;
-    daemon_start(&d, 8);
+    daemon_start(&d, 8, NULL);
     CURL *c = curl_easy_init();
     ld_buf_t(*want)[SEEDS] = calloc(CASES, sizeof *want);
     ld_buf_t body = {0};
@@ -630,6 +636,73 @@ START_TEST(test_daemon_same_bytes_under_load)
 }
 END_TEST
 
+/* A keep-alive connection that has had one request answered (so the daemon
+ * has accepted and counted it), or -1 if the daemon closed it instead. */
+static int open_counted(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) {
+        close(fd);
+        return -1;
+    }
+    char buf[1024];
+    size_t got = 0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    while (got < sizeof buf - 1 && poll(&p, 1, 10000) == 1) {
+        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n\r\n") && strstr(buf, "\"ok\""))
+            return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+/* Each HTTP thread has its own listening socket and MHD daemon; the per-IP
+ * limit still counts the connections of all of them. */
+START_TEST(test_per_ip_limit_across_threads)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    daemon_t d;
+    daemon_start(&d, 4, "per_ip_connection_limit = 3\n");
+    int fds[8], open_n = 0;
+    for (int i = 0; i < 8; i++) {
+        fds[i] = open_counted(d.port);
+        open_n += fds[i] >= 0;
+    }
+    ck_assert_msg(open_n == 3, "%d connections from one address kept, limit 3", open_n);
+    /* closing one makes room for one more */
+    for (int i = 0; i < 8; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+            break;
+        }
+    int again = -1;
+    for (int tries = 0; tries < 100 && again < 0; tries++) { /* until the close is seen */
+        again = open_counted(d.port);
+        if (again < 0)
+            msleep(20);
+    }
+    ck_assert_int_ge(again, 0);
+    ck_assert_int_lt(open_counted(d.port), 0);
+    close(again);
+    for (int i = 0; i < 8; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    daemon_stop(&d);
+    curl_global_cleanup();
+}
+END_TEST
+
 Suite *suite_batch(void)
 {
     Suite *s = suite_create("batch");
@@ -649,6 +722,7 @@ Suite *suite_batch(void)
     TCase *d = tcase_create("daemon");
     tcase_set_timeout(d, 300);
     tcase_add_test(d, test_daemon_same_bytes_under_load);
+    tcase_add_test(d, test_per_ip_limit_across_threads);
     suite_add_tcase(s, d);
     return s;
 }

@@ -65,7 +65,8 @@ typedef struct {
 typedef struct {
     const char *bind;               /* IPv4/IPv6 literal */
     int port;                       /* 0 = any */
-    int threads;                    /* MHD pool size, >= 1 */
+    int threads;                    /* HTTP threads, >= 1: one MHD daemon each, each
+                                       with its own SO_REUSEPORT listening socket */
     int conn_timeout_s;             /* idle connection timeout */
     int conn_limit;
     int per_ip_limit;               /* 0 = none */
