@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -739,15 +740,26 @@ static void run_job(ld_jobs_t *j, job_t *job)
 static void *worker_main(void *arg)
 {
     ld_jobs_t *j = arg;
-    /* Linux nice values are per thread: lowering this one's priority leaves
-     * the HTTP threads (nice 0) first in line for the cores, so sampling
-     * stays fast while a job trains.  Raising one's own nice needs no
-     * privilege; a failure only costs responsiveness. */
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), LD_JOBS_NICE) != 0)
-        jlog(j, LD_LOG_WARN,
-             "jobs: cannot lower the worker thread's priority to nice %d (%s): training "
-             "competes with serving at equal priority (does a seccomp filter deny setpriority?)",
-             LD_JOBS_NICE, strerror(errno));
+    /* Scheduling policy and nice value are per thread on Linux, and the
+     * training threads this one starts inherit both.  SCHED_IDLE runs this
+     * thread only on a core that no normal thread wants, so a training job
+     * never delays a request; taking it needs no privilege.  If a seccomp
+     * filter or the kernel refuses, nice LD_JOBS_NICE is the fallback (HTTP
+     * threads then get about nine tenths of a shared core).  A failure of
+     * both only costs responsiveness. */
+    struct sched_param sp = {.sched_priority = 0};
+    if (sched_setscheduler(0, SCHED_IDLE, &sp) != 0) {
+        int se = errno;
+        if (setpriority(PRIO_PROCESS, (id_t)gettid(), LD_JOBS_NICE) != 0)
+            jlog(j, LD_LOG_WARN,
+                 "jobs: cannot give the worker thread SCHED_IDLE (%s) nor nice %d (%s): "
+                 "training competes with serving at equal priority",
+                 strerror(se), LD_JOBS_NICE, strerror(errno));
+        else
+            jlog(j, LD_LOG_WARN,
+                 "jobs: cannot give the worker thread SCHED_IDLE (%s); it runs at nice %d",
+                 strerror(se), LD_JOBS_NICE);
+    }
     pthread_mutex_lock(&j->lock);
     for (;;) {
         while (!atomic_load(&j->stopping) && !j->q_head)

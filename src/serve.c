@@ -3,8 +3,8 @@
  * Threads: the main thread parses the configuration, starts everything, then
  * waits for signals on a self-pipe (the handlers only set flags and write a
  * byte, so whichever thread the kernel picks — MHD's or OpenBLAS's — is
- * fine).  MHD's pool serves requests; the jobs engine's workers train (at
- * nice LD_JOBS_NICE, one core each).  Shutdown runs on the main thread:
+ * fine).  MHD's threads serve requests; the jobs engine's workers train
+ * (under SCHED_IDLE, one core each).  Shutdown runs on the main thread:
  *
  *   ld_http_drain        stop accepting; new requests get 503
  *     on_drain hook      ld_jobs_shutdown: running jobs checkpoint and are

@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -1207,14 +1208,15 @@ START_TEST(test_events_stream)
 }
 END_TEST
 
-/* Walk the threads of process pid: *n_nice10 and *n_nice0 count them by nice
- * value; *cpu0 (may be NULL) gets the CPU seconds (user + system) used by the
- * threads at nice 0, i.e. everything but training. */
-static void thread_stats(pid_t pid, int *n_nice10, int *n_nice0, double *cpu0)
+/* Walk the threads of process pid: *n_idle counts those under SCHED_IDLE
+ * (training), *n_normal those under SCHED_OTHER at nice 0 (everything else);
+ * *cpu_normal (may be NULL) gets the CPU seconds (user + system) the latter
+ * used. */
+static void thread_stats(pid_t pid, int *n_idle, int *n_normal, double *cpu_normal)
 {
-    *n_nice10 = *n_nice0 = 0;
-    if (cpu0)
-        *cpu0 = 0;
+    *n_idle = *n_normal = 0;
+    if (cpu_normal)
+        *cpu_normal = 0;
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
     DIR *dp = opendir(dir);
@@ -1226,17 +1228,19 @@ static void thread_stats(pid_t pid, int *n_nice10, int *n_nice0, double *cpu0)
         char path[400];
         snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
         char *st = read_text(path);
-        /* after "(comm)" comes field 3; utime is 14, stime 15, nice 19 */
-        long long f[20] = {0};
+        /* after "(comm)" comes field 3; utime is 14, stime 15, nice 19,
+         * policy 41 (proc(5)) */
+        long long f[42] = {0};
         const char *p = strrchr(st, ')');
-        for (int field = 2; p && *p && field < 19; p++)
-            if (*p == ' ' && ++field < 20)
+        for (int field = 2; p && *p && field < 41; p++)
+            if (*p == ' ' && ++field < 42)
                 f[field] = atoll(p + 1);
         free(st);
-        *n_nice10 += f[19] == 10;
-        *n_nice0 += f[19] == 0;
-        if (cpu0 && f[19] == 0)
-            *cpu0 += (double)(f[14] + f[15]) / (double)sysconf(_SC_CLK_TCK);
+        int normal = f[41] == SCHED_OTHER && f[19] == 0;
+        *n_idle += f[41] == SCHED_IDLE;
+        *n_normal += normal;
+        if (cpu_normal && normal)
+            *cpu_normal += (double)(f[14] + f[15]) / (double)sysconf(_SC_CLK_TCK);
     }
     closedir(dp);
 }
@@ -1274,12 +1278,12 @@ START_TEST(test_stream_client_disconnects)
             ck_assert_msg(now_s() < until, "no event on the streams");
             msleep(5);
         }
-        int n10, n0;
+        int n_idle, n_normal;
         double cpu_a, cpu_b, t_a = now_s();
-        thread_stats(D.pid, &n10, &n0, &cpu_a);
+        thread_stats(D.pid, &n_idle, &n_normal, &cpu_a);
         for (int i = 0; i < NS; i++)
             pthread_join(wt[i], NULL);
-        thread_stats(D.pid, &n10, &n0, &cpu_b);
+        thread_stats(D.pid, &n_idle, &n_normal, &cpu_b);
         double wall = now_s() - t_a;
         for (int i = 0; i < NS; i++) {
             ck_assert_msg(w[i].rc == CURLE_WRITE_ERROR && w[i].n_bad == 0, "stream %d: %s", i,
@@ -1364,11 +1368,12 @@ START_TEST(test_metrics_while_training)
     submit(&D, LONG_VAE("metered"), id);
     wait_step(&D, id, 5, 60);
 
-    /* the CPU split: both worker threads at nice 10, serving at nice 0 */
-    int n10, n0;
-    thread_stats(D.pid, &n10, &n0, NULL);
-    ck_assert_msg(n10 == 2, "%d threads at nice 10, want the 2 workers", n10);
-    ck_assert_msg(n0 >= 3, "%d threads at nice 0, want main and the 2 HTTP threads", n0);
+    /* the CPU split: both worker threads under SCHED_IDLE, serving normal */
+    int n_idle, n_normal;
+    thread_stats(D.pid, &n_idle, &n_normal, NULL);
+    ck_assert_msg(n_idle == 2, "%d threads under SCHED_IDLE, want the 2 workers", n_idle);
+    ck_assert_msg(n_normal >= 3, "%d threads normal at nice 0, want main and the 2 HTTP threads",
+                  n_normal);
     char *m = metrics_text(&D);
     ck_assert_msg(metric(m, "latentd_jobs{state=\"running\"}") >= 1, "%s", m);
     ck_assert(metric(m, "latentd_jobs{state=\"queued\"}") >= 0);

@@ -51,11 +51,12 @@
  * serving keeps the other cores.  worker_threads is the number of cores given
  * to training.
  *
- * CPU priority: each worker thread sets its own nice value to LD_JOBS_NICE
- * (setpriority(PRIO_PROCESS, gettid(), 10): on Linux nice is per thread) when
- * it starts, so when training and serving compete for a core the HTTP threads
- * (nice 0) get about nine tenths of it and sampling latency stays close to
- * its idle value; when serving is idle, training takes the whole core.
+ * CPU priority: each worker thread puts itself under SCHED_IDLE when it
+ * starts (sched_setscheduler(0, ...): on Linux the policy is per thread and
+ * the training threads it starts inherit it), so a training thread runs only
+ * on a core that no HTTP thread wants and sampling latency stays at its idle
+ * value; when serving is idle, training takes the whole core.  If SCHED_IDLE
+ * is refused, the thread falls back to nice LD_JOBS_NICE.
  *
  * Threads and locks: every public function may be called from any thread.
  * Three kinds of lock, never held in any other order:
@@ -90,7 +91,7 @@ const char *ld_job_state_name(ld_job_state_t s);
 int ld_job_state_is_final(ld_job_state_t s);
 
 #define LD_JOB_ID_MAX 16 /* "j-000001" and its NUL fit */
-#define LD_JOBS_NICE 10  /* nice value of the worker threads (serving runs at 0) */
+#define LD_JOBS_NICE 10  /* fallback nice value of the worker threads (serving: 0) */
 
 /* Called on a worker thread, with no jobs lock held, when a job has written
  * MODELS/{name}.safetensors (path): load it and serve it as name, replacing a
