@@ -26,6 +26,9 @@ DESTDIR ?=
 
 LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
 TEST_SRC := $(filter-out tests/check_main.c,$(wildcard tests/check_*.c))
+# helpers shared by several suites (no suite_*() in them): tests/tu_*.c
+TEST_UTIL_SRC := $(wildcard tests/tu_*.c)
+TEST_UTIL_HDRS := tests/testutil.h $(wildcard tests/tu_*.h)
 HDRS     := $(wildcard include/latentd/*.h src/*.h)
 
 .PHONY: all deps deps-bench test test-plain test-asan run models bench bench-serve install clean fixtures
@@ -67,10 +70,10 @@ build/asan/latentd: build/asan/main.o build/asan/liblatentd.a
 build/suites.h: $(TEST_SRC) | build
 	@grep -ho '^Suite \*suite_[a-z0-9_]*(void)' $(TEST_SRC) | sed 's/^Suite \*\(suite_[a-z0-9_]*\)(void)/X(\1)/' > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
-build/check_all: tests/check_main.c $(TEST_SRC) tests/testutil.h build/suites.h build/liblatentd.a build/latentd
-	$(CC) $(CFLAGS) -Ibuild -Itests -DLD_BIN='"build/latentd"' tests/check_main.c $(TEST_SRC) build/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
-build/asan/check_all: tests/check_main.c $(TEST_SRC) tests/testutil.h build/suites.h build/asan/liblatentd.a build/asan/latentd
-	$(CC) $(CFLAGS) $(SAN) -Ibuild -Itests -DLD_BIN='"build/asan/latentd"' tests/check_main.c $(TEST_SRC) build/asan/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
+build/check_all: tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) $(TEST_UTIL_HDRS) build/suites.h build/liblatentd.a build/latentd
+	$(CC) $(CFLAGS) -Ibuild -Itests -DLD_BIN='"build/latentd"' tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) build/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
+build/asan/check_all: tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) $(TEST_UTIL_HDRS) build/suites.h build/asan/liblatentd.a build/asan/latentd
+	$(CC) $(CFLAGS) $(SAN) -Ibuild -Itests -DLD_BIN='"build/asan/latentd"' tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) build/asan/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
 
 build build/asan:
 	@mkdir -p $@

@@ -10,10 +10,12 @@
  * daemon must exit 0 on SIGTERM, which under AddressSanitizer also means "no
  * leaks" (event streams included).
  *
- * The daemon helpers follow tests/check_serve.c (same spawn/monitor scheme);
- * they are repeated here rather than shared so each suite stays one file. */
+ * The daemon, HTTP and JSON helpers are shared with tests/check_serve.c
+ * (tests/tu_daemon.h); this suite's defaults: the admin token, deadlines x5
+ * under the sanitizers. */
 #define _GNU_SOURCE
 #include "testutil.h"
+#include "tu_daemon.h"
 
 #include "latentd/buf.h"
 #include "latentd/model.h"
@@ -22,8 +24,6 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -31,10 +31,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,340 +54,69 @@
 
 /* ------------------------------------------------------------ daemons */
 
-typedef struct {
-    char *dir; /* temp root: models/, state/, data/, log, status, conf */
-    char models[512], state[512], data[512], log[512], status[512], conf[512];
-    char extra[1024]; /* config lines of this daemon (kept for restarts) */
-    pid_t pid;        /* the daemon */
-    pid_t monitor;    /* our child that waits for it and records its status */
-    int port;
-} daemon_t;
+#define ASAN_SLOWDOWN 5 /* deadlines under the sanitizers (tests/tu_daemon.h) */
 
-static daemon_t D; /* the shared daemon of the "api" case */
-
-static void msleep(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int under_asan(void)
-{
-    return strstr(LD_BIN, "asan") != NULL;
-}
+static tu_daemon_t D; /* the shared daemon of the "api" case */
 
 /* Slower under sanitizers: generous deadlines, still bounded. */
 static double deadline(double s)
 {
-    return now_s() + s * (under_asan() ? 5 : 1);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, 0600);
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strdup("");
-    ld_buf_t b = {0};
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        ld_buf_append(&b, tmp, n);
-    fclose(f);
-    char *s = ld_buf_steal(&b, NULL);
-    return s ? s : strdup("");
-}
-
-/* The last n bytes of the daemon's log, for failure messages (static). */
-static const char *log_tail(const daemon_t *d)
-{
-    static char tail[4001];
-    char *log = read_text(d->log);
-    size_t n = strlen(log);
-    snprintf(tail, sizeof tail, "%s", n > 4000 ? log + n - 4000 : log);
-    free(log);
-    return tail;
+    return tu_deadline(s, ASAN_SLOWDOWN);
 }
 
 /* Whether the daemon's log holds needle, waiting a bounded time for it: a
  * line is logged after the state change the API already shows. */
-static int log_has(const daemon_t *d, const char *needle)
+static int log_has(const tu_daemon_t *d, const char *needle)
 {
     double end = deadline(5);
     for (;;) {
-        char *log = read_text(d->log);
+        char *log = tu_read_text(d->log);
         int has = strstr(log, needle) != NULL;
         free(log);
-        if (has || now_s() > end)
+        if (has || tu_now() > end)
             return has;
-        msleep(20);
-    }
-}
-
-/* Start LD_BIN serve --config d->conf, stdout and stderr to d->log; a monitor
- * child waits for it and writes its wait status to d->status. */
-static void spawn(daemon_t *d)
-{
-    /* a restart: keep the previous run's log aside, so that wait_port cannot
-     * read the old port from it before the new daemon truncates it */
-    char prev[600];
-    snprintf(prev, sizeof prev, "%s.prev", d->log);
-    rename(d->log, prev);
-    unlink(d->status);
-    int pfd[2];
-    ck_assert_int_eq(pipe(pfd), 0);
-    pid_t mon = fork();
-    ck_assert_int_ge(mon, 0);
-    if (mon == 0) {
-        /* a test that fails ends its process at once: its daemon (and the
-         * job training in it) must not outlive it */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(pfd[0]);
-        pid_t p = fork();
-        if (p == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            if (fd >= 0) {
-                dup2(fd, 1);
-                dup2(fd, 2);
-                close(fd);
-            }
-            char *argv[] = {(char *)LD_BIN, (char *)"serve", (char *)"--config", d->conf, NULL};
-            execv(LD_BIN, argv);
-            _exit(127);
-        }
-        ssize_t w = write(pfd[1], &p, sizeof p);
-        (void)w;
-        close(pfd[1]);
-        int st = 0;
-        while (waitpid(p, &st, 0) < 0 && errno == EINTR)
-            ;
-        char tmp[600];
-        snprintf(tmp, sizeof tmp, "%s.tmp", d->status);
-        FILE *f = fopen(tmp, "w");
-        if (f) {
-            fprintf(f, "%d %d %d\n", WIFEXITED(st) ? 1 : 0,
-                    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), st);
-            fclose(f);
-            rename(tmp, d->status);
-        }
-        _exit(0);
-    }
-    close(pfd[1]);
-    pid_t p = 0;
-    ck_assert_int_eq(read(pfd[0], &p, sizeof p), (ssize_t)sizeof p);
-    close(pfd[0]);
-    d->pid = p;
-    d->monitor = mon;
-}
-
-/* Wait for the daemon to exit; returns its exit code (or 128+signal). */
-static int wait_exit(daemon_t *d, double secs)
-{
-    double until = deadline(secs);
-    while (access(d->status, F_OK) != 0) {
-        if (now_s() > until) {
-            kill(d->pid, SIGKILL);
-            ck_abort_msg("daemon %d did not exit within %.0f s", (int)d->pid, secs);
-        }
-        msleep(10);
-    }
-    int exited = 0, code = 0, raw = 0;
-    FILE *f = fopen(d->status, "r");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fscanf(f, "%d %d %d", &exited, &code, &raw), 3);
-    fclose(f);
-    waitpid(d->monitor, NULL, 0);
-    return exited ? code : 128 + code;
-}
-
-/* The port from the "listening on http://127.0.0.1:PORT" log line. */
-static int wait_port(daemon_t *d, double secs)
-{
-    static const char key[] = "listening on http://127.0.0.1:";
-    double until = deadline(secs);
-    for (;;) {
-        char *log = read_text(d->log);
-        char *p = strstr(log, key);
-        int port = p ? atoi(p + strlen(key)) : 0;
-        int exited = access(d->status, F_OK) == 0;
-        if (port > 0 || exited || now_s() > until) {
-            ck_assert_msg(port > 0, "daemon did not start; log:\n%s", log);
-            free(log);
-            return port;
-        }
-        free(log);
-        msleep(10);
+        tu_msleep(20);
     }
 }
 
 /* ------------------------------------------------------------- HTTP */
 
-typedef struct {
-    long status;
-    ld_buf_t body;
-    ld_buf_t hdrs;
-    cJSON *json;
-} resp_t;
-
-static size_t on_body(char *p, size_t s, size_t n, void *ud)
-{
-    ld_buf_append(ud, p, s * n);
-    return s * n;
-}
-
-static void resp_free(resp_t *r)
-{
-    ld_buf_free(&r->body);
-    ld_buf_free(&r->hdrs);
-    cJSON_Delete(r->json);
-    memset(r, 0, sizeof *r);
-}
-
-/* Value of response header name (last occurrence) into out; NULL if absent. */
-static const char *hdr(const resp_t *r, const char *name, char *out, size_t cap)
-{
-    const char *found = NULL;
-    size_t nl = strlen(name);
-    const char *p = r->hdrs.data;
-    while (p && *p) {
-        const char *eol = strstr(p, "\r\n");
-        if (!eol)
-            break;
-        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-            const char *v = p + nl + 1;
-            while (*v == ' ')
-                v++;
-            snprintf(out, cap, "%.*s", (int)(eol - v), v);
-            found = out;
-        }
-        p = eol + 2;
-    }
-    return found;
-}
-
 /* One request. token: NULL = the admin token, "" = none. ctype: NULL =
  * application/json when there is a body.  Returns the status, -1 when no
  * response came. */
-static long call_h(CURL *c, resp_t *r, int port, const char *method, const char *path,
+static long call_h(CURL *c, tu_resp_t *r, int port, const char *method, const char *path,
                    const char *body, const char *token, const char *ctype)
 {
-    memset(r, 0, sizeof *r);
-    char url[1024];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->hdrs);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    struct curl_slist *h = NULL;
-    char line[512];
-    const char *tok = token ? token : ADMIN;
-    if (*tok) {
-        snprintf(line, sizeof line, "Authorization: Bearer %s", tok);
-        h = curl_slist_append(h, line);
-    }
-    if (body) {
-        snprintf(line, sizeof line, "Content-Type: %s", ctype ? ctype : "application/json");
-        h = curl_slist_append(h, line);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    } else {
-        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    }
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    CURLcode rc = curl_easy_perform(c);
-    curl_slist_free_all(h);
-    if (rc != CURLE_OK) {
-        r->status = -1;
-        return -1;
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    if (r->body.len)
-        r->json = cJSON_ParseWithLength(r->body.data, r->body.len);
-    return r->status;
+    tu_req_t q = {.token = token ? token : ADMIN, .ctype = ctype, .port = port};
+    return tu_http(c, r, method, path, body, body ? strlen(body) : 0, &q);
 }
 
-static long call(resp_t *r, int port, const char *method, const char *path, const char *body,
+static long call(tu_resp_t *r, int port, const char *method, const char *path, const char *body,
                  const char *token)
 {
-    CURL *c = curl_easy_init();
-    ck_assert_ptr_nonnull(c);
-    long s = call_h(c, r, port, method, path, body, token, NULL);
-    curl_easy_cleanup(c);
-    ck_assert_msg(s > 0, "%s %s: no HTTP response", method, path);
-    return s;
-}
-
-static const cJSON *jget(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    ck_assert_msg(v != NULL, "missing field %s", k);
-    return v;
+    tu_req_t q = {.token = token ? token : ADMIN, .port = port};
+    return tu_http_once(r, method, path, body, body ? strlen(body) : 0, &q);
 }
 
 static const char *jstr(const cJSON *o, const char *k)
 {
-    const cJSON *v = jget(o, k);
+    const cJSON *v = tu_jget(o, k);
     ck_assert_msg(cJSON_IsString(v), "field %s is not a string", k);
     return v->valuestring;
 }
 
 static double jnum(const cJSON *o, const char *k)
 {
-    const cJSON *v = jget(o, k);
+    const cJSON *v = tu_jget(o, k);
     ck_assert_msg(cJSON_IsNumber(v), "field %s is not a number", k);
     return v->valuedouble;
 }
 
-/* Every number in a JSON tree is finite. */
-static int json_all_finite(const cJSON *j)
-{
-    for (; j; j = j->next) {
-        if (cJSON_IsNumber(j) && !isfinite(j->valuedouble))
-            return 0;
-        if (j->child && !json_all_finite(j->child))
-            return 0;
-    }
-    return 1;
-}
-
-/* status, an {"error":{"code":code,"message":...}} body, and (if want_msg) a
- * message containing it. */
-static void expect_error(const resp_t *r, long status, const char *code, const char *want_msg,
+/* status and an {"error":{"code":code,"message":...}} body: see tu_expect_error. */
+static void expect_error(const tu_resp_t *r, long status, const char *code, const char *want_msg,
                          const char *what)
 {
-    ck_assert_msg(r->status == status, "%s: status %ld, want %ld; body %s", what, r->status, status,
-                  r->body.data ? r->body.data : "");
-    ck_assert_msg(r->json != NULL, "%s: error body is not JSON: %s", what, r->body.data);
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
-    ck_assert_msg(cJSON_IsString(c) && cJSON_IsString(m) && *m->valuestring,
-                  "%s: malformed error body %s", what, r->body.data);
-    ck_assert_msg(strcmp(c->valuestring, code) == 0, "%s: code %s, want %s (%s)", what,
-                  c->valuestring, code, m->valuestring);
-    if (want_msg)
-        ck_assert_msg(strstr(m->valuestring, want_msg), "%s: message '%s' lacks '%s'", what,
-                      m->valuestring, want_msg);
+    tu_expect_error(r, status, code, want_msg, what, 0);
 }
 
 /* ------------------------------------------------------------- fixtures */
@@ -416,26 +142,17 @@ static void save_tiny_model(const char *dir, const char *file, uint64_t seed)
 
 /* Folders, token files and the config of a daemon (not started). extra:
  * more config lines (worker_threads, max_queued_jobs...). */
-static void daemon_init(daemon_t *d, const char *extra, int with_admin)
+static void daemon_init(tu_daemon_t *d, const char *extra, int with_admin)
 {
-    memset(d, 0, sizeof *d);
-    d->dir = tu_mkdtemp();
-    snprintf(d->models, sizeof d->models, "%s/models", d->dir);
-    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
-    snprintf(d->data, sizeof d->data, "%s/data", d->dir);
-    snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
-    snprintf(d->status, sizeof d->status, "%s/status", d->dir);
-    snprintf(d->conf, sizeof d->conf, "%s/latentd.conf", d->dir);
-    ck_assert_int_eq(mkdir(d->models, 0755), 0);
-    ck_assert_int_eq(mkdir(d->data, 0755), 0);
+    tu_daemon_dirs(d, ASAN_SLOWDOWN);
     /* never an empty model folder: registry.c's scan passes qsort a NULL
      * array then, which UBSan aborts on (reported; not this suite's module) */
     save_tiny_model(d->models, "seed.safetensors", 1);
     char tok[600], adm[600], text[4096];
     snprintf(tok, sizeof tok, "%s/token", d->dir);
     snprintf(adm, sizeof adm, "%s/admin", d->dir);
-    write_file(tok, TOKEN "\n");
-    write_file(adm, ADMIN "\n");
+    tu_write_file(tok, TOKEN "\n");
+    tu_write_file(adm, ADMIN "\n");
     snprintf(text, sizeof text,
              "# test daemon\n"
              "bind = 127.0.0.1\n"
@@ -457,110 +174,40 @@ static void daemon_init(daemon_t *d, const char *extra, int with_admin)
              "%s",
              d->models, d->state, d->data, tok, with_admin ? "admin_token_file = " : "",
              with_admin ? adm : "", with_admin ? "\n" : "", extra ? extra : "");
-    write_file(d->conf, text);
-}
-
-static void wait_ready(int port, double secs)
-{
-    double until = deadline(secs);
-    for (;;) {
-        resp_t r;
-        CURL *c = curl_easy_init();
-        long s = call_h(c, &r, port, "GET", "/readyz", NULL, "", NULL);
-        curl_easy_cleanup(c);
-        resp_free(&r);
-        if (s == 200)
-            return;
-        ck_assert_msg(now_s() < until, "daemon on port %d never became ready", port);
-        msleep(10);
-    }
-}
-
-static void daemon_start(daemon_t *d)
-{
-    spawn(d);
-    d->port = wait_port(d, 30);
-    wait_ready(d->port, 30);
-}
-
-/* SIGTERM; the exit code. */
-static int daemon_stop(daemon_t *d)
-{
-    if (access(d->status, F_OK) == 0)
-        return wait_exit(d, 1);
-    kill(d->pid, SIGTERM);
-    return wait_exit(d, 60);
-}
-
-static void daemon_free(daemon_t *d)
-{
-    if (d->dir) {
-        tu_rmrf(d->dir);
-        free(d->dir);
-        d->dir = NULL;
-    }
+    tu_write_file(d->conf, text);
 }
 
 /* A test's own daemon, started. */
-static void own_start(daemon_t *d, const char *extra)
+static void own_start(tu_daemon_t *d, const char *extra)
 {
     daemon_init(d, extra, 1);
-    daemon_start(d);
-}
-
-/* Stop it: exit 0 required (no leaks under ASan). */
-static void own_stop(daemon_t *d)
-{
-    int code = daemon_stop(d);
-    ck_assert_msg(code == 0, "daemon exit %d; log tail:\n%s", code, log_tail(d));
-    daemon_free(d);
+    tu_daemon_start(d, NULL);
 }
 
 static void shared_setup(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     daemon_init(&D, "worker_threads = 2\nmax_queued_jobs = 8\n", 1);
-    daemon_start(&D);
+    tu_daemon_start(&D, NULL);
 }
 
 static void shared_teardown(void)
 {
-    if (D.pid > 0 && access(D.status, F_OK) != 0) {
-        kill(D.pid, SIGTERM);
-        wait_exit(&D, 60);
-    }
-    daemon_free(&D);
+    tu_daemon_teardown(&D, 60);
     curl_global_cleanup();
 }
 
-static void curl_setup(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static void curl_teardown(void)
-{
-    curl_global_cleanup();
-}
-
-/* LD_TEST_TIMING=1 prints each test's duration. */
-static double t_test_start;
-static void timing_start(void)
-{
-    t_test_start = now_s();
-}
 static void timing_end(void)
 {
-    if (getenv("LD_TEST_TIMING"))
-        fprintf(stderr, "jobs_http test took %.2f s\n", now_s() - t_test_start);
+    tu_timing_end("jobs_http");
 }
 
 /* ------------------------------------------------------------- jobs */
 
 /* POST a spec: 202, Location, {"id","state":"queued"}; id gets the id. */
-static void submit(const daemon_t *d, const char *spec, char id[32])
+static void submit(const tu_daemon_t *d, const char *spec, char id[32])
 {
-    resp_t r;
+    tu_resp_t r;
     call(&r, d->port, "POST", "/v1/jobs", spec, NULL);
     ck_assert_msg(r.status == 202, "POST /v1/jobs %s: %ld %s", spec, r.status,
                   r.body.data ? r.body.data : "");
@@ -569,25 +216,25 @@ static void submit(const daemon_t *d, const char *spec, char id[32])
     ck_assert_str_eq(jstr(r.json, "state"), "queued");
     char loc[128], want[128];
     snprintf(want, sizeof want, "/v1/jobs/%s", id);
-    ck_assert_msg(hdr(&r, "Location", loc, sizeof loc) && strcmp(loc, want) == 0,
-                  "Location %s, want %s", hdr(&r, "Location", loc, sizeof loc) ? loc : "none",
+    ck_assert_msg(tu_hdr(&r, "Location", loc, sizeof loc) && strcmp(loc, want) == 0,
+                  "Location %s, want %s", tu_hdr(&r, "Location", loc, sizeof loc) ? loc : "none",
                   want);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 
 /* GET /v1/jobs/{id} (200 required); the record, caller frees. */
-static cJSON *job_get(const daemon_t *d, const char *id)
+static cJSON *job_get(const tu_daemon_t *d, const char *id)
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s", id);
-    resp_t r;
+    tu_resp_t r;
     call(&r, d->port, "GET", path, NULL, NULL);
     ck_assert_msg(r.status == 200 && r.json, "GET %s: %ld %s", path, r.status,
                   r.body.data ? r.body.data : "");
-    ck_assert_msg(json_all_finite(r.json), "non-finite number in %s", r.body.data);
+    ck_assert_msg(tu_json_all_finite(r.json), "non-finite number in %s", r.body.data);
     cJSON *j = r.json;
     r.json = NULL;
-    resp_free(&r);
+    tu_resp_free(&r);
     return j;
 }
 
@@ -599,7 +246,7 @@ static int is_final(const char *state)
 
 /* Poll until job id reaches state want or a final state; the record (caller
  * frees) must be in want. */
-static cJSON *wait_state(const daemon_t *d, const char *id, const char *want, double secs)
+static cJSON *wait_state(const tu_daemon_t *d, const char *id, const char *want, double secs)
 {
     double until = deadline(secs);
     for (;;) {
@@ -607,18 +254,18 @@ static cJSON *wait_state(const daemon_t *d, const char *id, const char *want, do
         const char *st = jstr(j, "state");
         if (!strcmp(st, want))
             return j;
-        if (is_final(st) || now_s() > until) {
+        if (is_final(st) || tu_now() > until) {
             char *text = cJSON_PrintUnformatted(j);
             ck_abort_msg("job %s is %s, want %s: %.1500s\nlog tail:\n%s", id, st, want, text,
-                         log_tail(d));
+                         tu_log_tail(d));
         }
         cJSON_Delete(j);
-        msleep(10);
+        tu_msleep(10);
     }
 }
 
 /* Poll until job id runs and has taken at least min_step steps. */
-static void wait_step(const daemon_t *d, const char *id, long min_step, double secs)
+static void wait_step(const tu_daemon_t *d, const char *id, long min_step, double secs)
 {
     double until = deadline(secs);
     for (;;) {
@@ -633,30 +280,30 @@ static void wait_step(const daemon_t *d, const char *id, long min_step, double s
         cJSON_Delete(j);
         if (ok)
             return;
-        ck_assert_msg(now_s() < until, "job %s did not reach step %ld\n%s", id, min_step,
-                      log_tail(d));
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "job %s did not reach step %ld\n%s", id, min_step,
+                      tu_log_tail(d));
+        tu_msleep(5);
     }
 }
 
 /* DELETE /v1/jobs/{id}: the status (body checked to be JSON). */
-static long cancel(const daemon_t *d, const char *id, char *state, size_t cap)
+static long cancel(const tu_daemon_t *d, const char *id, char *state, size_t cap)
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s", id);
-    resp_t r;
+    tu_resp_t r;
     long s = call(&r, d->port, "DELETE", path, NULL, NULL);
     ck_assert_msg(r.json, "DELETE %s: body %s", path, r.body.data);
     if (state) {
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(r.json, "state");
         snprintf(state, cap, "%s", cJSON_IsString(st) ? st->valuestring : "");
     }
-    resp_free(&r);
+    tu_resp_free(&r);
     return s;
 }
 
 /* Cancel a job and wait until it is cancelled. */
-static void cancel_and_wait(const daemon_t *d, const char *id)
+static void cancel_and_wait(const tu_daemon_t *d, const char *id)
 {
     long s = cancel(d, id, NULL, 0);
     ck_assert_msg(s == 200 || s == 202, "DELETE %s: %ld", id, s);
@@ -664,22 +311,22 @@ static void cancel_and_wait(const daemon_t *d, const char *id)
 }
 
 /* POST /v1/models/{name}/sample with n images: 200 and the shape. */
-static void sample_ok(const daemon_t *d, const char *name, int n)
+static void sample_ok(const tu_daemon_t *d, const char *name, int n)
 {
     char path[256], body[64];
     snprintf(path, sizeof path, "/v1/models/%s/sample", name);
     snprintf(body, sizeof body, "{\"n\":%d,\"seed\":5}", n);
-    resp_t r;
+    tu_resp_t r;
     call(&r, d->port, "POST", path, body, TOKEN);
     ck_assert_msg(r.status == 200 && r.json, "sample %s: %ld %s", name, r.status,
                   r.body.data ? r.body.data : "");
-    ck_assert(json_all_finite(r.json));
-    const cJSON *shape = jget(r.json, "shape");
+    ck_assert(tu_json_all_finite(r.json));
+    const cJSON *shape = tu_jget(r.json, "shape");
     ck_assert_int_eq(cJSON_GetArraySize(shape), 3);
     ck_assert_int_eq(cJSON_GetArrayItem(shape, 0)->valueint, n);
     ck_assert_int_eq(cJSON_GetArrayItem(shape, 1)->valueint, 28);
-    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "images")), n);
-    resp_free(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "images")), n);
+    tu_resp_free(&r);
 }
 
 /* A metrics sample's value ("name{labels} value" or "name value"); -1 absent. */
@@ -692,12 +339,12 @@ static double metric(const char *text, const char *series)
     return -1;
 }
 
-static char *metrics_text(const daemon_t *d)
+static char *metrics_text(const tu_daemon_t *d)
 {
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, d->port, "GET", "/metrics", NULL, TOKEN), 200);
     char *s = strdup(r.body.data);
-    resp_free(&r);
+    tu_resp_free(&r);
     return s;
 }
 
@@ -739,14 +386,14 @@ static void sse_parse(sse_t *s)
                 data = cJSON_Parse(line + 6);
             line = nl ? nl + 1 : NULL;
         }
-        double t = now_s();
+        double t = tu_now();
         if (s->t_last > 0 && t - s->t_last > s->max_gap)
             s->max_gap = t - s->t_last;
         s->t_last = t;
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(data, "state");
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(data, "id");
         if (!cJSON_IsString(st) || !cJSON_IsString(id) || strcmp(id->valuestring, s->id) != 0 ||
-            !json_all_finite(data))
+            !tu_json_all_finite(data))
             s->n_bad++;
         else {
             snprintf(s->last_state, sizeof s->last_state, "%s", st->valuestring);
@@ -800,7 +447,7 @@ static void *sse_run(void *arg)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, sse_on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, s);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, under_asan() ? 200L : 60L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, tu_under_asan() ? 200L : 60L);
     s->rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s->status);
     curl_slist_free_all(h);
@@ -808,7 +455,7 @@ static void *sse_run(void *arg)
     return NULL;
 }
 
-static void sse_init(sse_t *s, const daemon_t *d, const char *id, int abort_after)
+static void sse_init(sse_t *s, const tu_daemon_t *d, const char *id, int abort_after)
 {
     memset(s, 0, sizeof *s);
     s->port = d->port;
@@ -891,7 +538,7 @@ static void *checker_run(void *arg)
             c->failures++;
         }
         c->checks++;
-        msleep(5);
+        tu_msleep(5);
     }
     return NULL;
 }
@@ -902,20 +549,20 @@ static void wait_gone(const char *path, double secs)
 {
     double until = deadline(secs);
     while (access(path, F_OK) == 0) {
-        ck_assert_msg(now_s() < until, "%s outlived its job", path);
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "%s outlived its job", path);
+        tu_msleep(5);
     }
 }
 
 /* "sha256" of GET /v1/models/{name} into out (200 required). */
-static void model_sha(const daemon_t *d, const char *name, char out[65])
+static void model_sha(const tu_daemon_t *d, const char *name, char out[65])
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/models/%s", name);
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, d->port, "GET", path, NULL, TOKEN), 200);
     snprintf(out, 65, "%s", jstr(r.json, "sha256"));
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 
 /* ================================================================ api case */
@@ -932,45 +579,45 @@ START_TEST(test_admin_token_required)
         {"DELETE", "/v1/jobs/j-000001", NULL},
     };
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
-        resp_t r;
+        tu_resp_t r;
         char what[128], www[256];
         snprintf(what, sizeof what, "%s %s", routes[i].method, routes[i].path);
         call(&r, D.port, routes[i].method, routes[i].path, routes[i].body, "");
         expect_error(&r, 401, "unauthorized", NULL, what);
-        ck_assert_msg(hdr(&r, "WWW-Authenticate", www, sizeof www) && !strncmp(www, "Bearer", 6),
+        ck_assert_msg(tu_hdr(&r, "WWW-Authenticate", www, sizeof www) && !strncmp(www, "Bearer", 6),
                       "%s: no WWW-Authenticate", what);
-        resp_free(&r);
+        tu_resp_free(&r);
         call(&r, D.port, routes[i].method, routes[i].path, routes[i].body,
              "not-the-token-0123456789");
         expect_error(&r, 401, "unauthorized", "not valid", what);
-        resp_free(&r);
+        tu_resp_free(&r);
         call(&r, D.port, routes[i].method, routes[i].path, routes[i].body, TOKEN);
         expect_error(&r, 403, "forbidden", "admin token", what);
-        resp_free(&r);
+        tu_resp_free(&r);
     }
     /* nothing was queued by any of them */
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
-    const cJSON *jobs = jget(r.json, "jobs");
+    const cJSON *jobs = tu_jget(r.json, "jobs");
     for (const cJSON *j = jobs->child; j; j = j->next)
         ck_assert_str_ne(jstr(j, "model"), "never");
-    resp_free(&r);
+    tu_resp_free(&r);
 
     /* No admin token configured: every jobs route is refused, even with a token. */
-    daemon_t d;
+    tu_daemon_t d;
     daemon_init(&d, NULL, 0);
-    daemon_start(&d);
+    tu_daemon_start(&d, NULL);
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
         char what[128];
         snprintf(what, sizeof what, "no admin: %s %s", routes[i].method, routes[i].path);
         call(&r, d.port, routes[i].method, routes[i].path, routes[i].body, NULL);
         expect_error(&r, 403, "forbidden", "admin_token_file", what);
-        resp_free(&r);
+        tu_resp_free(&r);
         call(&r, d.port, routes[i].method, routes[i].path, routes[i].body, "");
         expect_error(&r, 403, "forbidden", NULL, what);
-        resp_free(&r);
+        tu_resp_free(&r);
     }
-    own_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
 }
 END_TEST
 
@@ -1038,42 +685,42 @@ START_TEST(test_invalid_specs)
         {"{\"kind\":\"vae\",\"model\":\"m\",\"data\":\"nope\"}", NULL, 422, "invalid_spec",
          "data: no data set named \"nope\""},
     };
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
-    int before = cJSON_GetArraySize(jget(r.json, "jobs"));
-    resp_free(&r);
+    int before = cJSON_GetArraySize(tu_jget(r.json, "jobs"));
+    tu_resp_free(&r);
     for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
         CURL *c = curl_easy_init();
         call_h(c, &r, D.port, "POST", "/v1/jobs", cases[i].body, NULL, cases[i].ctype);
         curl_easy_cleanup(c);
         expect_error(&r, cases[i].status, cases[i].code, cases[i].needle, cases[i].body);
         char loc[64];
-        ck_assert_msg(!hdr(&r, "Location", loc, sizeof loc), "%s: a Location", cases[i].body);
-        resp_free(&r);
+        ck_assert_msg(!tu_hdr(&r, "Location", loc, sizeof loc), "%s: a Location", cases[i].body);
+        tu_resp_free(&r);
     }
     /* an empty body */
     CURL *c = curl_easy_init();
     call_h(c, &r, D.port, "POST", "/v1/jobs", "", NULL, NULL);
     curl_easy_cleanup(c);
     expect_error(&r, 400, "bad_request", "empty", "empty body");
-    resp_free(&r);
+    tu_resp_free(&r);
     /* nothing was queued */
     ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
-    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "jobs")), before);
-    resp_free(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "jobs")), before);
+    tu_resp_free(&r);
     /* unknown ids */
     call(&r, D.port, "GET", "/v1/jobs/j-999999", NULL, NULL);
     expect_error(&r, 404, "not_found", "j-999999", "GET unknown");
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, D.port, "DELETE", "/v1/jobs/j-999999", NULL, NULL);
     expect_error(&r, 404, "not_found", "j-999999", "DELETE unknown");
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, D.port, "GET", "/v1/jobs/nope/events", NULL, NULL);
     expect_error(&r, 404, "not_found", "nope", "events unknown");
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, D.port, "PUT", "/v1/jobs", "{}", NULL);
     expect_error(&r, 405, "method_not_allowed", NULL, "PUT /v1/jobs");
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
@@ -1096,7 +743,7 @@ START_TEST(test_small_job_runs_and_is_served)
     ck_assert_int_eq((long)jnum(ja, "steps_total"), 32);
     ck_assert(jnum(ja, "samples_per_s") > 0);
     ck_assert(jnum(ja, "eta_s") == 0);
-    const cJSON *hist = jget(ja, "loss_history");
+    const cJSON *hist = tu_jget(ja, "loss_history");
     ck_assert_msg(cJSON_IsArray(hist) && cJSON_GetArraySize(hist) >= 2, "loss_history %d",
                   cJSON_GetArraySize(hist));
     long prev = -1;
@@ -1116,17 +763,17 @@ START_TEST(test_small_job_runs_and_is_served)
     ck_assert_msg(strcmp(jstr(ja, "created"), jstr(ja, "started")) <= 0 &&
                       strcmp(jstr(ja, "started"), jstr(ja, "finished")) <= 0,
                   "timestamps out of order");
-    ck_assert(cJSON_IsNull(jget(ja, "error")));
+    ck_assert(cJSON_IsNull(tu_jget(ja, "error")));
     ck_assert_str_eq(jstr(ja, "model_file"), "tiny-a.safetensors");
-    const cJSON *spec = jget(ja, "spec");
+    const cJSON *spec = tu_jget(ja, "spec");
     ck_assert_int_eq((int)jnum(spec, "limit"), 2000);
-    ck_assert_int_eq((int)jnum(jget(spec, "train"), "epochs"), 1);
+    ck_assert_int_eq((int)jnum(tu_jget(spec, "train"), "epochs"), 1);
     cJSON_Delete(ja);
 
     /* GET /v1/jobs: newest first, without loss_history */
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
-    const cJSON *jobs = jget(r.json, "jobs");
+    const cJSON *jobs = tu_jget(r.json, "jobs");
     char last[32] = "j-999999";
     int seen_a = 0, seen_b = 0;
     for (const cJSON *j = jobs->child; j; j = j->next) {
@@ -1138,19 +785,19 @@ START_TEST(test_small_job_runs_and_is_served)
         seen_b += !strcmp(id, b) && !seen_a; /* b (newer) before a */
     }
     ck_assert(seen_a == 1 && seen_b == 1);
-    resp_free(&r);
+    tu_resp_free(&r);
 
     /* the models are served at once, with their job in the record, and sample */
     ck_assert_int_eq(call(&r, D.port, "GET", "/v1/models", NULL, TOKEN), 200);
     int listed = 0;
-    for (const cJSON *m = jget(r.json, "models")->child; m; m = m->next)
+    for (const cJSON *m = tu_jget(r.json, "models")->child; m; m = m->next)
         listed += !strcmp(jstr(m, "name"), "tiny-a") || !strcmp(jstr(m, "name"), "tiny-b");
     ck_assert_int_eq(listed, 2);
-    resp_free(&r);
+    tu_resp_free(&r);
     ck_assert_int_eq(call(&r, D.port, "GET", "/v1/models/tiny-a", NULL, TOKEN), 200);
-    ck_assert_str_eq(jstr(jget(r.json, "record"), "job"), a);
+    ck_assert_str_eq(jstr(tu_jget(r.json, "record"), "job"), a);
     ck_assert_int_eq((int)jnum(r.json, "latent_size"), 4);
-    resp_free(&r);
+    tu_resp_free(&r);
     sample_ok(&D, "tiny-a", 4);
     sample_ok(&D, "tiny-b", 2);
 
@@ -1182,7 +829,7 @@ START_TEST(test_events_stream)
     sse_expect_complete(&s, "succeeded", 3);
     /* at least one event a second while it was queued or running (a loaded
      * machine gets some slack) */
-    ck_assert_msg(s.max_gap < (under_asan() ? 3.0 : 1.6), "%.2f s between two events", s.max_gap);
+    ck_assert_msg(s.max_gap < (tu_under_asan() ? 3.0 : 1.6), "%.2f s between two events", s.max_gap);
     ld_buf_free(&s.raw);
 
     /* the stream of a finished job: the end event alone */
@@ -1200,7 +847,7 @@ START_TEST(test_events_stream)
              "' http://127.0.0.1:%d/v1/jobs/%s/events > '%s' 2>&1",
              D.port, id, out);
     ck_assert_int_eq(system(cmd), 0);
-    char *text = read_text(out);
+    char *text = tu_read_text(out);
     ck_assert_msg(!strncmp(text, "event: end\nid: ", 15) && strstr(text, "\"state\":\"succeeded\"") &&
                       !strcmp(text + strlen(text) - 2, "\n\n"),
                   "curl -N got:\n%.500s", text);
@@ -1227,7 +874,7 @@ static void thread_stats(pid_t pid, int *n_idle, int *n_normal, double *cpu_norm
             continue;
         char path[400];
         snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
-        char *st = read_text(path);
+        char *st = tu_read_text(path);
         /* after "(comm)" comes field 3; utime is 14, stime 15, nice 19,
          * policy 41 (proc(5)) */
         long long f[42] = {0};
@@ -1247,7 +894,7 @@ static void thread_stats(pid_t pid, int *n_idle, int *n_normal, double *cpu_norm
 
 /* The /metrics gauges of connections and requests in flight (the /metrics
  * request itself counts as one). */
-static void http_gauges(const daemon_t *d, double *in_flight, double *conns)
+static void http_gauges(const tu_daemon_t *d, double *in_flight, double *conns)
 {
     char *m = metrics_text(d);
     *in_flight = metric(m, "latentd_http_requests_in_flight");
@@ -1275,16 +922,16 @@ START_TEST(test_stream_client_disconnects)
         }
         double until = deadline(10);
         while (atomic_load(&w[NS - 1].events) < 1) {
-            ck_assert_msg(now_s() < until, "no event on the streams");
-            msleep(5);
+            ck_assert_msg(tu_now() < until, "no event on the streams");
+            tu_msleep(5);
         }
         int n_idle, n_normal;
-        double cpu_a, cpu_b, t_a = now_s();
+        double cpu_a, cpu_b, t_a = tu_now();
         thread_stats(D.pid, &n_idle, &n_normal, &cpu_a);
         for (int i = 0; i < NS; i++)
             pthread_join(wt[i], NULL);
         thread_stats(D.pid, &n_idle, &n_normal, &cpu_b);
-        double wall = now_s() - t_a;
+        double wall = tu_now() - t_a;
         for (int i = 0; i < NS; i++) {
             ck_assert_msg(w[i].rc == CURLE_WRITE_ERROR && w[i].n_bad == 0, "stream %d: %s", i,
                           curl_easy_strerror(w[i].rc));
@@ -1294,7 +941,7 @@ START_TEST(test_stream_client_disconnects)
             fprintf(stderr, "%d idle streams: %.3f s of serving CPU in %.2f s\n", NS,
                     cpu_b - cpu_a, wall);
         ck_assert_msg(wall > 1.0, "the streams ended after %.2f s", wall);
-        ck_assert_msg(cpu_b - cpu_a < 0.25 * wall * (under_asan() ? 2 : 1),
+        ck_assert_msg(cpu_b - cpu_a < 0.25 * wall * (tu_under_asan() ? 2 : 1),
                       "serving threads used %.2f s of CPU in %.2f s with %d idle streams",
                       cpu_b - cpu_a, wall, NS);
     }
@@ -1345,16 +992,16 @@ START_TEST(test_stream_client_disconnects)
         /* connections closed by curl a moment ago may still be counted */
         if (flight <= base_flight && conns <= base_conns + 2)
             break;
-        ck_assert_msg(now_s() < until,
+        ck_assert_msg(tu_now() < until,
                       "streams not freed: %.0f requests in flight (%.0f before), %.0f connections "
                       "(%.0f before)",
                       flight, base_flight, conns, base_conns);
-        msleep(20);
+        tu_msleep(20);
     }
     /* the daemon keeps serving, the job keeps training */
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, D.port, "GET", "/healthz", NULL, ""), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
     cJSON *j = job_get(&D, id);
     ck_assert_str_eq(jstr(j, "state"), "running");
     cJSON_Delete(j);
@@ -1384,18 +1031,7 @@ START_TEST(test_metrics_while_training)
     snprintf(series, sizeof series, "latentd_job_samples_per_second{job=\"%s\",model=\"metered\"}",
              id);
     ck_assert_msg(metric(m, series) >= 0, "no %s in\n%s", series, m);
-    ck_assert_msg(access("/usr/bin/promtool", X_OK) == 0,
-                  "promtool missing: run `make deps` (Debian package prometheus)");
-    char path[600], cmd[2048];
-    snprintf(path, sizeof path, "%s/metrics.txt", D.dir);
-    write_file(path, m);
-    snprintf(cmd, sizeof cmd, "/usr/bin/promtool check metrics < '%s' > '%s.out' 2>&1", path,
-             path);
-    int rc = system(cmd);
-    snprintf(cmd, sizeof cmd, "%s.out", path);
-    char *out = read_text(cmd);
-    ck_assert_msg(rc == 0, "promtool check metrics failed:\n%s", out);
-    free(out);
+    tu_promtool_check(&D, m, strlen(m));
     free(m);
     cancel_and_wait(&D, id);
     m = metrics_text(&D);
@@ -1414,8 +1050,8 @@ START_TEST(test_shared_daemon_exits_clean)
 {
     /* last in the case: SIGTERM the shared daemon; exit 0 (no leaks under ASan) */
     ck_assert_int_eq(kill(D.pid, SIGTERM), 0);
-    int code = wait_exit(&D, 60);
-    ck_assert_msg(code == 0, "exit %d; log tail:\n%s", code, log_tail(&D));
+    int code = tu_daemon_wait_exit(&D, 60);
+    ck_assert_msg(code == 0, "exit %d; log tail:\n%s", code, tu_log_tail(&D));
     ck_assert(log_has(&D, "stopped"));
 }
 END_TEST
@@ -1424,7 +1060,7 @@ END_TEST
 
 START_TEST(test_cancel_queued_and_running)
 {
-    daemon_t d;
+    tu_daemon_t d;
     own_start(&d, "worker_threads = 1\nmax_queued_jobs = 4\n");
     char run[32], queued[32];
     submit(&d, LONG_VAE("long"), run);
@@ -1442,32 +1078,32 @@ START_TEST(test_cancel_queued_and_running)
     ck_assert_str_eq(st, "cancelled");
     j = job_get(&d, queued);
     ck_assert_str_eq(jstr(j, "state"), "cancelled");
-    ck_assert(cJSON_IsNull(jget(j, "started")));
-    ck_assert(cJSON_IsString(jget(j, "finished")));
+    ck_assert(cJSON_IsNull(tu_jget(j, "started")));
+    ck_assert(cJSON_IsString(tu_jget(j, "finished")));
     cJSON_Delete(j);
 
     /* the running job: 202 while it stops, cancelled within a second, its
      * checkpoint kept, its model never published */
-    double t0 = now_s();
+    double t0 = tu_now();
     ck_assert_int_eq(cancel(&d, run, st, sizeof st), 202);
     ck_assert_str_eq(st, "running");
     j = wait_state(&d, run, "cancelled", 10);
-    double took = now_s() - t0;
-    ck_assert_msg(took < (under_asan() ? 3.0 : 1.0), "cancel took %.2f s", took);
+    double took = tu_now() - t0;
+    ck_assert_msg(took < (tu_under_asan() ? 3.0 : 1.0), "cancel took %.2f s", took);
     ck_assert_msg(jnum(j, "step") >= 20, "step %g", jnum(j, "step"));
     ck_assert_msg(strstr(jstr(j, "note"), "checkpoint is kept"), "note %s", jstr(j, "note"));
-    ck_assert(cJSON_IsTrue(jget(j, "cancel_requested")));
+    ck_assert(cJSON_IsTrue(tu_jget(j, "cancel_requested")));
     cJSON_Delete(j);
     char path[1024];
     snprintf(path, sizeof path, "%s/jobs/%s/state.safetensors", d.state, run);
     ck_assert_msg(access(path, F_OK) == 0, "no checkpoint kept at %s", path);
-    resp_t r;
+    tu_resp_t r;
     call(&r, d.port, "GET", "/v1/models/long", NULL, TOKEN);
     ck_assert_int_eq(r.status, 404);
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, d.port, "GET", "/v1/models/waiting", NULL, TOKEN);
     ck_assert_int_eq(r.status, 404);
-    resp_free(&r);
+    tu_resp_free(&r);
 
     /* the worker is free again: a new job runs to the end */
     char next[32];
@@ -1476,34 +1112,34 @@ START_TEST(test_cancel_queued_and_running)
     /* the cancelled queued job never ran (no model, no start) */
     j = job_get(&d, queued);
     ck_assert_str_eq(jstr(j, "state"), "cancelled");
-    ck_assert(cJSON_IsNull(jget(j, "started")));
+    ck_assert(cJSON_IsNull(tu_jget(j, "started")));
     cJSON_Delete(j);
-    own_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
 }
 END_TEST
 
 START_TEST(test_queue_full_429)
 {
-    daemon_t d;
+    tu_daemon_t d;
     own_start(&d, "worker_threads = 1\nmax_queued_jobs = 2\n");
     char run[32], q1[32], q2[32];
     submit(&d, LONG_VAE("busy"), run);
     wait_step(&d, run, 1, 60); /* out of the queue */
     submit(&d, TINY_VAE("q1"), q1);
     submit(&d, TINY_VAE("q2"), q2);
-    resp_t r;
+    tu_resp_t r;
     call(&r, d.port, "POST", "/v1/jobs", TINY_VAE("q3"), NULL);
     expect_error(&r, 429, "queue_full", "max_queued_jobs", "full queue");
     char ra[32];
-    ck_assert_msg(hdr(&r, "Retry-After", ra, sizeof ra), "429 without Retry-After");
+    ck_assert_msg(tu_hdr(&r, "Retry-After", ra, sizeof ra), "429 without Retry-After");
     int secs = atoi(ra);
     ck_assert_msg(secs >= 1 && secs <= 3600 && strspn(ra, "0123456789") == strlen(ra),
                   "Retry-After '%s'", ra);
-    resp_free(&r);
+    tu_resp_free(&r);
     /* nothing was queued; a cancel makes room */
     ck_assert_int_eq(call(&r, d.port, "GET", "/v1/jobs", NULL, NULL), 200);
-    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "jobs")), 3);
-    resp_free(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "jobs")), 3);
+    tu_resp_free(&r);
     ck_assert_int_eq(cancel(&d, q2, NULL, 0), 200);
     char q3[32];
     submit(&d, TINY_VAE("q3"), q3);
@@ -1514,13 +1150,13 @@ START_TEST(test_queue_full_429)
     cancel_and_wait(&d, run);
     cJSON_Delete(wait_state(&d, q1, "succeeded", 60));
     cJSON_Delete(wait_state(&d, q3, "succeeded", 60));
-    own_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
 }
 END_TEST
 
 START_TEST(test_sigterm_then_resume)
 {
-    daemon_t d;
+    tu_daemon_t d;
     own_start(&d, "worker_threads = 1\nmax_queued_jobs = 4\n");
     char id[32], behind[32];
     submit(&d, MID_VAE("resumed"), id);
@@ -1532,29 +1168,29 @@ START_TEST(test_sigterm_then_resume)
     wait_step(&d, id, 60, 60); /* three checkpoints in */
     double until = deadline(10);
     while (atomic_load(&s.events) < 1) {
-        ck_assert_msg(now_s() < until, "the stream got no event");
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "the stream got no event");
+        tu_msleep(5);
     }
 
     /* SIGTERM: the job checkpoints and is recorded interrupted; the stream
      * gets its final event at once (not when the drain gives up after
      * shutdown_timeout, 8 s); exit 0 */
-    double t0 = now_s();
+    double t0 = tu_now();
     ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-    int code = wait_exit(&d, 60);
-    double took = now_s() - t0;
-    ck_assert_msg(code == 0, "exit %d; log tail:\n%s", code, log_tail(&d));
+    int code = tu_daemon_wait_exit(&d, 60);
+    double took = tu_now() - t0;
+    ck_assert_msg(code == 0, "exit %d; log tail:\n%s", code, tu_log_tail(&d));
     ck_assert_msg(took < 5, "the daemon took %.1f s to stop", took);
     pthread_join(th, NULL);
     sse_expect_complete(&s, "interrupted", 1);
     ld_buf_free(&s.raw);
     char line[128];
     snprintf(line, sizeof line, "job %s interrupted at step", id);
-    ck_assert_msg(log_has(&d, line), "no '%s' in:\n%s", line, log_tail(&d));
+    ck_assert_msg(log_has(&d, line), "no '%s' in:\n%s", line, tu_log_tail(&d));
     ck_assert(log_has(&d, "jobs: stopped (1 interrupted, 1 queued"));
     char path[1024];
     snprintf(path, sizeof path, "%s/jobs/%s/job.json", d.state, id);
-    char *rec = read_text(path);
+    char *rec = tu_read_text(path);
     cJSON *rj = cJSON_Parse(rec);
     ck_assert_msg(rj && !strcmp(jstr(rj, "state"), "interrupted"), "record on disk: %.300s", rec);
     long stopped_at = (long)jnum(rj, "step");
@@ -1565,7 +1201,7 @@ START_TEST(test_sigterm_then_resume)
 
     /* restart: the job resumes from its checkpoint and succeeds; the queued
      * one is still queued and runs after it */
-    daemon_start(&d);
+    tu_daemon_start(&d, NULL);
     cJSON *j = wait_state(&d, id, "succeeded", 120);
     long from = (long)jnum(j, "resumed_from_step");
     ck_assert_msg(from > 0 && from <= stopped_at, "resumed_from_step %ld (stopped at %ld)", from,
@@ -1577,31 +1213,31 @@ START_TEST(test_sigterm_then_resume)
     wait_gone(path, 10);
     cJSON_Delete(wait_state(&d, behind, "succeeded", 60));
     sample_ok(&d, "resumed", 2);
-    ck_assert_int_eq(daemon_stop(&d), 0);
+    ck_assert_int_eq(tu_daemon_stop(&d, 60), 0);
 
     /* records survive a restart as they were; the models are served */
-    daemon_start(&d);
+    tu_daemon_start(&d, NULL);
     j = job_get(&d, id);
     ck_assert_str_eq(jstr(j, "state"), "succeeded");
     ck_assert_int_eq((long)jnum(j, "resumed_from_step"), from);
-    ck_assert(cJSON_GetArraySize(jget(j, "loss_history")) > 0);
+    ck_assert(cJSON_GetArraySize(tu_jget(j, "loss_history")) > 0);
     cJSON_Delete(j);
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, d.port, "GET", "/v1/jobs", NULL, NULL), 200);
-    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "jobs")), 2);
-    resp_free(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "jobs")), 2);
+    tu_resp_free(&r);
     sample_ok(&d, "resumed", 2);
     sample_ok(&d, "behind", 2);
-    own_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
 }
 END_TEST
 
 START_TEST(test_kill9_then_resume)
 {
-    daemon_t d;
+    tu_daemon_t d;
     daemon_init(&d, "worker_threads = 1\n", 1);
     save_tiny_model(d.models, "kv.safetensors", 7); /* the version served before the job */
-    daemon_start(&d);
+    tu_daemon_start(&d, NULL);
     char old_sha[65];
     model_sha(&d, "kv", old_sha);
 
@@ -1617,7 +1253,7 @@ START_TEST(test_kill9_then_resume)
     snprintf(state, sizeof state, "%s/jobs/%s/state.safetensors", d.state, id);
     ck_assert_msg(access(state, F_OK) == 0, "no checkpoint at step 60");
     ck_assert_int_eq(kill(d.pid, SIGKILL), 0);
-    ck_assert_int_eq(wait_exit(&d, 30), 128 + SIGKILL);
+    ck_assert_int_eq(tu_daemon_wait_exit(&d, 30), 128 + SIGKILL);
 
     /* what a crash leaves: the old model intact, every model file whole */
     char msg[600];
@@ -1625,7 +1261,7 @@ START_TEST(test_kill9_then_resume)
     ck_assert_msg(n == 2, "models after kill -9: %d (%s)", n, n < 0 ? msg : "");
 
     /* restart: the old version serves until the resumed job replaces it */
-    daemon_start(&d);
+    tu_daemon_start(&d, NULL);
     cJSON *j = wait_state(&d, id, "succeeded", 120);
     long from = (long)jnum(j, "resumed_from_step");
     ck_assert_msg(from >= 20, "resumed_from_step %ld", from);
@@ -1634,10 +1270,10 @@ START_TEST(test_kill9_then_resume)
     char new_sha[65];
     model_sha(&d, "kv", new_sha);
     ck_assert_msg(strcmp(old_sha, new_sha) != 0, "the job's model did not replace the old one");
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(call(&r, d.port, "GET", "/v1/models/kv", NULL, TOKEN), 200);
-    ck_assert_str_eq(jstr(jget(r.json, "record"), "job"), id);
-    resp_free(&r);
+    ck_assert_str_eq(jstr(tu_jget(r.json, "record"), "job"), id);
+    tu_resp_free(&r);
     sample_ok(&d, "kv", 3);
     wait_gone(state, 10);
 
@@ -1646,56 +1282,27 @@ START_TEST(test_kill9_then_resume)
     ck_assert_msg(chk.failures == 0, "%d partial model files seen in %d scans: %s", chk.failures,
                   chk.checks, chk.msg);
     ck_assert_int_gt(chk.checks, 10);
-    own_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
 }
 END_TEST
 
-typedef struct {
-    int port;
-    atomic_int *stop;
-    int ok, bad;
-    long last_bad;
-} sampler_t;
-
-static void *sampler_run(void *arg)
-{
-    sampler_t *a = arg;
-    CURL *c = curl_easy_init();
-    unsigned seed = 0;
-    while (!atomic_load(a->stop)) {
-        char body[64];
-        snprintf(body, sizeof body, "{\"n\":4,\"seed\":%u}", seed++ % 50);
-        resp_t r;
-        long s = call_h(c, &r, a->port, "POST", "/v1/models/base/sample", body, TOKEN, NULL);
-        if (s >= 200 && s < 300 && r.json && json_all_finite(r.json)) {
-            a->ok++;
-        } else {
-            a->bad++;
-            a->last_bad = s;
-        }
-        resp_free(&r);
-        /* a steady stream of requests, not a saturating one: serving has
-         * priority over training (nice), so a flood would stall the jobs */
-        msleep(5);
-    }
-    curl_easy_cleanup(c);
-    return NULL;
-}
-
 START_TEST(test_two_jobs_and_sampling)
 {
-    daemon_t d;
+    tu_daemon_t d;
     daemon_init(&d, "worker_threads = 2\n", 1);
     save_tiny_model(d.models, "base.safetensors", 9);
-    daemon_start(&d);
+    tu_daemon_start(&d, NULL);
 
     atomic_int stop = 0;
     enum { T = 3 };
-    sampler_t sm[T];
+    tu_sampler_t sm[T];
     pthread_t th[T];
     for (int i = 0; i < T; i++) {
-        sm[i] = (sampler_t){.port = d.port, .stop = &stop};
-        pthread_create(&th[i], NULL, sampler_run, &sm[i]);
+        /* a steady stream of requests, not a saturating one: serving has
+         * priority over training (nice), so a flood would stall the jobs */
+        sm[i] = (tu_sampler_t){.port = d.port, .path = "/v1/models/base/sample", .token = TOKEN,
+                               .n = 4, .pause_ms = 5, .stop = &stop};
+        pthread_create(&th[i], NULL, tu_sampler_run, &sm[i]);
     }
     char v[32], g[32];
     submit(&d, MID_VAE("two-vae"), v);
@@ -1709,25 +1316,25 @@ START_TEST(test_two_jobs_and_sampling)
     double until = deadline(60);
     int both = 0;
     for (;;) {
-        resp_t r;
+        tu_resp_t r;
         ck_assert_int_eq(call(&r, d.port, "GET", "/v1/jobs", NULL, NULL), 200);
         int training = 0, finished = 0;
-        for (const cJSON *j = jget(r.json, "jobs")->child; j; j = j->next) {
+        for (const cJSON *j = tu_jget(r.json, "jobs")->child; j; j = j->next) {
             training += !strcmp(jstr(j, "state"), "running") && jnum(j, "step") > 0;
             finished += is_final(jstr(j, "state"));
         }
-        resp_free(&r);
+        tu_resp_free(&r);
         both = both || training == 2;
         if (finished == 2)
             break;
-        ck_assert_msg(now_s() < until, "the two jobs did not finish\n%s", log_tail(&d));
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "the two jobs did not finish\n%s", tu_log_tail(&d));
+        tu_msleep(5);
     }
     ck_assert_msg(both, "never saw both jobs training at once");
     cJSON *j = wait_state(&d, v, "succeeded", 1);
     cJSON_Delete(j);
     j = wait_state(&d, g, "succeeded", 1);
-    const cJSON *h = jget(j, "loss_history");
+    const cJSON *h = tu_jget(j, "loss_history");
     ck_assert_int_gt(cJSON_GetArraySize(h), 0);
     jnum(h->child, "d_loss");
     jnum(h->child, "g_loss");
@@ -1743,7 +1350,7 @@ START_TEST(test_two_jobs_and_sampling)
     ck_assert_msg(ok > 10, "only %d samples while the jobs trained", ok);
     sample_ok(&d, "two-vae", 2);
     sample_ok(&d, "two-gan", 2);
-    own_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
 }
 END_TEST
 
@@ -1753,7 +1360,7 @@ Suite *suite_jobs_http(void)
     TCase *api = tcase_create("api");
     tcase_set_timeout(api, 300);
     tcase_add_unchecked_fixture(api, shared_setup, shared_teardown);
-    tcase_add_checked_fixture(api, timing_start, timing_end);
+    tcase_add_checked_fixture(api, tu_timing_start, timing_end);
     tcase_add_test(api, test_admin_token_required);
     tcase_add_test(api, test_invalid_specs);
     tcase_add_test(api, test_small_job_runs_and_is_served);
@@ -1765,8 +1372,8 @@ Suite *suite_jobs_http(void)
 
     TCase *own = tcase_create("own");
     tcase_set_timeout(own, 300);
-    tcase_add_unchecked_fixture(own, curl_setup, curl_teardown);
-    tcase_add_checked_fixture(own, timing_start, timing_end);
+    tcase_add_unchecked_fixture(own, tu_curl_setup, tu_curl_teardown);
+    tcase_add_checked_fixture(own, tu_timing_start, timing_end);
     tcase_add_test(own, test_cancel_queued_and_running);
     tcase_add_test(own, test_queue_full_429);
     tcase_add_test(own, test_sigterm_then_resume);

@@ -7,9 +7,14 @@
  * sd_notify) start one.  Synchronisation is by polling (/readyz, the log, the
  * metrics), never by sleeping alone.  Every daemon must exit 0 on SIGTERM,
  * which under AddressSanitizer also means "no leaks".
+ *
+ * The daemon, HTTP and JSON helpers are shared with tests/check_jobs_http.c
+ * (tests/tu_daemon.h); this suite's defaults: the inference token, the shared
+ * daemon's port, deadlines x4 under the sanitizers.
  */
 #define _GNU_SOURCE
 #include "testutil.h"
+#include "tu_daemon.h"
 
 #include "latentd/buf.h"
 #include "latentd/image.h"
@@ -19,8 +24,6 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,9 +31,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,163 +44,14 @@
 
 /* ------------------------------------------------------------ daemons */
 
-typedef struct {
-    char *dir;         /* temp root: models/, state/, log, status */
-    char models[512], state[512], log[512], status[512], conf[512];
-    pid_t pid;         /* the daemon */
-    pid_t monitor;     /* our child that waits for it and records its status */
-    int port;
-} daemon_t;
+#define ASAN_SLOWDOWN 4 /* deadlines under the sanitizers (tests/tu_daemon.h) */
 
-static daemon_t D; /* the shared daemon of the "api" case (set up in the runner) */
-
-static void msleep(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static tu_daemon_t D; /* the shared daemon of the "api" case (set up in the runner) */
 
 /* Slower under sanitizers: generous deadlines, still bounded. */
 static double deadline(double s)
 {
-    return now_s() + s * (strstr(LD_BIN, "asan") ? 4 : 1);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, 0600);
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strdup("");
-    ld_buf_t b = {0};
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        ld_buf_append(&b, tmp, n);
-    fclose(f);
-    char *s = ld_buf_steal(&b, NULL);
-    return s ? s : strdup("");
-}
-
-/* Start LD_BIN with argv (NULL-terminated, argv[0] = "serve"), stdout and
- * stderr to d->log; a monitor child waits for it and writes its wait status
- * to d->status. extra_env: "NAME=value" or NULL. */
-static void spawn(daemon_t *d, const char *const *args, const char *extra_env)
-{
-    int pfd[2];
-    ck_assert_int_eq(pipe(pfd), 0);
-    pid_t mon = fork();
-    ck_assert_int_ge(mon, 0);
-    if (mon == 0) {
-        close(pfd[0]);
-        pid_t p = fork();
-        if (p == 0) {
-            int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            if (fd >= 0) {
-                dup2(fd, 1);
-                dup2(fd, 2);
-                close(fd);
-            }
-            if (extra_env)
-                putenv((char *)extra_env);
-            char *argv[64];
-            int n = 0;
-            argv[n++] = (char *)LD_BIN;
-            for (int i = 0; args[i] && n < 62; i++)
-                argv[n++] = (char *)args[i];
-            argv[n] = NULL;
-            execv(LD_BIN, argv);
-            _exit(127);
-        }
-        ssize_t w = write(pfd[1], &p, sizeof p);
-        (void)w;
-        close(pfd[1]);
-        int st = 0;
-        while (waitpid(p, &st, 0) < 0 && errno == EINTR)
-            ;
-        char tmp[600];
-        snprintf(tmp, sizeof tmp, "%s.tmp", d->status);
-        FILE *f = fopen(tmp, "w");
-        if (f) {
-            fprintf(f, "%d %d %d\n", WIFEXITED(st) ? 1 : 0,
-                    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), st);
-            fclose(f);
-            rename(tmp, d->status);
-        }
-        _exit(0);
-    }
-    close(pfd[1]);
-    pid_t p = 0;
-    ck_assert_int_eq(read(pfd[0], &p, sizeof p), (ssize_t)sizeof p);
-    close(pfd[0]);
-    d->pid = p;
-    d->monitor = mon;
-}
-
-/* Wait for the daemon to exit; returns its exit code (or 128+signal). */
-static int wait_exit(daemon_t *d, double secs)
-{
-    double until = deadline(secs);
-    while (access(d->status, F_OK) != 0) {
-        if (now_s() > until) {
-            kill(d->pid, SIGKILL);
-            ck_abort_msg("daemon %d did not exit within %.0f s", (int)d->pid, secs);
-        }
-        msleep(10);
-    }
-    int exited = 0, code = 0, raw = 0;
-    FILE *f = fopen(d->status, "r");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fscanf(f, "%d %d %d", &exited, &code, &raw), 3);
-    fclose(f);
-    waitpid(d->monitor, NULL, 0);
-    return exited ? code : 128 + code;
-}
-
-/* The port from the "listening on http://127.0.0.1:PORT" log line. */
-static int wait_port(daemon_t *d, double secs)
-{
-    double until = deadline(secs);
-    for (;;) {
-        char *log = read_text(d->log);
-        char *p = strstr(log, "listening on http://127.0.0.1:");
-        int port = p ? atoi(p + strlen("listening on http://127.0.0.1:")) : 0;
-        int exited = access(d->status, F_OK) == 0;
-        if (port > 0 || exited || now_s() > until) {
-            ck_assert_msg(port > 0, "daemon did not start; log:\n%s", log);
-            free(log);
-            return port;
-        }
-        free(log);
-        msleep(10);
-    }
-}
-
-static void daemon_dirs(daemon_t *d)
-{
-    memset(d, 0, sizeof *d);
-    d->dir = tu_mkdtemp();
-    snprintf(d->models, sizeof d->models, "%s/models", d->dir);
-    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
-    snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
-    snprintf(d->status, sizeof d->status, "%s/status", d->dir);
-    snprintf(d->conf, sizeof d->conf, "%s/latentd.conf", d->dir);
-    ck_assert_int_eq(mkdir(d->models, 0755), 0);
+    return tu_deadline(s, ASAN_SLOWDOWN);
 }
 
 /* ------------------------------------------------------------- models */
@@ -259,182 +111,49 @@ static void make_models(const char *dir)
     save_model(dir, "cls.safetensors", &a, 5, 0);
     char path[1024];
     snprintf(path, sizeof path, "%s/broken.safetensors", dir);
-    write_file(path, "this is not a safetensors file");
+    tu_write_file(path, "this is not a safetensors file");
     snprintf(path, sizeof path, "%s/bad name!.safetensors", dir);
-    write_file(path, "x");
+    tu_write_file(path, "x");
 }
 
 /* ------------------------------------------------------------- HTTP */
 
-typedef struct {
-    long status;
-    ld_buf_t body;
-    ld_buf_t hdrs;
-    cJSON *json;
-} resp_t;
+/* tu_req_t with this suite's defaults: token NULL: TOKEN, "": none; port 0:
+ * the shared daemon. */
+typedef tu_req_t opt_t;
 
-typedef struct {
-    const char *token;   /* NULL: TOKEN; "": none */
-    const char *ctype;   /* NULL: application/json when there is a body */
-    const char *origin;  /* Origin header */
-    const char *extra;   /* one more header line */
-    int port;            /* 0: the shared daemon */
-} opt_t;
-
-static size_t on_body(char *p, size_t s, size_t n, void *ud)
+static opt_t with_defaults(const opt_t *o)
 {
-    ld_buf_append(ud, p, s * n);
-    return s * n;
+    opt_t q = o ? *o : (opt_t){0};
+    if (!q.token)
+        q.token = TOKEN;
+    if (!q.port)
+        q.port = D.port;
+    return q;
 }
 
-static void resp_free(resp_t *r)
+static long call(tu_resp_t *r, const char *method, const char *path, const void *body,
+                 size_t len, const opt_t *o)
 {
-    ld_buf_free(&r->body);
-    ld_buf_free(&r->hdrs);
-    cJSON_Delete(r->json);
-    memset(r, 0, sizeof *r);
+    opt_t q = with_defaults(o);
+    return tu_http_once(r, method, path, body, len, &q);
 }
 
-/* Value of response header name (last occurrence) into out; NULL if absent. */
-static const char *hdr(const resp_t *r, const char *name, char *out, size_t cap)
-{
-    const char *found = NULL;
-    size_t nl = strlen(name);
-    const char *p = r->hdrs.data;
-    while (p && *p) {
-        const char *eol = strstr(p, "\r\n");
-        if (!eol)
-            break;
-        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-            const char *v = p + nl + 1;
-            while (*v == ' ')
-                v++;
-            snprintf(out, cap, "%.*s", (int)(eol - v), v);
-            found = out;
-        }
-        p = eol + 2;
-    }
-    return found;
-}
-
-static long call_h(CURL *c, resp_t *r, const char *method, const char *path, const void *body,
-                   size_t len, const opt_t *o)
-{
-    opt_t def = {0};
-    if (!o)
-        o = &def;
-    memset(r, 0, sizeof *r);
-    char url[1024];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", o->port ? o->port : D.port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->hdrs);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    struct curl_slist *h = NULL;
-    char line[512];
-    const char *tok = o->token ? o->token : TOKEN;
-    if (*tok) {
-        snprintf(line, sizeof line, "Authorization: Bearer %s", tok);
-        h = curl_slist_append(h, line);
-    }
-    if (body) {
-        snprintf(line, sizeof line, "Content-Type: %s", o->ctype ? o->ctype : "application/json");
-        h = curl_slist_append(h, line);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    } else {
-        /* no body: a plain request with the method's name (HTTPGET resets a
-         * reused handle; setting it to 0 would make curl upload chunks) */
-        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(c, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
-    }
-    if (o->origin) {
-        snprintf(line, sizeof line, "Origin: %s", o->origin);
-        h = curl_slist_append(h, line);
-    }
-    if (o->extra)
-        h = curl_slist_append(h, o->extra);
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    CURLcode rc = curl_easy_perform(c);
-    curl_slist_free_all(h);
-    if (rc != CURLE_OK) {
-        r->status = -1;
-        return -1;
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    if (r->body.len)
-        r->json = cJSON_ParseWithLength(r->body.data, r->body.len);
-    return r->status;
-}
-
-static long call(resp_t *r, const char *method, const char *path, const void *body, size_t len,
-                 const opt_t *o)
-{
-    CURL *c = curl_easy_init();
-    ck_assert_ptr_nonnull(c);
-    long s = call_h(c, r, method, path, body, len, o);
-    curl_easy_cleanup(c);
-    ck_assert_msg(s > 0, "%s %s: no HTTP response", method, path);
-    return s;
-}
-
-static long get(resp_t *r, const char *path)
+static long get(tu_resp_t *r, const char *path)
 {
     return call(r, "GET", path, NULL, 0, NULL);
 }
 
-static long post(resp_t *r, const char *path, const char *json)
+static long post(tu_resp_t *r, const char *path, const char *json)
 {
     return call(r, "POST", path, json, strlen(json), NULL);
 }
 
-/* Every number in a JSON tree is finite. */
-static int json_all_finite(const cJSON *j)
-{
-    for (; j; j = j->next) {
-        if (cJSON_IsNumber(j) && !isfinite(j->valuedouble))
-            return 0;
-        if (j->child && !json_all_finite(j->child))
-            return 0;
-    }
-    return 1;
-}
-
-/* status, JSON error body {"error":{"code":code,"message":non-empty}}, and
- * (if want_msg) a message containing it. */
-static void expect_error(resp_t *r, long status, const char *code, const char *want_msg,
+/* An error response, exactly: see tu_expect_error. */
+static void expect_error(const tu_resp_t *r, long status, const char *code, const char *want_msg,
                          const char *what)
 {
-    ck_assert_msg(r->status == status, "%s: status %ld, want %ld; body %s", what, r->status, status,
-                  r->body.data ? r->body.data : "");
-    char ct[128];
-    ck_assert_msg(hdr(r, "Content-Type", ct, sizeof ct) && strcmp(ct, "application/json") == 0,
-                  "%s: error content type", what);
-    ck_assert_msg(r->json != NULL, "%s: error body is not JSON: %s", what, r->body.data);
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
-    ck_assert_msg(cJSON_IsString(c) && cJSON_IsString(m) && *m->valuestring,
-                  "%s: malformed error body %s", what, r->body.data);
-    ck_assert_msg(strcmp(c->valuestring, code) == 0, "%s: code %s, want %s (%s)", what,
-                  c->valuestring, code, m->valuestring);
-    if (want_msg)
-        ck_assert_msg(strstr(m->valuestring, want_msg), "%s: message '%s' lacks '%s'", what,
-                      m->valuestring, want_msg);
-    ck_assert_int_eq(cJSON_GetArraySize(r->json), 1);
-}
-
-static const cJSON *jget(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    ck_assert_msg(v != NULL, "missing field %s", k);
-    return v;
+    tu_expect_error(r, status, code, want_msg, what, 1);
 }
 
 /* rows x cols numbers of a JSON matrix into a new array. */
@@ -524,7 +243,7 @@ static int read_response(int fd, ld_buf_t *b)
 
 /* ------------------------------------------------------------- fixtures */
 
-static void write_conf(daemon_t *d, const char *extra)
+static void write_conf(tu_daemon_t *d, const char *extra)
 {
     char text[4096];
     snprintf(text, sizeof text,
@@ -540,122 +259,79 @@ static void write_conf(daemon_t *d, const char *extra)
              "request_timeout = 10\n"
              "%s",
              d->models, d->state, MAX_BODY, BODY_MEM, MAX_SAMPLES, extra ? extra : "");
-    write_file(d->conf, text);
-}
-
-static void wait_ready(int port, double secs)
-{
-    double until = deadline(secs);
-    for (;;) {
-        resp_t r;
-        opt_t o = {.token = "", .port = port};
-        CURL *c = curl_easy_init();
-        long s = call_h(c, &r, "GET", "/readyz", NULL, 0, &o);
-        curl_easy_cleanup(c);
-        resp_free(&r);
-        if (s == 200)
-            return;
-        ck_assert_msg(now_s() < until, "daemon on port %d never became ready", port);
-        msleep(10);
-    }
+    tu_write_file(d->conf, text);
 }
 
 static void shared_setup(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    daemon_dirs(&D);
+    tu_daemon_dirs(&D, ASAN_SLOWDOWN);
     make_models(D.models);
     char tok[600], adm[600], extra[2048];
     snprintf(tok, sizeof tok, "%s/token", D.dir);
     snprintf(adm, sizeof adm, "%s/admin", D.dir);
-    write_file(tok, TOKEN "\n");
-    write_file(adm, ADMIN "\n");
+    tu_write_file(tok, TOKEN "\n");
+    tu_write_file(adm, ADMIN "\n");
     snprintf(extra, sizeof extra,
              "token_file = %s\nadmin_token_file = %s\ncors_origins = \"" ORIGIN
              ", http://localhost:5173\"\n",
              tok, adm);
     write_conf(&D, extra);
-    const char *args[] = {"serve", "--config", D.conf, NULL};
-    spawn(&D, args, NULL);
-    D.port = wait_port(&D, 30);
-    wait_ready(D.port, 30);
+    tu_daemon_start(&D, NULL);
 }
 
 static void shared_teardown(void)
 {
-    if (D.pid > 0 && access(D.status, F_OK) != 0) {
-        kill(D.pid, SIGTERM);
-        wait_exit(&D, 30);
-    }
-    tu_rmrf(D.dir);
-    free(D.dir);
+    tu_daemon_teardown(&D, 30);
     curl_global_cleanup();
 }
 
-/* LD_TEST_TIMING=1 prints each test's duration (checked fixtures run in the
- * test's own process, around it). */
-static double t_test_start;
-static void timing_start(void)
-{
-    t_test_start = now_s();
-}
 static void timing_end(void)
 {
-    if (getenv("LD_TEST_TIMING"))
-        fprintf(stderr, "serve test took %.2f s\n", now_s() - t_test_start);
-}
-
-static void curl_setup(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static void curl_teardown(void)
-{
-    curl_global_cleanup();
+    tu_timing_end("serve");
 }
 
 /* ================================================================ tests */
 
 START_TEST(test_health_open)
 {
-    resp_t r;
+    tu_resp_t r;
     opt_t open = {.token = ""};
     ck_assert_int_eq(call(&r, "GET", "/healthz", NULL, 0, &open), 200);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(r.json, "status")->valuestring, "ok");
-    resp_free(&r);
+    tu_resp_free(&r);
     ck_assert_int_eq(call(&r, "GET", "/readyz", NULL, 0, &open), 200);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(r.json, "status")->valuestring, "ready");
-    resp_free(&r);
+    tu_resp_free(&r);
     ck_assert_int_eq(call(&r, "HEAD", "/healthz", NULL, 0, &open), 200);
     ck_assert_int_eq(r.body.len, 0);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
 START_TEST(test_models_list_and_info)
 {
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(get(&r, "/v1/models"), 200);
-    ck_assert(json_all_finite(r.json));
-    const cJSON *list = jget(r.json, "models");
+    ck_assert(tu_json_all_finite(r.json));
+    const cJSON *list = tu_jget(r.json, "models");
     const char *want[] = {"alt-a", "alt-b", "cls", "gan", "tgan", "tvae", "vae"};
     ck_assert_int_eq(cJSON_GetArraySize(list), (int)LD_ARRAY_LEN(want));
     int i = 0;
     for (const cJSON *m = list->child; m; m = m->next, i++)
-        ck_assert_str_eq(jget(m, "name")->valuestring, want[i]); /* sorted; bad files skipped */
-    resp_free(&r);
+        ck_assert_str_eq(tu_jget(m, "name")->valuestring, want[i]); /* sorted; bad files skipped */
+    tu_resp_free(&r);
 
     ck_assert_int_eq(get(&r, "/v1/models/vae"), 200);
-    ck_assert_str_eq(jget(r.json, "kind")->valuestring, "vae");
-    ck_assert_int_eq(jget(r.json, "latent_size")->valueint, 20);
-    const cJSON *shape = jget(r.json, "image_shape");
+    ck_assert_str_eq(tu_jget(r.json, "kind")->valuestring, "vae");
+    ck_assert_int_eq(tu_jget(r.json, "latent_size")->valueint, 20);
+    const cJSON *shape = tu_jget(r.json, "image_shape");
     ck_assert_int_eq(cJSON_GetArrayItem(shape, 0)->valueint, 28);
     ck_assert_int_eq(cJSON_GetArrayItem(shape, 1)->valueint, 28);
     ld_model_t *m = load_model(D.models, "vae.safetensors");
-    ck_assert_int_eq((long long)jget(r.json, "parameters")->valuedouble, (long long)m->n_params);
+    ck_assert_int_eq((long long)tu_jget(r.json, "parameters")->valuedouble, (long long)m->n_params);
     ld_model_free(m);
-    ck_assert_str_eq(jget(r.json, "file")->valuestring, "vae.safetensors");
+    ck_assert_str_eq(tu_jget(r.json, "file")->valuestring, "vae.safetensors");
     char path[1024];
     snprintf(path, sizeof path, "%s/vae.safetensors", D.models);
     FILE *f = fopen(path, "rb");
@@ -671,18 +347,18 @@ START_TEST(test_models_list_and_info)
     char hex[65];
     for (int k = 0; k < 32; k++)
         snprintf(hex + 2 * k, 3, "%02x", d[k]);
-    ck_assert_str_eq(jget(r.json, "sha256")->valuestring, hex);
-    ck_assert(cJSON_IsObject(jget(r.json, "record")));
-    ck_assert(cJSON_IsObject(jget(r.json, "architecture")));
-    resp_free(&r);
+    ck_assert_str_eq(tu_jget(r.json, "sha256")->valuestring, hex);
+    ck_assert(cJSON_IsObject(tu_jget(r.json, "record")));
+    ck_assert(cJSON_IsObject(tu_jget(r.json, "architecture")));
+    tu_resp_free(&r);
 
     ck_assert_int_eq(get(&r, "/v1/models/gan"), 200);
-    ck_assert_str_eq(jget(r.json, "kind")->valuestring, "gan");
-    ck_assert_int_eq(jget(r.json, "latent_size")->valueint, 100);
-    resp_free(&r);
+    ck_assert_str_eq(tu_jget(r.json, "kind")->valuestring, "gan");
+    ck_assert_int_eq(tu_jget(r.json, "latent_size")->valueint, 100);
+    tu_resp_free(&r);
 
     /* the refused files are in the log with their reasons */
-    char *log = read_text(D.log);
+    char *log = tu_read_text(D.log);
     ck_assert_msg(strstr(log, "model load failed name=broken file=broken.safetensors"), "%s", log);
     ck_assert_msg(strstr(log, "model load failed name=poisoned") && strstr(log, "finite"),
                   "%s", log);
@@ -693,16 +369,16 @@ END_TEST
 
 START_TEST(test_sample_json_matches_model)
 {
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(post(&r, "/v1/models/vae/sample", "{\"n\":4,\"seed\":7,\"temperature\":0.8}"),
                      200);
-    ck_assert(json_all_finite(r.json));
-    ck_assert_int_eq((long long)jget(r.json, "seed")->valuedouble, 7);
-    const cJSON *shape = jget(r.json, "shape");
+    ck_assert(tu_json_all_finite(r.json));
+    ck_assert_int_eq((long long)tu_jget(r.json, "seed")->valuedouble, 7);
+    const cJSON *shape = tu_jget(r.json, "shape");
     ck_assert_int_eq(cJSON_GetArraySize(shape), 3);
     ck_assert_int_eq(cJSON_GetArrayItem(shape, 0)->valueint, 4);
-    float *z = jmatrix(jget(r.json, "z"), 4, 20);
-    float *x = jmatrix(jget(r.json, "images"), 4, 784);
+    float *z = jmatrix(tu_jget(r.json, "z"), 4, 20);
+    float *x = jmatrix(tu_jget(r.json, "images"), 4, 784);
     for (int i = 0; i < 4 * 784; i++)
         ck_assert(x[i] >= 0.0f && x[i] <= 1.0f);
     /* the same computation in this process */
@@ -720,7 +396,7 @@ START_TEST(test_sample_json_matches_model)
     ld_model_free(m);
     free(z);
     free(x);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
@@ -734,43 +410,43 @@ START_TEST(test_determinism_and_formats)
     const char *models[] = {"/v1/models/vae/sample", "/v1/models/gan/sample"};
     for (size_t mi = 0; mi < 2; mi++) {
         for (size_t i = 0; i < LD_ARRAY_LEN(bodies); i++) {
-            resp_t a, b;
+            tu_resp_t a, b;
             ck_assert_int_eq(post(&a, models[mi], bodies[i]), 200);
             ck_assert_int_eq(post(&b, models[mi], bodies[i]), 200);
             ck_assert_msg(a.body.len == b.body.len && memcmp(a.body.data, b.body.data, a.body.len) == 0,
                           "%s %s: bodies differ", models[mi], bodies[i]);
             char seed[32];
-            ck_assert_str_eq(hdr(&a, "X-Latentd-Seed", seed, sizeof seed), "11");
-            resp_free(&a);
-            resp_free(&b);
+            ck_assert_str_eq(tu_hdr(&a, "X-Latentd-Seed", seed, sizeof seed), "11");
+            tu_resp_free(&a);
+            tu_resp_free(&b);
         }
     }
     /* no seed: one is drawn and echoed; replaying it gives the same images */
-    resp_t a, b;
+    tu_resp_t a, b;
     ck_assert_int_eq(post(&a, "/v1/models/tvae/sample", "{\"n\":2}"), 200);
     ck_assert_int_eq(post(&b, "/v1/models/tvae/sample", "{\"n\":2}"), 200);
-    double s1 = jget(a.json, "seed")->valuedouble, s2 = jget(b.json, "seed")->valuedouble;
+    double s1 = tu_jget(a.json, "seed")->valuedouble, s2 = tu_jget(b.json, "seed")->valuedouble;
     ck_assert_msg(s1 != s2, "two unseeded requests drew the same seed");
     ck_assert(s1 >= 0 && s1 <= 9007199254740991.0 && s1 == floor(s1));
     char body[128];
     snprintf(body, sizeof body, "{\"n\":2,\"seed\":%.0f}", s1);
-    resp_t c;
+    tu_resp_t c;
     ck_assert_int_eq(post(&c, "/v1/models/tvae/sample", body), 200);
     ck_assert_int_eq(a.body.len, c.body.len);
     ck_assert(memcmp(a.body.data, c.body.data, a.body.len) == 0);
-    resp_free(&a);
-    resp_free(&b);
-    resp_free(&c);
+    tu_resp_free(&a);
+    tu_resp_free(&b);
+    tu_resp_free(&c);
     /* an empty POST body is all defaults */
     ck_assert_int_eq(call(&a, "POST", "/v1/models/tvae/sample", NULL, 0, NULL), 200);
-    ck_assert_int_eq(cJSON_GetArrayItem(jget(a.json, "shape"), 0)->valueint, 1);
-    resp_free(&a);
+    ck_assert_int_eq(cJSON_GetArrayItem(tu_jget(a.json, "shape"), 0)->valueint, 1);
+    tu_resp_free(&a);
 }
 END_TEST
 
 START_TEST(test_png_and_npy_bodies)
 {
-    resp_t js, png, npy, gpng;
+    tu_resp_t js, png, npy, gpng;
     ck_assert_int_eq(post(&js, "/v1/models/vae/sample", "{\"n\":6,\"seed\":3}"), 200);
     ck_assert_int_eq(post(&png, "/v1/models/vae/sample",
                           "{\"n\":6,\"seed\":3,\"format\":\"png\",\"cols\":3}"), 200);
@@ -778,13 +454,13 @@ START_TEST(test_png_and_npy_bodies)
                      200);
     ck_assert_int_eq(get(&gpng, "/v1/models/vae/sample.png?n=6&seed=3&cols=3&temperature=1"), 200);
     char ct[128];
-    ck_assert_str_eq(hdr(&png, "Content-Type", ct, sizeof ct), "image/png");
-    ck_assert_str_eq(hdr(&npy, "Content-Type", ct, sizeof ct), "application/octet-stream");
-    ck_assert_str_eq(hdr(&gpng, "Content-Type", ct, sizeof ct), "image/png");
+    ck_assert_str_eq(tu_hdr(&png, "Content-Type", ct, sizeof ct), "image/png");
+    ck_assert_str_eq(tu_hdr(&npy, "Content-Type", ct, sizeof ct), "application/octet-stream");
+    ck_assert_str_eq(tu_hdr(&gpng, "Content-Type", ct, sizeof ct), "image/png");
     ck_assert_msg(png.body.len == gpng.body.len &&
                       memcmp(png.body.data, gpng.body.data, png.body.len) == 0,
                   "GET sample.png differs from POST format=png");
-    float *x = jmatrix(jget(js.json, "images"), 6, 784);
+    float *x = jmatrix(tu_jget(js.json, "images"), 6, 784);
 
     /* .npy: shape (6, 28, 28), values identical to the JSON ones */
     float *a = NULL;
@@ -819,29 +495,29 @@ START_TEST(test_png_and_npy_bodies)
     ck_assert_msg(g[0] == 0.0f, "border pixels are 0");
     free(g);
     free(x);
-    resp_free(&js);
-    resp_free(&png);
-    resp_free(&npy);
-    resp_free(&gpng);
+    tu_resp_free(&js);
+    tu_resp_free(&png);
+    tu_resp_free(&npy);
+    tu_resp_free(&gpng);
 }
 END_TEST
 
 START_TEST(test_encode_decode_reconstruct)
 {
     /* images to encode: the VAE's own samples */
-    resp_t s;
+    tu_resp_t s;
     ck_assert_int_eq(post(&s, "/v1/models/vae/sample", "{\"n\":2,\"seed\":5}"), 200);
-    float *x = jmatrix(jget(s.json, "images"), 2, 784);
+    float *x = jmatrix(tu_jget(s.json, "images"), 2, 784);
     ld_buf_t body = {0};
     ld_buf_puts(&body, "{\"images\":");
     ld_buf_json_matrix(&body, x, 2, 784);
     ld_buf_putc(&body, '}');
 
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(post(&r, "/v1/models/vae/encode", body.data), 200);
-    ck_assert(json_all_finite(r.json));
-    float *mu = jmatrix(jget(r.json, "mu"), 2, 20);
-    float *lv = jmatrix(jget(r.json, "logvar"), 2, 20);
+    ck_assert(tu_json_all_finite(r.json));
+    float *mu = jmatrix(tu_jget(r.json, "mu"), 2, 20);
+    float *lv = jmatrix(tu_jget(r.json, "logvar"), 2, 20);
     ld_model_t *m = load_model(D.models, "vae.safetensors");
     float mu2[40], lv2[40];
     ld_err_t e;
@@ -850,7 +526,7 @@ START_TEST(test_encode_decode_reconstruct)
         ck_assert_msg(fabsf(mu[i] - mu2[i]) < 1e-4f, "mu[%d] %g vs %g", i, mu[i], mu2[i]);
         ck_assert_msg(fabsf(lv[i] - lv2[i]) < 1e-4f, "logvar[%d] %g vs %g", i, lv[i], lv2[i]);
     }
-    resp_free(&r);
+    tu_resp_free(&r);
 
     /* the same image as a base64 PNG encodes like its 8-bit quantisation */
     uint8_t *png = NULL;
@@ -861,7 +537,7 @@ START_TEST(test_encode_decode_reconstruct)
     ld_buf_t pb = {0};
     ld_buf_printf(&pb, "{\"png\":\"%s\"}", b);
     ck_assert_int_eq(post(&r, "/v1/models/vae/encode", pb.data), 200);
-    float *pmu = jmatrix(jget(r.json, "mu"), 1, 20);
+    float *pmu = jmatrix(tu_jget(r.json, "mu"), 1, 20);
     float q[784];
     for (int i = 0; i < 784; i++)
         q[i] = roundf(fminf(fmaxf(x[i], 0), 1) * 255.0f) / 255.0f;
@@ -869,25 +545,25 @@ START_TEST(test_encode_decode_reconstruct)
     for (int i = 0; i < 20; i++)
         ck_assert_msg(fabsf(pmu[i] - mu2[i]) < 1e-3f, "png mu[%d] %g vs %g", i, pmu[i], mu2[i]);
     free(pmu);
-    resp_free(&r);
+    tu_resp_free(&r);
     ld_buf_t pa = {0}; /* an array of PNGs */
     ld_buf_printf(&pa, "{\"png\":[\"%s\",\"%s\"]}", b, b);
     ck_assert_int_eq(post(&r, "/v1/models/vae/encode", pa.data), 200);
-    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "mu")), 2);
-    resp_free(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "mu")), 2);
+    tu_resp_free(&r);
     ld_buf_free(&pa);
 
     /* decode: z from the sample gives its images back exactly */
     ld_buf_t zb = {0};
-    float *z = jmatrix(jget(s.json, "z"), 2, 20);
+    float *z = jmatrix(tu_jget(s.json, "z"), 2, 20);
     ld_buf_puts(&zb, "{\"z\":");
     ld_buf_json_matrix(&zb, z, 2, 20);
     ld_buf_putc(&zb, '}');
     ck_assert_int_eq(post(&r, "/v1/models/vae/decode", zb.data), 200);
-    float *y = jmatrix(jget(r.json, "images"), 2, 784);
+    float *y = jmatrix(tu_jget(r.json, "images"), 2, 784);
     ck_assert(memcmp(y, x, sizeof(float) * 2 * 784) == 0);
     free(y);
-    resp_free(&r);
+    tu_resp_free(&r);
     /* a flat z is one row; png and npy formats work */
     ld_buf_t fz = {0};
     ld_buf_puts(&fz, "{\"z\":");
@@ -895,14 +571,14 @@ START_TEST(test_encode_decode_reconstruct)
     ld_buf_puts(&fz, ",\"format\":\"png\"}");
     ck_assert_int_eq(post(&r, "/v1/models/vae/decode", fz.data), 200);
     char ct[64];
-    ck_assert_str_eq(hdr(&r, "Content-Type", ct, sizeof ct), "image/png");
-    resp_free(&r);
+    ck_assert_str_eq(tu_hdr(&r, "Content-Type", ct, sizeof ct), "image/png");
+    tu_resp_free(&r);
     ld_buf_free(&fz);
 
     /* reconstruct = decode(encode(x).mu) */
     ck_assert_int_eq(post(&r, "/v1/models/vae/reconstruct", body.data), 200);
-    float *rz = jmatrix(jget(r.json, "z"), 2, 20);
-    float *ry = jmatrix(jget(r.json, "images"), 2, 784);
+    float *rz = jmatrix(tu_jget(r.json, "z"), 2, 20);
+    float *ry = jmatrix(tu_jget(r.json, "images"), 2, 784);
     float ly[2 * 784];
     ck_assert_int_eq(ld_model_decode(m, 2, mu, ly, &e), LD_OK);
     for (int i = 0; i < 2 * 784; i++)
@@ -911,7 +587,7 @@ START_TEST(test_encode_decode_reconstruct)
         ck_assert(fabsf(rz[i] - mu[i]) < 1e-5f);
     free(rz);
     free(ry);
-    resp_free(&r);
+    tu_resp_free(&r);
     ld_buf_t rb = {0};
     ld_buf_printf(&rb, "{\"png\":\"%s\",\"format\":\"npy\"}", b);
     ck_assert_int_eq(post(&r, "/v1/models/vae/reconstruct", rb.data), 200);
@@ -921,18 +597,18 @@ START_TEST(test_encode_decode_reconstruct)
     ck_assert_int_eq(ld_npy_decode(r.body.data, r.body.len, &arr, &nd, shape, &e), LD_OK);
     ck_assert(nd == 3 && shape[0] == 1);
     free(arr);
-    resp_free(&r);
+    tu_resp_free(&r);
 
     /* a GAN decodes, but has no encoder */
     ck_assert_int_eq(post(&r, "/v1/models/tgan/decode", "{\"z\":[[0,0,0,0],[1,1,1,1]]}"), 200);
-    ck_assert_int_eq(cJSON_GetArraySize(jget(r.json, "images")), 2);
-    resp_free(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "images")), 2);
+    tu_resp_free(&r);
     ck_assert_int_eq(post(&r, "/v1/models/gan/encode", body.data), 422);
     expect_error(&r, 422, "no_encoder", "GAN has no encoder", "encode on a GAN");
-    resp_free(&r);
+    tu_resp_free(&r);
     ck_assert_int_eq(post(&r, "/v1/models/gan/reconstruct", body.data), 422);
     expect_error(&r, 422, "no_encoder", "GAN has no encoder", "reconstruct on a GAN");
-    resp_free(&r);
+    tu_resp_free(&r);
 
     ld_model_free(m);
     free(b);
@@ -944,7 +620,7 @@ START_TEST(test_encode_decode_reconstruct)
     ld_buf_free(&pb);
     ld_buf_free(&zb);
     ld_buf_free(&rb);
-    resp_free(&s);
+    tu_resp_free(&s);
 }
 END_TEST
 
@@ -959,11 +635,11 @@ START_TEST(test_interpolate)
         snprintf(body, sizeof body,
                  "{\"from\":{\"seed\":1},\"to\":{\"seed\":2},\"steps\":5,\"method\":\"%s\"}",
                  method ? "lerp" : "slerp");
-        resp_t r;
+        tu_resp_t r;
         ck_assert_int_eq(post(&r, "/v1/models/vae/interpolate", body), 200);
-        ck_assert(json_all_finite(r.json));
-        float *z = jmatrix(jget(r.json, "z"), 5, 20);
-        float *x = jmatrix(jget(r.json, "images"), 5, 784);
+        ck_assert(tu_json_all_finite(r.json));
+        float *z = jmatrix(tu_jget(r.json, "z"), 5, 20);
+        float *x = jmatrix(tu_jget(r.json, "images"), 5, 784);
         double na = 0, nb = 0, nm = 0;
         for (int i = 0; i < 20; i++) {
             ck_assert(fabsf(z[i] - za[i]) < 1e-6f);
@@ -978,10 +654,10 @@ START_TEST(test_interpolate)
             ck_assert(sqrt(nm) >= fmin(sqrt(na), sqrt(nb)) * 0.9);
         free(z);
         free(x);
-        resp_free(&r);
+        tu_resp_free(&r);
     }
     /* z and image end points; PNG is one strip */
-    resp_t r;
+    tu_resp_t r;
     ld_buf_t b = {0};
     ld_buf_puts(&b, "{\"from\":{\"z\":");
     ld_buf_json_floats(&b, za, 20);
@@ -999,12 +675,12 @@ START_TEST(test_interpolate)
     ck_assert_int_eq(w, 4 * 30 + 2);
     ck_assert_int_eq(h, 30 + 2);
     free(g);
-    resp_free(&r);
+    tu_resp_free(&r);
     /* a GAN interpolates between seeds, but not between images */
     ck_assert_int_eq(post(&r, "/v1/models/gan/interpolate",
                           "{\"from\":{\"seed\":1},\"to\":{\"seed\":2,\"temperature\":0.5},\"steps\":3}"),
                      200);
-    resp_free(&r);
+    tu_resp_free(&r);
     ld_buf_t gb = {0};
     ld_buf_puts(&gb, "{\"from\":{\"seed\":3},\"to\":{\"image\":");
     ld_buf_json_floats(&gb, img, 784);
@@ -1012,7 +688,7 @@ START_TEST(test_interpolate)
     ck_assert_int_eq(post(&r, "/v1/models/gan/interpolate", gb.data), 422);
     expect_error(&r, 422, "no_encoder", "GAN has no encoder", "image end point on a GAN");
     ld_buf_free(&gb);
-    resp_free(&r);
+    tu_resp_free(&r);
     ld_buf_free(&b);
     ld_model_free(m);
 }
@@ -1076,7 +752,7 @@ START_TEST(test_error_classes)
     };
     for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
         const err_case_t *c = &cases[i];
-        resp_t r;
+        tu_resp_t r;
         opt_t o = {.ctype = c->ctype};
         char what[256];
         snprintf(what, sizeof what, "%s %s %s", c->method, c->path, c->body ? c->body : "");
@@ -1084,9 +760,9 @@ START_TEST(test_error_classes)
         expect_error(&r, c->status, c->code, c->msg, what);
         if (c->status == 405) {
             char allow[128];
-            ck_assert_msg(hdr(&r, "Allow", allow, sizeof allow) != NULL, "%s: no Allow", what);
+            ck_assert_msg(tu_hdr(&r, "Allow", allow, sizeof allow) != NULL, "%s: no Allow", what);
         }
-        resp_free(&r);
+        tu_resp_free(&r);
     }
     /* an image value outside [0, 1] names the position */
     ld_buf_t b = {0};
@@ -1095,10 +771,10 @@ START_TEST(test_error_classes)
     ld_buf_puts(&b, "{\"images\":[");
     ld_buf_json_floats(&b, img, 784);
     ld_buf_puts(&b, "]}");
-    resp_t r;
+    tu_resp_t r;
     post(&r, "/v1/models/vae/encode", b.data);
     expect_error(&r, 422, "invalid_value", "images[0][17]", "pixel out of range");
-    resp_free(&r);
+    tu_resp_free(&r);
     ld_buf_free(&b);
 }
 END_TEST
@@ -1111,15 +787,15 @@ START_TEST(test_body_caps)
     memset(big, ' ', n);
     big[0] = '{';
     big[n - 1] = '}';
-    resp_t r;
+    tu_resp_t r;
     call(&r, "POST", "/v1/models/vae/decode", big, n, NULL);
     expect_error(&r, 413, "payload_too_large", "max_body_bytes", "Content-Length over the cap");
-    resp_free(&r);
+    tu_resp_free(&r);
     /* 413 for a chunked body once it passes the cap */
     opt_t chunked = {.extra = "Transfer-Encoding: chunked"};
     call(&r, "POST", "/v1/models/vae/decode", big, n, &chunked);
     expect_error(&r, 413, "payload_too_large", "max_body_bytes", "chunked body over the cap");
-    resp_free(&r);
+    tu_resp_free(&r);
     free(big);
     /* a body at the cap that is a dense array of values: its parse tree would
      * not fit the memory budget */
@@ -1137,22 +813,22 @@ START_TEST(test_body_caps)
     big[k++] = '}';
     call(&r, "POST", "/v1/models/vae/decode", big, k, NULL);
     expect_error(&r, 413, "payload_too_large", "too many values", "dense JSON body");
-    resp_free(&r);
+    tu_resp_free(&r);
     free(big);
     /* still serving */
     ck_assert_int_eq(post(&r, "/v1/models/tvae/sample", "{}"), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
 /* latentd_http_body_memory_bytes from /metrics */
 static long long body_memory(void)
 {
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(get(&r, "/metrics"), 200);
     const char *p = strstr(r.body.data, "\nlatentd_http_body_memory_bytes ");
     long long v = p ? atoll(p + strlen("\nlatentd_http_body_memory_bytes ")) : -1;
-    resp_free(&r);
+    tu_resp_free(&r);
     return v;
 }
 
@@ -1173,136 +849,136 @@ START_TEST(test_overload_503)
     }
     double until = deadline(10);
     while (body_memory() < (long long)HOLD * MAX_BODY) {
-        ck_assert_msg(now_s() < until, "uploads were not all accounted for");
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "uploads were not all accounted for");
+        tu_msleep(5);
     }
-    resp_t r;
+    tu_resp_t r;
     post(&r, "/v1/models/vae/decode", "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}");
     expect_error(&r, 503, "overloaded", "retry", "body budget exhausted");
     char ra[16];
-    ck_assert_ptr_nonnull(hdr(&r, "Retry-After", ra, sizeof ra));
-    resp_free(&r);
+    ck_assert_ptr_nonnull(tu_hdr(&r, "Retry-After", ra, sizeof ra));
+    tu_resp_free(&r);
     /* requests without a body still work */
     ck_assert_int_eq(get(&r, "/v1/models/vae"), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
     for (int i = 0; i < HOLD; i++)
         close(fds[i]);
     until = deadline(10);
     while (body_memory() != 0) {
-        ck_assert_msg(now_s() < until, "abandoned uploads were not released");
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "abandoned uploads were not released");
+        tu_msleep(5);
     }
     ck_assert_int_eq(post(&r, "/v1/models/vae/decode",
                           "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}"),
                      200);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
 START_TEST(test_auth)
 {
-    resp_t r;
+    tu_resp_t r;
     opt_t none = {.token = ""}, wrong = {.token = "wrong-token-wrong-token-wrong"},
           admin = {.token = ADMIN}, basic = {.token = "", .extra = "Authorization: Basic dXNlcjpwYXNz"};
     char www[256];
     call(&r, "GET", "/v1/models", NULL, 0, &none);
     expect_error(&r, 401, "unauthorized", "Bearer", "no token");
-    ck_assert_ptr_nonnull(hdr(&r, "WWW-Authenticate", www, sizeof www));
+    ck_assert_ptr_nonnull(tu_hdr(&r, "WWW-Authenticate", www, sizeof www));
     ck_assert(strncmp(www, "Bearer", 6) == 0);
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, "POST", "/v1/models/vae/sample", "{}", 2, &wrong);
     expect_error(&r, 401, "unauthorized", "not valid", "wrong token");
-    ck_assert_ptr_nonnull(hdr(&r, "WWW-Authenticate", www, sizeof www));
+    ck_assert_ptr_nonnull(tu_hdr(&r, "WWW-Authenticate", www, sizeof www));
     ck_assert(strstr(www, "invalid_token"));
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, "GET", "/metrics", NULL, 0, &basic);
     expect_error(&r, 401, "unauthorized", "Bearer", "basic auth");
-    resp_free(&r);
+    tu_resp_free(&r);
     /* the admin token also works for inference */
     ck_assert_int_eq(call(&r, "POST", "/v1/models/tvae/sample", "{}", 2, &admin), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
     /* admin routes: inference token is not enough */
     call(&r, "PUT", "/v1/models/tvae", NULL, 0, NULL);
     expect_error(&r, 403, "forbidden", "admin", "inference token on an admin route");
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, "DELETE", "/v1/models/tvae", NULL, 0, &none);
     expect_error(&r, 401, "unauthorized", NULL, "no token on an admin route");
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, "DELETE", "/v1/models/tvae", NULL, 0, &wrong);
     expect_error(&r, 401, "unauthorized", NULL, "wrong token on an admin route");
-    resp_free(&r);
+    tu_resp_free(&r);
     /* health stays open */
     ck_assert_int_eq(call(&r, "GET", "/readyz", NULL, 0, &wrong), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
 START_TEST(test_cors)
 {
-    resp_t r;
+    tu_resp_t r;
     char v[256];
     opt_t ok = {.origin = ORIGIN}, other = {.origin = "https://evil.example"};
     ck_assert_int_eq(call(&r, "GET", "/v1/models/vae", NULL, 0, &ok), 200);
-    ck_assert_str_eq(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
-    ck_assert_str_eq(hdr(&r, "Vary", v, sizeof v), "Origin");
-    resp_free(&r);
+    ck_assert_str_eq(tu_hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
+    ck_assert_str_eq(tu_hdr(&r, "Vary", v, sizeof v), "Origin");
+    tu_resp_free(&r);
     ck_assert_int_eq(call(&r, "GET", "/v1/models/vae", NULL, 0, &other), 200);
-    ck_assert_ptr_null(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v));
-    resp_free(&r);
+    ck_assert_ptr_null(tu_hdr(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    tu_resp_free(&r);
     /* errors carry CORS headers too, so a page can read them */
     call(&r, "GET", "/v1/models/nope", NULL, 0, &ok);
     ck_assert_int_eq(r.status, 404);
-    ck_assert_str_eq(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
-    resp_free(&r);
+    ck_assert_str_eq(tu_hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
+    tu_resp_free(&r);
     /* preflight: no token needed */
     opt_t pre = {.token = "", .origin = ORIGIN, .extra = "Access-Control-Request-Method: POST"};
     ck_assert_int_eq(call(&r, "OPTIONS", "/v1/models/vae/sample", NULL, 0, &pre), 204);
-    ck_assert_str_eq(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
-    ck_assert(strstr(hdr(&r, "Access-Control-Allow-Methods", v, sizeof v), "POST"));
-    ck_assert(strstr(hdr(&r, "Access-Control-Allow-Headers", v, sizeof v), "Authorization"));
-    ck_assert(strstr(hdr(&r, "Allow", v, sizeof v), "POST"));
-    resp_free(&r);
+    ck_assert_str_eq(tu_hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
+    ck_assert(strstr(tu_hdr(&r, "Access-Control-Allow-Methods", v, sizeof v), "POST"));
+    ck_assert(strstr(tu_hdr(&r, "Access-Control-Allow-Headers", v, sizeof v), "Authorization"));
+    ck_assert(strstr(tu_hdr(&r, "Allow", v, sizeof v), "POST"));
+    tu_resp_free(&r);
     opt_t pre_bad = {.token = "", .origin = "https://evil.example",
                      .extra = "Access-Control-Request-Method: POST"};
     ck_assert_int_eq(call(&r, "OPTIONS", "/v1/models/vae/sample", NULL, 0, &pre_bad), 204);
-    ck_assert_ptr_null(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v));
-    ck_assert_ptr_null(hdr(&r, "Access-Control-Allow-Methods", v, sizeof v));
-    resp_free(&r);
+    ck_assert_ptr_null(tu_hdr(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    ck_assert_ptr_null(tu_hdr(&r, "Access-Control-Allow-Methods", v, sizeof v));
+    tu_resp_free(&r);
     opt_t pre_none = {.token = "", .origin = ORIGIN};
     ck_assert_int_eq(call(&r, "OPTIONS", "/nowhere", NULL, 0, &pre_none), 404);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
 START_TEST(test_model_management)
 {
-    resp_t r;
+    tu_resp_t r;
     opt_t admin = {.token = ADMIN};
     /* load a file under a new name */
     const char *put = "{\"file\":\"alt-a.safetensors\"}";
     ck_assert_int_eq(call(&r, "PUT", "/v1/models/hot", put, strlen(put), &admin), 201);
-    ck_assert(cJSON_IsFalse(jget(r.json, "replaced")));
-    const cJSON *m = jget(r.json, "model");
-    ck_assert_str_eq(jget(m, "name")->valuestring, "hot");
-    ck_assert_str_eq(jget(m, "file")->valuestring, "alt-a.safetensors");
+    ck_assert(cJSON_IsFalse(tu_jget(r.json, "replaced")));
+    const cJSON *m = tu_jget(r.json, "model");
+    ck_assert_str_eq(tu_jget(m, "name")->valuestring, "hot");
+    ck_assert_str_eq(tu_jget(m, "file")->valuestring, "alt-a.safetensors");
     char sha_a[65];
-    snprintf(sha_a, sizeof sha_a, "%s", jget(m, "sha256")->valuestring);
-    double v1 = jget(m, "version")->valuedouble;
-    resp_free(&r);
+    snprintf(sha_a, sizeof sha_a, "%s", tu_jget(m, "sha256")->valuestring);
+    double v1 = tu_jget(m, "version")->valuedouble;
+    tu_resp_free(&r);
     /* replace it */
     put = "{\"file\":\"alt-b.safetensors\"}";
     ck_assert_int_eq(call(&r, "PUT", "/v1/models/hot", put, strlen(put), &admin), 200);
-    ck_assert(cJSON_IsTrue(jget(r.json, "replaced")));
-    m = jget(r.json, "model");
-    ck_assert_str_ne(jget(m, "sha256")->valuestring, sha_a);
-    ck_assert(jget(m, "version")->valuedouble > v1);
-    resp_free(&r);
+    ck_assert(cJSON_IsTrue(tu_jget(r.json, "replaced")));
+    m = tu_jget(r.json, "model");
+    ck_assert_str_ne(tu_jget(m, "sha256")->valuestring, sha_a);
+    ck_assert(tu_jget(m, "version")->valuedouble > v1);
+    tu_resp_free(&r);
     ck_assert_int_eq(get(&r, "/v1/models/hot"), 200);
-    ck_assert_str_eq(jget(r.json, "file")->valuestring, "alt-b.safetensors");
-    resp_free(&r);
+    ck_assert_str_eq(tu_jget(r.json, "file")->valuestring, "alt-b.safetensors");
+    tu_resp_free(&r);
     /* no body: NAME.safetensors */
     ck_assert_int_eq(call(&r, "PUT", "/v1/models/tvae", NULL, 0, &admin), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
     /* refusals */
     const struct {
         const char *path, *body;
@@ -1325,83 +1001,50 @@ START_TEST(test_model_management)
         char what[256];
         snprintf(what, sizeof what, "PUT %s %s", bad[i].path, bad[i].body ? bad[i].body : "");
         expect_error(&r, bad[i].status, bad[i].code, bad[i].msg, what);
-        resp_free(&r);
+        tu_resp_free(&r);
     }
     /* a failed replace leaves the old version serving */
     ck_assert_int_eq(get(&r, "/v1/models/hot"), 200);
-    ck_assert_str_eq(jget(r.json, "file")->valuestring, "alt-b.safetensors");
-    resp_free(&r);
+    ck_assert_str_eq(tu_jget(r.json, "file")->valuestring, "alt-b.safetensors");
+    tu_resp_free(&r);
     /* unload */
     ck_assert_int_eq(call(&r, "DELETE", "/v1/models/hot", NULL, 0, &admin), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, "GET", "/v1/models/hot", NULL, 0, NULL);
     expect_error(&r, 404, "model_not_found", "hot", "after DELETE");
-    resp_free(&r);
+    tu_resp_free(&r);
     call(&r, "DELETE", "/v1/models/hot", NULL, 0, &admin);
     expect_error(&r, 404, "model_not_found", "hot", "DELETE twice");
-    resp_free(&r);
-    char *log = read_text(D.log);
+    tu_resp_free(&r);
+    char *log = tu_read_text(D.log);
     ck_assert(strstr(log, "model replaced name=hot"));
     ck_assert(strstr(log, "model unloaded name=hot"));
     free(log);
 }
 END_TEST
 
-typedef struct {
-    atomic_int *stop;
-    const char *path;
-    int ok, bad;
-    long last_bad;
-    char bad_body[256];
-} load_arg_t;
-
-static void *sampler(void *p)
-{
-    load_arg_t *a = p;
-    CURL *c = curl_easy_init();
-    unsigned seed = 0;
-    while (!atomic_load(a->stop)) {
-        char body[64];
-        snprintf(body, sizeof body, "{\"n\":2,\"seed\":%u}", seed++ % 50);
-        resp_t r;
-        long s = call_h(c, &r, "POST", a->path, body, strlen(body), NULL);
-        if (s == 200 && r.json && json_all_finite(r.json)) {
-            a->ok++;
-        } else {
-            if (!a->bad)
-                snprintf(a->bad_body, sizeof a->bad_body, "%s", r.body.data ? r.body.data : "");
-            a->bad++;
-            a->last_bad = s;
-        }
-        resp_free(&r);
-    }
-    curl_easy_cleanup(c);
-    return NULL;
-}
-
 START_TEST(test_reload_under_load)
 {
     opt_t admin = {.token = ADMIN};
-    resp_t r;
+    tu_resp_t r;
     const char *first = "{\"file\":\"alt-a.safetensors\"}";
     ck_assert_int_eq(call(&r, "PUT", "/v1/models/live", first, strlen(first), &admin), 201);
-    resp_free(&r);
+    tu_resp_free(&r);
     atomic_int stop = 0;
     enum { T = 4 };
     pthread_t th[T];
-    load_arg_t args[T];
+    tu_sampler_t args[T];
     for (int i = 0; i < T; i++) {
-        memset(&args[i], 0, sizeof args[i]);
-        args[i].stop = &stop;
-        args[i].path = "/v1/models/live/sample";
-        pthread_create(&th[i], NULL, sampler, &args[i]);
+        args[i] = (tu_sampler_t){.port = D.port, .path = "/v1/models/live/sample",
+                                 .token = TOKEN, .n = 2, .stop = &stop};
+        pthread_create(&th[i], NULL, tu_sampler_run, &args[i]);
     }
     int swaps = 0;
-    double until = now_s() + 1.5;
-    while (now_s() < until || swaps < 10) {
+    double until = tu_now() + 1.5;
+    while (tu_now() < until || swaps < 10) {
         const char *body = swaps % 2 ? "{\"file\":\"alt-a.safetensors\"}" : "{\"file\":\"alt-b.safetensors\"}";
         ck_assert_int_eq(call(&r, "PUT", "/v1/models/live", body, strlen(body), &admin), 200);
-        resp_free(&r);
+        tu_resp_free(&r);
         swaps++;
     }
     atomic_store(&stop, 1);
@@ -1414,7 +1057,7 @@ START_TEST(test_reload_under_load)
     }
     ck_assert_msg(ok > 20, "only %d samples during the reloads", ok);
     ck_assert_int_eq(call(&r, "DELETE", "/v1/models/live", NULL, 0, &admin), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
@@ -1474,32 +1117,32 @@ START_TEST(test_malformed_burst_then_good)
         ld_buf_t deep = {0};
         for (int i = 0; i < 5000; i++)
             ld_buf_putc(&deep, '[');
-        resp_t r;
+        tu_resp_t r;
         post(&r, "/v1/models/vae/decode", deep.data);
         ck_assert_int_eq(r.status, 400);
-        resp_free(&r);
+        tu_resp_free(&r);
         ld_buf_free(&deep);
         post(&r, "/v1/models/vae/decode", "{\"z\":[[\"\\ud800\"]]}");
         ck_assert_int_eq(r.status, 400);
-        resp_free(&r);
+        tu_resp_free(&r);
     }
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(post(&r, "/v1/models/vae/sample", "{\"n\":2,\"seed\":1}"), 200);
-    ck_assert(json_all_finite(r.json));
-    resp_free(&r);
+    ck_assert(tu_json_all_finite(r.json));
+    tu_resp_free(&r);
     ck_assert_int_eq(call(&r, "GET", "/readyz", NULL, 0, NULL), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
 }
 END_TEST
 
 START_TEST(test_metrics_and_logs)
 {
-    resp_t r;
+    tu_resp_t r;
     ck_assert_int_eq(post(&r, "/v1/models/tvae/sample", "{\"n\":3}"), 200);
-    resp_free(&r);
+    tu_resp_free(&r);
     ck_assert_int_eq(get(&r, "/metrics"), 200);
     char ct[128];
-    ck_assert(strncmp(hdr(&r, "Content-Type", ct, sizeof ct), "text/plain; version=0.0.4", 25) == 0);
+    ck_assert(strncmp(tu_hdr(&r, "Content-Type", ct, sizeof ct), "text/plain; version=0.0.4", 25) == 0);
     const char *t = r.body.data;
     ck_assert(strstr(t, "latentd_http_requests_total{route=\"/v1/models/{name}/sample\",code=\"200\"}"));
     ck_assert(strstr(t, "latentd_http_request_duration_seconds_bucket{route=\"/v1/models/{name}/sample\",le=\"+Inf\"}"));
@@ -1508,24 +1151,9 @@ START_TEST(test_metrics_and_logs)
     ck_assert(strstr(t, "latentd_http_response_bytes_total{route=\"/v1/models/{name}/sample\"}"));
     ck_assert(strstr(t, "process_resident_memory_bytes "));
     /* promtool comes with `make deps` (package prometheus): no silent skip */
-    ck_assert_msg(access("/usr/bin/promtool", X_OK) == 0,
-                  "promtool missing: run `make deps` (Debian package prometheus)");
-    {
-        char path[600], cmd[2048];
-        snprintf(path, sizeof path, "%s/metrics.txt", D.dir);
-        FILE *f = fopen(path, "w");
-        fwrite(r.body.data, 1, r.body.len, f);
-        fclose(f);
-        snprintf(cmd, sizeof cmd, "/usr/bin/promtool check metrics < '%s' > '%s.out' 2>&1", path,
-                 path);
-        int rc = system(cmd);
-        snprintf(cmd, sizeof cmd, "%s.out", path);
-        char *out = read_text(cmd);
-        ck_assert_msg(rc == 0, "promtool check metrics failed:\n%s", out);
-        free(out);
-    }
-    resp_free(&r);
-    char *log = read_text(D.log);
+    tu_promtool_check(&D, r.body.data, r.body.len);
+    tu_resp_free(&r);
+    char *log = tu_read_text(D.log);
     ck_assert_msg(strstr(log, "access method=POST path=/v1/models/tvae/sample status=200 bytes="),
                   "no access line in\n%s", log);
     ck_assert(strstr(log, " us="));
@@ -1541,7 +1169,7 @@ START_TEST(test_memory_budget)
         return; /* sanitizer shadow memory makes RSS meaningless */
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/status", (int)D.pid);
-    char *st = read_text(path);
+    char *st = tu_read_text(path);
     const char *p = strstr(st, "VmRSS:");
     ck_assert_ptr_nonnull(p);
     long kb = atol(p + 6);
@@ -1554,8 +1182,8 @@ START_TEST(test_shared_daemon_exits_clean)
 {
     /* last in the case: SIGTERM the shared daemon; exit 0 (no leaks under ASan) */
     ck_assert_int_eq(kill(D.pid, SIGTERM), 0);
-    int code = wait_exit(&D, 30);
-    char *log = read_text(D.log);
+    int code = tu_daemon_wait_exit(&D, 30);
+    char *log = tu_read_text(D.log);
     ck_assert_msg(code == 0, "exit %d; log tail:\n%s", code,
                   strlen(log) > 3000 ? log + strlen(log) - 3000 : log);
     ck_assert(strstr(log, "shutting down on SIGTERM"));
@@ -1567,27 +1195,14 @@ END_TEST
 /* ------------------------------------------------ tests with their own daemon */
 
 /* A small daemon: tiny models, no tokens unless given, extra config lines. */
-static void start_own(daemon_t *d, const char *extra_conf, const char *env)
+static void start_own(tu_daemon_t *d, const char *extra_conf, const char *env)
 {
-    daemon_dirs(d);
+    tu_daemon_dirs(d, ASAN_SLOWDOWN);
     ld_arch_t a;
     arch_tiny(LD_KIND_VAE, &a);
     save_model(d->models, "tvae.safetensors", &a, 3, 0);
     write_conf(d, extra_conf);
-    const char *args[] = {"serve", "--config", d->conf, NULL};
-    spawn(d, args, env);
-    d->port = wait_port(d, 30);
-    wait_ready(d->port, 30);
-}
-
-static void stop_own(daemon_t *d)
-{
-    if (access(d->status, F_OK) != 0) {
-        kill(d->pid, SIGTERM);
-        ck_assert_int_eq(wait_exit(d, 30), 0);
-    }
-    tu_rmrf(d->dir);
-    free(d->dir);
+    tu_daemon_start(d, env);
 }
 
 START_TEST(test_sigterm_drains_in_flight)
@@ -1607,7 +1222,7 @@ START_TEST(test_sigterm_drains_in_flight)
     char env[128];
     snprintf(env, sizeof env, "NOTIFY_SOCKET=%s", name);
 
-    daemon_t d;
+    tu_daemon_t d;
     start_own(&d, "shutdown_timeout = 20\n", env);
     char msg[256];
     ssize_t n = recv(ns, msg, sizeof msg - 1, 0);
@@ -1635,16 +1250,16 @@ START_TEST(test_sigterm_drains_in_flight)
     /* wait until the daemon sees it in flight */
     double until = deadline(10);
     for (;;) {
-        resp_t r;
+        tu_resp_t r;
         opt_t o = {.token = "", .port = d.port};
         call(&r, "GET", "/metrics", NULL, 0, &o);
         const char *p = strstr(r.body.data, "\nlatentd_http_requests_in_flight ");
         long inflight = p ? atol(p + 33) : 0;
-        resp_free(&r);
+        tu_resp_free(&r);
         if (inflight >= 2) /* the upload and this /metrics request */
             break;
-        ck_assert_msg(now_s() < until, "the partial upload never showed as in flight");
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "the partial upload never showed as in flight");
+        tu_msleep(5);
     }
     ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
     n = recv(ns, msg, sizeof msg - 1, 0);
@@ -1658,8 +1273,8 @@ START_TEST(test_sigterm_drains_in_flight)
         if (fd < 0)
             break;
         close(fd);
-        ck_assert_msg(now_s() < until, "still accepting connections after SIGTERM");
-        msleep(5);
+        ck_assert_msg(tu_now() < until, "still accepting connections after SIGTERM");
+        tu_msleep(5);
     }
     /* a new request on an open connection: 503 and close */
     send_all(keep, hz, strlen(hz));
@@ -1681,25 +1296,25 @@ START_TEST(test_sigterm_drains_in_flight)
     cJSON_Delete(j);
     ld_buf_free(&b);
     close(fl);
-    ck_assert_int_eq(wait_exit(&d, 30), 0);
-    char *log = read_text(d.log);
+    ck_assert_int_eq(tu_daemon_wait_exit(&d, 30), 0);
+    char *log = tu_read_text(d.log);
     ck_assert(strstr(log, "shutting down on SIGTERM"));
     ck_assert(strstr(log, "stopped"));
     free(log);
     close(ns);
-    stop_own(&d);
+    tu_daemon_stop_ok(&d, 30);
 }
 END_TEST
 
 START_TEST(test_sighup_rescan)
 {
-    daemon_t d;
+    tu_daemon_t d;
     start_own(&d, NULL, NULL);
-    resp_t r;
+    tu_resp_t r;
     opt_t o = {.token = "", .port = d.port};
     call(&r, "GET", "/v1/models/fresh", NULL, 0, &o);
     ck_assert_int_eq(r.status, 404);
-    resp_free(&r);
+    tu_resp_free(&r);
     ld_arch_t a;
     arch_tiny(LD_KIND_GAN, &a);
     save_model(d.models, "fresh.safetensors", &a, 8, 0);
@@ -1711,23 +1326,23 @@ START_TEST(test_sighup_rescan)
     for (;;) {
         call(&r, "GET", "/v1/models/fresh", NULL, 0, &o);
         long s1 = r.status;
-        resp_free(&r);
+        tu_resp_free(&r);
         call(&r, "GET", "/v1/models/tvae", NULL, 0, &o);
         long s2 = r.status;
-        resp_free(&r);
+        tu_resp_free(&r);
         if (s1 == 200 && s2 == 404)
             break;
-        ck_assert_msg(now_s() < until, "SIGHUP did not rescan (fresh %ld, tvae %ld)", s1, s2);
-        msleep(10);
+        ck_assert_msg(tu_now() < until, "SIGHUP did not rescan (fresh %ld, tvae %ld)", s1, s2);
+        tu_msleep(10);
     }
     /* no admin token configured: model management is refused */
     call(&r, "PUT", "/v1/models/fresh", NULL, 0, &o);
     expect_error(&r, 403, "forbidden", "admin_token_file", "no admin token");
-    resp_free(&r);
+    tu_resp_free(&r);
     /* and inference is open without a token file */
     ck_assert_int_eq(call(&r, "POST", "/v1/models/fresh/sample", "{}", 2, &o), 200);
-    resp_free(&r);
-    stop_own(&d);
+    tu_resp_free(&r);
+    tu_daemon_stop_ok(&d, 30);
 }
 END_TEST
 
@@ -1747,39 +1362,36 @@ START_TEST(test_config_errors)
         {"token_file = /nonexistent/token\n", "/nonexistent/token"},
     };
     for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
-        daemon_t d;
-        daemon_dirs(&d);
-        write_file(d.conf, cases[i].conf);
+        tu_daemon_t d;
+        tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+        tu_write_file(d.conf, cases[i].conf);
         const char *args[] = {"serve", "--config", d.conf, "--models", d.models, NULL};
-        spawn(&d, args, NULL);
-        int code = wait_exit(&d, 20);
-        char *log = read_text(d.log);
+        tu_daemon_spawn(&d, args, NULL);
+        int code = tu_daemon_wait_exit(&d, 20);
+        char *log = tu_read_text(d.log);
         ck_assert_msg(code == 2, "case %zu: exit %d, log %s", i, code, log);
         ck_assert_msg(strstr(log, cases[i].want), "case %zu: '%s' not in %s", i, cases[i].want, log);
         free(log);
-        tu_rmrf(d.dir);
-        free(d.dir);
+        tu_daemon_free(&d);
     }
     /* flags override the file, and are checked the same way */
-    daemon_t d;
-    daemon_dirs(&d);
-    write_file(d.conf, "port = 1234\n");
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+    tu_write_file(d.conf, "port = 1234\n");
     const char *args[] = {"serve", "--config", d.conf, "--port", "99999", NULL};
-    spawn(&d, args, NULL);
-    ck_assert_int_eq(wait_exit(&d, 20), 2);
-    char *log = read_text(d.log);
+    tu_daemon_spawn(&d, args, NULL);
+    ck_assert_int_eq(tu_daemon_wait_exit(&d, 20), 2);
+    char *log = tu_read_text(d.log);
     ck_assert_msg(strstr(log, "--port: port = 99999 is out of range"), "%s", log);
     free(log);
     const char *args2[] = {"serve", "--config", d.conf, "--port", "4321", "--models", d.models,
                            "--print-config", NULL};
-    unlink(d.status);
-    spawn(&d, args2, NULL);
-    ck_assert_int_eq(wait_exit(&d, 20), 0);
-    log = read_text(d.log);
+    tu_daemon_spawn(&d, args2, NULL); /* clears the old status */
+    ck_assert_int_eq(tu_daemon_wait_exit(&d, 20), 0);
+    log = tu_read_text(d.log);
     ck_assert_msg(strstr(log, "port = 4321\n"), "%s", log);
     free(log);
-    tu_rmrf(d.dir);
-    free(d.dir);
+    tu_daemon_free(&d);
 }
 END_TEST
 
@@ -1789,7 +1401,7 @@ Suite *suite_serve(void)
     TCase *api = tcase_create("api");
     tcase_set_timeout(api, 120);
     tcase_add_unchecked_fixture(api, shared_setup, shared_teardown);
-    tcase_add_checked_fixture(api, timing_start, timing_end);
+    tcase_add_checked_fixture(api, tu_timing_start, timing_end);
     tcase_add_test(api, test_health_open);
     tcase_add_test(api, test_models_list_and_info);
     tcase_add_test(api, test_sample_json_matches_model);
@@ -1812,8 +1424,8 @@ Suite *suite_serve(void)
 
     TCase *own = tcase_create("lifecycle");
     tcase_set_timeout(own, 120);
-    tcase_add_unchecked_fixture(own, curl_setup, curl_teardown);
-    tcase_add_checked_fixture(own, timing_start, timing_end);
+    tcase_add_unchecked_fixture(own, tu_curl_setup, tu_curl_teardown);
+    tcase_add_checked_fixture(own, tu_timing_start, timing_end);
     tcase_add_test(own, test_sigterm_drains_in_flight);
     tcase_add_test(own, test_sighup_rescan);
     tcase_add_test(own, test_config_errors);

@@ -1,0 +1,467 @@
+/* tu_daemon.c — a real latentd daemon and HTTP for the Check suites; see
+ * tu_daemon.h for what it owns and its threading rules. */
+#define _GNU_SOURCE
+#include "tu_daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ time, files */
+
+void tu_msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+double tu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int tu_under_asan(void)
+{
+    return strstr(LD_BIN, "asan") != NULL;
+}
+
+double tu_deadline(double secs, double asan_factor)
+{
+    return tu_now() + secs * (tu_under_asan() ? asan_factor : 1);
+}
+
+void tu_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+    chmod(path, 0600);
+}
+
+char *tu_read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return strdup("");
+    ld_buf_t b = {0};
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        ld_buf_append(&b, tmp, n);
+    fclose(f);
+    char *s = ld_buf_steal(&b, NULL);
+    return s ? s : strdup("");
+}
+
+/* ------------------------------------------------------------ daemons */
+
+void tu_daemon_dirs(tu_daemon_t *d, double asan_factor)
+{
+    memset(d, 0, sizeof *d);
+    d->asan_factor = asan_factor;
+    d->dir = tu_mkdtemp();
+    snprintf(d->models, sizeof d->models, "%s/models", d->dir);
+    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
+    snprintf(d->data, sizeof d->data, "%s/data", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
+    snprintf(d->status, sizeof d->status, "%s/status", d->dir);
+    snprintf(d->conf, sizeof d->conf, "%s/latentd.conf", d->dir);
+    ck_assert_int_eq(mkdir(d->models, 0755), 0);
+    ck_assert_int_eq(mkdir(d->data, 0755), 0);
+}
+
+void tu_daemon_spawn(tu_daemon_t *d, const char *const *args, const char *extra_env)
+{
+    const char *const serve[] = {"serve", "--config", d->conf, NULL};
+    if (!args)
+        args = serve;
+    /* a restart: keep the previous run's log aside, so that wait_port cannot
+     * read the old port from it before the new daemon truncates it */
+    char prev[600];
+    snprintf(prev, sizeof prev, "%s.prev", d->log);
+    rename(d->log, prev);
+    unlink(d->status);
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t mon = fork();
+    ck_assert_int_ge(mon, 0);
+    if (mon == 0) {
+        /* a test that fails ends its process at once: its daemon (and the
+         * job training in it) must not outlive it */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(pfd[0]);
+        pid_t p = fork();
+        if (p == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+            if (extra_env)
+                putenv((char *)extra_env);
+            char *argv[64];
+            int n = 0;
+            argv[n++] = (char *)LD_BIN;
+            for (int i = 0; args[i] && n < 62; i++)
+                argv[n++] = (char *)args[i];
+            argv[n] = NULL;
+            execv(LD_BIN, argv);
+            _exit(127);
+        }
+        ssize_t w = write(pfd[1], &p, sizeof p);
+        (void)w;
+        close(pfd[1]);
+        int st = 0;
+        while (waitpid(p, &st, 0) < 0 && errno == EINTR)
+            ;
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s.tmp", d->status);
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            fprintf(f, "%d %d %d\n", WIFEXITED(st) ? 1 : 0,
+                    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), st);
+            fclose(f);
+            rename(tmp, d->status);
+        }
+        _exit(0);
+    }
+    close(pfd[1]);
+    pid_t p = 0;
+    ck_assert_int_eq(read(pfd[0], &p, sizeof p), (ssize_t)sizeof p);
+    close(pfd[0]);
+    d->pid = p;
+    d->monitor = mon;
+}
+
+int tu_daemon_wait_exit(tu_daemon_t *d, double secs)
+{
+    double until = tu_deadline(secs, d->asan_factor);
+    while (access(d->status, F_OK) != 0) {
+        if (tu_now() > until) {
+            kill(d->pid, SIGKILL);
+            ck_abort_msg("daemon %d did not exit within %.0f s", (int)d->pid, secs);
+        }
+        tu_msleep(10);
+    }
+    int exited = 0, code = 0, raw = 0;
+    FILE *f = fopen(d->status, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%d %d %d", &exited, &code, &raw), 3);
+    fclose(f);
+    waitpid(d->monitor, NULL, 0);
+    return exited ? code : 128 + code;
+}
+
+int tu_daemon_wait_port(tu_daemon_t *d, double secs)
+{
+    static const char key[] = "listening on http://127.0.0.1:";
+    double until = tu_deadline(secs, d->asan_factor);
+    for (;;) {
+        char *log = tu_read_text(d->log);
+        char *p = strstr(log, key);
+        int port = p ? atoi(p + strlen(key)) : 0;
+        int exited = access(d->status, F_OK) == 0;
+        if (port > 0 || exited || tu_now() > until) {
+            ck_assert_msg(port > 0, "daemon did not start; log:\n%s", log);
+            free(log);
+            return port;
+        }
+        free(log);
+        tu_msleep(10);
+    }
+}
+
+void tu_daemon_wait_ready(const tu_daemon_t *d, double secs)
+{
+    double until = tu_deadline(secs, d->asan_factor);
+    for (;;) {
+        tu_resp_t r;
+        tu_req_t q = {.token = "", .port = d->port};
+        CURL *c = curl_easy_init();
+        long s = tu_http(c, &r, "GET", "/readyz", NULL, 0, &q);
+        curl_easy_cleanup(c);
+        tu_resp_free(&r);
+        if (s == 200)
+            return;
+        ck_assert_msg(tu_now() < until, "daemon on port %d never became ready", d->port);
+        tu_msleep(10);
+    }
+}
+
+void tu_daemon_start(tu_daemon_t *d, const char *extra_env)
+{
+    tu_daemon_spawn(d, NULL, extra_env);
+    d->port = tu_daemon_wait_port(d, 30);
+    tu_daemon_wait_ready(d, 30);
+}
+
+int tu_daemon_stop(tu_daemon_t *d, double secs)
+{
+    if (access(d->status, F_OK) == 0)
+        return tu_daemon_wait_exit(d, 1);
+    ck_assert_int_gt(d->pid, 0); /* kill(0, ...) would signal the whole group */
+    kill(d->pid, SIGTERM);
+    return tu_daemon_wait_exit(d, secs);
+}
+
+void tu_daemon_free(tu_daemon_t *d)
+{
+    if (d->dir) {
+        tu_rmrf(d->dir);
+        free(d->dir);
+        d->dir = NULL;
+    }
+}
+
+void tu_daemon_teardown(tu_daemon_t *d, double secs)
+{
+    if (d->pid > 0)
+        tu_daemon_stop(d, secs);
+    tu_daemon_free(d);
+}
+
+void tu_daemon_stop_ok(tu_daemon_t *d, double secs)
+{
+    int code = tu_daemon_stop(d, secs);
+    ck_assert_msg(code == 0, "daemon exit %d; log tail:\n%s", code, tu_log_tail(d));
+    tu_daemon_free(d);
+}
+
+const char *tu_log_tail(const tu_daemon_t *d)
+{
+    static char tail[4001];
+    char *log = tu_read_text(d->log);
+    size_t n = strlen(log);
+    snprintf(tail, sizeof tail, "%s", n > 4000 ? log + n - 4000 : log);
+    free(log);
+    return tail;
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+static size_t on_body(char *p, size_t s, size_t n, void *ud)
+{
+    ld_buf_append(ud, p, s * n);
+    return s * n;
+}
+
+void tu_resp_free(tu_resp_t *r)
+{
+    ld_buf_free(&r->body);
+    ld_buf_free(&r->hdrs);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+const char *tu_hdr(const tu_resp_t *r, const char *name, char *out, size_t cap)
+{
+    const char *found = NULL;
+    size_t nl = strlen(name);
+    const char *p = r->hdrs.data;
+    while (p && *p) {
+        const char *eol = strstr(p, "\r\n");
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            snprintf(out, cap, "%.*s", (int)(eol - v), v);
+            found = out;
+        }
+        p = eol + 2;
+    }
+    return found;
+}
+
+long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const void *body,
+             size_t len, const tu_req_t *q)
+{
+    memset(r, 0, sizeof *r);
+    char url[1024];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", q->port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->hdrs);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    struct curl_slist *h = NULL;
+    char line[512];
+    if (q->token && *q->token) {
+        snprintf(line, sizeof line, "Authorization: Bearer %s", q->token);
+        h = curl_slist_append(h, line);
+    }
+    if (body) {
+        snprintf(line, sizeof line, "Content-Type: %s", q->ctype ? q->ctype : "application/json");
+        h = curl_slist_append(h, line);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    } else {
+        /* no body: a plain request with the method's name (HTTPGET resets a
+         * reused handle; setting it to 0 would make curl upload chunks) */
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(c, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
+    }
+    if (q->origin) {
+        snprintf(line, sizeof line, "Origin: %s", q->origin);
+        h = curl_slist_append(h, line);
+    }
+    if (q->extra)
+        h = curl_slist_append(h, q->extra);
+    h = curl_slist_append(h, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(h);
+    if (rc != CURLE_OK) {
+        r->status = -1;
+        return -1;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    if (r->body.len)
+        r->json = cJSON_ParseWithLength(r->body.data, r->body.len);
+    return r->status;
+}
+
+long tu_http_once(tu_resp_t *r, const char *method, const char *path, const void *body,
+                  size_t len, const tu_req_t *q)
+{
+    CURL *c = curl_easy_init();
+    ck_assert_ptr_nonnull(c);
+    long s = tu_http(c, r, method, path, body, len, q);
+    curl_easy_cleanup(c);
+    ck_assert_msg(s > 0, "%s %s: no HTTP response", method, path);
+    return s;
+}
+
+void *tu_sampler_run(void *arg)
+{
+    tu_sampler_t *a = arg;
+    CURL *c = curl_easy_init();
+    tu_req_t q = {.token = a->token, .port = a->port};
+    unsigned seed = 0;
+    while (!atomic_load(a->stop)) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"n\":%d,\"seed\":%u}", a->n, seed++ % 50);
+        tu_resp_t r;
+        long s = tu_http(c, &r, "POST", a->path, body, strlen(body), &q);
+        if (s >= 200 && s < 300 && r.json && tu_json_all_finite(r.json)) {
+            a->ok++;
+        } else {
+            if (!a->bad)
+                snprintf(a->bad_body, sizeof a->bad_body, "%s", r.body.data ? r.body.data : "");
+            a->bad++;
+            a->last_bad = s;
+        }
+        tu_resp_free(&r);
+        if (a->pause_ms > 0)
+            tu_msleep(a->pause_ms);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ JSON */
+
+const cJSON *tu_jget(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    ck_assert_msg(v != NULL, "missing field %s", k);
+    return v;
+}
+
+int tu_json_all_finite(const cJSON *j)
+{
+    for (; j; j = j->next) {
+        if (cJSON_IsNumber(j) && !isfinite(j->valuedouble))
+            return 0;
+        if (j->child && !tu_json_all_finite(j->child))
+            return 0;
+    }
+    return 1;
+}
+
+void tu_expect_error(const tu_resp_t *r, long status, const char *code, const char *want_msg,
+                     const char *what, int exact)
+{
+    ck_assert_msg(r->status == status, "%s: status %ld, want %ld; body %s", what, r->status, status,
+                  r->body.data ? r->body.data : "");
+    if (exact) {
+        char ct[128];
+        ck_assert_msg(tu_hdr(r, "Content-Type", ct, sizeof ct) &&
+                          strcmp(ct, "application/json") == 0,
+                      "%s: error content type", what);
+    }
+    ck_assert_msg(r->json != NULL, "%s: error body is not JSON: %s", what, r->body.data);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+    ck_assert_msg(cJSON_IsString(c) && cJSON_IsString(m) && *m->valuestring,
+                  "%s: malformed error body %s", what, r->body.data);
+    ck_assert_msg(strcmp(c->valuestring, code) == 0, "%s: code %s, want %s (%s)", what,
+                  c->valuestring, code, m->valuestring);
+    if (want_msg)
+        ck_assert_msg(strstr(m->valuestring, want_msg), "%s: message '%s' lacks '%s'", what,
+                      m->valuestring, want_msg);
+    if (exact)
+        ck_assert_int_eq(cJSON_GetArraySize(r->json), 1);
+}
+
+void tu_promtool_check(const tu_daemon_t *d, const char *text, size_t len)
+{
+    ck_assert_msg(access("/usr/bin/promtool", X_OK) == 0,
+                  "promtool missing: run `make deps` (Debian package prometheus)");
+    char path[600], cmd[2048];
+    snprintf(path, sizeof path, "%s/metrics.txt", d->dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fwrite(text, 1, len, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "/usr/bin/promtool check metrics < '%s' > '%s.out' 2>&1", path,
+             path);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof cmd, "%s.out", path);
+    char *out = tu_read_text(cmd);
+    ck_assert_msg(rc == 0, "promtool check metrics failed:\n%s", out);
+    free(out);
+}
+
+/* ------------------------------------------------------------ fixtures */
+
+void tu_curl_setup(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void tu_curl_teardown(void)
+{
+    curl_global_cleanup();
+}
+
+static double t_test_start;
+
+void tu_timing_start(void)
+{
+    t_test_start = tu_now();
+}
+
+void tu_timing_end(const char *suite)
+{
+    if (getenv("LD_TEST_TIMING"))
+        fprintf(stderr, "%s test took %.2f s\n", suite, tu_now() - t_test_start);
+}
