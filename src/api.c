@@ -145,6 +145,23 @@ static void shape_json(ld_buf_t *b, int n, const ld_arch_t *a)
     ld_buf_printf(b, "\"shape\":[%d,%d,%d]", n, a->img_h, a->img_w);
 }
 
+/* Finish a JSON answer whose opening fields (ending with ',') are in b:
+ * shape, the latents z (n, z_dim; skipped when NULL), the images x
+ * (n, x_dim), then send it. */
+static void reply_images_json(ld_req_t *req, ld_buf_t *b, int n, const ld_arch_t *a,
+                              const float *z, const float *x)
+{
+    shape_json(b, n, a);
+    if (z) {
+        ld_buf_puts(b, ",\"z\":");
+        ld_buf_json_matrix(b, z, (size_t)n, (size_t)a->z_dim);
+    }
+    ld_buf_puts(b, ",\"images\":");
+    ld_buf_json_matrix(b, x, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(b, '}');
+    ld_req_reply_json(req, 200, b);
+}
+
 /* Answer images x (n, x_dim) as PNG or .npy (JSON callers write their own). */
 static void reply_binary(ld_req_t *req, const out_opts_t *o, const ld_arch_t *a, const float *x,
                          int n)
@@ -525,13 +542,7 @@ static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, i
     ld_buf_json_str(&b, s->name);
     ld_buf_printf(&b, ",\"seed\":%llu,\"temperature\":%.15g,", (unsigned long long)seed,
                   temperature);
-    shape_json(&b, n, a);
-    ld_buf_puts(&b, ",\"z\":");
-    ld_buf_json_matrix(&b, z, (size_t)n, (size_t)a->z_dim);
-    ld_buf_puts(&b, ",\"images\":");
-    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
-    ld_buf_putc(&b, '}');
-    ld_req_reply_json(req, 200, &b);
+    reply_images_json(req, &b, n, a, z, x);
 done:
     free(z);
     free(x);
@@ -641,15 +652,7 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
     ld_buf_puts(&b, "{\"model\":");
     ld_buf_json_str(&b, s->name);
     ld_buf_putc(&b, ',');
-    shape_json(&b, n, a);
-    if (with_z) {
-        ld_buf_puts(&b, ",\"z\":");
-        ld_buf_json_matrix(&b, z, (size_t)n, (size_t)a->z_dim);
-    }
-    ld_buf_puts(&b, ",\"images\":");
-    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
-    ld_buf_putc(&b, '}');
-    ld_req_reply_json(req, 200, &b);
+    reply_images_json(req, &b, n, a, with_z ? z : NULL, x);
 done:
     free(x);
 }
@@ -883,13 +886,7 @@ static void h_interpolate(ld_req_t *req, void *ctx)
     ld_buf_puts(&b, "{\"model\":");
     ld_buf_json_str(&b, s->name);
     ld_buf_printf(&b, ",\"method\":\"%s\",\"steps\":%d,", methods[method], n);
-    shape_json(&b, n, a);
-    ld_buf_puts(&b, ",\"z\":");
-    ld_buf_json_matrix(&b, path, (size_t)n, (size_t)a->z_dim);
-    ld_buf_puts(&b, ",\"images\":");
-    ld_buf_json_matrix(&b, x, (size_t)n, (size_t)a->x_dim);
-    ld_buf_putc(&b, '}');
-    ld_req_reply_json(req, 200, &b);
+    reply_images_json(req, &b, n, a, path, x);
 done:
     free(za);
     free(zb);

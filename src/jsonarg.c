@@ -276,19 +276,29 @@ static int parse_double(const char *s, double *out)
     return 0;
 }
 
+/* Query parameter name as a number: 1 with *v set, 0 when absent, -1 after
+ * answering 400 (what: "an integer", "a number"). */
+static int qarg_parse(ld_req_t *req, const char *name, const char *what, double *v)
+{
+    const char *s = ld_req_query(req, name);
+    if (!s)
+        return 0;
+    if (parse_double(s, v) != 0) {
+        ld_req_error(req, 400, "invalid_field", "query parameter %s must be %s, got '%.40s'", name,
+                     what, s);
+        return -1;
+    }
+    return 1;
+}
+
 int ld_qarg_int(ld_req_t *req, const char *name, long long min, long long max, long long def,
                 long long *out)
 {
-    const char *s = ld_req_query(req, name);
-    if (!s) {
-        *out = def;
-        return 0;
-    }
     double v;
-    if (parse_double(s, &v) != 0) {
-        ld_req_error(req, 400, "invalid_field", "query parameter %s must be an integer, got '%.40s'",
-                     name, s);
-        return -1;
+    int r = qarg_parse(req, name, "an integer", &v);
+    if (r <= 0) {
+        *out = def;
+        return r;
     }
     return check_int(req, NULL, name, v, min, max, out);
 }
@@ -296,16 +306,11 @@ int ld_qarg_int(ld_req_t *req, const char *name, long long min, long long max, l
 int ld_qarg_number(ld_req_t *req, const char *name, double min, double max, double def,
                    double *out)
 {
-    const char *s = ld_req_query(req, name);
-    if (!s) {
-        *out = def;
-        return 0;
-    }
     double v;
-    if (parse_double(s, &v) != 0) {
-        ld_req_error(req, 400, "invalid_field", "query parameter %s must be a number, got '%.40s'",
-                     name, s);
-        return -1;
+    int r = qarg_parse(req, name, "a number", &v);
+    if (r <= 0) {
+        *out = def;
+        return r;
     }
     return check_number(req, NULL, name, v, min, max, out);
 }
