@@ -718,7 +718,8 @@ START_TEST(test_error_classes)
         {"POST", "/v1/models/vae/decode", NULL, "", 400, "bad_request", "empty"},
         {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":5,\"to\":{\"seed\":1}}", 400, "invalid_field", "from"},
         {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":{\"seed\":1,\"z\":[1]},\"to\":{\"seed\":1}}", 400, "invalid_field", "exactly one"},
-        {"GET", "/v1/models/vae/sample.png?n=abc", NULL, NULL, 400, "invalid_field", "n"},
+        {"GET", "/v1/models/vae/sample.png?n=abc", NULL, NULL, 400, "invalid_field", "query parameter n must be an integer, got 'abc'"},
+        {"GET", "/v1/models/vae/sample.png?temperature=hot", NULL, NULL, 400, "invalid_field", "query parameter temperature must be a number, got 'hot'"},
         {"GET", "/v1/models/vae/sample.png?bogus=1", NULL, NULL, 400, "invalid_field", "bogus"},
         /* 404 */
         {"GET", "/v1/models/nope", NULL, NULL, 404, "model_not_found", "nope"},
