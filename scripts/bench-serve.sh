@@ -169,9 +169,14 @@ fi
 
 # --- sample with one training job running ---------------------------------------
 # A default-size GAN on 10000 Fashion-MNIST images with far more epochs than
-# the measurement lasts; it trains on the daemon's worker thread (nice 10)
-# while wrk drives `sample`, and is cancelled afterwards.
+# the measurement lasts; it trains on the daemon's worker thread (SCHED_IDLE,
+# pausing between steps while serving is busy: training_yield_load)
+# while wrk drives `sample`, and is cancelled afterwards.  The table's note
+# says how many steps it made and how long it paused.
 job_note="skipped (JOB=0)"
+yield_s() { # seconds training has paused for serving, from /metrics
+    curl -fsS "http://127.0.0.1:$lport/metrics" | awk '$1 == "latentd_training_yield_seconds_total" {print $2}'
+}
 job_json() { # GET /v1/jobs/ID -> "state step samples_per_s"
     curl -fsS -H "Authorization: Bearer $admin" "http://127.0.0.1:$lport/v1/jobs/$1" |
         "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["state"], j["step"], j["samples_per_s"])'
@@ -193,6 +198,7 @@ if [ "$JOB" = 1 ]; then
     done
     if [ "$state" = running ]; then
         read -r _ step0 _ <<<"$(job_json "$jid")"
+        y0=$(yield_s)
         t0=$(date +%s.%N)
         echo "bench-serve: training job $jid running (step $step0); sample again" >&2
         for m in $MODELS; do
@@ -200,9 +206,10 @@ if [ "$JOB" = 1 ]; then
             measure latentd+job "$lport" "$m" sample-png "/v1/models/$m/sample" '{"n":1,"seed":7,"format":"png"}'
         done
         read -r state step1 sps <<<"$(job_json "$jid")"
+        y1=$(yield_s)
         t1=$(date +%s.%N)
-        job_note=$("$PY" -c 'import sys; s0,s1,t0,t1,st,sps=sys.argv[1:7]; print("GAN job %s, %s during the runs: %d steps of 64 in %.0f s (%.0f samples/s)" % (sys.argv[7], st, int(s1)-int(s0), float(t1)-float(t0), (int(s1)-int(s0))*64/(float(t1)-float(t0))))' \
-            "$step0" "$step1" "$t0" "$t1" "$state" "$sps" "$jid")
+        job_note=$("$PY" -c 'import sys; s0,s1,t0,t1,st,sps,jid,y0,y1=sys.argv[1:10]; w=float(t1)-float(t0); print("GAN job %s, %s during the runs: %d steps of 64 in %.0f s (%.0f samples/s), paused for serving %.0f s of them" % (jid, st, int(s1)-int(s0), w, (int(s1)-int(s0))*64/w, float(y1 or 0)-float(y0 or 0)))' \
+            "$step0" "$step1" "$t0" "$t1" "$state" "$sps" "$jid" "$y0" "$y1")
         j_rss=$(rss_kb "$lpid")
         job_note="$job_note; daemon RSS with the job: $((j_rss / 1024)) MiB"
     fi

@@ -40,6 +40,7 @@ static const ld_cfg_key_t keys[] = {
     {"max_samples",             LD_CFG_INT,   1,    4096,      "256",       F(max_samples),               NULL,       NULL},
     {"worker_threads",          LD_CFG_INT,   1,    64,        "1",         F(worker_threads),            NULL,       NULL},
     {"max_queued_jobs",         LD_CFG_INT,   1,    10000,     "16",        F(max_queued_jobs),           NULL,       NULL},
+    {"training_yield_load",     LD_CFG_INT,   0,    100000,    "100",       F(training_yield_load),       NULL,       NULL},
     {"checkpoint_every",        LD_CFG_INT,   0,    1000000000, "500",      F(checkpoint_every),          NULL,       NULL},
     {"max_epochs",              LD_CFG_INT,   0,    100000,    "1000",      F(max_epochs),                NULL,       NULL},
     {"max_batch",               LD_CFG_INT,   0,    65536,     "4096",      F(max_batch),                 NULL,       NULL},

@@ -95,6 +95,7 @@ struct ld_http {
     atomic_int ready;
     atomic_int draining;
     atomic_long in_flight;
+    atomic_llong busy_ns;              /* sum of finished requests' durations (streams aside) */
     atomic_long connections;
     atomic_llong mem_in_use; /* bytes charged for bodies and parse trees */
     pthread_mutex_t mu;
@@ -122,6 +123,7 @@ struct ld_req {
     int defer;              /* hold replies until the request is complete (no body) */
     size_t discarded;       /* body bytes dropped after an early error */
     int replied;            /* a response is queued (or pending) */
+    int streaming;          /* answered by ld_req_reply_mhd: not counted in busy_ns */
     struct MHD_Response *pending; /* could not be queued mid-body; queued at the end */
     int pending_status;
     int status;
@@ -537,6 +539,7 @@ void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, 
 
 void ld_req_reply_mhd(ld_req_t *req, int status, struct MHD_Response *resp, long long bytes)
 {
+    req->streaming = 1;
     add_common_headers(req, resp);
     req->replied = 1;
     req->status = status;
@@ -994,6 +997,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req->path);
     for (int i = 0; i < req->n_params; i++)
         free(req->param_val[i]);
+    if (!req->streaming)
+        atomic_fetch_add_explicit(&h->busy_ns, (long long)(secs * 1e9), memory_order_relaxed);
     free_extra(req);
     free(req);
     if (atomic_fetch_sub_explicit(&h->in_flight, 1, memory_order_acq_rel) == 1 &&
@@ -1162,6 +1167,11 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
         }
     }
     return LD_OK;
+}
+
+double ld_http_busy_seconds(const ld_http_t *h)
+{
+    return 1e-9 * (double)atomic_load_explicit(&h->busy_ns, memory_order_relaxed);
 }
 
 int ld_http_port(const ld_http_t *h)

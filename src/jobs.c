@@ -116,6 +116,7 @@ struct ld_jobs {
     pthread_t ticker;
     int ticker_started;
     atomic_llong steps_total;
+    atomic_llong yield_ns;       /* time workers spent paused while busy() */
 
     pthread_mutex_t sub_lock;
     ld_jobs_sub_t *subs;
@@ -573,7 +574,21 @@ static int on_progress(const ld_progress_t *p, void *user)
         if (ckpt)
             persist(j, job, NULL);
     }
-    return atomic_load(&job->cancel) || atomic_load(&j->stopping);
+    int stop = atomic_load(&job->cancel) || atomic_load(&j->stopping);
+    if (!stop && !p->finished && j->cfg.busy && j->cfg.busy(j->cfg.busy_user)) {
+        /* serving is busy: wait at this step boundary until it is not (see
+         * jobs.h, CPU priority), polling every millisecond */
+        struct timespec t0, t1, ms = {0, 1000000};
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+            nanosleep(&ms, NULL);
+            stop = atomic_load(&job->cancel) || atomic_load(&j->stopping);
+        } while (!stop && j->cfg.busy(j->cfg.busy_user));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        atomic_fetch_add(&j->yield_ns, (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL +
+                                           (t1.tv_nsec - t0.tv_nsec));
+    }
+    return stop;
 }
 
 /* Everything a run holds, released in one place. */
@@ -1472,6 +1487,7 @@ void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out)
     out->queue_length = j->q_len;
     pthread_mutex_unlock(&j->lock);
     out->steps_total = atomic_load(&j->steps_total);
+    out->yield_s = 1e-9 * (double)atomic_load(&j->yield_ns);
 }
 
 /* A tiny growable string for the metrics text. */
@@ -1540,6 +1556,11 @@ char *ld_jobs_metrics_text(ld_jobs_t *j)
                   "# TYPE latentd_training_steps_total counter\n"
                   "latentd_training_steps_total %lld\n",
               st.steps_total);
+    sb_printf(&b, "# HELP latentd_training_yield_seconds_total Time training workers paused "
+                  "between steps because serving was busy.\n"
+                  "# TYPE latentd_training_yield_seconds_total counter\n"
+                  "latentd_training_yield_seconds_total %.6f\n",
+              st.yield_s);
     if (b.oom) {
         free(b.s);
         return NULL;

@@ -31,7 +31,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -326,6 +328,39 @@ static void jobs_log(void *user, ld_log_level_t level, const char *line)
 }
 
 /* Metrics collector: the engine's families, appended as they are. */
+/* The jobs engine's busy callback: serving counts as busy while requests
+ * keep, on average over the last window (YIELD_WINDOW_S, or the training
+ * step since the last call if longer), at least `load` of them in flight
+ * (training_yield_load / 100).  Called by every worker thread. */
+#define YIELD_WINDOW_S 0.005
+typedef struct {
+    _Atomic(ld_http_t *) http; /* NULL until the server exists; workers are
+                                  joined (ld_jobs_shutdown) before it is freed */
+    double load;
+    pthread_mutex_t mu;        /* guards the rest */
+    double t_last, busy_last;  /* the start of the current window */
+    int busy;                  /* the decision of the last full window */
+} yield_ctx_t;
+
+static int serving_busy(void *user)
+{
+    yield_ctx_t *y = user;
+    ld_http_t *h = atomic_load_explicit(&y->http, memory_order_acquire);
+    if (!h)
+        return 0;
+    pthread_mutex_lock(&y->mu);
+    double now = ld_now(), dt = now - y->t_last;
+    if (dt >= YIELD_WINDOW_S) {
+        double busy = ld_http_busy_seconds(h);
+        y->busy = y->t_last > 0 && (busy - y->busy_last) / dt >= y->load;
+        y->t_last = now;
+        y->busy_last = busy;
+    }
+    int b = y->busy;
+    pthread_mutex_unlock(&y->mu);
+    return b;
+}
+
 static void jobs_collect(ld_buf_t *out, void *ctx)
 {
     char *text = ld_jobs_metrics_text(ctx);
@@ -459,6 +494,13 @@ int ld_serve_main(int argc, char **argv)
     jc.publish = publish_model;
     jc.log = jobs_log;
     jc.user = reg;
+    yield_ctx_t yc = {.load = 0.01 * cfg.training_yield_load};
+    atomic_init(&yc.http, NULL);
+    pthread_mutex_init(&yc.mu, NULL);
+    if (cfg.training_yield_load > 0) {
+        jc.busy = serving_busy;
+        jc.busy_user = &yc;
+    }
     if ((rc = ld_jobs_new(&jc, &jobs, &err)) != LD_OK) {
         ld_log_error("jobs: %s", err.msg);
         status = rc == LD_EINVAL ? 2 : 1;
@@ -491,6 +533,7 @@ int ld_serve_main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    atomic_store_explicit(&yc.http, http, memory_order_release);
     ld_metrics_add_collector(metrics, ld_http_collect, http);
     ld_metrics_add_collector(metrics, ld_registry_collect, reg);
     ld_metrics_add_collector(metrics, jobs_collect, jobs);
@@ -551,6 +594,7 @@ out:
     ld_api_free(api);
     ld_registry_free(reg);
     ld_metrics_free(metrics);
+    pthread_mutex_destroy(&yc.mu);
     free(token);
     free(admin);
     restore_signals();

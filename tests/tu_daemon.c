@@ -356,11 +356,14 @@ void *tu_sampler_run(void *arg)
     tu_req_t q = {.token = a->token, .port = a->port};
     unsigned seed = 0;
     while (!atomic_load(a->stop)) {
-        char body[64];
-        snprintf(body, sizeof body, "{\"n\":%d,\"seed\":%u}", a->n, seed++ % 50);
+        char body[96];
+        snprintf(body, sizeof body, "{\"n\":%d,\"seed\":%u%s}", a->n, seed++ % 50,
+                 a->png ? ",\"format\":\"png\"" : "");
         tu_resp_t r;
         long s = tu_http(c, &r, "POST", a->path, body, strlen(body), &q);
-        if (s >= 200 && s < 300 && r.json && tu_json_all_finite(r.json)) {
+        int good = a->png ? r.body.data && r.body.len > 8 && !memcmp(r.body.data, "\x89PNG", 4)
+                          : r.json && tu_json_all_finite(r.json);
+        if (s >= 200 && s < 300 && good) {
             a->ok++;
         } else {
             if (!a->bad)

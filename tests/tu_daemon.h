@@ -120,13 +120,16 @@ const char *tu_hdr(const tu_resp_t *r, const char *name, char *out, size_t cap);
 
 /* Load for a thread (pthread_create(..., tu_sampler_run, s)): POST
  * {"n":n,"seed":0..49} to path until *stop, one CURL handle, counting the 2xx
- * JSON responses whose numbers are all finite (ok) and the rest (bad). */
+ * JSON responses whose numbers are all finite (ok) and the rest (bad).  With
+ * png set, {"n":n,"seed":...,"format":"png"}: ok is a 2xx PNG (signature
+ * checked only, so the client stays light while the daemon works). */
 typedef struct {
     int port;
     const char *path;   /* e.g. "/v1/models/NAME/sample" */
     const char *token;  /* NULL or "": none */
     int n;              /* images a request */
     int pause_ms;       /* between requests; 0: back to back */
+    int png;            /* ask for PNG grids instead of JSON */
     atomic_int *stop;
     int ok, bad;
     long last_bad;      /* status of the last bad response (-1: none came) */

@@ -46,8 +46,9 @@ typedef struct {
     /* inference */
     int max_samples;                 /* images per request (sample n, decode rows, steps) */
     /* background jobs */
-    int worker_threads;              /* jobs training at once (each on its own thread, nice 10) */
+    int worker_threads;              /* jobs training at once (each on its own thread, SCHED_IDLE) */
     int max_queued_jobs;             /* jobs waiting for a worker (429 above) */
+    int training_yield_load;         /* training pauses while requests in flight average >= this/100; 0 = never */
     int checkpoint_every;            /* default steps between checkpoints; 0 = only when stopped */
     int max_epochs;                  /* caps on a job spec; 0 = only the absolute bound */
     int max_batch;

@@ -17,8 +17,10 @@
  *   handler
  * Every error body is {"error":{"code":"...","message":"..."}}.
  *
- * Threads: MHD's internal epoll thread pool calls handlers; a handler runs on
- * one thread for its request and may block briefly (inference is sub-ms).
+ * Threads: `threads` single-threaded MHD daemons (MHD's internal epoll
+ * thread each, one SO_REUSEPORT listening socket each; see http.c) call the
+ * handlers; a handler runs on one thread for its request and may block
+ * briefly (inference is sub-ms).
  * Routes are added before ld_http_start; afterwards the table is read-only.
  * ld_http_drain/ld_http_free come from one control thread.
  */
@@ -101,6 +103,11 @@ int ld_http_on_drain(ld_http_t *h, void (*fn)(void *ctx), void *ctx);
  * answer new requests on open connections with 503, and wait up to timeout_s
  * for requests in flight to finish. Returns the number still in flight. */
 int ld_http_drain(ld_http_t *h, double timeout_s);
+/* The time requests have spent in flight, summed over requests (each added
+ * when it finishes; ld_req_reply_mhd answers such as event streams not
+ * counted), in seconds.  Its growth rate is the mean number of requests in
+ * flight (Little's law): the daemon's serving load.  Any thread. */
+double ld_http_busy_seconds(const ld_http_t *h);
 /* Stop the pool (closing every connection) and free. NULL is fine. */
 void ld_http_free(ld_http_t *h);
 /* A metrics collector (ctx = the server): in-flight requests, open

@@ -57,6 +57,13 @@
  * on a core that no HTTP thread wants and sampling latency stays at its idle
  * value; when serving is idle, training takes the whole core.  If SCHED_IDLE
  * is refused, the thread falls back to nice LD_JOBS_NICE.
+ * On top of that, when the configuration gives a busy callback, a worker
+ * pauses between steps while it answers nonzero (the daemon: while the
+ * requests in flight average at least training_yield_load / 100).  Under
+ * SCHED_IDLE alone training still runs in the sub-millisecond gaps of a busy
+ * server and each time evicts the served decoder's weights from the core's
+ * cache; pausing at step boundaries keeps it off a busy server entirely.
+ * The time paused is counted (ld_jobs_stats yield_s).
  *
  * Threads and locks: every public function may be called from any thread.
  * Three kinds of lock, never held in any other order:
@@ -93,6 +100,11 @@ int ld_job_state_is_final(ld_job_state_t s);
 #define LD_JOB_ID_MAX 16 /* "j-000001" and its NUL fit */
 #define LD_JOBS_NICE 10  /* fallback nice value of the worker threads (serving: 0) */
 
+/* Called on a worker thread after every training step, with no jobs lock
+ * held: nonzero while serving is busy, and training should pause (the worker
+ * polls every millisecond, and cancel and shutdown still act within one). */
+typedef int (*ld_jobs_busy_fn)(void *user);
+
 /* Called on a worker thread, with no jobs lock held, when a job has written
  * MODELS/{name}.safetensors (path): load it and serve it as name, replacing a
  * model of that name atomically.  Return 0, or a negative status with a
@@ -113,6 +125,8 @@ typedef struct {
     ld_jobs_caps_t caps;     /* spec caps; 0 = none (see jobspec.h) */
     long checkpoint_every;   /* default steps between checkpoints (500); 0 = only on stop */
     ld_jobs_publish_fn publish; /* may be NULL (the model file is still written) */
+    ld_jobs_busy_fn busy;       /* may be NULL (never pause); see "CPU priority" */
+    void *busy_user;            /* passed to busy */
     ld_jobs_log_fn log;         /* may be NULL */
     void *user;                 /* passed to publish and log */
 } ld_jobs_config_t;
@@ -226,6 +240,7 @@ typedef struct {
     int queue_length;             /* queued jobs waiting for a worker */
     long long steps_total;        /* optimiser steps run by this engine */
     double samples_per_s;         /* summed over running jobs */
+    double yield_s;               /* worker time spent paused for serving (busy) */
 } ld_jobs_stats_t;
 
 void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out);
@@ -235,6 +250,7 @@ void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out);
  *   latentd_jobs_queue_length                            gauge
  *   latentd_job_samples_per_second{job="...",model="..."} gauge, one per running job
  *   latentd_training_steps_total                         counter
+ *   latentd_training_yield_seconds_total                 counter
  * A metrics collector appends it to the exposition as is. */
 char *ld_jobs_metrics_text(ld_jobs_t *j);
 
