@@ -7,16 +7,21 @@
  * the drain waiter and by the completed callback to signal it, and ip_mu, held
  * to count connections per client address (never together).
  *
- * Threads: one single-threaded MHD daemon per HTTP thread, each with its own
- * listening socket on the same address (SO_REUSEPORT), rather than one daemon
- * with MHD's thread pool.  The pool's threads share one listening socket and
- * each accepts up to ten connections in a row when it wins the race, so a
- * burst of connections lands on a few threads (measured: 2 of 8 threads
- * without a connection for a whole benchmark run) and those set the latency
- * tail; the kernel spreads connections over SO_REUSEPORT sockets by address
- * hash.  The connection limit is divided among the daemons as MHD divides it
- * among its pool threads; the per-IP limit is counted here across daemons
- * (conn_cb) and enforced at accept (accept_cb).
+ * Threads: one single-threaded MHD daemon (MHD's internal epoll thread) per
+ * HTTP thread, rather than one daemon with MHD's thread pool, and one
+ * acceptor thread of ours that owns the listening socket and hands each new
+ * connection to the daemon with the fewest (MHD_add_connection).  The pool's
+ * threads share one listening socket and each accepts up to ten connections
+ * in a row when it wins the race, so a burst of connections lands on a few
+ * threads (measured: 2 of 8 threads without a connection for a whole
+ * benchmark run); per-thread SO_REUSEPORT sockets spread them by address
+ * hash, still unevenly (64 connections over 8 threads: 4 to 14 each, and the
+ * fullest thread sets the latency tail).  Counting gives 8 each.  load[i]
+ * counts the connections handed to daemon i and not yet closed (conn_cb
+ * finds the daemon of a closing connection through its socket context).
+ * The connection limit is divided among the daemons as MHD divides it among
+ * pool threads; the per-IP limit is counted here across daemons (conn_cb)
+ * and enforced by the acceptor (accept_cb).
  */
 #define _GNU_SOURCE
 #include "latentd/http.h"
@@ -89,7 +94,11 @@ struct ld_http {
     struct MHD_Daemon *d[MAX_DAEMONS]; /* one per HTTP thread */
     int n_d;
     int port;
-    MHD_socket quiesced_fd[MAX_DAEMONS];
+    int listen_fd;                     /* ours; -1 once closed (drain) */
+    pthread_t acceptor;
+    int acceptor_running;              /* control thread only */
+    atomic_int stop_accepting;
+    atomic_int load[MAX_DAEMONS];      /* connections handed to d[i], not yet closed */
     pthread_mutex_t ip_mu;             /* guards ip_table */
     struct ip_count *ip_table[IP_BUCKETS];
     atomic_int ready;
@@ -230,8 +239,7 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
     h->thread_stack = o->thread_stack;
     h->access_log = o->access_log;
     h->metrics = metrics;
-    for (int i = 0; i < MAX_DAEMONS; i++)
-        h->quiesced_fd[i] = MHD_INVALID_SOCKET;
+    h->listen_fd = -1;
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->ip_mu, NULL);
     pthread_cond_init(&h->cv, NULL);
@@ -1088,9 +1096,18 @@ static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_contex
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add_explicit(&h->connections, 1, memory_order_relaxed);
         ip_count_add(h, sa, +1);
+        /* remember the daemon (1-based) so the close can give back its load */
+        const union MHD_ConnectionInfo *di =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+        for (int i = 0; di && i < h->n_d; i++)
+            if (h->d[i] == di->daemon)
+                *socket_context = (void *)(intptr_t)(i + 1);
     } else {
         atomic_fetch_sub_explicit(&h->connections, 1, memory_order_relaxed);
         ip_count_add(h, sa, -1);
+        intptr_t i = (intptr_t)*socket_context - 1;
+        if (i >= 0 && i < MAX_DAEMONS)
+            atomic_fetch_sub_explicit(&h->load[i], 1, memory_order_relaxed);
     }
 }
 
@@ -1106,43 +1123,133 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
 /* ------------------------------------------------------------- lifecycle */
 
+/* The acceptor thread: accept, check the per-IP limit, hand the connection
+ * to the daemon with the fewest.  Ends when stop_accepting is set (the
+ * listening socket is shut down to wake it). */
+static void *acceptor_main(void *arg)
+{
+    ld_http_t *h = arg;
+    double last_warn = 0;
+    while (!atomic_load(&h->stop_accepting)) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (atomic_load(&h->stop_accepting))
+                break;
+            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+                continue;
+            /* out of descriptors or memory: keep serving the open
+             * connections and try again shortly */
+            double now = ld_now();
+            if (now - last_warn > 10) {
+                ld_log_warn("http: accept: %s (new connections wait)", strerror(errno));
+                last_warn = now;
+            }
+            struct timespec ts = {0, 10 * 1000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        const struct sockaddr *sa = (const struct sockaddr *)&ss;
+        if (accept_cb(h, sa, len) != MHD_YES) {
+            close(fd);
+            continue;
+        }
+        int best = 0;
+        for (int i = 1; i < h->n_d; i++)
+            if (atomic_load_explicit(&h->load[i], memory_order_relaxed) <
+                atomic_load_explicit(&h->load[best], memory_order_relaxed))
+                best = i;
+        atomic_fetch_add_explicit(&h->load[best], 1, memory_order_relaxed);
+        /* on failure (daemon full, out of memory) MHD has closed fd */
+        if (MHD_add_connection(h->d[best], fd, sa, len) != MHD_YES)
+            atomic_fetch_sub_explicit(&h->load[best], 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+/* Stop accepting and close the listening socket (connection attempts are
+ * refused from now on).  Control thread; idempotent. */
+static void stop_accepting(ld_http_t *h)
+{
+    atomic_store(&h->stop_accepting, 1);
+    if (h->acceptor_running) {
+        shutdown(h->listen_fd, SHUT_RDWR); /* wakes accept4 */
+        pthread_join(h->acceptor, NULL);
+        h->acceptor_running = 0;
+    }
+    if (h->listen_fd >= 0) {
+        close(h->listen_fd);
+        h->listen_fd = -1;
+    }
+}
+
+static void stop_daemons(ld_http_t *h)
+{
+    for (int i = 0; i < h->n_d; i++) {
+        MHD_stop_daemon(h->d[i]);
+        h->d[i] = NULL;
+    }
+    h->n_d = 0;
+}
+
 int ld_http_start(ld_http_t *h, ld_err_t *err)
 {
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
     struct sockaddr *sa;
+    socklen_t sa_len;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ITC;
+                     MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET;
     memset(&sin, 0, sizeof sin);
     memset(&sin6, 0, sizeof sin6);
     if (inet_pton(AF_INET, h->bind, &sin.sin_addr) == 1) {
         sin.sin_family = AF_INET;
         sin.sin_port = htons((uint16_t)h->port_cfg);
         sa = (struct sockaddr *)&sin;
+        sa_len = sizeof sin;
     } else if (inet_pton(AF_INET6, h->bind, &sin6.sin6_addr) == 1) {
         sin6.sin6_family = AF_INET6;
         sin6.sin6_port = htons((uint16_t)h->port_cfg);
         sa = (struct sockaddr *)&sin6;
+        sa_len = sizeof sin6;
         flags |= MHD_USE_IPv6;
     } else {
         return ld_err_set(err, LD_EINVAL, "bind: '%s' is not an IPv4 or IPv6 address", h->bind);
     }
-    /* one daemon per thread (see the top of this file); the first may pick
-     * the port (port 0), the others bind the same one */
+    /* the listening socket: ours (see the top of this file) */
+    int one = 1;
+    h->listen_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (h->listen_fd < 0 ||
+        setsockopt(h->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (sa->sa_family == AF_INET6 &&
+         setsockopt(h->listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+        bind(h->listen_fd, sa, sa_len) != 0 || listen(h->listen_fd, 1024) != 0) {
+        int e = errno;
+        if (h->listen_fd >= 0)
+            close(h->listen_fd);
+        h->listen_fd = -1;
+        return ld_err_set(err, LD_EIO, "cannot listen on %s port %d: %s", h->bind, h->port_cfg,
+                          strerror(e));
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    getsockname(h->listen_fd, (struct sockaddr *)&bound, &blen);
+    h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+
     for (int i = 0; i < h->threads; i++) {
         int limit = h->conn_limit / h->threads + (i < h->conn_limit % h->threads);
         struct MHD_OptionItem ops[16];
         int k = 0;
         /* the logger first, so MHD reports problems with later options through it */
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->conn_timeout_s, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(limit > 0 ? limit : 1), NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)h->per_ip_limit, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, h};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
         if (h->thread_stack)
             ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
@@ -1150,22 +1257,18 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
         h->d[i] = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h, MHD_OPTION_ARRAY, ops,
                                    MHD_OPTION_END);
         if (!h->d[i]) {
-            int port = i ? h->port : h->port_cfg;
-            for (int j = 0; j < i; j++) {
-                MHD_stop_daemon(h->d[j]);
-                h->d[j] = NULL;
-            }
-            h->n_d = 0;
-            return ld_err_set(err, LD_EIO, "cannot listen on %s port %d (in use, or not permitted?)",
-                              h->bind, port);
+            stop_daemons(h);
+            stop_accepting(h);
+            return ld_err_set(err, LD_EIO, "cannot start HTTP thread %d of %d", i + 1, h->threads);
         }
         h->n_d = i + 1;
-        if (i == 0) {
-            const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d[0], MHD_DAEMON_INFO_BIND_PORT);
-            h->port = di ? di->port : h->port_cfg;
-            sin.sin_port = sin6.sin6_port = htons((uint16_t)h->port);
-        }
     }
+    if (pthread_create(&h->acceptor, NULL, acceptor_main, h) != 0) {
+        stop_daemons(h);
+        stop_accepting(h);
+        return ld_err_set(err, LD_EIO, "cannot start the acceptor thread");
+    }
+    h->acceptor_running = 1;
     return LD_OK;
 }
 
@@ -1202,16 +1305,7 @@ int ld_http_drain(ld_http_t *h, double timeout_s)
         h->drain_fn[i](h->drain_ctx[i]);
     if (!h->n_d)
         return 0;
-    for (int i = 0; i < h->n_d; i++) {
-        if (h->quiesced_fd[i] != MHD_INVALID_SOCKET)
-            continue;
-        h->quiesced_fd[i] = MHD_quiesce_daemon(h->d[i]);
-        /* MHD no longer accepts, but the socket stays open until stop (its
-         * threads may still look at it): shutting it down makes new
-         * connection attempts fail fast instead of waiting in the backlog */
-        if (h->quiesced_fd[i] != MHD_INVALID_SOCKET)
-            shutdown(h->quiesced_fd[i], SHUT_RDWR);
-    }
+    stop_accepting(h);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     long long ns = (long long)(timeout_s * 1e9);
@@ -1247,11 +1341,8 @@ void ld_http_free(ld_http_t *h)
 {
     if (!h)
         return;
-    for (int i = 0; i < h->n_d; i++) {
-        MHD_stop_daemon(h->d[i]);
-        if (h->quiesced_fd[i] != MHD_INVALID_SOCKET)
-            close(h->quiesced_fd[i]);
-    }
+    stop_accepting(h); /* no connection is handed to a daemon being stopped */
+    stop_daemons(h);
     for (int i = 0; i < IP_BUCKETS; i++)
         while (h->ip_table[i]) {
             struct ip_count *c = h->ip_table[i];
@@ -1280,6 +1371,14 @@ void ld_http_collect(ld_buf_t *out, void *ctx)
     ld_buf_printf(out, "latentd_http_requests_in_flight %ld\n", (long)atomic_load(&h->in_flight));
     ld_metrics_family(out, "latentd_http_connections", "gauge", "Open client connections.");
     ld_buf_printf(out, "latentd_http_connections %ld\n", (long)atomic_load(&h->connections));
+    ld_metrics_family(out, "latentd_http_thread_connections", "gauge",
+                      "Open client connections of each HTTP thread (its own listening socket).");
+    for (int i = 0; i < h->n_d; i++) {
+        const union MHD_DaemonInfo *di =
+            h->d[i] ? MHD_get_daemon_info(h->d[i], MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
+        ld_buf_printf(out, "latentd_http_thread_connections{thread=\"%d\"} %u\n", i,
+                      di ? di->num_connections : 0u);
+    }
     ld_metrics_family(out, "latentd_http_body_memory_bytes", "gauge",
                       "Bytes reserved for request bodies and their JSON parse trees.");
     ld_buf_printf(out, "latentd_http_body_memory_bytes %lld\n",

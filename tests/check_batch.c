@@ -666,7 +666,7 @@ static int open_counted(int port)
     return -1;
 }
 
-/* Each HTTP thread has its own listening socket and MHD daemon; the per-IP
+/* Each HTTP thread has its own MHD daemon, fed by one acceptor; the per-IP
  * limit still counts the connections of all of them. */
 START_TEST(test_per_ip_limit_across_threads)
 {
@@ -703,6 +703,52 @@ START_TEST(test_per_ip_limit_across_threads)
 }
 END_TEST
 
+/* The acceptor hands each connection to the HTTP thread with the fewest:
+ * 12 keep-alive connections and the /metrics one over 4 threads are 4, 3,
+ * 3, 3 (address hashing, as with SO_REUSEPORT, gives 0..7 each). */
+START_TEST(test_connections_spread_evenly)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    daemon_t d;
+    daemon_start(&d, 4, NULL);
+    enum { N = 12 };
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = open_counted(d.port);
+        ck_assert_int_ge(fds[i], 0);
+    }
+    CURL *c = curl_easy_init();
+    ld_buf_t body = {0};
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", d.port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+    ld_buf_putc(&body, '\0');
+    int lo = 1 << 30, hi = -1, sum = 0;
+    for (int t = 0; t < 4; t++) {
+        char key[96];
+        snprintf(key, sizeof key, "\nlatentd_http_thread_connections{thread=\"%d\"} ", t);
+        const char *p = strstr(body.data, key);
+        ck_assert_msg(p, "no %s in\n%s", key + 1, body.data);
+        int n = atoi(p + strlen(key));
+        lo = n < lo ? n : lo;
+        hi = n > hi ? n : hi;
+        sum += n;
+    }
+    ck_assert_msg(sum == N + 1 && hi - lo <= 1, "connections per thread %d..%d, %d in all:\n%s", lo,
+                  hi, sum, body.data);
+    ld_buf_free(&body);
+    curl_easy_cleanup(c);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    daemon_stop(&d);
+    curl_global_cleanup();
+}
+END_TEST
+
 Suite *suite_batch(void)
 {
     Suite *s = suite_create("batch");
@@ -723,6 +769,7 @@ Suite *suite_batch(void)
     tcase_set_timeout(d, 300);
     tcase_add_test(d, test_daemon_same_bytes_under_load);
     tcase_add_test(d, test_per_ip_limit_across_threads);
+    tcase_add_test(d, test_connections_spread_evenly);
     suite_add_tcase(s, d);
     return s;
 }

@@ -1393,6 +1393,31 @@ START_TEST(test_config_errors)
     ck_assert_msg(strstr(log, "port = 4321\n"), "%s", log);
     free(log);
     tu_daemon_free(&d);
+
+    /* a port that another daemon listens on: a start-up error, not a second
+     * daemon silently sharing the port */
+    tu_daemon_t a, b;
+    tu_daemon_dirs(&a, ASAN_SLOWDOWN);
+    tu_write_file(a.conf, "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\n");
+    const char *aargs[] = {"serve", "--config", a.conf, "--models", a.models, "--state", a.state,
+                           NULL};
+    tu_daemon_spawn(&a, aargs, NULL);
+    a.port = tu_daemon_wait_port(&a, 30);
+    tu_daemon_dirs(&b, ASAN_SLOWDOWN);
+    tu_write_file(b.conf, "bind = 127.0.0.1\nhttp_threads = 2\n");
+    char port[16], want[128];
+    snprintf(port, sizeof port, "%d", a.port);
+    snprintf(want, sizeof want, "cannot listen on 127.0.0.1 port %d: Address already in use",
+             a.port);
+    const char *bargs[] = {"serve", "--config", b.conf, "--port", port, "--models", b.models,
+                           "--state", b.state, NULL};
+    tu_daemon_spawn(&b, bargs, NULL);
+    int code = tu_daemon_wait_exit(&b, 30);
+    log = tu_read_text(b.log);
+    ck_assert_msg(code == 1 && strstr(log, want), "second daemon: exit %d, log %s", code, log);
+    free(log);
+    tu_daemon_free(&b);
+    tu_daemon_stop_ok(&a, 30);
 }
 END_TEST
 

@@ -18,8 +18,9 @@
  * Every error body is {"error":{"code":"...","message":"..."}}.
  *
  * Threads: `threads` single-threaded MHD daemons (MHD's internal epoll
- * thread each, one SO_REUSEPORT listening socket each; see http.c) call the
- * handlers; a handler runs on one thread for its request and may block
+ * thread each) call the handlers; one acceptor thread owns the listening
+ * socket and hands each connection to the daemon with the fewest (see
+ * http.c).  A handler runs on one thread for its request and may block
  * briefly (inference is sub-ms).
  * Routes are added before ld_http_start; afterwards the table is read-only.
  * ld_http_drain/ld_http_free come from one control thread.
@@ -67,8 +68,8 @@ typedef struct {
 typedef struct {
     const char *bind;               /* IPv4/IPv6 literal */
     int port;                       /* 0 = any */
-    int threads;                    /* HTTP threads, >= 1: one MHD daemon each, each
-                                       with its own SO_REUSEPORT listening socket */
+    int threads;                    /* HTTP threads, >= 1: one MHD daemon each, fed
+                                       connections by one acceptor thread */
     int conn_timeout_s;             /* idle connection timeout */
     int conn_limit;
     int per_ip_limit;               /* 0 = none */
