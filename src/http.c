@@ -1372,7 +1372,7 @@ void ld_http_collect(ld_buf_t *out, void *ctx)
     ld_metrics_family(out, "latentd_http_connections", "gauge", "Open client connections.");
     ld_buf_printf(out, "latentd_http_connections %ld\n", (long)atomic_load(&h->connections));
     ld_metrics_family(out, "latentd_http_thread_connections", "gauge",
-                      "Open client connections of each HTTP thread (its own listening socket).");
+                      "Open client connections of each HTTP thread (balanced by the acceptor).");
     for (int i = 0; i < h->n_d; i++) {
         const union MHD_DaemonInfo *di =
             h->d[i] ? MHD_get_daemon_info(h->d[i], MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;

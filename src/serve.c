@@ -456,6 +456,9 @@ int ld_serve_main(int argc, char **argv)
     }
 
     int status = 1;
+    /* the jobs engine points at it until ld_jobs_free at out */
+    yield_ctx_t yc = {.load = 0.01 * cfg.training_yield_load, .mu = PTHREAD_MUTEX_INITIALIZER};
+    atomic_init(&yc.http, NULL);
     ld_metrics_t *metrics = NULL;
     ld_registry_t *reg = NULL;
     ld_http_t *http = NULL;
@@ -494,9 +497,6 @@ int ld_serve_main(int argc, char **argv)
     jc.publish = publish_model;
     jc.log = jobs_log;
     jc.user = reg;
-    yield_ctx_t yc = {.load = 0.01 * cfg.training_yield_load};
-    atomic_init(&yc.http, NULL);
-    pthread_mutex_init(&yc.mu, NULL);
     if (cfg.training_yield_load > 0) {
         jc.busy = serving_busy;
         jc.busy_user = &yc;
@@ -594,7 +594,6 @@ out:
     ld_api_free(api);
     ld_registry_free(reg);
     ld_metrics_free(metrics);
-    pthread_mutex_destroy(&yc.mu);
     free(token);
     free(admin);
     restore_signals();
