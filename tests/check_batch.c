@@ -11,11 +11,12 @@
  *  - end to end: a real daemon with 8 HTTP threads under 16 concurrent
  *    clients returns, for every seed, the bytes it returned when idle
  *    (sample as JSON and PNG, decode), and its metrics show shared passes;
- *    the per-IP connection limit holds across the HTTP threads' listening
- *    sockets.
+ *    the per-IP connection limit holds across the HTTP threads, and the
+ *    acceptor spreads connections evenly over them.
  */
 #define _GNU_SOURCE
 #include "testutil.h"
+#include "tu_daemon.h"
 
 #include "latentd/batch.h"
 #include "latentd/buf.h"
@@ -37,19 +38,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void msleep(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* ------------------------------------------------------------ fixtures */
 
@@ -365,52 +353,17 @@ END_TEST
 
 /* ------------------------------------------------------------ end to end */
 
-typedef struct {
-    char *dir;
-    char models[512], state[512], log[512], conf[512];
-    pid_t pid;
-    int port;
-} daemon_t;
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    ld_buf_t b = {0};
-    ld_buf_puts(&b, "");
-    if (f) {
-        char tmp[4096];
-        size_t n;
-        while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-            ld_buf_append(&b, tmp, n);
-        fclose(f);
-    }
-    size_t len;
-    return ld_buf_steal(&b, &len);
-}
-
 static size_t on_body(char *p, size_t s, size_t n, void *ud)
 {
     ld_buf_append(ud, p, s * n);
     return s * n;
 }
 
-static void daemon_start(daemon_t *d, int threads, const char *extra_conf)
+/* A real daemon (tests/tu_daemon.c) serving a default-shape VAE ("vae") and
+ * GAN ("gan") with `threads` HTTP threads; started and ready. */
+static void daemon_start(tu_daemon_t *d, int threads, const char *extra_conf)
 {
-    memset(d, 0, sizeof *d);
-    d->dir = tu_mkdtemp();
-    snprintf(d->models, sizeof d->models, "%s/models", d->dir);
-    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
-    snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
-    snprintf(d->conf, sizeof d->conf, "%s/latentd.conf", d->dir);
-    ck_assert_int_eq(mkdir(d->models, 0755), 0);
+    tu_daemon_dirs(d, 4);
     ld_arch_t a;
     ld_err_t e;
     char path[1024];
@@ -427,67 +380,8 @@ static void daemon_start(daemon_t *d, int threads, const char *extra_conf)
              "bind = 127.0.0.1\nport = 0\nhttp_threads = %d\nmodels_dir = %s\nstate_dir = %s\n"
              "request_timeout = 30\naccess_log = no\n%s",
              threads, d->models, d->state, extra_conf ? extra_conf : "");
-    write_file(d->conf, text);
-    d->pid = fork();
-    ck_assert_int_ge(d->pid, 0);
-    if (d->pid == 0) {
-        int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execl(LD_BIN, LD_BIN, "serve", "--config", d->conf, (char *)NULL);
-        _exit(127);
-    }
-    double until = now_s() + 60;
-    for (;;) { /* the port from the log, then /readyz (models loaded) */
-        char *log = read_text(d->log);
-        const char *key = "listening on http://127.0.0.1:";
-        char *p = strstr(log, key);
-        d->port = p ? atoi(p + strlen(key)) : 0;
-        int ready = 0;
-        if (d->port > 0) {
-            char url[128];
-            snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", d->port);
-            CURL *c = curl_easy_init();
-            ld_buf_t sink = {0};
-            curl_easy_setopt(c, CURLOPT_URL, url);
-            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-            curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-            long st = 0;
-            if (curl_easy_perform(c) == CURLE_OK)
-                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
-            curl_easy_cleanup(c);
-            ld_buf_free(&sink);
-            ready = st == 200;
-        }
-        if (ready || now_s() > until || waitpid(d->pid, NULL, WNOHANG) != 0) {
-            ck_assert_msg(ready, "daemon did not become ready; log:\n%s", log);
-            free(log);
-            break;
-        }
-        free(log);
-        msleep(10);
-    }
-}
-
-static void daemon_stop(daemon_t *d)
-{
-    kill(d->pid, SIGTERM);
-    int st = 0;
-    double until = now_s() + 60;
-    while (waitpid(d->pid, &st, WNOHANG) == 0) {
-        if (now_s() > until) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &st, 0);
-            break;
-        }
-        msleep(10);
-    }
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d", st);
-    tu_rmrf(d->dir);
-    free(d->dir);
+    tu_write_file(d->conf, text);
+    tu_daemon_start(d, NULL);
 }
 
 /* POST json to path; the status, body into out (reset first). */
@@ -571,7 +465,7 @@ static double metric(const char *text, const char *name, const char *model)
 START_TEST(test_daemon_same_bytes_under_load)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    daemon_t d;
+    tu_daemon_t d;
     daemon_start(&d, 8, NULL);
     CURL *c = curl_easy_init();
     ld_buf_t(*want)[SEEDS] = calloc(CASES, sizeof *want);
@@ -631,7 +525,7 @@ START_TEST(test_daemon_same_bytes_under_load)
     free(want);
     ld_buf_free(&body);
     curl_easy_cleanup(c);
-    daemon_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
     curl_global_cleanup();
 }
 END_TEST
@@ -671,7 +565,7 @@ static int open_counted(int port)
 START_TEST(test_per_ip_limit_across_threads)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    daemon_t d;
+    tu_daemon_t d;
     daemon_start(&d, 4, "per_ip_connection_limit = 3\n");
     int fds[8], open_n = 0;
     for (int i = 0; i < 8; i++) {
@@ -690,7 +584,7 @@ START_TEST(test_per_ip_limit_across_threads)
     for (int tries = 0; tries < 100 && again < 0; tries++) { /* until the close is seen */
         again = open_counted(d.port);
         if (again < 0)
-            msleep(20);
+            tu_msleep(20);
     }
     ck_assert_int_ge(again, 0);
     ck_assert_int_lt(open_counted(d.port), 0);
@@ -698,7 +592,7 @@ START_TEST(test_per_ip_limit_across_threads)
     for (int i = 0; i < 8; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    daemon_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
     curl_global_cleanup();
 }
 END_TEST
@@ -709,7 +603,7 @@ END_TEST
 START_TEST(test_connections_spread_evenly)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    daemon_t d;
+    tu_daemon_t d;
     daemon_start(&d, 4, NULL);
     enum { N = 12 };
     int fds[N];
@@ -744,7 +638,7 @@ START_TEST(test_connections_spread_evenly)
     curl_easy_cleanup(c);
     for (int i = 0; i < N; i++)
         close(fds[i]);
-    daemon_stop(&d);
+    tu_daemon_stop_ok(&d, 60);
     curl_global_cleanup();
 }
 END_TEST
