@@ -515,22 +515,18 @@ static void h_model_delete(ld_req_t *req, void *ctx)
 
 /* ----------------------------------------------------------------- sample */
 
-static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, int seeded,
-                          uint64_t seed, double temperature, const out_opts_t *o)
+/* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
+ * {"model",<fields>"shape",["z",]"images"} (z echoed when with_z; fields: ""
+ * or more members, each followed by a comma). Replies on error too. */
+static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
+                          int n, const float *z, int with_z, const char *fields)
 {
     const ld_arch_t *a = &s->model->arch;
-    if (!seeded)
-        seed = ld_api_random_seed();
-    char sv[32];
-    snprintf(sv, sizeof sv, "%llu", (unsigned long long)seed);
-    ld_req_header_add(req, "X-Latentd-Seed", sv);
-    float *z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z);
-    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x);
-    if (!z || !x) {
+    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x); /* (n, x_dim) */
+    if (!x) {
         ld_req_error(req, 503, "overloaded", "out of memory");
-        goto done;
+        return;
     }
-    ld_model_draw_z(s->model, seed, (float)temperature, n, z);
     if (decode_checked(req, api, s, n, z, x) != 0)
         goto done;
     if (o->format != FMT_JSON) {
@@ -540,12 +536,34 @@ static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, i
     ld_buf_t b = {0};
     ld_buf_puts(&b, "{\"model\":");
     ld_buf_json_str(&b, s->name);
-    ld_buf_printf(&b, ",\"seed\":%llu,\"temperature\":%.15g,", (unsigned long long)seed,
-                  temperature);
-    reply_images_json(req, &b, n, a, z, x);
+    ld_buf_putc(&b, ',');
+    ld_buf_puts(&b, fields);
+    reply_images_json(req, &b, n, a, with_z ? z : NULL, x);
 done:
-    free(z);
     free(x);
+}
+
+
+static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, int seeded,
+                          uint64_t seed, double temperature, const out_opts_t *o)
+{
+    const ld_arch_t *a = &s->model->arch;
+    if (!seeded)
+        seed = ld_api_random_seed();
+    char sv[32];
+    snprintf(sv, sizeof sv, "%llu", (unsigned long long)seed);
+    ld_req_header_add(req, "X-Latentd-Seed", sv);
+    float *z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z); /* (n, z_dim) */
+    if (!z) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    ld_model_draw_z(s->model, seed, (float)temperature, n, z);
+    char fields[96];
+    snprintf(fields, sizeof fields, "\"seed\":%llu,\"temperature\":%.15g,",
+             (unsigned long long)seed, temperature);
+    reply_decoded(req, api, s, o, n, z, 1, fields);
+    free(z);
 }
 
 static void h_sample(ld_req_t *req, void *ctx)
@@ -631,31 +649,6 @@ done:
     ld_served_release(s);
 }
 
-/* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
- * {"model","shape",["z",]"images"} (z echoed when with_z). Replies on error too. */
-static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
-                          int n, const float *z, int with_z)
-{
-    const ld_arch_t *a = &s->model->arch;
-    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x); /* (n, x_dim) */
-    if (!x) {
-        ld_req_error(req, 503, "overloaded", "out of memory");
-        return;
-    }
-    if (decode_checked(req, api, s, n, z, x) != 0)
-        goto done;
-    if (o->format != FMT_JSON) {
-        reply_binary(req, o, a, x, n);
-        goto done;
-    }
-    ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"model\":");
-    ld_buf_json_str(&b, s->name);
-    ld_buf_putc(&b, ',');
-    reply_images_json(req, &b, n, a, with_z ? z : NULL, x);
-done:
-    free(x);
-}
 
 static void h_decode(ld_req_t *req, void *ctx)
 {
@@ -679,7 +672,7 @@ static void h_decode(ld_req_t *req, void *ctx)
     if (need_generator(req, s) != 0 ||
         ld_arg_matrix(req, zj, "z", a->z_dim, api->max_samples, 1, -INFINITY, INFINITY, &z, &n) != 0)
         goto done;
-    reply_decoded(req, api, s, &o, n, z, 0);
+    reply_decoded(req, api, s, &o, n, z, 0, "");
 done:
     free(z);
     ld_served_release(s);
@@ -702,7 +695,7 @@ static void h_reconstruct(ld_req_t *req, void *ctx)
         read_images(req, api, s, body, "images", "png", api->max_samples, &x, &n) != 0 ||
         encode_checked(req, s, n, x, &mu, &lv) != 0)
         goto done;
-    reply_decoded(req, api, s, &o, n, mu, 1);
+    reply_decoded(req, api, s, &o, n, mu, 1, "");
 done:
     free(x);
     free(mu);
