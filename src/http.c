@@ -1069,9 +1069,9 @@ static void ip_count_add(ld_http_t *h, const struct sockaddr *sa, int delta)
     pthread_mutex_unlock(&h->ip_mu);
 }
 
-/* MHD's accept policy: refuse a client already at per_ip_limit open
- * connections (counted over every daemon; a few accepts racing on other
- * threads may each get in). */
+/* The acceptor's admission check: refuse a client already at per_ip_limit
+ * open connections (counted over every daemon; a connection accepted before
+ * its daemon has counted the previous one may still get in). */
 static enum MHD_Result accept_cb(void *cls, const struct sockaddr *sa, socklen_t len)
 {
     ld_http_t *h = cls;
@@ -1254,7 +1254,8 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
             ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
-        h->d[i] = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h, MHD_OPTION_ARRAY, ops,
+        /* no accept policy: the acceptor applies accept_cb before handing over */
+        h->d[i] = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_ARRAY, ops,
                                    MHD_OPTION_END);
         if (!h->d[i]) {
             stop_daemons(h);
