@@ -189,12 +189,28 @@ static uint32_t scale9(double v, int e)
     return (uint32_t)(s + 0.5);
 }
 
-static const char digit_pairs[201] = "00010203040506070809101112131415161718192021222324"
-                                     "25262728293031323334353637383940414243444546474849"
-                                     "50515253545556575859606162636465666768697071727374"
-                                     "75767778798081828384858687888990919293949596979899";
+/* The eight decimal digits of lo (< 10^8) as ASCII, most significant first
+ * in memory (a little-endian uint64_t); *tz = how many of them, counted from
+ * the last, are '0'.  SWAR: one pass splits 4+4 digits, then 2+2 per half,
+ * then 1+1 per pair, each division by a multiply and shift that is exact in
+ * its range (y/100 = y*10486 >> 20 for y < 10^4; y/10 = y*103 >> 10 for
+ * y < 100). */
+static uint64_t digits8(uint32_t lo, int *tz)
+{
+    uint64_t x = (uint64_t)(lo / 10000u) | ((uint64_t)(lo % 10000u) << 32);
+    uint64_t q = ((x * 10486u) >> 20) & 0x0000007F0000007FULL;
+    x = q | ((x - q * 100u) << 16);
+    q = ((x * 103u) >> 10) & 0x000F000F000F000FULL;
+    x = q | ((x - q * 10u) << 8);
+    /* byte i is digit i (0 = most significant): trailing zero digits are the
+     * zero bytes at the top */
+    *tz = x ? __builtin_clzll(x) / 8 : 8;
+    return x + 0x3030303030303030ULL;
+}
 
-/* Write f into out (at least 24 bytes); returns the length. */
+/* Write f into out (at least 24 bytes); returns the length.  Nine significant
+ * digits (enough for every float to read back exactly), trailing zeros
+ * dropped; plain notation for 1e-5 <= |f| < 1e9, else d.ddde[-]x. */
 static int fmt_float(char *out, float f)
 {
     uint32_t bits;
@@ -230,35 +246,28 @@ static int fmt_float(char *out, float f)
     }
     if (m < 100000000u) /* cannot happen for finite floats; stay safe */
         return pos + snprintf(out + pos, 24, "%.9g", v);
-    /* nine digits: one, then four pairs */
-    char dig[10];
-    uint32_t lo = m % 100000000u;
-    dig[0] = (char)('0' + m / 100000000u);
-    for (int i = 7; i >= 1; i -= 2) {
-        uint32_t pr = lo % 100u;
-        lo /= 100u;
-        dig[i] = digit_pairs[2 * pr];
-        dig[i + 1] = digit_pairs[2 * pr + 1];
+    /* nine digits: the first, then eight as one word; nd = significant ones */
+    int tz;
+    char first = (char)('0' + m / 100000000u);
+    uint64_t rest = digits8(m % 100000000u, &tz);
+    int nd = 9 - tz;
+    if (e < 0 && e >= -5) { /* 0.[0000]ddddddddd: the usual case for pixels */
+        memcpy(out + pos, "0.00000", 7);
+        pos += 1 - e; /* "0." and -e-1 zeros */
+        out[pos++] = first;
+        memcpy(out + pos, &rest, 8); /* always 8 bytes; only nd-1 count */
+        return pos + nd - 1;
     }
-    int nd = 9;
-    while (nd > 1 && dig[nd - 1] == '0')
-        nd--;
-    if (e >= -5 && e < 9) {
-        if (e >= 0) {
-            for (int i = 0; i <= e; i++)
-                out[pos++] = i < nd ? dig[i] : '0';
-            if (nd > e + 1) {
-                out[pos++] = '.';
-                for (int i = e + 1; i < nd; i++)
-                    out[pos++] = dig[i];
-            }
-        } else {
-            out[pos++] = '0';
+    char dig[16];
+    dig[0] = first;
+    memcpy(dig + 1, &rest, 8);
+    if (e >= 0 && e < 9) {
+        for (int i = 0; i <= e; i++)
+            out[pos++] = i < nd ? dig[i] : '0';
+        if (nd > e + 1) {
             out[pos++] = '.';
-            for (int i = 0; i < -e - 1; i++)
-                out[pos++] = '0';
-            memcpy(out + pos, dig, (size_t)nd);
-            pos += nd;
+            for (int i = e + 1; i < nd; i++)
+                out[pos++] = dig[i];
         }
     } else {
         out[pos++] = dig[0];

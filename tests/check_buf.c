@@ -30,6 +30,19 @@ START_TEST(test_float_forms)
     ck_assert_str_eq(fmt(1e9f), "1e9");
     ck_assert_str_eq(fmt(NAN), "0");
     ck_assert_str_eq(fmt(INFINITY), "0");
+    /* each layout of the digit writer: 0.[0000]d..., trailing zeros of the
+     * eight-digit word (none, some, all), plain >= 1, and exponent forms */
+    ck_assert_str_eq(fmt(-0.0000123f), "-0.0000123");
+    ck_assert_str_eq(fmt(0.000099999f), "0.0000999990007");
+    ck_assert_str_eq(fmt(0.0625f), "0.0625");
+    ck_assert_str_eq(fmt(0.99999994f), "0.99999994");
+    ck_assert_str_eq(fmt(0.1234f), "0.123400003");
+    ck_assert_str_eq(fmt(123.456f), "123.456001");
+    ck_assert_str_eq(fmt(-8.5f), "-8.5");
+    ck_assert_str_eq(fmt(12345678.0f), "12345678");
+    ck_assert_str_eq(fmt(0.00001f), "9.99999975e-6");
+    ck_assert_str_eq(fmt(1e-45f), "1.40129846e-45");
+    ck_assert_str_eq(fmt(3.4e38f), "3.39999995e38");
 }
 END_TEST
 
