@@ -55,8 +55,16 @@ double ld_now(void)
 
 void ld_utc_iso8601(char *buf, size_t len)
 {
+    /* formatted once per second per thread: every access-log line asks */
+    static _Thread_local time_t last = (time_t)-1;
+    static _Thread_local char text[32];
     time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (t != last) {
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        last = t;
+    }
+    if (len)
+        snprintf(buf, len, "%s", text);
 }

@@ -989,9 +989,9 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
         }
         static const char *const why[] = {"ok", "error", "timeout", "shutdown", "read_error",
                                           "client_abort"};
-        ld_log_info("access method=%s path=%.300s status=%d bytes=%lld us=%.0f peer=%s%s%s",
+        ld_log_info("access method=%s path=%.300s status=%d bytes=%lld us=%lld peer=%s%s%s",
                     req->method, req->path ? req->path : "-", status,
-                    req->bytes > 0 ? req->bytes : 0, secs * 1e6, peer,
+                    req->bytes > 0 ? req->bytes : 0, (long long)(secs * 1e6 + 0.5), peer,
                     toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? " end=" : "",
                     toe != MHD_REQUEST_TERMINATED_COMPLETED_OK
                         ? ((unsigned)toe < LD_ARRAY_LEN(why) ? why[toe] : "?")
