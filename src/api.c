@@ -187,19 +187,10 @@ static void reply_binary(ld_req_t *req, const out_opts_t *o, const ld_arch_t *a,
     model_error(req, rc, &e);
 }
 
-/* Decode n latents; on failure the request has been answered and -1 returned. */
-static int decode_checked(ld_req_t *req, ld_api_t *api, const ld_served_t *s, int n,
-                          const float *z, float *x)
+/* Decoded rows x (n, x_dim) must be finite: 0, or answered 422 and -1.
+ * Counts the samples served. */
+static int check_decoded(ld_req_t *req, ld_api_t *api, const ld_served_t *s, int n, const float *x)
 {
-    ld_err_t e;
-    /* the batcher: concurrent requests share one pass over the weights, and a
-     * row's bytes do not depend on its neighbours */
-    int rc = s->batch ? ld_batch_decode(s->batch, n, z, x, &e)
-                      : ld_model_decode(s->model, n, z, x, &e);
-    if (rc != LD_OK) {
-        model_error(req, rc, &e);
-        return -1;
-    }
     if (!all_finite(x, (size_t)n * (size_t)s->model->arch.x_dim)) {
         ld_req_error(req, 422, "non_finite_output",
                      "model '%s' produced values that are not finite for this input "
@@ -209,6 +200,21 @@ static int decode_checked(ld_req_t *req, ld_api_t *api, const ld_served_t *s, in
     }
     ld_metrics_add_samples(api->metrics, (uint64_t)n);
     return 0;
+}
+
+/* Decode n latents (blocking); on failure the request has been answered and
+ * -1 returned. */
+static int decode_checked(ld_req_t *req, ld_api_t *api, const ld_served_t *s, int n,
+                          const float *z, float *x)
+{
+    ld_err_t e;
+    int rc = s->batch ? ld_batch_decode(s->batch, n, z, x, &e)
+                      : ld_model_decode(s->model, n, z, x, &e);
+    if (rc != LD_OK) {
+        model_error(req, rc, &e);
+        return -1;
+    }
+    return check_decoded(req, api, s, n, x);
 }
 
 /* Images from {"images":[[...]]} or {"png":"base64" | ["base64", ...]}:
@@ -515,34 +521,102 @@ static void h_model_delete(ld_req_t *req, void *ctx)
 
 /* ----------------------------------------------------------------- sample */
 
-/* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
- * {"model",<fields>"shape",["z",]"images"} (z echoed when with_z; fields: ""
- * or more members, each followed by a comma). Replies on error too. */
-static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
-                          int n, const float *z, int with_z, const char *fields)
+/* A decode handed to the batcher: what the reply needs once the rows are
+ * written.  Owned by the request's handler until ld_batch_submit, by the
+ * continuation after it. */
+typedef struct {
+    ld_req_t *req;
+    ld_api_t *api;
+    ld_served_t *s;  /* a reference of its own */
+    out_opts_t o;
+    int n, with_z;
+    float *z;        /* (n, z_dim), a copy */
+    float *x;        /* (n, x_dim) */
+    char fields[];   /* JSON members before "shape" */
+} decode_job_t;
+
+static void decode_job_free(decode_job_t *j)
+{
+    ld_served_release(j->s);
+    free(j->z);
+    free(j->x);
+    free(j);
+}
+
+/* The reply for decoded rows (on the request's HTTP thread). */
+static void reply_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const out_opts_t *o,
+                         int n, const float *z, const float *x, const char *fields)
 {
     const ld_arch_t *a = &s->model->arch;
-    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x); /* (n, x_dim) */
-    if (!x) {
-        ld_req_error(req, 503, "overloaded", "out of memory");
+    if (check_decoded(req, api, s, n, x) != 0)
         return;
-    }
-    if (decode_checked(req, api, s, n, z, x) != 0)
-        goto done;
     if (o->format != FMT_JSON) {
         reply_binary(req, o, a, x, n);
-        goto done;
+        return;
     }
     ld_buf_t b = {0};
     ld_buf_puts(&b, "{\"model\":");
     ld_buf_json_str(&b, s->name);
     ld_buf_putc(&b, ',');
     ld_buf_puts(&b, fields);
-    reply_images_json(req, &b, n, a, with_z ? z : NULL, x);
-done:
-    free(x);
+    reply_images_json(req, &b, n, a, z, x);
 }
 
+static void decode_job_reply(ld_req_t *req, void *ctx)
+{
+    decode_job_t *j = ctx;
+    if (req) /* NULL: the client went away meanwhile */
+        reply_images(req, j->api, j->s, &j->o, j->n, j->with_z ? j->z : NULL, j->x, j->fields);
+    decode_job_free(j);
+}
+
+static void decode_job_done(void *ctx)
+{
+    decode_job_t *j = ctx;
+    ld_req_wake(j->req);
+}
+
+/* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
+ * {"model",<fields>"shape",["z",]"images"} (z echoed when with_z; fields: ""
+ * or more members, each followed by a comma). Replies on error too.  Served
+ * models decode through their batcher without blocking this HTTP thread: if
+ * a pass is running, the request waits in the queue with its connection
+ * suspended, and the reply is made when the pass that took it is done. */
+static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
+                          int n, const float *z, int with_z, const char *fields)
+{
+    const ld_arch_t *a = &s->model->arch;
+    size_t flen = strlen(fields);
+    decode_job_t *j = calloc(1, sizeof *j + flen + 1);
+    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x); /* (n, x_dim) */
+    float *zc = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *zc);
+    if (!j || !x || !zc) {
+        free(j);
+        free(x);
+        free(zc);
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    memcpy(zc, z, (size_t)n * (size_t)a->z_dim * sizeof *zc);
+    *j = (decode_job_t){.req = req, .api = api, .s = ld_served_ref(s), .o = *o, .n = n,
+                        .with_z = with_z, .z = zc, .x = x};
+    memcpy(j->fields, fields, flen + 1);
+    ld_err_t e;
+    int queued = 0;
+    /* the batcher: concurrent requests share one pass over the weights, and a
+     * row's bytes do not depend on its neighbours */
+    int rc = s->batch ? ld_batch_submit(s->batch, n, j->z, j->x, decode_job_done, j, &queued, &e)
+                      : ld_model_decode(s->model, n, j->z, j->x, &e);
+    if (rc != LD_OK) {
+        model_error(req, rc, &e);
+        decode_job_free(j);
+        return;
+    }
+    if (queued)
+        ld_req_await(req, decode_job_reply, j);
+    else
+        decode_job_reply(req, j);
+}
 
 static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, int seeded,
                           uint64_t seed, double temperature, const out_opts_t *o)

@@ -71,6 +71,11 @@ typedef struct job {
     float *x;       /* (n, x_dim) */
     atomic_int state;
     struct job *next;
+    /* asynchronous (ld_batch_submit): heap-allocated, done(arg) is called
+     * once its rows are written and the job is then freed; NULL: a caller
+     * asleep in ld_batch_decode, woken through state */
+    ld_batch_done_fn done;
+    void *arg;
 } job_t;
 
 struct ld_batch {
@@ -94,6 +99,12 @@ struct ld_batch {
     job_t *head, *tail;
     int leading;            /* a thread is leading (or has been handed the lead) */
     ld_batch_stats_t st;
+    /* the decoder thread: leads when the request at the head of the queue has
+     * nobody asleep to lead for it (an asynchronous one); started on first
+     * need, stopped by ld_batch_free */
+    pthread_cond_t dec_cv;
+    pthread_t dec_thread;
+    int dec_started, dec_wake, dec_stop;
 };
 
 /* ------------------------------------------------------------------ kernels */
@@ -354,42 +365,28 @@ static void job_set(job_t *j, int state)
     syscall(SYS_futex, &j->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err)
+/* Run passes over the queue (mu held, leading = 1, queue not empty) until
+ * `until` is decoded (NULL: until the queue is empty).  Waiters are woken,
+ * asynchronous jobs completed and freed.  Returns with mu held. */
+static void lead_locked(ld_batch_t *b, const job_t *until)
 {
-    if (!b || n < 0 || (n > 0 && (!z || !x)))
-        return ld_err_set(err, LD_EINVAL, "batch decode: bad arguments (n = %d)", n);
-    if (n == 0)
-        return LD_OK;
-    job_t me = {.n = n, .z = z, .x = x};
-    atomic_init(&me.state, JOB_WAIT);
-    pthread_mutex_lock(&b->mu);
-    if (b->tail)
-        b->tail->next = &me;
-    else
-        b->head = &me;
-    b->tail = &me;
-    if (b->leading) {
-        /* a pass is running: ours is decoded by a later one, or we are woken
-         * to lead it (then the lead was handed over with leading still 1) */
-        pthread_mutex_unlock(&b->mu);
-        if (job_wait(&me) == JOB_DONE)
-            return LD_OK;
-        pthread_mutex_lock(&b->mu);
-    }
-    b->leading = 1;
     for (;;) {
-        /* one pass: the head of the queue and whatever fits behind it (our
-         * own request may be further back if the queue is long) */
-        int jobs, rows, mine = 0;
+        /* one pass: the head of the queue and whatever fits behind it (until
+         * may be further back if the queue is long) */
+        int jobs, rows, reached = 0;
         job_t *batch = take_locked(b, &jobs, &rows);
         pthread_mutex_unlock(&b->mu);
         run_jobs(b, batch);
         for (job_t *j = batch; j;) {
             job_t *next = j->next; /* read before j's owner may return */
-            if (j == &me)
-                mine = 1;
-            else
+            if (j == until) {
+                reached = 1;
+            } else if (j->done) {
+                j->done(j->arg);
+                free(j);
+            } else {
                 job_set(j, JOB_DONE);
+            }
             j = next;
         }
         pthread_mutex_lock(&b->mu);
@@ -399,16 +396,120 @@ int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *er
         b->st.shared += jobs > 1;
         if (jobs > b->st.max_requests)
             b->st.max_requests = jobs;
-        if (mine)
-            break;
+        if (reached || (!until && !b->head))
+            return;
     }
-    /* requests that queued during our passes: the oldest leads the next one
-     * (its owner is asleep in job_wait, so it cannot go away meanwhile) */
-    if (b->head)
-        job_set(b->head, JOB_LEAD);
-    else
+}
+
+static void *decoder_main(void *arg)
+{
+    ld_batch_t *b = arg;
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (!b->dec_wake && !b->dec_stop)
+            pthread_cond_wait(&b->dec_cv, &b->mu);
+        if (!b->dec_wake)
+            break;
+        b->dec_wake = 0;
+        if (b->head)
+            lead_locked(b, NULL);
         b->leading = 0;
+    }
     pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* The leader is done with its own request: pass the lead on (mu held).  A
+ * waiter at the head leads the next pass itself (it is asleep in job_wait,
+ * so it cannot go away meanwhile); an asynchronous head has no thread of its
+ * own, so the decoder thread leads.  If that thread cannot be started, the
+ * caller keeps leading until the queue is empty. */
+static void hand_off_locked(ld_batch_t *b)
+{
+    if (!b->head) {
+        b->leading = 0;
+        return;
+    }
+    if (!b->head->done) {
+        job_set(b->head, JOB_LEAD);
+        return;
+    }
+    if (!b->dec_started && pthread_create(&b->dec_thread, NULL, decoder_main, b) == 0)
+        b->dec_started = 1;
+    if (b->dec_started) {
+        b->dec_wake = 1;
+        pthread_cond_signal(&b->dec_cv);
+        return;
+    }
+    lead_locked(b, NULL);
+    b->leading = 0;
+}
+
+/* Queue j; returns 1 if the caller must lead (no pass running), 0 if a
+ * leader will take it.  Takes mu; on 1 returns with it held. */
+static int enqueue(ld_batch_t *b, job_t *j)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->tail)
+        b->tail->next = j;
+    else
+        b->head = j;
+    b->tail = j;
+    if (b->leading) {
+        pthread_mutex_unlock(&b->mu);
+        return 0;
+    }
+    b->leading = 1;
+    return 1;
+}
+
+int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err)
+{
+    if (!b || n < 0 || (n > 0 && (!z || !x)))
+        return ld_err_set(err, LD_EINVAL, "batch decode: bad arguments (n = %d)", n);
+    if (n == 0)
+        return LD_OK;
+    job_t me = {.n = n, .z = z, .x = x};
+    atomic_init(&me.state, JOB_WAIT);
+    if (!enqueue(b, &me)) {
+        /* a pass is running: ours is decoded by a later one, or we are woken
+         * to lead it (then the lead was handed over with leading still 1) */
+        if (job_wait(&me) == JOB_DONE)
+            return LD_OK;
+        pthread_mutex_lock(&b->mu);
+    }
+    lead_locked(b, &me);
+    hand_off_locked(b);
+    pthread_mutex_unlock(&b->mu);
+    return LD_OK;
+}
+
+int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
+                    void *arg, int *queued, ld_err_t *err)
+{
+    *queued = 0;
+    if (!b || n < 0 || !done || (n > 0 && (!z || !x)))
+        return ld_err_set(err, LD_EINVAL, "batch submit: bad arguments (n = %d)", n);
+    if (n == 0)
+        return LD_OK;
+    job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    j->n = n;
+    j->z = z;
+    j->x = x;
+    j->done = done;
+    j->arg = arg;
+    atomic_init(&j->state, JOB_WAIT);
+    if (!enqueue(b, j)) {
+        *queued = 1; /* j belongs to the leader now */
+        return LD_OK;
+    }
+    /* nothing running: decode at once on this thread, like a lone waiter */
+    lead_locked(b, j);
+    hand_off_locked(b);
+    pthread_mutex_unlock(&b->mu);
+    free(j);
     return LD_OK;
 }
 
@@ -448,6 +549,7 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
     if (!b)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->dec_cv, NULL);
     int rc = pick_kernel(o ? o->kernel : NULL, &b->fn, &b->kernel, err);
     if (rc != LD_OK) {
         ld_batch_free(b);
@@ -508,6 +610,14 @@ void ld_batch_free(ld_batch_t *b)
 {
     if (!b)
         return;
+    if (b->dec_started) {
+        pthread_mutex_lock(&b->mu);
+        b->dec_stop = 1;
+        pthread_cond_signal(&b->dec_cv);
+        pthread_mutex_unlock(&b->mu);
+        pthread_join(b->dec_thread, NULL);
+    }
+    pthread_cond_destroy(&b->dec_cv);
     pthread_mutex_destroy(&b->mu);
     free(b->wmem);
     free(b->smem);

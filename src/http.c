@@ -141,6 +141,12 @@ struct ld_req {
     int n_extra;
     char *extra_name[MAX_EXTRA_HEADERS];
     char *extra_val[MAX_EXTRA_HEADERS];
+    /* ld_req_await / ld_req_wake: woken and suspended under wait_mu (the
+     * waking thread and the HTTP thread race); cont is the HTTP thread's */
+    pthread_mutex_t wait_mu;
+    int woken, suspended;
+    ld_req_cont_fn cont;
+    void *cont_ctx;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -910,7 +916,7 @@ static void on_complete(ld_req_t *req)
         }
     }
     req->route->r.fn(req, req->route->r.ctx);
-    if (!req->replied) {
+    if (!req->replied && !req->cont) {
         ld_log_error("bug: handler for %s %s did not reply", req->method, req->route->pattern);
         ld_req_error(req, 500, "internal", "the handler did not produce a response");
     }
@@ -929,6 +935,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             return MHD_NO;
         req->h = h;
         req->conn = conn;
+        pthread_mutex_init(&req->wait_mu, NULL);
         req->t0 = ld_now();
         req->metric = h->metric_unmatched;
         snprintf(req->method, sizeof req->method, "%s", method);
@@ -954,11 +961,54 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         MHD_destroy_response(r);
         return ok;
     }
-    if (!req->replied)
+    if (req->cont) {
+        /* resumed after ld_req_await: the handler's continuation replies */
+        ld_req_cont_fn fn = req->cont;
+        req->cont = NULL;
+        fn(req, req->cont_ctx);
+        if (!req->replied) {
+            ld_log_error("bug: continuation for %s %s did not reply", req->method,
+                         req->route->pattern);
+            ld_req_error(req, 500, "internal", "the handler did not produce a response");
+        }
+    } else if (!req->replied) {
         on_complete(req);
+        if (req->cont)
+            return MHD_YES; /* suspended: called again once resumed */
+    }
     /* replied with status 0: no response could be built; close the connection
      * rather than leave the client waiting for the timeout */
     return req->status ? MHD_YES : MHD_NO;
+}
+
+void ld_req_await(ld_req_t *req, ld_req_cont_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&req->wait_mu);
+    if (req->woken) {
+        pthread_mutex_unlock(&req->wait_mu);
+        fn(req, ctx);
+        return;
+    }
+    req->cont = fn;
+    req->cont_ctx = ctx;
+    req->suspended = 1;
+    MHD_suspend_connection(req->conn);
+    pthread_mutex_unlock(&req->wait_mu);
+}
+
+void ld_req_wake(ld_req_t *req)
+{
+    pthread_mutex_lock(&req->wait_mu);
+    req->woken = 1;
+    int was_suspended = req->suspended;
+    req->suspended = 0;
+    struct MHD_Connection *conn = req->conn;
+    pthread_mutex_unlock(&req->wait_mu);
+    /* req is not touched after this: once resumed, its HTTP thread may
+     * finish and free it at any moment (a suspended request cannot end, so
+     * it is still alive until the resume) */
+    if (was_suspended)
+        MHD_resume_connection(conn);
 }
 
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -999,6 +1049,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (req->pending)
         MHD_destroy_response(req->pending);
+    if (req->cont) /* resumed, but the client had gone: the continuation only frees */
+        req->cont(NULL, req->cont_ctx);
     uncharge(h, req);
     cJSON_Delete(req->json);
     free(req->body);
@@ -1008,6 +1060,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req->streaming)
         atomic_fetch_add_explicit(&h->busy_ns, (long long)(secs * 1e9), memory_order_relaxed);
     free_extra(req);
+    pthread_mutex_destroy(&req->wait_mu);
     free(req);
     if (atomic_fetch_sub_explicit(&h->in_flight, 1, memory_order_acq_rel) == 1 &&
         atomic_load_explicit(&h->draining, memory_order_relaxed)) {

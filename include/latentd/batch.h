@@ -23,10 +23,18 @@
  * (GEMVs, bound by reading the weights) into a few-row pass (the weights are
  * read once), which is where a GAN's throughput comes from.
  *
+ * Asynchronous requests (ld_batch_submit) queue the same way but do not wait:
+ * a pass completes them through a callback.  When the lead is to pass to one
+ * of them, the batcher's own decoder thread (started on first need) takes it
+ * and leads until the queue is empty.  So an HTTP thread never sleeps while
+ * its other connections have requests to read, and a pass can gather the
+ * requests of every connection, not one per HTTP thread.
+ *
  * Thread-safety: every function but _new and _free may be called from any
- * number of threads at once.  One lock per batcher (mu), held only to queue,
- * to take a batch and to pass the lead on; never while decoding.  A waiting
- * request sleeps on a futex of its own and is woken without the lock.
+ * number of threads at once; _free joins the decoder thread and needs every
+ * request finished.  One lock per batcher (mu), held only to queue, to take
+ * a batch and to pass the lead on; never while decoding.  A waiting request
+ * sleeps on a futex of its own and is woken without the lock.
  */
 #ifndef LATENTD_BATCH_H
 #define LATENTD_BATCH_H
@@ -71,6 +79,22 @@ void ld_batch_free(ld_batch_t *b);
  * caller's and are only touched before this returns.  Errors: LD_EINVAL
  * (n < 0 or NULL pointers with n > 0). */
 int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err);
+
+/* Called once when an asynchronous request's rows are written, on the thread
+ * that ran the pass (another request's thread or the decoder thread); it
+ * must be quick and must not call into the batcher. */
+typedef void (*ld_batch_done_fn)(void *arg);
+
+/* The asynchronous form of ld_batch_decode, for callers that have other work
+ * (an HTTP thread with more connections).  If no pass is running, the rows
+ * are decoded at once on this thread and *queued = 0 (done is not called).
+ * Otherwise the request joins the queue, *queued = 1 and this returns at
+ * once: a later pass (led by a waiting caller or by the batcher's decoder
+ * thread) writes x and calls done(arg), possibly before this returns.  z and
+ * x must stay valid until then.  Errors (nothing queued): LD_EINVAL,
+ * LD_ENOMEM. */
+int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
+                    void *arg, int *queued, ld_err_t *err);
 
 /* Counters since ld_batch_new (a consistent snapshot). */
 void ld_batch_stats(ld_batch_t *b, ld_batch_stats_t *st);

@@ -155,6 +155,21 @@ void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, 
  * reference and destroys it as usual). bytes is what to log (-1 unknown). */
 void ld_req_reply_mhd(ld_req_t *req, int status, struct MHD_Response *resp, long long bytes);
 
+/* ---- replies finished on another thread ---- */
+/* The continuation of a handler whose work went to another thread: runs on
+ * the request's HTTP thread and must reply.  Called with req == NULL instead
+ * when the request ended first (the client went away while it waited): then
+ * it only releases ctx. */
+typedef void (*ld_req_cont_fn)(ld_req_t *req, void *ctx);
+/* For a handler that handed work to another thread, which calls
+ * ld_req_wake(req) exactly once when it is done: call last, then return.
+ * fn(req, ctx) runs on this HTTP thread after the wake: at once if the wake
+ * already happened, otherwise the connection is suspended meanwhile (its
+ * HTTP thread serves other connections) and fn runs when it is resumed. */
+void ld_req_await(ld_req_t *req, ld_req_cont_fn fn, void *ctx);
+/* From any thread: the work ld_req_await waits for is done. */
+void ld_req_wake(ld_req_t *req);
+
 /* ---- helpers ---- */
 /* Constant-time comparison of two NUL-terminated secrets (via SHA-256, so the
  * time does not depend on where they differ or on their lengths). 1 if equal. */
