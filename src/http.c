@@ -1037,15 +1037,14 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
                 inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
                           peer, sizeof peer);
         }
-        static const char *const why[] = {"ok", "error", "timeout", "shutdown", "read_error",
-                                          "client_abort"};
-        ld_log_info("access method=%s path=%.300s status=%d bytes=%lld us=%lld peer=%s%s%s",
-                    req->method, req->path ? req->path : "-", status,
-                    req->bytes > 0 ? req->bytes : 0, (long long)(secs * 1e6 + 0.5), peer,
-                    toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? " end=" : "",
-                    toe != MHD_REQUEST_TERMINATED_COMPLETED_OK
-                        ? ((unsigned)toe < LD_ARRAY_LEN(why) ? why[toe] : "?")
-                        : "");
+        static const char *const why[] = {" end=ok", " end=error", " end=timeout",
+                                          " end=shutdown", " end=read_error",
+                                          " end=client_abort"};
+        const char *end = "";
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            end = (unsigned)toe < LD_ARRAY_LEN(why) ? why[toe] : " end=?";
+        ld_log_access(req->method, req->path ? req->path : "-", status,
+                      req->bytes > 0 ? req->bytes : 0, (long long)(secs * 1e6 + 0.5), peer, end);
     }
     if (req->pending)
         MHD_destroy_response(req->pending);

@@ -5,6 +5,10 @@
 #include "latentd/common.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -61,37 +65,8 @@ static int to_journal(void)
     return j;
 }
 
-void ld_log(ld_log_level_t level, const char *fmt, ...)
+static void write_all(const char *p, size_t left)
 {
-    if (!ld_log_enabled(level))
-        return;
-    static const int prio[] = {7, 6, 4, 3}; /* syslog debug, info, warning, err */
-    char line[2048];
-    int pos;
-    if (to_journal()) {
-        pos = snprintf(line, sizeof line, "<%d>", prio[level]);
-    } else {
-        char ts[32];
-        ld_utc_iso8601(ts, sizeof ts);
-        pos = snprintf(line, sizeof line, "%s %-5s ", ts, ld_log_level_name(level));
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line + pos, sizeof line - (size_t)pos - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    int end = pos + n;
-    if (end > (int)sizeof line - 2)
-        end = (int)sizeof line - 2; /* truncated */
-    for (int i = pos; i < end; i++) {
-        unsigned char c = (unsigned char)line[i];
-        if (c < 0x20 || c == 0x7F)
-            line[i] = '?';
-    }
-    line[end++] = '\n';
-    const char *p = line;
-    size_t left = (size_t)end;
     while (left > 0) {
         ssize_t w = write(STDERR_FILENO, p, left);
         if (w < 0) {
@@ -102,4 +77,213 @@ void ld_log(ld_log_level_t level, const char *fmt, ...)
         p += w;
         left -= (size_t)w;
     }
+}
+
+/* Access lines, once ld_log_access_start() has run: appended here and
+ * written by the flusher thread every ACCESS_FLUSH_MS, when the buffer is
+ * full, and before any other line (so the order of lines is kept). */
+#define ACCESS_FLUSH_MS 50
+static pthread_mutex_t g_acc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_acc_cv = PTHREAD_COND_INITIALIZER;
+static char g_acc[32 * 1024];
+static size_t g_acc_len;               /* guarded by g_acc_mu */
+static int g_acc_on, g_acc_stop;       /* guarded by g_acc_mu */
+static atomic_int g_acc_buffered;      /* g_acc_on, read without the lock */
+static pthread_t g_acc_thread;
+
+/* Write what is buffered; g_acc_mu held. */
+static void acc_flush_locked(void)
+{
+    write_all(g_acc, g_acc_len);
+    g_acc_len = 0;
+}
+
+static void *acc_flusher(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_acc_mu);
+    while (!g_acc_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += ACCESS_FLUSH_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g_acc_cv, &g_acc_mu, &ts);
+        acc_flush_locked();
+    }
+    pthread_mutex_unlock(&g_acc_mu);
+    return NULL;
+}
+
+int ld_log_access_start(void)
+{
+    pthread_mutex_lock(&g_acc_mu);
+    int rc = 0;
+    if (!g_acc_on) {
+        g_acc_stop = 0;
+        rc = pthread_create(&g_acc_thread, NULL, acc_flusher, NULL);
+        if (rc == 0) {
+            g_acc_on = 1;
+            atomic_store(&g_acc_buffered, 1);
+        }
+    }
+    pthread_mutex_unlock(&g_acc_mu);
+    return rc == 0 ? 0 : -1;
+}
+
+void ld_log_access_stop(void)
+{
+    pthread_mutex_lock(&g_acc_mu);
+    if (!g_acc_on) {
+        pthread_mutex_unlock(&g_acc_mu);
+        return;
+    }
+    g_acc_stop = 1;
+    pthread_cond_signal(&g_acc_cv);
+    pthread_mutex_unlock(&g_acc_mu);
+    pthread_join(g_acc_thread, NULL);
+    pthread_mutex_lock(&g_acc_mu);
+    acc_flush_locked();
+    g_acc_on = 0;
+    atomic_store(&g_acc_buffered, 0);
+    pthread_mutex_unlock(&g_acc_mu);
+}
+
+/* One finished line (with its newline) to stderr: after the buffered access
+ * lines, or into their buffer when access is set. */
+static void emit(const char *line, size_t len, int access)
+{
+    if (!atomic_load_explicit(&g_acc_buffered, memory_order_relaxed)) {
+        write_all(line, len);
+        return;
+    }
+    pthread_mutex_lock(&g_acc_mu);
+    if (!g_acc_on) { /* stopped meanwhile */
+        pthread_mutex_unlock(&g_acc_mu);
+        write_all(line, len);
+        return;
+    }
+    if (!access || g_acc_len + len > sizeof g_acc)
+        acc_flush_locked();
+    if (access && len <= sizeof g_acc) {
+        memcpy(g_acc + g_acc_len, line, len);
+        g_acc_len += len;
+    } else {
+        write_all(line, len);
+    }
+    pthread_mutex_unlock(&g_acc_mu);
+}
+
+/* The line prefix: "<N>" for the journal, else "TIMESTAMP LEVEL " (level
+ * padded to 5).  Returns its length (< 40). */
+static int line_prefix(char *line, ld_log_level_t level)
+{
+    static const char prio[] = {'7', '6', '4', '3'}; /* syslog debug, info, warning, err */
+    if (to_journal()) {
+        line[0] = '<';
+        line[1] = prio[level];
+        line[2] = '>';
+        return 3;
+    }
+    char ts[32];
+    ld_utc_iso8601(ts, sizeof ts);
+    size_t n = strlen(ts);
+    memcpy(line, ts, n);
+    line[n++] = ' ';
+    const char *name = ld_log_level_name(level);
+    size_t k = strlen(name);
+    memcpy(line + n, name, k);
+    for (; k < 5; k++)
+        line[n + k] = ' ';
+    n += k;
+    line[n++] = ' ';
+    return (int)n;
+}
+
+/* Control characters in line[from, to) become '?' (a request path cannot
+ * forge lines). */
+static void sanitize(char *line, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if (c < 0x20 || c == 0x7F)
+            line[i] = '?';
+    }
+}
+
+void ld_log(ld_log_level_t level, const char *fmt, ...)
+{
+    if (!ld_log_enabled(level))
+        return;
+    char line[2048];
+    int pos = line_prefix(line, level);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line + pos, sizeof line - (size_t)pos - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    int end = pos + n;
+    if (end > (int)sizeof line - 2)
+        end = (int)sizeof line - 2; /* truncated */
+    sanitize(line, pos, end);
+    line[end++] = '\n';
+    emit(line, (size_t)end, 0);
+}
+
+/* Append s (at most max bytes) to line at *pos, within cap. */
+static void put_str(char *line, int *pos, int cap, const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    if (n > (size_t)(cap - *pos))
+        n = (size_t)(cap - *pos);
+    memcpy(line + *pos, s, n);
+    *pos += (int)n;
+}
+
+static void put_int(char *line, int *pos, int cap, long long v)
+{
+    char d[24];
+    int k = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        d[k++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        d[k++] = '-';
+    while (k > 0 && *pos < cap)
+        line[(*pos)++] = d[--k];
+}
+
+void ld_log_access(const char *method, const char *path, int status, long long bytes,
+                   long long us, const char *peer, const char *end)
+{
+    if (!ld_log_enabled(LD_LOG_INFO))
+        return;
+    /* "access method=%s path=%.300s status=%d bytes=%lld us=%lld peer=%s%s",
+     * without printf (every printf in this process takes glibc's slow path:
+     * libquadmath, loaded with OpenBLAS, registers a printf type) */
+    char line[1024];
+    const int cap = (int)sizeof line - 1;
+    int pos = line_prefix(line, LD_LOG_INFO);
+    int from = pos;
+    put_str(line, &pos, cap, "access method=", SIZE_MAX);
+    put_str(line, &pos, cap, method, 64);
+    put_str(line, &pos, cap, " path=", SIZE_MAX);
+    put_str(line, &pos, cap, path, 300);
+    put_str(line, &pos, cap, " status=", SIZE_MAX);
+    put_int(line, &pos, cap, status);
+    put_str(line, &pos, cap, " bytes=", SIZE_MAX);
+    put_int(line, &pos, cap, bytes);
+    put_str(line, &pos, cap, " us=", SIZE_MAX);
+    put_int(line, &pos, cap, us);
+    put_str(line, &pos, cap, " peer=", SIZE_MAX);
+    put_str(line, &pos, cap, peer, 64);
+    put_str(line, &pos, cap, end, 64);
+    sanitize(line, from, pos);
+    line[pos++] = '\n';
+    emit(line, (size_t)pos, 1);
 }

@@ -541,6 +541,9 @@ int ld_serve_main(int argc, char **argv)
         ld_log_error("%s", err.msg);
         goto out;
     }
+    /* access lines are written in batches from here on (log.h) */
+    if (ld_log_access_start() != 0)
+        ld_log_warn("access log: no flusher thread; writing each line at once");
     ld_log_info("listening on http://%s%s%s:%d auth=%s admin=%s cors=%s", strchr(cfg.bind, ':') ? "[" : "",
                 cfg.bind, strchr(cfg.bind, ':') ? "]" : "", ld_http_port(http),
                 token ? "token" : "open", admin ? "token" : "disabled",
@@ -590,6 +593,7 @@ out:
      * be stopped with a suspended connection. */
     ld_jobs_shutdown(jobs);
     ld_http_free(http); /* stops the pool before anything it uses goes */
+    ld_log_access_stop(); /* every request has ended: write their last lines */
     ld_jobs_free(jobs); /* after the pool: streams unsubscribe as MHD closes them */
     ld_api_free(api);
     ld_registry_free(reg);

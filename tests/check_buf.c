@@ -1,14 +1,17 @@
 /* check_buf.c — the response writer: float formatting (shortest-ish, always
- * reads back to the same float), JSON string escaping, sticky failure; and
- * SHA-256 against the FIPS 180-4 test vectors. */
+ * reads back to the same float), JSON string escaping, sticky failure;
+ * SHA-256 against the FIPS 180-4 test vectors; and the access-log line
+ * (formatted without printf, buffered in the daemon without losing order). */
 #define _GNU_SOURCE
 #include "testutil.h"
 
 #include "latentd/buf.h"
+#include "latentd/log.h"
 #include "latentd/sha256.h"
 
 #include <cjson/cJSON.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *fmt(float v)
 {
@@ -80,6 +83,77 @@ START_TEST(test_float_round_trip)
                       m[r * 3 + c]);
     cJSON_Delete(j);
     ld_buf_free(&b);
+}
+END_TEST
+
+/* Run fn with stderr sent to a temporary file; returns the file's text. */
+static char *capture_stderr(void (*fn)(void))
+{
+    char path[] = "/tmp/latentd-log-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    int saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(dup2(fd, STDERR_FILENO), 0);
+    fn();
+    ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+    close(saved);
+    off_t n = lseek(fd, 0, SEEK_END);
+    char *text = calloc(1, (size_t)n + 1);
+    ck_assert_int_eq(pread(fd, text, (size_t)n, 0), n);
+    close(fd);
+    unlink(path);
+    return text;
+}
+
+static void log_plain(void)
+{
+    char path[400];
+    memset(path, 'p', sizeof path - 1);
+    path[sizeof path - 1] = '\0';
+    path[0] = '/';
+    path[5] = '\n'; /* a forged line break becomes '?' */
+    ld_log_access("POST", "/v1/models/m/sample", 200, 1137, 88, "127.0.0.1", "");
+    ld_log_access("GET", path, 404, 0, -3, "::1", " end=client_abort");
+}
+
+static void log_buffered(void)
+{
+    ck_assert_int_eq(ld_log_access_start(), 0);
+    ld_log_access("GET", "/a", 200, 1, 2, "p", "");
+    ld_log_warn("between");
+    ld_log_access("GET", "/b", 200, 1, 2, "p", "");
+    ld_log_access_stop();
+    ld_log_access_stop(); /* idempotent */
+    ld_log_access("GET", "/c", 200, 1, 2, "p", ""); /* unbuffered again */
+}
+
+START_TEST(test_access_log_line)
+{
+    char *t = capture_stderr(log_plain);
+    ck_assert_msg(strstr(t, " info  access method=POST path=/v1/models/m/sample status=200 "
+                            "bytes=1137 us=88 peer=127.0.0.1\n"),
+                  "%s", t);
+    /* the path is cut at 300 bytes and its control characters replaced */
+    char want[512];
+    char p300[301];
+    memset(p300, 'p', 300);
+    p300[300] = '\0';
+    p300[0] = '/';
+    p300[5] = '?';
+    snprintf(want, sizeof want,
+             " info  access method=GET path=%s status=404 bytes=0 us=-3 peer=::1 "
+             "end=client_abort\n",
+             p300);
+    ck_assert_msg(strstr(t, want), "%s", t);
+    ck_assert_int_eq((int)(strchr(t, '\n') - t) > 0, 1);
+    free(t);
+
+    t = capture_stderr(log_buffered);
+    const char *a = strstr(t, "access method=GET path=/a "), *w = strstr(t, "between"),
+               *b = strstr(t, "access method=GET path=/b "), *c = strstr(t, "path=/c ");
+    ck_assert_msg(a && w && b && c && a < w && w < b && b < c, "order lost:\n%s", t);
+    free(t);
 }
 END_TEST
 
@@ -161,6 +235,7 @@ Suite *suite_buf(void)
     tcase_add_test(tc, test_float_forms);
     tcase_add_test(tc, test_float_round_trip);
     tcase_add_test(tc, test_json_strings);
+    tcase_add_test(tc, test_access_log_line);
     tcase_add_test(tc, test_sha256_vectors);
     suite_add_tcase(s, tc);
     return s;

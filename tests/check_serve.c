@@ -1154,7 +1154,15 @@ START_TEST(test_metrics_and_logs)
     /* promtool comes with `make deps` (package prometheus): no silent skip */
     tu_promtool_check(&D, r.body.data, r.body.len);
     tu_resp_free(&r);
+    /* access lines are written in batches, at most ~50 ms late */
     char *log = tu_read_text(D.log);
+    for (double until = tu_deadline(5, 4);
+         !strstr(log, "access method=POST path=/v1/models/tvae/sample status=200 bytes=") &&
+         tu_now() < until;) {
+        free(log);
+        tu_msleep(20);
+        log = tu_read_text(D.log);
+    }
     ck_assert_msg(strstr(log, "access method=POST path=/v1/models/tvae/sample status=200 bytes="),
                   "no access line in\n%s", log);
     ck_assert(strstr(log, " us="));
