@@ -76,7 +76,7 @@ static ld_served_t *get_model(ld_req_t *req, ld_api_t *api)
         return NULL;
     }
     char v[32];
-    snprintf(v, sizeof v, "%llu", (unsigned long long)s->version);
+    ld_fmt_u64(v, (unsigned long long)s->version);
     ld_req_header_add(req, "X-Latentd-Model-Version", v);
     return s;
 }
@@ -142,7 +142,13 @@ static int parse_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, out_o
 
 static void shape_json(ld_buf_t *b, int n, const ld_arch_t *a)
 {
-    ld_buf_printf(b, "\"shape\":[%d,%d,%d]", n, a->img_h, a->img_w);
+    ld_buf_puts(b, "\"shape\":[");
+    ld_buf_int(b, n);
+    ld_buf_putc(b, ',');
+    ld_buf_int(b, a->img_h);
+    ld_buf_putc(b, ',');
+    ld_buf_int(b, a->img_w);
+    ld_buf_putc(b, ']');
 }
 
 /* Finish a JSON answer whose opening fields (ending with ',') are in b:
@@ -625,7 +631,7 @@ static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, i
     if (!seeded)
         seed = ld_api_random_seed();
     char sv[32];
-    snprintf(sv, sizeof sv, "%llu", (unsigned long long)seed);
+    ld_fmt_u64(sv, (unsigned long long)seed);
     ld_req_header_add(req, "X-Latentd-Seed", sv);
     float *z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z); /* (n, z_dim) */
     if (!z) {
@@ -633,9 +639,24 @@ static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, i
         return;
     }
     ld_model_draw_z(s->model, seed, (float)temperature, n, z);
-    char fields[96];
-    snprintf(fields, sizeof fields, "\"seed\":%llu,\"temperature\":%.15g,",
-             (unsigned long long)seed, temperature);
+    /* "seed":S,"temperature":T, with T as %.15g: whole numbers (the usual
+     * 1) written directly, others through snprintf */
+    char fields[96], t[40];
+    if (temperature == (double)(long long)temperature && fabs(temperature) < 1e15 &&
+        !signbit(temperature))
+        ld_fmt_u64(t, (unsigned long long)(long long)temperature); /* >= 0 (checked) */
+    else
+        snprintf(t, sizeof t, "%.15g", temperature);
+    int k = (int)strlen("\"seed\":");
+    memcpy(fields, "\"seed\":", (size_t)k);
+    k += ld_fmt_u64(fields + k, (unsigned long long)seed);
+    memcpy(fields + k, ",\"temperature\":", 15);
+    k += 15;
+    size_t tl = strlen(t);
+    memcpy(fields + k, t, tl);
+    k += (int)tl;
+    fields[k++] = ',';
+    fields[k] = '\0';
     reply_decoded(req, api, s, o, n, z, 1, fields);
     free(z);
 }

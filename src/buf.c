@@ -289,6 +289,30 @@ static int fmt_float(char *out, float f)
     return pos;
 }
 
+int ld_fmt_u64(char *out, unsigned long long v)
+{
+    char d[24];
+    int k = 0;
+    do {
+        d[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < k; i++)
+        out[i] = d[k - 1 - i];
+    out[k] = '\0';
+    return k;
+}
+
+void ld_buf_int(ld_buf_t *b, long long v)
+{
+    char out[24];
+    int pos = 0;
+    if (v < 0)
+        out[pos++] = '-';
+    pos += ld_fmt_u64(out + pos, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
+    ld_buf_append(b, out, (size_t)pos);
+}
+
 void ld_buf_json_float(ld_buf_t *b, float f)
 {
     char out[40];

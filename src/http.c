@@ -938,7 +938,9 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         pthread_mutex_init(&req->wait_mu, NULL);
         req->t0 = ld_now();
         req->metric = h->metric_unmatched;
-        snprintf(req->method, sizeof req->method, "%s", method);
+        size_t ml = strnlen(method, sizeof req->method - 1);
+        memcpy(req->method, method, ml);
+        req->method[ml] = '\0';
         req->path = strdup(url);
         *con_cls = req;
         atomic_fetch_add_explicit(&h->in_flight, 1, memory_order_relaxed);

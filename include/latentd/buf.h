@@ -41,6 +41,12 @@ void ld_buf_json_str(ld_buf_t *b, const char *s);
  * float; non-finite values are written as 0 (callers check finiteness first —
  * JSON has no NaN). */
 void ld_buf_json_float(ld_buf_t *b, float v);
+/* v in decimal into out (at least 21 bytes), NUL-terminated; returns the
+ * length.  printf's "%llu" without printf (which is slow in this process:
+ * see ld_log_access). */
+int ld_fmt_u64(char *out, unsigned long long v);
+/* Append v in decimal ("%lld"). */
+void ld_buf_int(ld_buf_t *b, long long v);
 /* [v0,v1,...] */
 void ld_buf_json_floats(ld_buf_t *b, const float *v, size_t n);
 /* [[row0...],[row1...]]: rows of cols values each */
