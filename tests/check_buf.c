@@ -157,6 +157,26 @@ START_TEST(test_access_log_line)
 }
 END_TEST
 
+START_TEST(test_integers)
+{
+    char out[24];
+    ck_assert_int_eq(ld_fmt_u64(out, 0), 1);
+    ck_assert_str_eq(out, "0");
+    ck_assert_int_eq(ld_fmt_u64(out, 18446744073709551615ULL), 20);
+    ck_assert_str_eq(out, "18446744073709551615");
+    ld_buf_t b = {0};
+    long long v[] = {0, 7, -7, 10, 1234567890123LL, -9223372036854775807LL - 1};
+    char want[256] = "";
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        ld_buf_int(&b, v[i]);
+        ld_buf_putc(&b, ' ');
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%lld ", v[i]);
+    }
+    ck_assert_str_eq(b.data, want);
+    ld_buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_json_strings)
 {
     ld_buf_t b = {0};
@@ -234,6 +254,7 @@ Suite *suite_buf(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_float_forms);
     tcase_add_test(tc, test_float_round_trip);
+    tcase_add_test(tc, test_integers);
     tcase_add_test(tc, test_json_strings);
     tcase_add_test(tc, test_access_log_line);
     tcase_add_test(tc, test_sha256_vectors);
