@@ -104,6 +104,8 @@ struct ld_http {
     atomic_int ready;
     atomic_int draining;
     atomic_long in_flight;
+    atomic_int awaiting;       /* connections suspended by ld_req_await, not yet woken */
+    atomic_int stopping;       /* stop_daemons has begun: ld_req_await blocks instead */
     atomic_llong busy_ns;              /* sum of finished requests' durations (streams aside) */
     atomic_long connections;
     atomic_llong mem_in_use; /* bytes charged for bodies and parse trees */
@@ -985,17 +987,33 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 
 void ld_req_await(ld_req_t *req, ld_req_cont_fn fn, void *ctx)
 {
+    ld_http_t *h = req->h;
     pthread_mutex_lock(&req->wait_mu);
-    if (req->woken) {
-        pthread_mutex_unlock(&req->wait_mu);
-        fn(req, ctx);
-        return;
+    if (!req->woken) {
+        /* counted before stopping is read, and stop_daemons sets stopping
+         * before it reads the count (both sequentially consistent): either
+         * it waits for this connection's resume, or we see it stopping */
+        atomic_fetch_add(&h->awaiting, 1);
+        if (!atomic_load(&h->stopping)) {
+            req->cont = fn;
+            req->cont_ctx = ctx;
+            req->suspended = 1;
+            MHD_suspend_connection(req->conn);
+            pthread_mutex_unlock(&req->wait_mu);
+            return;
+        }
+        atomic_fetch_sub(&h->awaiting, 1);
+        /* the daemons are stopping and must not meet a suspended
+         * connection: wait here (a decode takes milliseconds) */
+        while (!req->woken) {
+            pthread_mutex_unlock(&req->wait_mu);
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&req->wait_mu);
+        }
     }
-    req->cont = fn;
-    req->cont_ctx = ctx;
-    req->suspended = 1;
-    MHD_suspend_connection(req->conn);
     pthread_mutex_unlock(&req->wait_mu);
+    fn(req, ctx);
 }
 
 void ld_req_wake(ld_req_t *req)
@@ -1005,12 +1023,15 @@ void ld_req_wake(ld_req_t *req)
     int was_suspended = req->suspended;
     req->suspended = 0;
     struct MHD_Connection *conn = req->conn;
+    ld_http_t *h = req->h;
     pthread_mutex_unlock(&req->wait_mu);
     /* req is not touched after this: once resumed, its HTTP thread may
      * finish and free it at any moment (a suspended request cannot end, so
      * it is still alive until the resume) */
-    if (was_suspended)
+    if (was_suspended) {
         MHD_resume_connection(conn);
+        atomic_fetch_sub(&h->awaiting, 1);
+    }
 }
 
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1240,6 +1261,20 @@ static void stop_accepting(ld_http_t *h)
 
 static void stop_daemons(ld_http_t *h)
 {
+    /* MHD aborts when stopped with a suspended connection: let the decodes
+     * that requests wait for end first (they always do, in milliseconds to
+     * seconds; MHD_stop_daemon itself processes the resumes) */
+    atomic_store(&h->stopping, 1);
+    double t0 = ld_now();
+    while (atomic_load(&h->awaiting) > 0) {
+        if (ld_now() - t0 > 60) {
+            ld_log_error("http: %d requests still wait for their decode after 60 s",
+                         atomic_load(&h->awaiting));
+            break;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
     for (int i = 0; i < h->n_d; i++) {
         MHD_stop_daemon(h->d[i]);
         h->d[i] = NULL;

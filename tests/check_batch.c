@@ -780,6 +780,60 @@ START_TEST(test_daemon_clients_gone_while_queued)
 }
 END_TEST
 
+/* SIGTERM with no drain time (shutdown_timeout = 0) while decodes are queued
+ * with their connections suspended: MHD must not be stopped before they are
+ * resumed (it aborts on a suspended connection), so the exit is still 0. */
+typedef struct {
+    int port;
+    atomic_int *sent;
+} burst_t;
+
+static void *burst_client(void *p)
+{
+    burst_t *bt = p;
+    static const char body[] = "{\"n\":256,\"seed\":4,\"format\":\"png\"}";
+    char req[512];
+    int len = snprintf(req, sizeof req,
+                       "POST /v1/models/gan/sample HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                       sizeof body - 1, body);
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)bt->port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fds[i] >= 0 && connect(fds[i], (struct sockaddr *)&a, sizeof a) == 0 &&
+            write(fds[i], req, (size_t)len) == len)
+            atomic_fetch_add(bt->sent, 1);
+    }
+    tu_msleep(3000); /* keep the connections open through the shutdown */
+    for (int i = 0; i < 4; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return NULL;
+}
+
+START_TEST(test_daemon_sigterm_with_queued_decodes)
+{
+    tu_daemon_t d;
+    daemon_start(&d, 4, "shutdown_timeout = 0\n");
+    enum { CLIENTS = 8 };
+    atomic_int sent = 0;
+    burst_t bt[CLIENTS];
+    pthread_t t[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        bt[i] = (burst_t){.port = d.port, .sent = &sent};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, burst_client, &bt[i]), 0);
+    }
+    while (atomic_load(&sent) < CLIENTS * 4)
+        tu_msleep(1);
+    tu_msleep(20); /* the requests reach the daemon and queue */
+    tu_daemon_stop_ok(&d, 60);
+    for (int i = 0; i < CLIENTS; i++)
+        pthread_join(t[i], NULL);
+}
+END_TEST
+
 START_TEST(test_per_ip_limit_across_threads)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -882,6 +936,7 @@ Suite *suite_batch(void)
     tcase_set_timeout(d, 300);
     tcase_add_test(d, test_daemon_same_bytes_under_load);
     tcase_add_test(d, test_daemon_clients_gone_while_queued);
+    tcase_add_test(d, test_daemon_sigterm_with_queued_decodes);
     tcase_add_test(d, test_per_ip_limit_across_threads);
     tcase_add_test(d, test_connections_spread_evenly);
     suite_add_tcase(s, d);

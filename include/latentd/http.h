@@ -165,7 +165,10 @@ typedef void (*ld_req_cont_fn)(ld_req_t *req, void *ctx);
  * ld_req_wake(req) exactly once when it is done: call last, then return.
  * fn(req, ctx) runs on this HTTP thread after the wake: at once if the wake
  * already happened, otherwise the connection is suspended meanwhile (its
- * HTTP thread serves other connections) and fn runs when it is resumed. */
+ * HTTP thread serves other connections) and fn runs when it is resumed.
+ * Once the server has begun to stop, the thread waits for the wake instead
+ * (libmicrohttpd cannot be stopped with a connection suspended), and the
+ * stop waits for every suspended connection to be woken. */
 void ld_req_await(ld_req_t *req, ld_req_cont_fn fn, void *ctx);
 /* From any thread: the work ld_req_await waits for is done. */
 void ld_req_wake(ld_req_t *req);
