@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/log.h"
 
+#include "latentd/buf.h"
 #include "latentd/common.h"
 
 #include <errno.h>
@@ -247,15 +248,10 @@ static void put_int(char *line, int *pos, int cap, long long v)
 {
     char d[24];
     int k = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        d[k++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
     if (v < 0)
         d[k++] = '-';
-    while (k > 0 && *pos < cap)
-        line[(*pos)++] = d[--k];
+    k += ld_fmt_u64(d + k, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
+    put_str(line, pos, cap, d, (size_t)k);
 }
 
 void ld_log_access(const char *method, const char *path, int status, long long bytes,
