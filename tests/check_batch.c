@@ -202,6 +202,31 @@ static void *worker(void *p)
     return NULL;
 }
 
+/* One round: THREADS threads running fn (worker or async_worker) on b at
+ * once, iters calls each; adds their calls and rows; returns how many
+ * results were wrong. */
+static int run_round(ld_batch_t *b, const ld_model_t *m, const float *z, const float *want,
+                     int round, int iters, void *(*fn)(void *), long *calls, long *rows)
+{
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, THREADS);
+    atomic_int bad = 0;
+    worker_t w[THREADS];
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker_t){.b = b, .m = m, .z = z, .want = want, .id = round * THREADS + i,
+                          .iters = iters, .big = i == 0, .go = &go, .bad = &bad};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, fn, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        *calls += w[i].calls;
+        *rows += w[i].rows_done;
+    }
+    pthread_barrier_destroy(&go);
+    return atomic_load(&bad);
+}
+
 START_TEST(test_concurrent_callers_share_passes)
 {
     ld_arch_t a;
@@ -226,25 +251,9 @@ START_TEST(test_concurrent_callers_share_passes)
     ld_batch_stats_t st = before;
     long calls = 0, rows = 0;
     for (int round = 0; round < 20 && st.shared == before.shared; round++) {
-        pthread_barrier_t go;
-        pthread_barrier_init(&go, NULL, THREADS);
-        atomic_int bad = 0;
-        worker_t w[THREADS];
-        pthread_t t[THREADS];
-        for (int i = 0; i < THREADS; i++) {
-            w[i] = (worker_t){.b = b, .m = m, .z = z, .want = want, .id = round * THREADS + i,
-                              .iters = 150, .big = i == 0, .go = &go, .bad = &bad};
-            ck_assert_int_eq(pthread_create(&t[i], NULL, worker, &w[i]), 0);
-        }
-        for (int i = 0; i < THREADS; i++) {
-            pthread_join(t[i], NULL);
-            calls += w[i].calls;
-            rows += w[i].rows_done;
-        }
-        pthread_barrier_destroy(&go);
-        ck_assert_msg(atomic_load(&bad) == 0,
-                      "%d decodes under concurrency differ from the single-row bytes",
-                      atomic_load(&bad));
+        int bad = run_round(b, m, z, want, round, 150, worker, &calls, &rows);
+        ck_assert_msg(bad == 0, "%d decodes under concurrency differ from the single-row bytes",
+                      bad);
         ld_batch_stats(b, &st);
     }
     ck_assert_msg(st.shared > before.shared, "no pass ever served two requests");
@@ -374,26 +383,11 @@ START_TEST(test_async_submit)
     st = before;
     long calls = 0, rows = 0;
     for (int round = 0; round < 20 && st.max_requests <= THREADS; round++) {
-        pthread_barrier_t go;
-        pthread_barrier_init(&go, NULL, THREADS);
-        atomic_int bad = 0;
-        worker_t w[THREADS];
-        pthread_t t[THREADS];
-        for (int i = 0; i < THREADS; i++) {
-            w[i] = (worker_t){.b = b, .m = m, .z = z, .want = want, .id = round * THREADS + i,
-                              .iters = 200, .big = i == 0, .go = &go, .bad = &bad};
-            ck_assert_int_eq(pthread_create(&t[i], NULL, async_worker, &w[i]), 0);
-        }
-        for (int i = 0; i < THREADS; i++) {
-            pthread_join(t[i], NULL);
-            calls += w[i].calls;
-            rows += w[i].rows_done;
-        }
-        pthread_barrier_destroy(&go);
-        ck_assert_msg(atomic_load(&bad) == 0,
+        int bad = run_round(b, m, z, want, round, 200, async_worker, &calls, &rows);
+        ck_assert_msg(bad == 0,
                       "%d asynchronous decodes differ from the single-row bytes or were "
                       "completed the wrong number of times",
-                      atomic_load(&bad));
+                      bad);
         ld_batch_stats(b, &st);
     }
     ck_assert_int_eq((long)(st.requests - before.requests), calls);
