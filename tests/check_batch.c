@@ -227,20 +227,30 @@ static int run_round(ld_batch_t *b, const ld_model_t *m, const float *z, const f
     return atomic_load(&bad);
 }
 
-START_TEST(test_concurrent_callers_share_passes)
+/* A default GAN (model seed), ROWS latents z (seed zseed) and their
+ * single-row decodes want (ROWS, x_dim) through a new batcher *b. */
+static ld_model_t *gan_fixture(uint64_t seed, uint64_t zseed, const ld_batch_opts_t *o,
+                               ld_batch_t **b, float **z, float **want)
 {
     ld_arch_t a;
     ld_arch_default(LD_KIND_GAN, &a);
     ld_model_t *m = NULL;
     ld_err_t e;
-    ck_assert_int_eq(ld_model_new(&a, 5, &m, &e), LD_OK);
+    ck_assert_int_eq(ld_model_new(&a, seed, &m, &e), LD_OK);
     size_t xd = (size_t)a.x_dim;
-    float *z = draw(m, 11, ROWS);
-    float *want = malloc((size_t)ROWS * xd * sizeof *want);
-    ld_batch_t *b = NULL;
-    ck_assert_int_eq(ld_batch_new(m, &(ld_batch_opts_t){.max_rows = 16}, &b, &e), LD_OK);
+    *z = draw(m, zseed, ROWS);
+    *want = malloc((size_t)ROWS * xd * sizeof **want);
+    ck_assert_int_eq(ld_batch_new(m, o, b, &e), LD_OK);
     for (int r = 0; r < ROWS; r++)
-        ck_assert_int_eq(ld_batch_decode(b, 1, z + r * a.z_dim, want + r * xd, &e), LD_OK);
+        ck_assert_int_eq(ld_batch_decode(*b, 1, *z + r * a.z_dim, *want + r * xd, &e), LD_OK);
+    return m;
+}
+
+START_TEST(test_concurrent_callers_share_passes)
+{
+    ld_batch_t *b = NULL;
+    float *z, *want;
+    ld_model_t *m = gan_fixture(5, 11, &(ld_batch_opts_t){.max_rows = 16}, &b, &z, &want);
     ld_batch_stats_t before;
     ld_batch_stats(b, &before);
     ck_assert_int_eq((int)before.batches, ROWS);
@@ -349,18 +359,11 @@ static void *async_worker(void *p)
 
 START_TEST(test_async_submit)
 {
-    ld_arch_t a;
-    ld_arch_default(LD_KIND_GAN, &a);
-    ld_model_t *m = NULL;
-    ld_err_t e;
-    ck_assert_int_eq(ld_model_new(&a, 6, &m, &e), LD_OK);
-    size_t xd = (size_t)a.x_dim;
-    float *z = draw(m, 12, ROWS);
-    float *want = malloc((size_t)ROWS * xd * sizeof *want);
     ld_batch_t *b = NULL;
-    ck_assert_int_eq(ld_batch_new(m, NULL, &b, &e), LD_OK);
-    for (int r = 0; r < ROWS; r++)
-        ck_assert_int_eq(ld_batch_decode(b, 1, z + r * a.z_dim, want + r * xd, &e), LD_OK);
+    float *z, *want;
+    ld_model_t *m = gan_fixture(6, 12, NULL, &b, &z, &want);
+    size_t xd = (size_t)m->arch.x_dim;
+    ld_err_t e;
 
     /* an idle batcher decodes a submission at once, on the caller's thread */
     float *x = malloc(xd * sizeof *x);
@@ -700,8 +703,6 @@ static int open_counted(int port)
     return -1;
 }
 
-/* Each HTTP thread has its own MHD daemon, fed by one acceptor; the per-IP
- * limit still counts the connections of all of them. */
 /* Clients that send a GAN request and reset the connection without reading:
  * some of those requests wait in the decode queue with their connection
  * suspended, and end when it is resumed.  Nothing leaks (the sanitizer build
@@ -709,26 +710,38 @@ static int open_counted(int port)
  * the next client normally. */
 typedef struct {
     int port, iters;
-    atomic_int *sent;
-} rude_t;
+    atomic_int *sent; /* requests written */
+} raw_client_t;
 
-static void *rude_client(void *p)
+/* A connection to the daemon with a GAN sample request (JSON body) written
+ * to it and nothing read; -1 if that failed. */
+static int raw_gan_sample(int port, const char *body)
 {
-    rude_t *r = p;
-    static const char body[] = "{\"n\":64,\"seed\":3,\"format\":\"png\"}";
     char req[512];
     int len = snprintf(req, sizeof req,
                        "POST /v1/models/gan/sample HTTP/1.1\r\nHost: x\r\n"
                        "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                       sizeof body - 1, body);
+                       strlen(body), body);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 || write(fd, req, (size_t)len) != len) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void *rude_client(void *p)
+{
+    raw_client_t *r = p;
     for (int i = 0; i < r->iters; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int fd = raw_gan_sample(r->port, "{\"n\":64,\"seed\":3,\"format\":\"png\"}");
         if (fd < 0)
             continue;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->port)};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, req, (size_t)len) == len)
-            atomic_fetch_add(r->sent, 1);
+        atomic_fetch_add(r->sent, 1);
         tu_msleep(i % 3); /* some land while the request is queued, some later */
         struct linger lg = {1, 0}; /* close with RST */
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -744,10 +757,10 @@ START_TEST(test_daemon_clients_gone_while_queued)
     daemon_start(&d, 4, NULL);
     enum { RUDE = 8, ITERS = 40 };
     atomic_int sent = 0;
-    rude_t r[RUDE];
+    raw_client_t r[RUDE];
     pthread_t t[RUDE];
     for (int i = 0; i < RUDE; i++) {
-        r[i] = (rude_t){.port = d.port, .iters = ITERS, .sent = &sent};
+        r[i] = (raw_client_t){.port = d.port, .iters = ITERS, .sent = &sent};
         ck_assert_int_eq(pthread_create(&t[i], NULL, rude_client, &r[i]), 0);
     }
     for (int i = 0; i < RUDE; i++)
@@ -777,27 +790,13 @@ END_TEST
 /* SIGTERM with no drain time (shutdown_timeout = 0) while decodes are queued
  * with their connections suspended: MHD must not be stopped before they are
  * resumed (it aborts on a suspended connection), so the exit is still 0. */
-typedef struct {
-    int port;
-    atomic_int *sent;
-} burst_t;
-
 static void *burst_client(void *p)
 {
-    burst_t *bt = p;
-    static const char body[] = "{\"n\":256,\"seed\":4,\"format\":\"png\"}";
-    char req[512];
-    int len = snprintf(req, sizeof req,
-                       "POST /v1/models/gan/sample HTTP/1.1\r\nHost: x\r\n"
-                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                       sizeof body - 1, body);
+    raw_client_t *bt = p;
     int fds[4];
     for (int i = 0; i < 4; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)bt->port)};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (fds[i] >= 0 && connect(fds[i], (struct sockaddr *)&a, sizeof a) == 0 &&
-            write(fds[i], req, (size_t)len) == len)
+        fds[i] = raw_gan_sample(bt->port, "{\"n\":256,\"seed\":4,\"format\":\"png\"}");
+        if (fds[i] >= 0)
             atomic_fetch_add(bt->sent, 1);
     }
     tu_msleep(3000); /* keep the connections open through the shutdown */
@@ -813,10 +812,10 @@ START_TEST(test_daemon_sigterm_with_queued_decodes)
     daemon_start(&d, 4, "shutdown_timeout = 0\n");
     enum { CLIENTS = 8 };
     atomic_int sent = 0;
-    burst_t bt[CLIENTS];
+    raw_client_t bt[CLIENTS];
     pthread_t t[CLIENTS];
     for (int i = 0; i < CLIENTS; i++) {
-        bt[i] = (burst_t){.port = d.port, .sent = &sent};
+        bt[i] = (raw_client_t){.port = d.port, .iters = 4, .sent = &sent};
         ck_assert_int_eq(pthread_create(&t[i], NULL, burst_client, &bt[i]), 0);
     }
     while (atomic_load(&sent) < CLIENTS * 4)
@@ -828,6 +827,8 @@ START_TEST(test_daemon_sigterm_with_queued_decodes)
 }
 END_TEST
 
+/* Each HTTP thread has its own MHD daemon, fed by one acceptor; the per-IP
+ * limit still counts the connections of all of them. */
 START_TEST(test_per_ip_limit_across_threads)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
