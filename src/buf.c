@@ -303,14 +303,18 @@ int ld_fmt_u64(char *out, unsigned long long v)
     return k;
 }
 
+int ld_fmt_i64(char *out, long long v)
+{
+    if (v >= 0)
+        return ld_fmt_u64(out, (unsigned long long)v);
+    out[0] = '-';
+    return 1 + ld_fmt_u64(out + 1, 0ULL - (unsigned long long)v);
+}
+
 void ld_buf_int(ld_buf_t *b, long long v)
 {
     char out[24];
-    int pos = 0;
-    if (v < 0)
-        out[pos++] = '-';
-    pos += ld_fmt_u64(out + pos, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
-    ld_buf_append(b, out, (size_t)pos);
+    ld_buf_append(b, out, (size_t)ld_fmt_i64(out, v));
 }
 
 void ld_buf_json_float(ld_buf_t *b, float f)

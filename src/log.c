@@ -247,10 +247,7 @@ static void put_str(char *line, int *pos, int cap, const char *s, size_t max)
 static void put_int(char *line, int *pos, int cap, long long v)
 {
     char d[24];
-    int k = 0;
-    if (v < 0)
-        d[k++] = '-';
-    k += ld_fmt_u64(d + k, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
+    int k = ld_fmt_i64(d, v);
     put_str(line, pos, cap, d, (size_t)k);
 }
 

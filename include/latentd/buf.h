@@ -45,6 +45,8 @@ void ld_buf_json_float(ld_buf_t *b, float v);
  * length.  printf's "%llu" without printf (which is slow in this process:
  * see ld_log_access). */
 int ld_fmt_u64(char *out, unsigned long long v);
+/* The same for a signed value ("%lld"; at least 22 bytes). */
+int ld_fmt_i64(char *out, long long v);
 /* Append v in decimal ("%lld"). */
 void ld_buf_int(ld_buf_t *b, long long v);
 /* [v0,v1,...] */
