@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include "latentd/http.h"
 
+#include "latentd/arena.h"
 #include "latentd/log.h"
 #include "latentd/sha256.h"
 
@@ -129,7 +130,8 @@ struct ld_req {
     uint8_t *body;
     size_t body_len, body_cap;
     long long charged;      /* bytes reserved in h->mem_in_use */
-    cJSON *json;
+    cJSON *json;            /* parse tree of body, in arena */
+    ld_arena_t arena;
     /* reply */
     int defer;              /* hold replies until the request is complete (no body) */
     size_t discarded;       /* body bytes dropped after an early error */
@@ -869,14 +871,16 @@ static void on_complete(ld_req_t *req)
             }
         } else {
             req->body[req->body_len] = '\0';
-            /* a parse tree costs about one cJSON node per value: charge it
-             * before building it so hostile bodies cannot multiply memory */
+            /* a parse tree is at most one cJSON node per value plus copies
+             * of its strings, each rounded up to 16 bytes: charge that before
+             * building it so hostile bodies cannot multiply memory, and make
+             * it the arena's one block */
             size_t nodes = 1;
             for (size_t i = 0; i < req->body_len; i++) {
                 uint8_t c = req->body[i];
                 nodes += c == ',' || c == '[' || c == '{' || c == ':';
             }
-            long long cost = (long long)(nodes * (sizeof(cJSON) + 16));
+            long long cost = (long long)(nodes * (sizeof(cJSON) + 16) + req->body_len);
             if (charge(h, req, cost) != 0) {
                 if (cost + req->charged > (long long)h->body_memory_limit) {
                     ld_req_error(req, 413, "payload_too_large",
@@ -889,7 +893,9 @@ static void on_complete(ld_req_t *req)
                 return;
             }
             const char *end = NULL;
-            req->json = cJSON_ParseWithLengthOpts((const char *)req->body, req->body_len, &end, 0);
+            ld_arena_init(&req->arena, (size_t)cost);
+            req->json = ld_arena_parse_json(&req->arena, (const char *)req->body, req->body_len,
+                                            &end);
             if (!req->json) {
                 /* on failure cJSON points end at the error (cJSON_GetErrorPtr
                  * would read a global that other threads overwrite) */
@@ -1074,7 +1080,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req->cont) /* resumed, but the client had gone: the continuation only frees */
         req->cont(NULL, req->cont_ctx);
     uncharge(h, req);
-    cJSON_Delete(req->json);
+    ld_arena_free(&req->arena); /* req->json */
     free(req->body);
     free(req->path);
     for (int i = 0; i < req->n_params; i++)
