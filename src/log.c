@@ -80,23 +80,48 @@ static void write_all(const char *p, size_t left)
     }
 }
 
-/* Access lines, once ld_log_access_start() has run: appended here and
- * written by the flusher thread every ACCESS_FLUSH_MS, when the buffer is
- * full, and before any other line (so the order of lines is kept). */
+/* Access lines, once ld_log_access_start() has run: appended to the current
+ * buffer under acc_mu (a copy, nothing more), and written by the flusher
+ * thread every ACCESS_FLUSH_MS or when the buffer is half full; by the
+ * appending thread only when it is full.  Writing swaps the current buffer
+ * with the spare under acc_mu and writes the full one under wr_mu alone, so
+ * a thread appending a line never waits for the disk (or for a writer whose
+ * CPU the host has paused).  wr_mu orders every write to stderr while
+ * buffering is on: a line that is not an access line first writes what is
+ * buffered, then itself, so lines keep their order.
+ * Lock order: wr_mu, then acc_mu. */
 #define ACCESS_FLUSH_MS 50
+#define ACCESS_BUF (256 * 1024)
+static pthread_mutex_t g_wr_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t g_acc_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_acc_cv = PTHREAD_COND_INITIALIZER;
-static char g_acc[32 * 1024];
-static size_t g_acc_len;               /* guarded by g_acc_mu */
-static int g_acc_on, g_acc_stop;       /* guarded by g_acc_mu */
+static char g_acc_bufs[2][ACCESS_BUF];
+static char *g_acc = g_acc_bufs[0];    /* current; guarded by acc_mu */
+static size_t g_acc_len;               /* guarded by acc_mu */
+static int g_acc_on, g_acc_stop;       /* guarded by acc_mu */
+static int g_acc_kicked;               /* flusher signalled (half full); acc_mu */
+static char *g_spare = g_acc_bufs[1];  /* guarded by wr_mu */
 static atomic_int g_acc_buffered;      /* g_acc_on, read without the lock */
 static pthread_t g_acc_thread;
 
-/* Write what is buffered; g_acc_mu held. */
-static void acc_flush_locked(void)
+/* Swap the buffers and write what was buffered; wr_mu held, acc_mu not.
+ * Returns with the buffering switched off if off is set (ld_log_access_stop),
+ * so that no line can be appended after this write. */
+static void acc_write_wr_locked(int off)
 {
-    write_all(g_acc, g_acc_len);
+    pthread_mutex_lock(&g_acc_mu);
+    char *full = g_acc;
+    size_t n = g_acc_len;
+    g_acc = g_spare;
     g_acc_len = 0;
+    g_acc_kicked = 0;
+    if (off) {
+        g_acc_on = 0;
+        g_acc_stop = 1;
+    }
+    pthread_mutex_unlock(&g_acc_mu);
+    g_spare = full;
+    write_all(full, n);
 }
 
 static void *acc_flusher(void *arg)
@@ -111,8 +136,15 @@ static void *acc_flusher(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&g_acc_cv, &g_acc_mu, &ts);
-        acc_flush_locked();
+        if (!g_acc_kicked)
+            pthread_cond_timedwait(&g_acc_cv, &g_acc_mu, &ts);
+        if (g_acc_stop)
+            break;
+        pthread_mutex_unlock(&g_acc_mu);
+        pthread_mutex_lock(&g_wr_mu);
+        acc_write_wr_locked(0);
+        pthread_mutex_unlock(&g_wr_mu);
+        pthread_mutex_lock(&g_acc_mu);
     }
     pthread_mutex_unlock(&g_acc_mu);
     return NULL;
@@ -124,6 +156,7 @@ int ld_log_access_start(void)
     int rc = 0;
     if (!g_acc_on) {
         g_acc_stop = 0;
+        g_acc_kicked = 0;
         rc = pthread_create(&g_acc_thread, NULL, acc_flusher, NULL);
         if (rc == 0) {
             g_acc_on = 1;
@@ -136,20 +169,23 @@ int ld_log_access_start(void)
 
 void ld_log_access_stop(void)
 {
+    pthread_mutex_lock(&g_wr_mu);
     pthread_mutex_lock(&g_acc_mu);
-    if (!g_acc_on) {
-        pthread_mutex_unlock(&g_acc_mu);
+    int on = g_acc_on;
+    pthread_mutex_unlock(&g_acc_mu);
+    if (!on) {
+        pthread_mutex_unlock(&g_wr_mu);
         return;
     }
-    g_acc_stop = 1;
+    /* the last buffered lines, with the buffering switched off at the swap:
+     * a line emitted meanwhile waits for wr_mu and follows them */
+    acc_write_wr_locked(1);
+    atomic_store(&g_acc_buffered, 0);
+    pthread_mutex_unlock(&g_wr_mu);
+    pthread_mutex_lock(&g_acc_mu);
     pthread_cond_signal(&g_acc_cv);
     pthread_mutex_unlock(&g_acc_mu);
     pthread_join(g_acc_thread, NULL);
-    pthread_mutex_lock(&g_acc_mu);
-    acc_flush_locked();
-    g_acc_on = 0;
-    atomic_store(&g_acc_buffered, 0);
-    pthread_mutex_unlock(&g_acc_mu);
 }
 
 /* One finished line (with its newline) to stderr: after the buffered access
@@ -160,21 +196,36 @@ static void emit(const char *line, size_t len, int access)
         write_all(line, len);
         return;
     }
-    pthread_mutex_lock(&g_acc_mu);
-    if (!g_acc_on) { /* stopped meanwhile */
+    if (access) {
+        pthread_mutex_lock(&g_acc_mu);
+        if (g_acc_on && g_acc_len + len <= ACCESS_BUF) {
+            memcpy(g_acc + g_acc_len, line, len);
+            g_acc_len += len;
+            if (g_acc_len > ACCESS_BUF / 2 && !g_acc_kicked) {
+                g_acc_kicked = 1;
+                pthread_cond_signal(&g_acc_cv);
+            }
+            pthread_mutex_unlock(&g_acc_mu);
+            return;
+        }
         pthread_mutex_unlock(&g_acc_mu);
-        write_all(line, len);
-        return;
     }
-    if (!access || g_acc_len + len > sizeof g_acc)
-        acc_flush_locked();
-    if (access && len <= sizeof g_acc) {
-        memcpy(g_acc + g_acc_len, line, len);
-        g_acc_len += len;
-    } else {
-        write_all(line, len);
+    /* not an access line, the buffer is full, or buffering stopped */
+    pthread_mutex_lock(&g_wr_mu);
+    acc_write_wr_locked(0);
+    int buffered = 0;
+    if (access && len <= ACCESS_BUF) {
+        pthread_mutex_lock(&g_acc_mu);
+        if (g_acc_on && g_acc_len + len <= ACCESS_BUF) {
+            memcpy(g_acc + g_acc_len, line, len);
+            g_acc_len += len;
+            buffered = 1;
+        }
+        pthread_mutex_unlock(&g_acc_mu);
     }
-    pthread_mutex_unlock(&g_acc_mu);
+    if (!buffered)
+        write_all(line, len);
+    pthread_mutex_unlock(&g_wr_mu);
 }
 
 /* The line prefix: "<N>" for the journal, else "TIMESTAMP LEVEL " (level

@@ -10,6 +10,8 @@
 #include "latentd/sha256.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -127,6 +129,62 @@ static void log_buffered(void)
     ld_log_access_stop(); /* idempotent */
     ld_log_access("GET", "/c", 200, 1, 2, "p", ""); /* unbuffered again */
 }
+
+/* Several threads log at once, past the buffer's size several times over,
+ * with a warning now and then: every line arrives once and whole, and each
+ * thread's lines in the order it wrote them. */
+#define LOG_THREADS 4
+#define LOG_LINES 4000
+static void *log_many(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int i = 0; i < LOG_LINES; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/t%d/%d", t, i);
+        if (i % 500 == 499)
+            ld_log_warn("warn t%d i%d", t, i);
+        else
+            ld_log_access("GET", path, 200, i, t, "127.0.0.1", "");
+    }
+    return NULL;
+}
+
+static void log_concurrent(void)
+{
+    ck_assert_int_eq(ld_log_access_start(), 0);
+    pthread_t th[LOG_THREADS];
+    for (int t = 0; t < LOG_THREADS; t++)
+        ck_assert_int_eq(pthread_create(&th[t], NULL, log_many, (void *)(intptr_t)t), 0);
+    for (int t = 0; t < LOG_THREADS; t++)
+        pthread_join(th[t], NULL);
+    ld_log_access_stop();
+}
+
+START_TEST(test_access_log_concurrent)
+{
+    char *text = capture_stderr(log_concurrent);
+    int next[LOG_THREADS] = {0};
+    int lines = 0;
+    for (char *line = text, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        ck_assert_msg(nl != NULL, "a line without its end: %s", line);
+        *nl = '\0';
+        int t, i;
+        const char *p;
+        if ((p = strstr(line, " access method=GET path=/t")) && sscanf(p, " access method=GET path=/t%d/%d", &t, &i) == 2) {
+        } else if ((p = strstr(line, " warn  warn t")) && sscanf(p, " warn  warn t%d i%d", &t, &i) == 2) {
+        } else {
+            ck_abort_msg("unexpected line: %s", line);
+        }
+        ck_assert(t >= 0 && t < LOG_THREADS);
+        ck_assert_msg(i == next[t], "thread %d: line %d after %d", t, i, next[t] - 1);
+        next[t]++;
+        lines++;
+    }
+    ck_assert_int_eq(lines, LOG_THREADS * LOG_LINES);
+    free(text);
+}
+END_TEST
 
 START_TEST(test_access_log_line)
 {
@@ -257,6 +315,7 @@ Suite *suite_buf(void)
     tcase_add_test(tc, test_integers);
     tcase_add_test(tc, test_json_strings);
     tcase_add_test(tc, test_access_log_line);
+    tcase_add_test(tc, test_access_log_concurrent);
     tcase_add_test(tc, test_sha256_vectors);
     suite_add_tcase(s, tc);
     return s;
