@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,13 +431,15 @@ __attribute__((target(FMT_AVX512))) static size_t fmt_floats32(char *out, const 
 
 static int have_avx512(void)
 {
-    static int have = -1; /* a benign race: every thread computes the same */
-    if (have < 0) {
+    static atomic_int have = -1; /* every thread that races here stores the same */
+    int h = atomic_load_explicit(&have, memory_order_relaxed);
+    if (h < 0) {
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw");
+        h = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw");
+        atomic_store_explicit(&have, h, memory_order_relaxed);
     }
-    return have;
+    return h;
 }
 #endif
 
