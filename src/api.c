@@ -114,7 +114,20 @@ static int need_encoder(ld_req_t *req, const ld_served_t *s, const char *what)
 
 static int all_finite(const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    /* a float is NaN or Inf when its exponent bits are all ones; branch-free
+     * over blocks of 64 so the compiler can vectorise it */
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint32_t bad = 0;
+        for (size_t k = 0; k < 64; k++) {
+            uint32_t u;
+            memcpy(&u, &x[i + k], sizeof u);
+            bad |= (uint32_t)((u & 0x7F800000u) == 0x7F800000u);
+        }
+        if (bad)
+            return 0;
+    }
+    for (; i < n; i++)
         if (!isfinite(x[i]))
             return 0;
     return 1;
@@ -536,17 +549,15 @@ typedef struct {
     ld_served_t *s;  /* a reference of its own */
     out_opts_t o;
     int n, with_z;
-    float *z;        /* (n, z_dim), a copy */
-    float *x;        /* (n, x_dim) */
+    float *z;        /* (n, z_dim), a copy, in this block after fields */
+    float *x;        /* (n, x_dim), in this block after z */
     char fields[];   /* JSON members before "shape" */
 } decode_job_t;
 
 static void decode_job_free(decode_job_t *j)
 {
     ld_served_release(j->s);
-    free(j->z);
-    free(j->x);
-    free(j);
+    free(j); /* z and x live in the same block */
 }
 
 /* The reply for decoded rows (on the request's HTTP thread). */
@@ -561,6 +572,10 @@ static void reply_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
         return;
     }
     ld_buf_t b = {0};
+    /* room for the whole reply at once (at most 17 bytes a value and its
+     * comma, see ld_buf_json_floats): no copying as the buffer grows */
+    ld_buf_reserve(&b, 256 + strlen(fields) +
+                           (size_t)n * ((size_t)a->x_dim + (z ? (size_t)a->z_dim : 0) + 2) * 17);
     ld_buf_puts(&b, "{\"model\":");
     ld_buf_json_str(&b, s->name);
     ld_buf_putc(&b, ',');
@@ -593,19 +608,19 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
 {
     const ld_arch_t *a = &s->model->arch;
     size_t flen = strlen(fields);
-    decode_job_t *j = calloc(1, sizeof *j + flen + 1);
-    float *x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x); /* (n, x_dim) */
-    float *zc = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *zc);
-    if (!j || !x || !zc) {
-        free(j);
-        free(x);
-        free(zc);
+    /* one block: the job, its fields, then z and x (float-aligned); n is
+     * capped by max_samples, so the sizes cannot overflow */
+    size_t zoff = (sizeof(decode_job_t) + flen + 1 + 63) / 64 * 64;
+    size_t zn = (size_t)n * (size_t)a->z_dim, xn = (size_t)n * (size_t)a->x_dim;
+    decode_job_t *j = malloc(zoff + (zn + xn) * sizeof(float));
+    if (!j) {
         ld_req_error(req, 503, "overloaded", "out of memory");
         return;
     }
-    memcpy(zc, z, (size_t)n * (size_t)a->z_dim * sizeof *zc);
+    float *zc = (float *)(void *)((char *)j + zoff);
+    memcpy(zc, z, zn * sizeof *zc);
     *j = (decode_job_t){.req = req, .api = api, .s = ld_served_ref(s), .o = *o, .n = n,
-                        .with_z = with_z, .z = zc, .x = x};
+                        .with_z = with_z, .z = zc, .x = zc + zn};
     memcpy(j->fields, fields, flen + 1);
     ld_err_t e;
     int queued = 0;
