@@ -30,7 +30,7 @@ static const ld_cfg_key_t keys[] = {
     {"request_timeout",         LD_CFG_INT,   1,    3600,      "30",        F(request_timeout),           NULL,       NULL},
     {"connection_limit",        LD_CFG_INT,   1,    100000,    "512",       F(connection_limit),          NULL,       NULL},
     {"per_ip_connection_limit", LD_CFG_INT,   0,    100000,    "128",       F(per_ip_connection_limit),   NULL,       NULL},
-    {"connection_memory_limit", LD_CFG_SIZE,  8 * KiB, 16 * MiB, "32k",     F(connection_memory_limit),   NULL,       NULL},
+    {"connection_memory_limit", LD_CFG_SIZE,  8 * KiB, 16 * MiB, "16k",     F(connection_memory_limit),   NULL,       NULL},
     {"max_body_bytes",          LD_CFG_SIZE,  1 * KiB, 1 * GiB, "4mb",      F(max_body_bytes),            NULL,       NULL},
     {"body_memory_limit",       LD_CFG_SIZE,  1 * KiB, 64 * GiB, "64mb",    F(body_memory_limit),         NULL,       NULL},
     {"shutdown_timeout",        LD_CFG_INT,   0,    3600,      "10",        F(shutdown_timeout),          NULL,       NULL},
