@@ -626,7 +626,9 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
     int queued = 0;
     /* the batcher: concurrent requests share one pass over the weights, and a
      * row's bytes do not depend on its neighbours */
-    int rc = s->batch ? ld_batch_submit(s->batch, n, j->z, j->x, decode_job_done, j, &queued, &e)
+    int others = ld_http_in_flight(ld_req_server(req)) - 1;
+    int rc = s->batch ? ld_batch_submit(s->batch, n, j->z, j->x, others, decode_job_done, j,
+                                        &queued, &e)
                       : ld_model_decode(s->model, n, j->z, j->x, &e);
     if (rc != LD_OK) {
         model_error(req, rc, &e);

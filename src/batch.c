@@ -419,6 +419,20 @@ static void *decoder_main(void *arg)
     return NULL;
 }
 
+/* Give the lead to the decoder thread, starting it on first need (mu held,
+ * leading = 1, an asynchronous request at the head).  Returns 0 if the
+ * thread cannot be started: the caller must lead. */
+static int wake_decoder_locked(ld_batch_t *b)
+{
+    if (!b->dec_started && pthread_create(&b->dec_thread, NULL, decoder_main, b) == 0)
+        b->dec_started = 1;
+    if (!b->dec_started)
+        return 0;
+    b->dec_wake = 1;
+    pthread_cond_signal(&b->dec_cv);
+    return 1;
+}
+
 /* The leader is done with its own request: pass the lead on (mu held).  A
  * waiter at the head leads the next pass itself (it is asleep in job_wait,
  * so it cannot go away meanwhile); an asynchronous head has no thread of its
@@ -434,13 +448,8 @@ static void hand_off_locked(ld_batch_t *b)
         job_set(b->head, JOB_LEAD);
         return;
     }
-    if (!b->dec_started && pthread_create(&b->dec_thread, NULL, decoder_main, b) == 0)
-        b->dec_started = 1;
-    if (b->dec_started) {
-        b->dec_wake = 1;
-        pthread_cond_signal(&b->dec_cv);
+    if (wake_decoder_locked(b))
         return;
-    }
     lead_locked(b, NULL);
     b->leading = 0;
 }
@@ -484,8 +493,8 @@ int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *er
     return LD_OK;
 }
 
-int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
-                    void *arg, int *queued, ld_err_t *err)
+int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, int others,
+                    ld_batch_done_fn done, void *arg, int *queued, ld_err_t *err)
 {
     *queued = 0;
     if (!b || n < 0 || !done || (n > 0 && (!z || !x)))
@@ -505,7 +514,15 @@ int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_don
         *queued = 1; /* j belongs to the leader now */
         return LD_OK;
     }
-    /* nothing running: decode at once on this thread, like a lone waiter */
+    /* nothing running, but other requests are on their way: the decoder
+     * thread takes the pass, so they can still join it while this thread
+     * goes back to reading them */
+    if (others > 0 && wake_decoder_locked(b)) {
+        pthread_mutex_unlock(&b->mu);
+        *queued = 1;
+        return LD_OK;
+    }
+    /* alone: decode at once on this thread, like a lone waiter */
     lead_locked(b, j);
     hand_off_locked(b);
     pthread_mutex_unlock(&b->mu);

@@ -1386,6 +1386,11 @@ double ld_http_busy_seconds(const ld_http_t *h)
     return 1e-9 * (double)atomic_load_explicit(&h->busy_ns, memory_order_relaxed);
 }
 
+int ld_http_in_flight(const ld_http_t *h)
+{
+    return (int)atomic_load_explicit(&h->in_flight, memory_order_relaxed);
+}
+
 int ld_http_port(const ld_http_t *h)
 {
     return h->port;

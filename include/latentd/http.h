@@ -109,6 +109,8 @@ int ld_http_drain(ld_http_t *h, double timeout_s);
  * counted), in seconds.  Its growth rate is the mean number of requests in
  * flight (Little's law): the daemon's serving load.  Any thread. */
 double ld_http_busy_seconds(const ld_http_t *h);
+/* Requests begun and not yet completed (headers read, reply not yet sent). */
+int ld_http_in_flight(const ld_http_t *h);
 /* Stop the pool (closing every connection) and free. NULL is fine. */
 void ld_http_free(ld_http_t *h);
 /* A metrics collector (ctx = the server): in-flight requests, open
