@@ -213,8 +213,10 @@ static uint64_t digits8(uint32_t lo, int *tz)
  * (the eight after it, as digits8 gives them), nd significant ones (1..9),
  * decimal exponent e.  Trailing zeros dropped; plain notation for -5 <= e <
  * 9, else d.ddde[-]x.  Returns the length; writes up to 16 bytes past out
- * whatever the length. */
-static int layout_digits(char *out, int e, char first, uint64_t rest, int nd)
+ * whatever the length.  Inlined into both writers: as a call it cost the
+ * 32-value writer a tenth of its time. */
+static inline __attribute__((always_inline)) int layout_digits(char *out, int e, char first,
+                                                             uint64_t rest, int nd)
 {
     if (e < 0 && e >= -5) { /* 0.[0000]ddddddddd: the usual case for pixels */
         memcpy(out, "0.000000", 8);
