@@ -48,6 +48,7 @@
 #define MAX_PARAMS 4
 #define MAX_ORIGINS 32
 #define MAX_EXTRA_HEADERS 8
+#define EXTRA_HEADER_BYTES 1024 /* their names and values, NULs included */
 #define MAX_DRAIN_HOOKS 8
 #define MAX_TOKEN_LEN 4096
 #define MAX_DAEMONS 256 /* http_threads' maximum */
@@ -143,8 +144,10 @@ struct ld_req {
     long long bytes;
     int close_conn;
     int n_extra;
-    char *extra_name[MAX_EXTRA_HEADERS];
+    char *extra_name[MAX_EXTRA_HEADERS]; /* into extra_buf */
     char *extra_val[MAX_EXTRA_HEADERS];
+    size_t extra_used;
+    char extra_buf[EXTRA_HEADER_BYTES]; /* name\0value\0 pairs: no allocation each */
     /* ld_req_await / ld_req_wake: woken and suspended under wait_mu (the
      * waking thread and the HTTP thread race); cont is the HTTP thread's */
     pthread_mutex_t wait_mu;
@@ -468,23 +471,19 @@ static void submit(ld_req_t *req, int status, struct MHD_Response *r, long long 
 
 static void free_extra(ld_req_t *req)
 {
-    for (int i = 0; i < req->n_extra; i++) {
-        free(req->extra_name[i]);
-        free(req->extra_val[i]);
-    }
     req->n_extra = 0;
+    req->extra_used = 0;
 }
 
 int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
 {
-    if (req->n_extra >= MAX_EXTRA_HEADERS)
+    size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
+    if (req->n_extra >= MAX_EXTRA_HEADERS || nl + vl > EXTRA_HEADER_BYTES - req->extra_used)
         return LD_ENOMEM;
-    char *n = strdup(name), *v = strdup(value);
-    if (!n || !v) {
-        free(n);
-        free(v);
-        return LD_ENOMEM;
-    }
+    char *n = req->extra_buf + req->extra_used, *v = n + nl;
+    memcpy(n, name, nl);
+    memcpy(v, value, vl);
+    req->extra_used += nl + vl;
     req->extra_name[req->n_extra] = n;
     req->extra_val[req->n_extra] = v;
     req->n_extra++;

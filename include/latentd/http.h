@@ -138,7 +138,8 @@ ld_http_t *ld_req_server(const ld_req_t *req);
 struct MHD_Connection *ld_req_connection(const ld_req_t *req);
 
 /* ---- replies ---- */
-/* Add a response header (copied); call before the reply. 0 or LD_ENOMEM. */
+/* Add a response header (copied into the request; at most 8, 1 KiB in all);
+ * call before the reply.  0 or LD_ENOMEM. */
 int ld_req_header_add(ld_req_t *req, const char *name, const char *value);
 /* Answer with body[0..len) (malloc'd; ownership moves here, freed even on
  * failure) and the given content type. */
