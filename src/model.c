@@ -617,7 +617,7 @@ void ld_model_draw_z(const ld_model_t *m, uint64_t seed, float temperature, int 
 {
     ld_rng_t r;
     ld_rng_seed(&r, seed);
-    ld_rng_fill_normal(&r, z, (size_t)n * m->arch.z_dim, 0.0f, temperature);
+    ld_rng_fill_normal_fast(&r, z, (size_t)n * m->arch.z_dim, 0.0f, temperature);
 }
 
 /* Run one net over n rows in chunks: x (n, size[0]) -> y (n, size[L]). */

@@ -976,6 +976,66 @@ START_TEST(test_rng_normal)
 }
 END_TEST
 
+/* The ziggurat's normals: moments, the tail it samples separately, and a
+ * chi-squared against the normal CDF over 66 bins of 0.125 (which a wrong
+ * layer table, wedge test or tail would fail). */
+START_TEST(test_rng_normal_fast)
+{
+    enum { N = 2000000, NB = 66 }; /* bins: (-inf,-4), 64 of 0.125 over [-4,4), [4,inf) */
+    float *x = malloc(N * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    ld_rng_t r;
+    ld_rng_seed(&r, 14);
+    ld_rng_fill_normal_fast(&r, x, N, 0, 1);
+    double s = 0, s2 = 0, s3 = 0, s4 = 0;
+    long bins[NB] = {0}, tail = 0;
+    const double R = 3.442619855899; /* where the base layer's tail starts */
+    for (int i = 0; i < N; i++) {
+        ck_assert(isfinite(x[i]));
+        double v = x[i];
+        s += v, s2 += v * v, s3 += v * v * v, s4 += v * v * v * v;
+        int k = v < -4 ? 0 : v >= 4 ? NB - 1 : 1 + (int)floor((v + 4) * 8);
+        bins[k]++;
+        tail += fabs(v) > R;
+    }
+    double mean = s / N, var = s2 / N - mean * mean;
+    ck_assert_msg(fabs(mean) < 5 / sqrt(N), "mean %g", mean);
+    ck_assert_msg(fabs(var - 1) < 5 * sqrt(2.0 / N), "var %g", var);
+    ck_assert_msg(fabs(s3 / N) < 5 * sqrt(15.0 / N), "3rd moment %g", s3 / N);
+    ck_assert_msg(fabs(s4 / N - 3) < 5 * sqrt(96.0 / N), "4th moment %g", s4 / N);
+    double pt = erfc(R / sqrt(2)); /* P(|x| > R) = 5.8e-4 */
+    ck_assert_msg(fabs((double)tail / N - pt) < 5 * sqrt(pt / N), "P(|x|>R) %g, want %g",
+                  (double)tail / N, pt);
+    double chi2 = 0;
+    for (int k = 0; k < NB; k++) {
+        double lo = k == 0 ? -INFINITY : -4 + (k - 1) * 0.125;
+        double hi = k == NB - 1 ? INFINITY : -4 + k * 0.125;
+        double p = 0.5 * (erfc(-hi / sqrt(2)) - erfc(-lo / sqrt(2)));
+        chi2 += (bins[k] - N * p) * (bins[k] - N * p) / (N * p);
+    }
+    ck_assert_msg(chi2 < 121.8, "chi2 %g (65 dof, p = 1e-4)", chi2);
+    /* same seed, same stream; a different one from Box-Muller's */
+    float a[64], b[64], c[64];
+    ld_rng_seed(&r, 9);
+    ld_rng_fill_normal_fast(&r, a, 64, 0, 1);
+    ld_rng_seed(&r, 9);
+    ld_rng_fill_normal_fast(&r, b, 64, 0, 1);
+    ld_rng_seed(&r, 9);
+    ld_rng_fill_normal(&r, c, 64, 0, 1);
+    ck_assert(memcmp(a, b, sizeof a) == 0);
+    ck_assert(memcmp(a, c, sizeof a) != 0);
+    /* mean and std parameters */
+    ld_rng_fill_normal_fast(&r, x, 100000, 3.0f, 0.5f);
+    s = s2 = 0;
+    for (int i = 0; i < 100000; i++)
+        s += x[i], s2 += (double)x[i] * x[i];
+    mean = s / 1e5, var = s2 / 1e5 - mean * mean;
+    ck_assert_msg(fabs(mean - 3) < 5 * 0.5 / sqrt(1e5), "mean %g", mean);
+    ck_assert_msg(fabs(var - 0.25) < 5 * 0.25 * sqrt(2 / 1e5), "var %g", var);
+    free(x);
+}
+END_TEST
+
 START_TEST(test_rng_below)
 {
     ld_rng_t r;
@@ -1206,6 +1266,7 @@ Suite *suite_nn(void)
     tcase_add_test(tr, test_rng_determinism);
     tcase_add_test(tr, test_rng_uniform);
     tcase_add_test(tr, test_rng_normal);
+    tcase_add_test(tr, test_rng_normal_fast);
     tcase_add_test(tr, test_rng_below);
     tcase_add_test(tr, test_sym_eig);
     tcase_add_test(tr, test_frechet_closed_forms);
