@@ -941,6 +941,19 @@ START_TEST(test_rng_uniform)
 }
 END_TEST
 
+/* fill's mean and std parameters: 100,000 draws of N(3, 0.5^2) into x. */
+static void check_mean_std(void (*fill)(ld_rng_t *, float *, size_t, float, float), ld_rng_t *r,
+                           float *x)
+{
+    fill(r, x, 100000, 3.0f, 0.5f);
+    double s = 0, s2 = 0;
+    for (int i = 0; i < 100000; i++)
+        s += x[i], s2 += (double)x[i] * x[i];
+    double mean = s / 1e5, var = s2 / 1e5 - mean * mean;
+    ck_assert_msg(fabs(mean - 3) < 5 * 0.5 / sqrt(1e5), "mean %g", mean);
+    ck_assert_msg(fabs(var - 0.25) < 5 * 0.25 * sqrt(2 / 1e5), "var %g", var);
+}
+
 START_TEST(test_rng_normal)
 {
     enum { N = 200001 }; /* odd: the tail uses one draw of a pair */
@@ -964,14 +977,7 @@ START_TEST(test_rng_normal)
     double p1 = 0.6826894921370859; /* P(|x| < 1) */
     ck_assert_msg(fabs((double)in1 / N - p1) < 5 * sqrt(p1 * (1 - p1) / N), "P(|x|<1) %g",
                   (double)in1 / N);
-    /* mean and std parameters */
-    ld_rng_fill_normal(&r, x, 100000, 3.0f, 0.5f);
-    s = s2 = 0;
-    for (int i = 0; i < 100000; i++)
-        s += x[i], s2 += (double)x[i] * x[i];
-    mean = s / 1e5, var = s2 / 1e5 - mean * mean;
-    ck_assert_msg(fabs(mean - 3) < 5 * 0.5 / sqrt(1e5), "mean %g", mean);
-    ck_assert_msg(fabs(var - 0.25) < 5 * 0.25 * sqrt(2 / 1e5), "var %g", var);
+    check_mean_std(ld_rng_fill_normal, &r, x);
     free(x);
 }
 END_TEST
@@ -1024,14 +1030,7 @@ START_TEST(test_rng_normal_fast)
     ld_rng_fill_normal(&r, c, 64, 0, 1);
     ck_assert(memcmp(a, b, sizeof a) == 0);
     ck_assert(memcmp(a, c, sizeof a) != 0);
-    /* mean and std parameters */
-    ld_rng_fill_normal_fast(&r, x, 100000, 3.0f, 0.5f);
-    s = s2 = 0;
-    for (int i = 0; i < 100000; i++)
-        s += x[i], s2 += (double)x[i] * x[i];
-    mean = s / 1e5, var = s2 / 1e5 - mean * mean;
-    ck_assert_msg(fabs(mean - 3) < 5 * 0.5 / sqrt(1e5), "mean %g", mean);
-    ck_assert_msg(fabs(var - 0.25) < 5 * 0.25 * sqrt(2 / 1e5), "var %g", var);
+    check_mean_std(ld_rng_fill_normal_fast, &r, x);
     free(x);
 }
 END_TEST
