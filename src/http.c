@@ -469,12 +469,6 @@ static void submit(ld_req_t *req, int status, struct MHD_Response *r, long long 
     }
 }
 
-static void free_extra(ld_req_t *req)
-{
-    req->n_extra = 0;
-    req->extra_used = 0;
-}
-
 int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
 {
     size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
@@ -1099,7 +1093,6 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(req->param_val[i]);
     if (!req->streaming)
         atomic_fetch_add_explicit(&h->busy_ns, (long long)(secs * 1e9), memory_order_relaxed);
-    free_extra(req);
     pthread_mutex_destroy(&req->wait_mu);
     free(req);
     if (atomic_fetch_sub_explicit(&h->in_flight, 1, memory_order_acq_rel) == 1 &&
