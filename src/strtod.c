@@ -3,6 +3,8 @@
 #include "latentd/strtod.h"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <locale.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,4 +104,48 @@ double strtod(const char *restrict s, char **restrict end)
     if (end)
         *end = (char *)(uintptr_t)p;
     return neg ? -v : v;
+}
+
+/* ---------------------------------------------------------------- localeconv */
+
+/* The C locale's conventions (POSIX, <locale.h>): a '.' decimal point, every
+ * other string empty, every char field CHAR_MAX ("not available").  Not
+ * const, like glibc's static result, which callers may (but must not)
+ * write. */
+static struct lconv g_c_lconv = {
+    .decimal_point = ".",
+    .thousands_sep = "",
+    .grouping = "",
+    .int_curr_symbol = "",
+    .currency_symbol = "",
+    .mon_decimal_point = "",
+    .mon_thousands_sep = "",
+    .mon_grouping = "",
+    .positive_sign = "",
+    .negative_sign = "",
+    .int_frac_digits = CHAR_MAX,
+    .frac_digits = CHAR_MAX,
+    .p_cs_precedes = CHAR_MAX,
+    .p_sep_by_space = CHAR_MAX,
+    .n_cs_precedes = CHAR_MAX,
+    .n_sep_by_space = CHAR_MAX,
+    .p_sign_posn = CHAR_MAX,
+    .n_sign_posn = CHAR_MAX,
+    .int_p_cs_precedes = CHAR_MAX,
+    .int_p_sep_by_space = CHAR_MAX,
+    .int_n_cs_precedes = CHAR_MAX,
+    .int_n_sep_by_space = CHAR_MAX,
+    .int_p_sign_posn = CHAR_MAX,
+    .int_n_sign_posn = CHAR_MAX,
+};
+
+struct lconv *localeconv(void)
+{
+    return &g_c_lconv;
+}
+
+struct lconv *ld_localeconv_libc(void)
+{
+    struct lconv *(*fn)(void) = (struct lconv * (*)(void)) dlsym(RTLD_NEXT, "localeconv");
+    return fn ? fn() : NULL;
 }

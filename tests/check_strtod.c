@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <locale.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -141,6 +142,44 @@ START_TEST(test_strtod_float_forms)
 }
 END_TEST
 
+/* The process's localeconv gives the C locale's fields, as glibc's does in
+ * the locale latentd runs in (it never calls setlocale). */
+START_TEST(test_localeconv_matches_libc)
+{
+    struct lconv *ours = localeconv(), *libc = ld_localeconv_libc();
+    ck_assert_ptr_nonnull(libc);
+    ck_assert_ptr_ne(ours, libc); /* ours is the one the process calls */
+#define SAME_STR(f) ck_assert_str_eq(ours->f, libc->f)
+#define SAME_CHR(f) ck_assert_int_eq(ours->f, libc->f)
+    SAME_STR(decimal_point);
+    SAME_STR(thousands_sep);
+    SAME_STR(grouping);
+    SAME_STR(int_curr_symbol);
+    SAME_STR(currency_symbol);
+    SAME_STR(mon_decimal_point);
+    SAME_STR(mon_thousands_sep);
+    SAME_STR(mon_grouping);
+    SAME_STR(positive_sign);
+    SAME_STR(negative_sign);
+    SAME_CHR(int_frac_digits);
+    SAME_CHR(frac_digits);
+    SAME_CHR(p_cs_precedes);
+    SAME_CHR(p_sep_by_space);
+    SAME_CHR(n_cs_precedes);
+    SAME_CHR(n_sep_by_space);
+    SAME_CHR(p_sign_posn);
+    SAME_CHR(n_sign_posn);
+    SAME_CHR(int_p_cs_precedes);
+    SAME_CHR(int_p_sep_by_space);
+    SAME_CHR(int_n_cs_precedes);
+    SAME_CHR(int_n_sep_by_space);
+    SAME_CHR(int_p_sign_posn);
+    SAME_CHR(int_n_sign_posn);
+#undef SAME_STR
+#undef SAME_CHR
+}
+END_TEST
+
 /* cJSON, a shared library, parses its numbers with this strtod. */
 START_TEST(test_strtod_reaches_cjson)
 {
@@ -163,6 +202,7 @@ Suite *suite_strtod(void)
     tcase_add_test(tc, test_strtod_random);
     tcase_add_test(tc, test_strtod_float_forms);
     tcase_add_test(tc, test_strtod_reaches_cjson);
+    tcase_add_test(tc, test_localeconv_matches_libc);
     suite_add_tcase(s, tc);
     return s;
 }
