@@ -102,8 +102,11 @@ models: deps build/latentd
 bench: deps-bench build/latentd
 	scripts/bench-train.sh
 
-bench-serve: deps-bench build/latentd
+bench-serve: deps-bench build/latentd build/hostprobe
 	scripts/bench-serve.sh
+
+build/hostprobe: bench/hostprobe.c | build
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
 fixtures:
 	/usr/bin/python3 tests/reference/make_fixtures.py tests/fixtures

@@ -24,6 +24,10 @@
 #   TORCH_WORKERS uvicorn worker processes (default: number of CPUs, like
 #                latentd's http_threads = 0)
 #   LATENTD      the binary (default build/latentd)
+#   HOSTPROBE    the host probe run beside every wrk run (default
+#                build/hostprobe, bench/hostprobe.c): how much of the run's
+#                time the virtual machine's CPUs were taken by the host
+#                (the table's host% column, and each run's below it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,11 +41,13 @@ JOB=${JOB:-1}
 NCPU=$(nproc)
 TORCH_WORKERS=${TORCH_WORKERS:-$NCPU}
 LATENTD=${LATENTD:-build/latentd}
+HOSTPROBE=${HOSTPROBE:-build/hostprobe}
 PY=/usr/bin/python3
 
 die() { echo "bench-serve: $*" >&2; exit 1; }
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
 [ -x "$LATENTD" ] || die "$LATENTD is missing; run make first"
+[ -x "$HOSTPROBE" ] || die "$HOSTPROBE is missing; run make build/hostprobe first"
 for m in $MODELS; do
     [ -f "$MODELS_DIR/$m.safetensors" ] ||
         die "$MODELS_DIR/$m.safetensors is missing (set MODELS_DIR, or run make models)"
@@ -126,19 +132,29 @@ measure() {
         BODY=$body wrk -t"$t" -c"$c" -d1s -s "$work/post.lua" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
         runs=""
         for ((r = 0; r < REPEAT; r++)); do
+            # the host probe beside wrk, for as long: the time the CPUs
+            # were not the guest's during this very run
+            "$HOSTPROBE" "$DURATION" >"$work/hostprobe" 2>/dev/null &
+            hp=$!
             out=$(BODY=$body wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s -s "$work/post.lua" \
                 "http://127.0.0.1:$port$path" 2>&1 | grep '^RESULT' || true)
+            wait "$hp" || true
             [ -n "$out" ] || out="RESULT 0 0 0 0 0 0"
+            # + host lost %, probes over 3x the median %, slowest probe us
+            host=$(awk '$1 == "HOSTPROBE" {print $2, $3, $5}' "$work/hostprobe")
+            out="$out ${host:-nan nan nan}"
             printf '  %-11s %-12s %-12s c=%-3s %s\n' "$server" "$model" "$label" "$c" "${out#RESULT }" >&2
             runs="$runs${out#RESULT };"
         done
-        # the run with the median req/s (errors summed over all runs)
+        # the run with the median req/s (errors summed over all runs), then
+        # every run's p99 and host loss as "p99:lost,..."
         out=$("$PY" -c 'import sys
 runs = [r.split() for r in sys.argv[1].split(";") if r.strip()]
+every = ",".join("%s:%s" % (r[3], r[6]) for r in runs)
 runs.sort(key=lambda r: float(r[1]))
 m = runs[len(runs) // 2]
 m[4] = str(sum(int(r[4]) for r in runs)); m[5] = str(sum(int(r[5]) for r in runs))
-print(" ".join(m))' "$runs")
+print(" ".join(m + [every]))' "$runs")
         echo "$server $model $label $c $out" >>"$results"
     done
 }
@@ -244,26 +260,31 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 l_rss, l_hwm, t_rss, workers = (int(x) for x in sys.argv[2:6])
 job_note = sys.argv[6]
 data = {}
-for server, model, label, c, n, rps, p50, p99, non2xx, sockerr in rows:
+every = {}
+for server, model, label, c, n, rps, p50, p99, non2xx, sockerr, lost, slow, hmax, runs in rows:
     data[(server, model, label, int(c))] = (float(rps), float(p50) / 1000, float(p99) / 1000,
-                                            int(non2xx), int(sockerr), int(n))
+                                            int(non2xx), int(sockerr), int(n), float(lost))
+    every[(server, model, label, int(c))] = [(float(a) / 1000, float(b)) for a, b in
+                                             (x.split(":") for x in runs.split(","))]
 keys = sorted({k[1:] for k in data if k[0] in ("latentd", "torch")}, key=lambda k: (k[0], k[1], k[2]))
 print()
-print("%-12s %-12s %4s | %10s %8s %8s %6s | %10s %8s %8s %6s | %7s" % (
-    "model", "endpoint", "conn", "latentd r/s", "p50 ms", "p99 ms", "non2xx",
+print("%-12s %-12s %4s | %10s %8s %8s %6s %6s | %10s %8s %8s %6s | %7s" % (
+    "model", "endpoint", "conn", "latentd r/s", "p50 ms", "p99 ms", "non2xx", "host%",
     "torch r/s", "p50 ms", "p99 ms", "non2xx", "ratio"))
-print("-" * 122)
+print("-" * 129)
 ok = True
 for model, label, c in keys:
     l = data.get(("latentd", model, label, c))
     t = data.get(("torch", model, label, c))
-    lf = "%10.0f %8.2f %8.2f %6d" % (l[0], l[1], l[2], l[3] + l[4]) if l else " " * 37
+    lf = "%10.0f %8.2f %8.2f %6d %6.1f" % (l[0], l[1], l[2], l[3] + l[4], l[6]) if l else " " * 44
     tf = "%10.0f %8.2f %8.2f %6d" % (t[0], t[1], t[2], t[3] + t[4]) if t else " " * 37
     ratio = "%6.1fx" % (l[0] / t[0]) if l and t and t[0] > 0 else "      -"
     print("%-12s %-12s %4d | %s | %s | %s" % (model, label, c, lf, tf, ratio))
     if l and (l[3] + l[4] > 0):
         ok = False
 print()
+print("host%%: the share of the median run's time the CPUs were not the guest's, from %s"
+      " (median probe ~20 us; see bench/hostprobe.c)" % "bench/hostprobe")
 print("latentd resident memory after the run: %.1f MiB (peak %.1f MiB); target < 64 MiB"
       % (l_rss / 1024, l_hwm / 1024))
 if t_rss:
@@ -273,6 +294,9 @@ for k, l, t in at64:
     r = l[0] / t[0] if t and t[0] else float("nan")
     print("at 64 connections, %s %s: %.1fx the peer's req/s (target >= 10x), p99 %.2f ms (target < 10 ms)"
           % (k[0], k[1], r, l[2]))
+    runs = every[("latentd",) + k]
+    print("    p99 of each run, ms (host lost %%): %s; under 10 ms in %d of %d"
+          % (", ".join("%.2f (%.1f)" % x for x in runs), sum(x[0] < 10 for x in runs), len(runs)))
 print("latentd non-2xx or socket errors: %s" % ("none" if ok else "SOME (see table)"))
 
 jkeys = sorted({k[1:] for k in data if k[0] == "latentd+job"})
