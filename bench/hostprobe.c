@@ -53,7 +53,7 @@ static double now_us(void)
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
-/* Nanoseconds this thread has waited on the guest's run queue (-1: unknown). */
+/* Microseconds this thread has waited on the guest's run queue so far (-1: unknown). */
 static double run_delay_us(int fd)
 {
     char b[128];
