@@ -283,8 +283,8 @@ for model, label, c in keys:
     if l and (l[3] + l[4] > 0):
         ok = False
 print()
-print("host%%: the share of the median run's time the CPUs were not the guest's, from %s"
-      " (median probe ~20 us; see bench/hostprobe.c)" % "bench/hostprobe")
+print("host%: the share of the median run's time the CPUs were not the guest's"
+      " (build/hostprobe beside wrk; see bench/hostprobe.c)")
 print("latentd resident memory after the run: %.1f MiB (peak %.1f MiB); target < 64 MiB"
       % (l_rss / 1024, l_hwm / 1024))
 if t_rss:
