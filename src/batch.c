@@ -180,8 +180,11 @@ layer_avx512(const layer_t *L, int M, const float *x, size_t ldx, float *y, size
     const float *pw = L->w;
     for (int c0 = 0; c0 < L->out_pad; c0 += PANEL) {
         int w = panel_width(L, c0);
-        for (int r0 = 0; r0 < M; r0 += RMAX) {
-            int R = M - r0 < RMAX ? M - r0 : RMAX;
+        /* ceil(M / RMAX) row groups of near-equal size (19 rows: 5+5+5+4,
+         * not 6+6+6+1, whose one-row group is bound by loads, not FMAs) */
+        int groups = (M + RMAX - 1) / RMAX;
+        for (int g = 0, r0 = 0; g < groups; g++) {
+            int R = (M - r0) / (groups - g);
             const float *xr = x + (size_t)r0 * ldx;
             float *yr = y + (size_t)r0 * ldy + c0;
             switch (R * 16 + w / 16) {
@@ -189,6 +192,7 @@ layer_avx512(const layer_t *L, int M, const float *x, size_t ldx, float *y, size
             default:
                 LD_ASSERT(!"panel shape");
             }
+            r0 += R;
         }
         pw += (size_t)L->in * (size_t)w;
     }
