@@ -3,6 +3,7 @@
 #include "latentd/api.h"
 
 #include "latentd/batch.h"
+#include "latentd/blkcache.h"
 #include "latentd/buf.h"
 #include "latentd/image.h"
 #include "latentd/jsonarg.h"
@@ -557,7 +558,7 @@ typedef struct {
 static void decode_job_free(decode_job_t *j)
 {
     ld_served_release(j->s);
-    free(j); /* z and x live in the same block */
+    ld_blk_free(j); /* z and x live in the same block */
 }
 
 /* The reply for decoded rows (on the request's HTTP thread). */
@@ -612,7 +613,7 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
      * capped by max_samples, so the sizes cannot overflow */
     size_t zoff = (sizeof(decode_job_t) + flen + 1 + 63) / 64 * 64;
     size_t zn = (size_t)n * (size_t)a->z_dim, xn = (size_t)n * (size_t)a->x_dim;
-    decode_job_t *j = malloc(zoff + (zn + xn) * sizeof(float));
+    decode_job_t *j = ld_blk_alloc(zoff + (zn + xn) * sizeof(float));
     if (!j) {
         ld_req_error(req, 503, "overloaded", "out of memory");
         return;

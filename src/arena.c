@@ -11,6 +11,8 @@
  */
 #include "latentd/arena.h"
 
+#include "latentd/blkcache.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -43,7 +45,7 @@ void *ld_arena_alloc(ld_arena_t *a, size_t n)
         size = (size + 15) & ~(size_t)15;
         if (size > SIZE_MAX - sizeof *b)
             return NULL;
-        b = malloc(sizeof *b + size);
+        b = ld_blk_alloc(sizeof *b + size);
         if (!b)
             return NULL;
         b->next = a->head;
@@ -63,7 +65,7 @@ void ld_arena_free(ld_arena_t *a)
         return;
     for (ld_arena_block_t *b = a->head, *next; b; b = next) {
         next = b->next;
-        free(b);
+        ld_blk_free(b);
     }
     a->head = NULL;
     a->reserved = 0;

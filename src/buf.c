@@ -1,6 +1,8 @@
 /* buf.c — see include/latentd/buf.h. */
 #include "latentd/buf.h"
 
+#include "latentd/blkcache.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -17,7 +19,7 @@ void ld_buf_free(ld_buf_t *b)
 {
     if (!b)
         return;
-    free(b->data);
+    ld_blk_free(b->data);
     memset(b, 0, sizeof *b);
 }
 
@@ -35,7 +37,9 @@ int ld_buf_reserve(ld_buf_t *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
-    char *p = realloc(b->data, cap);
+    /* the first block from this thread's cache: a reply's buffer is
+     * given back to it when MHD has sent it (see ld_req_reply) */
+    char *p = b->data ? realloc(b->data, cap) : ld_blk_alloc(cap);
     if (!p) {
         b->failed = 1;
         return -1;
@@ -96,7 +100,7 @@ char *ld_buf_steal(ld_buf_t *b, size_t *len)
     if (len)
         *len = p ? b->len : 0;
     if (!p)
-        free(b->data);
+        ld_blk_free(b->data);
     memset(b, 0, sizeof *b);
     return p;
 }

@@ -27,6 +27,7 @@
 #include "latentd/http.h"
 
 #include "latentd/arena.h"
+#include "latentd/blkcache.h"
 #include "latentd/log.h"
 #include "latentd/sha256.h"
 
@@ -487,9 +488,10 @@ int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
 void ld_req_reply(ld_req_t *req, int status, const char *content_type, void *body, size_t len)
 {
     struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, body ? body : (void *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        body ? MHD_create_response_from_buffer_with_free_callback(len, body, ld_blk_free)
+             : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!r) {
-        free(body);
+        ld_blk_free(body);
     } else if (content_type) {
         MHD_add_response_header(r, "Content-Type", content_type);
     }
@@ -931,7 +933,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     ld_http_t *h = cls;
     ld_req_t *req = *con_cls;
     if (!req) {
-        req = calloc(1, sizeof *req);
+        req = ld_blk_zalloc(sizeof *req);
         if (!req)
             return MHD_NO;
         req->h = h;
@@ -1094,7 +1096,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req->streaming)
         atomic_fetch_add_explicit(&h->busy_ns, (long long)(secs * 1e9), memory_order_relaxed);
     pthread_mutex_destroy(&req->wait_mu);
-    free(req);
+    ld_blk_free(req);
     if (atomic_fetch_sub_explicit(&h->in_flight, 1, memory_order_acq_rel) == 1 &&
         atomic_load_explicit(&h->draining, memory_order_relaxed)) {
         pthread_mutex_lock(&h->mu);
