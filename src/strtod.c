@@ -149,3 +149,39 @@ struct lconv *ld_localeconv_libc(void)
     struct lconv *(*fn)(void) = (struct lconv * (*)(void)) dlsym(RTLD_NEXT, "localeconv");
     return fn ? fn() : NULL;
 }
+
+/* ------------------------------------------------------------------ strncmp */
+
+static _Thread_local unsigned long tl_strncmp_calls;
+
+/* Byte by byte, as unsigned char: the first difference decides, a NUL in
+ * both ends the comparison.  (GCC does not turn this loop back into a
+ * strncmp call: it has no such idiom; check_strtod's tests would recurse.) */
+int strncmp(const char *a, const char *b, size_t n)
+{
+    tl_strncmp_calls++;
+    const unsigned char *p = (const unsigned char *)a, *q = (const unsigned char *)b;
+    for (; n; n--, p++, q++) {
+        if (*p != *q)
+            return *p < *q ? -1 : 1;
+        if (!*p)
+            break;
+    }
+    return 0;
+}
+
+unsigned long ld_strncmp_calls(void)
+{
+    return tl_strncmp_calls;
+}
+
+int ld_strncmp_libc(const char *a, const char *b, size_t n)
+{
+    int (*fn)(const char *, const char *, size_t) =
+        (int (*)(const char *, const char *, size_t))dlsym(RTLD_NEXT, "strncmp");
+    if (!fn) {
+        fprintf(stderr, "latentd: cannot find the C library's strncmp: %s\n", dlerror());
+        abort();
+    }
+    return fn(a, b, n);
+}

@@ -180,13 +180,56 @@ START_TEST(test_localeconv_matches_libc)
 }
 END_TEST
 
-/* cJSON, a shared library, parses its numbers with this strtod. */
+/* The process's strncmp has the sign of glibc's on random short strings
+ * over an alphabet with NUL, high-bit bytes and near-equal letters, for
+ * every n up to past both ends. */
+START_TEST(test_strncmp_matches_libc)
+{
+    static const unsigned char alpha[] = {'a', 'b', 'n', 'u', 0x00, 0x7f, 0x80, 0xff};
+    ld_rng_t r;
+    ld_rng_seed(&r, 11);
+    char a[24], b[24];
+    long checked = 0;
+    for (int it = 0; it < 200000; it++) {
+        int la = (int)(ld_rng_u64(&r) % 20), lb = (int)(ld_rng_u64(&r) % 20);
+        for (int i = 0; i < la; i++)
+            a[i] = (char)(alpha[ld_rng_u64(&r) % 8] ?: 'a');
+        a[la] = 0;
+        /* b: often a's prefix with one change, so that n decides */
+        memcpy(b, a, sizeof b);
+        if (it % 3 == 0) {
+            for (int i = 0; i < lb; i++)
+                b[i] = (char)(alpha[ld_rng_u64(&r) % 8] ?: 'b');
+            b[lb] = 0;
+        } else if (la > 0) {
+            b[ld_rng_u64(&r) % (uint64_t)la] = (char)alpha[ld_rng_u64(&r) % 8];
+        }
+        for (size_t n = 0; n <= 22; n++) {
+            int o = strncmp(a, b, n), l = ld_strncmp_libc(a, b, n);
+            if ((o > 0) != (l > 0) || (o < 0) != (l < 0))
+                ck_abort_msg("strncmp sign %d, glibc %d (n=%zu, lengths %d and %zu)", o, l, n,
+                             la, strlen(b));
+            checked++;
+        }
+    }
+    ck_assert_int_gt(checked, 4000000);
+    /* bytes past a difference or a common NUL are never read as equal */
+    ck_assert_int_eq(strncmp("null", "nulx", 3), 0);
+    ck_assert_int_lt(strncmp("null", "nulx", 4), 0);
+    ck_assert_int_eq(strncmp("ab\0x", "ab\0y", 5), 0);
+    ck_assert_int_gt(strncmp("\x80", "\x7f", 1), 0); /* unsigned */
+}
+END_TEST
+
+/* cJSON, a shared library, parses its numbers with this strtod (and checks
+ * for null/false/true with this strncmp). */
 START_TEST(test_strtod_reaches_cjson)
 {
-    unsigned long before = ld_strtod_fast_calls();
+    unsigned long before = ld_strtod_fast_calls(), cmp0 = ld_strncmp_calls();
     cJSON *j = cJSON_Parse("{\"z\":[0.5,-1.25,3e2,0.0000208166293]}");
     ck_assert_ptr_nonnull(j);
     ck_assert_uint_eq(ld_strtod_fast_calls() - before, 4);
+    ck_assert_uint_ge(ld_strncmp_calls() - cmp0, 4);
     cJSON *z = cJSON_GetObjectItemCaseSensitive(j, "z");
     ck_assert(cJSON_GetArrayItem(z, 3)->valuedouble == 0.0000208166293);
     cJSON_Delete(j);
@@ -203,6 +246,7 @@ Suite *suite_strtod(void)
     tcase_add_test(tc, test_strtod_float_forms);
     tcase_add_test(tc, test_strtod_reaches_cjson);
     tcase_add_test(tc, test_localeconv_matches_libc);
+    tcase_add_test(tc, test_strncmp_matches_libc);
     suite_add_tcase(s, tc);
     return s;
 }
