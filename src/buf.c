@@ -249,16 +249,17 @@ static inline __attribute__((always_inline)) int layout_digits(char *out, int e,
     int pos = nd > 1 ? nd + 1 : 1;
     if (e == 0)
         return pos;
-    out[pos++] = 'e';
-    int x = e;
-    if (x < 0) {
-        out[pos++] = '-';
-        x = -x;
-    }
-    if (x >= 10)
-        out[pos++] = (char)('0' + x / 10);
-    out[pos++] = (char)('0' + x % 10);
-    return pos;
+    /* e[-]x as one 4-byte word, without branches: a third of a GAN image's
+     * pixels are below 1e-5, with one- and two-digit exponents mixed */
+    int neg = e < 0;
+    unsigned x = (unsigned)(neg ? -e : e);
+    int two = x >= 10;
+    unsigned tens = x / 10, units = x % 10;
+    uint32_t digits = two ? ('0' + tens) | (('0' + units) << 8) : '0' + units;
+    uint32_t tail = neg ? '-' | (digits << 8) : digits;
+    uint32_t word = 'e' | (tail << 8);
+    memcpy(out + pos, &word, 4);
+    return pos + 2 + two + neg;
 }
 
 /* Write f into out (at least 24 bytes); returns the length.  Nine significant

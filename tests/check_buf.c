@@ -48,6 +48,11 @@ START_TEST(test_float_forms)
     ck_assert_str_eq(fmt(0.00001f), "9.99999975e-6");
     ck_assert_str_eq(fmt(1e-45f), "1.40129846e-45");
     ck_assert_str_eq(fmt(3.4e38f), "3.39999995e38");
+    /* the exponent word: sign or none, one or two digits */
+    ck_assert_str_eq(fmt(1e10f), "1e10");
+    ck_assert_str_eq(fmt(2.5e15f), "2.50000007e15");
+    ck_assert_str_eq(fmt(-3.5e-9f), "-3.50000007e-9");
+    ck_assert_str_eq(fmt(-1e-20f), "-9.99999968e-21");
 }
 END_TEST
 
