@@ -1,6 +1,6 @@
 /* blkcache.c — see include/latentd/blkcache.h.
  *
- * Class c (0..CLASSES-1) holds blocks of MIN_SIZE << c bytes or more (by
+ * Class c (0..CLASSES-1) holds blocks of (1 KiB << c) bytes or more (by
  * malloc_usable_size); a request for n bytes is served from the class of
  * n rounded up to a power of two, so any block found there is big enough.
  * Blocks allocated here are malloc'ed at exactly that power of two, and so
@@ -60,7 +60,8 @@ static void make_key(void)
         abort();
 }
 
-/* log2 of the smallest class size >= n, or -1 when n is outside the classes */
+/* The class whose size is the smallest power of two >= n, or -1 when n is
+ * above the largest class */
 static int class_up(size_t n)
 {
     if (n > ((size_t)1 << (MIN_SHIFT + CLASSES - 1)))
