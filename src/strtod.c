@@ -12,24 +12,35 @@
 
 typedef double (*strtod_fn)(const char *, char **);
 
+typedef int (*strncmp_fn)(const char *, const char *, size_t);
+
 static strtod_fn g_libc_strtod;
+static strncmp_fn g_libc_strncmp;
 static pthread_once_t g_libc_once = PTHREAD_ONCE_INIT;
 static _Thread_local unsigned long tl_fast_calls;
 
-/* Found on first use, not in a constructor: other libraries' constructors,
- * which run before this file's, may already parse numbers. */
-static void find_libc_strtod(void)
+/* The C library's definition of name, the one this file's hides. */
+static void *libc_sym(const char *name)
 {
-    g_libc_strtod = (strtod_fn)dlsym(RTLD_NEXT, "strtod");
-    if (!g_libc_strtod) {
-        fprintf(stderr, "latentd: cannot find the C library's strtod: %s\n", dlerror());
+    void *f = dlsym(RTLD_NEXT, name);
+    if (!f) {
+        fprintf(stderr, "latentd: cannot find the C library's %s: %s\n", name, dlerror());
         abort();
     }
+    return f;
+}
+
+/* Found on first use, not in a constructor: other libraries' constructors,
+ * which run before this file's, may already parse numbers. */
+static void find_libc(void)
+{
+    g_libc_strtod = (strtod_fn)libc_sym("strtod");
+    g_libc_strncmp = (strncmp_fn)libc_sym("strncmp");
 }
 
 double ld_strtod_libc(const char *s, char **end)
 {
-    pthread_once(&g_libc_once, find_libc_strtod);
+    pthread_once(&g_libc_once, find_libc);
     return g_libc_strtod(s, end);
 }
 
@@ -146,8 +157,8 @@ struct lconv *localeconv(void)
 
 struct lconv *ld_localeconv_libc(void)
 {
-    struct lconv *(*fn)(void) = (struct lconv * (*)(void)) dlsym(RTLD_NEXT, "localeconv");
-    return fn ? fn() : NULL;
+    struct lconv *(*fn)(void) = (struct lconv * (*)(void))libc_sym("localeconv");
+    return fn();
 }
 
 /* ------------------------------------------------------------------ strncmp */
@@ -177,11 +188,6 @@ unsigned long ld_strncmp_calls(void)
 
 int ld_strncmp_libc(const char *a, const char *b, size_t n)
 {
-    int (*fn)(const char *, const char *, size_t) =
-        (int (*)(const char *, const char *, size_t))dlsym(RTLD_NEXT, "strncmp");
-    if (!fn) {
-        fprintf(stderr, "latentd: cannot find the C library's strncmp: %s\n", dlerror());
-        abort();
-    }
-    return fn(a, b, n);
+    pthread_once(&g_libc_once, find_libc);
+    return g_libc_strncmp(a, b, n);
 }
