@@ -24,6 +24,7 @@
 #   TORCH_WORKERS uvicorn worker processes (default: number of CPUs, like
 #                latentd's http_threads = 0)
 #   LATENTD      the binary (default build/latentd)
+#   CONFIG       its configuration file (default config/latentd.conf)
 #   HOSTPROBE    the host probe run beside every wrk run (default
 #                build/hostprobe, bench/hostprobe.c): how much of the run's
 #                time the virtual machine's CPUs were taken by the host
@@ -41,6 +42,7 @@ JOB=${JOB:-1}
 NCPU=$(nproc)
 TORCH_WORKERS=${TORCH_WORKERS:-$NCPU}
 LATENTD=${LATENTD:-build/latentd}
+CONFIG=${CONFIG:-config/latentd.conf}
 HOSTPROBE=${HOSTPROBE:-build/hostprobe}
 PY=/usr/bin/python3
 
@@ -88,7 +90,7 @@ for m in $MODELS; do ln -s "$(realpath "$MODELS_DIR/$m.safetensors")" "$work/mod
 admin=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 (umask 077 && printf '%s\n' "$admin" >"$work/admin.token")
 lport=$(free_port)
-"$LATENTD" serve --config config/latentd.conf --models "$work/models" --state "$work/state" \
+"$LATENTD" serve --config "$CONFIG" --models "$work/models" --state "$work/state" \
     --admin-token-file "$work/admin.token" --port "$lport" 2>"$work/latentd.log" &
 lpid=$!
 pids+=("$lpid")

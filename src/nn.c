@@ -6,6 +6,9 @@
 #include "latentd/common.h"
 
 #include <cblas.h>
+#include <errno.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <unistd.h>
@@ -159,12 +162,36 @@ void ld_act_backward(ld_act_t a, float slope, size_t n, const float *y, const fl
     }
 }
 
+/* ---- giving way to serving ---- */
+
+static _Thread_local int yield_background = -1; /* -1: not read yet */
+static _Thread_local unsigned long yield_taken;
+
+void ld_yield_point(void)
+{
+    if (yield_background < 0) {
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, 0); /* this thread's, on Linux */
+        yield_background = sched_getscheduler(0) == SCHED_IDLE || (errno == 0 && nice > 0);
+    }
+    if (yield_background) {
+        sched_yield();
+        yield_taken++;
+    }
+}
+
+unsigned long ld_yield_points_taken(void)
+{
+    return yield_taken;
+}
+
 /* ---- dense ---- */
 
 void ld_dense_forward(int B, int in, int out, const float *x, const float *w, const float *b,
                       float *y)
 {
     /* y (B, out) = b broadcast, then y += x (B, in) * w^T (in, out) */
+    ld_yield_point();
     for (int i = 0; i < B; i++)
         memcpy(y + (size_t)i * out, b, (size_t)out * sizeof *y);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 1.0f, y,
@@ -175,6 +202,7 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
                        float *gw, float *gb, float *dx)
 {
     /* gw (out, in) += dy^T (out, B) * x (B, in) */
+    ld_yield_point();
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 1.0f,
                 gw, in);
     /* gb (out) += column sums of dy */
@@ -184,9 +212,11 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
             gb[j] += row[j];
     }
     /* dx (B, in) = dy (B, out) * w (out, in) */
-    if (dx)
+    if (dx) {
+        ld_yield_point();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
                     0.0f, dx, in);
+    }
 }
 
 /* ---- dropout ---- */
@@ -305,6 +335,9 @@ double ld_softmax_xent(int B, int C, const float *logits, const uint8_t *labels,
 /* ---- Adam ---- */
 
 LD_VECTOR_CLONES
+/* Elements of Adam between two yield points (a power of two): about 60 us. */
+#define ADAM_SLICE 65536u
+
 void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, const float *grad,
                   float *m, float *v)
 {
@@ -315,12 +348,16 @@ void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, cons
     const float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, (double)t));
     const float step = (float)(cfg->lr / bc1);
     const float eps = cfg->eps;
-    for (size_t i = 0; i < n; i++) {
-        float g = grad[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * g;
-        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        param[i] -= step * (m[i] / denom);
+    for (size_t s = 0; s < n; s += ADAM_SLICE) {
+        ld_yield_point();
+        size_t e = n - s > ADAM_SLICE ? s + ADAM_SLICE : n;
+        for (size_t i = s; i < e; i++) {
+            float g = grad[i];
+            m[i] = b1 * m[i] + (1.0f - b1) * g;
+            v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+            float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+            param[i] -= step * (m[i] / denom);
+        }
     }
 }
 

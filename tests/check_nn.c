@@ -19,7 +19,7 @@
  * where every parameter of every tensor is checked; the default
  * architectures are covered entry by entry against PyTorch in check_parity.c.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* SCHED_IDLE, syscall */
 #include "testutil.h"
 
 #include "latentd/classifier.h"
@@ -33,7 +33,12 @@
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define FD_RTOL 1e-2
 #define FD_ATOL_FRAC 1e-3
@@ -547,6 +552,82 @@ START_TEST(test_adam_hand_computed)
         }
     }
     ck_assert(p[3] < 0.0f); /* moved by its first nonzero gradient at t = 3 */
+}
+END_TEST
+
+/* Adam runs in slices of 65536 with a yield point between them: the slicing
+ * changes no value.  Against one call per element, bit for bit, across three
+ * slice boundaries. */
+START_TEST(test_adam_slices)
+{
+    const size_t n = 3 * 65536 + 7;
+    const ld_adam_cfg_t cfg = {1e-3f, 0.9f, 0.999f, 1e-8f};
+    float *buf = calloc(8 * n, sizeof *buf);
+    ck_assert_ptr_nonnull(buf);
+    float *p = buf, *g = p + n, *m = g + n, *v = m + n;
+    float *p1 = v + n, *m1 = p1 + n, *v1 = m1 + n;
+    ld_rng_t r;
+    ld_rng_seed(&r, 5);
+    ld_rng_fill_normal(&r, p, n, 0.0f, 1.0f);
+    memcpy(p1, p, n * sizeof *p);
+    for (long t = 1; t <= 2; t++) {
+        ld_rng_fill_normal(&r, g, n, 0.0f, 1.0f);
+        ld_adam_step(&cfg, t, n, p, g, m, v);
+        for (size_t i = 0; i < n; i++)
+            ld_adam_step(&cfg, t, 1, p1 + i, g + i, m1 + i, v1 + i);
+    }
+    ck_assert(memcmp(p, p1, n * sizeof *p) == 0);
+    ck_assert(memcmp(m, m1, n * sizeof *m) == 0);
+    ck_assert(memcmp(v, v1, n * sizeof *v) == 0);
+    free(buf);
+}
+END_TEST
+
+/* Yield points: a thread whose policy is SCHED_IDLE (kind 1) or whose nice
+ * value is positive (kind 2) yields at each of them; a normal one (kind 0)
+ * never does.  Counted on a fresh thread, whose policy is set before its
+ * first yield point. */
+typedef struct {
+    int kind;
+    unsigned long adam, dense;
+} yield_probe_t;
+
+static void *yield_probe(void *arg)
+{
+    yield_probe_t *y = arg;
+    if (y->kind == 1) {
+        struct sched_param sp = {.sched_priority = 0};
+        ck_assert_int_eq(sched_setscheduler(0, SCHED_IDLE, &sp), 0);
+    } else if (y->kind == 2) {
+        ck_assert_int_eq(setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 5), 0);
+    }
+    const size_t n = 200000; /* 4 slices of Adam */
+    const ld_adam_cfg_t cfg = {1e-3f, 0.9f, 0.999f, 1e-8f};
+    float *buf = calloc(4 * n, sizeof *buf);
+    ck_assert_ptr_nonnull(buf);
+    ld_adam_step(&cfg, 1, n, buf, buf + n, buf + 2 * n, buf + 3 * n);
+    y->adam = ld_yield_points_taken();
+    /* dense 2x8 -> 4: forward 1, backward 2 (with dx) */
+    float x[16] = {0}, w[32] = {0}, b[4] = {0}, out[8], gw[32] = {0}, gb[4] = {0}, dx[16];
+    ld_dense_forward(2, 8, 4, x, w, b, out);
+    ld_dense_backward(2, 8, 4, x, w, out, gw, gb, dx);
+    y->dense = ld_yield_points_taken() - y->adam;
+    free(buf);
+    return NULL;
+}
+
+START_TEST(test_yield_points)
+{
+    const unsigned long want[3][2] = {{0, 0}, {4, 3}, {4, 3}};
+    for (int kind = 0; kind < 3; kind++) {
+        yield_probe_t y = {.kind = kind};
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, yield_probe, &y), 0);
+        pthread_join(th, NULL);
+        ck_assert_msg(y.adam == want[kind][0] && y.dense == want[kind][1],
+                      "thread kind %d: %lu yields in Adam, %lu in dense; want %lu, %lu", kind,
+                      y.adam, y.dense, want[kind][0], want[kind][1]);
+    }
 }
 END_TEST
 
@@ -1248,6 +1329,8 @@ Suite *suite_nn(void)
     tcase_add_test(tc, test_dropout_mask);
     tcase_add_test(tc, test_linear_init);
     tcase_add_test(tc, test_adam_hand_computed);
+    tcase_add_test(tc, test_adam_slices);
+    tcase_add_test(tc, test_yield_points);
     tcase_add_loop_test(tc, test_mlp_gradients, 0, 12);
     tcase_add_test(tc, test_mlp_inference_no_dropout);
     suite_add_tcase(s, tc);

@@ -29,6 +29,23 @@ void ld_blas_fix_coretype(char **argv);
 /* OpenBLAS's name for the kernels in use, e.g. "SkylakeX". */
 const char *ld_blas_core(void);
 
+/* ---- giving way to serving ----
+ * A training job's threads run under SCHED_IDLE (jobs.h) so that serving
+ * threads take their CPU when they wake.  Linux does not always preempt
+ * them: a serving thread that the load balancer moves onto a CPU running a
+ * SCHED_IDLE thread can wait there until the next scheduler tick (measured:
+ * 4 ms, HZ=250, Linux 6.18).  So the long loops of training (each GEMM of a
+ * dense layer, Adam in slices) pass through this point, which calls
+ * sched_yield() on a background thread (SCHED_IDLE, or a positive nice
+ * value: the jobs engine's fallback) and returns at once on any other, such
+ * as the `latentd train` command line or a serving thread.  The thread's
+ * policy is read on its first call and kept: set it before training starts.
+ * Cost on a background thread: one system call (well under a microsecond)
+ * every few hundred microseconds of work. */
+void ld_yield_point(void);
+/* sched_yield() calls this thread has made in ld_yield_point (tests). */
+unsigned long ld_yield_points_taken(void);
+
 /* ---- activations ---- */
 typedef enum {
     LD_ACT_NONE = 0,
