@@ -758,7 +758,8 @@ static void *worker_main(void *arg)
     /* Scheduling policy and nice value are per thread on Linux, and the
      * training threads this one starts inherit both.  SCHED_IDLE runs this
      * thread only on a core that no normal thread wants, so a training job
-     * never delays a request; taking it needs no privilege.  If a seccomp
+     * does not delay a request (ld_yield_point covers the kernel's lapses);
+     * taking it needs no privilege.  If a seccomp
      * filter or the kernel refuses, nice LD_JOBS_NICE is the fallback (HTTP
      * threads then get about nine tenths of a shared core).  A failure of
      * both only costs responsiveness. */

@@ -56,7 +56,10 @@
  * the training threads it starts inherit it), so a training thread runs only
  * on a core that no HTTP thread wants and sampling latency stays at its idle
  * value; when serving is idle, training takes the whole core.  If SCHED_IDLE
- * is refused, the thread falls back to nice LD_JOBS_NICE.
+ * is refused, the thread falls back to nice LD_JOBS_NICE.  Training's long
+ * loops pass through ld_yield_point (nn.h), which on such a thread hands the
+ * core to a serving thread the kernel queued behind it (else it could wait
+ * for the next tick, 4 ms).
  * On top of that, when the configuration gives a busy callback, a worker
  * pauses between steps while it answers nonzero (the daemon: while the
  * requests in flight average at least training_yield_load / 100).  Under
