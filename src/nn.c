@@ -334,10 +334,10 @@ double ld_softmax_xent(int B, int C, const float *logits, const uint8_t *labels,
 
 /* ---- Adam ---- */
 
-LD_VECTOR_CLONES
-/* Elements of Adam between two yield points (a power of two): about 60 us. */
+/* Elements of Adam between two yield points: about 60 us. */
 #define ADAM_SLICE 65536u
 
+LD_VECTOR_CLONES
 void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, const float *grad,
                   float *m, float *v)
 {
