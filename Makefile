@@ -1,7 +1,7 @@
 # latentd — build, test, run, bench.  See README.md.
 #
 #   make            build build/latentd
-#   make deps       install missing Debian packages (idempotent)
+#   make deps       install missing Debian packages for run and test (idempotent)
 #   make test       every Check suite, once plain and once under ASan+UBSan
 #   make run        build and start the daemon on 127.0.0.1:8080
 #   make bench      training throughput vs PyTorch
@@ -10,14 +10,21 @@
 CC      ?= gcc
 PKGS    := openblas libcjson libpng zlib libmicrohttpd
 CFLAGS  ?= -O2 -g -fno-math-errno -ftree-vectorize
+# pkg-config's answers are read when a recipe runs, not when this file is read:
+# on a fresh machine `make run` / `make test` install the packages first (deps),
+# so a value taken at parse time would be empty (recursive `=`, not `:=`).
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -pthread \
-           -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
-TEST_LDLIBS := $(shell pkg-config --libs check 2>/dev/null) -lcurl
+           -Iinclude $(PKG_CFLAGS)
+PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS       = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+TEST_LDLIBS  = $(shell pkg-config --libs check 2>/dev/null) -lcurl
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
+# what `make run` needs: the compiler, the libraries and the training data
 DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev zlib1g-dev \
-            libmicrohttpd-dev check libcurl4-openssl-dev curl dataset-fashion-mnist prometheus
+            libmicrohttpd-dev curl dataset-fashion-mnist
+# what `make test` needs on top (Check, libcurl for the test client, promtool)
+TEST_PKGS := check libcurl4-openssl-dev prometheus
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 
@@ -31,22 +38,24 @@ TEST_UTIL_SRC := $(wildcard tests/tu_*.c)
 TEST_UTIL_HDRS := tests/testutil.h $(wildcard tests/tu_*.h)
 HDRS     := $(wildcard include/latentd/*.h src/*.h)
 
-.PHONY: all deps deps-bench test test-plain test-asan run models bench bench-serve install clean fixtures
+.PHONY: all deps deps-run deps-bench test test-plain test-asan run models bench bench-serve install clean fixtures
 
 all: build/latentd
 
 # ---- dependencies -----------------------------------------------------------
 deps-bench: PKGS_WANTED = $(DEB_PKGS) $(BENCH_PKGS)
 deps-bench: deps-install
-deps: PKGS_WANTED = $(DEB_PKGS)
+deps: PKGS_WANTED = $(DEB_PKGS) $(TEST_PKGS)
 deps: deps-install
+deps-run: PKGS_WANTED = $(DEB_PKGS)
+deps-run: deps-install
 .PHONY: deps-install
 deps-install:
 	@missing=$$(for p in $(PKGS_WANTED); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "deps: installing $$missing"; \
-	    (apt-get install -y -q $$missing || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing)) >/dev/null; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing)) >/dev/null; \
 	  else echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; fi; \
 	fi
 
@@ -92,7 +101,7 @@ test-asan: build/asan/check_all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/check_all
 
 # ---- run, models, bench, install --------------------------------------------
-run: deps build/latentd
+run: deps-run build/latentd
 	@scripts/ensure-models.sh
 	./build/latentd serve --config config/latentd.conf
 
