@@ -20,7 +20,7 @@
  * Threads: `threads` single-threaded MHD daemons (MHD's internal epoll
  * thread each) call the handlers; one acceptor thread owns the listening
  * socket and hands each connection to the daemon with the fewest (see
- * http.c).  A handler runs on one thread for its request and may block
+ * http_conn.c).  A handler runs on one thread for its request and may block
  * briefly (inference is sub-ms).
  * Routes are added before ld_http_start; afterwards the table is read-only.
  * ld_http_drain/ld_http_free come from one control thread.
