@@ -114,6 +114,10 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
     h->conn_timeout_s = o->conn_timeout_s;
     h->conn_limit = o->conn_limit;
     h->per_ip_limit = o->per_ip_limit;
+    /* a reserve of more than half the slots would ration every client */
+    h->conn_reserve = o->conn_reserve < o->conn_limit / 2 ? o->conn_reserve : o->conn_limit / 2;
+    h->head_timeout_s = o->head_timeout_s;
+    h->body_timeout_s = o->body_timeout_s;
     h->conn_memory_limit = o->conn_memory_limit;
     h->max_body = o->max_body;
     h->body_memory_limit = o->body_memory_limit;

@@ -16,8 +16,10 @@
  * counts the connections handed to daemon i and not yet closed (conn_cb
  * finds the daemon of a closing connection through its socket context).
  * The connection limit is divided among the daemons as MHD divides it among
- * pool threads; the per-IP limit is counted here across daemons (conn_cb)
- * and enforced by the acceptor (accept_cb).
+ * pool threads (limit[i]); the acceptor enforces it and the per-IP limit and
+ * the reserve for new addresses (admit), counting each connection when it
+ * admits it and giving the counts back when MHD reports the close (conn_cb):
+ * MHD_add_connection must never be asked to refuse (see admit).
  */
 #define _GNU_SOURCE
 #include "http_impl.h"
@@ -29,6 +31,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,57 +64,85 @@ static struct ip_count **ip_slot(ld_http_t *h, int family, const uint8_t addr[16
     return p;
 }
 
-/* Count an open connection of sa (delta +1 or -1). */
-static void ip_count_add(ld_http_t *h, const struct sockaddr *sa, int delta)
+/* Count a closed connection of sa off its address. */
+static void ip_count_drop(ld_http_t *h, const struct sockaddr *sa)
 {
     int family;
     uint8_t addr[16];
-    if (!h->per_ip_limit || !ip_key(sa, &family, addr))
+    if (!ip_key(sa, &family, addr))
         return;
     pthread_mutex_lock(&h->ip_mu);
     struct ip_count **p = ip_slot(h, family, addr);
-    if (!*p && delta > 0 && (*p = calloc(1, sizeof **p)) != NULL) {
-        (*p)->family = family;
-        memcpy((*p)->addr, addr, 16);
-    }
-    if (*p) {
-        (*p)->n += delta;
-        if ((*p)->n <= 0) {
-            struct ip_count *dead = *p;
-            *p = dead->next;
-            free(dead);
-        }
+    if (*p && --(*p)->n <= 0) {
+        struct ip_count *dead = *p;
+        *p = dead->next;
+        free(dead);
     }
     pthread_mutex_unlock(&h->ip_mu);
 }
 
-/* The acceptor's admission check: refuse a client already at per_ip_limit
- * open connections (counted over every daemon; a connection accepted before
- * its daemon has counted the previous one may still get in). */
-static enum MHD_Result accept_cb(void *cls, const struct sockaddr *sa, socklen_t len)
+enum { REFUSE_FULL, REFUSE_PER_IP, REFUSE_RESERVE, REFUSE_REASONS };
+static const char *const refuse_reason[REFUSE_REASONS] = {"full", "per_ip", "reserve"};
+
+/* The acceptor's admission of a new connection from sa: the daemon to hand
+ * it to (the one with the most room), with the connection counted in its
+ * load and against its address; or -1-reason when it must be refused.
+ * Nothing is left for libmicrohttpd to refuse: a daemon handed more
+ * connections than its limit by MHD_add_connection keeps a mutex locked
+ * and blocks on it for good (0.9.75, fixed in 1.0), so the limits are
+ * enforced here, and MHD's own limit is set above ours (see
+ * ld_http_start).  Acceptor thread. */
+static int admit(ld_http_t *h, const struct sockaddr *sa)
 {
-    ld_http_t *h = cls;
+    int best = 0, total = 0, room = -1;
+    for (int i = 0; i < h->n_d; i++) {
+        int load = atomic_load_explicit(&h->load[i], memory_order_relaxed);
+        total += load;
+        if (h->limit[i] - load > room) {
+            room = h->limit[i] - load;
+            best = i;
+        }
+    }
+    if (room <= 0)
+        return -1 - REFUSE_FULL;
     int family;
     uint8_t addr[16];
-    if (!h->per_ip_limit || !ip_key(sa, &family, addr))
-        return MHD_YES;
-    pthread_mutex_lock(&h->ip_mu);
-    struct ip_count *c = *ip_slot(h, family, addr);
-    int ok = !c || c->n < h->per_ip_limit;
-    pthread_mutex_unlock(&h->ip_mu);
-    return ok ? MHD_YES : MHD_NO;
+    if (ip_key(sa, &family, addr)) {
+        int refuse = -1;
+        pthread_mutex_lock(&h->ip_mu);
+        struct ip_count **p = ip_slot(h, family, addr);
+        long n = *p ? (*p)->n : 0;
+        if (h->per_ip_limit && n >= h->per_ip_limit)
+            refuse = REFUSE_PER_IP;
+        else if (n > 0 && total >= h->conn_limit - h->conn_reserve)
+            refuse = REFUSE_RESERVE; /* the last slots go to new addresses */
+        else if (!*p && (*p = calloc(1, sizeof **p)) != NULL) {
+            (*p)->family = family;
+            memcpy((*p)->addr, addr, 16);
+        }
+        if (refuse < 0 && *p)
+            (*p)->n++;
+        pthread_mutex_unlock(&h->ip_mu);
+        if (refuse >= 0)
+            return -1 - refuse;
+    }
+    atomic_fetch_add_explicit(&h->load[best], 1, memory_order_relaxed);
+    return best;
+}
+
+/* Undo admit's counts for a connection that never reached its daemon. */
+static void admit_undo(ld_http_t *h, int daemon, const struct sockaddr *sa)
+{
+    atomic_fetch_sub_explicit(&h->load[daemon], 1, memory_order_relaxed);
+    ip_count_drop(h, sa);
 }
 
 static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
                     enum MHD_ConnectionNotificationCode toe)
 {
     ld_http_t *h = cls;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add_explicit(&h->connections, 1, memory_order_relaxed);
-        ip_count_add(h, sa, +1);
         /* remember the daemon (1-based) so the close can give back its load */
         const union MHD_ConnectionInfo *di =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
@@ -119,11 +150,12 @@ static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_contex
             if (h->d[i] == di->daemon)
                 *socket_context = (void *)(intptr_t)(i + 1);
     } else {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         atomic_fetch_sub_explicit(&h->connections, 1, memory_order_relaxed);
-        ip_count_add(h, sa, -1);
         intptr_t i = (intptr_t)*socket_context - 1;
         if (i >= 0 && i < MAX_DAEMONS)
-            atomic_fetch_sub_explicit(&h->load[i], 1, memory_order_relaxed);
+            admit_undo(h, (int)i, ci ? ci->client_addr : NULL);
     }
 }
 
@@ -139,13 +171,13 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
 /* ------------------------------------------------------------- lifecycle */
 
-/* The acceptor thread: accept, check the per-IP limit, hand the connection
- * to the daemon with the fewest.  Ends when stop_accepting is set (the
+/* The acceptor thread: accept, admit (or close), hand the connection to the
+ * daemon with the most room.  Ends when stop_accepting is set (the
  * listening socket is shut down to wake it). */
 static void *acceptor_main(void *arg)
 {
     ld_http_t *h = arg;
-    double last_warn = 0;
+    double last_warn = 0, last_refuse_warn = 0;
     while (!atomic_load(&h->stop_accepting)) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
@@ -167,19 +199,22 @@ static void *acceptor_main(void *arg)
             continue;
         }
         const struct sockaddr *sa = (const struct sockaddr *)&ss;
-        if (accept_cb(h, sa, len) != MHD_YES) {
+        int best = admit(h, sa);
+        if (best < 0) {
             close(fd);
+            int why = -1 - best;
+            atomic_fetch_add_explicit(&h->refused[why], 1, memory_order_relaxed);
+            double now = ld_now();
+            if (now - last_refuse_warn > 10) {
+                ld_log_warn("http: refusing new connections (%s; %ld open)", refuse_reason[why],
+                            (long)atomic_load(&h->connections));
+                last_refuse_warn = now;
+            }
             continue;
         }
-        int best = 0;
-        for (int i = 1; i < h->n_d; i++)
-            if (atomic_load_explicit(&h->load[i], memory_order_relaxed) <
-                atomic_load_explicit(&h->load[best], memory_order_relaxed))
-                best = i;
-        atomic_fetch_add_explicit(&h->load[best], 1, memory_order_relaxed);
-        /* on failure (daemon full, out of memory) MHD has closed fd */
+        /* on failure (out of memory) MHD has closed fd */
         if (MHD_add_connection(h->d[best], fd, sa, len) != MHD_YES)
-            atomic_fetch_sub_explicit(&h->load[best], 1, memory_order_relaxed);
+            admit_undo(h, best, sa);
     }
     return NULL;
 }
@@ -223,6 +258,25 @@ static void stop_daemons(ld_http_t *h)
     h->n_d = 0;
 }
 
+/* Each connection is a descriptor: take the hard limit, and say so when
+ * connection_limit cannot be reached under it. */
+static void raise_nofile(const ld_http_t *h)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* models, logs, the state folder and libraries need some too */
+    if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)h->conn_limit + 128 > rl.rlim_cur)
+        ld_log_warn("http: connection_limit %d is close to the descriptor limit %llu "
+                    "(RLIMIT_NOFILE): connections beyond it wait in the backlog",
+                    h->conn_limit, (unsigned long long)rl.rlim_cur);
+}
+
 int ld_http_start(ld_http_t *h, ld_err_t *err)
 {
     struct sockaddr_in sin;
@@ -262,6 +316,7 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
         return ld_err_set(err, LD_EIO, "cannot listen on %s port %d: %s", h->bind, h->port_cfg,
                           strerror(e));
     }
+    raise_nofile(h);
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     getsockname(h->listen_fd, (struct sockaddr *)&bound, &blen);
@@ -270,13 +325,17 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
 
     for (int i = 0; i < h->threads; i++) {
         int limit = h->conn_limit / h->threads + (i < h->conn_limit % h->threads);
+        h->limit[i] = limit > 0 ? limit : 1;
         struct MHD_OptionItem ops[16];
         int k = 0;
         /* the logger first, so MHD reports problems with later options through it */
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->conn_timeout_s, NULL};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(limit > 0 ? limit : 1), NULL};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)h->per_ip_limit, NULL};
+        /* admit() keeps a daemon within limit[i]; MHD counts a closing
+         * connection a moment longer than we do (its close notification
+         * comes first), so its own limit, never to be reached, sits above.
+         * No MHD per-IP limit: admit() counts addresses over all daemons. */
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(h->limit[i] + MHD_LIMIT_SLACK), NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)ld_http_completed_cb, h};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
@@ -284,7 +343,7 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
             ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
-        /* no accept policy: the acceptor applies accept_cb before handing over */
+        /* no accept policy: the acceptor admits before handing over */
         h->d[i] = MHD_start_daemon(flags, 0, NULL, NULL, ld_http_access_cb, h, MHD_OPTION_ARRAY, ops,
                                    MHD_OPTION_END);
         if (!h->d[i]) {

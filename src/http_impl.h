@@ -31,8 +31,9 @@
 #define MAX_TOKEN_LEN 4096
 #define MAX_DAEMONS 256 /* http_threads' maximum */
 #define IP_BUCKETS 1024
+#define MHD_LIMIT_SLACK 4 /* MHD's connection limit above ours (see ld_http_start) */
 
-/* Open connections of one client address (see conn_cb, accept_cb). */
+/* Open connections of one client address (see admit, conn_cb). */
 struct ip_count {
     int family;
     uint8_t addr[16];
@@ -55,7 +56,8 @@ struct ld_http {
     /* configuration, read-only after start */
     char *bind;
     int port_cfg;
-    int threads, conn_timeout_s, conn_limit, per_ip_limit;
+    int threads, conn_timeout_s, conn_limit, per_ip_limit, conn_reserve;
+    int head_timeout_s, body_timeout_s;
     size_t conn_memory_limit, max_body, body_memory_limit, thread_stack;
     int access_log;
     int n_origins, any_origin;
@@ -78,7 +80,9 @@ struct ld_http {
     pthread_t acceptor;
     int acceptor_running;              /* control thread only */
     atomic_int stop_accepting;
-    atomic_int load[MAX_DAEMONS];      /* connections handed to d[i], not yet closed */
+    atomic_int load[MAX_DAEMONS];      /* connections admitted to d[i], not yet closed */
+    int limit[MAX_DAEMONS];            /* d[i]'s share of conn_limit (set at start) */
+    atomic_long refused[3];            /* connections closed by admit, by reason */
     pthread_mutex_t ip_mu;             /* guards ip_table */
     struct ip_count *ip_table[IP_BUCKETS];
     atomic_int ready;

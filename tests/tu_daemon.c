@@ -299,7 +299,7 @@ long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const 
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->hdrs);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, q->timeout_ms > 0 ? q->timeout_ms : 60000L);
     struct curl_slist *h = NULL;
     char line[512];
     if (q->token && *q->token) {

@@ -104,6 +104,7 @@ typedef struct {
     const char *origin; /* Origin header, or NULL */
     const char *extra;  /* one more header line, or NULL */
     int port;           /* on 127.0.0.1 */
+    long timeout_ms;    /* whole request; 0: 60 s */
 } tu_req_t;
 
 /* One request on handle c (reused: every option it depends on is set).  No

@@ -73,6 +73,13 @@ typedef struct {
     int conn_timeout_s;             /* idle connection timeout */
     int conn_limit;
     int per_ip_limit;               /* 0 = none */
+    int conn_reserve;               /* the last conn_reserve slots only go to
+                                       addresses with no open connection */
+    int head_timeout_s;             /* a request head must be complete this long
+                                       after the connection opens or the previous
+                                       request ends (0 = none) */
+    int body_timeout_s;             /* a body must be complete this long after its
+                                       head (0 = none) */
     size_t conn_memory_limit;       /* MHD per-connection pool */
     size_t max_body;                /* request body cap */
     size_t body_memory_limit;       /* all buffered bodies plus their parse trees */

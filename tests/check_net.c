@@ -1,0 +1,229 @@
+/* check_net.c — the HTTP layer under hostile networks (issue 18, network
+ * defects): floods of idle connections, slow clients, half-closed clients,
+ * oversized and malformed request heads.  Each test starts its own real
+ * daemon (tests/tu_daemon.h) with a small config, talks to it over raw
+ * sockets bound to distinct loopback addresses (127.0.0.x, so per-address
+ * limits apply) and, for the "fresh client" probes, over libcurl.
+ *
+ * Traffic stays on loopback; every flood is bounded in connections and in
+ * time.  Timing bounds are generous (and stretched under the sanitizers) but
+ * still fail when the daemon stops answering.
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+#include "tu_daemon.h"
+
+#include "latentd/buf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ASAN_SLOWDOWN 4
+
+static double deadline(double s)
+{
+    return tu_deadline(s, ASAN_SLOWDOWN);
+}
+
+/* ------------------------------------------------------------ daemons */
+
+/* An empty-model daemon on 127.0.0.1 with extra config lines. */
+static void start_daemon(tu_daemon_t *d, const char *extra)
+{
+    tu_daemon_dirs(d, ASAN_SLOWDOWN);
+    char text[4096];
+    snprintf(text, sizeof text,
+             "bind = 127.0.0.1\n"
+             "port = 0\n"
+             "http_threads = 2\n"
+             "models_dir = %s\n"
+             "state_dir = %s\n"
+             "%s",
+             d->models, d->state, extra ? extra : "");
+    tu_write_file(d->conf, text);
+    tu_daemon_start(d, NULL);
+}
+
+/* The test process holds thousands of sockets: soft limit up to the hard one. */
+static void raise_nofile(rlim_t want)
+{
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    ck_assert_msg(rl.rlim_cur >= want, "RLIMIT_NOFILE %llu < %llu needed",
+                  (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+}
+
+/* ------------------------------------------------------------ raw sockets */
+
+/* A TCP connection from 127.0.0.<host> to 127.0.0.1:port.  block: wait for
+ * the handshake (with a receive timeout of 10 s); otherwise the connect is
+ * started and left in progress.  -1 if it fails at once. */
+static int connect_from(int host, int port, int block)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (block ? 0 : SOCK_NONBLOCK), 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    if (block) {
+        struct timeval tv = {10, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    return fd;
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return; /* the server may close on garbage: the reply tells */
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Read one HTTP response (head + Content-Length body) into b; its status, or
+ * -1 when the connection ends (or times out) before a status line. */
+static int read_response(int fd, ld_buf_t *b)
+{
+    char tmp[4096];
+    for (;;) {
+        char *end = b->data ? strstr(b->data, "\r\n\r\n") : NULL;
+        if (end) {
+            char *cl = strcasestr(b->data, "\r\nContent-Length:");
+            size_t need = (size_t)(end + 4 - b->data) +
+                          (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+            if (b->len >= need)
+                return atoi(b->data + 9);
+        }
+        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+        if (n <= 0)
+            return b->data && strncmp(b->data, "HTTP/1.", 7) == 0 ? atoi(b->data + 9) : -1;
+        ld_buf_append(b, tmp, (size_t)n);
+    }
+}
+
+/* Send one raw request on a fresh connection from 127.0.0.<host>; the
+ * response's status and text (b, to free). */
+__attribute__((unused)) static int raw_request(int host, int port, const char *req, size_t len, ld_buf_t *b)
+{
+    int fd = connect_from(host, port, 1);
+    ck_assert_msg(fd >= 0, "connect: %s", strerror(errno));
+    send_all(fd, req, len);
+    int st = read_response(fd, b);
+    close(fd);
+    return st;
+}
+
+/* A raw response is a JSON error: one status line, Content-Type
+ * application/json, a body {"error":{"code":...,"message":...}}. */
+__attribute__((unused)) static void expect_json_error(const ld_buf_t *b, int status, int got, const char *what)
+{
+    ck_assert_msg(got == status, "%s: status %d, want %d; response:\n%.600s", what, got, status,
+                  b->data ? b->data : "(none)");
+    const char *head_end = strstr(b->data, "\r\n\r\n");
+    ck_assert_ptr_nonnull(head_end);
+    ck_assert_msg(strstr(b->data + 1, "HTTP/1.") == NULL, "%s: two status lines:\n%.600s", what,
+                  b->data);
+    const char *ct = strcasestr(b->data, "\r\nContent-Type: application/json");
+    ck_assert_msg(ct && ct < head_end, "%s: not JSON:\n%.600s", what, b->data);
+    cJSON *j = cJSON_Parse(head_end + 4);
+    ck_assert_msg(j, "%s: body is not JSON:\n%.600s", what, b->data);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    ck_assert_msg(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "code")) &&
+                      cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "message")),
+                  "%s: body is not an error object: %s", what, head_end + 4);
+    cJSON_Delete(j);
+}
+
+/* GET /healthz from 127.0.0.1 with curl; its status (-1: no answer) and the
+ * time it took in ms. */
+static long healthz(int port, double *ms)
+{
+    CURL *c = curl_easy_init();
+    ck_assert_ptr_nonnull(c);
+    tu_resp_t r;
+    tu_req_t q = {.port = port, .timeout_ms = 3000};
+    double t0 = tu_now();
+    long st = tu_http(c, &r, "GET", "/healthz", NULL, 0, &q);
+    if (ms)
+        *ms = (tu_now() - t0) * 1e3;
+    tu_resp_free(&r);
+    curl_easy_cleanup(c);
+    return st;
+}
+
+/* ================================================================ tests */
+
+/* Defect A: cycles of 2,000 idle connections from 16 addresses, held and
+ * closed.  libmicrohttpd 0.9.75 keeps a mutex locked when a connection
+ * handed over by MHD_add_connection finds its daemon full; the daemon's
+ * thread then blocks on it for good.  After the cycles /healthz must answer
+ * and SIGTERM must stop the daemon. */
+START_TEST(test_idle_flood_cycles)
+{
+    enum { CYCLES = 4, CONNS = 2000, HOSTS = 16 };
+    raise_nofile(CONNS + 256);
+    tu_daemon_t d;
+    start_daemon(&d, "connection_limit = 512\nper_ip_connection_limit = 128\n");
+    static int fds[CONNS];
+    for (int cyc = 0; cyc < CYCLES; cyc++) {
+        int opened = 0;
+        for (int i = 0; i < CONNS; i++) {
+            fds[i] = connect_from(2 + i % HOSTS, d.port, 0);
+            opened += fds[i] >= 0;
+        }
+        ck_assert_msg(opened > CONNS / 2, "cycle %d: only %d connections opened", cyc, opened);
+        tu_msleep(1500);
+        for (int i = 0; i < CONNS; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+    }
+    /* every daemon thread serves again once the flood is gone */
+    double until = deadline(10), ms = 0;
+    long st = -1;
+    while ((st = healthz(d.port, &ms)) != 200 && tu_now() < until)
+        tu_msleep(100);
+    ck_assert_msg(st == 200, "/healthz after the floods: %ld\n%s", st, tu_log_tail(&d));
+    int code = tu_daemon_stop(&d, 10);
+    ck_assert_msg(code == 0, "exit %d\n%s", code, tu_log_tail(&d));
+    tu_daemon_free(&d);
+}
+END_TEST
+
+Suite *suite_net(void)
+{
+    Suite *s = suite_create("net");
+    TCase *t = tcase_create("net");
+    tcase_set_timeout(t, 240);
+    tcase_add_unchecked_fixture(t, tu_curl_setup, tu_curl_teardown);
+    tcase_add_checked_fixture(t, tu_timing_start, NULL);
+    tcase_add_test(t, test_idle_flood_cycles);
+    suite_add_tcase(s, t);
+    return s;
+}
