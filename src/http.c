@@ -127,6 +127,7 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
     h->listen_fd = -1;
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->ip_mu, NULL);
+    pthread_mutex_init(&h->conn_mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     if (o->token && *o->token) {
         h->has_token = 1;
@@ -396,6 +397,15 @@ void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b)
     ld_req_reply(req, status, "application/json", p, len);
 }
 
+void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg)
+{
+    ld_buf_puts(b, "{\"error\":{\"code\":");
+    ld_buf_json_str(b, code);
+    ld_buf_puts(b, ",\"message\":");
+    ld_buf_json_str(b, msg);
+    ld_buf_puts(b, "}}\n");
+}
+
 void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[1024];
@@ -404,11 +414,7 @@ void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"error\":{\"code\":");
-    ld_buf_json_str(&b, code);
-    ld_buf_puts(&b, ",\"message\":");
-    ld_buf_json_str(&b, msg);
-    ld_buf_puts(&b, "}}\n");
+    ld_http_error_body(&b, code, msg);
     size_t len;
     char *p = ld_buf_steal(&b, &len);
     if (!p) { /* out of memory: a fixed body still carries the status */
@@ -557,6 +563,42 @@ static void preflight(ld_req_t *req, const char *allow)
 
 static void on_headers_checks(ld_req_t *req, const char *cl, const char *te);
 
+struct cl_scan {
+    const char *first;
+    int differ;
+};
+
+static enum MHD_Result cl_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct cl_scan *sc = cls;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (!sc->first)
+            sc->first = value;
+        else if (strcmp(sc->first, value) != 0)
+            sc->differ = 1;
+    }
+    return MHD_YES;
+}
+
+/* Heads libmicrohttpd lets through that HTTP/1.1 (RFC 9112) refuses: 400
+ * and close (the body's length is in doubt).  1 if refused. */
+static int head_malformed(ld_req_t *req, const char *cl)
+{
+    const char *why = NULL;
+    struct cl_scan sc = {NULL, 0};
+    if (cl)
+        MHD_get_connection_values(req->conn, MHD_HEADER_KIND, cl_cb, &sc);
+    if (sc.differ)
+        why = "the request has Content-Length headers that differ";
+    else if (req->http11 && !MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Host"))
+        why = "an HTTP/1.1 request needs a Host header";
+    if (!why)
+        return 0;
+    req->close_conn = 1;
+    ld_req_error(req, 400, "bad_request", "%s", why);
+    return 1;
+}
+
 /* First call: everything that can be decided from the headers. */
 static void on_headers(ld_req_t *req)
 {
@@ -569,6 +611,9 @@ static void on_headers(ld_req_t *req)
     req->defer = !cl && !te;
     if (cl && strcmp(cl, "0") == 0 && !te)
         req->defer = 1;
+    ld_http_conn_head_done(req->h, req->sock, !req->defer);
+    if (head_malformed(req, cl))
+        return;
     on_headers_checks(req, cl, te);
     req->defer = 0;
 }
@@ -804,11 +849,16 @@ enum MHD_Result ld_http_access_cb(void *cls, struct MHD_Connection *conn, const 
     ld_http_t *h = cls;
     ld_req_t *req = *con_cls;
     if (!req) {
+        ld_conn_t *sock = ld_http_conn_of(conn);
+        if (sock && sock->rejected)
+            return MHD_NO; /* answered already (ld_http_conn_reject) */
         req = ld_blk_zalloc(sizeof *req);
         if (!req)
             return MHD_NO;
         req->h = h;
         req->conn = conn;
+        req->sock = sock;
+        req->http11 = strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         pthread_mutex_init(&req->wait_mu, NULL);
         req->t0 = ld_now();
         req->metric = h->metric_unmatched;
@@ -830,6 +880,7 @@ enum MHD_Result ld_http_access_cb(void *cls, struct MHD_Connection *conn, const 
          * sending long after its error was decided is cut off */
         return req->discarded > h->max_body ? MHD_NO : MHD_YES;
     }
+    ld_http_conn_head_done(h, req->sock, 0); /* the body is in */
     if (req->pending) {
         struct MHD_Response *r = req->pending;
         req->pending = NULL;
@@ -928,6 +979,7 @@ void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls
     if (!req)
         return;
     *con_cls = NULL;
+    ld_http_conn_request_done(h, req->sock, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     double secs = ld_now() - req->t0;
     int status = req->replied ? req->status : 0;
     if (status > 0 && h->metrics)
@@ -1001,6 +1053,7 @@ void ld_http_free(ld_http_t *h)
         free(h->origins[i]);
     pthread_mutex_destroy(&h->mu);
     pthread_mutex_destroy(&h->ip_mu);
+    pthread_mutex_destroy(&h->conn_mu);
     pthread_cond_destroy(&h->cv);
     free(h->bind);
     free(h);

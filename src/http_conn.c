@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -137,26 +138,163 @@ static void admit_undo(ld_http_t *h, int daemon, const struct sockaddr *sa)
     ip_count_drop(h, sa);
 }
 
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_deadline(ld_conn_t *c, int secs)
+{
+    atomic_store_explicit(&c->deadline_ms, secs > 0 ? now_ms() + secs * 1000LL : 0,
+                          memory_order_relaxed);
+}
+
+static int daemon_index(const ld_http_t *h, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *di = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+    for (int i = 0; di && i < h->n_d; i++)
+        if (h->d[i] == di->daemon)
+            return i;
+    return -1;
+}
+
 static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
                     enum MHD_ConnectionNotificationCode toe)
 {
     ld_http_t *h = cls;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add_explicit(&h->connections, 1, memory_order_relaxed);
-        /* remember the daemon (1-based) so the close can give back its load */
-        const union MHD_ConnectionInfo *di =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
-        for (int i = 0; di && i < h->n_d; i++)
-            if (h->d[i] == di->daemon)
-                *socket_context = (void *)(intptr_t)(i + 1);
-    } else {
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        atomic_fetch_sub_explicit(&h->connections, 1, memory_order_relaxed);
-        intptr_t i = (intptr_t)*socket_context - 1;
-        if (i >= 0 && i < MAX_DAEMONS)
-            admit_undo(h, (int)i, ci ? ci->client_addr : NULL);
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        ld_conn_t *c = fi ? calloc(1, sizeof *c) : NULL;
+        if (!c) { /* no deadlines for it; the idle timeout still applies */
+            ld_log_warn("http: out of memory for a connection's record");
+            return;
+        }
+        c->fd = fi->connect_fd;
+        set_deadline(c, h->head_timeout_s);
+        pthread_mutex_lock(&h->conn_mu);
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        pthread_mutex_unlock(&h->conn_mu);
+        *socket_context = c;
+        return;
     }
+    ld_conn_t *c = *socket_context;
+    if (c) {
+        pthread_mutex_lock(&h->conn_mu);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            h->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        pthread_mutex_unlock(&h->conn_mu);
+        free(c);
+        *socket_context = NULL;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    atomic_fetch_sub_explicit(&h->connections, 1, memory_order_relaxed);
+    int i = daemon_index(h, conn);
+    if (i >= 0)
+        admit_undo(h, i, ci ? ci->client_addr : NULL);
+}
+
+ld_conn_t *ld_http_conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *si =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return si ? si->socket_context : NULL;
+}
+
+void ld_http_conn_head_done(const ld_http_t *h, ld_conn_t *c, int has_body)
+{
+    if (c)
+        set_deadline(c, has_body ? h->body_timeout_s : 0);
+}
+
+void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed)
+{
+    if (!c)
+        return;
+    set_deadline(c, h->head_timeout_s);
+    /* A client that sent its request and then shut down its sending side:
+     * libmicrohttpd has read the request and not the end of stream behind
+     * it, and with edge-triggered epoll it is not told again, so it would
+     * keep the connection until the idle timeout.  Ending the socket here
+     * wakes it to close. */
+    char byte;
+    if (completed && recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
+void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char *msg)
+{
+    if (!c || c->rejected)
+        return;
+    c->rejected = 1;
+    ld_buf_t body = {0}, out = {0};
+    ld_http_error_body(&body, code, msg);
+    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    ld_buf_printf(&out,
+                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                  "Connection: close\r\n\r\n",
+                  status, reason && *reason ? reason : "Error", body.len);
+    ld_buf_append(&out, body.data, body.len);
+    if (!ld_buf_failed(&out) && !ld_buf_failed(&body))
+        (void)!send(c->fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ld_buf_free(&body);
+    ld_buf_free(&out);
+    /* read what the client already sent, so the close that follows is a
+     * FIN, not a reset that could destroy the answer before it is read */
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
+    shutdown(c->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes */
+}
+
+/* MHD's URI callback, on the request line's arrival and before MHD parses
+ * the query: too many parameters would exhaust MHD's per-connection pool,
+ * after which it cannot even send its own error. */
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    const char *q = strchr(uri, '?');
+    int n = 0;
+    for (; q && *q; q++)
+        n += *q == '&' || *q == '?';
+    if (n > MAX_QUERY_PARAMS) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the query string has more than %d parameters",
+                 MAX_QUERY_PARAMS);
+        ld_http_conn_reject(ld_http_conn_of(conn), 414, "uri_too_long", msg);
+    }
+    return NULL;
+}
+
+/* Shut down the sockets of connections past their head or body deadline
+ * (libmicrohttpd then closes them on its own thread).  Acceptor thread. */
+static void reap(ld_http_t *h)
+{
+    long long now = now_ms();
+    long n = 0;
+    pthread_mutex_lock(&h->conn_mu);
+    for (ld_conn_t *c = h->conns; c; c = c->next) {
+        long long dl = atomic_load_explicit(&c->deadline_ms, memory_order_relaxed);
+        if (dl && dl <= now) {
+            atomic_store_explicit(&c->deadline_ms, 0, memory_order_relaxed);
+            shutdown(c->fd, SHUT_RDWR);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&h->conn_mu);
+    if (n)
+        atomic_fetch_add_explicit(&h->reaped, n, memory_order_relaxed);
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -172,20 +310,31 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 /* ------------------------------------------------------------- lifecycle */
 
 /* The acceptor thread: accept, admit (or close), hand the connection to the
- * daemon with the most room.  Ends when stop_accepting is set (the
+ * daemon with the most room; every REAP_MS, cut off connections past their
+ * head or body deadline (reap).  Ends when stop_accepting is set (the
  * listening socket is shut down to wake it). */
+#define REAP_MS 250 /* how often deadlines are checked */
+
 static void *acceptor_main(void *arg)
 {
     ld_http_t *h = arg;
     double last_warn = 0, last_refuse_warn = 0;
+    long long next_reap = 0;
     while (!atomic_load(&h->stop_accepting)) {
+        if (now_ms() >= next_reap) {
+            reap(h);
+            next_reap = now_ms() + REAP_MS;
+        }
+        struct pollfd pfd = {h->listen_fd, POLLIN, 0};
+        if (poll(&pfd, 1, REAP_MS) <= 0)
+            continue;
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (atomic_load(&h->stop_accepting))
                 break;
-            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EWOULDBLOCK)
                 continue;
             /* out of descriptors or memory: keep serving the open
              * connections and try again shortly */
@@ -225,7 +374,7 @@ static void stop_accepting(ld_http_t *h)
 {
     atomic_store(&h->stop_accepting, 1);
     if (h->acceptor_running) {
-        shutdown(h->listen_fd, SHUT_RDWR); /* wakes accept4 */
+        shutdown(h->listen_fd, SHUT_RDWR); /* wakes poll */
         pthread_join(h->acceptor, NULL);
         h->acceptor_running = 0;
     }
@@ -303,7 +452,7 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
     }
     /* the listening socket: ours (see the top of this file) */
     int one = 1;
-    h->listen_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    h->listen_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (h->listen_fd < 0 ||
         setsockopt(h->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         (sa->sa_family == AF_INET6 &&
@@ -339,6 +488,7 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)ld_http_completed_cb, h};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_cb, h};
         if (h->thread_stack)
             ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};

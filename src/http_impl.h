@@ -31,7 +31,21 @@
 #define MAX_TOKEN_LEN 4096
 #define MAX_DAEMONS 256 /* http_threads' maximum */
 #define IP_BUCKETS 1024
+#define MAX_QUERY_PARAMS 64 /* more get 414 before MHD parses them (its pool would run out) */
 #define MHD_LIMIT_SLACK 4 /* MHD's connection limit above ours (see ld_http_start) */
+
+/* One open connection (MHD's socket context), from MHD's start notification
+ * to its close notification; listed in ld_http.conns under conn_mu, which
+ * the reaper holds while it shuts a connection's socket down (MHD closes
+ * the descriptor only after the close notification, so a listed fd is
+ * open).  deadline_ms is written by the connection's MHD thread and read
+ * by the reaper. */
+typedef struct ld_conn {
+    struct ld_conn *prev, *next;
+    int fd;
+    atomic_llong deadline_ms; /* CLOCK_MONOTONIC ms by which this phase must end; 0 none */
+    int rejected;             /* answered by ld_http_conn_reject: no handler runs */
+} ld_conn_t;
 
 /* Open connections of one client address (see admit, conn_cb). */
 struct ip_count {
@@ -83,6 +97,9 @@ struct ld_http {
     atomic_int load[MAX_DAEMONS];      /* connections admitted to d[i], not yet closed */
     int limit[MAX_DAEMONS];            /* d[i]'s share of conn_limit (set at start) */
     atomic_long refused[3];            /* connections closed by admit, by reason */
+    pthread_mutex_t conn_mu;           /* guards conns */
+    ld_conn_t *conns;                  /* every open connection (see ld_conn_t) */
+    atomic_long reaped;                /* connections cut off at a head or body deadline */
     pthread_mutex_t ip_mu;             /* guards ip_table */
     struct ip_count *ip_table[IP_BUCKETS];
     atomic_int ready;
@@ -100,6 +117,8 @@ struct ld_http {
 struct ld_req {
     ld_http_t *h;
     struct MHD_Connection *conn;
+    ld_conn_t *sock;        /* its connection's record, or NULL */
+    int http11;             /* HTTP/1.1 (Host required) */
     char method[16];
     char *path;
     const route_t *route;
@@ -145,6 +164,23 @@ enum MHD_Result ld_http_access_cb(void *cls, struct MHD_Connection *conn, const 
                                   void **con_cls);
 void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
                           enum MHD_RequestTerminationCode toe);
+
+/* http.c: {"error":{"code":code,"message":msg}} into b. */
+void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg);
+
+/* http_conn.c, per connection, on its MHD thread: */
+/* The record of conn (NULL if it has none). */
+ld_conn_t *ld_http_conn_of(struct MHD_Connection *conn);
+/* A request head is complete: from now on the body's deadline (has_body),
+ * or none (the handler and the reply are not bounded here). */
+void ld_http_conn_head_done(const ld_http_t *h, ld_conn_t *c, int has_body);
+/* The request ended (completed: answered in full): the next head's deadline
+ * starts; a client that has shut down its sending side is disconnected. */
+void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed);
+/* Answer a request libmicrohttpd cannot be trusted with (it is still reading
+ * the head) with status and the JSON error, written to the socket directly,
+ * and end the connection; no handler runs for it. */
+void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char *msg);
 
 /* http_conn.c: stop accepting, stop the daemons (closing every connection)
  * and free the per-address counts.  Control thread; idempotent. */

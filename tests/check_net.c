@@ -130,7 +130,7 @@ static int read_response(int fd, ld_buf_t *b)
 
 /* Send one raw request on a fresh connection from 127.0.0.<host>; the
  * response's status and text (b, to free). */
-__attribute__((unused)) static int raw_request(int host, int port, const char *req, size_t len, ld_buf_t *b)
+static int raw_request(int host, int port, const char *req, size_t len, ld_buf_t *b)
 {
     int fd = connect_from(host, port, 1);
     ck_assert_msg(fd >= 0, "connect: %s", strerror(errno));
@@ -142,13 +142,13 @@ __attribute__((unused)) static int raw_request(int host, int port, const char *r
 
 /* A raw response is a JSON error: one status line, Content-Type
  * application/json, a body {"error":{"code":...,"message":...}}. */
-__attribute__((unused)) static void expect_json_error(const ld_buf_t *b, int status, int got, const char *what)
+static void expect_json_error(const ld_buf_t *b, int status, int got, const char *what)
 {
     ck_assert_msg(got == status, "%s: status %d, want %d; response:\n%.600s", what, got, status,
                   b->data ? b->data : "(none)");
     const char *head_end = strstr(b->data, "\r\n\r\n");
     ck_assert_ptr_nonnull(head_end);
-    ck_assert_msg(strstr(b->data + 1, "HTTP/1.") == NULL, "%s: two status lines:\n%.600s", what,
+    ck_assert_msg(strstr(b->data, "\nHTTP/1.") == NULL, "%s: two status lines:\n%.600s", what,
                   b->data);
     const char *ct = strcasestr(b->data, "\r\nContent-Type: application/json");
     ck_assert_msg(ct && ct < head_end, "%s: not JSON:\n%.600s", what, b->data);
@@ -216,6 +216,181 @@ START_TEST(test_idle_flood_cycles)
 }
 END_TEST
 
+/* Defect C: a client that sends a whole request and then shuts down its
+ * sending side gets its answer and then the end of the connection at once,
+ * not after request_timeout; so its address is never locked out by sockets
+ * the daemon still holds. */
+START_TEST(test_half_closed_clients_are_closed)
+{
+    enum { N = 140 }; /* more than per_ip_connection_limit */
+    tu_daemon_t d;
+    start_daemon(&d, "per_ip_connection_limit = 128\nrequest_timeout = 60\n");
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        int fd = connect_from(60, d.port, 1);
+        ck_assert_msg(fd >= 0, "connection %d refused", i);
+        struct timeval tv = {5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        send_all(fd, req, sizeof req - 1);
+        shutdown(fd, SHUT_WR);
+        ld_buf_t b = {0};
+        double t0 = tu_now();
+        int st = read_response(fd, &b);
+        ck_assert_msg(st == 200, "connection %d: status %d", i, st);
+        char c;
+        ssize_t n = recv(fd, &c, 1, 0);
+        double secs = tu_now() - t0;
+        ck_assert_msg(n == 0, "connection %d: no end of stream after the answer (%zd, %s)", i, n,
+                      strerror(errno));
+        if (secs > worst)
+            worst = secs;
+        ld_buf_free(&b);
+        close(fd);
+    }
+    printf("net: %d half-closed clients answered and closed, slowest %.1f ms\n", N, worst * 1e3);
+    tu_daemon_stop_ok(&d, 10);
+}
+END_TEST
+
+/* Defect D: hundreds of query parameters exhaust libmicrohttpd's connection
+ * pool, which then cannot even send its error; the daemon answers 414 with
+ * the JSON error itself.  The connection after it is served as usual. */
+START_TEST(test_many_query_parameters)
+{
+    tu_daemon_t d;
+    start_daemon(&d, NULL);
+    ld_buf_t q = {0};
+    ld_buf_puts(&q, "GET /healthz?");
+    for (int i = 0; i < 300; i++)
+        ld_buf_printf(&q, "%sa%d=1", i ? "&" : "", i);
+    ld_buf_puts(&q, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    ld_buf_t b = {0};
+    int st = raw_request(61, d.port, q.data, q.len, &b);
+    expect_json_error(&b, 414, st, "300 query parameters");
+    ld_buf_free(&b);
+    ld_buf_free(&q);
+    /* a few parameters are fine */
+    static const char few[] = "GET /healthz?a=1&b=2 HTTP/1.1\r\nHost: t\r\n\r\n";
+    st = raw_request(61, d.port, few, sizeof few - 1, &b);
+    ck_assert_msg(st == 200, "two parameters: %d\n%.400s", st, b.data ? b.data : "");
+    ld_buf_free(&b);
+    tu_daemon_stop_ok(&d, 10);
+}
+END_TEST
+
+/* Issue 18, other defects 6: request heads that must be refused with a JSON
+ * 400 before any handler runs. */
+START_TEST(test_malformed_heads_get_json)
+{
+    tu_daemon_t d;
+    start_daemon(&d, NULL);
+    static const struct {
+        const char *req, *what;
+    } cases[] = {
+        {"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
+         "two different Content-Length headers"},
+        {"GET /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ld_buf_t b = {0};
+        int st = raw_request(62, d.port, cases[i].req, strlen(cases[i].req), &b);
+        expect_json_error(&b, 400, st, cases[i].what);
+        ld_buf_free(&b);
+    }
+    /* HTTP/1.0 needs no Host; equal repeated Content-Lengths are one length */
+    static const char ok10[] = "GET /healthz HTTP/1.0\r\n\r\n";
+    ld_buf_t b = {0};
+    int st = raw_request(62, d.port, ok10, sizeof ok10 - 1, &b);
+    ck_assert_msg(st == 200, "HTTP/1.0 without Host: %d\n%.400s", st, b.data ? b.data : "");
+    ld_buf_free(&b);
+    tu_daemon_stop_ok(&d, 10);
+}
+END_TEST
+
+/* Defect B, the deadline: a client trickling its request head one byte at a
+ * time (each byte would reset an idle timeout) is disconnected once
+ * request_head_timeout has passed. */
+START_TEST(test_head_deadline)
+{
+    tu_daemon_t d;
+    start_daemon(&d, "request_head_timeout = 2\nrequest_timeout = 60\n");
+    int fd = connect_from(63, d.port, 1);
+    ck_assert_int_ge(fd, 0);
+    static const char head[] = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    double t0 = tu_now(), until = deadline(8);
+    int closed = 0;
+    for (size_t i = 0; i < sizeof head - 1 && tu_now() < until && !closed; i++) {
+        if (send(fd, head + i, 1, MSG_NOSIGNAL) != 1) {
+            closed = 1;
+            break;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 250) > 0) {
+            char c;
+            closed = recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
+        }
+    }
+    double secs = tu_now() - t0;
+    close(fd);
+    ck_assert_msg(closed, "a head trickled for %.1f s was not cut off", secs);
+    ck_assert_msg(secs > 1.5, "cut off after %.1f s, before the 2 s deadline", secs);
+    printf("net: trickled head cut off after %.1f s (request_head_timeout 2)\n", secs);
+    tu_daemon_stop_ok(&d, 10);
+}
+END_TEST
+
+/* Defect B and the slowloris of the fault-injection list: 600 connections
+ * from 6 addresses each send a header byte a second, more than
+ * connection_limit; a fresh client from another address still gets
+ * /healthz answered, quickly. */
+START_TEST(test_slowloris_leaves_room)
+{
+    enum { CONNS = 600, HOSTS = 6, PROBES = 10 };
+    raise_nofile(CONNS + 256);
+    tu_daemon_t d;
+    start_daemon(&d, "connection_limit = 512\nper_ip_connection_limit = 128\n");
+    static int fds[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        fds[i] = connect_from(30 + i % HOSTS, d.port, 0);
+    static const char head[] = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+    double ms[PROBES], worst = 0;
+    int answered = 0;
+    for (int sec = 0; sec < PROBES / 2; sec++) {
+        for (int i = 0; i < CONNS; i++)
+            if (fds[i] >= 0)
+                send(fds[i], head + (sec < (int)sizeof head - 1 ? sec : 0), 1,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+        for (int k = 0; k < 2; k++) {
+            int p = sec * 2 + k;
+            long st = healthz(d.port, &ms[p]);
+            answered += st == 200;
+            if (ms[p] > worst)
+                worst = ms[p];
+            tu_msleep(400);
+        }
+    }
+    for (int i = 0; i < CONNS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    /* the median: one probe may meet a descheduled daemon on a busy host */
+    for (int i = 0; i < PROBES; i++)
+        for (int j = i + 1; j < PROBES; j++)
+            if (ms[j] < ms[i]) {
+                double t = ms[i];
+                ms[i] = ms[j];
+                ms[j] = t;
+            }
+    printf("net: /healthz during a slowloris of %d connections: %d/%d answered, median %.1f ms, "
+           "worst %.1f ms\n",
+           CONNS, answered, PROBES, ms[PROBES / 2], worst);
+    ck_assert_msg(answered == PROBES, "only %d of %d probes answered", answered, PROBES);
+    ck_assert_msg(ms[PROBES / 2] < 100 * (tu_under_asan() ? ASAN_SLOWDOWN : 1),
+                  "median /healthz %.1f ms during the slowloris", ms[PROBES / 2]);
+    tu_daemon_stop_ok(&d, 10);
+}
+END_TEST
+
 Suite *suite_net(void)
 {
     Suite *s = suite_create("net");
@@ -224,6 +399,11 @@ Suite *suite_net(void)
     tcase_add_unchecked_fixture(t, tu_curl_setup, tu_curl_teardown);
     tcase_add_checked_fixture(t, tu_timing_start, NULL);
     tcase_add_test(t, test_idle_flood_cycles);
+    tcase_add_test(t, test_half_closed_clients_are_closed);
+    tcase_add_test(t, test_many_query_parameters);
+    tcase_add_test(t, test_malformed_heads_get_json);
+    tcase_add_test(t, test_head_deadline);
+    tcase_add_test(t, test_slowloris_leaves_room);
     suite_add_tcase(s, t);
     return s;
 }
