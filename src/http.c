@@ -125,6 +125,7 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
     h->access_log = o->access_log;
     h->metrics = metrics;
     h->listen_fd = -1;
+    h->gate_ep = -1;
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->ip_mu, NULL);
     pthread_mutex_init(&h->conn_mu, NULL);
@@ -589,9 +590,9 @@ static int head_malformed(ld_req_t *req, const char *cl)
     if (cl)
         MHD_get_connection_values(req->conn, MHD_HEADER_KIND, cl_cb, &sc);
     if (sc.differ)
-        why = "the request has Content-Length headers that differ";
+        why = LD_MSG_CL_DIFFER;
     else if (req->http11 && !MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Host"))
-        why = "an HTTP/1.1 request needs a Host header";
+        why = LD_MSG_NO_HOST;
     if (!why)
         return 0;
     req->close_conn = 1;

@@ -31,7 +31,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <string.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -233,11 +233,13 @@ void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed)
         shutdown(c->fd, SHUT_RDWR);
 }
 
-void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char *msg)
+/* Write a complete response with status and the JSON error to fd (best
+ * effort: a small answer fits the empty send buffer of a connection that is
+ * still sending its head), then read what the client had already sent, so
+ * the close that follows is a FIN and not a reset that could destroy the
+ * answer before the client reads it. */
+static void send_raw_error(int fd, int status, const char *code, const char *msg)
 {
-    if (!c || c->rejected)
-        return;
-    c->rejected = 1;
     ld_buf_t body = {0}, out = {0};
     ld_http_error_body(&body, code, msg);
     const char *reason = MHD_get_reason_phrase_for((unsigned)status);
@@ -248,14 +250,20 @@ void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char 
                   status, reason && *reason ? reason : "Error", body.len);
     ld_buf_append(&out, body.data, body.len);
     if (!ld_buf_failed(&out) && !ld_buf_failed(&body))
-        (void)!send(c->fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)!send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
     ld_buf_free(&body);
     ld_buf_free(&out);
-    /* read what the client already sent, so the close that follows is a
-     * FIN, not a reset that could destroy the answer before it is read */
     char sink[4096];
-    for (int i = 0; i < 16 && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
         ;
+}
+
+void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char *msg)
+{
+    if (!c || c->rejected)
+        return;
+    c->rejected = 1;
+    send_raw_error(c->fd, status, code, msg);
     shutdown(c->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes */
 }
 
@@ -264,16 +272,9 @@ void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char 
  * after which it cannot even send its own error. */
 static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    const char *q = strchr(uri, '?');
-    int n = 0;
-    for (; q && *q; q++)
-        n += *q == '&' || *q == '?';
-    if (n > MAX_QUERY_PARAMS) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the query string has more than %d parameters",
-                 MAX_QUERY_PARAMS);
-        ld_http_conn_reject(ld_http_conn_of(conn), 414, "uri_too_long", msg);
-    }
+    ld_head_verdict_t v;
+    if (ld_http_target_check(uri, strlen(uri), &v) != LD_HEAD_OK)
+        ld_http_conn_reject(ld_http_conn_of(conn), v.status, v.code, v.msg);
     return NULL;
 }
 
@@ -309,62 +310,188 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
 /* ------------------------------------------------------------- lifecycle */
 
-/* The acceptor thread: accept, admit (or close), hand the connection to the
- * daemon with the most room; every REAP_MS, cut off connections past their
- * head or body deadline (reap).  Ends when stop_accepting is set (the
- * listening socket is shut down to wake it). */
-#define REAP_MS 250 /* how often deadlines are checked */
+/* A connection accepted and admitted whose first request head has not
+ * arrived in full: held by the acceptor (not yet by any MHD daemon) until
+ * its head passes ld_http_head_check, is refused, or its deadline passes.
+ * Acceptor thread only. */
+typedef struct pending {
+    struct pending *prev, *next;
+    int fd, daemon;
+    long long deadline_ms;
+    socklen_t len;
+    struct sockaddr_storage ss;
+} pending_t;
+
+typedef struct {
+    ld_http_t *h;
+    int ep;            /* epoll: the listening socket (data NULL) and the pending */
+    pending_t *head;
+    char *buf;         /* peek buffer, cap bytes */
+    size_t cap;
+    double last_warn, last_refuse_warn;
+} gate_t;
+
+/* Forget p: its connection was handed over (keep 1) or is to be closed, with
+ * its admission undone (keep 0). */
+static void gate_drop(gate_t *g, pending_t *p, int keep)
+{
+    epoll_ctl(g->ep, EPOLL_CTL_DEL, p->fd, NULL);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        g->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    if (!keep) {
+        close(p->fd);
+        admit_undo(g->h, p->daemon, (const struct sockaddr *)&p->ss);
+    }
+    free(p);
+}
+
+/* New bytes (or the end) on p: hand the connection to its daemon once the
+ * head is complete and passes, answer the JSON error if it fails. */
+static void gate_check(gate_t *g, pending_t *p)
+{
+    ssize_t n = recv(p->fd, g->buf, g->cap, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) { /* gone before it asked anything */
+        gate_drop(g, p, 0);
+        return;
+    }
+    ld_head_verdict_t v;
+    switch (ld_http_head_check(g->buf, (size_t)n, g->cap, &v)) {
+    case LD_HEAD_INCOMPLETE:
+        return; /* edge-triggered: woken again when more arrives */
+    case LD_HEAD_REJECT:
+        send_raw_error(p->fd, v.status, v.code, v.msg);
+        gate_drop(g, p, 0);
+        return;
+    default: {
+        int fd = p->fd, d = p->daemon;
+        struct sockaddr_storage ss = p->ss;
+        socklen_t len = p->len;
+        gate_drop(g, p, 1);
+        /* on failure (out of memory) MHD has closed fd */
+        if (MHD_add_connection(g->h->d[d], fd, (const struct sockaddr *)&ss, len) != MHD_YES)
+            admit_undo(g->h, d, (const struct sockaddr *)&ss);
+    }
+    }
+}
+
+/* Accept what the backlog holds: admit (or close) each connection and hold
+ * it until its head is in. */
+static void gate_accept(gate_t *g)
+{
+    ld_http_t *h = g->h;
+    for (int k = 0; k < 64; k++) {
+        pending_t *p = calloc(1, sizeof *p);
+        if (!p)
+            return;
+        p->len = sizeof p->ss;
+        p->fd = accept4(h->listen_fd, (struct sockaddr *)&p->ss, &p->len,
+                        SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (p->fd < 0) {
+            int e = errno;
+            free(p);
+            if (e == EINTR || e == ECONNABORTED || e == EAGAIN || e == EWOULDBLOCK || e == EINVAL)
+                return;
+            /* out of descriptors or memory: keep serving the open
+             * connections and try again shortly */
+            double now = ld_now();
+            if (now - g->last_warn > 10) {
+                ld_log_warn("http: accept: %s (new connections wait)", strerror(e));
+                g->last_warn = now;
+            }
+            struct timespec ts = {0, 10 * 1000000};
+            nanosleep(&ts, NULL);
+            return;
+        }
+        const struct sockaddr *sa = (const struct sockaddr *)&p->ss;
+        int best = admit(h, sa);
+        if (best < 0) {
+            close(p->fd);
+            free(p);
+            int why = -1 - best;
+            atomic_fetch_add_explicit(&h->refused[why], 1, memory_order_relaxed);
+            double now = ld_now();
+            if (now - g->last_refuse_warn > 10) {
+                ld_log_warn("http: refusing new connections (%s; %ld open)", refuse_reason[why],
+                            (long)atomic_load(&h->connections));
+                g->last_refuse_warn = now;
+            }
+            continue;
+        }
+        p->daemon = best;
+        p->deadline_ms = h->head_timeout_s > 0 ? now_ms() + h->head_timeout_s * 1000LL : 0;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = p};
+        if (epoll_ctl(g->ep, EPOLL_CTL_ADD, p->fd, &ev) != 0) {
+            close(p->fd);
+            admit_undo(h, best, sa);
+            free(p);
+            continue;
+        }
+        p->next = g->head;
+        if (g->head)
+            g->head->prev = p;
+        g->head = p;
+        /* a head already here was reported by EPOLL_CTL_ADD's readiness check */
+    }
+}
+
+/* Close the held connections past their head deadline (with a 408 when a
+ * head had begun). */
+static void gate_expire(gate_t *g)
+{
+    long long now = now_ms();
+    for (pending_t *p = g->head, *next; p; p = next) {
+        next = p->next;
+        if (!p->deadline_ms || p->deadline_ms > now)
+            continue;
+        char c;
+        if (recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+            send_raw_error(p->fd, 408, "request_timeout",
+                           "the request head did not arrive within request_head_timeout");
+        gate_drop(g, p, 0);
+        atomic_fetch_add_explicit(&g->h->reaped, 1, memory_order_relaxed);
+    }
+}
+
+/* The acceptor thread: accept, admit (or close), hold each new connection
+ * until its first request head is in and checked (gate_check), then hand it
+ * to the daemon admit chose; every REAP_MS, cut off connections past their
+ * head or body deadline, held or handed over (gate_expire, reap).  Ends when
+ * stop_accepting is set (the listening socket is shut down to wake it);
+ * the connections still held are closed. */
+#define REAP_MS 250
 
 static void *acceptor_main(void *arg)
 {
     ld_http_t *h = arg;
-    double last_warn = 0, last_refuse_warn = 0;
+    gate_t g = {.h = h, .ep = h->gate_ep, .cap = h->conn_memory_limit / 2};
+    g.buf = malloc(g.cap);
     long long next_reap = 0;
-    while (!atomic_load(&h->stop_accepting)) {
+    while (g.buf && !atomic_load(&h->stop_accepting)) {
         if (now_ms() >= next_reap) {
             reap(h);
+            gate_expire(&g);
             next_reap = now_ms() + REAP_MS;
         }
-        struct pollfd pfd = {h->listen_fd, POLLIN, 0};
-        if (poll(&pfd, 1, REAP_MS) <= 0)
-            continue;
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        int fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (atomic_load(&h->stop_accepting))
-                break;
-            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EWOULDBLOCK)
-                continue;
-            /* out of descriptors or memory: keep serving the open
-             * connections and try again shortly */
-            double now = ld_now();
-            if (now - last_warn > 10) {
-                ld_log_warn("http: accept: %s (new connections wait)", strerror(errno));
-                last_warn = now;
-            }
-            struct timespec ts = {0, 10 * 1000000};
-            nanosleep(&ts, NULL);
-            continue;
+        struct epoll_event ev[64];
+        int n = epoll_wait(g.ep, ev, 64, REAP_MS);
+        for (int i = 0; i < n && !atomic_load(&h->stop_accepting); i++) {
+            if (ev[i].data.ptr)
+                gate_check(&g, ev[i].data.ptr);
+            else
+                gate_accept(&g);
         }
-        const struct sockaddr *sa = (const struct sockaddr *)&ss;
-        int best = admit(h, sa);
-        if (best < 0) {
-            close(fd);
-            int why = -1 - best;
-            atomic_fetch_add_explicit(&h->refused[why], 1, memory_order_relaxed);
-            double now = ld_now();
-            if (now - last_refuse_warn > 10) {
-                ld_log_warn("http: refusing new connections (%s; %ld open)", refuse_reason[why],
-                            (long)atomic_load(&h->connections));
-                last_refuse_warn = now;
-            }
-            continue;
-        }
-        /* on failure (out of memory) MHD has closed fd */
-        if (MHD_add_connection(h->d[best], fd, sa, len) != MHD_YES)
-            admit_undo(h, best, sa);
     }
+    if (!g.buf)
+        ld_log_error("http: out of memory: the acceptor stops");
+    while (g.head)
+        gate_drop(&g, g.head, 0);
+    free(g.buf);
     return NULL;
 }
 
@@ -374,13 +501,17 @@ static void stop_accepting(ld_http_t *h)
 {
     atomic_store(&h->stop_accepting, 1);
     if (h->acceptor_running) {
-        shutdown(h->listen_fd, SHUT_RDWR); /* wakes poll */
+        shutdown(h->listen_fd, SHUT_RDWR); /* wakes epoll_wait */
         pthread_join(h->acceptor, NULL);
         h->acceptor_running = 0;
     }
     if (h->listen_fd >= 0) {
         close(h->listen_fd);
         h->listen_fd = -1;
+    }
+    if (h->gate_ep >= 0) {
+        close(h->gate_ep);
+        h->gate_ep = -1;
     }
 }
 
@@ -503,7 +634,10 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
         }
         h->n_d = i + 1;
     }
-    if (pthread_create(&h->acceptor, NULL, acceptor_main, h) != 0) {
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
+    h->gate_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (h->gate_ep < 0 || epoll_ctl(h->gate_ep, EPOLL_CTL_ADD, h->listen_fd, &lev) != 0 ||
+        pthread_create(&h->acceptor, NULL, acceptor_main, h) != 0) {
         stop_daemons(h);
         stop_accepting(h);
         return ld_err_set(err, LD_EIO, "cannot start the acceptor thread");

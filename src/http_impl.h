@@ -32,6 +32,7 @@
 #define MAX_DAEMONS 256 /* http_threads' maximum */
 #define IP_BUCKETS 1024
 #define MAX_QUERY_PARAMS 64 /* more get 414 before MHD parses them (its pool would run out) */
+#define MAX_HEAD_FIELDS 64 /* more header lines get 431 (MHD's pool again) */
 #define MHD_LIMIT_SLACK 4 /* MHD's connection limit above ours (see ld_http_start) */
 
 /* One open connection (MHD's socket context), from MHD's start notification
@@ -91,6 +92,7 @@ struct ld_http {
     int n_d;
     int port;
     int listen_fd;                     /* ours; -1 once closed (drain) */
+    int gate_ep;                       /* the acceptor's epoll; -1 when closed */
     pthread_t acceptor;
     int acceptor_running;              /* control thread only */
     atomic_int stop_accepting;
@@ -181,6 +183,29 @@ void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed);
  * the head) with status and the JSON error, written to the socket directly,
  * and end the connection; no handler runs for it. */
 void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char *msg);
+
+/* http_head.c: the raw head of a connection's first request, checked before
+ * libmicrohttpd sees it (pure functions, any thread). */
+enum { LD_HEAD_OK, LD_HEAD_INCOMPLETE, LD_HEAD_REJECT };
+#define LD_MSG_CL_DIFFER "the request has Content-Length headers that differ"
+#define LD_MSG_NO_HOST "an HTTP/1.1 request needs a Host header"
+typedef struct {
+    int status;       /* 400, 414, 431 */
+    const char *code; /* the JSON error's code (static) */
+    char msg[128];
+} ld_head_verdict_t;
+/* The number of query parameters of a request target (len bytes). */
+int ld_http_query_params(const char *target, size_t len);
+/* LD_HEAD_REJECT (414, *v filled) for a target with more than
+ * MAX_QUERY_PARAMS parameters, else LD_HEAD_OK. */
+int ld_http_target_check(const char *target, size_t len, ld_head_verdict_t *v);
+/* buf[0..len): the bytes received so far, at most cap.  LD_HEAD_INCOMPLETE
+ * while the head has not ended and len < cap; LD_HEAD_REJECT with *v filled
+ * for a head that is too large (431), has too many query parameters (414)
+ * or header fields (431), a Content-Length that is not a number or two that
+ * differ, or is HTTP/1.1 without Host (400); otherwise LD_HEAD_OK (anything
+ * else malformed is left to libmicrohttpd). */
+int ld_http_head_check(const char *buf, size_t len, size_t cap, ld_head_verdict_t *v);
 
 /* http_conn.c: stop accepting, stop the daemons (closing every connection)
  * and free the per-address counts.  Control thread; idempotent. */

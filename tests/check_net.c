@@ -279,31 +279,116 @@ START_TEST(test_many_query_parameters)
 }
 END_TEST
 
-/* Issue 18, other defects 6: request heads that must be refused with a JSON
- * 400 before any handler runs. */
+/* Issue 18, other defects 6, and oversized heads: each is refused with a
+ * JSON error before any handler runs, once as a connection's first request
+ * (checked before libmicrohttpd reads it) and once as the second request on
+ * a kept-alive connection (checked in libmicrohttpd's callbacks, where it
+ * can be). */
 START_TEST(test_malformed_heads_get_json)
 {
     tu_daemon_t d;
     start_daemon(&d, NULL);
-    static const struct {
+    ld_buf_t many_fields = {0}, huge = {0}, many_params = {0};
+    ld_buf_puts(&many_fields, "GET /healthz HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 70; i++)
+        ld_buf_printf(&many_fields, "X-F%d: %d\r\n", i, i);
+    ld_buf_puts(&many_fields, "\r\n");
+    ld_buf_puts(&huge, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ");
+    for (int i = 0; i < 20000; i++)
+        ld_buf_putc(&huge, 'a');
+    ld_buf_puts(&huge, "\r\n\r\n");
+    ld_buf_puts(&many_params, "GET /healthz?");
+    for (int i = 0; i < 300; i++)
+        ld_buf_printf(&many_params, "%sa%d=1", i ? "&" : "", i);
+    ld_buf_puts(&many_params, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    const struct {
         const char *req, *what;
+        int status, keepalive; /* also checked as a second request */
     } cases[] = {
         {"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
-         "two different Content-Length headers"},
-        {"GET /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host"},
+         "two different Content-Length headers", 400, 1},
+        {"GET /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host", 400, 1},
+        {"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+         "Content-Length: abc", 400, 0},
+        {many_fields.data, "70 header fields", 431, 0},
+        {huge.data, "a 20 KB header", 431, 0},
+        {many_params.data, "300 query parameters", 414, 1},
     };
+    static const char good[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ld_buf_t b = {0};
         int st = raw_request(62, d.port, cases[i].req, strlen(cases[i].req), &b);
-        expect_json_error(&b, 400, st, cases[i].what);
+        expect_json_error(&b, cases[i].status, st, cases[i].what);
         ld_buf_free(&b);
+        if (!cases[i].keepalive)
+            continue;
+        int fd = connect_from(62, d.port, 1);
+        ck_assert_int_ge(fd, 0);
+        send_all(fd, good, sizeof good - 1);
+        ck_assert_int_eq(read_response(fd, &b), 200);
+        ld_buf_free(&b);
+        send_all(fd, cases[i].req, strlen(cases[i].req));
+        st = read_response(fd, &b);
+        char what[128];
+        snprintf(what, sizeof what, "%s (second request)", cases[i].what);
+        expect_json_error(&b, cases[i].status, st, what);
+        ld_buf_free(&b);
+        close(fd);
     }
-    /* HTTP/1.0 needs no Host; equal repeated Content-Lengths are one length */
-    static const char ok10[] = "GET /healthz HTTP/1.0\r\n\r\n";
+    /* the largest heads accepted are served: 64 parameters, 60 fields */
+    ld_buf_t big = {0};
+    ld_buf_puts(&big, "GET /healthz?");
+    for (int i = 0; i < 64; i++)
+        ld_buf_printf(&big, "%sp%d=%d", i ? "&" : "", i, i);
+    ld_buf_puts(&big, " HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 59; i++)
+        ld_buf_printf(&big, "X-Field-%d: %060d\r\n", i, i);
+    ld_buf_puts(&big, "\r\n");
     ld_buf_t b = {0};
-    int st = raw_request(62, d.port, ok10, sizeof ok10 - 1, &b);
+    int st = raw_request(62, d.port, big.data, big.len, &b);
+    ck_assert_msg(st == 200, "a %zu-byte head within the limits: %d\n%.400s", big.len, st,
+                  b.data ? b.data : "");
+    ld_buf_free(&b);
+    /* HTTP/1.0 needs no Host */
+    static const char ok10[] = "GET /healthz HTTP/1.0\r\n\r\n";
+    st = raw_request(62, d.port, ok10, sizeof ok10 - 1, &b);
     ck_assert_msg(st == 200, "HTTP/1.0 without Host: %d\n%.400s", st, b.data ? b.data : "");
     ld_buf_free(&b);
+    ld_buf_free(&big);
+    ld_buf_free(&many_fields);
+    ld_buf_free(&huge);
+    ld_buf_free(&many_params);
+    tu_daemon_stop_ok(&d, 10);
+}
+END_TEST
+
+/* Defect B, the body deadline: a body trickled after its head is cut off
+ * request_body_timeout after the head. */
+START_TEST(test_body_deadline)
+{
+    tu_daemon_t d;
+    start_daemon(&d, "request_body_timeout = 2\nrequest_timeout = 60\n");
+    int fd = connect_from(64, d.port, 1);
+    ck_assert_int_ge(fd, 0);
+    static const char head[] = "POST /v1/models/none/sample HTTP/1.1\r\nHost: t\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{";
+    send_all(fd, head, sizeof head - 1);
+    double t0 = tu_now(), until = deadline(8);
+    int closed = 0;
+    while (tu_now() < until && !closed) {
+        if (send(fd, " ", 1, MSG_NOSIGNAL) != 1)
+            break;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 250) > 0) {
+            char c[512];
+            closed = recv(fd, c, sizeof c, MSG_DONTWAIT) <= 0;
+        }
+    }
+    double secs = tu_now() - t0;
+    close(fd);
+    ck_assert_msg(secs < until - t0, "a body trickled for %.1f s was not cut off", secs);
+    ck_assert_msg(secs > 1.5, "cut off after %.1f s, before the 2 s deadline", secs);
+    printf("net: trickled body cut off after %.1f s (request_body_timeout 2)\n", secs);
     tu_daemon_stop_ok(&d, 10);
 }
 END_TEST
@@ -403,6 +488,7 @@ Suite *suite_net(void)
     tcase_add_test(t, test_many_query_parameters);
     tcase_add_test(t, test_malformed_heads_get_json);
     tcase_add_test(t, test_head_deadline);
+    tcase_add_test(t, test_body_deadline);
     tcase_add_test(t, test_slowloris_leaves_room);
     suite_add_tcase(s, t);
     return s;
