@@ -273,8 +273,10 @@ void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char 
 static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     ld_head_verdict_t v;
-    if (ld_http_target_check(uri, strlen(uri), &v) != LD_HEAD_OK)
+    if (ld_http_target_check(uri, strlen(uri), &v) != LD_HEAD_OK) {
+        atomic_fetch_add_explicit(&((ld_http_t *)cls)->heads_rejected, 1, memory_order_relaxed);
         ld_http_conn_reject(ld_http_conn_of(conn), v.status, v.code, v.msg);
+    }
     return NULL;
 }
 
@@ -342,6 +344,7 @@ static void gate_drop(gate_t *g, pending_t *p, int keep)
         g->head = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    atomic_fetch_sub_explicit(&g->h->held, 1, memory_order_relaxed);
     if (!keep) {
         close(p->fd);
         admit_undo(g->h, p->daemon, (const struct sockaddr *)&p->ss);
@@ -365,6 +368,7 @@ static void gate_check(gate_t *g, pending_t *p)
     case LD_HEAD_INCOMPLETE:
         return; /* edge-triggered: woken again when more arrives */
     case LD_HEAD_REJECT:
+        atomic_fetch_add_explicit(&g->h->heads_rejected, 1, memory_order_relaxed);
         send_raw_error(p->fd, v.status, v.code, v.msg);
         gate_drop(g, p, 0);
         return;
@@ -436,6 +440,7 @@ static void gate_accept(gate_t *g)
         if (g->head)
             g->head->prev = p;
         g->head = p;
+        atomic_fetch_add_explicit(&h->held, 1, memory_order_relaxed);
         /* a head already here was reported by EPOLL_CTL_ADD's readiness check */
     }
 }
@@ -735,6 +740,23 @@ void ld_http_collect(ld_buf_t *out, void *ctx)
         ld_buf_printf(out, "latentd_http_thread_connections{thread=\"%d\"} %u\n", i,
                       di ? di->num_connections : 0u);
     }
+    ld_metrics_family(out, "latentd_http_connections_held", "gauge",
+                      "New connections the acceptor holds until their first request head is in.");
+    ld_buf_printf(out, "latentd_http_connections_held %ld\n", (long)atomic_load(&h->held));
+    ld_metrics_family(out, "latentd_http_connections_refused_total", "counter",
+                      "Connections closed at once: every thread full, the client address at "
+                      "per_ip_connection_limit, or only the reserve left.");
+    for (int i = 0; i < REFUSE_REASONS; i++)
+        ld_buf_printf(out, "latentd_http_connections_refused_total{reason=\"%s\"} %ld\n",
+                      refuse_reason[i], (long)atomic_load(&h->refused[i]));
+    ld_metrics_family(out, "latentd_http_connections_timed_out_total", "counter",
+                      "Connections closed at request_head_timeout or request_body_timeout.");
+    ld_buf_printf(out, "latentd_http_connections_timed_out_total %ld\n",
+                  (long)atomic_load(&h->reaped));
+    ld_metrics_family(out, "latentd_http_heads_rejected_total", "counter",
+                      "Requests answered 400, 414 or 431 before libmicrohttpd parsed their head.");
+    ld_buf_printf(out, "latentd_http_heads_rejected_total %ld\n",
+                  (long)atomic_load(&h->heads_rejected));
     ld_metrics_family(out, "latentd_http_body_memory_bytes", "gauge",
                       "Bytes reserved for request bodies and their JSON parse trees.");
     ld_buf_printf(out, "latentd_http_body_memory_bytes %lld\n",

@@ -102,6 +102,8 @@ struct ld_http {
     pthread_mutex_t conn_mu;           /* guards conns */
     ld_conn_t *conns;                  /* every open connection (see ld_conn_t) */
     atomic_long reaped;                /* connections cut off at a head or body deadline */
+    atomic_long held;                  /* connections the acceptor holds (first head not in) */
+    atomic_long heads_rejected;        /* 400/414/431 written before MHD parsed the head */
     pthread_mutex_t ip_mu;             /* guards ip_table */
     struct ip_count *ip_table[IP_BUCKETS];
     atomic_int ready;

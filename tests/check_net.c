@@ -455,6 +455,15 @@ START_TEST(test_slowloris_leaves_room)
             tu_msleep(400);
         }
     }
+    /* the flood was refused at the reserve, and the metrics say so */
+    tu_resp_t r;
+    tu_req_t q = {.port = d.port, .timeout_ms = 5000};
+    ck_assert_int_eq(tu_http_once(&r, "GET", "/metrics", NULL, 0, &q), 200);
+    const char *m = strstr(r.body.data, "latentd_http_connections_refused_total{reason=\"reserve\"} ");
+    ck_assert_msg(m && atol(m + 57) > 0, "no refusal at the reserve counted:\n%s", r.body.data);
+    ck_assert_msg(strstr(r.body.data, "latentd_http_connections_held "), "no held gauge");
+    tu_promtool_check(&d, r.body.data, r.body.len);
+    tu_resp_free(&r);
     for (int i = 0; i < CONNS; i++)
         if (fds[i] >= 0)
             close(fds[i]);
