@@ -4,7 +4,19 @@
  * answer with one of the ld_req_reply_* calls; they never touch MHD unless
  * they stream (see ld_req_reply_mhd).
  *
+ * Connections (http_conn.c): the acceptor closes a new connection when
+ * every thread is full, its address is at per_ip_limit, or only the
+ * reserve is left and its address has one already; it holds it until the
+ * first request head is in, and answers a head that is too large (431), has
+ * too many query parameters (414) or fields (431), a bad or conflicting
+ * Content-Length or no Host in HTTP/1.1 (400) itself (http_head.c).  A head
+ * must be complete head_timeout_s after the connection opens or the
+ * previous request ends, a body body_timeout_s after its head; a client
+ * that shuts down its sending side is disconnected after its answer.
+ *
  * Request pipeline, in order (the first failure answers and stops):
+ *   more than 64 query parameters -> 414 uri_too_long (no handler)
+ *   differing Content-Lengths, HTTP/1.1 without Host -> 400 (+ Connection: close)
  *   draining?                    -> 503 shutting_down (+ Connection: close)
  *   OPTIONS on a known path      -> 204 preflight (Allow, CORS when allowed)
  *   route by path, then method   -> 404 not_found / 405 method_not_allowed + Allow
