@@ -68,74 +68,14 @@ static void raise_nofile(rlim_t want)
 
 /* ------------------------------------------------------------ raw sockets */
 
-/* A TCP connection from 127.0.0.<host> to 127.0.0.1:port.  block: wait for
- * the handshake (with a receive timeout of 10 s); otherwise the connect is
- * started and left in progress.  -1 if it fails at once. */
-static int connect_from(int host, int port, int block)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (block ? 0 : SOCK_NONBLOCK), 0);
-    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
-        close(fd);
-        return -1;
-    }
-    if (block) {
-        struct timeval tv = {10, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
-    return fd;
-}
-
-static void send_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return; /* the server may close on garbage: the reply tells */
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
-/* Read one HTTP response (head + Content-Length body) into b; its status, or
- * -1 when the connection ends (or times out) before a status line. */
-static int read_response(int fd, ld_buf_t *b)
-{
-    char tmp[4096];
-    for (;;) {
-        char *end = b->data ? strstr(b->data, "\r\n\r\n") : NULL;
-        if (end) {
-            char *cl = strcasestr(b->data, "\r\nContent-Length:");
-            size_t need = (size_t)(end + 4 - b->data) +
-                          (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
-            if (b->len >= need)
-                return atoi(b->data + 9);
-        }
-        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
-        if (n <= 0)
-            return b->data && strncmp(b->data, "HTTP/1.", 7) == 0 ? atoi(b->data + 9) : -1;
-        ld_buf_append(b, tmp, (size_t)n);
-    }
-}
-
 /* Send one raw request on a fresh connection from 127.0.0.<host>; the
  * response's status and text (b, to free). */
 static int raw_request(int host, int port, const char *req, size_t len, ld_buf_t *b)
 {
-    int fd = connect_from(host, port, 1);
+    int fd = tu_tcp_connect(host, port, 1);
     ck_assert_msg(fd >= 0, "connect: %s", strerror(errno));
-    send_all(fd, req, len);
-    int st = read_response(fd, b);
+    tu_send_all(fd, req, len);
+    int st = tu_read_response(fd, b);
     close(fd);
     return st;
 }
@@ -195,7 +135,7 @@ START_TEST(test_idle_flood_cycles)
     for (int cyc = 0; cyc < CYCLES; cyc++) {
         int opened = 0;
         for (int i = 0; i < CONNS; i++) {
-            fds[i] = connect_from(2 + i % HOSTS, d.port, 0);
+            fds[i] = tu_tcp_connect(2 + i % HOSTS, d.port, 0);
             opened += fds[i] >= 0;
         }
         ck_assert_msg(opened > CONNS / 2, "cycle %d: only %d connections opened", cyc, opened);
@@ -228,15 +168,15 @@ START_TEST(test_half_closed_clients_are_closed)
     static const char req[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
     double worst = 0;
     for (int i = 0; i < N; i++) {
-        int fd = connect_from(60, d.port, 1);
+        int fd = tu_tcp_connect(60, d.port, 1);
         ck_assert_msg(fd >= 0, "connection %d refused", i);
         struct timeval tv = {5, 0};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        send_all(fd, req, sizeof req - 1);
+        tu_send_all(fd, req, sizeof req - 1);
         shutdown(fd, SHUT_WR);
         ld_buf_t b = {0};
         double t0 = tu_now();
-        int st = read_response(fd, &b);
+        int st = tu_read_response(fd, &b);
         ck_assert_msg(st == 200, "connection %d: status %d", i, st);
         char c;
         ssize_t n = recv(fd, &c, 1, 0);
@@ -322,13 +262,13 @@ START_TEST(test_malformed_heads_get_json)
         ld_buf_free(&b);
         if (!cases[i].keepalive)
             continue;
-        int fd = connect_from(62, d.port, 1);
+        int fd = tu_tcp_connect(62, d.port, 1);
         ck_assert_int_ge(fd, 0);
-        send_all(fd, good, sizeof good - 1);
-        ck_assert_int_eq(read_response(fd, &b), 200);
+        tu_send_all(fd, good, sizeof good - 1);
+        ck_assert_int_eq(tu_read_response(fd, &b), 200);
         ld_buf_free(&b);
-        send_all(fd, cases[i].req, strlen(cases[i].req));
-        st = read_response(fd, &b);
+        tu_send_all(fd, cases[i].req, strlen(cases[i].req));
+        st = tu_read_response(fd, &b);
         char what[128];
         snprintf(what, sizeof what, "%s (second request)", cases[i].what);
         expect_json_error(&b, cases[i].status, st, what);
@@ -362,31 +302,38 @@ START_TEST(test_malformed_heads_get_json)
 }
 END_TEST
 
+/* Send p[0..n) a byte every 250 ms (the last byte over and over) until the
+ * daemon ends the connection, for at most 8 s (stretched under the
+ * sanitizers); closes fd.  The seconds it took, or -1 if it never ended. */
+static double trickle(int fd, const char *p, size_t n)
+{
+    double t0 = tu_now(), until = deadline(8);
+    for (size_t i = 0; tu_now() < until; i += i + 1 < n) {
+        if (send(fd, p + i, 1, MSG_NOSIGNAL) != 1)
+            break;
+        struct pollfd pf = {fd, POLLIN, 0};
+        char c[512];
+        if (poll(&pf, 1, 250) > 0 && recv(fd, c, sizeof c, MSG_DONTWAIT) <= 0)
+            break;
+    }
+    double secs = tu_now() - t0;
+    close(fd);
+    return tu_now() < until ? secs : -1;
+}
+
 /* Defect B, the body deadline: a body trickled after its head is cut off
  * request_body_timeout after the head. */
 START_TEST(test_body_deadline)
 {
     tu_daemon_t d;
     start_daemon(&d, "request_body_timeout = 2\nrequest_timeout = 60\n");
-    int fd = connect_from(64, d.port, 1);
+    int fd = tu_tcp_connect(64, d.port, 1);
     ck_assert_int_ge(fd, 0);
     static const char head[] = "POST /v1/models/none/sample HTTP/1.1\r\nHost: t\r\n"
                                "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{";
-    send_all(fd, head, sizeof head - 1);
-    double t0 = tu_now(), until = deadline(8);
-    int closed = 0;
-    while (tu_now() < until && !closed) {
-        if (send(fd, " ", 1, MSG_NOSIGNAL) != 1)
-            break;
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 250) > 0) {
-            char c[512];
-            closed = recv(fd, c, sizeof c, MSG_DONTWAIT) <= 0;
-        }
-    }
-    double secs = tu_now() - t0;
-    close(fd);
-    ck_assert_msg(secs < until - t0, "a body trickled for %.1f s was not cut off", secs);
+    tu_send_all(fd, head, sizeof head - 1);
+    double secs = trickle(fd, " ", 1);
+    ck_assert_msg(secs > 0, "a body trickled for 8 s was not cut off");
     ck_assert_msg(secs > 1.5, "cut off after %.1f s, before the 2 s deadline", secs);
     printf("net: trickled body cut off after %.1f s (request_body_timeout 2)\n", secs);
     tu_daemon_stop_ok(&d, 10);
@@ -400,25 +347,11 @@ START_TEST(test_head_deadline)
 {
     tu_daemon_t d;
     start_daemon(&d, "request_head_timeout = 2\nrequest_timeout = 60\n");
-    int fd = connect_from(63, d.port, 1);
+    int fd = tu_tcp_connect(63, d.port, 1);
     ck_assert_int_ge(fd, 0);
-    static const char head[] = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    double t0 = tu_now(), until = deadline(8);
-    int closed = 0;
-    for (size_t i = 0; i < sizeof head - 1 && tu_now() < until && !closed; i++) {
-        if (send(fd, head + i, 1, MSG_NOSIGNAL) != 1) {
-            closed = 1;
-            break;
-        }
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 250) > 0) {
-            char c;
-            closed = recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
-        }
-    }
-    double secs = tu_now() - t0;
-    close(fd);
-    ck_assert_msg(closed, "a head trickled for %.1f s was not cut off", secs);
+    static const char head[] = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: a";
+    double secs = trickle(fd, head, sizeof head - 1);
+    ck_assert_msg(secs > 0, "a head trickled for 8 s was not cut off");
     ck_assert_msg(secs > 1.5, "cut off after %.1f s, before the 2 s deadline", secs);
     printf("net: trickled head cut off after %.1f s (request_head_timeout 2)\n", secs);
     tu_daemon_stop_ok(&d, 10);
@@ -437,7 +370,7 @@ START_TEST(test_slowloris_leaves_room)
     start_daemon(&d, "connection_limit = 512\nper_ip_connection_limit = 128\n");
     static int fds[CONNS];
     for (int i = 0; i < CONNS; i++)
-        fds[i] = connect_from(30 + i % HOSTS, d.port, 0);
+        fds[i] = tu_tcp_connect(30 + i % HOSTS, d.port, 0);
     static const char head[] = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ";
     double ms[PROBES], worst = 0;
     int answered = 0;

@@ -138,6 +138,19 @@ typedef struct {
 } tu_sampler_t;
 void *tu_sampler_run(void *arg);
 
+/* ------------------------------------------------------------ raw sockets */
+
+/* A TCP connection from 127.0.0.<host> to 127.0.0.1:port (host 1: the usual
+ * loopback address; others let per-address limits apply).  block: wait for
+ * the handshake, with a receive timeout of 30 s; otherwise the connect is
+ * left in progress on a non-blocking socket.  -1 if it fails at once. */
+int tu_tcp_connect(int host, int port, int block);
+/* Send all of p (stops quietly when the peer has closed). */
+void tu_send_all(int fd, const void *p, size_t n);
+/* Read one HTTP response (head + Content-Length body) into b; its status, or
+ * -1 when the connection ends (or times out) before a status line. */
+int tu_read_response(int fd, ld_buf_t *b);
+
 /* ------------------------------------------------------------ JSON */
 
 /* Field k of object o; fails the test if absent. */
