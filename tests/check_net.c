@@ -397,6 +397,13 @@ START_TEST(test_slowloris_leaves_room)
     ck_assert_msg(strstr(r.body.data, "latentd_http_connections_held "), "no held gauge");
     tu_promtool_check(&d, r.body.data, r.body.len);
     tu_resp_free(&r);
+    /* SIGTERM with the flood still connected: held and served connections
+     * alike are closed, within the 10 s of the fault-injection list */
+    double t0 = tu_now();
+    int code = tu_daemon_stop(&d, 10);
+    ck_assert_msg(code == 0, "exit %d during the slowloris\n%s", code, tu_log_tail(&d));
+    printf("net: SIGTERM during the slowloris: exit after %.2f s\n", tu_now() - t0);
+    tu_daemon_free(&d);
     for (int i = 0; i < CONNS; i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -414,6 +421,34 @@ START_TEST(test_slowloris_leaves_room)
     ck_assert_msg(answered == PROBES, "only %d of %d probes answered", answered, PROBES);
     ck_assert_msg(ms[PROBES / 2] < 100 * (tu_under_asan() ? ASAN_SLOWDOWN : 1),
                   "median /healthz %.1f ms during the slowloris", ms[PROBES / 2]);
+}
+END_TEST
+
+/* The daemon raises its descriptor soft limit to the hard limit: each
+ * connection is a descriptor. */
+START_TEST(test_nofile_raised)
+{
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max <= 256) {
+        printf("net: test_nofile_raised skipped: hard limit %llu\n",
+               (unsigned long long)rl.rlim_max);
+        return;
+    }
+    rl.rlim_cur = 256; /* inherited by the daemon (this test runs in its own process) */
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    tu_daemon_t d;
+    start_daemon(&d, NULL);
+    char path[64], *text;
+    snprintf(path, sizeof path, "/proc/%d/limits", (int)d.pid);
+    text = tu_read_text(path);
+    const char *line = strstr(text, "Max open files");
+    unsigned long long soft = 0, hard = 0;
+    ck_assert_msg(line && sscanf(line + 14, "%llu %llu", &soft, &hard) == 2, "%s", text);
+    free(text);
+    ck_assert_msg(soft == hard && hard == (unsigned long long)rl.rlim_max,
+                  "daemon's RLIMIT_NOFILE %llu/%llu, hard limit %llu", soft, hard,
+                  (unsigned long long)rl.rlim_max);
     tu_daemon_stop_ok(&d, 10);
 }
 END_TEST
@@ -432,6 +467,7 @@ Suite *suite_net(void)
     tcase_add_test(t, test_head_deadline);
     tcase_add_test(t, test_body_deadline);
     tcase_add_test(t, test_slowloris_leaves_room);
+    tcase_add_test(t, test_nofile_raised);
     suite_add_tcase(s, t);
     return s;
 }
