@@ -15,6 +15,8 @@
 
 #include "latentd/buf.h"
 
+#include "../src/http_impl.h" /* ld_http_head_check */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -453,6 +455,63 @@ START_TEST(test_nofile_raised)
 }
 END_TEST
 
+/* The first-head checker by itself: the verdicts at its edges. */
+START_TEST(test_head_check_table)
+{
+    static const struct {
+        const char *head;
+        int verdict, status;
+    } cases[] = {
+        {"", LD_HEAD_INCOMPLETE, 0},
+        {"GET / HTTP/1.1\r\nHost: a\r\n", LD_HEAD_INCOMPLETE, 0},
+        {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", LD_HEAD_OK, 0},
+        {"GET / HTTP/1.1\nHost: a\n\n", LD_HEAD_OK, 0},               /* bare LF */
+        {"GET / HTTP/1.1\r\nhost:a\r\n\r\n", LD_HEAD_OK, 0},          /* any case */
+        {"GET / HTTP/1.1\r\n\r\n", LD_HEAD_REJECT, 400},
+        {"GET / HTTP/1.0\r\n\r\n", LD_HEAD_OK, 0},
+        {"GET /\r\n\r\n", LD_HEAD_OK, 0},                              /* MHD decides */
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:  12 \r\n\r\n", LD_HEAD_OK, 0},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+         LD_HEAD_OK, 0},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 6\r\n\r\n",
+         LD_HEAD_REJECT, 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", LD_HEAD_REJECT, 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", LD_HEAD_REJECT, 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", LD_HEAD_REJECT, 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1234567890123456789\r\n\r\n",
+         LD_HEAD_REJECT, 400},
+        {"GET /?a&b&c HTTP/1.1\r\nHost: a\r\n\r\n", LD_HEAD_OK, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ld_head_verdict_t v = {0};
+        int got = ld_http_head_check(cases[i].head, strlen(cases[i].head), 8192, &v);
+        ck_assert_msg(got == cases[i].verdict && (got != LD_HEAD_REJECT || v.status == cases[i].status),
+                      "case %zu (%s): verdict %d status %d", i, cases[i].head, got, v.status);
+    }
+    /* the cap: a head not ended within it is 431, one byte less is waited for */
+    char big[64];
+    memset(big, 'a', sizeof big);
+    memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+    ld_head_verdict_t v = {0};
+    ck_assert_int_eq(ld_http_head_check(big, 63, 64, &v), LD_HEAD_INCOMPLETE);
+    ck_assert_int_eq(ld_http_head_check(big, 64, 64, &v), LD_HEAD_REJECT);
+    ck_assert_int_eq(v.status, 431);
+    /* parameters: exactly MAX_QUERY_PARAMS pass, one more is 414 */
+    ld_buf_t q = {0};
+    for (int n = MAX_QUERY_PARAMS; n <= MAX_QUERY_PARAMS + 1; n++) {
+        q.len = 0;
+        ld_buf_puts(&q, "GET /x?");
+        for (int i = 0; i < n; i++)
+            ld_buf_printf(&q, "%sk%d", i ? "&" : "", i);
+        ld_buf_puts(&q, " HTTP/1.1\r\nHost: a\r\n\r\n");
+        int got = ld_http_head_check(q.data, q.len, 8192, &v);
+        ck_assert_msg(n == MAX_QUERY_PARAMS ? got == LD_HEAD_OK : got == LD_HEAD_REJECT && v.status == 414,
+                      "%d parameters: verdict %d", n, got);
+    }
+    ld_buf_free(&q);
+}
+END_TEST
+
 Suite *suite_net(void)
 {
     Suite *s = suite_create("net");
@@ -460,6 +519,7 @@ Suite *suite_net(void)
     tcase_set_timeout(t, 240);
     tcase_add_unchecked_fixture(t, tu_curl_setup, tu_curl_teardown);
     tcase_add_checked_fixture(t, tu_timing_start, NULL);
+    tcase_add_test(t, test_head_check_table);
     tcase_add_test(t, test_idle_flood_cycles);
     tcase_add_test(t, test_half_closed_clients_are_closed);
     tcase_add_test(t, test_many_query_parameters);
