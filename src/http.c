@@ -4,8 +4,8 @@
  * headers are in) and freed in the request-completed callback, which also
  * writes the access log line and the metrics.  Shared state touched by
  * several MHD threads is atomic (counters, flags); the locks are mu, held by
- * the drain waiter and by the completed callback to signal it, and ip_mu, held
- * to count connections per client address (never together).
+ * the drain waiter and by the completed callback to signal it, and those of
+ * http_conn.c (ip_mu, conn_mu), never held together with mu.
  *
  * The acceptor, the daemons and the per-connection bookkeeping are in
  * http_conn.c; the structures both files use are in http_impl.h.

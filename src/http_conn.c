@@ -6,20 +6,29 @@
  * Threads: one single-threaded MHD daemon (MHD's internal epoll thread) per
  * HTTP thread, rather than one daemon with MHD's thread pool, and one
  * acceptor thread of ours that owns the listening socket and hands each new
- * connection to the daemon with the fewest (MHD_add_connection).  The pool's
- * threads share one listening socket and each accepts up to ten connections
- * in a row when it wins the race, so a burst of connections lands on a few
- * threads (measured: 2 of 8 threads without a connection for a whole
- * benchmark run); per-thread SO_REUSEPORT sockets spread them by address
- * hash, still unevenly (64 connections over 8 threads: 4 to 14 each, and the
- * fullest thread sets the latency tail).  Counting gives 8 each.  load[i]
- * counts the connections handed to daemon i and not yet closed (conn_cb
- * finds the daemon of a closing connection through its socket context).
- * The connection limit is divided among the daemons as MHD divides it among
- * pool threads (limit[i]); the acceptor enforces it and the per-IP limit and
- * the reserve for new addresses (admit), counting each connection when it
- * admits it and giving the counts back when MHD reports the close (conn_cb):
+ * connection to the daemon with the most room (MHD_add_connection).  MHD's
+ * pool threads race for one listening socket and take connections in runs,
+ * and per-thread SO_REUSEPORT sockets spread them by address hash, both
+ * unevenly (docs/serve.md, "What made it faster"); counting is even.
+ *
+ * Admission (admit): load[i] counts the connections admitted to daemon i and
+ * not yet closed; the connection limit is divided among the daemons
+ * (limit[i]); the per-IP limit and the reserve for new addresses are
+ * counted over all daemons.  Counts are taken when the acceptor admits a
+ * connection and given back when MHD reports its close (conn_cb):
  * MHD_add_connection must never be asked to refuse (see admit).
+ *
+ * The gate: an admitted connection stays with the acceptor until its first
+ * request head is in and passes ld_http_head_check (http_head.c); then it
+ * goes to its daemon.  Later requests on it are MHD's to read.
+ *
+ * Deadlines: each connection in a daemon has an ld_conn_t (MHD's socket
+ * context) with the deadline of its phase (head, body, none), set on its
+ * MHD thread; the acceptor shuts down the sockets past their deadline
+ * (reap) and MHD closes them.
+ *
+ * Locks: ip_mu (per-address counts) and conn_mu (the ld_conn_t list) are
+ * never held together; the acceptor's own state needs none.
  */
 #define _GNU_SOURCE
 #include "http_impl.h"
