@@ -124,7 +124,7 @@ static int admit(ld_http_t *h, const struct sockaddr *sa)
         long n = *p ? (*p)->n : 0;
         if (h->per_ip_limit && n >= h->per_ip_limit)
             refuse = REFUSE_PER_IP;
-        else if (n > 0 && total >= h->conn_limit - h->conn_reserve)
+        else if (h->conn_reserve > 0 && n > 0 && total >= h->conn_limit - h->conn_reserve)
             refuse = REFUSE_RESERVE; /* the last slots go to new addresses */
         else if (!*p && (*p = calloc(1, sizeof **p)) != NULL) {
             (*p)->family = family;

@@ -132,8 +132,11 @@ START_TEST(test_idle_flood_cycles)
     enum { CYCLES = 4, CONNS = 2000, HOSTS = 16 };
     raise_nofile(CONNS + 256);
     tu_daemon_t d;
-    start_daemon(&d, "connection_limit = 512\nper_ip_connection_limit = 128\n");
+    /* no reserve: the flood must reach connection_limit itself */
+    start_daemon(&d, "connection_limit = 512\nper_ip_connection_limit = 128\n"
+                     "connection_reserve = 0\n");
     static int fds[CONNS];
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
     for (int cyc = 0; cyc < CYCLES; cyc++) {
         int opened = 0;
         for (int i = 0; i < CONNS; i++) {
@@ -141,6 +144,12 @@ START_TEST(test_idle_flood_cycles)
             opened += fds[i] >= 0;
         }
         ck_assert_msg(opened > CONNS / 2, "cycle %d: only %d connections opened", cyc, opened);
+        /* half of them also send a request and then stay open, idle, so the
+         * HTTP threads themselves fill up (not only the acceptor's hold) */
+        tu_msleep(100);
+        for (int i = 0; i < CONNS; i += 2)
+            if (fds[i] >= 0)
+                send(fds[i], req, sizeof req - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         tu_msleep(1500);
         for (int i = 0; i < CONNS; i++)
             if (fds[i] >= 0)
