@@ -332,22 +332,32 @@ static double trickle(int fd, const char *p, size_t n)
     return tu_now() < until ? secs : -1;
 }
 
+/* A daemon with conf (a 2 s deadline); from 127.0.0.<host>, send prefix and
+ * then trickle p[0..n): the daemon must cut the connection off after 1.5 s
+ * and within 8 s. */
+static void expect_cut_off(const char *conf, int host, const char *prefix, const char *p,
+                           size_t n, const char *what)
+{
+    tu_daemon_t d;
+    start_daemon(&d, conf);
+    int fd = tu_tcp_connect(host, d.port, 1);
+    ck_assert_int_ge(fd, 0);
+    tu_send_all(fd, prefix, strlen(prefix));
+    double secs = trickle(fd, p, n);
+    ck_assert_msg(secs > 0, "%s trickled for 8 s was not cut off", what);
+    ck_assert_msg(secs > 1.5, "%s cut off after %.1f s, before the 2 s deadline", what, secs);
+    printf("net: %s trickled: cut off after %.1f s (deadline 2 s)\n", what, secs);
+    tu_daemon_stop_ok(&d, 10);
+}
+
 /* Defect B, the body deadline: a body trickled after its head is cut off
  * request_body_timeout after the head. */
 START_TEST(test_body_deadline)
 {
-    tu_daemon_t d;
-    start_daemon(&d, "request_body_timeout = 2\nrequest_timeout = 60\n");
-    int fd = tu_tcp_connect(64, d.port, 1);
-    ck_assert_int_ge(fd, 0);
-    static const char head[] = "POST /v1/models/none/sample HTTP/1.1\r\nHost: t\r\n"
-                               "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{";
-    tu_send_all(fd, head, sizeof head - 1);
-    double secs = trickle(fd, " ", 1);
-    ck_assert_msg(secs > 0, "a body trickled for 8 s was not cut off");
-    ck_assert_msg(secs > 1.5, "cut off after %.1f s, before the 2 s deadline", secs);
-    printf("net: trickled body cut off after %.1f s (request_body_timeout 2)\n", secs);
-    tu_daemon_stop_ok(&d, 10);
+    expect_cut_off("request_body_timeout = 2\nrequest_timeout = 60\n", 64,
+                   "POST /v1/models/none/sample HTTP/1.1\r\nHost: t\r\n"
+                   "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
+                   " ", 1, "a body");
 }
 END_TEST
 
@@ -356,16 +366,9 @@ END_TEST
  * request_head_timeout has passed. */
 START_TEST(test_head_deadline)
 {
-    tu_daemon_t d;
-    start_daemon(&d, "request_head_timeout = 2\nrequest_timeout = 60\n");
-    int fd = tu_tcp_connect(63, d.port, 1);
-    ck_assert_int_ge(fd, 0);
     static const char head[] = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: a";
-    double secs = trickle(fd, head, sizeof head - 1);
-    ck_assert_msg(secs > 0, "a head trickled for 8 s was not cut off");
-    ck_assert_msg(secs > 1.5, "cut off after %.1f s, before the 2 s deadline", secs);
-    printf("net: trickled head cut off after %.1f s (request_head_timeout 2)\n", secs);
-    tu_daemon_stop_ok(&d, 10);
+    expect_cut_off("request_head_timeout = 2\nrequest_timeout = 60\n", 63, "", head,
+                   sizeof head - 1, "a head");
 }
 END_TEST
 
