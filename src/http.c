@@ -4,158 +4,25 @@
  * headers are in) and freed in the request-completed callback, which also
  * writes the access log line and the metrics.  Shared state touched by
  * several MHD threads is atomic (counters, flags); the locks are mu, held by
- * the drain waiter and by the completed callback to signal it, and ip_mu, held
- * to count connections per client address (never together).
+ * the drain waiter and by the completed callback to signal it, and those of
+ * http_conn.c (ip_mu, conn_mu), never held together with mu.
  *
- * Threads: one single-threaded MHD daemon (MHD's internal epoll thread) per
- * HTTP thread, rather than one daemon with MHD's thread pool, and one
- * acceptor thread of ours that owns the listening socket and hands each new
- * connection to the daemon with the fewest (MHD_add_connection).  The pool's
- * threads share one listening socket and each accepts up to ten connections
- * in a row when it wins the race, so a burst of connections lands on a few
- * threads (measured: 2 of 8 threads without a connection for a whole
- * benchmark run); per-thread SO_REUSEPORT sockets spread them by address
- * hash, still unevenly (64 connections over 8 threads: 4 to 14 each, and the
- * fullest thread sets the latency tail).  Counting gives 8 each.  load[i]
- * counts the connections handed to daemon i and not yet closed (conn_cb
- * finds the daemon of a closing connection through its socket context).
- * The connection limit is divided among the daemons as MHD divides it among
- * pool threads; the per-IP limit is counted here across daemons (conn_cb)
- * and enforced by the acceptor (accept_cb).
+ * The acceptor, the daemons and the per-connection bookkeeping are in
+ * http_conn.c; the structures both files use are in http_impl.h.
  */
 #define _GNU_SOURCE
-#include "latentd/http.h"
+#include "http_impl.h"
 
-#include "latentd/arena.h"
 #include "latentd/blkcache.h"
 #include "latentd/log.h"
-#include "latentd/sha256.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
-
-#define MAX_ROUTES 64
-#define MAX_SEGS 8
-#define MAX_PARAMS 4
-#define MAX_ORIGINS 32
-#define MAX_EXTRA_HEADERS 8
-#define EXTRA_HEADER_BYTES 1024 /* their names and values, NULs included */
-#define MAX_DRAIN_HOOKS 8
-#define MAX_TOKEN_LEN 4096
-#define MAX_DAEMONS 256 /* http_threads' maximum */
-#define IP_BUCKETS 1024
-
-/* Open connections of one client address (see conn_cb, accept_cb). */
-struct ip_count {
-    int family;
-    uint8_t addr[16];
-    long n;
-    struct ip_count *next;
-};
-
-typedef struct {
-    ld_route_t r;
-    char *method;
-    char *pattern;
-    int nseg;
-    char *seg[MAX_SEGS]; /* point into segbuf */
-    int is_param[MAX_SEGS];
-    char *segbuf;
-    int metric;
-} route_t;
-
-struct ld_http {
-    /* configuration, read-only after start */
-    char *bind;
-    int port_cfg;
-    int threads, conn_timeout_s, conn_limit, per_ip_limit;
-    size_t conn_memory_limit, max_body, body_memory_limit, thread_stack;
-    int access_log;
-    int n_origins, any_origin;
-    char *origins[MAX_ORIGINS];
-    int has_token, has_admin;
-    uint8_t token_sha[LD_SHA256_LEN], admin_sha[LD_SHA256_LEN];
-    route_t routes[MAX_ROUTES];
-    int n_routes;
-    int metric_unmatched;
-    ld_metrics_t *metrics;
-    void (*drain_fn[MAX_DRAIN_HOOKS])(void *);
-    void *drain_ctx[MAX_DRAIN_HOOKS];
-    int n_drain;
-
-    /* runtime */
-    struct MHD_Daemon *d[MAX_DAEMONS]; /* one per HTTP thread */
-    int n_d;
-    int port;
-    int listen_fd;                     /* ours; -1 once closed (drain) */
-    pthread_t acceptor;
-    int acceptor_running;              /* control thread only */
-    atomic_int stop_accepting;
-    atomic_int load[MAX_DAEMONS];      /* connections handed to d[i], not yet closed */
-    pthread_mutex_t ip_mu;             /* guards ip_table */
-    struct ip_count *ip_table[IP_BUCKETS];
-    atomic_int ready;
-    atomic_int draining;
-    atomic_long in_flight;
-    atomic_int awaiting;       /* connections suspended by ld_req_await, not yet woken */
-    atomic_int stopping;       /* stop_daemons has begun: ld_req_await blocks instead */
-    atomic_llong busy_ns;              /* sum of finished requests' durations (streams aside) */
-    atomic_long connections;
-    atomic_llong mem_in_use; /* bytes charged for bodies and parse trees */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-};
-
-struct ld_req {
-    ld_http_t *h;
-    struct MHD_Connection *conn;
-    char method[16];
-    char *path;
-    const route_t *route;
-    int metric;
-    int n_params;
-    const char *param_name[MAX_PARAMS];
-    char *param_val[MAX_PARAMS];
-    double t0;
-    /* body */
-    int want_body;          /* accumulate (JSON routes) or discard */
-    uint8_t *body;
-    size_t body_len, body_cap;
-    long long charged;      /* bytes reserved in h->mem_in_use */
-    cJSON *json;            /* parse tree of body, in arena */
-    ld_arena_t arena;
-    /* reply */
-    int defer;              /* hold replies until the request is complete (no body) */
-    size_t discarded;       /* body bytes dropped after an early error */
-    int replied;            /* a response is queued (or pending) */
-    int streaming;          /* answered by ld_req_reply_mhd: not counted in busy_ns */
-    struct MHD_Response *pending; /* could not be queued mid-body; queued at the end */
-    int pending_status;
-    int status;
-    long long bytes;
-    int close_conn;
-    int n_extra;
-    char *extra_name[MAX_EXTRA_HEADERS]; /* into extra_buf */
-    char *extra_val[MAX_EXTRA_HEADERS];
-    size_t extra_used;
-    char extra_buf[EXTRA_HEADER_BYTES]; /* name\0value\0 pairs: no allocation each */
-    /* ld_req_await / ld_req_wake: woken and suspended under wait_mu (the
-     * waking thread and the HTTP thread race); cont is the HTTP thread's */
-    pthread_mutex_t wait_mu;
-    int woken, suspended;
-    ld_req_cont_fn cont;
-    void *cont_ctx;
-};
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -247,6 +114,10 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
     h->conn_timeout_s = o->conn_timeout_s;
     h->conn_limit = o->conn_limit;
     h->per_ip_limit = o->per_ip_limit;
+    /* a reserve of more than half the slots would ration every client */
+    h->conn_reserve = o->conn_reserve < o->conn_limit / 2 ? o->conn_reserve : o->conn_limit / 2;
+    h->head_timeout_s = o->head_timeout_s;
+    h->body_timeout_s = o->body_timeout_s;
     h->conn_memory_limit = o->conn_memory_limit;
     h->max_body = o->max_body;
     h->body_memory_limit = o->body_memory_limit;
@@ -254,8 +125,10 @@ int ld_http_new(const ld_http_opts_t *o, ld_metrics_t *metrics, ld_http_t **out,
     h->access_log = o->access_log;
     h->metrics = metrics;
     h->listen_fd = -1;
+    h->gate_ep = -1;
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->ip_mu, NULL);
+    pthread_mutex_init(&h->conn_mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     if (o->token && *o->token) {
         h->has_token = 1;
@@ -525,6 +398,15 @@ void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b)
     ld_req_reply(req, status, "application/json", p, len);
 }
 
+void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg)
+{
+    ld_buf_puts(b, "{\"error\":{\"code\":");
+    ld_buf_json_str(b, code);
+    ld_buf_puts(b, ",\"message\":");
+    ld_buf_json_str(b, msg);
+    ld_buf_puts(b, "}}\n");
+}
+
 void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[1024];
@@ -533,11 +415,7 @@ void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"error\":{\"code\":");
-    ld_buf_json_str(&b, code);
-    ld_buf_puts(&b, ",\"message\":");
-    ld_buf_json_str(&b, msg);
-    ld_buf_puts(&b, "}}\n");
+    ld_http_error_body(&b, code, msg);
     size_t len;
     char *p = ld_buf_steal(&b, &len);
     if (!p) { /* out of memory: a fixed body still carries the status */
@@ -686,6 +564,42 @@ static void preflight(ld_req_t *req, const char *allow)
 
 static void on_headers_checks(ld_req_t *req, const char *cl, const char *te);
 
+struct cl_scan {
+    const char *first;
+    int differ;
+};
+
+static enum MHD_Result cl_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct cl_scan *sc = cls;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (!sc->first)
+            sc->first = value;
+        else if (strcmp(sc->first, value) != 0)
+            sc->differ = 1;
+    }
+    return MHD_YES;
+}
+
+/* Heads libmicrohttpd lets through that HTTP/1.1 (RFC 9112) refuses: 400
+ * and close (the body's length is in doubt).  1 if refused. */
+static int head_malformed(ld_req_t *req, const char *cl)
+{
+    const char *why = NULL;
+    struct cl_scan sc = {NULL, 0};
+    if (cl)
+        MHD_get_connection_values(req->conn, MHD_HEADER_KIND, cl_cb, &sc);
+    if (sc.differ)
+        why = LD_MSG_CL_DIFFER;
+    else if (req->http11 && !MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Host"))
+        why = LD_MSG_NO_HOST;
+    if (!why)
+        return 0;
+    req->close_conn = 1;
+    ld_req_error(req, 400, "bad_request", "%s", why);
+    return 1;
+}
+
 /* First call: everything that can be decided from the headers. */
 static void on_headers(ld_req_t *req)
 {
@@ -698,6 +612,9 @@ static void on_headers(ld_req_t *req)
     req->defer = !cl && !te;
     if (cl && strcmp(cl, "0") == 0 && !te)
         req->defer = 1;
+    ld_http_conn_head_done(req->h, req->sock, !req->defer);
+    if (head_malformed(req, cl))
+        return;
     on_headers_checks(req, cl, te);
     req->defer = 0;
 }
@@ -925,19 +842,24 @@ static void on_complete(ld_req_t *req)
     }
 }
 
-static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+enum MHD_Result ld_http_access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
 {
     ld_http_t *h = cls;
     ld_req_t *req = *con_cls;
     if (!req) {
+        ld_conn_t *sock = ld_http_conn_of(conn);
+        if (sock && sock->rejected)
+            return MHD_NO; /* answered already (ld_http_conn_reject) */
         req = ld_blk_zalloc(sizeof *req);
         if (!req)
             return MHD_NO;
         req->h = h;
         req->conn = conn;
+        req->sock = sock;
+        req->http11 = strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         pthread_mutex_init(&req->wait_mu, NULL);
         req->t0 = ld_now();
         req->metric = h->metric_unmatched;
@@ -959,6 +881,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
          * sending long after its error was decided is cut off */
         return req->discarded > h->max_body ? MHD_NO : MHD_YES;
     }
+    ld_http_conn_head_done(h, req->sock, 0); /* the body is in */
     if (req->pending) {
         struct MHD_Response *r = req->pending;
         req->pending = NULL;
@@ -1049,14 +972,15 @@ static void fmt_ipv4(char *out, const struct in_addr *a)
     out[k] = '\0';
 }
 
-static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+                          enum MHD_RequestTerminationCode toe)
 {
     ld_http_t *h = cls;
     ld_req_t *req = *con_cls;
     if (!req)
         return;
     *con_cls = NULL;
+    ld_http_conn_request_done(h, req->sock, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     double secs = ld_now() - req->t0;
     int status = req->replied ? req->status : 0;
     if (status > 0 && h->metrics)
@@ -1105,275 +1029,6 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-/* An address as a key: family and the IPv4/IPv6 bytes; 0 if neither. */
-static int ip_key(const struct sockaddr *sa, int *family, uint8_t addr[16])
-{
-    memset(addr, 0, 16);
-    if (sa && sa->sa_family == AF_INET) {
-        memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-        *family = AF_INET;
-        return 1;
-    }
-    if (sa && sa->sa_family == AF_INET6) {
-        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
-        *family = AF_INET6;
-        return 1;
-    }
-    return 0;
-}
-
-static struct ip_count **ip_slot(ld_http_t *h, int family, const uint8_t addr[16])
-{
-    uint32_t x = 2166136261u ^ (uint32_t)family;
-    for (int i = 0; i < 16; i++)
-        x = (x ^ addr[i]) * 16777619u;
-    struct ip_count **p = &h->ip_table[x % IP_BUCKETS];
-    while (*p && !((*p)->family == family && memcmp((*p)->addr, addr, 16) == 0))
-        p = &(*p)->next;
-    return p;
-}
-
-/* Count an open connection of sa (delta +1 or -1). */
-static void ip_count_add(ld_http_t *h, const struct sockaddr *sa, int delta)
-{
-    int family;
-    uint8_t addr[16];
-    if (!h->per_ip_limit || !ip_key(sa, &family, addr))
-        return;
-    pthread_mutex_lock(&h->ip_mu);
-    struct ip_count **p = ip_slot(h, family, addr);
-    if (!*p && delta > 0 && (*p = calloc(1, sizeof **p)) != NULL) {
-        (*p)->family = family;
-        memcpy((*p)->addr, addr, 16);
-    }
-    if (*p) {
-        (*p)->n += delta;
-        if ((*p)->n <= 0) {
-            struct ip_count *dead = *p;
-            *p = dead->next;
-            free(dead);
-        }
-    }
-    pthread_mutex_unlock(&h->ip_mu);
-}
-
-/* The acceptor's admission check: refuse a client already at per_ip_limit
- * open connections (counted over every daemon; a connection accepted before
- * its daemon has counted the previous one may still get in). */
-static enum MHD_Result accept_cb(void *cls, const struct sockaddr *sa, socklen_t len)
-{
-    ld_http_t *h = cls;
-    int family;
-    uint8_t addr[16];
-    if (!h->per_ip_limit || !ip_key(sa, &family, addr))
-        return MHD_YES;
-    pthread_mutex_lock(&h->ip_mu);
-    struct ip_count *c = *ip_slot(h, family, addr);
-    int ok = !c || c->n < h->per_ip_limit;
-    pthread_mutex_unlock(&h->ip_mu);
-    return ok ? MHD_YES : MHD_NO;
-}
-
-static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
-                    enum MHD_ConnectionNotificationCode toe)
-{
-    ld_http_t *h = cls;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        atomic_fetch_add_explicit(&h->connections, 1, memory_order_relaxed);
-        ip_count_add(h, sa, +1);
-        /* remember the daemon (1-based) so the close can give back its load */
-        const union MHD_ConnectionInfo *di =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
-        for (int i = 0; di && i < h->n_d; i++)
-            if (h->d[i] == di->daemon)
-                *socket_context = (void *)(intptr_t)(i + 1);
-    } else {
-        atomic_fetch_sub_explicit(&h->connections, 1, memory_order_relaxed);
-        ip_count_add(h, sa, -1);
-        intptr_t i = (intptr_t)*socket_context - 1;
-        if (i >= 0 && i < MAX_DAEMONS)
-            atomic_fetch_sub_explicit(&h->load[i], 1, memory_order_relaxed);
-    }
-}
-
-static void mhd_logger(void *cls, const char *fmt, va_list ap)
-{
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
-    ld_log_warn("libmicrohttpd: %s", msg);
-}
-
-/* ------------------------------------------------------------- lifecycle */
-
-/* The acceptor thread: accept, check the per-IP limit, hand the connection
- * to the daemon with the fewest.  Ends when stop_accepting is set (the
- * listening socket is shut down to wake it). */
-static void *acceptor_main(void *arg)
-{
-    ld_http_t *h = arg;
-    double last_warn = 0;
-    while (!atomic_load(&h->stop_accepting)) {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        int fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (atomic_load(&h->stop_accepting))
-                break;
-            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
-                continue;
-            /* out of descriptors or memory: keep serving the open
-             * connections and try again shortly */
-            double now = ld_now();
-            if (now - last_warn > 10) {
-                ld_log_warn("http: accept: %s (new connections wait)", strerror(errno));
-                last_warn = now;
-            }
-            struct timespec ts = {0, 10 * 1000000};
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        const struct sockaddr *sa = (const struct sockaddr *)&ss;
-        if (accept_cb(h, sa, len) != MHD_YES) {
-            close(fd);
-            continue;
-        }
-        int best = 0;
-        for (int i = 1; i < h->n_d; i++)
-            if (atomic_load_explicit(&h->load[i], memory_order_relaxed) <
-                atomic_load_explicit(&h->load[best], memory_order_relaxed))
-                best = i;
-        atomic_fetch_add_explicit(&h->load[best], 1, memory_order_relaxed);
-        /* on failure (daemon full, out of memory) MHD has closed fd */
-        if (MHD_add_connection(h->d[best], fd, sa, len) != MHD_YES)
-            atomic_fetch_sub_explicit(&h->load[best], 1, memory_order_relaxed);
-    }
-    return NULL;
-}
-
-/* Stop accepting and close the listening socket (connection attempts are
- * refused from now on).  Control thread; idempotent. */
-static void stop_accepting(ld_http_t *h)
-{
-    atomic_store(&h->stop_accepting, 1);
-    if (h->acceptor_running) {
-        shutdown(h->listen_fd, SHUT_RDWR); /* wakes accept4 */
-        pthread_join(h->acceptor, NULL);
-        h->acceptor_running = 0;
-    }
-    if (h->listen_fd >= 0) {
-        close(h->listen_fd);
-        h->listen_fd = -1;
-    }
-}
-
-static void stop_daemons(ld_http_t *h)
-{
-    /* MHD aborts when stopped with a suspended connection: let the decodes
-     * that requests wait for end first (they always do, in milliseconds to
-     * seconds; MHD_stop_daemon itself processes the resumes) */
-    atomic_store(&h->stopping, 1);
-    double t0 = ld_now();
-    while (atomic_load(&h->awaiting) > 0) {
-        if (ld_now() - t0 > 60) {
-            ld_log_error("http: %d requests still wait for their decode after 60 s",
-                         atomic_load(&h->awaiting));
-            break;
-        }
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    for (int i = 0; i < h->n_d; i++) {
-        MHD_stop_daemon(h->d[i]);
-        h->d[i] = NULL;
-    }
-    h->n_d = 0;
-}
-
-int ld_http_start(ld_http_t *h, ld_err_t *err)
-{
-    struct sockaddr_in sin;
-    struct sockaddr_in6 sin6;
-    struct sockaddr *sa;
-    socklen_t sa_len;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET;
-    memset(&sin, 0, sizeof sin);
-    memset(&sin6, 0, sizeof sin6);
-    if (inet_pton(AF_INET, h->bind, &sin.sin_addr) == 1) {
-        sin.sin_family = AF_INET;
-        sin.sin_port = htons((uint16_t)h->port_cfg);
-        sa = (struct sockaddr *)&sin;
-        sa_len = sizeof sin;
-    } else if (inet_pton(AF_INET6, h->bind, &sin6.sin6_addr) == 1) {
-        sin6.sin6_family = AF_INET6;
-        sin6.sin6_port = htons((uint16_t)h->port_cfg);
-        sa = (struct sockaddr *)&sin6;
-        sa_len = sizeof sin6;
-        flags |= MHD_USE_IPv6;
-    } else {
-        return ld_err_set(err, LD_EINVAL, "bind: '%s' is not an IPv4 or IPv6 address", h->bind);
-    }
-    /* the listening socket: ours (see the top of this file) */
-    int one = 1;
-    h->listen_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (h->listen_fd < 0 ||
-        setsockopt(h->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        (sa->sa_family == AF_INET6 &&
-         setsockopt(h->listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
-        bind(h->listen_fd, sa, sa_len) != 0 || listen(h->listen_fd, 1024) != 0) {
-        int e = errno;
-        if (h->listen_fd >= 0)
-            close(h->listen_fd);
-        h->listen_fd = -1;
-        return ld_err_set(err, LD_EIO, "cannot listen on %s port %d: %s", h->bind, h->port_cfg,
-                          strerror(e));
-    }
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    getsockname(h->listen_fd, (struct sockaddr *)&bound, &blen);
-    h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                : ((struct sockaddr_in *)&bound)->sin_port);
-
-    for (int i = 0; i < h->threads; i++) {
-        int limit = h->conn_limit / h->threads + (i < h->conn_limit % h->threads);
-        struct MHD_OptionItem ops[16];
-        int k = 0;
-        /* the logger first, so MHD reports problems with later options through it */
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->conn_timeout_s, NULL};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(limit > 0 ? limit : 1), NULL};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)h->per_ip_limit, NULL};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, h};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
-        if (h->thread_stack)
-            ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
-        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-
-        /* no accept policy: the acceptor applies accept_cb before handing over */
-        h->d[i] = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_ARRAY, ops,
-                                   MHD_OPTION_END);
-        if (!h->d[i]) {
-            stop_daemons(h);
-            stop_accepting(h);
-            return ld_err_set(err, LD_EIO, "cannot start HTTP thread %d of %d", i + 1, h->threads);
-        }
-        h->n_d = i + 1;
-    }
-    if (pthread_create(&h->acceptor, NULL, acceptor_main, h) != 0) {
-        stop_daemons(h);
-        stop_accepting(h);
-        return ld_err_set(err, LD_EIO, "cannot start the acceptor thread");
-    }
-    h->acceptor_running = 1;
-    return LD_OK;
-}
 
 double ld_http_busy_seconds(const ld_http_t *h)
 {
@@ -1385,78 +1040,11 @@ int ld_http_in_flight(const ld_http_t *h)
     return (int)atomic_load_explicit(&h->in_flight, memory_order_relaxed);
 }
 
-int ld_http_port(const ld_http_t *h)
-{
-    return h->port;
-}
-
-void ld_http_set_ready(ld_http_t *h, int ready)
-{
-    atomic_store(&h->ready, ready);
-}
-
-int ld_http_is_ready(const ld_http_t *h)
-{
-    return atomic_load(&h->ready) && !atomic_load(&h->draining);
-}
-
-int ld_http_is_draining(const ld_http_t *h)
-{
-    return atomic_load(&h->draining);
-}
-
-int ld_http_drain(ld_http_t *h, double timeout_s)
-{
-    atomic_store(&h->draining, 1);
-    atomic_store(&h->ready, 0);
-    for (int i = 0; i < h->n_drain; i++)
-        h->drain_fn[i](h->drain_ctx[i]);
-    if (!h->n_d)
-        return 0;
-    stop_accepting(h);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    long long ns = (long long)(timeout_s * 1e9);
-    until.tv_sec += (time_t)(ns / 1000000000);
-    until.tv_nsec += (long)(ns % 1000000000);
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
-    pthread_mutex_lock(&h->mu);
-    while (atomic_load(&h->in_flight) > 0) {
-        /* the completed callback signals when it reaches zero; the timed wait
-         * also covers the window between its decrement and its signal */
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        if (now.tv_sec > until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
-            break;
-        struct timespec step = now;
-        step.tv_nsec += 50 * 1000000;
-        if (step.tv_nsec >= 1000000000) {
-            step.tv_sec++;
-            step.tv_nsec -= 1000000000;
-        }
-        if (step.tv_sec > until.tv_sec || (step.tv_sec == until.tv_sec && step.tv_nsec > until.tv_nsec))
-            step = until;
-        pthread_cond_timedwait(&h->cv, &h->mu, &step);
-    }
-    pthread_mutex_unlock(&h->mu);
-    return (int)atomic_load(&h->in_flight);
-}
-
 void ld_http_free(ld_http_t *h)
 {
     if (!h)
         return;
-    stop_accepting(h); /* no connection is handed to a daemon being stopped */
-    stop_daemons(h);
-    for (int i = 0; i < IP_BUCKETS; i++)
-        while (h->ip_table[i]) {
-            struct ip_count *c = h->ip_table[i];
-            h->ip_table[i] = c->next;
-            free(c);
-        }
+    ld_http_conn_stop(h);
     for (int i = 0; i < h->n_routes; i++) {
         free(h->routes[i].method);
         free(h->routes[i].pattern);
@@ -1466,32 +1054,9 @@ void ld_http_free(ld_http_t *h)
         free(h->origins[i]);
     pthread_mutex_destroy(&h->mu);
     pthread_mutex_destroy(&h->ip_mu);
+    pthread_mutex_destroy(&h->conn_mu);
     pthread_cond_destroy(&h->cv);
     free(h->bind);
     free(h);
 }
 
-void ld_http_collect(ld_buf_t *out, void *ctx)
-{
-    ld_http_t *h = ctx;
-    ld_metrics_family(out, "latentd_http_requests_in_flight", "gauge",
-                      "Requests whose headers have arrived and whose response is not yet sent.");
-    ld_buf_printf(out, "latentd_http_requests_in_flight %ld\n", (long)atomic_load(&h->in_flight));
-    ld_metrics_family(out, "latentd_http_connections", "gauge", "Open client connections.");
-    ld_buf_printf(out, "latentd_http_connections %ld\n", (long)atomic_load(&h->connections));
-    ld_metrics_family(out, "latentd_http_thread_connections", "gauge",
-                      "Open client connections of each HTTP thread (balanced by the acceptor).");
-    for (int i = 0; i < h->n_d; i++) {
-        const union MHD_DaemonInfo *di =
-            h->d[i] ? MHD_get_daemon_info(h->d[i], MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
-        ld_buf_printf(out, "latentd_http_thread_connections{thread=\"%d\"} %u\n", i,
-                      di ? di->num_connections : 0u);
-    }
-    ld_metrics_family(out, "latentd_http_body_memory_bytes", "gauge",
-                      "Bytes reserved for request bodies and their JSON parse trees.");
-    ld_buf_printf(out, "latentd_http_body_memory_bytes %lld\n",
-                  (long long)atomic_load(&h->mem_in_use));
-    ld_metrics_family(out, "latentd_ready", "gauge",
-                      "1 when /readyz answers 200 (started and not shutting down).");
-    ld_buf_printf(out, "latentd_ready %d\n", ld_http_is_ready(h));
-}

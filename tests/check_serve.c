@@ -191,56 +191,6 @@ static char *b64(const uint8_t *p, size_t n)
     return o;
 }
 
-/* ------------------------------------------------------------- raw sockets */
-
-static int tcp_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    struct timeval tv = {30, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
-static void send_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return; /* the server may close on garbage: fine */
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
-/* Read one HTTP response (headers + Content-Length body) into b; status or -1. */
-static int read_response(int fd, ld_buf_t *b)
-{
-    char tmp[4096];
-    for (;;) {
-        char *end = b->data ? strstr(b->data, "\r\n\r\n") : NULL;
-        if (end) {
-            char *cl = strcasestr(b->data, "\r\nContent-Length:");
-            size_t need = (size_t)(end + 4 - b->data) + (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
-            if (b->len >= need)
-                return atoi(b->data + 9);
-        }
-        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
-        if (n <= 0)
-            return b->data && strncmp(b->data, "HTTP/1.", 7) == 0 ? atoi(b->data + 9) : -1;
-        ld_buf_append(b, tmp, (size_t)n);
-    }
-}
-
 /* ------------------------------------------------------------- fixtures */
 
 static void write_conf(tu_daemon_t *d, const char *extra)
@@ -844,9 +794,9 @@ START_TEST(test_overload_503)
              "\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{",
              MAX_BODY);
     for (int i = 0; i < HOLD; i++) {
-        fds[i] = tcp_connect(D.port);
+        fds[i] = tu_tcp_connect(1, D.port, 1);
         ck_assert_int_ge(fds[i], 0);
-        send_all(fds[i], head, strlen(head));
+        tu_send_all(fds[i], head, strlen(head));
     }
     double until = deadline(10);
     while (body_memory() < (long long)HOLD * MAX_BODY) {
@@ -1081,15 +1031,15 @@ START_TEST(test_malformed_burst_then_good)
     for (int round = 0; round < 3; round++) {
         int held = -1;
         for (size_t i = 0; i < LD_ARRAY_LEN(junk); i++) {
-            int fd = tcp_connect(D.port);
+            int fd = tu_tcp_connect(1, D.port, 1);
             ck_assert_int_ge(fd, 0);
-            send_all(fd, junk[i], i == 7 ? 10 : strlen(junk[i]));
+            tu_send_all(fd, junk[i], i == 7 ? 10 : strlen(junk[i]));
             ld_buf_t b = {0};
             /* 0, 5 and 7 get no answer (unparsable, or an unfinished upload):
              * do not wait for the server's idle timeout on them */
             if (i != 0 && i != 5 && i != 7) {
                 shutdown(fd, SHUT_WR);
-                int st = read_response(fd, &b);
+                int st = tu_read_response(fd, &b);
                 ck_assert_msg(st >= 400 && st < 600, "junk %zu answered %d", i, st);
             }
             ld_buf_free(&b);
@@ -1100,15 +1050,15 @@ START_TEST(test_malformed_burst_then_good)
                 close(fd);
         }
         /* a header bigger than the connection's memory */
-        int fd = tcp_connect(D.port);
+        int fd = tu_tcp_connect(1, D.port, 1);
         ld_buf_t h = {0};
         ld_buf_puts(&h, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
         for (int i = 0; i < 100000; i++)
             ld_buf_putc(&h, 'a');
         ld_buf_puts(&h, "\r\n\r\n");
-        send_all(fd, h.data, h.len);
+        tu_send_all(fd, h.data, h.len);
         ld_buf_t b = {0};
-        int st = read_response(fd, &b);
+        int st = tu_read_response(fd, &b);
         ck_assert_msg(st == -1 || st >= 400, "huge header answered %d", st);
         ld_buf_free(&b);
         ld_buf_free(&h);
@@ -1240,11 +1190,11 @@ START_TEST(test_sigterm_drains_in_flight)
     ck_assert_msg(strstr(msg, "READY=1"), "first notify: %s", msg);
 
     /* a keep-alive connection with one finished request */
-    int keep = tcp_connect(d.port);
+    int keep = tu_tcp_connect(1, d.port, 1);
     const char *hz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    send_all(keep, hz, strlen(hz));
+    tu_send_all(keep, hz, strlen(hz));
     ld_buf_t b = {0};
-    ck_assert_int_eq(read_response(keep, &b), 200);
+    ck_assert_int_eq(tu_read_response(keep, &b), 200);
     ld_buf_free(&b);
     /* a request in flight: headers and half its body */
     const char *body = "{\"n\":2,\"seed\":9}";
@@ -1253,9 +1203,9 @@ START_TEST(test_sigterm_drains_in_flight)
              "POST /v1/models/tvae/sample HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              "Content-Length: %zu\r\n\r\n",
              strlen(body));
-    int fl = tcp_connect(d.port);
-    send_all(fl, head, strlen(head));
-    send_all(fl, body, 5);
+    int fl = tu_tcp_connect(1, d.port, 1);
+    tu_send_all(fl, head, strlen(head));
+    tu_send_all(fl, body, 5);
     /* wait until the daemon sees it in flight */
     double until = deadline(10);
     for (;;) {
@@ -1278,7 +1228,7 @@ START_TEST(test_sigterm_drains_in_flight)
     /* new connections are refused once it drains */
     until = deadline(10);
     for (;;) {
-        int fd = tcp_connect(d.port);
+        int fd = tu_tcp_connect(1, d.port, 1);
         if (fd < 0)
             break;
         close(fd);
@@ -1286,17 +1236,17 @@ START_TEST(test_sigterm_drains_in_flight)
         tu_msleep(5);
     }
     /* a new request on an open connection: 503 and close */
-    send_all(keep, hz, strlen(hz));
+    tu_send_all(keep, hz, strlen(hz));
     b = (ld_buf_t){0};
-    int st = read_response(keep, &b);
+    int st = tu_read_response(keep, &b);
     ck_assert_msg(st == 503 && strstr(b.data, "shutting_down") && strcasestr(b.data, "Connection: close"),
                   "request during drain: %d %s", st, b.data ? b.data : "");
     ld_buf_free(&b);
     close(keep);
     /* the request in flight completes */
-    send_all(fl, body + 5, strlen(body) - 5);
+    tu_send_all(fl, body + 5, strlen(body) - 5);
     b = (ld_buf_t){0};
-    st = read_response(fl, &b);
+    st = tu_read_response(fl, &b);
     ck_assert_msg(st == 200, "in-flight request got %d: %s", st, b.data ? b.data : "");
     char *json = strstr(b.data, "\r\n\r\n") + 4;
     cJSON *j = cJSON_Parse(json);

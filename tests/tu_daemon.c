@@ -3,12 +3,15 @@
 #define _GNU_SOURCE
 #include "tu_daemon.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -299,7 +302,7 @@ long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const 
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->hdrs);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, q->timeout_ms > 0 ? q->timeout_ms : 60000L);
     struct curl_slist *h = NULL;
     char line[512];
     if (q->token && *q->token) {
@@ -467,4 +470,66 @@ void tu_timing_end(const char *suite)
 {
     if (getenv("LD_TEST_TIMING"))
         fprintf(stderr, "%s test took %.2f s\n", suite, tu_now() - t_test_start);
+}
+
+/* ------------------------------------------------------------ raw sockets */
+
+/* A TCP connection from 127.0.0.<host> to 127.0.0.1:port.  block: wait for
+ * the handshake (with a receive timeout of 30 s); otherwise the connect is
+ * started and left in progress.  -1 if it fails at once. */
+int tu_tcp_connect(int host, int port, int block)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (block ? 0 : SOCK_NONBLOCK), 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    if (block) {
+        struct timeval tv = {30, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    return fd;
+}
+
+void tu_send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return; /* the server may close on garbage: the reply tells */
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Read one HTTP response (head + Content-Length body) into b; its status, or
+ * -1 when the connection ends (or times out) before a status line. */
+int tu_read_response(int fd, ld_buf_t *b)
+{
+    char tmp[4096];
+    for (;;) {
+        char *end = b->data ? strstr(b->data, "\r\n\r\n") : NULL;
+        if (end) {
+            char *cl = strcasestr(b->data, "\r\nContent-Length:");
+            size_t need = (size_t)(end + 4 - b->data) +
+                          (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+            if (b->len >= need)
+                return atoi(b->data + 9);
+        }
+        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+        if (n <= 0)
+            return b->data && strncmp(b->data, "HTTP/1.", 7) == 0 ? atoi(b->data + 9) : -1;
+        ld_buf_append(b, tmp, (size_t)n);
+    }
 }

@@ -104,6 +104,7 @@ typedef struct {
     const char *origin; /* Origin header, or NULL */
     const char *extra;  /* one more header line, or NULL */
     int port;           /* on 127.0.0.1 */
+    long timeout_ms;    /* whole request; 0: 60 s */
 } tu_req_t;
 
 /* One request on handle c (reused: every option it depends on is set).  No
@@ -136,6 +137,19 @@ typedef struct {
     char bad_body[256]; /* body of the first bad response */
 } tu_sampler_t;
 void *tu_sampler_run(void *arg);
+
+/* ------------------------------------------------------------ raw sockets */
+
+/* A TCP connection from 127.0.0.<host> to 127.0.0.1:port (host 1: the usual
+ * loopback address; others let per-address limits apply).  block: wait for
+ * the handshake, with a receive timeout of 30 s; otherwise the connect is
+ * left in progress on a non-blocking socket.  -1 if it fails at once. */
+int tu_tcp_connect(int host, int port, int block);
+/* Send all of p (stops quietly when the peer has closed). */
+void tu_send_all(int fd, const void *p, size_t n);
+/* Read one HTTP response (head + Content-Length body) into b; its status, or
+ * -1 when the connection ends (or times out) before a status line. */
+int tu_read_response(int fd, ld_buf_t *b);
 
 /* ------------------------------------------------------------ JSON */
 

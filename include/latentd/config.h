@@ -35,6 +35,9 @@ typedef struct {
     int request_timeout;             /* seconds a connection may stay idle */
     int connection_limit;            /* open connections, total */
     int per_ip_connection_limit;     /* open connections per client IP, 0 = no limit */
+    int connection_reserve;          /* last connection slots kept for new client addresses */
+    int request_head_timeout;        /* seconds for a complete request head */
+    int request_body_timeout;        /* seconds for a complete request body */
     long long connection_memory_limit; /* bytes of header/buffer memory per connection */
     long long max_body_bytes;        /* request body cap (413 above it) */
     long long body_memory_limit;     /* all buffered request bodies together (503 above) */

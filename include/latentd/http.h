@@ -4,7 +4,19 @@
  * answer with one of the ld_req_reply_* calls; they never touch MHD unless
  * they stream (see ld_req_reply_mhd).
  *
+ * Connections (http_conn.c): the acceptor closes a new connection when
+ * every thread is full, its address is at per_ip_limit, or only the
+ * reserve is left and its address has one already; it holds it until the
+ * first request head is in, and answers a head that is too large (431), has
+ * too many query parameters (414) or fields (431), a bad or conflicting
+ * Content-Length or no Host in HTTP/1.1 (400) itself (http_head.c).  A head
+ * must be complete head_timeout_s after the connection opens or the
+ * previous request ends, a body body_timeout_s after its head; a client
+ * that shuts down its sending side is disconnected after its answer.
+ *
  * Request pipeline, in order (the first failure answers and stops):
+ *   more than 64 query parameters -> 414 uri_too_long (no handler)
+ *   differing Content-Lengths, HTTP/1.1 without Host -> 400 (+ Connection: close)
  *   draining?                    -> 503 shutting_down (+ Connection: close)
  *   OPTIONS on a known path      -> 204 preflight (Allow, CORS when allowed)
  *   route by path, then method   -> 404 not_found / 405 method_not_allowed + Allow
@@ -20,7 +32,7 @@
  * Threads: `threads` single-threaded MHD daemons (MHD's internal epoll
  * thread each) call the handlers; one acceptor thread owns the listening
  * socket and hands each connection to the daemon with the fewest (see
- * http.c).  A handler runs on one thread for its request and may block
+ * http_conn.c).  A handler runs on one thread for its request and may block
  * briefly (inference is sub-ms).
  * Routes are added before ld_http_start; afterwards the table is read-only.
  * ld_http_drain/ld_http_free come from one control thread.
@@ -73,6 +85,13 @@ typedef struct {
     int conn_timeout_s;             /* idle connection timeout */
     int conn_limit;
     int per_ip_limit;               /* 0 = none */
+    int conn_reserve;               /* the last conn_reserve slots only go to
+                                       addresses with no open connection */
+    int head_timeout_s;             /* a request head must be complete this long
+                                       after the connection opens or the previous
+                                       request ends (0 = none) */
+    int body_timeout_s;             /* a body must be complete this long after its
+                                       head (0 = none) */
     size_t conn_memory_limit;       /* MHD per-connection pool */
     size_t max_body;                /* request body cap */
     size_t body_memory_limit;       /* all buffered bodies plus their parse trees */
