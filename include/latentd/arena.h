@@ -45,8 +45,21 @@ void *ld_arena_alloc(ld_arena_t *a, size_t n);
 void ld_arena_free(ld_arena_t *a);
 
 /* cJSON_ParseWithLengthOpts(text, len, end, 0) with every node and string
- * of the tree allocated in a (see above: never cJSON_Delete it).  NULL on a
- * syntax error, *end then pointing at it, or when out of memory. */
+ * of the tree allocated in a (see above: never cJSON_Delete it), held to
+ * JSON's grammar where cJSON is lenient, and without NUL in any string:
+ *  - a number JSON refuses but cJSON reads (01, -01, 1., 1.e5) is a syntax
+ *    error, *end pointing at it;
+ *  - the escape \u0000 inside a string becomes the six bytes C0 80 C0 80
+ *    C0 80 (an overlong NUL, three times: as long as the escape, so offsets
+ *    stay those of text): cJSON would end the C string there, and a value
+ *    such as "x.safetensors\u0000.txt" would read as "x.safetensors".  Any
+ *    check of the string now fails; src/jsonarg.c refuses it by name (422);
+ *  - text that is only white space is an empty object, as no body at all.
+ * NULL on a syntax error, *end then pointing at it, or when out of memory. */
 cJSON *ld_arena_parse_json(ld_arena_t *a, const char *text, size_t len, const char **end);
+
+/* Length of the JSON number (RFC 8259 grammar) at the start of s[0..n), or 0
+ * if s does not start with one.  The caller checks what follows it. */
+size_t ld_json_number_len(const char *s, size_t n);
 
 #endif
