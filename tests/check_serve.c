@@ -1419,8 +1419,10 @@ END_TEST
 START_TEST(test_memory_budget)
 {
     /* the shared daemon holds both default models (plus small ones) */
-    if (strstr(LD_BIN, "asan"))
-        return; /* sanitizer shadow memory makes RSS meaningless */
+    if (tu_under_asan()) {
+        tu_skip("serve memory budget: sanitizer shadow memory makes RSS meaningless");
+        return;
+    }
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/status", (int)D.pid);
     char *st = tu_read_text(path);
