@@ -691,10 +691,10 @@ static void decode_job_done(void *ctx)
 
 /* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
  * {"model",<fields>"shape",["z",]"images"} (z echoed when with_z; fields: ""
- * or more members, each followed by a comma). Replies on error too.  Served
- * models decode through their batcher without blocking this HTTP thread: if
- * a pass is running, the request waits in the queue with its connection
- * suspended, and the reply is made when the pass that took it is done. */
+ * or more members, each followed by a comma). Replies on error too.  The
+ * rows go to the model's decoder thread (batch.h) and this HTTP thread goes
+ * back to its other connections: the request's connection is suspended
+ * until the pass that took it is done, and the reply is made then. */
 static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
                           int n, const float *z, int with_z, const char *fields)
 {
@@ -715,22 +715,25 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
                         .with_z = with_z, .z = zc, .x = zc + zn};
     memcpy(j->fields, fields, flen + 1);
     ld_err_t e;
-    int queued = 0;
-    /* the batcher: concurrent requests share one pass over the weights, and a
-     * row's bytes do not depend on its neighbours */
-    int others = ld_http_in_flight(ld_req_server(req)) - 1;
-    int rc = s->batch ? ld_batch_submit(s->batch, n, j->z, j->x, others, decode_job_done, j,
-                                        &queued, &e)
-                      : ld_model_decode(s->model, n, j->z, j->x, &e);
+    if (!s->batch) { /* no batcher (cannot happen for a served VAE or GAN): decode here */
+        int rc = ld_model_decode(s->model, n, j->z, j->x, &e);
+        if (rc != LD_OK) {
+            model_error(req, rc, &e);
+            decode_job_free(j);
+            return;
+        }
+        decode_job_reply(req, j);
+        return;
+    }
+    /* the model's decoder thread: concurrent requests share one pass over
+     * the weights, and a row's bytes do not depend on its neighbours */
+    int rc = ld_batch_submit(s->batch, n, j->z, j->x, decode_job_done, j, &e);
     if (rc != LD_OK) {
         model_error(req, rc, &e);
         decode_job_free(j);
         return;
     }
-    if (queued)
-        ld_req_await(req, decode_job_reply, j);
-    else
-        decode_job_reply(req, j);
+    ld_req_await(req, decode_job_reply, j);
 }
 
 static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, int seeded,
