@@ -43,8 +43,6 @@ const char *ld_blas_core(void);
  * Cost on a background thread: one system call (well under a microsecond)
  * every few hundred microseconds of work. */
 void ld_yield_point(void);
-/* sched_yield() calls this thread has made in ld_yield_point (tests). */
-unsigned long ld_yield_points_taken(void);
 
 /* ---- activations ---- */
 typedef enum {
