@@ -14,7 +14,7 @@
  * after every step in the same order for any R, V or instruction set, and
  * scalar fmaf gives the same bits as the vector FMAs.  With AVX-512, up to 6
  * rows x 4 vectors: a pass of up to 6 rows reads each weight once (3 x 8 over
- * 128-column panels read them twice for 4-6 rows: 30-40% slower there).
+ * 128-column panels would read them twice for 4-6 rows).
  *
  * Batcher (see batch.h).  Under mu: the queue, stop, the counters.  A
  * request queues itself and signals cv; the decoder thread takes a batch,

@@ -2,11 +2,9 @@
  * cJSON parse trees built in one.
  *
  * A request's parse tree is one node per JSON value and one string per key:
- * for a `decode` body of 100 numbers that is over 200 malloc/free pairs,
- * about a tenth of the daemon's CPU time for such a request (glibc's free
- * also stops to consolidate its fast bins when the response buffer is freed
- * next to them).  Parsed into an arena it is one allocation, dropped with
- * ld_arena_free.
+ * one malloc/free pair each when cJSON allocates them.  Parsed into an arena
+ * it is one allocation, sized from the body and dropped with ld_arena_free
+ * (docs/benchmarks.md has what that was measured to save).
  *
  * Ownership: the arena owns every block it hands out; ld_arena_free gives
  * them all back (pointers into them die with it).  A tree from
