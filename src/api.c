@@ -826,6 +826,18 @@ static void h_sample_png(ld_req_t *req, void *ctx)
 
 static const char *const image_opts[] = {"format", "cols", "pad", NULL};
 
+/* The images of an encode/reconstruct body: the .npy body (npy, len), or
+ * the JSON fields images/png of args.  x (n, x_dim) malloc'd; -1 answered. */
+static int body_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_args_t *args,
+                       const uint8_t *npy, size_t len, float **x, int *n)
+{
+    const ld_arch_t *a = &s->model->arch;
+    if (npy)
+        return read_npy(req, npy, len, "images", a->x_dim, a->img_h, a->img_w, api->max_samples,
+                        0.0f, 1.0f, x, n);
+    return read_images(req, api, s, args->obj, "images", "png", api->max_samples, x, n);
+}
+
 static void h_encode(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
@@ -846,9 +858,7 @@ static void h_encode(ld_req_t *req, void *ctx)
     float *x = NULL, *mu = NULL, *lv = NULL;
     int n = 0;
     if (need_encoder(req, s, "encode") != 0 ||
-        (npy ? read_npy(req, npy, npy_len, "images", a->x_dim, a->img_h, a->img_w,
-                        api->max_samples, 0.0f, 1.0f, &x, &n)
-             : read_images(req, api, s, args.obj, "images", "png", api->max_samples, &x, &n)) != 0 ||
+        body_images(req, api, s, &args, npy, npy_len, &x, &n) != 0 ||
         encode_checked(req, s, n, x, &mu, &lv) != 0)
         goto done;
     size_t zd = (size_t)a->z_dim;
@@ -937,13 +947,10 @@ static void h_reconstruct(ld_req_t *req, void *ctx)
     ld_served_t *s = get_model(req, api);
     if (!s)
         return;
-    const ld_arch_t *a = &s->model->arch;
     float *x = NULL, *mu = NULL, *lv = NULL;
     int n = 0;
     if (need_encoder(req, s, "reconstruct") != 0 ||
-        (npy ? read_npy(req, npy, npy_len, "images", a->x_dim, a->img_h, a->img_w,
-                        api->max_samples, 0.0f, 1.0f, &x, &n)
-             : read_images(req, api, s, args.obj, "images", "png", api->max_samples, &x, &n)) != 0 ||
+        body_images(req, api, s, &args, npy, npy_len, &x, &n) != 0 ||
         encode_checked(req, s, n, x, &mu, &lv) != 0)
         goto done;
     reply_decoded(req, api, s, &o, n, mu, 1, "");

@@ -612,6 +612,20 @@ static double metric(const char *text, const char *name, const char *model)
     return p ? atof(p + strlen(key)) : -1;
 }
 
+/* GET /metrics on handle c into m (NUL-terminated). */
+static void get_metrics(CURL *c, int port, ld_buf_t *m)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, m);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+    ld_buf_putc(m, '\0');
+}
+
 START_TEST(test_daemon_same_bytes_under_load)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -649,15 +663,7 @@ START_TEST(test_daemon_same_bytes_under_load)
                       atomic_load(&bad), CLIENTS * ITERS);
 
         ld_buf_t m = {0};
-        char url[128];
-        snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", d.port);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &m);
-        ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
-        ld_buf_putc(&m, '\0');
+        get_metrics(c, d.port, &m);
         passes = metric(m.data, "latentd_decode_batches_total", "gan");
         reqs = metric(m.data, "latentd_decode_batch_requests_total", "gan");
         rows = metric(m.data, "latentd_decode_batch_rows_total", "gan");
@@ -731,15 +737,7 @@ START_TEST(test_daemon_interpolate_shares_passes)
         ck_assert_msg(atomic_load(&bad) == 0, "%d interpolate answers under load differ",
                       atomic_load(&bad));
         ld_buf_t m = {0};
-        char url[128];
-        snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", d.port);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &m);
-        ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
-        ld_buf_putc(&m, '\0');
+        get_metrics(c, d.port, &m);
         passes = metric(m.data, "latentd_decode_batches_total", "gan");
         reqs = metric(m.data, "latentd_decode_batch_requests_total", "gan");
         ld_buf_free(&m);

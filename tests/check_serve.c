@@ -700,6 +700,16 @@ typedef struct {
     const char *code, *msg;
 } err_case_t;
 
+/* Send c and check its error answer (r is the caller's to free). */
+static void run_error_case(const err_case_t *c, tu_resp_t *r)
+{
+    opt_t o = {.ctype = c->ctype};
+    char what[256];
+    snprintf(what, sizeof what, "%s %s %s", c->method, c->path, c->body ? c->body : "");
+    call(r, c->method, c->path, c->body, c->body ? strlen(c->body) : 0, &o);
+    expect_error(r, c->status, c->code, c->msg, what);
+}
+
 START_TEST(test_error_classes)
 {
     static const err_case_t cases[] = {
@@ -754,14 +764,11 @@ START_TEST(test_error_classes)
     for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
         const err_case_t *c = &cases[i];
         tu_resp_t r;
-        opt_t o = {.ctype = c->ctype};
-        char what[256];
-        snprintf(what, sizeof what, "%s %s %s", c->method, c->path, c->body ? c->body : "");
-        call(&r, c->method, c->path, c->body, c->body ? strlen(c->body) : 0, &o);
-        expect_error(&r, c->status, c->code, c->msg, what);
+        run_error_case(c, &r);
         if (c->status == 405) {
             char allow[128];
-            ck_assert_msg(tu_hdr(&r, "Allow", allow, sizeof allow) != NULL, "%s: no Allow", what);
+            ck_assert_msg(tu_hdr(&r, "Allow", allow, sizeof allow) != NULL, "%s %s: no Allow",
+                          c->method, c->path);
         }
         tu_resp_free(&r);
     }
@@ -996,13 +1003,8 @@ START_TEST(test_argument_rules)
         {"POST", "/v1/models/vae/decode", NULL, " \r\n\t", 400, "invalid_field", "z is required"},
     };
     for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
-        const err_case_t *c = &cases[i];
         tu_resp_t r;
-        opt_t o = {.ctype = c->ctype};
-        char what[256];
-        snprintf(what, sizeof what, "%s %s %s", c->method, c->path, c->body ? c->body : "");
-        call(&r, c->method, c->path, c->body, c->body ? strlen(c->body) : 0, &o);
-        expect_error(&r, c->status, c->code, c->msg, what);
+        run_error_case(&cases[i], &r);
         tu_resp_free(&r);
     }
     /* what is fine: a blank body is the empty one, integers may be written
