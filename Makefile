@@ -80,9 +80,9 @@ build/suites.h: $(TEST_SRC) | build
 	@grep -ho '^Suite \*suite_[a-z0-9_]*(void)' $(TEST_SRC) | sed 's/^Suite \*\(suite_[a-z0-9_]*\)(void)/X(\1)/' > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 build/check_all: tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) $(TEST_UTIL_HDRS) build/suites.h build/liblatentd.a build/latentd
-	$(CC) $(CFLAGS) -Ibuild -Itests -DLD_BIN='"build/latentd"' tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) build/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Ibuild -Itests -Isrc -DLD_BIN='"build/latentd"' tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) build/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
 build/asan/check_all: tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) $(TEST_UTIL_HDRS) build/suites.h build/asan/liblatentd.a build/asan/latentd
-	$(CC) $(CFLAGS) $(SAN) -Ibuild -Itests -DLD_BIN='"build/asan/latentd"' tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) build/asan/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(SAN) -Ibuild -Itests -Isrc -DLD_BIN='"build/asan/latentd"' tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) build/asan/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
 
 build build/asan:
 	@mkdir -p $@

@@ -6,7 +6,9 @@ data), served by FastAPI + uvicorn + PyTorch with the same routes and bodies:
 
   GET  /healthz
   POST /v1/models/{name}/sample   {"n":1,"seed":7,"temperature":1.0,"format":"json"|"png","cols":4}
-  POST /v1/models/{name}/decode   {"z":[[...]],"format":"json"|"png"}
+  POST /v1/models/{name}/decode   {"z":[[...]],"format":"json"|"png"}, or an
+                                  application/x-npy body (float32 (n, z)),
+                                  answered as .npy (n, 28, 28)
 
 JSON responses have latentd's shape ({"seed","shape","z","images"}); PNG is a
 grid with a 2-pixel border like latentd's.  The random stream differs from
@@ -32,6 +34,7 @@ import math
 import os
 import struct
 
+import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -197,6 +200,17 @@ async def decode(name: str, request: Request):
     m = MODELS.get(name)
     if m is None:
         return error(404, "model_not_found", f"no model named '{name}' is loaded")
+    if request.headers.get("content-type", "").startswith("application/x-npy"):
+        try:
+            z = torch.from_numpy(np.load(io.BytesIO(await request.body()), allow_pickle=False))
+        except ValueError:
+            return error(400, "invalid_npy", "the body is not a .npy array")
+        if z.dtype != torch.float32 or z.dim() != 2 or z.shape[1] != m.z_dim:
+            return error(422, "invalid_value", f"z must be float32 (n, {m.z_dim})")
+        x = m.net(z).detach().reshape(-1, m.h, m.w).numpy()
+        buf = io.BytesIO()
+        np.save(buf, x)
+        return Response(buf.getvalue(), media_type="application/octet-stream")
     try:
         body = await request.json()
     except ValueError:

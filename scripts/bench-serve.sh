@@ -4,7 +4,8 @@
 # PyTorch (bench/serve_torch.py), measured the same way with wrk.
 #
 # For each model, endpoint (sample n=1 as JSON, sample n=1 as PNG, decode one
-# z as JSON) and connection count (1, 16, 64): requests/s, p50 and p99
+# z as JSON, decode one z as .npy in and .npy out) and connection count (1,
+# 16, 64): requests/s, p50 and p99
 # latency, and non-2xx responses; then the latentd/PyTorch ratio of req/s and
 # the daemon's resident memory after the run.  Then, with one training job
 # running in the daemon (a GAN, submitted to POST /v1/jobs and cancelled at
@@ -106,11 +107,20 @@ if [ "$TORCH" = 1 ]; then
     wait_http "http://127.0.0.1:$tport/healthz" 120 || { cat "$work/torch.log" >&2; die "the PyTorch server did not start"; }
 fi
 
-# wrk script: POST $BODY, print one machine-readable RESULT line at the end.
+# wrk script: POST $BODY (or, for "@FILE", the bytes of FILE as
+# application/x-npy), print one machine-readable RESULT line at the end.
 cat >"$work/post.lua" <<'EOF'
 wrk.method = "POST"
-wrk.body = os.getenv("BODY")
-wrk.headers["Content-Type"] = "application/json"
+local body = os.getenv("BODY")
+if body:sub(1, 1) == "@" then
+    local f = assert(io.open(body:sub(2), "rb"))
+    wrk.body = f:read("*a")
+    f:close()
+    wrk.headers["Content-Type"] = "application/x-npy"
+else
+    wrk.body = body
+    wrk.headers["Content-Type"] = "application/json"
+end
 done = function(summary, latency, requests)
     local e = summary.errors
     io.write(string.format("RESULT %d %.1f %.1f %.1f %d %d\n", summary.requests,
@@ -166,6 +176,13 @@ echo "bench-serve: $NCPU CPUs, ${DURATION}s per point x $REPEAT, load average $l
 for m in $MODELS; do
     zd=$(curl -fsS "http://127.0.0.1:$lport/v1/models/$m" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["latent_size"])')
     z=$(zvec "$zd")
+    # the same latent as a float32 .npy of shape (1, z_dim)
+    "$PY" -c 'import json, struct, sys
+z = json.loads(sys.argv[1])
+head = "{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27: (1, %d), }" % len(z)
+head += " " * (63 - (10 + len(head)) % 64) + "\n"
+sys.stdout.buffer.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode()
+                        + struct.pack("<%df" % len(z), *z))' "$z" >"$work/z-$m.npy"
     for server in latentd torch; do
         [ "$server" = torch ] && [ "$TORCH" != 1 ] && continue
         port=$lport
@@ -173,6 +190,7 @@ for m in $MODELS; do
         measure "$server" "$port" "$m" sample-json "/v1/models/$m/sample" '{"n":1,"seed":7}'
         measure "$server" "$port" "$m" sample-png "/v1/models/$m/sample" '{"n":1,"seed":7,"format":"png"}'
         measure "$server" "$port" "$m" decode-json "/v1/models/$m/decode" "{\"z\":[$z]}"
+        measure "$server" "$port" "$m" decode-npy "/v1/models/$m/decode" "@$work/z-$m.npy"
     done
 done
 

@@ -3,7 +3,6 @@
 #include "latentd/api.h"
 
 #include "latentd/batch.h"
-#include "latentd/blkcache.h"
 #include "latentd/buf.h"
 #include "latentd/image.h"
 #include "latentd/jsonarg.h"
@@ -142,16 +141,117 @@ static void model_error(ld_req_t *req, int rc, const ld_err_t *e)
         ld_req_error(req, 422, "unprocessable", "%s", e->msg);
 }
 
-static int parse_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, out_opts_t *o)
+/* format (default def), cols and pad from a. */
+static int parse_out_opts(const ld_args_t *a, ld_api_t *api, int def, out_opts_t *o)
 {
     long long cols, pad;
-    if (ld_arg_enum(req, body, NULL, "format", formats, FMT_JSON, &o->format) != 0 ||
-        ld_arg_int(req, body, NULL, "cols", 1, api->max_samples, 0, &cols) != 0 ||
-        ld_arg_int(req, body, NULL, "pad", 0, GRID_PAD_MAX, GRID_PAD_DEFAULT, &pad) != 0)
+    if (ld_arg_enum(a, "format", formats, def, &o->format) != 0 ||
+        ld_arg_int(a, "cols", 1, api->max_samples, 0, &cols) != 0 ||
+        ld_arg_int(a, "pad", 0, GRID_PAD_MAX, GRID_PAD_DEFAULT, &pad) != 0)
         return -1;
     o->cols = (int)cols;
     o->pad = (int)pad;
     return 0;
+}
+
+/* A route without arguments: 0, or -1 after refusing a query string. */
+static int no_args(ld_req_t *req)
+{
+    ld_args_t q = ld_args_query(req);
+    return ld_arg_fields(&q, NULL);
+}
+
+/* The arguments of a POST route: from the JSON body (data: its data fields,
+ * opts: its options; the query string must then be empty), or, for an
+ * application/x-npy body, the options from the query string and *npy (len
+ * bytes) the body.  Names are checked (ld_arg_fields); -1 when answered. */
+static int body_args(ld_req_t *req, const char *const *data, const char *const *opts,
+                     ld_args_t *a, const uint8_t **npy, size_t *npy_len)
+{
+    const cJSON *body = ld_req_json(req);
+    const uint8_t *raw = ld_req_body(req, npy_len);
+    *npy = NULL;
+    if (!body && raw && *npy_len > 0) { /* LD_ROUTE_NPY: an .npy body */
+        *npy = raw;
+        *a = ld_args_query(req);
+        return ld_arg_fields(a, opts);
+    }
+    if (no_args(req) != 0)
+        return -1;
+    const char *all[16];
+    size_t k = 0;
+    for (size_t i = 0; data && data[i] && k + 1 < LD_ARRAY_LEN(all); i++)
+        all[k++] = data[i];
+    for (size_t i = 0; opts && opts[i] && k + 1 < LD_ARRAY_LEN(all); i++)
+        all[k++] = opts[i];
+    all[k] = NULL;
+    *a = ld_args_json(req, body, NULL);
+    return ld_arg_fields(a, all);
+}
+
+/* An .npy body (len bytes) as rows of cols float32 values, each in [lo, hi]:
+ * shape (n, cols), or (n, h, w) with h * w == cols when h > 0 (images);
+ * 1 <= n <= max_rows.  *out malloc'd (n, cols).  -1 when answered: 400
+ * for a body that is not a .npy file, 422 for a dtype, order or shape the
+ * model cannot take and for values that are not finite or out of range. */
+static int read_npy(ld_req_t *req, const uint8_t *raw, size_t len, const char *what, int cols,
+                    int h, int w, int max_rows, float lo, float hi, float **out, int *rows)
+{
+    float *x = NULL;
+    int nd = 0;
+    int64_t sh[4];
+    ld_err_t e;
+    int rc = ld_npy_decode(raw, len, &x, &nd, sh, &e);
+    if (rc == LD_ENOMEM) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return -1;
+    }
+    if (rc != LD_OK) {
+        ld_req_error(req, rc == LD_EUNSUPPORTED ? 422 : 400,
+                     rc == LD_EUNSUPPORTED ? "invalid_value" : "invalid_npy",
+                     "the application/x-npy body: %s", e.msg);
+        return -1;
+    }
+    int shape_ok = (nd == 2 && sh[1] == cols) || (h > 0 && nd == 3 && sh[1] == h && sh[2] == w);
+    if (!shape_ok) {
+        char got[96] = "(";
+        for (int i = 0; i < nd; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "",
+                     (long long)sh[i]);
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s)", nd == 1 ? "," : "");
+        if (h > 0)
+            ld_req_error(req, 422, "invalid_value",
+                         "%s has shape %s; expected (n, %d) or (n, %d, %d)", what, got, cols, h, w);
+        else
+            ld_req_error(req, 422, "invalid_value", "%s has shape %s; expected (n, %d)", what,
+                         got, cols);
+        goto fail;
+    }
+    if (sh[0] < 1 || sh[0] > max_rows) {
+        ld_req_error(req, 422, "invalid_value", "%s has %lld rows; 1 to %d (max_samples)", what,
+                     (long long)sh[0], max_rows);
+        goto fail;
+    }
+    size_t n = (size_t)sh[0] * (size_t)cols;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) {
+            ld_req_error(req, 422, "invalid_value", "%s[%zu][%zu] is not finite (NaN or Inf)",
+                         what, i / (size_t)cols, i % (size_t)cols);
+            goto fail;
+        }
+        if (x[i] < lo || x[i] > hi) {
+            ld_req_error(req, 422, "invalid_value", "%s[%zu][%zu] = %g is outside [%g, %g]", what,
+                         i / (size_t)cols, i % (size_t)cols, (double)x[i], (double)lo,
+                         (double)hi);
+            goto fail;
+        }
+    }
+    *out = x;
+    *rows = (int)sh[0];
+    return 0;
+fail:
+    free(x);
+    return -1;
 }
 
 static void shape_json(ld_buf_t *b, int n, const ld_arch_t *a)
@@ -222,21 +322,6 @@ static int check_decoded(ld_req_t *req, ld_api_t *api, const ld_served_t *s, int
     return 0;
 }
 
-/* Decode n latents (blocking); on failure the request has been answered and
- * -1 returned. */
-static int decode_checked(ld_req_t *req, ld_api_t *api, const ld_served_t *s, int n,
-                          const float *z, float *x)
-{
-    ld_err_t e;
-    int rc = s->batch ? ld_batch_decode(s->batch, n, z, x, &e)
-                      : ld_model_decode(s->model, n, z, x, &e);
-    if (rc != LD_OK) {
-        model_error(req, rc, &e);
-        return -1;
-    }
-    return check_decoded(req, api, s, n, x);
-}
-
 /* Images from {"images":[[...]]} or {"png":"base64" | ["base64", ...]}:
  * x (n, x_dim) malloc'd. what names the field family in messages. */
 static int read_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *obj,
@@ -288,14 +373,13 @@ static int read_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const
             snprintf(label, sizeof label, "%s", png_key);
         else
             snprintf(label, sizeof label, "%s[%d]", png_key, i);
-        if (!cJSON_IsString(c)) {
-            ld_req_error(req, 400, "invalid_field", "%s must be a base64 PNG string", label);
+        const char *b64;
+        if (ld_arg_text(req, c, label, &b64) != 0)
             goto fail;
-        }
         uint8_t *raw = NULL;
         size_t raw_len = 0;
         ld_err_t e;
-        if (ld_base64_decode(c->valuestring, strlen(c->valuestring), &raw, &raw_len, &e) != LD_OK) {
+        if (ld_base64_decode(b64, strlen(b64), &raw, &raw_len, &e) != LD_OK) {
             ld_req_error(req, 422, "invalid_value", "%s is not valid base64: %s", label, e.msg);
             goto fail;
         }
@@ -455,6 +539,8 @@ static void model_json(ld_buf_t *b, const ld_served_t *s)
 static void h_models_list(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
+    if (no_args(req) != 0)
+        return;
     ld_served_t **list = NULL;
     int n = 0;
     if (ld_registry_list(api->reg, &list, &n) != LD_OK) {
@@ -475,6 +561,8 @@ static void h_models_list(ld_req_t *req, void *ctx)
 
 static void h_model_get(ld_req_t *req, void *ctx)
 {
+    if (no_args(req) != 0)
+        return;
     ld_served_t *s = get_model(req, ctx);
     if (!s)
         return;
@@ -491,8 +579,9 @@ static void h_model_put(ld_req_t *req, void *ctx)
     const cJSON *body = ld_req_json(req);
     static const char *const fields[] = {"file", NULL};
     const char *file = NULL;
-    if (body && (ld_arg_fields(req, body, NULL, fields) != 0 ||
-                 ld_arg_string(req, body, NULL, "file", NULL, &file) != 0))
+    ld_args_t a = ld_args_json(req, body, NULL);
+    if (no_args(req) != 0 || ld_arg_fields(&a, fields) != 0 ||
+        ld_arg_string(&a, "file", NULL, &file) != 0)
         return;
     if (!ld_model_name_valid(name)) {
         ld_req_error(req, 400, "invalid_name",
@@ -528,6 +617,8 @@ static void h_model_delete(ld_req_t *req, void *ctx)
     ld_api_t *api = ctx;
     const char *name = ld_req_param(req, "name");
     ld_err_t e;
+    if (no_args(req) != 0)
+        return;
     if (ld_registry_unload(api->reg, name, &e) != LD_OK) {
         ld_req_error(req, 404, "model_not_found", "%s", e.msg);
         return;
@@ -558,7 +649,7 @@ typedef struct {
 static void decode_job_free(decode_job_t *j)
 {
     ld_served_release(j->s);
-    ld_blk_free(j); /* z and x live in the same block */
+    free(j); /* z and x live in the same block */
 }
 
 /* The reply for decoded rows (on the request's HTTP thread). */
@@ -600,10 +691,10 @@ static void decode_job_done(void *ctx)
 
 /* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
  * {"model",<fields>"shape",["z",]"images"} (z echoed when with_z; fields: ""
- * or more members, each followed by a comma). Replies on error too.  Served
- * models decode through their batcher without blocking this HTTP thread: if
- * a pass is running, the request waits in the queue with its connection
- * suspended, and the reply is made when the pass that took it is done. */
+ * or more members, each followed by a comma). Replies on error too.  The
+ * rows go to the model's decoder thread (batch.h) and this HTTP thread goes
+ * back to its other connections: the request's connection is suspended
+ * until the pass that took it is done, and the reply is made then. */
 static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
                           int n, const float *z, int with_z, const char *fields)
 {
@@ -613,7 +704,7 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
      * capped by max_samples, so the sizes cannot overflow */
     size_t zoff = (sizeof(decode_job_t) + flen + 1 + 63) / 64 * 64;
     size_t zn = (size_t)n * (size_t)a->z_dim, xn = (size_t)n * (size_t)a->x_dim;
-    decode_job_t *j = ld_blk_alloc(zoff + (zn + xn) * sizeof(float));
+    decode_job_t *j = malloc(zoff + (zn + xn) * sizeof(float));
     if (!j) {
         ld_req_error(req, 503, "overloaded", "out of memory");
         return;
@@ -624,22 +715,25 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
                         .with_z = with_z, .z = zc, .x = zc + zn};
     memcpy(j->fields, fields, flen + 1);
     ld_err_t e;
-    int queued = 0;
-    /* the batcher: concurrent requests share one pass over the weights, and a
-     * row's bytes do not depend on its neighbours */
-    int others = ld_http_in_flight(ld_req_server(req)) - 1;
-    int rc = s->batch ? ld_batch_submit(s->batch, n, j->z, j->x, others, decode_job_done, j,
-                                        &queued, &e)
-                      : ld_model_decode(s->model, n, j->z, j->x, &e);
+    if (!s->batch) { /* no batcher (cannot happen for a served VAE or GAN): decode here */
+        int rc = ld_model_decode(s->model, n, j->z, j->x, &e);
+        if (rc != LD_OK) {
+            model_error(req, rc, &e);
+            decode_job_free(j);
+            return;
+        }
+        decode_job_reply(req, j);
+        return;
+    }
+    /* the model's decoder thread: concurrent requests share one pass over
+     * the weights, and a row's bytes do not depend on its neighbours */
+    int rc = ld_batch_submit(s->batch, n, j->z, j->x, decode_job_done, j, &e);
     if (rc != LD_OK) {
         model_error(req, rc, &e);
         decode_job_free(j);
         return;
     }
-    if (queued)
-        ld_req_await(req, decode_job_reply, j);
-    else
-        decode_job_reply(req, j);
+    ld_req_await(req, decode_job_reply, j);
 }
 
 static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, int seeded,
@@ -683,17 +777,18 @@ static void h_sample(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
     static const char *const fields[] = {"n", "seed", "temperature", "format", "cols", "pad", NULL};
-    const cJSON *body = ld_req_json(req); /* NULL: empty body, all defaults */
-    long long n = 1;
-    int seeded = 0;
+    /* the body may be empty (all defaults) */
+    ld_args_t a = ld_args_json(req, ld_req_json(req), NULL);
+    long long n;
+    int seeded;
     uint64_t seed = 0;
-    double temp = 1.0;
-    out_opts_t o = {FMT_JSON, 0, GRID_PAD_DEFAULT};
-    if (body && (ld_arg_fields(req, body, NULL, fields) != 0 ||
-                 ld_arg_int(req, body, NULL, "n", 1, api->max_samples, 1, &n) != 0 ||
-                 ld_arg_seed(req, body, NULL, "seed", &seeded, &seed) != 0 ||
-                 ld_arg_number(req, body, NULL, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0 ||
-                 parse_out_opts(req, api, body, &o) != 0))
+    double temp;
+    out_opts_t o;
+    if (no_args(req) != 0 || ld_arg_fields(&a, fields) != 0 ||
+        ld_arg_int(&a, "n", 1, api->max_samples, 1, &n) != 0 ||
+        ld_arg_seed(&a, "seed", &seeded, &seed) != 0 ||
+        ld_arg_number(&a, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0 ||
+        parse_out_opts(&a, api, FMT_JSON, &o) != 0)
         return;
     ld_served_t *s = get_model(req, api);
     if (!s)
@@ -707,16 +802,16 @@ static void h_sample_png(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
     static const char *const fields[] = {"n", "seed", "temperature", "cols", "pad", NULL};
+    ld_args_t a = ld_args_query(req);
     long long n, cols, pad;
     int seeded;
     uint64_t seed = 0;
     double temp;
-    if (ld_qarg_fields(req, fields) != 0 ||
-        ld_qarg_int(req, "n", 1, api->max_samples, 1, &n) != 0 ||
-        ld_qarg_seed(req, "seed", &seeded, &seed) != 0 ||
-        ld_qarg_number(req, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0 ||
-        ld_qarg_int(req, "cols", 1, api->max_samples, 0, &cols) != 0 ||
-        ld_qarg_int(req, "pad", 0, GRID_PAD_MAX, GRID_PAD_DEFAULT, &pad) != 0)
+    if (ld_arg_fields(&a, fields) != 0 || ld_arg_int(&a, "n", 1, api->max_samples, 1, &n) != 0 ||
+        ld_arg_seed(&a, "seed", &seeded, &seed) != 0 ||
+        ld_arg_number(&a, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0 ||
+        ld_arg_int(&a, "cols", 1, api->max_samples, 0, &cols) != 0 ||
+        ld_arg_int(&a, "pad", 0, GRID_PAD_MAX, GRID_PAD_DEFAULT, &pad) != 0)
         return;
     ld_served_t *s = get_model(req, api);
     if (!s)
@@ -729,24 +824,66 @@ static void h_sample_png(ld_req_t *req, void *ctx)
 
 /* ----------------------------------------------------------- encode/decode */
 
+static const char *const image_opts[] = {"format", "cols", "pad", NULL};
+
+/* The images of an encode/reconstruct body: the .npy body (npy, len), or
+ * the JSON fields images/png of args.  x (n, x_dim) malloc'd; -1 answered. */
+static int body_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_args_t *args,
+                       const uint8_t *npy, size_t len, float **x, int *n)
+{
+    const ld_arch_t *a = &s->model->arch;
+    if (npy)
+        return read_npy(req, npy, len, "images", a->x_dim, a->img_h, a->img_w, api->max_samples,
+                        0.0f, 1.0f, x, n);
+    return read_images(req, api, s, args->obj, "images", "png", api->max_samples, x, n);
+}
+
 static void h_encode(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"images", "png", NULL};
-    const cJSON *body = ld_req_json(req);
-    if (ld_arg_fields(req, body, NULL, fields) != 0)
+    static const char *const data[] = {"images", "png", NULL};
+    static const char *const opts[] = {"format", NULL};
+    static const char *const enc_formats[] = {"json", "npy", NULL};
+    ld_args_t args;
+    const uint8_t *npy;
+    size_t npy_len;
+    int format;
+    if (body_args(req, data, opts, &args, &npy, &npy_len) != 0 ||
+        ld_arg_enum(&args, "format", enc_formats, npy ? 1 : 0, &format) != 0)
         return;
     ld_served_t *s = get_model(req, api);
     if (!s)
         return;
+    const ld_arch_t *a = &s->model->arch;
     float *x = NULL, *mu = NULL, *lv = NULL;
     int n = 0;
     if (need_encoder(req, s, "encode") != 0 ||
-        read_images(req, api, s, body, "images", "png", api->max_samples, &x, &n) != 0 ||
+        body_images(req, api, s, &args, npy, npy_len, &x, &n) != 0 ||
         encode_checked(req, s, n, x, &mu, &lv) != 0)
         goto done;
+    size_t zd = (size_t)a->z_dim;
+    if (format == 1) {
+        /* (2, n, z_dim): mu, then logvar */
+        size_t zn = (size_t)n * zd;
+        float *both = ld_malloc_array(2 * zn, sizeof *both);
+        uint8_t *out = NULL;
+        size_t len = 0;
+        ld_err_t e;
+        int64_t shape[3] = {2, n, (int64_t)zd};
+        int rc = both ? LD_OK : LD_ENOMEM;
+        if (both) {
+            memcpy(both, mu, zn * sizeof *both);
+            memcpy(both + zn, lv, zn * sizeof *both);
+            rc = ld_npy_encode(both, 3, shape, &out, &len, &e);
+            free(both);
+        }
+        if (rc == LD_OK)
+            ld_req_reply(req, 200, "application/octet-stream", out, len);
+        else
+            ld_req_error(req, 503, "overloaded", "out of memory");
+        goto done;
+    }
     ld_buf_t b = {0};
-    size_t zd = (size_t)s->model->arch.z_dim;
     ld_buf_puts(&b, "{\"model\":");
     ld_buf_json_str(&b, s->name);
     ld_buf_printf(&b, ",\"shape\":[%d,%zu],\"mu\":", n, zd);
@@ -762,17 +899,19 @@ done:
     ld_served_release(s);
 }
 
-
 static void h_decode(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"z", "format", "cols", "pad", NULL};
-    const cJSON *body = ld_req_json(req);
+    static const char *const data[] = {"z", NULL};
+    ld_args_t args;
+    const uint8_t *npy;
+    size_t npy_len;
     out_opts_t o;
-    if (ld_arg_fields(req, body, NULL, fields) != 0 || parse_out_opts(req, api, body, &o) != 0)
+    if (body_args(req, data, image_opts, &args, &npy, &npy_len) != 0 ||
+        parse_out_opts(&args, api, npy ? FMT_NPY : FMT_JSON, &o) != 0)
         return;
-    const cJSON *zj = cJSON_GetObjectItemCaseSensitive(body, "z");
-    if (!zj) {
+    const cJSON *zj = npy ? NULL : cJSON_GetObjectItemCaseSensitive(args.obj, "z");
+    if (!npy && !zj) {
         ld_req_error(req, 400, "invalid_field", "z is required: an array of latent vectors");
         return;
     }
@@ -783,7 +922,10 @@ static void h_decode(ld_req_t *req, void *ctx)
     int n = 0;
     const ld_arch_t *a = &s->model->arch;
     if (need_generator(req, s) != 0 ||
-        ld_arg_matrix(req, zj, "z", a->z_dim, api->max_samples, 1, -INFINITY, INFINITY, &z, &n) != 0)
+        (npy ? read_npy(req, npy, npy_len, "z", a->z_dim, 0, 0, api->max_samples, -INFINITY,
+                        INFINITY, &z, &n)
+             : ld_arg_matrix(req, zj, "z", a->z_dim, api->max_samples, 1, -INFINITY, INFINITY,
+                             &z, &n)) != 0)
         goto done;
     reply_decoded(req, api, s, &o, n, z, 0, "");
 done:
@@ -794,10 +936,13 @@ done:
 static void h_reconstruct(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"images", "png", "format", "cols", "pad", NULL};
-    const cJSON *body = ld_req_json(req);
+    static const char *const data[] = {"images", "png", NULL};
+    ld_args_t args;
+    const uint8_t *npy;
+    size_t npy_len;
     out_opts_t o;
-    if (ld_arg_fields(req, body, NULL, fields) != 0 || parse_out_opts(req, api, body, &o) != 0)
+    if (body_args(req, data, image_opts, &args, &npy, &npy_len) != 0 ||
+        parse_out_opts(&args, api, npy ? FMT_NPY : FMT_JSON, &o) != 0)
         return;
     ld_served_t *s = get_model(req, api);
     if (!s)
@@ -805,7 +950,7 @@ static void h_reconstruct(ld_req_t *req, void *ctx)
     float *x = NULL, *mu = NULL, *lv = NULL;
     int n = 0;
     if (need_encoder(req, s, "reconstruct") != 0 ||
-        read_images(req, api, s, body, "images", "png", api->max_samples, &x, &n) != 0 ||
+        body_images(req, api, s, &args, npy, npy_len, &x, &n) != 0 ||
         encode_checked(req, s, n, x, &mu, &lv) != 0)
         goto done;
     reply_decoded(req, api, s, &o, n, mu, 1, "");
@@ -838,7 +983,8 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
     char where[16];
     snprintf(where, sizeof where, "%s.", key);
     static const char *const fields[] = {"seed", "temperature", "z", "image", "png", NULL};
-    if (ld_arg_fields(req, ep, where, fields) != 0)
+    ld_args_t args = ld_args_json(req, ep, where);
+    if (ld_arg_fields(&args, fields) != 0)
         return -1;
     const cJSON *seed_j = cJSON_GetObjectItemCaseSensitive(ep, "seed");
     const cJSON *z_j = cJSON_GetObjectItemCaseSensitive(ep, "z");
@@ -857,8 +1003,8 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
         int present;
         uint64_t seed;
         double temp;
-        if (ld_arg_seed(req, ep, where, "seed", &present, &seed) != 0 ||
-            ld_arg_number(req, ep, where, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0)
+        if (ld_arg_seed(&args, "seed", &present, &seed) != 0 ||
+            ld_arg_number(&args, "temperature", 0, TEMPERATURE_MAX, 1.0, &temp) != 0)
             return -1;
         ld_model_draw_z(s->model, seed, (float)temp, 1, z);
         return 0;
@@ -945,59 +1091,50 @@ static void interpolate(const float *a, const float *b, int d, int steps, int sl
 static void h_interpolate(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"from", "to", "steps", "method", "format", "cols", "pad",
-                                         NULL};
-    const cJSON *body = ld_req_json(req);
+    static const char *const data[] = {"from", "to", "steps", "method", NULL};
+    ld_args_t args;
+    const uint8_t *npy;
+    size_t npy_len;
     long long steps;
     int method;
     out_opts_t o;
-    if (ld_arg_fields(req, body, NULL, fields) != 0 ||
-        ld_arg_int(req, body, NULL, "steps", 2, api->max_samples, 8, &steps) != 0 ||
-        ld_arg_enum(req, body, NULL, "method", methods, 0, &method) != 0 ||
-        parse_out_opts(req, api, body, &o) != 0)
+    if (body_args(req, data, image_opts, &args, &npy, &npy_len) != 0 ||
+        ld_arg_int(&args, "steps", 2, api->max_samples, 8, &steps) != 0 ||
+        ld_arg_enum(&args, "method", methods, 0, &method) != 0 ||
+        parse_out_opts(&args, api, FMT_JSON, &o) != 0)
         return;
     ld_served_t *s = get_model(req, api);
     if (!s)
         return;
     const ld_arch_t *a = &s->model->arch;
     int n = (int)steps;
-    float *za = NULL, *zb = NULL, *path = NULL, *x = NULL;
+    float *za = NULL, *zb = NULL, *path = NULL;
     if (need_generator(req, s) != 0)
         goto done;
     za = ld_malloc_array((size_t)a->z_dim, sizeof *za);
     zb = ld_malloc_array((size_t)a->z_dim, sizeof *zb);
     path = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *path);
-    x = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *x);
-    if (!za || !zb || !path || !x) {
+    if (!za || !zb || !path) {
         ld_req_error(req, 503, "overloaded", "out of memory");
         goto done;
     }
-    if (read_endpoint(req, api, s, body, "from", za) != 0 ||
-        read_endpoint(req, api, s, body, "to", zb) != 0)
+    if (read_endpoint(req, api, s, args.obj, "from", za) != 0 ||
+        read_endpoint(req, api, s, args.obj, "to", zb) != 0)
         goto done;
     interpolate(za, zb, a->z_dim, n, method == 0, path);
     if (!all_finite(path, (size_t)n * (size_t)a->z_dim)) {
         ld_req_error(req, 422, "invalid_value", "the end points are too large to interpolate");
         goto done;
     }
-    if (decode_checked(req, api, s, n, path, x) != 0)
-        goto done;
-    if (o.format != FMT_JSON) {
-        if (o.format == FMT_PNG && o.cols == 0)
-            o.cols = n; /* one strip */
-        reply_binary(req, &o, a, x, n);
-        goto done;
-    }
-    ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"model\":");
-    ld_buf_json_str(&b, s->name);
-    ld_buf_printf(&b, ",\"method\":\"%s\",\"steps\":%d,", methods[method], n);
-    reply_images_json(req, &b, n, a, path, x);
+    if (o.format == FMT_PNG && o.cols == 0)
+        o.cols = n; /* one strip */
+    char fields[64];
+    snprintf(fields, sizeof fields, "\"method\":\"%s\",\"steps\":%d,", methods[method], n);
+    reply_decoded(req, api, s, &o, n, path, 1, fields);
 done:
     free(za);
     free(zb);
     free(path);
-    free(x);
     ld_served_release(s);
 }
 
@@ -1032,9 +1169,12 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"DELETE", "/v1/models/{name}", LD_AUTH_ADMIN, 0, h_model_delete, api},
         {"POST", "/v1/models/{name}/sample", LD_AUTH_INFERENCE, LD_ROUTE_JSON_OPTIONAL, h_sample, api},
         {"GET", "/v1/models/{name}/sample.png", LD_AUTH_INFERENCE, 0, h_sample_png, api},
-        {"POST", "/v1/models/{name}/encode", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_encode, api},
-        {"POST", "/v1/models/{name}/decode", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_decode, api},
-        {"POST", "/v1/models/{name}/reconstruct", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_reconstruct, api},
+        {"POST", "/v1/models/{name}/encode", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
+         h_encode, api},
+        {"POST", "/v1/models/{name}/decode", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
+         h_decode, api},
+        {"POST", "/v1/models/{name}/reconstruct", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
+         h_reconstruct, api},
         {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
     };
     api->http = h;

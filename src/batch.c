@@ -14,15 +14,13 @@
  * after every step in the same order for any R, V or instruction set, and
  * scalar fmaf gives the same bits as the vector FMAs.  With AVX-512, up to 6
  * rows x 4 vectors: a pass of up to 6 rows reads each weight once (3 x 8 over
- * 128-column panels read them twice for 4-6 rows: 30-40% slower there).
+ * 128-column panels would read them twice for 4-6 rows).
  *
- * Batcher protocol (see batch.h).  Under mu: the queue, `leading`, the
- * counters.  A request queues itself; if nobody leads it leads, else it sleeps
- * on its own futex (job_t.state).  The leader takes a batch, drops mu,
- * decodes, and marks each other request DONE (a store and a wake, no lock).
- * When its own request is done it hands the lead to the oldest queued request
- * (state LEAD, `leading` stays 1, so no newcomer can start a pass meanwhile)
- * or, with an empty queue, clears `leading`.
+ * Batcher (see batch.h).  Under mu: the queue, stop, the counters.  A
+ * request queues itself and signals cv; the decoder thread takes a batch,
+ * drops mu, decodes into its own scratch, then completes each request: a
+ * callback for a submitted one, a store and a futex wake for a caller
+ * asleep in ld_batch_decode.
  */
 #define _GNU_SOURCE
 #include "latentd/batch.h"
@@ -60,20 +58,21 @@ typedef struct {
 typedef void (*layer_fn)(const layer_t *L, int M, const float *x, size_t ldx, float *y,
                          size_t ldy);
 
-/* A request's state: its owner sleeps on it (a futex) until a leader sets
- * DONE (rows decoded) or LEAD (run the next pass). */
-enum { JOB_WAIT = 0, JOB_DONE = 1, JOB_LEAD = 2 };
+/* A blocking request's state: its owner sleeps on it (a futex) until the
+ * decoder thread sets DONE. */
+enum { JOB_WAIT = 0, JOB_DONE = 1 };
 
-/* A request waiting in the queue: lives on its caller's stack. */
+/* A request in the queue: on its caller's stack (ld_batch_decode) or on the
+ * heap (ld_batch_submit). */
 typedef struct job {
     int n;
     const float *z; /* (n, z_dim) */
     float *x;       /* (n, x_dim) */
     atomic_int state;
     struct job *next;
-    /* asynchronous (ld_batch_submit): heap-allocated, done(arg) is called
-     * once its rows are written and the job is then freed; NULL: a caller
-     * asleep in ld_batch_decode, woken through state */
+    /* ld_batch_submit: heap-allocated, done(arg) is called once its rows
+     * are written and the job is then freed; NULL: a caller asleep in
+     * ld_batch_decode, woken through state */
     ld_batch_done_fn done;
     void *arg;
 } job_t;
@@ -88,7 +87,7 @@ struct ld_batch {
     const char *kernel;
     float *wmem;            /* packed weights and biases, one allocation */
 
-    /* the leader's scratch: only the thread with leading = 1 touches it */
+    /* the decoder thread's scratch: no other thread touches it */
     float *smem;
     float *gather;          /* (CHUNK, z_dim) */
     float *s0, *s1;         /* (CHUNK, widest out_pad) */
@@ -96,15 +95,12 @@ struct ld_batch {
 
     /* guarded by mu */
     pthread_mutex_t mu;
+    pthread_cond_t cv;      /* the decoder thread waits for requests or stop */
     job_t *head, *tail;
-    int leading;            /* a thread is leading (or has been handed the lead) */
+    int stop;               /* ld_batch_free: finish the queue, then exit */
     ld_batch_stats_t st;
-    /* the decoder thread: leads when the request at the head of the queue has
-     * nobody asleep to lead for it (an asynchronous one); started on first
-     * need, stopped by ld_batch_free */
-    pthread_cond_t dec_cv;
-    pthread_t dec_thread;
-    int dec_started, dec_wake, dec_stop;
+    pthread_t thread;       /* the decoder thread */
+    int started;            /* thread created (by the first request; _free joins it) */
 };
 
 /* ------------------------------------------------------------------ kernels */
@@ -331,7 +327,7 @@ static void run_jobs(ld_batch_t *b, job_t *first)
 /* ------------------------------------------------------------------ batcher */
 
 /* Pop the next batch off the queue: the head, then more requests while the
- * total stays within max_rows.  mu held. */
+ * total stays within max_rows.  mu held, queue not empty. */
 static job_t *take_locked(ld_batch_t *b, int *n_jobs, int *n_rows)
 {
     job_t *first = b->head, *last = first;
@@ -350,130 +346,86 @@ static job_t *take_locked(ld_batch_t *b, int *n_jobs, int *n_rows)
     return first;
 }
 
-/* Sleep while *state == JOB_WAIT; returns the new state.  Spurious wake-ups
- * (including stray ones aimed at a job that lived here before) just loop. */
-static int job_wait(job_t *j)
+/* Sleep while *state == JOB_WAIT.  Spurious wake-ups (including stray ones
+ * aimed at a job that lived here before) just loop. */
+static void job_wait(job_t *j)
 {
-    int s;
-    while ((s = atomic_load_explicit(&j->state, memory_order_acquire)) == JOB_WAIT)
+    while (atomic_load_explicit(&j->state, memory_order_acquire) == JOB_WAIT)
         syscall(SYS_futex, &j->state, FUTEX_WAIT_PRIVATE, JOB_WAIT, NULL, NULL, 0);
-    return s;
 }
 
-/* Set j's state and wake its owner.  Once the store is visible the owner may
+/* Mark j done and wake its owner.  Once the store is visible the owner may
  * return and its stack be reused: the wake then hits whatever lives at that
  * address, which is harmless (see job_wait); j itself is not touched again. */
-static void job_set(job_t *j, int state)
+static void job_finish(job_t *j)
 {
-    atomic_store_explicit(&j->state, state, memory_order_release);
+    atomic_store_explicit(&j->state, JOB_DONE, memory_order_release);
     syscall(SYS_futex, &j->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* Run passes over the queue (mu held, leading = 1, queue not empty) until
- * `until` is decoded (NULL: until the queue is empty).  Waiters are woken,
- * asynchronous jobs completed and freed.  Returns with mu held. */
-static void lead_locked(ld_batch_t *b, const job_t *until)
+/* The decoder thread: takes a batch whenever the queue has one, decodes it
+ * with the scratch only it touches, completes each request; until
+ * ld_batch_free asks it to stop and the queue is empty. */
+static void *decoder_main(void *arg)
 {
+    ld_batch_t *b = arg;
+    pthread_mutex_lock(&b->mu);
     for (;;) {
-        /* one pass: the head of the queue and whatever fits behind it (until
-         * may be further back if the queue is long) */
-        int jobs, rows, reached = 0;
+        while (!b->head && !b->stop)
+            pthread_cond_wait(&b->cv, &b->mu);
+        if (!b->head)
+            break;
+        int jobs, rows;
         job_t *batch = take_locked(b, &jobs, &rows);
-        pthread_mutex_unlock(&b->mu);
-        run_jobs(b, batch);
-        for (job_t *j = batch; j;) {
-            job_t *next = j->next; /* read before j's owner may return */
-            if (j == until) {
-                reached = 1;
-            } else if (j->done) {
-                j->done(j->arg);
-                free(j);
-            } else {
-                job_set(j, JOB_DONE);
-            }
-            j = next;
-        }
-        pthread_mutex_lock(&b->mu);
+        /* counted before any of its requests completes: a caller that
+         * reads the counters after its request sees its pass */
         b->st.batches++;
         b->st.requests += (uint64_t)jobs;
         b->st.rows += (uint64_t)rows;
         b->st.shared += jobs > 1;
         if (jobs > b->st.max_requests)
             b->st.max_requests = jobs;
-        if (reached || (!until && !b->head))
-            return;
-    }
-}
-
-static void *decoder_main(void *arg)
-{
-    ld_batch_t *b = arg;
-    pthread_mutex_lock(&b->mu);
-    for (;;) {
-        while (!b->dec_wake && !b->dec_stop)
-            pthread_cond_wait(&b->dec_cv, &b->mu);
-        if (!b->dec_wake)
-            break;
-        b->dec_wake = 0;
-        if (b->head)
-            lead_locked(b, NULL);
-        b->leading = 0;
+        pthread_mutex_unlock(&b->mu);
+        run_jobs(b, batch);
+        for (job_t *j = batch; j;) {
+            job_t *next = j->next; /* read before j's owner may return */
+            if (j->done) {
+                j->done(j->arg);
+                free(j);
+            } else {
+                job_finish(j);
+            }
+            j = next;
+        }
+        pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
 }
 
-/* Give the lead to the decoder thread, starting it on first need (mu held,
- * leading = 1, an asynchronous request at the head).  Returns 0 if the
- * thread cannot be started: the caller must lead. */
-static int wake_decoder_locked(ld_batch_t *b)
-{
-    if (!b->dec_started && pthread_create(&b->dec_thread, NULL, decoder_main, b) == 0)
-        b->dec_started = 1;
-    if (!b->dec_started)
-        return 0;
-    b->dec_wake = 1;
-    pthread_cond_signal(&b->dec_cv);
-    return 1;
-}
-
-/* The leader is done with its own request: pass the lead on (mu held).  A
- * waiter at the head leads the next pass itself (it is asleep in job_wait,
- * so it cannot go away meanwhile); an asynchronous head has no thread of its
- * own, so the decoder thread leads.  If that thread cannot be started, the
- * caller keeps leading until the queue is empty. */
-static void hand_off_locked(ld_batch_t *b)
-{
-    if (!b->head) {
-        b->leading = 0;
-        return;
-    }
-    if (!b->head->done) {
-        job_set(b->head, JOB_LEAD);
-        return;
-    }
-    if (wake_decoder_locked(b))
-        return;
-    lead_locked(b, NULL);
-    b->leading = 0;
-}
-
-/* Queue j; returns 1 if the caller must lead (no pass running), 0 if a
- * leader will take it.  Takes mu; on 1 returns with it held. */
-static int enqueue(ld_batch_t *b, job_t *j)
+/* Queue j for the decoder thread, starting it on the first request: the
+ * thread inherits the scheduling of the thread that creates it, which must
+ * be a serving caller's and not that of whoever loaded the model (a
+ * training worker under SCHED_IDLE publishes models too).  LD_ENOMEM,
+ * nothing queued, if the thread cannot be started. */
+static int enqueue(ld_batch_t *b, job_t *j, ld_err_t *err)
 {
     pthread_mutex_lock(&b->mu);
+    if (!b->started) {
+        if (pthread_create(&b->thread, NULL, decoder_main, b) != 0) {
+            pthread_mutex_unlock(&b->mu);
+            return ld_err_set(err, LD_ENOMEM, "cannot start the decoder thread");
+        }
+        b->started = 1;
+    }
     if (b->tail)
         b->tail->next = j;
     else
         b->head = j;
     b->tail = j;
-    if (b->leading) {
-        pthread_mutex_unlock(&b->mu);
-        return 0;
-    }
-    b->leading = 1;
-    return 1;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    return LD_OK;
 }
 
 int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err)
@@ -484,27 +436,17 @@ int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *er
         return LD_OK;
     job_t me = {.n = n, .z = z, .x = x};
     atomic_init(&me.state, JOB_WAIT);
-    if (!enqueue(b, &me)) {
-        /* a pass is running: ours is decoded by a later one, or we are woken
-         * to lead it (then the lead was handed over with leading still 1) */
-        if (job_wait(&me) == JOB_DONE)
-            return LD_OK;
-        pthread_mutex_lock(&b->mu);
-    }
-    lead_locked(b, &me);
-    hand_off_locked(b);
-    pthread_mutex_unlock(&b->mu);
-    return LD_OK;
+    int rc = enqueue(b, &me, err);
+    if (rc == LD_OK)
+        job_wait(&me);
+    return rc;
 }
 
-int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, int others,
-                    ld_batch_done_fn done, void *arg, int *queued, ld_err_t *err)
+int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
+                    void *arg, ld_err_t *err)
 {
-    *queued = 0;
-    if (!b || n < 0 || !done || (n > 0 && (!z || !x)))
+    if (!b || n <= 0 || !done || !z || !x)
         return ld_err_set(err, LD_EINVAL, "batch submit: bad arguments (n = %d)", n);
-    if (n == 0)
-        return LD_OK;
     job_t *j = calloc(1, sizeof *j);
     if (!j)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -514,24 +456,10 @@ int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, int others,
     j->done = done;
     j->arg = arg;
     atomic_init(&j->state, JOB_WAIT);
-    if (!enqueue(b, j)) {
-        *queued = 1; /* j belongs to the leader now */
-        return LD_OK;
-    }
-    /* nothing running, but other requests are on their way: the decoder
-     * thread takes the pass, so they can still join it while this thread
-     * goes back to reading them */
-    if (others > 0 && wake_decoder_locked(b)) {
-        pthread_mutex_unlock(&b->mu);
-        *queued = 1;
-        return LD_OK;
-    }
-    /* alone: decode at once on this thread, like a lone waiter */
-    lead_locked(b, j);
-    hand_off_locked(b);
-    pthread_mutex_unlock(&b->mu);
-    free(j);
-    return LD_OK;
+    int rc = enqueue(b, j, err); /* on LD_OK j belongs to the decoder thread */
+    if (rc != LD_OK)
+        free(j);
+    return rc;
 }
 
 void ld_batch_stats(ld_batch_t *b, ld_batch_stats_t *st)
@@ -570,7 +498,7 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
     if (!b)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->dec_cv, NULL);
+    pthread_cond_init(&b->cv, NULL);
     int rc = pick_kernel(o ? o->kernel : NULL, &b->fn, &b->kernel, err);
     if (rc != LD_OK) {
         ld_batch_free(b);
@@ -631,14 +559,14 @@ void ld_batch_free(ld_batch_t *b)
 {
     if (!b)
         return;
-    if (b->dec_started) {
+    if (b->started) {
         pthread_mutex_lock(&b->mu);
-        b->dec_stop = 1;
-        pthread_cond_signal(&b->dec_cv);
+        b->stop = 1;
+        pthread_cond_signal(&b->cv);
         pthread_mutex_unlock(&b->mu);
-        pthread_join(b->dec_thread, NULL);
+        pthread_join(b->thread, NULL);
     }
-    pthread_cond_destroy(&b->dec_cv);
+    pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     free(b->wmem);
     free(b->smem);

@@ -1,11 +1,8 @@
 /* buf.c — see include/latentd/buf.h. */
 #include "latentd/buf.h"
 
-#include "latentd/blkcache.h"
-
 #include <math.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +16,7 @@ void ld_buf_free(ld_buf_t *b)
 {
     if (!b)
         return;
-    ld_blk_free(b->data);
+    free(b->data);
     memset(b, 0, sizeof *b);
 }
 
@@ -37,9 +34,7 @@ int ld_buf_reserve(ld_buf_t *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
-    /* the first block from this thread's cache: a reply's buffer is
-     * given back to it when MHD has sent it (see ld_req_reply) */
-    char *p = b->data ? realloc(b->data, cap) : ld_blk_alloc(cap);
+    char *p = realloc(b->data, cap);
     if (!p) {
         b->failed = 1;
         return -1;
@@ -100,7 +95,7 @@ char *ld_buf_steal(ld_buf_t *b, size_t *len)
     if (len)
         *len = p ? b->len : 0;
     if (!p)
-        ld_blk_free(b->data);
+        free(b->data);
     memset(b, 0, sizeof *b);
     return p;
 }
@@ -217,10 +212,8 @@ static uint64_t digits8(uint32_t lo, int *tz)
  * (the eight after it, as digits8 gives them), nd significant ones (1..9),
  * decimal exponent e.  Trailing zeros dropped; plain notation for -5 <= e <
  * 9, else d.ddde[-]x.  Returns the length; writes up to 16 bytes past out
- * whatever the length.  Inlined into both writers: as a call it cost the
- * 32-value writer a tenth of its time. */
-static inline __attribute__((always_inline)) int layout_digits(char *out, int e, char first,
-                                                             uint64_t rest, int nd)
+ * whatever the length. */
+static int layout_digits(char *out, int e, char first, uint64_t rest, int nd)
 {
     if (e < 0 && e >= -5) { /* 0.[0000]ddddddddd: the usual case for pixels */
         memcpy(out, "0.000000", 8);
@@ -308,138 +301,6 @@ static int fmt_float(char *out, float f)
     return pos + layout_digits(out + pos, e, first, rest, nd);
 }
 
-#if defined(__x86_64__)
-/* ---------------------------------------------------- floats, 8 at a time
- *
- * fmt_float is about 20 ns a value in the daemon, a fifth of the CPU time of
- * a GAN `sample` JSON request (884 values): its steps depend on each other
- * (scale, digits, length, and the next value's position waits for this
- * one's length).  ld_buf_json_floats therefore computes the digits of 8
- * values at once in AVX-512 lanes (fmt_digits8: the same double operations
- * as scale9 and the same multiply-and-shift splits as digits8, exact in
- * their ranges, so the same digits), for 32 values before writing any, and
- * then lays them out with fmt_float's layout_digits.  Values fmt_float
- * treats specially (zero, subnormal, NaN, Inf, a second rounding up to ten
- * digits) are written by fmt_float itself.  The output is byte for byte
- * fmt_float's (checked for all 2^32 floats; tests/check_buf.c compares
- * 20,000 arrays of every float class). */
-#include <immintrin.h>
-#define FMT_AVX512 "avx512f,avx512dq,avx512cd,avx512bw"
-
-typedef struct {
-    int64_t e[8];     /* decimal exponent */
-    uint64_t first[8]; /* first digit, ASCII */
-    uint64_t rest[8];  /* the other eight digits, ASCII, first in the low byte */
-    uint64_t nd[8];    /* significant digits, 1..9 */
-    unsigned special;  /* bit j: value j is left to fmt_float */
-} digits8_t;
-
-/* scale9 in eight lanes: round(d * 10^(8-e)) by the same operations (one
- * multiplication, or one division for a negative power, then +0.5 and
- * truncation).  Lanes in skip use 10^0. */
-__attribute__((target(FMT_AVX512))) static __m512i scale9x8(__m512d d, __m512i e, __mmask8 skip)
-{
-    __m512i k = _mm512_sub_epi64(_mm512_set1_epi64(8), e);
-    __mmask8 neg = _mm512_cmplt_epi64_mask(k, _mm512_setzero_si512()) & (__mmask8)~skip;
-    __m512i ak = _mm512_mask_mov_epi64(_mm512_abs_epi64(k), skip, _mm512_setzero_si512());
-    __m512d p = _mm512_i64gather_pd(ak, pow10_lit, 8);
-    __m512d s = _mm512_mul_pd(d, p);
-    if (neg) /* |v| >= 10^9: rare */
-        s = _mm512_mask_div_pd(s, neg, d, p);
-    return _mm512_cvttpd_epu64(_mm512_add_pd(s, _mm512_set1_pd(0.5)));
-}
-
-__attribute__((target(FMT_AVX512))) static void fmt_digits8(const float *v, digits8_t *o)
-{
-    __m256i bits = _mm256_loadu_si256((const __m256i *)(const void *)v);
-    __m512i bexp = _mm512_and_si512(_mm512_srli_epi64(_mm512_cvtepu32_epi64(bits), 23),
-                                    _mm512_set1_epi64(0xFF));
-    __mmask8 special = _mm512_cmpeq_epi64_mask(bexp, _mm512_setzero_si512()) |
-                       _mm512_cmpeq_epi64_mask(bexp, _mm512_set1_epi64(0xFF));
-    /* e = (be * 78913) >> 18, be in the low 32 bits (signed) */
-    __m512i be = _mm512_sub_epi64(bexp, _mm512_set1_epi64(127));
-    __m512i e = _mm512_srai_epi64(_mm512_mul_epi32(be, _mm512_set1_epi64(78913)), 18);
-    __m512d d = _mm512_abs_pd(_mm512_cvtps_pd(_mm256_castsi256_ps(bits)));
-    d = _mm512_mask_mov_pd(d, special, _mm512_set1_pd(1.0)); /* no NaN or Inf in lanes */
-    const __m512i ten9 = _mm512_set1_epi64(1000000000);
-    __m512i m = scale9x8(d, e, special);
-    __mmask8 up = _mm512_cmpge_epu64_mask(m, ten9);
-    if (up) { /* rounded up to ten digits: one decade higher */
-        e = _mm512_mask_add_epi64(e, up, e, _mm512_set1_epi64(1));
-        m = _mm512_mask_mov_epi64(m, up, scale9x8(d, e, special));
-    }
-    special |= _mm512_cmpge_epu64_mask(m, ten9) |
-               _mm512_cmplt_epu64_mask(m, _mm512_set1_epi64(100000000));
-    m = _mm512_mask_mov_epi64(m, special, _mm512_set1_epi64(100000000));
-    /* first = m / 10^8 = m * 1441151881 >> 57 (exact for m < 10^9) */
-    __m512i first = _mm512_srli_epi64(_mm512_mul_epu32(m, _mm512_set1_epi64(1441151881)), 57);
-    __m512i lo = _mm512_sub_epi64(m, _mm512_mul_epu32(first, _mm512_set1_epi64(100000000)));
-    /* digits8 of lo: 4+4 (lo / 10^4 = lo * 0xD1B71759 >> 45), then 2+2 in
-     * each 32-bit half, then 1+1 in each 16-bit quarter: the same products
-     * as digits8's 64-bit ones, which never carry between the parts */
-    __m512i hi4 = _mm512_srli_epi64(_mm512_mul_epu32(lo, _mm512_set1_epi64(0xD1B71759)), 45);
-    __m512i lo4 = _mm512_sub_epi64(lo, _mm512_mul_epu32(hi4, _mm512_set1_epi64(10000)));
-    __m512i x = _mm512_or_si512(hi4, _mm512_slli_epi64(lo4, 32));
-    __m512i q = _mm512_and_si512(_mm512_srli_epi32(_mm512_mullo_epi32(x, _mm512_set1_epi32(10486)), 20),
-                                 _mm512_set1_epi32(0x7F));
-    x = _mm512_or_si512(q, _mm512_slli_epi32(
-                               _mm512_sub_epi32(x, _mm512_mullo_epi16(q, _mm512_set1_epi16(100))), 16));
-    q = _mm512_and_si512(_mm512_srli_epi16(_mm512_mullo_epi16(x, _mm512_set1_epi16(103)), 10),
-                         _mm512_set1_epi16(0x0F));
-    x = _mm512_or_si512(q, _mm512_slli_epi16(
-                               _mm512_sub_epi16(x, _mm512_mullo_epi16(q, _mm512_set1_epi16(10))), 8));
-    __m512i tz = _mm512_srli_epi64(_mm512_lzcnt_epi64(x), 3); /* x = 0: 64 / 8 = 8 */
-    _mm512_storeu_si512(o->e, e);
-    _mm512_storeu_si512(o->first, _mm512_add_epi64(first, _mm512_set1_epi64('0')));
-    _mm512_storeu_si512(o->rest, _mm512_add_epi64(x, _mm512_set1_epi64(0x3030303030303030LL)));
-    _mm512_storeu_si512(o->nd, _mm512_sub_epi64(_mm512_set1_epi64(9), tz));
-    o->special = special;
-}
-
-/* Value j of block o (from v) and a comma at p; returns the bytes written.
- * Writes up to 17 bytes past p whatever the length. */
-static inline size_t put8(char *p, const digits8_t *o, int j, float v)
-{
-    char *s = p;
-    if (o->special >> j & 1) {
-        p += fmt_float(p, v);
-    } else {
-        *p = '-';
-        p += signbit(v) != 0;
-        p += layout_digits(p, (int)o->e[j], (char)o->first[j], o->rest[j], (int)o->nd[j]);
-    }
-    *p++ = ',';
-    return (size_t)(p - s);
-}
-
-/* 32 values, each followed by a comma, at out; returns the bytes written
- * (at most 32 * 17; may write 17 bytes past that). */
-__attribute__((target(FMT_AVX512))) static size_t fmt_floats32(char *out, const float *v)
-{
-    digits8_t o[4]; /* four independent blocks: their latencies overlap */
-    for (int b = 0; b < 4; b++)
-        fmt_digits8(v + 8 * b, &o[b]);
-    char *p = out;
-    for (int b = 0; b < 4; b++)
-        for (int j = 0; j < 8; j++)
-            p += put8(p, &o[b], j, v[8 * b + j]);
-    return (size_t)(p - out);
-}
-
-static int have_avx512(void)
-{
-    static atomic_int have = -1; /* every thread that races here stores the same */
-    int h = atomic_load_explicit(&have, memory_order_relaxed);
-    if (h < 0) {
-        __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-            __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw");
-        atomic_store_explicit(&have, h, memory_order_relaxed);
-    }
-    return h;
-}
-#endif
-
 int ld_fmt_u64(char *out, unsigned long long v)
 {
     char d[24];
@@ -482,14 +343,7 @@ void ld_buf_json_floats(ld_buf_t *b, const float *v, size_t n)
         return;
     char *p = b->data + b->len;
     *p++ = '[';
-    size_t i = 0;
-#if defined(__x86_64__)
-    /* blocks of 32 while at least one value follows (so the commas fit) */
-    if (n > 32 && have_avx512())
-        for (; i + 32 < n; i += 32)
-            p += fmt_floats32(p, v + i);
-#endif
-    for (; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         p += fmt_float(p, v[i]);
         if (i + 1 < n)
             *p++ = ',';

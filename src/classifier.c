@@ -7,7 +7,7 @@ double ld_classifier_step(const ld_model_t *m, float *grads, ld_mlp_ws_t *ws, in
 {
     const ld_mlp_t *net = &m->nets[LD_CLS_NET];
     int C = m->arch.n_classes;
-    const float *logits = ld_mlp_forward(net, m->params, ws, b, x, rng, NULL); /* (b, C) */
+    const float *logits = ld_mlp_forward(net, m->params, ws, b, x, rng); /* (b, C) */
     double loss = ld_softmax_xent(b, C, logits, labels, grads ? dlogits : NULL, 1.0f / (float)b);
     if (correct) {
         *correct = 0;

@@ -1,5 +1,7 @@
 /* gan.c — GAN discriminator and generator half-steps. See gan.h. */
 #include "latentd/gan.h"
+#include "gan_impl.h"
+#include "mlp_impl.h"
 
 #include <math.h>
 #include <string.h>
@@ -57,21 +59,29 @@ static const float *fake_of(const ld_model_t *m, const ld_gan_ws_t *ws)
 
 double ld_gan_step_d(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
                      const float *real, const float *z, float real_label, ld_rng_t *rng,
-                     const float *masks_real, const float *masks_fake, double *p_real,
-                     double *p_fake)
+                     double *p_real, double *p_fake)
+{
+    return ld_gan_step_d_masks(m, grads, ws, b, real, z, real_label, rng, NULL, NULL, p_real,
+                               p_fake);
+}
+
+double ld_gan_step_d_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
+                           const float *real, const float *z, float real_label, ld_rng_t *rng,
+                           const float *masks_real, const float *masks_fake, double *p_real,
+                           double *p_fake)
 {
     const ld_mlp_t *G = &m->nets[LD_GAN_G], *D = &m->nets[LD_GAN_D];
     const float *P = m->params;
     const float scale = 1.0f / (float)b;
-    const float *fake = ld_mlp_forward(G, P, &ws->g, b, z, NULL, NULL); /* (b, X) */
+    const float *fake = ld_mlp_forward(G, P, &ws->g, b, z, NULL); /* (b, X) */
 
-    const float *lr = ld_mlp_forward(D, P, &ws->d, b, real, rng, masks_real); /* (b, 1) */
+    const float *lr = ld_mlp_forward_preset(D, P, &ws->d, b, real, rng, masks_real); /* (b, 1) */
     double loss = ld_bce_logits_const((size_t)b, lr, real_label, ws->dlogit, scale);
     if (p_real)
         *p_real = mean_sigmoid(b, lr);
     ld_mlp_backward(D, P, grads, &ws->d, b, ws->dlogit, NULL);
 
-    const float *lf = ld_mlp_forward(D, P, &ws->d, b, fake, rng, masks_fake); /* (b, 1) */
+    const float *lf = ld_mlp_forward_preset(D, P, &ws->d, b, fake, rng, masks_fake); /* (b, 1) */
     loss += ld_bce_logits_const((size_t)b, lf, 0.0f, ws->dlogit, scale);
     if (p_fake)
         *p_fake = mean_sigmoid(b, lf);
@@ -80,12 +90,18 @@ double ld_gan_step_d(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
 }
 
 double ld_gan_step_g(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
-                     ld_gan_loss_t loss, ld_rng_t *rng, const float *masks)
+                     ld_gan_loss_t loss, ld_rng_t *rng)
+{
+    return ld_gan_step_g_masks(m, grads, ws, b, loss, rng, NULL);
+}
+
+double ld_gan_step_g_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
+                           ld_gan_loss_t loss, ld_rng_t *rng, const float *masks)
 {
     const ld_mlp_t *G = &m->nets[LD_GAN_G], *D = &m->nets[LD_GAN_D];
     const float *P = m->params;
     const float scale = 1.0f / (float)b;
-    const float *lf = ld_mlp_forward(D, P, &ws->d, b, fake_of(m, ws), rng, masks); /* (b, 1) */
+    const float *lf = ld_mlp_forward_preset(D, P, &ws->d, b, fake_of(m, ws), rng, masks); /* (b, 1) */
     double l;
     if (loss == LD_GAN_LOSS_NS)
         l = ld_bce_logits_const((size_t)b, lf, 1.0f, ws->dlogit, scale);

@@ -13,7 +13,6 @@
 #define _GNU_SOURCE
 #include "http_impl.h"
 
-#include "latentd/blkcache.h"
 #include "latentd/log.h"
 
 #include <arpa/inet.h>
@@ -361,10 +360,10 @@ int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
 void ld_req_reply(ld_req_t *req, int status, const char *content_type, void *body, size_t len)
 {
     struct MHD_Response *r =
-        body ? MHD_create_response_from_buffer_with_free_callback(len, body, ld_blk_free)
+        body ? MHD_create_response_from_buffer_with_free_callback(len, body, free)
              : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!r) {
-        ld_blk_free(body);
+        free(body);
     } else if (content_type) {
         MHD_add_response_header(r, "Content-Type", content_type);
     }
@@ -536,16 +535,17 @@ static int check_auth(ld_req_t *req)
     return -1;
 }
 
-static int is_json_type(const char *ct)
+/* Whether Content-Type ct is the media type want (parameters ignored). */
+static int is_type(const char *ct, const char *want)
 {
     if (!ct)
         return 0;
     while (*ct == ' ')
         ct++;
-    static const char want[] = "application/json";
-    if (strncasecmp(ct, want, sizeof want - 1) != 0)
+    size_t n = strlen(want);
+    if (strncasecmp(ct, want, n) != 0)
         return 0;
-    char c = ct[sizeof want - 1];
+    char c = ct[n];
     return c == '\0' || c == ';' || c == ' ' || c == '\t';
 }
 
@@ -698,10 +698,12 @@ static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
     req->want_body = (flags & (LD_ROUTE_JSON | LD_ROUTE_JSON_OPTIONAL)) != 0;
     if (req->want_body && has_body) {
         const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-        if (!is_json_type(ct)) {
+        req->raw_body = (flags & LD_ROUTE_NPY) && is_type(ct, "application/x-npy");
+        if (!req->raw_body && !is_type(ct, "application/json")) {
             req->close_conn = 1;
-            ld_req_error(req, 415, "unsupported_media_type",
-                         "Content-Type must be application/json (got %.80s)",
+            ld_req_error(req, 415, "unsupported_media_type", "Content-Type must be %s (got %.80s)",
+                         flags & LD_ROUTE_NPY ? "application/json or application/x-npy"
+                                              : "application/json",
                          ct ? ct : "none");
             return;
         }
@@ -774,7 +776,7 @@ static void on_complete(ld_req_t *req)
 {
     ld_http_t *h = req->h;
     unsigned flags = req->route->r.flags;
-    if (req->want_body) {
+    if (req->want_body && !req->raw_body) {
         if (req->body_len == 0) {
             if (flags & LD_ROUTE_JSON) {
                 ld_req_error(req, 400, "bad_request",
@@ -853,7 +855,7 @@ enum MHD_Result ld_http_access_cb(void *cls, struct MHD_Connection *conn, const 
         ld_conn_t *sock = ld_http_conn_of(conn);
         if (sock && sock->rejected)
             return MHD_NO; /* answered already (ld_http_conn_reject) */
-        req = ld_blk_zalloc(sizeof *req);
+        req = calloc(1, sizeof *req);
         if (!req)
             return MHD_NO;
         req->h = h;
@@ -1020,7 +1022,7 @@ void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls
     if (!req->streaming)
         atomic_fetch_add_explicit(&h->busy_ns, (long long)(secs * 1e9), memory_order_relaxed);
     pthread_mutex_destroy(&req->wait_mu);
-    ld_blk_free(req);
+    free(req);
     if (atomic_fetch_sub_explicit(&h->in_flight, 1, memory_order_acq_rel) == 1 &&
         atomic_load_explicit(&h->draining, memory_order_relaxed)) {
         pthread_mutex_lock(&h->mu);

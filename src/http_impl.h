@@ -133,6 +133,7 @@ struct ld_req {
     double t0;
     /* body */
     int want_body;          /* accumulate (JSON routes) or discard */
+    int raw_body;           /* an application/x-npy body: kept, not parsed */
     uint8_t *body;
     size_t body_len, body_cap;
     long long charged;      /* bytes reserved in h->mem_in_use */

@@ -2,91 +2,215 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/jsonarg.h"
 
+#include "latentd/arena.h"
+
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define W(where) ((where) ? (where) : "")
+#define W(a) ((a)->where ? (a)->where : "")
 
-static const cJSON *field(const cJSON *obj, const char *name)
+ld_args_t ld_args_json(ld_req_t *req, const cJSON *obj, const char *where)
 {
-    return obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    return (ld_args_t){.req = req, .obj = obj, .query = 0, .where = where};
 }
 
-int ld_arg_fields(ld_req_t *req, const cJSON *obj, const char *where,
-                  const char *const *allowed)
+ld_args_t ld_args_query(ld_req_t *req)
 {
-    for (const cJSON *c = obj->child; c; c = c->next) {
-        const char *k = c->string ? c->string : "";
-        int ok = 0;
-        for (int i = 0; allowed[i] && !ok; i++)
-            ok = strcmp(k, allowed[i]) == 0;
-        if (!ok) {
-            char list[512] = "";
-            for (int i = 0; allowed[i]; i++) {
-                if (i)
-                    strncat(list, ", ", sizeof list - strlen(list) - 1);
-                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
-            }
-            ld_req_error(req, 400, "invalid_field", "unknown field '%s%.100s' (known: %s)",
-                         W(where), k, list);
-            return -1;
+    return (ld_args_t){.req = req, .obj = NULL, .query = 1, .where = NULL};
+}
+
+/* The overlong NUL that src/arena.c leaves for a \u0000 escape, or a raw one. */
+static int has_nul(const char *s)
+{
+    return strstr(s, "\xC0\x80") != NULL;
+}
+
+static void nul_error(ld_req_t *req, const char *prefix, const char *what)
+{
+    ld_req_error(req, 422, "invalid_value", "%s%.100s contains a NUL character (\\u0000)", prefix,
+                 what);
+}
+
+/* ---- names ---- */
+
+struct names {
+    const ld_args_t *a;
+    const char *const *allowed;
+    const char *seen[64]; /* query keys so far (points into the request) */
+    int n_seen;
+    int bad;
+};
+
+/* 0 if name k (seen before: dup) may be given, else answered and -1. */
+static int check_name(const ld_args_t *a, const char *const *allowed, const char *k, int dup)
+{
+    const char *kind = a->query ? "query parameter" : "field";
+    if (has_nul(k)) {
+        ld_req_error(a->req, 422, "invalid_value", "a %s name contains a NUL character (\\u0000)",
+                     kind);
+        return -1;
+    }
+    int ok = 0;
+    for (int i = 0; allowed && allowed[i] && !ok; i++)
+        ok = strcmp(k, allowed[i]) == 0;
+    if (!ok) {
+        char list[512] = "";
+        for (int i = 0; allowed && allowed[i]; i++) {
+            if (i)
+                strncat(list, ", ", sizeof list - strlen(list) - 1);
+            strncat(list, allowed[i], sizeof list - strlen(list) - 1);
         }
-        for (const cJSON *d = obj->child; d != c; d = d->next) {
-            if (d->string && strcmp(d->string, k) == 0) {
-                ld_req_error(req, 400, "invalid_field", "field '%s%s' is given twice", W(where), k);
-                return -1;
-            }
-        }
+        ld_req_error(a->req, 400, "invalid_field", "unknown %s '%s%.100s' (known: %s)", kind, W(a),
+                     k, list[0] ? list : "none");
+        return -1;
+    }
+    if (dup) {
+        ld_req_error(a->req, 400, "invalid_field", "%s '%s%.100s' is given twice", kind, W(a), k);
+        return -1;
     }
     return 0;
 }
 
-static int check_int(ld_req_t *req, const char *where, const char *name, double v, long long min,
-                     long long max, long long *out)
+static int query_name_cb(void *ctx, const char *k, const char *v)
+{
+    struct names *q = ctx;
+    int dup = 0;
+    for (int i = 0; i < q->n_seen && !dup; i++)
+        dup = strcmp(q->seen[i], k) == 0;
+    if (check_name(q->a, q->allowed, k, dup) != 0) {
+        q->bad = 1;
+        return 1;
+    }
+    if (!v || !*v) {
+        ld_req_error(q->a->req, 400, "invalid_field", "query parameter '%.100s' has no value", k);
+        q->bad = 1;
+        return 1;
+    }
+    if (q->n_seen < (int)LD_ARRAY_LEN(q->seen))
+        q->seen[q->n_seen++] = k;
+    return 0;
+}
+
+int ld_arg_fields(const ld_args_t *a, const char *const *allowed)
+{
+    if (a->query) {
+        struct names q = {.a = a, .allowed = allowed};
+        ld_req_query_each(a->req, query_name_cb, &q);
+        return q.bad ? -1 : 0;
+    }
+    if (!a->obj)
+        return 0;
+    for (const cJSON *c = a->obj->child; c; c = c->next) {
+        const char *k = c->string ? c->string : "";
+        int dup = 0;
+        for (const cJSON *d = a->obj->child; d != c && !dup; d = d->next)
+            dup = d->string && strcmp(d->string, k) == 0;
+        if (check_name(a, allowed, k, dup) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- values ---- */
+
+/* One argument's value: absent, a JSON item, or query text. */
+typedef struct {
+    const cJSON *item; /* JSON: the item (never null) */
+    const char *text;  /* query: the value */
+} val_t;
+
+/* 1 with *v set, 0 when absent (or JSON null). */
+static int lookup(const ld_args_t *a, const char *name, val_t *v)
+{
+    v->item = NULL;
+    v->text = NULL;
+    if (a->query) {
+        v->text = ld_req_query(a->req, name);
+        return v->text != NULL;
+    }
+    v->item = a->obj ? cJSON_GetObjectItemCaseSensitive(a->obj, name) : NULL;
+    return v->item && !cJSON_IsNull(v->item);
+}
+
+/* The value as a number: 0, or answered 400 naming what was expected. */
+static int as_number(const ld_args_t *a, const char *name, const val_t *v, const char *what,
+                     double *out)
+{
+    if (v->item) {
+        if (!cJSON_IsNumber(v->item)) {
+            ld_req_error(a->req, 400, "invalid_field", "%s%s must be %s", W(a), name, what);
+            return -1;
+        }
+        *out = v->item->valuedouble;
+        return 0;
+    }
+    size_t n = strlen(v->text);
+    if (n == 0 || ld_json_number_len(v->text, n) != n) {
+        ld_req_error(a->req, 400, "invalid_field",
+                     "query parameter %s must be %s, got '%.40s'", name, what,
+                     v->text);
+        return -1;
+    }
+    errno = 0;
+    *out = strtod(v->text, NULL); /* a JSON number: strtod reads all of it */
+    if (errno == ERANGE && isfinite(*out))
+        errno = 0; /* underflow to 0 is fine */
+    if (errno)
+        *out = INFINITY; /* too large: "must be finite" below */
+    return 0;
+}
+
+/* The value as a string without NUL: 0, or answered and -1. */
+static int as_string(const ld_args_t *a, const char *name, const val_t *v, const char **out)
+{
+    if (v->item) {
+        if (!cJSON_IsString(v->item)) {
+            ld_req_error(a->req, 400, "invalid_field", "%s%s must be a string", W(a), name);
+            return -1;
+        }
+        *out = v->item->valuestring;
+    } else {
+        *out = v->text;
+    }
+    if (has_nul(*out)) {
+        nul_error(a->req, W(a), name);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_int(const ld_args_t *a, const char *name, double v, long long min, long long max,
+                     long long *out)
 {
     if (!isfinite(v)) {
-        ld_req_error(req, 422, "invalid_value", "%s%s must be finite", W(where), name);
+        ld_req_error(a->req, 422, "invalid_value", "%s%s must be finite", W(a), name);
         return -1;
     }
     if (v != floor(v)) {
-        ld_req_error(req, 400, "invalid_field", "%s%s must be an integer, got %g", W(where), name, v);
+        ld_req_error(a->req, 400, "invalid_field", "%s%s must be an integer, got %g", W(a), name, v);
         return -1;
     }
     if (v < (double)min || v > (double)max) {
-        ld_req_error(req, 422, "invalid_value", "%s%s = %.17g is out of range [%lld, %lld]",
-                     W(where), name, v, min, max);
+        ld_req_error(a->req, 422, "invalid_value", "%s%s = %.17g is out of range [%lld, %lld]",
+                     W(a), name, v, min, max);
         return -1;
     }
     *out = (long long)v;
     return 0;
 }
 
-int ld_arg_int(ld_req_t *req, const cJSON *obj, const char *where, const char *name,
-               long long min, long long max, long long def, long long *out)
-{
-    const cJSON *it = field(obj, name);
-    if (!it || cJSON_IsNull(it)) {
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsNumber(it)) {
-        ld_req_error(req, 400, "invalid_field", "%s%s must be an integer", W(where), name);
-        return -1;
-    }
-    return check_int(req, where, name, it->valuedouble, min, max, out);
-}
-
-static int check_number(ld_req_t *req, const char *where, const char *name, double v, double min,
-                        double max, double *out)
+static int check_number(const ld_args_t *a, const char *name, double v, double min, double max,
+                        double *out)
 {
     if (!isfinite(v)) {
-        ld_req_error(req, 422, "invalid_value", "%s%s must be finite (no NaN or Inf)", W(where),
+        ld_req_error(a->req, 422, "invalid_value", "%s%s must be finite (no NaN or Inf)", W(a),
                      name);
         return -1;
     }
     if (v < min || v > max) {
-        ld_req_error(req, 422, "invalid_value", "%s%s = %g is out of range [%g, %g]", W(where),
+        ld_req_error(a->req, 422, "invalid_value", "%s%s = %g is out of range [%g, %g]", W(a),
                      name, v, min, max);
         return -1;
     }
@@ -94,35 +218,45 @@ static int check_number(ld_req_t *req, const char *where, const char *name, doub
     return 0;
 }
 
-int ld_arg_number(ld_req_t *req, const cJSON *obj, const char *where, const char *name,
-                  double min, double max, double def, double *out)
+
+int ld_arg_int(const ld_args_t *a, const char *name, long long min, long long max, long long def,
+               long long *out)
 {
-    const cJSON *it = field(obj, name);
-    if (!it || cJSON_IsNull(it)) {
-        *out = def;
+    val_t v;
+    double d;
+    *out = def;
+    if (!lookup(a, name, &v))
         return 0;
-    }
-    if (!cJSON_IsNumber(it)) {
-        ld_req_error(req, 400, "invalid_field", "%s%s must be a number", W(where), name);
+    if (as_number(a, name, &v, "an integer", &d) != 0)
         return -1;
-    }
-    return check_number(req, where, name, it->valuedouble, min, max, out);
+    return check_int(a, name, d, min, max, out);
 }
 
-int ld_arg_enum(ld_req_t *req, const cJSON *obj, const char *where, const char *name,
-                const char *const *choices, int def, int *out)
+int ld_arg_number(const ld_args_t *a, const char *name, double min, double max, double def,
+                  double *out)
 {
-    const cJSON *it = field(obj, name);
-    if (!it || cJSON_IsNull(it)) {
-        *out = def;
+    val_t v;
+    double d;
+    *out = def;
+    if (!lookup(a, name, &v))
         return 0;
-    }
-    if (!cJSON_IsString(it)) {
-        ld_req_error(req, 400, "invalid_field", "%s%s must be a string", W(where), name);
+    if (as_number(a, name, &v, "a number", &d) != 0)
         return -1;
-    }
+    return check_number(a, name, d, min, max, out);
+}
+
+int ld_arg_enum(const ld_args_t *a, const char *name, const char *const *choices, int def,
+                int *out)
+{
+    val_t v;
+    const char *s;
+    *out = def;
+    if (!lookup(a, name, &v))
+        return 0;
+    if (as_string(a, name, &v, &s) != 0)
+        return -1;
     for (int i = 0; choices[i]; i++) {
-        if (strcmp(it->valuestring, choices[i]) == 0) {
+        if (strcmp(s, choices[i]) == 0) {
             *out = i;
             return 0;
         }
@@ -133,43 +267,47 @@ int ld_arg_enum(ld_req_t *req, const cJSON *obj, const char *where, const char *
             strncat(list, ", ", sizeof list - strlen(list) - 1);
         strncat(list, choices[i], sizeof list - strlen(list) - 1);
     }
-    ld_req_error(req, 422, "invalid_value", "%s%s must be one of %s, got '%.60s'", W(where), name,
-                 list, it->valuestring);
+    ld_req_error(a->req, 422, "invalid_value", "%s%s must be one of %s, got '%.60s'", W(a), name,
+                 list, s);
     return -1;
 }
 
-int ld_arg_string(ld_req_t *req, const cJSON *obj, const char *where, const char *name,
-                  const char *def, const char **out)
+int ld_arg_string(const ld_args_t *a, const char *name, const char *def, const char **out)
 {
-    const cJSON *it = field(obj, name);
-    if (!it || cJSON_IsNull(it)) {
-        *out = def;
+    val_t v;
+    *out = def;
+    if (!lookup(a, name, &v))
         return 0;
-    }
-    if (!cJSON_IsString(it)) {
-        ld_req_error(req, 400, "invalid_field", "%s%s must be a string", W(where), name);
+    return as_string(a, name, &v, out);
+}
+
+int ld_arg_seed(const ld_args_t *a, const char *name, int *present, uint64_t *out)
+{
+    val_t v;
+    double d;
+    long long s;
+    *present = 0;
+    if (!lookup(a, name, &v))
+        return 0;
+    if (as_number(a, name, &v, "an integer", &d) != 0 ||
+        check_int(a, name, d, 0, (long long)LD_SEED_MAX, &s) != 0)
         return -1;
-    }
-    *out = it->valuestring;
+    *present = 1;
+    *out = (uint64_t)s;
     return 0;
 }
 
-int ld_arg_seed(ld_req_t *req, const cJSON *obj, const char *where, const char *name,
-                int *present, uint64_t *out)
+int ld_arg_text(ld_req_t *req, const cJSON *item, const char *what, const char **out)
 {
-    const cJSON *it = field(obj, name);
-    *present = 0;
-    if (!it || cJSON_IsNull(it))
-        return 0;
-    if (!cJSON_IsNumber(it)) {
-        ld_req_error(req, 400, "invalid_field", "%s%s must be an integer", W(where), name);
+    if (!cJSON_IsString(item)) {
+        ld_req_error(req, 400, "invalid_field", "%s must be a string", what);
         return -1;
     }
-    long long v;
-    if (check_int(req, where, name, it->valuedouble, 0, (long long)LD_SEED_MAX, &v) != 0)
+    if (has_nul(item->valuestring)) {
+        nul_error(req, "", what);
         return -1;
-    *present = 1;
-    *out = (uint64_t)v;
+    }
+    *out = item->valuestring;
     return 0;
 }
 
@@ -257,96 +395,4 @@ int ld_arg_matrix(ld_req_t *req, const cJSON *item, const char *what, int cols, 
 fail:
     free(x);
     return -1;
-}
-
-/* ---- query string ---- */
-
-static int parse_double(const char *s, double *out)
-{
-    if (!*s)
-        return -1;
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (errno == ERANGE && isfinite(v))
-        errno = 0; /* underflow to 0 is fine */
-    if (end == s || *end || errno)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* Query parameter name as a number: 1 with *v set, 0 when absent, -1 after
- * answering 400 (what: "an integer", "a number"). */
-static int qarg_parse(ld_req_t *req, const char *name, const char *what, double *v)
-{
-    const char *s = ld_req_query(req, name);
-    if (!s)
-        return 0;
-    if (parse_double(s, v) != 0) {
-        ld_req_error(req, 400, "invalid_field", "query parameter %s must be %s, got '%.40s'", name,
-                     what, s);
-        return -1;
-    }
-    return 1;
-}
-
-int ld_qarg_int(ld_req_t *req, const char *name, long long min, long long max, long long def,
-                long long *out)
-{
-    double v;
-    int r = qarg_parse(req, name, "an integer", &v);
-    if (r <= 0) {
-        *out = def;
-        return r;
-    }
-    return check_int(req, NULL, name, v, min, max, out);
-}
-
-int ld_qarg_number(ld_req_t *req, const char *name, double min, double max, double def,
-                   double *out)
-{
-    double v;
-    int r = qarg_parse(req, name, "a number", &v);
-    if (r <= 0) {
-        *out = def;
-        return r;
-    }
-    return check_number(req, NULL, name, v, min, max, out);
-}
-
-int ld_qarg_seed(ld_req_t *req, const char *name, int *present, uint64_t *out)
-{
-    long long v;
-    *present = ld_req_query(req, name) != NULL;
-    if (!*present)
-        return 0;
-    if (ld_qarg_int(req, name, 0, (long long)LD_SEED_MAX, 0, &v) != 0)
-        return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
-
-struct qcheck {
-    ld_req_t *req;
-    const char *const *allowed;
-    int bad;
-};
-
-static int qcheck_cb(void *ctx, const char *k, const char *v)
-{
-    struct qcheck *q = ctx;
-    for (int i = 0; q->allowed[i]; i++)
-        if (strcmp(k, q->allowed[i]) == 0)
-            return 0;
-    ld_req_error(q->req, 400, "invalid_field", "unknown query parameter '%.60s'", k);
-    q->bad = 1;
-    return 1;
-}
-
-int ld_qarg_fields(ld_req_t *req, const char *const *allowed)
-{
-    struct qcheck q = {req, allowed, 0};
-    ld_req_query_each(req, qcheck_cb, &q);
-    return q.bad ? -1 : 0;
 }

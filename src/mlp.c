@@ -1,5 +1,6 @@
 /* mlp.c — dense stacks: layout, init, forward, backward. See mlp.h. */
 #include "latentd/mlp.h"
+#include "mlp_impl.h"
 #include "latentd/common.h"
 
 #include <string.h>
@@ -98,7 +99,13 @@ static const float *layer_input(const ld_mlp_ws_t *ws, int i)
 }
 
 const float *ld_mlp_forward(const ld_mlp_t *net, const float *params, ld_mlp_ws_t *ws, int b,
-                            const float *x, ld_rng_t *rng, const float *preset)
+                            const float *x, ld_rng_t *rng)
+{
+    return ld_mlp_forward_preset(net, params, ws, b, x, rng, NULL);
+}
+
+const float *ld_mlp_forward_preset(const ld_mlp_t *net, const float *params, ld_mlp_ws_t *ws,
+                                   int b, const float *x, ld_rng_t *rng, const float *preset)
 {
     LD_ASSERT(b <= ws->B);
     ws->x = x;

@@ -631,7 +631,7 @@ static int run_net(const ld_model_t *m, const ld_mlp_t *net, int n, const float 
     int in = net->size[0], out = net->size[net->n_layers];
     for (int i = 0; i < n; i += B) {
         int b = n - i < B ? n - i : B;
-        const float *o = ld_mlp_forward(net, m->params, &ws, b, x + (size_t)i * in, NULL, NULL);
+        const float *o = ld_mlp_forward(net, m->params, &ws, b, x + (size_t)i * in, NULL);
         ld_act_forward(final, 0, (size_t)b * out, o, y + (size_t)i * out);
     }
     ld_mlp_ws_free(&ws);
@@ -684,7 +684,7 @@ int ld_model_classify(const ld_model_t *m, int n, const float *x, float *logits,
     for (int i = 0; i < n; i += B) {
         int b = n - i < B ? n - i : B;
         const float *o = ld_mlp_forward(net, m->params, &ws, b, x + (size_t)i * net->size[0],
-                                        NULL, NULL);
+                                        NULL);
         memcpy(logits + (size_t)i * C, o, (size_t)b * C * sizeof(float));
         if (feat)
             memcpy(feat + (size_t)i * F, ws.y[L - 2], (size_t)b * F * sizeof(float));

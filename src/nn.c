@@ -3,6 +3,7 @@
  * relative accuracy; everything else is float32 like PyTorch. */
 #define _GNU_SOURCE
 #include "latentd/nn.h"
+#include "nn_impl.h"
 #include "latentd/common.h"
 
 #include <cblas.h>

@@ -376,8 +376,8 @@ static void phase_gan_d(worker_t *w)
         return;
     ld_rng_fill_normal(&w->rng, w->noise_buf, (size_t)w->b * m->arch.z_dim, 0.0f, 1.0f);
     w->losses[0] = ld_gan_step_d(m, w->grads, &w->gan, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
-                                 w->noise_buf, t->o.real_label, &w->rng, NULL, NULL,
-                                 &w->losses[2], &w->losses[3]);
+                                 w->noise_buf, t->o.real_label, &w->rng, &w->losses[2],
+                                 &w->losses[3]);
 }
 
 static void phase_gan_g(worker_t *w)
@@ -386,7 +386,7 @@ static void phase_gan_g(worker_t *w)
     const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
     memset(w->grads + G->off, 0, G->n_params * sizeof(float));
     if (w->b > 0)
-        w->losses[1] = ld_gan_step_g(t->m, w->grads, &w->gan, w->b, t->o.gan_loss, &w->rng, NULL);
+        w->losses[1] = ld_gan_step_g(t->m, w->grads, &w->gan, w->b, t->o.gan_loss, &w->rng);
 }
 
 static void phase_adam_all(worker_t *w) { reduce_and_step(w, 0, w->t->m->n_params, &w->t->o.adam); }

@@ -51,12 +51,12 @@ void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, cons
     const float scale = 1.0f / (float)b;
 
     /* forward */
-    const float *h = ld_mlp_forward(enc, P, &ws->enc, b, x, NULL, NULL);   /* (b, H) */
-    const float *mu = ld_mlp_forward(mun, P, &ws->mu, b, h, NULL, NULL);   /* (b, Z) */
-    const float *lv = ld_mlp_forward(lvn, P, &ws->lv, b, h, NULL, NULL);   /* (b, Z) */
+    const float *h = ld_mlp_forward(enc, P, &ws->enc, b, x, NULL);   /* (b, H) */
+    const float *mu = ld_mlp_forward(mun, P, &ws->mu, b, h, NULL);   /* (b, Z) */
+    const float *lv = ld_mlp_forward(lvn, P, &ws->lv, b, h, NULL);   /* (b, Z) */
     for (size_t i = 0; i < bz; i++)
         ws->z[i] = mu[i] + expf(0.5f * lv[i]) * eps[i];
-    const float *logits = ld_mlp_forward(dec, P, &ws->dec, b, ws->z, NULL, NULL); /* (b, X) */
+    const float *logits = ld_mlp_forward(dec, P, &ws->dec, b, ws->z, NULL); /* (b, X) */
 
     *rec = ld_bce_logits((size_t)b * X, logits, x, grads ? ws->dlogits : NULL, scale);
     *kl = ld_kl_gaussian(bz, mu, lv, grads ? ws->dmu : NULL, grads ? ws->dlv : NULL,

@@ -116,6 +116,53 @@ START_TEST(test_arena_parse_errors)
 }
 END_TEST
 
+/* Where cJSON is lenient the arena parse holds to JSON's grammar; a \u0000
+ * escape inside a string keeps the string whole (as overlong NULs, at the
+ * same offsets); a blank text is an empty object. */
+START_TEST(test_arena_parse_strict)
+{
+    static const struct {
+        const char *doc;
+        int at; /* offset of the refused number; -1: accepted */
+    } cases[] = {
+        {"{\"n\":01}", 5},       {"{\"n\":-01}", 5},    {"{\"n\":1.}", 5},
+        {"{\"n\":1.e5}", 5},     {"{\"n\":[1,00]}", 8}, {"{\"n\":-}", 5},
+        {"{\"n\":0}", -1},       {"{\"n\":-0.5e-3}", -1}, {"{\"n\":10E+2}", -1},
+        {"{\"s\":\"01 1. \\\"01\"}", -1}, {"{\"a\":[0,1,2.5,-3]}", -1},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        ld_arena_t a;
+        ld_arena_init(&a, 0);
+        const char *end = NULL, *d = cases[i].doc;
+        cJSON *j = ld_arena_parse_json(&a, d, strlen(d), &end);
+        if (cases[i].at < 0)
+            ck_assert_msg(j != NULL, "doc %zu (%s) refused at %td", i, d, end - d);
+        else
+            ck_assert_msg(!j && end == d + cases[i].at, "doc %zu (%s): %s at %td", i, d,
+                          j ? "accepted" : "refused", end ? end - d : -1);
+        ld_arena_free(&a);
+    }
+    /* NUL: kept visible, never truncating; an escaped backslash is not one */
+    static const char nul[] = "{\"f\":\"x.st\\u0000.txt\",\"g\":\"\\\\u0000\",\"k\\u0000\":1} ";
+    ld_arena_t a;
+    ld_arena_init(&a, 0);
+    const char *end = NULL;
+    cJSON *j = ld_arena_parse_json(&a, nul, strlen(nul), &end);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_ptr_eq(end, nul + strlen(nul) - 1);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "f")->valuestring,
+                     "x.st\xC0\x80\xC0\x80\xC0\x80.txt");
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "g")->valuestring, "\\u0000");
+    ck_assert_str_eq(j->child->next->next->string, "k\xC0\x80\xC0\x80\xC0\x80");
+    ld_arena_free(&a);
+    /* blank: an empty object */
+    ld_arena_init(&a, 0);
+    j = ld_arena_parse_json(&a, " \r\n\t", 4, &end);
+    ck_assert(cJSON_IsObject(j) && !j->child);
+    ld_arena_free(&a);
+}
+END_TEST
+
 /* While one thread parses into arenas, another builds and deletes cJSON trees
  * the usual way: the hooks are per thread, so neither sees the other's
  * memory (ASan would report a free of arena memory or a leak). */
@@ -165,6 +212,7 @@ Suite *suite_arena(void)
     tcase_add_test(tc, test_arena_first_block);
     tcase_add_test(tc, test_arena_parse_same_tree);
     tcase_add_test(tc, test_arena_parse_errors);
+    tcase_add_test(tc, test_arena_parse_strict);
     tcase_add_test(tc, test_arena_other_threads);
     suite_add_tcase(s, tc);
     return s;

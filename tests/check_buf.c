@@ -165,57 +165,6 @@ static void log_concurrent(void)
     ld_log_access_stop();
 }
 
-/* ld_buf_json_floats writes arrays 32 values at a time (AVX-512, where the
- * CPU has it): byte for byte what the one-value writer gives, for every
- * float class (zeros, subnormals, pixels, latents, huge, NaN and Inf) and
- * array lengths around the block size. */
-START_TEST(test_float_arrays)
-{
-    uint64_t s = 0x9E3779B97F4A7C15ULL;
-    float v[200];
-    ld_buf_t a = {0}, ref = {0};
-    for (int round = 0; round < 20000; round++) {
-        int n = round % 7 == 0 ? 200 : 1 + round % 100;
-        for (int i = 0; i < n; i++) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            uint32_t u = (uint32_t)s;
-            float f;
-            switch ((s >> 40) % 6) {
-            case 0: memcpy(&f, &u, 4); break;                          /* any pattern */
-            case 1: f = (float)(u >> 8) / 16777216.0f; break;          /* a pixel */
-            case 2: f = ((float)(u >> 8) / 8388608.0f - 1.0f) * 3.0f; break; /* a latent */
-            case 3: f = ldexpf((float)(u >> 8), -(int)(u & 63) - 24); break; /* tiny */
-            case 4: f = (s >> 50) & 1 ? 0.0f : -0.0f; break;
-            default: f = (s >> 50) & 1 ? (float)(u % 2000000000u) : 1.0f - ldexpf(1, -(int)(u % 25) - 1);
-            }
-            v[i] = f;
-        }
-        a.len = 0;
-        ld_buf_json_floats(&a, v, (size_t)n);
-        ref.len = 0;
-        ld_buf_putc(&ref, '[');
-        for (int i = 0; i < n; i++) {
-            if (i)
-                ld_buf_putc(&ref, ',');
-            ld_buf_json_float(&ref, v[i]);
-        }
-        ld_buf_putc(&ref, ']');
-        if (a.len != ref.len || memcmp(a.data, ref.data, a.len) != 0) {
-            size_t k = 0;
-            while (k < a.len && k < ref.len && a.data[k] == ref.data[k])
-                k++;
-            size_t from = k > 40 ? k - 40 : 0;
-            ck_abort_msg("round %d (n = %d), byte %zu:\n%.80s\n%.80s", round, n, k,
-                         a.data + from, ref.data + from);
-        }
-    }
-    ld_buf_free(&a);
-    ld_buf_free(&ref);
-}
-END_TEST
-
 START_TEST(test_access_log_concurrent)
 {
     char *text = capture_stderr(log_concurrent);
@@ -368,7 +317,6 @@ Suite *suite_buf(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_float_forms);
     tcase_add_test(tc, test_float_round_trip);
-    tcase_add_test(tc, test_float_arrays);
     tcase_add_test(tc, test_integers);
     tcase_add_test(tc, test_json_strings);
     tcase_add_test(tc, test_access_log_line);

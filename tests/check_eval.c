@@ -63,7 +63,7 @@ static void vae_reference(const ld_model_t *m, const ld_dataset_t *d, uint64_t s
     const ld_mlp_t *dec = &m->nets[LD_VAE_DEC];
     ld_mlp_ws_t ws;
     ck_assert_int_eq(ld_mlp_ws_init(&ws, dec, n, 0), LD_OK);
-    memcpy(p, ld_mlp_forward(dec, m->params, &ws, n, z, NULL, NULL), (size_t)n * X * sizeof(float));
+    memcpy(p, ld_mlp_forward(dec, m->params, &ws, n, z, NULL), (size_t)n * X * sizeof(float));
     ld_mlp_ws_free(&ws);
     double b = 0;
     for (size_t i = 0; i < (size_t)n * X; i++) {

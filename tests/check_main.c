@@ -2,7 +2,10 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define X(fn) Suite *fn(void);
@@ -42,8 +45,28 @@ double tu_max_rel_diff(const float *a, const float *b, size_t n, double floor)
     return worst;
 }
 
+/* Shared with the forked test processes (Check's default), so their skips
+ * reach the runner's count. */
+static atomic_int *g_skipped;
+
+void tu_skip(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "SKIPPED: %s\n", msg);
+    if (g_skipped)
+        atomic_fetch_add(g_skipped, 1);
+}
+
 int main(int argc, char **argv)
 {
+    void *shm = mmap(NULL, sizeof *g_skipped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+    if (shm != MAP_FAILED)
+        g_skipped = shm;
     SRunner *sr = srunner_create(NULL);
     const char *only = argc > 1 ? argv[1] : getenv("LD_SUITE");
 #define X(fn) if (!only || strstr(#fn, only)) srunner_add_suite(sr, fn());
@@ -52,5 +75,7 @@ int main(int argc, char **argv)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    if (g_skipped && atomic_load(g_skipped) > 0)
+        printf("Skipped: %d (see the SKIPPED: lines above)\n", atomic_load(g_skipped));
     return failed == 0 ? 0 : 1;
 }

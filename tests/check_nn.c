@@ -31,6 +31,10 @@
 #include "latentd/rng.h"
 #include "latentd/vae.h"
 
+#include "gan_impl.h" /* test hooks: preset dropout masks, the yield counter */
+#include "mlp_impl.h"
+#include "nn_impl.h"
+
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -644,7 +648,7 @@ typedef struct {
 static double mlp_obj(void *p)
 {
     mlp_ctx_t *t = p;
-    const float *y = ld_mlp_forward(&t->net, t->params, &t->ws, MB, t->x, NULL, t->masks);
+    const float *y = ld_mlp_forward_preset(&t->net, t->params, &t->ws, MB, t->x, NULL, t->masks);
     return dot(t->c, y, t->n_out);
 }
 
@@ -676,7 +680,7 @@ START_TEST(test_mlp_gradients)
     ld_rng_fill_uniform(&r, t.c, t.n_out, -1, 1);
     ld_dropout_mask(&r, 0.3f, nm, t.masks);
 
-    const float *y = ld_mlp_forward(&t.net, t.params, &t.ws, MB, t.x, NULL, t.masks);
+    const float *y = ld_mlp_forward_preset(&t.net, t.params, &t.ws, MB, t.x, NULL, t.masks);
     /* the preset masks were used: the forward equals the layer-by-layer composition */
     float h[MB * 7], h2[MB * 7];
     ld_dense_forward(MB, 6, 7, t.x, t.params + t.net.w_off[0], t.params + t.net.b_off[0], h);
@@ -737,8 +741,8 @@ START_TEST(test_mlp_inference_no_dropout)
     fill_uniform(8, x, 8, -1, 1);
     ld_mlp_ws_t ws;
     ck_assert_int_eq(ld_mlp_ws_init(&ws, &net, 2, 0), LD_OK);
-    memcpy(y1, ld_mlp_forward(&net, p, &ws, 2, x, &r, NULL), sizeof y1);
-    memcpy(y2, ld_mlp_forward(&net, p, &ws, 2, x, &r, NULL), sizeof y2);
+    memcpy(y1, ld_mlp_forward(&net, p, &ws, 2, x, &r), sizeof y1);
+    memcpy(y2, ld_mlp_forward(&net, p, &ws, 2, x, &r), sizeof y2);
     ck_assert(memcmp(y1, y2, sizeof y1) == 0);
     float h[2 * 8];
     ld_dense_forward(2, 4, 8, x, p + net.w_off[0], p + net.b_off[0], h);
@@ -853,7 +857,7 @@ typedef struct {
 static double gan_d_obj(void *p)
 {
     gan_ctx_t *c = p;
-    return ld_gan_step_d(c->m, c->scratch, &c->ws, GB, c->real, c->z, 0.9f, NULL, c->mr, c->mf,
+    return ld_gan_step_d_masks(c->m, c->scratch, &c->ws, GB, c->real, c->z, 0.9f, NULL, c->mr, c->mf,
                          NULL, NULL);
 }
 
@@ -861,7 +865,7 @@ static double gan_g_obj(void *p)
 {
     gan_ctx_t *c = p;
     gan_d_obj(c); /* G's forward on z, as in training */
-    return ld_gan_step_g(c->m, c->scratch, &c->ws, GB, c->loss, NULL, c->mg);
+    return ld_gan_step_g_masks(c->m, c->scratch, &c->ws, GB, c->loss, NULL, c->mg);
 }
 
 static void gan_ctx_init(gan_ctx_t *c, uint64_t seed)
@@ -893,7 +897,7 @@ START_TEST(test_gan_step_d_gradients)
     float *g = calloc(c.m->n_params, sizeof(float));
     ck_assert_ptr_nonnull(g);
     double pr, pf;
-    double l = ld_gan_step_d(c.m, g, &c.ws, GB, c.real, c.z, 0.9f, NULL, c.mr, c.mf, &pr, &pf);
+    double l = ld_gan_step_d_masks(c.m, g, &c.ws, GB, c.real, c.z, 0.9f, NULL, c.mr, c.mf, &pr, &pf);
     ck_assert(isfinite(l) && pr > 0 && pr < 1 && pf > 0 && pf < 1);
     /* only D's range is touched */
     const ld_mlp_t *G = &c.m->nets[LD_GAN_G];
@@ -913,7 +917,7 @@ START_TEST(test_gan_step_g_gradients)
     float *g = calloc(c.m->n_params, sizeof(float));
     ck_assert_ptr_nonnull(g);
     gan_d_obj(&c);
-    double l = ld_gan_step_g(c.m, g, &c.ws, GB, c.loss, NULL, c.mg);
+    double l = ld_gan_step_g_masks(c.m, g, &c.ws, GB, c.loss, NULL, c.mg);
     ck_assert(isfinite(l));
     /* minimax's loss is mean log(1 - D(fake)) < 0; ns's is mean -log D(fake) > 0 */
     ck_assert(c.loss == LD_GAN_LOSS_MINIMAX ? l < 0 : l > 0);

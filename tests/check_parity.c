@@ -28,6 +28,8 @@
 #include "latentd/model.h"
 #include "latentd/vae.h"
 
+#include "gan_impl.h" /* test hook: the dropout masks PyTorch drew */
+
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -359,7 +361,7 @@ START_TEST(test_gan_steps)
         const float *want = fx(ref, 4, "loss.%d", s);
         double p_real, p_fake;
         memset(g + D->off, 0, D->n_params * sizeof(float));
-        double ld = ld_gan_step_d(m, g, &ws, FX_B, real, z, 0.9f, NULL,
+        double ld = ld_gan_step_d_masks(m, g, &ws, FX_B, real, z, 0.9f, NULL,
                                   fx(ref, n_mask, "mask_real.%d", s),
                                   fx(ref, n_mask, "mask_fake.%d", s), &p_real, &p_fake);
         if (s == 0)
@@ -367,7 +369,7 @@ START_TEST(test_gan_steps)
         ld_adam_step(&adam, s + 1, D->n_params, m->params + D->off, g + D->off, am + D->off,
                      av + D->off);
         memset(g + G->off, 0, G->n_params * sizeof(float));
-        double lg = ld_gan_step_g(m, g, &ws, FX_B, LD_GAN_LOSS_NS, NULL,
+        double lg = ld_gan_step_g_masks(m, g, &ws, FX_B, LD_GAN_LOSS_NS, NULL,
                                   fx(ref, n_mask, "mask_g.%d", s));
         if (s == 0)
             compare_block(m, g, NULL, ref, "grad.", "gnorm.", LD_GAN_G);

@@ -650,6 +650,16 @@ typedef struct {
     const char *code, *msg;
 } err_case_t;
 
+/* Send c and check its error answer (r is the caller's to free). */
+static void run_error_case(const err_case_t *c, tu_resp_t *r)
+{
+    opt_t o = {.ctype = c->ctype};
+    char what[256];
+    snprintf(what, sizeof what, "%s %s %s", c->method, c->path, c->body ? c->body : "");
+    call(r, c->method, c->path, c->body, c->body ? strlen(c->body) : 0, &o);
+    expect_error(r, c->status, c->code, c->msg, what);
+}
+
 START_TEST(test_error_classes)
 {
     static const err_case_t cases[] = {
@@ -704,14 +714,11 @@ START_TEST(test_error_classes)
     for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
         const err_case_t *c = &cases[i];
         tu_resp_t r;
-        opt_t o = {.ctype = c->ctype};
-        char what[256];
-        snprintf(what, sizeof what, "%s %s %s", c->method, c->path, c->body ? c->body : "");
-        call(&r, c->method, c->path, c->body, c->body ? strlen(c->body) : 0, &o);
-        expect_error(&r, c->status, c->code, c->msg, what);
+        run_error_case(c, &r);
         if (c->status == 405) {
             char allow[128];
-            ck_assert_msg(tu_hdr(&r, "Allow", allow, sizeof allow) != NULL, "%s: no Allow", what);
+            ck_assert_msg(tu_hdr(&r, "Allow", allow, sizeof allow) != NULL, "%s %s: no Allow",
+                          c->method, c->path);
         }
         tu_resp_free(&r);
     }
@@ -727,6 +734,246 @@ START_TEST(test_error_classes)
     expect_error(&r, 422, "invalid_value", "images[0][17]", "pixel out of range");
     tu_resp_free(&r);
     ld_buf_free(&b);
+}
+END_TEST
+
+/* .npy bytes of x with shape (ndim) and a header dict of our choosing (dict
+ * NULL: numpy's own for '<f4'). */
+static uint8_t *npy_bytes(const float *x, int ndim, const int64_t *shape, const char *dict,
+                          size_t *len)
+{
+    uint8_t *out = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_npy_encode(x, ndim, shape, &out, len, &e) == LD_OK, "%s", e.msg);
+    if (dict) { /* same header length: pad the new dict with spaces */
+        size_t hl = (size_t)out[8] | (size_t)out[9] << 8;
+        ck_assert_uint_lt(strlen(dict), hl);
+        memset(out + 10, ' ', hl - 1);
+        memcpy(out + 10, dict, strlen(dict));
+    }
+    return out;
+}
+
+static long post_npy(tu_resp_t *r, const char *path, const void *body, size_t len)
+{
+    opt_t o = {.ctype = "application/x-npy"};
+    return call(r, "POST", path, body, len, &o);
+}
+
+/* decode, encode and reconstruct take application/x-npy bodies: the same
+ * rows give the same bytes as JSON, options come from the query string, and
+ * every malformed body gets a clear 4xx. */
+START_TEST(test_npy_request_bodies)
+{
+    /* latents (3, 20) from a seeded sample, and the JSON decode of them */
+    tu_resp_t s, js;
+    ck_assert_int_eq(post(&s, "/v1/models/vae/sample", "{\"n\":3,\"seed\":8}"), 200);
+    float *z = jmatrix(tu_jget(s.json, "z"), 3, 20);
+    ld_buf_t body = {0};
+    ld_buf_puts(&body, "{\"format\":\"npy\",\"z\":");
+    ld_buf_json_matrix(&body, z, 3, 20);
+    ld_buf_putc(&body, '}');
+    ck_assert_int_eq(post(&js, "/v1/models/vae/decode", body.data), 200);
+    ld_buf_free(&body);
+
+    /* npy in, npy out (the default for an npy body): the same bytes */
+    size_t len;
+    int64_t zshape[2] = {3, 20};
+    uint8_t *zn = npy_bytes(z, 2, zshape, NULL, &len);
+    tu_resp_t r;
+    ck_assert_int_eq(post_npy(&r, "/v1/models/vae/decode", zn, len), 200);
+    char ct[128];
+    ck_assert_str_eq(tu_hdr(&r, "Content-Type", ct, sizeof ct), "application/octet-stream");
+    ck_assert_msg(r.body.len == js.body.len && memcmp(r.body.data, js.body.data, r.body.len) == 0,
+                  "npy-in decode differs from JSON-in decode (%zu vs %zu bytes)", r.body.len,
+                  js.body.len);
+    tu_resp_free(&r);
+    /* options in the query string: a PNG strip */
+    ck_assert_int_eq(post_npy(&r, "/v1/models/vae/decode?format=png&cols=3&pad=0", zn, len), 200);
+    ck_assert_str_eq(tu_hdr(&r, "Content-Type", ct, sizeof ct), "image/png");
+    float *g = NULL;
+    int h = 0, w = 0;
+    ld_err_t e;
+    ck_assert(ld_png_decode(r.body.data, r.body.len, 1 << 20, &g, &h, &w, &e) == LD_OK);
+    ck_assert(w == 84 && h == 28);
+    free(g);
+    tu_resp_free(&r);
+
+    /* the decoded images back through encode and reconstruct, as (n, 28, 28) */
+    float *x = NULL;
+    int nd;
+    int64_t sh[4];
+    ck_assert(ld_npy_decode(js.body.data, js.body.len, &x, &nd, sh, &e) == LD_OK);
+    ck_assert(nd == 3 && sh[0] == 3);
+    int64_t xshape[3] = {3, 28, 28}, flat[2] = {3, 784};
+    size_t xlen, flen;
+    uint8_t *xn = npy_bytes(x, 3, xshape, NULL, &xlen);
+    uint8_t *xf = npy_bytes(x, 2, flat, NULL, &flen);
+    ld_buf_t jb = {0};
+    ld_buf_puts(&jb, "{\"images\":");
+    ld_buf_json_matrix(&jb, x, 3, 784);
+    ld_buf_putc(&jb, '}');
+    tu_resp_t je, ne, nf;
+    ck_assert_int_eq(post(&je, "/v1/models/vae/encode", jb.data), 200);
+    ck_assert_int_eq(post_npy(&ne, "/v1/models/vae/encode?format=json", xn, xlen), 200);
+    ck_assert_int_eq(post_npy(&nf, "/v1/models/vae/encode", xf, flen), 200);
+    ck_assert_msg(ne.body.len == je.body.len && memcmp(ne.body.data, je.body.data, je.body.len) == 0,
+                  "encode: npy body answers differently from the JSON body");
+    float *mu = jmatrix(tu_jget(je.json, "mu"), 3, 20), *lv = jmatrix(tu_jget(je.json, "logvar"), 3, 20);
+    float *both = NULL;
+    ck_assert(ld_npy_decode(nf.body.data, nf.body.len, &both, &nd, sh, &e) == LD_OK);
+    ck_assert(nd == 3 && sh[0] == 2 && sh[1] == 3 && sh[2] == 20);
+    for (int i = 0; i < 60; i++)
+        ck_assert_msg(both[i] == mu[i] && both[60 + i] == lv[i], "encode npy[%d]", i);
+    free(both);
+    free(mu);
+    free(lv);
+    tu_resp_free(&je);
+    tu_resp_free(&ne);
+    tu_resp_free(&nf);
+    ld_buf_free(&jb);
+    tu_resp_t jr, nr;
+    ck_assert_int_eq(post(&jr, "/v1/models/vae/reconstruct",
+                          "{\"format\":\"npy\",\"images\":[[0.5]]}"), 422); /* wrong length */
+    tu_resp_free(&jr);
+    ld_buf_puts(&jb, "{\"format\":\"npy\",\"images\":");
+    ld_buf_json_matrix(&jb, x, 3, 784);
+    ld_buf_putc(&jb, '}');
+    ck_assert_int_eq(post(&jr, "/v1/models/vae/reconstruct", jb.data), 200);
+    ck_assert_int_eq(post_npy(&nr, "/v1/models/vae/reconstruct", xn, xlen), 200);
+    ck_assert_msg(nr.body.len == jr.body.len && memcmp(nr.body.data, jr.body.data, jr.body.len) == 0,
+                  "reconstruct: npy body answers differently from the JSON body");
+    tu_resp_free(&jr);
+    tu_resp_free(&nr);
+    ld_buf_free(&jb);
+
+    /* what must be refused, and how */
+    float nan_z[20] = {0};
+    nan_z[7] = NAN;
+    float bad_px[784] = {0};
+    bad_px[5] = 2.0f;
+    int64_t one[2] = {1, 20}, wide[2] = {1, 21}, three[3] = {1, 4, 5}, vec[1] = {20},
+            zero[2] = {0, 20}, many[2] = {65, 20}, img1[2] = {1, 784};
+    float *big = calloc(65 * 20, sizeof *big);
+    static const char f8[] = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 20), }",
+                      be[] = "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 20), }",
+                      fo[] = "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 20), }",
+                      nofo[] = "{'descr': '<f4', 'shape': (1, 20), }",
+                      two[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 20), }";
+    const struct {
+        const char *path;
+        const float *x;
+        int ndim;
+        const int64_t *shape;
+        const char *dict;
+        long status;
+        const char *code, *msg;
+    } bad[] = {
+        {"/v1/models/vae/decode", nan_z, 2, one, NULL, 422, "invalid_value", "z[0][7] is not finite"},
+        {"/v1/models/vae/decode", big, 2, wide, NULL, 422, "invalid_value", "shape (1, 21); expected (n, 20)"},
+        {"/v1/models/vae/decode", z, 3, three, NULL, 422, "invalid_value", "shape (1, 4, 5)"},
+        {"/v1/models/vae/decode", z, 1, vec, NULL, 422, "invalid_value", "shape (20,)"},
+        {"/v1/models/vae/decode", z, 2, zero, NULL, 422, "invalid_value", "0 rows"},
+        {"/v1/models/vae/decode", big, 2, many, NULL, 422, "invalid_value", "65 rows"},
+        {"/v1/models/vae/decode", z, 2, one, f8, 422, "invalid_value", "dtype '<f8'"},
+        {"/v1/models/vae/decode", z, 2, one, be, 422, "invalid_value", "dtype '>f4'"},
+        {"/v1/models/vae/decode", z, 2, one, fo, 422, "invalid_value", "fortran_order"},
+        {"/v1/models/vae/decode", z, 2, one, nofo, 400, "invalid_npy", "header"},
+        {"/v1/models/vae/decode", z, 2, one, two, 400, "invalid_npy", "expected 160 bytes"},
+        {"/v1/models/vae/decode?format=gif", z, 2, one, NULL, 422, "invalid_value", "format"},
+        {"/v1/models/vae/decode?z=1", z, 2, one, NULL, 400, "invalid_field", "unknown query parameter 'z'"},
+        {"/v1/models/vae/decode?cols=2&cols=3", z, 2, one, NULL, 400, "invalid_field", "twice"},
+        {"/v1/models/vae/decode?cols=02", z, 2, one, NULL, 400, "invalid_field", "cols"},
+        {"/v1/models/vae/encode", bad_px, 2, img1, NULL, 422, "invalid_value", "images[0][5] = 2 is outside [0, 1]"},
+        {"/v1/models/vae/encode", z, 2, one, NULL, 422, "invalid_value", "expected (n, 784) or (n, 28, 28)"},
+        {"/v1/models/gan/encode", bad_px, 2, img1, NULL, 422, "no_encoder", "GAN"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(bad); i++) {
+        char what[160];
+        snprintf(what, sizeof what, "npy case %zu: %s", i, bad[i].path);
+        size_t blen;
+        uint8_t *bb = npy_bytes(bad[i].x, bad[i].ndim, bad[i].shape, bad[i].dict, &blen);
+        post_npy(&r, bad[i].path, bb, blen);
+        expect_error(&r, bad[i].status, bad[i].code, bad[i].msg, what);
+        tu_resp_free(&r);
+        free(bb);
+    }
+    /* not an npy file at all, and an npy body where none is taken */
+    post_npy(&r, "/v1/models/vae/decode", "{\"z\":[[0]]}", 10);
+    expect_error(&r, 400, "invalid_npy", "magic", "JSON sent as npy");
+    tu_resp_free(&r);
+    post_npy(&r, "/v1/models/vae/sample", zn, len);
+    expect_error(&r, 415, "unsupported_media_type", "application/json", "npy to sample");
+    tu_resp_free(&r);
+    free(big);
+    free(zn);
+    free(xn);
+    free(xf);
+    free(x);
+    free(z);
+    tu_resp_free(&s);
+    tu_resp_free(&js);
+}
+END_TEST
+
+/* One rule set for arguments, wherever they come from (issue 18 items 5 and
+ * 8): NUL inside a string is refused by name, never truncated; numbers
+ * follow JSON's grammar in bodies and query strings alike; a name given
+ * twice is refused in both; a blank body is no body; a route refuses query
+ * parameters it does not take; seeds have one range and one message. */
+START_TEST(test_argument_rules)
+{
+    static const err_case_t cases[] = {
+        {"POST", "/v1/models/vae/sample", NULL, "{\"format\":\"png\\u0000x\"}", 422, "invalid_value", "format contains a NUL character"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\\u0000\":1}", 422, "invalid_value", "field name contains a NUL"},
+        {"POST", "/v1/models/vae/encode", NULL, "{\"png\":[\"aGVsbG8=\\u0000\"]}", 422, "invalid_value", "png[0] contains a NUL"},
+        {"POST", "/v1/models/vae/interpolate", NULL, "{\"from\":{\"png\":\"a\\u0000\"},\"to\":{\"seed\":1}}", 422, "invalid_value", "png contains a NUL"},
+        /* an escaped backslash before u0000 is text, not NUL */
+        {"POST", "/v1/models/vae/sample", NULL, "{\"format\":\"\\\\u0000\"}", 422, "invalid_value", "got '\\u0000'"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":01}", 400, "invalid_json", "at byte 5"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"n\":-0}", 422, "invalid_value", "n = -0 is out of range"},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"temperature\":1.}", 400, "invalid_json", NULL},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"temperature\":.5}", 400, "invalid_json", NULL},
+        {"POST", "/v1/models/vae/decode", NULL, "{\"z\":[[00.5]]}", 400, "invalid_json", NULL},
+        {"POST", "/v1/models/vae/sample", NULL, "{\"seed\":9007199254740992}", 422, "invalid_value", "seed = 9007199254740992 is out of range [0, 9007199254740991]"},
+        {"GET", "/v1/models/vae/sample.png?seed=9007199254740992", NULL, NULL, 422, "invalid_value", "seed = 9007199254740992 is out of range [0, 9007199254740991]"},
+        {"GET", "/v1/models/vae/sample.png?n=4&n=5", NULL, NULL, 400, "invalid_field", "query parameter 'n' is given twice"},
+        {"GET", "/v1/models/vae/sample.png?temperature=0x10", NULL, NULL, 400, "invalid_field", "temperature must be a number"},
+        {"GET", "/v1/models/vae/sample.png?n=01", NULL, NULL, 400, "invalid_field", "n must be an integer"},
+        {"GET", "/v1/models/vae/sample.png?n=%2B4", NULL, NULL, 400, "invalid_field", "n must be an integer"},
+        {"GET", "/v1/models/vae/sample.png?n=%204", NULL, NULL, 400, "invalid_field", "n must be an integer"},
+        {"GET", "/v1/models/vae/sample.png?temperature=nan", NULL, NULL, 400, "invalid_field", "temperature must be a number"},
+        {"GET", "/v1/models/vae/sample.png?temperature=1e999", NULL, NULL, 422, "invalid_value", "finite"},
+        {"GET", "/v1/models/vae/sample.png?n", NULL, NULL, 400, "invalid_field", "has no value"},
+        {"GET", "/v1/models/vae/sample.png?n=", NULL, NULL, 400, "invalid_field", "has no value"},
+        {"POST", "/v1/models/vae/sample?n=4", NULL, "{}", 400, "invalid_field", "unknown query parameter 'n'"},
+        {"POST", "/v1/models/vae/decode?format=png", NULL, "{\"z\":[0]}", 400, "invalid_field", "unknown query parameter 'format'"},
+        {"GET", "/v1/models?limit=1", NULL, NULL, 400, "invalid_field", "unknown query parameter 'limit'"},
+        {"GET", "/v1/models/vae?x=1", NULL, NULL, 400, "invalid_field", "unknown query parameter 'x'"},
+        {"POST", "/v1/models/vae/decode", NULL, " \r\n\t", 400, "invalid_field", "z is required"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        tu_resp_t r;
+        run_error_case(&cases[i], &r);
+        tu_resp_free(&r);
+    }
+    /* what is fine: a blank body is the empty one, integers may be written
+     * 4.0 or 1e3, and a NUL-free PUT works while one with NUL is refused */
+    tu_resp_t r;
+    ck_assert_int_eq(post(&r, "/v1/models/tvae/sample", " \n"), 200);
+    ck_assert_int_eq(cJSON_GetArrayItem(tu_jget(r.json, "shape"), 0)->valueint, 1);
+    tu_resp_free(&r);
+    ck_assert_int_eq(get(&r, "/v1/models/tvae/sample.png?n=4.0&seed=1e3"), 200);
+    char sv[32];
+    ck_assert_str_eq(tu_hdr(&r, "X-Latentd-Seed", sv, sizeof sv), "1000");
+    tu_resp_free(&r);
+    opt_t adm = {.token = ADMIN};
+    static const char nul_file[] = "{\"file\":\"tvae.safetensors\\u0000.txt\"}";
+    call(&r, "PUT", "/v1/models/nulcheck", nul_file, strlen(nul_file), &adm);
+    expect_error(&r, 422, "invalid_value", "file contains a NUL character", "PUT with NUL");
+    tu_resp_free(&r);
+    ck_assert_int_eq(get(&r, "/v1/models/nulcheck"), 404);
+    tu_resp_free(&r);
 }
 END_TEST
 
@@ -1124,8 +1371,10 @@ END_TEST
 START_TEST(test_memory_budget)
 {
     /* the shared daemon holds both default models (plus small ones) */
-    if (strstr(LD_BIN, "asan"))
-        return; /* sanitizer shadow memory makes RSS meaningless */
+    if (tu_under_asan()) {
+        tu_skip("serve memory budget: sanitizer shadow memory makes RSS meaningless");
+        return;
+    }
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/status", (int)D.pid);
     char *st = tu_read_text(path);
@@ -1394,6 +1643,8 @@ Suite *suite_serve(void)
     tcase_add_test(api, test_encode_decode_reconstruct);
     tcase_add_test(api, test_interpolate);
     tcase_add_test(api, test_error_classes);
+    tcase_add_test(api, test_npy_request_bodies);
+    tcase_add_test(api, test_argument_rules);
     tcase_add_test(api, test_body_caps);
     tcase_add_test(api, test_overload_503);
     tcase_add_test(api, test_auth);

@@ -21,5 +21,9 @@ char *tu_mkdtemp(void);
 void tu_rmrf(const char *path);
 /* Max |a-b| / max(|b|, floor) over n values. */
 double tu_max_rel_diff(const float *a, const float *b, size_t n, double floor);
+/* A test (or a part of one) that cannot run here: prints "SKIPPED: <reason>"
+ * to stderr and counts it; the runner prints the count at the end, so a skip
+ * is never silent.  Call it, then return (or go on with the rest). */
+void tu_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -16,10 +16,16 @@
  *   POST   /v1/models/{name}/interpolate    inference token
  * (README.md documents every body and response with a curl example.)
  *
- * Inference runs on the calling HTTP thread with a model reference held for
- * the request; scratch memory is per request.  Same inputs and seed give
- * byte-identical bodies.  Every number written is finite: a model output
- * that is not is answered 422 instead.
+ * Arguments come from the JSON body, or, for an application/x-npy body
+ * (decode, encode, reconstruct), from the query string, under one rule set
+ * (jsonarg.h); docs/serve.md tables every field.  A handler holds a model
+ * reference for its request.  Decoding goes to the model's batcher
+ * (batch.h): its decoder thread, fed through a mutex-guarded queue, owns the
+ * decode scratch, and the request's connection is suspended until its rows
+ * are written (ld_req_await).  Encoding runs on the HTTP thread with scratch
+ * allocated per call.  Same inputs and seed give byte-identical bodies.
+ * Every number written is finite: a model output that is not is answered
+ * 422 instead.
  */
 #ifndef LATENTD_API_H
 #define LATENTD_API_H

@@ -2,11 +2,9 @@
  * cJSON parse trees built in one.
  *
  * A request's parse tree is one node per JSON value and one string per key:
- * for a `decode` body of 100 numbers that is over 200 malloc/free pairs,
- * about a tenth of the daemon's CPU time for such a request (glibc's free
- * also stops to consolidate its fast bins when the response buffer is freed
- * next to them).  Parsed into an arena it is one allocation, dropped with
- * ld_arena_free.
+ * one malloc/free pair each when cJSON allocates them.  Parsed into an arena
+ * it is one allocation, sized from the body and dropped with ld_arena_free
+ * (docs/benchmarks.md has what that was measured to save).
  *
  * Ownership: the arena owns every block it hands out; ld_arena_free gives
  * them all back (pointers into them die with it).  A tree from
@@ -45,8 +43,21 @@ void *ld_arena_alloc(ld_arena_t *a, size_t n);
 void ld_arena_free(ld_arena_t *a);
 
 /* cJSON_ParseWithLengthOpts(text, len, end, 0) with every node and string
- * of the tree allocated in a (see above: never cJSON_Delete it).  NULL on a
- * syntax error, *end then pointing at it, or when out of memory. */
+ * of the tree allocated in a (see above: never cJSON_Delete it), held to
+ * JSON's grammar where cJSON is lenient, and without NUL in any string:
+ *  - a number JSON refuses but cJSON reads (01, -01, 1., 1.e5) is a syntax
+ *    error, *end pointing at it;
+ *  - the escape \u0000 inside a string becomes the six bytes C0 80 C0 80
+ *    C0 80 (an overlong NUL, three times: as long as the escape, so offsets
+ *    stay those of text): cJSON would end the C string there, and a value
+ *    such as "x.safetensors\u0000.txt" would read as "x.safetensors".  Any
+ *    check of the string now fails; src/jsonarg.c refuses it by name (422);
+ *  - text that is only white space is an empty object, as no body at all.
+ * NULL on a syntax error, *end then pointing at it, or when out of memory. */
 cJSON *ld_arena_parse_json(ld_arena_t *a, const char *text, size_t len, const char **end);
+
+/* Length of the JSON number (RFC 8259 grammar) at the start of s[0..n), or 0
+ * if s does not start with one.  The caller checks what follows it. */
+size_t ld_json_number_len(const char *s, size_t n);
 
 #endif

@@ -13,32 +13,24 @@
  * to float rounding (about 1e-6), not bit for bit: OpenBLAS itself changes
  * its summation order with the number of rows.
  *
- * Batching.  A request's rows join a queue.  If no pass is running, the caller
- * becomes the leader: it takes the queued requests (whole, up to max_rows rows
- * in total, or one larger request alone), decodes them in one pass, hands each
- * request its rows and wakes it; then, if more requests queued meanwhile, it
- * wakes the oldest of them to lead the next pass and returns.  Nobody waits
- * for a batch to fill: a lone request starts at once; requests arriving while
- * a pass runs share the next one.  This turns concurrent one-row requests
- * (GEMVs, bound by reading the weights) into a few-row pass (the weights are
- * read once), which is where a GAN's throughput comes from.
- *
- * Asynchronous requests (ld_batch_submit) queue the same way but do not wait:
- * a pass completes them through a callback.  When the lead is to pass to one
- * of them, the batcher's own decoder thread (started on first need) takes it
- * and leads until the queue is empty.  So an HTTP thread never sleeps while
- * its other connections have requests to read, and a pass can gather the
- * requests of every connection, not one per HTTP thread.  Under load (the
- * caller says other requests are in flight) the decoder thread also starts
- * the passes of an idle batcher: an HTTP thread then never decodes at all,
- * and passes hold about twice the rows (18 against 10 for a GAN at 64
- * connections) instead of a one-row pass in front of every few.
+ * Batching.  Each batcher has one decoder thread (started by the first
+ * request, so that it runs with a serving thread's scheduling) and one
+ * queue.  A request joins the queue; the decoder thread takes the
+ * requests queued so far (whole, up to max_rows rows in total, or one larger
+ * request alone), decodes them in one pass and completes each.  Nobody waits
+ * for a batch to fill: a lone request starts at once; requests arriving
+ * while a pass runs share the next one.  So concurrent one-row requests
+ * (GEMVs, bound by reading the weights) become a few-row pass that reads
+ * the weights once.  What goes into a pass depends only on the queue, never
+ * on the callers' state (the HTTP server's load, for instance).
  *
  * Thread-safety: every function but _new and _free may be called from any
  * number of threads at once; _free joins the decoder thread and needs every
- * request finished.  One lock per batcher (mu), held only to queue, to take
- * a batch and to pass the lead on; never while decoding.  A waiting request
- * sleeps on a futex of its own and is woken without the lock.
+ * request finished.  One lock per batcher (mu), held only to queue and to
+ * take a batch, never while decoding.  The decoder's scratch memory belongs
+ * to the decoder thread alone (one per served model), so a pass needs no
+ * lock.  A blocking caller sleeps on a futex of its own and is woken
+ * without the lock.
  */
 #ifndef LATENTD_BATCH_H
 #define LATENTD_BATCH_H
@@ -57,7 +49,7 @@ typedef struct ld_batch ld_batch_t;
 
 typedef struct {
     uint64_t batches;      /* passes run (a request larger than the cap is one batch) */
-    uint64_t requests;     /* ld_batch_decode calls served */
+    uint64_t requests;     /* requests served (ld_batch_decode and ld_batch_submit) */
     uint64_t rows;         /* rows decoded */
     uint64_t shared;       /* batches that served two or more requests */
     int max_requests;      /* most requests served by one batch */
@@ -68,40 +60,34 @@ typedef struct {
     const char *kernel;  /* NULL: the best the CPU has; "avx512", "avx2" or "scalar" (tests) */
 } ld_batch_opts_t;
 
-/* A batcher for m's decoder (VAE) or generator (GAN); m's weights are copied,
- * m is not kept.  o may be NULL (defaults).  *out owned by the caller
- * (ld_batch_free).  Errors: LD_EUNSUPPORTED for a classifier or a kernel the
- * CPU lacks, LD_ENOMEM. */
+/* A batcher for m's decoder (VAE) or generator (GAN); m's weights are
+ * copied, m is not kept.  o may be NULL (defaults).  *out owned by the
+ * caller (ld_batch_free).  Errors: LD_EUNSUPPORTED for a classifier or a
+ * kernel the CPU lacks, LD_ENOMEM. */
 int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out,
                  ld_err_t *err);
-/* Free b; no call may be running on it.  NULL is fine. */
+/* Stop b's decoder thread (after the queue is empty) and free b; no call
+ * may be running on it.  NULL is fine. */
 void ld_batch_free(ld_batch_t *b);
 
 /* z (n, z_dim) -> x (n, x_dim), with the output activation applied (images
- * in [0,1]), exactly as ld_model_decode up to float rounding.  Blocks until
- * the rows are decoded, possibly by another thread's pass.  z and x are the
- * caller's and are only touched before this returns.  Errors: LD_EINVAL
- * (n < 0 or NULL pointers with n > 0). */
+ * in [0,1]), exactly as ld_model_decode up to float rounding.  Queues the
+ * rows and sleeps until the decoder thread has written them.  z and x are
+ * the caller's and are only touched before this returns.  Errors: LD_EINVAL
+ * (n < 0 or NULL pointers with n > 0), LD_ENOMEM (no decoder thread). */
 int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err);
 
-/* Called once when an asynchronous request's rows are written, on the thread
- * that ran the pass (another request's thread or the decoder thread); it
- * must be quick and must not call into the batcher. */
+/* Called once when a submitted request's rows are written, on the decoder
+ * thread; it must be quick and must not call into the batcher. */
 typedef void (*ld_batch_done_fn)(void *arg);
 
 /* The asynchronous form of ld_batch_decode, for callers that have other work
- * (an HTTP thread with more connections).  If no pass is running and others
- * is 0, the rows are decoded at once on this thread and *queued = 0 (done is
- * not called).  Otherwise the request joins the queue, *queued = 1 and this
- * returns at once: a later pass (led by a waiting caller or by the batcher's
- * decoder thread) writes x and calls done(arg), possibly before this returns.
- * others: requests the caller knows to be in flight besides this one (an
- * HTTP server's count); when > 0 an idle batcher leaves the pass to its
- * decoder thread too, so that they can join the pass rather than wait behind
- * a one-row one, and the caller's thread is free to read them.  z and x must
- * stay valid until done.  Errors (nothing queued): LD_EINVAL, LD_ENOMEM. */
-int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, int others,
-                    ld_batch_done_fn done, void *arg, int *queued, ld_err_t *err);
+ * (an HTTP thread with more connections): queues the n >= 1 rows and returns
+ * at once; the decoder thread writes x and calls done(arg), possibly before
+ * this returns.  z and x must stay valid until done.  Errors (nothing
+ * queued, done not called): LD_EINVAL, LD_ENOMEM. */
+int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
+                    void *arg, ld_err_t *err);
 
 /* Counters since ld_batch_new (a consistent snapshot). */
 void ld_batch_stats(ld_batch_t *b, ld_batch_stats_t *st);

@@ -42,8 +42,9 @@ void ld_buf_json_str(ld_buf_t *b, const char *s);
  * JSON has no NaN). */
 void ld_buf_json_float(ld_buf_t *b, float v);
 /* v in decimal into out (at least 21 bytes), NUL-terminated; returns the
- * length.  printf's "%llu" without printf (which is slow in this process:
- * see ld_log_access). */
+ * length.  printf's "%llu" without printf: once libquadmath (loaded with
+ * OpenBLAS) registers a printf type, glibc sends every printf in the
+ * process down its slow positional path. */
 int ld_fmt_u64(char *out, unsigned long long v);
 /* The same for a signed value ("%lld"; at least 22 bytes). */
 int ld_fmt_i64(char *out, long long v);

@@ -30,18 +30,17 @@ int ld_gan_ws_init(ld_gan_ws_t *ws, const ld_model_t *m, int B);
 void ld_gan_ws_free(ld_gan_ws_t *ws);
 
 /* G forward on z (b, Z), then D's loss on real (b, X) and on the fake; grads
- * (D's range) += d loss_D / d params_D.  Dropout masks come from rng, or from
- * masks_real / masks_fake when not NULL (parity tests).  Returns loss_D; mean
- * D(real) and D(fake) probabilities go to *p_real, *p_fake when not NULL. */
+ * (D's range) += d loss_D / d params_D.  Dropout masks come from rng (tests
+ * preset them: src/gan_impl.h).  Returns loss_D; mean D(real) and D(fake)
+ * probabilities go to *p_real, *p_fake when not NULL. */
 double ld_gan_step_d(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
                      const float *real, const float *z, float real_label, ld_rng_t *rng,
-                     const float *masks_real, const float *masks_fake, double *p_real,
-                     double *p_fake);
+                     double *p_real, double *p_fake);
 
 /* After ld_gan_step_d (and D's update): D forward on the same fake, grads
  * (G's range) += d loss_G / d params_G (D's range is dirtied; zero it before
  * the next D step).  Returns loss_G. */
 double ld_gan_step_g(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
-                     ld_gan_loss_t loss, ld_rng_t *rng, const float *masks);
+                     ld_gan_loss_t loss, ld_rng_t *rng);
 
 #endif

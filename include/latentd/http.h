@@ -23,6 +23,7 @@
  *   auth class of the route      -> 401 (+ WWW-Authenticate: Bearer) / 403
  *   Content-Length > cap         -> 413 payload_too_large (before reading the body)
  *   Content-Type for JSON routes -> 415 unsupported_media_type
+ *     (application/x-npy is also taken on LD_ROUTE_NPY routes: not parsed)
  *   body memory budget           -> 503 overloaded (+ Retry-After)
  *   accumulated body > cap       -> 413
  *   JSON parse (by length, object at top level, nothing after it) -> 400
@@ -62,6 +63,8 @@ typedef enum {
 enum {
     LD_ROUTE_JSON = 1u << 0,          /* body must be a JSON object (415/400 otherwise) */
     LD_ROUTE_JSON_OPTIONAL = 1u << 1, /* like LD_ROUTE_JSON, but an empty body is fine */
+    LD_ROUTE_NPY = 1u << 3,           /* also an application/x-npy body, kept unparsed
+                                         (ld_req_json NULL, ld_req_body has it) */
 };
 
 /* A handler answers with exactly one ld_req_reply_* call (no reply = 500,

@@ -27,7 +27,7 @@ int ld_png_decode_file(const char *path, size_t max_pixels, float **x, int *h, i
 /* A NumPy v1.0 .npy file: '<f4', C order, the given shape (ndim <= 4). */
 int ld_npy_encode(const float *x, int ndim, const int64_t *shape, uint8_t **out, size_t *len,
                   ld_err_t *err);
-/* Parse a .npy of '<f4' (for tests and tools): *x malloc'd, shape filled. */
+/* Parse a .npy of '<f4' (request bodies, tests, tools): *x malloc'd, shape filled. */
 int ld_npy_decode(const void *buf, size_t len, float **x, int *ndim, int64_t shape[4],
                   ld_err_t *err);
 

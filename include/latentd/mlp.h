@@ -55,11 +55,10 @@ int ld_mlp_ws_init(ld_mlp_ws_t *ws, const ld_mlp_t *net, int B, int training);
 void ld_mlp_ws_free(ld_mlp_ws_t *ws);
 
 /* x (b, size[0]) -> returns y (b, size[n_layers]) (points into ws).
- * Dropout only if ws->training and net->dropout > 0: masks drawn from rng, or,
- * when preset != NULL, copied from it (layout: per hidden layer i, (b, size[i+1]),
- * concatenated — for parity tests). b <= ws->B. */
+ * Dropout only if ws->training and net->dropout > 0, with masks drawn from
+ * rng (tests preset them: src/mlp_impl.h). b <= ws->B. */
 const float *ld_mlp_forward(const ld_mlp_t *net, const float *params, ld_mlp_ws_t *ws, int b,
-                            const float *x, ld_rng_t *rng, const float *preset);
+                            const float *x, ld_rng_t *rng);
 /* dout (b, size[n_layers]) = dLoss/d(output) -> grads += dLoss/dparams (same
  * layout as params), dx (b, size[0]) = dLoss/dx if dx != NULL.
  * Uses the activations of the last forward on ws. */

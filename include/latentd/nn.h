@@ -20,7 +20,8 @@
 /* Tell OpenBLAS how many threads it may use (call once at start). */
 void ld_blas_threads(int n);
 /* OpenBLAS 0.3.21 does not know CPUs newer than its release and falls back to
- * its SSE3 "Prescott" kernels, 2x slower here.  When that happened, the CPU
+ * its SSE3 "Prescott" kernels, much slower on AVX2/AVX-512 CPUs (figures:
+ * docs/benchmarks.md).  When that happened, the CPU
  * has AVX-512 (or AVX2+FMA) and the user did not set OPENBLAS_CORETYPE, set it
  * to SkylakeX (or Haswell) and re-exec /proc/self/exe with argv: the variable
  * is read only when the library loads.  Returns only if no re-exec happened.
@@ -33,18 +34,16 @@ const char *ld_blas_core(void);
  * A training job's threads run under SCHED_IDLE (jobs.h) so that serving
  * threads take their CPU when they wake.  Linux does not always preempt
  * them: a serving thread that the load balancer moves onto a CPU running a
- * SCHED_IDLE thread can wait there until the next scheduler tick (measured:
- * 4 ms, HZ=250, Linux 6.18).  So the long loops of training (each GEMM of a
+ * SCHED_IDLE thread can wait there until the next scheduler tick (its
+ * length depends on the kernel's HZ; docs/jobs.md).  So the long loops of training (each GEMM of a
  * dense layer, Adam in slices) pass through this point, which calls
  * sched_yield() on a background thread (SCHED_IDLE, or a positive nice
  * value: the jobs engine's fallback) and returns at once on any other, such
  * as the `latentd train` command line or a serving thread.  The thread's
  * policy is read on its first call and kept: set it before training starts.
- * Cost on a background thread: one system call (well under a microsecond)
- * every few hundred microseconds of work. */
+ * Cost on a background thread: one system call per pass through a long
+ * loop, not per element. */
 void ld_yield_point(void);
-/* sched_yield() calls this thread has made in ld_yield_point (tests). */
-unsigned long ld_yield_points_taken(void);
 
 /* ---- activations ---- */
 typedef enum {

@@ -24,9 +24,9 @@ uint32_t ld_rng_below(ld_rng_t *r, uint32_t n);
  * Training's noise: its stream is what `make models` reproduces. */
 void ld_rng_fill_normal(ld_rng_t *r, float *x, size_t n, float mean, float std);
 /* The same distribution by the ziggurat method: one 64-bit draw and no log,
- * sin or cos for about 98.8% of values (4x faster: 4.7 against 20.6 ns a value).  A different stream from
- * ld_rng_fill_normal's for the same seed.  Latents drawn for sampling
- * (ld_model_draw_z), where it was a twentieth of a GAN request's time. */
+ * sin or cos for about 98.8% of values, so cheaper than Box-Muller (figures:
+ * docs/benchmarks.md).  A different stream from ld_rng_fill_normal's for the
+ * same seed.  Used for the latents drawn for sampling (ld_model_draw_z). */
 void ld_rng_fill_normal_fast(ld_rng_t *r, float *x, size_t n, float mean, float std);
 /* x[0..n) ~ U[lo, hi). */
 void ld_rng_fill_uniform(ld_rng_t *r, float *x, size_t n, float lo, float hi);
