@@ -9,6 +9,7 @@
 #include "latentd/jsonarg.h"
 #include "latentd/log.h"
 #include "latentd/model.h"
+#include "latentd/v2.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -22,6 +23,7 @@
 #define MAX_PNG_INPUT_BYTES (4u << 20)
 
 struct ld_api {
+    ld_api_opts_t opts; /* for the /v2 routes */
     ld_registry_t *reg;
     ld_metrics_t *metrics;
     ld_http_t *http;
@@ -1008,9 +1010,11 @@ int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err)
     ld_api_t *api = calloc(1, sizeof *api);
     if (!api)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
+    api->opts = *opts;
     api->reg = opts->registry;
     api->metrics = opts->metrics;
     api->max_samples = opts->max_samples > 0 ? opts->max_samples : 1;
+    api->opts.max_samples = api->max_samples;
     *out = api;
     return LD_OK;
 }
@@ -1043,5 +1047,5 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         if (rc != LD_OK)
             return rc;
     }
-    return LD_OK;
+    return ld_v2_register(h, &api->opts, err);
 }
