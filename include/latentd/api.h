@@ -15,6 +15,7 @@
  *   POST   /v1/models/{name}/reconstruct    inference token (VAE)
  *   POST   /v1/models/{name}/interpolate    inference token
  * (README.md documents every body and response with a curl example.)
+ * ld_api_register also adds the /v2 routes of v2.h.
  *
  * Inference runs on the calling HTTP thread with a model reference held for
  * the request; scratch memory is per request.  Same inputs and seed give
