@@ -71,8 +71,13 @@ uint64_t ld_api_random_seed(void)
 
 static ld_served_t *get_model(ld_req_t *req, ld_api_t *api)
 {
+    return ld_api_get_model(req, api->reg);
+}
+
+ld_served_t *ld_api_get_model(ld_req_t *req, ld_registry_t *reg)
+{
     const char *name = ld_req_param(req, "name");
-    ld_served_t *s = name ? ld_registry_get(api->reg, name) : NULL;
+    ld_served_t *s = name ? ld_registry_get(reg, name) : NULL;
     if (!s) {
         ld_req_error(req, 404, "model_not_found", "no model named '%.80s' is loaded",
                      name ? name : "");

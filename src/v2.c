@@ -92,15 +92,9 @@ static int tensor_find(const char *name)
  * with a reference; NULL after answering 404. */
 static ld_served_t *get_model(ld_req_t *req, const ld_api_opts_t *o)
 {
-    const char *name = ld_req_param(req, "name");
     const char *ver = ld_req_param(req, "version");
-    ld_served_t *s = name ? ld_registry_get(o->registry, name) : NULL;
-    if (!s) {
-        ld_req_error(req, 404, "model_not_found", "no model named '%.80s' is loaded",
-                     name ? name : "");
-        return NULL;
-    }
-    if (ver) {
+    ld_served_t *s = ld_api_get_model(req, o->registry);
+    if (s && ver) {
         char *end;
         errno = 0;
         unsigned long long v = strtoull(ver, &end, 10);
@@ -640,14 +634,6 @@ static void infer_done(void *ctx)
     ld_req_wake(j->req);
 }
 
-static void model_error(ld_req_t *req, int rc, const ld_err_t *e)
-{
-    if (rc == LD_ENOMEM)
-        ld_req_error(req, 503, "overloaded", "out of memory");
-    else
-        ld_req_error(req, 400, "unprocessable", "%s", e->msg);
-}
-
 /* Read every input into j; 0, or -1 after answering. */
 static int read_inputs(ld_req_t *req, infer_t *j, const cJSON *ins, bin_t *bin)
 {
@@ -765,7 +751,7 @@ static void h_infer(ld_req_t *req, void *ctx)
             goto fail;
         }
         if ((rc = ld_model_encode(s->model, j->n, j->x, j->mu, j->logvar, &e)) != LD_OK) {
-            model_error(req, rc, &e);
+            ld_req_error(req, rc == LD_ENOMEM ? 503 : 400, "model", "%s", e.msg);
             goto fail;
         }
         if (!all_finite(j->mu, zn) || !all_finite(j->logvar, zn)) {
@@ -805,7 +791,7 @@ static void h_infer(ld_req_t *req, void *ctx)
     rc = s->batch ? ld_batch_submit(s->batch, j->n, z, j->dec, others, infer_done, j, &queued, &e)
                   : ld_model_decode(s->model, j->n, z, j->dec, &e);
     if (rc != LD_OK) {
-        model_error(req, rc, &e);
+        ld_req_error(req, rc == LD_ENOMEM ? 503 : 400, "model", "%s", e.msg);
         goto fail;
     }
     if (queued)

@@ -193,35 +193,6 @@ static char *b64(const uint8_t *p, size_t n)
 
 /* ------------------------------------------------------------- raw sockets */
 
-static int tcp_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    struct timeval tv = {30, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
-static void send_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return; /* the server may close on garbage: fine */
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
 /* Read one HTTP response (headers + Content-Length body) into b; status or -1. */
 static int read_response(int fd, ld_buf_t *b)
 {
@@ -822,37 +793,12 @@ START_TEST(test_body_caps)
 }
 END_TEST
 
-/* latentd_http_body_memory_bytes from /metrics */
-static long long body_memory(void)
-{
-    tu_resp_t r;
-    ck_assert_int_eq(get(&r, "/metrics"), 200);
-    const char *p = strstr(r.body.data, "\nlatentd_http_body_memory_bytes ");
-    long long v = p ? atoll(p + strlen("\nlatentd_http_body_memory_bytes ")) : -1;
-    tu_resp_free(&r);
-    return v;
-}
-
 START_TEST(test_overload_503)
 {
     /* fill the body budget with uploads that never finish, then one more */
     enum { HOLD = BODY_MEM / MAX_BODY };
     int fds[HOLD];
-    char head[512];
-    snprintf(head, sizeof head,
-             "POST /v1/models/vae/decode HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
-             "\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{",
-             MAX_BODY);
-    for (int i = 0; i < HOLD; i++) {
-        fds[i] = tcp_connect(D.port);
-        ck_assert_int_ge(fds[i], 0);
-        send_all(fds[i], head, strlen(head));
-    }
-    double until = deadline(10);
-    while (body_memory() < (long long)HOLD * MAX_BODY) {
-        ck_assert_msg(tu_now() < until, "uploads were not all accounted for");
-        tu_msleep(5);
-    }
+    tu_hold_bodies(&D, "/v1/models/vae/decode", TOKEN, MAX_BODY, HOLD, fds);
     tu_resp_t r;
     post(&r, "/v1/models/vae/decode", "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}");
     expect_error(&r, 503, "overloaded", "retry", "body budget exhausted");
@@ -862,13 +808,7 @@ START_TEST(test_overload_503)
     /* requests without a body still work */
     ck_assert_int_eq(get(&r, "/v1/models/vae"), 200);
     tu_resp_free(&r);
-    for (int i = 0; i < HOLD; i++)
-        close(fds[i]);
-    until = deadline(10);
-    while (body_memory() != 0) {
-        ck_assert_msg(tu_now() < until, "abandoned uploads were not released");
-        tu_msleep(5);
-    }
+    tu_release_bodies(&D, TOKEN, HOLD, fds);
     ck_assert_int_eq(post(&r, "/v1/models/vae/decode",
                           "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}"),
                      200);
@@ -1081,9 +1021,9 @@ START_TEST(test_malformed_burst_then_good)
     for (int round = 0; round < 3; round++) {
         int held = -1;
         for (size_t i = 0; i < LD_ARRAY_LEN(junk); i++) {
-            int fd = tcp_connect(D.port);
+            int fd = tu_tcp_connect(D.port);
             ck_assert_int_ge(fd, 0);
-            send_all(fd, junk[i], i == 7 ? 10 : strlen(junk[i]));
+            tu_send_all(fd, junk[i], i == 7 ? 10 : strlen(junk[i]));
             ld_buf_t b = {0};
             /* 0, 5 and 7 get no answer (unparsable, or an unfinished upload):
              * do not wait for the server's idle timeout on them */
@@ -1100,13 +1040,13 @@ START_TEST(test_malformed_burst_then_good)
                 close(fd);
         }
         /* a header bigger than the connection's memory */
-        int fd = tcp_connect(D.port);
+        int fd = tu_tcp_connect(D.port);
         ld_buf_t h = {0};
         ld_buf_puts(&h, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
         for (int i = 0; i < 100000; i++)
             ld_buf_putc(&h, 'a');
         ld_buf_puts(&h, "\r\n\r\n");
-        send_all(fd, h.data, h.len);
+        tu_send_all(fd, h.data, h.len);
         ld_buf_t b = {0};
         int st = read_response(fd, &b);
         ck_assert_msg(st == -1 || st >= 400, "huge header answered %d", st);
@@ -1240,9 +1180,9 @@ START_TEST(test_sigterm_drains_in_flight)
     ck_assert_msg(strstr(msg, "READY=1"), "first notify: %s", msg);
 
     /* a keep-alive connection with one finished request */
-    int keep = tcp_connect(d.port);
+    int keep = tu_tcp_connect(d.port);
     const char *hz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    send_all(keep, hz, strlen(hz));
+    tu_send_all(keep, hz, strlen(hz));
     ld_buf_t b = {0};
     ck_assert_int_eq(read_response(keep, &b), 200);
     ld_buf_free(&b);
@@ -1253,9 +1193,9 @@ START_TEST(test_sigterm_drains_in_flight)
              "POST /v1/models/tvae/sample HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              "Content-Length: %zu\r\n\r\n",
              strlen(body));
-    int fl = tcp_connect(d.port);
-    send_all(fl, head, strlen(head));
-    send_all(fl, body, 5);
+    int fl = tu_tcp_connect(d.port);
+    tu_send_all(fl, head, strlen(head));
+    tu_send_all(fl, body, 5);
     /* wait until the daemon sees it in flight */
     double until = deadline(10);
     for (;;) {
@@ -1278,7 +1218,7 @@ START_TEST(test_sigterm_drains_in_flight)
     /* new connections are refused once it drains */
     until = deadline(10);
     for (;;) {
-        int fd = tcp_connect(d.port);
+        int fd = tu_tcp_connect(d.port);
         if (fd < 0)
             break;
         close(fd);
@@ -1286,7 +1226,7 @@ START_TEST(test_sigterm_drains_in_flight)
         tu_msleep(5);
     }
     /* a new request on an open connection: 503 and close */
-    send_all(keep, hz, strlen(hz));
+    tu_send_all(keep, hz, strlen(hz));
     b = (ld_buf_t){0};
     int st = read_response(keep, &b);
     ck_assert_msg(st == 503 && strstr(b.data, "shutting_down") && strcasestr(b.data, "Connection: close"),
@@ -1294,7 +1234,7 @@ START_TEST(test_sigterm_drains_in_flight)
     ld_buf_free(&b);
     close(keep);
     /* the request in flight completes */
-    send_all(fl, body + 5, strlen(body) - 5);
+    tu_send_all(fl, body + 5, strlen(body) - 5);
     b = (ld_buf_t){0};
     st = read_response(fl, &b);
     ck_assert_msg(st == 200, "in-flight request got %d: %s", st, b.data ? b.data : "");

@@ -15,13 +15,10 @@
 #include "latentd/model.h"
 #include "latentd/sha256.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #define TOKEN "v2-inference-token-0123456789abcd"
@@ -33,11 +30,6 @@
 #define ASAN_SLOWDOWN 4
 
 static tu_daemon_t D;
-
-static double deadline(double s)
-{
-    return tu_deadline(s, ASAN_SLOWDOWN);
-}
 
 /* ------------------------------------------------------------- models */
 
@@ -215,23 +207,6 @@ static cJSON *bin_head(const tu_resp_t *r, const uint8_t **bin, size_t *bin_len)
     *bin = (const uint8_t *)r->body.data + hl;
     *bin_len = r->body.len - hl;
     return j;
-}
-
-/* ------------------------------------------------------------- raw sockets */
-
-static int tcp_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 /* ------------------------------------------------------------- fixtures */
@@ -707,17 +682,6 @@ START_TEST(test_infer_errors)
 }
 END_TEST
 
-/* latentd_http_body_memory_bytes from /metrics */
-static long long body_memory(void)
-{
-    tu_resp_t r;
-    ck_assert_int_eq(get(&r, "/metrics"), 200);
-    const char *m = strstr(r.body.data, "\nlatentd_http_body_memory_bytes ");
-    long long v = m ? atoll(m + strlen("\nlatentd_http_body_memory_bytes ")) : -1;
-    tu_resp_free(&r);
-    return v;
-}
-
 START_TEST(test_full_queue_503)
 {
     /* /v1 answers 503 when the request bodies held in memory fill their
@@ -725,21 +689,7 @@ START_TEST(test_full_queue_503)
      * that never finish, then one more */
     enum { HOLD = BODY_MEM / MAX_BODY };
     int fds[HOLD];
-    char head[512];
-    snprintf(head, sizeof head,
-             "POST /v2/models/tvae/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
-             "\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{",
-             MAX_BODY);
-    for (int i = 0; i < HOLD; i++) {
-        fds[i] = tcp_connect(D.port);
-        ck_assert_int_ge(fds[i], 0);
-        ck_assert_int_eq(send(fds[i], head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
-    }
-    double until = deadline(10);
-    while (body_memory() < (long long)HOLD * MAX_BODY) {
-        ck_assert_msg(tu_now() < until, "uploads were not all accounted for");
-        tu_msleep(5);
-    }
+    tu_hold_bodies(&D, "/v2/models/tvae/infer", TOKEN, MAX_BODY, HOLD, fds);
     tu_resp_t r;
     post(&r, "/v2/models/tvae/infer", "{\"parameters\":{\"seed\":1}}");
     expect_v2_error(&r, 503, "retry", "body budget exhausted");
@@ -749,13 +699,7 @@ START_TEST(test_full_queue_503)
     /* requests without a body still work */
     ck_assert_int_eq(get(&r, "/v2/models/tvae"), 200);
     tu_resp_free(&r);
-    for (int i = 0; i < HOLD; i++)
-        close(fds[i]);
-    until = deadline(10);
-    while (body_memory() != 0) {
-        ck_assert_msg(tu_now() < until, "abandoned uploads were not released");
-        tu_msleep(5);
-    }
+    tu_release_bodies(&D, TOKEN, HOLD, fds);
     ck_assert_int_eq(post(&r, "/v2/models/tvae/infer", "{\"parameters\":{\"seed\":1}}"), 200);
     tu_resp_free(&r);
 }

@@ -3,12 +3,15 @@
 #define _GNU_SOURCE
 #include "tu_daemon.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -423,6 +426,82 @@ void tu_expect_error(const tu_resp_t *r, long status, const char *code, const ch
                       m->valuestring, want_msg);
     if (exact)
         ck_assert_int_eq(cJSON_GetArraySize(r->json), 1);
+}
+
+/* ------------------------------------------------------------ raw sockets */
+
+int tu_tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+void tu_send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+long long tu_body_memory(const tu_daemon_t *d, const char *token)
+{
+    static const char key[] = "\nlatentd_http_body_memory_bytes ";
+    tu_req_t q = {.token = token, .port = d->port};
+    tu_resp_t r;
+    ck_assert_int_eq(tu_http_once(&r, "GET", "/metrics", NULL, 0, &q), 200);
+    const char *p = strstr(r.body.data, key);
+    long long v = p ? atoll(p + strlen(key)) : -1;
+    tu_resp_free(&r);
+    return v;
+}
+
+void tu_hold_bodies(const tu_daemon_t *d, const char *path, const char *token, size_t body_len,
+                    int n, int *fds)
+{
+    char head[1024], auth[600] = "";
+    if (token && *token)
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    snprintf(head, sizeof head,
+             "POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n{",
+             path, auth, body_len);
+    for (int i = 0; i < n; i++) {
+        fds[i] = tu_tcp_connect(d->port);
+        ck_assert_int_ge(fds[i], 0);
+        tu_send_all(fds[i], head, strlen(head));
+    }
+    double until = tu_deadline(10, d->asan_factor);
+    while (tu_body_memory(d, token) < (long long)n * (long long)body_len) {
+        ck_assert_msg(tu_now() < until, "uploads were not all accounted for");
+        tu_msleep(5);
+    }
+}
+
+void tu_release_bodies(const tu_daemon_t *d, const char *token, int n, const int *fds)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    double until = tu_deadline(10, d->asan_factor);
+    while (tu_body_memory(d, token) != 0) {
+        ck_assert_msg(tu_now() < until, "abandoned uploads were not released");
+        tu_msleep(5);
+    }
 }
 
 void tu_promtool_check(const tu_daemon_t *d, const char *text, size_t len)

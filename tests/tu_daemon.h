@@ -137,6 +137,25 @@ typedef struct {
 } tu_sampler_t;
 void *tu_sampler_run(void *arg);
 
+/* ------------------------------------------------------------ raw sockets */
+
+/* A TCP connection to 127.0.0.1:port with a 30 s receive timeout, or -1. */
+int tu_tcp_connect(int port);
+/* Send all n bytes; stops quietly when the server closes (it may, on garbage). */
+void tu_send_all(int fd, const void *p, size_t n);
+/* latentd_http_body_memory_bytes from d's /metrics (token: NULL or "" for
+ * none); -1 when the series is missing. */
+long long tu_body_memory(const tu_daemon_t *d, const char *token);
+/* Fill d's body memory: n connections each send the headers of a POST to
+ * path announcing a JSON body of body_len bytes, then only "{", and stay
+ * open; returns once d accounts for all n bodies (fails the test after 10 s,
+ * stretched under the sanitizers).  fds receives the n sockets. */
+void tu_hold_bodies(const tu_daemon_t *d, const char *path, const char *token, size_t body_len,
+                    int n, int *fds);
+/* Close the n sockets of tu_hold_bodies and wait until d has released
+ * every body (body memory back to 0). */
+void tu_release_bodies(const tu_daemon_t *d, const char *token, int n, const int *fds);
+
 /* ------------------------------------------------------------ JSON */
 
 /* Field k of object o; fails the test if absent. */

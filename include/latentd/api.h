@@ -43,6 +43,11 @@ void ld_api_free(ld_api_t *api);
 /* Add every route above to h (before ld_http_start). */
 int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err);
 
+/* The model of the route's {name} param with a reference (release it), its
+ * version in the X-Latentd-Model-Version response header; NULL after
+ * answering 404. */
+ld_served_t *ld_api_get_model(ld_req_t *req, ld_registry_t *reg);
+
 /* A seed for requests that give none: in [0, 2^53), different on each call
  * and each start. Thread-safe. */
 uint64_t ld_api_random_seed(void);
