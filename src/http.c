@@ -787,11 +787,13 @@ static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
     }
     unsigned flags = rt->r.flags;
     req->want_body = (flags & (LD_ROUTE_JSON | LD_ROUTE_JSON_OPTIONAL)) != 0;
-    if (req->want_body && has_body &&
-        !((flags & LD_ROUTE_JSON_PREFIX) &&
-          MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, LD_HTTP_JSON_LEN))) {
+    if (req->want_body && has_body) {
         const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-        if (!is_json_type(ct)) {
+        /* a binary-extension body may have any type, and that protocol's
+         * clients send JSON with none */
+        int any = (flags & LD_ROUTE_JSON_PREFIX) &&
+                  (!ct || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, LD_HTTP_JSON_LEN));
+        if (!any && !is_json_type(ct)) {
             req->close_conn = 1;
             ld_req_error(req, 415, "unsupported_media_type",
                          "Content-Type must be application/json (got %.80s)",

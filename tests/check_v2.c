@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define TOKEN "v2-inference-token-0123456789abcd"
@@ -818,6 +819,43 @@ START_TEST(test_python_client)
 }
 END_TEST
 
+/* The status of one request sent as raw bytes (Connection: close). */
+static int raw_status(const char *request)
+{
+    int fd = tu_tcp_connect(D.port);
+    ck_assert_int_ge(fd, 0);
+    tu_send_all(fd, request, strlen(request));
+    char buf[64] = "";
+    size_t k = 0;
+    ssize_t n;
+    while (k < sizeof buf - 1 && (n = recv(fd, buf + k, sizeof buf - 1 - k, 0)) > 0)
+        k += (size_t)n;
+    close(fd);
+    buf[k] = '\0';
+    return strncmp(buf, "HTTP/1.", 7) == 0 ? atoi(buf + 9) : -1;
+}
+
+START_TEST(test_untyped_json_body)
+{
+    /* Triton's Python client sends JSON bodies without a Content-Type: /v2
+     * takes them (/v1 does not), but not a body that says it is something
+     * else */
+    static const char body[] = "{\"parameters\":{\"seed\":3}}";
+    char rq[512];
+    snprintf(rq, sizeof rq,
+             "POST /v2/models/tgan/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+             "\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             strlen(body), body);
+    ck_assert_int_eq(raw_status(rq), 200);
+    snprintf(rq, sizeof rq,
+             "POST /v2/models/tgan/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+             "\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close"
+             "\r\n\r\n%s",
+             strlen(body), body);
+    ck_assert_int_eq(raw_status(rq), 415);
+}
+END_TEST
+
 START_TEST(test_daemon_exits_clean)
 {
     /* last: SIGTERM the daemon; exit 0 (no leaks under ASan) */
@@ -846,6 +884,7 @@ Suite *suite_v2(void)
     tcase_add_test(tc, test_full_queue_503);
     tcase_add_test(tc, test_concurrent_same_bytes);
     tcase_add_test(tc, test_python_client);
+    tcase_add_test(tc, test_untyped_json_body);
     tcase_add_test(tc, test_daemon_exits_clean);
     suite_add_tcase(s, tc);
     return s;

@@ -57,7 +57,8 @@ enum {
     LD_ROUTE_JSON_PREFIX = 1u << 3,   /* with LD_ROUTE_JSON: when the request has the
                                          header LD_HTTP_JSON_LEN, the JSON is the body's
                                          first N bytes, the rest binary (ld_req_body),
-                                         and the Content-Type is not checked */
+                                         and the Content-Type is not checked; nor is
+                                         it without the header when none is sent */
 };
 
 /* The header of LD_ROUTE_JSON_PREFIX (the Open Inference Protocol's binary
