@@ -546,6 +546,12 @@ static const float *output_data(const infer_t *j, int t)
     return t == T_IMAGES ? j->dec : t == T_MU ? j->mu : j->logvar;
 }
 
+static size_t output_count(const infer_t *j, int t)
+{
+    const ld_arch_t *a = &j->s->model->arch;
+    return (size_t)j->n * (size_t)(t == T_IMAGES ? a->x_dim : a->z_dim);
+}
+
 /* The answer, on the request's HTTP thread: JSON, or JSON then the binary
  * outputs in order when any output is binary. */
 static void infer_reply(ld_req_t *req, infer_t *j)
@@ -561,7 +567,13 @@ static void infer_reply(ld_req_t *req, infer_t *j)
         }
         ld_metrics_add_samples(j->o->metrics, (uint64_t)j->n);
     }
+    /* room for the whole answer at once (at most 17 bytes a JSON value and
+     * its comma, see ld_buf_json_floats): no copying as the buffer grows */
+    size_t room = 512 + (j->id ? 6 * strlen(j->id) : 0);
+    for (int i = 0; i < j->n_out; i++)
+        room += output_count(j, j->out[i]) * (j->out_bin[i] ? 4 : 17);
     ld_buf_t b = {0};
+    ld_buf_reserve(&b, room);
     ld_buf_puts(&b, "{\"model_name\":");
     ld_buf_json_str(&b, j->s->name);
     ld_buf_printf(&b, ",\"model_version\":\"%llu\"", (unsigned long long)j->s->version);
@@ -578,7 +590,7 @@ static void infer_reply(ld_req_t *req, infer_t *j)
         int t = j->out[i];
         long long dims[DIMS_MAX];
         int rank = tensor_shape(a, t, j->n, dims);
-        size_t count = (size_t)j->n * (size_t)(t == T_IMAGES ? a->x_dim : a->z_dim);
+        size_t count = output_count(j, t);
         if (i)
             ld_buf_putc(&b, ',');
         ld_buf_puts(&b, "{\"name\":");
@@ -606,8 +618,7 @@ static void infer_reply(ld_req_t *req, infer_t *j)
     for (int i = 0; i < j->n_out; i++) {
         int t = j->out[i];
         if (j->out_bin[i])
-            ld_buf_append(&b, output_data(j, t),
-                          (size_t)j->n * (size_t)(t == T_IMAGES ? a->x_dim : a->z_dim) * 4);
+            ld_buf_append(&b, output_data(j, t), output_count(j, t) * 4);
     }
     size_t len;
     char *p = ld_buf_failed(&b) ? NULL : ld_buf_steal(&b, &len);
