@@ -4,7 +4,8 @@
  * outputs asked for), computed with the calls /v1 uses, and answered from
  * the request's HTTP thread.  A decode goes to the served model's batcher
  * with ld_batch_submit: while it is queued the connection is suspended and
- * the infer_t belongs to the continuation (infer_reply), which frees it.
+ * the infer_t belongs to the continuation (infer_cont), which answers and
+ * frees it.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/v2.h"
@@ -202,7 +203,7 @@ typedef struct {
     int sampled;          /* z was drawn from seed and temperature */
     uint64_t seed;
     double temperature;
-    float *z;             /* (n, z_dim): given, drawn, or the encoder's mu */
+    float *z;             /* (n, z_dim): given or drawn (images decode from mu) */
     float *x;             /* (n, x_dim): images given */
     float *mu, *logvar;   /* (n, z_dim) when encoded */
     float *dec;           /* (n, x_dim): decoded images, when asked */
@@ -222,6 +223,9 @@ static void infer_free(infer_t *j)
     free(j);
 }
 
+/* 1 if no array or object in j is nested deeper than JSON_DEPTH_MAX: no
+ * request needs more than a few levels, and the limit bounds the recursion
+ * of everything that walks the tree. */
 static int depth_ok(const cJSON *j, int depth)
 {
     if (depth > JSON_DEPTH_MAX)
@@ -232,6 +236,8 @@ static int depth_ok(const cJSON *j, int depth)
     return 1;
 }
 
+/* Binary inputs can carry NaN and Inf, which no model input may hold and
+ * JSON cannot write. */
 static int all_finite(const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
