@@ -751,6 +751,20 @@ START_TEST(test_concurrent_same_bytes)
         l[i] = (load_t){.body = bodies[i % 2], .want = want[i % 2]};
         ck_assert_int_eq(pthread_create(&th[i], NULL, load_run, &l[i]), 0);
     }
+    /* meanwhile, clients that send a decode and go away at once: their
+     * requests may be queued when they leave (the daemon must free them:
+     * test_daemon_exits_clean sees leaks under ASan) */
+    char rq[512];
+    snprintf(rq, sizeof rq,
+             "POST /v2/models/tgan/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+             "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(bodies[1]), bodies[1]);
+    for (int i = 0; i < 40; i++) {
+        int fd = tu_tcp_connect(D.port);
+        ck_assert_int_ge(fd, 0);
+        tu_send_all(fd, rq, strlen(rq));
+        close(fd);
+    }
     for (int i = 0; i < T; i++) {
         pthread_join(th[i], NULL);
         ck_assert_msg(l[i].bad == 0 && l[i].ok == 40, "thread %d: %d ok, %d different", i,
