@@ -8,6 +8,7 @@
 #include "latentd/jsonarg.h"
 #include "latentd/log.h"
 #include "latentd/model.h"
+#include "latentd/v2.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -21,6 +22,7 @@
 #define MAX_PNG_INPUT_BYTES (4u << 20)
 
 struct ld_api {
+    ld_api_opts_t opts; /* for the /v2 routes */
     ld_registry_t *reg;
     ld_metrics_t *metrics;
     ld_http_t *http;
@@ -68,8 +70,13 @@ uint64_t ld_api_random_seed(void)
 
 static ld_served_t *get_model(ld_req_t *req, ld_api_t *api)
 {
+    return ld_api_get_model(req, api->reg);
+}
+
+ld_served_t *ld_api_get_model(ld_req_t *req, ld_registry_t *reg)
+{
     const char *name = ld_req_param(req, "name");
-    ld_served_t *s = name ? ld_registry_get(api->reg, name) : NULL;
+    ld_served_t *s = name ? ld_registry_get(reg, name) : NULL;
     if (!s) {
         ld_req_error(req, 404, "model_not_found", "no model named '%.80s' is loaded",
                      name ? name : "");
@@ -1145,9 +1152,11 @@ int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err)
     ld_api_t *api = calloc(1, sizeof *api);
     if (!api)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
+    api->opts = *opts;
     api->reg = opts->registry;
     api->metrics = opts->metrics;
     api->max_samples = opts->max_samples > 0 ? opts->max_samples : 1;
+    api->opts.max_samples = api->max_samples;
     *out = api;
     return LD_OK;
 }
@@ -1183,5 +1192,5 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         if (rc != LD_OK)
             return rc;
     }
-    return LD_OK;
+    return ld_v2_register(h, &api->opts, err);
 }

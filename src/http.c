@@ -414,7 +414,15 @@ void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     ld_buf_t b = {0};
-    ld_http_error_body(&b, code, msg);
+    if (req->route && (req->route->r.flags & LD_ROUTE_ERROR_STRING)) {
+        if (status == 422) /* that protocol answers every bad request 400 */
+            status = 400;
+        ld_buf_puts(&b, "{\"error\":");
+        ld_buf_json_str(&b, msg);
+        ld_buf_puts(&b, "}\n");
+    } else {
+        ld_http_error_body(&b, code, msg);
+    }
     size_t len;
     char *p = ld_buf_steal(&b, &len);
     if (!p) { /* out of memory: a fixed body still carries the status */
@@ -698,8 +706,12 @@ static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
     req->want_body = (flags & (LD_ROUTE_JSON | LD_ROUTE_JSON_OPTIONAL)) != 0;
     if (req->want_body && has_body) {
         const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+        /* a binary-extension body may have any type, and that protocol's
+         * clients send JSON with none */
+        int any = (flags & LD_ROUTE_JSON_PREFIX) &&
+                  (!ct || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, LD_HTTP_JSON_LEN));
         req->raw_body = (flags & LD_ROUTE_NPY) && is_type(ct, "application/x-npy");
-        if (!req->raw_body && !is_type(ct, "application/json")) {
+        if (!any && !req->raw_body && !is_type(ct, "application/json")) {
             req->close_conn = 1;
             ld_req_error(req, 415, "unsupported_media_type", "Content-Type must be %s (got %.80s)",
                          flags & LD_ROUTE_NPY ? "application/json or application/x-npy"
@@ -777,7 +789,23 @@ static void on_complete(ld_req_t *req)
     ld_http_t *h = req->h;
     unsigned flags = req->route->r.flags;
     if (req->want_body && !req->raw_body) {
-        if (req->body_len == 0) {
+        /* the JSON: the whole body, or its first jlen bytes */
+        size_t jlen = req->body_len;
+        const char *jl = LD_HTTP_JSON_LEN;
+        const char *jv = flags & LD_ROUTE_JSON_PREFIX ? ld_req_header(req, jl) : NULL;
+        if (jv) {
+            char *e;
+            errno = 0;
+            unsigned long long v = strtoull(jv, &e, 10);
+            if (errno || e == jv || *e || *jv == '-' || v > req->body_len) {
+                ld_req_error(req, 400, "bad_request",
+                             "%s '%.40s' is not a length within the %zu-byte body", jl, jv,
+                             req->body_len);
+                return;
+            }
+            jlen = (size_t)v;
+        }
+        if (jlen == 0) {
             if (flags & LD_ROUTE_JSON) {
                 ld_req_error(req, 400, "bad_request",
                              "the request body is empty; expected a JSON object");
@@ -790,11 +818,11 @@ static void on_complete(ld_req_t *req)
              * building it so hostile bodies cannot multiply memory, and make
              * it the arena's one block */
             size_t nodes = 1;
-            for (size_t i = 0; i < req->body_len; i++) {
+            for (size_t i = 0; i < jlen; i++) {
                 uint8_t c = req->body[i];
                 nodes += c == ',' || c == '[' || c == '{' || c == ':';
             }
-            long long cost = (long long)(nodes * (sizeof(cJSON) + 16) + req->body_len);
+            long long cost = (long long)(nodes * (sizeof(cJSON) + 16) + jlen);
             if (charge(h, req, cost) != 0) {
                 if (cost + req->charged > (long long)h->body_memory_limit) {
                     ld_req_error(req, 413, "payload_too_large",
@@ -808,21 +836,20 @@ static void on_complete(ld_req_t *req)
             }
             const char *end = NULL;
             ld_arena_init(&req->arena, (size_t)cost);
-            req->json = ld_arena_parse_json(&req->arena, (const char *)req->body, req->body_len,
-                                            &end);
+            req->json = ld_arena_parse_json(&req->arena, (const char *)req->body, jlen, &end);
             if (!req->json) {
                 /* on failure cJSON points end at the error (cJSON_GetErrorPtr
                  * would read a global that other threads overwrite) */
                 const char *at = end;
                 size_t off = at && at >= (const char *)req->body &&
-                                     at <= (const char *)req->body + req->body_len
+                                     at <= (const char *)req->body + jlen
                                  ? (size_t)(at - (const char *)req->body)
-                                 : req->body_len;
+                                 : jlen;
                 ld_req_error(req, 400, "invalid_json", "the body is not valid JSON (at byte %zu)",
                              off);
                 return;
             }
-            const char *stop = (const char *)req->body + req->body_len;
+            const char *stop = (const char *)req->body + jlen;
             while (end && end < stop && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
                 end++;
             if (end != stop) {

@@ -1019,37 +1019,12 @@ START_TEST(test_body_caps)
 }
 END_TEST
 
-/* latentd_http_body_memory_bytes from /metrics */
-static long long body_memory(void)
-{
-    tu_resp_t r;
-    ck_assert_int_eq(get(&r, "/metrics"), 200);
-    const char *p = strstr(r.body.data, "\nlatentd_http_body_memory_bytes ");
-    long long v = p ? atoll(p + strlen("\nlatentd_http_body_memory_bytes ")) : -1;
-    tu_resp_free(&r);
-    return v;
-}
-
 START_TEST(test_overload_503)
 {
     /* fill the body budget with uploads that never finish, then one more */
     enum { HOLD = BODY_MEM / MAX_BODY };
     int fds[HOLD];
-    char head[512];
-    snprintf(head, sizeof head,
-             "POST /v1/models/vae/decode HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
-             "\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{",
-             MAX_BODY);
-    for (int i = 0; i < HOLD; i++) {
-        fds[i] = tu_tcp_connect(1, D.port, 1);
-        ck_assert_int_ge(fds[i], 0);
-        tu_send_all(fds[i], head, strlen(head));
-    }
-    double until = deadline(10);
-    while (body_memory() < (long long)HOLD * MAX_BODY) {
-        ck_assert_msg(tu_now() < until, "uploads were not all accounted for");
-        tu_msleep(5);
-    }
+    tu_hold_bodies(&D, "/v1/models/vae/decode", TOKEN, MAX_BODY, HOLD, fds);
     tu_resp_t r;
     post(&r, "/v1/models/vae/decode", "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}");
     expect_error(&r, 503, "overloaded", "retry", "body budget exhausted");
@@ -1059,13 +1034,7 @@ START_TEST(test_overload_503)
     /* requests without a body still work */
     ck_assert_int_eq(get(&r, "/v1/models/vae"), 200);
     tu_resp_free(&r);
-    for (int i = 0; i < HOLD; i++)
-        close(fds[i]);
-    until = deadline(10);
-    while (body_memory() != 0) {
-        ck_assert_msg(tu_now() < until, "abandoned uploads were not released");
-        tu_msleep(5);
-    }
+    tu_release_bodies(&D, TOKEN, HOLD, fds);
     ck_assert_int_eq(post(&r, "/v1/models/vae/decode",
                           "{\"z\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}"),
                      200);

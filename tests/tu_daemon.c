@@ -428,6 +428,51 @@ void tu_expect_error(const tu_resp_t *r, long status, const char *code, const ch
         ck_assert_int_eq(cJSON_GetArraySize(r->json), 1);
 }
 
+long long tu_body_memory(const tu_daemon_t *d, const char *token)
+{
+    static const char key[] = "\nlatentd_http_body_memory_bytes ";
+    tu_req_t q = {.token = token, .port = d->port};
+    tu_resp_t r;
+    ck_assert_int_eq(tu_http_once(&r, "GET", "/metrics", NULL, 0, &q), 200);
+    const char *p = strstr(r.body.data, key);
+    long long v = p ? atoll(p + strlen(key)) : -1;
+    tu_resp_free(&r);
+    return v;
+}
+
+void tu_hold_bodies(const tu_daemon_t *d, const char *path, const char *token, size_t body_len,
+                    int n, int *fds)
+{
+    char head[1024], auth[600] = "";
+    if (token && *token)
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    snprintf(head, sizeof head,
+             "POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n{",
+             path, auth, body_len);
+    for (int i = 0; i < n; i++) {
+        fds[i] = tu_tcp_connect(1, d->port, 1);
+        ck_assert_int_ge(fds[i], 0);
+        tu_send_all(fds[i], head, strlen(head));
+    }
+    double until = tu_deadline(10, d->asan_factor);
+    while (tu_body_memory(d, token) < (long long)n * (long long)body_len) {
+        ck_assert_msg(tu_now() < until, "uploads were not all accounted for");
+        tu_msleep(5);
+    }
+}
+
+void tu_release_bodies(const tu_daemon_t *d, const char *token, int n, const int *fds)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    double until = tu_deadline(10, d->asan_factor);
+    while (tu_body_memory(d, token) != 0) {
+        ck_assert_msg(tu_now() < until, "abandoned uploads were not released");
+        tu_msleep(5);
+    }
+}
+
 void tu_promtool_check(const tu_daemon_t *d, const char *text, size_t len)
 {
     ck_assert_msg(access("/usr/bin/promtool", X_OK) == 0,

@@ -150,6 +150,18 @@ void tu_send_all(int fd, const void *p, size_t n);
 /* Read one HTTP response (head + Content-Length body) into b; its status, or
  * -1 when the connection ends (or times out) before a status line. */
 int tu_read_response(int fd, ld_buf_t *b);
+/* latentd_http_body_memory_bytes from d's /metrics (token: NULL or "" for
+ * none); -1 when the series is missing. */
+long long tu_body_memory(const tu_daemon_t *d, const char *token);
+/* Fill d's body memory: n connections each send the headers of a POST to
+ * path announcing a JSON body of body_len bytes, then only "{", and stay
+ * open; returns once d accounts for all n bodies (fails the test after 10 s,
+ * stretched under the sanitizers).  fds receives the n sockets. */
+void tu_hold_bodies(const tu_daemon_t *d, const char *path, const char *token, size_t body_len,
+                    int n, int *fds);
+/* Close the n sockets of tu_hold_bodies and wait until d has released
+ * every body (body memory back to 0). */
+void tu_release_bodies(const tu_daemon_t *d, const char *token, int n, const int *fds);
 
 /* ------------------------------------------------------------ JSON */
 

@@ -15,6 +15,7 @@
  *   POST   /v1/models/{name}/reconstruct    inference token (VAE)
  *   POST   /v1/models/{name}/interpolate    inference token
  * (README.md documents every body and response with a curl example.)
+ * ld_api_register also adds the /v2 routes of v2.h.
  *
  * Arguments come from the JSON body, or, for an application/x-npy body
  * (decode, encode, reconstruct), from the query string, under one rule set
@@ -47,6 +48,11 @@ int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err);
 void ld_api_free(ld_api_t *api);
 /* Add every route above to h (before ld_http_start). */
 int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err);
+
+/* The model of the route's {name} param with a reference (release it), its
+ * version in the X-Latentd-Model-Version response header; NULL after
+ * answering 404. */
+ld_served_t *ld_api_get_model(ld_req_t *req, ld_registry_t *reg);
 
 /* A seed for requests that give none: in [0, 2^53), different on each call
  * and each start. Thread-safe. */

@@ -27,8 +27,10 @@
  *   body memory budget           -> 503 overloaded (+ Retry-After)
  *   accumulated body > cap       -> 413
  *   JSON parse (by length, object at top level, nothing after it) -> 400
+ *     (of the body, or of its first N bytes: LD_ROUTE_JSON_PREFIX)
  *   handler
- * Every error body is {"error":{"code":"...","message":"..."}}.
+ * Every error body is {"error":{"code":"...","message":"..."}}, or
+ * {"error":"..."} on a route with LD_ROUTE_ERROR_STRING.
  *
  * Threads: `threads` single-threaded MHD daemons (MHD's internal epoll
  * thread each) call the handlers; one acceptor thread owns the listening
@@ -65,7 +67,19 @@ enum {
     LD_ROUTE_JSON_OPTIONAL = 1u << 1, /* like LD_ROUTE_JSON, but an empty body is fine */
     LD_ROUTE_NPY = 1u << 3,           /* also an application/x-npy body, kept unparsed
                                          (ld_req_json NULL, ld_req_body has it) */
+    LD_ROUTE_ERROR_STRING = 1u << 2,  /* errors are {"error":"message"} (the Open
+                                         Inference Protocol's form), not an object */
+    LD_ROUTE_JSON_PREFIX = 1u << 4,   /* with LD_ROUTE_JSON: when the request has the
+                                         header LD_HTTP_JSON_LEN, the JSON is the body's
+                                         first N bytes, the rest binary (ld_req_body),
+                                         and the Content-Type is not checked; nor is
+                                         it without the header when none is sent */
 };
+
+/* The header of LD_ROUTE_JSON_PREFIX (the Open Inference Protocol's binary
+ * tensor extension). */
+#define LD_HTTP_JSON_LEN "Inference-Header-Content-Length"
+
 
 /* A handler answers with exactly one ld_req_reply_* call (no reply = 500,
  * logged as a bug). ctx is the route's. */
@@ -172,7 +186,8 @@ void ld_req_reply_copy(ld_req_t *req, int status, const char *content_type, cons
 /* Answer with the JSON text in b (application/json); b is emptied. A failed
  * buffer (out of memory) becomes a 503. */
 void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b);
-/* Answer {"error":{"code":code,"message":...}} with status. */
+/* Answer {"error":{"code":code,"message":...}} with status ({"error":...}
+ * on an LD_ROUTE_ERROR_STRING route). */
 void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Escape hatch for streaming handlers: queue a response built by the caller
