@@ -4,6 +4,7 @@
 #define _GNU_SOURCE /* pthread_condattr_setclock, gettid */
 #include "jobs_impl.h"
 
+#include "latentd/buf.h"
 #include "latentd/data.h"
 #include "latentd/fsutil.h"
 #include "latentd/model.h"
@@ -22,16 +23,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* The trainer's loss names per kind (train.c); the order of ld_progress_t.loss. */
-static const char *const vae_losses[] = {"loss", "rec", "kl"};
-static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
-
-int jobs_loss_names(ld_kind_t kind, const char *const **names)
-{
-    *names = kind == LD_KIND_GAN ? gan_losses : vae_losses;
-    return kind == LD_KIND_GAN ? 4 : 3;
-}
 
 /* ---- small helpers ---- */
 
@@ -1064,80 +1055,43 @@ void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out)
     out->yield_s = 1e-9 * (double)atomic_load(&j->yield_ns);
 }
 
-/* A tiny growable string for the metrics text. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? 2 * b->cap : 1024;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 char *ld_jobs_metrics_text(ld_jobs_t *j)
 {
-    sbuf_t b = {0};
+    ld_buf_t b;
+    ld_buf_init(&b);
     ld_jobs_stats_t st;
     ld_jobs_stats(j, &st);
-    sb_printf(&b, "# HELP latentd_jobs Training jobs known to the daemon, by state.\n"
+    ld_buf_printf(&b, "# HELP latentd_jobs Training jobs known to the daemon, by state.\n"
                   "# TYPE latentd_jobs gauge\n");
     for (int s = 0; s < LD_JOB_N_STATES; s++)
-        sb_printf(&b, "latentd_jobs{state=\"%s\"} %d\n", state_names[s], st.by_state[s]);
-    sb_printf(&b, "# HELP latentd_jobs_queue_length Jobs waiting for a worker.\n"
+        ld_buf_printf(&b, "latentd_jobs{state=\"%s\"} %d\n", state_names[s], st.by_state[s]);
+    ld_buf_printf(&b, "# HELP latentd_jobs_queue_length Jobs waiting for a worker.\n"
                   "# TYPE latentd_jobs_queue_length gauge\n"
                   "latentd_jobs_queue_length %d\n",
               st.queue_length);
-    sb_printf(&b, "# HELP latentd_job_samples_per_second Training throughput of each running job.\n"
+    ld_buf_printf(&b, "# HELP latentd_job_samples_per_second Training throughput of each running job.\n"
                   "# TYPE latentd_job_samples_per_second gauge\n");
     pthread_mutex_lock(&j->lock);
     for (int i = 0; i < j->n_all; i++) {
         const job_t *job = j->all[i];
         if (job->state == LD_JOB_RUNNING) /* ids and model names need no escaping */
-            sb_printf(&b, "latentd_job_samples_per_second{job=\"%s\",model=\"%s\"} %.6g\n",
+            ld_buf_printf(&b, "latentd_job_samples_per_second{job=\"%s\",model=\"%s\"} %.6g\n",
                       job->id, job->spec.model,
                       isfinite(job->samples_per_s) ? job->samples_per_s : 0.0);
     }
     pthread_mutex_unlock(&j->lock);
-    sb_printf(&b, "# HELP latentd_training_steps_total Optimiser steps run by training jobs.\n"
+    ld_buf_printf(&b, "# HELP latentd_training_steps_total Optimiser steps run by training jobs.\n"
                   "# TYPE latentd_training_steps_total counter\n"
                   "latentd_training_steps_total %lld\n",
               st.steps_total);
-    sb_printf(&b, "# HELP latentd_training_yield_seconds_total Time training workers paused "
+    ld_buf_printf(&b, "# HELP latentd_training_yield_seconds_total Time training workers paused "
                   "between steps because serving was busy.\n"
                   "# TYPE latentd_training_yield_seconds_total counter\n"
                   "latentd_training_yield_seconds_total %.6f\n",
               st.yield_s);
-    if (b.oom) {
-        free(b.s);
+    if (ld_buf_failed(&b)) {
+        ld_buf_free(&b);
         return NULL;
     }
-    return b.s;
+    return ld_buf_steal(&b, NULL);
 }

@@ -107,7 +107,6 @@ struct ld_jobs {
 };
 
 /* ---- jobs.c ---- */
-int jobs_loss_names(ld_kind_t kind, const char *const **names);
 void jobs_log(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void jobs_copy_str(char *dst, size_t len, const char *src);

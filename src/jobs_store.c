@@ -49,7 +49,7 @@ static int add_str_or_null(cJSON *o, const char *key, const char *s)
 cJSON *jobs_job_to_cjson(const job_t *job, int history)
 {
     const char *const *names;
-    int nl = jobs_loss_names(job->spec.kind, &names);
+    int nl = ld_train_loss_names(job->spec.kind, &names);
     cJSON *o = cJSON_CreateObject(), *losses = NULL, *hist = NULL;
     double progress = job->steps_total > 0 ? (double)job->step / (double)job->steps_total : 0;
     if (job->state == LD_JOB_SUCCEEDED)
@@ -189,7 +189,7 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
     job->eta_s = json_num(o, "eta_s", 0);
     job->resumed_from_step = (long)json_num(o, "resumed_from_step", -1);
     const char *const *names;
-    int nl = jobs_loss_names(job->spec.kind, &names);
+    int nl = ld_train_loss_names(job->spec.kind, &names);
     const cJSON *losses = cJSON_GetObjectItemCaseSensitive(o, "losses");
     for (int i = 0; i < nl; i++)
         job->loss[i] = json_num(losses, names[i], 0);

@@ -169,7 +169,6 @@ static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed"
 static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
 {
     const ld_kind_t kind = s->kind;
-    ld_arch_default(kind, &s->arch);
     static const cJSON empty = {.type = cJSON_Object};
     if (!a)
         a = &empty; /* so the defaults meet the caps below */
@@ -179,15 +178,10 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
     const char *preset;
     if ((rc = str_field(a, "arch", "arch.arch", &preset, err)))
         return rc;
-    if (preset && strcmp(preset, "default") != 0) {
-        if (strcmp(preset, "article") != 0)
-            return ld_err_set(err, LD_EINVAL, "arch.arch: \"%.40s\" is not default or article",
-                              preset);
-        if (kind != LD_KIND_GAN)
-            return ld_err_set(err, LD_EINVAL, "arch.arch: \"article\" applies to kind \"gan\" only");
-        ld_arch_article_gan(&s->arch);
-        s->article = 1;
-    }
+    ld_err_t e;
+    if (ld_train_recipe(kind, preset, &s->arch, &s->train, &e)) /* parse_train builds on o */
+        return ld_err_set(err, LD_EINVAL, "arch.arch: %s", e.msg);
+    s->article = preset && strcmp(preset, "article") == 0;
     if (kind == LD_KIND_VAE) {
         int have_dec;
         if ((rc = not_for_kind(a, "g_hidden", "arch.g_hidden", kind, err)) ||
@@ -197,11 +191,8 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
             (rc = list_field(a, "dec_hidden", "arch.dec_hidden", 0, w, &s->arch.dec, &have_dec,
                              err)))
             return rc;
-        if (present && !have_dec) { /* the decoder mirrors the encoder, as on the CLI */
-            s->arch.dec.n = s->arch.enc.n;
-            for (int i = 0; i < s->arch.enc.n; i++)
-                s->arch.dec.size[i] = s->arch.enc.size[s->arch.enc.n - 1 - i];
-        }
+        if (present && !have_dec)
+            ld_train_mirror_decoder(&s->arch);
     } else {
         if ((rc = not_for_kind(a, "hidden", "arch.hidden", kind, err)) ||
             (rc = not_for_kind(a, "dec_hidden", "arch.dec_hidden", kind, err)) ||
@@ -242,12 +233,7 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
 static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
 {
     const ld_kind_t kind = s->kind;
-    ld_train_opts_t *o = &s->train;
-    ld_train_opts_default(kind, o);
-    if (s->article) { /* the article's plain recipe, as on the CLI */
-        o->real_label = 1.0f;
-        o->g_ema = 0.0f;
-    }
+    ld_train_opts_t *o = &s->train; /* the recipe's, set by parse_arch */
     int rc, present;
     if (t && (rc = check_keys(t, "train.", train_keys, err)))
         return rc;

@@ -70,13 +70,40 @@ static const char *const vae_losses[] = {"loss", "rec", "kl"};
 static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
 static const char *const cls_losses[] = {"loss", "acc"};
 
-static int loss_names(ld_kind_t k, const char *const **names)
+int ld_train_loss_names(ld_kind_t k, const char *const **names)
 {
     switch (k) {
     case LD_KIND_VAE: *names = vae_losses; return 3;
     case LD_KIND_GAN: *names = gan_losses; return 4;
     default: *names = cls_losses; return 2;
     }
+}
+
+int ld_train_recipe(ld_kind_t kind, const char *preset, ld_arch_t *arch, ld_train_opts_t *o,
+                    ld_err_t *err)
+{
+    int article = preset && strcmp(preset, "default") != 0;
+    if (article && strcmp(preset, "article") != 0)
+        return ld_err_set(err, LD_EINVAL, "\"%.40s\" is not default or article", preset);
+    if (article && kind != LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL, "\"article\" applies to kind \"gan\" only");
+    if (article)
+        ld_arch_article_gan(arch);
+    else
+        ld_arch_default(kind, arch);
+    ld_train_opts_default(kind, o);
+    if (article) {
+        o->real_label = 1.0f;
+        o->g_ema = 0.0f;
+    }
+    return LD_OK;
+}
+
+void ld_train_mirror_decoder(ld_arch_t *a)
+{
+    a->dec.n = a->enc.n;
+    for (int i = 0; i < a->enc.n; i++)
+        a->dec.size[i] = a->enc.size[a->enc.n - 1 - i];
 }
 
 void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
@@ -472,7 +499,7 @@ void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
     double s_per_step = steps_run > 0 ? p->elapsed_s / steps_run : 0;
     p->eta_s = s_per_step * (double)(p->steps_total - p->step);
     const char *const *names;
-    p->n_losses = loss_names(t->m->arch.kind, &names);
+    p->n_losses = ld_train_loss_names(t->m->arch.kind, &names);
     for (int i = 0; i < p->n_losses; i++) {
         p->loss_names[i] = names[i];
         p->loss[i] = t->loss_n ? t->loss_sum[i] / t->loss_n : 0;
@@ -515,7 +542,7 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
 {
     const int n = t->d->n, B = t->o.batch;
     const char *const *names;
-    const int nl = loss_names(t->m->arch.kind, &names);
+    const int nl = ld_train_loss_names(t->m->arch.kind, &names);
     t->run_start = ld_now();
     t->run_samples = 0;
     t->run_step0 = t->t;
