@@ -128,7 +128,7 @@ static job_t *find_locked(ld_jobs_t *j, const char *id)
     if (!id)
         return NULL;
     for (int i = j->n_all - 1; i >= 0; i--)
-        if (strcmp(j->all[i]->id, id) == 0)
+        if (!j->all[i]->purged && strcmp(j->all[i]->id, id) == 0)
             return j->all[i];
     return NULL;
 }
@@ -221,6 +221,10 @@ void jobs_set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s)
         ld_utc_iso8601(job->started, sizeof job->started);
     if (ld_job_state_is_final(s))
         ld_utc_iso8601(job->finished, sizeof job->finished);
+    if (s == LD_JOB_FAILED) /* replaces a note that promised a resume */
+        snprintf(job->note, sizeof job->note,
+                 "failed at step %ld; a failed job does not resume: submit its spec again",
+                 job->step);
     jobs_bump_locked(j, job);
 }
 
@@ -409,8 +413,12 @@ static int run_prepare(ld_jobs_t *j, job_t *job, const char *state_path, run_res
     ld_err_t e;
     if (ld_arch_validate(&arch, &e))
         return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
+    /* the spec was checked for 28x28 images; this data set's may be larger */
+    if (ld_jobspec_check_bytes(&arch, &job->spec.train, j->cfg.caps.max_job_bytes, &e))
+        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
     ld_train_opts_t o = job->spec.train;
     jobs_copy_str(o.state_path, sizeof o.state_path, state_path);
+    o.abandon = &job->cancel; /* a cancel stops inside a step, writing no state */
     if ((rc = ld_model_new(&arch, o.seed, &r->m, err)) ||
         (rc = ld_trainer_new(r->m, d, &o, &r->t, err)))
         return rc;
@@ -481,7 +489,9 @@ static void run_job(ld_jobs_t *j, job_t *job)
     if (!rc) {
         ld_progress_t p;
         ld_trainer_progress(r.t, &p);
-        long stride = p.steps_total / HIST_TARGET;
+        /* rounded up, so a run never has more than HIST_TARGET points and
+         * the oldest, the start of the run, is never dropped */
+        long stride = (p.steps_total + HIST_TARGET - 1) / HIST_TARGET;
         run_ctx_t c = {j, job, stride > 1 ? stride : 1, job->spec.train.checkpoint_every, 0};
         if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
             rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
@@ -936,24 +946,78 @@ int ld_jobs_get_json(ld_jobs_t *j, const char *id, char **json, ld_err_t *err)
     return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
 }
 
-int ld_jobs_list_json(ld_jobs_t *j, char **json, ld_err_t *err)
+int ld_jobs_list_json(ld_jobs_t *j, const ld_jobs_list_t *q, char **json, ld_err_t *err)
 {
     *json = NULL;
+    static const ld_jobs_list_t all = {.state = -1};
+    if (!q)
+        q = &all;
+    long before = LONG_MAX;
+    if (q->cursor && q->cursor[0] && (before = jobs_id_number(q->cursor)) < 0)
+        return ld_err_set(err, LD_EINVAL, "cursor: \"%.40s\" is not a job id", q->cursor);
+    if (q->state >= LD_JOB_N_STATES || q->limit < 0)
+        return ld_err_set(err, LD_EINVAL, "ld_jobs_list_json: bad state or limit");
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = root ? cJSON_AddArrayToObject(root, "jobs") : NULL;
-    int ok = arr != NULL;
+    int ok = arr != NULL, n = 0;
+    const job_t *more = NULL; /* the last job listed, when another would follow */
     pthread_mutex_lock(&j->lock);
     for (int i = j->n_all - 1; ok && i >= 0; i--) {
-        cJSON *o = jobs_job_to_cjson(j->all[i], 0);
+        const job_t *job = j->all[i];
+        if (job->purged || job->num >= before || (q->state >= 0 && (int)job->state != q->state))
+            continue;
+        if (q->limit > 0 && n == q->limit) {
+            more = j->all[i];
+            break;
+        }
+        cJSON *o = jobs_job_to_cjson(job, 0);
         ok = o && cJSON_AddItemToArray(arr, o);
         if (!ok)
             cJSON_Delete(o);
+        n++;
+    }
+    if (more) { /* the cursor is the last id listed: the next page starts below it */
+        const cJSON *last = cJSON_GetArrayItem(arr, n - 1);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(last, "id");
+        ok = ok && cJSON_AddStringToObject(root, "next_cursor", id->valuestring);
+    } else {
+        ok = ok && cJSON_AddNullToObject(root, "next_cursor");
     }
     pthread_mutex_unlock(&j->lock);
     if (ok)
         *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
+}
+
+int ld_jobs_purge(ld_jobs_t *j, const char *id, ld_err_t *err)
+{
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    ld_job_state_t s = job ? job->state : LD_JOB_QUEUED;
+    if (job && ld_job_state_is_final(s))
+        job->purged = 1; /* the pointer stays valid for streams until ld_jobs_free */
+    pthread_mutex_unlock(&j->lock);
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    if (!ld_job_state_is_final(s))
+        return ld_err_set(err, LD_EUNSUPPORTED,
+                          "job %s is %s: only a finished job's record can be removed (cancel it "
+                          "first)",
+                          job->id, ld_job_state_name(s));
+    /* persist_lock: a record write of this job still in progress ends first */
+    pthread_mutex_lock(&job->persist_lock);
+    int rc = jobs_remove_folder(j, job, err);
+    pthread_mutex_unlock(&job->persist_lock);
+    if (rc) {
+        pthread_mutex_lock(&j->lock);
+        job->purged = 0;
+        pthread_mutex_unlock(&j->lock);
+        return rc;
+    }
+    wake_subs(j, job); /* their streams end */
+    jobs_log(j, LD_LOG_INFO, "job %s: record and checkpoint removed", job->id);
+    return LD_OK;
 }
 
 int ld_jobs_subscribe(ld_jobs_t *j, const char *id, void (*wake)(void *user), void *user,
@@ -1045,6 +1109,8 @@ void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out)
     pthread_mutex_lock(&j->lock);
     for (int i = 0; i < j->n_all; i++) {
         const job_t *job = j->all[i];
+        if (job->purged)
+            continue;
         out->by_state[job->state]++;
         if (job->state == LD_JOB_RUNNING && isfinite(job->samples_per_s))
             out->samples_per_s += job->samples_per_s;

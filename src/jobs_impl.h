@@ -39,6 +39,7 @@ typedef struct job {
     atomic_int cancel;           /* read by the progress callback without the lock */
     atomic_int tick_mark;        /* set by the ticker between its two passes */
     int was_interrupted;         /* recovered from running/interrupted */
+    int purged;                  /* removed by ld_jobs_purge: found by no query */
     int epoch, epochs;
     long step, steps_total;
     double samples_per_s, eta_s;
@@ -88,6 +89,7 @@ struct ld_jobs {
     job_t *q_head, *q_tail;
     int q_len, reserved;         /* reserved: submits between the check and the enqueue */
     long next_num;
+    uint64_t seq_base;           /* this start's generation << 32 (see jobs_recover) */
     atomic_int stopping;         /* read by progress callbacks without the lock */
     int shut, shutdown_started;
 
@@ -127,5 +129,9 @@ char *jobs_job_json_locked(const job_t *job, int history);
 int jobs_persist(ld_jobs_t *j, job_t *job, ld_err_t *err);
 int jobs_recover(ld_jobs_t *j, ld_err_t *err);
 int jobs_lock_state_folder(ld_jobs_t *j, ld_err_t *err);
+/* "j-000123" -> 123; -1 when name is not a job id. */
+long jobs_id_number(const char *name);
+/* Remove job's folder (a final job, already marked purged). */
+int jobs_remove_folder(ld_jobs_t *j, const job_t *job, ld_err_t *err);
 
 #endif

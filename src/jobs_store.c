@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -188,6 +189,8 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
     job->samples_per_s = json_num(o, "samples_per_s", 0);
     job->eta_s = json_num(o, "eta_s", 0);
     job->resumed_from_step = (long)json_num(o, "resumed_from_step", -1);
+    double seq = json_num(o, "seq", 1);
+    job->seq = seq >= 1 && seq < 9007199254740992.0 ? (uint64_t)seq : 1;
     const char *const *names;
     int nl = ld_train_loss_names(job->spec.kind, &names);
     const cJSON *losses = cJSON_GetObjectItemCaseSensitive(o, "losses");
@@ -210,7 +213,7 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
 }
 
 /* "j-000123" -> 123; -1 when name is not a job folder's. */
-static long id_number(const char *name)
+long jobs_id_number(const char *name)
 {
     if (strncmp(name, "j-", 2) != 0 || !name[2] || strlen(name) >= LD_JOB_ID_MAX)
         return -1;
@@ -223,21 +226,83 @@ static long id_number(const char *name)
     return n;
 }
 
-/* Remove the temporary files of atomic writes a crash left in dir. */
-static void remove_stale_tmp(const char *dir)
+/* Remove the files in dir whose names contain part (every file when part is
+ * NULL): the temporary files of atomic writes a crash left, or a purged job's
+ * folder.  0, or -1 with errno when one could not be removed. */
+static int remove_files(const char *dir, const char *part)
 {
     DIR *dp = opendir(dir);
     if (!dp)
-        return;
+        return -1;
+    int rc = 0, saved = 0;
     struct dirent *de;
     while ((de = readdir(dp)))
-        if (strstr(de->d_name, ".tmp.")) {
+        if (de->d_name[0] != '.' ? !part || strstr(de->d_name, part)
+                                 : !part && strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
             char *p = jobs_path_join(dir, de->d_name, NULL);
-            if (p)
-                unlink(p);
+            if (!p || unlink(p) != 0) {
+                rc = -1;
+                saved = p ? errno : ENOMEM;
+            }
             free(p);
         }
     closedir(dp);
+    errno = saved;
+    return rc;
+}
+
+/* A number kept in a small file of the jobs folder (0 when absent). */
+static unsigned long long read_number(ld_jobs_t *j, const char *name)
+{
+    char *p = jobs_path_join(j->jobs_dir, name, NULL);
+    uint8_t *text = NULL;
+    size_t len = 0;
+    ld_err_t e;
+    unsigned long long v = 0;
+    if (p && ld_read_file(p, 64, &text, &len, &e) == LD_OK)
+        v = strtoull((const char *)text, NULL, 10);
+    free(text);
+    free(p);
+    return v;
+}
+
+static int write_number(ld_jobs_t *j, const char *name, unsigned long long v, ld_err_t *err)
+{
+    char *p = jobs_path_join(j->jobs_dir, name, NULL);
+    if (!p)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%llu\n", v);
+    int rc = ld_write_atomic(p, buf, (size_t)n, err);
+    free(p);
+    return rc;
+}
+
+/* A purged job's folder is first renamed to ".purged-ID" (so a crash part way
+ * leaves no half record under a job's name), then emptied and removed; the
+ * largest purged number is kept in "last_purged" so that its id is never
+ * given again, even when it was the newest. */
+int jobs_remove_folder(ld_jobs_t *j, const job_t *job, ld_err_t *err)
+{
+    char *dir = jobs_path_join(j->jobs_dir, job->id, NULL);
+    char gone[64];
+    snprintf(gone, sizeof gone, ".purged-%s", job->id);
+    char *tomb = jobs_path_join(j->jobs_dir, gone, NULL);
+    int rc = LD_OK;
+    if (!dir || !tomb)
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+    else if (read_number(j, "last_purged") < (unsigned long long)job->num &&
+             (rc = write_number(j, "last_purged", (unsigned long long)job->num, err)))
+        ;
+    else if (rename(dir, tomb) != 0)
+        rc = ld_err_set(err, LD_EIO, "cannot remove %s: %s", dir, strerror(errno));
+    else if (remove_files(tomb, NULL) != 0 || rmdir(tomb) != 0)
+        /* the job is gone from the list; the next start removes the rest */
+        jobs_log(j, LD_LOG_WARN, "job %s: cannot remove all of %s: %s", job->id, tomb,
+                 strerror(errno));
+    free(dir);
+    free(tomb);
+    return rc;
 }
 
 static void recover_one(ld_jobs_t *j, const char *name, long num)
@@ -250,7 +315,7 @@ static void recover_one(ld_jobs_t *j, const char *name, long num)
     job_t *job = jobs_job_alloc();
     int rc = !dir || !rec || !job ? ld_err_set(&e, LD_ENOMEM, "out of memory") : LD_OK;
     if (!rc) {
-        remove_stale_tmp(dir);
+        remove_files(dir, ".tmp."); /* stale temporary files of atomic writes */
         rc = ld_read_file(rec, RECORD_MAX, &text, &len, &e);
     }
     if (!rc)
@@ -276,6 +341,10 @@ static void recover_state(ld_jobs_t *j, job_t *job)
     ld_job_state_t was = job->state;
     if (ld_job_state_is_final(was))
         return;
+    /* its next events must sort after any it sent before the restart, also
+     * those after its last record write */
+    if (job->seq < j->seq_base)
+        job->seq = j->seq_base;
     char state_path[PATH_MAX];
     ld_err_t e = {{0}};
     struct stat st;
@@ -312,14 +381,40 @@ static void recover_state(ld_jobs_t *j, job_t *job)
         jobs_persist(j, job, NULL);
 }
 
+/* Event ids (seq) must keep growing across restarts, but a job's seq is only
+ * written with its record.  Each start takes the next generation number
+ * (STATE/jobs/generation, written atomically before any job runs); a job that
+ * goes on after a restart continues from generation << 32, above every seq
+ * of an earlier start (a run would need 2^32 events of one job to reach it). */
+static int next_generation(ld_jobs_t *j, ld_err_t *err)
+{
+    unsigned long long gen = read_number(j, "generation");
+    if (gen >= (1ull << 20)) /* keeps seq below 2^53, exact in JSON */
+        gen = 0;
+    gen++;
+    j->seq_base = (uint64_t)gen << 32;
+    return write_number(j, "generation", gen, err);
+}
+
 int jobs_recover(ld_jobs_t *j, ld_err_t *err)
 {
+    int grc = next_generation(j, err);
+    if (grc)
+        return grc;
     DIR *dp = opendir(j->jobs_dir);
     if (!dp)
         return ld_err_set(err, LD_EIO, "cannot open %s: %s", j->jobs_dir, strerror(errno));
     struct dirent *de;
+    j->next_num = (long)read_number(j, "last_purged") + 1;
     while ((de = readdir(dp))) { /* before the workers start: next_num is ours alone */
-        long num = id_number(de->d_name);
+        if (strncmp(de->d_name, ".purged-", 8) == 0) { /* a purge a crash cut short */
+            char *p = jobs_path_join(j->jobs_dir, de->d_name, NULL);
+            if (p && remove_files(p, NULL) == 0)
+                rmdir(p);
+            free(p);
+            continue;
+        }
+        long num = jobs_id_number(de->d_name);
         if (num < 0)
             continue;
         if (num >= j->next_num)

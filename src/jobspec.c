@@ -392,9 +392,72 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
         rc = ld_err_set(err, LD_EINVAL, "arch: %s", e.msg);
     else if (ld_train_opts_validate(&s->train, &e))
         rc = ld_err_set(err, LD_EINVAL, "train: %s", e.msg);
+    else
+        rc = ld_jobspec_check_bytes(&s->arch, &s->train, caps->max_job_bytes, err);
 out:
     cJSON_Delete(root);
     return rc;
+}
+
+/* ---- memory estimate ---- */
+
+/* One dense net in -> hidden... -> out: *params += its weights and biases,
+ * *units += the widths of its outputs, *widest = max(*widest, any width). */
+static void net_size(int in, const ld_hidden_t *h, int out, double *params, double *units,
+                     double *widest)
+{
+    double prev = in;
+    *widest = fmax(*widest, in);
+    for (int i = 0; i <= h->n; i++) {
+        double w = i < h->n ? h->size[i] : out;
+        *params += prev * w + w;
+        *units += w;
+        *widest = fmax(*widest, w);
+        prev = w;
+    }
+}
+
+void ld_jobspec_bytes(const ld_arch_t *a, const ld_train_opts_t *o, ld_job_bytes_t *out)
+{
+    static const ld_hidden_t none = {0};
+    double P = 0, units = 0, widest = 0;
+    if (a->kind == LD_KIND_GAN) {
+        net_size(a->z_dim, &a->dec, a->x_dim, &P, &units, &widest);  /* generator */
+        net_size(a->x_dim, &a->enc, 1, &P, &units, &widest);         /* discriminator */
+        units *= 2; /* the discriminator sees real and generated batches */
+    } else {
+        int h = a->enc.n > 0 ? a->enc.size[a->enc.n - 1] : a->x_dim;
+        net_size(a->x_dim, &a->enc, h, &P, &units, &widest);          /* encoder */
+        units -= h; /* the last hidden layer is the encoder's output */
+        net_size(h, &none, a->z_dim, &P, &units, &widest);           /* mu */
+        net_size(h, &none, a->z_dim, &P, &units, &widest);           /* logvar */
+        net_size(a->z_dim, &a->dec, a->x_dim, &P, &units, &widest);  /* decoder */
+    }
+    int threads = o->threads > 1 ? o->threads : 1;
+    double sets = 3 + (threads - 1) + (a->kind == LD_KIND_GAN && o->g_ema > 0);
+    double B = o->batch > 0 ? o->batch : 1;
+    out->params = 4 * P;
+    out->optimiser = 4 * P * sets;
+    /* each layer's output, its gradient and (with dropout) mask and copy,
+     * plus two scratch rows of the widest layer, for the whole batch */
+    out->activations = 4 * B * (3 * units + 2 * widest + a->x_dim);
+    out->total = out->params + out->optimiser + out->activations;
+}
+
+int ld_jobspec_check_bytes(const ld_arch_t *arch, const ld_train_opts_t *o, long long max_bytes,
+                           ld_err_t *err)
+{
+    ld_job_bytes_t b;
+    ld_jobspec_bytes(arch, o, &b);
+    if (max_bytes <= 0 || b.total <= (double)max_bytes)
+        return LD_OK;
+    const double MiB = 1024.0 * 1024.0;
+    return ld_err_set(err, LD_EINVAL,
+                      "arch: this job needs about %.0f MiB (parameters %.0f MiB, optimiser state "
+                      "%.0f MiB, activations %.0f MiB); the limit (max_job_bytes) is %.0f MiB: "
+                      "use smaller widths or a smaller batch",
+                      b.total / MiB, b.params / MiB, b.optimiser / MiB, b.activations / MiB,
+                      (double)max_bytes / MiB);
 }
 
 /* ---- normal form ---- */

@@ -166,6 +166,7 @@ static void *worker_main(void *arg)
     worker_t *w = arg;
     ld_trainer_t *t = w->t;
     long seen = 0;
+    ld_step_abandon_flag(t->o.abandon);
     pthread_mutex_lock(&t->pool_mu);
     for (;;) {
         while (!t->quit && t->gen == seen)
@@ -442,7 +443,16 @@ static void phase_adam_g(worker_t *w)
 }
 
 /* One optimiser step on rows perm[lo..lo+b). losses[] gets batch means. */
-static void train_step(ld_trainer_t *t, int lo, int b, double *losses)
+/* Whether the step in progress is being abandoned (ld_train_opts_t.abandon):
+ * checked before each optimiser update. */
+static int abandoning(const ld_trainer_t *t)
+{
+    return t->o.abandon && atomic_load(t->o.abandon);
+}
+
+/* One step: 0, or 1 when it was abandoned (its numbers are meaningless and
+ * the parameters may hold part of an update). */
+static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
 {
     ld_model_t *m = t->m;
     const int X = m->arch.x_dim;
@@ -466,24 +476,35 @@ static void train_step(ld_trainer_t *t, int lo, int b, double *losses)
     switch (m->arch.kind) {
     case LD_KIND_VAE:
         run_phase(t, phase_vae);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_all);
         break;
     case LD_KIND_GAN:
         run_phase(t, phase_gan_d);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_d);
         run_phase(t, phase_gan_g);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_g);
         break;
     case LD_KIND_CLASSIFIER:
         run_phase(t, phase_cls);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_all);
         break;
     }
+    if (abandoning(t))
+        return 1;
     for (int i = 0; i < LD_MAX_LOSSES; i++) {
         losses[i] = 0;
         for (int k = 0; k < t->nw; k++)
             losses[i] += t->w[k].losses[i] * t->w[k].b / b;
     }
+    return 0;
 }
 
 void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
@@ -557,7 +578,11 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
         while (t->batch_idx < t->steps_per_epoch) {
             int lo = t->batch_idx * B, b = n - lo < B ? n - lo : B;
             double losses[LD_MAX_LOSSES];
-            train_step(t, lo, b, losses);
+            ld_step_abandon_flag(t->o.abandon);
+            int abandoned = train_step(t, lo, b, losses);
+            ld_step_abandon_flag(NULL);
+            if (abandoned) /* no state is written: the last checkpoint stays */
+                return ld_err_set(err, LD_ECANCELLED, "abandoned step %ld", t->t);
             for (int i = 0; i < nl; i++) {
                 if (!isfinite(losses[i]))
                     return ld_err_set(err, LD_EINVAL,
@@ -588,7 +613,7 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
             }
             if (cb && cb(&p, user))
                 stop = 1;
-            int ckpt = t->o.state_path[0] &&
+            int ckpt = t->o.state_path[0] && !abandoning(t) &&
                        ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) || stop);
             if (ckpt && !p.finished && (rc = ld_trainer_save_state(t, t->o.state_path, err)))
                 return rc;

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1046,6 +1047,81 @@ START_TEST(test_metrics_while_training)
 }
 END_TEST
 
+/* Event-stream bytes count in latentd_http_response_bytes_total like any
+ * other response body's (they were missing: a stream replies with size -1). */
+START_TEST(test_stream_bytes_counted)
+{
+    static const char series[] = "latentd_http_response_bytes_total{route=\"/v1/jobs/{id}/events\"}";
+    char id[32];
+    submit(&D, TINY_VAE("counted"), id);
+    cJSON_Delete(wait_state(&D, id, "succeeded", 60));
+    char *text = metrics_text(&D);
+    double before = metric(text, series);
+    free(text);
+    sse_t s;
+    sse_init(&s, &D, id, 0);
+    sse_run(&s);
+    sse_expect_complete(&s, "succeeded", 0);
+    size_t sent = s.raw.len;
+    ld_buf_free(&s.raw);
+    ck_assert_uint_gt(sent, 100);
+    /* the count is taken when the server completes the request, just after
+     * the client has read the end of the stream */
+    double until = deadline(5), after;
+    for (;;) {
+        text = metrics_text(&D);
+        after = metric(text, series);
+        free(text);
+        if (after - (before > 0 ? before : 0) >= (double)sent || tu_now() > until)
+            break;
+        tu_msleep(20);
+    }
+    ck_assert_msg(after - (before > 0 ? before : 0) >= (double)sent,
+                  "%s went from %.0f to %.0f; the stream sent %zu bytes", series, before, after,
+                  sent);
+
+    /* Last-Event-ID: a client that saw the end event gets nothing older again */
+    cJSON *j = job_get(&D, id);
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Last-Event-ID: %.0f", jnum(j, "seq"));
+    cJSON_Delete(j);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
+    tu_req_t q = {.token = ADMIN, .extra = hdr, .port = D.port};
+    tu_resp_t r;
+    ck_assert_int_eq(tu_http_once(&r, "GET", path, NULL, 0, &q), 200);
+    ck_assert_msg(r.body.len == 0, "after the last event id the stream sent %.300s", r.body.data);
+    tu_resp_free(&r);
+}
+END_TEST
+
+/* --check-config refuses a listening address the real start would refuse,
+ * and a start that fails on it leaves no state folder behind. */
+START_TEST(test_check_config_bind)
+{
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+    tu_write_file(d.conf, "port = 0\n");
+    char state[600];
+    snprintf(state, sizeof state, "%s/fresh-state", d.dir);
+    const char *check[] = {"serve", "--config", d.conf, "--models", d.models, "--state", state,
+                           "--bind", "999.1.1.1", "--check-config", NULL};
+    tu_daemon_spawn(&d, check, NULL);
+    int code = tu_daemon_wait_exit(&d, 20);
+    char *log = tu_read_text(d.log);
+    ck_assert_msg(code == 2 && strstr(log, "999.1.1.1") && !strstr(log, "configuration ok"),
+                  "--check-config --bind 999.1.1.1: exit %d, %s", code, log);
+    free(log);
+    const char *run[] = {"serve", "--config", d.conf, "--models", d.models, "--state", state,
+                         "--bind", "999.1.1.1", NULL};
+    tu_daemon_spawn(&d, run, NULL);
+    ck_assert_int_eq(tu_daemon_wait_exit(&d, 20), 2);
+    struct stat st;
+    ck_assert_msg(stat(state, &st) != 0, "a failed start created %s", state);
+    tu_daemon_free(&d);
+}
+END_TEST
+
 START_TEST(test_shared_daemon_exits_clean)
 {
     /* last in the case: SIGTERM the shared daemon; exit 0 (no leaks under ASan) */
@@ -1428,6 +1504,7 @@ Suite *suite_jobs_http(void)
     tcase_add_test(api, test_events_stream);
     tcase_add_test(api, test_stream_client_disconnects);
     tcase_add_test(api, test_metrics_while_training);
+    tcase_add_test(api, test_stream_bytes_counted);
     tcase_add_test(api, test_shared_daemon_exits_clean);
     suite_add_tcase(s, api);
 
@@ -1441,6 +1518,7 @@ Suite *suite_jobs_http(void)
     tcase_add_test(own, test_kill9_then_resume);
     tcase_add_test(own, test_two_jobs_and_sampling);
     tcase_add_test(own, test_training_yields_to_serving);
+    tcase_add_test(own, test_check_config_bind);
     suite_add_tcase(s, own);
     return s;
 }

@@ -28,6 +28,8 @@
 #include "latentd/gan.h"
 #include "latentd/model.h"
 
+#include <stdatomic.h>
+
 typedef struct {
     int epochs;             /* 1.. */
     int batch;              /* 1.. */
@@ -44,6 +46,10 @@ typedef struct {
                                the batch; OpenBLAS should then run single-threaded) */
     long checkpoint_every;  /* steps between state checkpoints; 0 = none during the run */
     char state_path[4096];  /* where state checkpoints go; "" = nowhere */
+    const atomic_int *abandon; /* once nonzero, the step in progress is abandoned (nn.h)
+                               and the run returns LD_ECANCELLED without writing state:
+                               the last periodic checkpoint stays.  NULL = steps always
+                               finish, and a stop (the callback) writes state */
 } ld_train_opts_t;
 
 /* The recipe latentd uses by default for each kind (see README). */
