@@ -300,6 +300,8 @@ typedef struct {
     long stride;        /* steps between loss_history points */
     long every;         /* checkpoint_every */
     double last_event;
+    int record_failed;  /* a record write at a checkpoint failed: the run stops */
+    ld_err_t record_err;
 } run_ctx_t;
 
 /* Under lock: append a loss_history point, dropping the oldest when full. */
@@ -360,8 +362,10 @@ static int on_progress(const ld_progress_t *p, void *user)
         pthread_mutex_unlock(&j->lock);
         if (event)
             wake_subs(j, job);
-        if (ckpt)
-            jobs_persist(j, job, NULL);
+        if (ckpt && jobs_persist(j, job, &c->record_err)) {
+            c->record_failed = 1; /* stop here; run_job fails the job with the reason */
+            return 1;
+        }
     }
     int stop = atomic_load(&job->cancel) || atomic_load(&j->stopping);
     if (!stop && !p->finished && j->cfg.busy && j->cfg.busy(j->cfg.busy_user)) {
@@ -492,11 +496,15 @@ static void run_job(ld_jobs_t *j, job_t *job)
         /* rounded up, so a run never has more than HIST_TARGET points and
          * the oldest, the start of the run, is never dropped */
         long stride = (p.steps_total + HIST_TARGET - 1) / HIST_TARGET;
-        run_ctx_t c = {j, job, stride > 1 ? stride : 1, job->spec.train.checkpoint_every, 0};
+        run_ctx_t c = {.j = j, .job = job, .stride = stride > 1 ? stride : 1,
+                       .every = job->spec.train.checkpoint_every};
         if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
             rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
         else
             rc = ld_trainer_run(r.t, on_progress, &c, &e);
+        if (c.record_failed)
+            rc = ld_err_set(&e, LD_EIO, "stopped at step %ld: cannot save its record: %.400s",
+                            job->step, c.record_err.msg);
     }
     ld_model_t *m = r.m;
     r.m = NULL;
@@ -528,9 +536,9 @@ static void run_job(ld_jobs_t *j, job_t *job)
     jobs_set_state_locked(j, job, s);
     long step = job->step, total = job->steps_total;
     pthread_mutex_unlock(&j->lock);
-    jobs_persist(j, job, NULL);
-    if (s == LD_JOB_SUCCEEDED && have_state)
-        unlink(state_path); /* only now: the record says succeeded */
+    int recorded = jobs_persist(j, job, NULL) == LD_OK;
+    if (s == LD_JOB_SUCCEEDED && have_state && recorded)
+        unlink(state_path); /* only now: the record on disk says succeeded */
     wake_subs(j, job);
     double secs = ld_now() - t0;
     switch (s) {

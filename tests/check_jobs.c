@@ -11,6 +11,8 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "../src/fsutil_impl.h"
+#include "latentd/ckpt.h"
 #include "latentd/image.h"
 #include "latentd/jobs.h"
 #include "latentd/jobspec.h"
@@ -1132,6 +1134,98 @@ START_TEST(test_list_pages_and_purge)
 }
 END_TEST
 
+/* ---- fault injection: a full or failing disk (fsutil_impl.h) ---- */
+
+static atomic_int fault_errno;     /* what the armed hook answers */
+static atomic_int fault_skip;      /* matching writes let through before it fails */
+static atomic_int fault_hits;      /* writes it failed */
+static char fault_suffix[64];      /* the paths it fails end with this */
+
+static int write_fault(const char *path)
+{
+    size_t n = strlen(path), k = strlen(fault_suffix);
+    if (n < k || strcmp(path + n - k, fault_suffix) != 0)
+        return 0;
+    if (atomic_fetch_sub(&fault_skip, 1) > 0)
+        return 0;
+    atomic_fetch_add(&fault_hits, 1);
+    return atomic_load(&fault_errno);
+}
+
+static void arm_fault(const char *suffix, int skip, int err)
+{
+    snprintf(fault_suffix, sizeof fault_suffix, "%s", suffix);
+    atomic_store(&fault_skip, skip);
+    atomic_store(&fault_errno, err);
+    atomic_store(&fault_hits, 0);
+    ld_fsutil_set_write_fault(write_fault);
+}
+
+/* The step a state file holds ("step" in its metadata), -1 if it does not load. */
+static long state_step(const char *path)
+{
+    ld_ckpt_t *c = NULL;
+    ld_err_t e;
+    if (ld_ckpt_read(path, &c, &e) != LD_OK)
+        return -1;
+    const char *s = ld_ckpt_meta(c, "step");
+    long step = s ? atol(s) : -1;
+    ld_ckpt_free(c);
+    return step;
+}
+
+/* ENOSPC on the second checkpoint: the job fails with the reason and the
+ * first checkpoint is still there, whole.  EIO on a record write while it
+ * runs: the job fails with that reason (it used to train on with a stale
+ * record).  ENOSPC on the model file: the job fails and the model served
+ * under that name keeps its bytes. */
+START_TEST(test_write_faults)
+{
+    ld_jobs_t *j = open_engine(1, 4);
+    char a[LD_JOB_ID_MAX], b[LD_JOB_ID_MAX], c[LD_JOB_ID_MAX], d[LD_JOB_ID_MAX];
+    arm_fault("state.safetensors", 1, ENOSPC);
+    submit_ok(j, LONG_VAE("full"), a);
+    ck_assert_int_eq(wait_state(j, a, LD_JOB_FAILED, 120), LD_JOB_FAILED);
+    ld_job_info_t in = info_of(j, a);
+    ck_assert_msg(strstr(in.error, "No space left on device"), "%s", in.error);
+    char path[1024];
+    job_file(path, sizeof path, a, "state.safetensors");
+    ck_assert_int_eq(state_step(path), 20);
+
+    arm_fault("job.json", 2, EIO); /* queued and running pass; the first checkpoint's fails */
+    submit_ok(j, LONG_VAE("eio"), b);
+    ck_assert_int_eq(wait_state(j, b, LD_JOB_FAILED, 120), LD_JOB_FAILED);
+    in = info_of(j, b);
+    ck_assert_msg(strstr(in.error, "cannot save its record") &&
+                      strstr(in.error, "Input/output error"),
+                  "%s", in.error);
+    ld_fsutil_set_write_fault(NULL);
+
+    submit_ok(j, TINY_VAE("served", ""), c);
+    ck_assert_int_eq(wait_state(j, c, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
+    char model[1024];
+    snprintf(model, sizeof model, "%s/served.safetensors", models_dir);
+    struct stat st0;
+    ck_assert_int_eq(stat(model, &st0), 0);
+    arm_fault("/served.safetensors", 0, ENOSPC);
+    submit_ok(j, TINY_VAE("served", ""), d);
+    ck_assert_int_eq(wait_state(j, d, LD_JOB_FAILED, 120), LD_JOB_FAILED);
+    ld_fsutil_set_write_fault(NULL);
+    in = info_of(j, d);
+    ck_assert_msg(strstr(in.error, "No space left on device"), "%s", in.error);
+    struct stat st1;
+    ck_assert_int_eq(stat(model, &st1), 0);
+    /* an atomic write would have renamed a new inode over it */
+    ck_assert(st0.st_size == st1.st_size && st0.st_ino == st1.st_ino &&
+              st0.st_mtim.tv_nsec == st1.st_mtim.tv_nsec && st0.st_mtim.tv_sec == st1.st_mtim.tv_sec);
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_int_eq(ld_model_load(model, &m, &e), LD_OK);
+    ld_model_free(m);
+    ld_jobs_free(j);
+}
+END_TEST
+
 START_TEST(test_one_engine_per_folder)
 {
     ld_jobs_t *j = open_engine(1, 4);
@@ -1175,6 +1269,7 @@ Suite *suite_jobs(void)
     tcase_add_test(tc, test_memory_budget);
     tcase_add_test(tc, test_cancel_inside_a_step);
     tcase_add_test(tc, test_list_pages_and_purge);
+    tcase_add_test(tc, test_write_faults);
     suite_add_tcase(s, tc);
     return s;
 }
