@@ -613,8 +613,11 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
             }
             if (cb && cb(&p, user))
                 stop = 1;
-            int ckpt = t->o.state_path[0] && !abandoning(t) &&
-                       ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) || stop);
+            /* a periodic checkpoint that is due is written; a stop writes
+             * one too, unless it is a cancel (abandon) */
+            int ckpt = t->o.state_path[0] &&
+                       ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) ||
+                        (stop && !abandoning(t)));
             if (ckpt && !p.finished && (rc = ld_trainer_save_state(t, t->o.state_path, err)))
                 return rc;
             if (stop && !p.finished)

@@ -18,6 +18,7 @@
 #include "tu_daemon.h"
 
 #include "latentd/buf.h"
+#include "latentd/ckpt.h"
 #include "latentd/model.h"
 
 #include <arpa/inet.h>
@@ -1122,6 +1123,118 @@ START_TEST(test_check_config_bind)
 }
 END_TEST
 
+/* Every file the jobs engine keeps in the state folder is whole: each
+ * STATE/jobs/j-* holds a job.json that parses, names its folder and a valid
+ * state, and any state.safetensors loads.  Temporary files of interrupted
+ * atomic writes (".tmp." in the name) are not files of the folder: the next
+ * start removes them.  The number of job folders, or -1 (msg says why). */
+static int state_all_load(const char *state_dir, char *msg, size_t cap)
+{
+    char jobs[1024];
+    snprintf(jobs, sizeof jobs, "%s/jobs", state_dir);
+    DIR *dp = opendir(jobs);
+    if (!dp)
+        return 0; /* killed before the engine made it */
+    int n = 0, bad = 0;
+    struct dirent *de;
+    while (!bad && (de = readdir(dp))) {
+        if (strncmp(de->d_name, "j-", 2) != 0)
+            continue;
+        char path[1600];
+        snprintf(path, sizeof path, "%s/%s/job.json", jobs, de->d_name);
+        char *text = tu_read_text(path);
+        cJSON *o = cJSON_Parse(text);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+        static const char *const states[] = {"queued", "running", "succeeded", "failed",
+                                             "cancelled", "interrupted"};
+        int ok_state = 0;
+        for (int i = 0; cJSON_IsString(st) && i < 6; i++)
+            ok_state |= !strcmp(st->valuestring, states[i]);
+        if (!text[0]) /* a folder made by a submit a kill cut short, before its record */
+            ;
+        else if (!cJSON_IsString(id) || strcmp(id->valuestring, de->d_name) || !ok_state) {
+            snprintf(msg, cap, "%.300s: not a whole record: %.200s", path, text);
+            bad = 1;
+        }
+        cJSON_Delete(o);
+        free(text);
+        snprintf(path, sizeof path, "%s/%s/state.safetensors", jobs, de->d_name);
+        ld_ckpt_t *c = NULL;
+        ld_err_t e;
+        if (!bad && access(path, F_OK) == 0 && ld_ckpt_read(path, &c, &e) != LD_OK) {
+            snprintf(msg, cap, "%.300s does not load: %.250s", path, e.msg);
+            bad = 1;
+        }
+        ld_ckpt_free(c);
+        n++;
+    }
+    closedir(dp);
+    return bad ? -1 : n;
+}
+
+/* kill -9 at random times, over and over, while jobs train with a
+ * checkpoint every 2 steps and publish models: after every kill each model
+ * file and each file of the state folder loads, and in the end the job list
+ * holds exactly the jobs submitted, and they all succeed.  The seed of the
+ * kill times is printed, so a failure can be replayed. */
+START_TEST(test_kill9_loop)
+{
+    const int kills = tu_under_asan() ? 30 : 100;
+    unsigned seed = (unsigned)time(NULL);
+    fprintf(stderr, "test_kill9_loop: %d kills%s, seed %u\n", kills,
+            tu_under_asan() ? " (fewer under the sanitizers)" : "", seed);
+    tu_daemon_t d;
+    daemon_init(&d, "worker_threads = 2\n", 1);
+    tu_daemon_start(&d, NULL);
+    static const char *const specs[] = {
+        "{\"kind\":\"vae\",\"model\":\"k-vae\",\"limit\":256,\"arch\":{\"hidden\":[32],\"z\":2},"
+        "\"train\":{\"epochs\":60,\"batch\":32,\"seed\":5},\"checkpoint_every\":2}",
+        "{\"kind\":\"gan\",\"model\":\"k-gan\",\"limit\":256,\"arch\":{\"g_hidden\":[32],"
+        "\"d_hidden\":[32],\"z\":4},\"train\":{\"epochs\":40,\"batch\":32},\"checkpoint_every\":2}",
+        TINY_VAE("k-tiny"),
+    };
+    const int n_jobs = (int)LD_ARRAY_LEN(specs);
+    char ids[3][32];
+    for (int i = 0; i < n_jobs; i++)
+        submit(&d, specs[i], ids[i]);
+    char msg[600];
+    for (int k = 0; k < kills; k++) {
+        int early = rand_r(&seed) % 4 == 0; /* a quarter of the kills land during start-up */
+        int ms = early ? rand_r(&seed) % 150 : rand_r(&seed) % 400;
+        if (k > 0) {
+            if (early)
+                tu_daemon_spawn(&d, NULL, NULL);
+            else
+                tu_daemon_start(&d, NULL);
+        }
+        tu_msleep(ms);
+        ck_assert_int_eq(kill(d.pid, SIGKILL), 0);
+        ck_assert_int_eq(tu_daemon_wait_exit(&d, 30), 128 + SIGKILL);
+        int nm = models_all_load(d.models, msg, sizeof msg);
+        ck_assert_msg(nm >= 1, "after kill %d (%s, %d ms): %s", k, early ? "start" : "run", ms, msg);
+        int ns = state_all_load(d.state, msg, sizeof msg);
+        ck_assert_msg(ns == n_jobs, "after kill %d (%s, %d ms): %d job folders: %s", k,
+                      early ? "start" : "run", ms, ns, ns < 0 ? msg : "");
+    }
+    /* the list after all that: the jobs submitted, each finishing */
+    tu_daemon_start(&d, NULL);
+    for (int i = 0; i < n_jobs; i++)
+        cJSON_Delete(wait_state(&d, ids[i], "succeeded", 300));
+    tu_resp_t r;
+    ck_assert_int_eq(call(&r, d.port, "GET", "/v1/jobs", NULL, NULL), 200);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "jobs")), n_jobs);
+    tu_resp_free(&r);
+    ck_assert_int_eq(models_all_load(d.models, msg, sizeof msg), 1 + n_jobs);
+    for (int i = 0; i < n_jobs; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s", i == 0 ? "k-vae" : i == 1 ? "k-gan" : "k-tiny");
+        sample_ok(&d, name, 2);
+    }
+    tu_daemon_stop_ok(&d, 60);
+}
+END_TEST
+
 START_TEST(test_shared_daemon_exits_clean)
 {
     /* last in the case: SIGTERM the shared daemon; exit 0 (no leaks under ASan) */
@@ -1519,6 +1632,7 @@ Suite *suite_jobs_http(void)
     tcase_add_test(own, test_two_jobs_and_sampling);
     tcase_add_test(own, test_training_yields_to_serving);
     tcase_add_test(own, test_check_config_bind);
+    tcase_add_test(own, test_kill9_loop);
     suite_add_tcase(s, own);
     return s;
 }
