@@ -482,7 +482,8 @@ int ld_serve_main(int argc, char **argv)
         free(admin);
         return 1;
     }
-    if (ld_metrics_new(&metrics) != LD_OK || ld_registry_new(cfg.models_dir, &reg, &err) != LD_OK) {
+    if (ld_metrics_new(&metrics) != LD_OK || ld_registry_new(cfg.models_dir, &reg, &err) != LD_OK ||
+        ld_registry_set_state_dir(reg, cfg.state_dir, &err) != LD_OK) {
         ld_log_error("out of memory");
         goto out;
     }

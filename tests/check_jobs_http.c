@@ -1235,6 +1235,99 @@ START_TEST(test_kill9_loop)
 }
 END_TEST
 
+/* sha256 and version of GET /v1/models/{name} (200 required). */
+static void model_id(const tu_daemon_t *d, const char *name, char sha[65], double *version)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/models/%s", name);
+    tu_resp_t r;
+    ck_assert_int_eq(call(&r, d->port, "GET", path, NULL, TOKEN), 200);
+    snprintf(sha, 65, "%s", jstr(r.json, "sha256"));
+    *version = jnum(r.json, "version");
+    tu_resp_free(&r);
+}
+
+static long put_model(const tu_daemon_t *d, const char *name, const char *body, tu_resp_t *r)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/models/%s", name);
+    return call(r, d->port, "PUT", path, body, NULL);
+}
+
+/* A PUT that names another file stays in force across SIGHUP and a restart
+ * (it used to be undone by the next rescan); versions are per name and kept
+ * across restarts; a PUT that would serve another kind under a name needs
+ * "allow_kind_change": true (409 without). */
+START_TEST(test_put_binding_survives_rescan_and_restart)
+{
+    tu_daemon_t d;
+    daemon_init(&d, NULL, 1);
+    save_tiny_model(d.models, "fv.safetensors", 1);
+    save_tiny_model(d.models, "fv-v2.safetensors", 2);
+    ld_arch_t a;
+    ld_arch_default(LD_KIND_GAN, &a);
+    a.enc.n = a.dec.n = 1;
+    a.enc.size[0] = a.dec.size[0] = 16;
+    a.z_dim = 4;
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_int_eq(ld_model_new(&a, 3, &m, &e), LD_OK);
+    char gan[1024];
+    snprintf(gan, sizeof gan, "%s/g.safetensors", d.models);
+    ck_assert_int_eq(ld_model_save(m, gan, &e), LD_OK);
+    ld_model_free(m);
+    tu_daemon_start(&d, NULL);
+
+    char sha1[65], sha2[65], sha[65];
+    double v1, v2, v;
+    model_id(&d, "fv", sha1, &v1);
+    model_id(&d, "fv-v2", sha2, &v);
+    tu_resp_t r;
+    ck_assert_int_eq(put_model(&d, "fv", "{\"file\":\"fv-v2.safetensors\"}", &r), 200);
+    tu_resp_free(&r);
+    model_id(&d, "fv", sha, &v2);
+    ck_assert_str_eq(sha, sha2);
+    ck_assert_msg(v2 > v1, "version %g after a new file, %g before", v2, v1);
+
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    ck_assert(log_has(&d, "model scan (SIGHUP)"));
+    model_id(&d, "fv", sha, &v);
+    ck_assert_msg(!strcmp(sha, sha2), "after SIGHUP fv serves %.12s, not fv-v2's %.12s", sha, sha2);
+    ck_assert(v == v2);
+
+    ck_assert_int_eq(tu_daemon_stop(&d, 60), 0);
+    tu_daemon_start(&d, NULL);
+    model_id(&d, "fv", sha, &v);
+    ck_assert_msg(!strcmp(sha, sha2), "after a restart fv serves %.12s, not fv-v2's %.12s", sha,
+                  sha2);
+    ck_assert_msg(v == v2, "version %g after a restart, %g before", v, v2);
+
+    ck_assert_int_eq(put_model(&d, "fv", "{\"file\":\"g.safetensors\"}", &r), 409);
+    expect_error(&r, 409, "kind_change", "allow_kind_change", "PUT a GAN over a VAE");
+    tu_resp_free(&r);
+    model_id(&d, "fv", sha, &v);
+    ck_assert_str_eq(sha, sha2);
+    ck_assert_int_eq(put_model(&d, "fv", "{\"file\":\"g.safetensors\",\"allow_kind_change\":1}", &r),
+                     400);
+    tu_resp_free(&r);
+    ck_assert_int_eq(
+        put_model(&d, "fv", "{\"file\":\"g.safetensors\",\"allow_kind_change\":true}", &r), 200);
+    tu_resp_free(&r);
+    ck_assert_int_eq(call(&r, d.port, "GET", "/v1/models/fv", NULL, TOKEN), 200);
+    ck_assert_str_eq(jstr(r.json, "kind"), "gan");
+    tu_resp_free(&r);
+    /* back to its own file: the binding goes */
+    ck_assert_int_eq(
+        put_model(&d, "fv", "{\"file\":\"fv.safetensors\",\"allow_kind_change\":true}", &r), 200);
+    tu_resp_free(&r);
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    tu_msleep(300);
+    model_id(&d, "fv", sha, &v);
+    ck_assert_str_eq(sha, sha1);
+    tu_daemon_stop_ok(&d, 60);
+}
+END_TEST
+
 START_TEST(test_shared_daemon_exits_clean)
 {
     /* last in the case: SIGTERM the shared daemon; exit 0 (no leaks under ASan) */
@@ -1633,6 +1726,7 @@ Suite *suite_jobs_http(void)
     tcase_add_test(own, test_training_yields_to_serving);
     tcase_add_test(own, test_check_config_bind);
     tcase_add_test(own, test_kill9_loop);
+    tcase_add_test(own, test_put_binding_survives_rescan_and_restart);
     suite_add_tcase(s, own);
     return s;
 }
