@@ -215,16 +215,22 @@ static int slice_rows(int B, int in, int out)
     return rows >= B ? B : rows < 1 ? 1 : (int)rows;
 }
 
+/* The rows of the slice starting at r0, after a yield point; 0 when the
+ * step is abandoned (the caller's loop ends). */
+static int slice_at(int B, int r0, int rows)
+{
+    ld_yield_point();
+    if (ld_step_abandoned())
+        return 0;
+    return B - r0 < rows ? B - r0 : rows;
+}
+
 void ld_dense_forward(int B, int in, int out, const float *x, const float *w, const float *b,
                       float *y)
 {
     /* y (B, out) = b broadcast, then y += x (B, in) * w^T (in, out) */
     const int rows = slice_rows(B, in, out);
-    for (int r0 = 0; r0 < B; r0 += rows) {
-        ld_yield_point();
-        if (ld_step_abandoned())
-            return;
-        const int n = B - r0 < rows ? B - r0 : rows;
+    for (int r0 = 0, n; r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows) {
         float *yr = y + (size_t)r0 * out;
         for (int i = 0; i < n; i++)
             memcpy(yr + (size_t)i * out, b, (size_t)out * sizeof *y);
@@ -238,14 +244,9 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
 {
     const int rows = slice_rows(B, in, out);
     /* gw (out, in) += dy^T (out, B) * x (B, in), a slice of the batch at a time */
-    for (int r0 = 0; r0 < B; r0 += rows) {
-        ld_yield_point();
-        if (ld_step_abandoned())
-            return;
-        const int n = B - r0 < rows ? B - r0 : rows;
+    for (int r0 = 0, n; r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
                     dy + (size_t)r0 * out, out, x + (size_t)r0 * in, in, 1.0f, gw, in);
-    }
     /* gb (out) += column sums of dy */
     for (int i = 0; i < B; i++) {
         const float *row = dy + (size_t)i * out;
@@ -253,14 +254,9 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
             gb[j] += row[j];
     }
     /* dx (B, in) = dy (B, out) * w (out, in) */
-    for (int r0 = 0; dx && r0 < B; r0 += rows) {
-        ld_yield_point();
-        if (ld_step_abandoned())
-            return;
-        const int n = B - r0 < rows ? B - r0 : rows;
+    for (int r0 = 0, n; dx && r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f,
                     dy + (size_t)r0 * out, out, w, in, 0.0f, dx + (size_t)r0 * in, in);
-    }
 }
 
 /* ---- dropout ---- */

@@ -556,15 +556,23 @@ static void wait_gone(const char *path, double secs)
     }
 }
 
-/* "sha256" of GET /v1/models/{name} into out (200 required). */
-static void model_sha(const tu_daemon_t *d, const char *name, char out[65])
+/* "sha256" and (version not NULL) "version" of GET /v1/models/{name} (200
+ * required). */
+static void model_id(const tu_daemon_t *d, const char *name, char sha[65], double *version)
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/models/%s", name);
     tu_resp_t r;
     ck_assert_int_eq(call(&r, d->port, "GET", path, NULL, TOKEN), 200);
-    snprintf(out, 65, "%s", jstr(r.json, "sha256"));
+    snprintf(sha, 65, "%s", jstr(r.json, "sha256"));
+    if (version)
+        *version = jnum(r.json, "version");
     tu_resp_free(&r);
+}
+
+static void model_sha(const tu_daemon_t *d, const char *name, char out[65])
+{
+    model_id(d, name, out, NULL);
 }
 
 /* ================================================================ api case */
@@ -1234,18 +1242,6 @@ START_TEST(test_kill9_loop)
     tu_daemon_stop_ok(&d, 60);
 }
 END_TEST
-
-/* sha256 and version of GET /v1/models/{name} (200 required). */
-static void model_id(const tu_daemon_t *d, const char *name, char sha[65], double *version)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/v1/models/%s", name);
-    tu_resp_t r;
-    ck_assert_int_eq(call(&r, d->port, "GET", path, NULL, TOKEN), 200);
-    snprintf(sha, 65, "%s", jstr(r.json, "sha256"));
-    *version = jnum(r.json, "version");
-    tu_resp_free(&r);
-}
 
 static long put_model(const tu_daemon_t *d, const char *name, const char *body, tu_resp_t *r)
 {
