@@ -584,12 +584,19 @@ static void h_model_put(ld_req_t *req, void *ctx)
     ld_api_t *api = ctx;
     const char *name = ld_req_param(req, "name");
     const cJSON *body = ld_req_json(req);
-    static const char *const fields[] = {"file", NULL};
+    static const char *const fields[] = {"file", "allow_kind_change", NULL};
     const char *file = NULL;
+    int allow = 0;
     ld_args_t a = ld_args_json(req, body, NULL);
     if (no_args(req) != 0 || ld_arg_fields(&a, fields) != 0 ||
         ld_arg_string(&a, "file", NULL, &file) != 0)
         return;
+    const cJSON *ak = body ? cJSON_GetObjectItemCaseSensitive(body, "allow_kind_change") : NULL;
+    if (ak && !cJSON_IsBool(ak)) {
+        ld_req_error(req, 400, "invalid_field", "allow_kind_change: expected true or false");
+        return;
+    }
+    allow = cJSON_IsTrue(ak);
     if (!ld_model_name_valid(name)) {
         ld_req_error(req, 400, "invalid_name",
                      "model name '%.80s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
@@ -598,9 +605,10 @@ static void h_model_put(ld_req_t *req, void *ctx)
     int replaced = 0;
     ld_served_t *s = NULL;
     ld_err_t e;
-    int rc = ld_registry_load(api->reg, name, file, &replaced, &s, &e);
+    int rc = ld_registry_put(api->reg, name, file, allow, &replaced, &s, &e);
     if (rc != LD_OK) {
         switch (rc) {
+        case LD_EUNSUPPORTED: ld_req_error(req, 409, "kind_change", "%s", e.msg); break;
         case LD_ENOMEM: ld_req_error(req, 503, "overloaded", "%s", e.msg); break;
         case LD_ENOTFOUND: ld_req_error(req, 422, "file_not_found", "file: %s", e.msg); break;
         case LD_EINVAL: ld_req_error(req, 422, "invalid_value", "file: %s", e.msg); break;

@@ -50,6 +50,7 @@ static const ld_cfg_key_t keys[] = {
     {"max_hidden_width",        LD_CFG_INT,   0,    4096,      "4096",      F(max_hidden_width),          NULL,       NULL},
     {"max_z",                   LD_CFG_INT,   0,    1024,      "1024",      F(max_z),                     NULL,       NULL},
     {"max_limit",               LD_CFG_INT,   0,    1000000000, "0",        F(max_limit),                 NULL,       NULL},
+    {"max_job_bytes",           LD_CFG_SIZE,  0,    1024 * GiB, "1gb",      F(max_job_bytes),             NULL,       NULL},
     {"token_file",              LD_CFG_STR,   0,    0,         "",          F(token_file),                NULL,       "--token-file"},
     {"admin_token_file",        LD_CFG_STR,   0,    0,         "",          F(admin_token_file),          NULL,       "--admin-token-file"},
     {"cors_origins",            LD_CFG_STR,   0,    0,         "",          F(cors_origins),              NULL,       NULL},

@@ -1,6 +1,7 @@
 /* fsutil.c — crash-safe file writes and whole-file reads; see include/latentd/fsutil.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/fsutil.h"
+#include "fsutil_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +13,14 @@
 
 /* Distinguishes temporary files of concurrent writers within one process. */
 static atomic_uint_fast64_t tmp_counter;
+
+/* Test hook (fsutil_impl.h): NULL outside tests. */
+static _Atomic(ld_write_fault_fn) write_fault;
+
+void ld_fsutil_set_write_fault(ld_write_fault_fn fn)
+{
+    atomic_store(&write_fault, fn);
+}
 
 /* writev batches stay well under IOV_MAX and under the kernel's per-call byte cap. */
 enum { WRITE_BATCH_IOV = 64 };
@@ -148,7 +157,12 @@ int ld_write_atomic_iov(const char *path, const struct iovec *iov, int n, ld_err
                           strerror(errno));
 
     const char *step = NULL;
-    if (write_all_iov(fd, iov, n) < 0)
+    ld_write_fault_fn fault = atomic_load(&write_fault);
+    int injected = fault ? fault(path) : 0;
+    if (injected) {
+        errno = injected;
+        step = "write";
+    } else if (write_all_iov(fd, iov, n) < 0)
         step = "write";
     else if (fsync_retry(fd) < 0)
         step = "fsync";

@@ -441,10 +441,12 @@ void ld_req_reply_mhd(ld_req_t *req, int status, struct MHD_Response *resp, long
     add_common_headers(req, resp);
     req->replied = 1;
     req->status = status;
-    req->bytes = bytes;
+    req->bytes = bytes < 0 ? 0 : bytes;
     if (MHD_queue_response(req->conn, (unsigned)status, resp) != MHD_YES)
         req->status = 0;
 }
+
+long long *ld_req_bytes_sent(ld_req_t *req) { return &req->bytes; }
 
 /* -------------------------------------------------------------- accessors */
 

@@ -1,17 +1,17 @@
-/* jobs.c — the background training engine: queue, workers, records, events.
- * Contract, states, recovery and lock order: jobs.h. */
-#define _GNU_SOURCE /* pthread_condattr_setclock, realpath, flock */
-#include "latentd/jobs.h"
+/* jobs.c — the background training engine: queue, workers, events, metrics.
+ * Records and recovery: jobs_store.c.  Contract, states, recovery and lock
+ * order: jobs.h. */
+#define _GNU_SOURCE /* pthread_condattr_setclock, gettid */
+#include "jobs_impl.h"
 
+#include "latentd/buf.h"
 #include "latentd/data.h"
 #include "latentd/fsutil.h"
 #include "latentd/model.h"
 #include "latentd/train.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -19,112 +19,10 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define HIST_CAP 256             /* loss_history points kept per job */
-#define HIST_TARGET 200          /* points aimed at over a whole run */
-#define NOTIFY_INTERVAL_S 0.25   /* progress events at most this often */
-#define HEARTBEAT_S 0.75         /* quiet this long while queued/running: a heartbeat event */
-#define TICK_S 0.25              /* how often the ticker looks (so events come <= 1 s apart) */
-#define RECORD_MAX (8u << 20)    /* job.json larger than this is refused */
-#define MAX_WORKERS 64
-
-/* The trainer's loss names per kind (train.c); the order of ld_progress_t.loss. */
-static const char *const vae_losses[] = {"loss", "rec", "kl"};
-static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
-
-static int loss_names(ld_kind_t kind, const char *const **names)
-{
-    *names = kind == LD_KIND_GAN ? gan_losses : vae_losses;
-    return kind == LD_KIND_GAN ? 4 : 3;
-}
-
-typedef struct {
-    long step;
-    double v[LD_MAX_LOSSES];
-} hist_point_t;
-
-typedef struct job {
-    struct job *next_queued;     /* the queue (FIFO), under jobs->lock */
-    long num;                    /* the number in the id */
-    char id[LD_JOB_ID_MAX];
-    ld_jobspec_t spec;
-    char *spec_json;             /* normal form, owned */
-    /* Everything below is under jobs->lock, except the atomics. */
-    ld_job_state_t state;
-    atomic_int cancel;           /* read by the progress callback without the lock */
-    atomic_int tick_mark;        /* set by the ticker between its two passes */
-    int was_interrupted;         /* recovered from running/interrupted */
-    int epoch, epochs;
-    long step, steps_total;
-    double samples_per_s, eta_s;
-    double loss[LD_MAX_LOSSES];  /* latest running means */
-    hist_point_t hist[HIST_CAP]; /* oldest first */
-    int hist_n;
-    char created[32], started[32], finished[32];
-    char error[512];
-    char note[256];
-    char model_file[LD_JOBSPEC_NAME_MAX + 16];
-    long resumed_from_step;      /* -1 = never */
-    uint64_t seq;
-    double last_event;           /* ld_now() of the last seq bump */
-    pthread_mutex_t persist_lock; /* orders record writes; taken before jobs->lock */
-} job_t;
-
-struct ld_jobs_sub {
-    struct ld_jobs_sub *next;
-    job_t *job;
-    void (*wake)(void *);
-    void *user;
-};
-
-/* A data set shared by the jobs training on the same (path, limit). */
-typedef struct cache_entry {
-    struct cache_entry *next;
-    char path[PATH_MAX];
-    int limit;
-    int refs;
-    int loading;
-    int rc;
-    char err[512];
-    ld_dataset_t *d;
-} cache_entry_t;
-
-struct ld_jobs {
-    ld_jobs_config_t cfg;        /* strings point at the copies below */
-    char *state_dir, *models_dir, *data_dir, *jobs_dir;
-    int lock_fd;
-
-    pthread_mutex_t lock;
-    pthread_cond_t work_cond;    /* workers: queue not empty, or stopping */
-    pthread_cond_t event_cond;   /* ld_jobs_wait: any seq bump (CLOCK_MONOTONIC) */
-    pthread_cond_t tick_cond;    /* the ticker's sleep (CLOCK_MONOTONIC) */
-    job_t **all;                 /* every job, by num ascending */
-    int n_all, cap_all;
-    job_t *q_head, *q_tail;
-    int q_len, reserved;         /* reserved: submits between the check and the enqueue */
-    long next_num;
-    atomic_int stopping;         /* read by progress callbacks without the lock */
-    int shut, shutdown_started;
-
-    pthread_t workers[MAX_WORKERS];
-    int n_workers;
-    pthread_t ticker;
-    int ticker_started;
-    atomic_llong steps_total;
-    atomic_llong yield_ns;       /* time workers spent paused while busy() */
-
-    pthread_mutex_t sub_lock;
-    ld_jobs_sub_t *subs;
-
-    pthread_mutex_t cache_lock;
-    pthread_cond_t cache_cond;
-    cache_entry_t *cache;
-};
 
 /* ---- small helpers ---- */
 
@@ -141,19 +39,7 @@ int ld_job_state_is_final(ld_job_state_t s)
     return s == LD_JOB_SUCCEEDED || s == LD_JOB_FAILED || s == LD_JOB_CANCELLED;
 }
 
-static int state_parse(const char *s, ld_job_state_t *out)
-{
-    for (int i = 0; s && i < LD_JOB_N_STATES; i++)
-        if (strcmp(s, state_names[i]) == 0) {
-            *out = (ld_job_state_t)i;
-            return 0;
-        }
-    return -1;
-}
-
-static void jlog(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void jlog(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
+void jobs_log(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
 {
     if (!j->cfg.log)
         return;
@@ -165,12 +51,12 @@ static void jlog(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
     j->cfg.log(j->cfg.user, level, line);
 }
 
-static void copy_str(char *dst, size_t len, const char *src)
+void jobs_copy_str(char *dst, size_t len, const char *src)
 {
     snprintf(dst, len, "%s", src ? src : "");
 }
 
-static char *path_join(const char *a, const char *b, const char *c)
+char *jobs_path_join(const char *a, const char *b, const char *c)
 {
     size_t n = strlen(a) + strlen(b) + (c ? strlen(c) : 0) + 3;
     char *p = malloc(n);
@@ -182,7 +68,7 @@ static char *path_join(const char *a, const char *b, const char *c)
 }
 
 /* dst = "<jobs_dir>/<id>/<name>"; 0, or -1 when it does not fit. */
-static int job_path(const ld_jobs_t *j, const job_t *job, const char *name, char *dst, size_t len)
+int jobs_job_path(const ld_jobs_t *j, const job_t *job, const char *name, char *dst, size_t len)
 {
     return snprintf(dst, len, "%s/%s/%s", j->jobs_dir, job->id, name) < (int)len ? 0 : -1;
 }
@@ -213,7 +99,7 @@ static int init_cond_monotonic(pthread_cond_t *c)
 
 /* ---- jobs: allocation, lookup, events ---- */
 
-static job_t *job_alloc(void)
+job_t *jobs_job_alloc(void)
 {
     job_t *job = calloc(1, sizeof *job);
     if (!job)
@@ -227,7 +113,7 @@ static job_t *job_alloc(void)
     return job;
 }
 
-static void job_free(job_t *job)
+void jobs_job_free(job_t *job)
 {
     if (!job)
         return;
@@ -242,13 +128,13 @@ static job_t *find_locked(ld_jobs_t *j, const char *id)
     if (!id)
         return NULL;
     for (int i = j->n_all - 1; i >= 0; i--)
-        if (strcmp(j->all[i]->id, id) == 0)
+        if (!j->all[i]->purged && strcmp(j->all[i]->id, id) == 0)
             return j->all[i];
     return NULL;
 }
 
 /* Under lock: keep all[] sorted by num (submits may finish out of order). */
-static int insert_locked(ld_jobs_t *j, job_t *job)
+int jobs_insert_locked(ld_jobs_t *j, job_t *job)
 {
     if (j->n_all == j->cap_all) {
         int cap = j->cap_all ? 2 * j->cap_all : 64;
@@ -268,7 +154,7 @@ static int insert_locked(ld_jobs_t *j, job_t *job)
     return LD_OK;
 }
 
-static void enqueue_locked(ld_jobs_t *j, job_t *job)
+void jobs_enqueue_locked(ld_jobs_t *j, job_t *job)
 {
     job->next_queued = NULL;
     if (j->q_tail)
@@ -310,7 +196,7 @@ static void unqueue_locked(ld_jobs_t *j, job_t *job)
 }
 
 /* Under lock: a new event for job (streams and ld_jobs_wait see it). */
-static void bump_locked(ld_jobs_t *j, job_t *job)
+void jobs_bump_locked(ld_jobs_t *j, job_t *job)
 {
     job->seq++;
     job->last_event = ld_now();
@@ -328,115 +214,18 @@ static void wake_subs(ld_jobs_t *j, const job_t *job)
 }
 
 /* Under lock: a state change (timestamps follow it). */
-static void set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s)
+void jobs_set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s)
 {
     job->state = s;
     if (s == LD_JOB_RUNNING && !job->started[0])
         ld_utc_iso8601(job->started, sizeof job->started);
     if (ld_job_state_is_final(s))
         ld_utc_iso8601(job->finished, sizeof job->finished);
-    bump_locked(j, job);
-}
-
-/* ---- JSON of a job ---- */
-
-/* A finite number with prec significant digits, or null. */
-static int add_num(cJSON *o, const char *key, double v, int prec)
-{
-    char buf[40];
-    if (!isfinite(v))
-        return cJSON_AddNullToObject(o, key) != NULL;
-    snprintf(buf, sizeof buf, "%.*g", prec, v);
-    return cJSON_AddRawToObject(o, key, buf) != NULL;
-}
-
-static int add_str_or_null(cJSON *o, const char *key, const char *s)
-{
-    return (s[0] ? cJSON_AddStringToObject(o, key, s) : cJSON_AddNullToObject(o, key)) != NULL;
-}
-
-/* Under lock.  history: include loss_history. */
-static cJSON *job_to_cjson(const job_t *job, int history)
-{
-    const char *const *names;
-    int nl = loss_names(job->spec.kind, &names);
-    cJSON *o = cJSON_CreateObject(), *losses = NULL, *hist = NULL;
-    double progress = job->steps_total > 0 ? (double)job->step / (double)job->steps_total : 0;
-    if (job->state == LD_JOB_SUCCEEDED)
-        progress = 1;
-    int ok = o && cJSON_AddStringToObject(o, "id", job->id) &&
-             cJSON_AddStringToObject(o, "state", ld_job_state_name(job->state)) &&
-             cJSON_AddStringToObject(o, "kind", ld_kind_name(job->spec.kind)) &&
-             cJSON_AddStringToObject(o, "model", job->spec.model) &&
-             cJSON_AddStringToObject(o, "data", job->spec.data) &&
-             add_num(o, "progress", progress > 1 ? 1 : progress, 6) &&
-             cJSON_AddNumberToObject(o, "epoch", job->epoch) &&
-             cJSON_AddNumberToObject(o, "epochs", job->epochs) &&
-             cJSON_AddNumberToObject(o, "step", (double)job->step) &&
-             cJSON_AddNumberToObject(o, "steps_total", (double)job->steps_total) &&
-             add_num(o, "samples_per_s", job->samples_per_s, 6) &&
-             add_num(o, "eta_s", job->eta_s, 4) && (losses = cJSON_AddObjectToObject(o, "losses"));
-    for (int i = 0; ok && i < nl; i++)
-        ok = add_num(losses, names[i], job->loss[i], 7);
-    if (ok && history) {
-        ok = (hist = cJSON_AddArrayToObject(o, "loss_history")) != NULL;
-        for (int k = 0; ok && k < job->hist_n; k++) {
-            cJSON *pt = cJSON_CreateObject();
-            ok = pt && cJSON_AddItemToArray(hist, pt) &&
-                 cJSON_AddNumberToObject(pt, "step", (double)job->hist[k].step);
-            for (int i = 0; ok && i < nl; i++)
-                ok = add_num(pt, names[i], job->hist[k].v[i], 7);
-        }
-    }
-    ok = ok && add_str_or_null(o, "created", job->created) &&
-         add_str_or_null(o, "started", job->started) &&
-         add_str_or_null(o, "finished", job->finished) &&
-         add_str_or_null(o, "error", job->error) &&
-         add_str_or_null(o, "model_file", job->model_file) &&
-         (job->resumed_from_step >= 0
-              ? cJSON_AddNumberToObject(o, "resumed_from_step", (double)job->resumed_from_step) != NULL
-              : cJSON_AddNullToObject(o, "resumed_from_step") != NULL) &&
-         add_str_or_null(o, "note", job->note) &&
-         cJSON_AddBoolToObject(o, "cancel_requested", atomic_load(&job->cancel) != 0) &&
-         cJSON_AddNumberToObject(o, "seq", (double)job->seq) &&
-         cJSON_AddRawToObject(o, "spec", job->spec_json);
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* Under lock: malloc'd JSON text, or NULL on ENOMEM. */
-static char *job_json_locked(const job_t *job, int history)
-{
-    cJSON *o = job_to_cjson(job, history);
-    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    return s;
-}
-
-/* Write job.json: the snapshot is taken under lock, the write is done after it;
- * persist_lock keeps the writes of one job in snapshot order.  A failure goes
- * to err, or to the log when err is NULL. */
-static int persist(ld_jobs_t *j, job_t *job, ld_err_t *err)
-{
-    char path[PATH_MAX];
-    ld_err_t e;
-    if (job_path(j, job, "job.json", path, sizeof path))
-        return ld_err_set(err, LD_EINVAL, "job %s: record path too long", job->id);
-    pthread_mutex_lock(&job->persist_lock);
-    pthread_mutex_lock(&j->lock);
-    char *s = job_json_locked(job, 1);
-    pthread_mutex_unlock(&j->lock);
-    int rc = s ? ld_write_atomic(path, s, strlen(s), &e) : ld_err_set(&e, LD_ENOMEM, "out of memory");
-    pthread_mutex_unlock(&job->persist_lock);
-    free(s);
-    if (rc && err)
-        *err = e;
-    else if (rc)
-        jlog(j, LD_LOG_ERROR, "job %s: cannot save its record: %s", job->id, e.msg);
-    return rc;
+    if (s == LD_JOB_FAILED) /* replaces a note that promised a resume */
+        snprintf(job->note, sizeof job->note,
+                 "failed at step %ld; a failed job does not resume: submit its spec again",
+                 job->step);
+    jobs_bump_locked(j, job);
 }
 
 /* ---- the data set cache ---- */
@@ -474,7 +263,7 @@ static int cache_acquire(ld_jobs_t *j, const char *path, int limit, cache_entry_
             pthread_mutex_unlock(&j->cache_lock);
             return ld_err_set(err, LD_ENOMEM, "out of memory");
         }
-        copy_str(e->path, sizeof e->path, path);
+        jobs_copy_str(e->path, sizeof e->path, path);
         e->limit = limit;
         e->refs = 1;
         e->loading = 1;
@@ -487,7 +276,7 @@ static int cache_acquire(ld_jobs_t *j, const char *path, int limit, cache_entry_
         pthread_mutex_lock(&j->cache_lock);
         e->d = d;
         e->rc = rc;
-        copy_str(e->err, sizeof e->err, le.msg);
+        jobs_copy_str(e->err, sizeof e->err, le.msg);
         e->loading = 0;
         pthread_cond_broadcast(&j->cache_cond);
     }
@@ -511,10 +300,12 @@ typedef struct {
     long stride;        /* steps between loss_history points */
     long every;         /* checkpoint_every */
     double last_event;
+    int record_failed;  /* a record write at a checkpoint failed: the run stops */
+    ld_err_t record_err;
 } run_ctx_t;
 
 /* Under lock: append a loss_history point, dropping the oldest when full. */
-static void hist_push_locked(job_t *job, long step, const double *v, int n)
+void jobs_hist_push_locked(job_t *job, long step, const double *v, int n)
 {
     if (job->hist_n > 0 && job->hist[job->hist_n - 1].step >= step)
         return;
@@ -563,16 +354,18 @@ static int on_progress(const ld_progress_t *p, void *user)
         pthread_mutex_lock(&j->lock);
         take_progress_locked(job, p, 1);
         if (point)
-            hist_push_locked(job, p->step, p->loss, p->n_losses);
+            jobs_hist_push_locked(job, p->step, p->loss, p->n_losses);
         if (event) {
-            bump_locked(j, job);
+            jobs_bump_locked(j, job);
             c->last_event = now;
         }
         pthread_mutex_unlock(&j->lock);
         if (event)
             wake_subs(j, job);
-        if (ckpt)
-            persist(j, job, NULL);
+        if (ckpt && jobs_persist(j, job, &c->record_err)) {
+            c->record_failed = 1; /* stop here; run_job fails the job with the reason */
+            return 1;
+        }
     }
     int stop = atomic_load(&job->cancel) || atomic_load(&j->stopping);
     if (!stop && !p->finished && j->cfg.busy && j->cfg.busy(j->cfg.busy_user)) {
@@ -624,8 +417,12 @@ static int run_prepare(ld_jobs_t *j, job_t *job, const char *state_path, run_res
     ld_err_t e;
     if (ld_arch_validate(&arch, &e))
         return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
+    /* the spec was checked for 28x28 images; this data set's may be larger */
+    if (ld_jobspec_check_bytes(&arch, &job->spec.train, j->cfg.caps.max_job_bytes, &e))
+        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
     ld_train_opts_t o = job->spec.train;
-    copy_str(o.state_path, sizeof o.state_path, state_path);
+    jobs_copy_str(o.state_path, sizeof o.state_path, state_path);
+    o.abandon = &job->cancel; /* a cancel stops inside a step, writing no state */
     if ((rc = ld_model_new(&arch, o.seed, &r->m, err)) ||
         (rc = ld_trainer_new(r->m, d, &o, &r->t, err)))
         return rc;
@@ -652,14 +449,14 @@ static int run_prepare(ld_jobs_t *j, job_t *job, const char *state_path, run_res
         snprintf(job->note, sizeof job->note,
                  "restarted from step 0: it was interrupted before its first checkpoint");
     }
-    bump_locked(j, job);
+    jobs_bump_locked(j, job);
     pthread_mutex_unlock(&j->lock);
     wake_subs(j, job);
     if (have_state)
-        jlog(j, LD_LOG_INFO, "job %s: resuming at step %ld of %ld", job->id, p.step,
+        jobs_log(j, LD_LOG_INFO, "job %s: resuming at step %ld of %ld", job->id, p.step,
              p.steps_total);
     else if (job->was_interrupted)
-        jlog(j, LD_LOG_WARN, "job %s: no checkpoint; restarting from step 0", job->id);
+        jobs_log(j, LD_LOG_WARN, "job %s: no checkpoint; restarting from step 0", job->id);
     return LD_OK;
 }
 
@@ -690,18 +487,24 @@ static void run_job(ld_jobs_t *j, job_t *job)
     ld_err_t e = {{0}};
     run_res_t r = {0};
     double t0 = ld_now();
-    int rc = job_path(j, job, "state.safetensors", state_path, sizeof state_path)
+    int rc = jobs_job_path(j, job, "state.safetensors", state_path, sizeof state_path)
                  ? ld_err_set(&e, LD_EINVAL, "state path too long")
                  : run_prepare(j, job, state_path, &r, &e);
     if (!rc) {
         ld_progress_t p;
         ld_trainer_progress(r.t, &p);
-        long stride = p.steps_total / HIST_TARGET;
-        run_ctx_t c = {j, job, stride > 1 ? stride : 1, job->spec.train.checkpoint_every, 0};
+        /* rounded up, so a run never has more than HIST_TARGET points and
+         * the oldest, the start of the run, is never dropped */
+        long stride = (p.steps_total + HIST_TARGET - 1) / HIST_TARGET;
+        run_ctx_t c = {.j = j, .job = job, .stride = stride > 1 ? stride : 1,
+                       .every = job->spec.train.checkpoint_every};
         if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
             rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
         else
             rc = ld_trainer_run(r.t, on_progress, &c, &e);
+        if (c.record_failed)
+            rc = ld_err_set(&e, LD_EIO, "stopped at step %ld: cannot save its record: %.400s",
+                            job->step, c.record_err.msg);
     }
     ld_model_t *m = r.m;
     r.m = NULL;
@@ -722,7 +525,7 @@ static void run_job(ld_jobs_t *j, job_t *job)
         job->step = job->steps_total;
         job->eta_s = 0;
     } else if (s == LD_JOB_FAILED) {
-        copy_str(job->error, sizeof job->error, e.msg[0] ? e.msg : "failed");
+        jobs_copy_str(job->error, sizeof job->error, e.msg[0] ? e.msg : "failed");
     } else if (s == LD_JOB_CANCELLED) {
         snprintf(job->note, sizeof job->note, "cancelled at step %ld%s", job->step,
                  have_state ? "; its checkpoint is kept" : "");
@@ -730,24 +533,24 @@ static void run_job(ld_jobs_t *j, job_t *job)
         snprintf(job->note, sizeof job->note,
                  "interrupted at step %ld by shutdown; it resumes at the next start", job->step);
     }
-    set_state_locked(j, job, s);
+    jobs_set_state_locked(j, job, s);
     long step = job->step, total = job->steps_total;
     pthread_mutex_unlock(&j->lock);
-    persist(j, job, NULL);
-    if (s == LD_JOB_SUCCEEDED && have_state)
-        unlink(state_path); /* only now: the record says succeeded */
+    int recorded = jobs_persist(j, job, NULL) == LD_OK;
+    if (s == LD_JOB_SUCCEEDED && have_state && recorded)
+        unlink(state_path); /* only now: the record on disk says succeeded */
     wake_subs(j, job);
     double secs = ld_now() - t0;
     switch (s) {
     case LD_JOB_SUCCEEDED:
-        jlog(j, LD_LOG_INFO, "job %s succeeded in %.1f s (%ld steps): model %s published",
+        jobs_log(j, LD_LOG_INFO, "job %s succeeded in %.1f s (%ld steps): model %s published",
              job->id, secs, total, job->spec.model);
         break;
     case LD_JOB_FAILED:
-        jlog(j, LD_LOG_ERROR, "job %s failed after %.1f s: %s", job->id, secs, e.msg);
+        jobs_log(j, LD_LOG_ERROR, "job %s failed after %.1f s: %s", job->id, secs, e.msg);
         break;
     default:
-        jlog(j, LD_LOG_INFO, "job %s %s at step %ld of %ld", job->id, ld_job_state_name(s), step,
+        jobs_log(j, LD_LOG_INFO, "job %s %s at step %ld of %ld", job->id, ld_job_state_name(s), step,
              total);
     }
 }
@@ -767,12 +570,12 @@ static void *worker_main(void *arg)
     if (sched_setscheduler(0, SCHED_IDLE, &sp) != 0) {
         int se = errno;
         if (setpriority(PRIO_PROCESS, (id_t)gettid(), LD_JOBS_NICE) != 0)
-            jlog(j, LD_LOG_WARN,
+            jobs_log(j, LD_LOG_WARN,
                  "jobs: cannot give the worker thread SCHED_IDLE (%s) nor nice %d (%s): "
                  "training competes with serving at equal priority",
                  strerror(se), LD_JOBS_NICE, strerror(errno));
         else
-            jlog(j, LD_LOG_WARN,
+            jobs_log(j, LD_LOG_WARN,
                  "jobs: cannot give the worker thread SCHED_IDLE (%s); it runs at nice %d",
                  strerror(se), LD_JOBS_NICE);
     }
@@ -784,11 +587,11 @@ static void *worker_main(void *arg)
             break;
         job_t *job = dequeue_locked(j);
         job->epochs = job->spec.train.epochs;
-        set_state_locked(j, job, LD_JOB_RUNNING);
+        jobs_set_state_locked(j, job, LD_JOB_RUNNING);
         pthread_mutex_unlock(&j->lock);
-        persist(j, job, NULL);
+        jobs_persist(j, job, NULL);
         wake_subs(j, job);
-        jlog(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_kind_name(job->spec.kind),
+        jobs_log(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_kind_name(job->spec.kind),
              job->spec.model, job->spec.data);
         run_job(j, job);
         pthread_mutex_lock(&j->lock);
@@ -815,7 +618,7 @@ static void *ticker_main(void *arg)
             job_t *job = j->all[i];
             if ((job->state == LD_JOB_QUEUED || job->state == LD_JOB_RUNNING) &&
                 now - job->last_event >= HEARTBEAT_S) {
-                bump_locked(j, job);
+                jobs_bump_locked(j, job);
                 atomic_store(&job->tick_mark, 1);
                 any = 1;
             }
@@ -836,210 +639,6 @@ static void *ticker_main(void *arg)
     return NULL;
 }
 
-/* ---- recovery ---- */
-
-static int json_str(const cJSON *o, const char *key, char *dst, size_t len)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsString(v) || !v->valuestring)
-        return -1;
-    copy_str(dst, len, v->valuestring);
-    return 0;
-}
-
-static double json_num(const cJSON *o, const char *key, double def)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) && isfinite(v->valuedouble) ? v->valuedouble : def;
-}
-
-/* Rebuild a job from its record.  Only id, state and spec are required; the
- * rest is taken when present and sane. */
-static int job_from_json(const char *dir_id, const char *text, size_t len, job_t *job,
-                         ld_err_t *err)
-{
-    cJSON *o = cJSON_ParseWithLength(text, len);
-    if (!o || !cJSON_IsObject(o)) {
-        cJSON_Delete(o);
-        return ld_err_set(err, LD_EFORMAT, "job.json is not a JSON object");
-    }
-    int rc = LD_OK;
-    char state[32];
-    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
-    char *spec_text = NULL;
-    if (json_str(o, "id", job->id, sizeof job->id) || strcmp(job->id, dir_id) != 0)
-        rc = ld_err_set(err, LD_EFORMAT, "job.json has no id or an id other than its folder's");
-    else if (json_str(o, "state", state, sizeof state) || state_parse(state, &job->state))
-        rc = ld_err_set(err, LD_EFORMAT, "job.json has no valid state");
-    else if (!cJSON_IsObject(spec) || !(spec_text = cJSON_PrintUnformatted(spec)))
-        rc = ld_err_set(err, LD_EFORMAT, "job.json has no spec");
-    else if ((rc = ld_jobspec_parse(spec_text, strlen(spec_text), NULL, 0, &job->spec, err)))
-        rc = LD_EFORMAT;
-    else if (!(job->spec_json = ld_jobspec_to_json(&job->spec)))
-        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
-    free(spec_text);
-    if (rc) {
-        cJSON_Delete(o);
-        return rc;
-    }
-    json_str(o, "created", job->created, sizeof job->created);
-    json_str(o, "started", job->started, sizeof job->started);
-    json_str(o, "finished", job->finished, sizeof job->finished);
-    json_str(o, "error", job->error, sizeof job->error);
-    json_str(o, "note", job->note, sizeof job->note);
-    json_str(o, "model_file", job->model_file, sizeof job->model_file);
-    job->epoch = (int)json_num(o, "epoch", 0);
-    job->epochs = (int)json_num(o, "epochs", job->spec.train.epochs);
-    job->step = (long)json_num(o, "step", 0);
-    job->steps_total = (long)json_num(o, "steps_total", 0);
-    job->samples_per_s = json_num(o, "samples_per_s", 0);
-    job->eta_s = json_num(o, "eta_s", 0);
-    job->resumed_from_step = (long)json_num(o, "resumed_from_step", -1);
-    const char *const *names;
-    int nl = loss_names(job->spec.kind, &names);
-    const cJSON *losses = cJSON_GetObjectItemCaseSensitive(o, "losses");
-    for (int i = 0; i < nl; i++)
-        job->loss[i] = json_num(losses, names[i], 0);
-    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(o, "loss_history"), *pt;
-    if (!cJSON_IsArray(hist))
-        hist = NULL;
-    cJSON_ArrayForEach(pt, hist)
-    {
-        double v[LD_MAX_LOSSES] = {0};
-        for (int i = 0; i < nl; i++)
-            v[i] = json_num(pt, names[i], 0);
-        long step = (long)json_num(pt, "step", -1);
-        if (step >= 0)
-            hist_push_locked(job, step, v, nl);
-    }
-    cJSON_Delete(o);
-    return LD_OK;
-}
-
-/* "j-000123" -> 123; -1 when name is not a job folder's. */
-static long id_number(const char *name)
-{
-    if (strncmp(name, "j-", 2) != 0 || !name[2] || strlen(name) >= LD_JOB_ID_MAX)
-        return -1;
-    long n = 0;
-    for (const char *p = name + 2; *p; p++) {
-        if (*p < '0' || *p > '9' || n > (LONG_MAX - 9) / 10)
-            return -1;
-        n = n * 10 + (*p - '0');
-    }
-    return n;
-}
-
-/* Remove the temporary files of atomic writes a crash left in dir. */
-static void remove_stale_tmp(const char *dir)
-{
-    DIR *dp = opendir(dir);
-    if (!dp)
-        return;
-    struct dirent *de;
-    while ((de = readdir(dp)))
-        if (strstr(de->d_name, ".tmp.")) {
-            char *p = path_join(dir, de->d_name, NULL);
-            if (p)
-                unlink(p);
-            free(p);
-        }
-    closedir(dp);
-}
-
-static void recover_one(ld_jobs_t *j, const char *name, long num)
-{
-    char *dir = path_join(j->jobs_dir, name, NULL);
-    char *rec = path_join(j->jobs_dir, name, "job.json");
-    uint8_t *text = NULL;
-    size_t len = 0;
-    ld_err_t e = {{0}};
-    job_t *job = job_alloc();
-    int rc = !dir || !rec || !job ? ld_err_set(&e, LD_ENOMEM, "out of memory") : LD_OK;
-    if (!rc) {
-        remove_stale_tmp(dir);
-        rc = ld_read_file(rec, RECORD_MAX, &text, &len, &e);
-    }
-    if (!rc)
-        rc = job_from_json(name, (const char *)text, len, job, &e);
-    if (!rc) {
-        job->num = num;
-        pthread_mutex_lock(&j->lock);
-        rc = insert_locked(j, job) ? ld_err_set(&e, LD_ENOMEM, "out of memory") : LD_OK;
-        pthread_mutex_unlock(&j->lock);
-    }
-    if (rc) {
-        jlog(j, LD_LOG_WARN, "jobs: skipped %s: %s", dir ? dir : name, e.msg);
-        job_free(job);
-    }
-    free(text);
-    free(rec);
-    free(dir);
-}
-
-/* What a job found at start becomes (before the workers start). */
-static void recover_state(ld_jobs_t *j, job_t *job)
-{
-    ld_job_state_t was = job->state;
-    if (ld_job_state_is_final(was))
-        return;
-    char state_path[PATH_MAX];
-    ld_err_t e = {{0}};
-    struct stat st;
-    int rc = LD_OK;
-    if (job_path(j, job, "state.safetensors", state_path, sizeof state_path) == 0 &&
-        stat(state_path, &st) == 0) {
-        ld_ckpt_t *c = NULL;
-        rc = ld_ckpt_read(state_path, &c, &e);
-        ld_ckpt_free(c);
-    }
-    pthread_mutex_lock(&j->lock);
-    if (rc) {
-        snprintf(job->error, sizeof job->error, "interrupted at step %ld, and its checkpoint is "
-                                                "unusable: %.400s",
-                 job->step, e.msg);
-        set_state_locked(j, job, LD_JOB_FAILED);
-    } else {
-        job->was_interrupted = was != LD_JOB_QUEUED;
-        if (job->was_interrupted)
-            snprintf(job->note, sizeof job->note, "was %s at step %ld when the daemon stopped",
-                     ld_job_state_name(was), job->step);
-        job->state = LD_JOB_QUEUED;
-        job->samples_per_s = 0;
-        job->eta_s = 0;
-        enqueue_locked(j, job);
-    }
-    pthread_mutex_unlock(&j->lock);
-    if (rc)
-        jlog(j, LD_LOG_ERROR, "job %s failed: %s", job->id, job->error);
-    else if (was != LD_JOB_QUEUED)
-        jlog(j, LD_LOG_INFO, "job %s was %s: queued again to resume", job->id,
-             ld_job_state_name(was));
-    if (rc || was != LD_JOB_QUEUED)
-        persist(j, job, NULL);
-}
-
-static int recover(ld_jobs_t *j, ld_err_t *err)
-{
-    DIR *dp = opendir(j->jobs_dir);
-    if (!dp)
-        return ld_err_set(err, LD_EIO, "cannot open %s: %s", j->jobs_dir, strerror(errno));
-    struct dirent *de;
-    while ((de = readdir(dp))) { /* before the workers start: next_num is ours alone */
-        long num = id_number(de->d_name);
-        if (num < 0)
-            continue;
-        if (num >= j->next_num)
-            j->next_num = num + 1;
-        recover_one(j, de->d_name, num);
-    }
-    closedir(dp);
-    /* all[] is in creation order, so the queue is too. */
-    for (int i = 0; i < j->n_all; i++)
-        recover_state(j, j->all[i]);
-    return LD_OK;
-}
-
 /* ---- public API ---- */
 
 void ld_jobs_config_default(ld_jobs_config_t *c)
@@ -1048,23 +647,6 @@ void ld_jobs_config_default(ld_jobs_config_t *c)
     c->worker_threads = 1;
     c->max_queued_jobs = 16;
     c->checkpoint_every = 500;
-}
-
-static int lock_state_folder(ld_jobs_t *j, ld_err_t *err)
-{
-    char *p = path_join(j->jobs_dir, ".lock", NULL);
-    if (!p)
-        return ld_err_set(err, LD_ENOMEM, "out of memory");
-    j->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    int rc = LD_OK;
-    if (j->lock_fd < 0)
-        rc = ld_err_set(err, LD_EIO, "cannot open %s: %s", p, strerror(errno));
-    else if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0)
-        rc = ld_err_set(err, errno == EWOULDBLOCK ? LD_EBUSY : LD_EIO,
-                        "%s: the job folder is in use by another latentd (%s)", j->jobs_dir,
-                        strerror(errno));
-    free(p);
-    return rc;
 }
 
 int ld_jobs_new(const ld_jobs_config_t *cfg, ld_jobs_t **out, ld_err_t *err)
@@ -1098,7 +680,7 @@ int ld_jobs_new(const ld_jobs_config_t *cfg, ld_jobs_t **out, ld_err_t *err)
     j->state_dir = strdup(cfg->state_dir);
     j->models_dir = strdup(cfg->models_dir);
     j->data_dir = strdup(cfg->data_dir ? cfg->data_dir : "");
-    j->jobs_dir = j->state_dir ? path_join(j->state_dir, "jobs", NULL) : NULL;
+    j->jobs_dir = j->state_dir ? jobs_path_join(j->state_dir, "jobs", NULL) : NULL;
     j->cfg.state_dir = j->state_dir;
     j->cfg.models_dir = j->models_dir;
     j->cfg.data_dir = j->data_dir;
@@ -1106,8 +688,8 @@ int ld_jobs_new(const ld_jobs_config_t *cfg, ld_jobs_t **out, ld_err_t *err)
                  ? ld_err_set(err, LD_ENOMEM, "out of memory")
                  : LD_OK;
     if (!rc && !(rc = ld_mkdir_p(j->jobs_dir, err)) && !(rc = ld_mkdir_p(j->models_dir, err)) &&
-        !(rc = lock_state_folder(j, err)))
-        rc = recover(j, err);
+        !(rc = jobs_lock_state_folder(j, err)))
+        rc = jobs_recover(j, err);
     int by_state[LD_JOB_N_STATES] = {0}; /* for the start-up line, before any worker runs */
     for (int i = 0; !rc && i < j->n_all; i++)
         by_state[j->all[i]->state]++;
@@ -1127,7 +709,7 @@ int ld_jobs_new(const ld_jobs_config_t *cfg, ld_jobs_t **out, ld_err_t *err)
         ld_jobs_free(j);
         return rc;
     }
-    jlog(j, LD_LOG_INFO,
+    jobs_log(j, LD_LOG_INFO,
          "jobs: %d workers, %d records in %s (%d queued, %d succeeded, %d failed, %d cancelled)",
          j->n_workers, j->n_all, j->jobs_dir, by_state[LD_JOB_QUEUED], by_state[LD_JOB_SUCCEEDED],
          by_state[LD_JOB_FAILED], by_state[LD_JOB_CANCELLED]);
@@ -1162,14 +744,14 @@ void ld_jobs_shutdown(ld_jobs_t *j)
     int queued = j->q_len, interrupted = 0;
     for (int i = 0; i < j->n_all; i++) {
         if (!ld_job_state_is_final(j->all[i]->state))
-            bump_locked(j, j->all[i]);
+            jobs_bump_locked(j, j->all[i]);
         interrupted += j->all[i]->state == LD_JOB_INTERRUPTED;
     }
     pthread_cond_broadcast(&j->event_cond);
     pthread_mutex_unlock(&j->lock);
     wake_subs(j, NULL);
     if (was_running)
-        jlog(j, LD_LOG_INFO, "jobs: stopped (%d interrupted, %d queued%s)", interrupted, queued,
+        jobs_log(j, LD_LOG_INFO, "jobs: stopped (%d interrupted, %d queued%s)", interrupted, queued,
              interrupted + queued ? "; they run at the next start" : "");
 }
 
@@ -1190,7 +772,7 @@ void ld_jobs_free(ld_jobs_t *j)
         free(e);
     }
     for (int i = 0; i < j->n_all; i++)
-        job_free(j->all[i]);
+        jobs_job_free(j->all[i]);
     free(j->all);
     if (j->lock_fd >= 0)
         close(j->lock_fd); /* releases the flock */
@@ -1230,7 +812,7 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     if (!j || !id)
         return ld_err_set(err, LD_EINVAL, "ld_jobs_submit: jobs and id are required");
     id[0] = 0;
-    job_t *job = job_alloc();
+    job_t *job = jobs_job_alloc();
     if (!job)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     char data_path[PATH_MAX];
@@ -1240,7 +822,7 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     if (!rc && !(job->spec_json = ld_jobspec_to_json(&job->spec)))
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
     if (rc) {
-        job_free(job);
+        jobs_job_free(job);
         return rc;
     }
 
@@ -1262,7 +844,7 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     }
     pthread_mutex_unlock(&j->lock);
     if (rc) {
-        job_free(job);
+        jobs_job_free(job);
         return rc;
     }
 
@@ -1270,34 +852,34 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     ld_utc_iso8601(job->created, sizeof job->created);
     job->state = LD_JOB_QUEUED;
     job->epochs = job->spec.train.epochs;
-    char *dir = path_join(j->jobs_dir, job->id, NULL);
+    char *dir = jobs_path_join(j->jobs_dir, job->id, NULL);
     if (!dir)
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
     else if (!(rc = ld_mkdir_p(dir, err)))
-        rc = persist(j, job, err);
+        rc = jobs_persist(j, job, err);
 
     pthread_mutex_lock(&j->lock);
     j->reserved--;
-    if (!rc && insert_locked(j, job))
+    if (!rc && jobs_insert_locked(j, job))
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
     if (!rc)
-        enqueue_locked(j, job);
+        jobs_enqueue_locked(j, job);
     pthread_mutex_unlock(&j->lock);
     if (rc) {
         if (dir) { /* nothing is queued: leave no record for the next start either */
-            char *rec = path_join(dir, "job.json", NULL);
+            char *rec = jobs_path_join(dir, "job.json", NULL);
             if (rec)
                 unlink(rec);
             free(rec);
             rmdir(dir);
         }
         free(dir);
-        job_free(job);
+        jobs_job_free(job);
         return rc;
     }
     free(dir);
     memcpy(id, job->id, LD_JOB_ID_MAX);
-    jlog(j, LD_LOG_INFO, "job %s queued: %s %s on %s, %d epochs", job->id,
+    jobs_log(j, LD_LOG_INFO, "job %s queued: %s %s on %s, %d epochs", job->id,
          ld_kind_name(job->spec.kind), job->spec.model, job->spec.data, job->spec.train.epochs);
     return LD_OK;
 }
@@ -1316,21 +898,21 @@ int ld_jobs_cancel(ld_jobs_t *j, const char *id, ld_job_state_t *state, ld_err_t
         atomic_store(&job->cancel, 1);
         snprintf(job->note, sizeof job->note, "cancelled before it %s",
                  job->state == LD_JOB_QUEUED ? "started" : "could resume");
-        set_state_locked(j, job, LD_JOB_CANCELLED);
+        jobs_set_state_locked(j, job, LD_JOB_CANCELLED);
         changed = 1;
     } else if (job->state == LD_JOB_RUNNING && !atomic_load(&job->cancel)) {
         atomic_store(&job->cancel, 1);
-        bump_locked(j, job);
+        jobs_bump_locked(j, job);
         asked = 1;
     }
     if (state)
         *state = job->state;
     pthread_mutex_unlock(&j->lock);
     if (changed) {
-        persist(j, job, NULL);
-        jlog(j, LD_LOG_INFO, "job %s cancelled before it ran", job->id);
+        jobs_persist(j, job, NULL);
+        jobs_log(j, LD_LOG_INFO, "job %s cancelled before it ran", job->id);
     } else if (asked) {
-        jlog(j, LD_LOG_INFO, "job %s: cancel requested; stopping at its next step", job->id);
+        jobs_log(j, LD_LOG_INFO, "job %s: cancel requested; stopping at its next step", job->id);
     }
     if (changed || asked)
         wake_subs(j, job);
@@ -1352,8 +934,8 @@ int ld_jobs_info(ld_jobs_t *j, const char *id, ld_job_info_t *out, ld_err_t *err
                         : job->steps_total > 0 ? (double)job->step / (double)job->steps_total
                                                : 0;
         out->seq = job->seq;
-        copy_str(out->error, sizeof out->error, job->error);
-        copy_str(out->model, sizeof out->model, job->spec.model);
+        jobs_copy_str(out->error, sizeof out->error, job->error);
+        jobs_copy_str(out->model, sizeof out->model, job->spec.model);
     }
     pthread_mutex_unlock(&j->lock);
     return job ? LD_OK : ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
@@ -1365,31 +947,85 @@ int ld_jobs_get_json(ld_jobs_t *j, const char *id, char **json, ld_err_t *err)
     pthread_mutex_lock(&j->lock);
     job_t *job = find_locked(j, id);
     if (job)
-        *json = job_json_locked(job, 1);
+        *json = jobs_job_json_locked(job, 1);
     pthread_mutex_unlock(&j->lock);
     if (!job)
         return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
     return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
 }
 
-int ld_jobs_list_json(ld_jobs_t *j, char **json, ld_err_t *err)
+int ld_jobs_list_json(ld_jobs_t *j, const ld_jobs_list_t *q, char **json, ld_err_t *err)
 {
     *json = NULL;
+    static const ld_jobs_list_t all = {.state = -1};
+    if (!q)
+        q = &all;
+    long before = LONG_MAX;
+    if (q->cursor && q->cursor[0] && (before = jobs_id_number(q->cursor)) < 0)
+        return ld_err_set(err, LD_EINVAL, "cursor: \"%.40s\" is not a job id", q->cursor);
+    if (q->state >= LD_JOB_N_STATES || q->limit < 0)
+        return ld_err_set(err, LD_EINVAL, "ld_jobs_list_json: bad state or limit");
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = root ? cJSON_AddArrayToObject(root, "jobs") : NULL;
-    int ok = arr != NULL;
+    int ok = arr != NULL, n = 0;
+    const job_t *more = NULL; /* the last job listed, when another would follow */
     pthread_mutex_lock(&j->lock);
     for (int i = j->n_all - 1; ok && i >= 0; i--) {
-        cJSON *o = job_to_cjson(j->all[i], 0);
+        const job_t *job = j->all[i];
+        if (job->purged || job->num >= before || (q->state >= 0 && (int)job->state != q->state))
+            continue;
+        if (q->limit > 0 && n == q->limit) {
+            more = j->all[i];
+            break;
+        }
+        cJSON *o = jobs_job_to_cjson(job, 0);
         ok = o && cJSON_AddItemToArray(arr, o);
         if (!ok)
             cJSON_Delete(o);
+        n++;
+    }
+    if (more) { /* the cursor is the last id listed: the next page starts below it */
+        const cJSON *last = cJSON_GetArrayItem(arr, n - 1);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(last, "id");
+        ok = ok && cJSON_AddStringToObject(root, "next_cursor", id->valuestring);
+    } else {
+        ok = ok && cJSON_AddNullToObject(root, "next_cursor");
     }
     pthread_mutex_unlock(&j->lock);
     if (ok)
         *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
+}
+
+int ld_jobs_purge(ld_jobs_t *j, const char *id, ld_err_t *err)
+{
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    ld_job_state_t s = job ? job->state : LD_JOB_QUEUED;
+    if (job && ld_job_state_is_final(s))
+        job->purged = 1; /* the pointer stays valid for streams until ld_jobs_free */
+    pthread_mutex_unlock(&j->lock);
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    if (!ld_job_state_is_final(s))
+        return ld_err_set(err, LD_EUNSUPPORTED,
+                          "job %s is %s: only a finished job's record can be removed (cancel it "
+                          "first)",
+                          job->id, ld_job_state_name(s));
+    /* persist_lock: a record write of this job still in progress ends first */
+    pthread_mutex_lock(&job->persist_lock);
+    int rc = jobs_remove_folder(j, job, err);
+    pthread_mutex_unlock(&job->persist_lock);
+    if (rc) {
+        pthread_mutex_lock(&j->lock);
+        job->purged = 0;
+        pthread_mutex_unlock(&j->lock);
+        return rc;
+    }
+    wake_subs(j, job); /* their streams end */
+    jobs_log(j, LD_LOG_INFO, "job %s: record and checkpoint removed", job->id);
+    return LD_OK;
 }
 
 int ld_jobs_subscribe(ld_jobs_t *j, const char *id, void (*wake)(void *user), void *user,
@@ -1450,7 +1086,7 @@ int ld_jobs_event_json(ld_jobs_t *j, const char *id, uint64_t *seq, char **json,
     } else {
         *final = final_locked(j, job);
         if (job->seq > *seq) {
-            if ((*json = job_json_locked(job, 1)))
+            if ((*json = jobs_job_json_locked(job, 1)))
                 *seq = job->seq;
             else
                 rc = ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -1481,6 +1117,8 @@ void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out)
     pthread_mutex_lock(&j->lock);
     for (int i = 0; i < j->n_all; i++) {
         const job_t *job = j->all[i];
+        if (job->purged)
+            continue;
         out->by_state[job->state]++;
         if (job->state == LD_JOB_RUNNING && isfinite(job->samples_per_s))
             out->samples_per_s += job->samples_per_s;
@@ -1491,80 +1129,43 @@ void ld_jobs_stats(ld_jobs_t *j, ld_jobs_stats_t *out)
     out->yield_s = 1e-9 * (double)atomic_load(&j->yield_ns);
 }
 
-/* A tiny growable string for the metrics text. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? 2 * b->cap : 1024;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 char *ld_jobs_metrics_text(ld_jobs_t *j)
 {
-    sbuf_t b = {0};
+    ld_buf_t b;
+    ld_buf_init(&b);
     ld_jobs_stats_t st;
     ld_jobs_stats(j, &st);
-    sb_printf(&b, "# HELP latentd_jobs Training jobs known to the daemon, by state.\n"
+    ld_buf_printf(&b, "# HELP latentd_jobs Training jobs known to the daemon, by state.\n"
                   "# TYPE latentd_jobs gauge\n");
     for (int s = 0; s < LD_JOB_N_STATES; s++)
-        sb_printf(&b, "latentd_jobs{state=\"%s\"} %d\n", state_names[s], st.by_state[s]);
-    sb_printf(&b, "# HELP latentd_jobs_queue_length Jobs waiting for a worker.\n"
+        ld_buf_printf(&b, "latentd_jobs{state=\"%s\"} %d\n", state_names[s], st.by_state[s]);
+    ld_buf_printf(&b, "# HELP latentd_jobs_queue_length Jobs waiting for a worker.\n"
                   "# TYPE latentd_jobs_queue_length gauge\n"
                   "latentd_jobs_queue_length %d\n",
               st.queue_length);
-    sb_printf(&b, "# HELP latentd_job_samples_per_second Training throughput of each running job.\n"
+    ld_buf_printf(&b, "# HELP latentd_job_samples_per_second Training throughput of each running job.\n"
                   "# TYPE latentd_job_samples_per_second gauge\n");
     pthread_mutex_lock(&j->lock);
     for (int i = 0; i < j->n_all; i++) {
         const job_t *job = j->all[i];
         if (job->state == LD_JOB_RUNNING) /* ids and model names need no escaping */
-            sb_printf(&b, "latentd_job_samples_per_second{job=\"%s\",model=\"%s\"} %.6g\n",
+            ld_buf_printf(&b, "latentd_job_samples_per_second{job=\"%s\",model=\"%s\"} %.6g\n",
                       job->id, job->spec.model,
                       isfinite(job->samples_per_s) ? job->samples_per_s : 0.0);
     }
     pthread_mutex_unlock(&j->lock);
-    sb_printf(&b, "# HELP latentd_training_steps_total Optimiser steps run by training jobs.\n"
+    ld_buf_printf(&b, "# HELP latentd_training_steps_total Optimiser steps run by training jobs.\n"
                   "# TYPE latentd_training_steps_total counter\n"
                   "latentd_training_steps_total %lld\n",
               st.steps_total);
-    sb_printf(&b, "# HELP latentd_training_yield_seconds_total Time training workers paused "
+    ld_buf_printf(&b, "# HELP latentd_training_yield_seconds_total Time training workers paused "
                   "between steps because serving was busy.\n"
                   "# TYPE latentd_training_yield_seconds_total counter\n"
                   "latentd_training_yield_seconds_total %.6f\n",
               st.yield_s);
-    if (b.oom) {
-        free(b.s);
+    if (ld_buf_failed(&b)) {
+        ld_buf_free(&b);
         return NULL;
     }
-    return b.s;
+    return ld_buf_steal(&b, NULL);
 }

@@ -2,8 +2,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/jobs_api.h"
 
+#include "latentd/jsonarg.h"
+
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Status for an engine error code. */
@@ -80,15 +83,58 @@ static void h_submit(ld_req_t *req, void *ctx)
     ld_req_reply_json(req, 202, &b);
 }
 
+/* GET /v1/jobs[?state=S][&limit=N][&cursor=ID] */
 static void h_list(ld_req_t *req, void *ctx)
 {
+    static const char *const fields[] = {"state", "limit", "cursor", NULL};
+    ld_jobs_list_t q = {.state = -1};
+    ld_args_t a = ld_args_query(req);
+    long long limit;
+    const char *state;
+    if (ld_arg_fields(&a, fields) || ld_arg_int(&a, "limit", 1, 10000, 0, &limit) ||
+        ld_arg_string(&a, "cursor", NULL, &q.cursor) || ld_arg_string(&a, "state", NULL, &state))
+        return;
+    q.limit = (int)limit;
+    for (int s = 0; state && s < LD_JOB_N_STATES && q.state < 0; s++)
+        if (strcmp(state, ld_job_state_name((ld_job_state_t)s)) == 0)
+            q.state = s;
+    if (state && q.state < 0) {
+        ld_req_error(req, 422, "invalid_value",
+                     "state: \"%.40s\" is not queued, running, succeeded, failed, cancelled or "
+                     "interrupted",
+                     state);
+        return;
+    }
     char *json;
     ld_err_t e;
-    int rc = ld_jobs_list_json(ctx, &json, &e);
+    int rc = ld_jobs_list_json(ctx, &q, &json, &e);
     if (rc)
         reply_err(req, rc, &e);
     else
         reply_json_str(req, 200, json);
+}
+
+/* DELETE /v1/jobs/{id}/record: 200 {"id","removed":true} once a finished
+ * job's record and checkpoint are gone; 409 while it is not finished. */
+static void h_purge(ld_req_t *req, void *ctx)
+{
+    const char *id = ld_req_param(req, "id");
+    ld_err_t e;
+    int rc = ld_jobs_purge(ctx, id, &e);
+    if (rc == LD_EUNSUPPORTED) {
+        ld_req_error(req, 409, "conflict", "%s", e.msg);
+        return;
+    }
+    if (rc) {
+        reply_err(req, rc, &e);
+        return;
+    }
+    ld_buf_t b;
+    ld_buf_init(&b);
+    ld_buf_puts(&b, "{\"id\":");
+    ld_buf_json_str(&b, id);
+    ld_buf_puts(&b, ",\"removed\":true}");
+    ld_req_reply_json(req, 200, &b);
 }
 
 static void h_get(ld_req_t *req, void *ctx)
@@ -140,6 +186,7 @@ typedef struct {
     char *out;             /* formatted events not yet sent (malloc'd) */
     size_t out_len, out_pos;
     int final_queued;      /* the last event is in out: end after it */
+    long long *bytes_sent; /* the request's count (ld_req_bytes_sent) */
 } stream_t;
 
 static void stream_wake(void *user)
@@ -191,6 +238,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             size_t n = s->out_len - s->out_pos < max ? s->out_len - s->out_pos : max;
             memcpy(buf, s->out + s->out_pos, n);
             s->out_pos += n;
+            if (s->bytes_sent)
+                *s->bytes_sent += (long long)n;
             return (ssize_t)n;
         }
         /* clear pending before looking, so a change after the look wakes us */
@@ -243,7 +292,14 @@ static void h_events(ld_req_t *req, void *ctx)
     }
     s->jobs = jobs;
     snprintf(s->id, sizeof s->id, "%s", id);
+    /* a reconnecting client gets only what is newer than its last event */
+    const char *last = ld_req_header(req, "Last-Event-ID");
+    char *end = NULL;
+    unsigned long long from = last ? strtoull(last, &end, 10) : 0;
+    if (last && end != last && !*end && last[0] != '-')
+        s->seq = from;
     s->conn = ld_req_connection(req);
+    s->bytes_sent = ld_req_bytes_sent(req);
     pthread_mutex_init(&s->lock, NULL);
     if ((rc = ld_jobs_subscribe(jobs, id, stream_wake, s, &s->sub, &e))) {
         pthread_mutex_destroy(&s->lock);
@@ -272,6 +328,7 @@ int ld_jobs_api_register(ld_http_t *h, ld_jobs_t *jobs, ld_err_t *err)
         {"GET", "/v1/jobs", LD_AUTH_ADMIN, 0, h_list, jobs},
         {"GET", "/v1/jobs/{id}", LD_AUTH_ADMIN, 0, h_get, jobs},
         {"DELETE", "/v1/jobs/{id}", LD_AUTH_ADMIN, 0, h_cancel, jobs},
+        {"DELETE", "/v1/jobs/{id}/record", LD_AUTH_ADMIN, 0, h_purge, jobs},
         {"GET", "/v1/jobs/{id}/events", LD_AUTH_ADMIN, 0, h_events, jobs},
     };
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {

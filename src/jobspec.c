@@ -169,7 +169,6 @@ static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed"
 static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
 {
     const ld_kind_t kind = s->kind;
-    ld_arch_default(kind, &s->arch);
     static const cJSON empty = {.type = cJSON_Object};
     if (!a)
         a = &empty; /* so the defaults meet the caps below */
@@ -179,15 +178,10 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
     const char *preset;
     if ((rc = str_field(a, "arch", "arch.arch", &preset, err)))
         return rc;
-    if (preset && strcmp(preset, "default") != 0) {
-        if (strcmp(preset, "article") != 0)
-            return ld_err_set(err, LD_EINVAL, "arch.arch: \"%.40s\" is not default or article",
-                              preset);
-        if (kind != LD_KIND_GAN)
-            return ld_err_set(err, LD_EINVAL, "arch.arch: \"article\" applies to kind \"gan\" only");
-        ld_arch_article_gan(&s->arch);
-        s->article = 1;
-    }
+    ld_err_t e;
+    if (ld_train_recipe(kind, preset, &s->arch, &s->train, &e)) /* parse_train builds on o */
+        return ld_err_set(err, LD_EINVAL, "arch.arch: %s", e.msg);
+    s->article = preset && strcmp(preset, "article") == 0;
     if (kind == LD_KIND_VAE) {
         int have_dec;
         if ((rc = not_for_kind(a, "g_hidden", "arch.g_hidden", kind, err)) ||
@@ -197,11 +191,8 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
             (rc = list_field(a, "dec_hidden", "arch.dec_hidden", 0, w, &s->arch.dec, &have_dec,
                              err)))
             return rc;
-        if (present && !have_dec) { /* the decoder mirrors the encoder, as on the CLI */
-            s->arch.dec.n = s->arch.enc.n;
-            for (int i = 0; i < s->arch.enc.n; i++)
-                s->arch.dec.size[i] = s->arch.enc.size[s->arch.enc.n - 1 - i];
-        }
+        if (present && !have_dec)
+            ld_train_mirror_decoder(&s->arch);
     } else {
         if ((rc = not_for_kind(a, "hidden", "arch.hidden", kind, err)) ||
             (rc = not_for_kind(a, "dec_hidden", "arch.dec_hidden", kind, err)) ||
@@ -242,12 +233,7 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
 static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
 {
     const ld_kind_t kind = s->kind;
-    ld_train_opts_t *o = &s->train;
-    ld_train_opts_default(kind, o);
-    if (s->article) { /* the article's plain recipe, as on the CLI */
-        o->real_label = 1.0f;
-        o->g_ema = 0.0f;
-    }
+    ld_train_opts_t *o = &s->train; /* the recipe's, set by parse_arch */
     int rc, present;
     if (t && (rc = check_keys(t, "train.", train_keys, err)))
         return rc;
@@ -406,9 +392,72 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
         rc = ld_err_set(err, LD_EINVAL, "arch: %s", e.msg);
     else if (ld_train_opts_validate(&s->train, &e))
         rc = ld_err_set(err, LD_EINVAL, "train: %s", e.msg);
+    else
+        rc = ld_jobspec_check_bytes(&s->arch, &s->train, caps->max_job_bytes, err);
 out:
     cJSON_Delete(root);
     return rc;
+}
+
+/* ---- memory estimate ---- */
+
+/* One dense net in -> hidden... -> out: *params += its weights and biases,
+ * *units += the widths of its outputs, *widest = max(*widest, any width). */
+static void net_size(int in, const ld_hidden_t *h, int out, double *params, double *units,
+                     double *widest)
+{
+    double prev = in;
+    *widest = fmax(*widest, in);
+    for (int i = 0; i <= h->n; i++) {
+        double w = i < h->n ? h->size[i] : out;
+        *params += prev * w + w;
+        *units += w;
+        *widest = fmax(*widest, w);
+        prev = w;
+    }
+}
+
+void ld_jobspec_bytes(const ld_arch_t *a, const ld_train_opts_t *o, ld_job_bytes_t *out)
+{
+    static const ld_hidden_t none = {0};
+    double P = 0, units = 0, widest = 0;
+    if (a->kind == LD_KIND_GAN) {
+        net_size(a->z_dim, &a->dec, a->x_dim, &P, &units, &widest);  /* generator */
+        net_size(a->x_dim, &a->enc, 1, &P, &units, &widest);         /* discriminator */
+        units *= 2; /* the discriminator sees real and generated batches */
+    } else {
+        int h = a->enc.n > 0 ? a->enc.size[a->enc.n - 1] : a->x_dim;
+        net_size(a->x_dim, &a->enc, h, &P, &units, &widest);          /* encoder */
+        units -= h; /* the last hidden layer is the encoder's output */
+        net_size(h, &none, a->z_dim, &P, &units, &widest);           /* mu */
+        net_size(h, &none, a->z_dim, &P, &units, &widest);           /* logvar */
+        net_size(a->z_dim, &a->dec, a->x_dim, &P, &units, &widest);  /* decoder */
+    }
+    int threads = o->threads > 1 ? o->threads : 1;
+    double sets = 3 + (threads - 1) + (a->kind == LD_KIND_GAN && o->g_ema > 0);
+    double B = o->batch > 0 ? o->batch : 1;
+    out->params = 4 * P;
+    out->optimiser = 4 * P * sets;
+    /* each layer's output, its gradient and (with dropout) mask and copy,
+     * plus two scratch rows of the widest layer, for the whole batch */
+    out->activations = 4 * B * (3 * units + 2 * widest + a->x_dim);
+    out->total = out->params + out->optimiser + out->activations;
+}
+
+int ld_jobspec_check_bytes(const ld_arch_t *arch, const ld_train_opts_t *o, long long max_bytes,
+                           ld_err_t *err)
+{
+    ld_job_bytes_t b;
+    ld_jobspec_bytes(arch, o, &b);
+    if (max_bytes <= 0 || b.total <= (double)max_bytes)
+        return LD_OK;
+    const double MiB = 1024.0 * 1024.0;
+    return ld_err_set(err, LD_EINVAL,
+                      "arch: this job needs about %.0f MiB (parameters %.0f MiB, optimiser state "
+                      "%.0f MiB, activations %.0f MiB); the limit (max_job_bytes) is %.0f MiB: "
+                      "use smaller widths or a smaller batch",
+                      b.total / MiB, b.params / MiB, b.optimiser / MiB, b.activations / MiB,
+                      (double)max_bytes / MiB);
 }
 
 /* ---- normal form ---- */

@@ -233,28 +233,16 @@ static int cmd_train(int argc, char **argv)
         return 2;
     }
     ld_arch_t arch;
-    if (!strcmp(arch_s, "article") && kind == LD_KIND_GAN)
-        ld_arch_article_gan(&arch);
-    else if (!strcmp(arch_s, "default"))
-        ld_arch_default(kind, &arch);
-    else {
-        fprintf(stderr, "latentd train: --arch %s: expected default%s\n", arch_s,
-                kind == LD_KIND_GAN ? " or article" : "");
-        return 2;
-    }
     ld_train_opts_t o;
-    ld_train_opts_default(kind, &o);
-    if (kind == LD_KIND_GAN && !strcmp(arch_s, "article")) {
-        o.real_label = 1.0f; /* the article's plain recipe */
-        o.g_ema = 0.0f;
+    ld_err_t re;
+    if (ld_train_recipe(kind, arch_s, &arch, &o, &re)) {
+        fprintf(stderr, "latentd train: --arch: %s\n", re.msg);
+        return 2;
     }
     if (hidden && parse_hidden(hidden, &arch.enc, "hidden"))
         return 2;
-    if (kind == LD_KIND_VAE && hidden && !dec_hidden) {
-        arch.dec.n = arch.enc.n;
-        for (int i = 0; i < arch.enc.n; i++)
-            arch.dec.size[i] = arch.enc.size[arch.enc.n - 1 - i];
-    }
+    if (kind == LD_KIND_VAE && hidden && !dec_hidden)
+        ld_train_mirror_decoder(&arch);
     if ((dec_hidden && parse_hidden(dec_hidden, &arch.dec, "dec-hidden")) ||
         (g_hidden && parse_hidden(g_hidden, &arch.dec, "g-hidden")) ||
         (d_hidden && parse_hidden(d_hidden, &arch.enc, "d-hidden")))

@@ -186,26 +186,68 @@ unsigned long ld_yield_points_taken(void)
     return yield_taken;
 }
 
+/* ---- abandoning a step ---- */
+
+static _Thread_local const atomic_int *abandon_flag;
+
+void ld_step_abandon_flag(const atomic_int *flag)
+{
+    abandon_flag = flag;
+}
+
+int ld_step_abandoned(void)
+{
+    return abandon_flag && atomic_load_explicit(abandon_flag, memory_order_relaxed);
+}
+
 /* ---- dense ---- */
+
+/* Multiply-adds of one GEMM call.  A larger product is done in slices of
+ * batch rows with a yield point and a check for an abandoned step between
+ * them, so neither serving nor a cancel waits for a whole large layer; the
+ * smaller products (every model that fits in a few hundred MB) are one call,
+ * bit for bit as before. */
+#define GEMM_SLICE (1L << 28)
+
+static int slice_rows(int B, int in, int out)
+{
+    long per_row = (long)in * out;
+    long rows = GEMM_SLICE / (per_row > 0 ? per_row : 1);
+    return rows >= B ? B : rows < 1 ? 1 : (int)rows;
+}
+
+/* The rows of the slice starting at r0, after a yield point; 0 when the
+ * step is abandoned (the caller's loop ends). */
+static int slice_at(int B, int r0, int rows)
+{
+    ld_yield_point();
+    if (ld_step_abandoned())
+        return 0;
+    return B - r0 < rows ? B - r0 : rows;
+}
 
 void ld_dense_forward(int B, int in, int out, const float *x, const float *w, const float *b,
                       float *y)
 {
     /* y (B, out) = b broadcast, then y += x (B, in) * w^T (in, out) */
-    ld_yield_point();
-    for (int i = 0; i < B; i++)
-        memcpy(y + (size_t)i * out, b, (size_t)out * sizeof *y);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in, 1.0f, y,
-                out);
+    const int rows = slice_rows(B, in, out);
+    for (int r0 = 0, n; r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows) {
+        float *yr = y + (size_t)r0 * out;
+        for (int i = 0; i < n; i++)
+            memcpy(yr + (size_t)i * out, b, (size_t)out * sizeof *y);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f,
+                    x + (size_t)r0 * in, in, w, in, 1.0f, yr, out);
+    }
 }
 
 void ld_dense_backward(int B, int in, int out, const float *x, const float *w, const float *dy,
                        float *gw, float *gb, float *dx)
 {
-    /* gw (out, in) += dy^T (out, B) * x (B, in) */
-    ld_yield_point();
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 1.0f,
-                gw, in);
+    const int rows = slice_rows(B, in, out);
+    /* gw (out, in) += dy^T (out, B) * x (B, in), a slice of the batch at a time */
+    for (int r0 = 0, n; r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
+                    dy + (size_t)r0 * out, out, x + (size_t)r0 * in, in, 1.0f, gw, in);
     /* gb (out) += column sums of dy */
     for (int i = 0; i < B; i++) {
         const float *row = dy + (size_t)i * out;
@@ -213,11 +255,9 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
             gb[j] += row[j];
     }
     /* dx (B, in) = dy (B, out) * w (out, in) */
-    if (dx) {
-        ld_yield_point();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, w, in,
-                    0.0f, dx, in);
-    }
+    for (int r0 = 0, n; dx && r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f,
+                    dy + (size_t)r0 * out, out, w, in, 0.0f, dx + (size_t)r0 * in, in);
 }
 
 /* ---- dropout ---- */

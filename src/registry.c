@@ -1,6 +1,7 @@
 /* registry.c — see include/latentd/registry.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/registry.h"
+#include "registry_impl.h"
 
 #include "latentd/batch.h"
 #include "latentd/ckpt.h"
@@ -25,7 +26,7 @@ struct ld_registry {
     pthread_mutex_t lock;      /* second */
     ld_served_t **models;      /* sorted by name; guarded by lock */
     int n, cap;
-    atomic_uint_fast64_t next_version;
+    ld_regstate_t *st;         /* bindings and versions; under load_lock */
     atomic_uint_fast64_t ev_loaded, ev_replaced, ev_unloaded, ev_failed;
 };
 
@@ -62,9 +63,14 @@ int ld_registry_new(const char *dir, ld_registry_t **out, ld_err_t *err)
         free(r);
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     }
+    int rc = ld_regstate_open(NULL, &r->st, err);
+    if (rc) {
+        free(r->dir);
+        free(r);
+        return rc;
+    }
     pthread_mutex_init(&r->load_lock, NULL);
     pthread_mutex_init(&r->lock, NULL);
-    atomic_init(&r->next_version, 1);
     *out = r;
     return LD_OK;
 }
@@ -97,10 +103,24 @@ void ld_registry_free(ld_registry_t *r)
     for (int i = 0; i < r->n; i++)
         ld_served_release(r->models[i]);
     free(r->models);
+    ld_regstate_free(r->st);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->load_lock);
     free(r->dir);
     free(r);
+}
+
+int ld_registry_set_state_dir(ld_registry_t *r, const char *state_dir, ld_err_t *err)
+{
+    ld_regstate_t *st = NULL;
+    int rc = ld_regstate_open(state_dir, &st, err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&r->load_lock);
+    ld_regstate_free(r->st);
+    r->st = st;
+    pthread_mutex_unlock(&r->load_lock);
+    return LD_OK;
 }
 
 const char *ld_registry_dir(const ld_registry_t *r)
@@ -236,10 +256,19 @@ static int load_file(ld_registry_t *r, const char *name, const char *file, ld_se
     s->file_size = (uint64_t)st.st_size;
     s->file_mtime = st.st_mtim;
     s->file_ino = st.st_ino;
-    s->version = atomic_fetch_add(&r->next_version, 1);
     atomic_init(&s->refs, 1);
     *out = s;
     return LD_OK;
+}
+
+/* The version s is served as: its name's counter, up by one for other bytes
+ * than last time (registry_impl.h).  Set just before s is published. */
+static void assign_version(ld_registry_t *r, ld_served_t *s)
+{
+    ld_err_t ve = {{0}};
+    s->version = ld_regstate_version(r->st, s->name, s->sha256, &ve);
+    if (ve.msg[0])
+        ld_log_warn("model state not saved name=%s reason=\"%s\"", s->name, ve.msg);
 }
 
 /* Put s (its reference moves to the table) under its name; returns the
@@ -295,11 +324,23 @@ static void log_loaded(ld_registry_t *r, const ld_served_t *s, const ld_served_t
     }
 }
 
-static int load_locked(ld_registry_t *r, const char *name, const char *file, int *replaced,
-                       ld_served_t **out, ld_err_t *err)
+static int load_locked(ld_registry_t *r, const char *name, const char *file,
+                       int allow_kind_change, int *replaced, ld_served_t **out, ld_err_t *err)
 {
     ld_served_t *s = NULL;
     int rc = load_file(r, name, file, &s, err);
+    ld_served_t *cur = rc == LD_OK && !allow_kind_change ? ld_registry_get(r, name) : NULL;
+    if (cur && cur->model->arch.kind != s->model->arch.kind)
+        rc = ld_err_set(err, LD_EUNSUPPORTED,
+                        "%s is a %s and model %s a %s: give \"allow_kind_change\": true to "
+                        "replace it",
+                        file, ld_kind_name(s->model->arch.kind), name,
+                        ld_kind_name(cur->model->arch.kind));
+    ld_served_release(cur);
+    if (rc == LD_EUNSUPPORTED) {
+        ld_served_release(s);
+        return rc;
+    }
     if (rc != LD_OK) {
         atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
         ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, file,
@@ -308,6 +349,7 @@ static int load_locked(ld_registry_t *r, const char *name, const char *file, int
     }
     if (out)
         ld_served_ref(s);
+    assign_version(r, s);
     int ok;
     ld_served_t *old = publish(r, s, &ok);
     if (!ok) {
@@ -319,6 +361,13 @@ static int load_locked(ld_registry_t *r, const char *name, const char *file, int
                           LD_REGISTRY_MAX_MODELS);
     }
     log_loaded(r, s, old);
+    /* a file other than NAME.safetensors stays bound to the name across
+     * rescans and restarts; the default file needs no binding */
+    char deffile[LD_MODEL_FILE_MAX];
+    snprintf(deffile, sizeof deffile, "%s" SUFFIX, name);
+    ld_err_t be;
+    if (ld_regstate_bind(r->st, name, strcmp(file, deffile) ? file : NULL, &be))
+        ld_log_warn("model binding not saved name=%s file=%s reason=\"%s\"", name, file, be.msg);
     if (replaced)
         *replaced = old != NULL;
     ld_served_release(old);
@@ -329,6 +378,12 @@ static int load_locked(ld_registry_t *r, const char *name, const char *file, int
 
 int ld_registry_load(ld_registry_t *r, const char *name, const char *file, int *replaced,
                      ld_served_t **out, ld_err_t *err)
+{
+    return ld_registry_put(r, name, file, 1, replaced, out, err);
+}
+
+int ld_registry_put(ld_registry_t *r, const char *name, const char *file, int allow_kind_change,
+                    int *replaced, ld_served_t **out, ld_err_t *err)
 {
     if (!ld_model_name_valid(name))
         return ld_err_set(err, LD_EINVAL,
@@ -344,7 +399,7 @@ int ld_registry_load(ld_registry_t *r, const char *name, const char *file, int *
                           "(NAME matching [A-Za-z0-9][A-Za-z0-9._-]{0,63})",
                           file);
     pthread_mutex_lock(&r->load_lock);
-    int rc = load_locked(r, name, file, replaced, out, err);
+    int rc = load_locked(r, name, file, allow_kind_change, replaced, out, err);
     pthread_mutex_unlock(&r->load_lock);
     return rc;
 }
@@ -382,6 +437,53 @@ int ld_registry_unload(ld_registry_t *r, const char *name, ld_err_t *err)
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One (name, file) of a rescan, under load_lock: load the file when name is
+ * not served from it yet or the file changed; counts into *loaded, *failed. */
+static void scan_one(ld_registry_t *r, const char *name, const char *file, int *loaded,
+                     int *failed)
+{
+    ld_served_t *cur = ld_registry_get(r, name);
+    if (cur && strcmp(cur->file, file) == 0) {
+        char path[4096];
+        struct stat st;
+        path_of(r, file, path, sizeof path);
+        if (stat(path, &st) == 0 && (uint64_t)st.st_size == cur->file_size &&
+            st.st_ino == cur->file_ino && st.st_mtim.tv_sec == cur->file_mtime.tv_sec &&
+            st.st_mtim.tv_nsec == cur->file_mtime.tv_nsec) {
+            ld_served_release(cur);
+            return; /* unchanged */
+        }
+    }
+    ld_served_t *fresh = NULL;
+    ld_err_t e;
+    int lrc = load_file(r, name, file, &fresh, &e);
+    if (lrc != LD_OK) {
+        atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
+        ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, file,
+                    e.msg);
+        (*failed)++;
+    } else if (cur && strcmp(cur->sha256, fresh->sha256) == 0 &&
+               strcmp(cur->file, fresh->file) == 0) {
+        /* same bytes under a new inode or mtime: keep serving the old
+         * version (the stat fields are only a hint and stay stale, so
+         * the next scan hashes it again — cheap and rare) */
+        ld_served_release(fresh);
+    } else {
+        assign_version(r, fresh);
+        int ok;
+        ld_served_t *old = publish(r, fresh, &ok);
+        if (!ok) {
+            ld_served_release(fresh);
+            (*failed)++;
+        } else {
+            log_loaded(r, fresh, old);
+            ld_served_release(old);
+            (*loaded)++;
+        }
+    }
+    ld_served_release(cur);
 }
 
 int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unloaded,
@@ -428,48 +530,27 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
     if (rc == LD_OK) {
         if (nf > 0)
             qsort(files, (size_t)nf, sizeof *files, cmp_str);
+        /* names a PUT bound to another file first: a binding whose file is
+         * gone is dropped, and the name falls back to NAME.safetensors */
+        for (int b = 0; b < ld_regstate_n_bindings(r->st); b++) {
+            const char *name, *file;
+            ld_regstate_binding_at(r->st, b, &name, &file);
+            if (!file)
+                continue;
+            if (nf == 0 || !bsearch(&file, files, (size_t)nf, sizeof *files, cmp_str)) {
+                ld_log_warn("model binding dropped name=%s file=%s reason=\"the file is gone\"",
+                            name, file);
+                ld_regstate_bind(r->st, name, NULL, NULL);
+                continue;
+            }
+            scan_one(r, name, file, &loaded, &failed);
+        }
         for (int i = 0; i < nf; i++) {
             char name[LD_MODEL_FILE_MAX];
             snprintf(name, sizeof name, "%.*s", (int)(strlen(files[i]) - SUFFIX_LEN), files[i]);
-            ld_served_t *cur = ld_registry_get(r, name);
-            if (cur && strcmp(cur->file, files[i]) == 0) {
-                char path[4096];
-                struct stat st;
-                path_of(r, files[i], path, sizeof path);
-                if (stat(path, &st) == 0 && (uint64_t)st.st_size == cur->file_size &&
-                    st.st_ino == cur->file_ino && st.st_mtim.tv_sec == cur->file_mtime.tv_sec &&
-                    st.st_mtim.tv_nsec == cur->file_mtime.tv_nsec) {
-                    ld_served_release(cur);
-                    continue; /* unchanged */
-                }
-            }
-            ld_served_t *fresh = NULL;
-            ld_err_t e;
-            int lrc = load_file(r, name, files[i], &fresh, &e);
-            if (lrc != LD_OK) {
-                atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
-                ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, files[i],
-                            e.msg);
-                failed++;
-            } else if (cur && strcmp(cur->sha256, fresh->sha256) == 0 &&
-                       strcmp(cur->file, fresh->file) == 0) {
-                /* same bytes under a new inode or mtime: keep serving the old
-                 * version (the stat fields are only a hint and stay stale, so
-                 * the next scan hashes it again — cheap and rare) */
-                ld_served_release(fresh);
-            } else {
-                int ok;
-                ld_served_t *old = publish(r, fresh, &ok);
-                if (!ok) {
-                    ld_served_release(fresh);
-                    failed++;
-                } else {
-                    log_loaded(r, fresh, old);
-                    ld_served_release(old);
-                    loaded++;
-                }
-            }
-            ld_served_release(cur);
+            const char *bound = ld_regstate_binding(r->st, name);
+            if (!bound || strcmp(bound, files[i]) == 0)
+                scan_one(r, name, files[i], &loaded, &failed);
         }
         /* unload models whose file has gone */
         ld_served_t **list = NULL;

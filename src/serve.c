@@ -28,6 +28,7 @@
 #include "latentd/nn.h"
 #include "latentd/registry.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -377,6 +378,16 @@ static void jobs_drain(void *ctx)
     ld_jobs_shutdown(ctx);
 }
 
+/* The listening address must be numeric (as ld_http_start requires): checked
+ * before --check-config answers and before the state folder is created. */
+static int check_bind(const char *bind, ld_err_t *err)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, bind, addr) == 1 || inet_pton(AF_INET6, bind, addr) == 1)
+        return LD_OK;
+    return ld_err_set(err, LD_EINVAL, "bind: '%.200s' is not an IPv4 or IPv6 address", bind);
+}
+
 static int check_dir(const char *what, const char *dir, int create, ld_err_t *err)
 {
     struct stat st;
@@ -420,6 +431,7 @@ int ld_serve_main(int argc, char **argv)
     if ((cfg.token_file[0] && ld_serve_read_token(cfg.token_file, &token, &err) != LD_OK) ||
         (cfg.admin_token_file[0] &&
          ld_serve_read_token(cfg.admin_token_file, &admin, &err) != LD_OK) ||
+        check_bind(cfg.bind, &err) != LD_OK ||
         check_dir("model folder (models_dir)", cfg.models_dir, 0, &err) != LD_OK) {
         fprintf(stderr, "latentd serve: %s\n", err.msg);
         free(token);
@@ -470,7 +482,8 @@ int ld_serve_main(int argc, char **argv)
         free(admin);
         return 1;
     }
-    if (ld_metrics_new(&metrics) != LD_OK || ld_registry_new(cfg.models_dir, &reg, &err) != LD_OK) {
+    if (ld_metrics_new(&metrics) != LD_OK || ld_registry_new(cfg.models_dir, &reg, &err) != LD_OK ||
+        ld_registry_set_state_dir(reg, cfg.state_dir, &err) != LD_OK) {
         ld_log_error("out of memory");
         goto out;
     }
@@ -493,7 +506,8 @@ int ld_serve_main(int argc, char **argv)
                                .max_batch = cfg.max_batch,
                                .max_hidden_width = cfg.max_hidden_width,
                                .max_z = cfg.max_z,
-                               .max_limit = cfg.max_limit};
+                               .max_limit = cfg.max_limit,
+                               .max_job_bytes = cfg.max_job_bytes};
     jc.publish = publish_model;
     jc.log = jobs_log;
     jc.user = reg;

@@ -70,13 +70,40 @@ static const char *const vae_losses[] = {"loss", "rec", "kl"};
 static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
 static const char *const cls_losses[] = {"loss", "acc"};
 
-static int loss_names(ld_kind_t k, const char *const **names)
+int ld_train_loss_names(ld_kind_t k, const char *const **names)
 {
     switch (k) {
     case LD_KIND_VAE: *names = vae_losses; return 3;
     case LD_KIND_GAN: *names = gan_losses; return 4;
     default: *names = cls_losses; return 2;
     }
+}
+
+int ld_train_recipe(ld_kind_t kind, const char *preset, ld_arch_t *arch, ld_train_opts_t *o,
+                    ld_err_t *err)
+{
+    int article = preset && strcmp(preset, "default") != 0;
+    if (article && strcmp(preset, "article") != 0)
+        return ld_err_set(err, LD_EINVAL, "\"%.40s\" is not default or article", preset);
+    if (article && kind != LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL, "\"article\" applies to kind \"gan\" only");
+    if (article)
+        ld_arch_article_gan(arch);
+    else
+        ld_arch_default(kind, arch);
+    ld_train_opts_default(kind, o);
+    if (article) {
+        o->real_label = 1.0f;
+        o->g_ema = 0.0f;
+    }
+    return LD_OK;
+}
+
+void ld_train_mirror_decoder(ld_arch_t *a)
+{
+    a->dec.n = a->enc.n;
+    for (int i = 0; i < a->enc.n; i++)
+        a->dec.size[i] = a->enc.size[a->enc.n - 1 - i];
 }
 
 void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
@@ -139,6 +166,7 @@ static void *worker_main(void *arg)
     worker_t *w = arg;
     ld_trainer_t *t = w->t;
     long seen = 0;
+    ld_step_abandon_flag(t->o.abandon);
     pthread_mutex_lock(&t->pool_mu);
     for (;;) {
         while (!t->quit && t->gen == seen)
@@ -415,7 +443,16 @@ static void phase_adam_g(worker_t *w)
 }
 
 /* One optimiser step on rows perm[lo..lo+b). losses[] gets batch means. */
-static void train_step(ld_trainer_t *t, int lo, int b, double *losses)
+/* Whether the step in progress is being abandoned (ld_train_opts_t.abandon):
+ * checked before each optimiser update. */
+static int abandoning(const ld_trainer_t *t)
+{
+    return t->o.abandon && atomic_load(t->o.abandon);
+}
+
+/* One step: 0, or 1 when it was abandoned (its numbers are meaningless and
+ * the parameters may hold part of an update). */
+static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
 {
     ld_model_t *m = t->m;
     const int X = m->arch.x_dim;
@@ -439,24 +476,35 @@ static void train_step(ld_trainer_t *t, int lo, int b, double *losses)
     switch (m->arch.kind) {
     case LD_KIND_VAE:
         run_phase(t, phase_vae);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_all);
         break;
     case LD_KIND_GAN:
         run_phase(t, phase_gan_d);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_d);
         run_phase(t, phase_gan_g);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_g);
         break;
     case LD_KIND_CLASSIFIER:
         run_phase(t, phase_cls);
+        if (abandoning(t))
+            break;
         run_phase(t, phase_adam_all);
         break;
     }
+    if (abandoning(t))
+        return 1;
     for (int i = 0; i < LD_MAX_LOSSES; i++) {
         losses[i] = 0;
         for (int k = 0; k < t->nw; k++)
             losses[i] += t->w[k].losses[i] * t->w[k].b / b;
     }
+    return 0;
 }
 
 void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
@@ -472,7 +520,7 @@ void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
     double s_per_step = steps_run > 0 ? p->elapsed_s / steps_run : 0;
     p->eta_s = s_per_step * (double)(p->steps_total - p->step);
     const char *const *names;
-    p->n_losses = loss_names(t->m->arch.kind, &names);
+    p->n_losses = ld_train_loss_names(t->m->arch.kind, &names);
     for (int i = 0; i < p->n_losses; i++) {
         p->loss_names[i] = names[i];
         p->loss[i] = t->loss_n ? t->loss_sum[i] / t->loss_n : 0;
@@ -515,7 +563,7 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
 {
     const int n = t->d->n, B = t->o.batch;
     const char *const *names;
-    const int nl = loss_names(t->m->arch.kind, &names);
+    const int nl = ld_train_loss_names(t->m->arch.kind, &names);
     t->run_start = ld_now();
     t->run_samples = 0;
     t->run_step0 = t->t;
@@ -530,7 +578,11 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
         while (t->batch_idx < t->steps_per_epoch) {
             int lo = t->batch_idx * B, b = n - lo < B ? n - lo : B;
             double losses[LD_MAX_LOSSES];
-            train_step(t, lo, b, losses);
+            ld_step_abandon_flag(t->o.abandon);
+            int abandoned = train_step(t, lo, b, losses);
+            ld_step_abandon_flag(NULL);
+            if (abandoned) /* no state is written: the last checkpoint stays */
+                return ld_err_set(err, LD_ECANCELLED, "abandoned step %ld", t->t);
             for (int i = 0; i < nl; i++) {
                 if (!isfinite(losses[i]))
                     return ld_err_set(err, LD_EINVAL,
@@ -561,8 +613,11 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
             }
             if (cb && cb(&p, user))
                 stop = 1;
+            /* a periodic checkpoint that is due is written; a stop writes
+             * one too, unless it is a cancel (abandon) */
             int ckpt = t->o.state_path[0] &&
-                       ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) || stop);
+                       ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) ||
+                        (stop && !abandoning(t)));
             if (ckpt && !p.finished && (rc = ld_trainer_save_state(t, t->o.state_path, err)))
                 return rc;
             if (stop && !p.finished)

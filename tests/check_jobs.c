@@ -11,16 +11,21 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "../src/fsutil_impl.h"
+#include "latentd/ckpt.h"
 #include "latentd/image.h"
 #include "latentd/jobs.h"
+#include "latentd/jobspec.h"
 #include "latentd/model.h"
 #include "latentd/nn.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -90,7 +95,17 @@ static void teardown(void)
     free(root);
 }
 
+static ld_jobs_t *open_engine_caps(int workers, int max_queued, int max_width,
+                                   long long max_job_bytes);
+
 static ld_jobs_t *open_engine(int workers, int max_queued)
+{
+    return open_engine_caps(workers, max_queued, 512, 0);
+}
+
+/* With a width cap and max_job_bytes (0 = no cap). */
+static ld_jobs_t *open_engine_caps(int workers, int max_queued, int max_width,
+                                   long long max_job_bytes)
 {
     ld_jobs_config_t c;
     ld_jobs_config_default(&c);
@@ -99,8 +114,8 @@ static ld_jobs_t *open_engine(int workers, int max_queued)
     c.data_dir = data_dir;
     c.worker_threads = workers;
     c.max_queued_jobs = max_queued;
-    c.caps = (ld_jobs_caps_t){.max_epochs = 100000, .max_batch = 1024, .max_hidden_width = 512,
-                              .max_z = 64, .max_limit = 60000};
+    c.caps = (ld_jobs_caps_t){.max_epochs = 100000, .max_batch = 1024, .max_hidden_width = max_width,
+                              .max_z = 64, .max_limit = 60000, .max_job_bytes = max_job_bytes};
     c.publish = on_publish;
     c.log = on_log;
     ld_jobs_t *j = NULL;
@@ -312,8 +327,8 @@ START_TEST(test_invalid_specs)
     /* Nothing was queued. */
     ld_err_t e;
     char *list = NULL;
-    ck_assert_int_eq(ld_jobs_list_json(j, &list, &e), LD_OK);
-    ck_assert_str_eq(list, "{\"jobs\":[]}");
+    ck_assert_int_eq(ld_jobs_list_json(j, NULL, &list, &e), LD_OK);
+    ck_assert_str_eq(list, "{\"jobs\":[],\"next_cursor\":null}");
     free(list);
     /* Not NUL-terminated: only len bytes are read. */
     const char body[] = "{\"kind\":\"vae\",\"model\":\"m\",\"limit\":100}XXXX";
@@ -418,7 +433,7 @@ START_TEST(test_job_succeeds_and_survives_restart)
     submit_ok(j, TINY_VAE("tiny2", ""), id2);
     ck_assert_str_eq(id2, "j-000002"); /* ids go on across restarts */
     char *list = NULL;
-    ck_assert_int_eq(ld_jobs_list_json(j, &list, &e), LD_OK);
+    ck_assert_int_eq(ld_jobs_list_json(j, NULL, &list, &e), LD_OK);
     char *p2 = strstr(list, "j-000002"), *p1 = strstr(list, "j-000001");
     ck_assert_msg(p1 && p2 && p2 < p1, "newest first: %s", list);
     ck_assert_ptr_null(strstr(list, "loss_history"));
@@ -435,7 +450,7 @@ START_TEST(test_cancel_queued_and_running)
     char a[LD_JOB_ID_MAX], b[LD_JOB_ID_MAX];
     submit_ok(j, LONG_VAE("long"), a);
     submit_ok(j, TINY_VAE("never", ""), b);
-    wait_steps(j, a, 1, 60);
+    wait_steps(j, a, 21, 60); /* past its first checkpoint (every 20) */
 
     ld_job_state_t s;
     ld_err_t e;
@@ -902,6 +917,315 @@ START_TEST(test_events_and_metrics)
 }
 END_TEST
 
+/* 320 steps (257..399 lost the start of loss_history: a stride of 1 kept the
+ * last 256 points only). */
+#define HIST_VAE(name)                                                                           \
+    "{\"kind\":\"vae\",\"model\":\"" name "\",\"limit\":256,\"arch\":{\"hidden\":[16],\"z\":2},"  \
+    "\"train\":{\"epochs\":40,\"batch\":32}}"
+
+START_TEST(test_loss_history_keeps_the_start)
+{
+    ld_jobs_t *j = open_engine(1, 4);
+    char a[LD_JOB_ID_MAX];
+    submit_ok(j, HIST_VAE("hist"), a);
+    ck_assert_int_eq(wait_state(j, a, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
+    char *js = get_json(j, a);
+    cJSON *o = cJSON_Parse(js);
+    free(js);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "loss_history");
+    int n = cJSON_GetArraySize(h);
+    long first = (long)cJSON_GetObjectItemCaseSensitive(h->child, "step")->valuedouble;
+    long last = (long)cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(h, n - 1), "step")
+                    ->valuedouble;
+    ck_assert_msg(n > 100 && n <= 256, "%d points", n);
+    ck_assert_msg(first <= 2, "loss_history starts at step %ld: the start of the run is lost", first);
+    ck_assert_int_eq(last, 320);
+    cJSON_Delete(o);
+    ld_jobs_free(j);
+}
+END_TEST
+
+/* Event ids go on growing across restarts (a stream's Last-Event-ID stays
+ * meaningful), and a job that fails after a restart does not keep a note
+ * that promises a resume. */
+START_TEST(test_seq_and_note_across_restarts)
+{
+    ld_jobs_t *j = open_engine(1, 4);
+    char a[LD_JOB_ID_MAX], b[LD_JOB_ID_MAX];
+    submit_ok(j, LONG_VAE("resumes"), a);
+    wait_steps(j, a, 3, 60);
+    uint64_t before = info_of(j, a).seq;
+    ld_jobs_free(j); /* interrupted, state saved */
+    j = open_engine(1, 4);
+    ck_assert_msg(info_of(j, a).seq > before, "seq %llu after the restart, %llu before",
+                  (unsigned long long)info_of(j, a).seq, (unsigned long long)before);
+    wait_steps(j, a, 1, 60);
+    submit_ok(j, LONG_VAE("fails"), b);
+    ld_err_t e;
+    ld_job_state_t s;
+    ck_assert_int_eq(ld_jobs_cancel(j, a, &s, &e), LD_OK);
+    ck_assert_int_eq(wait_state(j, a, LD_JOB_CANCELLED, 60), LD_JOB_CANCELLED);
+    uint64_t a_seq = info_of(j, a).seq;
+    wait_steps(j, b, 3, 60);
+    uint64_t b_seq = info_of(j, b).seq;
+    ld_jobs_free(j);
+    char path[1024];
+    job_file(path, sizeof path, b, "state.safetensors");
+    write_file(path, "\x10\0\0\0\0\0\0\0{\"oops\":", 16);
+
+    j = open_engine(1, 4);
+    ck_assert_msg(info_of(j, a).seq == a_seq, "a finished job's seq %llu, was %llu",
+                  (unsigned long long)info_of(j, a).seq, (unsigned long long)a_seq);
+    ld_job_info_t in = info_of(j, b);
+    ck_assert_int_eq(in.state, LD_JOB_FAILED);
+    ck_assert_msg(in.seq > b_seq, "seq %llu after the restart, %llu before",
+                  (unsigned long long)in.seq, (unsigned long long)b_seq);
+    char *js = get_json(j, b);
+    ck_assert_msg(!strstr(js, "resumes at the next start") && strstr(js, "does not resume"),
+                  "%s", js);
+    free(js);
+    ld_jobs_free(j);
+}
+END_TEST
+
+/* Issue 18's job: six layers of 4096 (about 3 GB) was accepted.  With
+ * max_job_bytes it is refused before anything is queued, with the estimate
+ * and the limit; a small job still fits. */
+START_TEST(test_memory_budget)
+{
+    ld_jobs_t *j = open_engine_caps(1, 4, 4096, 256ll << 20);
+    static const char big[] = "{\"kind\":\"vae\",\"model\":\"big\",\"arch\":{\"hidden\":"
+                              "[4096,4096,4096,4096,4096,4096]}}";
+    char id[LD_JOB_ID_MAX];
+    ld_err_t e = {{0}};
+    ck_assert_int_eq(ld_jobs_submit(j, big, strlen(big), id, NULL, &e), LD_EINVAL);
+    ck_assert_msg(strstr(e.msg, "max_job_bytes") && strstr(e.msg, "256 MiB") &&
+                      strstr(e.msg, "optimiser"),
+                  "%s", e.msg);
+    /* the estimate: at least the parameters and Adam's two moments */
+    ld_jobspec_t s;
+    ck_assert_int_eq(ld_jobspec_parse(big, strlen(big), NULL, 0, &s, &e), LD_OK);
+    ld_job_bytes_t b;
+    ld_jobspec_bytes(&s.arch, &s.train, &b);
+    ck_assert_msg(b.params > 4.0 * 5 * 4096 * 4096 && b.optimiser >= 3 * b.params &&
+                      b.total > 2.5e9 && b.total < 6e9,
+                  "params %.0f optimiser %.0f total %.0f", b.params, b.optimiser, b.total);
+    ld_jobs_stats_t st;
+    ld_jobs_stats(j, &st);
+    ck_assert_int_eq(st.queue_length + st.by_state[LD_JOB_QUEUED], 0);
+    submit_ok(j, TINY_VAE("small", ""), id);
+    ck_assert_int_eq(wait_state(j, id, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
+    ld_jobs_free(j);
+}
+END_TEST
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* A cancel stops a job inside a long step: here one step is about 250 GFLOP
+ * (seconds of CPU), and the job stops after a small part of it.  Measured in
+ * CPU time, which a loaded machine does not stretch (the worker runs under
+ * SCHED_IDLE, so its wall time can). */
+START_TEST(test_cancel_inside_a_step)
+{
+    ld_jobs_t *j = open_engine_caps(1, 4, 4096, 0);
+    static const char slow[] = "{\"kind\":\"vae\",\"model\":\"slow\",\"limit\":1024,\"arch\":"
+                               "{\"hidden\":[4096,4096],\"z\":8},\"train\":{\"epochs\":1,"
+                               "\"batch\":1024},\"checkpoint_every\":1}";
+    char id[LD_JOB_ID_MAX];
+    submit_ok(j, slow, id);
+    /* steps_total is known once the data set is loaded and the trainer
+     * built, just before the first step */
+    double end = ld_now() + 120;
+    while (info_of(j, id).steps_total == 0 && ld_now() < end)
+        usleep(5000);
+    ck_assert_int_eq(info_of(j, id).state, LD_JOB_RUNNING);
+    double c0 = cpu_seconds();
+    while (cpu_seconds() - c0 < 0.3 && ld_now() < end) /* the step is under way */
+        usleep(5000);
+    c0 = cpu_seconds();
+    double t0 = ld_now();
+    ld_job_state_t st;
+    ld_err_t e;
+    ck_assert_int_eq(ld_jobs_cancel(j, id, &st, &e), LD_OK);
+    ck_assert_int_eq(wait_state(j, id, LD_JOB_CANCELLED, 120), LD_JOB_CANCELLED);
+    double cpu = cpu_seconds() - c0, took = ld_now() - t0;
+    ld_job_info_t in = info_of(j, id);
+    ck_assert_msg(cpu < 1.0 && took < 30, "cancel took %.2f s of CPU, %.2f s (step %ld)", cpu,
+                  took, in.step);
+    ck_assert_int_eq(in.step, 0); /* the abandoned step does not count */
+    char path[1024];
+    job_file(path, sizeof path, id, "state.safetensors");
+    ck_assert_msg(!file_exists(path), "no checkpoint is written for an abandoned step");
+    ld_jobs_free(j);
+}
+END_TEST
+
+/* Pages of the job list, a state filter, and removing a finished job's
+ * record and checkpoint (refused while it runs); a removed id is never
+ * given again, even after a restart. */
+START_TEST(test_list_pages_and_purge)
+{
+    ld_jobs_t *j = open_engine(1, 4);
+    char a[LD_JOB_ID_MAX], b[LD_JOB_ID_MAX], c[LD_JOB_ID_MAX];
+    submit_ok(j, TINY_VAE("first", ""), a);
+    submit_ok(j, LONG_VAE("second"), b);
+    ck_assert_int_eq(wait_state(j, a, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
+    wait_steps(j, b, 25, 60); /* past its first checkpoint */
+    ld_err_t e;
+    char *list = NULL;
+    ld_jobs_list_t q = {.state = LD_JOB_SUCCEEDED};
+    ck_assert_int_eq(ld_jobs_list_json(j, &q, &list, &e), LD_OK);
+    cJSON *o = cJSON_Parse(list);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(o, "jobs")), 1);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "next_cursor")));
+    cJSON_Delete(o);
+    free(list);
+    q = (ld_jobs_list_t){.state = -1, .limit = 1};
+    ck_assert_int_eq(ld_jobs_list_json(j, &q, &list, &e), LD_OK);
+    o = cJSON_Parse(list);
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "jobs"), 0), "id")
+                         ->valuestring,
+                     b);
+    ck_assert_str_eq(cJSON_GetObjectItem(o, "next_cursor")->valuestring, b);
+    cJSON_Delete(o);
+    free(list);
+    q.cursor = b;
+    ck_assert_int_eq(ld_jobs_list_json(j, &q, &list, &e), LD_OK);
+    o = cJSON_Parse(list);
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "jobs"), 0), "id")
+                         ->valuestring,
+                     a);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "next_cursor")));
+    cJSON_Delete(o);
+    free(list);
+    q.cursor = "../etc";
+    ck_assert_int_eq(ld_jobs_list_json(j, &q, &list, &e), LD_EINVAL);
+
+    ck_assert_int_eq(ld_jobs_purge(j, b, &e), LD_EUNSUPPORTED); /* still running */
+    ck_assert_msg(strstr(e.msg, "running"), "%s", e.msg);
+    ld_job_state_t s;
+    ck_assert_int_eq(ld_jobs_cancel(j, b, &s, &e), LD_OK);
+    ck_assert_int_eq(wait_state(j, b, LD_JOB_CANCELLED, 60), LD_JOB_CANCELLED);
+    char path[1024];
+    job_file(path, sizeof path, b, "state.safetensors");
+    ck_assert(file_exists(path)); /* the cancelled job's checkpoint is kept... */
+    ck_assert_int_eq(ld_jobs_purge(j, b, &e), LD_OK);
+    ck_assert(!file_exists(path)); /* ...until its record is removed */
+    job_file(path, sizeof path, b, "");
+    ck_assert(!file_exists(path));
+    ck_assert_int_eq(ld_jobs_info(j, b, &(ld_job_info_t){0}, &e), LD_ENOTFOUND);
+    ck_assert_int_eq(ld_jobs_purge(j, b, &e), LD_ENOTFOUND);
+    ld_jobs_stats_t st;
+    ld_jobs_stats(j, &st);
+    ck_assert_int_eq(st.by_state[LD_JOB_CANCELLED], 0);
+    ld_jobs_free(j);
+
+    j = open_engine(1, 4);
+    ck_assert_int_eq(ld_jobs_info(j, b, &(ld_job_info_t){0}, &e), LD_ENOTFOUND);
+    submit_ok(j, TINY_VAE("third", ""), c);
+    ck_assert_msg(strcmp(c, b) > 0, "new id %s, removed %s", c, b);
+    ck_assert_int_eq(wait_state(j, c, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
+    ld_jobs_free(j);
+}
+END_TEST
+
+/* ---- fault injection: a full or failing disk (fsutil_impl.h) ---- */
+
+static atomic_int fault_errno;     /* what the armed hook answers */
+static atomic_int fault_skip;      /* matching writes let through before it fails */
+static atomic_int fault_hits;      /* writes it failed */
+static char fault_suffix[64];      /* the paths it fails end with this */
+
+static int write_fault(const char *path)
+{
+    size_t n = strlen(path), k = strlen(fault_suffix);
+    if (n < k || strcmp(path + n - k, fault_suffix) != 0)
+        return 0;
+    if (atomic_fetch_sub(&fault_skip, 1) > 0)
+        return 0;
+    atomic_fetch_add(&fault_hits, 1);
+    return atomic_load(&fault_errno);
+}
+
+static void arm_fault(const char *suffix, int skip, int err)
+{
+    snprintf(fault_suffix, sizeof fault_suffix, "%s", suffix);
+    atomic_store(&fault_skip, skip);
+    atomic_store(&fault_errno, err);
+    atomic_store(&fault_hits, 0);
+    ld_fsutil_set_write_fault(write_fault);
+}
+
+/* The step a state file holds ("step" in its metadata), -1 if it does not load. */
+static long state_step(const char *path)
+{
+    ld_ckpt_t *c = NULL;
+    ld_err_t e;
+    if (ld_ckpt_read(path, &c, &e) != LD_OK)
+        return -1;
+    const char *s = ld_ckpt_meta(c, "step");
+    long step = s ? atol(s) : -1;
+    ld_ckpt_free(c);
+    return step;
+}
+
+/* ENOSPC on the second checkpoint: the job fails with the reason and the
+ * first checkpoint is still there, whole.  EIO on a record write while it
+ * runs: the job fails with that reason (it used to train on with a stale
+ * record).  ENOSPC on the model file: the job fails and the model served
+ * under that name keeps its bytes. */
+START_TEST(test_write_faults)
+{
+    ld_jobs_t *j = open_engine(1, 4);
+    char a[LD_JOB_ID_MAX], b[LD_JOB_ID_MAX], c[LD_JOB_ID_MAX], d[LD_JOB_ID_MAX];
+    arm_fault("state.safetensors", 1, ENOSPC);
+    submit_ok(j, LONG_VAE("full"), a);
+    ck_assert_int_eq(wait_state(j, a, LD_JOB_FAILED, 120), LD_JOB_FAILED);
+    ld_job_info_t in = info_of(j, a);
+    ck_assert_msg(strstr(in.error, "No space left on device"), "%s", in.error);
+    char path[1024];
+    job_file(path, sizeof path, a, "state.safetensors");
+    ck_assert_int_eq(state_step(path), 20);
+
+    arm_fault("job.json", 2, EIO); /* queued and running pass; the first checkpoint's fails */
+    submit_ok(j, LONG_VAE("eio"), b);
+    ck_assert_int_eq(wait_state(j, b, LD_JOB_FAILED, 120), LD_JOB_FAILED);
+    in = info_of(j, b);
+    ck_assert_msg(strstr(in.error, "cannot save its record") &&
+                      strstr(in.error, "Input/output error"),
+                  "%s", in.error);
+    ld_fsutil_set_write_fault(NULL);
+
+    submit_ok(j, TINY_VAE("served", ""), c);
+    ck_assert_int_eq(wait_state(j, c, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
+    char model[1024];
+    snprintf(model, sizeof model, "%s/served.safetensors", models_dir);
+    struct stat st0;
+    ck_assert_int_eq(stat(model, &st0), 0);
+    arm_fault("/served.safetensors", 0, ENOSPC);
+    submit_ok(j, TINY_VAE("served", ""), d);
+    ck_assert_int_eq(wait_state(j, d, LD_JOB_FAILED, 120), LD_JOB_FAILED);
+    ld_fsutil_set_write_fault(NULL);
+    in = info_of(j, d);
+    ck_assert_msg(strstr(in.error, "No space left on device"), "%s", in.error);
+    struct stat st1;
+    ck_assert_int_eq(stat(model, &st1), 0);
+    /* an atomic write would have renamed a new inode over it */
+    ck_assert(st0.st_size == st1.st_size && st0.st_ino == st1.st_ino &&
+              st0.st_mtim.tv_nsec == st1.st_mtim.tv_nsec && st0.st_mtim.tv_sec == st1.st_mtim.tv_sec);
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_int_eq(ld_model_load(model, &m, &e), LD_OK);
+    ld_model_free(m);
+    ld_jobs_free(j);
+}
+END_TEST
+
 START_TEST(test_one_engine_per_folder)
 {
     ld_jobs_t *j = open_engine(1, 4);
@@ -940,6 +1264,12 @@ Suite *suite_jobs(void)
     tcase_add_test(tc, test_named_data_sets);
     tcase_add_test(tc, test_events_and_metrics);
     tcase_add_test(tc, test_one_engine_per_folder);
+    tcase_add_test(tc, test_loss_history_keeps_the_start);
+    tcase_add_test(tc, test_seq_and_note_across_restarts);
+    tcase_add_test(tc, test_memory_budget);
+    tcase_add_test(tc, test_cancel_inside_a_step);
+    tcase_add_test(tc, test_list_pages_and_purge);
+    tcase_add_test(tc, test_write_faults);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -18,6 +18,7 @@
 #include "tu_daemon.h"
 
 #include "latentd/buf.h"
+#include "latentd/ckpt.h"
 #include "latentd/model.h"
 
 #include <arpa/inet.h>
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -554,15 +556,23 @@ static void wait_gone(const char *path, double secs)
     }
 }
 
-/* "sha256" of GET /v1/models/{name} into out (200 required). */
-static void model_sha(const tu_daemon_t *d, const char *name, char out[65])
+/* "sha256" and (version not NULL) "version" of GET /v1/models/{name} (200
+ * required). */
+static void model_id(const tu_daemon_t *d, const char *name, char sha[65], double *version)
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/models/%s", name);
     tu_resp_t r;
     ck_assert_int_eq(call(&r, d->port, "GET", path, NULL, TOKEN), 200);
-    snprintf(out, 65, "%s", jstr(r.json, "sha256"));
+    snprintf(sha, 65, "%s", jstr(r.json, "sha256"));
+    if (version)
+        *version = jnum(r.json, "version");
     tu_resp_free(&r);
+}
+
+static void model_sha(const tu_daemon_t *d, const char *name, char out[65])
+{
+    model_id(d, name, out, NULL);
 }
 
 /* ================================================================ api case */
@@ -1046,6 +1056,274 @@ START_TEST(test_metrics_while_training)
 }
 END_TEST
 
+/* Event-stream bytes count in latentd_http_response_bytes_total like any
+ * other response body's (they were missing: a stream replies with size -1). */
+START_TEST(test_stream_bytes_counted)
+{
+    static const char series[] = "latentd_http_response_bytes_total{route=\"/v1/jobs/{id}/events\"}";
+    char id[32];
+    submit(&D, TINY_VAE("counted"), id);
+    cJSON_Delete(wait_state(&D, id, "succeeded", 60));
+    char *text = metrics_text(&D);
+    double before = metric(text, series);
+    free(text);
+    sse_t s;
+    sse_init(&s, &D, id, 0);
+    sse_run(&s);
+    sse_expect_complete(&s, "succeeded", 0);
+    size_t sent = s.raw.len;
+    ld_buf_free(&s.raw);
+    ck_assert_uint_gt(sent, 100);
+    /* the count is taken when the server completes the request, just after
+     * the client has read the end of the stream */
+    double until = deadline(5), after;
+    for (;;) {
+        text = metrics_text(&D);
+        after = metric(text, series);
+        free(text);
+        if (after - (before > 0 ? before : 0) >= (double)sent || tu_now() > until)
+            break;
+        tu_msleep(20);
+    }
+    ck_assert_msg(after - (before > 0 ? before : 0) >= (double)sent,
+                  "%s went from %.0f to %.0f; the stream sent %zu bytes", series, before, after,
+                  sent);
+
+    /* Last-Event-ID: a client that saw the end event gets nothing older again */
+    cJSON *j = job_get(&D, id);
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Last-Event-ID: %.0f", jnum(j, "seq"));
+    cJSON_Delete(j);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
+    tu_req_t q = {.token = ADMIN, .extra = hdr, .port = D.port};
+    tu_resp_t r;
+    ck_assert_int_eq(tu_http_once(&r, "GET", path, NULL, 0, &q), 200);
+    ck_assert_msg(r.body.len == 0, "after the last event id the stream sent %.300s", r.body.data);
+    tu_resp_free(&r);
+}
+END_TEST
+
+/* --check-config refuses a listening address the real start would refuse,
+ * and a start that fails on it leaves no state folder behind. */
+START_TEST(test_check_config_bind)
+{
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+    tu_write_file(d.conf, "port = 0\n");
+    char state[600];
+    snprintf(state, sizeof state, "%s/fresh-state", d.dir);
+    const char *check[] = {"serve", "--config", d.conf, "--models", d.models, "--state", state,
+                           "--bind", "999.1.1.1", "--check-config", NULL};
+    tu_daemon_spawn(&d, check, NULL);
+    int code = tu_daemon_wait_exit(&d, 20);
+    char *log = tu_read_text(d.log);
+    ck_assert_msg(code == 2 && strstr(log, "999.1.1.1") && !strstr(log, "configuration ok"),
+                  "--check-config --bind 999.1.1.1: exit %d, %s", code, log);
+    free(log);
+    const char *run[] = {"serve", "--config", d.conf, "--models", d.models, "--state", state,
+                         "--bind", "999.1.1.1", NULL};
+    tu_daemon_spawn(&d, run, NULL);
+    ck_assert_int_eq(tu_daemon_wait_exit(&d, 20), 2);
+    struct stat st;
+    ck_assert_msg(stat(state, &st) != 0, "a failed start created %s", state);
+    tu_daemon_free(&d);
+}
+END_TEST
+
+/* Every file the jobs engine keeps in the state folder is whole: each
+ * STATE/jobs/j-* holds a job.json that parses, names its folder and a valid
+ * state, and any state.safetensors loads.  Temporary files of interrupted
+ * atomic writes (".tmp." in the name) are not files of the folder: the next
+ * start removes them.  The number of job folders, or -1 (msg says why). */
+static int state_all_load(const char *state_dir, char *msg, size_t cap)
+{
+    char jobs[1024];
+    snprintf(jobs, sizeof jobs, "%s/jobs", state_dir);
+    DIR *dp = opendir(jobs);
+    if (!dp)
+        return 0; /* killed before the engine made it */
+    int n = 0, bad = 0;
+    struct dirent *de;
+    while (!bad && (de = readdir(dp))) {
+        if (strncmp(de->d_name, "j-", 2) != 0)
+            continue;
+        char path[1600];
+        snprintf(path, sizeof path, "%s/%s/job.json", jobs, de->d_name);
+        char *text = tu_read_text(path);
+        cJSON *o = cJSON_Parse(text);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+        static const char *const states[] = {"queued", "running", "succeeded", "failed",
+                                             "cancelled", "interrupted"};
+        int ok_state = 0;
+        for (int i = 0; cJSON_IsString(st) && i < 6; i++)
+            ok_state |= !strcmp(st->valuestring, states[i]);
+        if (!text[0]) /* a folder made by a submit a kill cut short, before its record */
+            ;
+        else if (!cJSON_IsString(id) || strcmp(id->valuestring, de->d_name) || !ok_state) {
+            snprintf(msg, cap, "%.300s: not a whole record: %.200s", path, text);
+            bad = 1;
+        }
+        cJSON_Delete(o);
+        free(text);
+        snprintf(path, sizeof path, "%s/%s/state.safetensors", jobs, de->d_name);
+        ld_ckpt_t *c = NULL;
+        ld_err_t e;
+        if (!bad && access(path, F_OK) == 0 && ld_ckpt_read(path, &c, &e) != LD_OK) {
+            snprintf(msg, cap, "%.300s does not load: %.250s", path, e.msg);
+            bad = 1;
+        }
+        ld_ckpt_free(c);
+        n++;
+    }
+    closedir(dp);
+    return bad ? -1 : n;
+}
+
+/* kill -9 at random times, over and over, while jobs train with a
+ * checkpoint every 2 steps and publish models: after every kill each model
+ * file and each file of the state folder loads, and in the end the job list
+ * holds exactly the jobs submitted, and they all succeed.  The seed of the
+ * kill times is printed, so a failure can be replayed. */
+START_TEST(test_kill9_loop)
+{
+    const int kills = tu_under_asan() ? 30 : 100;
+    unsigned seed = (unsigned)time(NULL);
+    fprintf(stderr, "test_kill9_loop: %d kills%s, seed %u\n", kills,
+            tu_under_asan() ? " (fewer under the sanitizers)" : "", seed);
+    tu_daemon_t d;
+    daemon_init(&d, "worker_threads = 2\n", 1);
+    tu_daemon_start(&d, NULL);
+    static const char *const specs[] = {
+        "{\"kind\":\"vae\",\"model\":\"k-vae\",\"limit\":256,\"arch\":{\"hidden\":[32],\"z\":2},"
+        "\"train\":{\"epochs\":60,\"batch\":32,\"seed\":5},\"checkpoint_every\":2}",
+        "{\"kind\":\"gan\",\"model\":\"k-gan\",\"limit\":256,\"arch\":{\"g_hidden\":[32],"
+        "\"d_hidden\":[32],\"z\":4},\"train\":{\"epochs\":40,\"batch\":32},\"checkpoint_every\":2}",
+        TINY_VAE("k-tiny"),
+    };
+    const int n_jobs = (int)LD_ARRAY_LEN(specs);
+    char ids[3][32];
+    for (int i = 0; i < n_jobs; i++)
+        submit(&d, specs[i], ids[i]);
+    char msg[600];
+    for (int k = 0; k < kills; k++) {
+        int early = rand_r(&seed) % 4 == 0; /* a quarter of the kills land during start-up */
+        int ms = early ? rand_r(&seed) % 150 : rand_r(&seed) % 400;
+        if (k > 0) {
+            if (early)
+                tu_daemon_spawn(&d, NULL, NULL);
+            else
+                tu_daemon_start(&d, NULL);
+        }
+        tu_msleep(ms);
+        ck_assert_int_eq(kill(d.pid, SIGKILL), 0);
+        ck_assert_int_eq(tu_daemon_wait_exit(&d, 30), 128 + SIGKILL);
+        int nm = models_all_load(d.models, msg, sizeof msg);
+        ck_assert_msg(nm >= 1, "after kill %d (%s, %d ms): %s", k, early ? "start" : "run", ms, msg);
+        int ns = state_all_load(d.state, msg, sizeof msg);
+        ck_assert_msg(ns == n_jobs, "after kill %d (%s, %d ms): %d job folders: %s", k,
+                      early ? "start" : "run", ms, ns, ns < 0 ? msg : "");
+    }
+    /* the list after all that: the jobs submitted, each finishing */
+    tu_daemon_start(&d, NULL);
+    for (int i = 0; i < n_jobs; i++)
+        cJSON_Delete(wait_state(&d, ids[i], "succeeded", 300));
+    tu_resp_t r;
+    ck_assert_int_eq(call(&r, d.port, "GET", "/v1/jobs", NULL, NULL), 200);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "jobs")), n_jobs);
+    tu_resp_free(&r);
+    ck_assert_int_eq(models_all_load(d.models, msg, sizeof msg), 1 + n_jobs);
+    for (int i = 0; i < n_jobs; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s", i == 0 ? "k-vae" : i == 1 ? "k-gan" : "k-tiny");
+        sample_ok(&d, name, 2);
+    }
+    tu_daemon_stop_ok(&d, 60);
+}
+END_TEST
+
+static long put_model(const tu_daemon_t *d, const char *name, const char *body, tu_resp_t *r)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/models/%s", name);
+    return call(r, d->port, "PUT", path, body, NULL);
+}
+
+/* A PUT that names another file stays in force across SIGHUP and a restart
+ * (it used to be undone by the next rescan); versions are per name and kept
+ * across restarts; a PUT that would serve another kind under a name needs
+ * "allow_kind_change": true (409 without). */
+START_TEST(test_put_binding_survives_rescan_and_restart)
+{
+    tu_daemon_t d;
+    daemon_init(&d, NULL, 1);
+    save_tiny_model(d.models, "fv.safetensors", 1);
+    save_tiny_model(d.models, "fv-v2.safetensors", 2);
+    ld_arch_t a;
+    ld_arch_default(LD_KIND_GAN, &a);
+    a.enc.n = a.dec.n = 1;
+    a.enc.size[0] = a.dec.size[0] = 16;
+    a.z_dim = 4;
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_int_eq(ld_model_new(&a, 3, &m, &e), LD_OK);
+    char gan[1024];
+    snprintf(gan, sizeof gan, "%s/g.safetensors", d.models);
+    ck_assert_int_eq(ld_model_save(m, gan, &e), LD_OK);
+    ld_model_free(m);
+    tu_daemon_start(&d, NULL);
+
+    char sha1[65], sha2[65], sha[65];
+    double v1, v2, v;
+    model_id(&d, "fv", sha1, &v1);
+    model_id(&d, "fv-v2", sha2, &v);
+    tu_resp_t r;
+    ck_assert_int_eq(put_model(&d, "fv", "{\"file\":\"fv-v2.safetensors\"}", &r), 200);
+    tu_resp_free(&r);
+    model_id(&d, "fv", sha, &v2);
+    ck_assert_str_eq(sha, sha2);
+    ck_assert_msg(v2 > v1, "version %g after a new file, %g before", v2, v1);
+
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    ck_assert(log_has(&d, "model scan (SIGHUP)"));
+    model_id(&d, "fv", sha, &v);
+    ck_assert_msg(!strcmp(sha, sha2), "after SIGHUP fv serves %.12s, not fv-v2's %.12s", sha, sha2);
+    ck_assert(v == v2);
+
+    ck_assert_int_eq(tu_daemon_stop(&d, 60), 0);
+    tu_daemon_start(&d, NULL);
+    model_id(&d, "fv", sha, &v);
+    ck_assert_msg(!strcmp(sha, sha2), "after a restart fv serves %.12s, not fv-v2's %.12s", sha,
+                  sha2);
+    ck_assert_msg(v == v2, "version %g after a restart, %g before", v, v2);
+
+    ck_assert_int_eq(put_model(&d, "fv", "{\"file\":\"g.safetensors\"}", &r), 409);
+    expect_error(&r, 409, "kind_change", "allow_kind_change", "PUT a GAN over a VAE");
+    tu_resp_free(&r);
+    model_id(&d, "fv", sha, &v);
+    ck_assert_str_eq(sha, sha2);
+    ck_assert_int_eq(put_model(&d, "fv", "{\"file\":\"g.safetensors\",\"allow_kind_change\":1}", &r),
+                     400);
+    tu_resp_free(&r);
+    ck_assert_int_eq(
+        put_model(&d, "fv", "{\"file\":\"g.safetensors\",\"allow_kind_change\":true}", &r), 200);
+    tu_resp_free(&r);
+    ck_assert_int_eq(call(&r, d.port, "GET", "/v1/models/fv", NULL, TOKEN), 200);
+    ck_assert_str_eq(jstr(r.json, "kind"), "gan");
+    tu_resp_free(&r);
+    /* back to its own file: the binding goes */
+    ck_assert_int_eq(
+        put_model(&d, "fv", "{\"file\":\"fv.safetensors\",\"allow_kind_change\":true}", &r), 200);
+    tu_resp_free(&r);
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    tu_msleep(300);
+    model_id(&d, "fv", sha, &v);
+    ck_assert_str_eq(sha, sha1);
+    tu_daemon_stop_ok(&d, 60);
+}
+END_TEST
+
 START_TEST(test_shared_daemon_exits_clean)
 {
     /* last in the case: SIGTERM the shared daemon; exit 0 (no leaks under ASan) */
@@ -1428,6 +1706,7 @@ Suite *suite_jobs_http(void)
     tcase_add_test(api, test_events_stream);
     tcase_add_test(api, test_stream_client_disconnects);
     tcase_add_test(api, test_metrics_while_training);
+    tcase_add_test(api, test_stream_bytes_counted);
     tcase_add_test(api, test_shared_daemon_exits_clean);
     suite_add_tcase(s, api);
 
@@ -1441,6 +1720,9 @@ Suite *suite_jobs_http(void)
     tcase_add_test(own, test_kill9_then_resume);
     tcase_add_test(own, test_two_jobs_and_sampling);
     tcase_add_test(own, test_training_yields_to_serving);
+    tcase_add_test(own, test_check_config_bind);
+    tcase_add_test(own, test_kill9_loop);
+    tcase_add_test(own, test_put_binding_survives_rescan_and_restart);
     suite_add_tcase(s, own);
     return s;
 }

@@ -58,6 +58,7 @@ typedef struct {
     int max_hidden_width;
     int max_z;
     int max_limit;                   /* training examples per job; 0 = no cap */
+    long long max_job_bytes;         /* a job's memory estimate (jobspec.h); 0 = no cap */
     /* security */
     char token_file[LD_CFG_PATH_MAX];       /* inference bearer token; "" = open */
     char admin_token_file[LD_CFG_PATH_MAX]; /* admin bearer token; "" = admin routes off */

@@ -194,6 +194,12 @@ void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, 
  * (CORS and standard headers are added here; the caller keeps its own
  * reference and destroys it as usual). bytes is what to log (-1 unknown). */
 void ld_req_reply_mhd(ld_req_t *req, int status, struct MHD_Response *resp, long long bytes);
+/* After ld_req_reply_mhd with bytes -1 (a stream): the count of body bytes
+ * sent, which the response's content reader adds to as it hands bytes to MHD,
+ * so the access log and latentd_http_response_bytes_total include them.  Valid
+ * until the request completes (MHD runs the reader only before that), on the
+ * thread running the reader. */
+long long *ld_req_bytes_sent(ld_req_t *req);
 
 /* ---- replies finished on another thread ---- */
 /* The continuation of a handler whose work went to another thread: runs on

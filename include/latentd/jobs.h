@@ -23,8 +23,12 @@
  * Records on disk: STATE/jobs/{id}/job.json, written with ld_write_atomic on
  * every state change and at every checkpoint, so a crash leaves the previous
  * or the new record, never a torn one.  Ids are "j-000001", "j-000002"... one
- * past the largest found at start, so they stay unique across restarts.  One
- * engine per state folder: an flock on STATE/jobs/.lock refuses a second.
+ * past the largest found at start (or removed by ld_jobs_purge: kept in
+ * STATE/jobs/last_purged), so they stay unique across restarts.  Event
+ * sequence numbers (seq, the SSE id) keep growing across restarts: a job
+ * that goes on after one continues from the start's generation
+ * (STATE/jobs/generation) << 32.  One engine per state folder: an flock on
+ * STATE/jobs/.lock refuses a second.
  *
  * Start-up recovery (ld_jobs_new): every STATE/jobs/j-* /job.json is read.
  * succeeded / failed / cancelled are listed as they were.  queued stay queued.
@@ -36,9 +40,15 @@
  * max_queued_jobs.  A record that cannot be read is skipped and logged; stale
  * temporary files of interrupted atomic writes are removed.
  *
- * Cancel: a queued job never starts; a running one stops at its next step
- * (steps take milliseconds; data loading is not interrupted) with its state
- * saved, and becomes cancelled.
+ * Cancel: a queued job never starts; a running one abandons the step in
+ * progress (train.h, nn.h: the rest of its GEMMs return at once), so it
+ * becomes cancelled within about a second at any size (data loading is not
+ * interrupted).  No state is written then: the job keeps its last periodic
+ * checkpoint, if it reached one, until its record is removed (ld_jobs_purge).
+ *
+ * Memory: a spec whose estimate (jobspec.h, ld_jobspec_bytes) is above
+ * caps.max_job_bytes is refused at submit, and checked again with the data
+ * set's image size before training.
  *
  * Shutdown (ld_jobs_shutdown, also done by ld_jobs_free): no new job starts;
  * running jobs stop at their next step, save their state and are recorded as
@@ -199,9 +209,26 @@ int ld_jobs_info(ld_jobs_t *j, const char *id, ld_job_info_t *out, ld_err_t *err
  * Every number is finite.  LD_ENOTFOUND for an unknown id, LD_ENOMEM. */
 int ld_jobs_get_json(ld_jobs_t *j, const char *id, char **json, ld_err_t *err);
 
-/* {"jobs":[...]} newest first; each entry as above without loss_history.
- * (malloc'd, caller frees.) */
-int ld_jobs_list_json(ld_jobs_t *j, char **json, ld_err_t *err);
+/* Which jobs ld_jobs_list_json lists. */
+typedef struct {
+    int state;          /* an ld_job_state_t, or -1 for every state */
+    int limit;          /* at most this many; 0 = all */
+    const char *cursor; /* NULL or "": from the newest; else only jobs older than this id */
+} ld_jobs_list_t;
+
+/* {"jobs":[...],"next_cursor":ID|null} newest first; each entry as above
+ * without loss_history.  next_cursor is the last id listed when more jobs
+ * match (pass it as cursor for the next page), else null.  q NULL = every
+ * job.  (malloc'd, caller frees.)  LD_EINVAL for a cursor that is not a job
+ * id, LD_ENOMEM. */
+int ld_jobs_list_json(ld_jobs_t *j, const ld_jobs_list_t *q, char **json, ld_err_t *err);
+
+/* Remove a finished (succeeded, failed or cancelled) job: its folder
+ * STATE/jobs/{id}, the record and any checkpoint kept, goes, and no query
+ * finds it again; its id is never given to another job.  A stream of it
+ * ends.  LD_ENOTFOUND; LD_EUNSUPPORTED while it is queued, running or
+ * interrupted (cancel it first); LD_EIO (nothing removed). */
+int ld_jobs_purge(ld_jobs_t *j, const char *id, ld_err_t *err);
 
 /* ---- events (GET /v1/jobs/{id}/events) ----
  * Every change of a job bumps its seq: a state change, a progress update (at

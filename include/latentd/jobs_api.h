@@ -5,7 +5,10 @@
  *                                field, wrong type) / 422 (out of range, above a
  *                                cap, data set refused) naming the field; 429 +
  *                                Retry-After when the queue is full
- *   GET    /v1/jobs              {"jobs":[...]} newest first
+ *   GET    /v1/jobs              {"jobs":[...],"next_cursor"} newest first;
+ *                                ?state=S (one state), ?limit=N (1..10000),
+ *                                ?cursor=ID (jobs older than ID: the previous
+ *                                page's next_cursor); other keys 400
  *   GET    /v1/jobs/{id}         one job's record (404 for an unknown id)
  *   GET    /v1/jobs/{id}/events  Server-Sent Events: "progress" events (every
  *                                change, at least once a second while queued or
@@ -13,6 +16,9 @@
  *                                stream closes
  *   DELETE /v1/jobs/{id}         cancel: 200 cancelled (idempotent), 202 running
  *                                and stopping, 409 already succeeded or failed
+ *   DELETE /v1/jobs/{id}/record  remove a finished job's record and kept
+ *                                checkpoint: 200 {"id","removed":true}, 409
+ *                                while queued, running or interrupted
  * Every route needs the admin token (401 without it; 403 when none is
  * configured).  Error bodies are the HTTP layer's {"error":{...}}.
  *

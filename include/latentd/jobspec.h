@@ -34,7 +34,10 @@
  * dropout in [0,0.95]; kl_beta in [0,1000]; real_label in (0,1]; seed an integer
  * in 0..2^53; checkpoint_every 0..1e9.  A cap of 0 means "no cap beyond the
  * absolute bound".  When caps.max_limit > 0, an absent or zero limit becomes
- * max_limit (so the cap also bounds "all examples").
+ * max_limit (so the cap also bounds "all examples").  When caps.max_job_bytes
+ * > 0, a spec whose memory estimate (ld_jobspec_bytes, 28x28 images) is above
+ * it is refused with LD_EINVAL; the engine checks again with the data set's
+ * real image size before training.
  *
  * Thread-safety: all functions are reentrant.
  */
@@ -52,6 +55,7 @@ typedef struct {
     int max_hidden_width;
     int max_z;
     int max_limit;
+    long long max_job_bytes; /* the memory estimate of ld_jobspec_bytes; 0 = no cap */
 } ld_jobs_caps_t;
 
 #define LD_JOBSPEC_NAME_MAX 65 /* ld_name_is_safe names are at most 64 bytes */
@@ -76,6 +80,22 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
  * shortest round-trip form.  Parsing it gives back the same spec.  Returns a
  * malloc'd string (caller frees) or NULL when out of memory. */
 char *ld_jobspec_to_json(const ld_jobspec_t *s);
+
+/* What a job's training holds in memory, in bytes, computed from its
+ * architecture and options alone (before anything is allocated): the
+ * parameters; the optimiser state (gradients, one more set per extra training
+ * thread, Adam's two moments, the GAN generator's average); the activations
+ * of a batch in every layer, with their gradients. */
+typedef struct {
+    double params, optimiser, activations, total;
+} ld_job_bytes_t;
+void ld_jobspec_bytes(const ld_arch_t *arch, const ld_train_opts_t *o, ld_job_bytes_t *out);
+
+/* LD_OK when max_bytes is 0 or the estimate of ld_jobspec_bytes fits in it;
+ * otherwise LD_EINVAL with a message giving the estimate, its parts and the
+ * limit (max_job_bytes). */
+int ld_jobspec_check_bytes(const ld_arch_t *arch, const ld_train_opts_t *o, long long max_bytes,
+                           ld_err_t *err);
 
 /* Resolve spec "data" to what ld_data_load takes: "fashion-mnist" as is; a
  * NAME (ld_name_is_safe) to realpath(data_dir/NAME), which must exist and stay

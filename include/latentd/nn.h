@@ -14,6 +14,7 @@
 #define LATENTD_NN_H
 
 #include "latentd/rng.h"
+#include <stdatomic.h>
 #include <stddef.h>
 
 /* ---- BLAS ---- */
@@ -44,6 +45,18 @@ const char *ld_blas_core(void);
  * Cost on a background thread: one system call per pass through a long
  * loop, not per element. */
 void ld_yield_point(void);
+
+/* ---- abandoning a step ----
+ * A cancelled job must stop within a second however long its steps are.
+ * While the flag set here (for the calling thread only; NULL = none) is
+ * nonzero, the dense layers of this thread return at once without computing
+ * (a large layer checks between slices of its batch): the forward and
+ * backward passes then end quickly with meaningless numbers, and the trainer,
+ * which checks the flag before each optimiser update, discards them.  Adam
+ * itself always runs to its end, so parameters are never half updated. */
+void ld_step_abandon_flag(const atomic_int *flag);
+/* Whether this thread's flag is set. */
+int ld_step_abandoned(void);
 
 /* ---- activations ---- */
 typedef enum {

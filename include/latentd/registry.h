@@ -42,7 +42,9 @@ typedef struct ld_served {
     char file[LD_MODEL_FILE_MAX];   /* file name inside the model folder */
     char sha256[65];                /* hex digest of the file's bytes */
     char loaded_at[32];             /* UTC ISO 8601 */
-    uint64_t version;               /* registry-wide load counter, > 0 */
+    uint64_t version;               /* per name, > 0: up by one for each new sha256 served
+                                       under the name, the same for the same bytes; kept
+                                       across restarts with a state folder */
     uint64_t file_size;
     struct timespec file_mtime;
     ino_t file_ino;
@@ -75,6 +77,20 @@ void ld_served_release(ld_served_t *s);
  * the loader's, naming the file), LD_EIO, LD_ENOMEM. Each outcome is logged. */
 int ld_registry_load(ld_registry_t *r, const char *name, const char *file, int *replaced,
                      ld_served_t **out, ld_err_t *err);
+/* ld_registry_load for PUT /v1/models/{name}: when a model of another kind
+ * (VAE, GAN...) is served as name and allow_kind_change is 0, nothing changes
+ * and it returns LD_EUNSUPPORTED (409) with a message naming both kinds.
+ * ld_registry_load is this with allow_kind_change 1.  Either way a file other
+ * than NAME.safetensors stays bound to name: rescans and (with a state
+ * folder) restarts serve it under that name again, until another load of
+ * name or the file's removal. */
+int ld_registry_put(ld_registry_t *r, const char *name, const char *file, int allow_kind_change,
+                    int *replaced, ld_served_t **out, ld_err_t *err);
+
+/* Keep bindings and versions in state_dir/models.json (registry_impl.h), read
+ * now: call before the first scan.  Without it they live in memory only. */
+int ld_registry_set_state_dir(ld_registry_t *r, const char *state_dir, ld_err_t *err);
+
 /* Stop serving name (LD_ENOTFOUND if not served). The file stays. */
 int ld_registry_unload(ld_registry_t *r, const char *name, ld_err_t *err);
 

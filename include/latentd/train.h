@@ -28,6 +28,8 @@
 #include "latentd/gan.h"
 #include "latentd/model.h"
 
+#include <stdatomic.h>
+
 typedef struct {
     int epochs;             /* 1.. */
     int batch;              /* 1.. */
@@ -44,13 +46,31 @@ typedef struct {
                                the batch; OpenBLAS should then run single-threaded) */
     long checkpoint_every;  /* steps between state checkpoints; 0 = none during the run */
     char state_path[4096];  /* where state checkpoints go; "" = nowhere */
+    const atomic_int *abandon; /* once nonzero, the step in progress is abandoned (nn.h)
+                               and the run returns LD_ECANCELLED without writing state:
+                               the last periodic checkpoint stays.  NULL = steps always
+                               finish, and a stop (the callback) writes state */
 } ld_train_opts_t;
 
 /* The recipe latentd uses by default for each kind (see README). */
 void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o);
 int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err);
 
+/* The named recipes, the one place both `latentd train --arch` and a job's
+ * "arch": {"arch": ...} read them: "default" (or NULL) is ld_arch_default +
+ * ld_train_opts_default; "article" (GAN only) is ld_arch_article_gan with the
+ * article's plain training (no label smoothing, no generator average).
+ * LD_EINVAL with a message naming the preset for another name or kind. */
+int ld_train_recipe(ld_kind_t kind, const char *preset, ld_arch_t *arch, ld_train_opts_t *o,
+                    ld_err_t *err);
+/* The VAE decoder's default once the encoder widths are given: the encoder's
+ * widths reversed. */
+void ld_train_mirror_decoder(ld_arch_t *a);
+
 #define LD_MAX_LOSSES 4
+/* The names of the losses a kind's trainer reports, in ld_progress_t.loss
+ * order (static strings); returns their count. */
+int ld_train_loss_names(ld_kind_t kind, const char *const **names);
 typedef struct {
     int epoch, epochs;       /* epoch is 1-based while running */
     long step, steps_total;  /* optimiser steps done / planned */

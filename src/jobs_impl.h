@@ -1,0 +1,137 @@
+/* jobs_impl.h — internals shared by the jobs engine (jobs.c: queue, workers,
+ * events, metrics) and its store (jobs_store.c: records, recovery).  Not a
+ * public header: the contract is jobs.h, including the lock order. */
+#ifndef LATENTD_JOBS_IMPL_H
+#define LATENTD_JOBS_IMPL_H
+
+#include "latentd/data.h"
+#include "latentd/jobs.h"
+#include "latentd/train.h"
+
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define HIST_CAP 256             /* loss_history points kept per job */
+#define HIST_TARGET 200          /* points aimed at over a whole run */
+#define NOTIFY_INTERVAL_S 0.25   /* progress events at most this often */
+#define HEARTBEAT_S 0.75         /* quiet this long while queued/running: a heartbeat event */
+#define TICK_S 0.25              /* how often the ticker looks (so events come <= 1 s apart) */
+#define RECORD_MAX (8u << 20)    /* job.json larger than this is refused */
+#define MAX_WORKERS 64
+
+
+typedef struct {
+    long step;
+    double v[LD_MAX_LOSSES];
+} hist_point_t;
+
+typedef struct job {
+    struct job *next_queued;     /* the queue (FIFO), under jobs->lock */
+    long num;                    /* the number in the id */
+    char id[LD_JOB_ID_MAX];
+    ld_jobspec_t spec;
+    char *spec_json;             /* normal form, owned */
+    /* Everything below is under jobs->lock, except the atomics. */
+    ld_job_state_t state;
+    atomic_int cancel;           /* read by the progress callback without the lock */
+    atomic_int tick_mark;        /* set by the ticker between its two passes */
+    int was_interrupted;         /* recovered from running/interrupted */
+    int purged;                  /* removed by ld_jobs_purge: found by no query */
+    int epoch, epochs;
+    long step, steps_total;
+    double samples_per_s, eta_s;
+    double loss[LD_MAX_LOSSES];  /* latest running means */
+    hist_point_t hist[HIST_CAP]; /* oldest first */
+    int hist_n;
+    char created[32], started[32], finished[32];
+    char error[512];
+    char note[256];
+    char model_file[LD_JOBSPEC_NAME_MAX + 16];
+    long resumed_from_step;      /* -1 = never */
+    uint64_t seq;
+    double last_event;           /* ld_now() of the last seq bump */
+    pthread_mutex_t persist_lock; /* orders record writes; taken before jobs->lock */
+} job_t;
+
+struct ld_jobs_sub {
+    struct ld_jobs_sub *next;
+    job_t *job;
+    void (*wake)(void *);
+    void *user;
+};
+
+/* A data set shared by the jobs training on the same (path, limit). */
+typedef struct cache_entry {
+    struct cache_entry *next;
+    char path[PATH_MAX];
+    int limit;
+    int refs;
+    int loading;
+    int rc;
+    char err[512];
+    ld_dataset_t *d;
+} cache_entry_t;
+
+struct ld_jobs {
+    ld_jobs_config_t cfg;        /* strings point at the copies below */
+    char *state_dir, *models_dir, *data_dir, *jobs_dir;
+    int lock_fd;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work_cond;    /* workers: queue not empty, or stopping */
+    pthread_cond_t event_cond;   /* ld_jobs_wait: any seq bump (CLOCK_MONOTONIC) */
+    pthread_cond_t tick_cond;    /* the ticker's sleep (CLOCK_MONOTONIC) */
+    job_t **all;                 /* every job, by num ascending */
+    int n_all, cap_all;
+    job_t *q_head, *q_tail;
+    int q_len, reserved;         /* reserved: submits between the check and the enqueue */
+    long next_num;
+    uint64_t seq_base;           /* this start's generation << 32 (see jobs_recover) */
+    atomic_int stopping;         /* read by progress callbacks without the lock */
+    int shut, shutdown_started;
+
+    pthread_t workers[MAX_WORKERS];
+    int n_workers;
+    pthread_t ticker;
+    int ticker_started;
+    atomic_llong steps_total;
+    atomic_llong yield_ns;       /* time workers spent paused while busy() */
+
+    pthread_mutex_t sub_lock;
+    ld_jobs_sub_t *subs;
+
+    pthread_mutex_t cache_lock;
+    pthread_cond_t cache_cond;
+    cache_entry_t *cache;
+};
+
+/* ---- jobs.c ---- */
+void jobs_log(ld_jobs_t *j, ld_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void jobs_copy_str(char *dst, size_t len, const char *src);
+char *jobs_path_join(const char *a, const char *b, const char *c);
+int jobs_job_path(const ld_jobs_t *j, const job_t *job, const char *name, char *dst, size_t len);
+job_t *jobs_job_alloc(void);
+void jobs_job_free(job_t *job);
+int jobs_insert_locked(ld_jobs_t *j, job_t *job);
+void jobs_enqueue_locked(ld_jobs_t *j, job_t *job);
+void jobs_bump_locked(ld_jobs_t *j, job_t *job);
+void jobs_set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s);
+void jobs_hist_push_locked(job_t *job, long step, const double *v, int n);
+
+/* ---- jobs_store.c ---- */
+int jobs_state_parse(const char *s, ld_job_state_t *out);
+cJSON *jobs_job_to_cjson(const job_t *job, int history);
+char *jobs_job_json_locked(const job_t *job, int history);
+int jobs_persist(ld_jobs_t *j, job_t *job, ld_err_t *err);
+int jobs_recover(ld_jobs_t *j, ld_err_t *err);
+int jobs_lock_state_folder(ld_jobs_t *j, ld_err_t *err);
+/* "j-000123" -> 123; -1 when name is not a job id. */
+long jobs_id_number(const char *name);
+/* Remove job's folder (a final job, already marked purged). */
+int jobs_remove_folder(ld_jobs_t *j, const job_t *job, ld_err_t *err);
+
+#endif
