@@ -424,7 +424,11 @@ static const char *req_origin_allowed(const ld_req_t *req)
 
 static void add_common_headers(ld_req_t *req, struct MHD_Response *r)
 {
-    if (!MHD_get_response_header(r, "Cache-Control")) /* streams set their own */
+    /* streams and the web page's files set their own */
+    int own_cache = MHD_get_response_header(r, "Cache-Control") != NULL;
+    for (int i = 0; i < req->n_extra && !own_cache; i++)
+        own_cache = strcasecmp(req->extra_name[i], "Cache-Control") == 0;
+    if (!own_cache)
         MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     const char *origin = req_origin_allowed(req);
