@@ -8,6 +8,13 @@ import './interp.js';
 import './upload.js';
 import './jobs.js';
 
+// ---- charts (Chart.js, loaded before this module) in the page's colours
+if (window.Chart) {
+  window.Chart.defaults.color = '#8d97ab';
+  window.Chart.defaults.borderColor = '#2a3244';
+  window.Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+}
+
 // ---- notice: 401/403 and other page-wide messages
 const notice = $('#notice');
 function say(text, kind = 'error') {

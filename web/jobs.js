@@ -134,16 +134,26 @@ function lineChart(canvas, title) {
       animation: false, maintainAspectRatio: false, parsing: false, normalized: true,
       interaction: { mode: 'nearest', intersect: false },
       plugins: { title: { display: true, text: title }, legend: { position: 'bottom' } },
-      scales: { x: { type: 'linear', title: { display: true, text: 'step' } } },
+      scales: {
+        x: { type: 'linear', title: { display: true, text: 'step' } },
+        y: { position: 'left' },
+        y2: { position: 'right', display: 'auto', grid: { drawOnChartArea: false } },
+      },
       elements: { point: { radius: 0 }, line: { borderWidth: 2 } },
     },
   });
 }
 
+// One line per loss name.  Losses ten times smaller than the largest (a VAE's
+// KL beside its reconstruction term) go on a right-hand axis of their own,
+// where their shape stays visible.
 function series(history) {
   const keys = Object.keys(history[0] || {}).filter((k) => k !== 'step' && k !== 'epoch');
+  const peak = (k) => Math.max(...history.map((p) => Math.abs(p[k])));
+  const top = Math.max(...keys.map(peak));
   return keys.map((k, i) => ({
     label: k, borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length],
+    yAxisID: peak(k) * 10 < top ? 'y2' : 'y',
     data: history.map((p) => ({ x: p.step, y: p[k] })),
   }));
 }
