@@ -39,6 +39,15 @@ export class ApiError extends Error {
   }
 }
 
+// The URL of a model's route (op: 'sample', 'decode', ...; none: the model)
+// and of a job's.
+export function modelUrl(name, op) {
+  return `/v1/models/${encodeURIComponent(name)}${op ? `/${op}` : ''}`;
+}
+export function jobUrl(id, op) {
+  return `/v1/jobs/${encodeURIComponent(id)}${op ? `/${op}` : ''}`;
+}
+
 // Listeners told about every 401/403, so the page can point at the tokens.
 const authListeners = new Set();
 export function onAuthError(fn) { authListeners.add(fn); }
@@ -92,7 +101,7 @@ export async function call(path, opts = {}) {
 // final "end".  Resolves when the stream ends; rejects with ApiError (or
 // AbortError when signal fires).
 export async function followJob(id, onEvent, signal) {
-  const r = await call(`/v1/jobs/${encodeURIComponent(id)}/events`,
+  const r = await call(jobUrl(id, 'events'),
                        { need: 'admin', as: 'response', signal });
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = '';

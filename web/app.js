@@ -1,6 +1,6 @@
 // app.js — the page's entry: tokens, the notice line, the model list and the
 // chosen model's details, the tabs; each tab is its own module.
-import { call, getToken, setToken, onAuthError } from './api.js';
+import { call, modelUrl, getToken, setToken, onAuthError } from './api.js';
 import { state, emit, on, $, el, showError, fmtInt } from './state.js';
 import './gallery.js';
 import './explore.js';
@@ -115,7 +115,7 @@ function setModel(m) {
 
 async function choose(name) {
   try {
-    setModel(await call(`/v1/models/${encodeURIComponent(name)}`));
+    setModel(await call(modelUrl(name)));
   } catch (err) {
     showError($('#models-error'), err);
   }

@@ -3,7 +3,7 @@
 // one decode is in flight: moves made meanwhile are coalesced into the next
 // request, which carries only the latest z, so a fast drag never queues up
 // stale work; a new image or model aborts the request in flight.
-import { call } from './api.js';
+import { call, modelUrl } from './api.js';
 import { state, on, $, el, showError } from './state.js';
 import { showBlob } from './images.js';
 
@@ -29,7 +29,7 @@ async function decode() {
   stats.sent++;
   const t0 = performance.now();
   try {
-    const blob = await call(`/v1/models/${encodeURIComponent(m.name)}/decode`,
+    const blob = await call(modelUrl(m.name, 'decode'),
       { body: { z: [z], format: 'png', pad: 0 }, as: 'blob', signal: ctl.signal });
     if (ctl.signal.aborted) return;
     stats.ms = performance.now() - t0;

@@ -2,7 +2,7 @@
 // the model lists classes), each image with its seed and row; the chosen one
 // can be downloaded (PNG or .npy, decoded by the server from its z), explored
 // or used as an interpolation end point.
-import { call } from './api.js';
+import { call, modelUrl } from './api.js';
 import { state, emit, on, $, el, showError, isGenerator } from './state.js';
 import { showFloats, saveBlob } from './images.js';
 
@@ -34,7 +34,7 @@ async function sample() {
   grid.classList.add('busy');
   const t0 = performance.now();
   try {
-    const r = await call(`/v1/models/${encodeURIComponent(m.name)}/sample`, { body });
+    const r = await call(modelUrl(m.name, 'sample'), { body });
     if (mine !== seq) return;
     showError(err, null);
     shown = { ...r, model: m.name, shape: r.shape };
@@ -85,7 +85,7 @@ async function download(format) {
   const p = state.picked;
   const m = state.model;
   try {
-    const blob = await call(`/v1/models/${encodeURIComponent(m.name)}/decode`,
+    const blob = await call(modelUrl(m.name, 'decode'),
       { body: { z: [p.z], format, pad: 0 }, as: 'blob' });
     saveBlob(blob, `${m.name}-seed${shown.seed}-row${picked}.${format}`);
     showError(err, null);

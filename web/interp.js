@@ -1,7 +1,7 @@
 // interp.js — interpolation between two end points (gallery images by their
 // z, uploads by their pixels, which the server encodes): a strip of every
 // frame, a scrubber, and play (back and forth).
-import { call } from './api.js';
+import { call, modelUrl } from './api.js';
 import { state, on, $, el, showError } from './state.js';
 import { floatsToBlob, showFloats } from './images.js';
 
@@ -58,7 +58,7 @@ async function run() {
   stop();
   try {
     const steps = Math.max(2, Math.min(64, parseInt($('#i-steps').value, 10) || 16));
-    const r = await call(`/v1/models/${encodeURIComponent(m.name)}/interpolate`, {
+    const r = await call(modelUrl(m.name, 'interpolate'), {
       body: { from: a.endpoint, to: b.endpoint, steps, method: $('#i-method').value },
     });
     const [, h, w] = r.shape;

@@ -2,7 +2,7 @@
 // with state, progress, ETA and samples/s, each running job followed through
 // its Server-Sent Events, a live loss chart of the chosen job, and cancel.
 // When a job succeeds its model is loaded into the model list.
-import { call, getToken, followJob } from './api.js';
+import { call, jobUrl, getToken, followJob } from './api.js';
 import { emit, on, $, el, showError, fmtInt } from './state.js';
 
 const PRESETS = {
@@ -83,45 +83,69 @@ function lossText(losses) {
   return Object.entries(losses || {}).map(([k, v]) => `${k} ${(+v).toPrecision(4)}`).join(' · ');
 }
 
-function jobItem(j) {
+// A job's list item, made once and updated in place as events arrive, so a
+// button under the pointer is not replaced between press and release.
+function jobItem(id) {
+  const it = { li: el('li', { class: 'job', dataset: { id } }) };
+  const part = (name, tag, props = {}) => { it[name] = el(tag, props); return it[name]; };
+  it.li.addEventListener('click', (e) => { if (e.target.tagName !== 'BUTTON') choose(id); });
+  it.li.append(
+    el('div', { class: 'job-head' }, part('model', 'strong'), part('meta', 'span', { class: 'meta' }),
+      part('state', 'span'),
+      part('cancel', 'button', { type: 'button', class: 'small danger cancel', onclick: () => cancel(id) }),
+      part('open', 'button', { type: 'button', class: 'small open', onclick: () => emit('job-model', jobs.get(id).model) })),
+    el('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100 },
+      part('bar', 'div', { class: 'bar' })),
+    el('div', { class: 'job-stats' }, part('pct', 'span', { class: 'pct' }), part('stats', 'span')),
+    part('losses', 'div', { class: 'meta' }), part('error', 'div', { class: 'error' }),
+    part('note', 'div', { class: 'meta' }));
+  it.open.textContent = 'Open model';
+  return it;
+}
+
+function updateItem(it, j) {
   const pct = Math.round((j.progress || 0) * 1000) / 10;
   const active = ACTIVE.has(j.state);
-  const stats = [
+  it.li.dataset.state = j.state;
+  it.li.classList.toggle('chosen', j.id === chosen);
+  it.model.textContent = j.model;
+  it.meta.textContent = ` ${j.id} · ${j.kind || ''}`;
+  it.state.textContent = j.state;
+  it.state.className = `state state-${j.state}`;
+  it.cancel.hidden = !active;
+  it.cancel.textContent = j.cancel_requested ? 'Stopping…' : 'Cancel';
+  it.open.hidden = j.state !== 'succeeded';
+  it.bar.parentNode.setAttribute('aria-valuenow', pct);
+  it.bar.style.width = `${pct}%`; // the CSSOM: the policy forbids style attributes
+  it.pct.textContent = `${pct}%`;
+  it.stats.textContent = ' ' + [
     j.epochs ? `epoch ${j.epoch ?? 0}/${j.epochs}` : null,
     j.steps_total ? `step ${fmtInt(j.step ?? 0)}/${fmtInt(j.steps_total)}` : null,
     j.samples_per_s ? `${fmtInt(Math.round(j.samples_per_s))} samples/s` : null,
     active ? `ETA ${fmtEta(j.eta_s)}` : null,
   ].filter(Boolean).join(' · ');
-  return el('li', {
-    class: `job${j.id === chosen ? ' chosen' : ''}`, dataset: { id: j.id, state: j.state },
-    onclick: (e) => { if (e.target.tagName !== 'BUTTON') choose(j.id); },
-  },
-  el('div', { class: 'job-head' },
-    el('strong', {}, j.model), el('span', { class: 'meta' }, ` ${j.id} · ${j.kind || ''}`),
-    el('span', { class: `state state-${j.state}` }, j.state),
-    active ? el('button', {
-      type: 'button', class: 'small danger cancel',
-      onclick: () => cancel(j.id),
-    }, j.cancel_requested ? 'Stopping…' : 'Cancel') : null,
-    j.state === 'succeeded' ? el('button', {
-      type: 'button', class: 'small open',
-      onclick: () => emit('job-model', j.model),
-    }, 'Open model') : null),
-  el('div', { class: 'progress', role: 'progressbar', 'aria-valuenow': pct, 'aria-valuemin': 0, 'aria-valuemax': 100 },
-    el('div', { class: 'bar', dataset: { pct } })),
-  el('div', { class: 'job-stats' }, el('span', { class: 'pct' }, `${pct}%`), ` ${stats}`),
-  j.losses ? el('div', { class: 'meta' }, lossText(j.losses)) : null,
-  j.error ? el('div', { class: 'error' }, j.error) : null,
-  j.note ? el('div', { class: 'meta' }, j.note) : null);
+  it.losses.textContent = lossText(j.losses);
+  it.error.textContent = j.error || '';
+  it.note.textContent = j.note || '';
+  for (const k of ['losses', 'error', 'note']) it[k].hidden = !it[k].textContent;
 }
+
+const items = new Map(); // id -> list item parts
 
 function render() {
   const all = [...jobs.values()].sort((a, b) => b.id.localeCompare(a.id));
-  list.replaceChildren(...all.map(jobItem));
-  // widths through the CSSOM: the Content-Security-Policy forbids style attributes
-  list.querySelectorAll('.bar').forEach((b) => { b.style.width = `${b.dataset.pct}%`; });
-  if (!all.length) list.append(el('li', { class: 'empty' }, 'No jobs yet.'));
   if (!chosen && all.length) chosen = all[0].id;
+  const lis = all.map((j) => {
+    if (!items.has(j.id)) items.set(j.id, jobItem(j.id));
+    const it = items.get(j.id);
+    updateItem(it, j);
+    return it.li;
+  });
+  // touch the list only when its order changes
+  if (lis.length !== list.children.length || lis.some((li, i) => list.children[i] !== li)) {
+    list.replaceChildren(...lis);
+  }
+  if (!all.length) list.replaceChildren(el('li', { class: 'empty' }, 'No jobs yet.'));
   drawChart();
 }
 
@@ -201,7 +225,7 @@ async function choose(id) {
   render();
   if (!id || jobs.get(id).loss_history) return;
   try {
-    const rec = await call(`/v1/jobs/${encodeURIComponent(id)}`, { need: 'admin' });
+    const rec = await call(jobUrl(id), { need: 'admin' });
     if (!jobs.get(id).loss_history) jobs.set(id, rec);
     render();
   } catch (err) {
@@ -211,7 +235,7 @@ async function choose(id) {
 
 async function cancel(id) {
   try {
-    const rec = await call(`/v1/jobs/${encodeURIComponent(id)}`, { method: 'DELETE', need: 'admin' });
+    const rec = await call(jobUrl(id), { method: 'DELETE', need: 'admin' });
     jobs.set(id, { ...jobs.get(id), ...rec });
     render();
   } catch (err) {
@@ -225,6 +249,7 @@ async function refresh() {
   if (!getToken('admin')) {
     streams.forEach((c) => c.abort());
     jobs.clear();
+    items.clear();
     list.replaceChildren(el('li', { class: 'empty' }, 'Type the admin token under Tokens to see and start training jobs.'));
     return;
   }

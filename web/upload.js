@@ -3,7 +3,7 @@
 // means (a bar chart).  A file the browser cannot read is sent as it is, so
 // the server's message says what is wrong with it; every error stays on the
 // upload's own card.
-import { call } from './api.js';
+import { call, modelUrl } from './api.js';
 import { state, emit, on, $, el } from './state.js';
 import { fileToFloats, fileToBase64, showFloats, showBlob } from './images.js';
 
@@ -60,11 +60,10 @@ async function handle(file) {
     input.replaceWith(el('div', { class: 'slot' }, '?'));
     sent = { png: [await fileToBase64(file)] };
   }
-  const path = `/v1/models/${encodeURIComponent(m.name)}`;
   try {
     const [png, enc] = await Promise.all([
-      call(`${path}/reconstruct`, { body: { ...sent, format: 'png', pad: 0 }, as: 'blob' }),
-      call(`${path}/encode`, { body: sent }),
+      call(modelUrl(m.name, 'reconstruct'), { body: { ...sent, format: 'png', pad: 0 }, as: 'blob' }),
+      call(modelUrl(m.name, 'encode'), { body: sent }),
     ]);
     showBlob(recon, png);
     barChart(canvas, enc.mu[0]);
