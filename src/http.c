@@ -368,6 +368,33 @@ static int split_path(const char *path, char *copy, size_t cap, char **seg)
     return ns;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* MHD's unescaping of the path and query values (%XX in place), except that
+ * %00 stays as written: a decoded NUL would end the C string the handlers
+ * get, and "/ui/app.js%00.png" would be served as /ui/app.js. */
+static size_t unescape_cb(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hex_digit(r[1]) : -1;
+        int lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        if (lo >= 0 && (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static int route_matches(const route_t *rt, char **seg, int ns)
 {
     if (rt->nseg != ns)
@@ -1356,6 +1383,7 @@ int ld_http_start(ld_http_t *h, ld_err_t *err)
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)h->conn_memory_limit, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, h};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, h};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_cb, NULL};
         if (h->thread_stack)
             ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)h->thread_stack, NULL};
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};

@@ -114,6 +114,13 @@ START_TEST(test_files_open_api_not)
     tu_resp_free(&r);
     ck_assert_int_eq(get(&d, &r, "/ui/.hidden", NULL), 404);
     tu_resp_free(&r);
+    /* an escaped NUL does not cut the path short (to / or to app.js) */
+    ck_assert_int_eq(get(&d, &r, "/%00", NULL), 404);
+    tu_resp_free(&r);
+    ck_assert_int_eq(get(&d, &r, "/ui/app.js%00.png", NULL), 404);
+    tu_resp_free(&r);
+    ck_assert_int_eq(get(&d, &r, "/ui/app%2ejs", NULL), 200); /* other escapes still decode */
+    tu_resp_free(&r);
     tu_req_t q = {.port = d.port};
     ck_assert_int_eq(tu_http_once(&r, "POST", "/", "{}", 2, &q), 405);
     tu_resp_free(&r);

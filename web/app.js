@@ -94,7 +94,11 @@ export async function loadModels() {
     emit('models', state.models);
     const still = state.model && state.models.find((m) => m.name === state.model.name);
     if (!still) {
-      const first = state.models.find((m) => m.kind !== 'classifier') || state.models[0];
+      // the model named in the address (#name, kept across reloads), else the
+      // first that can sample
+      const wanted = decodeURIComponent(location.hash.slice(1));
+      const first = state.models.find((m) => m.name === wanted) ||
+                    state.models.find((m) => m.kind !== 'classifier') || state.models[0];
       if (first) await choose(first.name);
       else setModel(null);
     } else if (still.version !== state.model.version) {
@@ -107,6 +111,7 @@ export async function loadModels() {
 
 function setModel(m) {
   state.model = m;
+  if (m) history.replaceState(null, '', `#${encodeURIComponent(m.name)}`);
   $('#current').textContent = m ? `${m.name} · ${m.kind.toUpperCase()}` : 'no model chosen';
   renderList();
   renderDetail(m);

@@ -418,6 +418,8 @@ class Run:
         self.b.set_window_size(390, 844)
         self.b.refresh()
         self.until("the gallery", lambda: self.gallery_ready(64))
+        # the reload kept the chosen model (its name is in the address)
+        assert "web-test-vae" in self.q("#current").text, self.q("#current").text
         over = self.js("return document.documentElement.scrollWidth - window.innerWidth")
         assert over <= 0, f"the page is {over} px wider than the window"
         self.shot("phone-gallery")
