@@ -14,6 +14,13 @@ export function setToken(which, value) {
   else sessionStorage.removeItem(KEYS[which]);
 }
 
+// The token a call sends: the admin token for admin routes; for the others
+// the inference token, or the admin token when only that one is set (the
+// daemon accepts it there).
+export function tokenFor(need) {
+  return need === 'admin' ? getToken('admin') : getToken('inference') || getToken('admin');
+}
+
 // An answer other than 2xx: status, the server's code and message, and which
 // token the call needed ('inference' or 'admin').
 export class ApiError extends Error {
@@ -27,10 +34,8 @@ export class ApiError extends Error {
   // The text shown to a person: for 401 and 403, which token to type.
   explain() {
     const name = this.need === 'admin' ? 'admin token' : 'inference token';
-    const typed = this.need === 'admin' ? getToken('admin')
-                                        : getToken('inference') || getToken('admin');
     if (this.status === 401) {
-      return typed ? `401: the ${name} was not accepted (${this.message}). Check it under Tokens.`
+      return tokenFor(this.need) ? `401: the ${name} was not accepted (${this.message}). Check it under Tokens.`
                    : `401: this needs the ${name}; none is set. Type it under Tokens.`;
     }
     if (this.status === 403) return `403: ${this.message}. This needs the ${name}.`;
@@ -54,8 +59,7 @@ export function onAuthError(fn) { authListeners.add(fn); }
 
 function headers(need, json) {
   const h = {};
-  // the admin token also works on inference routes
-  const t = need === 'admin' ? getToken('admin') : getToken('inference') || getToken('admin');
+  const t = tokenFor(need);
   if (t) h.Authorization = `Bearer ${t}`;
   if (json) h['Content-Type'] = 'application/json';
   return h;

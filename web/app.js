@@ -1,6 +1,6 @@
 // app.js — the page's entry: tokens, the notice line, the model list and the
 // chosen model's details, the tabs; each tab is its own module.
-import { call, modelUrl, getToken, setToken, onAuthError } from './api.js';
+import { call, modelUrl, getToken, setToken, tokenFor, onAuthError } from './api.js';
 import { state, emit, on, $, el, showError, fmtInt } from './state.js';
 import './gallery.js';
 import './explore.js';
@@ -22,7 +22,6 @@ function say(text, kind = 'error') {
   notice.className = `notice ${kind}`;
   notice.hidden = !text;
 }
-onAuthError((err) => say(err.explain()));
 
 // ---- tokens
 const tokForm = $('#tokens');
@@ -43,6 +42,11 @@ function toggleTokens(open) {
   }
 }
 tokBtn.addEventListener('click', () => toggleTokens(tokForm.hidden));
+// a 401 with no token typed: open the fields, so the fix is in view
+onAuthError((err) => {
+  say(err.explain());
+  if (err.status === 401 && !tokenFor(err.need) && tokForm.hidden) toggleTokens(true);
+});
 tokForm.addEventListener('submit', (e) => {
   e.preventDefault();
   setToken('inference', $('#tok-inference').value.trim());

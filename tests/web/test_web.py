@@ -10,7 +10,8 @@ would, stage by stage, with a screenshot of each in --screenshots:
            kept across a reload, which then logs no console error at all
   gallery  64 images decoded; another seed gives other pixels, the first seed
            the same ones again
-  explore  a latent slider dragged: the image changes
+  explore  the chosen image's PNG and .npy downloads; a latent slider
+           dragged: the image changes
   interp   two gallery images interpolated; play shows moving frames
   upload   a PNG (a Fashion-MNIST test image, coloured and enlarged) gives a
            reconstruction and a bar chart; a file that is no image gets the
@@ -162,6 +163,10 @@ class Run:
         self.profile = tempfile.mkdtemp(prefix="latentd-web-chrome-")
         opts.add_argument(f"--user-data-dir={self.profile}")
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.downloads = os.path.join(self.profile, "downloads")
+        opts.add_experimental_option("prefs", {"download.default_directory": self.downloads,
+                                               "download.prompt_for_download": False,
+                                               "profile.default_content_setting_values.automatic_downloads": 1})
         self.b = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
         self.b.set_script_timeout(WAIT)
 
@@ -257,8 +262,9 @@ class Run:
         # no token yet: the page says which one it needs
         self.until("the missing-token notice",
                    lambda: "needs the inference token" in self.q("#notice").text)
+        # ... and opens the token fields
+        self.until("the token fields", lambda: self.q("#tok-inference").is_displayed())
         self.shot("no-token")
-        self.q("#tokens-btn").click()
         self.type("#tok-inference", TOKEN)
         self.type("#tok-admin", ADMIN)
         self.shot("tokens")
@@ -301,6 +307,19 @@ class Run:
         self.q('#gallery figure[data-row="3"] img').click()
         self.until("the chosen image", lambda: self.q("#g-picked").is_displayed())
         self.shot("gallery-picked")
+        # its downloads are the server's PNG and .npy of that one image
+        self.q("#g-png").click()
+        self.q("#g-npy").click()
+        png = os.path.join(self.downloads, "fashion-gan-seed1-row3.png")
+        npy = os.path.join(self.downloads, "fashion-gan-seed1-row3.npy")
+        self.until("the downloads", lambda: os.path.exists(png) and os.path.exists(npy))
+        with open(png, "rb") as f:
+            head = f.read(24)
+        assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (28, 28), head
+        with open(npy, "rb") as f:
+            data = f.read()
+        assert data[:6] == b"\x93NUMPY" and b"(1, 28, 28)" in data[:128], data[:128]
+        assert len(data) - data.index(b"\n") - 1 == 784 * 4, len(data)
         self.q("#g-explore").click()
         self.until("the explorer", lambda: self.q("#x-body").is_displayed())
         sliders = self.b.find_elements(By.CSS_SELECTOR, "#x-sliders input[type=range]")
