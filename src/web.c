@@ -73,7 +73,7 @@ static int gzip_bytes(const uint8_t *data, size_t len, uint8_t **out, size_t *ou
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     /* 15 + 16: a gzip header and trailer around the deflate stream */
-    if (deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK)
         return LD_ENOMEM;
     uLong cap = deflateBound(&zs, (uLong)len);
     uint8_t *buf = malloc(cap);
