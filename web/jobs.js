@@ -189,6 +189,11 @@ function drawChart() {
   $('#chart-title').textContent = j ? `${j.model} (${j.id})` : 'Loss';
   chart.data.datasets = j && j.loss_history ? series(j.loss_history) : [];
   chart.update('none');
+  const empty = $('#chart-empty');
+  empty.hidden = chart.data.datasets.some((d) => d.data.length);
+  empty.textContent = !j ? 'Start a job, or choose one in the list, to see its losses.'
+    : j.steps_total ? `Its first loss point comes at step ${Math.max(1, Math.floor(j.steps_total / 200))}.`
+    : 'No loss points yet.';
   const ev = j && Array.isArray(j.eval_history) ? j.eval_history : null;
   $('#eval-box').hidden = !ev;
   if (ev) {
