@@ -36,7 +36,7 @@ async function handle(file) {
   const actions = el('div', { class: 'row' });
   const card = el('article', { class: 'card upload' },
     el('header', {}, el('strong', {}, file.name), el('span', { class: 'meta' },
-      ` ${(file.size / 1024).toFixed(1)} KiB · ${m ? m.name : 'no model'}`)),
+      ` ${file.size < 1024 ? `${file.size} bytes` : `${(file.size / 1024).toFixed(1)} KiB`} · ${m ? m.name : 'no model'}`)),
     el('div', { class: 'pair' },
       el('figure', {}, input, el('figcaption', {}, 'input')),
       el('figure', {}, recon, el('figcaption', {}, 'reconstruction')),

@@ -14,8 +14,8 @@ would, stage by stage, with a screenshot of each in --screenshots:
            dragged: the image changes
   interp   two gallery images interpolated; play shows moving frames
   upload   a PNG (a Fashion-MNIST test image, coloured and enlarged) gives a
-           reconstruction and a bar chart; a file that is no image gets the
-           server's message in place
+           reconstruction and a bar chart; so does a dropped JPEG; a dropped
+           file that is no image gets the server's message in place
   jobs     a one-epoch job on 2,000 images: progress to 100 %, points on the
            loss chart, the new model in the list, sampled from; a second job
            cancelled
@@ -144,6 +144,34 @@ return imgs.map((img) => {
   for (let i = 0; i < d.length; i += 4) h = (Math.imul(h, 31) + d[i]) | 0;
   return h;
 }).join(',');
+"""
+
+
+# JavaScript run in the page: drop a file on the upload area, as a person
+# dragging it there would (arguments[0]: "jpeg" or "text").
+DROP_JS = """
+const kind = arguments[0];
+const done = arguments[arguments.length - 1];
+const make = () => new Promise((resolve) => {
+  if (kind === 'text') {
+    resolve(new File(['this is not an image\\n'], 'notes.png', {type: 'image/png'}));
+    return;
+  }
+  const c = document.createElement('canvas');
+  c.width = 300; c.height = 180;
+  const ctx = c.getContext('2d');
+  ctx.fillStyle = '#111'; ctx.fillRect(0, 0, 300, 180);
+  ctx.fillStyle = '#ddd'; ctx.beginPath(); ctx.ellipse(150, 110, 120, 40, 0, 0, 2 * Math.PI); ctx.fill();
+  c.toBlob((b) => resolve(new File([b], 'dropped.jpg', {type: 'image/jpeg'})), 'image/jpeg', 0.9);
+});
+make().then((file) => {
+  const dt = new DataTransfer();
+  dt.items.add(file);
+  const drop = document.querySelector('#drop');
+  drop.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+  drop.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+  done(true);
+});
 """
 
 
@@ -371,10 +399,14 @@ class Run:
         assert self.js(f"return !!Chart.getChart(document.querySelector('{card} canvas'))"), "no bar chart"
         assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 20
         assert "inverted" in self.q(f"{card} figcaption").text
-        bad = os.path.join(tmp, "notes.png")
-        with open(bad, "w") as f:
-            f.write("this is not an image\n")
-        self.q("#u-file").send_keys(bad)
+        # dropped, as from a file manager: a JPEG (a light sandal-like
+        # shape on dark, not square), then a file that is no image at all
+        self.b.execute_async_script(DROP_JS, "jpeg")
+        self.until("the dropped JPEG's reconstruction", lambda: self.js(f"""
+            const c = document.querySelector('{card}');
+            return c.textContent.includes('dropped.jpg') &&
+                   [...c.querySelectorAll('img')].filter((i) => i.naturalWidth > 0).length === 2;"""))
+        self.b.execute_async_script(DROP_JS, "text")
         self.until("the server's message in place",
                    lambda: "not a usable" in self.q(f"{card} .error").text)
         self.shot("upload")
