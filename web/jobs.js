@@ -191,9 +191,10 @@ function drawChart() {
   chart.update('none');
   const empty = $('#chart-empty');
   empty.hidden = chart.data.datasets.some((d) => d.data.length);
+  const every = j && j.steps_total ? Math.max(1, Math.floor(j.steps_total / 200)) : 0;
   empty.textContent = !j ? 'Start a job, or choose one in the list, to see its losses.'
-    : j.steps_total ? `Its first loss point comes at step ${Math.max(1, Math.floor(j.steps_total / 200))}.`
-    : 'No loss points yet.';
+    : !ACTIVE.has(j.state) ? `It stopped before its first loss point (step ${every || '–'}).`
+    : every ? `Its first loss point comes at step ${every}.` : 'No loss points yet.';
   const ev = j && Array.isArray(j.eval_history) ? j.eval_history : null;
   $('#eval-box').hidden = !ev;
   if (ev) {
