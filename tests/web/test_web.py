@@ -304,6 +304,9 @@ class Run:
         # a reload keeps them (sessionStorage) and logs no error at all
         self.b.refresh()
         self.until("the model list", lambda: len(self.b.find_elements(By.CSS_SELECTOR, ".model")) >= 2)
+        self.until("the gallery after the reload", lambda: self.gallery_ready(64, 1))
+        bad = self.console(())
+        assert not bad, "console errors after the reload: " + " | ".join(bad)
 
     def s_gallery(self):
         self.until("64 decoded gallery images", lambda: self.gallery_ready(64, 1))
