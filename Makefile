@@ -2,7 +2,8 @@
 #
 #   make            build build/latentd
 #   make deps       install missing Debian packages for run and test (idempotent)
-#   make test       every Check suite, once plain and once under ASan+UBSan
+#   make test       every Check suite, once plain and once under ASan+UBSan,
+#                   then the web page in a real browser (test-web)
 #   make run        build and start the daemon on 127.0.0.1:8080
 #   make bench      training throughput vs PyTorch
 #   make models     retrain the shipped default models
@@ -22,9 +23,10 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 # what `make run` needs: the compiler, the libraries and the training data
 DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev zlib1g-dev \
-            libmicrohttpd-dev curl dataset-fashion-mnist
-# what `make test` needs on top (Check, libcurl for the test client, promtool)
-TEST_PKGS := check libcurl4-openssl-dev prometheus
+            libmicrohttpd-dev curl dataset-fashion-mnist libjs-chart.js
+# what `make test` needs on top (Check, libcurl for the test client, promtool,
+# a browser and WebDriver for the web page's test)
+TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 
@@ -37,8 +39,11 @@ TEST_SRC := $(filter-out tests/check_main.c,$(wildcard tests/check_*.c))
 TEST_UTIL_SRC := $(wildcard tests/tu_*.c)
 TEST_UTIL_HDRS := tests/testutil.h $(wildcard tests/tu_*.h)
 HDRS     := $(wildcard include/latentd/*.h src/*.h)
+# the web page, embedded in the binary (src/web.c): web/ and Debian's Chart.js
+WEB_FILES := $(sort $(wildcard web/*))
+CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
 
-.PHONY: all deps deps-run deps-bench test test-plain test-asan run models bench bench-serve install clean fixtures
+.PHONY: all deps deps-run deps-bench test test-plain test-asan test-web run models bench bench-serve install clean fixtures
 
 all: build/latentd
 
@@ -65,9 +70,17 @@ build/%.o: src/%.c $(HDRS) | build
 build/asan/%.o: src/%.c $(HDRS) | build/asan
 	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
 
-build/liblatentd.a: $(patsubst src/%.c,build/%.o,$(LIB_SRC))
+# the page's files as one generated C file (.incbin reads them when it is compiled)
+build/web_files.c: scripts/embed-web.sh $(WEB_FILES) $(wildcard $(CHARTJS)) | build
+	scripts/embed-web.sh $@ $(abspath $(WEB_FILES)) $(CHARTJS)
+build/web_files.o: build/web_files.c src/web_impl.h
+	$(CC) $(CFLAGS) -Isrc -c $< -o $@
+build/asan/web_files.o: build/web_files.c src/web_impl.h | build/asan
+	$(CC) $(CFLAGS) $(SAN) -Isrc -c $< -o $@
+
+build/liblatentd.a: $(patsubst src/%.c,build/%.o,$(LIB_SRC)) build/web_files.o
 	ar rcs $@ $^
-build/asan/liblatentd.a: $(patsubst src/%.c,build/asan/%.o,$(LIB_SRC))
+build/asan/liblatentd.a: $(patsubst src/%.c,build/asan/%.o,$(LIB_SRC)) build/asan/web_files.o
 	ar rcs $@ $^
 
 build/latentd: build/main.o build/liblatentd.a
@@ -90,7 +103,7 @@ build build/asan:
 # ---- test -------------------------------------------------------------------
 # CK_FORK stays on (default): a crashing test is reported, not fatal.
 test: deps
-	@$(MAKE) --no-print-directory test-plain test-asan
+	@$(MAKE) --no-print-directory test-plain test-asan test-web
 
 test-plain: build/check_all
 	@echo "== tests (plain) =="
@@ -99,6 +112,12 @@ test-plain: build/check_all
 test-asan: build/asan/check_all
 	@echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer) =="
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/check_all
+
+# The web page in Chromium driven by WebDriver (tests/web/test_web.py): once,
+# against the plain build.  Screenshots of each stage go to build/screenshots/.
+test-web: build/latentd
+	@echo "== web page (Chromium + WebDriver) =="
+	/usr/bin/python3 tests/web/test_web.py --bin build/latentd --screenshots build/screenshots
 
 # ---- run, models, bench, install --------------------------------------------
 run: deps-run build/latentd

@@ -56,6 +56,7 @@ static const ld_cfg_key_t keys[] = {
     {"cors_origins",            LD_CFG_STR,   0,    0,         "",          F(cors_origins),              NULL,       NULL},
     {"log_level",               LD_CFG_ENUM,  0,    0,         "info",      F(log_level),                 log_levels, "--log-level"},
     {"access_log",              LD_CFG_BOOL,  0,    1,         "yes",       F(access_log),                NULL,       NULL},
+    {"web",                     LD_CFG_STR,   0,    0,         "builtin",   F(web),                       NULL,       NULL},
 };
 
 const ld_cfg_key_t *ld_config_keys(int *n)

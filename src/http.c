@@ -240,6 +240,33 @@ static int split_path(const char *path, char *copy, size_t cap, char **seg)
     return ns;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* See http_impl.h: MHD's unescaping of the path and query values (%XX in
+ * place), except that %00 stays as written: a decoded NUL would end the C string the handlers
+ * get, and "/ui/app.js%00.png" would be served as /ui/app.js. */
+size_t ld_http_unescape_cb(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hex_digit(r[1]) : -1;
+        int lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        if (lo >= 0 && (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static int route_matches(const route_t *rt, char **seg, int ns)
 {
     if (rt->nseg != ns)
@@ -296,7 +323,11 @@ static const char *req_origin_allowed(const ld_req_t *req)
 
 static void add_common_headers(ld_req_t *req, struct MHD_Response *r)
 {
-    if (!MHD_get_response_header(r, "Cache-Control")) /* streams set their own */
+    /* streams and the web page's files set their own */
+    int own_cache = MHD_get_response_header(r, "Cache-Control") != NULL;
+    for (int i = 0; i < req->n_extra && !own_cache; i++)
+        own_cache = strcasecmp(req->extra_name[i], "Cache-Control") == 0;
+    if (!own_cache)
         MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     const char *origin = req_origin_allowed(req);

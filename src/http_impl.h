@@ -172,6 +172,10 @@ void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls
 
 /* http.c: {"error":{"code":code,"message":msg}} into b. */
 void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg);
+/* libmicrohttpd's unescape callback (MHD_OPTION_UNESCAPE_CALLBACK): %XX
+ * decoded in place, except %00, which stays as written so that no handler
+ * sees a path or query value cut short by a decoded NUL. */
+size_t ld_http_unescape_cb(void *cls, struct MHD_Connection *c, char *s);
 
 /* http_conn.c, per connection, on its MHD thread: */
 /* The record of conn (NULL if it has none). */

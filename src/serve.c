@@ -23,6 +23,7 @@
 #include "latentd/http.h"
 #include "latentd/jobs.h"
 #include "latentd/jobs_api.h"
+#include "latentd/web.h"
 #include "latentd/log.h"
 #include "latentd/metrics.h"
 #include "latentd/nn.h"
@@ -432,7 +433,9 @@ int ld_serve_main(int argc, char **argv)
         (cfg.admin_token_file[0] &&
          ld_serve_read_token(cfg.admin_token_file, &admin, &err) != LD_OK) ||
         check_bind(cfg.bind, &err) != LD_OK ||
-        check_dir("model folder (models_dir)", cfg.models_dir, 0, &err) != LD_OK) {
+        check_dir("model folder (models_dir)", cfg.models_dir, 0, &err) != LD_OK ||
+        (strcmp(cfg.web, "builtin") != 0 && strcmp(cfg.web, "off") != 0 &&
+         check_dir("web page folder (web)", cfg.web, 0, &err) != LD_OK)) {
         fprintf(stderr, "latentd serve: %s\n", err.msg);
         free(token);
         free(admin);
@@ -475,6 +478,7 @@ int ld_serve_main(int argc, char **argv)
     ld_registry_t *reg = NULL;
     ld_http_t *http = NULL;
     ld_api_t *api = NULL;
+    ld_web_t *web = NULL;
     ld_jobs_t *jobs = NULL;
     if (install_signals(&err) != LD_OK) {
         ld_log_error("%s", err.msg);
@@ -544,6 +548,7 @@ int ld_serve_main(int argc, char **argv)
     if (ld_http_new(&ho, metrics, &http, &err) != LD_OK ||
         ld_api_new(&ao, &api, &err) != LD_OK || ld_api_register(api, http, &err) != LD_OK ||
         ld_jobs_api_register(http, jobs, &err) != LD_OK ||
+        ld_web_new(cfg.web, &web, &err) != LD_OK || ld_web_register(web, http, &err) != LD_OK ||
         (ld_http_on_drain(http, jobs_drain, jobs) != LD_OK &&
          ld_err_set(&err, LD_ENOMEM, "too many drain hooks") != LD_OK)) {
         ld_log_error("%s", err.msg);
@@ -613,6 +618,7 @@ out:
     ld_log_access_stop(); /* every request has ended: write their last lines */
     ld_jobs_free(jobs); /* after the pool: streams unsubscribe as MHD closes them */
     ld_api_free(api);
+    ld_web_free(web);
     ld_registry_free(reg);
     ld_metrics_free(metrics);
     free(token);

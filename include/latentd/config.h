@@ -66,6 +66,8 @@ typedef struct {
     /* logging */
     int log_level;                   /* ld_log_level_t */
     int access_log;                  /* one line per request (bool) */
+    /* web page */
+    char web[LD_CFG_PATH_MAX];       /* "builtin", "off" or a folder of the page's files */
 } ld_config_t;
 
 typedef enum {

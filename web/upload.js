@@ -1,0 +1,102 @@
+// upload.js — drop or choose an image; the browser makes it the model's
+// grayscale input, and the VAE answers with its reconstruction and latent
+// means (a bar chart).  A file the browser cannot read is sent as it is, so
+// the server's message says what is wrong with it; every error stays on the
+// upload's own card.
+import { call, modelUrl } from './api.js';
+import { state, emit, on, $, el } from './state.js';
+import { fileToFloats, fileToBase64, showFloats, showBlob } from './images.js';
+
+const results = $('#u-results');
+const MAX_CARDS = 6;
+
+function barChart(canvas, mu) {
+  return new window.Chart(canvas, {
+    type: 'bar',
+    data: {
+      labels: mu.map((_, i) => `z${i}`),
+      datasets: [{ label: 'latent mean μ', data: mu, backgroundColor: '#7c8cff', borderRadius: 2 }],
+    },
+    options: {
+      animation: false, maintainAspectRatio: false,
+      plugins: { legend: { display: false }, title: { display: true, text: 'latent means μ' } },
+      scales: { x: { ticks: { font: { size: 9 } } } },
+    },
+  });
+}
+
+async function handle(file) {
+  const m = state.model;
+  const [h, w] = (m && m.image_shape) || [28, 28];
+  const input = el('img', { class: 'px', alt: 'the input, 28×28 grayscale' });
+  const recon = el('img', { class: 'px', alt: 'its reconstruction' });
+  const msg = el('p', { class: 'error', role: 'status' });
+  msg.hidden = true;
+  const canvas = el('canvas', {});
+  const actions = el('div', { class: 'row' });
+  const card = el('article', { class: 'card upload' },
+    el('header', {}, el('strong', {}, file.name), el('span', { class: 'meta' },
+      ` ${file.size < 1024 ? `${file.size} bytes` : `${(file.size / 1024).toFixed(1)} KiB`} · ${m ? m.name : 'no model'}`)),
+    el('div', { class: 'pair' },
+      el('figure', {}, input, el('figcaption', {}, 'input')),
+      el('figure', {}, recon, el('figcaption', {}, 'reconstruction')),
+      el('div', { class: 'bars' }, canvas)),
+    msg, actions);
+  results.prepend(card);
+  while (results.children.length > MAX_CARDS) results.lastChild.remove();
+  const fail = (text) => { msg.textContent = text; msg.hidden = false; card.classList.add('failed'); };
+  if (!m) { fail('Choose a model first.'); return; }
+
+  let x = null;
+  let sent;
+  try {
+    const r = await fileToFloats(file, h, w, $('#u-invert-auto').checked ? 'auto' : false);
+    x = r.x;
+    await showFloats(input, x, h, w);
+    if (r.inverted) card.querySelector('figcaption').textContent = 'input (inverted)';
+    sent = { images: [x] };
+  } catch (e) {
+    // not an image the browser can decode: let the server say why
+    input.replaceWith(el('div', { class: 'slot' }, '?'));
+    sent = { png: [await fileToBase64(file)] };
+  }
+  try {
+    const [png, enc] = await Promise.all([
+      call(modelUrl(m.name, 'reconstruct'), { body: { ...sent, format: 'png', pad: 0 }, as: 'blob' }),
+      call(modelUrl(m.name, 'encode'), { body: sent }),
+    ]);
+    showBlob(recon, png);
+    barChart(canvas, enc.mu[0]);
+    const use = (which) => {
+      state.ends[which] = { label: file.name, x, h, w, endpoint: { image: x } };
+      emit('ends');
+    };
+    if (x) {
+      actions.append(el('button', { type: 'button', onclick: () => use('a') }, 'Use as A'),
+        el('button', { type: 'button', onclick: () => use('b') }, 'Use as B'));
+    }
+  } catch (e) {
+    recon.replaceWith(el('div', { class: 'slot' }, '×'));
+    canvas.remove();
+    fail(e.explain ? e.explain() : e.message);
+  }
+}
+
+const drop = $('#drop');
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  [...e.dataTransfer.files].forEach(handle);
+});
+$('#u-file').addEventListener('change', (e) => {
+  [...e.target.files].forEach(handle);
+  e.target.value = '';
+});
+
+on('model', (m) => {
+  const vae = m && m.kind === 'vae';
+  drop.classList.toggle('disabled', !vae);
+  drop.title = vae ? '' : 'Upload needs a VAE (it has an encoder); the server will say so.';
+});
