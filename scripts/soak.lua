@@ -1,9 +1,9 @@
 -- soak.lua — the wrk script of scripts/soak.sh (`make soak`).
 --
 -- Each wrk thread holds ONE connection (soak.sh runs wrk with -c equal to
--- -t), so a thread's responses arrive in the order of its requests: the
--- request kind of every response is the one at the head of the thread's
--- queue.  A request() while a request is still unanswered means wrk lost it
+-- -t), so a thread has at most one request in flight, and every response
+-- answers the thread's last request: that is how it is tallied by kind.  A
+-- request() while the last request is still unanswered means wrk lost it
 -- (the socket failed and wrk reconnected): it is counted as status "lost".
 --
 -- Every thread walks the same list of requests round-robin, each from its

@@ -1171,18 +1171,25 @@ START_TEST(test_metrics_and_logs)
 }
 END_TEST
 
+/* VmRSS of a process, in KiB. */
+static long rss_kib(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char *st = tu_read_text(path);
+    const char *p = strstr(st, "VmRSS:");
+    long kb = p ? atol(p + 6) : -1;
+    free(st);
+    ck_assert_msg(kb > 0, "no VmRSS in %s", path);
+    return kb;
+}
+
 START_TEST(test_memory_budget)
 {
     /* the shared daemon holds both default models (plus small ones) */
-    if (strstr(LD_BIN, "asan"))
+    if (tu_under_asan())
         return; /* sanitizer shadow memory makes RSS meaningless */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)D.pid);
-    char *st = tu_read_text(path);
-    const char *p = strstr(st, "VmRSS:");
-    ck_assert_ptr_nonnull(p);
-    long kb = atol(p + 6);
-    free(st);
+    long kb = rss_kib(D.pid);
     ck_assert_msg(kb < 64 * 1024, "daemon RSS %ld KiB is over 64 MiB", kb);
 }
 END_TEST
@@ -1354,19 +1361,6 @@ START_TEST(test_sighup_rescan)
     tu_daemon_stop_ok(&d, 30);
 }
 END_TEST
-
-/* VmRSS of a process, in KiB. */
-static long rss_kib(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    char *st = tu_read_text(path);
-    const char *p = strstr(st, "VmRSS:");
-    long kb = p ? atol(p + 6) : -1;
-    free(st);
-    ck_assert_msg(kb > 0, "no VmRSS in %s", path);
-    return kb;
-}
 
 START_TEST(test_reload_keeps_rss)
 {
