@@ -7,6 +7,7 @@
 #   make run        build and start the daemon on 127.0.0.1:8080
 #   make bench      training throughput vs PyTorch
 #   make models     retrain the shipped default models
+#   make soak       every route under wrk for SOAK_SECONDS (600): RSS and errors
 
 CC      ?= gcc
 PKGS    := openblas libcjson libpng zlib libmicrohttpd
@@ -29,6 +30,8 @@ DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev z
 TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
+# only for `make soak` (wrk drives the daemon; python3 writes the test PNG)
+SOAK_PKGS := wrk python3
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -43,7 +46,7 @@ HDRS     := $(wildcard include/latentd/*.h src/*.h)
 WEB_FILES := $(sort $(wildcard web/*))
 CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
 
-.PHONY: all deps deps-run deps-bench test test-plain test-asan test-web run models bench bench-serve install clean fixtures
+.PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web run models bench bench-serve install clean fixtures
 
 all: build/latentd
 
@@ -54,6 +57,8 @@ deps: PKGS_WANTED = $(DEB_PKGS) $(TEST_PKGS)
 deps: deps-install
 deps-run: PKGS_WANTED = $(DEB_PKGS)
 deps-run: deps-install
+deps-soak: PKGS_WANTED = $(DEB_PKGS) $(SOAK_PKGS)
+deps-soak: deps-install
 .PHONY: deps-install
 deps-install:
 	@missing=$$(for p in $(PKGS_WANTED); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -132,6 +137,11 @@ bench: deps-bench build/latentd
 
 bench-serve: deps-bench build/latentd build/hostprobe
 	scripts/bench-serve.sh
+
+# scripts/soak.sh documents its other settings (warm-up, connections, limits)
+SOAK_SECONDS ?= 600
+soak: deps-soak build/latentd
+	SOAK_SECONDS=$(SOAK_SECONDS) scripts/soak.sh
 
 build/hostprobe: bench/hostprobe.c | build
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)

@@ -32,6 +32,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -427,6 +428,14 @@ int ld_serve_main(int argc, char **argv)
         return dump ? 0 : 1;
     }
     ld_log_set_level((ld_log_level_t)cfg.log_level);
+    /* Blocks of 128 KiB and more (weights, file buffers, batcher panels)
+     * always come from mmap and go back to the kernel when freed.  Left to
+     * itself, glibc raises this threshold to the size of the largest mmapped
+     * block ever freed: after the first model reload, every later model's
+     * blocks came from the loading HTTP thread's malloc arena, which keeps
+     * freed space, and the daemon grew with each reload (docs/reliability.md,
+     * Soak).  Setting the threshold turns that adjustment off. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
     char *token = NULL, *admin = NULL;
     if ((cfg.token_file[0] && ld_serve_read_token(cfg.token_file, &token, &err) != LD_OK) ||
