@@ -201,15 +201,17 @@ void ld_dense_forward(int B, int in, int out, const float *x, const float *w, co
 void ld_dense_backward(int B, int in, int out, const float *x, const float *w, const float *dy,
                        float *gw, float *gb, float *dx)
 {
-    /* gw (out, in) += dy^T (out, B) * x (B, in) */
-    ld_yield_point();
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 1.0f,
-                gw, in);
-    /* gb (out) += column sums of dy */
-    for (int i = 0; i < B; i++) {
-        const float *row = dy + (size_t)i * out;
-        for (int j = 0; j < out; j++)
-            gb[j] += row[j];
+    if (gw) {
+        /* gw (out, in) += dy^T (out, B) * x (B, in) */
+        ld_yield_point();
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in,
+                    1.0f, gw, in);
+        /* gb (out) += column sums of dy */
+        for (int i = 0; i < B; i++) {
+            const float *row = dy + (size_t)i * out;
+            for (int j = 0; j < out; j++)
+                gb[j] += row[j];
+        }
     }
     /* dx (B, in) = dy (B, out) * w (out, in) */
     if (dx) {
