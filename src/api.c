@@ -1,6 +1,8 @@
 /* api.c — see include/latentd/api.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/api.h"
+#include "api_impl.h"
+#include "invert_api.h"
 
 #include "latentd/batch.h"
 #include "latentd/blkcache.h"
@@ -1001,6 +1003,34 @@ done:
     ld_served_release(s);
 }
 
+/* ------------------------------------- for handlers in other files (api_impl.h) */
+
+ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api) { return get_model(req, api); }
+
+int ld_api_max_samples(const ld_api_t *api) { return api->max_samples; }
+
+int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o)
+{
+    out_opts_t oo = {FMT_JSON, 0, GRID_PAD_DEFAULT};
+    if (body && parse_out_opts(req, api, body, &oo) != 0)
+        return -1;
+    *o = (ld_api_out_t){oo.format, oo.cols, oo.pad};
+    return 0;
+}
+
+int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *body,
+                  float **x, int *n)
+{
+    return read_images(req, api, s, body, "images", "png", api->max_samples, x, n);
+}
+
+void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
+                         const float *x, int n)
+{
+    out_opts_t oo = {o->format, o->cols, o->pad};
+    reply_binary(req, &oo, a, x, n);
+}
+
 /* ------------------------------------------------------------ registration */
 
 int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err)
@@ -1036,6 +1066,7 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"POST", "/v1/models/{name}/decode", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_decode, api},
         {"POST", "/v1/models/{name}/reconstruct", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_reconstruct, api},
         {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
+        {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON, ld_invert_handler, api},
     };
     api->http = h;
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
