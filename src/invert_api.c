@@ -13,7 +13,7 @@
 #define INVERT_MAX_RESTARTS 8
 /* images * restarts * steps: generator rows run forward and backward, kept
  * to about a second of one thread's CPU (docs/invert.md has the timings) */
-#define INVERT_MAX_WORK 12000
+#define INVERT_MAX_WORK 10000
 #define INVERT_LR_MAX 10.0
 #define INVERT_PENALTY_MAX 100.0
 

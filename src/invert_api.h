@@ -9,7 +9,7 @@
  * JSON answer: {"model","seed","steps","restarts","lr","z_penalty","shape",
  * "z","mse","images"}; PNG and .npy answer the reconstructions, with the
  * per-image MSE in X-Latentd-Mse (comma-separated) and z in the JSON form only.
- * At most 8 images and 12000 images * restarts * steps per request (413 and
+ * At most 8 images and 10000 images * restarts * steps per request (413 and
  * 422 above): the work runs on the HTTP thread and stays near a second of
  * CPU; larger batches through the jobs engine (202) are not offered yet.
  * Errors: 404 no such model, 422 not a GAN, 400/422 bad fields (jsonarg.h).

@@ -323,7 +323,7 @@ START_TEST(test_route_errors)
         {"fashion-gan", "\"z_penalty\":-1", 1, -1, 422, "invalid_value", "z_penalty"},
         {"fashion-gan", "\"stpes\":10", 1, -1, 400, "invalid_field", "stpes"},
         {"fashion-gan", "", 9, -1, 413, "too_many_images", "at most 8"},
-        {"fashion-gan", "\"restarts\":8,\"steps\":1000", 2, -1, 422, "too_much_work", "12000"},
+        {"fashion-gan", "\"restarts\":8,\"steps\":1000", 2, -1, 422, "too_much_work", "10000"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tu_resp_t r;
