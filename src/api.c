@@ -882,7 +882,8 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
     }
     char what[16];
     snprintf(what, sizeof what, "%s.%s", key, im_j ? "image" : "png");
-    if (need_encoder(req, s, "an image end point") != 0)
+    int gan = a->kind == LD_KIND_GAN; /* a GAN's image end point is inverted (invert_api.h) */
+    if (!gan && need_encoder(req, s, "an image end point") != 0)
         return -1;
     float *x = NULL, *mu = NULL, *lv = NULL;
     int n = 0;
@@ -901,10 +902,10 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
         if (read_images(req, api, s, ep, "image", "png", 1, &x, &n) != 0)
             return -1;
     }
-    int rc = encode_checked(req, s, 1, x, &mu, &lv);
+    int rc = gan ? ld_invert_endpoint(req, s, x, z) : encode_checked(req, s, 1, x, &mu, &lv);
     free(x);
-    if (rc != 0)
-        return -1;
+    if (rc != 0 || gan)
+        return rc;
     memcpy(z, mu, (size_t)a->z_dim * sizeof *z);
     free(mu);
     free(lv);

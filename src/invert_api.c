@@ -96,6 +96,45 @@ static void mse_header(ld_req_t *req, int n, const float *mse)
     ld_req_header_add(req, "X-Latentd-Mse", h);
 }
 
+/* Invert x (n, x_dim) into z, xr (n, ...) and mse (n); 0, or -1 answered. */
+static int run_invert(ld_req_t *req, const ld_served_t *s, int n, const float *x,
+                      const ld_invert_opts_t *o, float *z, float *xr, float *mse)
+{
+    const ld_arch_t *a = &s->model->arch;
+    ld_err_t e;
+    int rc = z && xr && mse ? ld_invert(s->model, n, x, o, z, xr, mse, &e) : LD_ENOMEM;
+    if (rc == LD_ENOMEM) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return -1;
+    }
+    if (rc != LD_OK) {
+        ld_req_error(req, 422, "unprocessable", "%s", e.msg);
+        return -1;
+    }
+    int finite = 1;
+    for (size_t i = 0; i < (size_t)n * (size_t)a->z_dim; i++)
+        finite &= isfinite(z[i]) != 0;
+    for (int i = 0; i < n; i++)
+        finite &= isfinite(mse[i]) != 0;
+    if (!finite) {
+        ld_req_error(req, 422, "non_finite_output",
+                     "the inversion diverged (values not finite): lower lr");
+        return -1;
+    }
+    return 0;
+}
+
+int ld_invert_endpoint(ld_req_t *req, const ld_served_t *s, const float *x, float *z)
+{
+    const ld_arch_t *a = &s->model->arch;
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    float *xr = ld_malloc_array((size_t)a->x_dim, sizeof *xr), mse;
+    int rc = run_invert(req, s, 1, x, &o, z, xr, &mse);
+    free(xr);
+    return rc;
+}
+
 void ld_invert_handler(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
@@ -125,26 +164,8 @@ void ld_invert_handler(ld_req_t *req, void *ctx)
     z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z);
     xr = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *xr);
     mse = ld_malloc_array((size_t)n, sizeof *mse);
-    ld_err_t e;
-    int rc = z && xr && mse ? ld_invert(s->model, n, x, &o, z, xr, mse, &e) : LD_ENOMEM;
-    if (rc == LD_ENOMEM) {
-        ld_req_error(req, 503, "overloaded", "out of memory");
+    if (run_invert(req, s, n, x, &o, z, xr, mse) != 0)
         goto done;
-    }
-    if (rc != LD_OK) {
-        ld_req_error(req, 422, "unprocessable", "%s", e.msg);
-        goto done;
-    }
-    int finite = 1;
-    for (size_t i = 0; i < (size_t)n * (size_t)a->z_dim; i++)
-        finite &= isfinite(z[i]) != 0;
-    for (int i = 0; i < n; i++)
-        finite &= isfinite(mse[i]) != 0;
-    if (!finite) {
-        ld_req_error(req, 422, "non_finite_output",
-                     "the inversion diverged (values not finite): lower lr");
-        goto done;
-    }
     char sv[32];
     ld_fmt_u64(sv, (unsigned long long)o.seed);
     ld_req_header_add(req, "X-Latentd-Seed", sv);

@@ -13,6 +13,7 @@
  * 422 above): the work runs on the HTTP thread and stays near a second of
  * CPU; larger batches through the jobs engine (202) are not offered yet.
  * Errors: 404 no such model, 422 not a GAN, 400/422 bad fields (jsonarg.h).
+ * /interpolate on a GAN inverts its image end points with ld_invert_endpoint.
  *
  * Threads: an HTTP thread; the model is held by reference for the request.
  */
@@ -20,8 +21,14 @@
 #define LATENTD_INVERT_API_H
 
 #include "latentd/http.h"
+#include "latentd/registry.h"
 
 /* ctx: the ld_api_t. */
 void ld_invert_handler(ld_req_t *req, void *ctx);
+
+/* An image end point of /interpolate on a GAN: x (x_dim), a checked image,
+ * inverted with the default options and seed 0 into z (z_dim, the
+ * caller's).  0, or -1 after answering the request (422/503). */
+int ld_invert_endpoint(ld_req_t *req, const ld_served_t *s, const float *x, float *z);
 
 #endif

@@ -10,7 +10,8 @@
  *         library's refusals.
  *   http: the route's answers (JSON, PNG, .npy) and errors (not a GAN, bad
  *         shapes, out-of-range and non-finite values, limits), the daemon
- *         still serving afterwards.
+ *         still serving afterwards, and /interpolate's image end points on
+ *         a GAN (inverted first).
  */
 #define _GNU_SOURCE
 #include "testutil.h"
@@ -363,6 +364,36 @@ START_TEST(test_route_errors)
 }
 END_TEST
 
+/* /interpolate on a GAN takes an image end point: inverted first, so the
+ * path starts at (nearly) the image. */
+START_TEST(test_interpolate_image_endpoint)
+{
+    ld_dataset_t *d = test_images(1);
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"from\":{\"image\":");
+    ld_buf_json_floats(&b, d->x, 784);
+    ld_buf_puts(&b, "},\"to\":{\"seed\":1},\"steps\":2}");
+    tu_resp_t r;
+    tu_req_t q = {.port = D.port};
+    long st = tu_http_once(&r, "POST", "/v1/models/fashion-gan/interpolate", b.data, b.len, &q);
+    ck_assert_msg(st == 200, "status %ld: %.300s", st, r.body.data ? r.body.data : "");
+    const cJSON *im = tu_jget(r.json, "images");
+    ck_assert_int_eq(cJSON_GetArraySize(im), 2);
+    double se = 0;
+    int k = 0;
+    for (const cJSON *v = im->child->child; v; v = v->next, k++) {
+        double e = v->valuedouble - d->x[k];
+        se += e * e;
+    }
+    ck_assert_int_eq(k, 784);
+    printf("interpolate from an inverted image: first frame MSE %.5f\n", se / 784);
+    ck_assert_msg(se / 784 < 0.03, "first frame MSE %.5f", se / 784);
+    tu_resp_free(&r);
+    ld_buf_free(&b);
+    ld_data_free(d);
+}
+END_TEST
+
 Suite *suite_invert(void)
 {
     Suite *s = suite_create("invert");
@@ -378,6 +409,7 @@ Suite *suite_invert(void)
     tcase_add_unchecked_fixture(http, http_setup, http_teardown);
     tcase_add_test(http, test_route_answers);
     tcase_add_test(http, test_route_errors);
+    tcase_add_test(http, test_interpolate_image_endpoint);
     suite_add_tcase(s, http);
     return s;
 }
