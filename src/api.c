@@ -1008,8 +1008,6 @@ done:
 
 ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api) { return get_model(req, api); }
 
-int ld_api_max_samples(const ld_api_t *api) { return api->max_samples; }
-
 int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o)
 {
     out_opts_t oo = {FMT_JSON, 0, GRID_PAD_DEFAULT};

@@ -22,8 +22,6 @@ typedef struct {
 /* The served model named by the route's {name} (a reference: release it),
  * with X-Latentd-Model-Version added; NULL after a 404. */
 ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api);
-/* The request's max_samples (images per request). */
-int ld_api_max_samples(const ld_api_t *api);
 /* "format", "cols" and "pad" of body (NULL: the defaults). 0 or -1. */
 int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o);
 /* Images from body's "images" (rows of x_dim values in [0, 1]) or "png"
