@@ -1,6 +1,8 @@
 /* api.c — see include/latentd/api.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/api.h"
+#include "api_impl.h"
+#include "invert_api.h"
 
 #include "latentd/batch.h"
 #include "latentd/buf.h"
@@ -1041,7 +1043,8 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
     }
     char what[16];
     snprintf(what, sizeof what, "%s.%s", key, im_j ? "image" : "png");
-    if (need_encoder(req, s, "an image end point") != 0)
+    int gan = a->kind == LD_KIND_GAN; /* a GAN's image end point is inverted (invert_api.h) */
+    if (!gan && need_encoder(req, s, "an image end point") != 0)
         return -1;
     float *x = NULL, *mu = NULL, *lv = NULL;
     int n = 0;
@@ -1060,10 +1063,10 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
         if (read_images(req, api, s, ep, "image", "png", 1, &x, &n) != 0)
             return -1;
     }
-    int rc = encode_checked(req, s, 1, x, &mu, &lv);
+    int rc = gan ? ld_invert_endpoint(req, s, x, z) : encode_checked(req, s, 1, x, &mu, &lv);
     free(x);
-    if (rc != 0)
-        return -1;
+    if (rc != 0 || gan)
+        return rc;
     memcpy(z, mu, (size_t)a->z_dim * sizeof *z);
     free(mu);
     free(lv);
@@ -1153,6 +1156,33 @@ done:
     ld_served_release(s);
 }
 
+/* ------------------------------------- for handlers in other files (api_impl.h) */
+
+ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api) { return get_model(req, api); }
+
+int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o)
+{
+    out_opts_t oo = {FMT_JSON, 0, GRID_PAD_DEFAULT};
+    ld_args_t a = ld_args_json(req, body, NULL);
+    if (parse_out_opts(&a, api, FMT_JSON, &oo) != 0)
+        return -1;
+    *o = (ld_api_out_t){oo.format, oo.cols, oo.pad};
+    return 0;
+}
+
+int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *body,
+                  float **x, int *n)
+{
+    return read_images(req, api, s, body, "images", "png", api->max_samples, x, n);
+}
+
+void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
+                         const float *x, int n)
+{
+    out_opts_t oo = {o->format, o->cols, o->pad};
+    reply_binary(req, &oo, a, x, n);
+}
+
 /* ------------------------------------------------------------ registration */
 
 int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err)
@@ -1193,6 +1223,7 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"POST", "/v1/models/{name}/reconstruct", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
          h_reconstruct, api},
         {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
+        {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON, ld_invert_handler, api},
     };
     api->http = h;
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {

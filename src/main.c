@@ -4,6 +4,7 @@
 #include "latentd/data.h"
 #include "latentd/eval.h"
 #include "latentd/image.h"
+#include "latentd/invert.h"
 #include "latentd/model.h"
 #include "latentd/fsutil.h"
 #include "latentd/train.h"
@@ -13,6 +14,7 @@
 #include <math.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int ld_serve_main(int argc, char **argv);
@@ -496,6 +498,156 @@ done:
     return rc;
 }
 
+/* ---- invert: GAN inversion measured on test images ---- */
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static float median_of(const float *v, int n, float *tmp)
+{
+    memcpy(tmp, v, (size_t)n * sizeof *tmp);
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_float);
+    return n % 2 ? tmp[n / 2] : 0.5f * (tmp[n / 2 - 1] + tmp[n / 2]);
+}
+
+/* mse (n): the mean squared error of each row of a (n, d) against b (n, d). */
+static void row_mse(int n, int d, const float *a, const float *b, float *mse)
+{
+    for (int i = 0; i < n; i++) {
+        double se = 0;
+        for (int k = 0; k < d; k++) {
+            double e = (double)a[(size_t)i * d + k] - b[(size_t)i * d + k];
+            se += e * e;
+        }
+        mse[i] = (float)(se / d);
+    }
+}
+
+static int cmd_invert(int argc, char **argv)
+{
+    const char *gan = "models/fashion-gan.safetensors", *vae = "models/fashion-vae.safetensors";
+    const char *data = "fashion-mnist";
+    int n = 100, samples = 10000;
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    o.seed = 1;
+    flag_t flags[] = {
+        {"gan", F_STR, &gan, 0, 0, "GAN checkpoint to invert (models/fashion-gan.safetensors)", 0},
+        {"vae", F_STR, &vae, 0, 0, "VAE to compare with; \"\" for none (models/fashion-vae.safetensors)", 0},
+        {"data", F_STR, &data, 0, 0, "test images: fashion-mnist | PATH (test split)", 0},
+        {"n", F_INT, &n, 1, 10000, "first n test images (100)", 0},
+        {"samples", F_INT, &samples, 1, 1000000, "random samples of the nearest-neighbour baseline (10000)", 0},
+        {"steps", F_INT, &o.steps, 1, 100000, "Adam steps per start", 0},
+        {"restarts", F_INT, &o.restarts, 1, 64, "random starts per image", 0},
+        {"lr", F_FLOAT, &o.lr, 1e-6, 10, "Adam learning rate on z", 0},
+        {"z-penalty", F_FLOAT, &o.z_penalty, 0, 1e6, "weight of |z|^2 / z_dim", 0},
+        {"seed", F_U64, &o.seed, 0, 1.8e19, "seed of the starts and of the baseline (1)", 0},
+    };
+    int nf = (int)LD_ARRAY_LEN(flags);
+    if (wants_help(argc, argv)) {
+        print_flags("latentd invert [--gan FILE] [--vae FILE] [--n 100] [--samples 10000]", flags, nf);
+        return 0;
+    }
+    if (parse_flags(argc, argv, flags, nf, NULL))
+        return 2;
+    ld_err_t e;
+    ld_model_t *g = NULL, *v = NULL;
+    ld_dataset_t *d = NULL;
+    float *z = NULL, *xr = NULL, *mse = NULL, *nn = NULL, *vm = NULL, *tmp = NULL, *sz = NULL,
+          *sx = NULL, *mu = NULL, *vx = NULL;
+    int rc = 1;
+    if (ld_model_load(gan, &g, &e) || (*vae && ld_model_load(vae, &v, &e)) ||
+        ld_data_load(data, LD_SPLIT_TEST, n, &d, &e)) {
+        load_err("invert", &e);
+        goto done;
+    }
+    /* one BLAS thread: what a serving thread has */
+    ld_blas_threads(1);
+    n = d->n;
+    const int X = g->arch.x_dim, Z = g->arch.z_dim;
+    if (d->dim != X) {
+        fprintf(stderr, "latentd invert: the images have %d pixels, the GAN %d\n", d->dim, X);
+        goto done;
+    }
+    z = ld_malloc_array((size_t)n * Z, sizeof *z);
+    xr = ld_malloc_array((size_t)n * X, sizeof *xr);
+    mse = ld_malloc_array((size_t)n, sizeof *mse);
+    nn = ld_malloc_array((size_t)n, sizeof *nn);
+    vm = ld_malloc_array((size_t)n, sizeof *vm);
+    tmp = ld_malloc_array((size_t)n, sizeof *tmp);
+    sz = ld_malloc_array((size_t)samples * Z, sizeof *sz);
+    sx = ld_malloc_array((size_t)samples * X, sizeof *sx);
+    if (!z || !xr || !mse || !nn || !vm || !tmp || !sz || !sx) {
+        fprintf(stderr, "latentd invert: out of memory\n");
+        goto done;
+    }
+    /* the baseline: the nearest of `samples` random images, by MSE */
+    ld_model_draw_z(g, o.seed ^ 0x5eed, 1.0f, samples, sz);
+    if (ld_model_decode(g, samples, sz, sx, &e)) {
+        load_err("invert", &e);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        double best = INFINITY;
+        const float *xi = d->x + (size_t)i * X;
+        for (int s = 0; s < samples && best > 0; s++) {
+            const float *p = sx + (size_t)s * X;
+            double se = 0;
+            for (int k = 0; k < X && se < best * X; k++) {
+                double df = (double)p[k] - xi[k];
+                se += df * df;
+            }
+            if (se / X < best)
+                best = se / X;
+        }
+        nn[i] = (float)best;
+    }
+    double t0 = ld_now();
+    clock_t c0 = clock();
+    if (ld_invert(g, n, d->x, &o, z, xr, mse, &e)) {
+        load_err("invert", &e);
+        goto done;
+    }
+    double dt = ld_now() - t0, cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    int wins = 0;
+    for (int i = 0; i < n; i++)
+        wins += mse[i] < nn[i];
+    printf("invert %s on %s: %d images, steps %d, restarts %d, lr %g, z-penalty %g, seed %llu\n",
+           gan, d->name, n, o.steps, o.restarts, (double)o.lr, (double)o.z_penalty,
+           (unsigned long long)o.seed);
+    printf("time %.3f s wall, %.3f s CPU (%.1f ms CPU per image; one BLAS thread, all images "
+           "in one batch)\n",
+           dt, cpu, 1e3 * cpu / n);
+    printf("beats the nearest of %d samples: %d of %d images (%.1f%%)\n", samples, wins, n,
+           100.0 * wins / n);
+    printf("median MSE: inversion %.5f, nearest sample %.5f", (double)median_of(mse, n, tmp),
+           (double)median_of(nn, n, tmp));
+    if (v) {
+        mu = ld_malloc_array((size_t)n * v->arch.z_dim, sizeof *mu);
+        vx = ld_malloc_array((size_t)n * X, sizeof *vx);
+        if (!mu || !vx || v->arch.x_dim != X || ld_model_encode(v, n, d->x, mu, NULL, &e) ||
+            ld_model_decode(v, n, mu, vx, &e)) {
+            printf("\n");
+            fprintf(stderr, "latentd invert: the VAE cannot reconstruct these images\n");
+            goto done;
+        }
+        row_mse(n, X, vx, d->x, vm);
+        printf(", VAE reconstruction (decode of mu) %.5f", (double)median_of(vm, n, tmp));
+    }
+    printf("\n");
+    rc = 0;
+done:
+    free(z), free(xr), free(mse), free(nn), free(vm), free(tmp), free(sz), free(sx), free(mu),
+        free(vx);
+    ld_model_free(g);
+    ld_model_free(v);
+    ld_data_free(d);
+    return rc;
+}
+
 /* ---- info ---- */
 
 static int cmd_info(int argc, char **argv)
@@ -568,6 +720,7 @@ static void usage(FILE *f)
                "  train    train a VAE, GAN or classifier and write a .safetensors checkpoint\n"
                "  sample   draw images from a checkpoint into a PNG grid or a .npy array\n"
                "  eval     test negative ELBO (VAE), class shares and Frechet distance (GAN), accuracy (classifier)\n"
+               "  invert   GAN inversion on test images against the nearest-sample baseline\n"
                "  info     print a checkpoint's kind, architecture, size and training record\n"
                "  serve    run the HTTP daemon\n"
                "  version  print the version\n",
@@ -589,6 +742,8 @@ int main(int argc, char **argv)
         return cmd_sample(argc, argv);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "invert"))
+        return cmd_invert(argc, argv);
     if (!strcmp(cmd, "info"))
         return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench-gemm"))

@@ -143,7 +143,8 @@ void ld_mlp_backward(const ld_mlp_t *net, const float *params, float *grads, ld_
         int in = net->size[i], out = net->size[i + 1];
         float *dst = i > 0 ? gnext : dx;
         ld_dense_backward(b, in, out, layer_input(ws, i), params + net->w_off[i], g,
-                          grads + net->w_off[i], grads + net->b_off[i], dst);
+                          grads ? grads + net->w_off[i] : NULL,
+                          grads ? grads + net->b_off[i] : NULL, dst);
         if (i == 0)
             break;
         size_t n = (size_t)b * in;

@@ -244,15 +244,17 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
                        float *gw, float *gb, float *dx)
 {
     const int rows = slice_rows(B, in, out);
-    /* gw (out, in) += dy^T (out, B) * x (B, in), a slice of the batch at a time */
-    for (int r0 = 0, n; r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
-                    dy + (size_t)r0 * out, out, x + (size_t)r0 * in, in, 1.0f, gw, in);
-    /* gb (out) += column sums of dy */
-    for (int i = 0; i < B; i++) {
-        const float *row = dy + (size_t)i * out;
-        for (int j = 0; j < out; j++)
-            gb[j] += row[j];
+    if (gw) {
+        /* gw (out, in) += dy^T (out, B) * x (B, in), a slice of the batch at a time */
+        for (int r0 = 0, n; r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
+                        dy + (size_t)r0 * out, out, x + (size_t)r0 * in, in, 1.0f, gw, in);
+        /* gb (out) += column sums of dy */
+        for (int i = 0; i < B; i++) {
+            const float *row = dy + (size_t)i * out;
+            for (int j = 0; j < out; j++)
+                gb[j] += row[j];
+        }
     }
     /* dx (B, in) = dy (B, out) * w (out, in) */
     for (int r0 = 0, n; dx && r0 < B && (n = slice_at(B, r0, rows)) > 0; r0 += rows)

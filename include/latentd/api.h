@@ -14,6 +14,7 @@
  *   POST   /v1/models/{name}/decode         inference token
  *   POST   /v1/models/{name}/reconstruct    inference token (VAE)
  *   POST   /v1/models/{name}/interpolate    inference token
+ *   POST   /v1/models/{name}/invert         inference token (GAN; invert_api.h)
  * (README.md documents every body and response with a curl example.)
  * ld_api_register also adds the /v2 routes of v2.h.
  *

@@ -60,7 +60,7 @@ void ld_mlp_ws_free(ld_mlp_ws_t *ws);
 const float *ld_mlp_forward(const ld_mlp_t *net, const float *params, ld_mlp_ws_t *ws, int b,
                             const float *x, ld_rng_t *rng);
 /* dout (b, size[n_layers]) = dLoss/d(output) -> grads += dLoss/dparams (same
- * layout as params), dx (b, size[0]) = dLoss/dx if dx != NULL.
+ * layout as params; grads NULL: none), dx (b, size[0]) = dLoss/dx if dx != NULL.
  * Uses the activations of the last forward on ws. */
 void ld_mlp_backward(const ld_mlp_t *net, const float *params, float *grads, ld_mlp_ws_t *ws,
                      int b, const float *dout, float *dx);

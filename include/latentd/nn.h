@@ -83,7 +83,8 @@ void ld_act_backward(ld_act_t a, float slope, size_t n, const float *y, const fl
 /* x (B, in), w (out, in), b (out) -> y (B, out) */
 void ld_dense_forward(int B, int in, int out, const float *x, const float *w, const float *b,
                       float *y);
-/* dy (B, out) -> gw (out, in) += dy^T x, gb (out) += colsum(dy), dx (B, in) = dy w (dx may be NULL) */
+/* dy (B, out) -> gw (out, in) += dy^T x, gb (out) += colsum(dy), dx (B, in) = dy w.
+ * dx may be NULL; gw and gb may both be NULL (only dx wanted, e.g. inversion). */
 void ld_dense_backward(int B, int in, int out, const float *x, const float *w, const float *dy,
                        float *gw, float *gb, float *dx);
 

@@ -1,0 +1,158 @@
+/* invert.c — GAN inversion by Adam on z. See invert.h. */
+#include "latentd/invert.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Scratch of one inversion of b rows: the generator's activations and the
+ * gradient buffers, one allocation besides the net's own. */
+typedef struct {
+    ld_mlp_ws_t g;
+    float *mem;
+    float *dout; /* (b, x_dim) d loss / d G(z) */
+    float *dz;   /* (b, z_dim) */
+    float *m, *v; /* (b, z_dim) Adam's moments */
+} inv_ws_t;
+
+static void inv_ws_free(inv_ws_t *w)
+{
+    ld_mlp_ws_free(&w->g);
+    free(w->mem);
+    w->mem = NULL;
+}
+
+static int inv_ws_init(inv_ws_t *w, const ld_model_t *m, int b, ld_err_t *err)
+{
+    size_t X = (size_t)m->arch.x_dim, Z = (size_t)m->arch.z_dim;
+    memset(w, 0, sizeof *w);
+    w->mem = ld_malloc_array((size_t)b * (X + 3 * Z), sizeof(float));
+    /* training = 0: no dropout buffers (the generator has no dropout) */
+    if (!w->mem || ld_mlp_ws_init(&w->g, &m->nets[LD_GAN_G], b, 0)) {
+        inv_ws_free(w);
+        return ld_err_set(err, LD_ENOMEM, "out of memory for inverting %d rows", b);
+    }
+    w->dout = w->mem;
+    w->dz = w->dout + (size_t)b * X;
+    w->m = w->dz + (size_t)b * Z;
+    w->v = w->m + (size_t)b * Z;
+    return LD_OK;
+}
+
+/* Forward G on z (b, Z), the loss of each row against x (b, X) into loss
+ * (b), and, when dz != NULL, its gradient (b, Z).  Returns G(z) (in w). */
+static const float *loss_grad(const ld_model_t *m, inv_ws_t *w, int b, const float *z,
+                              const float *x, float pen, double *loss, float *dz)
+{
+    const ld_mlp_t *G = &m->nets[LD_GAN_G];
+    const int X = m->arch.x_dim, Z = m->arch.z_dim;
+    const float *xh = ld_mlp_forward(G, m->params, &w->g, b, z, NULL); /* (b, X) */
+    const float sx = 2.0f / (float)X, sz = 2.0f * pen / (float)Z;
+    for (int r = 0; r < b; r++) {
+        const float *p = xh + (size_t)r * X, *t = x + (size_t)r * X;
+        float *d = w->dout + (size_t)r * X;
+        double se = 0, zz = 0;
+        for (int i = 0; i < X; i++) {
+            float e = p[i] - t[i];
+            se += (double)e * e;
+            d[i] = sx * e;
+        }
+        const float *zr = z + (size_t)r * Z;
+        for (int i = 0; i < Z; i++)
+            zz += (double)zr[i] * zr[i];
+        loss[r] = se / X + (double)pen * zz / Z;
+    }
+    if (dz) {
+        ld_mlp_backward(G, m->params, NULL, &w->g, b, w->dout, dz);
+        if (pen > 0)
+            for (size_t i = 0; i < (size_t)b * Z; i++)
+                dz[i] += sz * z[i];
+    }
+    return xh;
+}
+
+static int need_gan(const ld_model_t *m, ld_err_t *err)
+{
+    if (m->arch.kind != LD_KIND_GAN)
+        return ld_err_set(err, LD_EUNSUPPORTED, "only a GAN can be inverted (this is a %s)",
+                          ld_kind_name(m->arch.kind));
+    return LD_OK;
+}
+
+int ld_invert_loss(const ld_model_t *m, int b, const float *z, const float *x, float z_penalty,
+                   double *loss, float *dz, ld_err_t *err)
+{
+    inv_ws_t w;
+    int rc = need_gan(m, err);
+    if (rc || (rc = inv_ws_init(&w, m, b, err)))
+        return rc;
+    loss_grad(m, &w, b, z, x, z_penalty, loss, dz);
+    inv_ws_free(&w);
+    return LD_OK;
+}
+
+void ld_invert_opts_default(ld_invert_opts_t *o)
+{
+    *o = (ld_invert_opts_t){.steps = LD_INVERT_STEPS_DEFAULT,
+                            .restarts = LD_INVERT_RESTARTS_DEFAULT,
+                            .seed = 0,
+                            .lr = (float)LD_INVERT_LR_DEFAULT,
+                            .z_penalty = (float)LD_INVERT_PENALTY_DEFAULT};
+}
+
+int ld_invert(const ld_model_t *m, int n, const float *x, const ld_invert_opts_t *o, float *z,
+              float *xr, float *mse, ld_err_t *err)
+{
+    int rc = need_gan(m, err);
+    if (rc)
+        return rc;
+    if (n < 1 || o->steps < 1 || o->restarts < 1 || !(o->lr > 0) || !(o->z_penalty >= 0) ||
+        (long long)n * o->restarts > LD_INVERT_MAX_ROWS)
+        return ld_err_set(err, LD_EINVAL,
+                          "inversion needs n >= 1, steps >= 1, restarts >= 1, lr > 0, "
+                          "z_penalty >= 0 and n * restarts <= %d",
+                          LD_INVERT_MAX_ROWS);
+    const int X = m->arch.x_dim, Z = m->arch.z_dim, R = o->restarts, b = n * R;
+    inv_ws_t w;
+    if ((rc = inv_ws_init(&w, m, b, err)))
+        return rc;
+    float *zs = ld_malloc_array((size_t)b * Z, sizeof *zs);   /* (b, Z): row r * n + i */
+    float *xs = ld_malloc_array((size_t)b * X, sizeof *xs);   /* x repeated per start */
+    double *loss = ld_malloc_array((size_t)b, sizeof *loss);
+    if (!zs || !xs || !loss) {
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory for inverting %d rows", b);
+        goto done;
+    }
+    /* start r of image i is row r * n + i: the first n rows are what a
+     * single-start request with this seed draws */
+    ld_model_draw_z(m, o->seed, 1.0f, b, zs);
+    for (int r = 0; r < R; r++)
+        memcpy(xs + (size_t)r * n * X, x, (size_t)n * X * sizeof *xs);
+    memset(w.m, 0, (size_t)b * Z * sizeof(float));
+    memset(w.v, 0, (size_t)b * Z * sizeof(float));
+    const ld_adam_cfg_t adam = {o->lr, 0.9f, 0.999f, 1e-8f};
+    for (int t = 1; t <= o->steps; t++) {
+        loss_grad(m, &w, b, zs, xs, o->z_penalty, loss, w.dz);
+        ld_adam_step(&adam, t, (size_t)b * Z, zs, w.dz, w.m, w.v);
+    }
+    const float *xh = loss_grad(m, &w, b, zs, xs, o->z_penalty, loss, NULL);
+    for (int i = 0; i < n; i++) {
+        int best = i;
+        for (int r = 1; r < R; r++)
+            if (loss[r * n + i] < loss[best])
+                best = r * n + i;
+        memcpy(z + (size_t)i * Z, zs + (size_t)best * Z, (size_t)Z * sizeof *z);
+        memcpy(xr + (size_t)i * X, xh + (size_t)best * X, (size_t)X * sizeof *xr);
+        double se = 0;
+        for (int k = 0; k < X; k++) {
+            double e = (double)xh[(size_t)best * X + k] - x[(size_t)i * X + k];
+            se += e * e;
+        }
+        mse[i] = (float)(se / X);
+    }
+done:
+    free(zs);
+    free(xs);
+    free(loss);
+    inv_ws_free(&w);
+    return rc;
+}

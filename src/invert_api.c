@@ -1,0 +1,187 @@
+/* invert_api.c — POST /v1/models/{name}/invert. See invert_api.h. */
+#include "invert_api.h"
+
+#include "api_impl.h"
+#include "latentd/invert.h"
+#include "latentd/jsonarg.h"
+
+#include <math.h>
+#include <string.h>
+
+#define INVERT_MAX_IMAGES 8
+#define INVERT_MAX_STEPS 1000
+#define INVERT_MAX_RESTARTS 8
+/* images * restarts * steps: generator rows run forward and backward, kept
+ * to about a second of one thread's CPU (docs/invert.md has the timings) */
+#define INVERT_MAX_WORK 10000
+#define INVERT_LR_MAX 10.0
+#define INVERT_PENALTY_MAX 100.0
+
+/* The options of body into o; 0, or -1 answered. */
+static int read_opts(ld_req_t *req, const ld_args_t *a, ld_invert_opts_t *o)
+{
+    long long steps, restarts;
+    double lr, pen;
+    int seeded;
+    ld_invert_opts_default(o);
+    if (ld_arg_int(a, "steps", 1, INVERT_MAX_STEPS, o->steps, &steps) != 0 ||
+        ld_arg_int(a, "restarts", 1, INVERT_MAX_RESTARTS, o->restarts,
+                   &restarts) != 0 ||
+        ld_arg_seed(a, "seed", &seeded, &o->seed) != 0 ||
+        ld_arg_number(a, "lr", 0, INVERT_LR_MAX, LD_INVERT_LR_DEFAULT, &lr) != 0 ||
+        ld_arg_number(a, "z_penalty", 0, INVERT_PENALTY_MAX,
+                      LD_INVERT_PENALTY_DEFAULT, &pen) != 0)
+        return -1;
+    if (!(lr > 0)) {
+        ld_req_error(req, 422, "invalid_value", "lr must be > 0 (got 0)");
+        return -1;
+    }
+    o->steps = (int)steps;
+    o->restarts = (int)restarts;
+    o->lr = (float)lr;
+    o->z_penalty = (float)pen;
+    if (!seeded)
+        o->seed = ld_api_random_seed();
+    return 0;
+}
+
+/* n images within the per-request limits; 0, or -1 answered. */
+static int check_limits(ld_req_t *req, int n, const ld_invert_opts_t *o)
+{
+    if (n > INVERT_MAX_IMAGES) {
+        ld_req_error(req, 413, "too_many_images",
+                     "%d images; inversion takes at most %d per request (it runs while the "
+                     "request waits): send them in several requests",
+                     n, INVERT_MAX_IMAGES);
+        return -1;
+    }
+    long long work = (long long)n * o->restarts * o->steps;
+    if (work > INVERT_MAX_WORK) {
+        ld_req_error(req, 422, "too_much_work",
+                     "images * restarts * steps = %d * %d * %d = %lld; at most %d per request: "
+                     "lower steps or restarts, or send fewer images",
+                     n, o->restarts, o->steps, work, INVERT_MAX_WORK);
+        return -1;
+    }
+    return 0;
+}
+
+static void reply_json(ld_req_t *req, const ld_served_t *s, const ld_invert_opts_t *o, int n,
+                       const float *z, const float *mse, const float *xr)
+{
+    const ld_arch_t *a = &s->model->arch;
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"model\":");
+    ld_buf_json_str(&b, s->name);
+    ld_buf_printf(&b, ",\"seed\":%llu,\"steps\":%d,\"restarts\":%d,\"lr\":%.6g,\"z_penalty\":%.6g",
+                  (unsigned long long)o->seed, o->steps, o->restarts, (double)o->lr,
+                  (double)o->z_penalty);
+    ld_buf_printf(&b, ",\"shape\":[%d,%d,%d],\"z\":", n, a->img_h, a->img_w);
+    ld_buf_json_matrix(&b, z, (size_t)n, (size_t)a->z_dim);
+    ld_buf_puts(&b, ",\"mse\":");
+    ld_buf_json_floats(&b, mse, (size_t)n);
+    ld_buf_puts(&b, ",\"images\":");
+    ld_buf_json_matrix(&b, xr, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(&b, '}');
+    ld_req_reply_json(req, 200, &b);
+}
+
+/* X-Latentd-Mse: the per-image MSE, comma-separated (binary answers). */
+static void mse_header(ld_req_t *req, int n, const float *mse)
+{
+    char h[INVERT_MAX_IMAGES * 16];
+    size_t k = 0;
+    for (int i = 0; i < n && k < sizeof h; i++)
+        k += (size_t)snprintf(h + k, sizeof h - k, i ? ",%.6g" : "%.6g", (double)mse[i]);
+    ld_req_header_add(req, "X-Latentd-Mse", h);
+}
+
+/* Invert x (n, x_dim) into z, xr (n, ...) and mse (n); 0, or -1 answered. */
+static int run_invert(ld_req_t *req, const ld_served_t *s, int n, const float *x,
+                      const ld_invert_opts_t *o, float *z, float *xr, float *mse)
+{
+    const ld_arch_t *a = &s->model->arch;
+    ld_err_t e;
+    int rc = z && xr && mse ? ld_invert(s->model, n, x, o, z, xr, mse, &e) : LD_ENOMEM;
+    if (rc == LD_ENOMEM) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return -1;
+    }
+    if (rc != LD_OK) {
+        ld_req_error(req, 422, "unprocessable", "%s", e.msg);
+        return -1;
+    }
+    int finite = 1;
+    for (size_t i = 0; i < (size_t)n * (size_t)a->z_dim; i++)
+        finite &= isfinite(z[i]) != 0;
+    for (int i = 0; i < n; i++)
+        finite &= isfinite(mse[i]) != 0;
+    if (!finite) {
+        ld_req_error(req, 422, "non_finite_output",
+                     "the inversion diverged (values not finite): lower lr");
+        return -1;
+    }
+    return 0;
+}
+
+int ld_invert_endpoint(ld_req_t *req, const ld_served_t *s, const float *x, float *z)
+{
+    const ld_arch_t *a = &s->model->arch;
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    float *xr = ld_malloc_array((size_t)a->x_dim, sizeof *xr), mse;
+    int rc = run_invert(req, s, 1, x, &o, z, xr, &mse);
+    free(xr);
+    return rc;
+}
+
+void ld_invert_handler(ld_req_t *req, void *ctx)
+{
+    ld_api_t *api = ctx;
+    static const char *const fields[] = {"images", "png",  "steps",  "restarts", "seed",
+                                         "lr",     "z_penalty", "format", "cols", "pad", NULL};
+    const cJSON *body = ld_req_json(req);
+    ld_invert_opts_t o;
+    ld_api_out_t out;
+    ld_args_t args = ld_args_json(req, body, NULL);
+    ld_args_t q = ld_args_query(req);
+    if (ld_arg_fields(&q, NULL) != 0 || ld_arg_fields(&args, fields) != 0 ||
+        read_opts(req, &args, &o) != 0 ||
+        ld_api_out_opts(req, api, body, &out) != 0)
+        return;
+    ld_served_t *s = ld_api_model(req, api);
+    if (!s)
+        return;
+    const ld_arch_t *a = &s->model->arch;
+    float *x = NULL, *z = NULL, *xr = NULL, *mse = NULL;
+    int n = 0;
+    if (a->kind != LD_KIND_GAN) {
+        ld_req_error(req, 422, "unsupported",
+                     "model '%s' is a %s: only a GAN is inverted (a VAE encodes: use "
+                     "/encode or /reconstruct)",
+                     s->name, ld_kind_name(a->kind));
+        goto done;
+    }
+    if (ld_api_images(req, api, s, body, &x, &n) != 0 || check_limits(req, n, &o) != 0)
+        goto done;
+    z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z);
+    xr = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *xr);
+    mse = ld_malloc_array((size_t)n, sizeof *mse);
+    if (run_invert(req, s, n, x, &o, z, xr, mse) != 0)
+        goto done;
+    char sv[32];
+    ld_fmt_u64(sv, (unsigned long long)o.seed);
+    ld_req_header_add(req, "X-Latentd-Seed", sv);
+    if (out.format != 0) {
+        mse_header(req, n, mse);
+        ld_api_reply_binary(req, &out, a, xr, n);
+    } else {
+        reply_json(req, s, &o, n, z, mse, xr);
+    }
+done:
+    free(x);
+    free(z);
+    free(xr);
+    free(mse);
+    ld_served_release(s);
+}

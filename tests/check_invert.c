@@ -1,0 +1,415 @@
+/* check_invert.c — GAN inversion (src/invert.c) and its route
+ * POST /v1/models/{name}/invert (src/invert_api.c).
+ *
+ * Real data throughout: the shipped models/fashion-gan.safetensors and
+ * fashion-vae.safetensors, Debian's Fashion-MNIST test images, and, for the
+ * route, the real daemon (LD_BIN) driven with libcurl.
+ *   core: the input gradient against central finite differences,
+ *         determinism for a seed, an image generated from a known z
+ *         inverted far below the nearest-random-sample baseline, and the
+ *         library's refusals.
+ *   http: the route's answers (JSON, PNG, .npy) and errors (not a GAN, bad
+ *         shapes, out-of-range and non-finite values, limits), the daemon
+ *         still serving afterwards, and /interpolate's image end points on
+ *         a GAN (inverted first).
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+#include "tu_daemon.h"
+
+#include "latentd/data.h"
+#include "latentd/image.h"
+#include "latentd/invert.h"
+#include "latentd/model.h"
+
+#include <string.h>
+
+#define GAN_FILE "models/fashion-gan.safetensors"
+#define VAE_FILE "models/fashion-vae.safetensors"
+#define ASAN_SLOWDOWN 4
+
+static ld_model_t *load(const char *path)
+{
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_model_load(path, &m, &e) == LD_OK, "load %s: %s", path, e.msg);
+    return m;
+}
+
+static ld_dataset_t *test_images(int n)
+{
+    ld_dataset_t *d = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TEST, n, &d, &e) == LD_OK,
+                  "fashion-mnist: %s", e.msg);
+    return d;
+}
+
+/* ================================================================ core */
+
+/* d loss / d z from the generator's backward against central differences
+ * (double-precision steps of a float net: 1e-2 keeps rounding small against
+ * the curvature), with and without the norm penalty. */
+START_TEST(test_input_gradient)
+{
+    ld_model_t *g = load(GAN_FILE);
+    ld_dataset_t *d = test_images(3);
+    const int b = 3, Z = g->arch.z_dim;
+    float *z = malloc((size_t)b * Z * sizeof *z), *dz = malloc((size_t)b * Z * sizeof *dz);
+    double loss[3], lp[3], lm[3];
+    ld_err_t e;
+    const float pens[2] = {0.0f, 1.0f};
+    for (int p = 0; p < 2; p++) {
+        ld_model_draw_z(g, 11, 1.0f, b, z);
+        ck_assert_int_eq(ld_invert_loss(g, b, z, d->x, pens[p], loss, dz, &e), LD_OK);
+        double num = 0, den = 0, worst = 0;
+        for (int k = 0; k < Z; k += 3) {
+            const float h = 1e-2f;
+            float *zk[3];
+            for (int r = 0; r < b; r++)
+                zk[r] = &z[(size_t)r * Z + k];
+            float keep[3];
+            for (int r = 0; r < b; r++) {
+                keep[r] = *zk[r];
+                *zk[r] = keep[r] + h;
+            }
+            ld_invert_loss(g, b, z, d->x, pens[p], lp, NULL, &e);
+            for (int r = 0; r < b; r++)
+                *zk[r] = keep[r] - h;
+            ld_invert_loss(g, b, z, d->x, pens[p], lm, NULL, &e);
+            for (int r = 0; r < b; r++) {
+                *zk[r] = keep[r];
+                double fd = (lp[r] - lm[r]) / (2.0 * h), an = dz[(size_t)r * Z + k];
+                num += (fd - an) * (fd - an);
+                den += fd * fd;
+                if (fabs(fd - an) > worst)
+                    worst = fabs(fd - an);
+            }
+        }
+        double rel = sqrt(num / den);
+        printf("invert gradient (penalty %g): |fd - backward| / |fd| = %.2e, largest difference %.2e\n",
+               (double)pens[p], rel, worst);
+        ck_assert_msg(den > 0 && rel < 2e-2, "penalty %g: relative gradient error %.3e",
+                      (double)pens[p], rel);
+    }
+    free(z);
+    free(dz);
+    ld_data_free(d);
+    ld_model_free(g);
+}
+END_TEST
+
+/* Same seed, same bytes; another seed, other starts (and so another z). */
+START_TEST(test_deterministic_for_seed)
+{
+    ld_model_t *g = load(GAN_FILE);
+    ld_dataset_t *d = test_images(2);
+    const int n = 2, Z = g->arch.z_dim, X = g->arch.x_dim;
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    o.steps = 40;
+    o.restarts = 3;
+    o.seed = 42;
+    float *z[3], *x[3], mse[3][2];
+    ld_err_t e;
+    for (int t = 0; t < 3; t++) {
+        z[t] = malloc((size_t)n * Z * sizeof(float));
+        x[t] = malloc((size_t)n * X * sizeof(float));
+        if (t == 2)
+            o.seed = 43;
+        ck_assert_int_eq(ld_invert(g, n, d->x, &o, z[t], x[t], mse[t], &e), LD_OK);
+    }
+    ck_assert(memcmp(z[0], z[1], (size_t)n * Z * sizeof(float)) == 0);
+    ck_assert(memcmp(x[0], x[1], (size_t)n * X * sizeof(float)) == 0);
+    ck_assert(memcmp(mse[0], mse[1], sizeof mse[0]) == 0);
+    ck_assert(memcmp(z[0], z[2], (size_t)n * Z * sizeof(float)) != 0);
+    for (int t = 0; t < 3; t++)
+        free(z[t]), free(x[t]);
+    ld_data_free(d);
+    ld_model_free(g);
+}
+END_TEST
+
+/* Images G(z*) of known latents: inversion from other starts finds an image
+ * whose MSE is far below that of the nearest of 2000 random samples. */
+START_TEST(test_known_z_far_below_baseline)
+{
+    ld_model_t *g = load(GAN_FILE);
+    const int n = 4, S = 2000, Z = g->arch.z_dim, X = g->arch.x_dim;
+    float *zs = malloc((size_t)n * Z * sizeof *zs), *x = malloc((size_t)n * X * sizeof *x);
+    float *z = malloc((size_t)n * Z * sizeof *z), *xr = malloc((size_t)n * X * sizeof *xr);
+    float *sz = malloc((size_t)S * Z * sizeof *sz), *sx = malloc((size_t)S * X * sizeof *sx);
+    float mse[4];
+    ld_err_t e;
+    ld_model_draw_z(g, 2026, 1.0f, n, zs);
+    ck_assert_int_eq(ld_model_decode(g, n, zs, x, &e), LD_OK);
+    ld_model_draw_z(g, 99, 1.0f, S, sz);
+    ck_assert_int_eq(ld_model_decode(g, S, sz, sx, &e), LD_OK);
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    o.seed = 5; /* not 2026: the starts are not the answer */
+    ck_assert_int_eq(ld_invert(g, n, x, &o, z, xr, mse, &e), LD_OK);
+    for (int i = 0; i < n; i++) {
+        double best = INFINITY;
+        for (int s = 0; s < S; s++) {
+            double se = 0;
+            for (int k = 0; k < X; k++) {
+                double df = (double)sx[(size_t)s * X + k] - x[(size_t)i * X + k];
+                se += df * df;
+            }
+            best = se / X < best ? se / X : best;
+        }
+        printf("invert known z, image %d: MSE %.5f, nearest of %d samples %.5f\n", i,
+               (double)mse[i], S, best);
+        ck_assert_msg(mse[i] * 10 < best, "image %d: inversion MSE %.5f vs baseline %.5f", i,
+                      (double)mse[i], best);
+    }
+    free(zs), free(x), free(z), free(xr), free(sz), free(sx);
+    ld_model_free(g);
+}
+END_TEST
+
+START_TEST(test_refusals)
+{
+    ld_model_t *v = load(VAE_FILE), *g = load(GAN_FILE);
+    float x[784] = {0}, z[100], xr[784], mse[1];
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    ld_err_t e;
+    ck_assert_int_eq(ld_invert(v, 1, x, &o, z, xr, mse, &e), LD_EUNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(e.msg, "GAN"));
+    o.steps = 0;
+    ck_assert_int_eq(ld_invert(g, 1, x, &o, z, xr, mse, &e), LD_EINVAL);
+    ld_invert_opts_default(&o);
+    o.lr = NAN;
+    ck_assert_int_eq(ld_invert(g, 1, x, &o, z, xr, mse, &e), LD_EINVAL);
+    ld_model_free(v);
+    ld_model_free(g);
+}
+END_TEST
+
+/* ================================================================ http */
+
+static tu_daemon_t D;
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    ck_assert_msg(in && out, "copy %s -> %s", from, to);
+    char buf[65536];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
+        ck_assert(fwrite(buf, 1, k, out) == k);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+}
+
+static void http_setup(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_dirs(&D, ASAN_SLOWDOWN);
+    char p[1024], text[2048];
+    snprintf(p, sizeof p, "%s/fashion-gan.safetensors", D.models);
+    copy_file(GAN_FILE, p);
+    snprintf(p, sizeof p, "%s/fashion-vae.safetensors", D.models);
+    copy_file(VAE_FILE, p);
+    snprintf(text, sizeof text,
+             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
+             "max_samples = 64\nrequest_timeout = 60\n",
+             D.models, D.state);
+    tu_write_file(D.conf, text);
+    tu_daemon_start(&D, NULL);
+}
+
+static void http_teardown(void)
+{
+    tu_daemon_teardown(&D, 30);
+    curl_global_cleanup();
+}
+
+static long post(tu_resp_t *r, const char *model, const char *json)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%s/invert", model);
+    tu_req_t q = {.port = D.port};
+    return tu_http_once(r, "POST", path, json, strlen(json), &q);
+}
+
+/* {"images":[<n rows of 784 values: test image i, or v everywhere when
+ * v >= 0>], <extra>} */
+static char *images_body(int n, double v, const char *extra)
+{
+    ld_dataset_t *d = test_images(n);
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"images\":[");
+    for (int i = 0; i < n; i++) {
+        ld_buf_puts(&b, i ? ",[" : "[");
+        for (int k = 0; k < 784; k++)
+            ld_buf_printf(&b, k ? ",%.6g" : "%.6g", v >= 0 ? v : (double)d->x[(size_t)i * 784 + k]);
+        ld_buf_putc(&b, ']');
+    }
+    ld_buf_printf(&b, "]%s%s}", extra && *extra ? "," : "", extra ? extra : "");
+    ld_data_free(d);
+    return b.data;
+}
+
+START_TEST(test_route_answers)
+{
+    tu_resp_t r, r2;
+    char *body = images_body(2, -1, "\"steps\":100,\"restarts\":2,\"seed\":5");
+    double t0 = tu_now();
+    ck_assert_int_eq(post(&r, "fashion-gan", body), 200);
+    printf("invert route: 2 images, 100 steps, 2 restarts: %.3f s wall\n", tu_now() - t0);
+    ck_assert_ptr_nonnull(r.json);
+    const cJSON *z = tu_jget(r.json, "z"), *mse = tu_jget(r.json, "mse");
+    const cJSON *im = tu_jget(r.json, "images");
+    ck_assert_int_eq(cJSON_GetArraySize(z), 2);
+    ck_assert_int_eq(cJSON_GetArraySize(z->child), 100);
+    ck_assert_int_eq(cJSON_GetArraySize(im), 2);
+    ck_assert_int_eq(cJSON_GetArraySize(im->child), 784);
+    ck_assert_int_eq(cJSON_GetArraySize(mse), 2);
+    for (const cJSON *m = mse->child; m; m = m->next)
+        ck_assert_msg(m->valuedouble > 0 && m->valuedouble < 0.05, "mse %g", m->valuedouble);
+    ck_assert_int_eq((int)tu_jget(r.json, "seed")->valuedouble, 5);
+    ck_assert(tu_json_all_finite(r.json));
+    /* deterministic for a seed: the same bytes again */
+    ck_assert_int_eq(post(&r2, "fashion-gan", body), 200);
+    ck_assert_uint_eq(r.body.len, r2.body.len);
+    ck_assert(memcmp(r.body.data, r2.body.data, r.body.len) == 0);
+    tu_resp_free(&r);
+    tu_resp_free(&r2);
+    free(body);
+
+    /* PNG and .npy: the reconstructions, the MSE in a header */
+    char hv[256];
+    body = images_body(2, -1, "\"steps\":20,\"restarts\":1,\"seed\":5,\"format\":\"png\"");
+    ck_assert_int_eq(post(&r, "fashion-gan", body), 200);
+    ck_assert(r.body.len > 8 && memcmp(r.body.data, "\x89PNG", 4) == 0);
+    ck_assert_ptr_nonnull(tu_hdr(&r, "X-Latentd-Mse", hv, sizeof hv));
+    ck_assert_ptr_nonnull(strchr(hv, ','));
+    tu_resp_free(&r);
+    free(body);
+    body = images_body(2, -1, "\"steps\":20,\"restarts\":1,\"seed\":5,\"format\":\"npy\"");
+    ck_assert_int_eq(post(&r, "fashion-gan", body), 200);
+    float *x = NULL;
+    int nd = 0;
+    int64_t shape[4];
+    ld_err_t e;
+    ck_assert_int_eq(ld_npy_decode(r.body.data, r.body.len, &x, &nd, shape, &e), LD_OK);
+    ck_assert_int_eq(nd, 3);
+    ck_assert(shape[0] == 2 && shape[1] == 28 && shape[2] == 28);
+    free(x);
+    tu_resp_free(&r);
+    free(body);
+}
+END_TEST
+
+START_TEST(test_route_errors)
+{
+    static const struct {
+        const char *model, *extra;
+        int n;
+        double v;
+        long status;
+        const char *code, *msg;
+    } cases[] = {
+        {"fashion-vae", "", 1, -1, 422, "unsupported", "only a GAN"},
+        {"nope", "", 1, -1, 404, "model_not_found", NULL},
+        {"fashion-gan", "", 1, 1.5, 422, "invalid_value", "images"},
+        {"fashion-gan", "\"steps\":0", 1, -1, 422, "invalid_value", "steps"},
+        {"fashion-gan", "\"steps\":1001", 1, -1, 422, "invalid_value", "steps"},
+        {"fashion-gan", "\"restarts\":9", 1, -1, 422, "invalid_value", "restarts"},
+        {"fashion-gan", "\"lr\":0", 1, -1, 422, "invalid_value", "lr"},
+        {"fashion-gan", "\"lr\":1e999", 1, -1, 422, "invalid_value", "lr"},
+        {"fashion-gan", "\"z_penalty\":-1", 1, -1, 422, "invalid_value", "z_penalty"},
+        {"fashion-gan", "\"stpes\":10", 1, -1, 400, "invalid_field", "stpes"},
+        {"fashion-gan", "", 9, -1, 413, "too_many_images", "at most 8"},
+        {"fashion-gan", "\"restarts\":8,\"steps\":1000", 2, -1, 422, "too_much_work", "10000"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tu_resp_t r;
+        char *body = images_body(cases[i].n, cases[i].v, cases[i].extra);
+        post(&r, cases[i].model, body);
+        char what[128];
+        snprintf(what, sizeof what, "case %zu (%s %s)", i, cases[i].model, cases[i].extra);
+        tu_expect_error(&r, cases[i].status, cases[i].code, cases[i].msg, what, 1);
+        tu_resp_free(&r);
+        free(body);
+    }
+    static const struct {
+        const char *body;
+        long status;
+        const char *code;
+    } raw[] = {
+        {"{\"images\":[[0.1,0.2,0.3]]}", 422, "invalid_value"},                  /* shape */
+        {"{\"images\":[[NaN]]}", 400, "invalid_json"},                             /* not JSON */
+        {"{\"images\":[[1e999]]}", 422, "invalid_value"},                         /* Inf */
+        {"{}", 400, "invalid_field"},                                             /* no images */
+        {"{\"png\":\"not base64!\"}", 422, "invalid_value"},
+        {"{\"images\":[[0.5]],\"png\":\"\"}", 400, "invalid_field"},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        tu_resp_t r;
+        post(&r, "fashion-gan", raw[i].body);
+        char what[128];
+        snprintf(what, sizeof what, "raw case %zu (%s)", i, raw[i].body);
+        tu_expect_error(&r, raw[i].status, raw[i].code, NULL, what, 1);
+        tu_resp_free(&r);
+    }
+    /* and the daemon serves on */
+    tu_resp_t r;
+    tu_req_t q = {.port = D.port};
+    ck_assert_int_eq(tu_http_once(&r, "GET", "/healthz", NULL, 0, &q), 200);
+    tu_resp_free(&r);
+}
+END_TEST
+
+/* /interpolate on a GAN takes an image end point: inverted first, so the
+ * path starts at (nearly) the image. */
+START_TEST(test_interpolate_image_endpoint)
+{
+    ld_dataset_t *d = test_images(1);
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"from\":{\"image\":");
+    ld_buf_json_floats(&b, d->x, 784);
+    ld_buf_puts(&b, "},\"to\":{\"seed\":1},\"steps\":2}");
+    tu_resp_t r;
+    tu_req_t q = {.port = D.port};
+    long st = tu_http_once(&r, "POST", "/v1/models/fashion-gan/interpolate", b.data, b.len, &q);
+    ck_assert_msg(st == 200, "status %ld: %.300s", st, r.body.data ? r.body.data : "");
+    const cJSON *im = tu_jget(r.json, "images");
+    ck_assert_int_eq(cJSON_GetArraySize(im), 2);
+    double se = 0;
+    int k = 0;
+    for (const cJSON *v = im->child->child; v; v = v->next, k++) {
+        double e = v->valuedouble - d->x[k];
+        se += e * e;
+    }
+    ck_assert_int_eq(k, 784);
+    printf("interpolate from an inverted image: first frame MSE %.5f\n", se / 784);
+    ck_assert_msg(se / 784 < 0.03, "first frame MSE %.5f", se / 784);
+    tu_resp_free(&r);
+    ld_buf_free(&b);
+    ld_data_free(d);
+}
+END_TEST
+
+Suite *suite_invert(void)
+{
+    Suite *s = suite_create("invert");
+    TCase *core = tcase_create("core");
+    tcase_set_timeout(core, 300);
+    tcase_add_test(core, test_input_gradient);
+    tcase_add_test(core, test_deterministic_for_seed);
+    tcase_add_test(core, test_known_z_far_below_baseline);
+    tcase_add_test(core, test_refusals);
+    suite_add_tcase(s, core);
+    TCase *http = tcase_create("http");
+    tcase_set_timeout(http, 300);
+    tcase_add_unchecked_fixture(http, http_setup, http_teardown);
+    tcase_add_test(http, test_route_answers);
+    tcase_add_test(http, test_route_errors);
+    tcase_add_test(http, test_interpolate_image_endpoint);
+    suite_add_tcase(s, http);
+    return s;
+}
