@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""make_layer_fixtures.py — PyTorch references for latentd's layer list
+(include/latentd/layer.h), written once and committed; `make test` never
+needs torch.
+
+    /usr/bin/python3 tests/reference/make_layer_fixtures.py [OUTDIR]
+
+writes OUTDIR/layers.safetensors (default tests/fixtures).  For each case
+(conv, convt, bn2d, bn1d, bn_eval, layernorm, embed_z, embed_img, residual) a
+small net is built twice: as a torch module below, and as the layer list in
+the metadata entry "<case>" (latentd's ld_net_to_json format, parsed by the C
+test with ld_net_from_json).  Tensors, all float32:
+
+  <case>.<k>          the module's state_dict (the C net is named <case>, so
+                      these are exactly the names ld_net_tensors gives);
+                      num_batches_tracked is stored as F32 here
+  x.<case>            input (B, C, H, W) or (B, C)
+  labels.<case>       class labels as floats (embedding cases)
+  dy.<case>           the upstream gradient: loss = sum(y * dy)
+  y.<case>, dx.<case> output and input gradient
+  grad.<case>.<k>     gradient of every parameter
+  after.<case>.<k>    every buffer after the forward (running statistics)
+
+Norm weights and biases and running statistics are drawn at random so that
+no affine part is the identity.  Training mode unless the case is *_eval.
+
+Classes a PyTorch user needs to rebuild latentd's nets (same state_dict):
+Net (nn.Sequential that hands labels to EmbedConcat), EmbedConcat
+(nn.Embedding whose row of n_classes x (channels*H*W) is appended to the
+input as `channels` more channels) and Residual (y = x + f(x), f a Net).
+"""
+
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Sequential):
+    def forward(self, x, labels=None):
+        for m in self:
+            x = m(x, labels) if isinstance(m, (EmbedConcat, Residual)) else m(x)
+        return x
+
+
+class EmbedConcat(nn.Embedding):
+    def __init__(self, n_classes, channels, in_shape):
+        c, h, w = in_shape
+        super().__init__(n_classes, channels * h * w)
+        self.out_chw = (channels, h, w)
+
+    def forward(self, x, labels):
+        e = super().forward(labels)
+        if x.dim() == 2:
+            return torch.cat([x, e], 1)
+        return torch.cat([x, e.view(-1, *self.out_chw)], 1)
+
+
+class Residual(nn.Module):
+    def __init__(self, *layers):
+        super().__init__()
+        self.f = Net(*layers)
+
+    def forward(self, x, labels=None):
+        return x + self.f(x, labels)
+
+
+def write_safetensors(path, tensors, metadata):
+    header, blobs, off = {"__metadata__": metadata}, [], 0
+    for name, t in tensors:
+        assert name not in header, name
+        a = np.asarray(t, dtype="<f4")  # shape first: ascontiguousarray makes 0-d 1-d
+        b = np.ascontiguousarray(a).tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    hj = json.dumps(header, separators=(",", ":")).encode()
+    hj += b" " * (-len(hj) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(hj)))
+        f.write(hj)
+        for b in blobs:
+            f.write(b)
+    os.replace(path + ".tmp", path)
+
+
+def layers_json(name, in_shape, layers):
+    return json.dumps({"name": name, "names": "sequential", "input": list(in_shape),
+                       "layers": layers}, separators=(",", ":"))
+
+
+# Each case: (name, input shape (C,H,W), batch, n_classes or 0, training,
+#             torch layers, latentd layer list)
+def cases():
+    L = []
+    L.append(("conv", (3, 7, 7), 3, 0, True,
+              [nn.Conv2d(3, 4, 3, 2, 1), nn.LeakyReLU(0.2)],
+              [{"type": "Conv2d", "out": 4, "kernel": 3, "stride": 2, "padding": 1},
+               {"type": "LeakyReLU", "slope": 0.2}]))
+    L.append(("convt", (4, 5, 5), 3, 0, True,
+              [nn.ConvTranspose2d(4, 3, 4, 2, 1), nn.Tanh()],
+              [{"type": "ConvTranspose2d", "out": 3, "kernel": 4, "stride": 2, "padding": 1},
+               {"type": "Tanh"}]))
+    L.append(("bn2d", (3, 4, 4), 4, 0, True,
+              [nn.Conv2d(3, 5, 4, 2, 1), nn.BatchNorm2d(5), nn.ReLU()],
+              [{"type": "Conv2d", "out": 5, "kernel": 4, "stride": 2, "padding": 1},
+               {"type": "BatchNorm2d"}, {"type": "ReLU"}]))
+    L.append(("bn1d", (6, 1, 1), 5, 0, True,
+              [nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Sigmoid()],
+              [{"type": "Linear", "out": 5}, {"type": "BatchNorm1d"}, {"type": "Sigmoid"}]))
+    L.append(("bn_eval", (3, 4, 4), 4, 0, False,
+              [nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(48, 5), nn.BatchNorm1d(5)],
+              [{"type": "BatchNorm2d"}, {"type": "Flatten"}, {"type": "Linear", "out": 5},
+               {"type": "BatchNorm1d"}]))
+    L.append(("layernorm", (2, 3, 3), 3, 0, True,
+              [nn.LayerNorm([2, 3, 3]), nn.Flatten(), nn.Linear(18, 4), nn.LayerNorm(4)],
+              [{"type": "LayerNorm"}, {"type": "Flatten"}, {"type": "Linear", "out": 4},
+               {"type": "LayerNorm"}]))
+    L.append(("embed_z", (5, 1, 1), 4, 4, True,
+              [EmbedConcat(4, 3, (5, 1, 1)), nn.Linear(8, 6), nn.LeakyReLU(0.2)],
+              [{"type": "EmbedConcat", "classes": 4, "channels": 3},
+               {"type": "Linear", "out": 6}, {"type": "LeakyReLU", "slope": 0.2}]))
+    L.append(("embed_img", (1, 4, 4), 3, 3, True,
+              [EmbedConcat(3, 2, (1, 4, 4)), nn.Conv2d(3, 2, 3, 1, 1),
+               nn.Flatten(), nn.Unflatten(1, (2, 4, 4))],
+              [{"type": "EmbedConcat", "classes": 3, "channels": 2},
+               {"type": "Conv2d", "out": 2, "kernel": 3, "stride": 1, "padding": 1},
+               {"type": "Flatten"}, {"type": "Unflatten", "shape": [2, 4, 4]}]))
+    L.append(("residual", (5, 1, 1), 4, 0, True,
+              [nn.Linear(5, 6),
+               Residual(nn.Linear(6, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 6)),
+               nn.Tanh()],
+              [{"type": "Linear", "out": 6},
+               {"type": "Residual", "layers": [{"type": "Linear", "out": 6},
+                                               {"type": "BatchNorm1d"}, {"type": "ReLU"},
+                                               {"type": "Linear", "out": 6}]},
+               {"type": "Tanh"}]))
+    return L
+
+
+def make(outdir):
+    torch.manual_seed(20261204)
+    out, meta = [], {"source": "tests/reference/make_layer_fixtures.py",
+                     "torch": torch.__version__}
+    for name, shape, B, n_classes, training, tl, spec in cases():
+        net = Net(*tl)
+        with torch.no_grad():  # non-trivial affine parts and running statistics
+            for m in net.modules():
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.5, 0.5)
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    m.running_mean.uniform_(-0.3, 0.3)
+                    m.running_var.uniform_(0.5, 2.0)
+                    m.num_batches_tracked.fill_(3)
+        net.train(training)
+        for k, v in net.state_dict().items():
+            out.append((f"{name}.{k}", v.detach().numpy().astype(np.float32)))
+        xs = (B, shape[0]) if shape[1:] == (1, 1) else (B, *shape)
+        x = (torch.randn(*xs) * 1.5 + 0.3).requires_grad_(True)
+        labels = torch.randint(0, n_classes, (B,)) if n_classes else None
+        y = net(x, labels)
+        dy = torch.randn_like(y)
+        (y * dy).sum().backward()
+        out += [(f"x.{name}", x.detach().numpy()), (f"dy.{name}", dy.numpy()),
+                (f"y.{name}", y.detach().numpy()), (f"dx.{name}", x.grad.numpy())]
+        if labels is not None:
+            out.append((f"labels.{name}", labels.numpy().astype(np.float32)))
+        for k, p in net.named_parameters():
+            out.append((f"grad.{name}.{k}", p.grad.numpy()))
+        for k, b in net.named_buffers():
+            out.append((f"after.{name}.{k}", b.numpy().astype(np.float32)))
+        meta[name] = layers_json(name, shape, spec)
+        print(f"{name}: y {tuple(y.shape)}, {sum(p.numel() for p in net.parameters())} params")
+    path = os.path.join(outdir, "layers.safetensors")
+    write_safetensors(path, out, meta)
+    print(f"{path}: {os.path.getsize(path)} bytes")
+
+
+def main(argv):
+    torch.set_num_threads(1)
+    outdir = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "fixtures")
+    os.makedirs(outdir, exist_ok=True)
+    make(outdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
