@@ -25,6 +25,7 @@
 
 #include "latentd/allreduce.h"
 #include "latentd/ckpt.h"
+#include "latentd/data.h"
 #include "latentd/layer.h"
 #include "latentd/model.h"
 #include "latentd/nets.h"
@@ -785,6 +786,308 @@ START_TEST(test_eval_and_empty)
 }
 END_TEST
 
+/* ---- one training step of the DCGAN and the conv VAE against PyTorch ----
+ * tests/fixtures/layer_steps.safetensors (see the script's docstring).
+ * Tolerances: gradients and their norms STEP_TOL = 1e-4 relative with a
+ * floor of 0.2 * the largest |torch| (as check_parity.c); losses 1e-5;
+ * running statistics STEP_TOL; parameters after Adam STEP_TOL, except those
+ * whose gradient is 0 in exact arithmetic (a bias feeding a training batch
+ * norm): Adam turns rounding noise against eps into a step of up to lr, so
+ * they are held to 2 lr absolute, and a running mean after it (which the
+ * discriminator's third forward sees) to momentum * 2 lr. */
+#define STEP_TOL 1e-4
+#define STEP_FLOOR 0.2
+#define STEP_B 8
+
+static double step_worst = 0;
+
+static void step_close(const char *what, const float *got, const float *want, size_t n)
+{
+    double floor = STEP_FLOOR * max_abs(want, n);
+    double d = tu_max_rel_diff(got, want, n, floor > 1e-30 ? floor : 1e-30);
+    printf("  %-44s n=%-4zu max rel diff %.3g\n", what, n, d);
+    ck_assert_msg(d <= STEP_TOL, "%s: max relative difference %g > %g", what, d, STEP_TOL);
+    step_worst = d > step_worst ? d : step_worst;
+}
+
+static void norms3(const float *a, const float *minus, size_t n, float out[3])
+{
+    double l1 = 0, l2 = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = (double)a[i] - (minus ? (double)minus[i] : 0.0);
+        l1 += fabs(v), l2 += v * v, mx = fabs(v) > mx ? fabs(v) : mx;
+    }
+    out[0] = (float)l1, out[1] = (float)sqrt(l2), out[2] = (float)mx;
+}
+
+/* The layer holding tensor t, among nets. */
+static const ld_layer_t *layer_of(ld_net_t *const *nets, int n_nets, const ld_net_tensor_t *t,
+                                  int *feeds_bn)
+{
+    for (int k = 0; k < n_nets; k++)
+        for (int i = 0; i < nets[k]->n_layers; i++) {
+            const ld_layer_t *L = &nets[k]->layers[i];
+            size_t off = t->is_buffer ? L->buf_off : L->param_off;
+            size_t n = t->is_buffer ? L->n_bufs : L->n_params;
+            if (n && t->off >= off && t->off < off + n) {
+                const ld_layer_t *N = i + 1 < nets[k]->n_layers ? L + 1 : NULL;
+                *feeds_bn = N && (N->kind == LD_LAYER_BN1D || N->kind == LD_LAYER_BN2D) &&
+                            strstr(t->name, ".bias") != NULL;
+                return L;
+            }
+        }
+    LD_ASSERT(0);
+    return NULL;
+}
+
+/* The script's formula init of every Linear / Conv2d / ConvTranspose2d. */
+static void formula_init(ld_net_t *const *nets, int n_nets, float *params)
+{
+    int k = 0;
+    double bound = 0;
+    for (int n = 0; n < n_nets; n++) {
+        ld_net_tensor_t t[MAX_T];
+        int nt = ld_net_tensors(nets[n], t, MAX_T);
+        for (int i = 0; i < nt; i++, k++) {
+            int fb;
+            const ld_layer_t *L = layer_of(nets, n_nets, &t[i], &fb);
+            if (L->kind != LD_LAYER_LINEAR && L->kind != LD_LAYER_CONV2D &&
+                L->kind != LD_LAYER_CONVT2D)
+                continue;
+            if (t[i].ndim >= 2)
+                bound = 1.0 / sqrt((double)(t[i].numel / (size_t)t[i].shape[0]));
+            for (size_t j = 0; j < t[i].numel; j++) {
+                uint32_t h = (uint32_t)((uint64_t)j * 2654435761u + (uint64_t)k * 40503u + 1u);
+                double u = (double)h / 4294967296.0;
+                params[t[i].off + j] = (float)(bound * (2.0 * u - 1.0));
+            }
+        }
+    }
+}
+
+static void compare_step(const ld_ckpt_t *c, const char *pre, ld_net_t *const *nets, int n_nets,
+                         const float *grads, const float *before, const float *after,
+                         const float *bufs, float lr)
+{
+    for (int n = 0; n < n_nets; n++) {
+        ld_net_tensor_t t[MAX_T];
+        int nt = ld_net_tensors(nets[n], t, MAX_T);
+        for (int i = 0; i < nt; i++) {
+            char name[200], what[200];
+            int zero;
+            const ld_layer_t *L = layer_of(nets, n_nets, &t[i], &zero);
+            if (t[i].is_buffer) {
+                snprintf(name, sizeof name, "%.8safter.%.120s", pre, t[i].name);
+                const ld_tensor_view_t *v = ld_ckpt_find(c, name);
+                ck_assert_msg(v != NULL, "fixture lacks %s", name);
+                if (t[i].dtype == LD_DTYPE_I64) {
+                    int idx = (int)(L - nets[n]->layers);
+                    ck_assert_int_eq(ld_net_nbt(nets[n], idx, bufs), (int64_t)v->data[0]);
+                    continue;
+                }
+                ck_assert_uint_eq(v->numel, t[i].numel);
+                if (strstr(name, "running_mean")) {
+                    /* moves with the noise-driven bias before it: 0.1 * 2 lr */
+                    double da = 0;
+                    for (size_t j = 0; j < v->numel; j++)
+                        da = fmax(da, fabs((double)bufs[t[i].off + j] - v->data[j]));
+                    printf("  %-44s n=%-4zu max abs diff %.3g\n", name, v->numel, da);
+                    ck_assert_msg(da <= 0.2 * lr, "%s: %g apart", name, da);
+                    continue;
+                }
+                step_close(name, bufs + t[i].off, v->data, t[i].numel);
+                continue;
+            }
+            size_t stride = t[i].numel / 256 > 1 ? t[i].numel / 256 : 1;
+            size_t m = (t[i].numel + stride - 1) / stride;
+            m = m < 256 ? m : 256;
+            float *gs = malloc(m * sizeof *gs), *as = malloc(m * sizeof *as), nrm[3];
+            for (size_t j = 0; j < m; j++) {
+                gs[j] = grads[t[i].off + j * stride];
+                as[j] = after[t[i].off + j * stride];
+            }
+            snprintf(name, sizeof name, "%.8sgrad.%.120s", pre, t[i].name);
+            const ld_tensor_view_t *gv = ld_ckpt_find(c, name);
+            ck_assert_msg(gv && gv->numel == m, "fixture lacks %s of %zu", name, m);
+            snprintf(name, sizeof name, "%.8safter.%.120s", pre, t[i].name);
+            const ld_tensor_view_t *av = ld_ckpt_find(c, name);
+            ck_assert_msg(av && av->numel == m, "fixture lacks %s", name);
+            if (zero) {
+                double mg = max_abs(gs, m), mw = max_abs(gv->data, m), da = 0;
+                for (size_t j = 0; j < m; j++)
+                    da = fmax(da, fabs((double)as[j] - av->data[j]));
+                printf("  %sgrad.%-38s C %.3g torch %.3g (true value 0); after: max abs diff %.3g\n",
+                       pre, t[i].name, mg, mw, da);
+                ck_assert_msg(mg <= 1e-5 && mw <= 1e-5, "%s: should be 0, C %g torch %g", name, mg, mw);
+                ck_assert_msg(da <= 2 * lr, "%s: after the step %g apart", name, da);
+            } else {
+                snprintf(what, sizeof what, "%.8sgrad.%.120s (subset)", pre, t[i].name);
+                step_close(what, gs, gv->data, m);
+                norms3(grads + t[i].off, NULL, t[i].numel, nrm);
+                snprintf(name, sizeof name, "%.8sgnorm.%.120s", pre, t[i].name);
+                const ld_tensor_view_t *nv = ld_ckpt_find(c, name);
+                ck_assert(nv && nv->numel == 3);
+                step_close(name, nrm, nv->data, 3);
+                snprintf(what, sizeof what, "%.8safter.%.120s (subset)", pre, t[i].name);
+                step_close(what, as, av->data, m);
+                norms3(after + t[i].off, before + t[i].off, t[i].numel, nrm);
+                snprintf(name, sizeof name, "%.8sdnorm.%.120s", pre, t[i].name);
+                nv = ld_ckpt_find(c, name);
+                ck_assert(nv && nv->numel == 3);
+                step_close(name, nrm, nv->data, 3);
+            }
+            free(gs);
+            free(as);
+        }
+    }
+}
+
+static void loss_close(const char *what, double got, double want)
+{
+    double d = fabs(got - want) / fmax(fabs(want), 1e-6);
+    printf("  %-44s C %.9g torch %.9g rel diff %.3g\n", what, got, want, d);
+    ck_assert_msg(d <= 1e-5, "%s: C %.9g torch %.9g", what, got, want);
+}
+
+static ld_dataset_t *eight_images(void)
+{
+    ld_dataset_t *d = NULL;
+    ld_err_t err = {{0}};
+    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TRAIN, STEP_B, &d, &err) == LD_OK,
+                  "%s", err.msg);
+    return d;
+}
+
+static ld_ckpt_t *steps_fixture(void)
+{
+    ld_ckpt_t *c = NULL;
+    ld_err_t err = {{0}};
+    ck_assert_msg(ld_ckpt_read("tests/fixtures/layer_steps.safetensors", &c, &err) == LD_OK,
+                  "%s (run from the repository root)", err.msg);
+    return c;
+}
+
+START_TEST(test_dcgan_step_against_torch)
+{
+    ld_ckpt_t *c = steps_fixture();
+    ld_dataset_t *data = eight_images();
+    ld_net_t G, D;
+    size_t P = 0, NB = 0;
+    ld_nets_dcgan(100, &G, &D, &P, &NB);
+    ld_net_t *nets[2] = {&G, &D};
+    float *params = calloc(P, sizeof(float)), *grads = calloc(P, sizeof(float));
+    float *m = calloc(P, sizeof(float)), *v = calloc(P, sizeof(float));
+    float *before = malloc(P * sizeof(float)), *bufs = calloc(NB, sizeof(float));
+    ld_rng_t r;
+    ld_rng_seed(&r, 1);
+    ld_net_init_params(&G, params, bufs, &r);
+    ld_net_init_params(&D, params, bufs, &r);
+    formula_init(nets, 2, params);
+    memcpy(before, params, P * sizeof(float));
+    const ld_tensor_view_t *zv = ld_ckpt_find(c, "gan.z");
+    ck_assert(zv && zv->numel == STEP_B * 100);
+    ld_net_ws_t wg, wd;
+    ck_assert_int_eq(ld_net_ws_init(&wg, &G, STEP_B), LD_OK);
+    ck_assert_int_eq(ld_net_ws_init(&wd, &D, STEP_B), LD_OK);
+    ld_net_run_t run = {.training = 1, .update = bufs};
+    float dl[STEP_B], *dfake = malloc(STEP_B * 784 * sizeof(float));
+    const float s = 1.0f / STEP_B;
+    const float *fake = ld_net_forward(&G, params, bufs, &wg, STEP_B, zv->data, &run);
+    /* D step: real towards 0.9, fake (detached) towards 0 */
+    const float *l = ld_net_forward(&D, params, bufs, &wd, STEP_B, data->x, &run);
+    double loss_d = ld_bce_logits_const(STEP_B, l, 0.9f, dl, s) / STEP_B;
+    ld_net_backward(&D, params, grads, &wd, dl, NULL, &run);
+    l = ld_net_forward(&D, params, bufs, &wd, STEP_B, fake, &run);
+    loss_d += ld_bce_logits_const(STEP_B, l, 0.0f, dl, s) / STEP_B;
+    ld_net_backward(&D, params, grads, &wd, dl, NULL, &run);
+    ld_adam_cfg_t adam = {2e-4f, 0.5f, 0.999f, 1e-8f};
+    ld_adam_step(&adam, 1, D.n_params, params + D.param_off, grads + D.param_off,
+                 m + D.param_off, v + D.param_off);
+    /* G step through the updated D; D's gradients of this pass are discarded */
+    float *scratch = calloc(P, sizeof(float));
+    l = ld_net_forward(&D, params, bufs, &wd, STEP_B, fake, &run);
+    double loss_g = ld_bce_logits_const(STEP_B, l, 1.0f, dl, s) / STEP_B;
+    ld_net_backward(&D, params, scratch, &wd, dl, dfake, &run);
+    ld_net_backward(&G, params, grads, &wg, dfake, NULL, &run);
+    ld_adam_step(&adam, 1, G.n_params, params + G.param_off, grads + G.param_off,
+                 m + G.param_off, v + G.param_off);
+    printf("DCGAN, one training step against PyTorch:\n");
+    const ld_tensor_view_t *lv = ld_ckpt_find(c, "gan.loss");
+    ck_assert(lv && lv->numel == 2);
+    loss_close("loss_D", loss_d, lv->data[0]);
+    loss_close("loss_G", loss_g, lv->data[1]);
+    step_worst = 0;
+    compare_step(c, "gan.", nets, 2, grads, before, params, bufs, adam.lr);
+    printf("  worst relative difference over the step: %.3g (tolerance %g)\n", step_worst, STEP_TOL);
+    ld_net_ws_free(&wg);
+    ld_net_ws_free(&wd);
+    free(params), free(grads), free(m), free(v), free(before), free(bufs), free(dfake),
+        free(scratch);
+    ld_data_free(data);
+    ld_ckpt_free(c);
+}
+END_TEST
+
+START_TEST(test_conv_vae_step_against_torch)
+{
+    ld_ckpt_t *c = steps_fixture();
+    ld_dataset_t *data = eight_images();
+    ld_net_t E, MU, LV, DEC;
+    size_t P = 0, NB = 0;
+    ld_nets_conv_vae(20, &E, &MU, &LV, &DEC, &P, &NB);
+    ld_net_t *nets[4] = {&E, &MU, &LV, &DEC};
+    float *params = calloc(P, sizeof(float)), *grads = calloc(P, sizeof(float));
+    float *m = calloc(P, sizeof(float)), *v = calloc(P, sizeof(float));
+    float *before = malloc(P * sizeof(float));
+    formula_init(nets, 4, params);
+    memcpy(before, params, P * sizeof(float));
+    const ld_tensor_view_t *ev = ld_ckpt_find(c, "vae.eps");
+    ck_assert(ev && ev->numel == STEP_B * 20);
+    ld_net_ws_t ws[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(ld_net_ws_init(&ws[i], nets[i], STEP_B), LD_OK);
+    ld_net_run_t run = {.training = 1};
+    const float *h = ld_net_forward(&E, params, NULL, &ws[0], STEP_B, data->x, &run);
+    const float *mu = ld_net_forward(&MU, params, NULL, &ws[1], STEP_B, h, &run);
+    const float *lv = ld_net_forward(&LV, params, NULL, &ws[2], STEP_B, h, &run);
+    float z[STEP_B * 20], dz[STEP_B * 20], dmu[STEP_B * 20], dlv[STEP_B * 20];
+    for (int i = 0; i < STEP_B * 20; i++)
+        z[i] = mu[i] + expf(0.5f * lv[i]) * ev->data[i];
+    const float *logits = ld_net_forward(&DEC, params, NULL, &ws[3], STEP_B, z, &run);
+    const float s = 1.0f / STEP_B;
+    float *dlog = malloc(STEP_B * 784 * sizeof(float));
+    double rec = ld_bce_logits(STEP_B * 784, logits, data->x, dlog, s);
+    double kl = ld_kl_gaussian(STEP_B * 20, mu, lv, dmu, dlv, s);
+    ld_net_backward(&DEC, params, grads, &ws[3], dlog, dz, &run);
+    for (int i = 0; i < STEP_B * 20; i++) {
+        dmu[i] += dz[i];
+        dlv[i] += dz[i] * ev->data[i] * 0.5f * expf(0.5f * lv[i]);
+    }
+    float *dh1 = malloc(STEP_B * 3136 * sizeof(float)), *dh2 = malloc(STEP_B * 3136 * sizeof(float));
+    ld_net_backward(&MU, params, grads, &ws[1], dmu, dh1, &run);
+    ld_net_backward(&LV, params, grads, &ws[2], dlv, dh2, &run);
+    for (int i = 0; i < STEP_B * 3136; i++)
+        dh1[i] += dh2[i];
+    ld_net_backward(&E, params, grads, &ws[0], dh1, NULL, &run);
+    ld_adam_cfg_t adam = {1e-3f, 0.9f, 0.999f, 1e-8f};
+    ld_adam_step(&adam, 1, P, params, grads, m, v);
+    printf("conv VAE, one training step against PyTorch:\n");
+    const ld_tensor_view_t *lossv = ld_ckpt_find(c, "vae.loss");
+    ck_assert(lossv && lossv->numel == 3);
+    loss_close("loss", (rec + kl) / STEP_B, lossv->data[0]);
+    loss_close("rec", rec, lossv->data[1]);
+    loss_close("kl", kl, lossv->data[2]);
+    step_worst = 0;
+    compare_step(c, "vae.", nets, 4, grads, before, params, NULL, adam.lr);
+    printf("  worst relative difference over the step: %.3g (tolerance %g)\n", step_worst, STEP_TOL);
+    for (int i = 0; i < 4; i++)
+        ld_net_ws_free(&ws[i]);
+    free(params), free(grads), free(m), free(v), free(before), free(dlog), free(dh1), free(dh2);
+    ld_data_free(data);
+    ld_ckpt_free(c);
+}
+END_TEST
+
 Suite *suite_layer(void)
 {
     Suite *s = suite_create("layer");
@@ -800,6 +1103,8 @@ Suite *suite_layer(void)
     tcase_add_test(tc, test_conv_vae_shapes);
     tcase_add_test(tc, test_mlp_as_layers);
     tcase_add_test(tc, test_eval_and_empty);
+    tcase_add_test(tc, test_dcgan_step_against_torch);
+    tcase_add_test(tc, test_conv_vae_step_against_torch);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -28,6 +28,24 @@ Classes a PyTorch user needs to rebuild latentd's nets (same state_dict):
 Net (nn.Sequential that hands labels to EmbedConcat), EmbedConcat
 (nn.Embedding whose row of n_classes x (channels*H*W) is appended to the
 input as `channels` more channels) and Residual (y = x + f(x), f a Net).
+
+It also writes OUTDIR/layer_steps.safetensors: one full training step of
+the DCGAN and of the conv VAE (include/latentd/nets.h), B = 8 images
+0..7 of Fashion-MNIST's training set.  The weights of every Linear, Conv2d
+and ConvTranspose2d come from a formula both sides compute, so they need
+not be stored: the k-th tensor of the state_dict (buffers counted), entry
+j, is bound * (2u - 1) with u = ((j * 2654435761 + k * 40503 + 1) mod 2^32)
+/ 2^32 in double, rounded to float, bound = 1/sqrt(prod(weight.shape[1:]))
+for a weight and its bias; norms keep torch's defaults.  Stored: z or eps,
+the losses, each parameter's gradient of the step (a strided subset of at
+most 256 entries plus [L1, L2, max] of the whole tensor), the parameters
+after Adam (same subset and the norms of after - before), and all running
+statistics after the step.
+  GAN:  fake = G(z); loss_D = mean BCE(D(real), 0.9) + mean BCE(D(fake.detach()), 0);
+        D's Adam step; loss_G = mean BCE(D(fake), 1); G's Adam step.  Adam lr 2e-4,
+        betas (0.5, 0.999), eps 1e-8.  Both nets in training mode throughout.
+  VAE:  loss = (BCE-with-logits summed + KL) / B, z = mu + exp(logvar/2) eps;
+        Adam lr 1e-3, betas (0.9, 0.999).
 """
 
 import json
@@ -181,11 +199,157 @@ def make(outdir):
     print(f"{path}: {os.path.getsize(path)} bytes")
 
 
+# ---- one training step of the shipped conv nets ----------------------------
+
+MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+SUBSET = 256
+
+
+def fashion(n):
+    import gzip
+    with gzip.open(MNIST, "rb") as f:
+        buf = f.read()
+    px = np.frombuffer(buf, dtype=np.uint8, offset=16, count=n * 784)
+    return torch.from_numpy((px.astype(np.float32) / np.float32(255.0)).reshape(n, 1, 28, 28))
+
+
+def formula_init(model):
+    """Overwrite Linear/Conv weights and biases by the documented formula."""
+    sd = model.state_dict()
+    bound = None
+    with torch.no_grad():
+        for k, (name, t) in enumerate(sd.items()):
+            mod = model.get_submodule(name.rsplit(".", 1)[0])
+            if not isinstance(mod, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                continue
+            if name.endswith("weight"):
+                bound = 1.0 / np.sqrt(float(np.prod(t.shape[1:])))
+            j = np.arange(t.numel(), dtype=np.uint64)
+            h = (j * np.uint64(2654435761) + np.uint64(k * 40503 + 1)) & np.uint64(0xffffffff)
+            u = h.astype(np.float64) / 4294967296.0
+            t.copy_(torch.from_numpy((bound * (2.0 * u - 1.0)).astype(np.float32)).view(t.shape))
+
+
+def subset(numel):
+    step = max(1, numel // SUBSET)
+    return np.arange(0, numel, step)[:SUBSET]
+
+
+def norms(a):
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    return np.array([np.abs(a).sum(), np.sqrt((a * a).sum()), np.abs(a).max()])
+
+
+def record(model, before, grads, out):
+    for name, t in model.state_dict().items():
+        a = t.detach().numpy().astype(np.float32).reshape(-1)
+        if name in grads:
+            g = grads[name].reshape(-1)
+            idx = subset(g.size)
+            out += [(f"grad.{name}", g[idx]), (f"gnorm.{name}", norms(g)),
+                    (f"after.{name}", a[idx]), (f"dnorm.{name}", norms(a - before[name]))]
+        else:  # a buffer: whole
+            out.append((f"after.{name}", a))
+
+
+class DCGAN(nn.Module):
+    def __init__(self, z=100):
+        super().__init__()
+        self.generator = Net(nn.Linear(z, 128 * 7 * 7), nn.Unflatten(1, (128, 7, 7)),
+                             nn.BatchNorm2d(128), nn.ReLU(), nn.ConvTranspose2d(128, 64, 4, 2, 1),
+                             nn.BatchNorm2d(64), nn.ReLU(), nn.ConvTranspose2d(64, 1, 4, 2, 1),
+                             nn.Sigmoid())
+        self.discriminator = Net(nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128),
+                                 nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(128 * 7 * 7, 1))
+
+
+class ConvVAE(nn.Module):
+    def __init__(self, z=20):
+        super().__init__()
+        self.encoder = Net(nn.Conv2d(1, 32, 4, 2, 1), nn.LeakyReLU(0.2),
+                           nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten())
+        self.mu = nn.Linear(3136, z)
+        self.logvar = nn.Linear(3136, z)
+        self.decoder = Net(nn.Linear(z, 3136), nn.LeakyReLU(0.2), nn.Unflatten(1, (64, 7, 7)),
+                           nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.LeakyReLU(0.2),
+                           nn.ConvTranspose2d(32, 1, 4, 2, 1))
+
+
+def bce(logits, target):
+    return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def make_steps(outdir):
+    B = 8
+    real = fashion(B)
+    gen = torch.Generator().manual_seed(5)
+    out = []
+
+    gan = DCGAN()
+    formula_init(gan)
+    gan.train()
+    before = {k: v.detach().numpy().astype(np.float32).reshape(-1).copy()
+              for k, v in gan.state_dict().items()}
+    G, D = gan.generator, gan.discriminator
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-8, foreach=False)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-8, foreach=False)
+    z = torch.randn(B, 100, generator=gen)
+    fake = G(z)
+    opt_d.zero_grad()
+    l_real, l_fake = D(real), D(fake.detach())
+    loss_d = bce(l_real, torch.full_like(l_real, 0.9)) + bce(l_fake, torch.zeros_like(l_fake))
+    loss_d.backward()
+    grads = {f"discriminator.{k}": p.grad.numpy().copy() for k, p in D.named_parameters()}
+    opt_d.step()
+    opt_g.zero_grad()
+    l_g = D(fake)
+    loss_g = bce(l_g, torch.ones_like(l_g))
+    loss_g.backward()
+    grads.update({f"generator.{k}": p.grad.numpy().copy() for k, p in G.named_parameters()})
+    opt_g.step()
+    out += [("gan.z", z.numpy()), ("gan.loss", np.array([loss_d.item(), loss_g.item()]))]
+    rec = []
+    record(gan, before, grads, rec)
+    out += [("gan." + k, v) for k, v in rec]
+    print(f"dcgan step: loss_D {loss_d.item():.6f} loss_G {loss_g.item():.6f}")
+
+    vae = ConvVAE()
+    formula_init(vae)
+    vae.train()
+    before = {k: v.detach().numpy().astype(np.float32).reshape(-1).copy()
+              for k, v in vae.state_dict().items()}
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    eps = torch.randn(B, 20, generator=gen)
+    h = vae.encoder(real)
+    mu, lv = vae.mu(h), vae.logvar(h)
+    zz = mu + torch.exp(0.5 * lv) * eps
+    logits = vae.decoder(zz)
+    r = nn.functional.binary_cross_entropy_with_logits(logits, real, reduction="sum")
+    kl = -0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
+    loss = (r + kl) / B
+    opt.zero_grad()
+    loss.backward()
+    grads = {k: p.grad.numpy().copy() for k, p in vae.named_parameters()}
+    opt.step()
+    out += [("vae.eps", eps.numpy()), ("vae.loss", np.array([loss.item(), r.item(), kl.item()]))]
+    rec = []
+    record(vae, before, grads, rec)
+    out += [("vae." + k, v) for k, v in rec]
+    print(f"conv vae step: loss {loss.item():.6f} rec {r.item():.4f} kl {kl.item():.6f}")
+
+    path = os.path.join(outdir, "layer_steps.safetensors")
+    write_safetensors(path, out, {"source": "tests/reference/make_layer_fixtures.py",
+                                  "torch": torch.__version__, "subset": str(SUBSET)})
+    print(f"{path}: {os.path.getsize(path)} bytes")
+
+
 def main(argv):
     torch.set_num_threads(1)
     outdir = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "fixtures")
     os.makedirs(outdir, exist_ok=True)
     make(outdir)
+    make_steps(outdir)
     return 0
 
 
