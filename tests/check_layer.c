@@ -45,18 +45,10 @@
 
 /* ---- helpers ---- */
 
-static double max_abs(const float *a, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
-    return m;
-}
-
 /* Largest relative difference of got against want, printed and returned. */
 static double worst(const char *what, const float *got, const float *want, size_t n)
 {
-    double floor = FLOOR_FRAC * max_abs(want, n);
+    double floor = FLOOR_FRAC * tu_max_abs(want, n);
     floor = floor > FLOOR_ABS ? floor : FLOOR_ABS;
     double d = tu_max_rel_diff(got, want, n, floor);
     printf("  %-40s n=%-5zu max rel diff %.3g\n", what, n, d);
@@ -220,7 +212,7 @@ static void run_fixture_case(const ld_ckpt_t *c, const char *name)
         snprintf(what, sizeof what, "grad.%.80s", tt[i].name);
         const float *want = fx(c, "grad.", tt[i].name, tt[i].numel);
         if (feeds_training_bn(net, &tt[i], training)) {
-            double mg = max_abs(t.grads + tt[i].off, tt[i].numel), mw = max_abs(want, tt[i].numel);
+            double mg = tu_max_abs(t.grads + tt[i].off, tt[i].numel), mw = tu_max_abs(want, tt[i].numel);
             printf("  %-40s n=%-5zu C %.3g torch %.3g (true value 0)\n", what, tt[i].numel, mg, mw);
             ck_assert_msg(mg <= ZERO_ABS && mw <= ZERO_ABS, "%s: should be 0, C %g torch %g",
                           what, mg, mw);
@@ -297,7 +289,7 @@ static double fd_compare(const char *what, float *v, size_t n, const float *an, 
                          const ld_net_run_t *run)
 {
     const float h = 3e-3f;
-    double big = max_abs(an, n), w = 0;
+    double big = tu_max_abs(an, n), w = 0;
     for (size_t i = 0; i < n; i++) {
         float keep = v[i];
         v[i] = keep + h;
@@ -490,7 +482,7 @@ START_TEST(test_bn_split_threads)
     check_close("parameter gradients (summed)", gsum[1], gsum[0], P, 1e-5);
     check_close("running statistics", bufs[1], bufs[0], NB, 1e-5);
     /* and against the statistics of half a batch, which must differ */
-    double d = tu_max_rel_diff(g[1][0], gsum[0], P, 1e-3 * max_abs(gsum[0], P));
+    double d = tu_max_rel_diff(g[1][0], gsum[0], P, 1e-3 * tu_max_abs(gsum[0], P));
     ck_assert_msg(d > 1e-3, "one worker's gradient alone matches the whole batch's");
     ld_allreduce_free(ar);
     for (int k = 0; k < 2; k++) {
@@ -803,7 +795,7 @@ static double step_worst = 0;
 
 static void step_close(const char *what, const float *got, const float *want, size_t n)
 {
-    double floor = STEP_FLOOR * max_abs(want, n);
+    double floor = STEP_FLOOR * tu_max_abs(want, n);
     double d = tu_max_rel_diff(got, want, n, floor > 1e-30 ? floor : 1e-30);
     printf("  %-44s n=%-4zu max rel diff %.3g\n", what, n, d);
     ck_assert_msg(d <= STEP_TOL, "%s: max relative difference %g > %g", what, d, STEP_TOL);
@@ -913,7 +905,7 @@ static void compare_step(const ld_ckpt_t *c, const char *pre, ld_net_t *const *n
             const ld_tensor_view_t *av = ld_ckpt_find(c, name);
             ck_assert_msg(av && av->numel == m, "fixture lacks %s", name);
             if (zero) {
-                double mg = max_abs(gs, m), mw = max_abs(gv->data, m), da = 0;
+                double mg = tu_max_abs(gs, m), mw = tu_max_abs(gv->data, m), da = 0;
                 for (size_t j = 0; j < m; j++)
                     da = fmax(da, fabs((double)as[j] - av->data[j]));
                 printf("  %sgrad.%-38s C %.3g torch %.3g (true value 0); after: max abs diff %.3g\n",
