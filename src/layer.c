@@ -484,6 +484,25 @@ static void col2im(const float *col, int C, int H, int W, int K, int s, int p, i
             }
 }
 
+/* y (C, S) = bias[c] in every position of channel c. */
+static void fill_channels(float *y, const float *bias, int C, int S)
+{
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < S; j++)
+            y[(size_t)c * S + j] = bias[c];
+}
+
+/* gb (C) += the sum over positions of g (C, S). */
+static void add_channel_sums(const float *g, int C, int S, float *gb)
+{
+    for (int c = 0; c < C; c++) {
+        float s = 0;
+        for (int j = 0; j < S; j++)
+            s += g[(size_t)c * S + j];
+        gb[c] += s;
+    }
+}
+
 /* Conv2d.  x (b, Ci, H, W), w (Co, Ci*K*K), bias (Co) -> y (b, Co, Ho, Wo):
  * per row, y_n (Co, Ho*Wo) = w * im2col(x_n) (Ci*K*K, Ho*Wo) + bias. */
 static void conv_forward(const pass_t *ps, const ld_layer_t *L, const float *x, float *y)
@@ -496,9 +515,7 @@ static void conv_forward(const pass_t *ps, const ld_layer_t *L, const float *x, 
         float *yn = y + (size_t)n * shape_size(L->out);
         im2col(xn, L->in.c, L->in.h, L->in.w, L->k, L->stride, L->pad, L->out.h, L->out.w,
                ps->ws->cols);
-        for (int c = 0; c < L->out.c; c++)
-            for (int j = 0; j < HWo; j++)
-                yn[(size_t)c * HWo + j] = bias[c];
+        fill_channels(yn, bias, L->out.c, HWo);
         ld_yield_point();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->out.c, HWo, Ck, 1.0f, w, Ck,
                     ps->ws->cols, HWo, 1.0f, yn, HWo);
@@ -522,12 +539,7 @@ static void conv_backward(const pass_t *ps, const ld_layer_t *L, const float *x,
         ld_yield_point();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->out.c, Ck, HWo, 1.0f, gn, HWo,
                     cols, HWo, 1.0f, gw, Ck);
-        for (int c = 0; c < L->out.c; c++) {
-            float s = 0;
-            for (int j = 0; j < HWo; j++)
-                s += gn[(size_t)c * HWo + j];
-            gb[c] += s;
-        }
+        add_channel_sums(gn, L->out.c, HWo, gb);
         if (!dx)
             continue;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, HWo, L->out.c, 1.0f, w, Ck, gn,
@@ -554,9 +566,7 @@ static void convt_forward(const pass_t *ps, const ld_layer_t *L, const float *x,
         ld_yield_point();
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, HWi, L->in.c, 1.0f, w, Ck, xn,
                     HWi, 0.0f, cols, HWi);
-        for (int c = 0; c < L->out.c; c++)
-            for (int j = 0; j < HWo; j++)
-                yn[(size_t)c * HWo + j] = bias[c];
+        fill_channels(yn, bias, L->out.c, HWo);
         col2im(cols, L->out.c, L->out.h, L->out.w, L->k, L->stride, L->pad, L->in.h, L->in.w, yn);
     }
 }
@@ -578,12 +588,7 @@ static void convt_backward(const pass_t *ps, const ld_layer_t *L, const float *x
         ld_yield_point();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->in.c, Ck, HWi, 1.0f, xn, HWi,
                     cols, HWi, 1.0f, gw, Ck);
-        for (int c = 0; c < L->out.c; c++) {
-            float s = 0;
-            for (int j = 0; j < HWo; j++)
-                s += gn[(size_t)c * HWo + j];
-            gb[c] += s;
-        }
+        add_channel_sums(gn, L->out.c, HWo, gb);
         if (dx)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->in.c, HWi, Ck, 1.0f, w, Ck,
                         cols, HWi, 0.0f, dx + (size_t)n * shape_size(L->in), HWi);
@@ -866,9 +871,7 @@ const float *ld_net_forward(const ld_net_t *net, const float *params, const floa
     static const ld_net_run_t eval = {0};
     LD_ASSERT(b >= 0 && b <= ws->B);
     pass_t ps = {net, params, buffers, NULL, ws, run ? run : &eval, b};
-    ws->x = x;
     ws->b = b;
-    ws->labels = ps.run->labels;
     return forward_range(&ps, 0, net->n_layers, x);
 }
 

@@ -181,9 +181,7 @@ const char *ld_layer_kind_name(ld_layer_kind_t k);
  * gradient buffers.  Owned by whoever runs the net; one per thread. */
 typedef struct {
     int B;
-    const float *x;          /* input of the last forward (borrowed) */
-    int b;                   /* its rows */
-    const uint8_t *labels;   /* its labels (borrowed), for embeddings */
+    int b;                   /* rows of the last forward */
     const float *in[LD_NET_MAX_LAYERS];   /* (b, in size) input of layer i */
     const float *out[LD_NET_MAX_LAYERS];  /* (b, out size) output of layer i */
     float *mask[LD_NET_MAX_LAYERS];       /* dropout: (B, size); training */
