@@ -331,6 +331,40 @@ void ld_net_init_params(const ld_net_t *net, float *params, float *buffers, ld_r
     }
 }
 
+/* The convolutions run their GEMMs over chunks of rows whose im2col columns
+ * fit in CONV_COLS_CAP floats: bigger GEMMs than one row's, and a workspace
+ * that stays small for a serving request. */
+#define CONV_COLS_CAP ((size_t)1 << 20)
+
+/* Per row: rows of the column matrix (x positions of the grid). */
+static size_t conv_colrows(const ld_layer_t *L)
+{
+    return (size_t)(L->kind == LD_LAYER_CONV2D ? L->in.c : L->out.c) * L->k * L->k;
+}
+
+static int conv_grid(const ld_layer_t *L)
+{
+    return L->kind == LD_LAYER_CONV2D ? L->out.h * L->out.w : L->in.h * L->in.w;
+}
+
+static int conv_chunk(const ld_layer_t *L, int B)
+{
+    size_t per = conv_colrows(L) * conv_grid(L), c = CONV_COLS_CAP / per;
+    c = c < 1 ? 1 : c;
+    return c < (size_t)B ? (int)c : B;
+}
+
+/* im2col columns and the channel-major scratch a conv layer needs for B rows. */
+static void conv_scratch(const ld_layer_t *L, int B, size_t *cols, size_t *tmp)
+{
+    *cols = *tmp = 0;
+    if (L->kind != LD_LAYER_CONV2D && L->kind != LD_LAYER_CONVT2D)
+        return;
+    size_t n = (size_t)conv_chunk(L, B) * conv_grid(L);
+    *cols = n * conv_colrows(L);
+    *tmp = n * (L->kind == LD_LAYER_CONV2D ? (size_t)L->out.c : 2 * (size_t)L->in.c);
+}
+
 /* ---- workspace ---- */
 
 static int passes_through(const ld_layer_t *L)
@@ -338,21 +372,12 @@ static int passes_through(const ld_layer_t *L)
     return L->kind == LD_LAYER_FLATTEN || L->kind == LD_LAYER_UNFLATTEN;
 }
 
-static size_t cols_size(const ld_layer_t *L)
-{
-    size_t kk = (size_t)L->k * L->k;
-    if (L->kind == LD_LAYER_CONV2D)
-        return (size_t)L->in.c * kk * L->out.h * L->out.w;
-    if (L->kind == LD_LAYER_CONVT2D)
-        return (size_t)L->out.c * kk * L->in.h * L->in.w;
-    return 0;
-}
 
 int ld_net_ws_init(ld_net_ws_t *ws, const ld_net_t *net, int B)
 {
     memset(ws, 0, sizeof *ws);
     ws->B = B;
-    size_t widest = shape_size(net->in), cols = 0, total = 0;
+    size_t widest = shape_size(net->in), cols = 0, tmp = 0, total = 0;
     int max_c = 1;
     for (int pass = 0; pass < 2; pass++) {
         float *p = ws->mem;
@@ -379,12 +404,15 @@ int ld_net_ws_init(ld_net_ws_t *ws, const ld_net_t *net, int B)
             if (pass == 0) {
                 size_t s = shape_size(L->out);
                 widest = s > widest ? s : widest;
-                cols = cols_size(L) > cols ? cols_size(L) : cols;
+                size_t c1, t1;
+                conv_scratch(L, B, &c1, &t1);
+                cols = c1 > cols ? c1 : cols;
+                tmp = t1 > tmp ? t1 : tmp;
                 max_c = is_bn(L) && L->in.c > max_c ? L->in.c : max_c;
             }
         }
         if (pass == 0) {
-            total += cols + 2 * (size_t)B * widest;
+            total += cols + tmp + 2 * (size_t)B * widest;
             ws->mem = ld_malloc_array(total ? total : 1, sizeof(float));
             ws->red = ld_malloc_array(2 * (size_t)max_c + 1, sizeof(double));
             if (!ws->mem || !ws->red) {
@@ -394,6 +422,8 @@ int ld_net_ws_init(ld_net_ws_t *ws, const ld_net_t *net, int B)
         } else {
             ws->cols = p;
             p += cols;
+            ws->tmp = p;
+            p += tmp;
             ws->g0 = p;
             p += (size_t)B * widest;
             ws->g1 = p;
@@ -436,15 +466,16 @@ static void allreduce(const pass_t *ps, double *v, size_t n)
 }
 
 /* im2col of one image (C, H, W) for a K x K kernel, stride s, padding p, over
- * an (Ho, Wo) grid of positions: col (C*K*K, Ho*Wo), zeros where the kernel
- * hangs over the edge. */
+ * an (Ho, Wo) grid of positions: col (C*K*K, Ho*Wo) with rows ld floats
+ * apart (so the columns of several images can sit side by side), zeros where
+ * the kernel hangs over the edge. */
 static void im2col(const float *im, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
-                   float *col)
+                   float *col, size_t ld)
 {
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
-                float *row = col + ((size_t)(c * K + ki) * K + kj) * Ho * Wo;
+                float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * s - p + ki;
                     float *r = row + (size_t)oh * Wo;
@@ -463,12 +494,12 @@ static void im2col(const float *im, int C, int H, int W, int K, int s, int p, in
 
 /* The adjoint of im2col: im (C, H, W) += every column entry at its pixel. */
 static void col2im(const float *col, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
-                   float *im)
+                   float *im, size_t ld)
 {
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
-                const float *row = col + ((size_t)(c * K + ki) * K + kj) * Ho * Wo;
+                const float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * s - p + ki;
                     if (ih < 0 || ih >= H)
@@ -503,95 +534,137 @@ static void add_channel_sums(const float *g, int C, int S, float *gb)
     }
 }
 
-/* Conv2d.  x (b, Ci, H, W), w (Co, Ci*K*K), bias (Co) -> y (b, Co, Ho, Wo):
- * per row, y_n (Co, Ho*Wo) = w * im2col(x_n) (Ci*K*K, Ho*Wo) + bias. */
+/* Rows x (n, C, S) <-> channel-major t (C, n*S), the layout of a GEMM over
+ * n rows at once.  from_cm adds bias[c] when bias is not NULL. */
+static void to_cm(const float *x, int n, int C, int S, float *t)
+{
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < C; c++)
+            memcpy(t + ((size_t)c * n + j) * S, x + ((size_t)j * C + c) * S, (size_t)S * sizeof *t);
+}
+
+static void from_cm(const float *t, int n, int C, int S, float *x, const float *bias)
+{
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < C; c++) {
+            const float *src = t + ((size_t)c * n + j) * S;
+            float *dst = x + ((size_t)j * C + c) * S;
+            float add = bias ? bias[c] : 0.0f;
+            for (int k = 0; k < S; k++)
+                dst[k] = src[k] + add;
+        }
+}
+
+/* Conv2d.  x (b, Ci, H, W), w (Co, Ci*K*K), bias (Co) -> y (b, Co, Ho, Wo).
+ * Per chunk of n rows: cols (Ci*K*K, n*Ho*Wo) = im2col of each row side by
+ * side; t (Co, n*Ho*Wo) = w cols; y = t back in row order + bias. */
 static void conv_forward(const pass_t *ps, const ld_layer_t *L, const float *x, float *y)
 {
     const float *w = ps->params + L->param_off;
-    const float *bias = w + (size_t)L->out.c * L->in.c * L->k * L->k;
-    int Ck = L->in.c * L->k * L->k, HWo = L->out.h * L->out.w;
-    for (int n = 0; n < ps->b; n++) {
-        const float *xn = x + (size_t)n * shape_size(L->in);
-        float *yn = y + (size_t)n * shape_size(L->out);
-        im2col(xn, L->in.c, L->in.h, L->in.w, L->k, L->stride, L->pad, L->out.h, L->out.w,
-               ps->ws->cols);
-        fill_channels(yn, bias, L->out.c, HWo);
+    const float *bias = w + (size_t)L->out.c * conv_colrows(L);
+    const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
+    float *cols = ps->ws->cols, *t = ps->ws->tmp;
+    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+        int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
+        for (int j = 0; j < n; j++)
+            im2col(x + (size_t)(n0 + j) * shape_size(L->in), L->in.c, L->in.h, L->in.w, L->k,
+                   L->stride, L->pad, L->out.h, L->out.w, cols + (size_t)j * G, ld);
         ld_yield_point();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->out.c, HWo, Ck, 1.0f, w, Ck,
-                    ps->ws->cols, HWo, 1.0f, yn, HWo);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->out.c, ld, Ck, 1.0f, w, Ck,
+                    cols, ld, 0.0f, t, ld);
+        from_cm(t, n, L->out.c, G, y + (size_t)n0 * shape_size(L->out), bias);
     }
 }
 
-/* gw (Co, Ci*K*K) += g_n cols^T; gbias (Co) += spatial sums of g_n;
- * dx_n = col2im(w^T g_n). */
+/* t (Co, n*Ho*Wo) = g of the chunk; gw (Co, Ci*K*K) += t cols^T;
+ * gbias += sums of t per channel; dcols = w^T t, col2im'd into each dx row. */
 static void conv_backward(const pass_t *ps, const ld_layer_t *L, const float *x, const float *g,
                           float *dx)
 {
     const float *w = ps->params + L->param_off;
-    size_t wn = (size_t)L->out.c * L->in.c * L->k * L->k;
-    float *gw = ps->grads + L->param_off, *gb = gw + wn;
-    int Ck = L->in.c * L->k * L->k, HWo = L->out.h * L->out.w;
-    float *cols = ps->ws->cols;
-    for (int n = 0; n < ps->b; n++) {
-        const float *xn = x + (size_t)n * shape_size(L->in);
-        const float *gn = g + (size_t)n * shape_size(L->out);
-        im2col(xn, L->in.c, L->in.h, L->in.w, L->k, L->stride, L->pad, L->out.h, L->out.w, cols);
+    float *gw = ps->grads + L->param_off, *gb = gw + (size_t)L->out.c * conv_colrows(L);
+    const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
+    float *cols = ps->ws->cols, *t = ps->ws->tmp;
+    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+        int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
+        for (int j = 0; j < n; j++)
+            im2col(x + (size_t)(n0 + j) * shape_size(L->in), L->in.c, L->in.h, L->in.w, L->k,
+                   L->stride, L->pad, L->out.h, L->out.w, cols + (size_t)j * G, ld);
+        to_cm(g + (size_t)n0 * shape_size(L->out), n, L->out.c, G, t);
         ld_yield_point();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->out.c, Ck, HWo, 1.0f, gn, HWo,
-                    cols, HWo, 1.0f, gw, Ck);
-        add_channel_sums(gn, L->out.c, HWo, gb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->out.c, Ck, ld, 1.0f, t, ld, cols,
+                    ld, 1.0f, gw, Ck);
+        add_channel_sums(t, L->out.c, ld, gb);
         if (!dx)
             continue;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, HWo, L->out.c, 1.0f, w, Ck, gn,
-                    HWo, 0.0f, cols, HWo);
-        float *dxn = dx + (size_t)n * shape_size(L->in);
-        memset(dxn, 0, shape_size(L->in) * sizeof *dxn);
-        col2im(cols, L->in.c, L->in.h, L->in.w, L->k, L->stride, L->pad, L->out.h, L->out.w, dxn);
+        ld_yield_point();
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, ld, L->out.c, 1.0f, w, Ck, t, ld,
+                    0.0f, cols, ld);
+        for (int j = 0; j < n; j++) {
+            float *dxj = dx + (size_t)(n0 + j) * shape_size(L->in);
+            memset(dxj, 0, shape_size(L->in) * sizeof *dxj);
+            col2im(cols + (size_t)j * G, L->in.c, L->in.h, L->in.w, L->k, L->stride, L->pad,
+                   L->out.h, L->out.w, dxj, ld);
+        }
     }
 }
 
 /* ConvTranspose2d, the adjoint of Conv2d.  x (b, Ci, Hi, Wi), w (Ci, Co*K*K),
- * bias (Co) -> y (b, Co, Ho, Wo): per row, y_n = col2im(w^T x_n) + bias, where
- * w^T x_n is (Co*K*K, Hi*Wi) and the (Hi, Wi) grid is the positions of a
- * Conv2d with the same K, stride and padding over (Co, Ho, Wo). */
+ * bias (Co) -> y (b, Co, Ho, Wo), where the (Hi, Wi) grid is the positions of
+ * a Conv2d with the same K, stride and padding over (Co, Ho, Wo).  Per chunk
+ * of n rows: t (Ci, n*Hi*Wi) = x of the chunk; cols (Co*K*K, n*Hi*Wi) =
+ * w^T t; each y row = bias + col2im of its columns. */
 static void convt_forward(const pass_t *ps, const ld_layer_t *L, const float *x, float *y)
 {
     const float *w = ps->params + L->param_off;
-    const float *bias = w + (size_t)L->out.c * L->in.c * L->k * L->k;
-    int Ck = L->out.c * L->k * L->k, HWi = L->in.h * L->in.w, HWo = L->out.h * L->out.w;
-    float *cols = ps->ws->cols;
-    for (int n = 0; n < ps->b; n++) {
-        const float *xn = x + (size_t)n * shape_size(L->in);
-        float *yn = y + (size_t)n * shape_size(L->out);
+    const float *bias = w + (size_t)L->in.c * conv_colrows(L);
+    const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
+    const int HWo = L->out.h * L->out.w;
+    float *cols = ps->ws->cols, *t = ps->ws->tmp;
+    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+        int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
+        to_cm(x + (size_t)n0 * shape_size(L->in), n, L->in.c, G, t);
         ld_yield_point();
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, HWi, L->in.c, 1.0f, w, Ck, xn,
-                    HWi, 0.0f, cols, HWi);
-        fill_channels(yn, bias, L->out.c, HWo);
-        col2im(cols, L->out.c, L->out.h, L->out.w, L->k, L->stride, L->pad, L->in.h, L->in.w, yn);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, ld, L->in.c, 1.0f, w, Ck, t, ld,
+                    0.0f, cols, ld);
+        for (int j = 0; j < n; j++) {
+            float *yj = y + (size_t)(n0 + j) * shape_size(L->out);
+            fill_channels(yj, bias, L->out.c, HWo);
+            col2im(cols + (size_t)j * G, L->out.c, L->out.h, L->out.w, L->k, L->stride, L->pad,
+                   L->in.h, L->in.w, yj, ld);
+        }
     }
 }
 
-/* cols = im2col(g_n) (Co*K*K, Hi*Wi); gw (Ci, Co*K*K) += x_n cols^T;
- * gbias += spatial sums of g_n; dx_n (Ci, Hi*Wi) = w cols. */
+/* cols (Co*K*K, n*Hi*Wi) = im2col of each g row; t = x of the chunk (Ci, n*Hi*Wi);
+ * gw (Ci, Co*K*K) += t cols^T; gbias += spatial sums of g; dx = w cols, back
+ * in row order. */
 static void convt_backward(const pass_t *ps, const ld_layer_t *L, const float *x, const float *g,
                            float *dx)
 {
     const float *w = ps->params + L->param_off;
-    size_t wn = (size_t)L->out.c * L->in.c * L->k * L->k;
-    float *gw = ps->grads + L->param_off, *gb = gw + wn;
-    int Ck = L->out.c * L->k * L->k, HWi = L->in.h * L->in.w, HWo = L->out.h * L->out.w;
-    float *cols = ps->ws->cols;
-    for (int n = 0; n < ps->b; n++) {
-        const float *xn = x + (size_t)n * shape_size(L->in);
-        const float *gn = g + (size_t)n * shape_size(L->out);
-        im2col(gn, L->out.c, L->out.h, L->out.w, L->k, L->stride, L->pad, L->in.h, L->in.w, cols);
+    float *gw = ps->grads + L->param_off, *gb = gw + (size_t)L->in.c * conv_colrows(L);
+    const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
+    const int HWo = L->out.h * L->out.w;
+    float *cols = ps->ws->cols, *t = ps->ws->tmp, *t2 = t + (size_t)L->in.c * ch * G;
+    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+        int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
+        for (int j = 0; j < n; j++) {
+            const float *gj = g + (size_t)(n0 + j) * shape_size(L->out);
+            im2col(gj, L->out.c, L->out.h, L->out.w, L->k, L->stride, L->pad, L->in.h, L->in.w,
+                   cols + (size_t)j * G, ld);
+            add_channel_sums(gj, L->out.c, HWo, gb);
+        }
+        to_cm(x + (size_t)n0 * shape_size(L->in), n, L->in.c, G, t);
         ld_yield_point();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->in.c, Ck, HWi, 1.0f, xn, HWi,
-                    cols, HWi, 1.0f, gw, Ck);
-        add_channel_sums(gn, L->out.c, HWo, gb);
-        if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->in.c, HWi, Ck, 1.0f, w, Ck,
-                        cols, HWi, 0.0f, dx + (size_t)n * shape_size(L->in), HWi);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->in.c, Ck, ld, 1.0f, t, ld, cols,
+                    ld, 1.0f, gw, Ck);
+        if (!dx)
+            continue;
+        ld_yield_point();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->in.c, ld, Ck, 1.0f, w, Ck, cols,
+                    ld, 0.0f, t2, ld);
+        from_cm(t2, n, L->in.c, G, dx + (size_t)n0 * shape_size(L->in), NULL);
     }
 }
 

@@ -778,6 +778,53 @@ START_TEST(test_eval_and_empty)
 }
 END_TEST
 
+/* The convolutions run their GEMMs over chunks of rows (as many as fit a
+ * column buffer; 20 for the DCGAN's 4x4 layers of 64 and 128 channels):
+ * 45 rows at once (chunks of 20, 20, 5) must give what 45 single rows give. */
+START_TEST(test_conv_chunks)
+{
+    ld_net_t g, d;
+    size_t po = 0, bo = 0;
+    ld_nets_dcgan(100, &g, &d, &po, &bo);
+    float *params = calloc(po, sizeof(float)), *bufs = calloc(bo, sizeof(float));
+    ld_rng_t r;
+    ld_rng_seed(&r, 31);
+    ld_net_init_params(&g, params, bufs, &r);
+    ld_net_init_params(&d, params, bufs, &r);
+    const ld_net_t *nets[2] = {&g, &d};
+    enum { N = 45 };
+    for (int k = 0; k < 2; k++) {
+        const ld_net_t *net = nets[k];
+        size_t I = in_size(net), O = out_size(net);
+        float *x = malloc(N * I * sizeof *x), *dout = malloc(N * O * sizeof *dout);
+        float *y1 = malloc(N * O * sizeof *y1), *dx1 = malloc(N * I * sizeof *dx1);
+        float *dx2 = malloc(N * I * sizeof *dx2), *g1 = calloc(po, sizeof(float));
+        float *g2 = calloc(po, sizeof(float));
+        ld_rng_fill_normal(&r, x, N * I, 0.3f, 1.0f);
+        ld_rng_fill_normal(&r, dout, N * O, 0.0f, 1.0f);
+        ld_net_ws_t all, one;
+        ck_assert_int_eq(ld_net_ws_init(&all, net, N), LD_OK);
+        ck_assert_int_eq(ld_net_ws_init(&one, net, 1), LD_OK);
+        const float *y = ld_net_forward(net, params, bufs, &all, N, x, NULL);
+        ld_net_backward(net, params, g1, &all, dout, dx1, NULL);
+        for (int i = 0; i < N; i++) {
+            const float *yi = ld_net_forward(net, params, bufs, &one, 1, x + i * I, NULL);
+            memcpy(y1 + i * O, yi, O * sizeof *y1);
+            ld_net_backward(net, params, g2, &one, dout + i * O, dx2 + i * I, NULL);
+        }
+        printf("%s, %d rows at once against one by one:\n", net->name, N);
+        check_close("output", y, y1, N * O, 1e-5);
+        check_close("input gradient", dx1, dx2, N * I, 1e-5);
+        check_close("parameter gradients", g1 + net->param_off, g2 + net->param_off,
+                    net->n_params, 1e-5);
+        ld_net_ws_free(&all);
+        ld_net_ws_free(&one);
+        free(x), free(dout), free(y1), free(dx1), free(dx2), free(g1), free(g2);
+    }
+    free(params), free(bufs);
+}
+END_TEST
+
 /* ---- one training step of the DCGAN and the conv VAE against PyTorch ----
  * tests/fixtures/layer_steps.safetensors (see the script's docstring).
  * Tolerances: gradients and their norms STEP_TOL = 1e-4 relative with a
@@ -1095,6 +1142,7 @@ Suite *suite_layer(void)
     tcase_add_test(tc, test_conv_vae_shapes);
     tcase_add_test(tc, test_mlp_as_layers);
     tcase_add_test(tc, test_eval_and_empty);
+    tcase_add_test(tc, test_conv_chunks);
     tcase_add_test(tc, test_dcgan_step_against_torch);
     tcase_add_test(tc, test_conv_vae_step_against_torch);
     suite_add_tcase(s, tc);

@@ -188,7 +188,8 @@ typedef struct {
     float *stat[LD_NET_MAX_LAYERS];       /* BN: mean, rstd (C each); LN: mean, rstd (B each) */
     float *skip[LD_NET_MAX_LAYERS];       /* residual: (B, size) dL/dy kept across f */
     double count[LD_NET_MAX_LAYERS];      /* BN: values per channel over the whole batch */
-    float *cols;             /* im2col buffer of one row, largest conv */
+    float *cols;             /* im2col columns of a chunk of rows, largest conv */
+    float *tmp;              /* the chunk's rows channel-major, largest conv */
     float *g0, *g1;          /* (B, widest) gradient ping-pong */
     double *red;             /* (2 * widest C + 1) per-channel partial sums */
     float *mem;              /* the one float allocation behind the rest */
