@@ -1038,6 +1038,8 @@ double ld_net_flops(const ld_net_t *net)
         case LD_LAYER_LINEAR: f += 2.0 * shape_size(L->in) * L->out.c; break;
         case LD_LAYER_CONV2D: f += 2.0 * L->out.c * L->in.c * kk * L->out.h * L->out.w; break;
         case LD_LAYER_CONVT2D: f += 2.0 * L->out.c * L->in.c * kk * L->in.h * L->in.w; break;
+        case LD_LAYER_FLATTEN:
+        case LD_LAYER_UNFLATTEN: break;
         default: f += (double)shape_size(L->out); break;
         }
     }

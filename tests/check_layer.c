@@ -647,6 +647,11 @@ START_TEST(test_dcgan_shapes_names_table)
     snprintf(total, sizeof total, "%zu\n", g.n_params);
     ck_assert_ptr_nonnull(strstr(tab, total));
     ck_assert_int_eq(ld_net_table(&g, tab, 8), len); /* snprintf style */
+    /* GEMM flops of one row: Linear, two transposed convs (Ci*Co*K*K per input
+     * position), plus one per output value of the other layers */
+    double gemm = 2.0 * (100 * 6272 + 128 * 64 * 16 * 49 + 64 * 1 * 16 * 196);
+    double elementwise = 2 * 6272 + 2 * 12544 + 784; /* BN, ReLU twice; Sigmoid */
+    ck_assert_double_eq_tol(ld_net_flops(&g), gemm + elementwise, 0.5);
 
     ld_net_t res;
     po = bo = 0;
@@ -699,6 +704,7 @@ START_TEST(test_mlp_as_layers)
             ld_net_t net;
             ld_nets_from_mlp(mlp, &net);
             ck_assert_uint_eq(net.param_off, mlp->off);
+            roundtrip(&net);
             ck_assert_uint_eq(net.n_params, mlp->n_params);
             ld_net_tensor_t t[MAX_T];
             int n = ld_net_tensors(&net, t, MAX_T);

@@ -203,7 +203,8 @@ typedef struct {
     int training;        /* batch statistics and running-stat updates; dropout */
     ld_rng_t *rng;       /* dropout masks (training); drawn layer by layer as
                             ld_dropout_mask over the layer's (b, size) */
-    const uint8_t *labels; /* (b) class labels, for embedding layers */
+    const uint8_t *labels; /* (b) class labels, for embedding layers; each below
+                            the layer's n_classes (asserted: callers check input) */
     float *update;       /* training: the buffer block to update running
                             statistics in; NULL = leave them (other workers) */
     /* Whole-batch statistics when the batch is split over workers: every
