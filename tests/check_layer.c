@@ -1133,6 +1133,110 @@ START_TEST(test_conv_vae_step_against_torch)
 }
 END_TEST
 
+/* The reverse direction: latentd's nets written as a safetensors file (state
+ * dicts by ld_net_tensors, layer lists as metadata, an input and latentd's
+ * eval-mode output per net) and read back.  With LD_TORCH_CHECK_OUT=path the
+ * file is kept there for `make_layer_fixtures.py --check-latentd path`, which
+ * rebuilds each net in torch from its JSON, loads the state dict with
+ * strict=True and compares the outputs (num_batches_tracked is F32 here:
+ * ckpt.c writes F32 only). */
+START_TEST(test_state_dict_file)
+{
+    ld_net_t nets[7];
+    size_t po = 0, bo = 0;
+    ld_nets_dcgan(100, &nets[0], &nets[1], &po, &bo);
+    ld_nets_conv_vae(20, &nets[2], &nets[3], &nets[4], &nets[5], &po, &bo);
+    ld_nets_resmlp(&nets[6], "critic", 784, 32, 2, 1, LD_LAYER_N_KINDS, 0.2f, &po, &bo);
+    float *params = calloc(po, sizeof(float)), *bufs = calloc(bo, sizeof(float));
+    ld_rng_t r;
+    ld_rng_seed(&r, 77);
+    enum { NB = 3, MAXV = 160 };
+    ld_tensor_view_t v[MAXV];
+    ld_kv_t meta[7];
+    char json[7][4096], key[7][64];
+    float nbt[MAXV], *xs[7], *ys[7];
+    int nv = 0;
+    for (int k = 0; k < 7; k++) {
+        const ld_net_t *net = &nets[k];
+        ld_net_init_params(net, params, bufs, &r);
+        size_t I = in_size(net), O = out_size(net);
+        xs[k] = malloc(NB * I * sizeof(float));
+        ys[k] = malloc(NB * O * sizeof(float));
+        ld_rng_fill_normal(&r, xs[k], NB * I, 0.3f, 1.0f);
+        ld_net_ws_t ws;
+        ck_assert_int_eq(ld_net_ws_init(&ws, net, NB), LD_OK);
+        ld_net_run_t train = {.training = 1, .update = bufs};
+        ld_net_forward(net, params, bufs, &ws, NB, xs[k], &train); /* running stats move */
+        memcpy(ys[k], ld_net_forward(net, params, bufs, &ws, NB, xs[k], NULL), NB * O * sizeof(float));
+        ld_net_ws_free(&ws);
+        ld_net_tensor_t t[MAX_T];
+        int nt = ld_net_tensors(net, t, MAX_T);
+        for (int i = 0; i < nt; i++, nv++) {
+            ck_assert_int_lt(nv, MAXV - 14);
+            memset(&v[nv], 0, sizeof v[nv]);
+            snprintf(v[nv].name, sizeof v[nv].name, "%.120s", t[i].name);
+            v[nv].ndim = t[i].ndim;
+            memcpy(v[nv].shape, t[i].shape, sizeof v[nv].shape);
+            v[nv].numel = t[i].numel;
+            if (t[i].dtype == LD_DTYPE_I64) {
+                int li = 0;
+                while (net->layers[li].buf_off + 2 * (size_t)net->layers[li].in.c != t[i].off ||
+                       !net->layers[li].n_bufs)
+                    li++;
+                nbt[nv] = (float)ld_net_nbt(net, li, bufs);
+                ck_assert_float_eq(nbt[nv], 1.0f);
+                v[nv].data = &nbt[nv];
+            } else {
+                v[nv].data = (t[i].is_buffer ? bufs : params) + t[i].off;
+            }
+        }
+        const float *io[2] = {xs[k], ys[k]};
+        for (int j = 0; j < 2; j++, nv++) {
+            memset(&v[nv], 0, sizeof v[nv]);
+            snprintf(v[nv].name, sizeof v[nv].name, "check.%s.%.31s", j ? "y" : "x", net->name);
+            v[nv].ndim = 2;
+            v[nv].shape[0] = NB;
+            v[nv].shape[1] = (int64_t)(j ? O : I);
+            v[nv].numel = NB * (j ? O : I);
+            v[nv].data = io[j];
+        }
+        ck_assert_int_gt(ld_net_to_json(net, json[k], sizeof json[k]), 0);
+        snprintf(key[k], sizeof key[k], "layers.%.31s", net->name);
+        meta[k] = (ld_kv_t){key[k], json[k]};
+    }
+    const char *keep = getenv("LD_TORCH_CHECK_OUT");
+    char *dir = tu_mkdtemp(), path[4200];
+    snprintf(path, sizeof path, "%s", keep ? keep : dir);
+    if (!keep)
+        strncat(path, "/nets.safetensors", sizeof path - strlen(path) - 1);
+    ld_err_t err = {{0}};
+    ck_assert_msg(ld_ckpt_write(path, v, nv, meta, 7, &err) == LD_OK, "%s", err.msg);
+    ld_ckpt_t *c = NULL;
+    ck_assert_msg(ld_ckpt_read(path, &c, &err) == LD_OK, "%s", err.msg);
+    ck_assert_int_eq(c->n_tensors, nv);
+    for (int i = 0; i < nv; i++) {
+        const ld_tensor_view_t *t = ld_ckpt_find(c, v[i].name);
+        ck_assert_msg(t && t->ndim == v[i].ndim && t->numel == v[i].numel, "%s", v[i].name);
+        ck_assert(memcmp(t->data, v[i].data, t->numel * sizeof(float)) == 0);
+    }
+    /* the layer lists read back into the same nets */
+    for (int k = 0; k < 7; k++) {
+        ld_net_t back;
+        size_t p2 = nets[k].param_off, b2 = nets[k].buf_off;
+        ck_assert_int_eq(ld_net_from_json(ld_ckpt_meta(c, key[k]), &back, &p2, &b2, &err), LD_OK);
+        ck_assert(memcmp(back.layers, nets[k].layers, sizeof back.layers[0] * back.n_layers) == 0);
+        free(xs[k]);
+        free(ys[k]);
+    }
+    printf("state dicts of 7 nets, %d tensors, written to %s and read back\n", nv, path);
+    ld_ckpt_free(c);
+    tu_rmrf(dir);
+    free(dir);
+    free(params);
+    free(bufs);
+}
+END_TEST
+
 Suite *suite_layer(void)
 {
     Suite *s = suite_create("layer");
@@ -1149,6 +1253,7 @@ Suite *suite_layer(void)
     tcase_add_test(tc, test_mlp_as_layers);
     tcase_add_test(tc, test_eval_and_empty);
     tcase_add_test(tc, test_conv_chunks);
+    tcase_add_test(tc, test_state_dict_file);
     tcase_add_test(tc, test_dcgan_step_against_torch);
     tcase_add_test(tc, test_conv_vae_step_against_torch);
     suite_add_tcase(s, tc);

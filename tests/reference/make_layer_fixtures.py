@@ -46,6 +46,12 @@ statistics after the step.
         betas (0.5, 0.999), eps 1e-8.  Both nets in training mode throughout.
   VAE:  loss = (BCE-with-logits summed + KL) / B, z = mu + exp(logvar/2) eps;
         Adam lr 1e-3, betas (0.9, 0.999).
+
+--check-latentd FILE  the reverse direction: FILE is written by check_layer's
+test_state_dict_file (LD_TORCH_CHECK_OUT=FILE); every net in it is rebuilt
+in torch from its layer list ("layers.<net>" metadata) with build_net(),
+loaded with load_state_dict(strict=True) and run in eval mode on the stored
+input; the output must match latentd's within 1e-5.
 """
 
 import json
@@ -344,8 +350,87 @@ def make_steps(outdir):
     print(f"{path}: {os.path.getsize(path)} bytes")
 
 
+# ---- the reverse direction ------------------------------------------------
+
+def build_net(spec):
+    """A torch Net equal to a latentd layer list (ld_net_to_json's format)."""
+    def make(layers, shape):
+        mods = []
+        for l in layers:
+            t, (c, h, w) = l["type"], shape
+            if t == "Linear":
+                m, shape = nn.Linear(c, l["out"]), (l["out"], 1, 1)
+            elif t in ("Conv2d", "ConvTranspose2d"):
+                k, st, p = l["kernel"], l["stride"], l["padding"]
+                if t == "Conv2d":
+                    m = nn.Conv2d(c, l["out"], k, st, p)
+                    shape = (l["out"], (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1)
+                else:
+                    m = nn.ConvTranspose2d(c, l["out"], k, st, p)
+                    shape = (l["out"], (h - 1) * st - 2 * p + k, (w - 1) * st - 2 * p + k)
+            elif t in ("BatchNorm1d", "BatchNorm2d"):
+                m = getattr(nn, t)(c, eps=l["eps"], momentum=l["momentum"])
+            elif t == "LayerNorm":
+                m = nn.LayerNorm([c] if (h, w) == (1, 1) else [c, h, w], eps=l["eps"])
+            elif t == "Dropout":
+                m = nn.Dropout(l["p"])
+            elif t == "LeakyReLU":
+                m = nn.LeakyReLU(l["slope"])
+            elif t in ("ReLU", "Tanh", "Sigmoid"):
+                m = getattr(nn, t)()
+            elif t == "Flatten":
+                m, shape = nn.Flatten(), (c * h * w, 1, 1)
+            elif t == "Unflatten":
+                m, shape = nn.Unflatten(1, tuple(l["shape"])), tuple(l["shape"])
+            elif t == "EmbedConcat":
+                m, shape = EmbedConcat(l["classes"], l["channels"], shape), (c + l["channels"], h, w)
+            elif t == "Residual":
+                m = Residual(*make(l["layers"], shape)[0])
+            else:
+                raise ValueError(f"unknown layer type {t}")
+            mods.append(m)
+        return mods, shape
+    return Net(*make(spec["layers"], tuple(spec["input"]))[0])
+
+
+def check_latentd(path):
+    with open(path, "rb") as f:
+        buf = f.read()
+    (n,) = struct.unpack("<Q", buf[:8])
+    header = json.loads(buf[8:8 + n])
+    meta, data = header.pop("__metadata__"), buf[8 + n:]
+    t = {k: torch.from_numpy(np.frombuffer(data[e["data_offsets"][0]:e["data_offsets"][1]],
+                                           dtype="<f4").reshape(e["shape"]).copy())
+         for k, e in header.items()}
+    worst = 0.0
+    for key, js in meta.items():
+        spec = json.loads(js)
+        name, net = spec["name"], build_net(spec)
+        sd = {k[len(name) + 1:]: (v.long() if k.endswith("num_batches_tracked") else v)
+              for k, v in t.items() if k.startswith(name + ".")}
+        if spec["names"] == "single":  # one nn.Linear, "mu.weight"
+            sd = {f"0.{k}": v for k, v in sd.items()}
+        elif spec["names"] == "dense":  # only Linear layers counted: map to places
+            lin = [i for i, m in enumerate(net) if isinstance(m, nn.Linear)]
+            sd = {f"{lin[int(k.split('.')[0])]}.{k.split('.', 1)[1]}": v for k, v in sd.items()}
+        net.load_state_dict(sd, strict=True)
+        net.eval()
+        c, h, w = spec["input"]
+        x = t[f"check.x.{name}"]
+        x = x if (h, w) == (1, 1) else x.view(-1, c, h, w)
+        with torch.no_grad():
+            y = net(x).reshape(x.shape[0], -1)
+        d = (y - t[f"check.y.{name}"]).abs().max().item()
+        worst = max(worst, d)
+        print(f"{name}: {len(sd)} tensors loaded strictly, max |torch - latentd| = {d:.3g}")
+    assert worst <= 1e-5, worst
+    return 0
+
+
 def main(argv):
     torch.set_num_threads(1)
+    if len(argv) > 2 and argv[1] == "--check-latentd":
+        return check_latentd(argv[2])
     outdir = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "fixtures")
     os.makedirs(outdir, exist_ok=True)
     make(outdir)
