@@ -434,8 +434,15 @@ static void *split_run(void *arg)
     return NULL;
 }
 
+/* Row counts per worker, as train.c's contiguous slices; the last pattern has
+ * a worker with no rows, which must still take part. */
+static const int split_rows[][3] = {{4, 3, 0}, {3, 3, 1}, {4, 3, 0}};
+static const int split_workers[] = {2, 3, 3};
+
 START_TEST(test_bn_split_threads)
 {
+    const int nw = split_workers[_i];
+    const int *rows = split_rows[_i];
     tnet_t t;
     tnet_from_json(&t, split_net);
     ld_rng_t r;
@@ -446,53 +453,56 @@ START_TEST(test_bn_split_threads)
     float *x = malloc(SPLIT_B * I * sizeof *x), *rr = malloc(SPLIT_B * O * sizeof *rr);
     ld_rng_fill_normal(&r, x, SPLIT_B * I, 0.5f, 1.0f);
     ld_rng_fill_normal(&r, rr, SPLIT_B * O, 0.0f, 1.0f);
-    float *y[2], *dx[2], *g[2][2], *bufs[2], *gsum[2];
+    float *y[2], *dx[2], *g[4], *bufs[2], *gsum = calloc(P, sizeof(float));
     for (int k = 0; k < 2; k++) {
         y[k] = calloc(SPLIT_B * O, sizeof(float));
         dx[k] = calloc(SPLIT_B * I, sizeof(float));
-        g[k][0] = calloc(P, sizeof(float));
-        g[k][1] = calloc(P, sizeof(float));
-        gsum[k] = calloc(P, sizeof(float));
         bufs[k] = malloc(NB * sizeof(float));
         memcpy(bufs[k], t.bufs, NB * sizeof(float));
     }
+    for (int k = 0; k < 4; k++)
+        g[k] = calloc(P, sizeof(float));
     /* 1 thread: all rows */
-    split_worker_t one = {&t, g[0][0], bufs[0], NULL, 0, 0, SPLIT_B, SPLIT_B, x, rr, y[0], dx[0]};
+    split_worker_t one = {&t, g[3], bufs[0], NULL, 0, 0, SPLIT_B, SPLIT_B, x, rr, y[0], dx[0]};
     split_run(&one);
-    memcpy(gsum[0], g[0][0], P * sizeof(float));
-    /* 2 threads: rows 0..3 and 4..6, as train.c's contiguous slices */
+    /* nw threads */
     ld_allreduce_t *ar = NULL;
-    ck_assert_int_eq(ld_allreduce_new(2, 64, &ar), LD_OK);
-    split_worker_t w[2] = {
-        {&t, g[1][0], bufs[1], ar, 0, 0, 4, SPLIT_B, x, rr, y[1], dx[1]},
-        {&t, g[1][1], bufs[1], ar, 1, 4, 3, SPLIT_B, x, rr, y[1], dx[1]},
-    };
-    pthread_t th;
-    ck_assert_int_eq(pthread_create(&th, NULL, split_run, &w[1]), 0);
+    ck_assert_int_eq(ld_allreduce_new(nw, 64, &ar), LD_OK);
+    split_worker_t w[3];
+    pthread_t th[3];
+    for (int k = 0, lo = 0; k < nw; lo += rows[k], k++)
+        w[k] = (split_worker_t){&t, g[k], bufs[1], ar, k, lo, rows[k], SPLIT_B, x, rr, y[1], dx[1]};
+    for (int k = 1; k < nw; k++)
+        ck_assert_int_eq(pthread_create(&th[k], NULL, split_run, &w[k]), 0);
     split_run(&w[0]);
-    pthread_join(th, NULL);
-    for (size_t i = 0; i < P; i++)
-        gsum[1][i] = g[1][0][i] * (4.0f / SPLIT_B) + g[1][1][i] * (3.0f / SPLIT_B);
-    /* each worker's dx is of its own mean loss: scale to the whole batch's */
-    for (size_t i = 0; i < SPLIT_B * I; i++)
-        dx[1][i] *= i < 4 * I ? 4.0f / SPLIT_B : 3.0f / SPLIT_B;
-    printf("batch norm, whole batch over 1 and 2 threads:\n");
+    for (int k = 1; k < nw; k++)
+        pthread_join(th[k], NULL);
+    /* the trainer's reduce; each worker's dx is of its own mean loss */
+    for (int k = 0; k < nw; k++) {
+        float share = (float)rows[k] / SPLIT_B;
+        for (size_t i = 0; i < P; i++)
+            gsum[i] += g[k][i] * share;
+        for (size_t i = (size_t)w[k].lo * I; i < (size_t)(w[k].lo + rows[k]) * I; i++)
+            dx[1][i] *= share;
+    }
+    printf("batch norm, whole batch over 1 and %d threads (rows %d+%d+%d):\n", nw, rows[0],
+           rows[1], rows[2]);
     check_close("output", y[1], y[0], SPLIT_B * O, 1e-5);
     check_close("input gradient", dx[1], dx[0], SPLIT_B * I, 1e-5);
-    check_close("parameter gradients (summed)", gsum[1], gsum[0], P, 1e-5);
+    check_close("parameter gradients (summed)", gsum, g[3], P, 1e-5);
     check_close("running statistics", bufs[1], bufs[0], NB, 1e-5);
-    /* and against the statistics of half a batch, which must differ */
-    double d = tu_max_rel_diff(g[1][0], gsum[0], P, 1e-3 * tu_max_abs(gsum[0], P));
+    /* and against the statistics of part of the batch, which must differ */
+    double d = tu_max_rel_diff(g[0], g[3], P, 1e-3 * tu_max_abs(g[3], P));
     ck_assert_msg(d > 1e-3, "one worker's gradient alone matches the whole batch's");
     ld_allreduce_free(ar);
     for (int k = 0; k < 2; k++) {
         free(y[k]);
         free(dx[k]);
-        free(g[k][0]);
-        free(g[k][1]);
-        free(gsum[k]);
         free(bufs[k]);
     }
+    for (int k = 0; k < 4; k++)
+        free(g[k]);
+    free(gsum);
     free(x);
     free(rr);
     tnet_free(&t);
@@ -1245,7 +1255,7 @@ Suite *suite_layer(void)
     tcase_add_loop_test(tc, test_against_torch, 0, (int)LD_ARRAY_LEN(fixture_cases));
     tcase_add_loop_test(tc, test_finite_differences, 0, (int)LD_ARRAY_LEN(fd_cases));
     tcase_add_test(tc, test_finite_differences_can_fail);
-    tcase_add_test(tc, test_bn_split_threads);
+    tcase_add_loop_test(tc, test_bn_split_threads, 0, (int)LD_ARRAY_LEN(split_workers));
     tcase_add_test(tc, test_json_roundtrip);
     tcase_add_test(tc, test_json_rejects);
     tcase_add_test(tc, test_dcgan_shapes_names_table);
