@@ -760,18 +760,30 @@ START_TEST(test_mlp_as_layers)
 }
 END_TEST
 
+/* The DCGAN's nets with torch's default init from seed; blocks owned by the
+ * caller. */
+static void dcgan_blocks(int z, uint64_t seed, ld_net_t *g, ld_net_t *d, float **params,
+                         float **bufs, ld_rng_t *r)
+{
+    size_t po = 0, bo = 0;
+    ld_nets_dcgan(z, g, d, &po, &bo);
+    *params = calloc(po, sizeof(float));
+    *bufs = calloc(bo, sizeof(float));
+    ck_assert(*params && *bufs);
+    ld_rng_seed(r, seed);
+    ld_net_init_params(g, *params, *bufs, r);
+    ld_net_init_params(d, *params, *bufs, r);
+}
+
 /* Eval mode reads the running statistics and changes nothing; a worker
  * with no rows still takes part (b = 0). */
 START_TEST(test_eval_and_empty)
 {
     ld_net_t g, d;
-    size_t po = 0, bo = 0;
-    ld_nets_dcgan(16, &g, &d, &po, &bo);
-    float *params = calloc(po, sizeof(float)), *bufs = calloc(bo, sizeof(float));
+    float *params, *bufs;
     ld_rng_t r;
-    ld_rng_seed(&r, 1);
-    ld_net_init_params(&g, params, bufs, &r);
-    ld_net_init_params(&d, params, bufs, &r);
+    dcgan_blocks(16, 1, &g, &d, &params, &bufs, &r);
+    size_t bo = g.n_bufs + d.n_bufs;
     float *copy = malloc(bo * sizeof(float));
     memcpy(copy, bufs, bo * sizeof(float));
     float z[3 * 16];
@@ -800,13 +812,10 @@ END_TEST
 START_TEST(test_conv_chunks)
 {
     ld_net_t g, d;
-    size_t po = 0, bo = 0;
-    ld_nets_dcgan(100, &g, &d, &po, &bo);
-    float *params = calloc(po, sizeof(float)), *bufs = calloc(bo, sizeof(float));
+    float *params, *bufs;
     ld_rng_t r;
-    ld_rng_seed(&r, 31);
-    ld_net_init_params(&g, params, bufs, &r);
-    ld_net_init_params(&d, params, bufs, &r);
+    dcgan_blocks(100, 31, &g, &d, &params, &bufs, &r);
+    size_t po = g.n_params + d.n_params;
     const ld_net_t *nets[2] = {&g, &d};
     enum { N = 45 };
     for (int k = 0; k < 2; k++) {
