@@ -32,6 +32,14 @@ void tu_rmrf(const char *path)
         fprintf(stderr, "rm -rf %s failed\n", path);
 }
 
+double tu_max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
+    return m;
+}
+
 double tu_max_rel_diff(const float *a, const float *b, size_t n, double floor)
 {
     double worst = 0;

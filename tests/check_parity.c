@@ -79,18 +79,10 @@ static const ld_tensor_view_t *fx_view(const ld_ckpt_t *c, const char *prefix, c
     return t;
 }
 
-static double max_abs(const float *a, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
-    return m;
-}
-
 /* Compare got against want (torch) elementwise; print and assert. */
 static double compare(const char *what, const float *got, const float *want, size_t n)
 {
-    double floor = FLOOR_FRAC * max_abs(want, n);
+    double floor = FLOOR_FRAC * tu_max_abs(want, n);
     floor = floor > 1e-30 ? floor : 1e-30;
     double d = tu_max_rel_diff(got, want, n, floor);
     size_t at = 0; /* where the worst difference is, for the log */

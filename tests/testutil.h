@@ -19,6 +19,8 @@
 char *tu_mkdtemp(void);
 /* rm -rf path (only under /tmp). */
 void tu_rmrf(const char *path);
+/* Max |a[i]| over n values. */
+double tu_max_abs(const float *a, size_t n);
 /* Max |a-b| / max(|b|, floor) over n values. */
 double tu_max_rel_diff(const float *a, const float *b, size_t n, double floor);
 /* A test (or a part of one) that cannot run here: prints "SKIPPED: <reason>"

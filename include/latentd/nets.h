@@ -1,0 +1,44 @@
+/* nets.h — the architectures latentd ships, as layer lists (layer.h).
+ *
+ * Each builder fills ld_net_t descriptions only (shapes, tensor names) and
+ * lays them out one after another from *param_off / *buf_off (advanced), so a
+ * model's nets share its parameter and buffer blocks.  Images are (1, 28, 28)
+ * unless stated; latents are (z, 1, 1).
+ *
+ *   dcgan     G: z -> Linear -> Unflatten (128,7,7) -> BN2d -> ReLU
+ *                 -> ConvT 128->64 4x4 s2 p1 -> BN2d -> ReLU
+ *                 -> ConvT 64->1 4x4 s2 p1 -> Sigmoid              (1,28,28)
+ *             D: Conv 1->64 4x4 s2 p1 -> LReLU(0.2) -> Conv 64->128 4x4 s2 p1
+ *                 -> BN2d -> LReLU(0.2) -> Flatten -> Linear -> 1 logit
+ *   conv VAE  encoder: Conv 1->32 4x4 s2 p1 -> LReLU -> Conv 32->64 4x4 s2 p1
+ *                 -> LReLU -> Flatten (3136); mu, logvar: Linear 3136 -> z;
+ *             decoder: Linear z -> 3136 -> LReLU -> Unflatten (64,7,7)
+ *                 -> ConvT 64->32 4x4 s2 p1 -> LReLU -> ConvT 32->1 -> logits
+ *             (the same four nets, names and roles as the dense VAE's)
+ *   resmlp    Linear in->width -> BN1d -> LReLU, then per block
+ *             Residual(Linear -> BN1d -> LReLU -> Linear -> BN1d) -> LReLU,
+ *             then Linear width->out and the output activation
+ *   from_mlp  a dense ld_mlp_t as a layer list with its old tensor names and
+ *             the same offsets: Linear, activation, Dropout per layer.
+ *
+ * Thread-safety: pure functions of their arguments.
+ */
+#ifndef LATENTD_NETS_H
+#define LATENTD_NETS_H
+
+#include "latentd/layer.h"
+#include "latentd/mlp.h"
+
+/* g "generator", d "discriminator". */
+void ld_nets_dcgan(int z_dim, ld_net_t *g, ld_net_t *d, size_t *param_off, size_t *buf_off);
+/* enc "encoder", mu "mu", logvar "logvar" (single Linear, LD_NAMES_SINGLE as
+ * the dense VAE's heads), dec "decoder" (logits). */
+void ld_nets_conv_vae(int z_dim, ld_net_t *enc, ld_net_t *mu, ld_net_t *logvar, ld_net_t *dec,
+                      size_t *param_off, size_t *buf_off);
+/* out_act: LD_LAYER_SIGMOID, _TANH or LD_LAYER_N_KINDS for none. */
+void ld_nets_resmlp(ld_net_t *net, const char *name, int in, int width, int blocks, int out,
+                    ld_layer_kind_t out_act, float slope, size_t *param_off, size_t *buf_off);
+/* The layer list of m, laid out at m->off (so it reads the same block). */
+void ld_nets_from_mlp(const ld_mlp_t *m, ld_net_t *net);
+
+#endif
