@@ -741,7 +741,7 @@ START_TEST(test_mlp_as_layers)
             ld_rng_t r1, r2;
             ld_rng_seed(&r1, 23);
             ld_rng_seed(&r2, 23);
-            const float *y1 = ld_mlp_forward(mlp, m->params, &mws, B, x, &r1, NULL);
+            const float *y1 = ld_mlp_forward(mlp, m->params, &mws, B, x, &r1);
             ld_net_run_t run = {.training = 1, .rng = &r2};
             const float *y2 = ld_net_forward(&net, m->params, NULL, &nws, B, x, &run);
             ck_assert_msg(memcmp(y1, y2, B * O * sizeof(float)) == 0, "%s: outputs differ", mlp->name);
