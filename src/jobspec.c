@@ -3,7 +3,9 @@
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "latentd/jobspec.h"
 
+#include "latentd/arena.h"
 #include "latentd/fsutil.h"
+#include "latentd/jsonarg.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -19,7 +21,6 @@
 #define MAX_Z 1024
 #define MAX_LIMIT 1000000000
 #define MAX_EVERY 1000000000L
-#define MAX_SEED 9007199254740992.0 /* 2^53: every integer up to it is exact in JSON */
 
 /* ---- field helpers ---------------------------------------------------------
  * Each takes the object, the key, and the dotted path used in messages.  They
@@ -96,6 +97,9 @@ static int str_field(const cJSON *obj, const char *key, const char *path, const 
         return LD_OK;
     if (!cJSON_IsString(v) || !v->valuestring)
         return ld_err_set(err, LD_EFORMAT, "%s: expected a string", path);
+    /* the arena parser's mark of an escaped NUL (arena.h): refused, never cut */
+    if (strstr(v->valuestring, "\xC0\x80"))
+        return ld_err_set(err, LD_EINVAL, "%s: a string may not contain NUL (\\u0000)", path);
     *out = v->valuestring;
     return LD_OK;
 }
@@ -260,7 +264,7 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
     if (!t)
         return LD_OK;
     v = (double)o->seed;
-    if ((rc = int_field(t, "seed", "train.seed", 0, MAX_SEED, 0, NULL, &v, &present, err)))
+    if ((rc = int_field(t, "seed", "train.seed", 0, (double)LD_SEED_MAX, 0, NULL, &v, &present, err)))
         return rc;
     o->seed = (uint64_t)v;
     float f;
@@ -317,8 +321,13 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
         return ld_err_set(err, LD_EINVAL, "ld_jobspec_parse: body and out are required");
     memset(s, 0, sizeof *s);
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    /* the arena's parser holds numbers to JSON's grammar and keeps \u0000
+     * visible (str_field refuses it), as the /v1 routes' argument layer does */
+    ld_arena_t arena;
+    ld_arena_init(&arena, 2 * len + LD_ARENA_MIN);
+    cJSON *root = ld_arena_parse_json(&arena, body, len, &end);
     if (!root) {
+        ld_arena_free(&arena);
         size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
         return ld_err_set(err, LD_EFORMAT, "body: malformed JSON near byte %zu", at);
     }
@@ -395,7 +404,7 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
     else
         rc = ld_jobspec_check_bytes(&s->arch, &s->train, caps->max_job_bytes, err);
 out:
-    cJSON_Delete(root);
+    ld_arena_free(&arena);
     return rc;
 }
 
