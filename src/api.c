@@ -5,6 +5,7 @@
 #include "latentd/batch.h"
 #include "latentd/blkcache.h"
 #include "latentd/buf.h"
+#include "latentd/fsutil.h"
 #include "latentd/image.h"
 #include "latentd/jsonarg.h"
 #include "latentd/log.h"
@@ -494,7 +495,7 @@ static void h_model_put(ld_req_t *req, void *ctx)
     if (body && (ld_arg_fields(req, body, NULL, fields) != 0 ||
                  ld_arg_string(req, body, NULL, "file", NULL, &file) != 0))
         return;
-    if (!ld_model_name_valid(name)) {
+    if (!ld_name_is_safe(name)) {
         ld_req_error(req, 400, "invalid_name",
                      "model name '%.80s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
         return;

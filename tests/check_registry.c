@@ -44,24 +44,59 @@ static void teardown(void)
     free(g_dir);
 }
 
+/* Symbolic links in the model folder: one to another file in the folder is
+ * served, one leading out of it is refused without quoting the target. */
+START_TEST(test_symlinks)
+{
+    char outside[1024], lnk[1024], path[1024];
+    char *other = tu_mkdtemp();
+    save("real.safetensors", 4, 1);
+    snprintf(outside, sizeof outside, "%s/elsewhere.safetensors", other);
+    snprintf(path, sizeof path, "%s/real.safetensors", g_dir);
+    ck_assert_int_eq(link(path, outside), 0); /* a good checkpoint, outside the folder */
+
+    snprintf(lnk, sizeof lnk, "%s/passwd.safetensors", g_dir);
+    ck_assert_int_eq(symlink("/etc/passwd", lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/away.safetensors", g_dir);
+    ck_assert_int_eq(symlink(outside, lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/dotdot.safetensors", g_dir);
+    snprintf(path, sizeof path, "../%s/elsewhere.safetensors", strrchr(other, '/') + 1);
+    ck_assert_int_eq(symlink(path, lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/alias.safetensors", g_dir);
+    ck_assert_int_eq(symlink("real.safetensors", lnk), 0);
+
+    ld_registry_t *r;
+    ld_err_t e;
+    ck_assert_int_eq(ld_registry_new(g_dir, &r, &e), LD_OK);
+    const char *out_names[] = {"passwd", "away", "dotdot"};
+    for (size_t i = 0; i < LD_ARRAY_LEN(out_names); i++) {
+        memset(&e, 0, sizeof e);
+        ck_assert_msg(ld_registry_load(r, out_names[i], NULL, NULL, NULL, &e) == LD_EINVAL,
+                      "%s: %s", out_names[i], e.msg);
+        ck_assert_msg(strstr(e.msg, "outside the folder"), "%s: %s", out_names[i], e.msg);
+        ck_assert_msg(!strstr(e.msg, "header length") && !strstr(e.msg, "root"), "%s: %s",
+                      out_names[i], e.msg);
+    }
+    ck_assert_msg(ld_registry_load(r, "alias", NULL, NULL, NULL, &e) == LD_OK, "%s", e.msg);
+    ld_registry_free(r);
+
+    /* a scan serves real and alias and skips the three links out */
+    ck_assert_int_eq(ld_registry_new(g_dir, &r, &e), LD_OK);
+    int loaded, failed, unloaded;
+    ck_assert_int_eq(ld_registry_scan(r, &loaded, &failed, &unloaded, &e), LD_OK);
+    ck_assert_int_eq(loaded, 2);
+    ck_assert_int_eq(failed, 3);
+    ld_served_t *away = ld_registry_get(r, "away");
+    ck_assert_ptr_null(away);
+    ld_registry_free(r);
+    tu_rmrf(other);
+    free(other);
+}
+END_TEST
+
 START_TEST(test_names)
 {
-    ck_assert(ld_model_name_valid("a"));
-    ck_assert(ld_model_name_valid("fashion-vae_2.v1"));
-    ck_assert(!ld_model_name_valid(""));
-    ck_assert(!ld_model_name_valid(".hidden"));
-    ck_assert(!ld_model_name_valid("-x"));
-    ck_assert(!ld_model_name_valid("a/b"));
-    ck_assert(!ld_model_name_valid(".."));
-    ck_assert(!ld_model_name_valid("a b"));
-    char long_name[80];
-    memset(long_name, 'a', sizeof long_name);
-    long_name[64] = '\0';
-    ck_assert(ld_model_name_valid(long_name));
-    long_name[64] = 'a';
-    long_name[65] = '\0';
-    ck_assert(!ld_model_name_valid(long_name));
-
+    /* the name rule itself is ld_name_is_safe's (check_fsutil.c) */
     ld_registry_t *r;
     ld_err_t e;
     ck_assert_int_eq(ld_registry_new(g_dir, &r, &e), LD_OK);
@@ -254,6 +289,7 @@ Suite *suite_registry(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_names);
+    tcase_add_test(tc, test_symlinks);
     tcase_add_test(tc, test_replace_keeps_readers_alive);
     tcase_add_test(tc, test_scan);
     tcase_add_test(tc, test_readers_race_writer);
