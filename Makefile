@@ -126,7 +126,7 @@ build/fuzz/%.o: src/%.c $(HDRS) | build/fuzz
 build/fuzz/liblatentd.a: $(patsubst src/%.c,build/fuzz/%.o,$(LIB_SRC))
 	ar rcs $@ $^
 # fake_http.c stands in for http.o (the archive member is then never pulled in)
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_UTIL) tests/fuzz/fuzz.h build/fuzz/liblatentd.a
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_UTIL) tests/fuzz/fuzz.h tests/tu_tiny.h build/fuzz/liblatentd.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -Itests/fuzz -fsanitize=fuzzer $< $(FUZZ_UTIL) \
 	  build/fuzz/liblatentd.a -o $@ $(LDLIBS)
 build/fuzz:

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 #include "tu_limits.h"
+#include "tu_tiny.h"
 
 #include "latentd/ckpt.h"
 #include "latentd/fsutil.h"
@@ -23,20 +24,7 @@ static void teardown(void)
 }
 
 /* A 4x4 VAE small enough to write by hand: 16-8-z2 | 2-8-16. */
-static ld_model_t *tiny_vae(void)
-{
-    ld_arch_t a;
-    ld_arch_default(LD_KIND_VAE, &a);
-    a.img_h = a.img_w = 4;
-    a.x_dim = 16;
-    a.z_dim = 2;
-    a.enc.n = a.dec.n = 1;
-    a.enc.size[0] = a.dec.size[0] = 8;
-    ld_model_t *m;
-    ld_err_t e;
-    ck_assert_msg(ld_model_new(&a, 1, &m, &e) == LD_OK, "%s", e.msg);
-    return m;
-}
+static ld_model_t *tiny_vae(void) { return tu_tiny_model(LD_KIND_VAE); }
 
 /* Parse a safetensors image and build a model from it; the model is freed. */
 static int load_image(const uint8_t *buf, size_t len, ld_err_t *e)
@@ -225,16 +213,8 @@ END_TEST
  * average, so every optimiser block is there), at step 0. */
 static void write_state(const char *path, ld_kind_t kind)
 {
-    ld_arch_t a;
-    ld_arch_default(kind, &a);
-    a.img_h = a.img_w = 4;
-    a.x_dim = 16;
-    a.z_dim = 2;
-    a.enc.n = a.dec.n = 1;
-    a.enc.size[0] = a.dec.size[0] = 8;
-    ld_model_t *m;
+    ld_model_t *m = tu_tiny_model(kind);
     ld_err_t e;
-    ck_assert_msg(ld_model_new(&a, 1, &m, &e) == LD_OK, "%s", e.msg);
     ld_dataset_t d = {.n = 8, .h = 4, .w = 4, .dim = 16};
     d.x = calloc(8 * 16, sizeof(float));
     snprintf(d.name, sizeof d.name, "zeros");

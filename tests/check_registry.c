@@ -4,6 +4,8 @@
  * readers racing a writer (run it under the sanitizers). */
 #define _GNU_SOURCE
 #include "testutil.h"
+#include "tu_daemon.h"
+#include "tu_tiny.h"
 
 #include "latentd/registry.h"
 
@@ -91,6 +93,56 @@ START_TEST(test_symlinks)
     ld_registry_free(r);
     tu_rmrf(other);
     free(other);
+}
+END_TEST
+
+/* The same through the real daemon: PUT of a link to /etc/passwd or to a
+ * checkpoint outside the folder is 422 without the target's bytes, and the
+ * start-up scan serves neither. */
+START_TEST(test_daemon_refuses_links_out)
+{
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, 3.0);
+    ld_model_t *m = tu_tiny_model(LD_KIND_VAE);
+    char path[1200], lnk[1200], adm[1200], conf[4096];
+    ld_err_t e;
+    snprintf(path, sizeof path, "%s/outside.safetensors", d.dir);
+    ck_assert_msg(ld_model_save(m, path, &e) == LD_OK, "%s", e.msg);
+    snprintf(lnk, sizeof lnk, "%s/good.safetensors", d.models);
+    ck_assert_msg(ld_model_save(m, lnk, &e) == LD_OK, "%s", e.msg);
+    ld_model_free(m);
+    snprintf(lnk, sizeof lnk, "%s/away.safetensors", d.models);
+    ck_assert_int_eq(symlink(path, lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/passwd.safetensors", d.models);
+    ck_assert_int_eq(symlink("/etc/passwd", lnk), 0);
+    snprintf(adm, sizeof adm, "%s/admin", d.dir);
+    tu_write_file(adm, "admin-secret-0123456789\n");
+    snprintf(conf, sizeof conf,
+             "bind = 127.0.0.1\nport = 0\nmodels_dir = %s\nstate_dir = %s\n"
+             "admin_token_file = %s\n",
+             d.models, d.state, adm);
+    tu_write_file(d.conf, conf);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_start(&d, NULL);
+    tu_req_t q = {.token = "admin-secret-0123456789", .port = d.port};
+    const char *names[] = {"passwd", "away"};
+    for (size_t i = 0; i < LD_ARRAY_LEN(names); i++) {
+        tu_resp_t r = {0};
+        snprintf(path, sizeof path, "/v1/models/%s", names[i]);
+        tu_http_once(&r, "PUT", path, NULL, 0, &q);
+        tu_expect_error(&r, 422, "invalid_value", "outside the folder", names[i], 0);
+        ck_assert_msg(!strstr(r.body.data, "header length") && !strstr(r.body.data, "root"),
+                      "%s: %s", names[i], r.body.data);
+        tu_resp_free(&r);
+    }
+    tu_resp_t r = {0};
+    ck_assert_int_eq(tu_http_once(&r, "GET", "/v1/models", NULL, 0, &q), 200);
+    ck_assert_msg(strstr(r.body.data, "\"good\"") && !strstr(r.body.data, "\"away\"") &&
+                      !strstr(r.body.data, "\"passwd\""),
+                  "%s", r.body.data);
+    tu_resp_free(&r);
+    tu_daemon_stop_ok(&d, 30);
+    curl_global_cleanup();
 }
 END_TEST
 
@@ -290,6 +342,7 @@ Suite *suite_registry(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_names);
     tcase_add_test(tc, test_symlinks);
+    tcase_add_test(tc, test_daemon_refuses_links_out);
     tcase_add_test(tc, test_replace_keeps_readers_alive);
     tcase_add_test(tc, test_scan);
     tcase_add_test(tc, test_readers_race_writer);

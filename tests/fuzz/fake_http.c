@@ -11,6 +11,7 @@
 #include "latentd/api.h"
 #include "latentd/http.h"
 #include "latentd/model.h"
+#include "../tu_tiny.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -127,18 +128,10 @@ static ld_api_t *api;
 
 static void save_tiny(const char *dir, const char *name, ld_kind_t kind)
 {
-    ld_arch_t a;
-    ld_arch_default(kind, &a);
-    a.img_h = a.img_w = 4;
-    a.x_dim = 16;
-    a.z_dim = 2;
-    a.enc.n = a.dec.n = 1;
-    a.enc.size[0] = a.dec.size[0] = 8;
-    ld_model_t *m;
+    ld_model_t *m = tu_tiny_model(kind);
     ld_err_t e;
     char path[512];
     snprintf(path, sizeof path, "%s/%s.safetensors", dir, name);
-    LD_ASSERT(ld_model_new(&a, 1, &m, &e) == LD_OK);
     LD_ASSERT(ld_model_save(m, path, &e) == LD_OK);
     ld_model_free(m);
 }
