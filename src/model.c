@@ -610,10 +610,16 @@ static int check_record_meta(const ld_ckpt_t *c, ld_err_t *err)
     return LD_OK;
 }
 
+#define STATE_FORMAT "latentd-state/1"
+
 int ld_model_from_ckpt(const ld_ckpt_t *c, ld_model_t **out, ld_err_t *err)
 {
     ld_arch_t a;
     int rc;
+    const char *fmt = ld_ckpt_meta(c, "format");
+    if (fmt && !strcmp(fmt, STATE_FORMAT))
+        return ld_err_set(err, LD_EFORMAT, "a job's training state, not a model (latentd info "
+                          "describes it; the job saves the model when it finishes)");
     const char *arch_json = ld_ckpt_meta(c, "arch");
     if (arch_json)
         rc = ld_arch_from_json(arch_json, &a, err);
@@ -659,17 +665,25 @@ int ld_model_load(const char *path, ld_model_t **out, ld_err_t *err)
 /* The optimiser blocks a training state holds beside the parameters, in the
  * order train.c writes them; each has the parameters' names and shapes. */
 static const char *const state_blocks[] = {"adam_m.", "adam_v.", "ema."};
-#define STATE_FORMAT "latentd-state/1"
 
 /* A training state's parameters as a model, and its blocks checked: each
  * block present must hold one tensor per parameter tensor, same shapes.
  * counts[b] is the tensors of block b (0 when absent). */
 static int state_model(const ld_ckpt_t *c, ld_model_t **out, int *counts, ld_err_t *err)
 {
+    /* the parameters alone, and the metadata without "format" */
     ld_ckpt_t plain = *c;
     plain.tensors = ld_calloc((size_t)c->n_tensors, sizeof *plain.tensors);
-    if (!plain.tensors)
+    plain.meta = ld_calloc((size_t)c->n_meta, sizeof *plain.meta);
+    if (!plain.tensors || !plain.meta) {
+        free(plain.tensors);
+        free(plain.meta);
         return ld_err_set(err, LD_ENOMEM, "out of memory");
+    }
+    plain.n_meta = 0;
+    for (int i = 0; i < c->n_meta; i++)
+        if (strcmp(c->meta[i].key, "format"))
+            plain.meta[plain.n_meta++] = c->meta[i];
     plain.n_tensors = 0;
     for (int i = 0; i < c->n_tensors; i++) {
         int b = 0;
@@ -681,6 +695,7 @@ static int state_model(const ld_ckpt_t *c, ld_model_t **out, int *counts, ld_err
     }
     int rc = ld_model_from_ckpt(&plain, out, err);
     free(plain.tensors);
+    free(plain.meta);
     if (rc)
         return rc;
     ld_tensor_view_t want[MAX_TENSORS];

@@ -250,6 +250,11 @@ START_TEST(test_describe_training_state)
     ck_assert_msg(strstr(text, "kind:       gan"), "%s", text);
     ck_assert_msg(strstr(text, "8 parameters, 8 adam_m, 8 adam_v, 8 ema\n"), "%s", text);
 
+    /* loaded as a model (PUT, latentd sample) it is refused with a pointer */
+    ld_model_t *m = NULL;
+    ck_assert_int_eq(ld_model_load(path, &m, &e), LD_EFORMAT);
+    ck_assert_msg(strstr(e.msg, "training state, not a model"), "%s", e.msg);
+
     /* the command a user runs */
     char cmd[800];
     snprintf(cmd, sizeof cmd, "%s info %s 2>&1", LD_BIN, path);

@@ -108,7 +108,8 @@ int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *
  * must be present with the right shape and finite values (checked before the
  * parameters are allocated); extra tensors are an error.  Metadata besides
  * format, kind and arch becomes the record and must fit it whole (keys under
- * 32 bytes, values under 256, at most LD_RECORD_MAX entries). */
+ * 32 bytes, values under 256, at most LD_RECORD_MAX entries).  A job's
+ * training state ("latentd-state/1") is refused: ld_model_describe reads it. */
 int ld_model_from_ckpt(const ld_ckpt_t *c, ld_model_t **out, ld_err_t *err);
 int ld_model_load(const char *path, ld_model_t **out, ld_err_t *err);
 /* What the file at path holds, as lines of text for `latentd info` into buf
