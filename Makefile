@@ -120,6 +120,8 @@ FUZZ_CFLAGS  := -O1 -g -std=c11 -pthread -Iinclude -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined -D__SANITIZE_ADDRESS__=1
 FUZZ_UTIL    := tests/fuzz/fz_util.c tests/fuzz/fake_http.c
 FUZZ_OPTS     = -print_final_stats=1 -malloc_limit_mb=$(FUZZ_MALLOC_MB) -rss_limit_mb=2048 -timeout=10
+# tests/fuzz/<t>.dict, when there is one, gives the fuzzer the format's words
+FUZZ_DICT     = $$([ -f tests/fuzz/$$t.dict ] && echo -dict=tests/fuzz/$$t.dict)
 
 build/fuzz/%.o: src/%.c $(HDRS) | build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
@@ -138,7 +140,7 @@ fuzz-smoke: fuzz-build
 	@echo "== fuzz smoke ($(FUZZ_RUNS) runs each) =="
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus/$$t && \
-	  ./build/fuzz/fuzz_$$t $(FUZZ_OPTS) -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/$$t- \
+	  ./build/fuzz/fuzz_$$t $(FUZZ_OPTS) $(FUZZ_DICT) -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/$$t- \
 	    build/fuzz/corpus/$$t tests/corpus/$$t 2>build/fuzz/$$t.log \
 	  && echo "fuzz $$t: ok ($$(grep -o 'stat::number_of_executed_units: [0-9]*' build/fuzz/$$t.log | grep -o '[0-9]*$$') runs)" \
 	  || { tail -40 build/fuzz/$$t.log; echo "fuzz $$t: FAILED (build/fuzz/$$t.log)"; exit 1; }; \
@@ -147,7 +149,7 @@ fuzz-smoke: fuzz-build
 fuzz: deps fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus/$$t && \
-	  ./build/fuzz/fuzz_$$t $(FUZZ_OPTS) -max_total_time=$(FUZZ_SECONDS) \
+	  ./build/fuzz/fuzz_$$t $(FUZZ_OPTS) $(FUZZ_DICT) -max_total_time=$(FUZZ_SECONDS) \
 	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus/$$t tests/corpus/$$t 2>build/fuzz/$$t.log \
 	  && echo "fuzz $$t: ok ($$(grep -o 'stat::number_of_executed_units: [0-9]*' build/fuzz/$$t.log | grep -o '[0-9]*$$') runs)" \
 	  || { tail -40 build/fuzz/$$t.log; echo "fuzz $$t: FAILED (build/fuzz/$$t.log)"; exit 1; }; \
