@@ -3,7 +3,9 @@
 #   make            build build/latentd
 #   make deps       install missing Debian packages for run and test (idempotent)
 #   make test       every Check suite, once plain and once under ASan+UBSan,
-#                   then the web page in a real browser (test-web)
+#                   then the web page in a real browser (test-web) and each
+#                   fuzz target briefly on its seed corpus (fuzz-smoke)
+#   make fuzz       the libFuzzer targets (tests/fuzz/) for FUZZ_SECONDS each
 #   make run        build and start the daemon on 127.0.0.1:8080
 #   make bench      training throughput vs PyTorch
 #   make models     retrain the shipped default models
@@ -26,8 +28,9 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev zlib1g-dev \
             libmicrohttpd-dev curl dataset-fashion-mnist libjs-chart.js
 # what `make test` needs on top (Check, libcurl for the test client, promtool,
-# a browser and WebDriver for the web page's test)
-TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium
+# a browser and WebDriver for the web page's test, clang for the fuzz targets)
+TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium \
+             clang
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 # only for `make soak` (wrk drives the daemon; python3 writes the test PNG)
@@ -46,7 +49,8 @@ HDRS     := $(wildcard include/latentd/*.h src/*.h)
 WEB_FILES := $(sort $(wildcard web/*))
 CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
 
-.PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web run models bench bench-serve install clean fixtures
+.PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web run models bench \
+        bench-serve install clean fixtures fuzz fuzz-build fuzz-smoke
 
 all: build/latentd
 
@@ -108,7 +112,7 @@ build build/asan:
 # ---- test -------------------------------------------------------------------
 # CK_FORK stays on (default): a crashing test is reported, not fatal.
 test: deps
-	@$(MAKE) --no-print-directory test-plain test-asan test-web
+	@$(MAKE) --no-print-directory test-plain test-asan fuzz-smoke test-web
 
 test-plain: build/check_all
 	@echo "== tests (plain) =="
@@ -123,6 +127,58 @@ test-asan: build/asan/check_all
 test-web: build/latentd
 	@echo "== web page (Chromium + WebDriver) =="
 	/usr/bin/python3 tests/web/test_web.py --bin build/latentd --screenshots build/screenshots
+
+# ---- fuzz (libFuzzer with ASan+UBSan, clang) --------------------------------
+# One target per tests/fuzz/fuzz_<t>.c, seeds in tests/corpus/<t>/.  What a run
+# finds goes to build/fuzz/corpus/<t>/ (new inputs) and build/fuzz/ (crashes);
+# add a crashing input to tests/corpus/<t>/ with its fix.  fuzz-smoke (part
+# of `make test`) is bounded in runs, `make fuzz` in time.  A malloc above
+# FUZZ_MALLOC_MB is reported as a crash: no input of a few KiB may ask for it.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS    ?= 20000
+FUZZ_MALLOC_MB ?= 512
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+# clang does not define __SANITIZE_ADDRESS__ as gcc does under ASan; the
+# sources test it (nn.c's target_clones, which clang 14 cannot link then)
+FUZZ_CFLAGS  := -O1 -g -std=c11 -pthread -Iinclude -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined -D__SANITIZE_ADDRESS__=1
+FUZZ_UTIL    := tests/fuzz/fz_util.c tests/fuzz/fake_http.c
+FUZZ_OPTS     = -print_final_stats=1 -malloc_limit_mb=$(FUZZ_MALLOC_MB) -rss_limit_mb=2048 -timeout=10
+# tests/fuzz/<t>.dict, when there is one, gives the fuzzer the format's words
+FUZZ_DICT     = $$([ -f tests/fuzz/$$t.dict ] && echo -dict=tests/fuzz/$$t.dict)
+
+build/fuzz/%.o: src/%.c $(HDRS) | build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/liblatentd.a: $(patsubst src/%.c,build/fuzz/%.o,$(LIB_SRC))
+	ar rcs $@ $^
+# fake_http.c stands in for http.o (the archive member is then never pulled in)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_UTIL) tests/fuzz/fuzz.h tests/tu_tiny.h build/fuzz/liblatentd.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -Itests/fuzz -fsanitize=fuzzer $< $(FUZZ_UTIL) \
+	  build/fuzz/liblatentd.a -o $@ $(LDLIBS)
+build/fuzz:
+	@mkdir -p $@
+
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+fuzz-smoke: fuzz-build
+	@echo "== fuzz smoke ($(FUZZ_RUNS) runs each) =="
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t && \
+	  ./build/fuzz/fuzz_$$t $(FUZZ_OPTS) $(FUZZ_DICT) -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/$$t- \
+	    build/fuzz/corpus/$$t tests/corpus/$$t 2>build/fuzz/$$t.log \
+	  && echo "fuzz $$t: ok ($$(grep -o 'stat::number_of_executed_units: [0-9]*' build/fuzz/$$t.log | grep -o '[0-9]*$$') runs)" \
+	  || { tail -40 build/fuzz/$$t.log; echo "fuzz $$t: FAILED (build/fuzz/$$t.log)"; exit 1; }; \
+	done
+
+fuzz: deps fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t && \
+	  ./build/fuzz/fuzz_$$t $(FUZZ_OPTS) $(FUZZ_DICT) -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus/$$t tests/corpus/$$t 2>build/fuzz/$$t.log \
+	  && echo "fuzz $$t: ok ($$(grep -o 'stat::number_of_executed_units: [0-9]*' build/fuzz/$$t.log | grep -o '[0-9]*$$') runs)" \
+	  || { tail -40 build/fuzz/$$t.log; echo "fuzz $$t: FAILED (build/fuzz/$$t.log)"; exit 1; }; \
+	done
 
 # ---- run, models, bench, install --------------------------------------------
 run: deps-run build/latentd

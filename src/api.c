@@ -6,6 +6,7 @@
 
 #include "latentd/batch.h"
 #include "latentd/buf.h"
+#include "latentd/fsutil.h"
 #include "latentd/image.h"
 #include "latentd/jsonarg.h"
 #include "latentd/log.h"
@@ -599,7 +600,7 @@ static void h_model_put(ld_req_t *req, void *ctx)
         return;
     }
     allow = cJSON_IsTrue(ak);
-    if (!ld_model_name_valid(name)) {
+    if (!ld_name_is_safe(name)) {
         ld_req_error(req, 400, "invalid_name",
                      "model name '%.80s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
         return;

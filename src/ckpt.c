@@ -342,13 +342,15 @@ int ld_ckpt_parse(const void *buf, size_t len, ld_ckpt_t **out, ld_err_t *err)
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | b[i];
+    /* The length's value stays out of these messages: for a file that is not
+     * a checkpoint it is the file's first 8 bytes, which must not be echoed. */
     if (hlen > LD_CKPT_MAX_HEADER)
-        return ld_err_set(err, LD_EFORMAT, "header length %" PRIu64 " exceeds the limit of %u bytes",
-                          hlen, LD_CKPT_MAX_HEADER);
+        return ld_err_set(err, LD_EFORMAT,
+                          "header length exceeds the limit of %u bytes (not a safetensors file?)",
+                          LD_CKPT_MAX_HEADER);
     if (hlen > len - 8)
         return ld_err_set(err, LD_EFORMAT,
-                          "header length %" PRIu64 " runs past the end of the file (%zu bytes)",
-                          hlen, len);
+                          "header length runs past the end of the file (%zu bytes)", len);
 
     /* A NUL-terminated copy keeps cJSON from reading past the header. */
     char *text = malloc((size_t)hlen + 1);

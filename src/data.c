@@ -29,6 +29,7 @@
 #define DATA_PATH_MAX 4096
 #define GZ_CHUNK (1u << 30)                      /* largest single gzread */
 #define IDX_SCRATCH ((size_t)1 << 16)            /* skip buffer for records not kept */
+#define IDX_GROW_MIN ((size_t)1 << 20)           /* first size of the kept-records buffer */
 
 /* The kept part of one IDX file. */
 typedef struct {
@@ -60,6 +61,38 @@ static int gz_read_upto(gzFile gz, const char *path, void *buf, size_t n, size_t
             break;
         *got += (size_t)r;
     }
+    return LD_OK;
+}
+
+/* Read up to n bytes into a buffer (*out, malloc'd) that grows with what
+ * arrives, from IDX_GROW_MIN bytes, doubling: a header that announces more
+ * than the file holds costs at most twice the file's real data, not what
+ * the header says.  *got as gz_read_upto. */
+static int gz_read_grow(gzFile gz, const char *path, size_t n, uint8_t **out, size_t *got,
+                        ld_err_t *err)
+{
+    size_t cap = n < IDX_GROW_MIN ? n : IDX_GROW_MIN, r;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    int rc = LD_OK;
+    *got = 0;
+    while (buf && (rc = gz_read_upto(gz, path, buf + *got, cap - *got, &r, err)) == LD_OK) {
+        *got += r;
+        if (*got < cap || cap == n)
+            break; /* end of file, or all of it */
+        size_t ncap = cap > n / 2 ? n : 2 * cap;
+        uint8_t *nb = realloc(buf, ncap);
+        if (!nb)
+            free(buf);
+        buf = nb;
+        cap = ncap;
+    }
+    if (!buf)
+        return ld_err_set(err, LD_ENOMEM, "%s: out of memory after %zu bytes", path, *got);
+    if (rc != LD_OK) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
     return LD_OK;
 }
 
@@ -127,19 +160,15 @@ static int idx_read(const char *path, uint32_t magic, int keep, idx_t *f, ld_err
             f->dims[i] = be32(head + 4 + 4 * i);
         rc = idx_check_dims(path, f, &payload, err);
     }
-    if (rc == LD_OK) {
-        f->kept = keep > 0 && (uint32_t)keep < f->dims[0] ? (size_t)keep : f->dims[0];
-        data = ld_malloc_array(f->kept, f->record);
-        if (!data)
-            rc = ld_err_set(err, LD_ENOMEM, "%s: out of memory for %zu records", path, f->kept);
-    }
-    /* The kept records, then the rest through a scratch buffer (validated,
-     * not kept), then one byte more to prove the file ends where the header
-     * says.  A short read means end of file. */
+    /* The kept records (memory grows with the data that comes, not with
+     * the header's claim), then the rest through a scratch buffer
+     * (validated, not kept), then one byte more to prove the file ends
+     * where the header says.  A short read means end of file. */
     uint64_t done = 0;
     int eof = 0;
     if (rc == LD_OK) {
-        rc = gz_read_upto(gz, path, data, f->kept * f->record, &got, err);
+        f->kept = keep > 0 && (uint32_t)keep < f->dims[0] ? (size_t)keep : f->dims[0];
+        rc = gz_read_grow(gz, path, f->kept * f->record, &data, &got, err);
         done = got;
         eof = got < f->kept * f->record;
     }

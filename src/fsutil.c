@@ -1,10 +1,11 @@
 /* fsutil.c — crash-safe file writes and whole-file reads; see include/latentd/fsutil.h. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "latentd/fsutil.h"
 #include "fsutil_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -296,6 +297,41 @@ int ld_mkdir_p(const char *dir, ld_err_t *err)
     if (rc == LD_OK)
         rc = mkdir_one(p, err);
     free(p);
+    return rc;
+}
+
+/* Resolve dir/name with every symbolic link followed; *real (malloc'd) is
+ * the result when it lies strictly inside realpath(dir).  Errors, each
+ * naming name: LD_ENOTFOUND (missing, or a dangling link), LD_EINVAL (it
+ * resolves outside dir, or to dir itself), LD_EIO.  Thread-safe. */
+int ld_resolve_inside(const char *dir, const char *name, char **real, ld_err_t *err)
+{
+    *real = NULL;
+    char joined[PATH_MAX + 80];
+    if (snprintf(joined, sizeof joined, "%s/%s", dir, name) >= (int)sizeof joined)
+        return ld_err_set(err, LD_EINVAL, "%s: path too long", name);
+    char *root = realpath(dir, NULL);
+    if (!root)
+        return ld_err_set(err, LD_EIO, "%s: the folder %s cannot be resolved: %s", name, dir,
+                          strerror(errno));
+    int rc = LD_OK;
+    char *r = realpath(joined, NULL);
+    size_t rl = strlen(root);
+    if (rl == 1) /* the folder is "/" */
+        rl = 0;
+    if (!r)
+        rc = ld_err_set(err, errno == ENOENT ? LD_ENOTFOUND : LD_EIO, "%s: %s", name,
+                        errno == ENOENT ? "no such file in the folder" : strerror(errno));
+    else if (strncmp(r, root, rl) != 0 || r[rl] != '/' || r[rl + 1] == '\0')
+        rc = ld_err_set(err, LD_EINVAL,
+                        "%s resolves outside the folder (a symbolic link out of it is not "
+                        "allowed)",
+                        name);
+    free(root);
+    if (rc != LD_OK)
+        free(r);
+    else
+        *real = r;
     return rc;
 }
 

@@ -1,9 +1,8 @@
 /* image.c — see include/latentd/image.h.
  *
- * PNG decoding through libpng's simplified API (png_image_*), which does its
- * own setjmp/longjmp error handling, so corrupt input comes back as an error
- * message, never a crash.  PNG grids are written here with zlib (see "PNG
- * writer").  Everything is reentrant; the only shared state is the key of
+ * PNG decoding through libpng's full API (see "PNG reader" for what a pixel
+ * reads as); corrupt input comes back as an error message, never a crash.
+ * PNG grids are written here with zlib (see "PNG writer").  Everything is reentrant; the only shared state is the key of
  * the per-thread deflate streams.
  */
 #include "latentd/image.h"
@@ -11,6 +10,7 @@
 #include <errno.h>
 #include <png.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -268,43 +268,138 @@ int ld_png_grid(const float *x, int n, int h, int w, int cols, int pad, uint8_t 
     return rc;
 }
 
-/* After png_image_begin_read_*: check the size, read as 8-bit gray (alpha
- * composited onto black, the data sets' background), scale to [0,1].
- * what names the source in messages.  Frees img's libpng state. */
-static int png_finish(png_image *img, const char *what, size_t max_pixels, float **x, int *h,
-                      int *w, ld_err_t *err)
+/* ---- PNG reader ------------------------------------------------------------
+ *
+ * libpng's full API, with no gamma or colour-space handling at all, so a
+ * pixel's value is what the file stores, as PIL (Image.open(f).convert("L"))
+ * and torchvision read it:
+ *  - gray of any depth: the stored value / (2^depth - 1); 16 bits are kept
+ *    (a stored 32896 is 32896/65535), 1, 2 and 4 bits are expanded;
+ *  - RGB and palette images: PIL's luma, (19595 R + 38470 G + 7471 B +
+ *    0x8000) >> 16 on the stored values (ITU-R 601-2), / 255 or / 65535;
+ *  - alpha channels and tRNS transparency are dropped, as convert("L") drops
+ *    them: a transparent pixel reads as its colour;
+ *  - gAMA, cHRM, sRGB and iCCP chunks change nothing.
+ * (libpng's simplified API treats 16-bit data as linear light and applies a
+ * file's gAMA, so 32896 and 8-bit 128 with gAMA 1.0 both read as 0.729.)
+ * libpng reports errors by longjmp to the setjmp in png_read_gray; its
+ * warnings are dropped, since a daemon's log is no place for them. */
+
+typedef struct {
+    jmp_buf jmp;
+    char msg[160];
+    const uint8_t *buf; /* memory source, or NULL with fp set */
+    size_t len, pos;
+    FILE *fp;
+} png_src_t;
+
+static void png_on_error(png_structp png, png_const_charp msg)
 {
-    uint64_t pixels = (uint64_t)img->width * img->height;
+    png_src_t *src = png_get_error_ptr(png);
+    snprintf(src->msg, sizeof src->msg, "%s", msg);
+    longjmp(src->jmp, 1);
+}
+
+static void png_on_warning(png_structp png, png_const_charp msg)
+{
+    (void)png;
+    (void)msg;
+}
+
+static void png_read_mem(png_structp png, png_bytep out, size_t n)
+{
+    png_src_t *src = png_get_io_ptr(png);
+    if (n > src->len - src->pos)
+        png_error(png, "truncated PNG data");
+    memcpy(out, src->buf + src->pos, n);
+    src->pos += n;
+}
+
+/* One decoded row (w pixels of ch channels, 1 or 2 bytes each, 16-bit
+ * big-endian) -> gray in [0,1] as described above. */
+static void png_gray_row(const uint8_t *row, uint32_t w, int ch, int two, float *out)
+{
+    const float max = two ? 65535.0f : 255.0f;
+    for (uint32_t i = 0; i < w; i++) {
+        uint32_t v[3];
+        for (int c = 0; c < (ch >= 3 ? 3 : 1); c++) {
+            const uint8_t *p = row + ((size_t)i * (size_t)ch + (size_t)c) * (two ? 2u : 1u);
+            v[c] = two ? (uint32_t)p[0] << 8 | p[1] : p[0];
+        }
+        uint32_t g = ch >= 3 ? (uint32_t)(((uint64_t)v[0] * 19595 + (uint64_t)v[1] * 38470 +
+                                           (uint64_t)v[2] * 7471 + 0x8000) >> 16)
+                             : v[0];
+        out[i] = (float)g / max; /* a division, so 128 reads exactly as 128.0f / 255.0f */
+    }
+}
+
+/* Decode the PNG of src -> x (h*w) gray floats; what names it in messages. */
+static int png_read_gray(png_src_t *src, const char *what, size_t max_pixels, float **x, int *h,
+                         int *w, ld_err_t *err)
+{
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, src, png_on_error,
+                                             png_on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_read_struct(&png, NULL, NULL);
+        return ld_err_set(err, LD_ENOMEM, "%s: out of memory", what);
+    }
+    /* set after setjmp and freed on its error path, hence volatile */
+    float *volatile f = NULL;
+    uint8_t *volatile rows = NULL;
+    int rc = LD_OK;
+    if (setjmp(src->jmp)) {
+        rc = ld_err_set(err, LD_EFORMAT, "%s: %s", what, src->msg);
+        goto done;
+    }
+    if (src->fp)
+        png_init_io(png, src->fp);
+    else
+        png_set_read_fn(png, src, png_read_mem);
+    png_read_info(png, info);
+    png_uint_32 width, height;
+    int depth, color;
+    png_get_IHDR(png, info, &width, &height, &depth, &color, NULL, NULL, NULL);
+    uint64_t pixels = (uint64_t)width * height;
     if (pixels > max_pixels) {
-        png_image_free(img);
-        return ld_err_set(err, LD_EINVAL, "%s: %ux%u is %llu pixels, more than the limit of %zu",
-                          what, img->width, img->height, (unsigned long long)pixels, max_pixels);
+        rc = ld_err_set(err, LD_EINVAL, "%s: %ux%u is %llu pixels, more than the limit of %zu",
+                        what, width, height, (unsigned long long)pixels, max_pixels);
+        goto done;
     }
-    img->format = PNG_FORMAT_GRAY;
-    uint8_t *gray = ld_malloc_array((size_t)pixels, 1); /* (height, width) */
-    float *f = ld_malloc_array((size_t)pixels, sizeof(float));
-    if (!gray || !f) {
-        png_image_free(img);
-        free(gray);
-        free(f);
-        return ld_err_set(err, LD_ENOMEM, "%s: out of memory for %ux%u pixels", what, img->width,
-                          img->height);
+    if (color == PNG_COLOR_TYPE_PALETTE)
+        png_set_palette_to_rgb(png); /* tRNS is not expanded: transparency is dropped */
+    if (color == PNG_COLOR_TYPE_GRAY && depth < 8)
+        png_set_expand_gray_1_2_4_to_8(png);
+    int passes = png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    int ch = png_get_channels(png, info), two = png_get_bit_depth(png, info) == 16;
+    size_t rowbytes = png_get_rowbytes(png, info);
+    /* an interlaced image is read whole (each pass fills in rows already
+     * begun); otherwise one row at a time */
+    size_t held = passes > 1 ? (size_t)height : 1;
+    rows = ld_malloc_array(held, rowbytes);
+    f = ld_malloc_array((size_t)pixels, sizeof(float));
+    if (!rows || !f) {
+        rc = ld_err_set(err, LD_ENOMEM, "%s: out of memory for %ux%u pixels", what, width,
+                        height);
+        goto done;
     }
-    const png_color black = {0, 0, 0};
-    if (!png_image_finish_read(img, &black, gray, 0, NULL)) {
-        int rc = ld_err_set(err, LD_EFORMAT, "%s: %s", what, img->message);
-        png_image_free(img);
-        free(gray);
-        free(f);
-        return rc;
-    }
-    for (size_t i = 0; i < pixels; i++)
-        f[i] = (float)gray[i] / 255.0f;
-    free(gray);
+    for (int pass = 0; pass < passes; pass++)
+        for (png_uint_32 y = 0; y < height; y++) {
+            uint8_t *row = rows + (passes > 1 ? (size_t)y * rowbytes : 0);
+            png_read_row(png, row, NULL);
+            if (pass == passes - 1)
+                png_gray_row(row, width, ch, two, f + (size_t)y * width);
+        }
     *x = f;
-    *h = (int)img->height;
-    *w = (int)img->width;
-    return LD_OK;
+    f = NULL;
+    *h = (int)height;
+    *w = (int)width;
+done:
+    png_destroy_read_struct(&png, &info, NULL);
+    free(rows);
+    free(f);
+    return rc;
 }
 
 /* Contract: image.h.  *x (h*w) malloc'd, owned by the caller; set only on
@@ -315,15 +410,8 @@ int ld_png_decode(const void *buf, size_t len, size_t max_pixels, float **x, int
 {
     if (!buf || !x || !h || !w)
         return ld_err_set(err, LD_EINVAL, "png decode: NULL argument");
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_memory(&img, buf, len)) {
-        int rc = ld_err_set(err, LD_EFORMAT, "PNG: %s", img.message);
-        png_image_free(&img);
-        return rc;
-    }
-    return png_finish(&img, "PNG", max_pixels, x, h, w, err);
+    png_src_t src = {.buf = buf, .len = len};
+    return png_read_gray(&src, "PNG", max_pixels, x, h, w, err);
 }
 
 /* Contract: image.h.  As ld_png_decode; a file that cannot be opened is
@@ -336,16 +424,8 @@ int ld_png_decode_file(const char *path, size_t max_pixels, float **x, int *h, i
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return ld_err_set(err, LD_EIO, "cannot open %s: %s", path, strerror(errno));
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    int rc;
-    if (!png_image_begin_read_from_stdio(&img, fp)) {
-        rc = ld_err_set(err, LD_EFORMAT, "%s: %s", path, img.message);
-        png_image_free(&img);
-    } else {
-        rc = png_finish(&img, path, max_pixels, x, h, w, err);
-    }
+    png_src_t src = {.fp = fp};
+    int rc = png_read_gray(&src, path, max_pixels, x, h, w, err);
     fclose(fp);
     return rc;
 }

@@ -664,21 +664,12 @@ static int cmd_info(int argc, char **argv)
         return 2;
     }
     ld_err_t e;
-    ld_model_t *m;
-    if (ld_model_load(file, &m, &e)) {
+    char text[8192];
+    if (ld_model_describe(file, text, sizeof text, &e)) {
         load_err("info", &e);
         return 1;
     }
-    char desc[256], json[1024];
-    ld_arch_describe(&m->arch, desc, sizeof desc);
-    ld_arch_to_json(&m->arch, json, sizeof json);
-    printf("file:       %s\nkind:       %s\narch:       %s\narch json:  %s\nparameters: %zu\n", file,
-           ld_kind_name(m->arch.kind), desc, json, m->n_params);
-    if (m->record.n == 0)
-        printf("record:     (none)\n");
-    for (int i = 0; i < m->record.n; i++)
-        printf("%-11s %s\n", m->record.key[i], m->record.val[i]);
-    ld_model_free(m);
+    fputs(text, stdout);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include "latentd/model.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -33,6 +34,14 @@ static void hidden_set(ld_hidden_t *h, int n, const int *sizes)
     h->n = n;
     for (int i = 0; i < n; i++)
         h->size[i] = sizes[i];
+}
+
+/* h * w, or -1 when the product does not fit an int (validation then refuses
+ * the shape: each side is 1..256). */
+static int x_dim_of(int64_t h, int64_t w)
+{
+    int64_t d = h * w; /* |h|, |w| <= 2^31: no overflow in 64 bits */
+    return d >= 0 && d <= INT_MAX ? (int)d : -1;
 }
 
 void ld_arch_default(ld_kind_t kind, ld_arch_t *a)
@@ -164,6 +173,25 @@ int ld_arch_to_json(const ld_arch_t *a, char *buf, size_t len)
     return pos < len ? (int)pos : -1;
 }
 
+/* 1 and *out = v if v is a JSON number holding an integer that fits an int
+ * (the range is checked before the conversion: 1e300 must not reach a cast). */
+static int json_as_int(const cJSON *v, int *out)
+{
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= INT_MIN && v->valuedouble <= INT_MAX) ||
+        v->valuedouble != floor(v->valuedouble))
+        return 0;
+    *out = (int)v->valuedouble;
+    return 1;
+}
+
+/* A number meant for [0,1) into *out when v is one; a value no float holds
+ * becomes NaN, which validation refuses (converting it would be undefined). */
+static void json_fraction(const cJSON *v, float *out)
+{
+    if (cJSON_IsNumber(v))
+        *out = fabs(v->valuedouble) <= 1.0 ? (float)v->valuedouble : NAN;
+}
+
 static int json_hidden(const cJSON *o, const char *key, ld_hidden_t *h, ld_err_t *err)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -177,19 +205,18 @@ static int json_hidden(const cJSON *o, const char *key, ld_hidden_t *h, ld_err_t
     const cJSON *it;
     cJSON_ArrayForEach(it, arr)
     {
-        if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
-            return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" holds a non-integer", key);
-        h->size[h->n++] = (int)it->valuedouble;
+        if (!json_as_int(it, &h->size[h->n++]))
+            return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" holds a non-integer or a value "
+                              "beyond %d", key, INT_MAX);
     }
     return LD_OK;
 }
 
 static int json_int(const cJSON *o, const char *key, int *out, ld_err_t *err)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
-        return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" must be an integer", key);
-    *out = (int)v->valuedouble;
+    if (!json_as_int(cJSON_GetObjectItemCaseSensitive(o, key), out))
+        return ld_err_set(err, LD_EFORMAT, "arch: \"%s\" must be an integer within +-%d", key,
+                          INT_MAX);
     return LD_OK;
 }
 
@@ -210,13 +237,12 @@ int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err)
     ld_arch_default(k, a);
     const cJSON *img = cJSON_GetObjectItemCaseSensitive(o, "image");
     if (!cJSON_IsArray(img) || cJSON_GetArraySize(img) != 2 ||
-        !cJSON_IsNumber(cJSON_GetArrayItem(img, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(img, 1))) {
-        rc = ld_err_set(err, LD_EFORMAT, "arch: \"image\" must be [height, width]");
+        !json_as_int(cJSON_GetArrayItem(img, 0), &a->img_h) ||
+        !json_as_int(cJSON_GetArrayItem(img, 1), &a->img_w)) {
+        rc = ld_err_set(err, LD_EFORMAT, "arch: \"image\" must be [height, width] (integers)");
         goto out;
     }
-    a->img_h = (int)cJSON_GetArrayItem(img, 0)->valuedouble;
-    a->img_w = (int)cJSON_GetArrayItem(img, 1)->valuedouble;
-    a->x_dim = a->img_h * a->img_w;
+    a->x_dim = x_dim_of(a->img_h, a->img_w);
     const char *ek, *dk;
     hidden_keys(k, &ek, &dk);
     if ((rc = json_hidden(o, ek, &a->enc, err)) || (dk && (rc = json_hidden(o, dk, &a->dec, err))))
@@ -229,12 +255,8 @@ int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err)
         rc = ld_err_set(err, LD_EFORMAT, "arch: unknown activation");
         goto out;
     }
-    const cJSON *slope = cJSON_GetObjectItemCaseSensitive(o, "slope");
-    if (cJSON_IsNumber(slope))
-        a->slope = (float)slope->valuedouble;
-    const cJSON *drop = cJSON_GetObjectItemCaseSensitive(o, "dropout");
-    if (cJSON_IsNumber(drop))
-        a->dropout = (float)drop->valuedouble;
+    json_fraction(cJSON_GetObjectItemCaseSensitive(o, "slope"), &a->slope);
+    json_fraction(cJSON_GetObjectItemCaseSensitive(o, "dropout"), &a->dropout);
     rc = ld_arch_validate(a, err);
 out:
     cJSON_Delete(o);
@@ -327,7 +349,8 @@ static void layout(ld_model_t *m)
     m->n_params = off;
 }
 
-int ld_model_alloc(const ld_arch_t *a, ld_model_t **out, ld_err_t *err)
+/* A validated architecture laid out, without its parameter block. */
+static int model_shell(const ld_arch_t *a, ld_model_t **out, ld_err_t *err)
 {
     int rc = ld_arch_validate(a, err);
     if (rc)
@@ -337,14 +360,30 @@ int ld_model_alloc(const ld_arch_t *a, ld_model_t **out, ld_err_t *err)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     m->arch = *a;
     layout(m);
-    m->params = ld_calloc(m->n_params, sizeof(float));
-    if (!m->params) {
-        size_t n = m->n_params;
-        free(m);
-        return ld_err_set(err, LD_ENOMEM, "out of memory for %zu parameters", n);
-    }
     *out = m;
     return LD_OK;
+}
+
+/* The zeroed parameter block of a shell. */
+static int alloc_params(ld_model_t *m, ld_err_t *err)
+{
+    m->params = ld_calloc(m->n_params, sizeof(float));
+    if (!m->params)
+        return ld_err_set(err, LD_ENOMEM, "out of memory for %zu parameters", m->n_params);
+    return LD_OK;
+}
+
+int ld_model_alloc(const ld_arch_t *a, ld_model_t **out, ld_err_t *err)
+{
+    ld_model_t *m;
+    int rc = model_shell(a, &m, err);
+    if (!rc && (rc = alloc_params(m, err))) {
+        ld_model_free(m);
+        return rc;
+    }
+    if (!rc)
+        *out = m;
+    return rc;
 }
 
 int ld_model_new(const ld_arch_t *a, uint64_t seed, ld_model_t **out, ld_err_t *err)
@@ -385,7 +424,7 @@ int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *
                 t->shape[0] = net->size[i + 1];
                 t->shape[1] = wb ? 0 : net->size[i];
                 t->numel = wb ? (size_t)net->size[i + 1] : (size_t)net->size[i + 1] * net->size[i];
-                t->data = block + (wb ? net->b_off[i] : net->w_off[i]);
+                t->data = block ? block + (wb ? net->b_off[i] : net->w_off[i]) : NULL;
             }
         }
     }
@@ -395,6 +434,13 @@ int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *
 /* ---- checkpoints ---- */
 
 #define MAX_TENSORS (2 * LD_MAX_LAYERS * LD_MAX_NETS)
+
+/* A width read from a tensor shape (up to 2^53); one beyond INT_MAX becomes
+ * INT_MAX, which validation refuses like any other width out of range. */
+static int width_of(int64_t d)
+{
+    return d > INT_MAX ? INT_MAX : (int)d;
+}
 
 /* Count "prefix.{i}.weight" tensors from 0 and read their widths into sizes. */
 static int count_layers(const ld_ckpt_t *c, const char *prefix, int *sizes, int max_layers)
@@ -407,8 +453,8 @@ static int count_layers(const ld_ckpt_t *c, const char *prefix, int *sizes, int 
         if (!t || t->ndim != 2 || n >= max_layers)
             break;
         if (n == 0)
-            sizes[0] = (int)t->shape[1];
-        sizes[n + 1] = (int)t->shape[0];
+            sizes[0] = width_of(t->shape[1]);
+        sizes[n + 1] = width_of(t->shape[0]);
         n++;
     }
     return n;
@@ -416,9 +462,9 @@ static int count_layers(const ld_ckpt_t *c, const char *prefix, int *sizes, int 
 
 static void side_from_dim(ld_arch_t *a, int dim)
 {
-    int s = (int)lround(sqrt((double)dim));
-    if (s * s == dim) {
-        a->img_h = a->img_w = s;
+    int64_t s = llround(sqrt((double)dim));
+    if (s * s == dim) { /* 64-bit: dim may be as large as INT_MAX */
+        a->img_h = a->img_w = (int)s;
     } else {
         a->img_h = 1;
         a->img_w = dim;
@@ -489,68 +535,115 @@ static int is_reserved_meta(const char *k)
     return !strcmp(k, "format") || !strcmp(k, "kind") || !strcmp(k, "arch");
 }
 
+/* The shape of a tensor as "[a,b]" into buf. */
+static const char *shape_str(const ld_tensor_view_t *t, char *buf, size_t len)
+{
+    size_t pos = 0;
+    append(buf, len, &pos, "[");
+    for (int d = 0; d < t->ndim; d++)
+        append(buf, len, &pos, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+    append(buf, len, &pos, "]");
+    return buf;
+}
+
+/* Every tensor m's layout needs is in c with its shape and finite values,
+ * and c holds no other; checked before the parameters are allocated, so a
+ * header cannot make the loader reserve memory the file does not hold. */
+static int check_tensors(const ld_ckpt_t *c, const ld_model_t *m, ld_err_t *err)
+{
+    ld_tensor_view_t want[MAX_TENSORS];
+    int n = ld_model_tensors(m, NULL, want, MAX_TENSORS);
+    for (int i = 0; i < n; i++) {
+        const ld_tensor_view_t *t = ld_ckpt_find(c, want[i].name);
+        if (!t)
+            return ld_err_set(err, LD_EFORMAT, "missing tensor %s required by the architecture",
+                              want[i].name);
+        int same = t->ndim == want[i].ndim;
+        for (int d = 0; same && d < t->ndim; d++)
+            same = t->shape[d] == want[i].shape[d];
+        char got[64], need[64];
+        if (!same)
+            return ld_err_set(err, LD_EFORMAT, "tensor %s has shape %s, architecture needs %s",
+                              t->name, shape_str(t, got, sizeof got),
+                              shape_str(&want[i], need, sizeof need));
+        for (size_t k = 0; k < t->numel; k++)
+            if (!isfinite(t->data[k]))
+                return ld_err_set(err, LD_EFORMAT, "tensor %s holds a non-finite value at %zu",
+                                  t->name, k);
+    }
+    for (int i = 0; c->n_tensors != n && i < c->n_tensors; i++) {
+        int known = 0;
+        for (int j = 0; j < n && !known; j++)
+            known = !strcmp(c->tensors[i].name, want[j].name);
+        if (!known)
+            return ld_err_set(err, LD_EFORMAT, "unexpected tensor %s for a %s model",
+                              c->tensors[i].name, ld_kind_name(m->arch.kind));
+    }
+    return LD_OK;
+}
+
+/* The record must hold every metadata entry whole: a key or value cut to
+ * fit would come back changed (two long keys could even become one). */
+static int check_record_meta(const ld_ckpt_t *c, ld_err_t *err)
+{
+    const ld_record_t *r = NULL;
+    int n = 0;
+    for (int i = 0; i < c->n_meta; i++) {
+        const char *k = c->meta[i].key, *v = c->meta[i].value;
+        if (is_reserved_meta(k))
+            continue;
+        if (strlen(k) >= sizeof r->key[0])
+            return ld_err_set(err, LD_EFORMAT,
+                              "metadata key %.40s... is longer than %zu bytes, the most a "
+                              "training record keeps",
+                              k, sizeof r->key[0] - 1);
+        if (strlen(v) >= sizeof r->val[0])
+            return ld_err_set(err, LD_EFORMAT,
+                              "metadata value of %s is longer than %zu bytes, the most a "
+                              "training record keeps",
+                              k, sizeof r->val[0] - 1);
+        if (++n > LD_RECORD_MAX)
+            return ld_err_set(err, LD_EFORMAT,
+                              "more than %d metadata entries besides format, kind and arch",
+                              LD_RECORD_MAX);
+    }
+    return LD_OK;
+}
+
+#define STATE_FORMAT "latentd-state/1"
+
 int ld_model_from_ckpt(const ld_ckpt_t *c, ld_model_t **out, ld_err_t *err)
 {
     ld_arch_t a;
     int rc;
+    const char *fmt = ld_ckpt_meta(c, "format");
+    if (fmt && !strcmp(fmt, STATE_FORMAT))
+        return ld_err_set(err, LD_EFORMAT, "a job's training state, not a model (latentd info "
+                          "describes it; the job saves the model when it finishes)");
     const char *arch_json = ld_ckpt_meta(c, "arch");
     if (arch_json)
         rc = ld_arch_from_json(arch_json, &a, err);
     else
         rc = infer_arch(c, &a, err);
-    if (rc)
+    if (rc || (rc = check_record_meta(c, err)))
         return rc;
     ld_model_t *m;
-    if ((rc = ld_model_alloc(&a, &m, err)))
+    if ((rc = model_shell(&a, &m, err)))
         return rc;
-    ld_tensor_view_t want[MAX_TENSORS];
-    int n = ld_model_tensors(m, m->params, want, MAX_TENSORS);
-    for (int i = 0; i < n; i++) {
-        const ld_tensor_view_t *t = ld_ckpt_find(c, want[i].name);
-        if (!t) {
-            rc = ld_err_set(err, LD_EFORMAT, "missing tensor %s required by the architecture",
-                            want[i].name);
-            goto fail;
-        }
-        int same = t->ndim == want[i].ndim;
-        for (int d = 0; same && d < t->ndim; d++)
-            same = t->shape[d] == want[i].shape[d];
-        if (!same) {
-            rc = ld_err_set(err, LD_EFORMAT, "tensor %s has shape [%lld%s%lld], architecture needs [%lld%s%lld]",
-                            t->name, (long long)t->shape[0], t->ndim > 1 ? "," : "",
-                            t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)want[i].shape[0],
-                            want[i].ndim > 1 ? "," : "",
-                            want[i].ndim > 1 ? (long long)want[i].shape[1] : 0LL);
-            goto fail;
-        }
-        for (size_t k = 0; k < t->numel; k++)
-            if (!isfinite(t->data[k])) {
-                rc = ld_err_set(err, LD_EFORMAT, "tensor %s holds a non-finite value at %zu",
-                                t->name, k);
-                goto fail;
-            }
-        memcpy((float *)want[i].data, t->data, t->numel * sizeof(float));
+    if ((rc = check_tensors(c, m, err)) || (rc = alloc_params(m, err))) {
+        ld_model_free(m);
+        return rc;
     }
-    if (c->n_tensors != n) {
-        for (int i = 0; i < c->n_tensors; i++) {
-            int known = 0;
-            for (int j = 0; j < n && !known; j++)
-                known = !strcmp(c->tensors[i].name, want[j].name);
-            if (!known) {
-                rc = ld_err_set(err, LD_EFORMAT, "unexpected tensor %s for a %s model",
-                                c->tensors[i].name, ld_kind_name(a.kind));
-                goto fail;
-            }
-        }
-    }
+    ld_tensor_view_t dst[MAX_TENSORS];
+    int n = ld_model_tensors(m, m->params, dst, MAX_TENSORS);
+    for (int i = 0; i < n; i++)
+        memcpy((float *)dst[i].data, ld_ckpt_find(c, dst[i].name)->data,
+               dst[i].numel * sizeof(float));
     for (int i = 0; i < c->n_meta; i++)
         if (!is_reserved_meta(c->meta[i].key))
             ld_record_set(&m->record, c->meta[i].key, "%s", c->meta[i].value);
     *out = m;
     return LD_OK;
-fail:
-    ld_model_free(m);
-    return rc;
 }
 
 int ld_model_load(const char *path, ld_model_t **out, ld_err_t *err)
@@ -567,6 +660,116 @@ int ld_model_load(const char *path, ld_model_t **out, ld_err_t *err)
         ld_err_set(err, rc, "%.200s: %.300s", path, tmp);
     }
     return rc;
+}
+
+/* The optimiser blocks a training state holds beside the parameters, in the
+ * order train.c writes them; each has the parameters' names and shapes. */
+static const char *const state_blocks[] = {"adam_m.", "adam_v.", "ema."};
+
+/* A training state's parameters as a model, and its blocks checked: each
+ * block present must hold one tensor per parameter tensor, same shapes.
+ * counts[b] is the tensors of block b (0 when absent). */
+static int state_model(const ld_ckpt_t *c, ld_model_t **out, int *counts, ld_err_t *err)
+{
+    /* the parameters alone, and the metadata without "format" */
+    ld_ckpt_t plain = *c;
+    plain.tensors = ld_calloc((size_t)c->n_tensors, sizeof *plain.tensors);
+    plain.meta = ld_calloc((size_t)c->n_meta, sizeof *plain.meta);
+    if (!plain.tensors || !plain.meta) {
+        free(plain.tensors);
+        free(plain.meta);
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    }
+    plain.n_meta = 0;
+    for (int i = 0; i < c->n_meta; i++)
+        if (strcmp(c->meta[i].key, "format"))
+            plain.meta[plain.n_meta++] = c->meta[i];
+    plain.n_tensors = 0;
+    for (int i = 0; i < c->n_tensors; i++) {
+        int b = 0;
+        while (b < (int)LD_ARRAY_LEN(state_blocks) &&
+               strncmp(c->tensors[i].name, state_blocks[b], strlen(state_blocks[b])))
+            b++;
+        if (b == (int)LD_ARRAY_LEN(state_blocks))
+            plain.tensors[plain.n_tensors++] = c->tensors[i];
+    }
+    int rc = ld_model_from_ckpt(&plain, out, err);
+    free(plain.tensors);
+    free(plain.meta);
+    if (rc)
+        return rc;
+    ld_tensor_view_t want[MAX_TENSORS];
+    int n = ld_model_tensors(*out, NULL, want, MAX_TENSORS);
+    for (int b = 0; b < (int)LD_ARRAY_LEN(state_blocks); b++) {
+        counts[b] = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            char name[LD_CKPT_NAME_MAX + 8];
+            snprintf(name, sizeof name, "%.8s%.127s", state_blocks[b], want[i].name);
+            const ld_tensor_view_t *t = ld_ckpt_find(c, name);
+            if (t && t->numel == want[i].numel)
+                counts[b]++;
+            else if (t || counts[b])
+                rc = ld_err_set(err, LD_EFORMAT, "training state: tensor %s is missing or "
+                                "has the wrong shape", name);
+        }
+    }
+    if (!rc && counts[0] + counts[1] + counts[2] + n != c->n_tensors)
+        rc = ld_err_set(err, LD_EFORMAT, "training state: %d tensors are neither parameters "
+                        "nor optimiser blocks", c->n_tensors - n - counts[0] - counts[1] -
+                        counts[2]);
+    if (rc) {
+        ld_model_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int ld_model_describe(const char *path, char *buf, size_t len, ld_err_t *err)
+{
+    ld_ckpt_t *c;
+    int rc = ld_ckpt_read(path, &c, err);
+    if (rc)
+        return rc;
+    const char *fmt = ld_ckpt_meta(c, "format");
+    int state = fmt && !strcmp(fmt, STATE_FORMAT), counts[3] = {0, 0, 0};
+    ld_model_t *m = NULL;
+    rc = state ? state_model(c, &m, counts, err) : ld_model_from_ckpt(c, &m, err);
+    if (rc) {
+        char tmp[sizeof err->msg];
+        memcpy(tmp, err->msg, sizeof tmp);
+        ld_err_set(err, rc, "%.200s: %.300s", path, tmp);
+        ld_ckpt_free(c);
+        return rc;
+    }
+    size_t pos = 0;
+    char desc[256], json[1024];
+    ld_arch_describe(&m->arch, desc, sizeof desc);
+    ld_arch_to_json(&m->arch, json, sizeof json);
+    append(buf, len, &pos, "file:       %s\nkind:       %s\n", path, ld_kind_name(m->arch.kind));
+    if (state) {
+        const char *step = ld_record_get(&m->record, "step");
+        const char *epoch = ld_record_get(&m->record, "epoch");
+        append(buf, len, &pos, "content:    training state of a job, step %s, epoch %s\n",
+               step ? step : "?", epoch ? epoch : "?");
+        append(buf, len, &pos, "tensors:    %d: %d parameters", c->n_tensors,
+               c->n_tensors - counts[0] - counts[1] - counts[2]);
+        for (int b = 0; b < (int)LD_ARRAY_LEN(state_blocks); b++)
+            if (counts[b])
+                append(buf, len, &pos, ", %d %.*s", counts[b],
+                       (int)strlen(state_blocks[b]) - 1, state_blocks[b]);
+        append(buf, len, &pos, "\n");
+    }
+    append(buf, len, &pos, "arch:       %s\narch json:  %s\nparameters: %zu\n", desc, json,
+           m->n_params);
+    if (m->record.n == 0)
+        append(buf, len, &pos, "record:     (none)\n");
+    for (int i = 0; i < m->record.n; i++)
+        append(buf, len, &pos, "%-11s %s\n", m->record.key[i], m->record.val[i]);
+    ld_model_free(m);
+    ld_ckpt_free(c);
+    if (pos >= len)
+        return ld_err_set(err, LD_ENOMEM, "%s: the description needs %zu bytes", path, pos + 1);
+    return LD_OK;
 }
 
 int ld_model_save(const ld_model_t *m, const char *path, ld_err_t *err)

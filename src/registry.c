@@ -12,7 +12,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,20 +29,6 @@ struct ld_registry {
     atomic_uint_fast64_t ev_loaded, ev_replaced, ev_unloaded, ev_failed;
 };
 
-int ld_model_name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > LD_MODEL_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-            return 0;
-    }
-    return 1;
-}
-
 /* A file name we may open: STEM.safetensors with a valid name as STEM. */
 static int file_name_valid(const char *f)
 {
@@ -53,7 +38,7 @@ static int file_name_valid(const char *f)
     char stem[LD_MODEL_FILE_MAX];
     memcpy(stem, f, n - SUFFIX_LEN);
     stem[n - SUFFIX_LEN] = '\0';
-    return ld_model_name_valid(stem);
+    return ld_name_is_safe(stem);
 }
 
 int ld_registry_new(const char *dir, ld_registry_t **out, ld_err_t *err)
@@ -198,20 +183,21 @@ static void path_of(const ld_registry_t *r, const char *file, char *buf, size_t 
 static int load_file(ld_registry_t *r, const char *name, const char *file, ld_served_t **out,
                      ld_err_t *err)
 {
-    char path[4096];
-    path_of(r, file, path, sizeof path);
+    /* A link may point at another file in the folder, never out of it: the
+     * file's bytes would be served, or quoted in parse errors. */
+    char *path;
+    int rc = ld_resolve_inside(r->dir, file, &path, err);
+    if (rc != LD_OK)
+        return rc;
     struct stat st;
-    if (stat(path, &st) != 0) {
-        if (errno == ENOENT)
-            return ld_err_set(err, LD_ENOTFOUND, "%s: no such file in the model folder", file);
-        return ld_err_set(err, LD_EIO, "%s: %s", file, strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode))
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        free(path);
         return ld_err_set(err, LD_EINVAL, "%s: not a regular file", file);
-
+    }
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = ld_read_file(path, LD_MODEL_MAX_FILE_BYTES, &buf, &len, err);
+    rc = ld_read_file(path, LD_MODEL_MAX_FILE_BYTES, &buf, &len, err);
+    free(path);
     if (rc != LD_OK)
         return rc;
 
@@ -233,15 +219,6 @@ static int load_file(ld_registry_t *r, const char *name, const char *file, ld_se
     if (rc != LD_OK) {
         free(s);
         return ld_err_set(err, rc == LD_ENOMEM ? LD_ENOMEM : LD_EFORMAT, "%s: %s", file, e.msg);
-    }
-    for (size_t i = 0; i < s->model->n_params; i++) {
-        if (!isfinite(s->model->params[i])) {
-            ld_model_free(s->model);
-            free(s);
-            return ld_err_set(err, LD_EFORMAT,
-                              "%s: parameter %zu is not finite (NaN or Inf); refusing to serve it",
-                              file, i);
-        }
     }
     ld_kind_t kind = s->model->arch.kind;
     if ((kind == LD_KIND_VAE || kind == LD_KIND_GAN) &&
@@ -385,7 +362,7 @@ int ld_registry_load(ld_registry_t *r, const char *name, const char *file, int *
 int ld_registry_put(ld_registry_t *r, const char *name, const char *file, int allow_kind_change,
                     int *replaced, ld_served_t **out, ld_err_t *err)
 {
-    if (!ld_model_name_valid(name))
+    if (!ld_name_is_safe(name))
         return ld_err_set(err, LD_EINVAL,
                           "model name '%.80s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
     char deffile[LD_MODEL_FILE_MAX];

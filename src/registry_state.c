@@ -96,7 +96,7 @@ static void load(ld_regstate_t *st)
         const cJSON *file = cJSON_GetObjectItemCaseSensitive(m, "file");
         const cJSON *sha = cJSON_GetObjectItemCaseSensitive(m, "sha256");
         const cJSON *ver = cJSON_GetObjectItemCaseSensitive(m, "version");
-        if (!m->string || !ld_model_name_valid(m->string))
+        if (!m->string || !ld_name_is_safe(m->string))
             continue;
         entry_t *en = find_or_add(st, m->string);
         if (!en)

@@ -387,6 +387,21 @@ START_TEST(test_rejects_bad_framing)
     b[9] = '}';
     expect_reject_buf(b, sizeof b, "runs past the end of the file", "header past the end");
 
+    /* a text file (a symbolic link to /etc/passwd, say): its first 8 bytes
+     * are the length, and their value must not appear in the message */
+    static const char *const texts[] = {"root:x:0:0:root:/root:/bin/bash\n", "ab\0\0\0\0\0\0{}"};
+    for (size_t i = 0; i < LD_ARRAY_LEN(texts); i++) {
+        const uint8_t *t = (const uint8_t *)texts[i];
+        size_t tl = i ? 10 : strlen(texts[i]);
+        char value[32];
+        snprintf(value, sizeof value, "%llu", (unsigned long long)header_len(t));
+        ld_ckpt_t *c = NULL;
+        ld_err_t err = {{0}};
+        ck_assert_int_eq(parse_exact(t, tl, &c, &err), LD_EFORMAT);
+        ck_assert_msg(!strstr(err.msg, value) && !strstr(err.msg, "root"),
+                      "the message quotes the file: %s", err.msg);
+    }
+
     /* a NUL after the JSON is not padding */
     b[0] = 8;
     b[10] = 0;

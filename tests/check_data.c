@@ -5,6 +5,7 @@
  * with zlib here.  Everything else runs on tiny files written to a temp folder. */
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
+#include "tu_limits.h"
 
 #include "latentd/data.h"
 #include "latentd/image.h"
@@ -445,6 +446,41 @@ START_TEST(test_idx_label_mismatch)
 }
 END_TEST
 
+/* A 16-byte IDX header announcing 2 GiB of images (the most it may) and no
+ * data, raw and gzipped: refused as truncated, under a 256 MiB address-space
+ * cap (memory follows the data read, not the header). */
+static char g_big_idx[2][600];
+
+static int load_big_idx(void *ctx)
+{
+    const char *path = ctx;
+    ld_dataset_t *d = NULL;
+    ld_err_t err = {""};
+    int rc = ld_data_load_idx(path, NULL, 0, &d, &err);
+    ld_data_free(d);
+    if (rc == LD_EFORMAT && strstr(err.msg, "truncated"))
+        return 0;
+    fprintf(stderr, "load_big_idx: %s: %s\n", ld_status_name(rc), err.msg);
+    return rc == LD_ENOMEM ? 1 : 2;
+}
+
+START_TEST(test_idx_header_claims_2gib)
+{
+    char *dir = tu_mkdtemp();
+    uint8_t buf[16];
+    const uint32_t dims[3] = {32768, 256, 256}; /* 2^31 bytes */
+    for (int gz = 0; gz < 2; gz++) {
+        snprintf(g_big_idx[gz], sizeof g_big_idx[gz], "%s/big%s", dir, gz ? ".gz" : "");
+        write_file(g_big_idx[gz], buf, make_idx(buf, 0x803, 3, dims, buf, 0), gz);
+        int rc = tu_run_limited(load_big_idx, g_big_idx[gz], (size_t)256 << 20);
+        ck_assert_msg(rc == 0, "%s under a 256 MiB cap: %d (1: out of memory, >= 128: killed)",
+                      g_big_idx[gz], rc);
+    }
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_idx_bad_dims)
 {
     char *dir = tu_mkdtemp(), im[512];
@@ -630,6 +666,7 @@ Suite *suite_data(void)
     tcase_add_test(tc, test_idx_trailing);
     tcase_add_test(tc, test_idx_label_mismatch);
     tcase_add_test(tc, test_idx_bad_dims);
+    tcase_add_test(tc, test_idx_header_claims_2gib);
     tcase_add_test(tc, test_idx_missing);
     suite_add_tcase(s, tc);
 

@@ -280,6 +280,55 @@ START_TEST(test_mkdir_p)
 }
 END_TEST
 
+/* ld_resolve_inside: files and links within the folder resolve; links out,
+ * '..', the folder itself and dangling links do not. */
+START_TEST(test_resolve_inside)
+{
+    char dir[600], path[700], *real = NULL;
+    snprintf(dir, sizeof dir, "%s/folder", tmpdir);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/a", dir);
+    ck_assert_int_eq(ld_write_atomic(path, "x", 1, NULL), LD_OK);
+    snprintf(path, sizeof path, "%s/outside", tmpdir);
+    ck_assert_int_eq(ld_write_atomic(path, "y", 1, NULL), LD_OK);
+    static const struct {
+        const char *name, *target; /* target NULL: no link made */
+        int want;
+    } cases[] = {
+        {"a", NULL, LD_OK},
+        {"in", "a", LD_OK},
+        {"in-abs", "@/a", LD_OK},
+        {"out", "../outside", LD_EINVAL},
+        {"out-abs", "/etc/passwd", LD_EINVAL},
+        {"self", ".", LD_EINVAL},
+        {"dangling", "nowhere", LD_ENOTFOUND},
+        {"missing", NULL, LD_ENOTFOUND},
+        {"../outside", NULL, LD_EINVAL},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        if (cases[i].target) {
+            char target[700], lnk[700];
+            if (cases[i].target[0] == '@')
+                snprintf(target, sizeof target, "%s%s", dir, cases[i].target + 1);
+            else
+                snprintf(target, sizeof target, "%s", cases[i].target);
+            snprintf(lnk, sizeof lnk, "%s/%s", dir, cases[i].name);
+            ck_assert_int_eq(symlink(target, lnk), 0);
+        }
+        ld_err_t err = {{0}};
+        int rc = ld_resolve_inside(dir, cases[i].name, &real, &err);
+        ck_assert_msg(rc == cases[i].want, "%s: %d (%s)", cases[i].name, rc, err.msg);
+        if (rc == LD_OK) {
+            ck_assert_msg(strstr(real, "/folder/a"), "%s -> %s", cases[i].name, real);
+            free(real);
+        } else {
+            ck_assert_ptr_null(real);
+            ck_assert_msg(strstr(err.msg, cases[i].name), "%s: %s", cases[i].name, err.msg);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_name_is_safe)
 {
     char n64[65], n65[66];
@@ -314,6 +363,7 @@ Suite *suite_fsutil(void)
     tcase_add_test(tc, test_read_file_rejects);
     tcase_add_test(tc, test_mkdir_p);
     tcase_add_test(tc, test_name_is_safe);
+    tcase_add_test(tc, test_resolve_inside);
     suite_add_tcase(s, tc);
     return s;
 }

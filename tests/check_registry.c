@@ -4,6 +4,8 @@
  * readers racing a writer (run it under the sanitizers). */
 #define _GNU_SOURCE
 #include "testutil.h"
+#include "tu_daemon.h"
+#include "tu_tiny.h"
 
 #include "latentd/registry.h"
 
@@ -44,24 +46,109 @@ static void teardown(void)
     free(g_dir);
 }
 
+/* Symbolic links in the model folder: one to another file in the folder is
+ * served, one leading out of it is refused without quoting the target. */
+START_TEST(test_symlinks)
+{
+    char outside[1024], lnk[1024], path[1024];
+    char *other = tu_mkdtemp();
+    save("real.safetensors", 4, 1);
+    snprintf(outside, sizeof outside, "%s/elsewhere.safetensors", other);
+    snprintf(path, sizeof path, "%s/real.safetensors", g_dir);
+    ck_assert_int_eq(link(path, outside), 0); /* a good checkpoint, outside the folder */
+
+    snprintf(lnk, sizeof lnk, "%s/passwd.safetensors", g_dir);
+    ck_assert_int_eq(symlink("/etc/passwd", lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/away.safetensors", g_dir);
+    ck_assert_int_eq(symlink(outside, lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/dotdot.safetensors", g_dir);
+    snprintf(path, sizeof path, "../%s/elsewhere.safetensors", strrchr(other, '/') + 1);
+    ck_assert_int_eq(symlink(path, lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/alias.safetensors", g_dir);
+    ck_assert_int_eq(symlink("real.safetensors", lnk), 0);
+
+    ld_registry_t *r;
+    ld_err_t e;
+    ck_assert_int_eq(ld_registry_new(g_dir, &r, &e), LD_OK);
+    const char *out_names[] = {"passwd", "away", "dotdot"};
+    for (size_t i = 0; i < LD_ARRAY_LEN(out_names); i++) {
+        memset(&e, 0, sizeof e);
+        ck_assert_msg(ld_registry_load(r, out_names[i], NULL, NULL, NULL, &e) == LD_EINVAL,
+                      "%s: %s", out_names[i], e.msg);
+        ck_assert_msg(strstr(e.msg, "outside the folder"), "%s: %s", out_names[i], e.msg);
+        ck_assert_msg(!strstr(e.msg, "header length") && !strstr(e.msg, "root"), "%s: %s",
+                      out_names[i], e.msg);
+    }
+    ck_assert_msg(ld_registry_load(r, "alias", NULL, NULL, NULL, &e) == LD_OK, "%s", e.msg);
+    ld_registry_free(r);
+
+    /* a scan serves real and alias and skips the three links out */
+    ck_assert_int_eq(ld_registry_new(g_dir, &r, &e), LD_OK);
+    int loaded, failed, unloaded;
+    ck_assert_int_eq(ld_registry_scan(r, &loaded, &failed, &unloaded, &e), LD_OK);
+    ck_assert_int_eq(loaded, 2);
+    ck_assert_int_eq(failed, 3);
+    ld_served_t *away = ld_registry_get(r, "away");
+    ck_assert_ptr_null(away);
+    ld_registry_free(r);
+    tu_rmrf(other);
+    free(other);
+}
+END_TEST
+
+/* The same through the real daemon: PUT of a link to /etc/passwd or to a
+ * checkpoint outside the folder is 422 without the target's bytes, and the
+ * start-up scan serves neither. */
+START_TEST(test_daemon_refuses_links_out)
+{
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, 3.0);
+    ld_model_t *m = tu_tiny_model(LD_KIND_VAE);
+    char path[1200], lnk[1200], adm[1200], conf[4096];
+    ld_err_t e;
+    snprintf(path, sizeof path, "%s/outside.safetensors", d.dir);
+    ck_assert_msg(ld_model_save(m, path, &e) == LD_OK, "%s", e.msg);
+    snprintf(lnk, sizeof lnk, "%s/good.safetensors", d.models);
+    ck_assert_msg(ld_model_save(m, lnk, &e) == LD_OK, "%s", e.msg);
+    ld_model_free(m);
+    snprintf(lnk, sizeof lnk, "%s/away.safetensors", d.models);
+    ck_assert_int_eq(symlink(path, lnk), 0);
+    snprintf(lnk, sizeof lnk, "%s/passwd.safetensors", d.models);
+    ck_assert_int_eq(symlink("/etc/passwd", lnk), 0);
+    snprintf(adm, sizeof adm, "%s/admin", d.dir);
+    tu_write_file(adm, "admin-secret-0123456789\n");
+    snprintf(conf, sizeof conf,
+             "bind = 127.0.0.1\nport = 0\nmodels_dir = %s\nstate_dir = %s\n"
+             "admin_token_file = %s\n",
+             d.models, d.state, adm);
+    tu_write_file(d.conf, conf);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_start(&d, NULL);
+    tu_req_t q = {.token = "admin-secret-0123456789", .port = d.port};
+    const char *names[] = {"passwd", "away"};
+    for (size_t i = 0; i < LD_ARRAY_LEN(names); i++) {
+        tu_resp_t r = {0};
+        snprintf(path, sizeof path, "/v1/models/%s", names[i]);
+        tu_http_once(&r, "PUT", path, NULL, 0, &q);
+        tu_expect_error(&r, 422, "invalid_value", "outside the folder", names[i], 0);
+        ck_assert_msg(!strstr(r.body.data, "header length") && !strstr(r.body.data, "root"),
+                      "%s: %s", names[i], r.body.data);
+        tu_resp_free(&r);
+    }
+    tu_resp_t r = {0};
+    ck_assert_int_eq(tu_http_once(&r, "GET", "/v1/models", NULL, 0, &q), 200);
+    ck_assert_msg(strstr(r.body.data, "\"good\"") && !strstr(r.body.data, "\"away\"") &&
+                      !strstr(r.body.data, "\"passwd\""),
+                  "%s", r.body.data);
+    tu_resp_free(&r);
+    tu_daemon_stop_ok(&d, 30);
+    curl_global_cleanup();
+}
+END_TEST
+
 START_TEST(test_names)
 {
-    ck_assert(ld_model_name_valid("a"));
-    ck_assert(ld_model_name_valid("fashion-vae_2.v1"));
-    ck_assert(!ld_model_name_valid(""));
-    ck_assert(!ld_model_name_valid(".hidden"));
-    ck_assert(!ld_model_name_valid("-x"));
-    ck_assert(!ld_model_name_valid("a/b"));
-    ck_assert(!ld_model_name_valid(".."));
-    ck_assert(!ld_model_name_valid("a b"));
-    char long_name[80];
-    memset(long_name, 'a', sizeof long_name);
-    long_name[64] = '\0';
-    ck_assert(ld_model_name_valid(long_name));
-    long_name[64] = 'a';
-    long_name[65] = '\0';
-    ck_assert(!ld_model_name_valid(long_name));
-
+    /* the name rule itself is ld_name_is_safe's (check_fsutil.c) */
     ld_registry_t *r;
     ld_err_t e;
     ck_assert_int_eq(ld_registry_new(g_dir, &r, &e), LD_OK);
@@ -254,6 +341,8 @@ Suite *suite_registry(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_names);
+    tcase_add_test(tc, test_symlinks);
+    tcase_add_test(tc, test_daemon_refuses_links_out);
     tcase_add_test(tc, test_replace_keeps_readers_alive);
     tcase_add_test(tc, test_scan);
     tcase_add_test(tc, test_readers_race_writer);

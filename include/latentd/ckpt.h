@@ -12,6 +12,8 @@
  *   begin <= end; shape product * 4 == end - begin (overflow-checked); the
  *   ranges sorted by begin are contiguous from 0 with no gap or overlap; the last
  *   end equals the data section length exactly; metadata values are strings.
+ * Messages never quote the file's bytes before its header is known to be
+ * JSON (a file that is not a checkpoint is not echoed back).
  *
  * Ownership: an ld_ckpt_t owns its buffer; tensor views point into it and die
  * with ld_ckpt_free.  Thread-safety: a parsed ld_ckpt_t is read-only.

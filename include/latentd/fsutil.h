@@ -23,6 +23,12 @@ int ld_read_file(const char *path, size_t max_len, uint8_t **out, size_t *len, l
 /* Create dir (and parents) with mode 0755 if missing. */
 int ld_mkdir_p(const char *dir, ld_err_t *err);
 
+/* dir/name with symbolic links resolved, into *real (malloc'd, caller frees),
+ * only when it stays strictly inside dir: LD_EINVAL when a link leads out,
+ * LD_ENOTFOUND when nothing is there.  The model and data folders use it so
+ * that no link serves a file from elsewhere. */
+int ld_resolve_inside(const char *dir, const char *name, char **real, ld_err_t *err);
+
 /* 1 if name is a safe single path component: [A-Za-z0-9][A-Za-z0-9._-]{0,63}. */
 int ld_name_is_safe(const char *name);
 

@@ -16,8 +16,10 @@
 int ld_png_grid(const float *x, int n, int h, int w, int cols, int pad, uint8_t **out,
                 size_t *len, ld_err_t *err);
 
-/* Decode any PNG (converted to 8-bit grayscale) -> x (h*w) floats in [0,1].
- * Rejects images larger than max_pixels. */
+/* Decode any PNG -> x (h*w) gray floats in [0,1]: the stored value over its
+ * maximum (16 bits kept), colour through PIL's convert("L") luma, alpha and
+ * transparency dropped, no gamma applied (image.c says why).  Rejects images
+ * larger than max_pixels. */
 int ld_png_decode(const void *buf, size_t len, size_t max_pixels, float **x, int *h, int *w,
                   ld_err_t *err);
 /* Same as ld_png_decode, reading the PNG file at path; errors name the file. */

@@ -98,15 +98,26 @@ int ld_model_alloc(const ld_arch_t *a, ld_model_t **out, ld_err_t *err);
 void ld_model_free(ld_model_t *m);
 
 /* Named tensor views over any block with the params layout (params, grads,
- * moments). Returns the count written (<= max). Names as above. */
+ * moments). Returns the count written (<= max). Names as above.  block NULL:
+ * names and shapes only (data NULL). */
 int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *out, int max);
 
 /* Build a model from a parsed checkpoint: architecture from __metadata__
  * ("latentd.arch") or, when absent, inferred from tensor names and shapes
  * (activation leaky ReLU 0.2, image side sqrt(x_dim)). Every required tensor
- * must be present with the right shape; extra tensors are an error. */
+ * must be present with the right shape and finite values (checked before the
+ * parameters are allocated); extra tensors are an error.  Metadata besides
+ * format, kind and arch becomes the record and must fit it whole (keys under
+ * 32 bytes, values under 256, at most LD_RECORD_MAX entries).  A job's
+ * training state ("latentd-state/1") is refused: ld_model_describe reads it. */
 int ld_model_from_ckpt(const ld_ckpt_t *c, ld_model_t **out, ld_err_t *err);
 int ld_model_load(const char *path, ld_model_t **out, ld_err_t *err);
+/* What the file at path holds, as lines of text for `latentd info` into buf
+ * (len bytes): kind, architecture, parameter count and record of a model; a
+ * job's training state ("latentd-state/1") also gets its step and the tensors
+ * it holds (parameters and optimiser blocks).  LD_ENOMEM if buf is too small;
+ * other errors as ld_model_load, naming path.  Thread-safe. */
+int ld_model_describe(const char *path, char *buf, size_t len, ld_err_t *err);
 /* Atomic write of params + metadata (kind, arch, record). */
 int ld_model_save(const ld_model_t *m, const char *path, ld_err_t *err);
 

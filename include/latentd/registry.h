@@ -9,8 +9,9 @@
  *
  * Files: every model comes from a file NAME.safetensors (or any
  * X.safetensors given to ld_registry_load) directly inside the model folder;
- * names and file stems must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, so no path
- * ever leaves the folder.  The file's SHA-256 is computed over exactly the
+ * names and file stems must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}
+ * (ld_name_is_safe), and a symbolic link is followed only to a file inside
+ * the folder, so no path ever leaves it.  The file's SHA-256 is computed over exactly the
  * bytes that were parsed.  A checkpoint whose parameters hold NaN or Inf is
  * refused.
  *
@@ -108,9 +109,6 @@ int ld_registry_list(ld_registry_t *r, ld_served_t ***out, int *n);
 void ld_registry_list_free(ld_served_t **list, int n);
 int ld_registry_count(ld_registry_t *r);
 const char *ld_registry_dir(const ld_registry_t *r);
-
-/* 1 if s is a valid model name. */
-int ld_model_name_valid(const char *s);
 
 /* A metrics collector (see metrics.h) for ctx = the registry: models loaded,
  * one info series per model, parameters per model, model events by kind. */

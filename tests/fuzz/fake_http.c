@@ -1,0 +1,199 @@
+/* fake_http.c — just enough of the HTTP layer (include/latentd/http.h) for
+ * the request body targets to run api.c's real handlers without sockets or
+ * libmicrohttpd: a route table filled by ld_api_register, a request holding
+ * the parsed body and the {name} parameter, replies that keep the status
+ * and drop the body.  A handler that hands its work to the decoder thread
+ * (ld_req_await) is continued here once that thread wakes the request, as
+ * http.c would on the request's own thread.  Linked instead of http.o. */
+#define _GNU_SOURCE
+#include "fuzz.h"
+
+#include "latentd/api.h"
+#include "latentd/http.h"
+#include "latentd/model.h"
+#include "../tu_tiny.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct ld_req {
+    const cJSON *json;
+    const char *name;
+    int status;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int woken;
+};
+
+#define MAX_ROUTES 32
+static ld_route_t routes[MAX_ROUTES];
+static int n_routes;
+
+int ld_http_route_add(ld_http_t *h, const ld_route_t *route, ld_err_t *err)
+{
+    (void)h;
+    if (n_routes == MAX_ROUTES)
+        return ld_err_set(err, LD_ENOMEM, "route table full");
+    routes[n_routes++] = *route;
+    return LD_OK;
+}
+
+int ld_http_in_flight(const ld_http_t *h) { (void)h; return 1; }
+int ld_http_is_ready(const ld_http_t *h) { (void)h; return 1; }
+int ld_http_is_draining(const ld_http_t *h) { (void)h; return 0; }
+ld_http_t *ld_req_server(const ld_req_t *req) { (void)req; return NULL; }
+
+const char *ld_req_param(const ld_req_t *req, const char *name)
+{
+    return strcmp(name, "name") == 0 ? req->name : NULL;
+}
+const char *ld_req_query(const ld_req_t *req, const char *key) { (void)req; (void)key; return NULL; }
+void ld_req_query_each(const ld_req_t *req, int (*fn)(void *, const char *, const char *), void *ctx)
+{
+    (void)req;
+    (void)fn;
+    (void)ctx;
+}
+const cJSON *ld_req_json(const ld_req_t *req) { return req->json; }
+int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
+{
+    (void)req;
+    LD_ASSERT(name && value);
+    return 0;
+}
+
+/* Exactly one reply per request: a second is a handler bug. */
+static void set_status(ld_req_t *req, int status)
+{
+    LD_ASSERT(req->status == 0);
+    LD_ASSERT(status >= 200 && status <= 599);
+    req->status = status;
+}
+
+void ld_req_reply(ld_req_t *req, int status, const char *content_type, void *body, size_t len)
+{
+    (void)content_type;
+    (void)len;
+    set_status(req, status);
+    free(body);
+}
+void ld_req_reply_copy(ld_req_t *req, int status, const char *content_type, const void *body,
+                       size_t len)
+{
+    (void)content_type;
+    (void)body;
+    (void)len;
+    set_status(req, status);
+}
+void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b)
+{
+    set_status(req, ld_buf_failed(b) ? 503 : status);
+    ld_buf_free(b);
+}
+void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    LD_ASSERT(code && *code && msg[0]);
+    set_status(req, status);
+}
+
+void ld_req_wake(ld_req_t *req)
+{
+    pthread_mutex_lock(&req->mu);
+    req->woken = 1;
+    pthread_cond_signal(&req->cv);
+    pthread_mutex_unlock(&req->mu);
+}
+
+void ld_req_await(ld_req_t *req, ld_req_cont_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&req->mu);
+    while (!req->woken)
+        pthread_cond_wait(&req->cv, &req->mu);
+    pthread_mutex_unlock(&req->mu);
+    fn(req, ctx);
+}
+
+/* ---- the served models and the API ---- */
+
+static ld_registry_t *reg;
+static ld_api_t *api;
+
+static void save_tiny(const char *dir, const char *name, ld_kind_t kind)
+{
+    ld_model_t *m = tu_tiny_model(kind);
+    ld_err_t e;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.safetensors", dir, name);
+    LD_ASSERT(ld_model_save(m, path, &e) == LD_OK);
+    ld_model_free(m);
+}
+
+ld_api_t *fz_api(void)
+{
+    if (api)
+        return api;
+    char dir[] = "/tmp/latentd-fuzz-XXXXXX";
+    LD_ASSERT(mkdtemp(dir));
+    save_tiny(dir, "vae", LD_KIND_VAE);
+    save_tiny(dir, "gan", LD_KIND_GAN);
+    ld_err_t e;
+    LD_ASSERT(ld_registry_new(dir, &reg, &e) == LD_OK);
+    int loaded = 0;
+    LD_ASSERT(ld_registry_scan(reg, &loaded, NULL, NULL, &e) == LD_OK && loaded == 2);
+    /* the models are in memory now; the folder is not needed again */
+    char path[600];
+    snprintf(path, sizeof path, "%s/vae.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/gan.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+    ld_api_opts_t o = {.registry = reg, .metrics = NULL, .max_samples = 4};
+    LD_ASSERT(ld_api_new(&o, &api, &e) == LD_OK);
+    LD_ASSERT(ld_api_register(api, NULL, &e) == LD_OK);
+    return api;
+}
+
+int fz_post(const char *suffix, const char *name, const uint8_t *data, size_t size)
+{
+    fz_api();
+    const ld_route_t *r = NULL;
+    size_t sl = strlen(suffix);
+    for (int i = 0; i < n_routes && !r; i++) {
+        size_t pl = strlen(routes[i].pattern);
+        if (!strcmp(routes[i].method, "POST") && pl >= sl &&
+            !strcmp(routes[i].pattern + pl - sl, suffix))
+            r = &routes[i];
+    }
+    LD_ASSERT(r);
+    /* what http.c accepts: one JSON object and only blanks after it, or
+     * nothing at all on a route where the body is optional */
+    cJSON *json = NULL;
+    if (size > 0 || !(r->flags & LD_ROUTE_JSON_OPTIONAL)) {
+        const char *end = NULL;
+        json = cJSON_ParseWithLengthOpts((const char *)data, size, &end, 0);
+        int ok = cJSON_IsObject(json);
+        for (const char *p = end; ok && p < (const char *)data + size; p++)
+            ok = *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
+        if (!ok) {
+            cJSON_Delete(json);
+            return 400;
+        }
+    }
+    ld_req_t req = {.json = json, .name = name};
+    pthread_mutex_init(&req.mu, NULL);
+    pthread_cond_init(&req.cv, NULL);
+    r->fn(&req, r->ctx);
+    LD_ASSERT(req.status != 0); /* every handler answers */
+    pthread_cond_destroy(&req.cv);
+    pthread_mutex_destroy(&req.mu);
+    cJSON_Delete(json);
+    return req.status;
+}
