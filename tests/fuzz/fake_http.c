@@ -58,6 +58,19 @@ void ld_req_query_each(const ld_req_t *req, int (*fn)(void *, const char *, cons
     (void)ctx;
 }
 const cJSON *ld_req_json(const ld_req_t *req) { return req->json; }
+/* JSON bodies only: no raw (.npy or binary-tensor) body, no headers */
+const uint8_t *ld_req_body(const ld_req_t *req, size_t *len)
+{
+    (void)req;
+    *len = 0;
+    return NULL;
+}
+const char *ld_req_header(const ld_req_t *req, const char *name)
+{
+    (void)req;
+    (void)name;
+    return NULL;
+}
 int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
 {
     (void)req;
