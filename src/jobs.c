@@ -381,6 +381,13 @@ static int on_progress(const ld_progress_t *p, void *user)
         atomic_fetch_add(&j->yield_ns, (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL +
                                            (t1.tv_nsec - t0.tv_nsec));
     }
+    if (stop && !p->finished) {
+        /* the trainer saves its state at this step before it returns: the
+         * record must name the same step, or a resume would start past it */
+        pthread_mutex_lock(&j->lock);
+        take_progress_locked(job, p, 0);
+        pthread_mutex_unlock(&j->lock);
+    }
     return stop;
 }
 
