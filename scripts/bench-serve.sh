@@ -4,7 +4,8 @@
 # PyTorch (bench/serve_torch.py), measured the same way with wrk.
 #
 # For each model, endpoint (sample n=1 as JSON, sample n=1 as PNG, decode one
-# z as JSON, decode one z as .npy in and .npy out) and connection count (1,
+# z as JSON, decode one z as .npy in and .npy out, and latentd alone: /v2 infer
+# of one z with binary tensors both ways) and connection count (1,
 # 16, 64): requests/s, p50 and p99
 # latency, and non-2xx responses; then the latentd/PyTorch ratio of req/s and
 # the daemon's resident memory after the run.  Then, with one training job
@@ -116,7 +117,13 @@ if body:sub(1, 1) == "@" then
     local f = assert(io.open(body:sub(2), "rb"))
     wrk.body = f:read("*a")
     f:close()
-    wrk.headers["Content-Type"] = "application/x-npy"
+    local hlen = os.getenv("V2HLEN")
+    if hlen and hlen ~= "" then -- /v2 binary: JSON head, then the tensor's bytes
+        wrk.headers["Content-Type"] = "application/octet-stream"
+        wrk.headers["Inference-Header-Content-Length"] = hlen
+    else
+        wrk.headers["Content-Type"] = "application/x-npy"
+    end
 else
     wrk.body = body
     wrk.headers["Content-Type"] = "application/json"
@@ -183,6 +190,16 @@ head = "{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27
 head += " " * (63 - (10 + len(head)) % 64) + "\n"
 sys.stdout.buffer.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode()
                         + struct.pack("<%df" % len(z), *z))' "$z" >"$work/z-$m.npy"
+    # the same latent for /v2 with the binary tensor extension, the images
+    # asked back as binary: the JSON head's length, then the body
+    v2hlen=$("$PY" -c 'import json, struct, sys
+z = json.loads(sys.argv[1])
+h = json.dumps({"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, len(z)],
+                            "parameters": {"binary_data_size": 4 * len(z)}}],
+                "outputs": [{"name": "images", "parameters": {"binary_data": True}}]},
+               separators=(",", ":")).encode()
+open(sys.argv[2], "wb").write(h + struct.pack("<%df" % len(z), *z))
+print(len(h))' "$z" "$work/v2-$m.bin")
     for server in latentd torch; do
         [ "$server" = torch ] && [ "$TORCH" != 1 ] && continue
         port=$lport
@@ -191,6 +208,11 @@ sys.stdout.buffer.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + he
         measure "$server" "$port" "$m" sample-png "/v1/models/$m/sample" '{"n":1,"seed":7,"format":"png"}'
         measure "$server" "$port" "$m" decode-json "/v1/models/$m/decode" "{\"z\":[$z]}"
         measure "$server" "$port" "$m" decode-npy "/v1/models/$m/decode" "@$work/z-$m.npy"
+        if [ "$server" = latentd ]; then # the peer has no /v2
+            export V2HLEN=$v2hlen
+            measure "$server" "$port" "$m" v2-binary "/v2/models/$m/infer" "@$work/v2-$m.bin"
+            unset V2HLEN
+        fi
     done
 done
 
@@ -318,6 +340,13 @@ for k, l, t in at64:
     runs = every[("latentd",) + k]
     print("    p99 of each run, ms (host lost %%): %s; under 10 ms in %d of %d"
           % (", ".join("%.2f (%.1f)" % x for x in runs), sum(x[0] < 10 for x in runs), len(runs)))
+for model in sorted({k[0] for k in keys}):
+    j = data.get(("latentd", model, "decode-json", 64))
+    for label in ("decode-npy", "v2-binary"):
+        b = data.get(("latentd", model, label, 64))
+        if j and b and j[0] > 0:
+            print("at 64 connections, %s %s: %.2fx decode-json's req/s (target >= 1.5x)"
+                  % (model, label, b[0] / j[0]))
 print("latentd non-2xx or socket errors: %s" % ("none" if ok else "SOME (see table)"))
 
 jkeys = sorted({k[1:] for k in data if k[0] == "latentd+job"})
