@@ -85,7 +85,7 @@ wait_http() { # url seconds
 
 # Only the models under test, in a private folder, for both servers.
 mkdir -p "$work/models" "$work/state"
-for m in $MODELS; do ln -s "$(realpath "$MODELS_DIR/$m.safetensors")" "$work/models/$m.safetensors"; done
+for m in $MODELS; do cp "$MODELS_DIR/$m.safetensors" "$work/models/"; done # a link out of the model folder is refused
 
 # --- latentd: the shipped configuration, on a free port ---------------------
 # (an admin token only so that the training-job measurement can submit a job)
