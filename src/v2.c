@@ -332,7 +332,8 @@ static int read_input(ld_req_t *req, infer_t *j, const cJSON *in, int t, bin_t *
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(in, "shape");
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(in, "data");
     const cJSON *par = cJSON_GetObjectItemCaseSensitive(in, "parameters");
-    if (ld_arg_fields(&(ld_args_t){.req = req, .obj = in, .where = "input."}, fields) != 0)
+    ld_args_t args = ld_args_json(req, in, "input.");
+    if (ld_arg_fields(&args, fields) != 0)
         return -1;
     if (!cJSON_IsString(dt) || strcmp(dt->valuestring, tensor_type(t)) != 0) {
         ld_req_error(req, 400, "invalid_field", "input '%s' has datatype %.20s; it must be %s",
@@ -382,7 +383,8 @@ static int read_input(ld_req_t *req, infer_t *j, const cJSON *in, int t, bin_t *
                          name);
             return -1;
         }
-        if (ld_arg_fields(&(ld_args_t){.req = req, .obj = par, .where = "input.parameters."}, pfields) != 0)
+        ld_args_t pargs = ld_args_json(req, par, "input.parameters.");
+        if (ld_arg_fields(&pargs, pfields) != 0)
             return -1;
         const cJSON *bs = cJSON_GetObjectItemCaseSensitive(par, "binary_data_size");
         if (bs && read_count(req, bs, "binary_data_size", name, &size) != 0)
@@ -455,11 +457,11 @@ static int read_params(ld_req_t *req, infer_t *j, const cJSON *par, int has_inpu
         return -1;
     }
     long long n;
-    if (ld_arg_fields(&(ld_args_t){.req = req, .obj = par, .where = "parameters."}, fields) != 0 ||
-        ld_arg_int(&(ld_args_t){.req = req, .obj = par, .where = "parameters."}, "n", 1, j->o->max_samples, 1, &n) != 0 ||
-        ld_arg_seed(&(ld_args_t){.req = req, .obj = par, .where = "parameters."}, "seed", seeded, &j->seed) != 0 ||
-        ld_arg_number(&(ld_args_t){.req = req, .obj = par, .where = "parameters."}, "temperature", 0, TEMPERATURE_MAX, 1.0,
-                      &j->temperature) != 0)
+    ld_args_t pa = ld_args_json(req, par, "parameters.");
+    if (ld_arg_fields(&pa, fields) != 0 ||
+        ld_arg_int(&pa, "n", 1, j->o->max_samples, 1, &n) != 0 ||
+        ld_arg_seed(&pa, "seed", seeded, &j->seed) != 0 ||
+        ld_arg_number(&pa, "temperature", 0, TEMPERATURE_MAX, 1.0, &j->temperature) != 0)
         return -1;
     j->n = (int)n;
     const cJSON *bo = cJSON_GetObjectItemCaseSensitive(par, "binary_data_output");
@@ -506,7 +508,8 @@ static int read_outputs(ld_req_t *req, infer_t *j, const cJSON *outs, int from_i
             ld_req_error(req, 400, "invalid_field", "each output must be an object with a name");
             return -1;
         }
-        if (ld_arg_fields(&(ld_args_t){.req = req, .obj = o, .where = "output."}, fields) != 0)
+        ld_args_t args = ld_args_json(req, o, "output.");
+        if (ld_arg_fields(&args, fields) != 0)
             return -1;
         int t = tensor_find(nm->valuestring);
         if (t < 0 || !is_output(a, t)) {
@@ -536,7 +539,8 @@ static int read_outputs(ld_req_t *req, infer_t *j, const cJSON *outs, int from_i
                              tensor_name[t]);
                 return -1;
             }
-            if (ld_arg_fields(&(ld_args_t){.req = req, .obj = par, .where = "output.parameters."}, pfields) != 0)
+            ld_args_t pargs = ld_args_json(req, par, "output.parameters.");
+            if (ld_arg_fields(&pargs, pfields) != 0)
                 return -1;
             if (bd)
                 bin = cJSON_IsTrue(bd);
@@ -716,7 +720,8 @@ static void h_infer(ld_req_t *req, void *ctx)
                      JSON_DEPTH_MAX);
         return;
     }
-    if (ld_arg_fields(&(ld_args_t){.req = req, .obj = body, .where = NULL}, fields) != 0)
+    ld_args_t args = ld_args_json(req, body, NULL);
+    if (ld_arg_fields(&args, fields) != 0)
         return;
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(body, "id");
     const cJSON *ins = cJSON_GetObjectItemCaseSensitive(body, "inputs");
