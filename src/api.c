@@ -1159,7 +1159,7 @@ done:
 
 /* ------------------------------------- for handlers in other files (api_impl.h) */
 
-ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api) { return get_model(req, api); }
+ld_registry_t *ld_api_registry(const ld_api_t *api) { return api->reg; }
 
 int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o)
 {

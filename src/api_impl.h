@@ -19,9 +19,8 @@ typedef struct {
     int pad;    /* PNG grid padding */
 } ld_api_out_t;
 
-/* The served model named by the route's {name} (a reference: release it),
- * with X-Latentd-Model-Version added; NULL after a 404. */
-ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api);
+/* The registry the api serves from (for ld_api_get_model). */
+ld_registry_t *ld_api_registry(const ld_api_t *api);
 /* "format", "cols" and "pad" of body (NULL: the defaults). 0 or -1. */
 int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o);
 /* Images from body's "images" (rows of x_dim values in [0, 1]) or "png"

@@ -149,7 +149,7 @@ void ld_invert_handler(ld_req_t *req, void *ctx)
         read_opts(req, &args, &o) != 0 ||
         ld_api_out_opts(req, api, body, &out) != 0)
         return;
-    ld_served_t *s = ld_api_model(req, api);
+    ld_served_t *s = ld_api_get_model(req, ld_api_registry(api));
     if (!s)
         return;
     const ld_arch_t *a = &s->model->arch;
