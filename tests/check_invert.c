@@ -192,27 +192,15 @@ END_TEST
 
 static tu_daemon_t D;
 
-static void copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    ck_assert_msg(in && out, "copy %s -> %s", from, to);
-    char buf[65536];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
-        ck_assert(fwrite(buf, 1, k, out) == k);
-    fclose(in);
-    ck_assert_int_eq(fclose(out), 0);
-}
-
 static void http_setup(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     tu_daemon_dirs(&D, ASAN_SLOWDOWN);
     char p[1024], text[2048];
     snprintf(p, sizeof p, "%s/fashion-gan.safetensors", D.models);
-    copy_file(GAN_FILE, p);
+    tu_copy_file(GAN_FILE, p);
     snprintf(p, sizeof p, "%s/fashion-vae.safetensors", D.models);
-    copy_file(VAE_FILE, p);
+    tu_copy_file(VAE_FILE, p);
     snprintf(text, sizeof text,
              "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
              "max_samples = 64\nrequest_timeout = 60\n",
