@@ -11,6 +11,7 @@
 #include "latentd/jsonarg.h"
 #include "latentd/log.h"
 #include "latentd/model.h"
+#include "latentd/sha256.h"
 #include "latentd/v2.h"
 
 #include <math.h>
@@ -816,6 +817,21 @@ static void h_sample(ld_req_t *req, void *ctx)
     ld_served_release(s);
 }
 
+/* A seeded sample.png is the same bytes for the same model file and
+ * parameters: its ETag is a digest of both, and caches may keep it for
+ * sample_cache_max_age.  1 when answered 304 (If-None-Match matched). */
+static int sample_png_cached(ld_req_t *req, ld_api_t *api, const ld_served_t *s, long long n,
+                             uint64_t seed, double temp, long long cols, long long pad)
+{
+    char key[256], hex[2 * LD_SHA256_LEN + 1], etag[40], cc[48];
+    int k = snprintf(key, sizeof key, "%s sample.png n=%lld seed=%llu temperature=%.17g cols=%lld pad=%lld",
+                     s->sha256, n, (unsigned long long)seed, temp, cols, pad);
+    ld_sha256_hex(key, (size_t)k, hex);
+    snprintf(etag, sizeof etag, "\"%.32s\"", hex);
+    snprintf(cc, sizeof cc, "public, max-age=%d", api->opts.cache_max_age);
+    return ld_req_conditional(req, etag, cc);
+}
+
 static void h_sample_png(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
@@ -835,7 +851,8 @@ static void h_sample_png(ld_req_t *req, void *ctx)
     if (!s)
         return;
     out_opts_t o = {FMT_PNG, (int)cols, (int)pad};
-    if (need_generator(req, s) == 0)
+    if (need_generator(req, s) == 0 &&
+        !(seeded && sample_png_cached(req, api, s, n, seed, temp, cols, pad)))
         sample_common(req, api, s, (int)n, seeded, seed, temp, &o);
     ld_served_release(s);
 }
