@@ -1178,20 +1178,25 @@ done:
 
 ld_registry_t *ld_api_registry(const ld_api_t *api) { return api->reg; }
 
-int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o)
+int ld_api_body_args(ld_req_t *req, const char *const *data, const char *const *opts,
+                     ld_args_t *a, const uint8_t **npy, size_t *npy_len)
+{
+    return body_args(req, data, opts, a, npy, npy_len);
+}
+
+int ld_api_out_opts(const ld_args_t *a, ld_api_t *api, ld_api_out_t *o)
 {
     out_opts_t oo = {FMT_JSON, 0, GRID_PAD_DEFAULT};
-    ld_args_t a = ld_args_json(req, body, NULL);
-    if (parse_out_opts(&a, api, FMT_JSON, &oo) != 0)
+    if (parse_out_opts(a, api, FMT_JSON, &oo) != 0)
         return -1;
     *o = (ld_api_out_t){oo.format, oo.cols, oo.pad};
     return 0;
 }
 
-int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *body,
-                  float **x, int *n)
+int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_args_t *a,
+                  const uint8_t *npy, size_t npy_len, float **x, int *n)
 {
-    return read_images(req, api, s, body, "images", "png", api->max_samples, x, n);
+    return body_images(req, api, s, a, npy, npy_len, x, n);
 }
 
 void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
@@ -1241,7 +1246,8 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"POST", "/v1/models/{name}/reconstruct", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
          h_reconstruct, api},
         {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
-        {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON, ld_invert_handler, api},
+        {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
+         ld_invert_handler, api},
     };
     api->http = h;
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {

@@ -138,16 +138,16 @@ int ld_invert_endpoint(ld_req_t *req, const ld_served_t *s, const float *x, floa
 void ld_invert_handler(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"images", "png",  "steps",  "restarts", "seed",
-                                         "lr",     "z_penalty", "format", "cols", "pad", NULL};
-    const cJSON *body = ld_req_json(req);
+    static const char *const data[] = {"images", "png", NULL};
+    static const char *const opts[] = {"steps", "restarts", "seed", "lr", "z_penalty",
+                                       "format", "cols", "pad", NULL};
     ld_invert_opts_t o;
     ld_api_out_t out;
-    ld_args_t args = ld_args_json(req, body, NULL);
-    ld_args_t q = ld_args_query(req);
-    if (ld_arg_fields(&q, NULL) != 0 || ld_arg_fields(&args, fields) != 0 ||
-        read_opts(req, &args, &o) != 0 ||
-        ld_api_out_opts(req, api, body, &out) != 0)
+    ld_args_t args;
+    const uint8_t *npy;
+    size_t npy_len;
+    if (ld_api_body_args(req, data, opts, &args, &npy, &npy_len) != 0 ||
+        read_opts(req, &args, &o) != 0 || ld_api_out_opts(&args, api, &out) != 0)
         return;
     ld_served_t *s = ld_api_get_model(req, ld_api_registry(api));
     if (!s)
@@ -162,7 +162,8 @@ void ld_invert_handler(ld_req_t *req, void *ctx)
                      s->name, ld_kind_name(a->kind));
         goto done;
     }
-    if (ld_api_images(req, api, s, body, &x, &n) != 0 || check_limits(req, n, &o) != 0)
+    if (ld_api_images(req, api, s, &args, npy, npy_len, &x, &n) != 0 ||
+        check_limits(req, n, &o) != 0)
         goto done;
     z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z);
     xr = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *xr);

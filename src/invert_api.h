@@ -2,7 +2,9 @@
  * registered in api.c's table with the ld_api_t as ctx.
  *
  * Body (JSON): exactly one of "images" (rows of x_dim values in [0, 1], or
- * one flat row) and "png" (base64 PNG, or an array of them); options
+ * one flat row) and "png" (base64 PNG, or an array of them); or an
+ * application/x-npy body (float32 (n, x_dim) or (n, h, w)) with the options
+ * in the query string.  Options
  * "steps" (1..1000, 300), "restarts" (1..8, 4), "seed" (random if absent;
  * echoed in X-Latentd-Seed), "lr" (Adam on z, 0.05), "z_penalty" (weight of
  * |z|^2 / z_dim, 0), and "format" json|png|npy, "cols", "pad" as elsewhere.

@@ -352,6 +352,64 @@ START_TEST(test_route_errors)
 }
 END_TEST
 
+/* An application/x-npy body: the images of an (n, 28, 28) float32 array,
+ * the options in the query string; the same answer as the same images and
+ * options in JSON. */
+START_TEST(test_route_npy_body)
+{
+    ld_dataset_t *d = test_images(2);
+    uint8_t *npy = NULL;
+    size_t npy_len = 0;
+    ld_err_t e;
+    int64_t shape[3] = {2, 28, 28};
+    ck_assert_int_eq(ld_npy_encode(d->x, 3, shape, &npy, &npy_len, &e), LD_OK);
+    ld_buf_t js = {0};
+    ld_buf_puts(&js, "{\"images\":[");
+    for (int i = 0; i < 2; i++) {
+        ld_buf_puts(&js, i ? "," : "");
+        ld_buf_json_floats(&js, d->x + (size_t)i * 784, 784);
+    }
+    ld_buf_puts(&js, "],\"steps\":20,\"restarts\":1,\"seed\":5}");
+    tu_resp_t rj, rn;
+    tu_req_t q = {.port = D.port};
+    ck_assert_int_eq(tu_http_once(&rj, "POST", "/v1/models/fashion-gan/invert", js.data, js.len, &q),
+                     200);
+    q.ctype = "application/x-npy";
+    long st = tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert?steps=20&restarts=1&seed=5",
+                           npy, npy_len, &q);
+    ck_assert_msg(st == 200, "npy body: %ld %.300s", st, rn.body.data ? rn.body.data : "");
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(rn.json, "mse")), 2);
+    ck_assert_msg(rj.body.len == rn.body.len && memcmp(rj.body.data, rn.body.data, rj.body.len) == 0,
+                  "JSON and .npy bodies gave different answers");
+    tu_resp_free(&rj);
+    tu_resp_free(&rn);
+
+    /* errors: a wrong shape, an unknown query option, options in the query
+     * of a JSON body, a body that is not .npy */
+    int64_t bad_shape[2] = {2, 392};
+    uint8_t *bad = NULL;
+    size_t bad_len = 0;
+    ck_assert_int_eq(ld_npy_encode(d->x, 2, bad_shape, &bad, &bad_len, &e), LD_OK);
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert", bad, bad_len, &q);
+    tu_expect_error(&rn, 422, "invalid_value", "shape", "npy of shape (2, 392)", 1);
+    tu_resp_free(&rn);
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert?stpes=3", npy, npy_len, &q);
+    tu_expect_error(&rn, 400, "invalid_field", "stpes", "unknown query option", 1);
+    tu_resp_free(&rn);
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert", "{}", 2, &q);
+    tu_expect_error(&rn, 400, "invalid_npy", NULL, "JSON sent as .npy", 1);
+    tu_resp_free(&rn);
+    q.ctype = NULL;
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert?steps=3", js.data, js.len, &q);
+    tu_expect_error(&rn, 400, "invalid_field", "steps", "query options with a JSON body", 1);
+    tu_resp_free(&rn);
+    free(bad);
+    free(npy);
+    ld_buf_free(&js);
+    ld_data_free(d);
+}
+END_TEST
+
 /* /interpolate on a GAN takes an image end point: inverted first, so the
  * path starts at (nearly) the image. */
 START_TEST(test_interpolate_image_endpoint)
@@ -397,6 +455,7 @@ Suite *suite_invert(void)
     tcase_add_unchecked_fixture(http, http_setup, http_teardown);
     tcase_add_test(http, test_route_answers);
     tcase_add_test(http, test_route_errors);
+    tcase_add_test(http, test_route_npy_body);
     tcase_add_test(http, test_interpolate_image_endpoint);
     suite_add_tcase(s, http);
     return s;
