@@ -16,7 +16,6 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define GAN_FILE "models/fashion-gan.safetensors"
 #define ASAN_SLOWDOWN 4
 #define MAX_AGE 600
 
@@ -24,17 +23,10 @@ static tu_daemon_t D;
 
 static void setup(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    tu_daemon_dirs(&D, ASAN_SLOWDOWN);
-    char p[1024], text[2048];
-    snprintf(p, sizeof p, "%s/fashion-gan.safetensors", D.models);
-    tu_copy_file(GAN_FILE, p);
-    snprintf(text, sizeof text,
-             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
-             "max_samples = 64\nsample_cache_max_age = %d\n",
-             D.models, D.state, MAX_AGE);
-    tu_write_file(D.conf, text);
-    tu_daemon_start(&D, NULL);
+    static const char *const models[] = {"fashion-gan", NULL};
+    char extra[64];
+    snprintf(extra, sizeof extra, "sample_cache_max_age = %d\n", MAX_AGE);
+    tu_daemon_start_shipped(&D, ASAN_SLOWDOWN, models, extra);
 }
 
 static void teardown(void)

@@ -194,19 +194,8 @@ static tu_daemon_t D;
 
 static void http_setup(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    tu_daemon_dirs(&D, ASAN_SLOWDOWN);
-    char p[1024], text[2048];
-    snprintf(p, sizeof p, "%s/fashion-gan.safetensors", D.models);
-    tu_copy_file(GAN_FILE, p);
-    snprintf(p, sizeof p, "%s/fashion-vae.safetensors", D.models);
-    tu_copy_file(VAE_FILE, p);
-    snprintf(text, sizeof text,
-             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
-             "max_samples = 64\nrequest_timeout = 60\n",
-             D.models, D.state);
-    tu_write_file(D.conf, text);
-    tu_daemon_start(&D, NULL);
+    static const char *const models[] = {"fashion-gan", "fashion-vae", NULL};
+    tu_daemon_start_shipped(&D, ASAN_SLOWDOWN, models, "request_timeout = 60\n");
 }
 
 static void http_teardown(void)

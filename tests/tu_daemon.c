@@ -42,6 +42,25 @@ double tu_deadline(double secs, double asan_factor)
     return tu_now() + secs * (tu_under_asan() ? asan_factor : 1);
 }
 
+void tu_daemon_start_shipped(tu_daemon_t *d, double asan_factor, const char *const *models,
+                             const char *extra_conf)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_dirs(d, asan_factor);
+    char from[512], to[1024], text[4096];
+    for (int i = 0; models[i]; i++) {
+        snprintf(from, sizeof from, "models/%s.safetensors", models[i]);
+        snprintf(to, sizeof to, "%s/%s.safetensors", d->models, models[i]);
+        tu_copy_file(from, to);
+    }
+    snprintf(text, sizeof text,
+             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
+             "max_samples = 64\n%s",
+             d->models, d->state, extra_conf ? extra_conf : "");
+    tu_write_file(d->conf, text);
+    tu_daemon_start(d, NULL);
+}
+
 void tu_copy_file(const char *from, const char *to)
 {
     FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");

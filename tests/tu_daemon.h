@@ -80,6 +80,13 @@ int tu_daemon_wait_port(tu_daemon_t *d, double secs);
 void tu_daemon_wait_ready(const tu_daemon_t *d, double secs);
 /* spawn (serve --config d->conf), then wait for its port and /readyz. */
 void tu_daemon_start(tu_daemon_t *d, const char *extra_env);
+/* curl_global_init, then a daemon serving copies of the shipped models
+ * (models/NAME.safetensors for each NAME of the NULL-terminated list) on a
+ * free port with 2 HTTP threads, max_samples 64 and extra_conf's lines
+ * (or NULL), started and ready.  Undo with tu_daemon_teardown and
+ * curl_global_cleanup. */
+void tu_daemon_start_shipped(tu_daemon_t *d, double asan_factor, const char *const *models,
+                             const char *extra_conf);
 /* SIGTERM unless it has exited already; its exit code. */
 int tu_daemon_stop(tu_daemon_t *d, double secs);
 /* Remove the temp root (the daemon must have exited). */

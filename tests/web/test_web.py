@@ -389,18 +389,25 @@ class Run:
         self.q("#i-play").click()
         assert self.q("#i-play").text == "Play"
 
-    def s_upload(self, tmp):
-        self.q('.model[data-name="fashion-vae"]').click()
-        self.until("the VAE's gallery", lambda: "fashion-vae" in self.q("#current").text and
-                   self.gallery_ready(64, 1))
+    def upload_png(self, model, tmp, name, index, what):
+        """Choose model, upload Fashion-MNIST test image index as name and
+        wait for its card's two images (input and the model's answer)."""
+        self.q(f'.model[data-name="{model}"]').click()
+        self.until(f"{model}'s gallery", lambda: model in self.q("#current").text and
+                   self.gallery_ready(64))
         self.tab("upload")
-        png = os.path.join(tmp, "shirt-photo.png")
-        fashion_png(png, index=1)
+        png = os.path.join(tmp, name)
+        fashion_png(png, index=index)
         self.q("#u-file").send_keys(png)
-        card = ".upload:first-child"
-        self.until("the reconstruction", lambda: self.js(f"""
-            const imgs = document.querySelectorAll('{card} img');
-            return imgs.length === 2 && [...imgs].every((i) => i.naturalWidth > 0);"""))
+        self.until(what, lambda: self.js(f"""
+            const c = document.querySelector('.upload:first-child');
+            const imgs = c.querySelectorAll('img');
+            return c.textContent.includes('{name}') && imgs.length === 2 &&
+                   [...imgs].every((i) => i.naturalWidth > 0);"""))
+        return ".upload:first-child"
+
+    def s_upload(self, tmp):
+        card = self.upload_png("fashion-vae", tmp, "shirt-photo.png", 1, "the reconstruction")
         assert self.js(f"return !!Chart.getChart(document.querySelector('{card} canvas'))"), "no bar chart"
         assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 20
         assert "inverted" in self.q(f"{card} figcaption").text
@@ -420,19 +427,7 @@ class Run:
         # a GAN inverts the upload (z and G(z) on the card); used as end
         # point A, it is inverted again by /interpolate and the path starts
         # at it
-        self.q('.model[data-name="fashion-gan"]').click()
-        self.until("the GAN's gallery", lambda: "fashion-gan" in self.q("#current").text and
-                   self.gallery_ready(64))
-        self.tab("upload")
-        png = os.path.join(tmp, "gan-photo.png")
-        fashion_png(png, index=2)
-        self.q("#u-file").send_keys(png)
-        card = ".upload:first-child"
-        self.until("the inversion", lambda: self.js(f"""
-            const c = document.querySelector('{card}');
-            const imgs = c.querySelectorAll('img');
-            return c.textContent.includes('gan-photo.png') && imgs.length === 2 &&
-                   [...imgs].every((i) => i.naturalWidth > 0);"""))
+        card = self.upload_png("fashion-gan", tmp, "gan-photo.png", 2, "the inversion")
         assert "MSE" in self.q(f"{card} figure:nth-child(2) figcaption").text
         assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 100
         self.q(f"{card} button").click()  # Use as A
