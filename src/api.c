@@ -1177,6 +1177,7 @@ done:
 /* ------------------------------------- for handlers in other files (api_impl.h) */
 
 ld_registry_t *ld_api_registry(const ld_api_t *api) { return api->reg; }
+struct ld_jobs *ld_api_jobs(const ld_api_t *api) { return api->opts.jobs; }
 
 int ld_api_body_args(ld_req_t *req, const char *const *data, const char *const *opts,
                      ld_args_t *a, const uint8_t **npy, size_t *npy_len)

@@ -22,6 +22,8 @@ typedef struct {
 
 /* The registry the api serves from (for ld_api_get_model). */
 ld_registry_t *ld_api_registry(const ld_api_t *api);
+/* The jobs engine that runs large inversions, or NULL. */
+struct ld_jobs *ld_api_jobs(const ld_api_t *api);
 /* The arguments of a POST route that takes JSON or an application/x-npy
  * body: from the JSON body (data: its data fields, opts: its options; the
  * query string must then be empty), or, for an .npy body, the options from

@@ -41,6 +41,7 @@ typedef struct {
     ld_metrics_t *metrics;   /* borrowed, may be NULL */
     int max_samples;         /* images per request */
     int cache_max_age;       /* seconds a seeded sample.png may be cached (Cache-Control) */
+    struct ld_jobs *jobs;    /* borrowed, may be NULL: runs inversions of many images */
 } ld_api_opts_t;
 
 typedef struct ld_api ld_api_t;
