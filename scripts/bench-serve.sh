@@ -5,7 +5,8 @@
 #
 # For each model, endpoint (sample n=1 as JSON, sample n=1 as PNG, decode one
 # z as JSON, decode one z as .npy in and .npy out, and latentd alone: /v2 infer
-# of one z with binary tensors both ways) and connection count (1,
+# of one z with binary tensors both ways, and sample n=16 as JSON without and
+# with Accept-Encoding: gzip, with its bytes on the wire) and connection count (1,
 # 16, 64): requests/s, p50 and p99
 # latency, and non-2xx responses; then the latentd/PyTorch ratio of req/s and
 # the daemon's resident memory after the run.  Then, with one training job
@@ -128,6 +129,10 @@ else
     wrk.body = body
     wrk.headers["Content-Type"] = "application/json"
 end
+local ae = os.getenv("ACCEPT_ENCODING")
+if ae and ae ~= "" then
+    wrk.headers["Accept-Encoding"] = ae
+end
 done = function(summary, latency, requests)
     local e = summary.errors
     io.write(string.format("RESULT %d %.1f %.1f %.1f %d %d\n", summary.requests,
@@ -212,6 +217,17 @@ print(len(h))' "$z" "$work/v2-$m.bin")
             export V2HLEN=$v2hlen
             measure "$server" "$port" "$m" v2-binary "/v2/models/$m/infer" "@$work/v2-$m.bin"
             unset V2HLEN
+            # n=16 JSON, plain and gzipped: req/s, and the body's bytes on the wire
+            s16='{"n":16,"seed":7}'
+            measure "$server" "$port" "$m" s16-json "/v1/models/$m/sample" "$s16"
+            export ACCEPT_ENCODING=gzip
+            measure "$server" "$port" "$m" s16-json-gzip "/v1/models/$m/sample" "$s16"
+            unset ACCEPT_ENCODING
+            for ae in identity gzip; do
+                echo "$m $ae $(curl -fsS -o /dev/null -w '%{size_download}' -H "Accept-Encoding: $ae" \
+                    -H 'Content-Type: application/json' -d "$s16" \
+                    "http://127.0.0.1:$port/v1/models/$m/sample")" >>"$work/wire"
+            done
         fi
     done
 done
@@ -296,9 +312,14 @@ fi
 echo
 echo "bench-serve: $NCPU CPUs (wrk runs on the same CPUs), ${DURATION}s per point, median of $REPEAT;" \
     "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" "$job_note" <<'EOF'
-import sys
+"$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" "$job_note" "$work/wire" <<'EOF'
+import os, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+wire = {}
+if os.path.exists(sys.argv[7]):
+    for l in open(sys.argv[7]):
+        m, ae, n = l.split()
+        wire[(m, ae)] = int(n)
 l_rss, l_hwm, t_rss, workers = (int(x) for x in sys.argv[2:6])
 job_note = sys.argv[6]
 data = {}
@@ -347,6 +368,15 @@ for model in sorted({k[0] for k in keys}):
         if j and b and j[0] > 0:
             print("at 64 connections, %s %s: %.2fx decode-json's req/s (target >= 1.5x)"
                   % (model, label, b[0] / j[0]))
+for model in sorted({k[0] for k in keys}):
+    p, g = wire.get((model, "identity")), wire.get((model, "gzip"))
+    if p and g:
+        line = "%s n=16 JSON sample: %d bytes plain, %d gzipped (%.2fx smaller)" % (model, p, g, p / g)
+        a = data.get(("latentd", model, "s16-json", 64))
+        b = data.get(("latentd", model, "s16-json-gzip", 64))
+        if a and b and a[0] > 0:
+            line += "; at 64 connections %.0f req/s plain, %.0f gzipped (%.2fx)" % (a[0], b[0], b[0] / a[0])
+        print(line)
 print("latentd non-2xx or socket errors: %s" % ("none" if ok else "SOME (see table)"))
 
 jkeys = sorted({k[1:] for k in data if k[0] == "latentd+job"})

@@ -11,6 +11,7 @@
 #include "latentd/jsonarg.h"
 #include "latentd/log.h"
 #include "latentd/model.h"
+#include "latentd/sha256.h"
 #include "latentd/v2.h"
 
 #include <math.h>
@@ -816,6 +817,21 @@ static void h_sample(ld_req_t *req, void *ctx)
     ld_served_release(s);
 }
 
+/* A seeded sample.png is the same bytes for the same model file and
+ * parameters: its ETag is a digest of both, and caches may keep it for
+ * sample_cache_max_age.  1 when answered 304 (If-None-Match matched). */
+static int sample_png_cached(ld_req_t *req, ld_api_t *api, const ld_served_t *s, long long n,
+                             uint64_t seed, double temp, long long cols, long long pad)
+{
+    char key[256], hex[2 * LD_SHA256_LEN + 1], etag[40], cc[48];
+    int k = snprintf(key, sizeof key, "%s sample.png n=%lld seed=%llu temperature=%.17g cols=%lld pad=%lld",
+                     s->sha256, n, (unsigned long long)seed, temp, cols, pad);
+    ld_sha256_hex(key, (size_t)k, hex);
+    snprintf(etag, sizeof etag, "\"%.32s\"", hex);
+    snprintf(cc, sizeof cc, "public, max-age=%d", api->opts.cache_max_age);
+    return ld_req_conditional(req, etag, cc);
+}
+
 static void h_sample_png(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
@@ -835,7 +851,8 @@ static void h_sample_png(ld_req_t *req, void *ctx)
     if (!s)
         return;
     out_opts_t o = {FMT_PNG, (int)cols, (int)pad};
-    if (need_generator(req, s) == 0)
+    if (need_generator(req, s) == 0 &&
+        !(seeded && sample_png_cached(req, api, s, n, seed, temp, cols, pad)))
         sample_common(req, api, s, (int)n, seeded, seed, temp, &o);
     ld_served_release(s);
 }
@@ -1159,22 +1176,28 @@ done:
 
 /* ------------------------------------- for handlers in other files (api_impl.h) */
 
-ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api) { return get_model(req, api); }
+ld_registry_t *ld_api_registry(const ld_api_t *api) { return api->reg; }
+struct ld_jobs *ld_api_jobs(const ld_api_t *api) { return api->opts.jobs; }
 
-int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o)
+int ld_api_body_args(ld_req_t *req, const char *const *data, const char *const *opts,
+                     ld_args_t *a, const uint8_t **npy, size_t *npy_len)
+{
+    return body_args(req, data, opts, a, npy, npy_len);
+}
+
+int ld_api_out_opts(const ld_args_t *a, ld_api_t *api, ld_api_out_t *o)
 {
     out_opts_t oo = {FMT_JSON, 0, GRID_PAD_DEFAULT};
-    ld_args_t a = ld_args_json(req, body, NULL);
-    if (parse_out_opts(&a, api, FMT_JSON, &oo) != 0)
+    if (parse_out_opts(a, api, FMT_JSON, &oo) != 0)
         return -1;
     *o = (ld_api_out_t){oo.format, oo.cols, oo.pad};
     return 0;
 }
 
-int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *body,
-                  float **x, int *n)
+int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_args_t *a,
+                  const uint8_t *npy, size_t npy_len, float **x, int *n)
 {
-    return read_images(req, api, s, body, "images", "png", api->max_samples, x, n);
+    return body_images(req, api, s, a, npy, npy_len, x, n);
 }
 
 void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
@@ -1224,7 +1247,8 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"POST", "/v1/models/{name}/reconstruct", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
          h_reconstruct, api},
         {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
-        {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON, ld_invert_handler, api},
+        {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
+         ld_invert_handler, api},
     };
     api->http = h;
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {

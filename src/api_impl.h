@@ -9,6 +9,7 @@
 #define LATENTD_API_IMPL_H
 
 #include "latentd/api.h"
+#include "latentd/jsonarg.h"
 #include "latentd/model.h"
 
 #include <cjson/cJSON.h>
@@ -19,15 +20,25 @@ typedef struct {
     int pad;    /* PNG grid padding */
 } ld_api_out_t;
 
-/* The served model named by the route's {name} (a reference: release it),
- * with X-Latentd-Model-Version added; NULL after a 404. */
-ld_served_t *ld_api_model(ld_req_t *req, ld_api_t *api);
-/* "format", "cols" and "pad" of body (NULL: the defaults). 0 or -1. */
-int ld_api_out_opts(ld_req_t *req, ld_api_t *api, const cJSON *body, ld_api_out_t *o);
-/* Images from body's "images" (rows of x_dim values in [0, 1]) or "png"
- * (base64, one string or an array): x (n, x_dim) malloc'd. 0 or -1. */
-int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *body,
-                  float **x, int *n);
+/* The registry the api serves from (for ld_api_get_model). */
+ld_registry_t *ld_api_registry(const ld_api_t *api);
+/* The jobs engine that runs large inversions, or NULL. */
+struct ld_jobs *ld_api_jobs(const ld_api_t *api);
+/* The arguments of a POST route that takes JSON or an application/x-npy
+ * body: from the JSON body (data: its data fields, opts: its options; the
+ * query string must then be empty), or, for an .npy body, the options from
+ * the query string and *npy (npy_len bytes) the body.  Names are checked.
+ * 0, or -1 when answered. */
+int ld_api_body_args(ld_req_t *req, const char *const *data, const char *const *opts,
+                     ld_args_t *a, const uint8_t **npy, size_t *npy_len);
+/* "format" (default json), "cols" and "pad" of a. 0 or -1. */
+int ld_api_out_opts(const ld_args_t *a, ld_api_t *api, ld_api_out_t *o);
+/* Images from the .npy body npy (npy_len bytes; shape (n, x_dim) or
+ * (n, h, w), float32) when not NULL, else from a's "images" (rows of x_dim
+ * values in [0, 1]) or "png" (base64, one string or an array): x (n, x_dim)
+ * malloc'd. 0 or -1. */
+int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_args_t *a,
+                  const uint8_t *npy, size_t npy_len, float **x, int *n);
 /* Answer images x (n, x_dim) as PNG or .npy as o asks (o->format != 0). */
 void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
                          const float *x, int n);

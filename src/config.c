@@ -41,6 +41,7 @@ static const ld_cfg_key_t keys[] = {
     {"state_dir",               LD_CFG_STR,   0,    0,         "state",     F(state_dir),                 NULL,       "--state"},
     {"data_dir",                LD_CFG_STR,   0,    0,         "data",      F(data_dir),                  NULL,       "--data"},
     {"max_samples",             LD_CFG_INT,   1,    4096,      "256",       F(max_samples),               NULL,       NULL},
+    {"sample_cache_max_age",    LD_CFG_INT,   0,    31536000,  "86400",     F(sample_cache_max_age),      NULL,       NULL},
     {"worker_threads",          LD_CFG_INT,   1,    64,        "1",         F(worker_threads),            NULL,       NULL},
     {"max_queued_jobs",         LD_CFG_INT,   1,    10000,     "16",        F(max_queued_jobs),           NULL,       NULL},
     {"training_yield_load",     LD_CFG_INT,   0,    100000,    "100",       F(training_yield_load),       NULL,       NULL},

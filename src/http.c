@@ -22,6 +22,12 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* JSON answers of at least this many bytes are gzipped for clients that
+ * accept it; smaller ones gain too little to pay for the header and the CPU */
+#define GZIP_MIN_BYTES 1024
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -61,6 +67,55 @@ static void uncharge(ld_http_t *h, ld_req_t *req)
         atomic_fetch_sub_explicit(&h->mem_in_use, req->charged, memory_order_relaxed);
         req->charged = 0;
     }
+}
+
+/* ------------------------------------------------------------- request ids */
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+static atomic_uint_fast64_t rid_next;
+static pthread_once_t rid_once = PTHREAD_ONCE_INIT;
+
+static void rid_seed(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    atomic_store(&rid_next, splitmix64((uint64_t)ts.tv_sec * 1000000000ULL +
+                                       (uint64_t)ts.tv_nsec) ^ splitmix64((uint64_t)getpid()));
+}
+
+void ld_http_request_id_new(char rid[LD_REQ_ID_MAX + 1])
+{
+    /* a counter from a random start through a bijection: unique within a
+     * process, unpredictable across starts */
+    pthread_once(&rid_once, rid_seed);
+    uint64_t x = splitmix64(atomic_fetch_add_explicit(&rid_next, 1, memory_order_relaxed));
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++)
+        rid[i] = hex[(x >> (60 - 4 * i)) & 15];
+    rid[16] = '\0';
+}
+
+/* The client's X-Request-Id when it is 1 to LD_REQ_ID_MAX visible ASCII
+ * characters (it goes into headers, JSON and log lines as it is), else a
+ * new one. */
+static void request_id_init(ld_req_t *req)
+{
+    const char *v = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = v ? strnlen(v, LD_REQ_ID_MAX + 1) : 0;
+    int ok = n >= 1 && n <= LD_REQ_ID_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = v[i] > 0x20 && v[i] < 0x7F;
+    if (ok)
+        memcpy(req->rid, v, n + 1);
+    else
+        ld_http_request_id_new(req->rid);
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -330,6 +385,7 @@ static void add_common_headers(ld_req_t *req, struct MHD_Response *r)
     if (!own_cache)
         MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Request-Id", req->rid);
     const char *origin = req_origin_allowed(req);
     if (req->h->n_origins)
         MHD_add_response_header(r, "Vary", "Origin");
@@ -337,7 +393,7 @@ static void add_common_headers(ld_req_t *req, struct MHD_Response *r)
         MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
         MHD_add_response_header(r, "Access-Control-Expose-Headers",
                                 "X-Latentd-Seed, X-Latentd-Model-Version, Retry-After, "
-                                "WWW-Authenticate, Location");
+                                "WWW-Authenticate, Location, X-Request-Id, ETag");
     }
     for (int i = 0; i < req->n_extra; i++)
         MHD_add_response_header(r, req->extra_name[i], req->extra_val[i]);
@@ -425,15 +481,32 @@ void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b)
         ld_req_error(req, 503, "overloaded", "out of memory while writing the response");
         return;
     }
+    if (len >= GZIP_MIN_BYTES) {
+        /* the answer may differ by Accept-Encoding: caches must key on it */
+        ld_req_header_add(req, "Vary", "Accept-Encoding");
+        uint8_t *gz = NULL;
+        size_t gz_len = 0;
+        /* the fastest level: float text shrinks about as much at level 1 as
+         * at the default, for a fraction of the CPU */
+        if (ld_http_accepts_gzip(ld_req_header(req, "Accept-Encoding")) &&
+            ld_http_gzip(p, len, Z_BEST_SPEED, &gz, &gz_len) == LD_OK && gz) {
+            free(p);
+            ld_req_header_add(req, "Content-Encoding", "gzip");
+            ld_req_reply(req, status, "application/json", gz, gz_len);
+            return;
+        }
+    }
     ld_req_reply(req, status, "application/json", p, len);
 }
 
-void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg)
+void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg, const char *rid)
 {
     ld_buf_puts(b, "{\"error\":{\"code\":");
     ld_buf_json_str(b, code);
     ld_buf_puts(b, ",\"message\":");
     ld_buf_json_str(b, msg);
+    ld_buf_puts(b, ",\"request_id\":");
+    ld_buf_json_str(b, rid);
     ld_buf_puts(b, "}}\n");
 }
 
@@ -450,15 +523,21 @@ void ld_req_error(ld_req_t *req, int status, const char *code, const char *fmt, 
             status = 400;
         ld_buf_puts(&b, "{\"error\":");
         ld_buf_json_str(&b, msg);
+        ld_buf_puts(&b, ",\"request_id\":");
+        ld_buf_json_str(&b, req->rid);
         ld_buf_puts(&b, "}\n");
     } else {
-        ld_http_error_body(&b, code, msg);
+        ld_http_error_body(&b, code, msg, req->rid);
     }
     size_t len;
     char *p = ld_buf_steal(&b, &len);
     if (!p) { /* out of memory: a fixed body still carries the status */
-        static const char oom[] = "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\"}}\n";
-        ld_req_reply_copy(req, status, "application/json", oom, sizeof oom - 1);
+        char oom[256]; /* the id is visible ASCII: JSON needs no escapes but " and \ */
+        int k = snprintf(oom, sizeof oom,
+                         "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\","
+                         "\"request_id\":\"%s\"}}\n",
+                         strpbrk(req->rid, "\"\\") ? "-" : req->rid);
+        ld_req_reply_copy(req, status, "application/json", oom, (size_t)k);
         return;
     }
     if (status >= 500 || status == 413)
@@ -597,7 +676,7 @@ static void preflight(ld_req_t *req, const char *allow)
     if (origin &&
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Access-Control-Request-Method")) {
         ld_req_header_add(req, "Access-Control-Allow-Methods", allow);
-        ld_req_header_add(req, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        ld_req_header_add(req, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id");
         ld_req_header_add(req, "Access-Control-Max-Age", "600");
     }
     ld_req_reply(req, 204, NULL, NULL, 0);
@@ -929,6 +1008,7 @@ enum MHD_Result ld_http_access_cb(void *cls, struct MHD_Connection *conn, const 
         memcpy(req->method, method, ml);
         req->method[ml] = '\0';
         req->path = strdup(url);
+        request_id_init(req);
         *con_cls = req;
         atomic_fetch_add_explicit(&h->in_flight, 1, memory_order_relaxed);
         if (!req->path)
@@ -1067,7 +1147,7 @@ void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             end = (unsigned)toe < LD_ARRAY_LEN(why) ? why[toe] : " end=?";
         ld_log_access(req->method, req->path ? req->path : "-", status,
-                      req->bytes > 0 ? req->bytes : 0, (long long)(secs * 1e6 + 0.5), peer, end);
+                      req->bytes > 0 ? req->bytes : 0, (long long)(secs * 1e6 + 0.5), peer, req->rid, end);
     }
     if (req->pending)
         MHD_destroy_response(req->pending);

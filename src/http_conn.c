@@ -250,13 +250,15 @@ void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed)
 static void send_raw_error(int fd, int status, const char *code, const char *msg)
 {
     ld_buf_t body = {0}, out = {0};
-    ld_http_error_body(&body, code, msg);
+    char rid[LD_REQ_ID_MAX + 1]; /* the head is not parsed: always a new one */
+    ld_http_request_id_new(rid);
+    ld_http_error_body(&body, code, msg, rid);
     const char *reason = MHD_get_reason_phrase_for((unsigned)status);
     ld_buf_printf(&out,
                   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                   "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-                  "Connection: close\r\n\r\n",
-                  status, reason && *reason ? reason : "Error", body.len);
+                  "X-Request-Id: %s\r\nConnection: close\r\n\r\n",
+                  status, reason && *reason ? reason : "Error", body.len, rid);
     ld_buf_append(&out, body.data, body.len);
     if (!ld_buf_failed(&out) && !ld_buf_failed(&body))
         (void)!send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);

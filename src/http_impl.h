@@ -149,6 +149,7 @@ struct ld_req {
     int status;
     long long bytes;
     int close_conn;
+    char rid[LD_REQ_ID_MAX + 1]; /* X-Request-Id (see http.h) */
     int n_extra;
     char *extra_name[MAX_EXTRA_HEADERS]; /* into extra_buf */
     char *extra_val[MAX_EXTRA_HEADERS];
@@ -170,8 +171,10 @@ enum MHD_Result ld_http_access_cb(void *cls, struct MHD_Connection *conn, const 
 void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
                           enum MHD_RequestTerminationCode toe);
 
-/* http.c: {"error":{"code":code,"message":msg}} into b. */
-void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg);
+/* http.c: {"error":{"code":code,"message":msg,"request_id":rid}} into b. */
+void ld_http_error_body(ld_buf_t *b, const char *code, const char *msg, const char *rid);
+/* http.c: a new request id (16 hex digits) into rid; any thread. */
+void ld_http_request_id_new(char rid[LD_REQ_ID_MAX + 1]);
 /* libmicrohttpd's unescape callback (MHD_OPTION_UNESCAPE_CALLBACK): %XX
  * decoded in place, except %00, which stays as written so that no handler
  * sees a path or query value cut short by a decoded NUL. */

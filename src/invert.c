@@ -156,3 +156,20 @@ done:
     inv_ws_free(&w);
     return rc;
 }
+
+void ld_invert_json(ld_buf_t *b, const char *model, const ld_arch_t *a, const ld_invert_opts_t *o,
+                    int n, const float *z, const float *mse, const float *xr)
+{
+    ld_buf_puts(b, "{\"model\":");
+    ld_buf_json_str(b, model);
+    ld_buf_printf(b, ",\"seed\":%llu,\"steps\":%d,\"restarts\":%d,\"lr\":%.6g,\"z_penalty\":%.6g",
+                  (unsigned long long)o->seed, o->steps, o->restarts, (double)o->lr,
+                  (double)o->z_penalty);
+    ld_buf_printf(b, ",\"shape\":[%d,%d,%d],\"z\":", n, a->img_h, a->img_w);
+    ld_buf_json_matrix(b, z, (size_t)n, (size_t)a->z_dim);
+    ld_buf_puts(b, ",\"mse\":");
+    ld_buf_json_floats(b, mse, (size_t)n);
+    ld_buf_puts(b, ",\"images\":");
+    ld_buf_json_matrix(b, xr, (size_t)n, (size_t)a->x_dim);
+    ld_buf_putc(b, '}');
+}

@@ -3,12 +3,14 @@
 
 #include "api_impl.h"
 #include "latentd/invert.h"
+#include "latentd/jobs.h"
 #include "latentd/jsonarg.h"
 
 #include <math.h>
 #include <string.h>
 
-#define INVERT_MAX_IMAGES 8
+/* more images than this go to the jobs engine (202 and a job) */
+#define INVERT_SYNC_IMAGES 4
 #define INVERT_MAX_STEPS 1000
 #define INVERT_MAX_RESTARTS 8
 /* images * restarts * steps: generator rows run forward and backward, kept
@@ -45,14 +47,15 @@ static int read_opts(ld_req_t *req, const ld_args_t *a, ld_invert_opts_t *o)
     return 0;
 }
 
-/* n images within the per-request limits; 0, or -1 answered. */
+/* n images within the limits of an answer while the request waits; 0, or
+ * -1 answered. */
 static int check_limits(ld_req_t *req, int n, const ld_invert_opts_t *o)
 {
-    if (n > INVERT_MAX_IMAGES) {
+    if (n > INVERT_SYNC_IMAGES) {
         ld_req_error(req, 413, "too_many_images",
-                     "%d images; inversion takes at most %d per request (it runs while the "
-                     "request waits): send them in several requests",
-                     n, INVERT_MAX_IMAGES);
+                     "%d images; inversion takes at most %d per request here (no jobs engine "
+                     "runs larger ones): send them in several requests",
+                     n, INVERT_SYNC_IMAGES);
         return -1;
     }
     long long work = (long long)n * o->restarts * o->steps;
@@ -69,31 +72,65 @@ static int check_limits(ld_req_t *req, int n, const ld_invert_opts_t *o)
 static void reply_json(ld_req_t *req, const ld_served_t *s, const ld_invert_opts_t *o, int n,
                        const float *z, const float *mse, const float *xr)
 {
-    const ld_arch_t *a = &s->model->arch;
     ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"model\":");
-    ld_buf_json_str(&b, s->name);
-    ld_buf_printf(&b, ",\"seed\":%llu,\"steps\":%d,\"restarts\":%d,\"lr\":%.6g,\"z_penalty\":%.6g",
-                  (unsigned long long)o->seed, o->steps, o->restarts, (double)o->lr,
-                  (double)o->z_penalty);
-    ld_buf_printf(&b, ",\"shape\":[%d,%d,%d],\"z\":", n, a->img_h, a->img_w);
-    ld_buf_json_matrix(&b, z, (size_t)n, (size_t)a->z_dim);
-    ld_buf_puts(&b, ",\"mse\":");
-    ld_buf_json_floats(&b, mse, (size_t)n);
-    ld_buf_puts(&b, ",\"images\":");
-    ld_buf_json_matrix(&b, xr, (size_t)n, (size_t)a->x_dim);
-    ld_buf_putc(&b, '}');
+    ld_invert_json(&b, s->name, &s->model->arch, o, n, z, mse, xr);
     ld_req_reply_json(req, 200, &b);
 }
 
 /* X-Latentd-Mse: the per-image MSE, comma-separated (binary answers). */
 static void mse_header(ld_req_t *req, int n, const float *mse)
 {
-    char h[INVERT_MAX_IMAGES * 16];
+    char h[INVERT_SYNC_IMAGES * 16];
     size_t k = 0;
     for (int i = 0; i < n && k < sizeof h; i++)
         k += (size_t)snprintf(h + k, sizeof h - k, i ? ",%.6g" : "%.6g", (double)mse[i]);
     ld_req_header_add(req, "X-Latentd-Mse", h);
+}
+
+/* More than INVERT_SYNC_IMAGES images: an inversion job (jobs.h), answered
+ * 202 with its id and where its result will be. */
+static void submit_job(ld_req_t *req, ld_jobs_t *jobs, const ld_served_t *s,
+                       const ld_api_out_t *out, const ld_invert_opts_t *o, int n, const float *x)
+{
+    if (out->format != 0) {
+        ld_req_error(req, 422, "invalid_value",
+                     "format: %d images are inverted by a job, whose result is JSON; ask for "
+                     "json, or send at most %d images",
+                     n, INVERT_SYNC_IMAGES);
+        return;
+    }
+    if ((long long)n * o->restarts > LD_INVERT_MAX_ROWS) {
+        ld_req_error(req, 422, "too_much_work",
+                     "images * restarts = %d * %d; at most %d in one job: lower restarts or "
+                     "send fewer images",
+                     n, o->restarts, LD_INVERT_MAX_ROWS);
+        return;
+    }
+    char id[LD_JOB_ID_MAX], loc[64], ra[16];
+    int retry = 0;
+    ld_err_t e;
+    int rc = ld_jobs_submit_invert(jobs, s->name, s->file, o, n, s->model->arch.x_dim, x, id,
+                                   &retry, &e);
+    if (rc == LD_EBUSY) {
+        snprintf(ra, sizeof ra, "%d", retry > 0 ? retry : 1);
+        ld_req_header_add(req, "Retry-After", ra);
+        ld_req_error(req, 429, "queue_full", "%s", e.msg);
+        return;
+    }
+    if (rc) {
+        ld_req_error(req, rc == LD_ENOMEM ? 503 : 500, rc == LD_ENOMEM ? "overloaded" : "internal",
+                     "%s", e.msg);
+        return;
+    }
+    snprintf(loc, sizeof loc, "/v1/jobs/%s/result", id);
+    ld_req_header_add(req, "Location", loc);
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"id\":");
+    ld_buf_json_str(&b, id);
+    ld_buf_puts(&b, ",\"state\":\"queued\",\"result\":");
+    ld_buf_json_str(&b, loc);
+    ld_buf_printf(&b, ",\"images\":%d,\"seed\":%llu}", n, (unsigned long long)o->seed);
+    ld_req_reply_json(req, 202, &b);
 }
 
 /* Invert x (n, x_dim) into z, xr (n, ...) and mse (n); 0, or -1 answered. */
@@ -138,18 +175,18 @@ int ld_invert_endpoint(ld_req_t *req, const ld_served_t *s, const float *x, floa
 void ld_invert_handler(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"images", "png",  "steps",  "restarts", "seed",
-                                         "lr",     "z_penalty", "format", "cols", "pad", NULL};
-    const cJSON *body = ld_req_json(req);
+    static const char *const data[] = {"images", "png", NULL};
+    static const char *const opts[] = {"steps", "restarts", "seed", "lr", "z_penalty",
+                                       "format", "cols", "pad", NULL};
     ld_invert_opts_t o;
     ld_api_out_t out;
-    ld_args_t args = ld_args_json(req, body, NULL);
-    ld_args_t q = ld_args_query(req);
-    if (ld_arg_fields(&q, NULL) != 0 || ld_arg_fields(&args, fields) != 0 ||
-        read_opts(req, &args, &o) != 0 ||
-        ld_api_out_opts(req, api, body, &out) != 0)
+    ld_args_t args;
+    const uint8_t *npy;
+    size_t npy_len;
+    if (ld_api_body_args(req, data, opts, &args, &npy, &npy_len) != 0 ||
+        read_opts(req, &args, &o) != 0 || ld_api_out_opts(&args, api, &out) != 0)
         return;
-    ld_served_t *s = ld_api_model(req, api);
+    ld_served_t *s = ld_api_get_model(req, ld_api_registry(api));
     if (!s)
         return;
     const ld_arch_t *a = &s->model->arch;
@@ -162,16 +199,22 @@ void ld_invert_handler(ld_req_t *req, void *ctx)
                      s->name, ld_kind_name(a->kind));
         goto done;
     }
-    if (ld_api_images(req, api, s, body, &x, &n) != 0 || check_limits(req, n, &o) != 0)
+    if (ld_api_images(req, api, s, &args, npy, npy_len, &x, &n) != 0)
+        goto done;
+    char sv[32];
+    ld_fmt_u64(sv, (unsigned long long)o.seed);
+    ld_req_header_add(req, "X-Latentd-Seed", sv);
+    if (n > INVERT_SYNC_IMAGES && ld_api_jobs(api)) {
+        submit_job(req, ld_api_jobs(api), s, &out, &o, n, x);
+        goto done;
+    }
+    if (check_limits(req, n, &o) != 0)
         goto done;
     z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z);
     xr = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *xr);
     mse = ld_malloc_array((size_t)n, sizeof *mse);
     if (run_invert(req, s, n, x, &o, z, xr, mse) != 0)
         goto done;
-    char sv[32];
-    ld_fmt_u64(sv, (unsigned long long)o.seed);
-    ld_req_header_add(req, "X-Latentd-Seed", sv);
     if (out.format != 0) {
         mse_header(req, n, mse);
         ld_api_reply_binary(req, &out, a, xr, n);

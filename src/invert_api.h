@@ -2,16 +2,22 @@
  * registered in api.c's table with the ld_api_t as ctx.
  *
  * Body (JSON): exactly one of "images" (rows of x_dim values in [0, 1], or
- * one flat row) and "png" (base64 PNG, or an array of them); options
+ * one flat row) and "png" (base64 PNG, or an array of them); or an
+ * application/x-npy body (float32 (n, x_dim) or (n, h, w)) with the options
+ * in the query string.  Options
  * "steps" (1..1000, 300), "restarts" (1..8, 4), "seed" (random if absent;
  * echoed in X-Latentd-Seed), "lr" (Adam on z, 0.05), "z_penalty" (weight of
  * |z|^2 / z_dim, 0), and "format" json|png|npy, "cols", "pad" as elsewhere.
  * JSON answer: {"model","seed","steps","restarts","lr","z_penalty","shape",
  * "z","mse","images"}; PNG and .npy answer the reconstructions, with the
  * per-image MSE in X-Latentd-Mse (comma-separated) and z in the JSON form only.
- * At most 8 images and 10000 images * restarts * steps per request (413 and
- * 422 above): the work runs on the HTTP thread and stays near a second of
- * CPU; larger batches through the jobs engine (202) are not offered yet.
+ * Up to 4 images are inverted while the request waits, on the HTTP thread,
+ * at most 10000 images * restarts * steps (422 above: near a second of
+ * CPU).  More images (up to max_samples, images * restarts <= 4096, format
+ * json) become an inversion job of the jobs engine (jobs.h): 202
+ * {"id","state":"queued","result","images","seed"}, Location:
+ * /v1/jobs/{id}/result, where the same JSON answer is once the job
+ * succeeded (jobs_api.h); without a jobs engine, 413.
  * Errors: 404 no such model, 422 not a GAN, 400/422 bad fields (jsonarg.h).
  * /interpolate on a GAN inverts its image end points with ld_invert_endpoint.
  *

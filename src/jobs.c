@@ -7,6 +7,8 @@
 #include "latentd/buf.h"
 #include "latentd/data.h"
 #include "latentd/fsutil.h"
+#include "latentd/image.h"
+#include "latentd/invert.h"
 #include "latentd/model.h"
 #include "latentd/train.h"
 
@@ -488,8 +490,96 @@ static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
     return LD_OK;
 }
 
+/* An inversion job (jobspec.h): the GAN from its file, the images from the
+ * job's images.npy, the answer into result.json.  One ld_invert call: a
+ * cancel or a shutdown acts before it starts or after it ends. */
+static void run_invert(ld_jobs_t *j, job_t *job)
+{
+    const ld_jobspec_invert_t *inv = &job->spec.inv;
+    char in[PATH_MAX], out[PATH_MAX], *mpath = jobs_path_join(j->models_dir, inv->file, NULL);
+    ld_err_t e = {{0}};
+    ld_model_t *m = NULL;
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    float *x = NULL, *z = NULL, *xr = NULL, *mse = NULL;
+    int nd = 0, n = inv->images;
+    int64_t sh[4] = {0};
+    double t0 = ld_now();
+    int rc = !mpath ? ld_err_set(&e, LD_ENOMEM, "out of memory")
+             : jobs_job_path(j, job, "images.npy", in, sizeof in) ||
+                     jobs_job_path(j, job, "result.json", out, sizeof out)
+                 ? ld_err_set(&e, LD_EINVAL, "path too long")
+                 : ld_read_file(in, (size_t)1 << 30, &raw, &raw_len, &e);
+    if (!rc)
+        rc = ld_npy_decode(raw, raw_len, &x, &nd, sh, &e);
+    if (!rc && (nd != 2 || sh[0] != n))
+        rc = ld_err_set(&e, LD_EFORMAT, "images.npy does not hold %d images", n);
+    if (!rc)
+        rc = ld_model_load(mpath, &m, &e);
+    if (!rc && (m->arch.kind != LD_KIND_GAN || sh[1] != m->arch.x_dim))
+        rc = ld_err_set(&e, LD_EINVAL, "%s is not a GAN of %lld-pixel images", inv->file,
+                        (long long)sh[1]);
+    if (!rc) {
+        z = ld_malloc_array((size_t)n * (size_t)m->arch.z_dim, sizeof *z);
+        xr = ld_malloc_array((size_t)n * (size_t)m->arch.x_dim, sizeof *xr);
+        mse = ld_malloc_array((size_t)n, sizeof *mse);
+        if (!z || !xr || !mse)
+            rc = ld_err_set(&e, LD_ENOMEM, "out of memory");
+    }
+    pthread_mutex_lock(&j->lock);
+    job->steps_total = n;
+    jobs_bump_locked(j, job);
+    pthread_mutex_unlock(&j->lock);
+    wake_subs(j, job);
+    if (!rc && (atomic_load(&job->cancel) || atomic_load(&j->stopping)))
+        rc = ld_err_set(&e, LD_ECANCELLED, "stopped before it started");
+    if (!rc)
+        rc = ld_invert(m, n, x, &inv->opts, z, xr, mse, &e);
+    for (int i = 0; !rc && i < n; i++)
+        if (!isfinite(mse[i]))
+            rc = ld_err_set(&e, LD_EINVAL, "the inversion diverged (values not finite): lower lr");
+    if (!rc && atomic_load(&job->cancel))
+        rc = ld_err_set(&e, LD_ECANCELLED, "cancelled");
+    if (!rc) {
+        ld_buf_t b = {0};
+        ld_invert_json(&b, job->spec.model, &m->arch, &inv->opts, n, z, mse, xr);
+        rc = ld_buf_failed(&b) ? ld_err_set(&e, LD_ENOMEM, "out of memory")
+                               : ld_write_atomic(out, b.data, b.len, &e);
+        ld_buf_free(&b);
+    }
+    ld_job_state_t s = rc == LD_OK ? LD_JOB_SUCCEEDED
+                       : rc != LD_ECANCELLED ? LD_JOB_FAILED
+                       : atomic_load(&job->cancel) ? LD_JOB_CANCELLED
+                                                   : LD_JOB_INTERRUPTED;
+    pthread_mutex_lock(&j->lock);
+    if (s == LD_JOB_SUCCEEDED)
+        job->step = n;
+    else if (s == LD_JOB_FAILED)
+        jobs_copy_str(job->error, sizeof job->error, e.msg[0] ? e.msg : "failed");
+    else if (s == LD_JOB_INTERRUPTED)
+        snprintf(job->note, sizeof job->note, "interrupted by shutdown; it runs at the next start");
+    jobs_set_state_locked(j, job, s);
+    pthread_mutex_unlock(&j->lock);
+    jobs_persist(j, job, NULL);
+    wake_subs(j, job);
+    jobs_log(j, s == LD_JOB_FAILED ? LD_LOG_ERROR : LD_LOG_INFO, "job %s %s in %.1f s%s%s", job->id,
+             ld_job_state_name(s), ld_now() - t0, s == LD_JOB_FAILED ? ": " : "",
+             s == LD_JOB_FAILED ? e.msg : "");
+    ld_model_free(m);
+    free(mpath);
+    free(raw);
+    free(x);
+    free(z);
+    free(xr);
+    free(mse);
+}
+
 static void run_job(ld_jobs_t *j, job_t *job)
 {
+    if (job->spec.invert) {
+        run_invert(j, job);
+        return;
+    }
     char state_path[PATH_MAX];
     ld_err_t e = {{0}};
     run_res_t r = {0};
@@ -598,7 +688,7 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&j->lock);
         jobs_persist(j, job, NULL);
         wake_subs(j, job);
-        jobs_log(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_kind_name(job->spec.kind),
+        jobs_log(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_jobspec_kind_name(&job->spec),
              job->spec.model, job->spec.data);
         run_job(j, job);
         pthread_mutex_lock(&j->lock);
@@ -811,26 +901,17 @@ static int retry_after_locked(const ld_jobs_t *j)
     return best < 1 ? 1 : best > 3600 ? 3600 : (int)ceil(best);
 }
 
-int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID_MAX],
-                   int *retry_after_s, ld_err_t *err)
+/* Queue job (its spec filled; freed here on failure): a place in the queue
+ * and an id, its folder, the file name (extra, extra_len bytes) in it when
+ * given, its record, then the queue. */
+static int submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
+                      size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s,
+                      ld_err_t *err)
 {
-    if (retry_after_s)
-        *retry_after_s = 0;
-    if (!j || !id)
-        return ld_err_set(err, LD_EINVAL, "ld_jobs_submit: jobs and id are required");
-    id[0] = 0;
-    job_t *job = jobs_job_alloc();
-    if (!job)
-        return ld_err_set(err, LD_ENOMEM, "out of memory");
-    char data_path[PATH_MAX];
-    int rc = ld_jobspec_parse(body, len, &j->cfg.caps, j->cfg.checkpoint_every, &job->spec, err);
-    if (!rc)
-        rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
-    if (!rc && !(job->spec_json = ld_jobspec_to_json(&job->spec)))
-        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
-    if (rc) {
+    int rc = LD_OK;
+    if (!(job->spec_json = ld_jobspec_to_json(&job->spec))) {
         jobs_job_free(job);
-        return rc;
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
     }
 
     pthread_mutex_lock(&j->lock);
@@ -860,9 +941,10 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     job->state = LD_JOB_QUEUED;
     job->epochs = job->spec.train.epochs;
     char *dir = jobs_path_join(j->jobs_dir, job->id, NULL);
-    if (!dir)
+    char *file = dir && name ? jobs_path_join(dir, name, NULL) : NULL;
+    if (!dir || (name && !file))
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
-    else if (!(rc = ld_mkdir_p(dir, err)))
+    else if (!(rc = ld_mkdir_p(dir, err)) && !(name && (rc = ld_write_atomic(file, extra, extra_len, err))))
         rc = jobs_persist(j, job, err);
 
     pthread_mutex_lock(&j->lock);
@@ -878,17 +960,111 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
             if (rec)
                 unlink(rec);
             free(rec);
+            if (file)
+                unlink(file);
             rmdir(dir);
         }
+        free(file);
         free(dir);
         jobs_job_free(job);
         return rc;
     }
+    free(file);
     free(dir);
     memcpy(id, job->id, LD_JOB_ID_MAX);
-    jobs_log(j, LD_LOG_INFO, "job %s queued: %s %s on %s, %d epochs", job->id,
-         ld_kind_name(job->spec.kind), job->spec.model, job->spec.data, job->spec.train.epochs);
+    if (job->spec.invert)
+        jobs_log(j, LD_LOG_INFO, "job %s queued: invert %d images through %s", job->id,
+                 job->spec.inv.images, job->spec.model);
+    else
+        jobs_log(j, LD_LOG_INFO, "job %s queued: %s %s on %s, %d epochs", job->id,
+                 ld_kind_name(job->spec.kind), job->spec.model, job->spec.data,
+                 job->spec.train.epochs);
     return LD_OK;
+}
+
+int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID_MAX],
+                   int *retry_after_s, ld_err_t *err)
+{
+    if (retry_after_s)
+        *retry_after_s = 0;
+    if (!j || !id)
+        return ld_err_set(err, LD_EINVAL, "ld_jobs_submit: jobs and id are required");
+    id[0] = 0;
+    job_t *job = jobs_job_alloc();
+    if (!job)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    char data_path[PATH_MAX];
+    int rc = ld_jobspec_parse(body, len, &j->cfg.caps, j->cfg.checkpoint_every, &job->spec, err);
+    if (!rc && job->spec.invert)
+        rc = ld_err_set(err, LD_EINVAL, "kind: \"invert\" jobs come from POST "
+                                        "/v1/models/{name}/invert with more images than it "
+                                        "inverts at once");
+    if (!rc)
+        rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
+    if (rc) {
+        jobs_job_free(job);
+        return rc;
+    }
+    return submit_job(j, job, NULL, NULL, 0, id, retry_after_s, err);
+}
+
+int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
+                          const ld_invert_opts_t *o, int n, int x_dim, const float *x,
+                          char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err)
+{
+    if (retry_after_s)
+        *retry_after_s = 0;
+    id[0] = 0;
+    job_t *job = jobs_job_alloc();
+    if (!job)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    ld_jobspec_t *s = &job->spec;
+    s->invert = 1;
+    s->kind = LD_KIND_GAN;
+    jobs_copy_str(s->model, sizeof s->model, model);
+    jobs_copy_str(s->inv.file, sizeof s->inv.file, file);
+    s->inv.images = n;
+    s->inv.opts = *o;
+    uint8_t *npy = NULL;
+    size_t npy_len = 0;
+    int64_t shape[2] = {n, x_dim};
+    int rc = ld_npy_encode(x, 2, shape, &npy, &npy_len, err);
+    if (rc) {
+        jobs_job_free(job);
+        return rc;
+    }
+    rc = submit_job(j, job, "images.npy", npy, npy_len, id, retry_after_s, err);
+    free(npy);
+    return rc;
+}
+
+int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, char **json,
+                          size_t *len, ld_err_t *err)
+{
+    *json = NULL;
+    *len = 0;
+    char path[PATH_MAX];
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    int invert = job && job->spec.invert;
+    if (invert) {
+        *state = job->state;
+        if (job->state == LD_JOB_FAILED)
+            ld_err_set(err, LD_EIO, "%s", job->error);
+    }
+    int bad_path = invert && jobs_job_path(j, job, "result.json", path, sizeof path);
+    pthread_mutex_unlock(&j->lock);
+    if (!invert)
+        return ld_err_set(err, LD_ENOTFOUND, "no inversion job '%.40s'", id ? id : "");
+    if (*state != LD_JOB_SUCCEEDED)
+        return LD_OK;
+    if (bad_path)
+        return ld_err_set(err, LD_EIO, "job %s: path too long", id);
+    uint8_t *data;
+    int rc = ld_read_file(path, (size_t)1 << 30, &data, len, err);
+    if (!rc)
+        *json = (char *)data;
+    return rc;
 }
 
 int ld_jobs_cancel(ld_jobs_t *j, const char *id, ld_job_state_t *state, ld_err_t *err)

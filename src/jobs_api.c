@@ -148,6 +148,43 @@ static void h_get(ld_req_t *req, void *ctx)
         reply_json_str(req, 200, json);
 }
 
+/* An inversion job's result (inference token): 200 and the answer once it
+ * succeeded, 202 {"id","state","progress"} + Retry-After while it waits or
+ * runs, 409 when it failed or was cancelled, 404 for no such inversion job. */
+static void h_result(ld_req_t *req, void *ctx)
+{
+    const char *id = ld_req_param(req, "id");
+    ld_job_state_t st = LD_JOB_QUEUED;
+    ld_job_info_t info;
+    ld_err_t e = {{0}};
+    char *json;
+    size_t len;
+    int rc = ld_jobs_invert_result(ctx, id, &st, &json, &len, &e);
+    if (rc) {
+        reply_err(req, rc, &e);
+        return;
+    }
+    ld_buf_t b;
+    ld_buf_init(&b);
+    if (json) {
+        ld_buf_append(&b, json, len);
+        free(json);
+        ld_req_reply_json(req, 200, &b);
+    } else if (st == LD_JOB_FAILED || st == LD_JOB_CANCELLED) {
+        ld_req_error(req, 409, st == LD_JOB_FAILED ? "job_failed" : "job_cancelled",
+                     "inversion job %s %s%s%s", id, ld_job_state_name(st),
+                     st == LD_JOB_FAILED ? ": " : "", st == LD_JOB_FAILED ? e.msg : "");
+    } else {
+        double progress = ld_jobs_info(ctx, id, &info, &e) == LD_OK ? info.progress : 0;
+        ld_buf_puts(&b, "{\"id\":");
+        ld_buf_json_str(&b, id);
+        ld_buf_printf(&b, ",\"state\":\"%s\",\"progress\":%.3f}", ld_job_state_name(st),
+                      progress);
+        ld_req_header_add(req, "Retry-After", "1");
+        ld_req_reply_json(req, 202, &b);
+    }
+}
+
 /* DELETE: 200 with the record once the job is cancelled (also when it already
  * was: cancelling is idempotent), 202 while a running job is still stopping,
  * 409 for a job that already succeeded or failed (nothing left to cancel). */
@@ -330,6 +367,7 @@ int ld_jobs_api_register(ld_http_t *h, ld_jobs_t *jobs, ld_err_t *err)
         {"DELETE", "/v1/jobs/{id}", LD_AUTH_ADMIN, 0, h_cancel, jobs},
         {"DELETE", "/v1/jobs/{id}/record", LD_AUTH_ADMIN, 0, h_purge, jobs},
         {"GET", "/v1/jobs/{id}/events", LD_AUTH_ADMIN, 0, h_events, jobs},
+        {"GET", "/v1/jobs/{id}/result", LD_AUTH_INFERENCE, 0, h_result, jobs},
     };
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
         int rc = ld_http_route_add(h, &routes[i], err);

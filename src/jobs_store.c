@@ -57,7 +57,7 @@ cJSON *jobs_job_to_cjson(const job_t *job, int history)
         progress = 1;
     int ok = o && cJSON_AddStringToObject(o, "id", job->id) &&
              cJSON_AddStringToObject(o, "state", ld_job_state_name(job->state)) &&
-             cJSON_AddStringToObject(o, "kind", ld_kind_name(job->spec.kind)) &&
+             cJSON_AddStringToObject(o, "kind", ld_jobspec_kind_name(&job->spec)) &&
              cJSON_AddStringToObject(o, "model", job->spec.model) &&
              cJSON_AddStringToObject(o, "data", job->spec.data) &&
              add_num(o, "progress", progress > 1 ? 1 : progress, 6) &&

@@ -4,6 +4,7 @@
 #include "latentd/jobspec.h"
 
 #include "latentd/arena.h"
+#include "latentd/buf.h"
 #include "latentd/fsutil.h"
 #include "latentd/jsonarg.h"
 
@@ -311,6 +312,45 @@ static int check_data_name(const char *data, ld_err_t *err)
                       data);
 }
 
+static const char *const invert_keys[] = {"kind", "model", "file", "images", "steps",
+                                          "restarts", "seed", "lr", "z_penalty", NULL};
+
+const char *ld_jobspec_kind_name(const ld_jobspec_t *s)
+{
+    return s->invert ? "invert" : ld_kind_name(s->kind);
+}
+
+/* The normal form of an inversion job (jobspec.h), into s. */
+static int parse_invert(const cJSON *root, ld_jobspec_t *s, ld_err_t *err)
+{
+    const char *model, *file;
+    double n = 0, steps = 0, restarts = 0, seed = 0;
+    float lr = 0, pen = 0;
+    int p[6], rc;
+    if ((rc = check_keys(root, "", invert_keys, err)) ||
+        (rc = str_field(root, "model", "model", &model, err)) ||
+        (rc = str_field(root, "file", "file", &file, err)) ||
+        (rc = int_field(root, "images", "images", 1, LD_INVERT_MAX_ROWS, 0, NULL, &n, &p[0], err)) ||
+        (rc = int_field(root, "steps", "steps", 1, 1e9, 0, NULL, &steps, &p[1], err)) ||
+        (rc = int_field(root, "restarts", "restarts", 1, LD_INVERT_MAX_ROWS, 0, NULL, &restarts,
+                        &p[2], err)) ||
+        (rc = int_field(root, "seed", "seed", 0, (double)LD_SEED_MAX, 0, NULL, &seed, &p[3], err)) ||
+        (rc = num_field(root, "lr", "lr", 0, 1e9, OPEN_LO, &lr, &p[4], err)) ||
+        (rc = num_field(root, "z_penalty", "z_penalty", 0, 1e9, 0, &pen, &p[5], err)))
+        return rc;
+    if (!model || !ld_name_is_safe(model) || !file || strchr(file, '/') || file[0] == '.' ||
+        strlen(file) >= sizeof s->inv.file || !p[0] || !p[1] || !p[2] || !p[3] || !p[4] || !p[5])
+        return ld_err_set(err, LD_EFORMAT, "an invert spec needs model, file, images, steps, "
+                                           "restarts, seed, lr and z_penalty");
+    s->invert = 1;
+    s->kind = LD_KIND_GAN;
+    snprintf(s->model, sizeof s->model, "%s", model);
+    snprintf(s->inv.file, sizeof s->inv.file, "%s", file);
+    s->inv.images = (int)n;
+    s->inv.opts = (ld_invert_opts_t){(int)steps, (int)restarts, (uint64_t)seed, lr, pen};
+    return LD_OK;
+}
+
 int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                      long checkpoint_every_default, ld_jobspec_t *s, ld_err_t *err)
 {
@@ -340,6 +380,11 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
         }
     if (!cJSON_IsObject(root)) {
         rc = ld_err_set(err, LD_EFORMAT, "body: expected a JSON object");
+        goto out;
+    }
+    const cJSON *kj = cJSON_GetObjectItemCaseSensitive(root, "kind");
+    if (cJSON_IsString(kj) && strcmp(kj->valuestring, "invert") == 0) {
+        rc = parse_invert(root, s, err);
         goto out;
     }
     if ((rc = check_keys(root, "", top_keys, err)))
@@ -499,8 +544,30 @@ static int add_list(cJSON *o, const char *key, const ld_hidden_t *h)
     return a != NULL;
 }
 
+static char *invert_to_json(const ld_jobspec_t *s)
+{
+    const ld_invert_opts_t *o = &s->inv.opts;
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"kind\":\"invert\",\"model\":");
+    ld_buf_json_str(&b, s->model);
+    ld_buf_puts(&b, ",\"file\":");
+    ld_buf_json_str(&b, s->inv.file);
+    char lr[32], pen[32];
+    fmt_float(lr, sizeof lr, o->lr);
+    fmt_float(pen, sizeof pen, o->z_penalty);
+    ld_buf_printf(&b, ",\"images\":%d,\"steps\":%d,\"restarts\":%d,\"seed\":%" PRIu64
+                      ",\"lr\":%s,\"z_penalty\":%s}",
+                  s->inv.images, o->steps, o->restarts, o->seed, lr, pen);
+    size_t len;
+    char *out = ld_buf_failed(&b) ? NULL : ld_buf_steal(&b, &len);
+    ld_buf_free(&b);
+    return out;
+}
+
 char *ld_jobspec_to_json(const ld_jobspec_t *s)
 {
+    if (s->invert)
+        return invert_to_json(s);
     const ld_arch_t *a = &s->arch;
     const ld_train_opts_t *o = &s->train;
     const int gan = s->kind == LD_KIND_GAN;

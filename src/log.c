@@ -303,11 +303,11 @@ static void put_int(char *line, int *pos, int cap, long long v)
 }
 
 void ld_log_access(const char *method, const char *path, int status, long long bytes,
-                   long long us, const char *peer, const char *end)
+                   long long us, const char *peer, const char *rid, const char *end)
 {
     if (!ld_log_enabled(LD_LOG_INFO))
         return;
-    /* "access method=%s path=%.300s status=%d bytes=%lld us=%lld peer=%s%s",
+    /* "access method=%s path=%.300s status=%d bytes=%lld us=%lld peer=%s rid=%.128s%s",
      * without printf (every printf in this process takes glibc's slow path:
      * libquadmath, loaded with OpenBLAS, registers a printf type) */
     char line[1024];
@@ -326,6 +326,8 @@ void ld_log_access(const char *method, const char *path, int status, long long b
     put_int(line, &pos, cap, us);
     put_str(line, &pos, cap, " peer=", SIZE_MAX);
     put_str(line, &pos, cap, peer, 64);
+    put_str(line, &pos, cap, " rid=", SIZE_MAX);
+    put_str(line, &pos, cap, rid, 128);
     put_str(line, &pos, cap, end, 64);
     sanitize(line, from, pos);
     line[pos++] = '\n';

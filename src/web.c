@@ -64,39 +64,6 @@ static const char *content_type(const char *name)
     return "application/octet-stream";
 }
 
-/* gzip (not zlib) of data into a malloc'd *out; NULL when it would not be
- * smaller.  LD_ENOMEM only. */
-static int gzip_bytes(const uint8_t *data, size_t len, uint8_t **out, size_t *out_len)
-{
-    *out = NULL;
-    *out_len = 0;
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    /* 15 + 16: a gzip header and trailer around the deflate stream */
-    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-        return LD_ENOMEM;
-    uLong cap = deflateBound(&zs, (uLong)len);
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        deflateEnd(&zs);
-        return LD_ENOMEM;
-    }
-    zs.next_in = (Bytef *)(uintptr_t)data;
-    zs.avail_in = (uInt)len;
-    zs.next_out = buf;
-    zs.avail_out = (uInt)cap;
-    int rc = deflate(&zs, Z_FINISH);
-    size_t n = cap - zs.avail_out;
-    deflateEnd(&zs);
-    if (rc != Z_STREAM_END || n >= len) {
-        free(buf);
-        return LD_OK;
-    }
-    *out = buf;
-    *out_len = n;
-    return LD_OK;
-}
-
 /* Fill f for data[0..len) (borrowed; f->owned may be set by the caller). */
 static int file_init(web_file_t *f, const char *name, const uint8_t *data, size_t len)
 {
@@ -108,7 +75,7 @@ static int file_init(web_file_t *f, const char *name, const uint8_t *data, size_
     ld_sha256_hex(data, len, hex);
     snprintf(f->etag, sizeof f->etag, "\"%.16s\"", hex);
     snprintf(f->etag_gz, sizeof f->etag_gz, "\"%.16s-gz\"", hex);
-    return gzip_bytes(data, len, &f->gz, &f->gz_len);
+    return ld_http_gzip(data, len, Z_DEFAULT_COMPRESSION, &f->gz, &f->gz_len);
 }
 
 static void file_clear(web_file_t *f)
@@ -171,73 +138,13 @@ void ld_web_free(ld_web_t *w)
 
 /* ------------------------------------------------------------ requests */
 
-/* Skip spaces and tabs. */
-static const char *ws(const char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return p;
-}
-
-/* Whether an Accept-Encoding header value accepts gzip: a "gzip" (or
- * "x-gzip", or failing those "*") entry whose q is not zero (RFC 9110 12.5.3). */
-static int accepts_gzip(const char *ae)
-{
-    int star = 0;
-    for (const char *p = ae; p && *p;) {
-        p = ws(p);
-        size_t n = strcspn(p, ",; \t");
-        double q = 1.0;
-        const char *e = p + n;
-        for (e = ws(e); *e == ';'; e = ws(e)) {
-            e = ws(e + 1);
-            if ((e[0] == 'q' || e[0] == 'Q') && e[1] == '=')
-                q = strtod(e + 2, NULL);
-            e += strcspn(e, ",;");
-        }
-        if ((n == 4 && strncasecmp(p, "gzip", 4) == 0) ||
-            (n == 6 && strncasecmp(p, "x-gzip", 6) == 0))
-            return q > 0;
-        if (n == 1 && *p == '*')
-            star = q > 0;
-        p = *e == ',' ? e + 1 : e + strlen(e);
-    }
-    return star;
-}
-
-/* Whether an If-None-Match value names etag (weak comparison: a W/ prefix
- * is ignored), or is "*". */
-static int etag_matches(const char *inm, const char *etag)
-{
-    size_t el = strlen(etag);
-    for (const char *p = inm; p && *p;) {
-        p = ws(p);
-        if (*p == '*')
-            return 1;
-        if (strncmp(p, "W/", 2) == 0)
-            p += 2;
-        size_t n = strcspn(p, ", \t");
-        if (n == el && memcmp(p, etag, el) == 0)
-            return 1;
-        p += n;
-        p += strspn(p, ", \t");
-    }
-    return 0;
-}
-
 static void reply_file(ld_req_t *req, const web_file_t *f)
 {
-    int gz = f->gz && accepts_gzip(ld_req_header(req, "Accept-Encoding"));
-    const char *etag = gz ? f->etag_gz : f->etag;
-    ld_req_header_add(req, "ETag", etag);
-    ld_req_header_add(req, "Cache-Control", "no-cache");
+    int gz = f->gz && ld_http_accepts_gzip(ld_req_header(req, "Accept-Encoding"));
     ld_req_header_add(req, "Vary", "Accept-Encoding");
     ld_req_header_add(req, "Content-Security-Policy", WEB_CSP);
-    const char *inm = ld_req_header(req, "If-None-Match");
-    if (inm && etag_matches(inm, etag)) {
-        ld_req_reply(req, 304, NULL, NULL, 0);
+    if (ld_req_conditional(req, gz ? f->etag_gz : f->etag, "no-cache"))
         return;
-    }
     if (gz)
         ld_req_header_add(req, "Content-Encoding", "gzip");
     ld_req_reply_copy(req, 200, f->ctype, gz ? f->gz : f->data, gz ? f->gz_len : f->len);

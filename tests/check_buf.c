@@ -120,19 +120,19 @@ static void log_plain(void)
     path[sizeof path - 1] = '\0';
     path[0] = '/';
     path[5] = '\n'; /* a forged line break becomes '?' */
-    ld_log_access("POST", "/v1/models/m/sample", 200, 1137, 88, "127.0.0.1", "");
-    ld_log_access("GET", path, 404, 0, -3, "::1", " end=client_abort");
+    ld_log_access("POST", "/v1/models/m/sample", 200, 1137, 88, "127.0.0.1", "r1", "");
+    ld_log_access("GET", path, 404, 0, -3, "::1", "r1", " end=client_abort");
 }
 
 static void log_buffered(void)
 {
     ck_assert_int_eq(ld_log_access_start(), 0);
-    ld_log_access("GET", "/a", 200, 1, 2, "p", "");
+    ld_log_access("GET", "/a", 200, 1, 2, "p", "r1", "");
     ld_log_warn("between");
-    ld_log_access("GET", "/b", 200, 1, 2, "p", "");
+    ld_log_access("GET", "/b", 200, 1, 2, "p", "r1", "");
     ld_log_access_stop();
     ld_log_access_stop(); /* idempotent */
-    ld_log_access("GET", "/c", 200, 1, 2, "p", ""); /* unbuffered again */
+    ld_log_access("GET", "/c", 200, 1, 2, "p", "r1", ""); /* unbuffered again */
 }
 
 /* Several threads log at once, past the buffer's size several times over,
@@ -149,7 +149,7 @@ static void *log_many(void *arg)
         if (i % 500 == 499)
             ld_log_warn("warn t%d i%d", t, i);
         else
-            ld_log_access("GET", path, 200, i, t, "127.0.0.1", "");
+            ld_log_access("GET", path, 200, i, t, "127.0.0.1", "r1", "");
     }
     return NULL;
 }
@@ -195,7 +195,7 @@ START_TEST(test_access_log_line)
 {
     char *t = capture_stderr(log_plain);
     ck_assert_msg(strstr(t, " info  access method=POST path=/v1/models/m/sample status=200 "
-                            "bytes=1137 us=88 peer=127.0.0.1\n"),
+                            "bytes=1137 us=88 peer=127.0.0.1 rid=r1\n"),
                   "%s", t);
     /* the path is cut at 300 bytes and its control characters replaced */
     char want[512];
@@ -206,7 +206,7 @@ START_TEST(test_access_log_line)
     p300[5] = '?';
     snprintf(want, sizeof want,
              " info  access method=GET path=%s status=404 bytes=0 us=-3 peer=::1 "
-             "end=client_abort\n",
+             "rid=r1 end=client_abort\n",
              p300);
     ck_assert_msg(strstr(t, want), "%s", t);
     ck_assert_int_eq((int)(strchr(t, '\n') - t) > 0, 1);

@@ -22,6 +22,7 @@
 #include "latentd/invert.h"
 #include "latentd/model.h"
 
+#include <math.h>
 #include <string.h>
 
 #define GAN_FILE "models/fashion-gan.safetensors"
@@ -192,33 +193,10 @@ END_TEST
 
 static tu_daemon_t D;
 
-static void copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    ck_assert_msg(in && out, "copy %s -> %s", from, to);
-    char buf[65536];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
-        ck_assert(fwrite(buf, 1, k, out) == k);
-    fclose(in);
-    ck_assert_int_eq(fclose(out), 0);
-}
-
 static void http_setup(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    tu_daemon_dirs(&D, ASAN_SLOWDOWN);
-    char p[1024], text[2048];
-    snprintf(p, sizeof p, "%s/fashion-gan.safetensors", D.models);
-    copy_file(GAN_FILE, p);
-    snprintf(p, sizeof p, "%s/fashion-vae.safetensors", D.models);
-    copy_file(VAE_FILE, p);
-    snprintf(text, sizeof text,
-             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
-             "max_samples = 64\nrequest_timeout = 60\n",
-             D.models, D.state);
-    tu_write_file(D.conf, text);
-    tu_daemon_start(&D, NULL);
+    static const char *const models[] = {"fashion-gan", "fashion-vae", NULL};
+    tu_daemon_start_shipped(&D, ASAN_SLOWDOWN, models, "request_timeout = 60\n");
 }
 
 static void http_teardown(void)
@@ -323,7 +301,7 @@ START_TEST(test_route_errors)
         {"fashion-gan", "\"lr\":1e999", 1, -1, 422, "invalid_value", "lr"},
         {"fashion-gan", "\"z_penalty\":-1", 1, -1, 422, "invalid_value", "z_penalty"},
         {"fashion-gan", "\"stpes\":10", 1, -1, 400, "invalid_field", "stpes"},
-        {"fashion-gan", "", 9, -1, 413, "too_many_images", "at most 8"},
+        {"fashion-gan", "\"format\":\"png\"", 5, -1, 422, "invalid_value", "job"},
         {"fashion-gan", "\"restarts\":8,\"steps\":1000", 2, -1, 422, "too_much_work", "10000"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -361,6 +339,143 @@ START_TEST(test_route_errors)
     tu_req_t q = {.port = D.port};
     ck_assert_int_eq(tu_http_once(&r, "GET", "/healthz", NULL, 0, &q), 200);
     tu_resp_free(&r);
+}
+END_TEST
+
+/* An application/x-npy body: the images of an (n, 28, 28) float32 array,
+ * the options in the query string; the same answer as the same images and
+ * options in JSON. */
+START_TEST(test_route_npy_body)
+{
+    ld_dataset_t *d = test_images(2);
+    uint8_t *npy = NULL;
+    size_t npy_len = 0;
+    ld_err_t e;
+    int64_t shape[3] = {2, 28, 28};
+    ck_assert_int_eq(ld_npy_encode(d->x, 3, shape, &npy, &npy_len, &e), LD_OK);
+    ld_buf_t js = {0};
+    ld_buf_puts(&js, "{\"images\":[");
+    for (int i = 0; i < 2; i++) {
+        ld_buf_puts(&js, i ? "," : "");
+        ld_buf_json_floats(&js, d->x + (size_t)i * 784, 784);
+    }
+    ld_buf_puts(&js, "],\"steps\":20,\"restarts\":1,\"seed\":5}");
+    tu_resp_t rj, rn;
+    tu_req_t q = {.port = D.port};
+    ck_assert_int_eq(tu_http_once(&rj, "POST", "/v1/models/fashion-gan/invert", js.data, js.len, &q),
+                     200);
+    q.ctype = "application/x-npy";
+    long st = tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert?steps=20&restarts=1&seed=5",
+                           npy, npy_len, &q);
+    ck_assert_msg(st == 200, "npy body: %ld %.300s", st, rn.body.data ? rn.body.data : "");
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(rn.json, "mse")), 2);
+    ck_assert_msg(rj.body.len == rn.body.len && memcmp(rj.body.data, rn.body.data, rj.body.len) == 0,
+                  "JSON and .npy bodies gave different answers");
+    tu_resp_free(&rj);
+    tu_resp_free(&rn);
+
+    /* errors: a wrong shape, an unknown query option, options in the query
+     * of a JSON body, a body that is not .npy */
+    int64_t bad_shape[2] = {2, 392};
+    uint8_t *bad = NULL;
+    size_t bad_len = 0;
+    ck_assert_int_eq(ld_npy_encode(d->x, 2, bad_shape, &bad, &bad_len, &e), LD_OK);
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert", bad, bad_len, &q);
+    tu_expect_error(&rn, 422, "invalid_value", "shape", "npy of shape (2, 392)", 1);
+    tu_resp_free(&rn);
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert?stpes=3", npy, npy_len, &q);
+    tu_expect_error(&rn, 400, "invalid_field", "stpes", "unknown query option", 1);
+    tu_resp_free(&rn);
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert", "{}", 2, &q);
+    tu_expect_error(&rn, 400, "invalid_npy", NULL, "JSON sent as .npy", 1);
+    tu_resp_free(&rn);
+    q.ctype = NULL;
+    tu_http_once(&rn, "POST", "/v1/models/fashion-gan/invert?steps=3", js.data, js.len, &q);
+    tu_expect_error(&rn, 400, "invalid_field", "steps", "query options with a JSON body", 1);
+    tu_resp_free(&rn);
+    free(bad);
+    free(npy);
+    ld_buf_free(&js);
+    ld_data_free(d);
+}
+END_TEST
+
+/* More than 4 images: an inversion job, 202 and where its result will be;
+ * the result (polled) is the inversion of the same images and options done
+ * here with the library. */
+START_TEST(test_route_job)
+{
+    const int n = 6;
+    ld_dataset_t *d = test_images(n);
+    ld_buf_t js = {0};
+    ld_buf_puts(&js, "{\"images\":[");
+    for (int i = 0; i < n; i++) {
+        ld_buf_puts(&js, i ? "," : "");
+        ld_buf_json_floats(&js, d->x + (size_t)i * 784, 784);
+    }
+    ld_buf_puts(&js, "],\"steps\":30,\"restarts\":2,\"seed\":5}");
+    tu_resp_t r;
+    tu_req_t q = {.port = D.port};
+    long st = tu_http_once(&r, "POST", "/v1/models/fashion-gan/invert", js.data, js.len, &q);
+    ck_assert_msg(st == 202, "status %ld: %.300s", st, r.body.data ? r.body.data : "");
+    char loc[128], want[128];
+    const char *id = tu_jget(r.json, "id")->valuestring;
+    snprintf(want, sizeof want, "/v1/jobs/%s/result", id);
+    ck_assert_str_eq(tu_hdr(&r, "Location", loc, sizeof loc), want);
+    ck_assert_str_eq(tu_jget(r.json, "result")->valuestring, want);
+    ck_assert_str_eq(tu_jget(r.json, "state")->valuestring, "queued");
+    tu_resp_free(&r);
+
+    double until = tu_deadline(60, ASAN_SLOWDOWN);
+    int polls = 0;
+    for (;;) {
+        st = tu_http_once(&r, "GET", loc, NULL, 0, &q);
+        if (st == 200)
+            break;
+        ck_assert_msg(st == 202, "result: %ld %.300s", st, r.body.data ? r.body.data : "");
+        ck_assert(strstr(r.body.data, "\"state\":\"queued\"") ||
+                  strstr(r.body.data, "\"state\":\"running\""));
+        tu_resp_free(&r);
+        ck_assert_msg(tu_now() < until, "the job did not finish");
+        tu_msleep(50);
+        polls++;
+    }
+    printf("invert job: %d images, 30 steps, 2 restarts: result after %d polls\n", n, polls);
+    const cJSON *z = tu_jget(r.json, "z"), *mse = tu_jget(r.json, "mse");
+    ck_assert_int_eq(cJSON_GetArraySize(z), n);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "images")), n);
+    ck_assert_int_eq((int)tu_jget(r.json, "seed")->valuedouble, 5);
+
+    ld_model_t *g = load(GAN_FILE);
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    o.steps = 30;
+    o.restarts = 2;
+    o.seed = 5;
+    float *zz = malloc((size_t)n * 100 * sizeof *zz), *xr = malloc((size_t)n * 784 * sizeof *xr);
+    float m[6];
+    ld_err_t e;
+    ck_assert_int_eq(ld_invert(g, n, d->x, &o, zz, xr, m, &e), LD_OK);
+    double worst = 0;
+    int i = 0;
+    for (const cJSON *v = mse->child; v; v = v->next, i++) {
+        double diff = fabs(v->valuedouble - m[i]);
+        worst = diff > worst ? diff : worst;
+        ck_assert_msg(diff <= 1e-3 * m[i] + 1e-7, "image %d: mse %g, here %g", i, v->valuedouble,
+                      (double)m[i]);
+    }
+    printf("invert job against the library: largest MSE difference %.3g\n", worst);
+    free(zz);
+    free(xr);
+    ld_model_free(g);
+    tu_resp_free(&r);
+
+    /* no such inversion job */
+    tu_http_once(&r, "GET", "/v1/jobs/j-999999/result", NULL, 0, &q);
+    tu_expect_error(&r, 404, "not_found", "j-999999", "unknown job", 1);
+    tu_resp_free(&r);
+    ld_buf_free(&js);
+    ld_data_free(d);
 }
 END_TEST
 
@@ -409,6 +524,8 @@ Suite *suite_invert(void)
     tcase_add_unchecked_fixture(http, http_setup, http_teardown);
     tcase_add_test(http, test_route_answers);
     tcase_add_test(http, test_route_errors);
+    tcase_add_test(http, test_route_npy_body);
+    tcase_add_test(http, test_route_job);
     tcase_add_test(http, test_interpolate_image_endpoint);
     suite_add_tcase(s, http);
     return s;

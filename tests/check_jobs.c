@@ -321,6 +321,13 @@ START_TEST(test_invalid_specs)
          "train.loss: a string may not contain NUL"},
         /* numbers follow JSON's grammar, as on the /v1 routes */
         {"{\"kind\":\"vae\",\"model\":\"m\",\"limit\":0100}", LD_EFORMAT, "malformed JSON"},
+        /* inversion jobs come only from POST /v1/models/{gan}/invert */
+        {"{\"kind\":\"invert\",\"model\":\"g\",\"file\":\"g.safetensors\",\"images\":5,"
+         "\"steps\":10,\"restarts\":1,\"seed\":1,\"lr\":0.05,\"z_penalty\":0}",
+         LD_EINVAL, "kind: \"invert\" jobs come from"},
+        {"{\"kind\":\"invert\",\"model\":\"g\",\"images\":5}", LD_EFORMAT, "needs model, file"},
+        {"{\"kind\":\"invert\",\"model\":\"g\",\"file\":\"../g\",\"images\":5,\"steps\":10,"
+         "\"restarts\":1,\"seed\":1,\"lr\":0.05,\"z_penalty\":0}", LD_EFORMAT, "needs model, file"},
     };
     ld_jobs_t *j = open_engine(1, 4);
     for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
@@ -355,6 +362,8 @@ START_TEST(test_spec_normal_form)
         "\"train\":{\"lr\":0.001,\"kl_beta\":0.5}}",
         "{\"kind\":\"gan\",\"model\":\"g\",\"arch\":{\"arch\":\"article\",\"z\":32},"
         "\"train\":{\"lr\":2e-4,\"lr_d\":1e-4,\"loss\":\"minimax\",\"seed\":9007199254740991}}",
+        "{\"kind\":\"invert\",\"model\":\"g\",\"file\":\"g.safetensors\",\"images\":5,"
+        "\"steps\":10,\"restarts\":2,\"seed\":9007199254740991,\"lr\":0.05,\"z_penalty\":0.5}",
     };
     for (size_t i = 0; i < LD_ARRAY_LEN(specs); i++) {
         ld_jobspec_t a, b;
@@ -372,6 +381,10 @@ START_TEST(test_spec_normal_form)
             ck_assert_ptr_nonnull(strstr(n1, "\"kl_beta\":0.5"));
             ck_assert_ptr_nonnull(strstr(n1, "\"checkpoint_every\":500"));
             ck_assert_ptr_nonnull(strstr(n1, "\"data\":\"fashion-mnist\",\"limit\":0"));
+        } else if (i == 2) {
+            ck_assert_str_eq(n1, specs[2]);
+            ck_assert(a.invert && a.inv.images == 5 && a.inv.opts.restarts == 2 &&
+                      a.inv.opts.seed == 9007199254740991ULL && a.inv.opts.z_penalty == 0.5f);
         } else {
             ck_assert_ptr_nonnull(strstr(n1, "\"g_hidden\":[128,128],\"d_hidden\":[128,128]"));
             ck_assert_ptr_nonnull(strstr(n1, "\"seed\":9007199254740991"));

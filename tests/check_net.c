@@ -83,7 +83,8 @@ static int raw_request(int host, int port, const char *req, size_t len, ld_buf_t
 }
 
 /* A raw response is a JSON error: one status line, Content-Type
- * application/json, a body {"error":{"code":...,"message":...}}. */
+ * application/json, a body {"error":{"code":...,"message":...,"request_id":R}}
+ * and R in its X-Request-Id header. */
 static void expect_json_error(const ld_buf_t *b, int status, int got, const char *what)
 {
     ck_assert_msg(got == status, "%s: status %d, want %d; response:\n%.600s", what, got, status,
@@ -100,6 +101,12 @@ static void expect_json_error(const ld_buf_t *b, int status, int got, const char
     ck_assert_msg(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "code")) &&
                       cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "message")),
                   "%s: body is not an error object: %s", what, head_end + 4);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "request_id");
+    ck_assert_msg(cJSON_IsString(id), "%s: no request_id: %s", what, head_end + 4);
+    char want[200];
+    snprintf(want, sizeof want, "\r\nX-Request-Id: %s\r\n", id->valuestring);
+    const char *h = strcasestr(b->data, want);
+    ck_assert_msg(h && h < head_end, "%s: no %s in the head:\n%.600s", what, want + 2, b->data);
     cJSON_Delete(j);
 }
 

@@ -91,7 +91,8 @@ static long post_bin(tu_resp_t *r, const char *path, const char *head, const voi
     return st;
 }
 
-/* status and a {"error":"..."} body (JSON, nothing else) containing want. */
+/* status and a {"error":"...","request_id":R} body (JSON, nothing else, R
+ * the X-Request-Id header) containing want. */
 static void expect_v2_error(const tu_resp_t *r, long status, const char *want, const char *what)
 {
     ck_assert_msg(r->status == status, "%.200s: status %ld, want %ld; body %.300s", what, r->status,
@@ -101,7 +102,12 @@ static void expect_v2_error(const tu_resp_t *r, long status, const char *want, c
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
     ck_assert_msg(cJSON_IsString(e) && e->valuestring[0], "%.200s: no error string: %.300s", what,
                   r->body.data);
-    ck_assert_msg(cJSON_GetArraySize(r->json) == 1, "%.200s: more than error: %.300s", what,
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(r->json, "request_id");
+    char hid[160];
+    ck_assert_msg(cJSON_IsString(id) && tu_hdr(r, "X-Request-Id", hid, sizeof hid) &&
+                      strcmp(hid, id->valuestring) == 0,
+                  "%.200s: request_id and X-Request-Id: %.300s", what, r->body.data);
+    ck_assert_msg(cJSON_GetArraySize(r->json) == 2, "%.200s: more than error: %.300s", what,
                   r->body.data);
     ck_assert_msg(!want || strcasestr(e->valuestring, want), "%.200s: '%.300s' lacks '%s'", what,
                   e->valuestring, want);

@@ -42,6 +42,37 @@ double tu_deadline(double secs, double asan_factor)
     return tu_now() + secs * (tu_under_asan() ? asan_factor : 1);
 }
 
+void tu_daemon_start_shipped(tu_daemon_t *d, double asan_factor, const char *const *models,
+                             const char *extra_conf)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_dirs(d, asan_factor);
+    char from[512], to[1024], text[4096];
+    for (int i = 0; models[i]; i++) {
+        snprintf(from, sizeof from, "models/%s.safetensors", models[i]);
+        snprintf(to, sizeof to, "%s/%s.safetensors", d->models, models[i]);
+        tu_copy_file(from, to);
+    }
+    snprintf(text, sizeof text,
+             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
+             "max_samples = 64\n%s",
+             d->models, d->state, extra_conf ? extra_conf : "");
+    tu_write_file(d->conf, text);
+    tu_daemon_start(d, NULL);
+}
+
+void tu_copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    ck_assert_msg(in && out, "copy %s -> %s", from, to);
+    char buf[65536];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
+        ck_assert(fwrite(buf, 1, k, out) == k);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+}
+
 void tu_write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -424,8 +455,17 @@ void tu_expect_error(const tu_resp_t *r, long status, const char *code, const ch
     if (want_msg)
         ck_assert_msg(strstr(m->valuestring, want_msg), "%s: message '%s' lacks '%s'", what,
                       m->valuestring, want_msg);
-    if (exact)
+    /* the request id: in the body, and the same in the X-Request-Id header */
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "request_id");
+    char hid[160];
+    ck_assert_msg(cJSON_IsString(id) && *id->valuestring, "%s: no request_id in %s", what,
+                  r->body.data);
+    ck_assert_msg(tu_hdr(r, "X-Request-Id", hid, sizeof hid) && strcmp(hid, id->valuestring) == 0,
+                  "%s: X-Request-Id %s, body's request_id %s", what, hid, id->valuestring);
+    if (exact) {
         ck_assert_int_eq(cJSON_GetArraySize(r->json), 1);
+        ck_assert_int_eq(cJSON_GetArraySize(e), 3);
+    }
 }
 
 long long tu_body_memory(const tu_daemon_t *d, const char *token)

@@ -45,6 +45,9 @@ double tu_now(void);
 int tu_under_asan(void);
 /* tu_now() + secs, times asan_factor under the sanitizers. */
 double tu_deadline(double secs, double asan_factor);
+/* Copy file from to to (the shipped models into a daemon's folder: the
+ * registry follows no link out of it); fails the test if it cannot. */
+void tu_copy_file(const char *from, const char *to);
 /* Write text to path (mode 0600); fails the test if it cannot. */
 void tu_write_file(const char *path, const char *text);
 /* The whole file as a malloc'd string; "" (malloc'd) if it cannot be read. */
@@ -77,6 +80,13 @@ int tu_daemon_wait_port(tu_daemon_t *d, double secs);
 void tu_daemon_wait_ready(const tu_daemon_t *d, double secs);
 /* spawn (serve --config d->conf), then wait for its port and /readyz. */
 void tu_daemon_start(tu_daemon_t *d, const char *extra_env);
+/* curl_global_init, then a daemon serving copies of the shipped models
+ * (models/NAME.safetensors for each NAME of the NULL-terminated list) on a
+ * free port with 2 HTTP threads, max_samples 64 and extra_conf's lines
+ * (or NULL), started and ready.  Undo with tu_daemon_teardown and
+ * curl_global_cleanup. */
+void tu_daemon_start_shipped(tu_daemon_t *d, double asan_factor, const char *const *models,
+                             const char *extra_conf);
 /* SIGTERM unless it has exited already; its exit code. */
 int tu_daemon_stop(tu_daemon_t *d, double secs);
 /* Remove the temp root (the daemon must have exited). */
@@ -169,9 +179,10 @@ void tu_release_bodies(const tu_daemon_t *d, const char *token, int n, const int
 const cJSON *tu_jget(const cJSON *o, const char *k);
 /* Every number in a JSON tree is finite. */
 int tu_json_all_finite(const cJSON *j);
-/* status, an {"error":{"code":code,"message":non-empty}} body, and (if
- * want_msg) a message containing it.  exact: also Content-Type
- * application/json and nothing in the body but "error". */
+/* status, an {"error":{"code":code,"message":non-empty,"request_id":R}}
+ * body with R the X-Request-Id header, and (if want_msg) a message
+ * containing it.  exact: also Content-Type application/json and nothing in
+ * the body but those. */
 void tu_expect_error(const tu_resp_t *r, long status, const char *code, const char *want_msg,
                      const char *what, int exact);
 

@@ -1,5 +1,6 @@
 // interp.js — interpolation between two end points (gallery images by their
-// z, uploads by their pixels, which the server encodes): a strip of every
+// z, uploads by their pixels, which the server encodes (VAE) or inverts
+// (GAN, deterministically: seed 0)): a strip of every
 // frame, a scrubber, and play (back and forth).
 import { call, modelUrl } from './api.js';
 import { state, on, $, el, showError } from './state.js';

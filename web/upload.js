@@ -1,8 +1,10 @@
 // upload.js — drop or choose an image; the browser makes it the model's
 // grayscale input, and the VAE answers with its reconstruction and latent
-// means (a bar chart).  A file the browser cannot read is sent as it is, so
-// the server's message says what is wrong with it; every error stays on the
-// upload's own card.
+// means (a bar chart), a GAN with its inversion: the latent z found for it
+// (seed 0, the seed the server inverts end points with) and G(z).  Either
+// can then be an interpolation end point.  A file the browser cannot read
+// is sent as it is, so the server's message says what is wrong with it;
+// every error stays on the upload's own card.
 import { call, modelUrl } from './api.js';
 import { state, emit, on, $, el } from './state.js';
 import { fileToFloats, fileToBase64, showFloats, showBlob } from './images.js';
@@ -10,16 +12,16 @@ import { fileToFloats, fileToBase64, showFloats, showBlob } from './images.js';
 const results = $('#u-results');
 const MAX_CARDS = 6;
 
-function barChart(canvas, mu) {
+function barChart(canvas, mu, title = 'latent means μ') {
   return new window.Chart(canvas, {
     type: 'bar',
     data: {
       labels: mu.map((_, i) => `z${i}`),
-      datasets: [{ label: 'latent mean μ', data: mu, backgroundColor: '#7c8cff', borderRadius: 2 }],
+      datasets: [{ label: title, data: mu, backgroundColor: '#7c8cff', borderRadius: 2 }],
     },
     options: {
       animation: false, maintainAspectRatio: false,
-      plugins: { legend: { display: false }, title: { display: true, text: 'latent means μ' } },
+      plugins: { legend: { display: false }, title: { display: true, text: title } },
       scales: { x: { ticks: { font: { size: 9 } } } },
     },
   });
@@ -60,15 +62,25 @@ async function handle(file) {
     input.replaceWith(el('div', { class: 'slot' }, '?'));
     sent = { png: [await fileToBase64(file)] };
   }
+  const gan = m.kind === 'gan';
   try {
-    const [png, enc] = await Promise.all([
-      call(modelUrl(m.name, 'reconstruct'), { body: { ...sent, format: 'png', pad: 0 }, as: 'blob' }),
-      call(modelUrl(m.name, 'encode'), { body: sent }),
-    ]);
-    showBlob(recon, png);
-    barChart(canvas, enc.mu[0]);
+    if (gan) {
+      const inv = await call(modelUrl(m.name, 'invert'), { body: { ...sent, seed: 0 } });
+      await showFloats(recon, inv.images[0], h, w);
+      card.querySelectorAll('figcaption')[1].textContent = `inversion G(z), MSE ${inv.mse[0].toFixed(4)}`;
+      barChart(canvas, inv.z[0], 'latent z found by inversion');
+    } else {
+      const [png, enc] = await Promise.all([
+        call(modelUrl(m.name, 'reconstruct'), { body: { ...sent, format: 'png', pad: 0 }, as: 'blob' }),
+        call(modelUrl(m.name, 'encode'), { body: sent }),
+      ]);
+      showBlob(recon, png);
+      barChart(canvas, enc.mu[0]);
+    }
+    // the server encodes (VAE) or inverts (GAN) an image end point itself
     const use = (which) => {
-      state.ends[which] = { label: file.name, x, h, w, endpoint: { image: x } };
+      state.ends[which] = { label: gan ? `${file.name} (inverted)` : file.name, x, h, w,
+        endpoint: { image: x } };
       emit('ends');
     };
     if (x) {
@@ -96,7 +108,7 @@ $('#u-file').addEventListener('change', (e) => {
 });
 
 on('model', (m) => {
-  const vae = m && m.kind === 'vae';
-  drop.classList.toggle('disabled', !vae);
-  drop.title = vae ? '' : 'Upload needs a VAE (it has an encoder); the server will say so.';
+  const ok = m && (m.kind === 'vae' || m.kind === 'gan');
+  drop.classList.toggle('disabled', !ok);
+  drop.title = ok ? '' : 'Upload needs a VAE (encoded) or a GAN (inverted); the server will say so.';
 });

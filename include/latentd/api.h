@@ -9,7 +9,7 @@
  *   PUT    /v1/models/{name}                admin token   {"file":"X.safetensors"}
  *   DELETE /v1/models/{name}                admin token
  *   POST   /v1/models/{name}/sample         inference token
- *   GET    /v1/models/{name}/sample.png     inference token
+ *   GET    /v1/models/{name}/sample.png     inference token (seeded: ETag, 304)
  *   POST   /v1/models/{name}/encode         inference token (VAE)
  *   POST   /v1/models/{name}/decode         inference token
  *   POST   /v1/models/{name}/reconstruct    inference token (VAE)
@@ -40,6 +40,8 @@ typedef struct {
     ld_registry_t *registry; /* borrowed; outlives the server */
     ld_metrics_t *metrics;   /* borrowed, may be NULL */
     int max_samples;         /* images per request */
+    int cache_max_age;       /* seconds a seeded sample.png may be cached (Cache-Control) */
+    struct ld_jobs *jobs;    /* borrowed, may be NULL: runs inversions of many images */
 } ld_api_opts_t;
 
 typedef struct ld_api ld_api_t;

@@ -48,6 +48,7 @@ typedef struct {
     char data_dir[LD_CFG_PATH_MAX];
     /* inference */
     int max_samples;                 /* images per request (sample n, decode rows, steps) */
+    int sample_cache_max_age;        /* seconds caches may keep a seeded sample.png */
     /* background jobs */
     int worker_threads;              /* jobs training at once (each on its own thread, SCHED_IDLE) */
     int max_queued_jobs;             /* jobs waiting for a worker (429 above) */

@@ -48,6 +48,7 @@
 #include "latentd/metrics.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 
 struct MHD_Connection;
 struct MHD_Response;
@@ -218,6 +219,27 @@ typedef void (*ld_req_cont_fn)(ld_req_t *req, void *ctx);
 void ld_req_await(ld_req_t *req, ld_req_cont_fn fn, void *ctx);
 /* From any thread: the work ld_req_await waits for is done. */
 void ld_req_wake(ld_req_t *req);
+
+/* ---- caching and compression (http_cache.c; pure unless said) ---- */
+/* Conditional GET: adds the ETag etag (quoted) and Cache-Control
+ * cache_control headers; when the request's If-None-Match names etag (or is
+ * "*") answers 304 with no body and returns 1, else returns 0 and the caller
+ * answers as usual (its reply carries both headers). */
+int ld_req_conditional(ld_req_t *req, const char *etag, const char *cache_control);
+/* Whether an Accept-Encoding value accepts gzip: a "gzip" (or "x-gzip", or
+ * failing those "*") entry whose q is not zero (RFC 9110 12.5.3).  NULL: 0. */
+int ld_http_accepts_gzip(const char *accept_encoding);
+/* Whether an If-None-Match value names etag (weak comparison: a W/ prefix is
+ * ignored), or is "*". */
+int ld_http_etag_matches(const char *if_none_match, const char *etag);
+/* gzip (not zlib) of data[0..len) at zlib level into *out (malloc'd, the
+ * caller's); *out NULL when it would not be smaller.  0 or LD_ENOMEM. */
+int ld_http_gzip(const void *data, size_t len, int level, uint8_t **out, size_t *out_len);
+
+/* The X-Request-Id header: every response carries one (the client's when it
+ * sent a valid one: 1 to LD_REQ_ID_MAX visible ASCII characters; otherwise
+ * one made here), and so do the access log line and every error body. */
+#define LD_REQ_ID_MAX 128
 
 /* ---- helpers ---- */
 /* Constant-time comparison of two NUL-terminated secrets (via SHA-256, so the

@@ -20,6 +20,7 @@
 #ifndef LATENTD_INVERT_H
 #define LATENTD_INVERT_H
 
+#include "latentd/buf.h"
 #include "latentd/model.h"
 
 #define LD_INVERT_STEPS_DEFAULT 300
@@ -45,6 +46,13 @@ void ld_invert_opts_default(ld_invert_opts_t *o);
  * for bad options, LD_ENOMEM; the message goes to err. */
 int ld_invert(const ld_model_t *m, int n, const float *x, const ld_invert_opts_t *o, float *z,
               float *xr, float *mse, ld_err_t *err);
+
+/* The answer of an inversion as JSON, appended to b:
+ *   {"model","seed","steps","restarts","lr","z_penalty","shape":[n,h,w],
+ *    "z":[[z_dim]...],"mse":[n],"images":[[x_dim]...]}
+ * (the route's answer and an inversion job's result). */
+void ld_invert_json(ld_buf_t *b, const char *model, const ld_arch_t *a, const ld_invert_opts_t *o,
+                    int n, const float *z, const float *mse, const float *xr);
 
 /* The loss above for b rows z (b, z_dim) against x (b, x_dim): loss (b) per
  * row, and, when dz != NULL, dz (b, z_dim) = d loss_row / d z_row (through

@@ -92,6 +92,7 @@
 #define LATENTD_JOBS_H
 
 #include "latentd/common.h"
+#include "latentd/invert.h"
 #include "latentd/jobspec.h"
 #include "latentd/log.h"
 
@@ -175,6 +176,23 @@ void ld_jobs_free(ld_jobs_t *j);
  *   LD_EIO 500 — the record could not be written. */
 int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID_MAX],
                    int *retry_after_s, ld_err_t *err);
+
+/* Queue an inversion job (jobspec.h): the n images x (n, x_dim), copied
+ * into the job's folder as images.npy, inverted with o through the GAN
+ * in MODELS/file when the job runs, the answer (ld_invert_json, under the
+ * name model) written to its result.json.  The job's steps_total is n; it
+ * runs in one ld_invert call, so a cancel or a shutdown acts before it starts
+ * (interrupted: it runs again at the next start) or when it ends.  Errors as
+ * ld_jobs_submit (LD_EBUSY when the queue is full). */
+int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
+                          const ld_invert_opts_t *o, int n, int x_dim, const float *x,
+                          char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err);
+
+/* The state of inversion job id (*state) and, once it succeeded, its result
+ * JSON (*json, *len bytes, malloc'd: the caller frees).  LD_ENOTFOUND for an
+ * unknown id or a training job; a failed job's error is in err (LD_OK). */
+int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, char **json,
+                          size_t *len, ld_err_t *err);
 
 /* Cancel job id.  A queued job is cancelled at once; a running one is asked to
  * stop (it becomes cancelled within about a step; *state says LD_JOB_RUNNING

@@ -19,8 +19,13 @@
  *   DELETE /v1/jobs/{id}/record  remove a finished job's record and kept
  *                                checkpoint: 200 {"id","removed":true}, 409
  *                                while queued, running or interrupted
- * Every route needs the admin token (401 without it; 403 when none is
- * configured).  Error bodies are the HTTP layer's {"error":{...}}.
+ *   GET    /v1/jobs/{id}/result  an inversion job's answer (invert_api.h): 200
+ *                                the JSON of /invert, 202 {"id","state",
+ *                                "progress"} + Retry-After while queued or
+ *                                running, 409 job_failed / job_cancelled, 404
+ *                                for no inversion job of that id
+ * Every route but /result needs the admin token (401 without it; 403 when
+ * none is configured); /result the inference token, like /invert.  Error bodies are the HTTP layer's {"error":{...}}.
  *
  * Event streams cost no CPU while idle: the connection is suspended
  * (MHD_suspend_connection from the content reader) and the jobs engine's wake

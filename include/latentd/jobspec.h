@@ -45,6 +45,7 @@
 #define LATENTD_JOBSPEC_H
 
 #include "latentd/common.h"
+#include "latentd/invert.h"
 #include "latentd/model.h"
 #include "latentd/train.h"
 
@@ -60,8 +61,23 @@ typedef struct {
 
 #define LD_JOBSPEC_NAME_MAX 65 /* ld_name_is_safe names are at most 64 bytes */
 
+/* An inversion job (jobs.h, ld_jobs_submit_invert): its images are a file
+ * in the job's folder, not part of the spec.  Normal form:
+ *   {"kind":"invert","model":NAME,"file":FILE,"images":N,"steps","restarts",
+ *    "seed","lr","z_penalty"}
+ * (FILE: the model's file in the model folder, read when the job runs)
+ * which ld_jobspec_parse reads back (job recovery) and POST /v1/jobs
+ * refuses. */
 typedef struct {
-    ld_kind_t kind;                    /* LD_KIND_VAE or LD_KIND_GAN */
+    char file[128];                    /* the GAN's file name in the model folder */
+    int images;                        /* how many, 1..LD_INVERT_MAX_ROWS */
+    ld_invert_opts_t opts;
+} ld_jobspec_invert_t;
+
+typedef struct {
+    int invert;                        /* an inversion job: only model and inv apply */
+    ld_jobspec_invert_t inv;
+    ld_kind_t kind;                    /* LD_KIND_VAE or LD_KIND_GAN (GAN for invert) */
     char model[LD_JOBSPEC_NAME_MAX];
     char data[LD_JOBSPEC_NAME_MAX];    /* "fashion-mnist" or a name inside data_dir */
     int limit;                         /* 0 = all examples */
@@ -75,6 +91,9 @@ typedef struct {
  * "checkpoint_every".  On error *out is unspecified and err names the field. */
 int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                      long checkpoint_every_default, ld_jobspec_t *out, ld_err_t *err);
+
+/* "invert" for an inversion job, else the model kind's name. */
+const char *ld_jobspec_kind_name(const ld_jobspec_t *s);
 
 /* The spec in normal form: every field present, fixed order, numbers in their
  * shortest round-trip form.  Parsing it gives back the same spec.  Returns a

@@ -34,14 +34,15 @@ int ld_log_enabled(ld_log_level_t level);
 void ld_log(ld_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The access line of one finished request (info level):
- *   access method=M path=P status=S bytes=B us=U peer=A<end>
- * (path cut at 300 bytes; end is "" or " end=REASON").  Formatted without
+ *   access method=M path=P status=S bytes=B us=U peer=A rid=R<end>
+ * (path cut at 300 bytes; R the request id, X-Request-Id, at most 128; end
+ * is "" or " end=REASON").  Formatted without
  * printf.  Once ld_log_access_start() has run, access lines are buffered and
  * written together by a flusher thread at least every 50 ms, and before any
  * other line, so lines keep their order; a kill -9 loses at most the last
  * 50 ms of access lines.  Otherwise each is written at once like ld_log. */
 void ld_log_access(const char *method, const char *path, int status, long long bytes,
-                   long long us, const char *peer, const char *end);
+                   long long us, const char *peer, const char *rid, const char *end);
 /* Start buffering access lines (the daemon, once); 0 or -1 (no thread:
  * lines stay unbuffered). */
 int ld_log_access_start(void);

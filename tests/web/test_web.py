@@ -16,6 +16,8 @@ would, stage by stage, with a screenshot of each in --screenshots:
   upload   a PNG (a Fashion-MNIST test image, coloured and enlarged) gives a
            reconstruction and a bar chart; so does a dropped JPEG; a dropped
            file that is no image gets the server's message in place
+  gan upload  a PNG uploaded to the GAN is inverted (G(z), its MSE, z as
+           bars) and, as end point A, interpolated towards a gallery image
   jobs     a one-epoch job on 2,000 images: progress to 100 %, points on the
            loss chart, the new model in the list, sampled from; a second job
            cancelled
@@ -387,18 +389,25 @@ class Run:
         self.q("#i-play").click()
         assert self.q("#i-play").text == "Play"
 
-    def s_upload(self, tmp):
-        self.q('.model[data-name="fashion-vae"]').click()
-        self.until("the VAE's gallery", lambda: "fashion-vae" in self.q("#current").text and
-                   self.gallery_ready(64, 1))
+    def upload_png(self, model, tmp, name, index, what):
+        """Choose model, upload Fashion-MNIST test image index as name and
+        wait for its card's two images (input and the model's answer)."""
+        self.q(f'.model[data-name="{model}"]').click()
+        self.until(f"{model}'s gallery", lambda: model in self.q("#current").text and
+                   self.gallery_ready(64))
         self.tab("upload")
-        png = os.path.join(tmp, "shirt-photo.png")
-        fashion_png(png, index=1)
+        png = os.path.join(tmp, name)
+        fashion_png(png, index=index)
         self.q("#u-file").send_keys(png)
-        card = ".upload:first-child"
-        self.until("the reconstruction", lambda: self.js(f"""
-            const imgs = document.querySelectorAll('{card} img');
-            return imgs.length === 2 && [...imgs].every((i) => i.naturalWidth > 0);"""))
+        self.until(what, lambda: self.js(f"""
+            const c = document.querySelector('.upload:first-child');
+            const imgs = c.querySelectorAll('img');
+            return c.textContent.includes('{name}') && imgs.length === 2 &&
+                   [...imgs].every((i) => i.naturalWidth > 0);"""))
+        return ".upload:first-child"
+
+    def s_upload(self, tmp):
+        card = self.upload_png("fashion-vae", tmp, "shirt-photo.png", 1, "the reconstruction")
         assert self.js(f"return !!Chart.getChart(document.querySelector('{card} canvas'))"), "no bar chart"
         assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 20
         assert "inverted" in self.q(f"{card} figcaption").text
@@ -413,6 +422,25 @@ class Run:
         self.until("the server's message in place",
                    lambda: "not a usable" in self.q(f"{card} .error").text)
         self.shot("upload")
+
+    def s_gan_upload(self, tmp):
+        # a GAN inverts the upload (z and G(z) on the card); used as end
+        # point A, it is inverted again by /interpolate and the path starts
+        # at it
+        card = self.upload_png("fashion-gan", tmp, "gan-photo.png", 2, "the inversion")
+        assert "MSE" in self.q(f"{card} figure:nth-child(2) figcaption").text
+        assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 100
+        self.q(f"{card} button").click()  # Use as A
+        self.tab("gallery")
+        self.q('#gallery figure[data-row="7"] img').click()
+        self.q("#g-as-b").click()
+        self.tab("interp")
+        assert "(inverted)" in self.q("#i-a figcaption").text
+        self.type("#i-steps", "8")
+        self.q("#i-run").click()
+        self.until("8 frames from the inverted image", lambda: self.js(
+            "return [...document.querySelectorAll('#i-strip img')].filter((i) => i.naturalWidth > 0).length") == 8)
+        self.shot("interpolation-from-inverted-upload")
 
     def s_jobs(self):
         self.tab("jobs")
@@ -504,6 +532,7 @@ def main():
         r.stage("explore", r.s_explore)
         r.stage("interpolation", r.s_interp)
         r.stage("upload", lambda: r.s_upload(tmp), allowed=[r"/reconstruct .*422", r"/encode .*422"])
+        r.stage("gan upload", lambda: r.s_gan_upload(tmp))
         r.stage("jobs", r.s_jobs)
         r.stage("wrong token", r.s_wrong_token, allowed=[r"/v1/.* 401"])
         r.stage("phone width", r.s_phone)
