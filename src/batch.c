@@ -203,60 +203,66 @@ layer_avx512(const layer_t *L, int M, const float *x, size_t ldx, float *y, size
     }
 }
 
-/* AVX2: R rows x V vectors of 8 columns, a 32-column slice of a panel whose
- * rows are `stride` floats apart. */
+/* AVX2: R rows x V vectors of 8 columns, a slice of 8 V columns of a panel
+ * whose rows are `stride` floats apart. */
 static inline __attribute__((always_inline, target("avx2,fma"))) void
 mk_avx2(const int R, const int V, int K, const float *pw, size_t stride, const float *bias,
         const float *x, size_t ldx, float *y, size_t ldy)
 {
-    __m256 acc[2][4];
-#pragma GCC unroll 4
+    __m256 acc[RMAX][8];
+#pragma GCC unroll 6
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int v = 0; v < V; v++)
             acc[r][v] = _mm256_loadu_ps(bias + 8 * v);
     for (int k = 0; k < K; k++, pw += stride) {
-        __m256 w[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++)
-            w[v] = _mm256_loadu_ps(pw + 8 * v);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < R; r++) {
             __m256 xb = _mm256_set1_ps(x[(size_t)r * ldx + (size_t)k]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int v = 0; v < V; v++)
-                acc[r][v] = _mm256_fmadd_ps(xb, w[v], acc[r][v]);
+                acc[r][v] = _mm256_fmadd_ps(xb, _mm256_load_ps(pw + 8 * v), acc[r][v]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int v = 0; v < V; v++)
             _mm256_storeu_ps(y + (size_t)r * ldy + 8 * v, acc[r][v]);
 }
 
+#define MK2(R, V)                                                                      \
+    case (R) * 16 + (V):                                                               \
+        mk_avx2(R, V, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);                 \
+        break;
+
+/* Row groups as layer_avx512's.  Twelve accumulators keep the two FMA
+ * units busy through the FMA latency: a group of 3-6 rows takes 16-column
+ * slices (one cache line of each panel row for all of its rows), 2 rows
+ * 32 columns, a lone row the whole panel. */
 __attribute__((target("avx2,fma"))) static void
 layer_avx2(const layer_t *L, int M, const float *x, size_t ldx, float *y, size_t ldy)
 {
     const float *pw = L->w;
     for (int c0 = 0; c0 < L->out_pad; c0 += PANEL) {
         int w = panel_width(L, c0);
-        for (int s = 0; s < w; s += 32) {
-            int V = w - s < 32 ? (w - s) / 8 : 4; /* 2 or 4: panels are multiples of 16 */
-            for (int r0 = 0; r0 < M; r0 += 2) {
-                int R = M - r0 < 2 ? M - r0 : 2;
-                const float *xr = x + (size_t)r0 * ldx;
+        int groups = (M + RMAX - 1) / RMAX;
+        for (int g = 0, r0 = 0; g < groups; g++) {
+            int R = (M - r0) / (groups - g);
+            const float *xr = x + (size_t)r0 * ldx;
+            int step = R == 1 ? w : R == 2 ? 32 : 16;
+            for (int s = 0; s < w; s += step) {
+                int V = (w - s < step ? w - s : step) / 8; /* 2, 4, 6 or 8 */
                 float *yr = y + (size_t)r0 * ldy + c0 + s;
                 const float *bs = L->b + c0 + s;
-                if (R == 2 && V == 4)
-                    mk_avx2(2, 4, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
-                else if (R == 2)
-                    mk_avx2(2, 2, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
-                else if (V == 4)
-                    mk_avx2(1, 4, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
-                else
-                    mk_avx2(1, 2, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
+                switch (R * 16 + V) {
+                    MK2(1, 2) MK2(1, 4) MK2(1, 6) MK2(1, 8) MK2(2, 2) MK2(2, 4)
+                    MK2(3, 2) MK2(4, 2) MK2(5, 2) MK2(6, 2)
+                default:
+                    LD_ASSERT(!"panel shape");
+                }
             }
+            r0 += R;
         }
         pw += (size_t)L->in * (size_t)w;
     }
