@@ -21,7 +21,7 @@
  * weights once for several of them.  A leader takes the requests queued so
  * far (whole, up to max_rows rows in total, or one larger request alone),
  * decodes them in one pass, completes each, and goes on until the queue is
- * empty.  Otherwise the caller goes on at once (submit) or sleeps (decode)
+ * empty (so a leading call returns only then).  Otherwise the caller goes on at once (submit) or sleeps (decode)
  * and a running leader takes its request in its next pass.  Nobody waits
  * for a batch to fill: a lone request is decoded at once on its caller's
  * thread; requests arriving while a pass runs share the next one.
