@@ -711,9 +711,10 @@ static void decode_job_done(void *ctx)
 /* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
  * {"model",<fields>"shape",["z",]"images"} (z echoed when with_z; fields: ""
  * or more members, each followed by a comma). Replies on error too.  The
- * rows go to the model's decoder thread (batch.h) and this HTTP thread goes
- * back to its other connections: the request's connection is suspended
- * until the pass that took it is done, and the reply is made then. */
+ * rows go to the model's batcher (batch.h): decoded at once on this thread
+ * if it may lead a pass, else queued for a running pass while this HTTP
+ * thread goes back to its other connections, the request's connection
+ * suspended until that pass is done; the reply is made then. */
 static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
                           int n, const float *z, int with_z, const char *fields)
 {
@@ -744,8 +745,8 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
         decode_job_reply(req, j);
         return;
     }
-    /* the model's decoder thread: concurrent requests share one pass over
-     * the weights, and a row's bytes do not depend on its neighbours */
+    /* the model's batcher: concurrent requests share one pass over the
+     * weights, and a row's bytes do not depend on its neighbours */
     int rc = ld_batch_submit(s->batch, n, j->z, j->x, decode_job_done, j, &e);
     if (rc != LD_OK) {
         model_error(req, rc, &e);

@@ -16,11 +16,14 @@
  * rows x 4 vectors: a pass of up to 6 rows reads each weight once (3 x 8 over
  * 128-column panels would read them twice for 4-6 rows).
  *
- * Batcher (see batch.h).  Under mu: the queue, stop, the counters.  A
- * request queues itself and signals cv; the decoder thread takes a batch,
- * drops mu, decodes into its own scratch, then completes each request: a
- * callback for a submitted one, a store and a futex wake for a caller
- * asleep in ld_batch_decode.
+ * Batcher (see batch.h).  Under mu: the queue, the free scratch slots
+ * (a bit mask), the number of passes running, the counters.  A request
+ * queues itself; if a slot is free its caller takes it and leads: takes a
+ * batch, drops mu, decodes into the slot's scratch, completes each request
+ * (a callback for a submitted one, a store and a futex wake for a caller
+ * asleep in ld_batch_decode), and repeats until the queue is empty.  The
+ * queue is emptied under mu before a leader gives its slot back, so a
+ * request queued while every slot is busy is always taken by one of them.
  */
 #define _GNU_SOURCE
 #include "latentd/batch.h"
@@ -46,6 +49,9 @@
 #define PANEL 64 /* output columns per panel: 4 AVX-512 vectors */
 #define RMAX 6   /* rows per AVX-512 micro-kernel: 6 x 4 accumulators */
 #define ALIGN 64
+/* Rows queued behind a running pass that start another one beside it: a
+ * pass of fewer rows would read the weights for too few of them. */
+#define SECOND_PASS_ROWS 8
 
 typedef struct {
     int in, out, out_pad;
@@ -59,7 +65,7 @@ typedef void (*layer_fn)(const layer_t *L, int M, const float *x, size_t ldx, fl
                          size_t ldy);
 
 /* A blocking request's state: its owner sleeps on it (a futex) until the
- * decoder thread sets DONE. */
+ * thread leading its pass sets DONE. */
 enum { JOB_WAIT = 0, JOB_DONE = 1 };
 
 /* A request in the queue: on its caller's stack (ld_batch_decode) or on the
@@ -77,6 +83,13 @@ typedef struct job {
     void *arg;
 } job_t;
 
+/* One pass's scratch: taken by the thread leading a pass, for that pass. */
+typedef struct {
+    float *gather;          /* (CHUNK, z_dim) */
+    float *s0, *s1;         /* (CHUNK, widest out_pad) */
+    float *dest[LD_BATCH_CHUNK];
+} scratch_t;
+
 struct ld_batch {
     /* read-only after ld_batch_new */
     int z_dim, x_dim, n_layers, max_rows;
@@ -86,21 +99,17 @@ struct ld_batch {
     layer_fn fn;
     const char *kernel;
     float *wmem;            /* packed weights and biases, one allocation */
-
-    /* the decoder thread's scratch: no other thread touches it */
-    float *smem;
-    float *gather;          /* (CHUNK, z_dim) */
-    float *s0, *s1;         /* (CHUNK, widest out_pad) */
-    float *dest[LD_BATCH_CHUNK];
+    float *smem;            /* every scratch_t's buffers, one allocation */
+    scratch_t *scratch;     /* (max_passes): scratch[i] belongs to whoever took slot i */
 
     /* guarded by mu */
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* the decoder thread waits for requests or stop */
+    pthread_cond_t idle;    /* ld_batch_free waits here for running to reach 0 */
     job_t *head, *tail;
-    int stop;               /* ld_batch_free: finish the queue, then exit */
+    uint64_t free_slots;    /* bit i: scratch[i] is free */
+    int running;            /* passes being led (slots taken) */
+    long queued_rows;       /* rows in the queue */
     ld_batch_stats_t st;
-    pthread_t thread;       /* the decoder thread */
-    int started;            /* thread created (by the first request; _free joins it) */
 };
 
 /* ------------------------------------------------------------------ kernels */
@@ -194,60 +203,66 @@ layer_avx512(const layer_t *L, int M, const float *x, size_t ldx, float *y, size
     }
 }
 
-/* AVX2: R rows x V vectors of 8 columns, a 32-column slice of a panel whose
- * rows are `stride` floats apart. */
+/* AVX2: R rows x V vectors of 8 columns, a slice of 8 V columns of a panel
+ * whose rows are `stride` floats apart. */
 static inline __attribute__((always_inline, target("avx2,fma"))) void
 mk_avx2(const int R, const int V, int K, const float *pw, size_t stride, const float *bias,
         const float *x, size_t ldx, float *y, size_t ldy)
 {
-    __m256 acc[2][4];
-#pragma GCC unroll 4
+    __m256 acc[RMAX][8];
+#pragma GCC unroll 6
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int v = 0; v < V; v++)
             acc[r][v] = _mm256_loadu_ps(bias + 8 * v);
     for (int k = 0; k < K; k++, pw += stride) {
-        __m256 w[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++)
-            w[v] = _mm256_loadu_ps(pw + 8 * v);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < R; r++) {
             __m256 xb = _mm256_set1_ps(x[(size_t)r * ldx + (size_t)k]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int v = 0; v < V; v++)
-                acc[r][v] = _mm256_fmadd_ps(xb, w[v], acc[r][v]);
+                acc[r][v] = _mm256_fmadd_ps(xb, _mm256_load_ps(pw + 8 * v), acc[r][v]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int v = 0; v < V; v++)
             _mm256_storeu_ps(y + (size_t)r * ldy + 8 * v, acc[r][v]);
 }
 
+#define MK2(R, V)                                                                      \
+    case (R) * 16 + (V):                                                               \
+        mk_avx2(R, V, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);                 \
+        break;
+
+/* Row groups as layer_avx512's.  Twelve accumulators keep the two FMA
+ * units busy through the FMA latency: a group of 3-6 rows takes 16-column
+ * slices (one cache line of each panel row for all of its rows), 2 rows
+ * 32 columns, a lone row the whole panel. */
 __attribute__((target("avx2,fma"))) static void
 layer_avx2(const layer_t *L, int M, const float *x, size_t ldx, float *y, size_t ldy)
 {
     const float *pw = L->w;
     for (int c0 = 0; c0 < L->out_pad; c0 += PANEL) {
         int w = panel_width(L, c0);
-        for (int s = 0; s < w; s += 32) {
-            int V = w - s < 32 ? (w - s) / 8 : 4; /* 2 or 4: panels are multiples of 16 */
-            for (int r0 = 0; r0 < M; r0 += 2) {
-                int R = M - r0 < 2 ? M - r0 : 2;
-                const float *xr = x + (size_t)r0 * ldx;
+        int groups = (M + RMAX - 1) / RMAX;
+        for (int g = 0, r0 = 0; g < groups; g++) {
+            int R = (M - r0) / (groups - g);
+            const float *xr = x + (size_t)r0 * ldx;
+            int step = R == 1 ? w : R == 2 ? 32 : 16;
+            for (int s = 0; s < w; s += step) {
+                int V = (w - s < step ? w - s : step) / 8; /* 2, 4, 6 or 8 */
                 float *yr = y + (size_t)r0 * ldy + c0 + s;
                 const float *bs = L->b + c0 + s;
-                if (R == 2 && V == 4)
-                    mk_avx2(2, 4, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
-                else if (R == 2)
-                    mk_avx2(2, 2, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
-                else if (V == 4)
-                    mk_avx2(1, 4, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
-                else
-                    mk_avx2(1, 2, L->in, pw + s, (size_t)w, bs, xr, ldx, yr, ldy);
+                switch (R * 16 + V) {
+                    MK2(1, 2) MK2(1, 4) MK2(1, 6) MK2(1, 8) MK2(2, 2) MK2(2, 4)
+                    MK2(3, 2) MK2(4, 2) MK2(5, 2) MK2(6, 2)
+                default:
+                    LD_ASSERT(!"panel shape");
+                }
             }
+            r0 += R;
         }
         pw += (size_t)L->in * (size_t)w;
     }
@@ -283,14 +298,14 @@ static int pick_kernel(const char *want, layer_fn *fn, const char **name, ld_err
 
 /* ------------------------------------------------------------------ forward */
 
-/* Decode the first M (<= CHUNK) rows of b->gather into b->dest[0..M-1]. */
-static void forward(ld_batch_t *b, int M)
+/* Decode the first M (<= CHUNK) rows of sc->gather into sc->dest[0..M-1]. */
+static void forward(const ld_batch_t *b, scratch_t *sc, int M)
 {
-    const float *x = b->gather;
+    const float *x = sc->gather;
     size_t ldx = (size_t)b->z_dim;
     for (int i = 0; i < b->n_layers; i++) {
         const layer_t *L = &b->layers[i];
-        float *y = (i & 1) ? b->s1 : b->s0;
+        float *y = (i & 1) ? sc->s1 : sc->s0;
         size_t ldy = (size_t)L->out_pad;
         b->fn(L, M, x, ldx, y, ldy);
         /* row by row: the same call on the same values whatever M is */
@@ -301,27 +316,27 @@ static void forward(ld_batch_t *b, int M)
         ldx = ldy;
     }
     for (int r = 0; r < M; r++) {
-        ld_act_forward(b->final_act, 0.0f, (size_t)b->x_dim, x + (size_t)r * ldx, b->dest[r]);
+        ld_act_forward(b->final_act, 0.0f, (size_t)b->x_dim, x + (size_t)r * ldx, sc->dest[r]);
     }
 }
 
 /* Decode every row of the jobs linked from first, CHUNK rows per pass. */
-static void run_jobs(ld_batch_t *b, job_t *first)
+static void run_jobs(const ld_batch_t *b, scratch_t *sc, job_t *first)
 {
     int m = 0;
     size_t zd = (size_t)b->z_dim, xd = (size_t)b->x_dim;
     for (job_t *j = first; j; j = j->next) {
         for (int r = 0; r < j->n; r++) {
-            memcpy(b->gather + (size_t)m * zd, j->z + (size_t)r * zd, zd * sizeof(float));
-            b->dest[m] = j->x + (size_t)r * xd;
+            memcpy(sc->gather + (size_t)m * zd, j->z + (size_t)r * zd, zd * sizeof(float));
+            sc->dest[m] = j->x + (size_t)r * xd;
             if (++m == LD_BATCH_CHUNK) {
-                forward(b, m);
+                forward(b, sc, m);
                 m = 0;
             }
         }
     }
     if (m)
-        forward(b, m);
+        forward(b, sc, m);
 }
 
 /* ------------------------------------------------------------------ batcher */
@@ -340,6 +355,7 @@ static job_t *take_locked(ld_batch_t *b, int *n_jobs, int *n_rows)
     b->head = last->next;
     if (!b->head)
         b->tail = NULL;
+    b->queued_rows -= rows;
     last->next = NULL;
     *n_jobs = jobs;
     *n_rows = rows;
@@ -363,18 +379,13 @@ static void job_finish(job_t *j)
     syscall(SYS_futex, &j->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* The decoder thread: takes a batch whenever the queue has one, decodes it
- * with the scratch only it touches, completes each request; until
- * ld_batch_free asks it to stop and the queue is empty. */
-static void *decoder_main(void *arg)
+/* Run passes with scratch sc until the queue is empty (mu held, sc taken by
+ * this thread); returns with mu held.  Every job taken is completed: a
+ * callback for a submitted one, a wake for a caller asleep in
+ * ld_batch_decode, nothing for self (the caller, which is not asleep). */
+static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *self)
 {
-    ld_batch_t *b = arg;
-    pthread_mutex_lock(&b->mu);
-    for (;;) {
-        while (!b->head && !b->stop)
-            pthread_cond_wait(&b->cv, &b->mu);
-        if (!b->head)
-            break;
+    while (b->head) {
         int jobs, rows;
         job_t *batch = take_locked(b, &jobs, &rows);
         /* counted before any of its requests completes: a caller that
@@ -386,12 +397,14 @@ static void *decoder_main(void *arg)
         if (jobs > b->st.max_requests)
             b->st.max_requests = jobs;
         pthread_mutex_unlock(&b->mu);
-        run_jobs(b, batch);
+        run_jobs(b, sc, batch);
         for (job_t *j = batch; j;) {
             job_t *next = j->next; /* read before j's owner may return */
             if (j->done) {
                 j->done(j->arg);
                 free(j);
+            } else if (j == self) {
+                atomic_store_explicit(&j->state, JOB_DONE, memory_order_relaxed);
             } else {
                 job_finish(j);
             }
@@ -399,33 +412,33 @@ static void *decoder_main(void *arg)
         }
         pthread_mutex_lock(&b->mu);
     }
-    pthread_mutex_unlock(&b->mu);
-    return NULL;
 }
 
-/* Queue j for the decoder thread, starting it on the first request: the
- * thread inherits the scheduling of the thread that creates it, which must
- * be a serving caller's and not that of whoever loaded the model (a
- * training worker under SCHED_IDLE publishes models too).  LD_ENOMEM,
- * nothing queued, if the thread cannot be started. */
-static int enqueue(ld_batch_t *b, job_t *j, ld_err_t *err)
+/* Queue j; then lead passes on this thread until the queue is empty if no
+ * pass is running, or if fewer than max_passes are and the queue holds
+ * enough rows for a pass that reads each weight once for several rows.
+ * Otherwise a running leader takes j in its next pass: every leader
+ * empties the queue before it stops, so a queued job always has one. */
+static void enqueue(ld_batch_t *b, job_t *j)
 {
     pthread_mutex_lock(&b->mu);
-    if (!b->started) {
-        if (pthread_create(&b->thread, NULL, decoder_main, b) != 0) {
-            pthread_mutex_unlock(&b->mu);
-            return ld_err_set(err, LD_ENOMEM, "cannot start the decoder thread");
-        }
-        b->started = 1;
-    }
     if (b->tail)
         b->tail->next = j;
     else
         b->head = j;
     b->tail = j;
-    pthread_cond_signal(&b->cv);
+    b->queued_rows += j->n;
+    if (b->free_slots && (b->running == 0 || b->queued_rows >= SECOND_PASS_ROWS)) {
+        int slot = __builtin_ctzll(b->free_slots);
+        b->free_slots &= ~(1ULL << slot);
+        if (++b->running > b->st.max_passes)
+            b->st.max_passes = b->running;
+        lead_locked(b, &b->scratch[slot], j->done ? NULL : j);
+        b->free_slots |= 1ULL << slot;
+        if (--b->running == 0)
+            pthread_cond_broadcast(&b->idle);
+    }
     pthread_mutex_unlock(&b->mu);
-    return LD_OK;
 }
 
 int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err)
@@ -436,10 +449,9 @@ int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *er
         return LD_OK;
     job_t me = {.n = n, .z = z, .x = x};
     atomic_init(&me.state, JOB_WAIT);
-    int rc = enqueue(b, &me, err);
-    if (rc == LD_OK)
-        job_wait(&me);
-    return rc;
+    enqueue(b, &me);
+    job_wait(&me); /* returns at once if this thread led the pass */
+    return LD_OK;
 }
 
 int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
@@ -456,10 +468,8 @@ int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_don
     j->done = done;
     j->arg = arg;
     atomic_init(&j->state, JOB_WAIT);
-    int rc = enqueue(b, j, err); /* on LD_OK j belongs to the decoder thread */
-    if (rc != LD_OK)
-        free(j);
-    return rc;
+    enqueue(b, j); /* j belongs to whoever leads its pass now */
+    return LD_OK;
 }
 
 void ld_batch_stats(ld_batch_t *b, ld_batch_stats_t *st)
@@ -498,7 +508,7 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
     if (!b)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
+    pthread_cond_init(&b->idle, NULL);
     int rc = pick_kernel(o ? o->kernel : NULL, &b->fn, &b->kernel, err);
     if (rc != LD_OK) {
         ld_batch_free(b);
@@ -517,17 +527,27 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
         wfloats += (size_t)net->size[i] * op + op;
         widest = op > widest ? op : widest;
     }
-    size_t sfloats = (size_t)LD_BATCH_CHUNK * (round16((size_t)b->z_dim) + 2 * widest);
+    /* a slot's scratch is touched only when that many passes first run at
+     * once, so unused slots cost address space, not resident memory */
+    int slots = o && o->max_passes > 0 ? o->max_passes : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    slots = slots < 1 ? 1 : slots > LD_BATCH_MAX_PASSES ? LD_BATCH_MAX_PASSES : slots;
+    size_t gfloats = (size_t)LD_BATCH_CHUNK * round16((size_t)b->z_dim);
+    size_t per_slot = gfloats + 2 * (size_t)LD_BATCH_CHUNK * widest;
     b->wmem = aligned_alloc(ALIGN, wfloats * sizeof(float));
-    b->smem = aligned_alloc(ALIGN, sfloats * sizeof(float));
-    if (!b->wmem || !b->smem) {
+    b->smem = aligned_alloc(ALIGN, (size_t)slots * per_slot * sizeof(float));
+    b->scratch = calloc((size_t)slots, sizeof *b->scratch);
+    if (!b->wmem || !b->smem || !b->scratch) {
         ld_batch_free(b);
         return ld_err_set(err, LD_ENOMEM, "out of memory for the packed decoder (%zu floats)",
-                          wfloats + sfloats);
+                          wfloats + (size_t)slots * per_slot);
     }
-    b->gather = b->smem;
-    b->s0 = b->gather + (size_t)LD_BATCH_CHUNK * round16((size_t)b->z_dim);
-    b->s1 = b->s0 + (size_t)LD_BATCH_CHUNK * widest;
+    for (int i = 0; i < slots; i++) {
+        scratch_t *sc = &b->scratch[i];
+        sc->gather = b->smem + (size_t)i * per_slot;
+        sc->s0 = sc->gather + gfloats;
+        sc->s1 = sc->s0 + (size_t)LD_BATCH_CHUNK * widest;
+    }
+    b->free_slots = slots == 64 ? ~0ULL : (1ULL << slots) - 1;
 
     float *p = b->wmem;
     for (int i = 0; i < net->n_layers; i++) {
@@ -559,16 +579,16 @@ void ld_batch_free(ld_batch_t *b)
 {
     if (!b)
         return;
-    if (b->started) {
-        pthread_mutex_lock(&b->mu);
-        b->stop = 1;
-        pthread_cond_signal(&b->cv);
-        pthread_mutex_unlock(&b->mu);
-        pthread_join(b->thread, NULL);
-    }
-    pthread_cond_destroy(&b->cv);
+    /* calls still leading passes (and with them every queued job) finish
+     * first; the last one to stop signals idle */
+    pthread_mutex_lock(&b->mu);
+    while (b->running)
+        pthread_cond_wait(&b->idle, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    pthread_cond_destroy(&b->idle);
     pthread_mutex_destroy(&b->mu);
     free(b->wmem);
     free(b->smem);
+    free(b->scratch);
     free(b);
 }

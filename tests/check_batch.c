@@ -4,8 +4,10 @@
  *    any position, with every kernel this CPU has (AVX-512, AVX2, scalar
  *    fmaf), for awkward shapes too; and agrees with ld_model_decode (OpenBLAS)
  *    to float rounding;
- *  - batcher: many threads decoding at once share passes, and every one of
- *    them still gets exactly its single-row bytes; counters add up;
+ *  - batcher: many threads decoding at once share passes, and run up to
+ *    max_passes passes at once, and every one of them still gets exactly
+ *    its single-row bytes; counters add up; a lone request is decoded on
+ *    its caller's thread; ld_batch_free waits for the passes running;
  *  - PNG writer: grids below and above the stored-block threshold, and over
  *    65535 bytes of scanlines, round-trip through libpng from many threads;
  *  - end to end: a real daemon with 8 HTTP threads under 16 concurrent
@@ -253,32 +255,38 @@ START_TEST(test_concurrent_callers_share_passes)
 {
     ld_batch_t *b = NULL;
     float *z, *want;
-    ld_model_t *m = gan_fixture(5, 11, &(ld_batch_opts_t){.max_rows = 16}, &b, &z, &want);
+    ld_model_t *m =
+        gan_fixture(5, 11, &(ld_batch_opts_t){.max_rows = 16, .max_passes = 2}, &b, &z, &want);
     ld_batch_stats_t before;
     ld_batch_stats(b, &before);
     ck_assert_int_eq((int)before.batches, ROWS);
     ck_assert_int_eq((int)before.shared, 0);
+    ck_assert_int_eq(before.max_passes, 1);
 
-    /* Shared passes need callers to overlap; on a busy machine a round may
-     * see none, so run rounds until one does (normally the first). */
+    /* Shared passes and two passes at once need callers to overlap; on a
+     * busy machine a round may see neither, so run rounds until both have
+     * happened (normally in the first). */
     ld_batch_stats_t st = before;
     long calls = 0, rows = 0;
-    for (int round = 0; round < 20 && st.shared == before.shared; round++) {
+    for (int round = 0; round < 20 && (st.shared == before.shared || st.max_passes < 2);
+         round++) {
         int bad = run_round(b, m, z, want, round, 150, worker, &calls, &rows);
         ck_assert_msg(bad == 0, "%d decodes under concurrency differ from the single-row bytes",
                       bad);
         ld_batch_stats(b, &st);
     }
     ck_assert_msg(st.shared > before.shared, "no pass ever served two requests");
+    ck_assert_msg(st.max_passes == 2, "%d passes ran at once (max_passes 2)", st.max_passes);
     ck_assert_int_eq((long)(st.requests - before.requests), calls);
     ck_assert_int_eq((long)(st.rows - before.rows), rows);
     ck_assert_int_le((long)(st.batches - before.batches), calls);
     ck_assert_int_ge(st.max_requests, 2);
     /* a pass gathers whole requests up to max_rows (16); a bigger one runs alone */
     ck_assert_int_le(st.max_requests, 16);
-    fprintf(stderr, "batch: %ld calls in %llu passes (%llu shared, at most %d requests)\n",
+    fprintf(stderr,
+            "batch: %ld calls in %llu passes (%llu shared, at most %d requests, %d at once)\n",
             calls, (unsigned long long)(st.batches - before.batches),
-            (unsigned long long)(st.shared - before.shared), st.max_requests);
+            (unsigned long long)(st.shared - before.shared), st.max_requests, st.max_passes);
     ld_batch_free(b);
     ld_model_free(m);
     free(z);
@@ -369,8 +377,10 @@ START_TEST(test_async_submit)
     size_t xd = (size_t)m->arch.x_dim;
     ld_err_t e;
 
-    /* a submission is decoded by the decoder thread, which calls done()
-     * once; bad arguments queue nothing and call nothing */
+    /* a submission to an idle batcher is decoded on the caller's thread,
+     * done() called once before ld_batch_submit returns (so an HTTP thread
+     * replies at once, without suspending the connection); bad arguments
+     * queue nothing and call nothing */
     float *x = malloc(xd * sizeof *x);
     memset(x, 0xFF, xd * sizeof *x);
     slot_t one = {.n = 1};
@@ -379,8 +389,7 @@ START_TEST(test_async_submit)
     ck_assert_int_eq(ld_batch_submit(b, -1, z, x, slot_done, &one, &e), LD_EINVAL);
     ck_assert_int_eq(ld_batch_submit(b, 0, z, x, slot_done, &one, &e), LD_EINVAL);
     ck_assert_int_eq(ld_batch_submit(b, 1, z, x, slot_done, &one, &e), LD_OK);
-    for (int i = 0; i < 10000 && atomic_load_explicit(&one.calls, memory_order_acquire) == 0; i++)
-        usleep(1000);
+    ck_assert_int_eq(atomic_load(&one.calls), 1);
     usleep(1000); /* a second, wrong call would come now */
     ck_assert_int_eq(atomic_load(&one.calls), 1);
     ck_assert(memcmp(x, want, xd * sizeof *x) == 0);
@@ -407,7 +416,77 @@ START_TEST(test_async_submit)
                   st.max_requests, THREADS);
     fprintf(stderr, "async: %ld calls in %llu passes (at most %d requests in one)\n", calls,
             (unsigned long long)(st.batches - before.batches), st.max_requests);
-    ld_batch_free(b); /* joins the decoder thread */
+    ld_batch_free(b);
+    ld_model_free(m);
+    free(z);
+    free(want);
+}
+END_TEST
+
+/* With max_passes 1 no two passes ever overlap, however many callers. */
+START_TEST(test_one_pass_at_a_time)
+{
+    ld_batch_t *b = NULL;
+    float *z, *want;
+    ld_model_t *m = gan_fixture(7, 13, &(ld_batch_opts_t){.max_passes = 1}, &b, &z, &want);
+    long calls = 0, rows = 0;
+    ld_batch_stats_t st;
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_eq(run_round(b, m, z, want, round, 60, async_worker, &calls, &rows), 0);
+        ck_assert_int_eq(run_round(b, m, z, want, round, 60, worker, &calls, &rows), 0);
+    }
+    ld_batch_stats(b, &st);
+    ck_assert_int_eq(st.max_passes, 1);
+    ck_assert_int_eq((long)st.requests, calls + ROWS);
+    ld_batch_free(b);
+    ld_model_free(m);
+    free(z);
+    free(want);
+}
+END_TEST
+
+/* ld_batch_free called while a caller is still leading a pass (here: in
+ * its done callback) waits for that pass to end before freeing. */
+typedef struct {
+    ld_batch_t *b;
+    const float *z;
+    float *x;
+    atomic_int entered, finished;
+} slow_t;
+
+static void slow_done(void *arg)
+{
+    slow_t *sl = arg;
+    atomic_store(&sl->entered, 1);
+    usleep(200 * 1000);
+    atomic_store(&sl->finished, 1);
+}
+
+static void *slow_submitter(void *arg)
+{
+    slow_t *sl = arg;
+    ld_err_t e;
+    ck_assert_int_eq(ld_batch_submit(sl->b, 1, sl->z, sl->x, slow_done, sl, &e), LD_OK);
+    return NULL;
+}
+
+START_TEST(test_free_waits_for_running_pass)
+{
+    ld_batch_t *b = NULL;
+    float *z, *want;
+    ld_model_t *m = gan_fixture(8, 14, NULL, &b, &z, &want);
+    slow_t sl = {.b = b, .z = z, .x = malloc((size_t)m->arch.x_dim * sizeof(float))};
+    atomic_init(&sl.entered, 0);
+    atomic_init(&sl.finished, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, slow_submitter, &sl), 0);
+    while (!atomic_load(&sl.entered))
+        usleep(1000);
+    ld_batch_free(b);
+    ck_assert_msg(atomic_load(&sl.finished), "ld_batch_free returned while a pass was running");
+    pthread_join(t, NULL);
+    ck_assert(memcmp(sl.x, want, (size_t)m->arch.x_dim * sizeof(float)) == 0);
+    free(sl.x);
     ld_model_free(m);
     free(z);
     free(want);
@@ -687,9 +766,9 @@ START_TEST(test_daemon_same_bytes_under_load)
 END_TEST
 
 /* interpolate decodes through the same asynchronous path as the other
- * routes: with one HTTP thread, requests from several clients share decoder
- * passes (a blocking decode on that thread would run every pass with one
- * request), and each answer is still the idle one. */
+ * routes: every request is one batcher request of `steps` rows, requests
+ * from several clients share decoder passes, and each answer is still the
+ * idle one. */
 typedef struct {
     int port, iters;
     const ld_buf_t *want;
@@ -718,12 +797,12 @@ START_TEST(test_daemon_interpolate_shares_passes)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     tu_daemon_t d;
-    daemon_start(&d, 1, NULL);
+    daemon_start(&d, 8, NULL);
     CURL *c = curl_easy_init();
     ld_buf_t want = {0};
     ck_assert_int_eq(post(c, d.port, "/v1/models/gan/interpolate", interp_body, &want), 200);
     enum { CLIENTS = 8, ITERS = 40 };
-    double passes = 0, reqs = 0;
+    double passes = 0, reqs = 0, rows = 0, sent = 1;
     for (int round = 0; round < 5 && !(passes > 0 && passes < reqs); round++) {
         atomic_int bad = 0;
         interp_client_t ic[CLIENTS];
@@ -734,15 +813,21 @@ START_TEST(test_daemon_interpolate_shares_passes)
         }
         for (int i = 0; i < CLIENTS; i++)
             pthread_join(t[i], NULL);
+        sent += CLIENTS * ITERS;
         ck_assert_msg(atomic_load(&bad) == 0, "%d interpolate answers under load differ",
                       atomic_load(&bad));
         ld_buf_t m = {0};
         get_metrics(c, d.port, &m);
         passes = metric(m.data, "latentd_decode_batches_total", "gan");
         reqs = metric(m.data, "latentd_decode_batch_requests_total", "gan");
+        rows = metric(m.data, "latentd_decode_batch_rows_total", "gan");
         ld_buf_free(&m);
+        /* steps 4: the two ends and two frames between them */
+        ck_assert_msg(reqs == sent && rows == 4 * sent,
+                      "%.0f interpolate requests: %.0f batcher requests, %.0f rows", sent, reqs,
+                      rows);
     }
-    fprintf(stderr, "interpolate, 1 HTTP thread: %.0f requests in %.0f passes\n", reqs, passes);
+    fprintf(stderr, "interpolate: %.0f requests in %.0f passes\n", reqs, passes);
     ck_assert_msg(passes > 0 && passes < reqs,
                   "interpolate requests never shared a pass (%.0f requests, %.0f passes): "
                   "decoded on the HTTP thread?", reqs, passes);
@@ -1002,6 +1087,8 @@ Suite *suite_batch(void)
     tcase_set_timeout(b, 300);
     tcase_add_test(b, test_concurrent_callers_share_passes);
     tcase_add_test(b, test_async_submit);
+    tcase_add_test(b, test_one_pass_at_a_time);
+    tcase_add_test(b, test_free_waits_for_running_pass);
     suite_add_tcase(s, b);
     TCase *p = tcase_create("png");
     tcase_set_timeout(p, 120);

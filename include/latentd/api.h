@@ -22,9 +22,10 @@
  * (decode, encode, reconstruct), from the query string, under one rule set
  * (jsonarg.h); docs/serve.md tables every field.  A handler holds a model
  * reference for its request.  Decoding goes to the model's batcher
- * (batch.h): its decoder thread, fed through a mutex-guarded queue, owns the
- * decode scratch, and the request's connection is suspended until its rows
- * are written (ld_req_await).  Encoding runs on the HTTP thread with scratch
+ * (batch.h), a mutex-guarded queue whose passes run on the HTTP threads
+ * that submit, each with a scratch slot of the batcher's; a request queued
+ * behind running passes has its connection suspended until its rows are
+ * written (ld_req_await).  Encoding runs on the HTTP thread with scratch
  * allocated per call.  Same inputs and seed give byte-identical bodies.
  * Every number written is finite: a model output that is not is answered
  * 422 instead.

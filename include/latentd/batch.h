@@ -13,24 +13,30 @@
  * to float rounding (about 1e-6), not bit for bit: OpenBLAS itself changes
  * its summation order with the number of rows.
  *
- * Batching.  Each batcher has one decoder thread (started by the first
- * request, so that it runs with a serving thread's scheduling) and one
- * queue.  A request joins the queue; the decoder thread takes the
- * requests queued so far (whole, up to max_rows rows in total, or one larger
- * request alone), decodes them in one pass and completes each.  Nobody waits
- * for a batch to fill: a lone request starts at once; requests arriving
- * while a pass runs share the next one.  So concurrent one-row requests
- * (GEMVs, bound by reading the weights) become a few-row pass that reads
- * the weights once.  What goes into a pass depends only on the queue, never
- * on the callers' state (the HTTP server's load, for instance).
+ * Batching.  A batcher has one queue and no thread of its own: passes run
+ * on the callers' threads, at most max_passes at once (one per CPU by
+ * default), each with scratch of its own.  A request joins the queue; its
+ * caller leads if no pass is running, or if fewer than max_passes are and
+ * the queue holds enough rows (see batch.c) for a pass that reads the
+ * weights once for several of them.  A leader takes the requests queued so
+ * far (whole, up to max_rows rows in total, or one larger request alone),
+ * decodes them in one pass, completes each, and goes on until the queue is
+ * empty (so a leading call returns only then).  Otherwise the caller goes on at once (submit) or sleeps (decode)
+ * and a running leader takes its request in its next pass.  Nobody waits
+ * for a batch to fill: a lone request is decoded at once on its caller's
+ * thread; requests arriving while a pass runs share the next one.
+ * What goes into a pass and who leads it depend only on the queue and the
+ * passes running, never on the callers' state (the HTTP server's load, for
+ * instance).  A pass runs with its leader's scheduling, so callers should
+ * be serving threads, not SCHED_IDLE training workers.
  *
  * Thread-safety: every function but _new and _free may be called from any
- * number of threads at once; _free joins the decoder thread and needs every
- * request finished.  One lock per batcher (mu), held only to queue and to
- * take a batch, never while decoding.  The decoder's scratch memory belongs
- * to the decoder thread alone (one per served model), so a pass needs no
- * lock.  A blocking caller sleeps on a futex of its own and is woken
- * without the lock.
+ * number of threads at once.  One lock per batcher (mu) guards the queue,
+ * the free scratch slots and the counters; it is held to queue and to take
+ * a batch, never while decoding.  A slot's scratch belongs to the thread
+ * that took the slot until its passes are done, so a pass needs no lock.  A
+ * blocking caller that does not lead sleeps on a futex of its own and is
+ * woken without the lock.
  */
 #ifndef LATENTD_BATCH_H
 #define LATENTD_BATCH_H
@@ -46,6 +52,8 @@ typedef struct ld_batch ld_batch_t;
 #define LD_BATCH_CHUNK 48
 /* Default cap on the rows of several requests gathered into one batch. */
 #define LD_BATCH_MAX_ROWS_DEFAULT 64
+/* Most passes one batcher runs at once (its scratch slots). */
+#define LD_BATCH_MAX_PASSES 64
 
 typedef struct {
     uint64_t batches;      /* passes run (a request larger than the cap is one batch) */
@@ -53,10 +61,12 @@ typedef struct {
     uint64_t rows;         /* rows decoded */
     uint64_t shared;       /* batches that served two or more requests */
     int max_requests;      /* most requests served by one batch */
+    int max_passes;        /* most passes that were running at once */
 } ld_batch_stats_t;
 
 typedef struct {
     int max_rows;        /* cap on the rows gathered from several requests; <= 0: default */
+    int max_passes;      /* passes at once; <= 0: one per online CPU; capped at LD_BATCH_MAX_PASSES */
     const char *kernel;  /* NULL: the best the CPU has; "avx512", "avx2" or "scalar" (tests) */
 } ld_batch_opts_t;
 
@@ -66,26 +76,30 @@ typedef struct {
  * kernel the CPU lacks, LD_ENOMEM. */
 int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out,
                  ld_err_t *err);
-/* Stop b's decoder thread (after the queue is empty) and free b; no call
- * may be running on it.  NULL is fine. */
+/* Free b, after waiting for the calls that are leading passes on it (and
+ * so for every queued request).  No new call may start once this is
+ * called.  NULL is fine. */
 void ld_batch_free(ld_batch_t *b);
 
 /* z (n, z_dim) -> x (n, x_dim), with the output activation applied (images
  * in [0,1]), exactly as ld_model_decode up to float rounding.  Queues the
- * rows and sleeps until the decoder thread has written them.  z and x are
- * the caller's and are only touched before this returns.  Errors: LD_EINVAL
- * (n < 0 or NULL pointers with n > 0), LD_ENOMEM (no decoder thread). */
+ * rows and leads passes, or sleeps until another caller's pass has written
+ * them.  z and x are the caller's and are only touched before this
+ * returns.  Errors: LD_EINVAL (n < 0 or NULL pointers with n > 0). */
 int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err);
 
-/* Called once when a submitted request's rows are written, on the decoder
- * thread; it must be quick and must not call into the batcher. */
+/* Called once when a submitted request's rows are written, on the thread
+ * that led the pass (the submitter's own, or another caller's); it must be
+ * quick and must not call into the batcher. */
 typedef void (*ld_batch_done_fn)(void *arg);
 
 /* The asynchronous form of ld_batch_decode, for callers that have other work
- * (an HTTP thread with more connections): queues the n >= 1 rows and returns
- * at once; the decoder thread writes x and calls done(arg), possibly before
- * this returns.  z and x must stay valid until done.  Errors (nothing
- * queued, done not called): LD_EINVAL, LD_ENOMEM. */
+ * (an HTTP thread with more connections): queues the n >= 1 rows; if a slot
+ * is free it leads passes as ld_batch_decode does (then x is written and
+ * done(arg) called before this returns), otherwise it returns at once and a
+ * running leader writes x and calls done(arg) later, on its thread.  z and
+ * x must stay valid until done.  Errors (nothing queued, done not called):
+ * LD_EINVAL, LD_ENOMEM. */
 int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
                     void *arg, ld_err_t *err);
 

@@ -36,7 +36,8 @@
  * thread each) call the handlers; one acceptor thread owns the listening
  * socket and hands each connection to the daemon with the fewest (see
  * http_conn.c).  A handler runs on one thread for its request and may block
- * briefly (inference is sub-ms).
+ * briefly (to lead a decode pass, for instance), never for long work such
+ * as training, which goes to other threads.
  * Routes are added before ld_http_start; afterwards the table is read-only.
  * ld_http_drain/ld_http_free come from one control thread.
  */

@@ -68,8 +68,9 @@
  * value; when serving is idle, training takes the whole core.  If SCHED_IDLE
  * is refused, the thread falls back to nice LD_JOBS_NICE.  Training's long
  * loops pass through ld_yield_point (nn.h), which on such a thread hands the
- * core to a serving thread the kernel queued behind it (else it could wait
- * for the next tick, 4 ms).
+ * core to a serving thread the kernel queued behind it (else that thread
+ * could wait for the scheduler's next tick; docs/benchmarks.md has the
+ * figure).
  * On top of that, when the configuration gives a busy callback, a worker
  * pauses between steps while it answers nonzero (the daemon: while the
  * requests in flight average at least training_yield_load / 100).  Under

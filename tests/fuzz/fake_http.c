@@ -2,8 +2,8 @@
  * the request body targets to run api.c's real handlers without sockets or
  * libmicrohttpd: a route table filled by ld_api_register, a request holding
  * the parsed body and the {name} parameter, replies that keep the status
- * and drop the body.  A handler that hands its work to the decoder thread
- * (ld_req_await) is continued here once that thread wakes the request, as
+ * and drop the body.  A handler that hands its work to the batcher
+ * (ld_req_await) is continued here once the pass wakes the request, as
  * http.c would on the request's own thread.  Linked instead of http.o. */
 #define _GNU_SOURCE
 #include "fuzz.h"
