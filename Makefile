@@ -30,7 +30,7 @@ DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev z
 # what `make test` needs on top (Check, libcurl for the test client, promtool,
 # a browser and WebDriver for the web page's test, clang for the fuzz targets)
 TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium \
-             clang
+             clang python3-jsonschema nodejs
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 # only for `make soak` (wrk drives the daemon; python3 writes the test PNG)
@@ -48,6 +48,8 @@ HDRS     := $(wildcard include/latentd/*.h src/*.h)
 # the web page, embedded in the binary (src/web.c): web/ and Debian's Chart.js
 WEB_FILES := $(sort $(wildcard web/*))
 CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
+# the API's description, embedded beside them and served at /openapi.json
+OPENAPI  := docs/openapi.json
 
 .PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web run models bench \
         bench-serve install clean fixtures fuzz fuzz-build fuzz-smoke
@@ -80,8 +82,8 @@ build/asan/%.o: src/%.c $(HDRS) | build/asan
 	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
 
 # the page's files as one generated C file (.incbin reads them when it is compiled)
-build/web_files.c: scripts/embed-web.sh $(WEB_FILES) $(wildcard $(CHARTJS)) | build
-	scripts/embed-web.sh $@ $(abspath $(WEB_FILES)) $(CHARTJS)
+build/web_files.c: scripts/embed-web.sh $(WEB_FILES) $(OPENAPI) $(wildcard $(CHARTJS)) | build
+	scripts/embed-web.sh $@ $(abspath $(WEB_FILES) $(OPENAPI)) $(CHARTJS)
 build/web_files.o: build/web_files.c src/web_impl.h
 	$(CC) $(CFLAGS) -Isrc -c $< -o $@
 build/asan/web_files.o: build/web_files.c src/web_impl.h | build/asan
