@@ -289,6 +289,47 @@ const char *tu_hdr(const tu_resp_t *r, const char *name, char *out, size_t cap)
     return found;
 }
 
+/* With LD_CONTRACT_LOG=FILE set, each response is appended to FILE as one
+ * JSON line {"method","path","status","ctype","body"} (body: the parsed JSON
+ * body, or null when there is none or it is not JSON; "skipped": true for a
+ * JSON body above 1 MiB), for tests/contract/contract.py to validate against
+ * docs/openapi.json.  One write() per line on an O_APPEND descriptor: the
+ * forked tests and their threads append whole lines. */
+static void contract_record(CURL *c, const char *method, const char *path, const tu_resp_t *r)
+{
+    const char *file = getenv("LD_CONTRACT_LOG");
+    if (!file || !*file)
+        return;
+    const char *ctype = NULL;
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "method", method);
+    cJSON_AddStringToObject(o, "path", path);
+    cJSON_AddNumberToObject(o, "status", (double)r->status);
+    if (ctype)
+        cJSON_AddStringToObject(o, "ctype", ctype);
+    else
+        cJSON_AddNullToObject(o, "ctype");
+    cJSON_AddNumberToObject(o, "length", (double)r->body.len);
+    if (r->json && r->body.len > (1u << 20))
+        cJSON_AddTrueToObject(o, "skipped");
+    else if (r->json)
+        cJSON_AddItemToObject(o, "body", cJSON_Duplicate(r->json, 1));
+    else
+        cJSON_AddNullToObject(o, "body");
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    ck_assert_ptr_nonnull(line);
+    size_t n = strlen(line);
+    line[n] = '\n'; /* over the NUL: write() takes the length */
+    int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    ck_assert_msg(fd >= 0, "LD_CONTRACT_LOG=%s: %s", file, strerror(errno));
+    ssize_t w = write(fd, line, n + 1);
+    close(fd);
+    free(line);
+    ck_assert_msg(w == (ssize_t)(n + 1), "LD_CONTRACT_LOG=%s: short write", file);
+}
+
 long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const void *body,
              size_t len, const tu_req_t *q)
 {
@@ -338,6 +379,7 @@ long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const 
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     if (r->body.len)
         r->json = cJSON_ParseWithLength(r->body.data, r->body.len);
+    contract_record(c, method, path, r);
     return r->status;
 }
 
