@@ -2,9 +2,10 @@
 #
 #   make            build build/latentd
 #   make deps       install missing Debian packages for run and test (idempotent)
-#   make test       every Check suite, once plain and once under ASan+UBSan,
-#                   then the web page in a real browser (test-web) and each
-#                   fuzz target briefly on its seed corpus (fuzz-smoke)
+#   make test       every Check suite plain, the API contract against the
+#                   responses they got (test-contract), the suites again
+#                   under ASan+UBSan, each fuzz target briefly on its seed
+#                   corpus (fuzz-smoke), the web page in a real browser (test-web)
 #   make fuzz       the libFuzzer targets (tests/fuzz/) for FUZZ_SECONDS each
 #   make run        build and start the daemon on 127.0.0.1:8080
 #   make bench      training throughput vs PyTorch
@@ -51,7 +52,7 @@ CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
 # the API's description, embedded beside them and served at /openapi.json
 OPENAPI  := docs/openapi.json
 
-.PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web run models bench \
+.PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web test-contract run models bench \
         bench-serve install clean fixtures fuzz fuzz-build fuzz-smoke
 
 all: build/latentd
@@ -114,11 +115,24 @@ build build/asan:
 # ---- test -------------------------------------------------------------------
 # CK_FORK stays on (default): a crashing test is reported, not fatal.
 test: deps
-	@$(MAKE) --no-print-directory test-plain test-asan fuzz-smoke test-web
+	@$(MAKE) --no-print-directory test-plain test-contract test-asan fuzz-smoke test-web
 
+# The plain run records every response its suites get (CONTRACT_LOG) for test-contract.
+CONTRACT_LOG := build/contract/responses.jsonl
 test-plain: build/check_all
 	@echo "== tests (plain) =="
-	./build/check_all
+	@mkdir -p build/contract && rm -f $(CONTRACT_LOG)
+	LD_CONTRACT_LOG=$(abspath $(CONTRACT_LOG)) ./build/check_all
+
+# The API contract (tests/contract/contract.py): docs/openapi.json lints clean
+# with the @redocly/cli that tests/contract/package-lock.json pins (npm ci into
+# build/contract/; SKIPPED when the npm registry is out of reach), `latentd
+# routes` and the document list the same routes, and every response that
+# test-plain recorded validates against the document.
+test-contract: build/latentd
+	@echo "== API contract (docs/openapi.json) =="
+	/usr/bin/python3 tests/contract/contract.py --bin build/latentd --doc $(OPENAPI) \
+	  --responses $(CONTRACT_LOG) --npm-dir build/contract
 
 test-asan: build/asan/check_all
 	@echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer) =="
