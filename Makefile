@@ -2,9 +2,10 @@
 #
 #   make            build build/latentd
 #   make deps       install missing Debian packages for run and test (idempotent)
-#   make test       every Check suite, once plain and once under ASan+UBSan,
-#                   then the web page in a real browser (test-web) and each
-#                   fuzz target briefly on its seed corpus (fuzz-smoke)
+#   make test       every Check suite plain, the API contract against the
+#                   responses they got (test-contract), the suites again
+#                   under ASan+UBSan, each fuzz target briefly on its seed
+#                   corpus (fuzz-smoke), the web page in a real browser (test-web)
 #   make fuzz       the libFuzzer targets (tests/fuzz/) for FUZZ_SECONDS each
 #   make run        build and start the daemon on 127.0.0.1:8080
 #   make bench      training throughput vs PyTorch
@@ -30,7 +31,7 @@ DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev z
 # what `make test` needs on top (Check, libcurl for the test client, promtool,
 # a browser and WebDriver for the web page's test, clang for the fuzz targets)
 TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium \
-             clang
+             clang python3-jsonschema nodejs
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 # only for `make soak` (wrk drives the daemon; python3 writes the test PNG)
@@ -48,8 +49,10 @@ HDRS     := $(wildcard include/latentd/*.h src/*.h)
 # the web page, embedded in the binary (src/web.c): web/ and Debian's Chart.js
 WEB_FILES := $(sort $(wildcard web/*))
 CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
+# the API's description, embedded beside them and served at /openapi.json
+OPENAPI  := docs/openapi.json
 
-.PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web run models bench \
+.PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web test-contract run models bench \
         bench-serve install clean fixtures fuzz fuzz-build fuzz-smoke
 
 all: build/latentd
@@ -84,8 +87,8 @@ build/asan/%.o: src/%.c $(HDRS) | build/asan
 	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
 
 # the page's files as one generated C file (.incbin reads them when it is compiled)
-build/web_files.c: scripts/embed-web.sh $(WEB_FILES) $(wildcard $(CHARTJS)) | build
-	scripts/embed-web.sh $@ $(abspath $(WEB_FILES)) $(CHARTJS)
+build/web_files.c: scripts/embed-web.sh $(WEB_FILES) $(OPENAPI) $(wildcard $(CHARTJS)) | build
+	scripts/embed-web.sh $@ $(abspath $(WEB_FILES) $(OPENAPI)) $(CHARTJS)
 build/web_files.o: build/web_files.c src/web_impl.h
 	$(CC) $(CFLAGS) -Isrc -c $< -o $@
 build/asan/web_files.o: build/web_files.c src/web_impl.h | build/asan
@@ -116,11 +119,24 @@ build build/asan:
 # ---- test -------------------------------------------------------------------
 # CK_FORK stays on (default): a crashing test is reported, not fatal.
 test: deps
-	@$(MAKE) --no-print-directory test-plain test-asan fuzz-smoke test-web
+	@$(MAKE) --no-print-directory test-plain test-contract test-asan fuzz-smoke test-web
 
+# The plain run records every response its suites get (CONTRACT_LOG) for test-contract.
+CONTRACT_LOG := build/contract/responses.jsonl
 test-plain: build/check_all
 	@echo "== tests (plain) =="
-	./build/check_all
+	@mkdir -p build/contract && rm -f $(CONTRACT_LOG)
+	LD_CONTRACT_LOG=$(abspath $(CONTRACT_LOG)) ./build/check_all
+
+# The API contract (tests/contract/contract.py): docs/openapi.json lints clean
+# with the @redocly/cli that tests/contract/package-lock.json pins (npm ci into
+# build/contract/; SKIPPED when the npm registry is out of reach), `latentd
+# routes` and the document list the same routes, and every response that
+# test-plain recorded validates against the document.
+test-contract: build/latentd
+	@echo "== API contract (docs/openapi.json) =="
+	/usr/bin/python3 tests/contract/contract.py --bin build/latentd --doc $(OPENAPI) \
+	  --responses $(CONTRACT_LOG) --npm-dir build/contract
 
 test-asan: build/asan/check_all
 	@echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer) =="

@@ -255,6 +255,11 @@ bad:
     return ld_err_set(err, LD_EINVAL, "route pattern '%s' is malformed", r->pattern);
 }
 
+const ld_route_t *ld_http_route_at(const ld_http_t *h, int i)
+{
+    return i >= 0 && i < h->n_routes ? &h->routes[i].r : NULL;
+}
+
 int ld_http_on_drain(ld_http_t *h, void (*fn)(void *ctx), void *ctx)
 {
     if (h->n_drain >= MAX_DRAIN_HOOKS)

@@ -7,6 +7,7 @@
 #include "latentd/invert.h"
 #include "latentd/model.h"
 #include "latentd/fsutil.h"
+#include "latentd/serve.h"
 #include "latentd/train.h"
 
 #include <errno.h>
@@ -16,8 +17,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-int ld_serve_main(int argc, char **argv);
 
 #define LATENTD_VERSION "0.1.0"
 
@@ -714,6 +713,7 @@ static void usage(FILE *f)
                "  invert   GAN inversion on test images against the nearest-sample baseline\n"
                "  info     print a checkpoint's kind, architecture, size and training record\n"
                "  serve    run the HTTP daemon\n"
+               "  routes   list the daemon's HTTP routes (the API reference: GET /openapi.json)\n"
                "  version  print the version\n",
             LATENTD_VERSION);
 }
@@ -741,6 +741,8 @@ int main(int argc, char **argv)
         return cmd_bench_gemm(argc, argv);
     if (!strcmp(cmd, "serve"))
         return ld_serve_main(argc, argv);
+    if (!strcmp(cmd, "routes"))
+        return ld_serve_routes_main(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("latentd %s\n", LATENTD_VERSION);
         return 0;

@@ -406,6 +406,57 @@ static int check_dir(const char *what, const char *dir, int create, ld_err_t *er
     return LD_OK;
 }
 
+/* Every route of the daemon onto http, in table order: the API's (/v1, /v2,
+ * health, metrics), the jobs', the web page's and /openapi.json.  `latentd
+ * serve` and `latentd routes` share it, so the listing is the served table. */
+static int add_routes(ld_http_t *http, ld_api_t *api, ld_jobs_t *jobs, ld_web_t *web,
+                      ld_err_t *err)
+{
+    int rc = ld_api_register(api, http, err);
+    if (rc == LD_OK)
+        rc = ld_jobs_api_register(http, jobs, err);
+    if (rc == LD_OK)
+        rc = ld_web_register(web, http, err);
+    return rc;
+}
+
+int ld_serve_routes_main(int argc, char **argv)
+{
+    if (argc > 1) {
+        int help = !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h");
+        fputs("usage: latentd routes\n\nPrint the HTTP routes of `latentd serve` (with the "
+              "built-in web page), one a line:\nMETHOD PATH AUTH, AUTH being none, inference "
+              "or admin.  GET routes also answer HEAD.\n",
+              help ? stdout : stderr);
+        return help ? 0 : 2;
+    }
+    static const char *const auth[] = {"none", "inference", "admin"};
+    ld_http_opts_t ho = {.bind = "127.0.0.1", .threads = 1};
+    ld_registry_t *reg = NULL;
+    ld_http_t *http = NULL;
+    ld_api_t *api = NULL;
+    ld_web_t *web = NULL;
+    ld_err_t err;
+    int status = 1;
+    /* nothing is loaded, bound or started: the handlers' contexts only need to exist */
+    if (ld_registry_new(".", &reg, &err) == LD_OK && ld_http_new(&ho, NULL, &http, &err) == LD_OK &&
+        ld_api_new(&(ld_api_opts_t){.registry = reg}, &api, &err) == LD_OK &&
+        ld_web_new("builtin", &web, &err) == LD_OK &&
+        add_routes(http, api, NULL, web, &err) == LD_OK) {
+        const ld_route_t *r;
+        for (int i = 0; (r = ld_http_route_at(http, i)) != NULL; i++)
+            printf("%s %s %s\n", r->method, r->pattern, auth[r->auth]);
+        status = fflush(stdout) == 0 ? 0 : 1;
+    } else {
+        fprintf(stderr, "latentd routes: %s\n", err.msg);
+    }
+    ld_http_free(http);
+    ld_api_free(api);
+    ld_web_free(web);
+    ld_registry_free(reg);
+    return status;
+}
+
 int ld_serve_main(int argc, char **argv)
 {
     ld_config_t cfg;
@@ -556,9 +607,8 @@ int ld_serve_main(int argc, char **argv)
     ld_api_opts_t ao = {.registry = reg, .metrics = metrics, .max_samples = cfg.max_samples,
                         .cache_max_age = cfg.sample_cache_max_age, .jobs = jobs};
     if (ld_http_new(&ho, metrics, &http, &err) != LD_OK ||
-        ld_api_new(&ao, &api, &err) != LD_OK || ld_api_register(api, http, &err) != LD_OK ||
-        ld_jobs_api_register(http, jobs, &err) != LD_OK ||
-        ld_web_new(cfg.web, &web, &err) != LD_OK || ld_web_register(web, http, &err) != LD_OK ||
+        ld_api_new(&ao, &api, &err) != LD_OK || ld_web_new(cfg.web, &web, &err) != LD_OK ||
+        add_routes(http, api, jobs, web, &err) != LD_OK ||
         (ld_http_on_drain(http, jobs_drain, jobs) != LD_OK &&
          ld_err_set(&err, LD_ENOMEM, "too many drain hooks") != LD_OK)) {
         ld_log_error("%s", err.msg);

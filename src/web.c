@@ -90,12 +90,10 @@ int ld_web_new(const char *source, ld_web_t **out, ld_err_t *err)
     ld_web_t *w = calloc(1, sizeof *w);
     if (!w)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
+    /* off still loads the embedded files: /openapi.json is among them */
     if (strcmp(source, "off") == 0) {
         w->mode = WEB_OFF;
-        *out = w;
-        return LD_OK;
-    }
-    if (strcmp(source, "builtin") == 0) {
+    } else if (strcmp(source, "builtin") == 0) {
         w->mode = WEB_BUILTIN;
     } else {
         struct stat st;
@@ -109,7 +107,7 @@ int ld_web_new(const char *source, ld_web_t **out, ld_err_t *err)
             goto oom;
     }
     /* folder mode keeps them too: a file missing from the folder (Chart.js)
-     * is served from here */
+     * is served from here, and /openapi.json always is */
     w->files = calloc((size_t)ld_web_n_blobs, sizeof *w->files);
     if (!w->files)
         goto oom;
@@ -204,15 +202,27 @@ static void h_file(ld_req_t *req, void *ctx)
     serve_name(req, ctx, ld_req_param(req, "file"));
 }
 
+/* The API's description: always the embedded one (the binary's own routes),
+ * whatever the page's source. */
+static void h_openapi(ld_req_t *req, void *ctx)
+{
+    const web_file_t *f = builtin_file(ctx, LD_WEB_OPENAPI);
+    if (f)
+        reply_file(req, f);
+    else
+        ld_req_error(req, 404, "not_found", "this build has no " LD_WEB_OPENAPI);
+}
+
 int ld_web_register(ld_web_t *w, ld_http_t *h, ld_err_t *err)
 {
-    if (w->mode == WEB_OFF)
-        return LD_OK;
     const ld_route_t routes[] = {
+        {"GET", "/openapi.json", LD_AUTH_NONE, 0, h_openapi, w},
         {"GET", "/", LD_AUTH_NONE, 0, h_index, w},
         {"GET", "/ui/{file}", LD_AUTH_NONE, 0, h_file, w},
     };
-    for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
+    /* the page's routes only when it is on */
+    size_t n = w->mode == WEB_OFF ? 1 : LD_ARRAY_LEN(routes);
+    for (size_t i = 0; i < n; i++) {
         int rc = ld_http_route_add(h, &routes[i], err);
         if (rc != LD_OK)
             return rc;

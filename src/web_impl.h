@@ -10,6 +10,10 @@ typedef struct {
     const unsigned char *end;
 } ld_web_blob_t;
 
+/* The OpenAPI document (docs/openapi.json), embedded with the page's files
+ * and served at GET /openapi.json whatever the `web` setting. */
+#define LD_WEB_OPENAPI "openapi.json"
+
 extern const ld_web_blob_t ld_web_blobs[];
 extern const int ld_web_n_blobs;
 

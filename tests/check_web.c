@@ -2,7 +2,8 @@
  * over HTTP (libcurl): no token needed while the API still needs one, the
  * embedded bytes equal web/ in the source tree, content types, ETag and 304,
  * gzip, the Content-Security-Policy, and the `web` config key (off, a folder
- * read at each request, a folder that does not exist).  What the page does in
+ * read at each request, a folder that does not exist), and /openapi.json
+ * (docs/openapi.json, served also when the page is off).  What the page does in
  * a browser is tests/web/test_web.py's business (make test-web). */
 #define _GNU_SOURCE
 #include "testutil.h"
@@ -181,6 +182,36 @@ START_TEST(test_etag_and_gzip)
 }
 END_TEST
 
+/* GET /openapi.json on d: 200, open (the daemon has an inference token),
+ * the bytes of docs/openapi.json, cached like the page's files. */
+static void expect_openapi(const tu_daemon_t *d)
+{
+    tu_resp_t r;
+    ck_assert_int_eq(get(d, &r, "/openapi.json", NULL), 200);
+    ck_assert_str_eq(hdr(&r, "Content-Type"), "application/json");
+    char *src = tu_read_text("docs/openapi.json");
+    ck_assert_msg(src[0] && r.body.len == strlen(src) && memcmp(r.body.data, src, r.body.len) == 0,
+                  "GET /openapi.json differs from docs/openapi.json");
+    free(src);
+    ck_assert_ptr_nonnull(r.json);
+    ck_assert_str_eq(cJSON_GetStringValue(tu_jget(r.json, "openapi")), "3.1.0");
+    char etag[128], inm[160];
+    ck_assert_ptr_nonnull(tu_hdr(&r, "ETag", etag, sizeof etag));
+    tu_resp_free(&r);
+    snprintf(inm, sizeof inm, "If-None-Match: %s", etag);
+    ck_assert_int_eq(get(d, &r, "/openapi.json", inm), 304);
+    tu_resp_free(&r);
+}
+
+START_TEST(test_openapi)
+{
+    tu_daemon_t d;
+    start(&d, NULL);
+    expect_openapi(&d);
+    tu_daemon_stop_ok(&d, 30);
+}
+END_TEST
+
 START_TEST(test_web_off)
 {
     tu_daemon_t d;
@@ -190,6 +221,8 @@ START_TEST(test_web_off)
     tu_resp_free(&r);
     ck_assert_int_eq(get(&d, &r, "/ui/app.js", NULL), 404);
     tu_resp_free(&r);
+    /* the API's description is not part of the page */
+    expect_openapi(&d);
     ck_assert_int_eq(get(&d, &r, "/healthz", NULL), 200);
     tu_resp_free(&r);
     tu_daemon_stop_ok(&d, 30);
@@ -248,6 +281,7 @@ Suite *suite_web(void)
     tcase_add_unchecked_fixture(tc, tu_curl_setup, tu_curl_teardown);
     tcase_add_test(tc, test_files_open_api_not);
     tcase_add_test(tc, test_etag_and_gzip);
+    tcase_add_test(tc, test_openapi);
     tcase_add_test(tc, test_web_off);
     tcase_add_test(tc, test_web_folder);
     suite_add_tcase(s, tc);

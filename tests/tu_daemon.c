@@ -320,6 +320,73 @@ const char *tu_hdr(const tu_resp_t *r, const char *name, char *out, size_t cap)
     return found;
 }
 
+#define CONTRACT_KEEP 8 /* numbers kept from the head of a long array (see below) */
+
+/* Shorten, in j, every array of more than CONTRACT_KEEP + 2 numbers (image
+ * rows, latents) to its first CONTRACT_KEEP numbers, its smallest and its
+ * largest: a schema's checks on each item (type, range) see the same
+ * extremes, and the record stays small (a suite run gets hundreds of MB of
+ * pixels otherwise).  The document bounds no array of numbers to a length
+ * above CONTRACT_KEEP + 2. */
+static void contract_shorten(cJSON *j)
+{
+    int n = 0, numbers = 1;
+    for (cJSON *c = j->child; c; c = c->next, n++) {
+        numbers &= cJSON_IsNumber(c) != 0;
+        contract_shorten(c);
+    }
+    if (!cJSON_IsArray(j) || !numbers || n <= CONTRACT_KEEP + 2)
+        return;
+    double lo = j->child->valuedouble, hi = lo;
+    for (cJSON *c = j->child; c; c = c->next) {
+        lo = c->valuedouble < lo ? c->valuedouble : lo;
+        hi = c->valuedouble > hi ? c->valuedouble : hi;
+    }
+    while (cJSON_GetArraySize(j) > CONTRACT_KEEP)
+        cJSON_DeleteItemFromArray(j, CONTRACT_KEEP);
+    cJSON_AddItemToArray(j, cJSON_CreateNumber(lo));
+    cJSON_AddItemToArray(j, cJSON_CreateNumber(hi));
+}
+
+/* With LD_CONTRACT_LOG=FILE set, each response is appended to FILE as one
+ * JSON line {"method","path","status","ctype","length","body"} (body: the
+ * parsed JSON body with long arrays of numbers shortened, or null when there
+ * is none or it is not JSON), for tests/contract/contract.py to validate
+ * against docs/openapi.json.  One write() per line on an O_APPEND
+ * descriptor: the forked tests and their threads append whole lines. */
+static void contract_record(CURL *c, const char *method, const char *path, const tu_resp_t *r)
+{
+    const char *file = getenv("LD_CONTRACT_LOG");
+    if (!file || !*file)
+        return;
+    const char *ctype = NULL;
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "method", method);
+    cJSON_AddStringToObject(o, "path", path);
+    cJSON_AddNumberToObject(o, "status", (double)r->status);
+    if (ctype)
+        cJSON_AddStringToObject(o, "ctype", ctype);
+    else
+        cJSON_AddNullToObject(o, "ctype");
+    cJSON_AddNumberToObject(o, "length", (double)r->body.len);
+    cJSON *body = r->json ? cJSON_Duplicate(r->json, 1) : cJSON_CreateNull();
+    ck_assert_ptr_nonnull(body);
+    contract_shorten(body);
+    cJSON_AddItemToObject(o, "body", body);
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    ck_assert_ptr_nonnull(line);
+    size_t n = strlen(line);
+    line[n] = '\n'; /* over the NUL: write() takes the length */
+    int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    ck_assert_msg(fd >= 0, "LD_CONTRACT_LOG=%s: %s", file, strerror(errno));
+    ssize_t w = write(fd, line, n + 1);
+    close(fd);
+    free(line);
+    ck_assert_msg(w == (ssize_t)(n + 1), "LD_CONTRACT_LOG=%s: short write", file);
+}
+
 long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const void *body,
              size_t len, const tu_req_t *q)
 {
@@ -369,6 +436,7 @@ long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const 
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     if (r->body.len)
         r->json = cJSON_ParseWithLength(r->body.data, r->body.len);
+    contract_record(c, method, path, r);
     return r->status;
 }
 

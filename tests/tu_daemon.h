@@ -119,7 +119,9 @@ typedef struct {
 
 /* One request on handle c (reused: every option it depends on is set).  No
  * body: a plain request with the method's name (HEAD without a body).
- * Returns the status, -1 when no response came. */
+ * Returns the status, -1 when no response came.  With LD_CONTRACT_LOG=FILE
+ * in the environment each response is also appended to FILE (one JSON line)
+ * for the contract test (make test-contract). */
 long tu_http(CURL *c, tu_resp_t *r, const char *method, const char *path, const void *body,
              size_t len, const tu_req_t *q);
 /* tu_http on a handle of its own; a response is required. */

@@ -128,6 +128,11 @@ int ld_http_new(const ld_http_opts_t *opts, ld_metrics_t *metrics, ld_http_t **o
 /* Add a route (before ld_http_start). LD_EINVAL for a bad pattern or a
  * duplicate method+pattern; LD_ENOMEM when the table is full. */
 int ld_http_route_add(ld_http_t *h, const ld_route_t *route, ld_err_t *err);
+/* The i-th route added (0-based; method and pattern as given), or NULL when
+ * i is out of range: for listing the table (`latentd routes`).  Borrowed
+ * from h.  The control thread, or any thread once the server has started
+ * (the table is read-only then). */
+const ld_route_t *ld_http_route_at(const ld_http_t *h, int i);
 /* Bind and start the thread pool. */
 int ld_http_start(ld_http_t *h, ld_err_t *err);
 /* The bound port (useful with port 0); 0 before start. */

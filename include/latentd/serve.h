@@ -21,6 +21,11 @@
  * signal handlers; call it once, from the main thread. */
 int ld_serve_main(int argc, char **argv);
 
+/* Entry point for `latentd routes`: print the table of routes that `serve`
+ * registers (METHOD PATH AUTH a line) and exit; nothing is bound or loaded.
+ * Returns the exit status (0, or 1/2 with a message on stderr). */
+int ld_serve_routes_main(int argc, char **argv);
+
 /* Build the effective configuration from argv (defaults, --config, flags).
  * *print_only is set for --print-config / --check-config. */
 int ld_serve_parse_args(int argc, char **argv, ld_config_t *cfg, int *print_only, int *check_only,

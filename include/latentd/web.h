@@ -2,6 +2,8 @@
  *
  *   GET /            index.html                 open (no token)
  *   GET /ui/{file}   the page's other files     open (no token)
+ *   GET /openapi.json  the API's OpenAPI 3.1 document (docs/openapi.json),
+ *                      open, served also when the page is off
  *
  * The files come from web/ in the source tree plus Debian's Chart.js, embedded
  * in the binary at build time (scripts/embed-web.sh), or, for development,
@@ -29,7 +31,7 @@ typedef struct ld_web ld_web_t;
  * a folder.  LD_EINVAL names a folder that is not one; LD_ENOMEM.  *out is
  * owned by the caller; free it after the server (ld_http_free). */
 int ld_web_new(const char *source, ld_web_t **out, ld_err_t *err);
-/* Add the routes above to h (none when off), before ld_http_start.  w is
+/* Add the routes above to h (only /openapi.json when off), before ld_http_start.  w is
  * borrowed and must outlive the server. */
 int ld_web_register(ld_web_t *w, ld_http_t *h, ld_err_t *err);
 /* NULL is fine. */
