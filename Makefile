@@ -230,6 +230,8 @@ install: build/latentd
 	install -D -m 0644 config/latentd.conf $(DESTDIR)$(PREFIX)/etc/latentd/latentd.conf
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	sed 's|/usr/local|$(PREFIX)|g' systemd/latentd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/latentd.service
+	sed 's|/usr/local|$(PREFIX)|g' systemd/latentd@.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/latentd@.service
+	install -D -m 0644 config/nginx/latentd.conf $(DESTDIR)$(PREFIX)/etc/latentd/nginx/latentd.conf
 	install -d $(DESTDIR)$(PREFIX)/share/latentd/models
 	for f in models/*.safetensors; do [ -f "$$f" ] && install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/latentd/models/ || true; done
 

@@ -2,6 +2,7 @@
 # test_cluster.sh — nginx (Debian's) in front of two latentd replicas on
 # loopback, started by scripts/run-cluster.sh with config/nginx/latentd.conf
 # (make test-cluster; part of make test).  Checks, in order:
+#   0. systemd/latentd@.service passes systemd-analyze verify;
 #   1. samples through nginx (and from each replica) are byte-identical to
 #      those of a lone daemon for the same seed;
 #   2. a model uploaded through nginx (PUT application/octet-stream) becomes
@@ -69,6 +70,18 @@ fi
 echo "cluster: nginx :$PN, replicas :$P1 :$P2, lone daemon :$PS"
 
 get() { curl -sS --max-time 20 "$@"; }
+
+# ---- 0. the systemd template unit parses (not started) ----
+if command -v systemd-analyze >/dev/null; then
+    sed "s|/usr/local/bin/latentd|$(realpath "$bin")|g" systemd/latentd@.service >"$tmp/latentd@1.service"
+    if out=$(systemd-analyze verify "$tmp/latentd@1.service" 2>&1) && [ -z "$out" ]; then
+        ok "systemd-analyze verify latentd@1.service: clean"
+    else
+        bad "systemd-analyze verify latentd@1.service: $out"
+    fi
+else
+    skip "systemd-analyze is not installed: latentd@.service not verified"
+fi
 
 # ---- 1. byte-identical samples ----
 q="/v1/models/fashion-vae/sample.png?n=16&seed=7&cols=4"
