@@ -19,6 +19,18 @@
 #define SUFFIX ".safetensors"
 #define SUFFIX_LEN (sizeof SUFFIX - 1)
 
+/* A file that failed to load (or has a name that cannot be served), as it
+ * was then, so that rescans (every rescan_interval) neither load nor report
+ * it again until it changes.  Entries a scan did not meet are dropped at its
+ * end (failed_sweep).  Under load_lock. */
+struct failed_file {
+    char *file;
+    off_t size;
+    struct timespec mtime;
+    ino_t ino;
+    int seen; /* met by the current scan */
+};
+
 struct ld_registry {
     char *dir;
     pthread_mutex_t load_lock; /* first */
@@ -26,6 +38,8 @@ struct ld_registry {
     ld_served_t **models;      /* sorted by name; guarded by lock */
     int n, cap;
     ld_regstate_t *st;         /* bindings and versions; under load_lock */
+    struct failed_file *failed; /* files that failed to load; under load_lock */
+    int n_failed, cap_failed;
     atomic_uint_fast64_t ev_loaded, ev_replaced, ev_unloaded, ev_failed;
 };
 
@@ -89,6 +103,9 @@ void ld_registry_free(ld_registry_t *r)
         ld_served_release(r->models[i]);
     free(r->models);
     ld_regstate_free(r->st);
+    for (int i = 0; i < r->n_failed; i++)
+        free(r->failed[i].file);
+    free(r->failed);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->load_lock);
     free(r->dir);
@@ -416,27 +433,97 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static struct failed_file *failed_find(ld_registry_t *r, const char *file)
+{
+    for (int i = 0; i < r->n_failed; i++)
+        if (strcmp(r->failed[i].file, file) == 0)
+            return &r->failed[i];
+    return NULL;
+}
+
+/* 1 when file failed before and is unchanged since (st: its stat now, NULL
+ * when it has none): do not try or report it again. */
+static int failed_unchanged(ld_registry_t *r, const char *file, const struct stat *st)
+{
+    struct failed_file *f = failed_find(r, file);
+    if (!f || !st || f->size != st->st_size || f->ino != st->st_ino ||
+        f->mtime.tv_sec != st->st_mtim.tv_sec || f->mtime.tv_nsec != st->st_mtim.tv_nsec)
+        return 0;
+    f->seen = 1;
+    return 1;
+}
+
+/* Remember that file, as st shows it (NULL: no stat), failed now. */
+static void failed_note(ld_registry_t *r, const char *file, const struct stat *st)
+{
+    struct failed_file *f = failed_find(r, file);
+    if (!f) {
+        char *copy = strdup(file);
+        if (!copy)
+            return;
+        if (r->n_failed == r->cap_failed) {
+            int cap = r->cap_failed ? 2 * r->cap_failed : 8;
+            struct failed_file *nf = realloc(r->failed, (size_t)cap * sizeof *nf);
+            if (!nf) {
+                free(copy);
+                return;
+            }
+            r->failed = nf;
+            r->cap_failed = cap;
+        }
+        f = &r->failed[r->n_failed++];
+        *f = (struct failed_file){.file = copy};
+    }
+    f->seen = 1;
+    if (st) {
+        f->size = st->st_size;
+        f->ino = st->st_ino;
+        f->mtime = st->st_mtim;
+    }
+}
+
+/* End of a scan: forget the failures it did not meet (the file went, was
+ * loaded, or is bound elsewhere). */
+static void failed_sweep(ld_registry_t *r)
+{
+    int k = 0;
+    for (int i = 0; i < r->n_failed; i++) {
+        if (r->failed[i].seen) {
+            r->failed[i].seen = 0;
+            r->failed[k++] = r->failed[i];
+        } else {
+            free(r->failed[i].file);
+        }
+    }
+    r->n_failed = k;
+}
+
 /* One (name, file) of a rescan, under load_lock: load the file when name is
  * not served from it yet or the file changed; counts into *loaded, *failed. */
 static void scan_one(ld_registry_t *r, const char *name, const char *file, int *loaded,
                      int *failed)
 {
     ld_served_t *cur = ld_registry_get(r, name);
-    if (cur && strcmp(cur->file, file) == 0) {
-        char path[4096];
-        struct stat st;
-        path_of(r, file, path, sizeof path);
-        if (stat(path, &st) == 0 && (uint64_t)st.st_size == cur->file_size &&
-            st.st_ino == cur->file_ino && st.st_mtim.tv_sec == cur->file_mtime.tv_sec &&
-            st.st_mtim.tv_nsec == cur->file_mtime.tv_nsec) {
-            ld_served_release(cur);
-            return; /* unchanged */
-        }
+    char path[4096];
+    struct stat st;
+    path_of(r, file, path, sizeof path);
+    int have = stat(path, &st) == 0;
+    if (cur && strcmp(cur->file, file) == 0 && have && (uint64_t)st.st_size == cur->file_size &&
+        st.st_ino == cur->file_ino && st.st_mtim.tv_sec == cur->file_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == cur->file_mtime.tv_nsec) {
+        ld_served_release(cur);
+        return; /* unchanged */
+    }
+    if (failed_unchanged(r, file, have ? &st : NULL)) {
+        (*failed)++; /* reported when it first failed */
+        ld_served_release(cur);
+        return;
     }
     ld_served_t *fresh = NULL;
     ld_err_t e;
     int lrc = load_file(r, name, file, &fresh, &e);
     if (lrc != LD_OK) {
+        failed_note(r, file, have ? &st : NULL);
         atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
         ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, file,
                     e.msg);
@@ -482,10 +569,17 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
         if (n <= SUFFIX_LEN || strcmp(de->d_name + n - SUFFIX_LEN, SUFFIX) != 0)
             continue;
         if (!file_name_valid(de->d_name)) {
+            char path[4096];
+            struct stat st;
+            path_of(r, de->d_name, path, sizeof path);
+            int have = stat(path, &st) == 0;
+            failed++;
+            if (failed_unchanged(r, de->d_name, have ? &st : NULL))
+                continue;
+            failed_note(r, de->d_name, have ? &st : NULL);
             ld_log_warn("model file skipped file=%.200s reason=\"the name before .safetensors "
                         "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}\"",
                         de->d_name);
-            failed++;
             continue;
         }
         if (nf == capf) {
@@ -543,6 +637,7 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
             }
             ld_registry_list_free(list, nl);
         }
+        failed_sweep(r);
     }
     for (int i = 0; i < nf; i++)
         free(files[i]);

@@ -217,6 +217,60 @@ START_TEST(test_rescan_timer_under_load)
 }
 END_TEST
 
+/* A file that cannot be served is reported once, not at every periodic
+ * rescan (the log and latentd_model_events_total{event="failed"} would grow
+ * by one every interval); when it changes it is tried, and reported, again. */
+START_TEST(test_rescan_reports_bad_file_once)
+{
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+    save_tiny(d.models, "good.safetensors", 1);
+    char bad[600], badname[600];
+    snprintf(bad, sizeof bad, "%s/broken.safetensors", d.models);
+    snprintf(badname, sizeof badname, "%s/bad name!.safetensors", d.models);
+    tu_write_file(bad, "not a safetensors file");
+    tu_write_file(badname, "x");
+    write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
+    tu_daemon_start(&d, NULL);
+    /* wait for 3 timer scans: a fresh file is picked up each time */
+    char sha[65];
+    for (int k = 0; k < 3; k++) {
+        char f[64];
+        snprintf(f, sizeof f, "probe%d.safetensors", k);
+        save_tiny(d.models, f, 40 + (uint64_t)k);
+        snprintf(f, sizeof f, "probe%d", k);
+        wait_sha(d.port, f, "", 0, 10, sha);
+    }
+    char *log = tu_read_text(d.log);
+    int fails = 0, skips = 0;
+    for (const char *p = log; (p = strstr(p, "model load failed name=broken")); p++)
+        fails++;
+    for (const char *p = log; (p = strstr(p, "model file skipped file=bad name!")); p++)
+        skips++;
+    free(log);
+    ck_assert_msg(fails == 1 && skips == 1, "broken reported %d times, bad name %d times", fails,
+                  skips);
+    /* changed: tried and reported again */
+    tu_write_file(bad, "still not a safetensors file");
+    save_tiny(d.models, "probe9.safetensors", 49);
+    wait_sha(d.port, "probe9", "", 0, 10, sha);
+    double end = deadline(10);
+    for (;;) {
+        log = tu_read_text(d.log);
+        fails = 0;
+        for (const char *p = log; (p = strstr(p, "model load failed name=broken")); p++)
+            fails++;
+        free(log);
+        if (fails == 2)
+            break;
+        ck_assert_msg(fails < 2 && tu_now() < end, "broken reported %d times after a change",
+                      fails);
+        tu_msleep(50);
+    }
+    tu_daemon_stop_ok(&d, 30);
+}
+END_TEST
+
 /* ------------------------------------------------------------- state lock */
 
 START_TEST(test_state_folder_in_use)
@@ -326,6 +380,7 @@ Suite *suite_cluster(void)
     tcase_add_unchecked_fixture(own, tu_curl_setup, tu_curl_teardown);
     tcase_add_checked_fixture(own, tu_timing_start, timing_end);
     tcase_add_test(own, test_rescan_timer_under_load);
+    tcase_add_test(own, test_rescan_reports_bad_file_once);
     tcase_add_test(own, test_state_folder_in_use);
     tcase_add_test(own, test_jobs_across_replicas);
     suite_add_tcase(s, own);
