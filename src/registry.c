@@ -19,12 +19,15 @@
 #define SUFFIX ".safetensors"
 #define SUFFIX_LEN (sizeof SUFFIX - 1)
 
-/* A file that failed to load (or has a name that cannot be served), as it
- * was then, so that rescans (every rescan_interval) neither load nor report
- * it again until it changes.  Entries a scan did not meet are dropped at its
- * end (failed_sweep).  Under load_lock. */
+/* A file the rescans (every rescan_interval) skip until it changes, as it
+ * was then: one that failed to load or has a name that cannot be served
+ * (name NULL: neither loaded nor reported again), or the file of a model
+ * unloaded by request (name: DELETE outlasts the rescans; a load of name
+ * forgets it).  Entries a scan did not meet are dropped at its end
+ * (failed_sweep).  Under load_lock. */
 struct failed_file {
     char *file;
+    char *name;
     off_t size;
     struct timespec mtime;
     ino_t ino;
@@ -42,6 +45,85 @@ struct ld_registry {
     int n_failed, cap_failed;
     atomic_uint_fast64_t ev_loaded, ev_replaced, ev_unloaded, ev_failed;
 };
+
+static struct failed_file *failed_find(ld_registry_t *r, const char *name, const char *file)
+{
+    for (int i = 0; i < r->n_failed; i++) {
+        const struct failed_file *f = &r->failed[i];
+        if (strcmp(f->file, file) == 0 &&
+            (name ? f->name && strcmp(f->name, name) == 0 : !f->name))
+            return &r->failed[i];
+    }
+    return NULL;
+}
+
+/* 1 when the entry (name, file) exists and file is unchanged since (st: its
+ * stat now, NULL when it has none): do not try or report it again. */
+static int failed_unchanged(ld_registry_t *r, const char *name, const char *file,
+                            const struct stat *st)
+{
+    struct failed_file *f = failed_find(r, name, file);
+    if (!f || !st || f->size != st->st_size || f->ino != st->st_ino ||
+        f->mtime.tv_sec != st->st_mtim.tv_sec || f->mtime.tv_nsec != st->st_mtim.tv_nsec)
+        return 0;
+    f->seen = 1;
+    return 1;
+}
+
+/* Remember (name, file) as st shows the file now (NULL: no stat). */
+static void failed_note(ld_registry_t *r, const char *name, const char *file,
+                        const struct stat *st)
+{
+    struct failed_file *f = failed_find(r, name, file);
+    if (!f) {
+        char *copy = strdup(file), *ncopy = name ? strdup(name) : NULL;
+        if (!copy || (name && !ncopy)) {
+            free(copy);
+            free(ncopy);
+            return;
+        }
+        if (r->n_failed == r->cap_failed) {
+            int cap = r->cap_failed ? 2 * r->cap_failed : 8;
+            struct failed_file *nf = realloc(r->failed, (size_t)cap * sizeof *nf);
+            if (!nf) {
+                free(copy);
+                free(ncopy);
+                return;
+            }
+            r->failed = nf;
+            r->cap_failed = cap;
+        }
+        f = &r->failed[r->n_failed++];
+        *f = (struct failed_file){.file = copy, .name = ncopy};
+    }
+    f->seen = 1;
+    if (st) {
+        f->size = st->st_size;
+        f->ino = st->st_ino;
+        f->mtime = st->st_mtim;
+    }
+}
+
+/* Drop the entries a scan did not meet (the file went, was loaded, or is
+ * bound elsewhere) — all = 0 — or every entry of name (a load of name). */
+static void failed_sweep(ld_registry_t *r, const char *name)
+{
+    int k = 0;
+    for (int i = 0; i < r->n_failed; i++) {
+        struct failed_file *f = &r->failed[i];
+        int drop = name ? f->name && strcmp(f->name, name) == 0 : !f->seen;
+        if (drop) {
+            free(f->file);
+            free(f->name);
+        } else {
+            if (!name)
+                f->seen = 0;
+            r->failed[k++] = *f;
+        }
+    }
+    r->n_failed = k;
+}
+
 
 /* A file name we may open: STEM.safetensors with a valid name as STEM. */
 static int file_name_valid(const char *f)
@@ -103,8 +185,10 @@ void ld_registry_free(ld_registry_t *r)
         ld_served_release(r->models[i]);
     free(r->models);
     ld_regstate_free(r->st);
-    for (int i = 0; i < r->n_failed; i++)
+    for (int i = 0; i < r->n_failed; i++) {
         free(r->failed[i].file);
+        free(r->failed[i].name);
+    }
     free(r->failed);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->load_lock);
@@ -355,6 +439,7 @@ static int load_locked(ld_registry_t *r, const char *name, const char *file,
                           LD_REGISTRY_MAX_MODELS);
     }
     log_loaded(r, s, old);
+    failed_sweep(r, name); /* no longer unloaded by request */
     /* a file other than NAME.safetensors stays bound to the name across
      * rescans and restarts; the default file needs no binding */
     char deffile[LD_MODEL_FILE_MAX];
@@ -421,7 +506,15 @@ static int unload_locked(ld_registry_t *r, const char *name, const char *why)
 int ld_registry_unload(ld_registry_t *r, const char *name, ld_err_t *err)
 {
     pthread_mutex_lock(&r->load_lock);
+    ld_served_t *s = ld_registry_get(r, name);
     int rc = unload_locked(r, name, "request");
+    if (rc == LD_OK) { /* the rescans leave it unloaded until its file changes */
+        char path[4096];
+        struct stat st;
+        path_of(r, s->file, path, sizeof path);
+        failed_note(r, name, s->file, stat(path, &st) == 0 ? &st : NULL);
+    }
+    ld_served_release(s);
     pthread_mutex_unlock(&r->load_lock);
     if (rc == LD_ENOTFOUND)
         return ld_err_set(err, LD_ENOTFOUND, "no model named '%.80s'", name);
@@ -431,71 +524,6 @@ int ld_registry_unload(ld_registry_t *r, const char *name, ld_err_t *err)
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static struct failed_file *failed_find(ld_registry_t *r, const char *file)
-{
-    for (int i = 0; i < r->n_failed; i++)
-        if (strcmp(r->failed[i].file, file) == 0)
-            return &r->failed[i];
-    return NULL;
-}
-
-/* 1 when file failed before and is unchanged since (st: its stat now, NULL
- * when it has none): do not try or report it again. */
-static int failed_unchanged(ld_registry_t *r, const char *file, const struct stat *st)
-{
-    struct failed_file *f = failed_find(r, file);
-    if (!f || !st || f->size != st->st_size || f->ino != st->st_ino ||
-        f->mtime.tv_sec != st->st_mtim.tv_sec || f->mtime.tv_nsec != st->st_mtim.tv_nsec)
-        return 0;
-    f->seen = 1;
-    return 1;
-}
-
-/* Remember that file, as st shows it (NULL: no stat), failed now. */
-static void failed_note(ld_registry_t *r, const char *file, const struct stat *st)
-{
-    struct failed_file *f = failed_find(r, file);
-    if (!f) {
-        char *copy = strdup(file);
-        if (!copy)
-            return;
-        if (r->n_failed == r->cap_failed) {
-            int cap = r->cap_failed ? 2 * r->cap_failed : 8;
-            struct failed_file *nf = realloc(r->failed, (size_t)cap * sizeof *nf);
-            if (!nf) {
-                free(copy);
-                return;
-            }
-            r->failed = nf;
-            r->cap_failed = cap;
-        }
-        f = &r->failed[r->n_failed++];
-        *f = (struct failed_file){.file = copy};
-    }
-    f->seen = 1;
-    if (st) {
-        f->size = st->st_size;
-        f->ino = st->st_ino;
-        f->mtime = st->st_mtim;
-    }
-}
-
-/* End of a scan: forget the failures it did not meet (the file went, was
- * loaded, or is bound elsewhere). */
-static void failed_sweep(ld_registry_t *r)
-{
-    int k = 0;
-    for (int i = 0; i < r->n_failed; i++) {
-        if (r->failed[i].seen) {
-            r->failed[i].seen = 0;
-            r->failed[k++] = r->failed[i];
-        } else {
-            free(r->failed[i].file);
-        }
-    }
-    r->n_failed = k;
 }
 
 /* One (name, file) of a rescan, under load_lock: load the file when name is
@@ -514,16 +542,18 @@ static void scan_one(ld_registry_t *r, const char *name, const char *file, int *
         ld_served_release(cur);
         return; /* unchanged */
     }
-    if (failed_unchanged(r, file, have ? &st : NULL)) {
+    if (failed_unchanged(r, NULL, file, have ? &st : NULL)) {
         (*failed)++; /* reported when it first failed */
         ld_served_release(cur);
         return;
     }
+    if (!cur && failed_unchanged(r, name, file, have ? &st : NULL))
+        return; /* unloaded by request */
     ld_served_t *fresh = NULL;
     ld_err_t e;
     int lrc = load_file(r, name, file, &fresh, &e);
     if (lrc != LD_OK) {
-        failed_note(r, file, have ? &st : NULL);
+        failed_note(r, NULL, file, have ? &st : NULL);
         atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
         ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, file,
                     e.msg);
@@ -574,9 +604,9 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
             path_of(r, de->d_name, path, sizeof path);
             int have = stat(path, &st) == 0;
             failed++;
-            if (failed_unchanged(r, de->d_name, have ? &st : NULL))
+            if (failed_unchanged(r, NULL, de->d_name, have ? &st : NULL))
                 continue;
-            failed_note(r, de->d_name, have ? &st : NULL);
+            failed_note(r, NULL, de->d_name, have ? &st : NULL);
             ld_log_warn("model file skipped file=%.200s reason=\"the name before .safetensors "
                         "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}\"",
                         de->d_name);
@@ -637,7 +667,7 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
             }
             ld_registry_list_free(list, nl);
         }
-        failed_sweep(r);
+        failed_sweep(r, NULL);
     }
     for (int i = 0; i < nf; i++)
         free(files[i]);

@@ -271,6 +271,46 @@ START_TEST(test_rescan_reports_bad_file_once)
 }
 END_TEST
 
+/* DELETE /v1/models/{name} must outlast the periodic rescan: the model stays
+ * unloaded until its file changes (or a PUT loads it), not for one interval. */
+START_TEST(test_rescan_keeps_delete)
+{
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+    save_tiny(d.models, "m.safetensors", 1);
+    save_tiny(d.models, "n.safetensors", 2);
+    write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
+    tu_daemon_start(&d, NULL);
+    tu_resp_t r;
+    ck_assert_int_eq(call(&r, d.port, "DELETE", "/v1/models/m", NULL), 200);
+    tu_resp_free(&r);
+    ck_assert_int_eq(call(&r, d.port, "DELETE", "/v1/models/n", NULL), 200);
+    tu_resp_free(&r);
+    char sha[65];
+    for (int k = 0; k < 2; k++) { /* two timer scans at least */
+        char f[64];
+        snprintf(f, sizeof f, "probe%d.safetensors", k);
+        save_tiny(d.models, f, 40 + (uint64_t)k);
+        snprintf(f, sizeof f, "probe%d", k);
+        wait_sha(d.port, f, "", 0, 10, sha);
+    }
+    served_sha(d.port, "m", sha);
+    ck_assert_msg(!sha[0], "m is served again after DELETE and two rescans");
+    /* a PUT serves it again at once; a new file, by the next rescan */
+    ck_assert_int_eq(call(&r, d.port, "PUT", "/v1/models/m", NULL), 201);
+    tu_resp_free(&r);
+    save_tiny(d.models, "n.next", 3);
+    char from[600], to[600];
+    snprintf(from, sizeof from, "%s/n.next", d.models);
+    snprintf(to, sizeof to, "%s/n.safetensors", d.models);
+    ck_assert_int_eq(rename(from, to), 0);
+    wait_sha(d.port, "n", "", 0, 10, sha);
+    served_sha(d.port, "m", sha);
+    ck_assert(sha[0]);
+    tu_daemon_stop_ok(&d, 30);
+}
+END_TEST
+
 /* ------------------------------------------------------------- state lock */
 
 START_TEST(test_state_folder_in_use)
@@ -381,6 +421,7 @@ Suite *suite_cluster(void)
     tcase_add_checked_fixture(own, tu_timing_start, timing_end);
     tcase_add_test(own, test_rescan_timer_under_load);
     tcase_add_test(own, test_rescan_reports_bad_file_once);
+    tcase_add_test(own, test_rescan_keeps_delete);
     tcase_add_test(own, test_state_folder_in_use);
     tcase_add_test(own, test_jobs_across_replicas);
     suite_add_tcase(s, own);
