@@ -108,6 +108,30 @@ static double wait_sha(int port, const char *name, const char *avoid, int gone, 
     }
 }
 
+/* Wait (bounded) for n more timer rescans of d: each must pick up a new file
+ * probeK.safetensors, K counting on from *k. */
+static void wait_scans(const tu_daemon_t *d, int *k, int n)
+{
+    char f[64], sha[65];
+    for (int end = *k + n; *k < end; (*k)++) {
+        snprintf(f, sizeof f, "probe%d.safetensors", *k);
+        save_tiny(d->models, f, 40 + (uint64_t)*k);
+        snprintf(f, sizeof f, "probe%d", *k);
+        wait_sha(d->port, f, "", 0, 10, sha);
+    }
+}
+
+/* Lines of d's log holding needle. */
+static int log_count(const tu_daemon_t *d, const char *needle)
+{
+    char *log = tu_read_text(d->log);
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, needle)); p++)
+        n++;
+    free(log);
+    return n;
+}
+
 /* ------------------------------------------------------------- replica.c */
 
 START_TEST(test_replica_names)
@@ -232,35 +256,18 @@ START_TEST(test_rescan_reports_bad_file_once)
     tu_write_file(badname, "x");
     write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
     tu_daemon_start(&d, NULL);
-    /* wait for 3 timer scans: a fresh file is picked up each time */
-    char sha[65];
-    for (int k = 0; k < 3; k++) {
-        char f[64];
-        snprintf(f, sizeof f, "probe%d.safetensors", k);
-        save_tiny(d.models, f, 40 + (uint64_t)k);
-        snprintf(f, sizeof f, "probe%d", k);
-        wait_sha(d.port, f, "", 0, 10, sha);
-    }
-    char *log = tu_read_text(d.log);
-    int fails = 0, skips = 0;
-    for (const char *p = log; (p = strstr(p, "model load failed name=broken")); p++)
-        fails++;
-    for (const char *p = log; (p = strstr(p, "model file skipped file=bad name!")); p++)
-        skips++;
-    free(log);
+    int k = 0;
+    wait_scans(&d, &k, 3);
+    int fails = log_count(&d, "model load failed name=broken");
+    int skips = log_count(&d, "model file skipped file=bad name!");
     ck_assert_msg(fails == 1 && skips == 1, "broken reported %d times, bad name %d times", fails,
                   skips);
     /* changed: tried and reported again */
     tu_write_file(bad, "still not a safetensors file");
-    save_tiny(d.models, "probe9.safetensors", 49);
-    wait_sha(d.port, "probe9", "", 0, 10, sha);
+    wait_scans(&d, &k, 1);
     double end = deadline(10);
     for (;;) {
-        log = tu_read_text(d.log);
-        fails = 0;
-        for (const char *p = log; (p = strstr(p, "model load failed name=broken")); p++)
-            fails++;
-        free(log);
+        fails = log_count(&d, "model load failed name=broken");
         if (fails == 2)
             break;
         ck_assert_msg(fails < 2 && tu_now() < end, "broken reported %d times after a change",
@@ -286,14 +293,9 @@ START_TEST(test_rescan_keeps_delete)
     tu_resp_free(&r);
     ck_assert_int_eq(call(&r, d.port, "DELETE", "/v1/models/n", NULL), 200);
     tu_resp_free(&r);
+    int k = 0;
+    wait_scans(&d, &k, 2);
     char sha[65];
-    for (int k = 0; k < 2; k++) { /* two timer scans at least */
-        char f[64];
-        snprintf(f, sizeof f, "probe%d.safetensors", k);
-        save_tiny(d.models, f, 40 + (uint64_t)k);
-        snprintf(f, sizeof f, "probe%d", k);
-        wait_sha(d.port, f, "", 0, 10, sha);
-    }
     served_sha(d.port, "m", sha);
     ck_assert_msg(!sha[0], "m is served again after DELETE and two rescans");
     /* a PUT serves it again at once; a new file, by the next rescan */
