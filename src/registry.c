@@ -628,6 +628,14 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
         nf++;
     }
     closedir(d);
+    int serving = ld_registry_count(r);
+    if (rc == LD_OK && nf == 0 && serving > 0)
+        /* an unmounted or detached shared folder looks empty: serving on is
+         * better than unloading everything (docs/scaling.md) */
+        rc = ld_err_set(err, LD_EIO,
+                        "model folder %s holds no model file: keeping the %d served models "
+                        "(is the shared folder mounted?); DELETE them to stop serving them",
+                        r->dir, serving);
     if (rc == LD_OK) {
         if (nf > 0)
             qsort(files, (size_t)nf, sizeof *files, cmp_str);

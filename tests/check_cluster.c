@@ -313,6 +313,44 @@ START_TEST(test_rescan_keeps_delete)
 }
 END_TEST
 
+/* A shared folder that shows no model file at all (an unmounted mount point,
+ * a share that failed to attach) must not unload every served model: the
+ * scan keeps them and says why.  Removing one file of several still unloads
+ * that one model. */
+START_TEST(test_rescan_keeps_models_of_empty_folder)
+{
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+    save_tiny(d.models, "a.safetensors", 1);
+    save_tiny(d.models, "b.safetensors", 2);
+    write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
+    tu_daemon_start(&d, NULL);
+    char from[600], to[600], sha[65];
+    for (int i = 0; i < 2; i++) {
+        snprintf(from, sizeof from, "%s/%c.safetensors", d.models, 'a' + i);
+        snprintf(to, sizeof to, "%s/%c.safetensors", d.dir, 'a' + i);
+        ck_assert_int_eq(rename(from, to), 0);
+    }
+    double end = deadline(10);
+    while (log_count(&d, "holds no model file") < 2) { /* two scans */
+        ck_assert_msg(tu_now() < end, "no scan said the folder is empty: %s", tu_log_tail(&d));
+        tu_msleep(50);
+    }
+    served_sha(d.port, "a", sha);
+    ck_assert_msg(sha[0], "a was unloaded by a scan of an empty folder");
+    served_sha(d.port, "b", sha);
+    ck_assert_msg(sha[0], "b was unloaded by a scan of an empty folder");
+    /* back, then one removed: that one goes */
+    snprintf(from, sizeof from, "%s/a.safetensors", d.dir);
+    snprintf(to, sizeof to, "%s/a.safetensors", d.models);
+    ck_assert_int_eq(rename(from, to), 0);
+    wait_sha(d.port, "b", "", 1, 10, sha);
+    served_sha(d.port, "a", sha);
+    ck_assert(sha[0]);
+    tu_daemon_stop_ok(&d, 30);
+}
+END_TEST
+
 /* ------------------------------------------------------------- state lock */
 
 START_TEST(test_state_folder_in_use)
@@ -424,6 +462,7 @@ Suite *suite_cluster(void)
     tcase_add_test(own, test_rescan_timer_under_load);
     tcase_add_test(own, test_rescan_reports_bad_file_once);
     tcase_add_test(own, test_rescan_keeps_delete);
+    tcase_add_test(own, test_rescan_keeps_models_of_empty_folder);
     tcase_add_test(own, test_state_folder_in_use);
     tcase_add_test(own, test_jobs_across_replicas);
     suite_add_tcase(s, own);
