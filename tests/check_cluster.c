@@ -132,6 +132,26 @@ static int log_count(const tu_daemon_t *d, const char *needle)
     return n;
 }
 
+/* A daemon of its own on tiny models files[0..n) (seeds 1..n), rescanning
+ * every second, started. */
+static void start_rescanning(tu_daemon_t *d, int n, const char *const *files)
+{
+    tu_daemon_dirs(d, ASAN_SLOWDOWN);
+    for (int i = 0; i < n; i++)
+        save_tiny(d->models, files[i], 1 + (uint64_t)i);
+    write_conf(d, NULL, "rescan_interval = 1\naccess_log = no\n");
+    tu_daemon_start(d, NULL);
+}
+
+/* rename(from_dir/name, to_dir/name), which must succeed. */
+static void move_file(const char *from_dir, const char *name, const char *to_dir)
+{
+    char from[600], to[600];
+    snprintf(from, sizeof from, "%s/%s", from_dir, name);
+    snprintf(to, sizeof to, "%s/%s", to_dir, name);
+    ck_assert_msg(rename(from, to) == 0, "rename %s %s", from, to);
+}
+
 /* ------------------------------------------------------------- replica.c */
 
 START_TEST(test_replica_names)
@@ -192,10 +212,7 @@ END_TEST
 START_TEST(test_rescan_timer_under_load)
 {
     tu_daemon_t d;
-    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
-    save_tiny(d.models, "live.safetensors", 10);
-    write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
-    tu_daemon_start(&d, NULL);
+    start_rescanning(&d, 1, (const char *const[]){"live.safetensors"});
     char sha[65], prev[65];
     served_sha(d.port, "live", prev);
     ck_assert(prev[0]);
@@ -247,15 +264,12 @@ END_TEST
 START_TEST(test_rescan_reports_bad_file_once)
 {
     tu_daemon_t d;
-    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
-    save_tiny(d.models, "good.safetensors", 1);
+    start_rescanning(&d, 1, (const char *const[]){"good.safetensors"});
     char bad[600], badname[600];
     snprintf(bad, sizeof bad, "%s/broken.safetensors", d.models);
     snprintf(badname, sizeof badname, "%s/bad name!.safetensors", d.models);
     tu_write_file(bad, "not a safetensors file");
     tu_write_file(badname, "x");
-    write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
-    tu_daemon_start(&d, NULL);
     int k = 0;
     wait_scans(&d, &k, 3);
     int fails = log_count(&d, "model load failed name=broken");
@@ -283,11 +297,7 @@ END_TEST
 START_TEST(test_rescan_keeps_delete)
 {
     tu_daemon_t d;
-    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
-    save_tiny(d.models, "m.safetensors", 1);
-    save_tiny(d.models, "n.safetensors", 2);
-    write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
-    tu_daemon_start(&d, NULL);
+    start_rescanning(&d, 2, (const char *const[]){"m.safetensors", "n.safetensors"});
     tu_resp_t r;
     ck_assert_int_eq(call(&r, d.port, "DELETE", "/v1/models/m", NULL), 200);
     tu_resp_free(&r);
@@ -301,11 +311,8 @@ START_TEST(test_rescan_keeps_delete)
     /* a PUT serves it again at once; a new file, by the next rescan */
     ck_assert_int_eq(call(&r, d.port, "PUT", "/v1/models/m", NULL), 201);
     tu_resp_free(&r);
-    save_tiny(d.models, "n.next", 3);
-    char from[600], to[600];
-    snprintf(from, sizeof from, "%s/n.next", d.models);
-    snprintf(to, sizeof to, "%s/n.safetensors", d.models);
-    ck_assert_int_eq(rename(from, to), 0);
+    save_tiny(d.dir, "n.safetensors", 3);
+    move_file(d.dir, "n.safetensors", d.models);
     wait_sha(d.port, "n", "", 0, 10, sha);
     served_sha(d.port, "m", sha);
     ck_assert(sha[0]);
@@ -320,17 +327,10 @@ END_TEST
 START_TEST(test_rescan_keeps_models_of_empty_folder)
 {
     tu_daemon_t d;
-    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
-    save_tiny(d.models, "a.safetensors", 1);
-    save_tiny(d.models, "b.safetensors", 2);
-    write_conf(&d, NULL, "rescan_interval = 1\naccess_log = no\n");
-    tu_daemon_start(&d, NULL);
-    char from[600], to[600], sha[65];
-    for (int i = 0; i < 2; i++) {
-        snprintf(from, sizeof from, "%s/%c.safetensors", d.models, 'a' + i);
-        snprintf(to, sizeof to, "%s/%c.safetensors", d.dir, 'a' + i);
-        ck_assert_int_eq(rename(from, to), 0);
-    }
+    start_rescanning(&d, 2, (const char *const[]){"a.safetensors", "b.safetensors"});
+    move_file(d.models, "a.safetensors", d.dir);
+    move_file(d.models, "b.safetensors", d.dir);
+    char sha[65];
     double end = deadline(10);
     while (log_count(&d, "holds no model file") < 2) { /* two scans */
         ck_assert_msg(tu_now() < end, "no scan said the folder is empty: %s", tu_log_tail(&d));
@@ -341,9 +341,7 @@ START_TEST(test_rescan_keeps_models_of_empty_folder)
     served_sha(d.port, "b", sha);
     ck_assert_msg(sha[0], "b was unloaded by a scan of an empty folder");
     /* back, then one removed: that one goes */
-    snprintf(from, sizeof from, "%s/a.safetensors", d.dir);
-    snprintf(to, sizeof to, "%s/a.safetensors", d.models);
-    ck_assert_int_eq(rename(from, to), 0);
+    move_file(d.dir, "a.safetensors", d.models);
     wait_sha(d.port, "b", "", 1, 10, sha);
     served_sha(d.port, "a", sha);
     ck_assert(sha[0]);
