@@ -8,6 +8,8 @@
 #                   corpus (fuzz-smoke), the web page in a real browser (test-web)
 #   make fuzz       the libFuzzer targets (tests/fuzz/) for FUZZ_SECONDS each
 #   make run        build and start the daemon on 127.0.0.1:8080
+#   make run-cluster  nginx on 127.0.0.1:8080 and REPLICAS (2) daemons behind it
+#   make test-cluster nginx and two replicas on loopback (tests/cluster/)
 #   make bench      training throughput vs PyTorch
 #   make models     retrain the shipped default models
 #   make soak       every route under wrk for SOAK_SECONDS (600): RSS and errors
@@ -28,10 +30,12 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 # what `make run` needs: the compiler, the libraries and the training data
 DEB_PKGS := build-essential pkg-config libopenblas-dev libcjson-dev libpng-dev zlib1g-dev \
             libmicrohttpd-dev curl dataset-fashion-mnist libjs-chart.js
+# what `make run-cluster` needs on top of DEB_PKGS (and `make test-cluster`)
+CLUSTER_PKGS := nginx
 # what `make test` needs on top (Check, libcurl for the test client, promtool,
 # a browser and WebDriver for the web page's test, clang for the fuzz targets)
 TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium \
-             clang python3-jsonschema nodejs
+             clang python3-jsonschema nodejs $(CLUSTER_PKGS)
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 # only for `make soak` (wrk drives the daemon; python3 writes the test PNG)
@@ -53,6 +57,7 @@ CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
 OPENAPI  := docs/openapi.json
 
 .PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web test-contract run models bench \
+        deps-cluster test-cluster run-cluster \
         bench-serve install clean fixtures fuzz fuzz-build fuzz-smoke
 
 all: build/latentd
@@ -64,6 +69,8 @@ deps: PKGS_WANTED = $(DEB_PKGS) $(TEST_PKGS)
 deps: deps-install
 deps-run: PKGS_WANTED = $(DEB_PKGS)
 deps-run: deps-install
+deps-cluster: PKGS_WANTED = $(DEB_PKGS) $(CLUSTER_PKGS)
+deps-cluster: deps-install
 deps-soak: PKGS_WANTED = $(DEB_PKGS) $(SOAK_PKGS)
 deps-soak: deps-install
 .PHONY: deps-install
@@ -119,7 +126,7 @@ build build/asan:
 # ---- test -------------------------------------------------------------------
 # CK_FORK stays on (default): a crashing test is reported, not fatal.
 test: deps
-	@$(MAKE) --no-print-directory test-plain test-contract test-asan fuzz-smoke test-web
+	@$(MAKE) --no-print-directory test-plain test-contract test-asan fuzz-smoke test-web test-cluster
 
 # The plain run records every response its suites get (CONTRACT_LOG) for test-contract.
 CONTRACT_LOG := build/contract/responses.jsonl
@@ -147,6 +154,12 @@ test-asan: build/asan/check_all
 test-web: build/latentd
 	@echo "== web page (Chromium + WebDriver) =="
 	/usr/bin/python3 tests/web/test_web.py --bin build/latentd --screenshots build/screenshots
+
+# nginx (Debian's) in front of two replicas on loopback, about 15 s: the
+# shipped config/nginx/latentd.conf through scripts/run-cluster.sh.
+test-cluster: build/latentd
+	@echo "== cluster (nginx + 2 replicas) =="
+	tests/cluster/test_cluster.sh build/latentd
 
 # ---- fuzz (libFuzzer with ASan+UBSan, clang) --------------------------------
 # One target per tests/fuzz/fuzz_<t>.c, seeds in tests/corpus/<t>/.  What a run
@@ -205,6 +218,12 @@ run: deps-run build/latentd
 	@scripts/ensure-models.sh
 	./build/latentd serve --config config/latentd.conf
 
+# Ctrl-C stops nginx and every replica; REPLICAS=N for N of them
+REPLICAS ?= 2
+run-cluster: deps-cluster build/latentd
+	@scripts/ensure-models.sh
+	scripts/run-cluster.sh $(REPLICAS)
+
 models: deps build/latentd
 	scripts/make-models.sh
 
@@ -231,6 +250,8 @@ install: build/latentd
 	install -D -m 0644 config/latentd.conf $(DESTDIR)$(PREFIX)/etc/latentd/latentd.conf
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	sed 's|/usr/local|$(PREFIX)|g' systemd/latentd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/latentd.service
+	sed 's|/usr/local|$(PREFIX)|g' systemd/latentd@.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/latentd@.service
+	install -D -m 0644 config/nginx/latentd.conf $(DESTDIR)$(PREFIX)/etc/latentd/nginx/latentd.conf
 	install -d $(DESTDIR)$(PREFIX)/share/latentd/models
 	for f in models/*.safetensors; do [ -f "$$f" ] && install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/latentd/models/ || true; done
 

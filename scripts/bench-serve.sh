@@ -12,7 +12,10 @@
 # the daemon's resident memory after the run.  Then, with one training job
 # running in the daemon (a GAN, submitted to POST /v1/jobs and cancelled at
 # the end), `sample` again (JSON and PNG), and once more idle after the job:
-# its p99 against the mean of the idle p99s before and after.
+# its p99 against the mean of the idle p99s before and after.  Last, nginx
+# in front of two replicas (scripts/run-cluster.sh, config/nginx/latentd.conf)
+# against the lone daemon, `sample` at 64 connections: on one machine this
+# shows what the proxy costs, not a speed-up.
 #
 # Environment:
 #   MODELS_DIR   folder with the models (default models/; needs
@@ -24,6 +27,7 @@
 #   CONNS        connection counts (default "1 16 64")
 #   TORCH=0      skip the PyTorch peer
 #   JOB=0        skip the measurement with a training job running
+#   CLUSTER=0    skip nginx + 2 replicas
 #   TORCH_WORKERS uvicorn worker processes (default: number of CPUs, like
 #                latentd's http_threads = 0)
 #   LATENTD      the binary (default build/latentd)
@@ -42,6 +46,7 @@ REPEAT=${REPEAT:-1}
 CONNS=${CONNS:-"1 16 64"}
 TORCH=${TORCH:-1}
 JOB=${JOB:-1}
+CLUSTER=${CLUSTER:-1}
 NCPU=$(nproc)
 TORCH_WORKERS=${TORCH_WORKERS:-$NCPU}
 LATENTD=${LATENTD:-build/latentd}
@@ -308,6 +313,31 @@ if [ "$JOB" = 1 ]; then
     fi
 fi
 
+# --- nginx + 2 replicas --------------------------------------------------------
+# Both replicas and nginx share the machine with wrk and the idle lone
+# daemon; the row is compared with the lone daemon's at 64 connections.
+if [ "$CLUSTER" = 1 ] && ! command -v nginx >/dev/null; then
+    echo "bench-serve: nginx is not installed; no cluster row" >&2
+    CLUSTER=0
+fi
+if [ "$CLUSTER" = 1 ]; then
+    cport=$(free_port)
+    CLUSTER_DIR="$work/cluster" CLUSTER_PORT=$cport CLUSTER_PORTS="$(free_port) $(free_port)" \
+        CLUSTER_MODELS="$work/models" LATENTD=$LATENTD LATENTD_ARGS="--config $CONFIG" \
+        scripts/run-cluster.sh 2 >"$work/cluster.log" 2>&1 &
+    pids+=($!)
+    for ((i = 0; i < 300; i++)); do
+        grep -q "cluster ready" "$work/cluster.log" && break
+        sleep 0.1
+    done
+    grep -q "cluster ready" "$work/cluster.log" || { cat "$work/cluster.log" >&2; die "the cluster did not start"; }
+    echo "bench-serve: nginx + 2 replicas" >&2
+    for m in $MODELS; do
+        CONNS=64 measure nginx+2 "$cport" "$m" sample-json "/v1/models/$m/sample" '{"n":1,"seed":7}'
+        CONNS=64 measure nginx+2 "$cport" "$m" sample-png "/v1/models/$m/sample" '{"n":1,"seed":7,"format":"png"}'
+    done
+fi
+
 # --- the table ------------------------------------------------------------------
 echo
 echo "bench-serve: $NCPU CPUs (wrk runs on the same CPUs), ${DURATION}s per point, median of $REPEAT;" \
@@ -402,4 +432,20 @@ if jkeys:
         if j[3] + j[4] > 0:
             ok = False
     print("worst p99 with the job / mean idle p99 (before and after): %.1fx (target <= 2x)" % worst)
+
+ckeys = sorted({k[1:] for k in data if k[0] == "nginx+2"})
+if ckeys:
+    print()
+    print("nginx + 2 replicas against 1 daemon, same machine (the proxy's cost, not a speed-up)")
+    print("%-12s %-12s %4s | %10s %8s %6s | %10s %8s %6s | %7s" % (
+        "model", "endpoint", "conn", "1 daemon", "p99 ms", "non2xx", "nginx+2", "p99 ms",
+        "non2xx", "ratio"))
+    print("-" * 95)
+    for model, label, c in ckeys:
+        n = data[("nginx+2", model, label, c)]
+        l = data.get(("latentd", model, label, c))
+        lf = "%10.0f %8.2f %6d" % (l[0], l[2], l[3] + l[4]) if l else " " * 26
+        ratio = "%6.2fx" % (n[0] / l[0]) if l and l[0] > 0 else "      -"
+        print("%-12s %-12s %4d | %s | %10.0f %8.2f %6d | %s" % (
+            model, label, c, lf, n[0], n[2], n[3] + n[4], ratio))
 EOF

@@ -58,6 +58,9 @@ static const ld_cfg_key_t keys[] = {
     {"log_level",               LD_CFG_ENUM,  0,    0,         "info",      F(log_level),                 log_levels, "--log-level"},
     {"access_log",              LD_CFG_BOOL,  0,    1,         "yes",       F(access_log),                NULL,       NULL},
     {"web",                     LD_CFG_STR,   0,    0,         "builtin",   F(web),                       NULL,       NULL},
+    {"rescan_interval",         LD_CFG_INT,   0,    86400,     "5",         F(rescan_interval),           NULL,       NULL},
+    {"replica",                 LD_CFG_STR,   0,    0,         "",          F(replica),                   NULL,       NULL},
+    {"peers",                   LD_CFG_STR,   0,    0,         "",          F(peers),                     NULL,       NULL},
 };
 
 const ld_cfg_key_t *ld_config_keys(int *n)

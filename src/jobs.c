@@ -4,6 +4,8 @@
 #define _GNU_SOURCE /* pthread_condattr_setclock, gettid */
 #include "jobs_impl.h"
 
+#include "latentd/replica.h"
+
 #include "latentd/buf.h"
 #include "latentd/data.h"
 #include "latentd/fsutil.h"
@@ -67,6 +69,11 @@ char *jobs_path_join(const char *a, const char *b, const char *c)
     else if (p)
         snprintf(p, n, "%s/%s", a, b);
     return p;
+}
+
+const struct ld_replica *ld_jobs_replica(const ld_jobs_t *j)
+{
+    return j->cfg.replica;
 }
 
 /* dst = "<jobs_dir>/<id>/<name>"; 0, or -1 when it does not fit. */
@@ -936,7 +943,8 @@ static int submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *ex
         return rc;
     }
 
-    snprintf(job->id, sizeof job->id, "j-%06ld", job->num);
+    const char *rname = ld_replica_name(j->cfg.replica);
+    snprintf(job->id, sizeof job->id, "j-%s%s%06ld", rname, *rname ? "-" : "", job->num);
     ld_utc_iso8601(job->created, sizeof job->created);
     job->state = LD_JOB_QUEUED;
     job->epochs = job->spec.train.epochs;

@@ -3,6 +3,7 @@
 #include "latentd/jobs_api.h"
 
 #include "latentd/jsonarg.h"
+#include "latentd/replica.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -48,6 +49,31 @@ static void reply_json_str(ld_req_t *req, int status, char *json)
     ld_buf_puts(&b, json);
     free(json);
     ld_req_reply_json(req, status, &b);
+}
+
+/* A job of another replica (its id names it, replica.h): answer 307 to that
+ * replica's URL, or 404 when it is not a configured peer, and return 1. */
+static int elsewhere(ld_req_t *req, ld_jobs_t *jobs)
+{
+    const ld_replica_t *r = ld_jobs_replica(jobs);
+    char owner[LD_REPLICA_NAME_MAX + 1];
+    const char *id = ld_req_param(req, "id");
+    if (!r || !ld_replica_job_owner(r, id, owner))
+        return 0;
+    const char *url = ld_replica_peer_url(r, owner);
+    if (!url) {
+        ld_req_error(req, 404, "not_found",
+                     "job %s runs on replica %s, which is not among this replica's peers", id,
+                     owner);
+        return 1;
+    }
+    char loc[1024];
+    snprintf(loc, sizeof loc, "%s%s", url, ld_req_path(req));
+    if (ld_req_header_add(req, "Location", loc) != 0)
+        ld_req_error(req, 503, "overloaded", "out of memory");
+    else
+        ld_req_error(req, 307, "elsewhere", "job %s runs on replica %s: %s", id, owner, loc);
+    return 1;
 }
 
 static void h_submit(ld_req_t *req, void *ctx)
@@ -118,6 +144,8 @@ static void h_list(ld_req_t *req, void *ctx)
  * job's record and checkpoint are gone; 409 while it is not finished. */
 static void h_purge(ld_req_t *req, void *ctx)
 {
+    if (elsewhere(req, ctx))
+        return;
     const char *id = ld_req_param(req, "id");
     ld_err_t e;
     int rc = ld_jobs_purge(ctx, id, &e);
@@ -139,6 +167,8 @@ static void h_purge(ld_req_t *req, void *ctx)
 
 static void h_get(ld_req_t *req, void *ctx)
 {
+    if (elsewhere(req, ctx))
+        return;
     char *json;
     ld_err_t e;
     int rc = ld_jobs_get_json(ctx, ld_req_param(req, "id"), &json, &e);
@@ -190,6 +220,8 @@ static void h_result(ld_req_t *req, void *ctx)
  * 409 for a job that already succeeded or failed (nothing left to cancel). */
 static void h_cancel(ld_req_t *req, void *ctx)
 {
+    if (elsewhere(req, ctx))
+        return;
     const char *id = ld_req_param(req, "id");
     ld_job_state_t st;
     ld_err_t e;
@@ -313,6 +345,8 @@ static void stream_free(void *cls)
 
 static void h_events(ld_req_t *req, void *ctx)
 {
+    if (elsewhere(req, ctx))
+        return;
     ld_jobs_t *jobs = ctx;
     const char *id = ld_req_param(req, "id");
     ld_err_t e;

@@ -6,6 +6,7 @@
 
 #include "latentd/ckpt.h"
 #include "latentd/fsutil.h"
+#include "latentd/replica.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -212,13 +213,19 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
     return LD_OK;
 }
 
-/* "j-000123" -> 123; -1 when name is not a job folder's. */
+/* "j-000123" (or "j-NAME-000123", a named replica's) -> 123; -1 when name is
+ * not a job folder's. */
 long jobs_id_number(const char *name)
 {
     if (strncmp(name, "j-", 2) != 0 || !name[2] || strlen(name) >= LD_JOB_ID_MAX)
         return -1;
+    const char *digits = name + 2, *dash = strchr(digits, '-');
+    if (dash && dash - digits <= LD_REPLICA_NAME_MAX)
+        digits = dash + 1;
+    if (!*digits)
+        return -1;
     long n = 0;
-    for (const char *p = name + 2; *p; p++) {
+    for (const char *p = digits; *p; p++) {
         if (*p < '0' || *p > '9' || n > (LONG_MAX - 9) / 10)
             return -1;
         n = n * 10 + (*p - '0');

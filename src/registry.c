@@ -19,6 +19,21 @@
 #define SUFFIX ".safetensors"
 #define SUFFIX_LEN (sizeof SUFFIX - 1)
 
+/* A file the rescans (every rescan_interval) skip until it changes, as it
+ * was then: one that failed to load or has a name that cannot be served
+ * (name NULL: neither loaded nor reported again), or the file of a model
+ * unloaded by request (name: DELETE outlasts the rescans; a load of name
+ * forgets it).  Entries a scan did not meet are dropped at its end
+ * (failed_sweep).  Under load_lock. */
+struct failed_file {
+    char *file;
+    char *name;
+    off_t size;
+    struct timespec mtime;
+    ino_t ino;
+    int seen; /* met by the current scan */
+};
+
 struct ld_registry {
     char *dir;
     pthread_mutex_t load_lock; /* first */
@@ -26,8 +41,89 @@ struct ld_registry {
     ld_served_t **models;      /* sorted by name; guarded by lock */
     int n, cap;
     ld_regstate_t *st;         /* bindings and versions; under load_lock */
+    struct failed_file *failed; /* files that failed to load; under load_lock */
+    int n_failed, cap_failed;
     atomic_uint_fast64_t ev_loaded, ev_replaced, ev_unloaded, ev_failed;
 };
+
+static struct failed_file *failed_find(ld_registry_t *r, const char *name, const char *file)
+{
+    for (int i = 0; i < r->n_failed; i++) {
+        const struct failed_file *f = &r->failed[i];
+        if (strcmp(f->file, file) == 0 &&
+            (name ? f->name && strcmp(f->name, name) == 0 : !f->name))
+            return &r->failed[i];
+    }
+    return NULL;
+}
+
+/* 1 when the entry (name, file) exists and file is unchanged since (st: its
+ * stat now, NULL when it has none): do not try or report it again. */
+static int failed_unchanged(ld_registry_t *r, const char *name, const char *file,
+                            const struct stat *st)
+{
+    struct failed_file *f = failed_find(r, name, file);
+    if (!f || !st || f->size != st->st_size || f->ino != st->st_ino ||
+        f->mtime.tv_sec != st->st_mtim.tv_sec || f->mtime.tv_nsec != st->st_mtim.tv_nsec)
+        return 0;
+    f->seen = 1;
+    return 1;
+}
+
+/* Remember (name, file) as st shows the file now (NULL: no stat). */
+static void failed_note(ld_registry_t *r, const char *name, const char *file,
+                        const struct stat *st)
+{
+    struct failed_file *f = failed_find(r, name, file);
+    if (!f) {
+        char *copy = strdup(file), *ncopy = name ? strdup(name) : NULL;
+        if (!copy || (name && !ncopy)) {
+            free(copy);
+            free(ncopy);
+            return;
+        }
+        if (r->n_failed == r->cap_failed) {
+            int cap = r->cap_failed ? 2 * r->cap_failed : 8;
+            struct failed_file *nf = realloc(r->failed, (size_t)cap * sizeof *nf);
+            if (!nf) {
+                free(copy);
+                free(ncopy);
+                return;
+            }
+            r->failed = nf;
+            r->cap_failed = cap;
+        }
+        f = &r->failed[r->n_failed++];
+        *f = (struct failed_file){.file = copy, .name = ncopy};
+    }
+    f->seen = 1;
+    if (st) {
+        f->size = st->st_size;
+        f->ino = st->st_ino;
+        f->mtime = st->st_mtim;
+    }
+}
+
+/* Drop the entries a scan did not meet (the file went, was loaded, or is
+ * bound elsewhere) — all = 0 — or every entry of name (a load of name). */
+static void failed_sweep(ld_registry_t *r, const char *name)
+{
+    int k = 0;
+    for (int i = 0; i < r->n_failed; i++) {
+        struct failed_file *f = &r->failed[i];
+        int drop = name ? f->name && strcmp(f->name, name) == 0 : !f->seen;
+        if (drop) {
+            free(f->file);
+            free(f->name);
+        } else {
+            if (!name)
+                f->seen = 0;
+            r->failed[k++] = *f;
+        }
+    }
+    r->n_failed = k;
+}
+
 
 /* A file name we may open: STEM.safetensors with a valid name as STEM. */
 static int file_name_valid(const char *f)
@@ -89,6 +185,11 @@ void ld_registry_free(ld_registry_t *r)
         ld_served_release(r->models[i]);
     free(r->models);
     ld_regstate_free(r->st);
+    for (int i = 0; i < r->n_failed; i++) {
+        free(r->failed[i].file);
+        free(r->failed[i].name);
+    }
+    free(r->failed);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->load_lock);
     free(r->dir);
@@ -338,6 +439,7 @@ static int load_locked(ld_registry_t *r, const char *name, const char *file,
                           LD_REGISTRY_MAX_MODELS);
     }
     log_loaded(r, s, old);
+    failed_sweep(r, name); /* no longer unloaded by request */
     /* a file other than NAME.safetensors stays bound to the name across
      * rescans and restarts; the default file needs no binding */
     char deffile[LD_MODEL_FILE_MAX];
@@ -404,7 +506,15 @@ static int unload_locked(ld_registry_t *r, const char *name, const char *why)
 int ld_registry_unload(ld_registry_t *r, const char *name, ld_err_t *err)
 {
     pthread_mutex_lock(&r->load_lock);
+    ld_served_t *s = ld_registry_get(r, name);
     int rc = unload_locked(r, name, "request");
+    if (rc == LD_OK) { /* the rescans leave it unloaded until its file changes */
+        char path[4096];
+        struct stat st;
+        path_of(r, s->file, path, sizeof path);
+        failed_note(r, name, s->file, stat(path, &st) == 0 ? &st : NULL);
+    }
+    ld_served_release(s);
     pthread_mutex_unlock(&r->load_lock);
     if (rc == LD_ENOTFOUND)
         return ld_err_set(err, LD_ENOTFOUND, "no model named '%.80s'", name);
@@ -422,21 +532,28 @@ static void scan_one(ld_registry_t *r, const char *name, const char *file, int *
                      int *failed)
 {
     ld_served_t *cur = ld_registry_get(r, name);
-    if (cur && strcmp(cur->file, file) == 0) {
-        char path[4096];
-        struct stat st;
-        path_of(r, file, path, sizeof path);
-        if (stat(path, &st) == 0 && (uint64_t)st.st_size == cur->file_size &&
-            st.st_ino == cur->file_ino && st.st_mtim.tv_sec == cur->file_mtime.tv_sec &&
-            st.st_mtim.tv_nsec == cur->file_mtime.tv_nsec) {
-            ld_served_release(cur);
-            return; /* unchanged */
-        }
+    char path[4096];
+    struct stat st;
+    path_of(r, file, path, sizeof path);
+    int have = stat(path, &st) == 0;
+    if (cur && strcmp(cur->file, file) == 0 && have && (uint64_t)st.st_size == cur->file_size &&
+        st.st_ino == cur->file_ino && st.st_mtim.tv_sec == cur->file_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == cur->file_mtime.tv_nsec) {
+        ld_served_release(cur);
+        return; /* unchanged */
     }
+    if (failed_unchanged(r, NULL, file, have ? &st : NULL)) {
+        (*failed)++; /* reported when it first failed */
+        ld_served_release(cur);
+        return;
+    }
+    if (!cur && failed_unchanged(r, name, file, have ? &st : NULL))
+        return; /* unloaded by request */
     ld_served_t *fresh = NULL;
     ld_err_t e;
     int lrc = load_file(r, name, file, &fresh, &e);
     if (lrc != LD_OK) {
+        failed_note(r, NULL, file, have ? &st : NULL);
         atomic_fetch_add_explicit(&r->ev_failed, 1, memory_order_relaxed);
         ld_log_warn("model load failed name=%s file=%s reason=\"%s\"", name, file,
                     e.msg);
@@ -482,10 +599,17 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
         if (n <= SUFFIX_LEN || strcmp(de->d_name + n - SUFFIX_LEN, SUFFIX) != 0)
             continue;
         if (!file_name_valid(de->d_name)) {
+            char path[4096];
+            struct stat st;
+            path_of(r, de->d_name, path, sizeof path);
+            int have = stat(path, &st) == 0;
+            failed++;
+            if (failed_unchanged(r, NULL, de->d_name, have ? &st : NULL))
+                continue;
+            failed_note(r, NULL, de->d_name, have ? &st : NULL);
             ld_log_warn("model file skipped file=%.200s reason=\"the name before .safetensors "
                         "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}\"",
                         de->d_name);
-            failed++;
             continue;
         }
         if (nf == capf) {
@@ -504,6 +628,14 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
         nf++;
     }
     closedir(d);
+    int serving = ld_registry_count(r);
+    if (rc == LD_OK && nf == 0 && serving > 0)
+        /* an unmounted or detached shared folder looks empty: serving on is
+         * better than unloading everything (docs/scaling.md) */
+        rc = ld_err_set(err, LD_EIO,
+                        "model folder %s holds no model file: keeping the %d served models "
+                        "(is the shared folder mounted?); DELETE them to stop serving them",
+                        r->dir, serving);
     if (rc == LD_OK) {
         if (nf > 0)
             qsort(files, (size_t)nf, sizeof *files, cmp_str);
@@ -543,6 +675,7 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
             }
             ld_registry_list_free(list, nl);
         }
+        failed_sweep(r, NULL);
     }
     for (int i = 0; i < nf; i++)
         free(files[i]);

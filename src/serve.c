@@ -28,6 +28,7 @@
 #include "latentd/metrics.h"
 #include "latentd/nn.h"
 #include "latentd/registry.h"
+#include "latentd/replica.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -65,7 +66,8 @@ static const char usage[] =
     "                     [--admin-token-file FILE] [--log-level debug|info|warn|error]\n"
     "                     [--set KEY=VALUE]... [--check-config] [--print-config]\n"
     "Flags override the config file's keys; --set overrides any key.\n"
-    "Signals: SIGTERM/SIGINT drain and exit, SIGHUP rescans the model folder.\n";
+    "Signals: SIGTERM/SIGINT drain and exit, SIGHUP rescans the model folder\n"
+    "(as does the timer of rescan_interval).\n";
 
 /* ------------------------------------------------------------- arguments */
 
@@ -302,13 +304,14 @@ static long long watchdog_usec(void)
 
 /* ------------------------------------------------------------------- main */
 
-static void scan_models(ld_registry_t *reg, const char *why)
+/* quiet: log only a scan that changed something (the periodic ones) */
+static void scan_models(ld_registry_t *reg, const char *why, int quiet)
 {
     int loaded = 0, failed = 0, unloaded = 0;
     ld_err_t e;
     if (ld_registry_scan(reg, &loaded, &failed, &unloaded, &e) != LD_OK)
         ld_log_error("model scan (%s) failed: %s", why, e.msg);
-    else
+    else if (!quiet || loaded || unloaded)
         ld_log_info("model scan (%s) dir=%s serving=%d loaded=%d failed=%d unloaded=%d", why,
                     ld_registry_dir(reg), ld_registry_count(reg), loaded, failed, unloaded);
 }
@@ -489,27 +492,32 @@ int ld_serve_main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
     char *token = NULL, *admin = NULL;
+    ld_replica_t *replica = NULL;
     if ((cfg.token_file[0] && ld_serve_read_token(cfg.token_file, &token, &err) != LD_OK) ||
         (cfg.admin_token_file[0] &&
          ld_serve_read_token(cfg.admin_token_file, &admin, &err) != LD_OK) ||
         check_bind(cfg.bind, &err) != LD_OK ||
+        ld_replica_new(cfg.replica, cfg.peers, &replica, &err) != LD_OK ||
         check_dir("model folder (models_dir)", cfg.models_dir, 0, &err) != LD_OK ||
         (strcmp(cfg.web, "builtin") != 0 && strcmp(cfg.web, "off") != 0 &&
          check_dir("web page folder (web)", cfg.web, 0, &err) != LD_OK)) {
         fprintf(stderr, "latentd serve: %s\n", err.msg);
         free(token);
         free(admin);
+        ld_replica_free(replica);
         return 2;
     }
     if (token && admin && strcmp(token, admin) == 0) {
         fprintf(stderr, "latentd serve: the inference and admin tokens must differ\n");
         free(token);
         free(admin);
+        ld_replica_free(replica);
         return 2;
     }
     if (check_only) {
         free(token);
         free(admin);
+        ld_replica_free(replica);
         printf("configuration ok\n");
         return 0;
     }
@@ -517,6 +525,7 @@ int ld_serve_main(int argc, char **argv)
         fprintf(stderr, "latentd serve: %s\n", err.msg);
         free(token);
         free(admin);
+        ld_replica_free(replica);
         return 2;
     }
 
@@ -544,6 +553,7 @@ int ld_serve_main(int argc, char **argv)
         ld_log_error("%s", err.msg);
         free(token);
         free(admin);
+        ld_replica_free(replica);
         return 1;
     }
     if (ld_metrics_new(&metrics) != LD_OK || ld_registry_new(cfg.models_dir, &reg, &err) != LD_OK ||
@@ -575,13 +585,19 @@ int ld_serve_main(int argc, char **argv)
     jc.publish = publish_model;
     jc.log = jobs_log;
     jc.user = reg;
+    jc.replica = replica;
     if (cfg.training_yield_load > 0) {
         jc.busy = serving_busy;
         jc.busy_user = &yc;
     }
     if ((rc = ld_jobs_new(&jc, &jobs, &err)) != LD_OK) {
-        ld_log_error("jobs: %s", err.msg);
-        status = rc == LD_EINVAL ? 2 : 1;
+        if (rc == LD_EBUSY) /* a configuration error: a restart would not help */
+            ld_log_error("state folder %s is in use by another latentd: every replica needs "
+                         "its own state_dir (docs/scaling.md)",
+                         cfg.state_dir);
+        else
+            ld_log_error("jobs: %s", err.msg);
+        status = rc == LD_EINVAL || rc == LD_EBUSY ? 2 : 1;
         goto out;
     }
 
@@ -631,7 +647,7 @@ int ld_serve_main(int argc, char **argv)
                 token ? "token" : "open", admin ? "token" : "disabled",
                 cfg.cors_origins[0] ? cfg.cors_origins : "none");
     /* serving already: /healthz answers and /readyz says 503 while models load */
-    scan_models(reg, "start");
+    scan_models(reg, "start", 0);
     ld_http_set_ready(http, 1);
     {
         char msg[128];
@@ -643,9 +659,18 @@ int ld_serve_main(int argc, char **argv)
     long long wd = watchdog_usec();
     if (wd)
         ld_sd_notify("WATCHDOG=1");
+    /* the periodic rescan: replicas sharing a model folder see each other's
+     * uploads and the models their jobs write (docs/scaling.md) */
+    double next_scan = cfg.rescan_interval ? ld_now() + cfg.rescan_interval : 0;
     while (!g_term) {
         struct pollfd p = {.fd = g_sigpipe[0], .events = POLLIN};
         int timeout = wd ? (int)(wd / 1000 > 0 ? wd / 1000 : 1) : -1;
+        if (next_scan) {
+            double left = next_scan - ld_now();
+            int ms = left > 0 ? (int)(left * 1000) + 1 : 0;
+            if (timeout < 0 || ms < timeout)
+                timeout = ms;
+        }
         int n = poll(&p, 1, timeout);
         if (n > 0) {
             char buf[64];
@@ -657,8 +682,12 @@ int ld_serve_main(int argc, char **argv)
         if (g_hup) {
             g_hup = 0;
             ld_sd_notify("RELOADING=1");
-            scan_models(reg, "SIGHUP");
+            scan_models(reg, "SIGHUP", 0);
             ld_sd_notify("READY=1");
+        }
+        if (next_scan && ld_now() >= next_scan) {
+            scan_models(reg, "timer", 1);
+            next_scan = ld_now() + cfg.rescan_interval;
         }
     }
     ld_log_info("shutting down on %s: draining requests (up to %d s)",
@@ -681,6 +710,7 @@ out:
     ld_web_free(web);
     ld_registry_free(reg);
     ld_metrics_free(metrics);
+    ld_replica_free(replica);
     free(token);
     free(admin);
     restore_signals();

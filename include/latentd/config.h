@@ -69,6 +69,10 @@ typedef struct {
     int access_log;                  /* one line per request (bool) */
     /* web page */
     char web[LD_CFG_PATH_MAX];       /* "builtin", "off" or a folder of the page's files */
+    /* replicas (docs/scaling.md) */
+    int rescan_interval;             /* seconds between model folder rescans; 0 = SIGHUP only */
+    char replica[16];                /* this replica's name, put into its job ids; "" = none */
+    char peers[LD_CFG_STR_MAX];      /* "name=http://host:port,..." for job redirects */
 } ld_config_t;
 
 typedef enum {

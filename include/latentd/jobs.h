@@ -112,7 +112,7 @@ const char *ld_job_state_name(ld_job_state_t s);
 /* 1 for succeeded, failed and cancelled. */
 int ld_job_state_is_final(ld_job_state_t s);
 
-#define LD_JOB_ID_MAX 16 /* "j-000001" and its NUL fit */
+#define LD_JOB_ID_MAX 32 /* "j-000001", or "j-NAME-000001" on a named replica (replica.h) */
 #define LD_JOBS_NICE 10  /* fallback nice value of the worker threads (serving: 0) */
 
 /* Called on a worker thread after every training step, with no jobs lock
@@ -144,6 +144,8 @@ typedef struct {
     void *busy_user;            /* passed to busy */
     ld_jobs_log_fn log;         /* may be NULL */
     void *user;                 /* passed to publish and log */
+    const struct ld_replica *replica; /* borrowed, outlives the engine; NULL = none:
+                                         its name goes into new job ids (replica.h) */
 } ld_jobs_config_t;
 
 typedef struct ld_jobs ld_jobs_t;
@@ -156,6 +158,8 @@ void ld_jobs_config_default(ld_jobs_config_t *c);
  * caller (ld_jobs_free).  Errors: LD_EINVAL (config), LD_EIO (folders),
  * LD_EBUSY (another engine holds the state folder), LD_ENOMEM. */
 int ld_jobs_new(const ld_jobs_config_t *cfg, ld_jobs_t **out, ld_err_t *err);
+/* The replica of the config (NULL if none); for the HTTP layer's redirects. */
+const struct ld_replica *ld_jobs_replica(const ld_jobs_t *j);
 
 /* Stop running jobs (recorded interrupted, state saved), join the workers,
  * wake every subscriber (their events are final from now on).  Queries,

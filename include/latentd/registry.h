@@ -98,7 +98,9 @@ int ld_registry_unload(ld_registry_t *r, const char *name, ld_err_t *err);
 /* Make the served set match the folder: load every NAME.safetensors not yet
  * served, reload those whose file changed (size, mtime or inode; a reload
  * with an identical SHA-256 keeps the old version), unload models whose file
- * is gone.  A bad file is logged with its reason and skipped.  Counts (any
+ * is gone.  A bad file is logged with its reason and skipped.  A folder
+ * holding no model file while models are served changes nothing: LD_EIO
+ * (it is taken for an unmounted shared folder).  Counts (any
  * may be NULL): models loaded or replaced, files that failed, models unloaded. */
 int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unloaded,
                      ld_err_t *err);
