@@ -65,6 +65,7 @@ typedef struct {
     int is_param[MAX_SEGS];
     char *segbuf;
     int metric;
+    ld_stream_t stream; /* stream.open NULL: bodies are not streamed */
 } route_t;
 
 struct ld_http {
@@ -134,6 +135,7 @@ struct ld_req {
     /* body */
     int want_body;          /* accumulate (JSON routes) or discard */
     int raw_body;           /* an application/x-npy body: kept, not parsed */
+    ld_body_sink_t *sink;   /* a streamed body goes here (closed at completion) */
     uint8_t *body;
     size_t body_len, body_cap;
     long long charged;      /* bytes reserved in h->mem_in_use */
