@@ -553,7 +553,8 @@ int ld_serve_main(int argc, char **argv)
         .admin_token = admin,
         .access_log = cfg.access_log,
     };
-    ld_api_opts_t ao = {.registry = reg, .metrics = metrics, .max_samples = cfg.max_samples};
+    ld_api_opts_t ao = {.registry = reg, .metrics = metrics, .max_samples = cfg.max_samples,
+                        .max_upload = (size_t)cfg.max_upload_bytes};
     if (ld_http_new(&ho, metrics, &http, &err) != LD_OK ||
         ld_api_new(&ao, &api, &err) != LD_OK || ld_api_register(api, http, &err) != LD_OK ||
         ld_jobs_api_register(http, jobs, &err) != LD_OK ||

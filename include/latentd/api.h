@@ -6,7 +6,9 @@
  *   GET    /metrics                         inference token
  *   GET    /v1/models                       inference token
  *   GET    /v1/models/{name}                inference token
- *   PUT    /v1/models/{name}                admin token   {"file":"X.safetensors"}
+ *   PUT    /v1/models/{name}                admin token   {"file":"X.safetensors"}, or
+ *                                            the checkpoint itself (model_file_api.h)
+ *   GET    /v1/models/{name}/file           admin token   (model_file_api.h)
  *   DELETE /v1/models/{name}                admin token
  *   POST   /v1/models/{name}/sample         inference token
  *   GET    /v1/models/{name}/sample.png     inference token
@@ -15,6 +17,7 @@
  *   POST   /v1/models/{name}/reconstruct    inference token (VAE)
  *   POST   /v1/models/{name}/interpolate    inference token
  *   POST   /v1/models/{name}/invert         inference token (GAN; invert_api.h)
+ *   POST   /v1/models/{name}/classify       inference token (classifier; classify_api.h)
  * (README.md documents every body and response with a curl example.)
  * ld_api_register also adds the /v2 routes of v2.h.
  *
@@ -40,6 +43,7 @@ typedef struct {
     ld_registry_t *registry; /* borrowed; outlives the server */
     ld_metrics_t *metrics;   /* borrowed, may be NULL */
     int max_samples;         /* images per request */
+    size_t max_upload;       /* model upload bytes (0: 256 MiB) */
 } ld_api_opts_t;
 
 typedef struct ld_api ld_api_t;
