@@ -138,6 +138,9 @@ typedef struct {
 } tu_sampler_t;
 void *tu_sampler_run(void *arg);
 
+/* p (n bytes) in standard base64, malloc'd and NUL-terminated. */
+char *tu_base64(const uint8_t *p, size_t n);
+
 /* ------------------------------------------------------------ raw sockets */
 
 /* A TCP connection from 127.0.0.<host> to 127.0.0.1:port (host 1: the usual
