@@ -767,6 +767,7 @@ static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
             return;
         }
         req->sink = st->open(req, rt->r.ctx, cl ? (long long)clen : -1);
+        req->sink_expect = cl ? clen : 0;
         if (!req->sink && !req->replied) {
             ld_log_error("bug: the stream of %s %s neither opened nor answered", req->method,
                          rt->pattern);
@@ -837,6 +838,8 @@ static void on_data(ld_req_t *req, const char *data, size_t n)
         }
         req->body_len += n;
         req->sink->write(req->sink, req, data, n); /* answers itself on failure */
+        if (req->body_len < req->sink_expect)
+            ld_http_conn_body_eof(req->sock);
         return;
     }
     if (n > h->max_body - req->body_len) {
