@@ -488,6 +488,8 @@ START_TEST(test_upload_interrupted)
         while (leftovers() == 0 && tu_now() < until)
             tu_msleep(5);
         ck_assert_int_eq(leftovers(), 1);
+        /* on disk, not in memory: nothing charged to the body budget */
+        ck_assert_int_eq(tu_body_memory(&D, NULL), 0);
         close(fd);
         /* gone well before the daemon's idle and body timeouts (30, 60 s) */
         expect_no_leftovers("interrupted upload");
