@@ -92,7 +92,14 @@ static ld_body_sink_t *upload_open(ld_req_t *req, void *ctx, long long content_l
         ld_req_error(req, 500, "io_error", "%s", e.msg);
         return NULL;
     }
-    (void)content_length;
+    /* the announced size, reserved now: a full disk is 507 before any byte */
+    int rc = content_length > 0 ? posix_fallocate(u->fd, 0, (off_t)content_length) : 0;
+    if (rc == ENOSPC || rc == EDQUOT) {
+        upload_close(&u->base);
+        ld_req_error(req, 507, "insufficient_storage",
+                     "no room for a %lld-byte upload in the model folder", content_length);
+        return NULL;
+    }
     return &u->base;
 }
 

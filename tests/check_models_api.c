@@ -308,6 +308,18 @@ static void file_sha(const char *name, char out[65])
     free(b);
 }
 
+/* Upload the shipped VAE as a new model name (201): its bytes (*len,
+ * malloc'd) and the sha256 the daemon serves it with. */
+static uint8_t *upload_vae(const char *name, size_t *len, char sha[65])
+{
+    uint8_t *vae = slurp("models/fashion-vae.safetensors", len);
+    tu_resp_t r;
+    ck_assert_int_eq(put_bytes(&r, name, vae, *len, NULL, ADMIN), 201);
+    tu_resp_free(&r);
+    served_sha(name, sha);
+    return vae;
+}
+
 START_TEST(test_upload_download)
 {
     size_t len;
@@ -379,12 +391,9 @@ END_TEST
 START_TEST(test_upload_corrupt)
 {
     size_t len;
-    uint8_t *vae = slurp("models/fashion-vae.safetensors", &len);
-    tu_resp_t r;
-    ck_assert_int_eq(put_bytes(&r, "keep", vae, len, NULL, ADMIN), 201);
-    tu_resp_free(&r);
     char sha[65], now[65];
-    served_sha("keep", sha);
+    uint8_t *vae = upload_vae("keep", &len, sha);
+    tu_resp_t r;
     /* truncated, a flipped header byte, a parameter made NaN, empty */
     uint8_t *bad = malloc(len);
     memcpy(bad, vae, len);
@@ -464,12 +473,8 @@ END_TEST
 START_TEST(test_upload_interrupted)
 {
     size_t len;
-    uint8_t *vae = slurp("models/fashion-vae.safetensors", &len);
-    tu_resp_t r;
-    ck_assert_int_eq(put_bytes(&r, "cut", vae, len, NULL, ADMIN), 201);
-    tu_resp_free(&r);
     char sha[65], now[65];
-    served_sha("cut", sha);
+    uint8_t *vae = upload_vae("cut", &len, sha);
     /* announce the whole file, send half, hang up: several times, since the
      * end of stream used to go unseen only when it came with the last bytes */
     for (int round = 0; round < 5; round++) {
@@ -552,7 +557,8 @@ END_TEST
 START_TEST(test_upload_under_load)
 {
     size_t vl;
-    uint8_t *vae = slurp("models/fashion-vae.safetensors", &vl);
+    char sha[65];
+    uint8_t *vae = upload_vae("busy", &vl, sha);
     ld_model_t *tiny = tu_tiny_model(LD_KIND_VAE);
     char tp[1024];
     snprintf(tp, sizeof tp, "%s/tiny-vae.bin", D.dir);
@@ -562,8 +568,6 @@ START_TEST(test_upload_under_load)
     size_t tl;
     uint8_t *tvae = slurp(tp, &tl);
     tu_resp_t r;
-    ck_assert_int_eq(put_bytes(&r, "busy", vae, vl, NULL, ADMIN), 201);
-    tu_resp_free(&r);
     atomic_int stop = 0;
     tu_sampler_t s = {.port = D.port, .path = "/v1/models/busy/sample", .n = 4, .stop = &stop,
                       .last_bad = -1};

@@ -21,6 +21,8 @@
  *   OPTIONS on a known path      -> 204 preflight (Allow, CORS when allowed)
  *   route by path, then method   -> 404 not_found / 405 method_not_allowed + Allow
  *   auth class of the route      -> 401 (+ WWW-Authenticate: Bearer) / 403
+ *   a streamed Content-Type (ld_http_route_stream): its own cap (413), then
+ *     the body goes to the route's sink as it arrives, not to memory
  *   Content-Length > cap         -> 413 payload_too_large (before reading the body)
  *   Content-Type for JSON routes -> 415 unsupported_media_type
  *     (application/x-npy is also taken on LD_ROUTE_NPY routes: not parsed)
