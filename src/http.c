@@ -793,9 +793,11 @@ static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
         req->raw_body = (flags & LD_ROUTE_NPY) && is_type(ct, "application/x-npy");
         if (!any && !req->raw_body && !is_type(ct, "application/json")) {
             req->close_conn = 1;
-            ld_req_error(req, 415, "unsupported_media_type", "Content-Type must be %s (got %.80s)",
+            ld_req_error(req, 415, "unsupported_media_type",
+                         "Content-Type must be %s%s%s (got %.80s)",
                          flags & LD_ROUTE_NPY ? "application/json or application/x-npy"
                                               : "application/json",
+                         st->open ? " or " : "", st->open ? st->content_type : "",
                          ct ? ct : "none");
             return;
         }

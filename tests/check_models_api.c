@@ -421,6 +421,11 @@ START_TEST(test_upload_corrupt)
     ck_assert_int_eq(put_bytes(&r, "keep", bad, len, NULL, ADMIN), 422);
     tu_resp_free(&r);
     expect_no_leftovers("NaN upload");
+    /* another type is the JSON PUT's: 415 names both */
+    tu_req_t q = {.port = D.port, .token = ADMIN, .ctype = "text/plain"};
+    ck_assert_int_eq(tu_http_once(&r, "PUT", "/v1/models/keep", "x", 1, &q), 415);
+    tu_expect_error(&r, 415, "unsupported_media_type", "application/octet-stream", "text", 0);
+    tu_resp_free(&r);
     /* a bad name is refused before anything is written */
     ck_assert_int_eq(put_bytes(&r, "..x", vae, len, NULL, ADMIN), 400);
     tu_resp_free(&r);
