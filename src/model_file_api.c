@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -103,33 +104,84 @@ static ld_body_sink_t *upload_open(ld_req_t *req, void *ctx, long long content_l
     return &u->base;
 }
 
+/* An install on a thread of its own, so that the HTTP thread goes on with
+ * its other connections while the file is synced, read and hashed.  The
+ * request is suspended meanwhile (ld_req_await) and cannot end, so its
+ * sink and temporary file outlive the thread's use of them. */
+typedef struct {
+    ld_req_t *req;
+    ld_registry_t *reg;
+    upload_t *u;
+    char name[LD_MODEL_NAME_MAX + 1];
+    int allow, rc, replaced;
+    ld_served_t *s; /* the new model's reference on success */
+    ld_err_t e;
+} install_t;
+
+static void *install_run(void *arg)
+{
+    install_t *j = arg;
+    upload_t *u = j->u;
+    int rc = fsync(u->fd), saved = errno;
+    if (close(u->fd) != 0 && rc == 0) {
+        rc = -1;
+        saved = errno;
+    }
+    u->fd = -1;
+    if (rc != 0) {
+        j->rc = ld_err_set(&j->e, LD_EIO, "cannot fsync the upload: %s", strerror(saved));
+    } else {
+        const char *base = strrchr(u->tmp, '/');
+        j->rc = ld_registry_install(j->reg, j->name, base ? base + 1 : u->tmp, j->allow,
+                                    &j->replaced, &j->s, &j->e);
+        if (j->rc == LD_OK) { /* renamed: nothing left to remove */
+            free(u->tmp);
+            u->tmp = NULL;
+        }
+    }
+    ld_req_wake(j->req); /* last: the continuation may free j at once */
+    return NULL;
+}
+
+/* Back on the HTTP thread (req NULL: the client went away meanwhile). */
+static void install_reply(ld_req_t *req, void *ctx)
+{
+    install_t *j = ctx;
+    if (req)
+        ld_api_reply_put(req, j->rc, j->replaced, j->s, &j->e);
+    else
+        ld_served_release(j->s);
+    free(j);
+}
+
 /* The body is in: make it durable, then install it (model_file_api.h). */
 static void upload_done(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    upload_t *u = (upload_t *)ld_req_sink(req);
     int allow;
     if (upload_args(req, &allow) != 0)
         return;
-    int rc = fsync(u->fd);
-    if (close(u->fd) != 0)
-        rc = -1;
-    u->fd = -1;
-    if (rc != 0) {
-        ld_req_error(req, 500, "io_error", "cannot fsync the upload: %s", strerror(errno));
+    install_t *j = calloc(1, sizeof *j);
+    if (!j) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
         return;
     }
-    const char *base = strrchr(u->tmp, '/');
-    int replaced = 0;
-    ld_served_t *s = NULL;
-    ld_err_t e;
-    rc = ld_registry_install(ld_api_registry(api), ld_req_param(req, "name"),
-                             base ? base + 1 : u->tmp, allow, &replaced, &s, &e);
-    if (rc == LD_OK) { /* renamed: nothing left to remove */
-        free(u->tmp);
-        u->tmp = NULL;
+    j->req = req;
+    j->reg = ld_api_registry(api);
+    j->u = (upload_t *)ld_req_sink(req);
+    j->allow = allow;
+    snprintf(j->name, sizeof j->name, "%s", ld_req_param(req, "name"));
+    pthread_t t;
+    pthread_attr_t at;
+    int started = pthread_attr_init(&at) == 0;
+    if (started) {
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&t, &at, install_run, j) == 0;
+        pthread_attr_destroy(&at);
     }
-    ld_api_reply_put(req, rc, replaced, s, &e);
+    if (!started)
+        install_run(j); /* no thread to be had: here, then (the wake comes first) */
+    ld_req_await(req, install_reply, j);
 }
 
 ld_stream_t ld_model_upload_stream(size_t max_upload)

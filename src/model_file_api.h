@@ -20,9 +20,11 @@
  *     sha256 (quoted), If-None-Match answered 304; 409 file_changed when the
  *     file on disk is no longer the one loaded (edited in place: rescan).
  *
- * Threads: HTTP threads.  The install runs on the request's thread (reading
- * and hashing the file: about a second for the largest upload), holding the
- * registry's load_lock, not its table lock: other requests keep serving.
+ * Threads: HTTP threads, and for each upload's install (fsync, read, hash,
+ * parse: seconds for the largest) a detached thread of its own while the
+ * request waits suspended (ld_req_await), holding the registry's load_lock,
+ * not its table lock: other requests, on the same HTTP thread too, keep
+ * being served.
  */
 #ifndef LATENTD_MODEL_FILE_API_H
 #define LATENTD_MODEL_FILE_API_H
