@@ -101,15 +101,6 @@ static long classify(tu_resp_t *r, const char *model, const void *body, size_t l
     return tu_http_once(r, "POST", path, body, len, &q);
 }
 
-static ld_dataset_t *test_images(int n)
-{
-    ld_dataset_t *d = NULL;
-    ld_err_t e;
-    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TEST, n, &d, &e) == LD_OK,
-                  "fashion-mnist: %s", e.msg);
-    return d;
-}
-
 /* The predicted labels of a classify answer into labels (n); checks each
  * prediction's shape, names and probabilities. */
 static void read_predictions(const tu_resp_t *r, int n, int *labels)
@@ -145,7 +136,7 @@ static void read_predictions(const tu_resp_t *r, int n, int *labels)
 
 START_TEST(test_classify_real_images)
 {
-    ld_dataset_t *d = test_images(N_IMAGES);
+    ld_dataset_t *d = tu_fashion_test(N_IMAGES);
     ld_buf_t b = {0};
     ld_buf_puts(&b, "{\"images\":");
     ld_buf_json_matrix(&b, d->x, N_IMAGES, 784);

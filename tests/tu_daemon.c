@@ -352,6 +352,15 @@ long tu_http_once(tu_resp_t *r, const char *method, const char *path, const void
     return s;
 }
 
+ld_dataset_t *tu_fashion_test(int n)
+{
+    ld_dataset_t *d = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TEST, n, &d, &e) == LD_OK,
+                  "fashion-mnist: %s", e.msg);
+    return d;
+}
+
 char *tu_base64(const uint8_t *p, size_t n)
 {
     static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
