@@ -3,17 +3,17 @@
 # same data, same BLAS thread count => same bytes) and evaluate them.
 #   models/fashion-vae.safetensors         default VAE, 10 epochs, batch 128, lr 1e-3, seed 1
 #   models/fashion-gan.safetensors         default GAN recipe, 20 epochs
-#   models/fashion-classifier.safetensors  the evaluation classifier (not served by default)
+#   models/fashion-classifier.safetensors  the evaluation classifier (served, and used by eval)
 # OUT=dir overrides the folder; THREADS=n the OpenBLAS threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/latentd
 out=${OUT:-models}
 threads=${THREADS:-2}
-mkdir -p "$out" "$out/extra"
-$bin train --kind classifier --epochs 10 --seed 1 --threads "$threads" --out "$out/extra/fashion-classifier.safetensors"
+mkdir -p "$out"
+$bin train --kind classifier --epochs 10 --seed 1 --threads "$threads" --out "$out/fashion-classifier.safetensors"
 $bin train --kind vae --epochs 10 --batch 128 --lr 1e-3 --seed 1 --threads "$threads" --out "$out/fashion-vae.safetensors"
 $bin train --kind gan --epochs 20 --seed 1 --threads "$threads" --out "$out/fashion-gan.safetensors"
-$bin eval --model "$out/extra/fashion-classifier.safetensors"
+$bin eval --model "$out/fashion-classifier.safetensors"
 $bin eval --model "$out/fashion-vae.safetensors"
-$bin eval --model "$out/fashion-gan.safetensors" --classifier "$out/extra/fashion-classifier.safetensors"
+$bin eval --model "$out/fashion-gan.safetensors" --classifier "$out/fashion-classifier.safetensors"

@@ -2,7 +2,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/api.h"
 #include "api_impl.h"
+#include "classify_api.h"
 #include "invert_api.h"
+#include "model_file_api.h"
 
 #include "latentd/batch.h"
 #include "latentd/buf.h"
@@ -610,13 +612,19 @@ static void h_model_put(ld_req_t *req, void *ctx)
     ld_served_t *s = NULL;
     ld_err_t e;
     int rc = ld_registry_put(api->reg, name, file, allow, &replaced, &s, &e);
+    ld_api_reply_put(req, rc, replaced, s, &e);
+}
+
+void ld_api_reply_put(ld_req_t *req, int rc, int replaced, ld_served_t *s, const ld_err_t *e)
+{
     if (rc != LD_OK) {
         switch (rc) {
-        case LD_EUNSUPPORTED: ld_req_error(req, 409, "kind_change", "%s", e.msg); break;
-        case LD_ENOMEM: ld_req_error(req, 503, "overloaded", "%s", e.msg); break;
-        case LD_ENOTFOUND: ld_req_error(req, 422, "file_not_found", "file: %s", e.msg); break;
-        case LD_EINVAL: ld_req_error(req, 422, "invalid_value", "file: %s", e.msg); break;
-        default: ld_req_error(req, 422, "bad_checkpoint", "%s", e.msg); break;
+        case LD_EUNSUPPORTED: ld_req_error(req, 409, "kind_change", "%s", e->msg); break;
+        case LD_ENOMEM: ld_req_error(req, 503, "overloaded", "%s", e->msg); break;
+        case LD_ENOTFOUND: ld_req_error(req, 422, "file_not_found", "file: %s", e->msg); break;
+        case LD_EINVAL: ld_req_error(req, 422, "invalid_value", "file: %s", e->msg); break;
+        case LD_EIO: ld_req_error(req, 500, "io_error", "%s", e->msg); break;
+        default: ld_req_error(req, 422, "bad_checkpoint", "%s", e->msg); break;
         }
         return;
     }
@@ -1220,6 +1228,8 @@ int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err)
     api->metrics = opts->metrics;
     api->max_samples = opts->max_samples > 0 ? opts->max_samples : 1;
     api->opts.max_samples = api->max_samples;
+    if (!api->opts.max_upload)
+        api->opts.max_upload = (size_t)256 << 20;
     *out = api;
     return LD_OK;
 }
@@ -1239,6 +1249,7 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"GET", "/v1/models/{name}", LD_AUTH_INFERENCE, 0, h_model_get, api},
         {"PUT", "/v1/models/{name}", LD_AUTH_ADMIN, LD_ROUTE_JSON_OPTIONAL, h_model_put, api},
         {"DELETE", "/v1/models/{name}", LD_AUTH_ADMIN, 0, h_model_delete, api},
+        {"GET", "/v1/models/{name}/file", LD_AUTH_ADMIN, 0, ld_model_file_handler, api},
         {"POST", "/v1/models/{name}/sample", LD_AUTH_INFERENCE, LD_ROUTE_JSON_OPTIONAL, h_sample, api},
         {"GET", "/v1/models/{name}/sample.png", LD_AUTH_INFERENCE, 0, h_sample_png, api},
         {"POST", "/v1/models/{name}/encode", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
@@ -1250,6 +1261,8 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
         {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
          ld_invert_handler, api},
+        {"POST", "/v1/models/{name}/classify", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
+         ld_classify_handler, api},
     };
     api->http = h;
     for (size_t i = 0; i < LD_ARRAY_LEN(routes); i++) {
@@ -1257,5 +1270,9 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         if (rc != LD_OK)
             return rc;
     }
+    ld_stream_t up = ld_model_upload_stream(api->opts.max_upload);
+    int rc = ld_http_route_stream(h, "PUT", "/v1/models/{name}", &up, err);
+    if (rc != LD_OK)
+        return rc;
     return ld_v2_register(h, &api->opts, err);
 }

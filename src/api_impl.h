@@ -39,6 +39,10 @@ int ld_api_out_opts(const ld_args_t *a, ld_api_t *api, ld_api_out_t *o);
  * malloc'd. 0 or -1. */
 int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_args_t *a,
                   const uint8_t *npy, size_t npy_len, float **x, int *n);
+/* The answer of PUT /v1/models/{name} for the outcome of ld_registry_put or
+ * ld_registry_install: rc (e its message), *replaced, and s (the new
+ * model's reference, released here; NULL on failure). */
+void ld_api_reply_put(ld_req_t *req, int rc, int replaced, ld_served_t *s, const ld_err_t *e);
 /* Answer images x (n, x_dim) as PNG or .npy as o asks (o->format != 0). */
 void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
                          const float *x, int n);

@@ -35,6 +35,7 @@ static const ld_cfg_key_t keys[] = {
     {"request_body_timeout",    LD_CFG_INT,   1,    3600,      "60",        F(request_body_timeout),      NULL,       NULL},
     {"connection_memory_limit", LD_CFG_SIZE,  8 * KiB, 16 * MiB, "16k",     F(connection_memory_limit),   NULL,       NULL},
     {"max_body_bytes",          LD_CFG_SIZE,  1 * KiB, 1 * GiB, "4mb",      F(max_body_bytes),            NULL,       NULL},
+    {"max_upload_bytes",        LD_CFG_SIZE,  1 * KiB, 64 * GiB, "256mb",   F(max_upload_bytes),          NULL,       NULL},
     {"body_memory_limit",       LD_CFG_SIZE,  1 * KiB, 64 * GiB, "64mb",    F(body_memory_limit),         NULL,       NULL},
     {"shutdown_timeout",        LD_CFG_INT,   0,    3600,      "10",        F(shutdown_timeout),          NULL,       NULL},
     {"models_dir",              LD_CFG_STR,   0,    0,         "models",    F(models_dir),                NULL,       "--models"},

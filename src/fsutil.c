@@ -114,7 +114,9 @@ static int fsync_parent_dir(const char *path)
 }
 
 /* Create a fresh "<path>.tmp.<pid>.<n>"; *tmp is malloc'd.  A stale file of
- * that name (left by a crashed process that had our pid) is skipped, not reused. */
+ * that name (left by a crashed process that had our pid) is skipped, not
+ * reused; O_NOFOLLOW with O_EXCL: a link planted under that name is never
+ * followed. */
 static int open_tmp(const char *path, char **tmp)
 {
     for (int attempt = 0; attempt < 1000; attempt++) {
@@ -127,7 +129,7 @@ static int open_tmp(const char *path, char **tmp)
             return -1;
         }
         snprintf(name, (size_t)need + 1, "%s.tmp.%ld.%llu", path, pid, n);
-        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd >= 0) {
             *tmp = name;
             return fd;
@@ -141,6 +143,25 @@ static int open_tmp(const char *path, char **tmp)
     return -1; /* errno is EEXIST */
 }
 
+int ld_tmp_create(const char *path, int *fd, char **tmp, ld_err_t *err)
+{
+    *fd = open_tmp(path, tmp);
+    if (*fd < 0)
+        return ld_err_set(err, errno == ENOMEM ? LD_ENOMEM : LD_EIO,
+                          "cannot create a temporary file for %s: %s", path, strerror(errno));
+    return LD_OK;
+}
+
+int ld_rename_durable(const char *from, const char *to, ld_err_t *err)
+{
+    if (rename(from, to) < 0)
+        return ld_err_set(err, LD_EIO, "cannot rename %s to %s: %s", from, to, strerror(errno));
+    if (fsync_parent_dir(to) < 0)
+        return ld_err_set(err, LD_EIO, "wrote %s but could not fsync its folder: %s", to,
+                          strerror(errno));
+    return LD_OK;
+}
+
 /* Atomically replace path with iov[0..n) (see the header comment for the
  * protocol).  iov is only read.  On failure before the rename the temporary
  * file is removed and path is untouched; returns LD_EINVAL for bad arguments,
@@ -152,10 +173,10 @@ int ld_write_atomic_iov(const char *path, const struct iovec *iov, int n, ld_err
         return ld_err_set(err, LD_EINVAL, "write_atomic: bad arguments");
 
     char *tmp = NULL;
-    int fd = open_tmp(path, &tmp);
-    if (fd < 0)
-        return ld_err_set(err, LD_EIO, "cannot create a temporary file for %s: %s", path,
-                          strerror(errno));
+    int fd;
+    int rc = ld_tmp_create(path, &fd, &tmp, err);
+    if (rc != LD_OK)
+        return rc;
 
     const char *step = NULL;
     ld_write_fault_fn fault = atomic_load(&write_fault);
@@ -172,21 +193,17 @@ int ld_write_atomic_iov(const char *path, const struct iovec *iov, int n, ld_err
         step = "close";
         saved = errno;
     }
-    if (!step && rename(tmp, path) < 0) {
-        step = "rename";
-        saved = errno;
-    }
     if (step) {
         unlink(tmp);
         free(tmp);
         return ld_err_set(err, LD_EIO, "cannot write %s (%s failed): %s", path, step,
                           strerror(saved));
     }
+    rc = ld_rename_durable(tmp, path, err);
+    if (rc != LD_OK && access(tmp, F_OK) == 0) /* the rename itself failed */
+        unlink(tmp);
     free(tmp);
-    if (fsync_parent_dir(path) < 0)
-        return ld_err_set(err, LD_EIO, "wrote %s but could not fsync its folder: %s", path,
-                          strerror(errno));
-    return LD_OK;
+    return rc;
 }
 
 /* Atomically replace path with buf[0..len); as ld_write_atomic_iov. */

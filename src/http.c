@@ -260,6 +260,22 @@ const ld_route_t *ld_http_route_at(const ld_http_t *h, int i)
     return i >= 0 && i < h->n_routes ? &h->routes[i].r : NULL;
 }
 
+int ld_http_route_stream(ld_http_t *h, const char *method, const char *pattern,
+                         const ld_stream_t *st, ld_err_t *err)
+{
+    if (h->n_d)
+        return ld_err_set(err, LD_EINVAL, "routes must be added before the server starts");
+    if (!st->content_type || !st->open || !st->fn || !st->max_body || !st->limit_name)
+        return ld_err_set(err, LD_EINVAL, "stream of %s %s: incomplete", method, pattern);
+    for (int i = 0; i < h->n_routes; i++)
+        if (strcmp(h->routes[i].pattern, pattern) == 0 &&
+            strcmp(h->routes[i].method, method) == 0) {
+            h->routes[i].stream = *st;
+            return LD_OK;
+        }
+    return ld_err_set(err, LD_ENOTFOUND, "no route %s %s to stream", method, pattern);
+}
+
 int ld_http_on_drain(ld_http_t *h, void (*fn)(void *ctx), void *ctx)
 {
     if (h->n_drain >= MAX_DRAIN_HOOKS)
@@ -472,6 +488,16 @@ void ld_req_reply_copy(ld_req_t *req, int status, const char *content_type, cons
     submit(req, status, r, (long long)len);
 }
 
+void ld_req_reply_fd(ld_req_t *req, int status, const char *content_type, int fd, uint64_t size)
+{
+    struct MHD_Response *r = MHD_create_response_from_fd(size, fd);
+    if (!r)
+        close(fd);
+    else if (content_type)
+        MHD_add_response_header(r, "Content-Type", content_type);
+    submit(req, status, r, (long long)size);
+}
+
 void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b)
 {
     if (ld_buf_failed(b)) {
@@ -569,6 +595,7 @@ const char *ld_req_method(const ld_req_t *req) { return req->method; }
 const char *ld_req_path(const ld_req_t *req) { return req->path; }
 const cJSON *ld_req_json(const ld_req_t *req) { return req->json; }
 ld_http_t *ld_req_server(const ld_req_t *req) { return req->h; }
+ld_body_sink_t *ld_req_sink(const ld_req_t *req) { return req->sink; }
 struct MHD_Connection *ld_req_connection(const ld_req_t *req) { return req->conn; }
 
 const uint8_t *ld_req_body(const ld_req_t *req, size_t *len)
@@ -812,6 +839,26 @@ static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
         }
     }
     int has_body = clen > 0 || (te && !cl);
+    const ld_stream_t *st = &rt->stream;
+    if (st->open &&
+        is_type(MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type"),
+                st->content_type)) {
+        if (clen > st->max_body) {
+            req->close_conn = 1;
+            ld_req_error(req, 413, "payload_too_large",
+                         "the body is %llu bytes; the limit (%s) is %zu", clen, st->limit_name,
+                         st->max_body);
+            return;
+        }
+        req->sink = st->open(req, rt->r.ctx, cl ? (long long)clen : -1);
+        req->sink_expect = cl ? clen : 0;
+        if (!req->sink && !req->replied) {
+            ld_log_error("bug: the stream of %s %s neither opened nor answered", req->method,
+                         rt->pattern);
+            ld_req_error(req, 500, "internal", "the body could not be received");
+        }
+        return;
+    }
     if (clen > h->max_body) {
         req->close_conn = 1;
         ld_req_error(req, 413, "payload_too_large",
@@ -830,9 +877,11 @@ static void on_headers_checks(ld_req_t *req, const char *cl, const char *te)
         req->raw_body = (flags & LD_ROUTE_NPY) && is_type(ct, "application/x-npy");
         if (!any && !req->raw_body && !is_type(ct, "application/json")) {
             req->close_conn = 1;
-            ld_req_error(req, 415, "unsupported_media_type", "Content-Type must be %s (got %.80s)",
+            ld_req_error(req, 415, "unsupported_media_type",
+                         "Content-Type must be %s%s%s (got %.80s)",
                          flags & LD_ROUTE_NPY ? "application/json or application/x-npy"
                                               : "application/json",
+                         st->open ? " or " : "", st->open ? st->content_type : "",
                          ct ? ct : "none");
             return;
         }
@@ -862,6 +911,21 @@ static void on_data(ld_req_t *req, const char *data, size_t n)
     if (req->replied) {
         /* an error is pending: discard the rest, but not forever */
         req->discarded += n;
+        return;
+    }
+    if (req->sink) {
+        const ld_stream_t *st = &req->route->stream;
+        if (n > st->max_body - req->body_len) {
+            req->close_conn = 1;
+            ld_req_error(req, 413, "payload_too_large",
+                         "the body exceeds the limit (%s) of %zu bytes", st->limit_name,
+                         st->max_body);
+            return;
+        }
+        req->body_len += n;
+        req->sink->write(req->sink, req, data, n); /* answers itself on failure */
+        if (req->body_len < req->sink_expect)
+            ld_http_conn_body_eof(req->sock);
         return;
     }
     if (n > h->max_body - req->body_len) {
@@ -981,7 +1045,10 @@ static void on_complete(ld_req_t *req)
             }
         }
     }
-    req->route->r.fn(req, req->route->r.ctx);
+    if (req->sink)
+        req->route->stream.fn(req, req->route->r.ctx);
+    else
+        req->route->r.fn(req, req->route->r.ctx);
     if (!req->replied && !req->cont) {
         ld_log_error("bug: handler for %s %s did not reply", req->method, req->route->pattern);
         ld_req_error(req, 500, "internal", "the handler did not produce a response");
@@ -1156,6 +1223,8 @@ void ld_http_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls
     }
     if (req->pending)
         MHD_destroy_response(req->pending);
+    if (req->sink)
+        req->sink->close(req->sink);
     if (req->cont) /* resumed, but the client had gone: the continuation only frees */
         req->cont(NULL, req->cont_ctx);
     uncharge(h, req);

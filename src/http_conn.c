@@ -242,6 +242,15 @@ void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed)
         shutdown(c->fd, SHUT_RDWR);
 }
 
+void ld_http_conn_body_eof(ld_conn_t *c)
+{
+    /* the same blind spot as above, mid-body: the last bytes and the end of
+     * stream come in one edge, libmicrohttpd reads the bytes and waits */
+    char byte;
+    if (c && recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
 /* Write a complete response with status and the JSON error to fd (best
  * effort: a small answer fits the empty send buffer of a connection that is
  * still sending its head), then read what the client had already sent, so

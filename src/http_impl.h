@@ -65,6 +65,7 @@ typedef struct {
     int is_param[MAX_SEGS];
     char *segbuf;
     int metric;
+    ld_stream_t stream; /* stream.open NULL: bodies are not streamed */
 } route_t;
 
 struct ld_http {
@@ -134,6 +135,10 @@ struct ld_req {
     /* body */
     int want_body;          /* accumulate (JSON routes) or discard */
     int raw_body;           /* an application/x-npy body: kept, not parsed */
+    ld_body_sink_t *sink;   /* a streamed body goes here (closed at completion) */
+    unsigned long long sink_expect; /* its Content-Length; 0 when chunked (a client
+                                       that half-closes after the last chunk must
+                                       still get its answer: no end-of-stream check) */
     uint8_t *body;
     size_t body_len, body_cap;
     long long charged;      /* bytes reserved in h->mem_in_use */
@@ -189,6 +194,10 @@ void ld_http_conn_head_done(const ld_http_t *h, ld_conn_t *c, int has_body);
 /* The request ended (completed: answered in full): the next head's deadline
  * starts; a client that has shut down its sending side is disconnected. */
 void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed);
+/* After a chunk of a streamed body: a client that has closed its side
+ * before the body ended is cut off now (the request ends, its sink is
+ * closed), not at the body deadline. */
+void ld_http_conn_body_eof(ld_conn_t *c);
 /* Answer a request libmicrohttpd cannot be trusted with (it is still reading
  * the head) with status and the JSON error, written to the socket directly,
  * and end the connection; no handler runs for it. */

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define SUFFIX ".safetensors"
 #define SUFFIX_LEN (sizeof SUFFIX - 1)
@@ -402,19 +403,45 @@ static void log_loaded(ld_registry_t *r, const ld_served_t *s, const ld_served_t
     }
 }
 
-static int load_locked(ld_registry_t *r, const char *name, const char *file,
+/* Load file (or, for an install, the temporary file tmp, renamed over file
+ * once it has passed every check) and publish it as name. */
+static int load_locked(ld_registry_t *r, const char *name, const char *file, const char *tmp,
                        int allow_kind_change, int *replaced, ld_served_t **out, ld_err_t *err)
 {
     ld_served_t *s = NULL;
-    int rc = load_file(r, name, file, &s, err);
+    int rc = load_file(r, name, tmp ? tmp : file, &s, err);
+    size_t tl = tmp ? strlen(tmp) : 0;
+    if (rc != LD_OK && tmp && err && strncmp(err->msg, tmp, tl) == 0 && err->msg[tl] == ':') {
+        /* the message names the upload, not its temporary file */
+        char why[384];
+        snprintf(why, sizeof why, "%s", err->msg + tl + 1);
+        snprintf(err->msg, sizeof err->msg, "the upload for %.100s:%s", file, why);
+    }
     ld_served_t *cur = rc == LD_OK && !allow_kind_change ? ld_registry_get(r, name) : NULL;
     if (cur && cur->model->arch.kind != s->model->arch.kind)
         rc = ld_err_set(err, LD_EUNSUPPORTED,
                         "%s is a %s and model %s a %s: give \"allow_kind_change\": true to "
-                        "replace it",
+                        "replace it%s",
                         file, ld_kind_name(s->model->arch.kind), name,
-                        ld_kind_name(cur->model->arch.kind));
+                        ld_kind_name(cur->model->arch.kind),
+                        tmp ? " (an upload: ?allow_kind_change=true)" : "");
     ld_served_release(cur);
+    if (rc == LD_OK && tmp) {
+        /* every check passed: the upload takes the file's place */
+        char from[4096], to[4096];
+        path_of(r, tmp, from, sizeof from);
+        path_of(r, file, to, sizeof to);
+        snprintf(s->file, sizeof s->file, "%s", file);
+        ld_err_t re;
+        if (ld_rename_durable(from, to, &re) != LD_OK) {
+            if (access(from, F_OK) == 0) { /* not renamed: nothing changed */
+                ld_served_release(s);
+                return ld_err_set(err, LD_EIO, "%s", re.msg);
+            }
+            ld_log_warn("model installed without a durable folder name=%s reason=\"%s\"", name,
+                        re.msg);
+        }
+    }
     if (rc == LD_EUNSUPPORTED) {
         ld_served_release(s);
         return rc;
@@ -478,7 +505,24 @@ int ld_registry_put(ld_registry_t *r, const char *name, const char *file, int al
                           "(NAME matching [A-Za-z0-9][A-Za-z0-9._-]{0,63})",
                           file);
     pthread_mutex_lock(&r->load_lock);
-    int rc = load_locked(r, name, file, allow_kind_change, replaced, out, err);
+    int rc = load_locked(r, name, file, NULL, allow_kind_change, replaced, out, err);
+    pthread_mutex_unlock(&r->load_lock);
+    return rc;
+}
+
+int ld_registry_install(ld_registry_t *r, const char *name, const char *tmp,
+                        int allow_kind_change, int *replaced, ld_served_t **out, ld_err_t *err)
+{
+    if (!ld_name_is_safe(name))
+        return ld_err_set(err, LD_EINVAL,
+                          "model name '%.80s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
+    if (!tmp || !*tmp || strchr(tmp, '/'))
+        return ld_err_set(err, LD_EINVAL, "install: '%.80s' is not a file of the model folder",
+                          tmp ? tmp : "");
+    char file[LD_MODEL_FILE_MAX];
+    snprintf(file, sizeof file, "%s" SUFFIX, name);
+    pthread_mutex_lock(&r->load_lock);
+    int rc = load_locked(r, name, file, tmp, allow_kind_change, replaced, out, err);
     pthread_mutex_unlock(&r->load_lock);
     return rc;
 }

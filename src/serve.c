@@ -621,7 +621,8 @@ int ld_serve_main(int argc, char **argv)
         .access_log = cfg.access_log,
     };
     ld_api_opts_t ao = {.registry = reg, .metrics = metrics, .max_samples = cfg.max_samples,
-                        .cache_max_age = cfg.sample_cache_max_age, .jobs = jobs};
+                        .cache_max_age = cfg.sample_cache_max_age, .jobs = jobs,
+                        .max_upload = (size_t)cfg.max_upload_bytes};
     if (ld_http_new(&ho, metrics, &http, &err) != LD_OK ||
         ld_api_new(&ao, &api, &err) != LD_OK || ld_web_new(cfg.web, &web, &err) != LD_OK ||
         add_routes(http, api, jobs, web, &err) != LD_OK ||

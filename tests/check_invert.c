@@ -37,15 +37,6 @@ static ld_model_t *load(const char *path)
     return m;
 }
 
-static ld_dataset_t *test_images(int n)
-{
-    ld_dataset_t *d = NULL;
-    ld_err_t e;
-    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TEST, n, &d, &e) == LD_OK,
-                  "fashion-mnist: %s", e.msg);
-    return d;
-}
-
 /* ================================================================ core */
 
 /* d loss / d z from the generator's backward against central differences
@@ -54,7 +45,7 @@ static ld_dataset_t *test_images(int n)
 START_TEST(test_input_gradient)
 {
     ld_model_t *g = load(GAN_FILE);
-    ld_dataset_t *d = test_images(3);
+    ld_dataset_t *d = tu_fashion_test(3);
     const int b = 3, Z = g->arch.z_dim;
     float *z = malloc((size_t)b * Z * sizeof *z), *dz = malloc((size_t)b * Z * sizeof *dz);
     double loss[3], lp[3], lm[3];
@@ -104,7 +95,7 @@ END_TEST
 START_TEST(test_deterministic_for_seed)
 {
     ld_model_t *g = load(GAN_FILE);
-    ld_dataset_t *d = test_images(2);
+    ld_dataset_t *d = tu_fashion_test(2);
     const int n = 2, Z = g->arch.z_dim, X = g->arch.x_dim;
     ld_invert_opts_t o;
     ld_invert_opts_default(&o);
@@ -217,7 +208,7 @@ static long post(tu_resp_t *r, const char *model, const char *json)
  * v >= 0>], <extra>} */
 static char *images_body(int n, double v, const char *extra)
 {
-    ld_dataset_t *d = test_images(n);
+    ld_dataset_t *d = tu_fashion_test(n);
     ld_buf_t b = {0};
     ld_buf_puts(&b, "{\"images\":[");
     for (int i = 0; i < n; i++) {
@@ -347,7 +338,7 @@ END_TEST
  * options in JSON. */
 START_TEST(test_route_npy_body)
 {
-    ld_dataset_t *d = test_images(2);
+    ld_dataset_t *d = tu_fashion_test(2);
     uint8_t *npy = NULL;
     size_t npy_len = 0;
     ld_err_t e;
@@ -406,7 +397,7 @@ END_TEST
 START_TEST(test_route_job)
 {
     const int n = 6;
-    ld_dataset_t *d = test_images(n);
+    ld_dataset_t *d = tu_fashion_test(n);
     ld_buf_t js = {0};
     ld_buf_puts(&js, "{\"images\":[");
     for (int i = 0; i < n; i++) {
@@ -483,7 +474,7 @@ END_TEST
  * path starts at (nearly) the image. */
 START_TEST(test_interpolate_image_endpoint)
 {
-    ld_dataset_t *d = test_images(1);
+    ld_dataset_t *d = tu_fashion_test(1);
     ld_buf_t b = {0};
     ld_buf_puts(&b, "{\"from\":{\"image\":");
     ld_buf_json_floats(&b, d->x, 784);

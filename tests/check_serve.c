@@ -174,23 +174,6 @@ static float *jmatrix(const cJSON *m, int rows, int cols)
     return x;
 }
 
-static char *b64(const uint8_t *p, size_t n)
-{
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *o = malloc(4 * ((n + 2) / 3) + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                     (i + 2 < n ? p[i + 2] : 0);
-        o[k++] = t[v >> 18 & 63];
-        o[k++] = t[v >> 12 & 63];
-        o[k++] = i + 1 < n ? t[v >> 6 & 63] : '=';
-        o[k++] = i + 2 < n ? t[v & 63] : '=';
-    }
-    o[k] = '\0';
-    return o;
-}
-
 /* ------------------------------------------------------------- fixtures */
 
 static void write_conf(tu_daemon_t *d, const char *extra)
@@ -482,7 +465,7 @@ START_TEST(test_encode_decode_reconstruct)
     uint8_t *png = NULL;
     size_t png_len = 0;
     ck_assert_int_eq(ld_png_grid(x, 1, 28, 28, 1, 0, &png, &png_len, &e), LD_OK);
-    char *b = b64(png, png_len);
+    char *b = tu_base64(png, png_len);
     free(png);
     ld_buf_t pb = {0};
     ld_buf_printf(&pb, "{\"png\":\"%s\"}", b);

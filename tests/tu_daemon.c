@@ -451,6 +451,32 @@ long tu_http_once(tu_resp_t *r, const char *method, const char *path, const void
     return s;
 }
 
+ld_dataset_t *tu_fashion_test(int n)
+{
+    ld_dataset_t *d = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TEST, n, &d, &e) == LD_OK,
+                  "fashion-mnist: %s", e.msg);
+    return d;
+}
+
+char *tu_base64(const uint8_t *p, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *o = malloc(4 * ((n + 2) / 3) + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        o[k++] = t[v >> 18 & 63];
+        o[k++] = t[v >> 12 & 63];
+        o[k++] = i + 1 < n ? t[v >> 6 & 63] : '=';
+        o[k++] = i + 2 < n ? t[v & 63] : '=';
+    }
+    o[k] = '\0';
+    return o;
+}
+
 void *tu_sampler_run(void *arg)
 {
     tu_sampler_t *a = arg;

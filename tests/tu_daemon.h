@@ -30,6 +30,7 @@
 #include "testutil.h"
 
 #include "latentd/buf.h"
+#include "latentd/data.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -149,6 +150,13 @@ typedef struct {
     char bad_body[256]; /* body of the first bad response */
 } tu_sampler_t;
 void *tu_sampler_run(void *arg);
+
+/* The first n Fashion-MNIST test images with their labels (Debian's
+ * dataset-fashion-mnist); fails the test when they cannot be read.  The
+ * caller frees them (ld_data_free). */
+ld_dataset_t *tu_fashion_test(int n);
+/* p (n bytes) in standard base64, malloc'd and NUL-terminated. */
+char *tu_base64(const uint8_t *p, size_t n);
 
 /* ------------------------------------------------------------ raw sockets */
 

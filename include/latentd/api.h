@@ -6,7 +6,9 @@
  *   GET    /metrics                         inference token
  *   GET    /v1/models                       inference token
  *   GET    /v1/models/{name}                inference token
- *   PUT    /v1/models/{name}                admin token   {"file":"X.safetensors"}
+ *   PUT    /v1/models/{name}                admin token   {"file":"X.safetensors"}, or
+ *                                            the checkpoint itself (model_file_api.h)
+ *   GET    /v1/models/{name}/file           admin token   (model_file_api.h)
  *   DELETE /v1/models/{name}                admin token
  *   POST   /v1/models/{name}/sample         inference token
  *   GET    /v1/models/{name}/sample.png     inference token (seeded: ETag, 304)
@@ -15,6 +17,7 @@
  *   POST   /v1/models/{name}/reconstruct    inference token (VAE)
  *   POST   /v1/models/{name}/interpolate    inference token
  *   POST   /v1/models/{name}/invert         inference token (GAN; invert_api.h)
+ *   POST   /v1/models/{name}/classify       inference token (classifier; classify_api.h)
  * (README.md documents every body and response with a curl example.)
  * ld_api_register also adds the /v2 routes of v2.h.
  *
@@ -43,6 +46,7 @@ typedef struct {
     int max_samples;         /* images per request */
     int cache_max_age;       /* seconds a seeded sample.png may be cached (Cache-Control) */
     struct ld_jobs *jobs;    /* borrowed, may be NULL: runs inversions of many images */
+    size_t max_upload;       /* model upload bytes (0: 256 MiB) */
 } ld_api_opts_t;
 
 typedef struct ld_api ld_api_t;

@@ -40,6 +40,7 @@ typedef struct {
     int request_body_timeout;        /* seconds for a complete request body */
     long long connection_memory_limit; /* bytes of header/buffer memory per connection */
     long long max_body_bytes;        /* request body cap (413 above it) */
+    long long max_upload_bytes;      /* model upload cap (PUT octet-stream, streamed to disk) */
     long long body_memory_limit;     /* all buffered request bodies together (503 above) */
     int shutdown_timeout;            /* seconds to drain in-flight requests on SIGTERM */
     /* folders */

@@ -16,6 +16,16 @@ int ld_write_atomic_iov(const char *path, const struct iovec *iov, int n, ld_err
 /* Atomically replace path with buf[0..len). */
 int ld_write_atomic(const char *path, const void *buf, size_t len, ld_err_t *err);
 
+/* The first two steps of ld_write_atomic, for a caller that writes the
+ * file itself (a streamed upload): create "<path>.tmp.<pid>.<n>" with
+ * O_EXCL | O_NOFOLLOW, mode 0644; *fd (open for writing, the caller closes
+ * it) and *tmp (malloc'd, the caller frees it and unlinks the file if it is
+ * not renamed).  LD_EIO or LD_ENOMEM naming path. */
+int ld_tmp_create(const char *path, int *fd, char **tmp, ld_err_t *err);
+/* Rename from over to (same folder) and fsync the folder: the last step of
+ * ld_write_atomic.  The caller has fsynced from.  LD_EIO naming the step. */
+int ld_rename_durable(const char *from, const char *to, ld_err_t *err);
+
 /* Read a whole regular file (at most max_len bytes, else LD_EFORMAT).
  * On success *out is malloc'd (caller frees) and NUL-terminated one past *len. */
 int ld_read_file(const char *path, size_t max_len, uint8_t **out, size_t *len, ld_err_t *err);

@@ -21,6 +21,8 @@
  *   OPTIONS on a known path      -> 204 preflight (Allow, CORS when allowed)
  *   route by path, then method   -> 404 not_found / 405 method_not_allowed + Allow
  *   auth class of the route      -> 401 (+ WWW-Authenticate: Bearer) / 403
+ *   a streamed Content-Type (ld_http_route_stream): its own cap (413), then
+ *     the body goes to the route's sink as it arrives, not to memory
  *   Content-Length > cap         -> 413 payload_too_large (before reading the body)
  *   Content-Type for JSON routes -> 415 unsupported_media_type
  *     (application/x-npy is also taken on LD_ROUTE_NPY routes: not parsed)
@@ -121,6 +123,30 @@ typedef struct {
     int access_log;                 /* one info line per request */
 } ld_http_opts_t;
 
+/* ---- streamed bodies: written elsewhere as they arrive, never held whole ---- */
+typedef struct ld_body_sink ld_body_sink_t;
+struct ld_body_sink {
+    /* n more bytes of the body (on the request's thread): 0, or -1 after
+     * answering req (ld_req_error); the rest of the body is then discarded. */
+    int (*write)(ld_body_sink_t *sink, ld_req_t *req, const void *data, size_t n);
+    /* The request is over, however it ended (answered, timed out, the client
+     * went away mid-body): release the sink and whatever it made.  Once. */
+    void (*close)(ld_body_sink_t *sink);
+};
+/* Opens the sink of a request whose head has passed routing, auth and the
+ * size check; content_length: the announced length, -1 when chunked.  NULL
+ * after answering req. ctx: the route's. */
+typedef ld_body_sink_t *(*ld_sink_open_fn)(ld_req_t *req, void *ctx, long long content_length);
+typedef struct {
+    const char *content_type; /* bodies of this type stream (others: as the route says) */
+    size_t max_body;          /* 413 above it: Content-Length before reading, then
+                                 the running count; replaces the server's max_body */
+    const char *limit_name;   /* the setting that message names, e.g. "max_upload_bytes" */
+    ld_sink_open_fn open;
+    ld_handler_fn fn;         /* runs instead of the route's handler once the
+                                 body is in; ld_req_sink(req) is the sink */
+} ld_stream_t;
+
 /* Create (not started). Strings in opts are copied; tokens are kept only as
  * SHA-256 digests. metrics is borrowed and must outlive the server. */
 int ld_http_new(const ld_http_opts_t *opts, ld_metrics_t *metrics, ld_http_t **out,
@@ -133,6 +159,11 @@ int ld_http_route_add(ld_http_t *h, const ld_route_t *route, ld_err_t *err);
  * from h.  The control thread, or any thread once the server has started
  * (the table is read-only then). */
 const ld_route_t *ld_http_route_at(const ld_http_t *h, int i);
+/* Let the route method+pattern (added already) stream bodies of
+ * st->content_type (see ld_stream_t; st is copied, its strings must be
+ * static).  Before ld_http_start.  LD_ENOTFOUND when there is no such route. */
+int ld_http_route_stream(ld_http_t *h, const char *method, const char *pattern,
+                         const ld_stream_t *st, ld_err_t *err);
 /* Bind and start the thread pool. */
 int ld_http_start(ld_http_t *h, ld_err_t *err);
 /* The bound port (useful with port 0); 0 before start. */
@@ -178,6 +209,8 @@ const cJSON *ld_req_json(const ld_req_t *req);
 /* The raw body (owned by the request) and its length. */
 const uint8_t *ld_req_body(const ld_req_t *req, size_t *len);
 ld_http_t *ld_req_server(const ld_req_t *req);
+/* The sink of a streamed body (ld_http_route_stream), or NULL. */
+ld_body_sink_t *ld_req_sink(const ld_req_t *req);
 struct MHD_Connection *ld_req_connection(const ld_req_t *req);
 
 /* ---- replies ---- */
@@ -190,6 +223,9 @@ void ld_req_reply(ld_req_t *req, int status, const char *content_type, void *bod
 /* Answer with a static or borrowed body that outlives the response (copied if not). */
 void ld_req_reply_copy(ld_req_t *req, int status, const char *content_type, const void *body,
                        size_t len);
+/* Answer with size bytes of the open file fd from its start (ownership of
+ * fd moves here: closed when the response is done, or now on failure). */
+void ld_req_reply_fd(ld_req_t *req, int status, const char *content_type, int fd, uint64_t size);
 /* Answer with the JSON text in b (application/json); b is emptied. A failed
  * buffer (out of memory) becomes a 503. */
 void ld_req_reply_json(ld_req_t *req, int status, ld_buf_t *b);

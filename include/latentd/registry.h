@@ -88,6 +88,16 @@ int ld_registry_load(ld_registry_t *r, const char *name, const char *file, int *
 int ld_registry_put(ld_registry_t *r, const char *name, const char *file, int allow_kind_change,
                     int *replaced, ld_served_t **out, ld_err_t *err);
 
+/* Serve the checkpoint in tmp, a file directly inside the model folder (a
+ * streamed upload, written and fsynced by the caller; see ld_tmp_create), as
+ * name from NAME.safetensors: under load_lock it is parsed and checked in
+ * full as ld_registry_put does (same errors, same kind-change rule), then
+ * renamed over NAME.safetensors (the folder fsynced) and published; a
+ * binding of name to another file is dropped.  On failure nothing changed
+ * (tmp is still there: the caller removes it); on success tmp is gone. */
+int ld_registry_install(ld_registry_t *r, const char *name, const char *tmp,
+                        int allow_kind_change, int *replaced, ld_served_t **out, ld_err_t *err);
+
 /* Keep bindings and versions in state_dir/models.json (registry_impl.h), read
  * now: call before the first scan.  Without it they live in memory only. */
 int ld_registry_set_state_dir(ld_registry_t *r, const char *state_dir, ld_err_t *err);
