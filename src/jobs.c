@@ -102,6 +102,10 @@ static int init_cond_monotonic(pthread_cond_t *c)
 job_t *jobs_job_alloc(void)
 {
     job_t *job = calloc(1, sizeof *job);
+    if (job && !(job->spec = calloc(1, sizeof *job->spec))) {
+        free(job);
+        job = NULL;
+    }
     if (!job)
         return NULL;
     atomic_init(&job->cancel, 0);
@@ -119,7 +123,26 @@ void jobs_job_free(job_t *job)
         return;
     pthread_mutex_destroy(&job->persist_lock);
     free(job->spec_json);
+    free(job->spec);
+    free(job->hist);
     free(job);
+}
+
+void jobs_take_names(job_t *job)
+{
+    job->kind = job->spec->kind;
+    jobs_copy_str(job->model, sizeof job->model, job->spec->model);
+    jobs_copy_str(job->data, sizeof job->data, job->spec->data);
+}
+
+void jobs_shrink_locked(job_t *job)
+{
+    free(job->spec);
+    job->spec = NULL;
+    free(job->hist);
+    job->hist = NULL;
+    job->hist_n = job->hist_cap = 0;
+    job->hist_saved = 1;
 }
 
 /* Under lock. NULL when absent. */
@@ -313,6 +336,15 @@ void jobs_hist_push_locked(job_t *job, long step, const double *v, int n)
         memmove(job->hist, job->hist + 1, (HIST_CAP - 1) * sizeof job->hist[0]);
         job->hist_n--;
     }
+    if (job->hist_n == job->hist_cap) { /* sized to the points, not to HIST_CAP */
+        int cap = job->hist_cap ? 2 * job->hist_cap : 16;
+        cap = cap < HIST_CAP ? cap : HIST_CAP;
+        hist_point_t *h = realloc(job->hist, (size_t)cap * sizeof *h);
+        if (!h)
+            return; /* the point is lost, the run goes on */
+        job->hist = h;
+        job->hist_cap = cap;
+    }
     hist_point_t *p = &job->hist[job->hist_n++];
     p->step = step;
     for (int i = 0; i < LD_MAX_LOSSES; i++)
@@ -413,21 +445,21 @@ static int run_prepare(ld_jobs_t *j, job_t *job, const char *state_path, run_res
                        ld_err_t *err)
 {
     char data_path[PATH_MAX];
-    int rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
-    if (rc || (rc = cache_acquire(j, data_path, job->spec.limit, &r->data, err)))
+    int rc = ld_jobspec_resolve_data(j->data_dir, job->spec->data, data_path, sizeof data_path, err);
+    if (rc || (rc = cache_acquire(j, data_path, job->spec->limit, &r->data, err)))
         return rc;
     const ld_dataset_t *d = r->data->d;
-    ld_arch_t arch = job->spec.arch;
+    ld_arch_t arch = job->spec->arch;
     arch.img_h = d->h;
     arch.img_w = d->w;
     arch.x_dim = d->dim;
     ld_err_t e;
     if (ld_arch_validate(&arch, &e))
-        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
+        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec->data, e.msg);
     /* the spec was checked for 28x28 images; this data set's may be larger */
-    if (ld_jobspec_check_bytes(&arch, &job->spec.train, j->cfg.caps.max_job_bytes, &e))
-        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
-    ld_train_opts_t o = job->spec.train;
+    if (ld_jobspec_check_bytes(&arch, &job->spec->train, j->cfg.caps.max_job_bytes, &e))
+        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec->data, e.msg);
+    ld_train_opts_t o = job->spec->train;
     jobs_copy_str(o.state_path, sizeof o.state_path, state_path);
     o.abandon = &job->cancel; /* a cancel stops inside a step, writing no state */
     if ((rc = ld_model_new(&arch, o.seed, &r->m, err)) ||
@@ -475,16 +507,16 @@ static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
     int rc = ld_mkdir_p(j->models_dir, err);
     if (rc)
         return rc;
-    if (snprintf(path, sizeof path, "%s/%s.safetensors", j->models_dir, job->spec.model) >=
+    if (snprintf(path, sizeof path, "%s/%s.safetensors", j->models_dir, job->spec->model) >=
         (int)sizeof path)
         return ld_err_set(err, LD_EINVAL, "model path too long");
     ld_record_set(&m->record, "job", "%s", job->id);
     if ((rc = ld_model_save(m, path, err)))
         return rc;
-    if (j->cfg.publish && (rc = j->cfg.publish(j->cfg.user, job->spec.model, path, &e)))
+    if (j->cfg.publish && (rc = j->cfg.publish(j->cfg.user, job->spec->model, path, &e)))
         return ld_err_set(err, rc, "the model was written to %s.safetensors but could not be "
                                    "served: %s",
-                          job->spec.model, e.msg);
+                          job->spec->model, e.msg);
     return LD_OK;
 }
 
@@ -504,7 +536,7 @@ static void run_job(ld_jobs_t *j, job_t *job)
          * the oldest, the start of the run, is never dropped */
         long stride = (p.steps_total + HIST_TARGET - 1) / HIST_TARGET;
         run_ctx_t c = {.j = j, .job = job, .stride = stride > 1 ? stride : 1,
-                       .every = job->spec.train.checkpoint_every};
+                       .every = job->spec->train.checkpoint_every};
         if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
             rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
         else
@@ -528,7 +560,7 @@ static void run_job(ld_jobs_t *j, job_t *job)
     int have_state = stat(state_path, &st) == 0;
     pthread_mutex_lock(&j->lock);
     if (s == LD_JOB_SUCCEEDED) {
-        snprintf(job->model_file, sizeof job->model_file, "%s.safetensors", job->spec.model);
+        snprintf(job->model_file, sizeof job->model_file, "%s.safetensors", job->model);
         job->step = job->steps_total;
         job->eta_s = 0;
     } else if (s == LD_JOB_FAILED) {
@@ -551,7 +583,7 @@ static void run_job(ld_jobs_t *j, job_t *job)
     switch (s) {
     case LD_JOB_SUCCEEDED:
         jobs_log(j, LD_LOG_INFO, "job %s succeeded in %.1f s (%ld steps): model %s published",
-             job->id, secs, total, job->spec.model);
+             job->id, secs, total, job->model);
         break;
     case LD_JOB_FAILED:
         jobs_log(j, LD_LOG_ERROR, "job %s failed after %.1f s: %s", job->id, secs, e.msg);
@@ -593,13 +625,13 @@ static void *worker_main(void *arg)
         if (atomic_load(&j->stopping))
             break;
         job_t *job = dequeue_locked(j);
-        job->epochs = job->spec.train.epochs;
+        job->epochs = job->spec->train.epochs;
         jobs_set_state_locked(j, job, LD_JOB_RUNNING);
         pthread_mutex_unlock(&j->lock);
         jobs_persist(j, job, NULL);
         wake_subs(j, job);
-        jobs_log(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_kind_name(job->spec.kind),
-             job->spec.model, job->spec.data);
+        jobs_log(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_kind_name(job->kind),
+             job->model, job->data);
         run_job(j, job);
         pthread_mutex_lock(&j->lock);
     }
@@ -823,15 +855,16 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     if (!job)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     char data_path[PATH_MAX];
-    int rc = ld_jobspec_parse(body, len, &j->cfg.caps, j->cfg.checkpoint_every, &job->spec, err);
+    int rc = ld_jobspec_parse(body, len, &j->cfg.caps, j->cfg.checkpoint_every, job->spec, err);
     if (!rc)
-        rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
-    if (!rc && !(job->spec_json = ld_jobspec_to_json(&job->spec)))
+        rc = ld_jobspec_resolve_data(j->data_dir, job->spec->data, data_path, sizeof data_path, err);
+    if (!rc && !(job->spec_json = ld_jobspec_to_json(job->spec)))
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
     if (rc) {
         jobs_job_free(job);
         return rc;
     }
+    jobs_take_names(job);
 
     pthread_mutex_lock(&j->lock);
     if (atomic_load(&j->stopping)) {
@@ -858,7 +891,7 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     snprintf(job->id, sizeof job->id, "j-%06ld", job->num);
     ld_utc_iso8601(job->created, sizeof job->created);
     job->state = LD_JOB_QUEUED;
-    job->epochs = job->spec.train.epochs;
+    int epochs = job->epochs = job->spec->train.epochs;
     char *dir = jobs_path_join(j->jobs_dir, job->id, NULL);
     if (!dir)
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -887,7 +920,7 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     free(dir);
     memcpy(id, job->id, LD_JOB_ID_MAX);
     jobs_log(j, LD_LOG_INFO, "job %s queued: %s %s on %s, %d epochs", job->id,
-         ld_kind_name(job->spec.kind), job->spec.model, job->spec.data, job->spec.train.epochs);
+         ld_kind_name(job->kind), job->model, job->data, epochs);
     return LD_OK;
 }
 
@@ -942,7 +975,7 @@ int ld_jobs_info(ld_jobs_t *j, const char *id, ld_job_info_t *out, ld_err_t *err
                                                : 0;
         out->seq = job->seq;
         jobs_copy_str(out->error, sizeof out->error, job->error);
-        jobs_copy_str(out->model, sizeof out->model, job->spec.model);
+        jobs_copy_str(out->model, sizeof out->model, job->model);
     }
     pthread_mutex_unlock(&j->lock);
     return job ? LD_OK : ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
@@ -952,12 +985,11 @@ int ld_jobs_get_json(ld_jobs_t *j, const char *id, char **json, ld_err_t *err)
 {
     *json = NULL;
     pthread_mutex_lock(&j->lock);
-    job_t *job = find_locked(j, id);
-    if (job)
-        *json = jobs_job_json_locked(job, 1);
+    job_t *job = find_locked(j, id); /* stays valid until ld_jobs_free */
     pthread_mutex_unlock(&j->lock);
     if (!job)
         return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    *json = jobs_job_json_full(j, job, NULL, NULL);
     return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
 }
 
@@ -985,7 +1017,7 @@ int ld_jobs_list_json(ld_jobs_t *j, const ld_jobs_list_t *q, char **json, ld_err
             more = j->all[i];
             break;
         }
-        cJSON *o = jobs_job_to_cjson(job, 0);
+        cJSON *o = jobs_job_to_cjson(job, 0, NULL);
         ok = o && cJSON_AddItemToArray(arr, o);
         if (!ok)
             cJSON_Delete(o);
@@ -1086,21 +1118,19 @@ int ld_jobs_event_json(ld_jobs_t *j, const char *id, uint64_t *seq, char **json,
     *json = NULL;
     *final = 0;
     pthread_mutex_lock(&j->lock);
-    job_t *job = find_locked(j, id);
-    int rc = LD_OK;
-    if (!job) {
-        rc = ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
-    } else {
+    job_t *job = find_locked(j, id); /* stays valid until ld_jobs_free */
+    int newer = job && job->seq > *seq;
+    if (job)
         *final = final_locked(j, job);
-        if (job->seq > *seq) {
-            if ((*json = jobs_job_json_locked(job, 1)))
-                *seq = job->seq;
-            else
-                rc = ld_err_set(err, LD_ENOMEM, "out of memory");
-        }
-    }
     pthread_mutex_unlock(&j->lock);
-    return rc;
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    uint64_t shown;
+    if (newer && !(*json = jobs_job_json_full(j, job, &shown, NULL)))
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    if (newer)
+        *seq = shown;
+    return LD_OK;
 }
 
 int ld_jobs_wait(ld_jobs_t *j, const char *id, uint64_t after_seq, int timeout_ms, uint64_t *seq,
@@ -1157,7 +1187,7 @@ char *ld_jobs_metrics_text(ld_jobs_t *j)
         const job_t *job = j->all[i];
         if (job->state == LD_JOB_RUNNING) /* ids and model names need no escaping */
             ld_buf_printf(&b, "latentd_job_samples_per_second{job=\"%s\",model=\"%s\"} %.6g\n",
-                      job->id, job->spec.model,
+                      job->id, job->model,
                       isfinite(job->samples_per_s) ? job->samples_per_s : 0.0);
     }
     pthread_mutex_unlock(&j->lock);
