@@ -457,6 +457,7 @@ int jobs_recover(ld_jobs_t *j, ld_err_t *err)
     if (!dp)
         return ld_err_set(err, LD_EIO, "cannot open %s: %s", j->jobs_dir, strerror(errno));
     struct dirent *de;
+    ld_remove_stale_tmp(j->jobs_dir); /* "generation" and "last_purged" are written there */
     j->next_num = (long)read_number(j, "last_purged") + 1;
     while ((de = readdir(dp))) { /* before the workers start: next_num is ours alone */
         if (strncmp(de->d_name, ".purged-", 8) == 0) { /* a purge a crash cut short */

@@ -16,6 +16,15 @@ int ld_write_atomic_iov(const char *path, const struct iovec *iov, int n, ld_err
 /* Atomically replace path with buf[0..len). */
 int ld_write_atomic(const char *path, const void *buf, size_t len, ld_err_t *err);
 
+/* Remove from dir the temporary files of ld_write_atomic left by a process
+ * that no longer runs (killed mid-write): regular files named
+ * "<name>.tmp.<pid>.<n>" whose pid is neither ours nor a live process.
+ * Symbolic links (never followed) and every other name are left alone; each
+ * removal is logged.  Returns how many were removed, or -1 (errno set) when
+ * dir cannot be read.  Thread-safe; the caller picks a moment when no write
+ * of its own is under way there (our pid's files are kept regardless). */
+int ld_remove_stale_tmp(const char *dir);
+
 /* Read a whole regular file (at most max_len bytes, else LD_EFORMAT).
  * On success *out is malloc'd (caller frees) and NUL-terminated one past *len. */
 int ld_read_file(const char *path, size_t max_len, uint8_t **out, size_t *len, ld_err_t *err);
