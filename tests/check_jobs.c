@@ -936,13 +936,19 @@ END_TEST
     "{\"kind\":\"vae\",\"model\":\"" name "\",\"limit\":256,\"arch\":{\"hidden\":[16],\"z\":2},"  \
     "\"train\":{\"epochs\":40,\"batch\":32}}"
 
+/* Submit body, wait for success: its JSON (malloc'd), its id in id. */
+static char *run_to_success(ld_jobs_t *j, const char *body, char id[LD_JOB_ID_MAX])
+{
+    submit_ok(j, body, id);
+    ck_assert_int_eq(wait_state(j, id, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
+    return get_json(j, id);
+}
+
 START_TEST(test_loss_history_keeps_the_start)
 {
     ld_jobs_t *j = open_engine(1, 4);
     char a[LD_JOB_ID_MAX];
-    submit_ok(j, HIST_VAE("hist"), a);
-    ck_assert_int_eq(wait_state(j, a, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
-    char *js = get_json(j, a);
+    char *js = run_to_success(j, HIST_VAE("hist"), a);
     cJSON *o = cJSON_Parse(js);
     free(js);
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "loss_history");
@@ -979,9 +985,7 @@ START_TEST(test_finished_records_are_small)
 {
     ld_jobs_t *j = open_engine(1, 4);
     char a[LD_JOB_ID_MAX];
-    submit_ok(j, HIST_VAE("small"), a);
-    ck_assert_int_eq(wait_state(j, a, LD_JOB_SUCCEEDED, 120), LD_JOB_SUCCEEDED);
-    char *orig = get_json(j, a);
+    char *orig = run_to_success(j, HIST_VAE("small"), a);
     ld_jobs_free(j);
     char path[1024];
     job_file(path, sizeof path, a, "job.json");
