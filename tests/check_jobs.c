@@ -33,7 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+/* libasan's (sanitizer/allocator_interface.h is not installed with gcc) */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 static char *root;
