@@ -300,27 +300,42 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
     return NULL;
 }
 
-/* libmicrohttpd has found a Content-Length that is not a number in a head
- * that the gate did not see (a kept-alive connection's later request) and
- * is about to answer with HTML.  Answer first with the JSON error: the
- * connections of this MHD thread whose head is being parsed and whose
- * Content-Length is not a number (MHD says not which one; any of them is
- * about to get the same answer).  MHD's own answer then meets a shut
- * socket.  On the MHD thread, from its logger. */
-static void reject_bad_length(ld_http_t *h)
+/* libmicrohttpd is about to answer, with HTML, a request head that the gate
+ * did not see (a kept-alive connection's later request): one whose
+ * Content-Length is not a number (bad_length), or one too large for its
+ * memory pool (431).  Its logger says so on the connection's own thread,
+ * but not which connection: the candidates are this thread's connections
+ * whose head is being parsed (uri_cb to ld_http_conn_head_done).  Answer
+ * them first with the JSON error; MHD's answer then meets a shut socket.
+ * A bad Content-Length is checked on each candidate (any that has one is
+ * about to get the same answer); a 431 is answered only when there is one
+ * candidate, the failing connection being always among them (MHD parsed
+ * its request line).  On the MHD thread, from its logger. */
+static void reject_in_head(ld_http_t *h, int bad_length)
 {
+    ld_conn_t *only = NULL;
+    int n = 0;
     pthread_mutex_lock(&h->conn_mu);
     for (ld_conn_t *c = h->conns; c; c = c->next) {
         if (atomic_load(&c->owner) != (const void *)&mhd_thread_mark ||
             !atomic_load_explicit(&c->in_head, memory_order_relaxed) || c->rejected)
             continue;
-        const char *cl = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Content-Length");
+        only = c;
+        n++;
+        const char *cl = bad_length ? MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND,
+                                                                  "Content-Length")
+                                    : NULL;
         if (!cl || ld_http_length_ok(cl, strlen(cl)))
             continue;
         char msg[96];
         snprintf(msg, sizeof msg, "Content-Length '%.40s' is not a number", cl);
         atomic_fetch_add_explicit(&h->heads_rejected, 1, memory_order_relaxed);
         ld_http_conn_reject(c, 400, "bad_request", msg);
+    }
+    if (!bad_length && n == 1) {
+        atomic_fetch_add_explicit(&h->heads_rejected, 1, memory_order_relaxed);
+        ld_http_conn_reject(only, 431, "header_fields_too_large",
+                            "the request head is too large");
     }
     pthread_mutex_unlock(&h->conn_mu);
 }
@@ -353,8 +368,11 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
     static const char bad_length[] = "Failed to parse `Content-Length' header";
+    static const char too_large[] = "Error processing request (HTTP response code is 431";
     if (strncmp(msg, bad_length, sizeof bad_length - 1) == 0)
-        reject_bad_length(cls);
+        reject_in_head(cls, 1);
+    else if (strncmp(msg, too_large, sizeof too_large - 1) == 0)
+        reject_in_head(cls, 0);
     ld_log_warn("libmicrohttpd: %s", msg);
 }
 
