@@ -3,9 +3,13 @@
 #include "latentd/fsutil.h"
 #include "fsutil_impl.h"
 
+#include "latentd/log.h"
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -370,4 +374,64 @@ int ld_name_is_safe(const char *name)
             return 0;
     }
     return 1;
+}
+
+/* The pid in a name of open_tmp's form "<name>.tmp.<pid>.<n>", or -1. */
+static long tmp_name_pid(const char *name)
+{
+    const char *t = NULL;
+    for (const char *p = strstr(name, ".tmp."); p; p = strstr(p + 1, ".tmp."))
+        t = p;
+    if (!t || t == name)
+        return -1;
+    const char *p = t + 5;
+    long pid = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 10; p++, digits++)
+        pid = pid * 10 + (*p - '0');
+    if (!digits || *p != '.' || pid <= 0 || pid > INT_MAX)
+        return -1;
+    for (digits = 0, p++; *p >= '0' && *p <= '9'; p++)
+        digits++;
+    return digits && !*p ? pid : -1;
+}
+
+/* 1 unless no process has this pid (one we may not signal is alive too). */
+static int pid_alive(long pid)
+{
+    return kill((pid_t)pid, 0) == 0 || errno != ESRCH;
+}
+
+int ld_remove_stale_tmp(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        int saved = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = saved;
+        return -1;
+    }
+    int removed = 0;
+    long self = (long)getpid();
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        long pid = tmp_name_pid(de->d_name);
+        struct stat st;
+        if (pid < 0 || pid == self || pid_alive(pid) ||
+            fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (unlinkat(fd, de->d_name, 0) == 0) {
+            ld_log_info("stale temporary file removed dir=%s file=%.200s (a write by pid %ld "
+                        "that did not finish)",
+                        dir, de->d_name, pid);
+            removed++;
+        } else {
+            ld_log_warn("stale temporary file not removed dir=%s file=%.200s: %s", dir,
+                        de->d_name, strerror(errno));
+        }
+    }
+    closedir(d);
+    return removed;
 }

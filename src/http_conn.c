@@ -183,6 +183,7 @@ static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_contex
             return;
         }
         c->fd = fi->connect_fd;
+        c->mhd = conn;
         set_deadline(c, h->head_timeout_s);
         pthread_mutex_lock(&h->conn_mu);
         c->next = h->conns;
@@ -223,8 +224,10 @@ ld_conn_t *ld_http_conn_of(struct MHD_Connection *conn)
 
 void ld_http_conn_head_done(const ld_http_t *h, ld_conn_t *c, int has_body)
 {
-    if (c)
-        set_deadline(c, has_body ? h->body_timeout_s : 0);
+    if (!c)
+        return;
+    atomic_store_explicit(&c->in_head, 0, memory_order_relaxed);
+    set_deadline(c, has_body ? h->body_timeout_s : 0);
 }
 
 void ld_http_conn_request_done(const ld_http_t *h, ld_conn_t *c, int completed)
@@ -290,14 +293,62 @@ void ld_http_conn_reject(ld_conn_t *c, int status, const char *code, const char 
 /* MHD's URI callback, on the request line's arrival and before MHD parses
  * the query: too many parameters would exhaust MHD's per-connection pool,
  * after which it cannot even send its own error. */
+static _Thread_local char mhd_thread_mark; /* its address tells MHD threads apart */
+
 static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     ld_head_verdict_t v;
+    ld_conn_t *c = ld_http_conn_of(conn);
+    if (c) {
+        const void *none = NULL;
+        atomic_compare_exchange_strong(&c->owner, &none, (const void *)&mhd_thread_mark);
+        atomic_store_explicit(&c->in_head, 1, memory_order_relaxed);
+    }
     if (ld_http_target_check(uri, strlen(uri), &v) != LD_HEAD_OK) {
         atomic_fetch_add_explicit(&((ld_http_t *)cls)->heads_rejected, 1, memory_order_relaxed);
-        ld_http_conn_reject(ld_http_conn_of(conn), v.status, v.code, v.msg);
+        ld_http_conn_reject(c, v.status, v.code, v.msg);
     }
     return NULL;
+}
+
+/* libmicrohttpd is about to answer, with HTML, a request head that the gate
+ * did not see (a kept-alive connection's later request): one whose
+ * Content-Length is not a number (bad_length), or one too large for its
+ * memory pool (431).  Its logger says so on the connection's own thread,
+ * but not which connection: the candidates are this thread's connections
+ * whose head is being parsed (uri_cb to ld_http_conn_head_done).  Answer
+ * them first with the JSON error; MHD's answer then meets a shut socket.
+ * A bad Content-Length is checked on each candidate (any that has one is
+ * about to get the same answer); a 431 is answered only when there is one
+ * candidate, the failing connection being always among them (MHD parsed
+ * its request line).  On the MHD thread, from its logger. */
+static void reject_in_head(ld_http_t *h, int bad_length)
+{
+    ld_conn_t *only = NULL;
+    int n = 0;
+    pthread_mutex_lock(&h->conn_mu);
+    for (ld_conn_t *c = h->conns; c; c = c->next) {
+        if (atomic_load(&c->owner) != (const void *)&mhd_thread_mark ||
+            !atomic_load_explicit(&c->in_head, memory_order_relaxed) || c->rejected)
+            continue;
+        only = c;
+        n++;
+        const char *cl = bad_length ? MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND,
+                                                                  "Content-Length")
+                                    : NULL;
+        if (!cl || ld_http_length_ok(cl, strlen(cl)))
+            continue;
+        char msg[96];
+        snprintf(msg, sizeof msg, "Content-Length '%.40s' is not a number", cl);
+        atomic_fetch_add_explicit(&h->heads_rejected, 1, memory_order_relaxed);
+        ld_http_conn_reject(c, 400, "bad_request", msg);
+    }
+    if (!bad_length && n == 1) {
+        atomic_fetch_add_explicit(&h->heads_rejected, 1, memory_order_relaxed);
+        ld_http_conn_reject(only, 431, "header_fields_too_large",
+                            "the request head is too large");
+    }
+    pthread_mutex_unlock(&h->conn_mu);
 }
 
 /* Shut down the sockets of connections past their head or body deadline
@@ -327,6 +378,12 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
+    static const char bad_length[] = "Failed to parse `Content-Length' header";
+    static const char too_large[] = "Error processing request (HTTP response code is 431";
+    if (strncmp(msg, bad_length, sizeof bad_length - 1) == 0)
+        reject_in_head(cls, 1);
+    else if (strncmp(msg, too_large, sizeof too_large - 1) == 0)
+        reject_in_head(cls, 0);
     ld_log_warn("libmicrohttpd: %s", msg);
 }
 

@@ -24,6 +24,14 @@ int ld_http_query_params(const char *target, size_t len)
     return n;
 }
 
+int ld_http_length_ok(const char *v, size_t n)
+{
+    size_t digits = 0;
+    while (digits < n && v[digits] >= '0' && v[digits] <= '9')
+        digits++;
+    return n > 0 && digits == n && n <= 18;
+}
+
 static int reject(ld_head_verdict_t *v, int status, const char *code, const char *msg)
 {
     v->status = status;
@@ -94,10 +102,8 @@ int ld_http_head_check(const char *buf, size_t len, size_t cap, ld_head_verdict_
         if (nl == 4 && strncasecmp(p, "Host", 4) == 0) {
             host = 1;
         } else if (nl == 14 && strncasecmp(p, "Content-Length", 14) == 0) {
-            size_t vl = (size_t)(end - val), digits = 0;
-            while (digits < vl && val[digits] >= '0' && val[digits] <= '9')
-                digits++;
-            if (vl == 0 || digits != vl || vl > 18) {
+            size_t vl = (size_t)(end - val);
+            if (!ld_http_length_ok(val, vl)) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "Content-Length '%.*s' is not a number",
                          (int)(vl < 40 ? vl : 40), val);

@@ -46,6 +46,11 @@ typedef struct ld_conn {
     int fd;
     atomic_llong deadline_ms; /* CLOCK_MONOTONIC ms by which this phase must end; 0 none */
     int rejected;             /* answered by ld_http_conn_reject: no handler runs */
+    struct MHD_Connection *mhd;
+    /* between a request line (uri_cb) and its head's end (ld_http_conn_head_done):
+     * MHD is parsing this connection's head, on the thread owner marks */
+    atomic_int in_head;
+    _Atomic(const void *) owner; /* set once, by the MHD thread's uri_cb */
 } ld_conn_t;
 
 /* Open connections of one client address (see admit, conn_cb). */
@@ -213,6 +218,8 @@ typedef struct {
     const char *code; /* the JSON error's code (static) */
     char msg[128];
 } ld_head_verdict_t;
+/* 1 if v[0..n) is a Content-Length value we take: 1 to 18 decimal digits. */
+int ld_http_length_ok(const char *v, size_t n);
 /* The number of query parameters of a request target (len bytes). */
 int ld_http_query_params(const char *target, size_t len);
 /* LD_HEAD_REJECT (414, *v filled) for a target with more than

@@ -111,6 +111,10 @@ static int init_cond_monotonic(pthread_cond_t *c)
 job_t *jobs_job_alloc(void)
 {
     job_t *job = calloc(1, sizeof *job);
+    if (job && !(job->spec = calloc(1, sizeof *job->spec))) {
+        free(job);
+        job = NULL;
+    }
     if (!job)
         return NULL;
     atomic_init(&job->cancel, 0);
@@ -128,7 +132,27 @@ void jobs_job_free(job_t *job)
         return;
     pthread_mutex_destroy(&job->persist_lock);
     free(job->spec_json);
+    free(job->spec);
+    free(job->hist);
     free(job);
+}
+
+void jobs_take_names(job_t *job)
+{
+    job->kind = job->spec->kind;
+    job->kind_name = ld_jobspec_kind_name(job->spec);
+    jobs_copy_str(job->model, sizeof job->model, job->spec->model);
+    jobs_copy_str(job->data, sizeof job->data, job->spec->data);
+}
+
+void jobs_shrink_locked(job_t *job)
+{
+    free(job->spec);
+    job->spec = NULL;
+    free(job->hist);
+    job->hist = NULL;
+    job->hist_n = job->hist_cap = 0;
+    job->hist_saved = 1;
 }
 
 /* Under lock. NULL when absent. */
@@ -322,6 +346,15 @@ void jobs_hist_push_locked(job_t *job, long step, const double *v, int n)
         memmove(job->hist, job->hist + 1, (HIST_CAP - 1) * sizeof job->hist[0]);
         job->hist_n--;
     }
+    if (job->hist_n == job->hist_cap) { /* sized to the points, not to HIST_CAP */
+        int cap = job->hist_cap ? 2 * job->hist_cap : 16;
+        cap = cap < HIST_CAP ? cap : HIST_CAP;
+        hist_point_t *h = realloc(job->hist, (size_t)cap * sizeof *h);
+        if (!h)
+            return; /* the point is lost, the run goes on */
+        job->hist = h;
+        job->hist_cap = cap;
+    }
     hist_point_t *p = &job->hist[job->hist_n++];
     p->step = step;
     for (int i = 0; i < LD_MAX_LOSSES; i++)
@@ -422,21 +455,21 @@ static int run_prepare(ld_jobs_t *j, job_t *job, const char *state_path, run_res
                        ld_err_t *err)
 {
     char data_path[PATH_MAX];
-    int rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
-    if (rc || (rc = cache_acquire(j, data_path, job->spec.limit, &r->data, err)))
+    int rc = ld_jobspec_resolve_data(j->data_dir, job->spec->data, data_path, sizeof data_path, err);
+    if (rc || (rc = cache_acquire(j, data_path, job->spec->limit, &r->data, err)))
         return rc;
     const ld_dataset_t *d = r->data->d;
-    ld_arch_t arch = job->spec.arch;
+    ld_arch_t arch = job->spec->arch;
     arch.img_h = d->h;
     arch.img_w = d->w;
     arch.x_dim = d->dim;
     ld_err_t e;
     if (ld_arch_validate(&arch, &e))
-        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
+        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec->data, e.msg);
     /* the spec was checked for 28x28 images; this data set's may be larger */
-    if (ld_jobspec_check_bytes(&arch, &job->spec.train, j->cfg.caps.max_job_bytes, &e))
-        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec.data, e.msg);
-    ld_train_opts_t o = job->spec.train;
+    if (ld_jobspec_check_bytes(&arch, &job->spec->train, j->cfg.caps.max_job_bytes, &e))
+        return ld_err_set(err, LD_EINVAL, "data %s: %s", job->spec->data, e.msg);
+    ld_train_opts_t o = job->spec->train;
     jobs_copy_str(o.state_path, sizeof o.state_path, state_path);
     o.abandon = &job->cancel; /* a cancel stops inside a step, writing no state */
     if ((rc = ld_model_new(&arch, o.seed, &r->m, err)) ||
@@ -484,16 +517,16 @@ static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
     int rc = ld_mkdir_p(j->models_dir, err);
     if (rc)
         return rc;
-    if (snprintf(path, sizeof path, "%s/%s.safetensors", j->models_dir, job->spec.model) >=
+    if (snprintf(path, sizeof path, "%s/%s.safetensors", j->models_dir, job->spec->model) >=
         (int)sizeof path)
         return ld_err_set(err, LD_EINVAL, "model path too long");
     ld_record_set(&m->record, "job", "%s", job->id);
     if ((rc = ld_model_save(m, path, err)))
         return rc;
-    if (j->cfg.publish && (rc = j->cfg.publish(j->cfg.user, job->spec.model, path, &e)))
+    if (j->cfg.publish && (rc = j->cfg.publish(j->cfg.user, job->spec->model, path, &e)))
         return ld_err_set(err, rc, "the model was written to %s.safetensors but could not be "
                                    "served: %s",
-                          job->spec.model, e.msg);
+                          job->spec->model, e.msg);
     return LD_OK;
 }
 
@@ -502,7 +535,7 @@ static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
  * cancel or a shutdown acts before it starts or after it ends. */
 static void run_invert(ld_jobs_t *j, job_t *job)
 {
-    const ld_jobspec_invert_t *inv = &job->spec.inv;
+    const ld_jobspec_invert_t *inv = &job->spec->inv;
     char in[PATH_MAX], out[PATH_MAX], *mpath = jobs_path_join(j->models_dir, inv->file, NULL);
     ld_err_t e = {{0}};
     ld_model_t *m = NULL;
@@ -549,7 +582,7 @@ static void run_invert(ld_jobs_t *j, job_t *job)
         rc = ld_err_set(&e, LD_ECANCELLED, "cancelled");
     if (!rc) {
         ld_buf_t b = {0};
-        ld_invert_json(&b, job->spec.model, &m->arch, &inv->opts, n, z, mse, xr);
+        ld_invert_json(&b, job->spec->model, &m->arch, &inv->opts, n, z, mse, xr);
         rc = ld_buf_failed(&b) ? ld_err_set(&e, LD_ENOMEM, "out of memory")
                                : ld_write_atomic(out, b.data, b.len, &e);
         ld_buf_free(&b);
@@ -583,7 +616,7 @@ static void run_invert(ld_jobs_t *j, job_t *job)
 
 static void run_job(ld_jobs_t *j, job_t *job)
 {
-    if (job->spec.invert) {
+    if (job->spec->invert) {
         run_invert(j, job);
         return;
     }
@@ -601,7 +634,7 @@ static void run_job(ld_jobs_t *j, job_t *job)
          * the oldest, the start of the run, is never dropped */
         long stride = (p.steps_total + HIST_TARGET - 1) / HIST_TARGET;
         run_ctx_t c = {.j = j, .job = job, .stride = stride > 1 ? stride : 1,
-                       .every = job->spec.train.checkpoint_every};
+                       .every = job->spec->train.checkpoint_every};
         if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
             rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
         else
@@ -625,7 +658,7 @@ static void run_job(ld_jobs_t *j, job_t *job)
     int have_state = stat(state_path, &st) == 0;
     pthread_mutex_lock(&j->lock);
     if (s == LD_JOB_SUCCEEDED) {
-        snprintf(job->model_file, sizeof job->model_file, "%s.safetensors", job->spec.model);
+        snprintf(job->model_file, sizeof job->model_file, "%s.safetensors", job->model);
         job->step = job->steps_total;
         job->eta_s = 0;
     } else if (s == LD_JOB_FAILED) {
@@ -648,7 +681,7 @@ static void run_job(ld_jobs_t *j, job_t *job)
     switch (s) {
     case LD_JOB_SUCCEEDED:
         jobs_log(j, LD_LOG_INFO, "job %s succeeded in %.1f s (%ld steps): model %s published",
-             job->id, secs, total, job->spec.model);
+             job->id, secs, total, job->model);
         break;
     case LD_JOB_FAILED:
         jobs_log(j, LD_LOG_ERROR, "job %s failed after %.1f s: %s", job->id, secs, e.msg);
@@ -690,13 +723,13 @@ static void *worker_main(void *arg)
         if (atomic_load(&j->stopping))
             break;
         job_t *job = dequeue_locked(j);
-        job->epochs = job->spec.train.epochs;
+        job->epochs = job->spec->train.epochs;
         jobs_set_state_locked(j, job, LD_JOB_RUNNING);
         pthread_mutex_unlock(&j->lock);
         jobs_persist(j, job, NULL);
         wake_subs(j, job);
-        jobs_log(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, ld_jobspec_kind_name(&job->spec),
-             job->spec.model, job->spec.data);
+        jobs_log(j, LD_LOG_INFO, "job %s running: %s %s on %s", job->id, job->kind_name,
+             job->model, job->data);
         run_job(j, job);
         pthread_mutex_lock(&j->lock);
     }
@@ -916,10 +949,11 @@ static int submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *ex
                       ld_err_t *err)
 {
     int rc = LD_OK;
-    if (!(job->spec_json = ld_jobspec_to_json(&job->spec))) {
+    if (!(job->spec_json = ld_jobspec_to_json(job->spec))) {
         jobs_job_free(job);
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     }
+    jobs_take_names(job);
 
     pthread_mutex_lock(&j->lock);
     if (atomic_load(&j->stopping)) {
@@ -947,7 +981,8 @@ static int submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *ex
     snprintf(job->id, sizeof job->id, "j-%s%s%06ld", rname, *rname ? "-" : "", job->num);
     ld_utc_iso8601(job->created, sizeof job->created);
     job->state = LD_JOB_QUEUED;
-    job->epochs = job->spec.train.epochs;
+    int epochs = job->epochs = job->spec->train.epochs;
+    int inv_images = job->spec->invert ? job->spec->inv.images : -1; /* job may run once queued */
     char *dir = jobs_path_join(j->jobs_dir, job->id, NULL);
     char *file = dir && name ? jobs_path_join(dir, name, NULL) : NULL;
     if (!dir || (name && !file))
@@ -980,13 +1015,12 @@ static int submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *ex
     free(file);
     free(dir);
     memcpy(id, job->id, LD_JOB_ID_MAX);
-    if (job->spec.invert)
+    if (inv_images >= 0)
         jobs_log(j, LD_LOG_INFO, "job %s queued: invert %d images through %s", job->id,
-                 job->spec.inv.images, job->spec.model);
+                 inv_images, job->model);
     else
         jobs_log(j, LD_LOG_INFO, "job %s queued: %s %s on %s, %d epochs", job->id,
-                 ld_kind_name(job->spec.kind), job->spec.model, job->spec.data,
-                 job->spec.train.epochs);
+                 job->kind_name, job->model, job->data, epochs);
     return LD_OK;
 }
 
@@ -1002,13 +1036,13 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
     if (!job)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     char data_path[PATH_MAX];
-    int rc = ld_jobspec_parse(body, len, &j->cfg.caps, j->cfg.checkpoint_every, &job->spec, err);
-    if (!rc && job->spec.invert)
+    int rc = ld_jobspec_parse(body, len, &j->cfg.caps, j->cfg.checkpoint_every, job->spec, err);
+    if (!rc && job->spec->invert)
         rc = ld_err_set(err, LD_EINVAL, "kind: \"invert\" jobs come from POST "
                                         "/v1/models/{name}/invert with more images than it "
                                         "inverts at once");
     if (!rc)
-        rc = ld_jobspec_resolve_data(j->data_dir, job->spec.data, data_path, sizeof data_path, err);
+        rc = ld_jobspec_resolve_data(j->data_dir, job->spec->data, data_path, sizeof data_path, err);
     if (rc) {
         jobs_job_free(job);
         return rc;
@@ -1026,7 +1060,7 @@ int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
     job_t *job = jobs_job_alloc();
     if (!job)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
-    ld_jobspec_t *s = &job->spec;
+    ld_jobspec_t *s = job->spec;
     s->invert = 1;
     s->kind = LD_KIND_GAN;
     jobs_copy_str(s->model, sizeof s->model, model);
@@ -1054,7 +1088,7 @@ int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, c
     char path[PATH_MAX];
     pthread_mutex_lock(&j->lock);
     job_t *job = find_locked(j, id);
-    int invert = job && job->spec.invert;
+    int invert = job && strcmp(job->kind_name, "invert") == 0;
     if (invert) {
         *state = job->state;
         if (job->state == LD_JOB_FAILED)
@@ -1126,7 +1160,7 @@ int ld_jobs_info(ld_jobs_t *j, const char *id, ld_job_info_t *out, ld_err_t *err
                                                : 0;
         out->seq = job->seq;
         jobs_copy_str(out->error, sizeof out->error, job->error);
-        jobs_copy_str(out->model, sizeof out->model, job->spec.model);
+        jobs_copy_str(out->model, sizeof out->model, job->model);
     }
     pthread_mutex_unlock(&j->lock);
     return job ? LD_OK : ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
@@ -1136,12 +1170,11 @@ int ld_jobs_get_json(ld_jobs_t *j, const char *id, char **json, ld_err_t *err)
 {
     *json = NULL;
     pthread_mutex_lock(&j->lock);
-    job_t *job = find_locked(j, id);
-    if (job)
-        *json = jobs_job_json_locked(job, 1);
+    job_t *job = find_locked(j, id); /* stays valid until ld_jobs_free */
     pthread_mutex_unlock(&j->lock);
     if (!job)
         return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    *json = jobs_job_json_full(j, job, NULL, NULL);
     return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
 }
 
@@ -1169,7 +1202,7 @@ int ld_jobs_list_json(ld_jobs_t *j, const ld_jobs_list_t *q, char **json, ld_err
             more = j->all[i];
             break;
         }
-        cJSON *o = jobs_job_to_cjson(job, 0);
+        cJSON *o = jobs_job_to_cjson(job, 0, NULL);
         ok = o && cJSON_AddItemToArray(arr, o);
         if (!ok)
             cJSON_Delete(o);
@@ -1270,21 +1303,19 @@ int ld_jobs_event_json(ld_jobs_t *j, const char *id, uint64_t *seq, char **json,
     *json = NULL;
     *final = 0;
     pthread_mutex_lock(&j->lock);
-    job_t *job = find_locked(j, id);
-    int rc = LD_OK;
-    if (!job) {
-        rc = ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
-    } else {
+    job_t *job = find_locked(j, id); /* stays valid until ld_jobs_free */
+    int newer = job && job->seq > *seq;
+    if (job)
         *final = final_locked(j, job);
-        if (job->seq > *seq) {
-            if ((*json = jobs_job_json_locked(job, 1)))
-                *seq = job->seq;
-            else
-                rc = ld_err_set(err, LD_ENOMEM, "out of memory");
-        }
-    }
     pthread_mutex_unlock(&j->lock);
-    return rc;
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    uint64_t shown;
+    if (newer && !(*json = jobs_job_json_full(j, job, &shown, NULL)))
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    if (newer)
+        *seq = shown;
+    return LD_OK;
 }
 
 int ld_jobs_wait(ld_jobs_t *j, const char *id, uint64_t after_seq, int timeout_ms, uint64_t *seq,
@@ -1341,7 +1372,7 @@ char *ld_jobs_metrics_text(ld_jobs_t *j)
         const job_t *job = j->all[i];
         if (job->state == LD_JOB_RUNNING) /* ids and model names need no escaping */
             ld_buf_printf(&b, "latentd_job_samples_per_second{job=\"%s\",model=\"%s\"} %.6g\n",
-                      job->id, job->spec.model,
+                      job->id, job->model,
                       isfinite(job->samples_per_s) ? job->samples_per_s : 0.0);
     }
     pthread_mutex_unlock(&j->lock);

@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define HIST_CAP 256             /* loss_history points kept per job */
+#define HIST_CAP 256             /* loss_history points kept per job (at most) */
 #define HIST_TARGET 200          /* points aimed at over a whole run */
 #define NOTIFY_INTERVAL_S 0.25   /* progress events at most this often */
 #define HEARTBEAT_S 0.75         /* quiet this long while queued/running: a heartbeat event */
@@ -32,7 +32,14 @@ typedef struct job {
     struct job *next_queued;     /* the queue (FIFO), under jobs->lock */
     long num;                    /* the number in the id */
     char id[LD_JOB_ID_MAX];
-    ld_jobspec_t spec;
+    /* A final record whose job.json is written keeps neither its spec nor its
+     * loss_history in memory (jobs_shrink_locked): a finished job needs only
+     * its names and spec_json, and its history is read back from job.json
+     * when asked for (hist_saved). */
+    ld_jobspec_t *spec;          /* owned; NULL once shrunk */
+    ld_kind_t kind;              /* the spec's, kept when it goes */
+    const char *kind_name;       /* ld_jobspec_kind_name of the spec (static) */
+    char model[LD_JOBSPEC_NAME_MAX], data[LD_JOBSPEC_NAME_MAX];
     char *spec_json;             /* normal form, owned */
     /* Everything below is under jobs->lock, except the atomics. */
     ld_job_state_t state;
@@ -44,8 +51,9 @@ typedef struct job {
     long step, steps_total;
     double samples_per_s, eta_s;
     double loss[LD_MAX_LOSSES];  /* latest running means */
-    hist_point_t hist[HIST_CAP]; /* oldest first */
-    int hist_n;
+    hist_point_t *hist;          /* oldest first, malloc'd, grown to at most HIST_CAP */
+    int hist_n, hist_cap;
+    int hist_saved;              /* shrunk: the points are in job.json only */
     char created[32], started[32], finished[32];
     char error[512];
     char note[256];
@@ -121,11 +129,21 @@ void jobs_enqueue_locked(ld_jobs_t *j, job_t *job);
 void jobs_bump_locked(ld_jobs_t *j, job_t *job);
 void jobs_set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s);
 void jobs_hist_push_locked(job_t *job, long step, const double *v, int n);
+/* Take kind, model and data from job->spec. */
+void jobs_take_names(job_t *job);
+/* Under lock, for a final job whose job.json holds its final state: free
+ * its spec and loss_history (see job_t). */
+void jobs_shrink_locked(job_t *job);
 
 /* ---- jobs_store.c ---- */
 int jobs_state_parse(const char *s, ld_job_state_t *out);
-cJSON *jobs_job_to_cjson(const job_t *job, int history);
-char *jobs_job_json_locked(const job_t *job, int history);
+/* Under lock.  history: with loss_history, from memory, or saved_hist (the
+ * array read from job.json) for a shrunk job. */
+cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist);
+/* Takes j->lock: job's whole JSON (with loss_history, read back from
+ * job.json for a shrunk job, outside the lock), malloc'd; NULL on ENOMEM.
+ * *seq and *state (either may be NULL): what the text shows. */
+char *jobs_job_json_full(ld_jobs_t *j, job_t *job, uint64_t *seq, ld_job_state_t *state);
 int jobs_persist(ld_jobs_t *j, job_t *job, ld_err_t *err);
 int jobs_recover(ld_jobs_t *j, ld_err_t *err);
 int jobs_lock_state_folder(ld_jobs_t *j, ld_err_t *err);

@@ -47,20 +47,19 @@ static int add_str_or_null(cJSON *o, const char *key, const char *s)
     return (s[0] ? cJSON_AddStringToObject(o, key, s) : cJSON_AddNullToObject(o, key)) != NULL;
 }
 
-/* Under lock.  history: include loss_history. */
-cJSON *jobs_job_to_cjson(const job_t *job, int history)
+cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist)
 {
     const char *const *names;
-    int nl = ld_train_loss_names(job->spec.kind, &names);
+    int nl = ld_train_loss_names(job->kind, &names);
     cJSON *o = cJSON_CreateObject(), *losses = NULL, *hist = NULL;
     double progress = job->steps_total > 0 ? (double)job->step / (double)job->steps_total : 0;
     if (job->state == LD_JOB_SUCCEEDED)
         progress = 1;
     int ok = o && cJSON_AddStringToObject(o, "id", job->id) &&
              cJSON_AddStringToObject(o, "state", ld_job_state_name(job->state)) &&
-             cJSON_AddStringToObject(o, "kind", ld_jobspec_kind_name(&job->spec)) &&
-             cJSON_AddStringToObject(o, "model", job->spec.model) &&
-             cJSON_AddStringToObject(o, "data", job->spec.data) &&
+             cJSON_AddStringToObject(o, "kind", job->kind_name) &&
+             cJSON_AddStringToObject(o, "model", job->model) &&
+             cJSON_AddStringToObject(o, "data", job->data) &&
              add_num(o, "progress", progress > 1 ? 1 : progress, 6) &&
              cJSON_AddNumberToObject(o, "epoch", job->epoch) &&
              cJSON_AddNumberToObject(o, "epochs", job->epochs) &&
@@ -70,7 +69,12 @@ cJSON *jobs_job_to_cjson(const job_t *job, int history)
              add_num(o, "eta_s", job->eta_s, 4) && (losses = cJSON_AddObjectToObject(o, "losses"));
     for (int i = 0; ok && i < nl; i++)
         ok = add_num(losses, names[i], job->loss[i], 7);
-    if (ok && history) {
+    if (ok && history && job->hist_saved) {
+        hist = saved_hist ? cJSON_Duplicate(saved_hist, 1) : cJSON_CreateArray();
+        ok = hist && cJSON_AddItemToObject(o, "loss_history", hist);
+        if (!ok)
+            cJSON_Delete(hist);
+    } else if (ok && history) {
         ok = (hist = cJSON_AddArrayToObject(o, "loss_history")) != NULL;
         for (int k = 0; ok && k < job->hist_n; k++) {
             cJSON *pt = cJSON_CreateObject();
@@ -99,18 +103,58 @@ cJSON *jobs_job_to_cjson(const job_t *job, int history)
     return o;
 }
 
-/* Under lock: malloc'd JSON text, or NULL on ENOMEM. */
-char *jobs_job_json_locked(const job_t *job, int history)
+/* The loss_history array of job's job.json (in *rec, to be deleted by the
+ * caller), or NULL when the record cannot be read (logged). */
+static const cJSON *saved_history(ld_jobs_t *j, const job_t *job, cJSON **rec)
 {
-    cJSON *o = jobs_job_to_cjson(job, history);
+    char path[PATH_MAX];
+    uint8_t *text = NULL;
+    size_t len = 0;
+    ld_err_t e = {{0}};
+    *rec = NULL;
+    if (jobs_job_path(j, job, "job.json", path, sizeof path) == 0 &&
+        ld_read_file(path, RECORD_MAX, &text, &len, &e) == LD_OK)
+        *rec = cJSON_ParseWithLength((const char *)text, len);
+    free(text);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(*rec, "loss_history");
+    if (!cJSON_IsArray(h)) {
+        jobs_log(j, LD_LOG_WARN, "job %s: cannot read loss_history back from %s: %s", job->id,
+                 path, e.msg[0] ? e.msg : "not in the record");
+        return NULL;
+    }
+    return h;
+}
+
+char *jobs_job_json_full(ld_jobs_t *j, job_t *job, uint64_t *seq, ld_job_state_t *state)
+{
+    cJSON *rec = NULL, *o = NULL;
+    const cJSON *saved = NULL;
+    pthread_mutex_lock(&j->lock);
+    /* hist_saved only ever goes from 0 to 1: once read, the record is read
+     * outside the lock and the JSON built under it again */
+    while (job->hist_saved && !rec) {
+        pthread_mutex_unlock(&j->lock);
+        saved = saved_history(j, job, &rec);
+        if (!rec && !(rec = cJSON_CreateNull()))
+            return NULL;
+        pthread_mutex_lock(&j->lock);
+    }
+    o = jobs_job_to_cjson(job, 1, saved);
+    if (seq)
+        *seq = job->seq;
+    if (state)
+        *state = job->state;
+    pthread_mutex_unlock(&j->lock);
     char *s = o ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
+    cJSON_Delete(rec);
     return s;
 }
 
 /* Write job.json: the snapshot is taken under lock, the write is done after it;
- * persist_lock keeps the writes of one job in snapshot order.  A failure goes
- * to err, or to the log when err is NULL. */
+ * persist_lock keeps the writes of one job in snapshot order.  Once a final
+ * state is written, the record is shrunk (jobs_shrink_locked).  A failure
+ * goes to err, or to the log when err is NULL. */
 int jobs_persist(ld_jobs_t *j, job_t *job, ld_err_t *err)
 {
     char path[PATH_MAX];
@@ -118,10 +162,14 @@ int jobs_persist(ld_jobs_t *j, job_t *job, ld_err_t *err)
     if (jobs_job_path(j, job, "job.json", path, sizeof path))
         return ld_err_set(err, LD_EINVAL, "job %s: record path too long", job->id);
     pthread_mutex_lock(&job->persist_lock);
-    pthread_mutex_lock(&j->lock);
-    char *s = jobs_job_json_locked(job, 1);
-    pthread_mutex_unlock(&j->lock);
+    ld_job_state_t state;
+    char *s = jobs_job_json_full(j, job, NULL, &state);
     int rc = s ? ld_write_atomic(path, s, strlen(s), &e) : ld_err_set(&e, LD_ENOMEM, "out of memory");
+    if (rc == LD_OK && ld_job_state_is_final(state)) {
+        pthread_mutex_lock(&j->lock);
+        jobs_shrink_locked(job); /* a final state never changes again */
+        pthread_mutex_unlock(&j->lock);
+    }
     pthread_mutex_unlock(&job->persist_lock);
     free(s);
     if (rc && err)
@@ -168,10 +216,12 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
         rc = ld_err_set(err, LD_EFORMAT, "job.json has no valid state");
     else if (!cJSON_IsObject(spec) || !(spec_text = cJSON_PrintUnformatted(spec)))
         rc = ld_err_set(err, LD_EFORMAT, "job.json has no spec");
-    else if ((rc = ld_jobspec_parse(spec_text, strlen(spec_text), NULL, 0, &job->spec, err)))
+    else if ((rc = ld_jobspec_parse(spec_text, strlen(spec_text), NULL, 0, job->spec, err)))
         rc = LD_EFORMAT;
-    else if (!(job->spec_json = ld_jobspec_to_json(&job->spec)))
+    else if (!(job->spec_json = ld_jobspec_to_json(job->spec)))
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+    else
+        jobs_take_names(job);
     free(spec_text);
     if (rc) {
         cJSON_Delete(o);
@@ -184,7 +234,7 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
     json_str(o, "note", job->note, sizeof job->note);
     json_str(o, "model_file", job->model_file, sizeof job->model_file);
     job->epoch = (int)json_num(o, "epoch", 0);
-    job->epochs = (int)json_num(o, "epochs", job->spec.train.epochs);
+    job->epochs = (int)json_num(o, "epochs", job->spec->train.epochs);
     job->step = (long)json_num(o, "step", 0);
     job->steps_total = (long)json_num(o, "steps_total", 0);
     job->samples_per_s = json_num(o, "samples_per_s", 0);
@@ -193,13 +243,13 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
     double seq = json_num(o, "seq", 1);
     job->seq = seq >= 1 && seq < 9007199254740992.0 ? (uint64_t)seq : 1;
     const char *const *names;
-    int nl = ld_train_loss_names(job->spec.kind, &names);
+    int nl = ld_train_loss_names(job->kind, &names);
     const cJSON *losses = cJSON_GetObjectItemCaseSensitive(o, "losses");
     for (int i = 0; i < nl; i++)
         job->loss[i] = json_num(losses, names[i], 0);
     const cJSON *hist = cJSON_GetObjectItemCaseSensitive(o, "loss_history"), *pt;
-    if (!cJSON_IsArray(hist))
-        hist = NULL;
+    if (!cJSON_IsArray(hist) || ld_job_state_is_final(job->state))
+        hist = NULL; /* a final record's stays on disk (recover_one) */
     cJSON_ArrayForEach(pt, hist)
     {
         double v[LD_MAX_LOSSES] = {0};
@@ -330,6 +380,8 @@ static void recover_one(ld_jobs_t *j, const char *name, long num)
     if (!rc) {
         job->num = num;
         pthread_mutex_lock(&j->lock);
+        if (ld_job_state_is_final(job->state))
+            jobs_shrink_locked(job); /* its job.json is the one just read */
         rc = jobs_insert_locked(j, job) ? ld_err_set(&e, LD_ENOMEM, "out of memory") : LD_OK;
         pthread_mutex_unlock(&j->lock);
     }
@@ -412,6 +464,7 @@ int jobs_recover(ld_jobs_t *j, ld_err_t *err)
     if (!dp)
         return ld_err_set(err, LD_EIO, "cannot open %s: %s", j->jobs_dir, strerror(errno));
     struct dirent *de;
+    ld_remove_stale_tmp(j->jobs_dir); /* "generation" and "last_purged" are written there */
     j->next_num = (long)read_number(j, "last_purged") + 1;
     while ((de = readdir(dp))) { /* before the workers start: next_num is ours alone */
         if (strncmp(de->d_name, ".purged-", 8) == 0) { /* a purge a crash cut short */

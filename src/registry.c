@@ -199,6 +199,8 @@ void ld_registry_free(ld_registry_t *r)
 
 int ld_registry_set_state_dir(ld_registry_t *r, const char *state_dir, ld_err_t *err)
 {
+    if (state_dir && state_dir[0])
+        ld_remove_stale_tmp(state_dir); /* models.json's, from a process killed mid-write */
     ld_regstate_t *st = NULL;
     int rc = ld_regstate_open(state_dir, &st, err);
     if (rc)
@@ -629,6 +631,7 @@ int ld_registry_scan(ld_registry_t *r, int *n_loaded, int *n_failed, int *n_unlo
 {
     int loaded = 0, failed = 0, unloaded = 0;
     pthread_mutex_lock(&r->load_lock);
+    ld_remove_stale_tmp(r->dir); /* checkpoints a killed process was writing */
     DIR *d = opendir(r->dir);
     if (!d) {
         int e = errno;

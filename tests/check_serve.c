@@ -31,7 +31,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1513,6 +1515,82 @@ START_TEST(test_sighup_rescan)
 }
 END_TEST
 
+/* The temporary files of atomic writes that a process killed mid-write left
+ * ("<name>.tmp.<pid>.<n>", pid no longer running) are removed from the
+ * model, state and jobs folders at start, and from the model folder at a
+ * rescan, each with a log line.  Nothing else is touched: other names, a
+ * symbolic link with such a name (nor what it points to), a folder, and
+ * the files of a live process. */
+static int path_exists(const char *p)
+{
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+START_TEST(test_stale_temp_files_removed)
+{
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    ck_assert_int_gt(dead, 0);
+    ck_assert_int_eq(waitpid(dead, NULL, 0), dead);
+    tu_daemon_t d;
+    tu_daemon_dirs(&d, ASAN_SLOWDOWN);
+    ld_arch_t a;
+    arch_tiny(LD_KIND_VAE, &a);
+    save_model(d.models, "tvae.safetensors", &a, 3, 0);
+    write_conf(&d, NULL);
+    char jobs[600];
+    snprintf(jobs, sizeof jobs, "%s/jobs", d.state);
+    ck_assert_int_eq(mkdir(d.state, 0755), 0);
+    ck_assert_int_eq(mkdir(jobs, 0755), 0);
+    enum { N_GONE = 4, N_KEPT = 6 };
+    char gone[N_GONE][700], kept[N_KEPT][700], outside[600];
+    snprintf(gone[0], sizeof gone[0], "%s/tvae.safetensors.tmp.%d.0", d.models, (int)dead);
+    snprintf(gone[1], sizeof gone[1], "%s/x.safetensors.tmp.%d.17", d.models, (int)dead);
+    snprintf(gone[2], sizeof gone[2], "%s/models.json.tmp.%d.1", d.state, (int)dead);
+    snprintf(gone[3], sizeof gone[3], "%s/generation.tmp.%d.2", jobs, (int)dead);
+    snprintf(kept[0], sizeof kept[0], "%s/notes.tmp", d.models);
+    snprintf(kept[1], sizeof kept[1], "%s/a.safetensors.tmp.%d", d.models, (int)dead);
+    snprintf(kept[2], sizeof kept[2], "%s/b.safetensors.tmp.%dx.0", d.models, (int)dead);
+    snprintf(kept[3], sizeof kept[3], "%s/live.safetensors.tmp.%d.0", d.models, (int)getpid());
+    snprintf(kept[4], sizeof kept[4], "%s/link.safetensors.tmp.%d.0", d.models, (int)dead);
+    snprintf(kept[5], sizeof kept[5], "%s/dir.tmp.%d.0", d.models, (int)dead);
+    snprintf(outside, sizeof outside, "%s/outside", d.dir);
+    tu_write_file(outside, "not ours");
+    for (int i = 0; i < N_GONE; i++)
+        tu_write_file(gone[i], "half a file");
+    for (int i = 0; i < 4; i++)
+        tu_write_file(kept[i], "someone else's");
+    ck_assert_int_eq(symlink(outside, kept[4]), 0);
+    ck_assert_int_eq(mkdir(kept[5], 0755), 0);
+
+    tu_daemon_start(&d, NULL);
+    for (int i = 0; i < N_GONE; i++)
+        ck_assert_msg(!path_exists(gone[i]), "%s is still there\n%s", gone[i], tu_log_tail(&d));
+    for (int i = 0; i < N_KEPT; i++)
+        ck_assert_msg(path_exists(kept[i]), "%s was removed", kept[i]);
+    ck_assert(path_exists(outside));
+    char *log = tu_read_text(d.log);
+    int lines = 0;
+    for (const char *p = log; (p = strstr(p, "stale temporary file removed")); p++)
+        lines++;
+    ck_assert_msg(lines == N_GONE, "%d removals logged\n%s", lines, log);
+    free(log);
+
+    /* a rescan (SIGHUP) cleans the model folder again */
+    tu_write_file(gone[1], "half a file");
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    double until = deadline(10);
+    while (path_exists(gone[1])) {
+        ck_assert_msg(tu_now() < until, "SIGHUP left %s", gone[1]);
+        tu_msleep(20);
+    }
+    ck_assert(path_exists(kept[3]) && path_exists(kept[4]));
+    tu_daemon_stop_ok(&d, 30);
+}
+END_TEST
+
 START_TEST(test_reload_keeps_rss)
 {
     /* Replacing a default-size GAN over and over: each old model is freed,
@@ -1665,6 +1743,7 @@ Suite *suite_serve(void)
     tcase_add_checked_fixture(own, tu_timing_start, timing_end);
     tcase_add_test(own, test_sigterm_drains_in_flight);
     tcase_add_test(own, test_sighup_rescan);
+    tcase_add_test(own, test_stale_temp_files_removed);
     tcase_add_test(own, test_reload_keeps_rss);
     tcase_add_test(own, test_config_errors);
     suite_add_tcase(s, own);

@@ -25,6 +25,14 @@ int ld_tmp_create(const char *path, int *fd, char **tmp, ld_err_t *err);
 /* Rename from over to (same folder) and fsync the folder: the last step of
  * ld_write_atomic.  The caller has fsynced from.  LD_EIO naming the step. */
 int ld_rename_durable(const char *from, const char *to, ld_err_t *err);
+/* Remove from dir the temporary files of ld_write_atomic left by a process
+ * that no longer runs (killed mid-write): regular files named
+ * "<name>.tmp.<pid>.<n>" whose pid is neither ours nor a live process.
+ * Symbolic links (never followed) and every other name are left alone; each
+ * removal is logged.  Returns how many were removed, or -1 (errno set) when
+ * dir cannot be read.  Thread-safe; the caller picks a moment when no write
+ * of its own is under way there (our pid's files are kept regardless). */
+int ld_remove_stale_tmp(const char *dir);
 
 /* Read a whole regular file (at most max_len bytes, else LD_EFORMAT).
  * On success *out is malloc'd (caller frees) and NUL-terminated one past *len. */

@@ -11,16 +11,21 @@
 #include "latentd/api.h"
 #include "latentd/http.h"
 #include "latentd/model.h"
+#include "latentd/v2.h"
 #include "../tu_tiny.h"
 
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct ld_req {
     const cJSON *json;
+    const uint8_t *body;    /* the whole body, as http.c keeps it */
+    size_t body_len;
+    const char *json_len;   /* the Inference-Header-Content-Length header, or NULL */
     const char *name;
     int status;
     pthread_mutex_t mu;
@@ -28,7 +33,7 @@ struct ld_req {
     int woken;
 };
 
-#define MAX_ROUTES 32
+#define MAX_ROUTES 64
 static ld_route_t routes[MAX_ROUTES];
 static int n_routes;
 
@@ -66,18 +71,15 @@ void ld_req_query_each(const ld_req_t *req, int (*fn)(void *, const char *, cons
     (void)ctx;
 }
 const cJSON *ld_req_json(const ld_req_t *req) { return req->json; }
-/* JSON bodies only: no raw (.npy or binary-tensor) body, no headers */
 const uint8_t *ld_req_body(const ld_req_t *req, size_t *len)
 {
-    (void)req;
-    *len = 0;
-    return NULL;
+    *len = req->body_len;
+    return req->body;
 }
+/* the only header a handler reads is the /v2 binary extension's */
 const char *ld_req_header(const ld_req_t *req, const char *name)
 {
-    (void)req;
-    (void)name;
-    return NULL;
+    return strcasecmp(name, LD_HTTP_JSON_LEN) == 0 ? req->json_len : NULL;
 }
 int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
 {
@@ -153,6 +155,7 @@ void ld_req_await(ld_req_t *req, ld_req_cont_fn fn, void *ctx)
 
 static ld_registry_t *reg;
 static ld_api_t *api;
+static ld_api_opts_t opts; /* borrowed by the /v2 routes */
 
 static void save_tiny(const char *dir, const char *name, ld_kind_t kind)
 {
@@ -183,39 +186,49 @@ ld_api_t *fz_api(void)
     snprintf(path, sizeof path, "%s/gan.safetensors", dir);
     unlink(path);
     rmdir(dir);
-    ld_api_opts_t o = {.registry = reg, .metrics = NULL, .max_samples = 4};
-    LD_ASSERT(ld_api_new(&o, &api, &e) == LD_OK);
+    opts = (ld_api_opts_t){.registry = reg, .metrics = NULL, .max_samples = 4};
+    LD_ASSERT(ld_api_new(&opts, &api, &e) == LD_OK);
     LD_ASSERT(ld_api_register(api, NULL, &e) == LD_OK);
+    LD_ASSERT(ld_v2_register(NULL, &opts, &e) == LD_OK);
     return api;
 }
 
-int fz_post(const char *suffix, const char *name, const uint8_t *data, size_t size)
+/* The POST route whose pattern ends in suffix (the first one). */
+static const ld_route_t *route_of(const char *suffix)
 {
-    fz_api();
-    const ld_route_t *r = NULL;
     size_t sl = strlen(suffix);
-    for (int i = 0; i < n_routes && !r; i++) {
+    for (int i = 0; i < n_routes; i++) {
         size_t pl = strlen(routes[i].pattern);
         if (!strcmp(routes[i].method, "POST") && pl >= sl &&
             !strcmp(routes[i].pattern + pl - sl, suffix))
-            r = &routes[i];
+            return &routes[i];
     }
-    LD_ASSERT(r);
+    LD_ASSERT(0 && "no such route");
+    return NULL;
+}
+
+/* Run route r for model name on body[0..size): the JSON is its first jlen
+ * bytes (none when jlen is 0 and raw is set: an .npy body); json_len the
+ * header that announced jlen, or NULL. */
+static int run(const ld_route_t *r, const char *name, const uint8_t *body, size_t size,
+               size_t jlen, int raw, const char *json_len)
+{
     /* what http.c accepts: one JSON object and only blanks after it, or
      * nothing at all on a route where the body is optional */
     cJSON *json = NULL;
-    if (size > 0 || !(r->flags & LD_ROUTE_JSON_OPTIONAL)) {
+    if (!raw && (jlen > 0 || !(r->flags & LD_ROUTE_JSON_OPTIONAL))) {
         const char *end = NULL;
-        json = cJSON_ParseWithLengthOpts((const char *)data, size, &end, 0);
+        json = cJSON_ParseWithLengthOpts((const char *)body, jlen, &end, 0);
         int ok = cJSON_IsObject(json);
-        for (const char *p = end; ok && p < (const char *)data + size; p++)
+        for (const char *p = end; ok && p < (const char *)body + jlen; p++)
             ok = *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
         if (!ok) {
             cJSON_Delete(json);
             return 400;
         }
     }
-    ld_req_t req = {.json = json, .name = name};
+    ld_req_t req = {.json = json, .name = name, .json_len = json_len, .body = body,
+                    .body_len = size};
     pthread_mutex_init(&req.mu, NULL);
     pthread_cond_init(&req.cv, NULL);
     r->fn(&req, r->ctx);
@@ -224,4 +237,33 @@ int fz_post(const char *suffix, const char *name, const uint8_t *data, size_t si
     pthread_mutex_destroy(&req.mu);
     cJSON_Delete(json);
     return req.status;
+}
+
+int fz_post(const char *suffix, const char *name, const uint8_t *data, size_t size)
+{
+    fz_api();
+    return run(route_of(suffix), name, data, size, size, 0, NULL);
+}
+
+int fz_post_npy(const char *suffix, const char *name, const uint8_t *data, size_t size)
+{
+    fz_api();
+    const ld_route_t *r = route_of(suffix);
+    LD_ASSERT(r->flags & LD_ROUTE_NPY);
+    if (size == 0) /* http.c: an empty body is a missing JSON body */
+        return run(r, name, data, 0, 0, 0, NULL);
+    return run(r, name, data, size, 0, 1, NULL);
+}
+
+int fz_post_v2(const char *name, const uint8_t *data, size_t size, long json_len)
+{
+    fz_api();
+    const ld_route_t *r = route_of("/{name}/infer");
+    if (json_len < 0)
+        return run(r, name, data, size, size, 0, NULL);
+    if ((size_t)json_len > size) /* http.c: 400 before any handler */
+        return 400;
+    char hdr[24];
+    snprintf(hdr, sizeof hdr, "%ld", json_len);
+    return run(r, name, data, size, (size_t)json_len, 0, hdr);
 }

@@ -148,9 +148,74 @@ def text_seeds():
         % (img, b64))
 
 
+# ---- .npy bodies, /v2 bodies and request heads ------------------------------------
+
+def npy(shape, vals, descr="<f4", fortran=False):
+    """A NumPy v1.0 file as numpy writes it (header padded to 64 bytes)."""
+    dims = ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "")
+    d = "{'descr': '%s', 'fortran_order': %s, 'shape': (%s), }" % (descr, fortran, dims)
+    pad = 64 - (10 + len(d) + 1) % 64
+    h = d + " " * pad + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode() + struct.pack("<%df" % len(vals), *vals)
+
+
+def npy_seeds():
+    # fuzz_npy: (size / 8) % 6 picks the route (decode, encode, reconstruct)
+    # and the model (VAE, GAN); seeds of several row counts cover them
+    for n in range(1, 7):
+        put("npy", "z-%d" % n, npy([n, 2], [0.25 * k for k in range(2 * n)]))
+        put("npy", "images-%dx4x4" % n, npy([n, 4, 4], [(k % 16) / 15 for k in range(16 * n)]))
+        put("npy", "images-%dx16" % n, npy([n, 16], [0.5] * (16 * n)))
+    put("npy", "f8", npy([1, 2], [0, 0], descr="<f8")[:-8] + struct.pack("<2d", 0.5, 0.5))
+    put("npy", "fortran", npy([2, 2], [0, 1, 2, 3], fortran=True))
+    put("npy", "scalar", npy([], [1.5]))
+
+
+def v2_seeds():
+    # fuzz_v2: byte 0 bit 0 the model (1: GAN), bit 1 the binary extension
+    # (then two bytes of JSON length, little-endian, before the body)
+    def js(o):
+        return json.dumps(o, separators=(",", ":"))
+    z = {"name": "z", "datatype": "FP32", "shape": [2, 2], "data": [0.1, -0.2, 1, 2]}
+    img = {"name": "images", "datatype": "FP32", "shape": [1, 4, 4], "data": [[0.5] * 4] * 4}
+    for m, tag in ((0, "vae"), (1, "gan")):
+        put("v2", "z-" + tag, bytes([m]) + js({"id": "a", "inputs": [z]}).encode())
+        put("v2", "sample-" + tag, bytes([m]) + js({"parameters": {"seed": 3, "n": 2,
+                                                                     "temperature": 0.5}}).encode())
+        head = js({"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 2],
+                               "parameters": {"binary_data_size": 8}}],
+                   "parameters": {"binary_data_output": True}}).encode()
+        put("v2", "binary-z-" + tag, bytes([m | 2]) + struct.pack("<H", len(head)) + head
+            + struct.pack("<2f", 0.5, -0.5))
+    put("v2", "images-outputs", b"\0" + js({"inputs": [img], "outputs": [
+        {"name": "mu"}, {"name": "logvar", "parameters": {"binary_data": True}},
+        {"name": "images"}]}).encode())
+    head = js({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 4, 4],
+                           "parameters": {"binary_data_size": 64}}]}).encode()
+    put("v2", "binary-images", b"\2" + struct.pack("<H", len(head)) + head
+        + struct.pack("<16f", *[k / 16 for k in range(16)]))
+
+
+def head_seeds():
+    put("head", "get", "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    put("head", "post", "POST /v1/models/m/decode?format=npy HTTP/1.1\r\nHost: t\r\n"
+        "Content-Type: application/x-npy\r\nContent-Length: 128\r\n\r\n")
+    put("head", "lf-only", "GET / HTTP/1.0\nX-A: b\n\n")
+    put("head", "cl-abc", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n")
+    put("head", "cl-two", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+        "content-length:  3 \r\n\r\n")
+    put("head", "no-host", "GET /healthz HTTP/1.1\r\n\r\n")
+    put("head", "params", "GET /healthz?" + "&".join("a%d=1" % i for i in range(70)) + " HTTP/1.1\r\n\r\n")
+    put("head", "folded", "GET / HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\n\r\n")
+    put("head", "partial", "GET /v1/jobs HTTP/1.1\r\nHost: t\r\nAuthor")
+
+
 if __name__ == "__main__":
     ckpt_seeds()
     idx_seeds()
     png_seeds()
     text_seeds()
+    npy_seeds()
+    v2_seeds()
+    head_seeds()
     print("corpora written to", os.path.normpath(ROOT), file=sys.stderr)
