@@ -86,6 +86,8 @@ struct ld_batch {
     layer_fn fn;
     const char *kernel;
     float *wmem;            /* packed weights and biases, one allocation */
+    const ld_model_t *model; /* a layer-list model (not dense): decoded by ld_model_decode
+                                instead of the packed kernel; borrowed, outlives b */
 
     /* the decoder thread's scratch: no other thread touches it */
     float *smem;
@@ -310,7 +312,10 @@ static void run_jobs(ld_batch_t *b, job_t *first)
 {
     int m = 0;
     size_t zd = (size_t)b->z_dim, xd = (size_t)b->x_dim;
-    for (job_t *j = first; j; j = j->next) {
+    for (job_t *j = first; b->model && j; j = j->next)
+        if (ld_model_decode(b->model, j->n, j->z, j->x, NULL)) /* out of memory: no image */
+            memset(j->x, 0, (size_t)j->n * xd * sizeof(float));
+    for (job_t *j = first; !b->model && j; j = j->next) {
         for (int r = 0; r < j->n; r++) {
             memcpy(b->gather + (size_t)m * zd, j->z + (size_t)r * zd, zd * sizeof(float));
             b->dest[m] = j->x + (size_t)r * xd;
@@ -483,17 +488,10 @@ static size_t round16(size_t n)
 
 int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out, ld_err_t *err)
 {
-    const ld_mlp_t *net;
-    ld_act_t final;
-    if (m->arch.kind == LD_KIND_VAE) {
-        net = &m->nets[LD_VAE_DEC];
-        final = LD_ACT_SIGMOID; /* the decoder outputs Bernoulli logits */
-    } else if (m->arch.kind == LD_KIND_GAN) {
-        net = &m->nets[LD_GAN_G];
-        final = LD_ACT_NONE;
-    } else {
-        return ld_err_set(err, LD_EUNSUPPORTED, "a classifier has no decoder to batch");
-    }
+    if (m->ops->decode_net < 0)
+        return ld_err_set(err, LD_EUNSUPPORTED, "%s has no decoder to batch", m->ops->article);
+    const ld_mlp_t *net = &m->nets[m->ops->decode_net];
+    ld_act_t final = m->ops->out_act; /* a VAE's decoder outputs Bernoulli logits */
     ld_batch_t *b = calloc(1, sizeof *b);
     if (!b)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -503,6 +501,15 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
     if (rc != LD_OK) {
         ld_batch_free(b);
         return rc;
+    }
+    if (m->arch.net != LD_NETS_MLP) { /* not dense: the plain forward, unpacked */
+        ld_shape_t zs = m->layers[m->ops->decode_net].in;
+        b->model = m;
+        b->z_dim = zs.c * zs.h * zs.w;
+        b->x_dim = ld_net_width(m, m->ops->decode_net);
+        b->max_rows = o && o->max_rows > 0 ? o->max_rows : LD_BATCH_MAX_ROWS_DEFAULT;
+        *out = b;
+        return LD_OK;
     }
     b->z_dim = net->size[0];
     b->x_dim = net->size[net->n_layers];
