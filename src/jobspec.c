@@ -511,10 +511,15 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
              cJSON_AddStringToObject(root, "model", s->model) &&
              cJSON_AddStringToObject(root, "data", s->data) &&
              cJSON_AddNumberToObject(root, "limit", s->limit);
-    if (ok && gan)
-        ok = cJSON_AddStringToObject(arch, "arch", s->article ? "article" : "default") &&
-             add_list(arch, "g_hidden", &a->dec) && add_list(arch, "d_hidden", &a->enc);
-    else if (ok)
+    const char *preset = a->net != LD_NETS_MLP ? ld_netarch_name(a->net)
+                         : s->article              ? "article"
+                                                   : "default";
+    int lists = a->net == LD_NETS_MLP || a->net == LD_NETS_RESMLP; /* dcgan, conv: fixed */
+    if (ok && (gan || a->net != LD_NETS_MLP))
+        ok = cJSON_AddStringToObject(arch, "arch", preset) != NULL;
+    if (ok && gan && lists)
+        ok = add_list(arch, "g_hidden", &a->dec) && add_list(arch, "d_hidden", &a->enc);
+    else if (ok && lists)
         ok = add_list(arch, "hidden", &a->enc) && add_list(arch, "dec_hidden", &a->dec);
     ok = ok && cJSON_AddNumberToObject(arch, "z", a->z_dim) &&
          cJSON_AddStringToObject(arch, "act", ld_act_name(a->act)) &&
