@@ -496,20 +496,25 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     }
     t->b = b;
     t->t++;
-    /* contiguous slices of the batch, and a fresh noise stream for each worker */
+    /* the batch's noise first, from a stream that does not depend on the
+     * number of workers */
+    if (m->arch.z_dim > 0) {
+        ld_rng_t r;
+        ld_rng_seed(&r, ld_rng_u64(&t->noise));
+        ld_rng_fill_normal(&r, t->noise_all, (size_t)b * m->arch.z_dim, 0.0f, 1.0f);
+    }
+    /* contiguous slices of the batch, and a fresh noise stream for each worker
+     * (dropout), all from one draw: t->noise advances the same for any number
+     * of workers */
+    uint64_t base = ld_rng_u64(&t->noise);
     int per = (b + t->nw - 1) / t->nw;
     for (int k = 0; k < t->nw; k++) {
         worker_t *w = &t->w[k];
         w->lo = per * k < b ? per * k : b;
         w->b = w->lo + per < b ? per : b - w->lo;
-        ld_rng_seed(&w->rng, ld_rng_u64(&t->noise));
+        ld_rng_seed(&w->rng, base + 0x9e3779b97f4a7c15ull * (uint64_t)k);
         memset(w->losses, 0, sizeof w->losses);
         w->run.share = (float)w->b / (float)b;
-    }
-    if (m->arch.z_dim > 0) {
-        ld_rng_t r;
-        ld_rng_seed(&r, ld_rng_u64(&t->noise));
-        ld_rng_fill_normal(&r, t->noise_all, (size_t)b * m->arch.z_dim, 0.0f, 1.0f);
     }
     /* a step's phases per kind; an abandon is honoured between phases */
     static const phase_fn steps[][5] = {
