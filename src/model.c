@@ -389,34 +389,33 @@ static int chain(int *sizes, int first, const ld_hidden_t *h, int last)
 }
 
 /* The layer lists of dense nets: the same offsets and tensor names. */
-static void layers_from_mlp(ld_model_t *m)
+static void layers_from_mlp(ld_model_t *m, int n_nets)
 {
-    for (int i = 0; i < m->n_nets; i++)
+    for (int i = 0; i < n_nets; i++)
         ld_nets_from_mlp(&m->nets[i], &m->layers[i]);
 }
 
-static void vae_layout(ld_model_t *m)
+/* Each kind's layout: its nets from *off / *boff (advanced); returns how many. */
+static int vae_layout(ld_model_t *m, size_t *off, size_t *boff)
 {
     const ld_arch_t *a = &m->arch;
     int s[LD_MAX_LAYERS + 1], L;
-    size_t off = 0, boff = 0;
     ld_net_t *n = m->layers;
-    m->n_nets = 4;
     if (a->net == LD_NETS_CONV) {
         ld_nets_conv_vae(a->z_dim, &n[LD_VAE_ENC], &n[LD_VAE_MU], &n[LD_VAE_LOGVAR],
-                         &n[LD_VAE_DEC], &off, &boff);
+                         &n[LD_VAE_DEC], off, boff);
     } else if (a->net == LD_NETS_RESMLP) {
         int w = a->enc.size[0], wd = a->dec.size[0];
         ld_nets_resmlp(&n[LD_VAE_ENC], "encoder", a->x_dim, w, a->enc.n, w, LD_LAYER_N_KINDS,
-                       a->slope, &off, &boff);
+                       a->slope, off, boff);
         for (int i = 0; i < 2; i++) {
             ld_net_t *h = &n[i ? LD_VAE_LOGVAR : LD_VAE_MU];
             ld_net_init(h, i ? "logvar" : "mu", LD_NAMES_SINGLE, (ld_shape_t){w, 1, 1});
             LD_ASSERT(ld_net_add_linear(h, a->z_dim, NULL) == LD_OK);
-            LD_ASSERT(ld_net_layout(h, &off, &boff, NULL) == LD_OK);
+            LD_ASSERT(ld_net_layout(h, off, boff, NULL) == LD_OK);
         }
         ld_nets_resmlp(&n[LD_VAE_DEC], "decoder", a->z_dim, wd, a->dec.n, a->x_dim,
-                       LD_LAYER_N_KINDS, a->slope, &off, &boff);
+                       LD_LAYER_N_KINDS, a->slope, off, boff);
     } else {
         int h = a->enc.size[a->enc.n - 1];
         /* encoder: x -> hidden..., activation after every layer (its last is h) */
@@ -424,60 +423,53 @@ static void vae_layout(ld_model_t *m)
         for (int i = 0; i < a->enc.n; i++)
             s[1 + i] = a->enc.size[i];
         ld_mlp_layout(&m->nets[LD_VAE_ENC], "encoder", 1, a->enc.n, s, a->act, a->act, a->slope,
-                      0, &off);
+                      0, off);
         int head[2] = {h, a->z_dim};
         ld_mlp_layout(&m->nets[LD_VAE_MU], "mu", 0, 1, head, a->act, LD_ACT_NONE, a->slope, 0,
-                      &off);
+                      off);
         ld_mlp_layout(&m->nets[LD_VAE_LOGVAR], "logvar", 0, 1, head, a->act, LD_ACT_NONE,
-                      a->slope, 0, &off);
+                      a->slope, 0, off);
         L = chain(s, a->z_dim, &a->dec, a->x_dim);
         ld_mlp_layout(&m->nets[LD_VAE_DEC], "decoder", 1, L, s, a->act, LD_ACT_NONE, a->slope, 0,
-                      &off);
-        layers_from_mlp(m);
+                      off);
+        layers_from_mlp(m, 4);
     }
-    m->n_params = off;
-    m->n_bufs = boff;
+    return 4;
 }
 
-static void gan_layout(ld_model_t *m)
+static int gan_layout(ld_model_t *m, size_t *off, size_t *boff)
 {
     const ld_arch_t *a = &m->arch;
     int s[LD_MAX_LAYERS + 1], L;
-    size_t off = 0, boff = 0;
     ld_net_t *n = m->layers;
-    m->n_nets = 2;
     if (a->net == LD_NETS_DCGAN) {
-        ld_nets_dcgan(a->z_dim, &n[LD_GAN_G], &n[LD_GAN_D], &off, &boff);
+        ld_nets_dcgan(a->z_dim, &n[LD_GAN_G], &n[LD_GAN_D], off, boff);
     } else if (a->net == LD_NETS_RESMLP) {
         ld_nets_resmlp(&n[LD_GAN_G], "generator", a->z_dim, a->dec.size[0], a->dec.n, a->x_dim,
-                       LD_LAYER_SIGMOID, a->slope, &off, &boff);
+                       LD_LAYER_SIGMOID, a->slope, off, boff);
         ld_nets_resmlp(&n[LD_GAN_D], "discriminator", a->x_dim, a->enc.size[0], a->enc.n, 1,
-                       LD_LAYER_N_KINDS, a->slope, &off, &boff);
+                       LD_LAYER_N_KINDS, a->slope, off, boff);
     } else {
         L = chain(s, a->z_dim, &a->dec, a->x_dim);
         ld_mlp_layout(&m->nets[LD_GAN_G], "generator", 1, L, s, a->act, LD_ACT_SIGMOID, a->slope,
-                      0, &off);
+                      0, off);
         L = chain(s, a->x_dim, &a->enc, 1);
         ld_mlp_layout(&m->nets[LD_GAN_D], "discriminator", 1, L, s, a->act, LD_ACT_NONE,
-                      a->slope, a->dropout, &off);
-        layers_from_mlp(m);
+                      a->slope, a->dropout, off);
+        layers_from_mlp(m, 2);
     }
-    m->n_params = off;
-    m->n_bufs = boff;
+    return 2;
 }
 
-static void cls_layout(ld_model_t *m)
+static int cls_layout(ld_model_t *m, size_t *off, size_t *boff)
 {
     const ld_arch_t *a = &m->arch;
     int s[LD_MAX_LAYERS + 1];
-    size_t off = 0;
     int L = chain(s, a->x_dim, &a->enc, a->n_classes);
     ld_mlp_layout(&m->nets[LD_CLS_NET], "classifier", 1, L, s, a->act, LD_ACT_NONE, a->slope,
-                  a->dropout, &off);
-    m->n_nets = 1;
-    layers_from_mlp(m);
-    m->n_params = off;
-    m->n_bufs = 0;
+                  a->dropout, off);
+    layers_from_mlp(m, 1);
+    return 1;
 }
 
 static const char *const vae_losses[] = {"loss", "rec", "kl"};
@@ -508,7 +500,7 @@ static int model_shell(const ld_arch_t *a, ld_model_t **out, ld_err_t *err)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     m->arch = *a;
     m->ops = ld_kind_ops(a->kind);
-    m->ops->layout(m);
+    m->n_nets = m->ops->layout(m, &m->n_params, &m->n_bufs);
     *out = m;
     return LD_OK;
 }

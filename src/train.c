@@ -294,8 +294,11 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
             if (2 * (size_t)net->layers[l].in.c + 1 > red)
                 red = 2 * (size_t)net->layers[l].in.c + 1;
     }
-    if ((o->batch < d->n ? o->batch : d->n) < min_b)
-        return ld_err_set(err, LD_EINVAL, "batch norm needs batches of at least %d rows", min_b);
+    int B0 = o->batch < d->n ? o->batch : d->n;
+    if (B0 < min_b || (d->n % B0 != 0 && d->n % B0 < min_b))
+        return ld_err_set(err, LD_EINVAL, "batch norm needs batches of at least %d rows; with "
+                          "%d examples in batches of %d the last has %d (change --batch or "
+                          "--limit)", min_b, d->n, B0, d->n % B0 ? d->n % B0 : B0);
     ld_trainer_t *t = calloc(1, sizeof *t);
     if (!t)
         return ld_err_set(err, LD_ENOMEM, "out of memory");

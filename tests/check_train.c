@@ -266,6 +266,29 @@ START_TEST(test_threads_agree)
 }
 END_TEST
 
+/* Batch norm over one row has no variance (torch refuses it too): a batch
+ * size that leaves a last batch of one row is refused up front. */
+START_TEST(test_batch_norm_needs_two_rows)
+{
+    ld_dataset_t *d = load(LD_SPLIT_TRAIN, 16);
+    ld_arch_t arch;
+    ld_train_opts_t o;
+    ld_err_t err = {{0}};
+    ck_assert_int_eq(ld_train_recipe(LD_KIND_GAN, "resmlp", &arch, &o, &err), LD_OK);
+    ld_model_t *m = NULL;
+    ck_assert_int_eq(ld_model_new(&arch, 1, &m, &err), LD_OK);
+    ld_trainer_t *t = NULL;
+    o.batch = 15;
+    ck_assert_int_eq(ld_trainer_new(m, d, &o, &t, &err), LD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "the last has 1"), "%s", err.msg);
+    o.batch = 8;
+    ck_assert_msg(ld_trainer_new(m, d, &o, &t, &err) == LD_OK, "%s", err.msg);
+    ld_trainer_free(t);
+    ld_model_free(m);
+    view_free(d);
+}
+END_TEST
+
 /* ---- resume ------------------------------------------------------------------ */
 
 /* Straight through vs. stopped after stop_at steps (state saved) and resumed
@@ -615,6 +638,7 @@ Suite *suite_train(void)
     tcase_add_test(tc, test_determinism_vae);
     tcase_add_test(tc, test_determinism_gan_threads);
     tcase_add_loop_test(tc, test_threads_agree, 0, (int)LD_ARRAY_LEN(thread_cases));
+    tcase_add_test(tc, test_batch_norm_needs_two_rows);
     tcase_add_test(tc, test_resume_vae_mid_epoch);
     tcase_add_test(tc, test_resume_vae_epoch_boundary);
     tcase_add_test(tc, test_resume_gan_threads);

@@ -8,7 +8,12 @@
  *               dropout after each hidden activation while training).
  *   classifier  nets: classifier (x -> n_classes logits, dropout while training).
  *
- * Tensor names follow PyTorch nn.Linear, dense layers counted from 0:
+ * Each kind's nets are dense MLPs (below) or, with ld_arch_t.net, a layer-list
+ * architecture of nets.h (dcgan, conv, resmlp) whose tensors are named as the
+ * state_dict of the equivalent nn.Sequential and whose batch-norm running
+ * statistics live in a buffer block (layer.h).
+ *
+ * Dense tensor names follow PyTorch nn.Linear, dense layers counted from 0:
  *   encoder.{i}.weight|bias  mu.weight|bias  logvar.weight|bias  decoder.{i}.weight|bias
  *   generator.{i}.weight|bias  discriminator.{i}.weight|bias  classifier.{i}.weight|bias
  * weight is (out, in), bias (out).
@@ -92,8 +97,9 @@ typedef struct {
     int encode_net;            /* net that maps images to features for mu/logvar, or -1 */
     ld_act_t out_act;          /* applied to the decode net's output (VAE: sigmoid of logits) */
     int needs_labels;          /* training data must carry labels */
-    /* builds m->nets (dense) and m->layers from m->arch; sets n_nets, n_params, n_bufs */
-    void (*layout)(struct ld_model *m);
+    /* builds m->nets (dense) and m->layers from m->arch, laid out from
+     * *param_off / *buf_off (advanced); returns the number of nets */
+    int (*layout)(struct ld_model *m, size_t *param_off, size_t *buf_off);
 } ld_kind_ops_t;
 
 /* The table entry of kind k, or NULL for a value that is no kind. */
