@@ -326,12 +326,10 @@ START_TEST(test_layer_models_round_trip)
         {LD_KIND_VAE, "resmlp"}};
     int torch = system("/usr/bin/python3 -c 'import torch' 2>/dev/null") == 0;
     for (size_t c = 0; c < LD_ARRAY_LEN(cases); c++) {
-        ld_arch_t a;
         ld_train_opts_t o;
         ld_err_t e = {{0}};
-        ck_assert_int_eq(ld_train_recipe(cases[c].kind, cases[c].recipe, &a, &o, &e), LD_OK);
-        ld_model_t *m = NULL, *back = NULL;
-        ck_assert_msg(ld_model_new(&a, 5, &m, &e) == LD_OK, "%s", e.msg);
+        ld_model_t *m = tu_recipe_model(cases[c].kind, cases[c].recipe, 5, &o), *back = NULL;
+        const ld_arch_t a = m->arch;
         enum { B = 4, MAXN = 4096 * B }; /* a row of any net's input or output */
         ld_tensor_view_t io[2 * LD_MAX_NETS];
         float *buf = calloc(2 * LD_MAX_NETS, MAXN * sizeof(float));
@@ -391,12 +389,9 @@ END_TEST
 /* A layer list in the metadata that the architecture does not build is refused. */
 START_TEST(test_layers_meta_must_match)
 {
-    ld_arch_t a;
     ld_train_opts_t o;
     ld_err_t e = {{0}};
-    ck_assert_int_eq(ld_train_recipe(LD_KIND_GAN, "dcgan", &a, &o, &e), LD_OK);
-    ld_model_t *m = NULL;
-    ck_assert_int_eq(ld_model_new(&a, 1, &m, &e), LD_OK);
+    ld_model_t *m = tu_recipe_model(LD_KIND_GAN, "dcgan", 1, &o);
     ld_tensor_view_t t[LD_MODEL_MAX_TENSORS];
     int n = ld_model_tensors_all(m, t, LD_MODEL_MAX_TENSORS);
     char arch[1024];

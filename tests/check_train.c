@@ -4,6 +4,7 @@
  * loading a checkpoint without latentd's metadata (architecture inferred). */
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
+#include "tu_tiny.h"
 
 #include "latentd/ckpt.h"
 #include "latentd/data.h"
@@ -271,12 +272,9 @@ END_TEST
 START_TEST(test_batch_norm_needs_two_rows)
 {
     ld_dataset_t *d = load(LD_SPLIT_TRAIN, 16);
-    ld_arch_t arch;
     ld_train_opts_t o;
     ld_err_t err = {{0}};
-    ck_assert_int_eq(ld_train_recipe(LD_KIND_GAN, "resmlp", &arch, &o, &err), LD_OK);
-    ld_model_t *m = NULL;
-    ck_assert_int_eq(ld_model_new(&arch, 1, &m, &err), LD_OK);
+    ld_model_t *m = tu_recipe_model(LD_KIND_GAN, "resmlp", 1, &o);
     ld_trainer_t *t = NULL;
     o.batch = 15;
     ck_assert_int_eq(ld_trainer_new(m, d, &o, &t, &err), LD_EINVAL);
