@@ -375,6 +375,11 @@ START_TEST(test_spec_normal_form)
             snprintf(want, sizeof want, "\"arch\":{\"arch\":\"%s\",\"z\":",
                      ld_netarch_name(nets[i]));
             ck_assert_msg(strstr(n1, want) && !strstr(n1, "hidden"), "%s", n1);
+            ld_job_bytes_t jb; /* admission counts the nets that will run */
+            ld_jobspec_bytes(&a.arch, &a.train, &jb);
+            if (nets[i] == LD_NETS_DCGAN)
+                ck_assert_msg(jb.params == 4.0 * 904834, "%g bytes of parameters", jb.params);
+            ck_assert(jb.activations > 4.0 * a.train.batch * 6272);
         } else if (i == 0) {
             ck_assert_ptr_nonnull(strstr(n1, "\"hidden\":[128,64],\"dec_hidden\":[64,128]"));
             ck_assert_ptr_nonnull(strstr(n1, "\"lr\":0.001,"));
