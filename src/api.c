@@ -94,34 +94,29 @@ ld_served_t *ld_api_get_model(ld_req_t *req, ld_registry_t *reg)
     return s;
 }
 
-static const char *kind_article(ld_kind_t k)
-{
-    return k == LD_KIND_VAE ? "a VAE" : k == LD_KIND_GAN ? "a GAN" : "a classifier";
-}
-
 /* 0 if the model can decode latents (VAE or GAN), else 422. */
 static int need_generator(ld_req_t *req, const ld_served_t *s)
 {
-    const ld_arch_t *a = &s->model->arch;
-    if ((a->kind == LD_KIND_VAE || a->kind == LD_KIND_GAN) && a->z_dim > 0)
+    const ld_model_t *m = s->model;
+    if (m->ops->decode_net >= 0 && m->arch.z_dim > 0)
         return 0;
     ld_req_error(req, 422, "unsupported", "model '%s' is %s; it has no latent space to decode",
-                 s->name, kind_article(a->kind));
+                 s->name, m->ops->article);
     return -1;
 }
 
 /* 0 if the model can encode images (VAE), else 422. */
 static int need_encoder(ld_req_t *req, const ld_served_t *s, const char *what)
 {
-    ld_kind_t k = s->model->arch.kind;
-    if (k == LD_KIND_VAE)
+    const ld_kind_ops_t *ops = s->model->ops;
+    if (ops->encode_net >= 0)
         return 0;
-    if (k == LD_KIND_GAN)
-        ld_req_error(req, 422, "no_encoder",
-                     "model '%s' is a GAN: a GAN has no encoder, so %s needs a VAE", s->name, what);
+    if (ops->decode_net >= 0) /* a generator without an encoder: say so */
+        ld_req_error(req, 422, "no_encoder", "model '%s' is %s: %s has no encoder, so %s needs "
+                     "a VAE", s->name, ops->article, ops->article, what);
     else
         ld_req_error(req, 422, "no_encoder", "model '%s' is %s: %s needs a VAE", s->name,
-                     kind_article(k), what);
+                     ops->article, what);
     return -1;
 }
 
@@ -500,6 +495,28 @@ static void int_list(ld_buf_t *b, const ld_hidden_t *h)
     ld_buf_putc(b, ']');
 }
 
+/* ,"layers":[{"net":"generator","layers":[{"name":"generator.0","type":"Linear",
+ * "output":[6272,1,1],"parameters":633472},...]},...]: every net's layer table. */
+static void layers_json(ld_buf_t *b, const ld_model_t *m)
+{
+    ld_buf_puts(b, ",\"layers\":[");
+    for (int n = 0; n < m->n_nets; n++) {
+        const ld_net_t *net = &m->layers[n];
+        ld_buf_printf(b, "%s{\"net\":\"%s\",\"parameters\":%zu,\"layers\":[", n ? "," : "",
+                      net->name, net->n_params);
+        for (int i = 0; i < net->n_layers; i++) {
+            const ld_layer_t *L = &net->layers[i];
+            char name[128];
+            ld_net_layer_name(net, i, name, sizeof name);
+            ld_buf_printf(b, "%s{\"name\":\"%s\",\"type\":\"%s\",\"output\":[%d,%d,%d],"
+                          "\"parameters\":%zu}", i ? "," : "", name, ld_layer_kind_name(L->kind),
+                          L->out.c, L->out.h, L->out.w, L->n_params);
+        }
+        ld_buf_puts(b, "]}");
+    }
+    ld_buf_puts(b, "]");
+}
+
 static void model_json(ld_buf_t *b, const ld_served_t *s)
 {
     const ld_model_t *m = s->model;
@@ -531,8 +548,11 @@ static void model_json(ld_buf_t *b, const ld_served_t *s)
     ld_buf_printf(b, ",\"activation\":\"%s\",\"slope\":%.6g,\"dropout\":%.6g",
                   ld_act_name(a->act), isfinite(a->slope) ? (double)a->slope : 0.0,
                   isfinite(a->dropout) ? (double)a->dropout : 0.0);
+    if (a->net != LD_NETS_MLP)
+        ld_buf_printf(b, ",\"net\":\"%s\"", ld_netarch_name(a->net));
     ld_buf_puts(b, "},\"description\":");
     ld_buf_json_str(b, desc);
+    layers_json(b, m);
     ld_buf_printf(b, ",\"latent_size\":%d,\"image_shape\":[%d,%d],\"parameters\":%zu,",
                   a->kind == LD_KIND_CLASSIFIER ? 0 : a->z_dim, a->img_h, a->img_w, m->n_params);
     ld_buf_puts(b, "\"file\":");

@@ -99,6 +99,8 @@ struct ld_batch {
     layer_fn fn;
     const char *kernel;
     float *wmem;            /* packed weights and biases, one allocation */
+    const ld_model_t *model; /* a layer-list model (not dense): decoded by ld_model_decode
+                                instead of the packed kernel; borrowed, outlives b */
     float *smem;            /* every scratch_t's buffers, one allocation */
     scratch_t *scratch;     /* (max_passes): scratch[i] belongs to whoever took slot i */
 
@@ -325,7 +327,10 @@ static void run_jobs(const ld_batch_t *b, scratch_t *sc, job_t *first)
 {
     int m = 0;
     size_t zd = (size_t)b->z_dim, xd = (size_t)b->x_dim;
-    for (job_t *j = first; j; j = j->next) {
+    for (job_t *j = first; b->model && j; j = j->next)
+        if (ld_model_decode(b->model, j->n, j->z, j->x, NULL)) /* out of memory: no image */
+            memset(j->x, 0, (size_t)j->n * xd * sizeof(float));
+    for (job_t *j = first; !b->model && j; j = j->next) {
         for (int r = 0; r < j->n; r++) {
             memcpy(sc->gather + (size_t)m * zd, j->z + (size_t)r * zd, zd * sizeof(float));
             sc->dest[m] = j->x + (size_t)r * xd;
@@ -493,17 +498,10 @@ static size_t round16(size_t n)
 
 int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out, ld_err_t *err)
 {
-    const ld_mlp_t *net;
-    ld_act_t final;
-    if (m->arch.kind == LD_KIND_VAE) {
-        net = &m->nets[LD_VAE_DEC];
-        final = LD_ACT_SIGMOID; /* the decoder outputs Bernoulli logits */
-    } else if (m->arch.kind == LD_KIND_GAN) {
-        net = &m->nets[LD_GAN_G];
-        final = LD_ACT_NONE;
-    } else {
-        return ld_err_set(err, LD_EUNSUPPORTED, "a classifier has no decoder to batch");
-    }
+    if (m->ops->decode_net < 0)
+        return ld_err_set(err, LD_EUNSUPPORTED, "%s has no decoder to batch", m->ops->article);
+    const ld_mlp_t *net = &m->nets[m->ops->decode_net];
+    ld_act_t final = m->ops->out_act; /* a VAE's decoder outputs Bernoulli logits */
     ld_batch_t *b = calloc(1, sizeof *b);
     if (!b)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -513,6 +511,24 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
     if (rc != LD_OK) {
         ld_batch_free(b);
         return rc;
+    }
+    /* a slot's scratch is touched only when that many passes first run at
+     * once, so unused slots cost address space, not resident memory */
+    int slots = o && o->max_passes > 0 ? o->max_passes : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    slots = slots < 1 ? 1 : slots > LD_BATCH_MAX_PASSES ? LD_BATCH_MAX_PASSES : slots;
+    b->free_slots = slots == 64 ? ~0ULL : (1ULL << slots) - 1;
+    if (m->arch.net != LD_NETS_MLP) { /* not dense: the plain forward, unpacked, no scratch */
+        ld_shape_t zs = m->layers[m->ops->decode_net].in;
+        b->model = m;
+        b->z_dim = zs.c * zs.h * zs.w;
+        b->x_dim = ld_net_width(m, m->ops->decode_net);
+        b->max_rows = o && o->max_rows > 0 ? o->max_rows : LD_BATCH_MAX_ROWS_DEFAULT;
+        if (!(b->scratch = calloc((size_t)slots, sizeof *b->scratch))) {
+            ld_batch_free(b);
+            return ld_err_set(err, LD_ENOMEM, "out of memory");
+        }
+        *out = b;
+        return LD_OK;
     }
     b->z_dim = net->size[0];
     b->x_dim = net->size[net->n_layers];
@@ -527,10 +543,6 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
         wfloats += (size_t)net->size[i] * op + op;
         widest = op > widest ? op : widest;
     }
-    /* a slot's scratch is touched only when that many passes first run at
-     * once, so unused slots cost address space, not resident memory */
-    int slots = o && o->max_passes > 0 ? o->max_passes : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    slots = slots < 1 ? 1 : slots > LD_BATCH_MAX_PASSES ? LD_BATCH_MAX_PASSES : slots;
     size_t gfloats = (size_t)LD_BATCH_CHUNK * round16((size_t)b->z_dim);
     size_t per_slot = gfloats + 2 * (size_t)LD_BATCH_CHUNK * widest;
     b->wmem = aligned_alloc(ALIGN, wfloats * sizeof(float));
@@ -547,7 +559,6 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
         sc->s0 = sc->gather + gfloats;
         sc->s1 = sc->s0 + (size_t)LD_BATCH_CHUNK * widest;
     }
-    b->free_slots = slots == 64 ? ~0ULL : (1ULL << slots) - 1;
 
     float *p = b->wmem;
     for (int i = 0; i < net->n_layers; i++) {

@@ -42,12 +42,24 @@ typedef struct {
     int ndim;
     int64_t shape[LD_CKPT_MAX_DIMS];
     uint64_t numel, begin, end;
+    ld_dtype_t dtype;
 } entry_t;
 
 /* ---- shared helpers ------------------------------------------------------ */
 
-/* numel and byte size (numel * 4) of a shape; 0 on overflow. */
-static int shape_size(const int64_t *shape, int ndim, uint64_t *numel, uint64_t *bytes)
+static size_t elem_size(ld_dtype_t dt)
+{
+    return dt == LD_DTYPE_I64 ? 8 : 4;
+}
+
+size_t ld_tensor_bytes(const ld_tensor_view_t *t)
+{
+    return t->numel * elem_size(t->dtype);
+}
+
+/* numel and byte size (numel * 4, or 8 for I64) of a shape; 0 on overflow. */
+static int shape_size(const int64_t *shape, int ndim, ld_dtype_t dt, uint64_t *numel,
+                      uint64_t *bytes)
 {
     uint64_t n = 1;
     for (int i = 0; i < ndim; i++) {
@@ -56,10 +68,10 @@ static int shape_size(const int64_t *shape, int ndim, uint64_t *numel, uint64_t 
             return 0;
         n *= d;
     }
-    if (n > UINT64_MAX / sizeof(float) || n > SIZE_MAX)
+    if (n > UINT64_MAX / 8 || n * elem_size(dt) > SIZE_MAX)
         return 0;
     *numel = n;
-    *bytes = n * sizeof(float);
+    *bytes = n * elem_size(dt);
     return 1;
 }
 
@@ -111,9 +123,11 @@ static int parse_entry(const cJSON *j, entry_t *e, ld_err_t *err)
         return ld_err_set(err, LD_EFORMAT, "tensor %s: missing dtype", name);
     if (!cJSON_IsString(dtype))
         return ld_err_set(err, LD_EFORMAT, "tensor %s: dtype is not a string", name);
-    if (strcmp(dtype->valuestring, "F32") != 0)
-        return ld_err_set(err, LD_EFORMAT, "tensor %s has dtype %.32s; latentd reads F32 only",
-                          name, dtype->valuestring);
+    if (strcmp(dtype->valuestring, "F32") && strcmp(dtype->valuestring, "I64"))
+        return ld_err_set(err, LD_EFORMAT,
+                          "tensor %s has dtype %.32s; latentd reads F32 and I64 only", name,
+                          dtype->valuestring);
+    e->dtype = strcmp(dtype->valuestring, "I64") ? LD_DTYPE_F32 : LD_DTYPE_I64;
 
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(j, "shape");
     if (!cJSON_IsArray(shape))
@@ -145,7 +159,7 @@ static int parse_entry(const cJSON *j, entry_t *e, ld_err_t *err)
                           e->begin, e->end);
 
     uint64_t bytes;
-    if (!shape_size(e->shape, ndim, &e->numel, &bytes))
+    if (!shape_size(e->shape, ndim, e->dtype, &e->numel, &bytes))
         return ld_err_set(err, LD_EFORMAT, "tensor %s: shape is too large (element count overflows)",
                           name);
     if (bytes != e->end - e->begin)
@@ -261,6 +275,7 @@ static int build_ckpt(const entry_t *e, int n, const cJSON *meta, int n_meta, si
         t->ndim = e[i].ndim;
         memcpy(t->shape, e[i].shape, sizeof t->shape);
         t->numel = (size_t)e[i].numel;
+        t->dtype = e[i].dtype;
         t->data = s->data + e[i].begin / sizeof(float);
     }
     char *p = s->strings;
@@ -518,7 +533,8 @@ static int check_views(const ld_tensor_view_t *t, int n, const ld_kv_t *meta, in
         int ok = v->ndim >= 0 && v->ndim <= LD_CKPT_MAX_DIMS;
         for (int d = 0; ok && d < v->ndim; d++)
             ok = v->shape[d] >= 0 && (uint64_t)v->shape[d] <= JSON_INT_MAX;
-        if (!ok || !shape_size(v->shape, v->ndim, &numel, &bytes) || numel != v->numel) {
+        if (!ok || (v->dtype != LD_DTYPE_F32 && v->dtype != LD_DTYPE_I64) ||
+            !shape_size(v->shape, v->ndim, v->dtype, &numel, &bytes) || numel != v->numel) {
             rc = ld_err_set(err, LD_EINVAL, "tensor %s: bad shape or numel %zu does not match it",
                             v->name, v->numel);
             goto done;
@@ -582,7 +598,8 @@ static int build_header(const ld_tensor_view_t *t, int n, const ld_kv_t *meta, i
         if (i || n_meta > 0)
             sb_puts(&sb, ",");
         sb_put_json_str(&sb, t[i].name);
-        sb_puts(&sb, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_puts(&sb, t[i].dtype == LD_DTYPE_I64 ? ":{\"dtype\":\"I64\",\"shape\":["
+                                                : ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < t[i].ndim; d++) {
             if (d)
                 sb_puts(&sb, ",");
@@ -591,7 +608,7 @@ static int build_header(const ld_tensor_view_t *t, int n, const ld_kv_t *meta, i
         sb_puts(&sb, "],\"data_offsets\":[");
         sb_put_u64(&sb, off);
         sb_puts(&sb, ",");
-        off += (uint64_t)t[i].numel * sizeof(float);
+        off += (uint64_t)ld_tensor_bytes(&t[i]);
         sb_put_u64(&sb, off);
         sb_puts(&sb, "]}");
     }
@@ -643,7 +660,7 @@ int ld_ckpt_serialize(const ld_tensor_view_t *t, int n, const ld_kv_t *meta, int
     }
     size_t pos = hdr_len;
     for (int i = 0; i < n; i++) {
-        size_t bytes = t[i].numel * sizeof(float);
+        size_t bytes = ld_tensor_bytes(&t[i]);
         if (bytes)
             memcpy(buf + pos, t[i].data, bytes);
         pos += bytes;
@@ -674,7 +691,7 @@ int ld_ckpt_write(const char *path, const ld_tensor_view_t *t, int n, const ld_k
     iov[0].iov_len = hdr_len;
     for (int i = 0; i < n; i++) {
         iov[i + 1].iov_base = (void *)t[i].data;
-        iov[i + 1].iov_len = t[i].numel * sizeof(float);
+        iov[i + 1].iov_len = ld_tensor_bytes(&t[i]);
     }
     rc = ld_write_atomic_iov(path, iov, n + 1, err);
     free(iov);

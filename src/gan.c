@@ -1,7 +1,6 @@
 /* gan.c — GAN discriminator and generator half-steps. See gan.h. */
 #include "latentd/gan.h"
 #include "gan_impl.h"
-#include "mlp_impl.h"
 
 #include <math.h>
 #include <string.h>
@@ -25,8 +24,8 @@ int ld_gan_ws_init(ld_gan_ws_t *ws, const ld_model_t *m, int B)
     memset(ws, 0, sizeof *ws);
     ws->B = B;
     ws->mem = ld_malloc_array((size_t)B * (1 + m->arch.x_dim), sizeof(float));
-    if (!ws->mem || ld_mlp_ws_init(&ws->g, &m->nets[LD_GAN_G], B, 1) ||
-        ld_mlp_ws_init(&ws->d, &m->nets[LD_GAN_D], B, 1)) {
+    if (!ws->mem || ld_pass_ws_init(&ws->g, m, LD_GAN_G, B) ||
+        ld_pass_ws_init(&ws->d, m, LD_GAN_D, B)) {
         ld_gan_ws_free(ws);
         return LD_ENOMEM;
     }
@@ -37,8 +36,8 @@ int ld_gan_ws_init(ld_gan_ws_t *ws, const ld_model_t *m, int B)
 
 void ld_gan_ws_free(ld_gan_ws_t *ws)
 {
-    ld_mlp_ws_free(&ws->g);
-    ld_mlp_ws_free(&ws->d);
+    ld_pass_ws_free(&ws->g);
+    ld_pass_ws_free(&ws->d);
     free(ws->mem);
     ws->mem = NULL;
 }
@@ -48,13 +47,7 @@ static double mean_sigmoid(int b, const float *logit)
     double s = 0;
     for (int i = 0; i < b; i++)
         s += 1.0 / (1.0 + exp(-(double)logit[i]));
-    return s / b;
-}
-
-/* The generator's last output (b, X), kept in its workspace. */
-static const float *fake_of(const ld_model_t *m, const ld_gan_ws_t *ws)
-{
-    return ws->g.y[m->nets[LD_GAN_G].n_layers - 1];
+    return b > 0 ? s / b : 0.0;
 }
 
 double ld_gan_step_d(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
@@ -70,23 +63,23 @@ double ld_gan_step_d_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, i
                            const float *masks_real, const float *masks_fake, double *p_real,
                            double *p_fake)
 {
-    const ld_mlp_t *G = &m->nets[LD_GAN_G], *D = &m->nets[LD_GAN_D];
-    const float *P = m->params;
-    const float scale = 1.0f / (float)b;
-    const float *fake = ld_mlp_forward(G, P, &ws->g, b, z, NULL); /* (b, X) */
+    const ld_net_run_t *run = ws->run;
+    const float scale = b > 0 ? 1.0f / (float)b : 0.0f;
+    const float *fake = ld_pass_forward(m, LD_GAN_G, &ws->g, b, z, NULL, NULL, run); /* (b, X) */
+    ws->fake = fake;
 
-    const float *lr = ld_mlp_forward_preset(D, P, &ws->d, b, real, rng, masks_real); /* (b, 1) */
+    const float *lr = ld_pass_forward(m, LD_GAN_D, &ws->d, b, real, rng, masks_real, run); /* (b, 1) */
     double loss = ld_bce_logits_const((size_t)b, lr, real_label, ws->dlogit, scale);
     if (p_real)
         *p_real = mean_sigmoid(b, lr);
-    ld_mlp_backward(D, P, grads, &ws->d, b, ws->dlogit, NULL);
+    ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, NULL, run);
 
-    const float *lf = ld_mlp_forward_preset(D, P, &ws->d, b, fake, rng, masks_fake); /* (b, 1) */
+    const float *lf = ld_pass_forward(m, LD_GAN_D, &ws->d, b, fake, rng, masks_fake, run); /* (b, 1) */
     loss += ld_bce_logits_const((size_t)b, lf, 0.0f, ws->dlogit, scale);
     if (p_fake)
         *p_fake = mean_sigmoid(b, lf);
-    ld_mlp_backward(D, P, grads, &ws->d, b, ws->dlogit, NULL);
-    return loss / b;
+    ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, NULL, run);
+    return b > 0 ? loss / b : 0.0;
 }
 
 double ld_gan_step_g(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
@@ -98,16 +91,15 @@ double ld_gan_step_g(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
 double ld_gan_step_g_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
                            ld_gan_loss_t loss, ld_rng_t *rng, const float *masks)
 {
-    const ld_mlp_t *G = &m->nets[LD_GAN_G], *D = &m->nets[LD_GAN_D];
-    const float *P = m->params;
-    const float scale = 1.0f / (float)b;
-    const float *lf = ld_mlp_forward_preset(D, P, &ws->d, b, fake_of(m, ws), rng, masks); /* (b, 1) */
+    const ld_net_run_t *run = ws->run;
+    const float scale = b > 0 ? 1.0f / (float)b : 0.0f;
+    const float *lf = ld_pass_forward(m, LD_GAN_D, &ws->d, b, ws->fake, rng, masks, run); /* (b, 1) */
     double l;
     if (loss == LD_GAN_LOSS_NS)
         l = ld_bce_logits_const((size_t)b, lf, 1.0f, ws->dlogit, scale);
     else /* minimise -BCE(D(fake), 0): the gradient flips sign */
         l = -ld_bce_logits_const((size_t)b, lf, 0.0f, ws->dlogit, -scale);
-    ld_mlp_backward(D, P, grads, &ws->d, b, ws->dlogit, ws->dfake);
-    ld_mlp_backward(G, P, grads, &ws->g, b, ws->dfake, NULL);
-    return l / b;
+    ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, ws->dfake, run);
+    ld_pass_backward(m, LD_GAN_G, grads, &ws->g, b, ws->dfake, NULL, run);
+    return b > 0 ? l / b : 0.0;
 }

@@ -75,6 +75,9 @@ static int need_gan(const ld_model_t *m, ld_err_t *err)
     if (m->arch.kind != LD_KIND_GAN)
         return ld_err_set(err, LD_EUNSUPPORTED, "only a GAN can be inverted (this is a %s)",
                           ld_kind_name(m->arch.kind));
+    if (m->arch.net != LD_NETS_MLP) /* the inverter runs the dense generator */
+        return ld_err_set(err, LD_EUNSUPPORTED, "inverting a %s GAN is not supported yet; "
+                          "only dense (mlp) generators", ld_netarch_name(m->arch.net));
     return LD_OK;
 }
 

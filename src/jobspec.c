@@ -471,11 +471,36 @@ static void net_size(int in, const ld_hidden_t *h, int out, double *params, doub
     }
 }
 
+/* A layer-list architecture's parameters, the outputs of every layer of a
+ * row (the discriminator's twice) and the widest; 0 when it does not lay
+ * out (validation reports why). */
+static void layer_sizes(const ld_arch_t *a, double *P, double *units, double *widest)
+{
+    ld_model_t *m = calloc(1, sizeof *m);
+    if (!m || ld_arch_validate(a, NULL)) {
+        free(m);
+        return;
+    }
+    m->arch = *a;
+    m->n_nets = ld_kind_ops(a->kind)->layout(m, &m->n_params, &m->n_bufs);
+    *P = (double)m->n_params;
+    for (int n = 0; n < m->n_nets; n++)
+        for (int i = 0; i < m->layers[n].n_layers; i++) {
+            ld_shape_t s = m->layers[n].layers[i].out;
+            double w = (double)s.c * s.h * s.w;
+            *units += w * (a->kind == LD_KIND_GAN && n == LD_GAN_D ? 2 : 1);
+            *widest = w > *widest ? w : *widest;
+        }
+    free(m);
+}
+
 void ld_jobspec_bytes(const ld_arch_t *a, const ld_train_opts_t *o, ld_job_bytes_t *out)
 {
     static const ld_hidden_t none = {0};
     double P = 0, units = 0, widest = 0;
-    if (a->kind == LD_KIND_GAN) {
+    if (a->net != LD_NETS_MLP) {
+        layer_sizes(a, &P, &units, &widest);
+    } else if (a->kind == LD_KIND_GAN) {
         net_size(a->z_dim, &a->dec, a->x_dim, &P, &units, &widest);  /* generator */
         net_size(a->x_dim, &a->enc, 1, &P, &units, &widest);         /* discriminator */
         units *= 2; /* the discriminator sees real and generated batches */
@@ -578,10 +603,15 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
              cJSON_AddStringToObject(root, "model", s->model) &&
              cJSON_AddStringToObject(root, "data", s->data) &&
              cJSON_AddNumberToObject(root, "limit", s->limit);
-    if (ok && gan)
-        ok = cJSON_AddStringToObject(arch, "arch", s->article ? "article" : "default") &&
-             add_list(arch, "g_hidden", &a->dec) && add_list(arch, "d_hidden", &a->enc);
-    else if (ok)
+    const char *preset = a->net != LD_NETS_MLP ? ld_netarch_name(a->net)
+                         : s->article              ? "article"
+                                                   : "default";
+    int lists = a->net == LD_NETS_MLP || a->net == LD_NETS_RESMLP; /* dcgan, conv: fixed */
+    if (ok && (gan || a->net != LD_NETS_MLP))
+        ok = cJSON_AddStringToObject(arch, "arch", preset) != NULL;
+    if (ok && gan && lists)
+        ok = add_list(arch, "g_hidden", &a->dec) && add_list(arch, "d_hidden", &a->enc);
+    else if (ok && lists)
         ok = add_list(arch, "hidden", &a->enc) && add_list(arch, "dec_hidden", &a->dec);
     ok = ok && cJSON_AddNumberToObject(arch, "z", a->z_dim) &&
          cJSON_AddStringToObject(arch, "act", ld_act_name(a->act)) &&

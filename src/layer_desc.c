@@ -383,6 +383,16 @@ int ld_net_from_json(const char *json, ld_net_t *net, size_t *param_off, size_t 
 
 /* ---- the table ---- */
 
+void ld_net_layer_name(const ld_net_t *net, int i, char *buf, size_t len)
+{
+    char path[LD_NET_MAX_LAYERS][64];
+    module_paths(net, path);
+    if (net->names == LD_NAMES_SINGLE)
+        snprintf(buf, len, "%s", net->name);
+    else
+        snprintf(buf, len, "%s.%s", net->name, path[i]);
+}
+
 int ld_net_table(const ld_net_t *net, char *buf, size_t len)
 {
     out_t o = {buf, len, 0};

@@ -194,7 +194,7 @@ static int cmd_train(int argc, char **argv)
         {"beta1", F_FLOAT, &beta1, 0, 0.999999, "Adam beta1 (vae 0.9, gan 0.5)", 0},
         {"beta2", F_FLOAT, &beta2, 0, 0.999999, "Adam beta2 (0.999)", 0},
         {"seed", F_U64, &seed, 0, 1.8e19, "random seed (1)", 0},
-        {"arch", F_STR, &arch_s, 0, 0, "default | article (GAN: the reference article's nets)", 0},
+        {"arch", F_STR, &arch_s, 0, 0, "default | article (GAN: the reference article's nets) | dcgan (GAN) | conv (VAE) | resmlp", 0},
         {"hidden", F_STR, &hidden, 0, 0, "VAE encoder / classifier hidden widths, e.g. 128,64", 0},
         {"dec-hidden", F_STR, &dec_hidden, 0, 0, "VAE decoder widths (default: --hidden reversed)", 0},
         {"g-hidden", F_STR, &g_hidden, 0, 0, "GAN generator widths (256,512)", 0},

@@ -3,14 +3,36 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/model.h"
 
+#include "latentd/nets.h"
+#include "mlp_impl.h"
+
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
-/* Rows per inference chunk: bounds per-call scratch (~256 x 784 floats). */
+/* Rows per inference chunk: bounds per-call scratch (~256 x 784 floats for
+ * the dense nets; a layer list keeps its outputs under INFER_FLOATS). */
 #define INFER_CHUNK 256
+#define INFER_FLOATS (1 << 20)
+
+static const char *const netarch_names[LD_NETS_N] = {"mlp", "dcgan", "conv", "resmlp"};
+
+const char *ld_netarch_name(ld_netarch_t a)
+{
+    return (unsigned)a < LD_NETS_N ? netarch_names[a] : "?";
+}
+
+int ld_netarch_parse(const char *s, ld_netarch_t *out)
+{
+    for (int i = 0; s && i < LD_NETS_N; i++)
+        if (!strcmp(s, netarch_names[i])) {
+            *out = (ld_netarch_t)i;
+            return 0;
+        }
+    return -1;
+}
 
 static const char *const kind_names[] = {NULL, "vae", "gan", "classifier"};
 
@@ -92,6 +114,49 @@ static int check_hidden(const ld_hidden_t *h, const char *what, int min_n, ld_er
     return LD_OK;
 }
 
+/* A layer-list architecture fits the kind, the image and the hidden lists. */
+static int check_netarch(const ld_arch_t *a, ld_err_t *err)
+{
+    const char *n = ld_netarch_name(a->net);
+    if ((unsigned)a->net >= LD_NETS_N)
+        return ld_err_set(err, LD_EINVAL, "unknown net architecture %d", (int)a->net);
+    ld_kind_t only = a->net == LD_NETS_DCGAN ? LD_KIND_GAN : a->net == LD_NETS_CONV ? LD_KIND_VAE : 0;
+    if ((only && a->kind != only) || a->kind == LD_KIND_CLASSIFIER)
+        return ld_err_set(err, LD_EINVAL, "net architecture %s is for %s models, not %s", n,
+                          only ? ld_kind_name(only) : "vae and gan", ld_kind_name(a->kind));
+    if (a->net != LD_NETS_RESMLP) {
+        if (a->img_h != 28 || a->img_w != 28)
+            return ld_err_set(err, LD_EINVAL, "net architecture %s needs 28x28 images, not %dx%d",
+                              n, a->img_h, a->img_w);
+        return LD_OK;
+    }
+    const ld_hidden_t *h[2] = {&a->enc, &a->dec};
+    for (int k = 0; k < 2; k++) {
+        if (h[k]->n < 1)
+            return ld_err_set(err, LD_EINVAL, "resmlp needs at least one hidden width per net");
+        for (int i = 1; i < h[k]->n; i++)
+            if (h[k]->size[i] != h[k]->size[0])
+                return ld_err_set(err, LD_EINVAL, "resmlp needs equal hidden widths (one "
+                                  "residual block each), got %d and %d", h[k]->size[0],
+                                  h[k]->size[i]);
+    }
+    return LD_OK;
+}
+
+int ld_arch_set_net(ld_arch_t *a, ld_netarch_t n, ld_err_t *err)
+{
+    a->net = n;
+    if (n == LD_NETS_DCGAN || n == LD_NETS_CONV) {
+        a->enc.n = a->dec.n = 0; /* fixed by nets.h */
+        a->dropout = 0.0f;
+    } else if (n == LD_NETS_RESMLP) {
+        hidden_set(&a->enc, 2, (int[]){256, 256});
+        hidden_set(&a->dec, 2, (int[]){256, 256});
+        a->dropout = 0.0f;
+    }
+    return ld_arch_validate(a, err);
+}
+
 int ld_arch_validate(const ld_arch_t *a, ld_err_t *err)
 {
     if (a->kind < LD_KIND_VAE || a->kind > LD_KIND_CLASSIFIER)
@@ -107,11 +172,15 @@ int ld_arch_validate(const ld_arch_t *a, ld_err_t *err)
     if (a->act == LD_ACT_NONE || (unsigned)a->act > LD_ACT_SIGMOID)
         return ld_err_set(err, LD_EINVAL, "hidden activation must be leaky_relu, relu, tanh or sigmoid");
     int rc;
+    if (a->net != LD_NETS_MLP && (rc = check_netarch(a, err)))
+        return rc;
     switch (a->kind) {
     case LD_KIND_VAE:
     case LD_KIND_GAN:
         if (a->z_dim < 1 || a->z_dim > 1024)
             return ld_err_set(err, LD_EINVAL, "latent size z=%d is outside 1..1024", a->z_dim);
+        if (a->net == LD_NETS_DCGAN || a->net == LD_NETS_CONV)
+            return LD_OK; /* the hidden lists are unused */
         if ((rc = check_hidden(&a->enc, a->kind == LD_KIND_VAE ? "encoder" : "discriminator",
                                a->kind == LD_KIND_VAE ? 1 : 0, err)))
             return rc;
@@ -168,8 +237,11 @@ int ld_arch_to_json(const ld_arch_t *a, char *buf, size_t len)
     }
     append(buf, len, &pos, ",\"%s\":", ek);
     append_list(buf, len, &pos, &a->enc);
-    append(buf, len, &pos, ",\"act\":\"%s\",\"slope\":%g,\"dropout\":%g}", ld_act_name(a->act),
+    append(buf, len, &pos, ",\"act\":\"%s\",\"slope\":%g,\"dropout\":%g", ld_act_name(a->act),
            (double)a->slope, (double)a->dropout);
+    if (a->net != LD_NETS_MLP) /* absent for dense nets: older files read the same */
+        append(buf, len, &pos, ",\"net\":\"%s\"", ld_netarch_name(a->net));
+    append(buf, len, &pos, "}");
     return pos < len ? (int)pos : -1;
 }
 
@@ -255,6 +327,11 @@ int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err)
         rc = ld_err_set(err, LD_EFORMAT, "arch: unknown activation");
         goto out;
     }
+    const cJSON *net = cJSON_GetObjectItemCaseSensitive(o, "net");
+    if (net && (!cJSON_IsString(net) || ld_netarch_parse(net->valuestring, &a->net))) {
+        rc = ld_err_set(err, LD_EFORMAT, "arch: \"net\" must be mlp, dcgan, conv or resmlp");
+        goto out;
+    }
     json_fraction(cJSON_GetObjectItemCaseSensitive(o, "slope"), &a->slope);
     json_fraction(cJSON_GetObjectItemCaseSensitive(o, "dropout"), &a->dropout);
     rc = ld_arch_validate(a, err);
@@ -267,6 +344,12 @@ void ld_arch_describe(const ld_arch_t *a, char *buf, size_t len)
 {
     size_t pos = 0;
     append(buf, len, &pos, "%s %dx%d", ld_kind_name(a->kind), a->img_h, a->img_w);
+    if (a->net == LD_NETS_DCGAN || a->net == LD_NETS_CONV) {
+        append(buf, len, &pos, " %s z%d", ld_netarch_name(a->net), a->z_dim);
+        return;
+    }
+    if (a->net == LD_NETS_RESMLP)
+        append(buf, len, &pos, " resmlp");
     const ld_hidden_t *first = a->kind == LD_KIND_GAN ? &a->dec : &a->enc;
     const ld_hidden_t *second = a->kind == LD_KIND_GAN ? &a->enc : &a->dec;
     const char *n1 = a->kind == LD_KIND_GAN ? " G " : " ";
@@ -305,48 +388,105 @@ static int chain(int *sizes, int first, const ld_hidden_t *h, int last)
     return h->n + 1; /* layers */
 }
 
-static void layout(ld_model_t *m)
+/* The layer lists of dense nets: the same offsets and tensor names. */
+static void layers_from_mlp(ld_model_t *m, int n_nets)
+{
+    for (int i = 0; i < n_nets; i++)
+        ld_nets_from_mlp(&m->nets[i], &m->layers[i]);
+}
+
+/* Each kind's layout: its nets from *off / *boff (advanced); returns how many. */
+static int vae_layout(ld_model_t *m, size_t *off, size_t *boff)
 {
     const ld_arch_t *a = &m->arch;
     int s[LD_MAX_LAYERS + 1], L;
-    size_t off = 0;
-    switch (a->kind) {
-    case LD_KIND_VAE: {
+    ld_net_t *n = m->layers;
+    if (a->net == LD_NETS_CONV) {
+        ld_nets_conv_vae(a->z_dim, &n[LD_VAE_ENC], &n[LD_VAE_MU], &n[LD_VAE_LOGVAR],
+                         &n[LD_VAE_DEC], off, boff);
+    } else if (a->net == LD_NETS_RESMLP) {
+        int w = a->enc.size[0], wd = a->dec.size[0];
+        ld_nets_resmlp(&n[LD_VAE_ENC], "encoder", a->x_dim, w, a->enc.n, w, LD_LAYER_N_KINDS,
+                       a->slope, off, boff);
+        for (int i = 0; i < 2; i++) {
+            ld_net_t *h = &n[i ? LD_VAE_LOGVAR : LD_VAE_MU];
+            ld_net_init(h, i ? "logvar" : "mu", LD_NAMES_SINGLE, (ld_shape_t){w, 1, 1});
+            LD_ASSERT(ld_net_add_linear(h, a->z_dim, NULL) == LD_OK);
+            LD_ASSERT(ld_net_layout(h, off, boff, NULL) == LD_OK);
+        }
+        ld_nets_resmlp(&n[LD_VAE_DEC], "decoder", a->z_dim, wd, a->dec.n, a->x_dim,
+                       LD_LAYER_N_KINDS, a->slope, off, boff);
+    } else {
         int h = a->enc.size[a->enc.n - 1];
         /* encoder: x -> hidden..., activation after every layer (its last is h) */
         s[0] = a->x_dim;
         for (int i = 0; i < a->enc.n; i++)
             s[1 + i] = a->enc.size[i];
         ld_mlp_layout(&m->nets[LD_VAE_ENC], "encoder", 1, a->enc.n, s, a->act, a->act, a->slope,
-                      0, &off);
+                      0, off);
         int head[2] = {h, a->z_dim};
         ld_mlp_layout(&m->nets[LD_VAE_MU], "mu", 0, 1, head, a->act, LD_ACT_NONE, a->slope, 0,
-                      &off);
+                      off);
         ld_mlp_layout(&m->nets[LD_VAE_LOGVAR], "logvar", 0, 1, head, a->act, LD_ACT_NONE,
-                      a->slope, 0, &off);
+                      a->slope, 0, off);
         L = chain(s, a->z_dim, &a->dec, a->x_dim);
         ld_mlp_layout(&m->nets[LD_VAE_DEC], "decoder", 1, L, s, a->act, LD_ACT_NONE, a->slope, 0,
-                      &off);
-        m->n_nets = 4;
-        break;
+                      off);
+        layers_from_mlp(m, 4);
     }
-    case LD_KIND_GAN:
+    return 4;
+}
+
+static int gan_layout(ld_model_t *m, size_t *off, size_t *boff)
+{
+    const ld_arch_t *a = &m->arch;
+    int s[LD_MAX_LAYERS + 1], L;
+    ld_net_t *n = m->layers;
+    if (a->net == LD_NETS_DCGAN) {
+        ld_nets_dcgan(a->z_dim, &n[LD_GAN_G], &n[LD_GAN_D], off, boff);
+    } else if (a->net == LD_NETS_RESMLP) {
+        ld_nets_resmlp(&n[LD_GAN_G], "generator", a->z_dim, a->dec.size[0], a->dec.n, a->x_dim,
+                       LD_LAYER_SIGMOID, a->slope, off, boff);
+        ld_nets_resmlp(&n[LD_GAN_D], "discriminator", a->x_dim, a->enc.size[0], a->enc.n, 1,
+                       LD_LAYER_N_KINDS, a->slope, off, boff);
+    } else {
         L = chain(s, a->z_dim, &a->dec, a->x_dim);
         ld_mlp_layout(&m->nets[LD_GAN_G], "generator", 1, L, s, a->act, LD_ACT_SIGMOID, a->slope,
-                      0, &off);
+                      0, off);
         L = chain(s, a->x_dim, &a->enc, 1);
         ld_mlp_layout(&m->nets[LD_GAN_D], "discriminator", 1, L, s, a->act, LD_ACT_NONE,
-                      a->slope, a->dropout, &off);
-        m->n_nets = 2;
-        break;
-    case LD_KIND_CLASSIFIER:
-        L = chain(s, a->x_dim, &a->enc, a->n_classes);
-        ld_mlp_layout(&m->nets[LD_CLS_NET], "classifier", 1, L, s, a->act, LD_ACT_NONE, a->slope,
-                      a->dropout, &off);
-        m->n_nets = 1;
-        break;
+                      a->slope, a->dropout, off);
+        layers_from_mlp(m, 2);
     }
-    m->n_params = off;
+    return 2;
+}
+
+static int cls_layout(ld_model_t *m, size_t *off, size_t *boff)
+{
+    const ld_arch_t *a = &m->arch;
+    int s[LD_MAX_LAYERS + 1];
+    int L = chain(s, a->x_dim, &a->enc, a->n_classes);
+    ld_mlp_layout(&m->nets[LD_CLS_NET], "classifier", 1, L, s, a->act, LD_ACT_NONE, a->slope,
+                  a->dropout, off);
+    layers_from_mlp(m, 1);
+    return 1;
+}
+
+static const char *const vae_losses[] = {"loss", "rec", "kl"};
+static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
+static const char *const cls_losses[] = {"loss", "acc"};
+
+static const ld_kind_ops_t kind_ops[] = {
+    [LD_KIND_VAE] = {"vae", "a VAE", 3, vae_losses, LD_VAE_DEC, LD_VAE_ENC, LD_ACT_SIGMOID, 0,
+                     vae_layout},
+    [LD_KIND_GAN] = {"gan", "a GAN", 4, gan_losses, LD_GAN_G, -1, LD_ACT_NONE, 0, gan_layout},
+    [LD_KIND_CLASSIFIER] = {"classifier", "a classifier", 2, cls_losses, -1, -1, LD_ACT_NONE, 1,
+                            cls_layout},
+};
+
+const ld_kind_ops_t *ld_kind_ops(ld_kind_t k)
+{
+    return (unsigned)k < LD_ARRAY_LEN(kind_ops) && kind_ops[k].name ? &kind_ops[k] : NULL;
 }
 
 /* A validated architecture laid out, without its parameter block. */
@@ -359,16 +499,19 @@ static int model_shell(const ld_arch_t *a, ld_model_t **out, ld_err_t *err)
     if (!m)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     m->arch = *a;
-    layout(m);
+    m->ops = ld_kind_ops(a->kind);
+    m->n_nets = m->ops->layout(m, &m->n_params, &m->n_bufs);
     *out = m;
     return LD_OK;
 }
 
-/* The zeroed parameter block of a shell. */
+/* The zeroed parameter and buffer blocks of a shell. */
 static int alloc_params(ld_model_t *m, ld_err_t *err)
 {
     m->params = ld_calloc(m->n_params, sizeof(float));
-    if (!m->params)
+    if (m->n_bufs)
+        m->buffers = ld_calloc(m->n_bufs, sizeof(float));
+    if (!m->params || (m->n_bufs && !m->buffers))
         return ld_err_set(err, LD_ENOMEM, "out of memory for %zu parameters", m->n_params);
     return LD_OK;
 }
@@ -391,10 +534,15 @@ int ld_model_new(const ld_arch_t *a, uint64_t seed, ld_model_t **out, ld_err_t *
     int rc = ld_model_alloc(a, out, err);
     if (rc)
         return rc;
+    ld_model_t *m = *out;
     ld_rng_t r;
     ld_rng_seed(&r, seed);
-    for (int i = 0; i < (*out)->n_nets; i++)
-        ld_mlp_init(&(*out)->nets[i], (*out)->params, &r);
+    for (int i = 0; i < m->n_nets; i++) {
+        if (a->net == LD_NETS_MLP) /* the dense init keeps its random stream */
+            ld_mlp_init(&m->nets[i], m->params, &r);
+        else
+            ld_net_init_params(&m->layers[i], m->params, m->buffers, &r);
+    }
     return LD_OK;
 }
 
@@ -402,38 +550,62 @@ void ld_model_free(ld_model_t *m)
 {
     if (m) {
         free(m->params);
+        free(m->buffers);
         free(m);
     }
 }
 
-int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *out, int max)
+/* Views of the tensors of every net; buffers too when all. */
+static int model_views(const ld_model_t *m, const float *block, const float *buffers, int all,
+                       ld_tensor_view_t *out, int max)
 {
     int k = 0;
+    ld_net_tensor_t nt[LD_MODEL_MAX_TENSORS];
     for (int n = 0; n < m->n_nets; n++) {
-        const ld_mlp_t *net = &m->nets[n];
-        for (int i = 0; i < net->n_layers; i++) {
-            for (int wb = 0; wb < 2 && k < max; wb++, k++) {
-                ld_tensor_view_t *t = &out[k];
-                memset(t, 0, sizeof *t);
-                const char *suffix = wb ? "bias" : "weight";
-                if (net->indexed)
-                    snprintf(t->name, sizeof t->name, "%s.%d.%s", net->name, i, suffix);
-                else
-                    snprintf(t->name, sizeof t->name, "%s.%s", net->name, suffix);
-                t->ndim = wb ? 1 : 2;
-                t->shape[0] = net->size[i + 1];
-                t->shape[1] = wb ? 0 : net->size[i];
-                t->numel = wb ? (size_t)net->size[i + 1] : (size_t)net->size[i + 1] * net->size[i];
-                t->data = block ? block + (wb ? net->b_off[i] : net->w_off[i]) : NULL;
-            }
+        int cnt = ld_net_tensors(&m->layers[n], nt, LD_MODEL_MAX_TENSORS);
+        LD_ASSERT(cnt <= LD_MODEL_MAX_TENSORS);
+        for (int i = 0; i < cnt && k < max; i++) {
+            if (nt[i].is_buffer && !all)
+                continue;
+            ld_tensor_view_t *t = &out[k++];
+            memset(t, 0, sizeof *t);
+            _Static_assert(sizeof t->name == sizeof nt[i].name, "tensor names");
+            memcpy(t->name, nt[i].name, sizeof t->name);
+            t->ndim = nt[i].ndim;
+            memcpy(t->shape, nt[i].shape, sizeof t->shape);
+            t->numel = nt[i].numel;
+            t->dtype = nt[i].dtype;
+            const float *base = nt[i].is_buffer ? buffers : block;
+            t->data = base ? base + nt[i].off : NULL;
         }
     }
     return k;
 }
 
+int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *out, int max)
+{
+    return model_views(m, block, NULL, 0, out, max);
+}
+
+int ld_model_tensors_all(const ld_model_t *m, ld_tensor_view_t *out, int max)
+{
+    return model_views(m, m->params, m->buffers, 1, out, max);
+}
+
+int ld_model_layer_table(const ld_model_t *m, char *buf, size_t len)
+{
+    size_t pos = 0;
+    for (int i = 0; i < m->n_nets; i++) {
+        size_t at = pos < len ? pos : len;
+        pos += (size_t)ld_net_table(&m->layers[i], buf ? buf + at : NULL, buf ? len - at : 0);
+    }
+    return (int)pos;
+}
+
 /* ---- checkpoints ---- */
 
-#define MAX_TENSORS (2 * LD_MAX_LAYERS * LD_MAX_NETS)
+#define MAX_TENSORS LD_MODEL_MAX_TENSORS
+#define LAYERS_META "latentd.layers." /* + net name: ld_net_to_json of a layer-list net */
 
 /* A width read from a tensor shape (up to 2^53); one beyond INT_MAX becomes
  * INT_MAX, which validation refuses like any other width out of range. */
@@ -532,7 +704,33 @@ static int infer_arch(const ld_ckpt_t *c, ld_arch_t *a, ld_err_t *err)
 
 static int is_reserved_meta(const char *k)
 {
-    return !strcmp(k, "format") || !strcmp(k, "kind") || !strcmp(k, "arch");
+    return !strcmp(k, "format") || !strcmp(k, "kind") || !strcmp(k, "arch") ||
+           !strncmp(k, LAYERS_META, strlen(LAYERS_META));
+}
+
+/* Each net's layer list in the metadata, when the file has one, must be the
+ * one the architecture builds (parsed through the same builders, then
+ * compared as JSON): a file cannot describe nets latentd would not run. */
+static int check_layers_meta(const ld_ckpt_t *c, const ld_model_t *m, ld_err_t *err)
+{
+    for (int i = 0; i < m->n_nets; i++) {
+        char key[80], want[8192], got[8192];
+        snprintf(key, sizeof key, LAYERS_META "%s", m->layers[i].name);
+        const char *json = ld_ckpt_meta(c, key);
+        if (!json)
+            continue;
+        ld_net_t net;
+        size_t po = m->layers[i].param_off, bo = m->layers[i].buf_off;
+        int rc = ld_net_from_json(json, &net, &po, &bo, err);
+        if (rc)
+            return rc;
+        ld_net_to_json(&net, got, sizeof got);
+        ld_net_to_json(&m->layers[i], want, sizeof want);
+        if (strcmp(got, want))
+            return ld_err_set(err, LD_EFORMAT, "%s describes other layers than the %s "
+                              "architecture builds", key, ld_netarch_name(m->arch.net));
+    }
+    return LD_OK;
 }
 
 /* The shape of a tensor as "[a,b]" into buf. */
@@ -552,13 +750,13 @@ static const char *shape_str(const ld_tensor_view_t *t, char *buf, size_t len)
 static int check_tensors(const ld_ckpt_t *c, const ld_model_t *m, ld_err_t *err)
 {
     ld_tensor_view_t want[MAX_TENSORS];
-    int n = ld_model_tensors(m, NULL, want, MAX_TENSORS);
+    int n = model_views(m, NULL, NULL, 1, want, MAX_TENSORS);
     for (int i = 0; i < n; i++) {
         const ld_tensor_view_t *t = ld_ckpt_find(c, want[i].name);
         if (!t)
             return ld_err_set(err, LD_EFORMAT, "missing tensor %s required by the architecture",
                               want[i].name);
-        int same = t->ndim == want[i].ndim;
+        int same = t->ndim == want[i].ndim && t->dtype == want[i].dtype;
         for (int d = 0; same && d < t->ndim; d++)
             same = t->shape[d] == want[i].shape[d];
         char got[64], need[64];
@@ -566,7 +764,7 @@ static int check_tensors(const ld_ckpt_t *c, const ld_model_t *m, ld_err_t *err)
             return ld_err_set(err, LD_EFORMAT, "tensor %s has shape %s, architecture needs %s",
                               t->name, shape_str(t, got, sizeof got),
                               shape_str(&want[i], need, sizeof need));
-        for (size_t k = 0; k < t->numel; k++)
+        for (size_t k = 0; t->dtype == LD_DTYPE_F32 && k < t->numel; k++)
             if (!isfinite(t->data[k]))
                 return ld_err_set(err, LD_EFORMAT, "tensor %s holds a non-finite value at %zu",
                                   t->name, k);
@@ -630,15 +828,15 @@ int ld_model_from_ckpt(const ld_ckpt_t *c, ld_model_t **out, ld_err_t *err)
     ld_model_t *m;
     if ((rc = model_shell(&a, &m, err)))
         return rc;
-    if ((rc = check_tensors(c, m, err)) || (rc = alloc_params(m, err))) {
+    if ((rc = check_layers_meta(c, m, err)) || (rc = check_tensors(c, m, err)) ||
+        (rc = alloc_params(m, err))) {
         ld_model_free(m);
         return rc;
     }
     ld_tensor_view_t dst[MAX_TENSORS];
-    int n = ld_model_tensors(m, m->params, dst, MAX_TENSORS);
+    int n = ld_model_tensors_all(m, dst, MAX_TENSORS);
     for (int i = 0; i < n; i++)
-        memcpy((float *)dst[i].data, ld_ckpt_find(c, dst[i].name)->data,
-               dst[i].numel * sizeof(float));
+        memcpy((float *)dst[i].data, ld_ckpt_find(c, dst[i].name)->data, ld_tensor_bytes(&dst[i]));
     for (int i = 0; i < c->n_meta; i++)
         if (!is_reserved_meta(c->meta[i].key))
             ld_record_set(&m->record, c->meta[i].key, "%s", c->meta[i].value);
@@ -713,6 +911,7 @@ static int state_model(const ld_ckpt_t *c, ld_model_t **out, int *counts, ld_err
                                 "has the wrong shape", name);
         }
     }
+    n = model_views(*out, NULL, NULL, 1, want, MAX_TENSORS); /* buffers too */
     if (!rc && counts[0] + counts[1] + counts[2] + n != c->n_tensors)
         rc = ld_err_set(err, LD_EFORMAT, "training state: %d tensors are neither parameters "
                         "nor optimiser blocks", c->n_tensors - n - counts[0] - counts[1] -
@@ -765,6 +964,8 @@ int ld_model_describe(const char *path, char *buf, size_t len, ld_err_t *err)
         append(buf, len, &pos, "record:     (none)\n");
     for (int i = 0; i < m->record.n; i++)
         append(buf, len, &pos, "%-11s %s\n", m->record.key[i], m->record.val[i]);
+    append(buf, len, &pos, "layers:     %s\n", ld_netarch_name(m->arch.net));
+    pos += (size_t)ld_model_layer_table(m, pos < len ? buf + pos : NULL, pos < len ? len - pos : 0);
     ld_model_free(m);
     ld_ckpt_free(c);
     if (pos >= len)
@@ -775,14 +976,22 @@ int ld_model_describe(const char *path, char *buf, size_t len, ld_err_t *err)
 int ld_model_save(const ld_model_t *m, const char *path, ld_err_t *err)
 {
     ld_tensor_view_t t[MAX_TENSORS];
-    int n = ld_model_tensors(m, m->params, t, MAX_TENSORS);
-    char arch[1024];
+    int n = ld_model_tensors_all(m, t, MAX_TENSORS);
+    char arch[1024], keys[LD_MAX_NETS][80], layers[LD_MAX_NETS][8192];
     ld_arch_to_json(&m->arch, arch, sizeof arch);
-    ld_kv_t meta[3 + LD_RECORD_MAX];
+    ld_kv_t meta[3 + LD_MAX_NETS + LD_RECORD_MAX];
     int nm = 0;
     meta[nm++] = (ld_kv_t){"format", "latentd/1"};
     meta[nm++] = (ld_kv_t){"kind", ld_kind_name(m->arch.kind)};
     meta[nm++] = (ld_kv_t){"arch", arch};
+    /* dense files stay as they were; a layer list is described for torch users */
+    for (int i = 0; m->arch.net != LD_NETS_MLP && i < m->n_nets; i++) {
+        snprintf(keys[i], sizeof keys[i], LAYERS_META "%s", m->layers[i].name);
+        if (ld_net_to_json(&m->layers[i], layers[i], sizeof layers[i]) < 0)
+            return ld_err_set(err, LD_EINVAL, "the layer list of %s is too long to save",
+                              m->layers[i].name);
+        meta[nm++] = (ld_kv_t){keys[i], layers[i]};
+    }
     for (int i = 0; i < m->record.n; i++)
         meta[nm++] = (ld_kv_t){m->record.key[i], m->record.val[i]};
     return ld_ckpt_write(path, t, n, meta, nm, err);
@@ -823,54 +1032,94 @@ void ld_model_draw_z(const ld_model_t *m, uint64_t seed, float temperature, int 
     ld_rng_fill_normal_fast(&r, z, (size_t)n * m->arch.z_dim, 0.0f, temperature);
 }
 
-/* Run one net over n rows in chunks: x (n, size[0]) -> y (n, size[L]). */
-static int run_net(const ld_model_t *m, const ld_mlp_t *net, int n, const float *x, float *y,
-                   ld_act_t final, ld_err_t *err)
+/* Run layer list i in eval mode over n rows in chunks: x (n, in) -> y (n, out),
+ * then act. */
+static int run_layers(const ld_model_t *m, int i, int n, const float *x, float *y, ld_act_t act,
+                      ld_err_t *err)
 {
-    ld_mlp_ws_t ws;
-    int B = n < INFER_CHUNK ? n : INFER_CHUNK;
-    if (ld_mlp_ws_init(&ws, net, B > 0 ? B : 1, 0))
-        return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", n);
-    int in = net->size[0], out = net->size[net->n_layers];
-    for (int i = 0; i < n; i += B) {
-        int b = n - i < B ? n - i : B;
-        const float *o = ld_mlp_forward(net, m->params, &ws, b, x + (size_t)i * in, NULL);
-        ld_act_forward(final, 0, (size_t)b * out, o, y + (size_t)i * out);
+    const ld_net_t *net = &m->layers[i];
+    ld_shape_t si = net->in, so = ld_net_out(net);
+    size_t in = (size_t)si.c * si.h * si.w, out = (size_t)so.c * so.h * so.w, row = in;
+    for (int l = 0; l < net->n_layers; l++)
+        row += (size_t)net->layers[l].out.c * net->layers[l].out.h * net->layers[l].out.w;
+    int B = INFER_FLOATS / row < INFER_CHUNK ? (int)(INFER_FLOATS / row) : INFER_CHUNK;
+    B = B < 1 ? 1 : n < B ? (n > 0 ? n : 1) : B;
+    ld_net_ws_t ws;
+    if (ld_net_ws_init(&ws, net, B))
+        return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", B);
+    for (int r = 0; r < n; r += B) {
+        int b = n - r < B ? n - r : B;
+        const float *o = ld_net_forward(net, m->params, m->buffers, &ws, b, x + (size_t)r * in,
+                                        NULL);
+        ld_act_forward(act, 0, (size_t)b * out, o, y + (size_t)r * out);
     }
-    ld_mlp_ws_free(&ws);
+    ld_net_ws_free(&ws);
     return LD_OK;
 }
 
 int ld_model_decode(const ld_model_t *m, int n, const float *z, float *x, ld_err_t *err)
 {
-    switch (m->arch.kind) {
-    case LD_KIND_VAE:
-        return run_net(m, &m->nets[LD_VAE_DEC], n, z, x, LD_ACT_SIGMOID, err);
-    case LD_KIND_GAN:
-        return run_net(m, &m->nets[LD_GAN_G], n, z, x, LD_ACT_NONE, err);
-    default:
-        return ld_err_set(err, LD_EUNSUPPORTED, "a classifier has no decoder");
-    }
+    if (m->ops->decode_net < 0)
+        return ld_err_set(err, LD_EUNSUPPORTED, "%s has no decoder", m->ops->article);
+    return run_layers(m, m->ops->decode_net, n, z, x, m->ops->out_act, err);
 }
 
 int ld_model_encode(const ld_model_t *m, int n, const float *x, float *mu, float *logvar,
                     ld_err_t *err)
 {
-    if (m->arch.kind != LD_KIND_VAE)
-        return ld_err_set(err, LD_EUNSUPPORTED, "a %s has no encoder; only a VAE can encode",
-                          m->arch.kind == LD_KIND_GAN ? "GAN" : "classifier");
-    const ld_mlp_t *enc = &m->nets[LD_VAE_ENC];
-    int hdim = enc->size[enc->n_layers];
-    float *h = ld_malloc_array((size_t)n * hdim, sizeof(float));
+    if (m->ops->encode_net < 0)
+        return ld_err_set(err, LD_EUNSUPPORTED, "%s has no encoder; only a VAE can encode",
+                          m->ops->article);
+    ld_shape_t hs = ld_net_out(&m->layers[LD_VAE_ENC]);
+    float *h = ld_malloc_array((size_t)n * hs.c * hs.h * hs.w, sizeof(float));
     if (!h)
         return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", n);
-    int rc = run_net(m, enc, n, x, h, LD_ACT_NONE, err);
+    int rc = run_layers(m, LD_VAE_ENC, n, x, h, LD_ACT_NONE, err);
     if (!rc)
-        rc = run_net(m, &m->nets[LD_VAE_MU], n, h, mu, LD_ACT_NONE, err);
+        rc = run_layers(m, LD_VAE_MU, n, h, mu, LD_ACT_NONE, err);
     if (!rc && logvar)
-        rc = run_net(m, &m->nets[LD_VAE_LOGVAR], n, h, logvar, LD_ACT_NONE, err);
+        rc = run_layers(m, LD_VAE_LOGVAR, n, h, logvar, LD_ACT_NONE, err);
     free(h);
     return rc;
+}
+
+/* ---- training passes ---- */
+
+int ld_net_width(const ld_model_t *m, int i)
+{
+    ld_shape_t s = ld_net_out(&m->layers[i]);
+    return s.c * s.h * s.w;
+}
+
+int ld_pass_ws_init(ld_pass_ws_t *ws, const ld_model_t *m, int i, int B)
+{
+    memset(ws, 0, sizeof *ws);
+    if (m->arch.net == LD_NETS_MLP)
+        return ld_mlp_ws_init(&ws->mlp, &m->nets[i], B, 1);
+    return ld_net_ws_init(&ws->net, &m->layers[i], B);
+}
+
+void ld_pass_ws_free(ld_pass_ws_t *ws)
+{
+    ld_mlp_ws_free(&ws->mlp);
+    ld_net_ws_free(&ws->net);
+}
+
+const float *ld_pass_forward(const ld_model_t *m, int i, ld_pass_ws_t *ws, int b, const float *x,
+                             ld_rng_t *rng, const float *masks, const ld_net_run_t *run)
+{
+    if (m->arch.net == LD_NETS_MLP)
+        return ld_mlp_forward_preset(&m->nets[i], m->params, &ws->mlp, b, x, rng, masks);
+    return ld_net_forward(&m->layers[i], m->params, m->buffers, &ws->net, b, x, run);
+}
+
+void ld_pass_backward(const ld_model_t *m, int i, float *grads, ld_pass_ws_t *ws, int b,
+                      const float *dout, float *dx, const ld_net_run_t *run)
+{
+    if (m->arch.net == LD_NETS_MLP)
+        ld_mlp_backward(&m->nets[i], m->params, grads, &ws->mlp, b, dout, dx);
+    else
+        ld_net_backward(&m->layers[i], m->params, grads, &ws->net, dout, dx, run);
 }
 
 int ld_model_classify(const ld_model_t *m, int n, const float *x, float *logits, float *feat,

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/train.h"
 
+#include "latentd/allreduce.h"
 #include "latentd/ckpt.h"
 #include "latentd/classifier.h"
 #include "latentd/vae.h"
@@ -23,7 +24,7 @@ typedef struct {
     ld_vae_ws_t vae;
     ld_gan_ws_t gan;
     ld_mlp_ws_t cls;
-    float *noise_buf;        /* (chunk, Z) eps or z */
+    ld_net_run_t run;        /* layer lists: this step's training run (vae.run, gan.run) */
     float *dlogits;          /* (chunk, C) classifier scratch */
     ld_rng_t rng;            /* reseeded from t->noise every step */
     int lo, b;               /* this step's rows: xb[lo .. lo+b) */
@@ -47,6 +48,9 @@ struct ld_trainer {
     ld_rng_t shuffle, noise;
     int *perm;                   /* (n) this epoch's order */
     float *xb;                   /* (B, X) gathered batch */
+    float *noise_all;            /* (B, Z) the batch's eps or z, drawn whole so that every
+                                    thread count trains on the same numbers */
+    ld_allreduce_t *ar;          /* batch norm's whole-batch sums across the workers */
     uint8_t *yb;                 /* (B) its labels */
     int b;                       /* rows in the current batch */
     double loss_sum[LD_MAX_LOSSES]; /* this epoch: sum of (batch mean * b) */
@@ -66,25 +70,22 @@ struct ld_trainer {
     int quit;
 };
 
-static const char *const vae_losses[] = {"loss", "rec", "kl"};
-static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
-static const char *const cls_losses[] = {"loss", "acc"};
-
 int ld_train_loss_names(ld_kind_t k, const char *const **names)
 {
-    switch (k) {
-    case LD_KIND_VAE: *names = vae_losses; return 3;
-    case LD_KIND_GAN: *names = gan_losses; return 4;
-    default: *names = cls_losses; return 2;
-    }
+    const ld_kind_ops_t *ops = ld_kind_ops(k) ? ld_kind_ops(k) : ld_kind_ops(LD_KIND_CLASSIFIER);
+    *names = ops->loss_names;
+    return ops->n_losses;
 }
 
 int ld_train_recipe(ld_kind_t kind, const char *preset, ld_arch_t *arch, ld_train_opts_t *o,
                     ld_err_t *err)
 {
-    int article = preset && strcmp(preset, "default") != 0;
-    if (article && strcmp(preset, "article") != 0)
-        return ld_err_set(err, LD_EINVAL, "\"%.40s\" is not default or article", preset);
+    int article = preset && strcmp(preset, "article") == 0;
+    ld_netarch_t net = LD_NETS_MLP;
+    if (preset && !article && strcmp(preset, "default") &&
+        (ld_netarch_parse(preset, &net) || net == LD_NETS_MLP))
+        return ld_err_set(err, LD_EINVAL,
+                          "\"%.40s\" is not default, article, dcgan, conv or resmlp", preset);
     if (article && kind != LD_KIND_GAN)
         return ld_err_set(err, LD_EINVAL, "\"article\" applies to kind \"gan\" only");
     if (article)
@@ -95,6 +96,11 @@ int ld_train_recipe(ld_kind_t kind, const char *preset, ld_arch_t *arch, ld_trai
     if (article) {
         o->real_label = 1.0f;
         o->g_ema = 0.0f;
+    }
+    if (net != LD_NETS_MLP) {
+        /* the generator average would not carry batch norm's running statistics */
+        o->g_ema = 0.0f;
+        return ld_arch_set_net(arch, net, err);
     }
     return LD_OK;
 }
@@ -209,7 +215,6 @@ static void worker_free(worker_t *w)
 {
     if (w->id > 0)
         free(w->grads);
-    free(w->noise_buf);
     free(w->dlogits);
     if (w->vae.mem)
         ld_vae_ws_free(&w->vae);
@@ -225,16 +230,17 @@ static int worker_init(ld_trainer_t *t, worker_t *w, int id, int chunk)
     w->t = t;
     w->id = id;
     w->grads = id == 0 ? t->grads : ld_malloc_array(m->n_params, sizeof(float));
-    w->noise_buf = ld_malloc_array((size_t)chunk * (a->z_dim > 0 ? a->z_dim : 1), sizeof(float));
     w->dlogits = ld_malloc_array((size_t)chunk * (a->n_classes > 0 ? a->n_classes : 1),
                                  sizeof(float));
-    if (!w->grads || !w->noise_buf || !w->dlogits)
+    if (!w->grads || !w->dlogits)
         return LD_ENOMEM;
-    if (a->kind == LD_KIND_VAE)
-        return ld_vae_ws_init(&w->vae, m, chunk);
-    if (a->kind == LD_KIND_GAN)
-        return ld_gan_ws_init(&w->gan, m, chunk);
-    return ld_mlp_ws_init(&w->cls, &m->nets[LD_CLS_NET], chunk, 1);
+    w->run = (ld_net_run_t){.training = 1, .rng = &w->rng, .ar = t->ar, .rank = id,
+                            .update = id == 0 ? t->m->buffers : NULL};
+    int rc = a->kind == LD_KIND_VAE   ? ld_vae_ws_init(&w->vae, m, chunk)
+             : a->kind == LD_KIND_GAN ? ld_gan_ws_init(&w->gan, m, chunk)
+                                      : ld_mlp_ws_init(&w->cls, &m->nets[LD_CLS_NET], chunk, 1);
+    w->vae.run = w->gan.run = &w->run;
+    return rc;
 }
 
 void ld_trainer_free(ld_trainer_t *t)
@@ -258,6 +264,8 @@ void ld_trainer_free(ld_trainer_t *t)
     free(t->ema);
     free(t->perm);
     free(t->xb);
+    free(t->noise_all);
+    ld_allreduce_free(t->ar);
     free(t->yb);
     free(t);
 }
@@ -277,6 +285,20 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     if (a->kind == LD_KIND_CLASSIFIER && (!d->y || d->n_classes > a->n_classes))
         return ld_err_set(err, LD_EINVAL, "data %s has %s; the classifier needs labels < %d",
                           d->name, d->y ? "more classes" : "no labels", a->n_classes);
+    int min_b = 1;
+    size_t red = 1; /* batch norm's allreduce: 2 sums per channel and a count */
+    for (int i = 0; i < m->n_nets; i++) {
+        const ld_net_t *net = &m->layers[i];
+        min_b = ld_net_min_batch(net) > min_b ? ld_net_min_batch(net) : min_b;
+        for (int l = 0; l < net->n_layers; l++)
+            if (2 * (size_t)net->layers[l].in.c + 1 > red)
+                red = 2 * (size_t)net->layers[l].in.c + 1;
+    }
+    int B0 = o->batch < d->n ? o->batch : d->n;
+    if (B0 < min_b || (d->n % B0 != 0 && d->n % B0 < min_b))
+        return ld_err_set(err, LD_EINVAL, "batch norm needs batches of at least %d rows; with "
+                          "%d examples in batches of %d the last has %d (change --batch or "
+                          "--limit)", min_b, d->n, B0, d->n % B0 ? d->n % B0 : B0);
     ld_trainer_t *t = calloc(1, sizeof *t);
     if (!t)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -295,7 +317,9 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     t->perm = ld_malloc_array((size_t)d->n, sizeof(int));
     t->xb = ld_malloc_array((size_t)B * a->x_dim, sizeof(float));
     t->yb = ld_malloc_array((size_t)B, 1);
-    int ok = t->grads && t->perm && t->xb && t->yb;
+    t->noise_all = ld_malloc_array((size_t)B * (a->z_dim > 0 ? a->z_dim : 1), sizeof(float));
+    int ok = t->grads && t->perm && t->xb && t->yb && t->noise_all &&
+             (a->net == LD_NETS_MLP || ld_allreduce_new(t->nw, red, &t->ar) == LD_OK);
     if (t->grads) {
         t->adam_m = t->grads + m->n_params;
         t->adam_v = t->grads + 2 * m->n_params;
@@ -362,17 +386,28 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
     ld_adam_step(cfg, t->t, s1 - s0, t->m->params + s0, g + s0, t->adam_m + s0, t->adam_v + s0);
 }
 
+/* A worker with no rows still runs a layer list: batch norm's allreduce needs
+ * every worker's call. */
+static int runs(const worker_t *w)
+{
+    return w->b > 0 || w->t->m->arch.net != LD_NETS_MLP;
+}
+
+/* This worker's slice of the batch's noise. */
+static const float *noise_of(const worker_t *w)
+{
+    return w->t->noise_all + (size_t)w->lo * w->t->m->arch.z_dim;
+}
+
 static void phase_vae(worker_t *w)
 {
     ld_trainer_t *t = w->t;
     const ld_model_t *m = t->m;
     double rec = 0, kl = 0;
     memset(w->grads, 0, m->n_params * sizeof(float));
-    if (w->b > 0) {
-        ld_rng_fill_normal(&w->rng, w->noise_buf, (size_t)w->b * m->arch.z_dim, 0.0f, 1.0f);
+    if (runs(w))
         ld_vae_step(m, w->grads, &w->vae, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
-                    w->noise_buf, t->o.kl_beta, &rec, &kl);
-    }
+                    noise_of(w), t->o.kl_beta, &rec, &kl);
     int b = w->b > 0 ? w->b : 1;
     w->losses[0] = (rec + t->o.kl_beta * kl) / b;
     w->losses[1] = rec / b;
@@ -398,22 +433,21 @@ static void phase_gan_d(worker_t *w)
 {
     ld_trainer_t *t = w->t;
     const ld_model_t *m = t->m;
-    const ld_mlp_t *D = &m->nets[LD_GAN_D];
-    memset(w->grads + D->off, 0, D->n_params * sizeof(float));
-    if (w->b == 0)
+    const ld_net_t *D = &m->layers[LD_GAN_D];
+    memset(w->grads + D->param_off, 0, D->n_params * sizeof(float));
+    if (!runs(w))
         return;
-    ld_rng_fill_normal(&w->rng, w->noise_buf, (size_t)w->b * m->arch.z_dim, 0.0f, 1.0f);
     w->losses[0] = ld_gan_step_d(m, w->grads, &w->gan, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
-                                 w->noise_buf, t->o.real_label, &w->rng, &w->losses[2],
+                                 noise_of(w), t->o.real_label, &w->rng, &w->losses[2],
                                  &w->losses[3]);
 }
 
 static void phase_gan_g(worker_t *w)
 {
     ld_trainer_t *t = w->t;
-    const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
-    memset(w->grads + G->off, 0, G->n_params * sizeof(float));
-    if (w->b > 0)
+    const ld_net_t *G = &t->m->layers[LD_GAN_G];
+    memset(w->grads + G->param_off, 0, G->n_params * sizeof(float));
+    if (runs(w))
         w->losses[1] = ld_gan_step_g(t->m, w->grads, &w->gan, w->b, t->o.gan_loss, &w->rng);
 }
 
@@ -421,20 +455,21 @@ static void phase_adam_all(worker_t *w) { reduce_and_step(w, 0, w->t->m->n_param
 
 static void phase_adam_d(worker_t *w)
 {
-    const ld_mlp_t *D = &w->t->m->nets[LD_GAN_D];
-    reduce_and_step(w, D->off, D->off + D->n_params, &w->t->o.adam_d);
+    const ld_net_t *D = &w->t->m->layers[LD_GAN_D];
+    reduce_and_step(w, D->param_off, D->param_off + D->n_params, &w->t->o.adam_d);
 }
 
 static void phase_adam_g(worker_t *w)
 {
     ld_trainer_t *t = w->t;
-    const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
-    reduce_and_step(w, G->off, G->off + G->n_params, &t->o.adam);
+    const ld_net_t *G = &t->m->layers[LD_GAN_G];
+    size_t off = G->param_off;
+    reduce_and_step(w, off, off + G->n_params, &t->o.adam);
     if (!t->ema)
         return;
     /* the average over this worker's slice of the generator */
     size_t per = (G->n_params + t->nw - 1) / t->nw;
-    size_t s0 = G->off + per * w->id, s1 = s0 + per < G->off + G->n_params ? s0 + per : G->off + G->n_params;
+    size_t s0 = off + per * w->id, s1 = s0 + per < off + G->n_params ? s0 + per : off + G->n_params;
     float d = (1.0f + (float)t->t) / (10.0f + (float)t->t);
     d = d < t->o.g_ema ? d : t->o.g_ema;
     const float *p = t->m->params;
@@ -464,39 +499,34 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     }
     t->b = b;
     t->t++;
-    /* contiguous slices of the batch, and a fresh noise stream for each worker */
+    /* the batch's noise first, from a stream that does not depend on the
+     * number of workers */
+    if (m->arch.z_dim > 0) {
+        ld_rng_t r;
+        ld_rng_seed(&r, ld_rng_u64(&t->noise));
+        ld_rng_fill_normal(&r, t->noise_all, (size_t)b * m->arch.z_dim, 0.0f, 1.0f);
+    }
+    /* contiguous slices of the batch, and a fresh noise stream for each worker
+     * (dropout), all from one draw: t->noise advances the same for any number
+     * of workers */
+    uint64_t base = ld_rng_u64(&t->noise);
     int per = (b + t->nw - 1) / t->nw;
     for (int k = 0; k < t->nw; k++) {
         worker_t *w = &t->w[k];
         w->lo = per * k < b ? per * k : b;
         w->b = w->lo + per < b ? per : b - w->lo;
-        ld_rng_seed(&w->rng, ld_rng_u64(&t->noise));
+        ld_rng_seed(&w->rng, base + 0x9e3779b97f4a7c15ull * (uint64_t)k);
         memset(w->losses, 0, sizeof w->losses);
+        w->run.share = (float)w->b / (float)b;
     }
-    switch (m->arch.kind) {
-    case LD_KIND_VAE:
-        run_phase(t, phase_vae);
-        if (abandoning(t))
-            break;
-        run_phase(t, phase_adam_all);
-        break;
-    case LD_KIND_GAN:
-        run_phase(t, phase_gan_d);
-        if (abandoning(t))
-            break;
-        run_phase(t, phase_adam_d);
-        run_phase(t, phase_gan_g);
-        if (abandoning(t))
-            break;
-        run_phase(t, phase_adam_g);
-        break;
-    case LD_KIND_CLASSIFIER:
-        run_phase(t, phase_cls);
-        if (abandoning(t))
-            break;
-        run_phase(t, phase_adam_all);
-        break;
-    }
+    /* a step's phases per kind; an abandon is honoured between phases */
+    static const phase_fn steps[][5] = {
+        [LD_KIND_VAE] = {phase_vae, phase_adam_all},
+        [LD_KIND_GAN] = {phase_gan_d, phase_adam_d, phase_gan_g, phase_adam_g},
+        [LD_KIND_CLASSIFIER] = {phase_cls, phase_adam_all},
+    };
+    for (const phase_fn *f = steps[m->arch.kind]; *f && !abandoning(t); f++)
+        run_phase(t, *f);
     if (abandoning(t))
         return 1;
     for (int i = 0; i < LD_MAX_LOSSES; i++) {
@@ -606,8 +636,9 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
                 p.epoch = t->epoch;
             if (p.finished) {
                 if (t->ema) {
-                    const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
-                    memcpy(t->m->params + G->off, t->ema + G->off, G->n_params * sizeof(float));
+                    const ld_net_t *G = &t->m->layers[LD_GAN_G];
+                    memcpy(t->m->params + G->param_off, t->ema + G->param_off,
+                           G->n_params * sizeof(float));
                 }
                 write_record(t, &p);
             }
@@ -631,7 +662,7 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
 
 /* ---- state files ---- */
 
-#define MAX_STATE_TENSORS (4 * 2 * LD_MAX_LAYERS * LD_MAX_NETS)
+#define MAX_STATE_TENSORS (4 * LD_MODEL_MAX_TENSORS)
 
 static void rng_hex(const ld_rng_t *r, char *buf, size_t len)
 {
@@ -667,8 +698,10 @@ static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
 int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err)
 {
     const ld_model_t *m = t->m;
-    ld_tensor_view_t tv[MAX_STATE_TENSORS];
-    int n = ld_model_tensors(m, m->params, tv, MAX_STATE_TENSORS / 4);
+    ld_tensor_view_t *tv = ld_calloc(MAX_STATE_TENSORS, sizeof *tv); /* too big for a stack */
+    if (!tv)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    int n = ld_model_tensors_all(m, tv, MAX_STATE_TENSORS / 4); /* parameters and buffers */
     int k = n;
     const float *blocks[3] = {t->adam_m, t->adam_v, t->ema};
     const char *prefix[3] = {"adam_m.", "adam_v.", "ema."};
@@ -698,22 +731,27 @@ int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err
         {"rng_shuffle_start", rs0}, {"rng_shuffle", rs}, {"rng_noise", rn},
         {"loss_sums", sums}, {"started", t->started},
     };
-    return ld_ckpt_write(path, tv, k, meta, (int)LD_ARRAY_LEN(meta), err);
+    int rc = ld_ckpt_write(path, tv, k, meta, (int)LD_ARRAY_LEN(meta), err);
+    free(tv);
+    return rc;
 }
 
+/* A block's tensors from c: an optimiser block (prefix), or with block NULL
+ * the model's parameters and buffers. */
 static int load_block(const ld_ckpt_t *c, const ld_model_t *m, const char *prefix, float *block,
                       ld_err_t *err)
 {
-    ld_tensor_view_t tv[MAX_STATE_TENSORS];
-    int n = ld_model_tensors(m, block, tv, MAX_STATE_TENSORS);
+    ld_tensor_view_t tv[LD_MODEL_MAX_TENSORS];
+    int n = block ? ld_model_tensors(m, block, tv, LD_MODEL_MAX_TENSORS)
+                  : ld_model_tensors_all(m, tv, LD_MODEL_MAX_TENSORS);
     for (int i = 0; i < n; i++) {
         char name[LD_CKPT_NAME_MAX + 16];
         snprintf(name, sizeof name, "%.8s%.120s", prefix, tv[i].name);
         const ld_tensor_view_t *s = ld_ckpt_find(c, name);
-        if (!s || s->numel != tv[i].numel)
+        if (!s || s->numel != tv[i].numel || s->dtype != tv[i].dtype)
             return ld_err_set(err, LD_EFORMAT, "state file lacks tensor %s or its shape differs",
                               name);
-        memcpy((float *)tv[i].data, s->data, s->numel * sizeof(float));
+        memcpy((float *)tv[i].data, s->data, ld_tensor_bytes(s));
     }
     return LD_OK;
 }
@@ -763,7 +801,7 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err)
     }
     /* params and moments go straight in: on failure the trainer must not be used */
     if (!rc)
-        rc = load_block(c, t->m, "", t->m->params, err);
+        rc = load_block(c, t->m, "", NULL, err);
     if (!rc)
         rc = load_block(c, t->m, "adam_m.", t->adam_m, err);
     if (!rc)
@@ -799,6 +837,12 @@ static double net_flops(const ld_mlp_t *n, double *first)
 double ld_train_flops_per_sample(const ld_model_t *m)
 {
     double f0, f, g0, g, h0, h, k0, k;
+    if (m->arch.net != LD_NETS_MLP) { /* forward and about twice that backward, per pass */
+        double s = 0;
+        for (int i = 0; i < m->n_nets; i++)
+            s += 3 * ld_net_flops(&m->layers[i]) * (m->arch.kind == LD_KIND_GAN && i == LD_GAN_D ? 3 : 1);
+        return s;
+    }
     switch (m->arch.kind) {
     case LD_KIND_VAE: /* forward, weight grads, input grads (none into x) */
         f = net_flops(&m->nets[LD_VAE_ENC], &f0);

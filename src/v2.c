@@ -46,8 +46,8 @@ static int conditional(const ld_arch_t *a)
 static int is_input(const ld_arch_t *a, int t)
 {
     switch (t) {
-    case T_Z: return a->kind == LD_KIND_VAE || a->kind == LD_KIND_GAN;
-    case T_IMAGES: return a->kind == LD_KIND_VAE;
+    case T_Z: return ld_kind_ops(a->kind)->decode_net >= 0;
+    case T_IMAGES: return ld_kind_ops(a->kind)->encode_net >= 0;
     case T_LABELS: return conditional(a);
     default: return 0;
     }
@@ -56,9 +56,9 @@ static int is_input(const ld_arch_t *a, int t)
 static int is_output(const ld_arch_t *a, int t)
 {
     switch (t) {
-    case T_IMAGES: return a->kind == LD_KIND_VAE || a->kind == LD_KIND_GAN;
+    case T_IMAGES: return ld_kind_ops(a->kind)->decode_net >= 0;
     case T_MU:
-    case T_LOGVAR: return a->kind == LD_KIND_VAE;
+    case T_LOGVAR: return ld_kind_ops(a->kind)->encode_net >= 0;
     default: return 0;
     }
 }

@@ -8,14 +8,14 @@ int ld_vae_ws_init(ld_vae_ws_t *ws, const ld_model_t *m, int B)
 {
     memset(ws, 0, sizeof *ws);
     const ld_arch_t *a = &m->arch;
-    int Z = a->z_dim, H = a->enc.size[a->enc.n - 1], X = a->x_dim;
+    int Z = a->z_dim, H = ld_net_width(m, LD_VAE_ENC), X = a->x_dim;
     ws->B = B;
     size_t bz = (size_t)B * Z, bh = (size_t)B * H;
     ws->mem = ld_malloc_array(4 * bz + 2 * bh + (size_t)B * X, sizeof(float));
-    if (!ws->mem || ld_mlp_ws_init(&ws->enc, &m->nets[LD_VAE_ENC], B, 1) ||
-        ld_mlp_ws_init(&ws->mu, &m->nets[LD_VAE_MU], B, 1) ||
-        ld_mlp_ws_init(&ws->lv, &m->nets[LD_VAE_LOGVAR], B, 1) ||
-        ld_mlp_ws_init(&ws->dec, &m->nets[LD_VAE_DEC], B, 1)) {
+    if (!ws->mem || ld_pass_ws_init(&ws->enc, m, LD_VAE_ENC, B) ||
+        ld_pass_ws_init(&ws->mu, m, LD_VAE_MU, B) ||
+        ld_pass_ws_init(&ws->lv, m, LD_VAE_LOGVAR, B) ||
+        ld_pass_ws_init(&ws->dec, m, LD_VAE_DEC, B)) {
         ld_vae_ws_free(ws);
         return LD_ENOMEM;
     }
@@ -32,10 +32,10 @@ int ld_vae_ws_init(ld_vae_ws_t *ws, const ld_model_t *m, int B)
 
 void ld_vae_ws_free(ld_vae_ws_t *ws)
 {
-    ld_mlp_ws_free(&ws->enc);
-    ld_mlp_ws_free(&ws->mu);
-    ld_mlp_ws_free(&ws->lv);
-    ld_mlp_ws_free(&ws->dec);
+    ld_pass_ws_free(&ws->enc);
+    ld_pass_ws_free(&ws->mu);
+    ld_pass_ws_free(&ws->lv);
+    ld_pass_ws_free(&ws->dec);
     free(ws->mem);
     ws->mem = NULL;
 }
@@ -43,20 +43,18 @@ void ld_vae_ws_free(ld_vae_ws_t *ws)
 void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, const float *x,
                  const float *eps, float beta, double *rec, double *kl)
 {
-    const ld_mlp_t *enc = &m->nets[LD_VAE_ENC], *mun = &m->nets[LD_VAE_MU],
-                   *lvn = &m->nets[LD_VAE_LOGVAR], *dec = &m->nets[LD_VAE_DEC];
-    const float *P = m->params;
+    const ld_net_run_t *run = ws->run;
     const int Z = m->arch.z_dim, X = m->arch.x_dim;
     const size_t bz = (size_t)b * Z;
-    const float scale = 1.0f / (float)b;
+    const float scale = b > 0 ? 1.0f / (float)b : 0.0f;
 
     /* forward */
-    const float *h = ld_mlp_forward(enc, P, &ws->enc, b, x, NULL);   /* (b, H) */
-    const float *mu = ld_mlp_forward(mun, P, &ws->mu, b, h, NULL);   /* (b, Z) */
-    const float *lv = ld_mlp_forward(lvn, P, &ws->lv, b, h, NULL);   /* (b, Z) */
+    const float *h = ld_pass_forward(m, LD_VAE_ENC, &ws->enc, b, x, NULL, NULL, run); /* (b, H) */
+    const float *mu = ld_pass_forward(m, LD_VAE_MU, &ws->mu, b, h, NULL, NULL, run);  /* (b, Z) */
+    const float *lv = ld_pass_forward(m, LD_VAE_LOGVAR, &ws->lv, b, h, NULL, NULL, run);
     for (size_t i = 0; i < bz; i++)
         ws->z[i] = mu[i] + expf(0.5f * lv[i]) * eps[i];
-    const float *logits = ld_mlp_forward(dec, P, &ws->dec, b, ws->z, NULL); /* (b, X) */
+    const float *logits = ld_pass_forward(m, LD_VAE_DEC, &ws->dec, b, ws->z, NULL, NULL, run);
 
     *rec = ld_bce_logits((size_t)b * X, logits, x, grads ? ws->dlogits : NULL, scale);
     *kl = ld_kl_gaussian(bz, mu, lv, grads ? ws->dmu : NULL, grads ? ws->dlv : NULL,
@@ -65,16 +63,16 @@ void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, cons
         return;
 
     /* backward: decoder -> z -> (mu, logvar) -> encoder */
-    ld_mlp_backward(dec, P, grads, &ws->dec, b, ws->dlogits, ws->dz);
+    ld_pass_backward(m, LD_VAE_DEC, grads, &ws->dec, b, ws->dlogits, ws->dz, run);
     for (size_t i = 0; i < bz; i++) {
         float sd = expf(0.5f * lv[i]);
         ws->dmu[i] += ws->dz[i];                       /* dz/dmu = 1 */
         ws->dlv[i] += ws->dz[i] * eps[i] * 0.5f * sd;  /* dz/dlogvar = eps * sd / 2 */
     }
-    ld_mlp_backward(mun, P, grads, &ws->mu, b, ws->dmu, ws->dh);
-    ld_mlp_backward(lvn, P, grads, &ws->lv, b, ws->dlv, ws->dh2);
-    size_t bh = (size_t)b * enc->size[enc->n_layers];
+    ld_pass_backward(m, LD_VAE_MU, grads, &ws->mu, b, ws->dmu, ws->dh, run);
+    ld_pass_backward(m, LD_VAE_LOGVAR, grads, &ws->lv, b, ws->dlv, ws->dh2, run);
+    size_t bh = (size_t)b * ld_net_width(m, LD_VAE_ENC);
     for (size_t i = 0; i < bh; i++)
         ws->dh[i] += ws->dh2[i];
-    ld_mlp_backward(enc, P, grads, &ws->enc, b, ws->dh, NULL);
+    ld_pass_backward(m, LD_VAE_ENC, grads, &ws->enc, b, ws->dh, NULL, run);
 }

@@ -169,6 +169,37 @@ START_TEST(test_bad_arguments)
 }
 END_TEST
 
+/* A layer-list model (no dense decoder to pack) is not refused: the batcher
+ * runs ld_model_decode on each request, so the bytes are a direct decode's,
+ * and a request's rows do not depend on what else is queued. */
+START_TEST(test_layer_model_falls_back)
+{
+    static const ld_netarch_t nets[] = {LD_NETS_DCGAN, LD_NETS_RESMLP};
+    for (int k = 0; k < 2; k++) {
+        ld_arch_t a;
+        ld_err_t e;
+        ld_arch_default(LD_KIND_GAN, &a);
+        ck_assert_int_eq(ld_arch_set_net(&a, nets[k], &e), LD_OK);
+        ld_model_t *m;
+        ck_assert_int_eq(ld_model_new(&a, 3, &m, &e), LD_OK);
+        ld_batch_t *b = NULL;
+        ck_assert_msg(ld_batch_new(m, NULL, &b, &e) == LD_OK, "%s", e.msg);
+        enum { N = 5 };
+        float z[N * 100], x[N * 784], want[N * 784];
+        ld_model_draw_z(m, 11, 1.0f, N, z);
+        ck_assert_int_eq(ld_model_decode(m, N, z, want, &e), LD_OK);
+        ck_assert_int_eq(ld_batch_decode(b, N, z, x, &e), LD_OK);
+        ck_assert_msg(memcmp(x, want, sizeof x) == 0, "%s: batcher != decode",
+                      ld_netarch_name(nets[k]));
+        ck_assert_int_eq(ld_model_decode(m, 1, z, want, &e), LD_OK);
+        ck_assert_int_eq(ld_batch_decode(b, 1, z, x, &e), LD_OK);
+        ck_assert(memcmp(x, want, 784 * sizeof(float)) == 0);
+        ld_batch_free(b);
+        ld_model_free(m);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------ batcher */
 
 #define THREADS 8
@@ -1082,6 +1113,7 @@ Suite *suite_batch(void)
     tcase_set_timeout(k, 120);
     tcase_add_test(k, test_rows_independent_of_batch);
     tcase_add_test(k, test_bad_arguments);
+    tcase_add_test(k, test_layer_model_falls_back);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("batcher");
     tcase_set_timeout(b, 300);

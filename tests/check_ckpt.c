@@ -296,7 +296,7 @@ static const struct {
     {T("\"Dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]"), 4, "tensor x: missing dtype"},
     {T("\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]"), 4, "tensor x: dtype is not a string"},
     {T("\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]"), 4,
-     "tensor x has dtype BF16; latentd reads F32 only"},
+     "tensor x has dtype BF16; latentd reads F32 and I64 only"},
     {T("\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]"), 4, "tensor x has dtype f32"},
     {T("\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]"), 8, "tensor x has dtype F64"},
     {T("\"dtype\":\"F32\",\"data_offsets\":[0,4]"), 4, "tensor x: shape is missing or not an array"},

@@ -369,7 +369,11 @@ START_TEST(test_spec_normal_form)
         "\"train\":{\"lr\":2e-4,\"lr_d\":1e-4,\"loss\":\"minimax\",\"seed\":9007199254740991}}",
         "{\"kind\":\"invert\",\"model\":\"g\",\"file\":\"g.safetensors\",\"images\":5,"
         "\"steps\":10,\"restarts\":2,\"seed\":9007199254740991,\"lr\":0.05,\"z_penalty\":0.5}",
+        "{\"kind\":\"gan\",\"model\":\"d\",\"arch\":{\"arch\":\"dcgan\"}}",
+        "{\"kind\":\"vae\",\"model\":\"c\",\"arch\":{\"arch\":\"conv\",\"z\":16}}",
     };
+    static const ld_netarch_t nets[] = {LD_NETS_MLP, LD_NETS_MLP, LD_NETS_MLP, LD_NETS_DCGAN,
+                                         LD_NETS_CONV};
     for (size_t i = 0; i < LD_ARRAY_LEN(specs); i++) {
         ld_jobspec_t a, b;
         ld_err_t e;
@@ -380,7 +384,18 @@ START_TEST(test_spec_normal_form)
         ck_assert_msg(ld_jobspec_parse(n1, strlen(n1), NULL, 0, &b, &e) == 0, "%s", e.msg);
         char *n2 = ld_jobspec_to_json(&b);
         ck_assert_str_eq(n1, n2);
-        if (i == 0) {
+        ck_assert_int_eq(a.arch.net, nets[i]);
+        if (nets[i] != LD_NETS_MLP) { /* the layer-list nets are named, not listed */
+            char want[64];
+            snprintf(want, sizeof want, "\"arch\":{\"arch\":\"%s\",\"z\":",
+                     ld_netarch_name(nets[i]));
+            ck_assert_msg(strstr(n1, want) && !strstr(n1, "hidden"), "%s", n1);
+            ld_job_bytes_t jb; /* admission counts the nets that will run */
+            ld_jobspec_bytes(&a.arch, &a.train, &jb);
+            if (nets[i] == LD_NETS_DCGAN)
+                ck_assert_msg(jb.params == 4.0 * 904834, "%g bytes of parameters", jb.params);
+            ck_assert(jb.activations > 4.0 * a.train.batch * 6272);
+        } else if (i == 0) {
             ck_assert_ptr_nonnull(strstr(n1, "\"hidden\":[128,64],\"dec_hidden\":[64,128]"));
             ck_assert_ptr_nonnull(strstr(n1, "\"lr\":0.001,"));
             ck_assert_ptr_nonnull(strstr(n1, "\"kl_beta\":0.5"));

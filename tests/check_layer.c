@@ -1157,8 +1157,8 @@ END_TEST
  * eval-mode output per net) and read back.  With LD_TORCH_CHECK_OUT=path the
  * file is kept there for `make_layer_fixtures.py --check-latentd path`, which
  * rebuilds each net in torch from its JSON, loads the state dict with
- * strict=True and compares the outputs (num_batches_tracked is F32 here:
- * ckpt.c writes F32 only). */
+ * strict=True and compares the outputs (num_batches_tracked is F32 in this
+ * file; ld_model_save writes it as I64, tested in check_model.c). */
 START_TEST(test_state_dict_file)
 {
     ld_net_t nets[7];

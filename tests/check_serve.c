@@ -1072,7 +1072,8 @@ START_TEST(test_cors)
     opt_t ok = {.origin = ORIGIN}, other = {.origin = "https://evil.example"};
     ck_assert_int_eq(call(&r, "GET", "/v1/models/vae", NULL, 0, &ok), 200);
     ck_assert_str_eq(tu_hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), ORIGIN);
-    ck_assert_str_eq(tu_hdr(&r, "Vary", v, sizeof v), "Origin");
+    /* one Vary line per reason: a large JSON answer also varies on Accept-Encoding */
+    ck_assert_msg(strstr(r.hdrs.data, "\r\nVary: Origin\r\n") != NULL, "%s", r.hdrs.data);
     tu_resp_free(&r);
     ck_assert_int_eq(call(&r, "GET", "/v1/models/vae", NULL, 0, &other), 200);
     ck_assert_ptr_null(tu_hdr(&r, "Access-Control-Allow-Origin", v, sizeof v));

@@ -4,6 +4,7 @@
  * loading a checkpoint without latentd's metadata (architecture inferred). */
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
+#include "tu_tiny.h"
 
 #include "latentd/ckpt.h"
 #include "latentd/data.h"
@@ -191,6 +192,97 @@ START_TEST(test_determinism_gan_threads)
                      ld_record_get(&b->record, "final_losses"));
     ck_assert(w.all_finite && params_finite(a));
     ld_model_free(a), ld_model_free(b);
+    view_free(d);
+}
+END_TEST
+
+/* ---- one thread against two, every kind ------------------------------------- */
+
+/* The kinds whose nets must train alike on 1 and 2 threads (issue 15). The
+ * dense GAN runs without dropout: each worker draws its own masks. */
+static const struct {
+    ld_kind_t kind;
+    const char *recipe;
+} thread_cases[] = {
+    {LD_KIND_VAE, "default"}, {LD_KIND_GAN, "default"}, {LD_KIND_GAN, "dcgan"},
+    {LD_KIND_VAE, "conv"},    {LD_KIND_GAN, "resmlp"},  {LD_KIND_VAE, "resmlp"},
+};
+
+START_TEST(test_threads_agree)
+{
+    const int n = 45, batch = 15, steps = 3; /* 2 threads split a batch 8 + 7 */
+    ld_kind_t kind = thread_cases[_i].kind;
+    ld_dataset_t *d = load(LD_SPLIT_TRAIN, n);
+    ld_arch_t arch;
+    ld_train_opts_t o;
+    ld_err_t err = {{0}};
+    ck_assert_msg(ld_train_recipe(kind, thread_cases[_i].recipe, &arch, &o, &err) == LD_OK, "%s",
+                  err.msg);
+    arch.dropout = 0.0f;
+    /* Adam's eps 1e-3, not 1e-8: Adam divides a gradient by its own size, so
+     * a gradient at rounding level (a bias into batch norm, whose true
+     * gradient is 0; a pixel that is almost always 0 feeding a batch norm)
+     * becomes a step of up to lr whose sign is the rounding's, and the sum
+     * over two threads rounds otherwise than over one.  With eps 1e-3 such
+     * gradients take plain small steps and the comparison sees the
+     * gradients and the batch statistics, which is what threads change. */
+    o.adam.eps = o.adam_d.eps = 1e-3f;
+    o.epochs = 1;
+    o.batch = batch;
+    o.seed = 11;
+    ld_model_t *m[2];
+    for (int k = 0; k < 2; k++) {
+        ck_assert_msg(ld_model_new(&arch, 11, &m[k], &err) == LD_OK, "%s", err.msg);
+        o.threads = k + 1;
+        watch_t w = {.all_finite = 1};
+        ck_assert_int_eq(train(m[k], d, &o, &w), LD_OK);
+        ck_assert(w.all_finite && params_finite(m[k]));
+    }
+    /* every float tensor: parameters and running statistics */
+    ld_tensor_view_t t0[LD_MODEL_MAX_TENSORS], t1[LD_MODEL_MAX_TENSORS];
+    int nt = ld_model_tensors_all(m[0], t0, LD_MODEL_MAX_TENSORS);
+    ck_assert_int_eq(ld_model_tensors_all(m[1], t1, LD_MODEL_MAX_TENSORS), nt);
+    double worst = 0;
+    const char *where = "-";
+    for (int k = 0; k < nt; k++) {
+        if (t0[k].dtype == LD_DTYPE_I64) { /* num_batches_tracked */
+            ck_assert(memcmp(t0[k].data, t1[k].data, 8) == 0);
+            continue;
+        }
+        for (size_t i = 0; i < t0[k].numel; i++) {
+            double diff = fabs((double)t0[k].data[i] - t1[k].data[i]);
+            if (diff > worst)
+                worst = diff, where = t0[k].name;
+        }
+    }
+    printf("threads 1 vs 2, %s %s, %d steps: worst |diff| of parameters and running "
+           "statistics %.3g at %s (tolerance 1e-5)\n", ld_kind_name(kind),
+           thread_cases[_i].recipe, steps, worst, where);
+    fflush(stdout);
+    ck_assert_msg(worst <= 1e-5, "%s %s: 1 and 2 threads differ by %g", ld_kind_name(kind),
+                  thread_cases[_i].recipe, worst);
+    ld_model_free(m[0]);
+    ld_model_free(m[1]);
+    view_free(d);
+}
+END_TEST
+
+/* Batch norm over one row has no variance (torch refuses it too): a batch
+ * size that leaves a last batch of one row is refused up front. */
+START_TEST(test_batch_norm_needs_two_rows)
+{
+    ld_dataset_t *d = load(LD_SPLIT_TRAIN, 16);
+    ld_train_opts_t o;
+    ld_err_t err = {{0}};
+    ld_model_t *m = tu_recipe_model(LD_KIND_GAN, "resmlp", 1, &o);
+    ld_trainer_t *t = NULL;
+    o.batch = 15;
+    ck_assert_int_eq(ld_trainer_new(m, d, &o, &t, &err), LD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "the last has 1"), "%s", err.msg);
+    o.batch = 8;
+    ck_assert_msg(ld_trainer_new(m, d, &o, &t, &err) == LD_OK, "%s", err.msg);
+    ld_trainer_free(t);
+    ld_model_free(m);
     view_free(d);
 }
 END_TEST
@@ -543,6 +635,8 @@ Suite *suite_train(void)
     tcase_add_unchecked_fixture(tc, data_setup, data_teardown);
     tcase_add_test(tc, test_determinism_vae);
     tcase_add_test(tc, test_determinism_gan_threads);
+    tcase_add_loop_test(tc, test_threads_agree, 0, (int)LD_ARRAY_LEN(thread_cases));
+    tcase_add_test(tc, test_batch_norm_needs_two_rows);
     tcase_add_test(tc, test_resume_vae_mid_epoch);
     tcase_add_test(tc, test_resume_vae_epoch_boundary);
     tcase_add_test(tc, test_resume_gan_threads);

@@ -7,6 +7,7 @@
 #define LATENTD_TU_TINY_H
 
 #include "latentd/model.h"
+#include "latentd/train.h"
 
 static inline ld_model_t *tu_tiny_model(ld_kind_t kind)
 {
@@ -21,6 +22,19 @@ static inline ld_model_t *tu_tiny_model(ld_kind_t kind)
     ld_err_t e;
     int rc = ld_model_new(&a, 1, &m, &e);
     LD_ASSERT(rc == LD_OK);
+    return m;
+}
+
+/* A model of a named recipe (ld_train_recipe: "default", "dcgan", "resmlp",
+ * ...) from seed, and the recipe's options into *o. */
+static inline ld_model_t *tu_recipe_model(ld_kind_t kind, const char *recipe, uint64_t seed,
+                                          ld_train_opts_t *o)
+{
+    ld_arch_t a;
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    LD_ASSERT(ld_train_recipe(kind, recipe, &a, o, &e) == LD_OK);
+    LD_ASSERT(ld_model_new(&a, seed, &m, &e) == LD_OK);
     return m;
 }
 

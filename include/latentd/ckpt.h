@@ -4,12 +4,14 @@
  *   u64 little-endian N | N bytes of JSON header | data bytes
  * The header maps tensor name -> {"dtype","shape","data_offsets":[begin,end]}
  * (offsets relative to the start of the data section) plus an optional
- * "__metadata__" object of string -> string.  latentd reads and writes F32 only.
+ * "__metadata__" object of string -> string.  latentd reads and writes F32, and
+ * I64 for integer buffers (batch norm's num_batches_tracked, as PyTorch writes
+ * it); an I64 element is 8 bytes and spans two floats of a view's data.
  *
  * Validation on read (each with its own error message naming the tensor):
  *   header length <= LD_CKPT_MAX_HEADER and <= file length - 8; header is a JSON
- *   object; every tensor has dtype "F32", an integer shape, and data_offsets with
- *   begin <= end; shape product * 4 == end - begin (overflow-checked); the
+ *   object; every tensor has dtype "F32" or "I64", an integer shape, and data_offsets with
+ *   begin <= end; shape product * 4 (8 for I64) == end - begin (overflow-checked); the
  *   ranges sorted by begin are contiguous from 0 with no gap or overlap; the last
  *   end equals the data section length exactly; metadata values are strings.
  * Messages never quote the file's bytes before its header is known to be
@@ -27,13 +29,21 @@
 #define LD_CKPT_MAX_DIMS 4
 #define LD_CKPT_NAME_MAX 128
 
+/* Element types a checkpoint holds. */
+typedef enum { LD_DTYPE_F32 = 0, LD_DTYPE_I64 = 1 } ld_dtype_t;
+
 typedef struct {
     char name[LD_CKPT_NAME_MAX];
     int ndim;
     int64_t shape[LD_CKPT_MAX_DIMS];
     size_t numel;        /* product of shape */
-    const float *data;   /* numel floats (may be unaligned-safe copy; see ckpt.c) */
+    const float *data;   /* numel elements: floats, or for I64 little-endian int64s
+                            each in two floats (copy them with memcpy) */
+    ld_dtype_t dtype;    /* zeroed = F32 */
 } ld_tensor_view_t;
+
+/* Bytes of t's data: numel * 4, or numel * 8 for I64. */
+size_t ld_tensor_bytes(const ld_tensor_view_t *t);
 
 typedef struct {
     const char *key;

@@ -20,7 +20,9 @@ int ld_gan_loss_parse(const char *s, ld_gan_loss_t *out);
 
 typedef struct {
     int B;
-    ld_mlp_ws_t g, d;
+    ld_pass_ws_t g, d;
+    const ld_net_run_t *run; /* layer lists: set by the trainer; NULL = eval mode */
+    const float *fake;       /* (b, X) G's output of the last D step, in g */
     float *mem;
     float *dlogit;  /* (B, 1) */
     float *dfake;   /* (B, X) */

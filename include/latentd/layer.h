@@ -32,6 +32,7 @@
 #define LATENTD_LAYER_H
 
 #include "latentd/allreduce.h"
+#include "latentd/ckpt.h" /* ld_dtype_t */
 #include "latentd/common.h"
 #include "latentd/rng.h"
 
@@ -140,7 +141,6 @@ void ld_net_set_nbt(const ld_net_t *net, int i, float *buffers, int64_t v);
 void ld_net_init_params(const ld_net_t *net, float *params, float *buffers, ld_rng_t *r);
 
 /* ---- names, shapes and offsets of every tensor, in state_dict order ---- */
-typedef enum { LD_DTYPE_F32 = 0, LD_DTYPE_I64 = 1 } ld_dtype_t;
 typedef struct {
     char name[128];
     int ndim;
@@ -171,6 +171,9 @@ int ld_net_from_json(const char *json, ld_net_t *net, size_t *param_off, size_t 
 /* The table: one line per layer (name, type, output shape, parameters) and a
  * total.  Returns the length it needed (snprintf style). */
 int ld_net_table(const ld_net_t *net, char *buf, size_t len);
+/* Layer i's module name, as its tensors are named ("generator.3", "critic.4.f.0",
+ * "mu"), into buf. */
+void ld_net_layer_name(const ld_net_t *net, int i, char *buf, size_t len);
 /* torch's class name of a kind ("Linear", ..., "EmbedConcat", "Residual"). */
 const char *ld_layer_kind_name(ld_layer_kind_t k);
 

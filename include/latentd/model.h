@@ -8,7 +8,12 @@
  *               dropout after each hidden activation while training).
  *   classifier  nets: classifier (x -> n_classes logits, dropout while training).
  *
- * Tensor names follow PyTorch nn.Linear, dense layers counted from 0:
+ * Each kind's nets are dense MLPs (below) or, with ld_arch_t.net, a layer-list
+ * architecture of nets.h (dcgan, conv, resmlp) whose tensors are named as the
+ * state_dict of the equivalent nn.Sequential and whose batch-norm running
+ * statistics live in a buffer block (layer.h).
+ *
+ * Dense tensor names follow PyTorch nn.Linear, dense layers counted from 0:
  *   encoder.{i}.weight|bias  mu.weight|bias  logvar.weight|bias  decoder.{i}.weight|bias
  *   generator.{i}.weight|bias  discriminator.{i}.weight|bias  classifier.{i}.weight|bias
  * weight is (out, in), bias (out).
@@ -27,12 +32,29 @@
 
 #include "latentd/ckpt.h"
 #include "latentd/common.h"
+#include "latentd/layer.h"
 #include "latentd/mlp.h"
 #include "latentd/nn.h"
 
 #define LD_MAX_NETS 4
 
 typedef enum { LD_KIND_VAE = 1, LD_KIND_GAN = 2, LD_KIND_CLASSIFIER = 3 } ld_kind_t;
+
+/* Which nets a kind is built from: dense MLPs from the hidden lists (the
+ * default, and every checkpoint written before layer lists), or one of the
+ * layer-list architectures of nets.h.  dcgan: a GAN, conv: a VAE, both for
+ * 28x28 images; resmlp: a VAE or GAN whose hidden lists hold equal widths
+ * (width = the first, one residual block per entry). */
+typedef enum {
+    LD_NETS_MLP = 0,
+    LD_NETS_DCGAN,
+    LD_NETS_CONV,
+    LD_NETS_RESMLP,
+    LD_NETS_N
+} ld_netarch_t;
+
+const char *ld_netarch_name(ld_netarch_t a);  /* "mlp", "dcgan", "conv", "resmlp" */
+int ld_netarch_parse(const char *s, ld_netarch_t *out); /* 0, or -1 if unknown */
 
 typedef struct {
     int n;                       /* number of hidden layers */
@@ -50,6 +72,7 @@ typedef struct {
     ld_act_t act;      /* hidden activation */
     float slope;       /* leaky ReLU slope, in [0,1) */
     float dropout;     /* GAN discriminator / classifier training dropout, in [0,1) */
+    ld_netarch_t net;  /* LD_NETS_MLP (zeroed) or a layer-list architecture */
 } ld_arch_t;
 
 
@@ -61,14 +84,44 @@ typedef struct {
     char val[LD_RECORD_MAX][256];
 } ld_record_t;
 
+struct ld_model;
+
+/* What differs between kinds, in one table (ld_kind_ops): adding a kind is an
+ * entry here and its training phases in train.c, not a case in every file. */
+typedef struct {
+    const char *name;          /* "vae" */
+    const char *article;       /* "a VAE", for messages */
+    int n_losses;
+    const char *const *loss_names; /* what training reports, in order */
+    int decode_net;            /* net that maps z to images, or -1 */
+    int encode_net;            /* net that maps images to features for mu/logvar, or -1 */
+    ld_act_t out_act;          /* applied to the decode net's output (VAE: sigmoid of logits) */
+    int needs_labels;          /* training data must carry labels */
+    /* builds m->nets (dense) and m->layers from m->arch, laid out from
+     * *param_off / *buf_off (advanced); returns the number of nets */
+    int (*layout)(struct ld_model *m, size_t *param_off, size_t *buf_off);
+} ld_kind_ops_t;
+
+/* The table entry of kind k, or NULL for a value that is no kind. */
+const ld_kind_ops_t *ld_kind_ops(ld_kind_t k);
+
 typedef struct ld_model {
     ld_arch_t arch;
+    const ld_kind_ops_t *ops;  /* ld_kind_ops(arch.kind) */
     int n_nets;
-    ld_mlp_t nets[LD_MAX_NETS];
+    ld_mlp_t nets[LD_MAX_NETS];   /* LD_NETS_MLP only: the dense nets (packed batcher, the
+                                     dense training kernels and their test hooks) */
+    ld_net_t layers[LD_MAX_NETS]; /* every architecture: the layer lists, same parameter
+                                     offsets and tensor names (ld_nets_from_mlp for dense) */
     size_t n_params;
     float *params;      /* (n_params), owned */
+    size_t n_bufs;
+    float *buffers;     /* (n_bufs) running statistics, owned; NULL when n_bufs is 0 */
     ld_record_t record;
 } ld_model_t;
+
+/* Most tensors a model has (parameters and buffers). */
+#define LD_MODEL_MAX_TENSORS 256
 
 /* Net indices per kind. */
 enum { LD_VAE_ENC = 0, LD_VAE_MU = 1, LD_VAE_LOGVAR = 2, LD_VAE_DEC = 3 };
@@ -85,6 +138,9 @@ void ld_arch_default(ld_kind_t kind, ld_arch_t *a);
 /* The reference article's GAN: G 100->128->128->784, D 784->128->128->1, no dropout. */
 void ld_arch_article_gan(ld_arch_t *a);
 int ld_arch_validate(const ld_arch_t *a, ld_err_t *err);
+/* a's kind with net architecture n and that architecture's default sizes
+ * (resmlp: hidden lists of 256s); LD_EINVAL if n does not fit the kind. */
+int ld_arch_set_net(ld_arch_t *a, ld_netarch_t n, ld_err_t *err);
 /* Compact JSON, e.g. {"kind":"vae","image":[28,28],"z":20,"encoder":[128,64],...}. */
 int ld_arch_to_json(const ld_arch_t *a, char *buf, size_t len);
 int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err);
@@ -99,8 +155,14 @@ void ld_model_free(ld_model_t *m);
 
 /* Named tensor views over any block with the params layout (params, grads,
  * moments). Returns the count written (<= max). Names as above.  block NULL:
- * names and shapes only (data NULL). */
+ * names and shapes only (data NULL).  Parameters only; see below for buffers. */
 int ld_model_tensors(const ld_model_t *m, const float *block, ld_tensor_view_t *out, int max);
+/* Every tensor a checkpoint holds, in state_dict order: parameters over
+ * m->params and buffers over m->buffers (num_batches_tracked as I64). */
+int ld_model_tensors_all(const ld_model_t *m, ld_tensor_view_t *out, int max);
+/* Layer tables of every net (ld_net_table), one after another, into buf;
+ * returns the length needed (snprintf style). */
+int ld_model_layer_table(const ld_model_t *m, char *buf, size_t len);
 
 /* Build a model from a parsed checkpoint: architecture from __metadata__
  * ("latentd.arch") or, when absent, inferred from tensor names and shapes
@@ -124,6 +186,27 @@ int ld_model_save(const ld_model_t *m, const char *path, ld_err_t *err);
 void ld_record_set(ld_record_t *r, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *ld_record_get(const ld_record_t *r, const char *key); /* NULL if absent */
+
+/* ---- training passes over one net (vae.c, gan.c) ----
+ * Net i of m runs through the dense kernel for LD_NETS_MLP (whose dropout
+ * masks tests can preset: src/mlp_impl.h) and through its layer list
+ * otherwise.  The scratch belongs to one thread. */
+typedef struct {
+    ld_mlp_ws_t mlp;   /* LD_NETS_MLP */
+    ld_net_ws_t net;   /* other architectures */
+} ld_pass_ws_t;
+
+int ld_pass_ws_init(ld_pass_ws_t *ws, const ld_model_t *m, int i, int B); /* 0 or LD_ENOMEM */
+void ld_pass_ws_free(ld_pass_ws_t *ws);  /* accepts zeroed */
+/* x (b, in) -> the output (b, out), pointing into ws.  Dense: dropout masks
+ * from rng, or masks when not NULL.  Layer list: run (NULL = eval mode). */
+const float *ld_pass_forward(const ld_model_t *m, int i, ld_pass_ws_t *ws, int b, const float *x,
+                             ld_rng_t *rng, const float *masks, const ld_net_run_t *run);
+/* After ld_pass_forward on ws: grads += dL/dparams, dx = dL/dx unless NULL. */
+void ld_pass_backward(const ld_model_t *m, int i, float *grads, ld_pass_ws_t *ws, int b,
+                      const float *dout, float *dx, const ld_net_run_t *run);
+/* Width of one row of net i's output (C*H*W). */
+int ld_net_width(const ld_model_t *m, int i);
 
 /* ---- inference (reentrant) ---- */
 /* z (n, z_dim) ~ N(0, temperature^2) from seed. */

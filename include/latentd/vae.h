@@ -15,12 +15,14 @@
 
 typedef struct {
     int B;
-    ld_mlp_ws_t enc, mu, lv, dec;
+    ld_pass_ws_t enc, mu, lv, dec;
+    const ld_net_run_t *run; /* layer lists: set by the trainer (training mode, the
+                                workers' allreduce); NULL = eval mode */
     float *mem;
     float *z;           /* (B, Z) */
     float *dz;          /* (B, Z) */
     float *dmu, *dlv;   /* (B, Z) */
-    float *dh, *dh2;    /* (B, H) H = last encoder width */
+    float *dh, *dh2;    /* (B, H) H = the encoder's output width */
     float *dlogits;     /* (B, X) */
 } ld_vae_ws_t;
 
@@ -28,7 +30,8 @@ int ld_vae_ws_init(ld_vae_ws_t *ws, const ld_model_t *m, int B);
 void ld_vae_ws_free(ld_vae_ws_t *ws);
 
 /* x (b, X) in [0,1], eps (b, Z). rec and kl get the batch SUMS.  When grads is
- * not NULL, grads (n_params) += d loss / d params (loss as above, mean over b). */
+ * not NULL, grads (n_params) += d loss / d params (loss as above, mean over b).
+ * b may be 0 (a worker without rows still takes part in batch norm). */
 void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, const float *x,
                  const float *eps, float beta, double *rec, double *kl);
 

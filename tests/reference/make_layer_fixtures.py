@@ -4,6 +4,8 @@
 needs torch.
 
     /usr/bin/python3 tests/reference/make_layer_fixtures.py [OUTDIR]
+    ... --check-latentd FILE        nets written by check_layer.c, in torch
+    ... --check-model MODEL IO      a model saved by latentd, in torch
 
 writes OUTDIR/layers.safetensors (default tests/fixtures).  For each case
 (conv, convt, bn2d, bn1d, bn_eval, layernorm, embed_z, embed_img, residual) a
@@ -97,9 +99,11 @@ def write_safetensors(path, tensors, metadata):
     header, blobs, off = {"__metadata__": metadata}, [], 0
     for name, t in tensors:
         assert name not in header, name
-        a = np.asarray(t, dtype="<f4")  # shape first: ascontiguousarray makes 0-d 1-d
-        b = np.ascontiguousarray(a).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        i64 = isinstance(t, torch.Tensor) and t.dtype == torch.int64  # num_batches_tracked
+        a = np.asarray(t, dtype="<i8" if i64 else "<f4")  # shape first: see below
+        b = np.ascontiguousarray(a).tobytes()  # (ascontiguousarray makes 0-d 1-d)
+        header[name] = {"dtype": "I64" if i64 else "F32", "shape": list(a.shape),
+                        "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     hj = json.dumps(header, separators=(",", ":")).encode()
@@ -427,14 +431,120 @@ def check_latentd(path):
     return 0
 
 
+# ---- whole models, both ways ----------------------------------------------
+
+def read_safetensors(path):
+    """{name: tensor} (F32, I64) and the metadata of a safetensors file."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    (n,) = struct.unpack("<Q", buf[:8])
+    header = json.loads(buf[8:8 + n])
+    meta, data = header.pop("__metadata__", {}), buf[8 + n:]
+    dt = {"F32": "<f4", "I64": "<i8"}
+    t = {k: torch.from_numpy(np.frombuffer(data[e["data_offsets"][0]:e["data_offsets"][1]],
+                                           dtype=dt[e["dtype"]]).reshape(e["shape"]).copy())
+         for k, e in header.items()}
+    return t, meta
+
+
+def model_nets(path):
+    """The nets of a latentd model file (its "latentd.layers.<net>" metadata)
+    rebuilt in torch, each loaded with load_state_dict(strict=True); every
+    tensor of the file must belong to one of them."""
+    t, meta = read_safetensors(path)
+    nets, used = {}, set()
+    for key, js in meta.items():
+        if not key.startswith("latentd.layers."):
+            continue
+        spec = json.loads(js)
+        name, net = spec["name"], build_net(spec)
+        sd = {k[len(name) + 1:]: v for k, v in t.items() if k.startswith(name + ".")}
+        if spec["names"] == "single":  # one nn.Linear, "mu.weight"
+            sd = {f"0.{k}": v for k, v in sd.items()}
+        net.load_state_dict(sd, strict=True)
+        used |= {k for k in t if k.startswith(name + ".")}
+        nets[name] = (net.eval(), spec)
+    assert used == set(t), sorted(set(t) - used)
+    return nets
+
+
+def check_model(path, io_path):
+    """A model saved by latentd (tests/check_model.c) in torch: every net loads
+    strictly and gives latentd's eval-mode outputs (io_path: x.<net>, y.<net>)."""
+    io, _ = read_safetensors(io_path)
+    worst = 0.0
+    for name, (net, spec) in model_nets(path).items():
+        c, h, w = spec["input"]
+        x = io[f"x.{name}"]
+        with torch.no_grad():
+            y = net(x if (h, w) == (1, 1) else x.view(-1, c, h, w)).reshape(x.shape[0], -1)
+        d = (y - io[f"y.{name}"]).abs().max().item()
+        worst = max(worst, d)
+        print(f"{path}: {name} loaded strictly, max |torch - latentd| = {d:.3g}")
+    assert worst <= 1e-5, worst
+    return 0
+
+
+def resmlp_spec(name, inp, width, blocks, out, out_act):
+    """nets.h's ld_nets_resmlp as a layer list."""
+    bn = {"type": "BatchNorm1d", "momentum": 0.1, "eps": 1e-05}
+    lrelu = {"type": "LeakyReLU", "slope": 0.2}
+    layers = [{"type": "Linear", "out": width}, bn, lrelu]
+    for _ in range(blocks):
+        layers += [{"type": "Residual", "layers": [{"type": "Linear", "out": width}, bn, lrelu,
+                                                   {"type": "Linear", "out": width}, bn]}, lrelu]
+    layers.append({"type": "Linear", "out": out})
+    if out_act:
+        layers.append({"type": out_act})
+    return {"name": name, "names": "sequential", "input": [inp, 1, 1], "layers": layers}
+
+
+def make_torch_model(outdir):
+    """torch_resmlp.safetensors: a small resmlp GAN built and stepped in torch
+    (running statistics moved by three training-mode batches), saved as a
+    PyTorch user would for latentd (state_dict, num_batches_tracked as I64,
+    the "arch" metadata); torch_resmlp_io.safetensors: z and G(z) in eval
+    mode, which latentd's decode must give."""
+    torch.manual_seed(3)
+    specs = [resmlp_spec("generator", 8, 16, 2, 784, "Sigmoid"),
+             resmlp_spec("discriminator", 784, 16, 2, 1, None)]
+    tensors, meta = [], {
+        "format": "latentd/1", "kind": "gan",
+        "arch": json.dumps({"kind": "gan", "image": [28, 28], "z": 8, "generator": [16, 16],
+                            "discriminator": [16, 16], "act": "leaky_relu", "slope": 0.2,
+                            "dropout": 0, "net": "resmlp"}, separators=(",", ":"))}
+    nets = {}
+    for spec in specs:
+        net = build_net(spec)
+        for m in net.modules():  # no norm is the identity
+            if isinstance(m, nn.BatchNorm1d):
+                nn.init.uniform_(m.weight, 0.5, 1.5)
+                nn.init.uniform_(m.bias, -0.5, 0.5)
+        net.train()
+        with torch.no_grad():
+            for _ in range(3):
+                net(torch.randn(16, spec["input"][0]))
+        nets[spec["name"]] = net.eval()
+        tensors += [(f"{spec['name']}.{k}", v) for k, v in net.state_dict().items()]
+    z = torch.randn(5, 8)
+    with torch.no_grad():
+        y = nets["generator"](z)
+    write_safetensors(os.path.join(outdir, "torch_resmlp.safetensors"), tensors, meta)
+    write_safetensors(os.path.join(outdir, "torch_resmlp_io.safetensors"),
+                      [("z", z), ("y", y)], {})
+
+
 def main(argv):
     torch.set_num_threads(1)
     if len(argv) > 2 and argv[1] == "--check-latentd":
         return check_latentd(argv[2])
+    if len(argv) > 3 and argv[1] == "--check-model":
+        return check_model(argv[2], argv[3])
     outdir = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "fixtures")
     os.makedirs(outdir, exist_ok=True)
     make(outdir)
     make_steps(outdir)
+    make_torch_model(outdir)
     return 0
 
 
