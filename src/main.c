@@ -2,6 +2,7 @@
  * Only this file calls exit(); everything below returns status codes. */
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/data.h"
+#include "latentd/dist.h"
 #include "latentd/eval.h"
 #include "latentd/image.h"
 #include "latentd/invert.h"
@@ -139,6 +140,7 @@ static void load_err(const char *cmd, const ld_err_t *e) { fprintf(stderr, "late
 /* ---- train ---- */
 
 static volatile sig_atomic_t g_interrupted;
+static int g_train_stopped; /* the trainer returned LD_ECANCELLED (on every rank) */
 static void on_sigint(int sig) { (void)sig; g_interrupted = 1; }
 
 typedef struct {
@@ -149,6 +151,8 @@ typedef struct {
 static int cli_progress(const ld_progress_t *p, void *user)
 {
     progress_ui_t *ui = user;
+    if (ld_dist_rank() != 0) /* MPI: rank 0 alone logs */
+        return g_interrupted;
     double now = ld_now();
     if (ui->tty && (now - ui->last > 0.1 || p->epoch_done)) {
         ui->last = now;
@@ -297,7 +301,8 @@ static int cmd_train(int argc, char **argv)
         return 2;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    o.threads = threads > 0 ? threads : ncpu > 16 ? 16 : ncpu > 0 ? (int)ncpu : 1;
+    /* MPI ranks default to one thread each: one rank per core */
+    o.threads = threads > 0 ? threads : ld_dist_size() > 1 ? 1 : ncpu > 16 ? 16 : ncpu > 0 ? (int)ncpu : 1;
     ld_blas_threads(blas_threads);
 
     ld_dataset_t *d = NULL;
@@ -311,20 +316,31 @@ static int cmd_train(int argc, char **argv)
     }
     char desc[256];
     ld_arch_describe(&arch, desc, sizeof desc);
-    fprintf(stderr, "train: %s on %s (%d images), %d epochs, batch %d, lr %g, seed %" PRIu64
+    if (ld_dist_rank() == 0)
+        fprintf(stderr, "train: %s on %s (%d images), %d epochs, batch %d, lr %g, seed %" PRIu64
                     ", %d thread%s\n",
             desc, d->name, d->n, o.epochs, o.batch, (double)o.adam.lr, o.seed, o.threads,
             o.threads == 1 ? "" : "s");
+    if (ld_dist_rank() == 0 && ld_dist_size() > 1)
+        fprintf(stderr, "train: %d MPI ranks, each with %d thread%s on its share of every batch\n",
+                ld_dist_size(), o.threads, o.threads == 1 ? "" : "s");
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     progress_ui_t ui = {isatty(2), 0};
+    ld_dist_stats_t ds0; /* collectives of this run only, not of the start-up */
+    ld_dist_stats(&ds0);
     int trc = ld_trainer_run(t, cli_progress, &ui, &e);
+    g_train_stopped = trc == LD_ECANCELLED;
     if (trc) {
         load_err("train", &e);
         if (trc == LD_ECANCELLED && state)
             fprintf(stderr, "train: state saved to %s; continue with --resume\n", state);
+        goto done;
+    }
+    if (ld_dist_rank() != 0) { /* MPI: rank 0 alone writes the model */
+        rc = 0;
         goto done;
     }
     if (ld_model_save(m, out, &e)) {
@@ -339,11 +355,36 @@ static int cmd_train(int argc, char **argv)
     for (int i = 0; i < p.n_losses; i++)
         printf(", %s %.4f", p.loss_names[i], p.loss[i]);
     printf(" -> %s\n", out);
+    if (ld_dist_size() > 1) {
+        ld_dist_stats_t ds;
+        ld_dist_stats(&ds);
+        ds.calls -= ds0.calls, ds.bytes -= ds0.bytes, ds.seconds -= ds0.seconds;
+        printf("ranks %d x %d thread%s: %ld collectives, %.3g MB sent, %.2fs of %.2fs in them (%.1f%%)\n",
+               ld_dist_size(), o.threads, o.threads == 1 ? "" : "s", ds.calls, ds.bytes * 1e-6,
+               ds.seconds, p.elapsed_s, p.elapsed_s > 0 ? 100 * ds.seconds / p.elapsed_s : 0);
+    }
     rc = 0;
 done:
     ld_trainer_free(t);
     ld_model_free(m);
     ld_data_free(d);
+    return rc;
+}
+
+/* `latentd train`, under mpirun one rank of several (dist.h).  A rank that
+ * fails on its own ends every rank, so none waits for it in a collective; a
+ * stop (signal) is agreed by all ranks, which then return together. */
+static int cmd_train_dist(int argc, char **argv)
+{
+    ld_err_t e;
+    if (ld_dist_init(&argc, &argv, &e)) {
+        load_err("train", &e);
+        return 2;
+    }
+    int rc = cmd_train(argc, argv);
+    if (rc && !g_train_stopped && ld_dist_size() > 1)
+        ld_dist_abort(rc);
+    ld_dist_finalize();
     return rc;
 }
 
@@ -728,7 +769,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     argc--, argv++;
     if (!strcmp(cmd, "train"))
-        return cmd_train(argc, argv);
+        return cmd_train_dist(argc, argv);
     if (!strcmp(cmd, "sample"))
         return cmd_sample(argc, argv);
     if (!strcmp(cmd, "eval"))

@@ -4,6 +4,7 @@
 
 #include "latentd/ckpt.h"
 #include "latentd/classifier.h"
+#include "latentd/dist.h"
 #include "latentd/vae.h"
 
 #include <inttypes.h>
@@ -64,7 +65,11 @@ struct ld_trainer {
     long gen;                    /* bumped for every phase */
     int pending;                 /* helpers still running the phase */
     int quit;
+    int pass;                    /* MPI: which half of an update phase runs (PASS_*) */
 };
+
+/* With MPI ranks an update phase runs twice, around the sum over ranks. */
+enum { PASS_BOTH, PASS_REDUCE, PASS_ADAM };
 
 static const char *const vae_losses[] = {"loss", "rec", "kl"};
 static const char *const gan_losses[] = {"d_loss", "g_loss", "d_real", "d_fake"};
@@ -277,6 +282,10 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     if (a->kind == LD_KIND_CLASSIFIER && (!d->y || d->n_classes > a->n_classes))
         return ld_err_set(err, LD_EINVAL, "data %s has %s; the classifier needs labels < %d",
                           d->name, d->y ? "more classes" : "no labels", a->n_classes);
+    const int K = ld_dist_size();
+    if ((o->batch < d->n ? o->batch : d->n) < K)
+        return ld_err_set(err, LD_EINVAL, "batch %d is smaller than the %d MPI ranks",
+                          o->batch < d->n ? o->batch : d->n, K);
     ld_trainer_t *t = calloc(1, sizeof *t);
     if (!t)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -288,7 +297,8 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     t->o = *o;
     int B = o->batch < d->n ? o->batch : d->n;
     t->o.batch = B;
-    t->nw = o->threads < 1 ? 1 : o->threads > B ? B : o->threads;
+    /* MPI: every rank's workers take a slice of the global batch */
+    t->nw = o->threads < 1 ? 1 : o->threads * K > B ? B / K : o->threads;
     t->o.threads = t->nw;
     t->steps_per_epoch = (d->n + B - 1) / B;
     t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
@@ -301,13 +311,15 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
         t->adam_v = t->grads + 2 * m->n_params;
         memset(t->adam_m, 0, 2 * m->n_params * sizeof(float));
     }
+    /* MPI hook (3): every rank starts from rank 0's weights */
+    ld_dist_bcast(m->params, m->n_params);
     if (a->kind == LD_KIND_GAN && o->g_ema > 0) {
         t->ema = ld_malloc_array(m->n_params, sizeof(float));
         ok = ok && t->ema;
         if (t->ema)
             memcpy(t->ema, m->params, m->n_params * sizeof(float));
     }
-    int chunk = (B + t->nw - 1) / t->nw;
+    int chunk = (B + K * t->nw - 1) / (K * t->nw);
     for (int i = 0; ok && i < t->nw; i++)
         ok = worker_init(t, &t->w[i], i, chunk) == LD_OK;
     for (int i = 1; ok && i < t->nw; i++)
@@ -348,7 +360,7 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
     if (s0 >= s1)
         return;
     float *g = t->grads;
-    if (t->nw > 1) {
+    if (t->pass != PASS_ADAM && (t->nw > 1 || ld_dist_size() > 1)) {
         float w0 = (float)t->w[0].b / (float)t->b;
         for (size_t i = s0; i < s1; i++)
             g[i] *= w0;
@@ -359,7 +371,9 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
                 g[i] += wk * gk[i];
         }
     }
-    ld_adam_step(cfg, t->t, s1 - s0, t->m->params + s0, g + s0, t->adam_m + s0, t->adam_v + s0);
+    if (t->pass != PASS_REDUCE)
+        ld_adam_step(cfg, t->t, s1 - s0, t->m->params + s0, g + s0, t->adam_m + s0,
+                     t->adam_v + s0);
 }
 
 static void phase_vae(worker_t *w)
@@ -430,7 +444,7 @@ static void phase_adam_g(worker_t *w)
     ld_trainer_t *t = w->t;
     const ld_mlp_t *G = &t->m->nets[LD_GAN_G];
     reduce_and_step(w, G->off, G->off + G->n_params, &t->o.adam);
-    if (!t->ema)
+    if (!t->ema || t->pass == PASS_REDUCE)
         return;
     /* the average over this worker's slice of the generator */
     size_t per = (G->n_params + t->nw - 1) / t->nw;
@@ -442,7 +456,23 @@ static void phase_adam_g(worker_t *w)
         t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
 }
 
-/* One optimiser step on rows perm[lo..lo+b). losses[] gets batch means. */
+/* Run an update phase (reduce the workers' gradients over [lo, hi), then
+ * Adam).  MPI hook (2): with ranks, the reduce runs first, then the sum of
+ * [lo, hi) over ranks, then Adam, the same step on every rank. */
+static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi)
+{
+    if (ld_dist_size() == 1) {
+        run_phase(t, fn);
+        return;
+    }
+    t->pass = PASS_REDUCE;
+    run_phase(t, fn);
+    ld_dist_allreduce_sum(t->grads + lo, hi - lo);
+    t->pass = PASS_ADAM;
+    run_phase(t, fn);
+    t->pass = PASS_BOTH;
+}
+
 /* Whether the step in progress is being abandoned (ld_train_opts_t.abandon):
  * checked before each optimiser update. */
 static int abandoning(const ld_trainer_t *t)
@@ -464,13 +494,20 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     }
     t->b = b;
     t->t++;
-    /* contiguous slices of the batch, and a fresh noise stream for each worker */
-    int per = (b + t->nw - 1) / t->nw;
-    for (int k = 0; k < t->nw; k++) {
-        worker_t *w = &t->w[k];
-        w->lo = per * k < b ? per * k : b;
+    /* contiguous slices of the batch, and a fresh noise stream for each worker.
+     * MPI hook (1): one slice per worker of every rank, rank-major; each rank
+     * draws every seed and keeps its own workers', so K ranks of T threads
+     * train as one process of K*T threads does */
+    const int g0 = ld_dist_rank() * t->nw, gw = ld_dist_size() * t->nw;
+    int per = (b + gw - 1) / gw;
+    for (int g = 0; g < gw; g++) {
+        uint64_t seed = ld_rng_u64(&t->noise);
+        if (g < g0 || g >= g0 + t->nw)
+            continue;
+        worker_t *w = &t->w[g - g0];
+        w->lo = per * g < b ? per * g : b;
         w->b = w->lo + per < b ? per : b - w->lo;
-        ld_rng_seed(&w->rng, ld_rng_u64(&t->noise));
+        ld_rng_seed(&w->rng, seed);
         memset(w->losses, 0, sizeof w->losses);
     }
     switch (m->arch.kind) {
@@ -478,23 +515,25 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
         run_phase(t, phase_vae);
         if (abandoning(t))
             break;
-        run_phase(t, phase_adam_all);
+        run_update(t, phase_adam_all, 0, m->n_params);
         break;
     case LD_KIND_GAN:
         run_phase(t, phase_gan_d);
         if (abandoning(t))
             break;
-        run_phase(t, phase_adam_d);
+        run_update(t, phase_adam_d, m->nets[LD_GAN_D].off,
+                   m->nets[LD_GAN_D].off + m->nets[LD_GAN_D].n_params);
         run_phase(t, phase_gan_g);
         if (abandoning(t))
             break;
-        run_phase(t, phase_adam_g);
+        run_update(t, phase_adam_g, m->nets[LD_GAN_G].off,
+                   m->nets[LD_GAN_G].off + m->nets[LD_GAN_G].n_params);
         break;
     case LD_KIND_CLASSIFIER:
         run_phase(t, phase_cls);
         if (abandoning(t))
             break;
-        run_phase(t, phase_adam_all);
+        run_update(t, phase_adam_all, 0, m->n_params);
         break;
     }
     if (abandoning(t))
@@ -504,6 +543,7 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
         for (int k = 0; k < t->nw; k++)
             losses[i] += t->w[k].losses[i] * t->w[k].b / b;
     }
+    ld_dist_allreduce_sum_d(losses, LD_MAX_LOSSES); /* MPI: the whole batch's means */
     return 0;
 }
 
@@ -613,11 +653,13 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
             }
             if (cb && cb(&p, user))
                 stop = 1;
+            stop = ld_dist_any(stop); /* MPI: a rank that stops stops them all */
             /* a periodic checkpoint that is due is written; a stop writes
              * one too, unless it is a cancel (abandon) */
             int ckpt = t->o.state_path[0] &&
                        ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) ||
                         (stop && !abandoning(t)));
+            ckpt = ckpt && ld_dist_rank() == 0; /* MPI hook (4): rank 0 writes */
             if (ckpt && !p.finished && (rc = ld_trainer_save_state(t, t->o.state_path, err)))
                 return rc;
             if (stop && !p.finished)
@@ -659,7 +701,7 @@ static int rng_unhex(const char *s, ld_rng_t *r)
 static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
 {
     snprintf(buf, len, "epochs=%d batch=%d threads=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g ema=%g",
-             t->o.epochs, t->o.batch, t->o.threads, t->o.seed, t->d->n, (double)t->o.adam.lr,
+             t->o.epochs, t->o.batch, t->o.threads * ld_dist_size(), t->o.seed, t->d->n, (double)t->o.adam.lr,
              (double)t->o.adam_d.lr, (double)t->o.kl_beta, ld_gan_loss_name(t->o.gan_loss),
              (double)t->o.real_label, (double)t->o.g_ema);
 }
