@@ -1,0 +1,265 @@
+/* check_dist.c — data-parallel training over MPI ranks (dist.h), run as a
+ * user runs it: `mpirun -np 2 --oversubscribe build/latentd-mpi train ...` on
+ * loopback, against the one-process build/latentd on the same data and seed.
+ *
+ * Open MPI's run-as-root and loopback settings go into each command's own
+ * environment (CI runs as root), never into this process's.  Without mpirun or
+ * build/latentd-mpi (`make mpi`) every test reports SKIPPED. */
+#define _GNU_SOURCE
+#include "testutil.h"
+#include "tu_daemon.h"
+
+#include "latentd/ckpt.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef LD_MPI_BIN
+#define LD_MPI_BIN "build/latentd-mpi"
+#endif
+
+#define MPI_ENV                                                                            \
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader " \
+    "OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1"
+#define MPIRUN "mpirun -np 2 --oversubscribe --bind-to none"
+/* small enough for seconds: 800 Fashion-MNIST images, batch 32, 2 epochs = 50 steps */
+#define VAE_ARGS "train --kind vae --limit 800 --batch 32 --epochs 2 --hidden 32 --z 4 --seed 7"
+#define GAN_ARGS                                                                     \
+    "train --kind gan --limit 800 --batch 32 --epochs 2 --g-hidden 32 --d-hidden 32 " \
+    "--z 8 --seed 7"
+
+static char *dir;
+
+static void setup(void) { dir = tu_mkdtemp(); }
+static void teardown(void)
+{
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Whether mpirun and the MPI build are here; a skip (counted) when not. */
+static int have_mpi(void)
+{
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+        tu_skip("dist: mpirun not installed (openmpi-bin)");
+        return 0;
+    }
+    if (access(LD_MPI_BIN, X_OK) != 0) {
+        tu_skip("dist: %s not built (make mpi)", LD_MPI_BIN);
+        return 0;
+    }
+    return 1;
+}
+
+/* Run a shell command (stdout+stderr into *out, caller frees); its exit code. */
+static int sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sh(char **out, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd - 8, fmt, ap);
+    va_end(ap);
+    strcat(cmd, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 1 << 16, len = 0, n;
+    char *buf = malloc(cap);
+    while ((n = fread(buf + len, 1, cap - 1 - len, p)) > 0)
+        len += n;
+    buf[len] = 0;
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* The largest |a - b| over every tensor of two checkpoints, which must hold
+ * the same tensors. */
+static double ckpt_max_diff(const char *a_path, const char *b_path)
+{
+    ld_ckpt_t *a, *b;
+    ld_err_t e;
+    ck_assert_msg(ld_ckpt_read(a_path, &a, &e) == 0, "%s", e.msg);
+    ck_assert_msg(ld_ckpt_read(b_path, &b, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(a->n_tensors, b->n_tensors);
+    double worst = 0;
+    for (int i = 0; i < a->n_tensors; i++) {
+        const ld_tensor_view_t *ta = &a->tensors[i], *tb = ld_ckpt_find(b, ta->name);
+        ck_assert_msg(tb && tb->numel == ta->numel, "%s differs in shape", ta->name);
+        for (size_t k = 0; k < ta->numel; k++) {
+            double d = fabs((double)ta->data[k] - tb->data[k]);
+            worst = d > worst ? d : worst;
+        }
+    }
+    ld_ckpt_free(a);
+    ld_ckpt_free(b);
+    return worst;
+}
+
+/* 2 ranks of 1 thread against 1 process of 2 threads (the same global batch,
+ * the same seed, and the same cut into slices with the same noise streams):
+ * the parameters after 50 steps must agree within 1e-4. */
+static void ranks_match_one_process(const char *args)
+{
+    if (!have_mpi())
+        return;
+    char *out;
+    int rc = sh(&out, MPI_ENV " " MPIRUN " " LD_MPI_BIN " %s --threads 1 --out %s/ranks.safetensors",
+                args, dir);
+    ck_assert_msg(rc == 0, "mpirun exit %d:\n%s", rc, out);
+    ck_assert_msg(strstr(out, "2 MPI ranks") && strstr(out, "50 steps"), "%s", out);
+    free(out);
+    rc = sh(&out, LD_BIN " %s --threads 2 --out %s/one.safetensors", args, dir);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    free(out);
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/ranks.safetensors", dir);
+    snprintf(b, sizeof b, "%s/one.safetensors", dir);
+    double d = ckpt_max_diff(a, b);
+    fprintf(stderr, "dist: %.40s... 2 ranks vs 1 process: max |diff| %.3g\n", args, d);
+    ck_assert_msg(d <= 1e-4, "parameters differ by %g", d);
+}
+
+START_TEST(vae_ranks_match_one_process) { ranks_match_one_process(VAE_ARGS); }
+END_TEST
+
+START_TEST(gan_ranks_match_one_process) { ranks_match_one_process(GAN_ARGS); }
+END_TEST
+
+/* The plain build started by mpirun must refuse rather than train twice. */
+START_TEST(plain_build_refuses_ranks)
+{
+    if (!have_mpi())
+        return;
+    char *out;
+    int rc = sh(&out, MPI_ENV " " MPIRUN " " LD_BIN " " VAE_ARGS " --out %s/x.safetensors", dir);
+    ck_assert_msg(rc != 0 && strstr(out, "built without MPI"), "exit %d:\n%s", rc, out);
+    free(out);
+    char x[512];
+    snprintf(x, sizeof x, "%s/x.safetensors", dir);
+    ck_assert_int_ne(access(x, F_OK), 0);
+}
+END_TEST
+
+/* Processes of a latentd binary whose command line names this test's folder
+ * (zombies have none, so they do not count). */
+static int count_procs(void)
+{
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        char path[300], cmd[8192];
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(cmd, 1, sizeof cmd - 1, f);
+        fclose(f);
+        cmd[len] = 0;
+        if (!strstr(cmd, "latentd"))
+            continue;
+        for (size_t i = 0; i < len; i += strlen(cmd + i) + 1)
+            if (strstr(cmd + i, dir)) {
+                n++;
+                break;
+            }
+    }
+    closedir(d);
+    return n;
+}
+
+/* A rank killed mid-run: the run fails (mpirun's exit code), no rank is left
+ * and no model is written; --resume from the last checkpoint then finishes
+ * with the parameters of a run that was never interrupted. */
+START_TEST(killed_rank_fails_then_resumes)
+{
+    if (!have_mpi())
+        return;
+    const char *args = "train --kind vae --limit 6400 --batch 32 --epochs 2 --hidden 64 --z 4 "
+                       "--seed 3 --checkpoint-every 10";
+    char state[512], out_path[512], cmd[2048];
+    snprintf(state, sizeof state, "%s/state.safetensors", dir);
+    snprintf(out_path, sizeof out_path, "%s/ranks.safetensors", dir);
+    snprintf(cmd, sizeof cmd, "exec " MPIRUN " " LD_MPI_BIN " %s --threads 1 --state %s --out %s",
+             args, state, out_path);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        /* this child's environment only */
+        putenv("OMPI_ALLOW_RUN_AS_ROOT=1");
+        putenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1");
+        putenv("OMPI_MCA_btl=self,vader");
+        putenv("OMPI_MCA_mpi_yield_when_idle=1");
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    /* the first checkpoint (step 10 of 400) is the sign that training runs */
+    double end = tu_deadline(60, 1);
+    struct stat st;
+    while (stat(state, &st) != 0 && tu_now() < end && waitpid(pid, NULL, WNOHANG) == 0)
+        tu_msleep(5);
+    ck_assert_msg(stat(state, &st) == 0, "no checkpoint appeared");
+    char *ranks;
+    sh(&ranks, "pgrep -P %d", (int)pid);
+    int victim = 0, n = 0;
+    for (char *p = strtok(ranks, "\n"); p; p = strtok(NULL, "\n"), n++)
+        victim = atoi(p); /* the last child mpirun started */
+    free(ranks);
+    ck_assert_msg(n == 2 && victim > 0, "mpirun has %d children", n);
+    ck_assert_int_eq(kill(victim, SIGKILL), 0);
+    int status = 0, done = 0;
+    end = tu_deadline(60, 1);
+    while (!(done = waitpid(pid, &status, WNOHANG) == pid) && tu_now() < end)
+        tu_msleep(20);
+    if (!done)
+        kill(-pid, SIGKILL), waitpid(pid, &status, 0);
+    ck_assert_msg(done, "mpirun did not end within 60 s after a rank was killed");
+    ck_assert_msg(!(WIFEXITED(status) && WEXITSTATUS(status) == 0),
+                  "mpirun exited 0: the run ended before the kill");
+    for (end = tu_deadline(10, 1); count_procs() > 0 && tu_now() < end;)
+        tu_msleep(50);
+    ck_assert_msg(count_procs() == 0, "a rank is still running after mpirun ended");
+    ck_assert_msg(access(out_path, F_OK) != 0, "a failed run wrote the model");
+
+    char *out;
+    int rc = sh(&out, MPI_ENV " " MPIRUN " " LD_MPI_BIN " %s --threads 1 --state %s --resume --out %s",
+                args, state, out_path);
+    ck_assert_msg(rc == 0, "resume: exit %d:\n%s", rc, out);
+    free(out);
+    rc = sh(&out, LD_BIN " %s --threads 2 --out %s/one.safetensors", args, dir);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    free(out);
+    char one[512];
+    snprintf(one, sizeof one, "%s/one.safetensors", dir);
+    double d = ckpt_max_diff(out_path, one);
+    fprintf(stderr, "dist: killed, resumed vs uninterrupted: max |diff| %.3g\n", d);
+    ck_assert_msg(d <= 1e-4, "the resumed run differs by %g", d);
+}
+END_TEST
+
+Suite *suite_dist(void)
+{
+    Suite *s = suite_create("dist");
+    TCase *tc = tcase_create("mpirun");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, vae_ranks_match_one_process);
+    tcase_add_test(tc, gan_ranks_match_one_process);
+    tcase_add_test(tc, plain_build_refuses_ranks);
+    tcase_add_test(tc, killed_rank_fails_then_resumes);
+    suite_add_tcase(s, tc);
+    return s;
+}
