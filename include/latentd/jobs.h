@@ -142,6 +142,10 @@ typedef struct {
     void *busy_user;            /* passed to busy */
     ld_jobs_log_fn log;         /* may be NULL */
     void *user;                 /* passed to publish and log */
+    /* jobs with "ranks" > 1 (see "MPI jobs" above) */
+    char mpi_launcher[1024];    /* split at spaces; "" = "mpirun" */
+    char mpi_hostfile[1024];    /* "" = none */
+    char mpi_binary[1024];      /* "" = latentd-mpi beside /proc/self/exe */
 } ld_jobs_config_t;
 
 typedef struct ld_jobs ld_jobs_t;
