@@ -10,6 +10,7 @@
 #include "tu_daemon.h"
 
 #include "latentd/ckpt.h"
+#include "latentd/common.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -149,9 +150,9 @@ START_TEST(plain_build_refuses_ranks)
 }
 END_TEST
 
-/* Processes of a latentd binary whose command line names this test's folder
+/* Processes of a latentd binary, but skip, whose command line names folder
  * (zombies have none, so they do not count). */
-static int count_procs(void)
+static int count_procs(const char *folder, pid_t skip)
 {
     DIR *d = opendir("/proc");
     ck_assert_ptr_nonnull(d);
@@ -167,16 +168,25 @@ static int count_procs(void)
         size_t len = fread(cmd, 1, sizeof cmd - 1, f);
         fclose(f);
         cmd[len] = 0;
-        if (!strstr(cmd, "latentd"))
+        if (!strstr(cmd, "latentd") || atoi(e->d_name) == (int)skip)
             continue;
         for (size_t i = 0; i < len; i += strlen(cmd + i) + 1)
-            if (strstr(cmd + i, dir)) {
+            if (strstr(cmd + i, folder)) {
                 n++;
                 break;
             }
     }
     closedir(d);
     return n;
+}
+
+/* Whether count_procs(folder, skip) falls to 0 within 10 s (a killed
+ * process takes a moment to exit). */
+static int no_procs_left(const char *folder, pid_t skip)
+{
+    for (double end = tu_deadline(10, 1); count_procs(folder, skip) > 0 && tu_now() < end;)
+        tu_msleep(50);
+    return count_procs(folder, skip) == 0;
 }
 
 /* A rank killed mid-run: the run fails (mpirun's exit code), no rank is left
@@ -229,9 +239,7 @@ START_TEST(killed_rank_fails_then_resumes)
     ck_assert_msg(done, "mpirun did not end within 60 s after a rank was killed");
     ck_assert_msg(!(WIFEXITED(status) && WEXITSTATUS(status) == 0),
                   "mpirun exited 0: the run ended before the kill");
-    for (end = tu_deadline(10, 1); count_procs() > 0 && tu_now() < end;)
-        tu_msleep(50);
-    ck_assert_msg(count_procs() == 0, "a rank is still running after mpirun ended");
+    ck_assert_msg(no_procs_left(dir, 0), "a rank is still running after mpirun ended");
     ck_assert_msg(access(out_path, F_OK) != 0, "a failed run wrote the model");
 
     char *out;
@@ -250,6 +258,175 @@ START_TEST(killed_rank_fails_then_resumes)
 }
 END_TEST
 
+/* ---- jobs with "ranks": the daemon starts mpirun (jobs_mpi.c) ---- */
+
+#define ADMIN "admin-token-0123456789abcdef0123"
+#define TOKEN "token-0123456789abcdef0123456789"
+/* the launcher as a config key: root and loopback as flags, not environment */
+#define LAUNCHER "mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader"
+#define JOB_VAE                                                                          \
+    "{\"kind\":\"vae\",\"model\":\"mpivae\",\"limit\":800,\"arch\":{\"hidden\":[32],\"z\":4}," \
+    "\"train\":{\"epochs\":2,\"batch\":32,\"seed\":7},\"checkpoint_every\":10,\"ranks\":2}"
+
+/* A daemon whose ranks jobs run mpi_binary. */
+static void job_daemon(tu_daemon_t *d, const char *mpi_binary)
+{
+    tu_daemon_dirs(d, 3);
+    char tok[600], adm[600], cwd[512], text[4096], *out;
+    snprintf(tok, sizeof tok, "%s/token", d->dir);
+    snprintf(adm, sizeof adm, "%s/admin", d->dir);
+    tu_write_file(tok, TOKEN "\n");
+    tu_write_file(adm, ADMIN "\n");
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    /* never an empty model folder (registry.c's scan; see check_jobs_http.c) */
+    ck_assert_int_eq(sh(&out, "cp models/fashion-vae.safetensors %s/", d->models), 0);
+    free(out);
+    snprintf(text, sizeof text,
+             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
+             "data_dir = %s\ntoken_file = %s\nadmin_token_file = %s\nshutdown_timeout = 20\n"
+             "mpi_launcher = \"" LAUNCHER "\"\nmpi_binary = %s/%s\n",
+             d->models, d->state, d->data, tok, adm, cwd, mpi_binary);
+    tu_write_file(d->conf, text);
+    tu_daemon_start(d, NULL);
+}
+
+/* curl METHOD path [body] with the admin token; the JSON reply (caller frees). */
+static cJSON *api(const tu_daemon_t *d, const char *method, const char *path, const char *body)
+{
+    char *out;
+    int rc = sh(&out, "curl -sS --max-time 30 -X %s -H 'Authorization: Bearer " ADMIN "' "
+                      "-H 'Content-Type: application/json' %s%s%s http://127.0.0.1:%d%s",
+                method, body ? "--data-binary '" : "", body ? body : "", body ? "'" : "", d->port,
+                path);
+    cJSON *j = cJSON_Parse(out);
+    ck_assert_msg(rc == 0 && j, "%s %s: %s", method, path, out);
+    free(out);
+    return j;
+}
+
+static const char *jtext(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* Poll the job until its state is one of want (space-separated), or fail. */
+static cJSON *job_wait(const tu_daemon_t *d, const char *id, const char *want, long min_step,
+                       double secs)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    for (double end = tu_deadline(secs, 1);;) {
+        cJSON *j = api(d, "GET", path, NULL);
+        const char *st = jtext(j, "state");
+        long step = (long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(j, "step"));
+        if (strstr(want, st) && step >= min_step)
+            return j;
+        char *text = cJSON_PrintUnformatted(j);
+        ck_assert_msg(tu_now() < end, "job %s: %.800s, want %s\n%s", id, text, want,
+                      tu_log_tail(d));
+        free(text);
+        cJSON_Delete(j);
+        tu_msleep(50);
+    }
+}
+
+/* A job with "ranks": 2 runs as mpirun, streams its progress over SSE to the
+ * end, publishes a model that is served, and that model is the one a
+ * single process with the same spec and 2 threads trains. */
+START_TEST(job_with_ranks_trains_and_serves)
+{
+    if (!have_mpi())
+        return;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_t d;
+    job_daemon(&d, LD_MPI_BIN);
+    cJSON *r = api(&d, "POST", "/v1/jobs", JOB_VAE);
+    char id[32];
+    snprintf(id, sizeof id, "%s", jtext(r, "id"));
+    ck_assert_msg(id[0], "no id");
+    cJSON_Delete(r);
+    char *sse;
+    int rc = sh(&sse, "curl -sS -N --max-time 120 -H 'Authorization: Bearer " ADMIN "' "
+                      "http://127.0.0.1:%d/v1/jobs/%s/events", d.port, id);
+    ck_assert_msg(rc == 0 && strstr(sse, "event: progress") && strstr(sse, "event: end") &&
+                      strstr(sse, "\"state\":\"succeeded\"") && strstr(sse, "\"step\":50"),
+                  "events:\n%.2000s\n%s", sse, tu_log_tail(&d));
+    free(sse);
+    cJSON *j = job_wait(&d, id, "succeeded", 50, 10);
+    cJSON_Delete(j);
+    char *out;
+    rc = sh(&out, "curl -sS -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer " TOKEN "' "
+                  "http://127.0.0.1:%d/v1/models/mpivae", d.port);
+    ck_assert_msg(rc == 0 && !strcmp(out, "200"), "GET /v1/models/mpivae: %s", out);
+    free(out);
+    rc = sh(&out, LD_BIN " train --kind vae --limit 800 --hidden 32 --z 4 --epochs 2 --batch 32 "
+                  "--seed 7 --threads 2 --out %s/one.safetensors", dir);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    char a[700], b[700];
+    snprintf(a, sizeof a, "%s/mpivae.safetensors", d.models);
+    snprintf(b, sizeof b, "%s/one.safetensors", dir);
+    double diff = ckpt_max_diff(a, b);
+    fprintf(stderr, "dist: job with 2 ranks vs 1 process: max |diff| %.3g\n", diff);
+    ck_assert_msg(diff <= 1e-4, "the job's model differs by %g", diff);
+    tu_daemon_stop_ok(&d, 30);
+    curl_global_cleanup();
+}
+END_TEST
+
+/* A cancelled ranks job leaves no rank running; ranks that fail (here the
+ * plain build, which refuses to run as ranks) fail the job with their
+ * message and leave none either. */
+START_TEST(job_with_ranks_cancel_and_failure)
+{
+    if (!have_mpi())
+        return;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_t d;
+    job_daemon(&d, LD_MPI_BIN);
+    /* bad "ranks": refused with the field named, the daemon goes on */
+    static const char *const bad[][2] = {
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"ranks\":0}", "ranks: 0 is outside 1..64"},
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"ranks\":1.5}", "ranks: expected an integer"},
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"ranks\":\"2\"}", "ranks: expected an integer"},
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"batch\":4},\"ranks\":8}",
+         "ranks: 8 is more than train.batch 4"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(bad); i++) {
+        cJSON *e = api(&d, "POST", "/v1/jobs", bad[i][0]);
+        char *text = cJSON_PrintUnformatted(e);
+        ck_assert_msg(strstr(text, bad[i][1]), "%s: %s", bad[i][0], text);
+        free(text);
+        cJSON_Delete(e);
+    }
+    cJSON *r = api(&d, "POST", "/v1/jobs",
+                   "{\"kind\":\"vae\",\"model\":\"long\",\"limit\":4096,\"arch\":{\"hidden\":[32]"
+                   ",\"z\":4},\"train\":{\"epochs\":1000,\"batch\":32},\"ranks\":2}");
+    char id[32], path[64];
+    snprintf(id, sizeof id, "%s", jtext(r, "id"));
+    cJSON_Delete(r);
+    cJSON_Delete(job_wait(&d, id, "running", 20, 60));
+    ck_assert_int_eq(count_procs(d.dir, d.pid), 2);
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    cJSON_Delete(api(&d, "DELETE", path, NULL));
+    cJSON_Delete(job_wait(&d, id, "cancelled", 0, 30));
+    ck_assert_msg(no_procs_left(d.dir, d.pid), "a rank is still running after the cancel");
+    tu_daemon_stop_ok(&d, 30);
+
+    job_daemon(&d, LD_BIN);
+    r = api(&d, "POST", "/v1/jobs", JOB_VAE);
+    snprintf(id, sizeof id, "%s", jtext(r, "id"));
+    cJSON_Delete(r);
+    cJSON *j = job_wait(&d, id, "failed", 0, 60);
+    ck_assert_msg(strstr(jtext(j, "error"), "built without MPI"), "error: %s", jtext(j, "error"));
+    cJSON_Delete(j);
+    ck_assert_msg(no_procs_left(d.dir, d.pid), "a rank is still running after the failure");
+    tu_daemon_stop_ok(&d, 30);
+    curl_global_cleanup();
+}
+END_TEST
+
 Suite *suite_dist(void)
 {
     Suite *s = suite_create("dist");
@@ -260,6 +437,8 @@ Suite *suite_dist(void)
     tcase_add_test(tc, gan_ranks_match_one_process);
     tcase_add_test(tc, plain_build_refuses_ranks);
     tcase_add_test(tc, killed_rank_fails_then_resumes);
+    tcase_add_test(tc, job_with_ranks_trains_and_serves);
+    tcase_add_test(tc, job_with_ranks_cancel_and_failure);
     suite_add_tcase(s, tc);
     return s;
 }
