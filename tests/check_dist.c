@@ -427,6 +427,54 @@ START_TEST(job_with_ranks_cancel_and_failure)
 }
 END_TEST
 
+/* A daemon stopped while a ranks job runs: the ranks stop together and rank
+ * 0 saves the state, the job is interrupted; the next start resumes it from
+ * that state and it ends with the model of an uninterrupted run. */
+START_TEST(job_with_ranks_resumes_after_restart)
+{
+    if (!have_mpi())
+        return;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_t d;
+    job_daemon(&d, LD_MPI_BIN);
+    cJSON *r = api(&d, "POST", "/v1/jobs",
+                   "{\"kind\":\"vae\",\"model\":\"resumed\",\"limit\":3200,\"arch\":{\"hidden\":"
+                   "[64],\"z\":4},\"train\":{\"epochs\":6,\"batch\":32,\"seed\":5},"
+                   "\"checkpoint_every\":1000,\"ranks\":2}");
+    char id[32];
+    snprintf(id, sizeof id, "%s", jtext(r, "id"));
+    cJSON_Delete(r);
+    cJSON_Delete(job_wait(&d, id, "running", 20, 60));
+    ck_assert_int_eq(tu_daemon_stop(&d, 60), 0);
+    ck_assert_msg(no_procs_left(d.dir, 0), "a rank outlived the daemon");
+    char rec_path[700];
+    snprintf(rec_path, sizeof rec_path, "%s/jobs/%s/job.json", d.state, id);
+    char *rec = tu_read_text(rec_path);
+    ck_assert_msg(strstr(rec, "\"state\":\"interrupted\""), "record: %.800s", rec);
+    free(rec);
+
+    tu_daemon_start(&d, NULL);
+    cJSON *j = job_wait(&d, id, "succeeded", 600, 120);
+    long from = (long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(j, "resumed_from_step"));
+    ck_assert_msg(from >= 20 && from < 600, "resumed_from_step %ld", from);
+    cJSON_Delete(j);
+    char *out;
+    int rc = sh(&out, LD_BIN " train --kind vae --limit 3200 --hidden 64 --z 4 --epochs 6 "
+                      "--batch 32 --seed 5 --threads 2 --out %s/one.safetensors", dir);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    char a[700], b[700];
+    snprintf(a, sizeof a, "%s/resumed.safetensors", d.models);
+    snprintf(b, sizeof b, "%s/one.safetensors", dir);
+    double diff = ckpt_max_diff(a, b);
+    fprintf(stderr, "dist: job stopped at step %ld, resumed, vs 1 process: max |diff| %.3g\n",
+            from, diff);
+    ck_assert_msg(diff <= 1e-4, "the resumed job's model differs by %g", diff);
+    tu_daemon_stop_ok(&d, 30);
+    curl_global_cleanup();
+}
+END_TEST
+
 Suite *suite_dist(void)
 {
     Suite *s = suite_create("dist");
@@ -439,6 +487,7 @@ Suite *suite_dist(void)
     tcase_add_test(tc, killed_rank_fails_then_resumes);
     tcase_add_test(tc, job_with_ranks_trains_and_serves);
     tcase_add_test(tc, job_with_ranks_cancel_and_failure);
+    tcase_add_test(tc, job_with_ranks_resumes_after_restart);
     suite_add_tcase(s, tc);
     return s;
 }
