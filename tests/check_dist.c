@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 #include "tu_daemon.h"
+#include "tu_sh.h"
 
 #include "latentd/ckpt.h"
 #include "latentd/common.h"
@@ -43,6 +44,18 @@ static void teardown(void)
     free(dir);
 }
 
+/* The job tests talk to their daemons with curl (libcurl in tu_daemon.c). */
+static void job_setup(void)
+{
+    setup();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+static void job_teardown(void)
+{
+    curl_global_cleanup();
+    teardown();
+}
+
 /* Whether mpirun and the MPI build are here; a skip (counted) when not. */
 static int have_mpi(void)
 {
@@ -55,31 +68,6 @@ static int have_mpi(void)
         return 0;
     }
     return 1;
-}
-
-/* Run a shell command (stdout+stderr into *out, caller frees); its exit code. */
-static int sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sh(char **out, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd - 8, fmt, ap);
-    va_end(ap);
-    strcat(cmd, " 2>&1");
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, len = 0, n;
-    char *buf = malloc(cap);
-    while ((n = fread(buf + len, 1, cap - 1 - len, p)) > 0)
-        len += n;
-    buf[len] = 0;
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
 /* The largest |a - b| over every tensor of two checkpoints, which must hold
@@ -105,6 +93,21 @@ static double ckpt_max_diff(const char *a_path, const char *b_path)
     return worst;
 }
 
+/* The model at path must be, within 1e-4, the one `latentd ARGS --threads 2`
+ * writes: one process with as many workers as 2 ranks of one thread.  what
+ * names the case in the printed difference. */
+static void expect_one_process(const char *path, const char *args, const char *what)
+{
+    char *out, one[512];
+    snprintf(one, sizeof one, "%s/one.safetensors", dir);
+    int rc = tu_sh(&out, LD_BIN " %s --threads 2 --out %s", args, one);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    free(out);
+    double d = ckpt_max_diff(path, one);
+    fprintf(stderr, "dist: %s vs 1 process: max |diff| %.3g\n", what, d);
+    ck_assert_msg(d <= 1e-4, "%s: parameters differ by %g", what, d);
+}
+
 /* 2 ranks of 1 thread against 1 process of 2 threads (the same global batch,
  * the same seed, and the same cut into slices with the same noise streams):
  * the parameters after 50 steps must agree within 1e-4. */
@@ -113,20 +116,14 @@ static void ranks_match_one_process(const char *args)
     if (!have_mpi())
         return;
     char *out;
-    int rc = sh(&out, MPI_ENV " " MPIRUN " " LD_MPI_BIN " %s --threads 1 --out %s/ranks.safetensors",
+    int rc = tu_sh(&out, MPI_ENV " " MPIRUN " " LD_MPI_BIN " %s --threads 1 --out %s/ranks.safetensors",
                 args, dir);
     ck_assert_msg(rc == 0, "mpirun exit %d:\n%s", rc, out);
     ck_assert_msg(strstr(out, "2 MPI ranks") && strstr(out, "50 steps"), "%s", out);
     free(out);
-    rc = sh(&out, LD_BIN " %s --threads 2 --out %s/one.safetensors", args, dir);
-    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
-    free(out);
-    char a[512], b[512];
+    char a[512];
     snprintf(a, sizeof a, "%s/ranks.safetensors", dir);
-    snprintf(b, sizeof b, "%s/one.safetensors", dir);
-    double d = ckpt_max_diff(a, b);
-    fprintf(stderr, "dist: %.40s... 2 ranks vs 1 process: max |diff| %.3g\n", args, d);
-    ck_assert_msg(d <= 1e-4, "parameters differ by %g", d);
+    expect_one_process(a, args, args);
 }
 
 START_TEST(vae_ranks_match_one_process) { ranks_match_one_process(VAE_ARGS); }
@@ -141,7 +138,7 @@ START_TEST(plain_build_refuses_ranks)
     if (!have_mpi())
         return;
     char *out;
-    int rc = sh(&out, MPI_ENV " " MPIRUN " " LD_BIN " " VAE_ARGS " --out %s/x.safetensors", dir);
+    int rc = tu_sh(&out, MPI_ENV " " MPIRUN " " LD_BIN " " VAE_ARGS " --out %s/x.safetensors", dir);
     ck_assert_msg(rc != 0 && strstr(out, "built without MPI"), "exit %d:\n%s", rc, out);
     free(out);
     char x[512];
@@ -223,7 +220,7 @@ START_TEST(killed_rank_fails_then_resumes)
         tu_msleep(5);
     ck_assert_msg(stat(state, &st) == 0, "no checkpoint appeared");
     char *ranks;
-    sh(&ranks, "pgrep -P %d", (int)pid);
+    tu_sh(&ranks, "pgrep -P %d", (int)pid);
     int victim = 0, n = 0;
     for (char *p = strtok(ranks, "\n"); p; p = strtok(NULL, "\n"), n++)
         victim = atoi(p); /* the last child mpirun started */
@@ -243,18 +240,11 @@ START_TEST(killed_rank_fails_then_resumes)
     ck_assert_msg(access(out_path, F_OK) != 0, "a failed run wrote the model");
 
     char *out;
-    int rc = sh(&out, MPI_ENV " " MPIRUN " " LD_MPI_BIN " %s --threads 1 --state %s --resume --out %s",
+    int rc = tu_sh(&out, MPI_ENV " " MPIRUN " " LD_MPI_BIN " %s --threads 1 --state %s --resume --out %s",
                 args, state, out_path);
     ck_assert_msg(rc == 0, "resume: exit %d:\n%s", rc, out);
     free(out);
-    rc = sh(&out, LD_BIN " %s --threads 2 --out %s/one.safetensors", args, dir);
-    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
-    free(out);
-    char one[512];
-    snprintf(one, sizeof one, "%s/one.safetensors", dir);
-    double d = ckpt_max_diff(out_path, one);
-    fprintf(stderr, "dist: killed, resumed vs uninterrupted: max |diff| %.3g\n", d);
-    ck_assert_msg(d <= 1e-4, "the resumed run differs by %g", d);
+    expect_one_process(out_path, args, "killed, resumed");
 }
 END_TEST
 
@@ -279,7 +269,7 @@ static void job_daemon(tu_daemon_t *d, const char *mpi_binary)
     tu_write_file(adm, ADMIN "\n");
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     /* never an empty model folder (registry.c's scan; see check_jobs_http.c) */
-    ck_assert_int_eq(sh(&out, "cp models/fashion-vae.safetensors %s/", d->models), 0);
+    ck_assert_int_eq(tu_sh(&out, "cp models/fashion-vae.safetensors %s/", d->models), 0);
     free(out);
     snprintf(text, sizeof text,
              "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
@@ -294,7 +284,7 @@ static void job_daemon(tu_daemon_t *d, const char *mpi_binary)
 static cJSON *api(const tu_daemon_t *d, const char *method, const char *path, const char *body)
 {
     char *out;
-    int rc = sh(&out, "curl -sS --max-time 30 -X %s -H 'Authorization: Bearer " ADMIN "' "
+    int rc = tu_sh(&out, "curl -sS --max-time 30 -X %s -H 'Authorization: Bearer " ADMIN "' "
                       "-H 'Content-Type: application/json' %s%s%s http://127.0.0.1:%d%s",
                 method, body ? "--data-binary '" : "", body ? body : "", body ? "'" : "", d->port,
                 path);
@@ -308,6 +298,15 @@ static const char *jtext(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* POST a spec; the job's id into id. */
+static void submit(const tu_daemon_t *d, const char *spec, char id[32])
+{
+    cJSON *r = api(d, "POST", "/v1/jobs", spec);
+    snprintf(id, 32, "%s", jtext(r, "id"));
+    ck_assert_msg(id[0], "no id for %s", spec);
+    cJSON_Delete(r);
 }
 
 /* Poll the job until its state is one of want (space-separated), or fail. */
@@ -338,16 +337,12 @@ START_TEST(job_with_ranks_trains_and_serves)
 {
     if (!have_mpi())
         return;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     tu_daemon_t d;
     job_daemon(&d, LD_MPI_BIN);
-    cJSON *r = api(&d, "POST", "/v1/jobs", JOB_VAE);
     char id[32];
-    snprintf(id, sizeof id, "%s", jtext(r, "id"));
-    ck_assert_msg(id[0], "no id");
-    cJSON_Delete(r);
+    submit(&d, JOB_VAE, id);
     char *sse;
-    int rc = sh(&sse, "curl -sS -N --max-time 120 -H 'Authorization: Bearer " ADMIN "' "
+    int rc = tu_sh(&sse, "curl -sS -N --max-time 120 -H 'Authorization: Bearer " ADMIN "' "
                       "http://127.0.0.1:%d/v1/jobs/%s/events", d.port, id);
     ck_assert_msg(rc == 0 && strstr(sse, "event: progress") && strstr(sse, "event: end") &&
                       strstr(sse, "\"state\":\"succeeded\"") && strstr(sse, "\"step\":50"),
@@ -356,22 +351,15 @@ START_TEST(job_with_ranks_trains_and_serves)
     cJSON *j = job_wait(&d, id, "succeeded", 50, 10);
     cJSON_Delete(j);
     char *out;
-    rc = sh(&out, "curl -sS -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer " TOKEN "' "
+    rc = tu_sh(&out, "curl -sS -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer " TOKEN "' "
                   "http://127.0.0.1:%d/v1/models/mpivae", d.port);
     ck_assert_msg(rc == 0 && !strcmp(out, "200"), "GET /v1/models/mpivae: %s", out);
     free(out);
-    rc = sh(&out, LD_BIN " train --kind vae --limit 800 --hidden 32 --z 4 --epochs 2 --batch 32 "
-                  "--seed 7 --threads 2 --out %s/one.safetensors", dir);
-    ck_assert_msg(rc == 0, "%s", out);
-    free(out);
-    char a[700], b[700];
+    char a[700];
     snprintf(a, sizeof a, "%s/mpivae.safetensors", d.models);
-    snprintf(b, sizeof b, "%s/one.safetensors", dir);
-    double diff = ckpt_max_diff(a, b);
-    fprintf(stderr, "dist: job with 2 ranks vs 1 process: max |diff| %.3g\n", diff);
-    ck_assert_msg(diff <= 1e-4, "the job's model differs by %g", diff);
+    expect_one_process(a, "train --kind vae --limit 800 --hidden 32 --z 4 --epochs 2 --batch 32 --seed 7",
+                       "job with 2 ranks");
     tu_daemon_stop_ok(&d, 30);
-    curl_global_cleanup();
 }
 END_TEST
 
@@ -382,7 +370,6 @@ START_TEST(job_with_ranks_cancel_and_failure)
 {
     if (!have_mpi())
         return;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     tu_daemon_t d;
     job_daemon(&d, LD_MPI_BIN);
     /* bad "ranks": refused with the field named, the daemon goes on */
@@ -400,12 +387,11 @@ START_TEST(job_with_ranks_cancel_and_failure)
         free(text);
         cJSON_Delete(e);
     }
-    cJSON *r = api(&d, "POST", "/v1/jobs",
-                   "{\"kind\":\"vae\",\"model\":\"long\",\"limit\":4096,\"arch\":{\"hidden\":[32]"
-                   ",\"z\":4},\"train\":{\"epochs\":1000,\"batch\":32},\"ranks\":2}");
     char id[32], path[64];
-    snprintf(id, sizeof id, "%s", jtext(r, "id"));
-    cJSON_Delete(r);
+    submit(&d,
+           "{\"kind\":\"vae\",\"model\":\"long\",\"limit\":4096,\"arch\":{\"hidden\":[32],"
+           "\"z\":4},\"train\":{\"epochs\":1000,\"batch\":32},\"ranks\":2}",
+           id);
     cJSON_Delete(job_wait(&d, id, "running", 20, 60));
     ck_assert_int_eq(count_procs(d.dir, d.pid), 2);
     snprintf(path, sizeof path, "/v1/jobs/%s", id);
@@ -415,15 +401,12 @@ START_TEST(job_with_ranks_cancel_and_failure)
     tu_daemon_stop_ok(&d, 30);
 
     job_daemon(&d, LD_BIN);
-    r = api(&d, "POST", "/v1/jobs", JOB_VAE);
-    snprintf(id, sizeof id, "%s", jtext(r, "id"));
-    cJSON_Delete(r);
+    submit(&d, JOB_VAE, id);
     cJSON *j = job_wait(&d, id, "failed", 0, 60);
     ck_assert_msg(strstr(jtext(j, "error"), "built without MPI"), "error: %s", jtext(j, "error"));
     cJSON_Delete(j);
     ck_assert_msg(no_procs_left(d.dir, d.pid), "a rank is still running after the failure");
     tu_daemon_stop_ok(&d, 30);
-    curl_global_cleanup();
 }
 END_TEST
 
@@ -434,16 +417,14 @@ START_TEST(job_with_ranks_resumes_after_restart)
 {
     if (!have_mpi())
         return;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     tu_daemon_t d;
     job_daemon(&d, LD_MPI_BIN);
-    cJSON *r = api(&d, "POST", "/v1/jobs",
-                   "{\"kind\":\"vae\",\"model\":\"resumed\",\"limit\":3200,\"arch\":{\"hidden\":"
-                   "[64],\"z\":4},\"train\":{\"epochs\":6,\"batch\":32,\"seed\":5},"
-                   "\"checkpoint_every\":1000,\"ranks\":2}");
     char id[32];
-    snprintf(id, sizeof id, "%s", jtext(r, "id"));
-    cJSON_Delete(r);
+    submit(&d,
+           "{\"kind\":\"vae\",\"model\":\"resumed\",\"limit\":3200,\"arch\":{\"hidden\":"
+           "[64],\"z\":4},\"train\":{\"epochs\":6,\"batch\":32,\"seed\":5},"
+           "\"checkpoint_every\":1000,\"ranks\":2}",
+           id);
     cJSON_Delete(job_wait(&d, id, "running", 20, 60));
     ck_assert_int_eq(tu_daemon_stop(&d, 60), 0);
     ck_assert_msg(no_procs_left(d.dir, 0), "a rank outlived the daemon");
@@ -458,20 +439,12 @@ START_TEST(job_with_ranks_resumes_after_restart)
     long from = (long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(j, "resumed_from_step"));
     ck_assert_msg(from >= 20 && from < 600, "resumed_from_step %ld", from);
     cJSON_Delete(j);
-    char *out;
-    int rc = sh(&out, LD_BIN " train --kind vae --limit 3200 --hidden 64 --z 4 --epochs 6 "
-                      "--batch 32 --seed 5 --threads 2 --out %s/one.safetensors", dir);
-    ck_assert_msg(rc == 0, "%s", out);
-    free(out);
-    char a[700], b[700];
+    fprintf(stderr, "dist: the job resumed from step %ld\n", from);
+    char a[700];
     snprintf(a, sizeof a, "%s/resumed.safetensors", d.models);
-    snprintf(b, sizeof b, "%s/one.safetensors", dir);
-    double diff = ckpt_max_diff(a, b);
-    fprintf(stderr, "dist: job stopped at step %ld, resumed, vs 1 process: max |diff| %.3g\n",
-            from, diff);
-    ck_assert_msg(diff <= 1e-4, "the resumed job's model differs by %g", diff);
+    expect_one_process(a, "train --kind vae --limit 3200 --hidden 64 --z 4 --epochs 6 --batch 32 --seed 5",
+                       "job stopped, resumed");
     tu_daemon_stop_ok(&d, 30);
-    curl_global_cleanup();
 }
 END_TEST
 
@@ -485,9 +458,13 @@ Suite *suite_dist(void)
     tcase_add_test(tc, gan_ranks_match_one_process);
     tcase_add_test(tc, plain_build_refuses_ranks);
     tcase_add_test(tc, killed_rank_fails_then_resumes);
-    tcase_add_test(tc, job_with_ranks_trains_and_serves);
-    tcase_add_test(tc, job_with_ranks_cancel_and_failure);
-    tcase_add_test(tc, job_with_ranks_resumes_after_restart);
     suite_add_tcase(s, tc);
+    TCase *jobs = tcase_create("jobs");
+    tcase_add_checked_fixture(jobs, job_setup, job_teardown);
+    tcase_set_timeout(jobs, 300);
+    tcase_add_test(jobs, job_with_ranks_trains_and_serves);
+    tcase_add_test(jobs, job_with_ranks_cancel_and_failure);
+    tcase_add_test(jobs, job_with_ranks_resumes_after_restart);
+    suite_add_tcase(s, jobs);
     return s;
 }
