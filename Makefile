@@ -10,6 +10,8 @@
 #   make run        build and start the daemon on 127.0.0.1:8080
 #   make run-cluster  nginx on 127.0.0.1:8080 and REPLICAS (2) daemons behind it
 #   make test-cluster nginx and two replicas on loopback (tests/cluster/)
+#   make mpi        build/latentd-mpi: `mpirun -np K build/latentd-mpi train ...`
+#   make bench-mpi  training samples/s with 1 and 2 MPI ranks
 #   make bench      training throughput vs PyTorch
 #   make models     retrain the shipped default models
 #   make soak       every route under wrk for SOAK_SECONDS (600): RSS and errors
@@ -35,7 +37,7 @@ CLUSTER_PKGS := nginx
 # what `make test` needs on top (Check, libcurl for the test client, promtool,
 # a browser and WebDriver for the web page's test, clang for the fuzz targets)
 TEST_PKGS := check libcurl4-openssl-dev prometheus chromium chromium-driver python3-selenium \
-             clang python3-jsonschema nodejs $(CLUSTER_PKGS)
+             clang python3-jsonschema nodejs $(CLUSTER_PKGS) openmpi-bin libopenmpi-dev
 # only for `make bench` / `make bench-serve` (the PyTorch and FastAPI peers, wrk)
 BENCH_PKGS := wrk python3-torch python3-fastapi python3-uvicorn python3-numpy python3-pil
 # only for `make soak` (wrk drives the daemon; python3 writes the test PNG)
@@ -58,7 +60,7 @@ OPENAPI  := docs/openapi.json
 
 .PHONY: all deps deps-run deps-bench deps-soak soak test test-plain test-asan test-web test-contract run models bench \
         deps-cluster test-cluster run-cluster \
-        bench-serve install clean fixtures fuzz fuzz-build fuzz-smoke
+        bench-serve install clean fixtures fuzz fuzz-build fuzz-smoke mpi mpi-if-present bench-mpi
 
 all: build/latentd
 
@@ -120,13 +122,29 @@ build/check_all: tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) $(TEST_UTIL_HDR
 build/asan/check_all: tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) $(TEST_UTIL_HDRS) build/suites.h build/asan/liblatentd.a build/asan/latentd
 	$(CC) $(CFLAGS) $(SAN) -Ibuild -Itests -Isrc -DLD_BIN='"build/asan/latentd"' tests/check_main.c $(TEST_SRC) $(TEST_UTIL_SRC) build/asan/liblatentd.a -o $@ $(TEST_LDLIBS) $(LDLIBS)
 
-build build/asan:
+build build/asan build/mpi:
 	@mkdir -p $@
+
+# ---- MPI (data-parallel training across processes; docs/scaling.md) ---------
+# build/latentd-mpi is build/latentd with src/dist.c compiled by mpicc with
+# LD_MPI=1: its dist.o, named before the archive, stands in for the plain
+# (no-MPI) dist.o inside it.  The plain build never needs MPI.
+MPICC ?= mpicc
+mpi: build/latentd-mpi
+build/mpi/dist.o: src/dist.c $(HDRS) | build/mpi
+	$(MPICC) $(CFLAGS) -DLD_MPI=1 -c $< -o $@
+build/latentd-mpi: build/main.o build/mpi/dist.o build/liblatentd.a
+	$(MPICC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+# for `make test`: the dist suite runs build/latentd-mpi, or reports SKIPPED
+mpi-if-present:
+	@if command -v $(MPICC) >/dev/null && command -v mpirun >/dev/null; then \
+	  $(MAKE) --no-print-directory build/latentd-mpi; \
+	else echo "mpi: no mpicc/mpirun; the dist suite will report SKIPPED"; fi
 
 # ---- test -------------------------------------------------------------------
 # CK_FORK stays on (default): a crashing test is reported, not fatal.
 test: deps
-	@$(MAKE) --no-print-directory test-plain test-contract test-asan fuzz-smoke test-web test-cluster
+	@$(MAKE) --no-print-directory mpi-if-present test-plain test-contract test-asan fuzz-smoke test-web test-cluster
 
 # The plain run records every response its suites get (CONTRACT_LOG) for test-contract.
 CONTRACT_LOG := build/contract/responses.jsonl
@@ -232,6 +250,9 @@ bench: deps-bench build/latentd
 
 bench-serve: deps-bench build/latentd build/hostprobe
 	scripts/bench-serve.sh
+
+bench-mpi: deps build/latentd-mpi
+	scripts/bench-mpi.sh
 
 # scripts/soak.sh documents its other settings (warm-up, connections, limits)
 SOAK_SECONDS ?= 600

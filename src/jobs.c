@@ -387,6 +387,8 @@ static int on_progress(const ld_progress_t *p, void *user)
     run_ctx_t *c = user;
     ld_jobs_t *j = c->j;
     job_t *job = c->job;
+    if (c->stride == 0) /* an MPI job learns its length from its first step */
+        c->stride = p->steps_total > HIST_TARGET ? (p->steps_total + HIST_TARGET - 1) / HIST_TARGET : 1;
     atomic_fetch_add_explicit(&j->steps_total, 1, memory_order_relaxed);
     double now = ld_now();
     int point = p->step % c->stride == 0 || p->finished;
@@ -626,8 +628,17 @@ static void run_job(ld_jobs_t *j, job_t *job)
     double t0 = ld_now();
     int rc = jobs_job_path(j, job, "state.safetensors", state_path, sizeof state_path)
                  ? ld_err_set(&e, LD_EINVAL, "state path too long")
+                 : job->spec->ranks > 1 ? LD_OK /* MPI ranks: the data and model stay out */
                  : run_prepare(j, job, state_path, &r, &e);
-    if (!rc) {
+    if (!rc && job->spec->ranks > 1) {
+        run_ctx_t c = {.j = j, .job = job, .every = job->spec->train.checkpoint_every};
+        rc = atomic_load(&job->cancel) || atomic_load(&j->stopping)
+                 ? ld_err_set(&e, LD_ECANCELLED, "stopped before its first step")
+                 : jobs_mpi_run(j, job, state_path, on_progress, &c, &r.m, &e);
+        if (c.record_failed)
+            rc = ld_err_set(&e, LD_EIO, "stopped at step %ld: cannot save its record: %.400s",
+                            job->step, c.record_err.msg);
+    } else if (!rc) {
         ld_progress_t p;
         ld_trainer_progress(r.t, &p);
         /* rounded up, so a run never has more than HIST_TARGET points and

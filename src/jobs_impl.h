@@ -135,6 +135,14 @@ void jobs_take_names(job_t *job);
  * its spec and loss_history (see job_t). */
 void jobs_shrink_locked(job_t *job);
 
+/* ---- jobs_mpi.c ---- */
+/* Run job (spec.ranks > 1) as MPI ranks (jobs.h, "MPI jobs"), calling cb with
+ * every progress line of rank 0, as ld_trainer_run would; on success *out is
+ * the trained model (caller frees).  LD_ECANCELLED when a cancel or shutdown
+ * stopped it; another error with the ranks' last message when they failed. */
+int jobs_mpi_run(ld_jobs_t *j, job_t *job, const char *state_path, ld_progress_fn cb, void *user,
+                 ld_model_t **out, ld_err_t *err);
+
 /* ---- jobs_store.c ---- */
 int jobs_state_parse(const char *s, ld_job_state_t *out);
 /* Under lock.  history: with loss_history, from memory, or saved_hist (the

@@ -164,7 +164,7 @@ static int cap_or(int cap, int bound) { return cap > 0 && cap < bound ? cap : bo
 /* ---- the three parts of a spec ---- */
 
 static const char *const top_keys[] = {"kind", "model", "data", "limit", "arch", "train",
-                                       "checkpoint_every", NULL};
+                                       "checkpoint_every", "ranks", NULL};
 static const char *const arch_keys[] = {"arch", "hidden", "dec_hidden", "g_hidden", "d_hidden",
                                         "z", "act", "slope", "dropout", NULL};
 static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed", "beta1",
@@ -439,6 +439,16 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                         &v, &present, err)))
         goto out;
     s->train.checkpoint_every = v > 0 ? (long)v : 0;
+    v = 1;
+    if ((rc = int_field(root, "ranks", "ranks", 1, LD_JOBSPEC_MAX_RANKS, 0, NULL, &v, &present,
+                        err)))
+        goto out;
+    s->ranks = (int)v;
+    if (s->ranks > s->train.batch) {
+        rc = ld_err_set(err, LD_EINVAL, "ranks: %d is more than train.batch %d (each rank needs a "
+                                        "share of every batch)", s->ranks, s->train.batch);
+        goto out;
+    }
 
     /* The model's own checks are a safety net: the fields above cover them. */
     ld_err_t e;
@@ -633,6 +643,8 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
         ok = ok && cJSON_AddItemToObject(root, "train", train);
         train = NULL;
         ok = ok && cJSON_AddNumberToObject(root, "checkpoint_every", (double)o->checkpoint_every);
+        if (s->ranks > 1) /* absent when 1, so specs from before ranks print as they did */
+            ok = ok && cJSON_AddNumberToObject(root, "ranks", s->ranks);
     }
     char *out = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(arch);

@@ -2,12 +2,14 @@
  * Only this file calls exit(); everything below returns status codes. */
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/data.h"
+#include "latentd/dist.h"
 #include "latentd/eval.h"
 #include "latentd/image.h"
 #include "latentd/invert.h"
 #include "latentd/model.h"
 #include "latentd/fsutil.h"
 #include "latentd/serve.h"
+#include "latentd/jobspec.h"
 #include "latentd/train.h"
 
 #include <errno.h>
@@ -138,16 +140,37 @@ static void load_err(const char *cmd, const ld_err_t *e) { fprintf(stderr, "late
 /* ---- train ---- */
 
 static volatile sig_atomic_t g_interrupted;
+static int g_train_stopped; /* the trainer returned LD_ECANCELLED (on every rank) */
 static void on_sigint(int sig) { (void)sig; g_interrupted = 1; }
 
 typedef struct {
     int tty;
     double last;
+    int lines;   /* --progress-lines: one JSON line per step on stdout */
 } progress_ui_t;
+
+/* One step as a JSON line on stdout, flushed: what a daemon job that runs
+ * `latentd train` as MPI ranks reads (jobs_mpi.c). */
+static void progress_line(const ld_progress_t *p)
+{
+    printf("{\"step\":%ld,\"steps_total\":%ld,\"epoch\":%d,\"epochs\":%d,"
+           "\"samples_per_s\":%.6g,\"eta_s\":%.6g,\"elapsed_s\":%.6g,"
+           "\"epoch_done\":%d,\"finished\":%d,\"loss\":[",
+           p->step, p->steps_total, p->epoch, p->epochs, p->samples_per_s, p->eta_s, p->elapsed_s,
+           p->epoch_done, p->finished);
+    for (int i = 0; i < p->n_losses; i++)
+        printf("%s%.9g", i ? "," : "", p->loss[i]);
+    printf("]}\n");
+    fflush(stdout);
+}
 
 static int cli_progress(const ld_progress_t *p, void *user)
 {
     progress_ui_t *ui = user;
+    if (ld_dist_rank() != 0) /* MPI: rank 0 alone logs */
+        return g_interrupted;
+    if (ui->lines)
+        progress_line(p);
     double now = ld_now();
     if (ui->tty && (now - ui->last > 0.1 || p->epoch_done)) {
         ui->last = now;
@@ -172,13 +195,37 @@ static int cli_progress(const ld_progress_t *p, void *user)
     return g_interrupted;
 }
 
+/* A job spec file (jobspec.h) for --spec; 0, or 1 after printing why not. */
+static int load_spec(const char *path, ld_jobspec_t *js)
+{
+    uint8_t *body;
+    size_t len;
+    ld_err_t e;
+    if (ld_read_file(path, 1 << 20, &body, &len, &e) ||
+        (ld_jobspec_parse((const char *)body, len, NULL, 0, js, &e) && (free(body), 1))) {
+        fprintf(stderr, "latentd train: --spec %s: %s\n", path, e.msg);
+        return 1;
+    }
+    free(body);
+    return 0;
+}
+
+/* A spec's images take the data set's shape, as a job in the daemon does. */
+static int spec_image_shape(ld_arch_t *arch, const ld_dataset_t *d, ld_err_t *err)
+{
+    arch->img_h = d->h;
+    arch->img_w = d->w;
+    arch->x_dim = d->dim;
+    return ld_arch_validate(arch, err);
+}
+
 static int cmd_train(int argc, char **argv)
 {
     const char *kind_s = "vae", *data = "fashion-mnist", *out = NULL, *hidden = NULL,
                *dec_hidden = NULL, *g_hidden = NULL, *d_hidden = NULL, *arch_s = "default",
-               *act_s = NULL, *loss_s = "ns", *state = NULL;
+               *act_s = NULL, *loss_s = "ns", *state = NULL, *spec_path = NULL;
     int epochs = 0, batch = 0, z = 0, limit = 0, threads = 0, blas_threads = 1, resume = 0,
-        classes = 10;
+        classes = 10, lines = 0;
     long every = 0;
     int every_i = 0;
     uint64_t seed = 1;
@@ -215,6 +262,8 @@ static int cmd_train(int argc, char **argv)
         {"state", F_STR, &state, 0, 0, "training-state file (model + optimiser) for resuming", 0},
         {"resume", F_BOOL, &resume, 0, 0, "continue from --state", 0},
         {"out", F_STR, &out, 0, 0, "output checkpoint FILE.safetensors (required)", 0},
+        {"spec", F_STR, &spec_path, 0, 0, "a job spec (JSON, POST /v1/jobs): its kind, limit, arch, train and checkpoint_every replace the flags", 0},
+        {"progress-lines", F_BOOL, &lines, 0, 0, "one JSON line per step on stdout", 0},
     };
     int nf = (int)LD_ARRAY_LEN(flags);
     if (wants_help(argc, argv)) {
@@ -283,6 +332,17 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "latentd train: --loss %s: expected ns or minimax\n", loss_s);
         return 2;
     }
+    ld_jobspec_t js;
+    if (spec_path && load_spec(spec_path, &js))
+        return 2;
+    if (spec_path) {
+        kind = js.kind;
+        arch = js.arch;
+        o = js.train;
+        seed = o.seed;
+        limit = js.limit;
+        every = o.checkpoint_every;
+    }
     if (state)
         snprintf(o.state_path, sizeof o.state_path, "%s", state);
     o.checkpoint_every = every;
@@ -296,34 +356,48 @@ static int cmd_train(int argc, char **argv)
         return 2;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    o.threads = threads > 0 ? threads : ncpu > 16 ? 16 : ncpu > 0 ? (int)ncpu : 1;
+    /* MPI ranks default to one thread each: one rank per core */
+    o.threads = threads > 0 ? threads : ld_dist_size() > 1 ? 1 : ncpu > 16 ? 16 : ncpu > 0 ? (int)ncpu : 1;
     ld_blas_threads(blas_threads);
 
     ld_dataset_t *d = NULL;
     ld_model_t *m = NULL;
     ld_trainer_t *t = NULL;
     int rc = 1;
-    if (ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e) || ld_model_new(&arch, seed, &m, &e) ||
+    if (ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e) ||
+        (spec_path && spec_image_shape(&arch, d, &e)) || ld_model_new(&arch, seed, &m, &e) ||
         ld_trainer_new(m, d, &o, &t, &e) || (resume && ld_trainer_load_state(t, state, &e))) {
         load_err("train", &e);
         goto done;
     }
     char desc[256];
     ld_arch_describe(&arch, desc, sizeof desc);
-    fprintf(stderr, "train: %s on %s (%d images), %d epochs, batch %d, lr %g, seed %" PRIu64
+    if (ld_dist_rank() == 0)
+        fprintf(stderr, "train: %s on %s (%d images), %d epochs, batch %d, lr %g, seed %" PRIu64
                     ", %d thread%s\n",
             desc, d->name, d->n, o.epochs, o.batch, (double)o.adam.lr, o.seed, o.threads,
             o.threads == 1 ? "" : "s");
+    if (ld_dist_rank() == 0 && ld_dist_size() > 1)
+        fprintf(stderr, "train: %d MPI ranks, each with %d thread%s on its share of every batch\n",
+                ld_dist_size(), o.threads, o.threads == 1 ? "" : "s");
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    progress_ui_t ui = {isatty(2), 0};
+    sigaction(SIGUSR1, &sa, NULL); /* mpirun forwards it to every rank: a job's stop */
+    progress_ui_t ui = {isatty(2), 0, lines};
+    ld_dist_stats_t ds0; /* collectives of this run only, not of the start-up */
+    ld_dist_stats(&ds0);
     int trc = ld_trainer_run(t, cli_progress, &ui, &e);
+    g_train_stopped = trc == LD_ECANCELLED;
     if (trc) {
         load_err("train", &e);
         if (trc == LD_ECANCELLED && state)
             fprintf(stderr, "train: state saved to %s; continue with --resume\n", state);
+        goto done;
+    }
+    if (ld_dist_rank() != 0) { /* MPI: rank 0 alone writes the model */
+        rc = 0;
         goto done;
     }
     if (ld_model_save(m, out, &e)) {
@@ -338,11 +412,36 @@ static int cmd_train(int argc, char **argv)
     for (int i = 0; i < p.n_losses; i++)
         printf(", %s %.4f", p.loss_names[i], p.loss[i]);
     printf(" -> %s\n", out);
+    if (ld_dist_size() > 1) {
+        ld_dist_stats_t ds;
+        ld_dist_stats(&ds);
+        ds.calls -= ds0.calls, ds.bytes -= ds0.bytes, ds.seconds -= ds0.seconds;
+        printf("ranks %d x %d thread%s: %ld collectives, %.3g MB sent, %.2fs of %.2fs in them (%.1f%%)\n",
+               ld_dist_size(), o.threads, o.threads == 1 ? "" : "s", ds.calls, ds.bytes * 1e-6,
+               ds.seconds, p.elapsed_s, p.elapsed_s > 0 ? 100 * ds.seconds / p.elapsed_s : 0);
+    }
     rc = 0;
 done:
     ld_trainer_free(t);
     ld_model_free(m);
     ld_data_free(d);
+    return rc;
+}
+
+/* `latentd train`, under mpirun one rank of several (dist.h).  A rank that
+ * fails on its own ends every rank, so none waits for it in a collective; a
+ * stop (signal) is agreed by all ranks, which then return together. */
+static int cmd_train_dist(int argc, char **argv)
+{
+    ld_err_t e;
+    if (ld_dist_init(&argc, &argv, &e)) {
+        load_err("train", &e);
+        return 2;
+    }
+    int rc = cmd_train(argc, argv);
+    if (rc && !g_train_stopped && ld_dist_size() > 1)
+        ld_dist_abort(rc);
+    ld_dist_finalize();
     return rc;
 }
 
@@ -728,7 +827,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     argc--, argv++;
     if (!strcmp(cmd, "train"))
-        return cmd_train(argc, argv);
+        return cmd_train_dist(argc, argv);
     if (!strcmp(cmd, "sample"))
         return cmd_sample(argc, argv);
     if (!strcmp(cmd, "eval"))

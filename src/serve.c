@@ -583,6 +583,9 @@ int ld_serve_main(int argc, char **argv)
                                .max_limit = cfg.max_limit,
                                .max_job_bytes = cfg.max_job_bytes};
     jc.publish = publish_model;
+    snprintf(jc.mpi_launcher, sizeof jc.mpi_launcher, "%s", cfg.mpi_launcher);
+    snprintf(jc.mpi_hostfile, sizeof jc.mpi_hostfile, "%s", cfg.mpi_hostfile);
+    snprintf(jc.mpi_binary, sizeof jc.mpi_binary, "%s", cfg.mpi_binary);
     jc.log = jobs_log;
     jc.user = reg;
     jc.replica = replica;

@@ -5,6 +5,7 @@
 #include "latentd/allreduce.h"
 #include "latentd/ckpt.h"
 #include "latentd/classifier.h"
+#include "latentd/dist.h"
 #include "latentd/vae.h"
 
 #include <inttypes.h>
@@ -68,7 +69,11 @@ struct ld_trainer {
     long gen;                    /* bumped for every phase */
     int pending;                 /* helpers still running the phase */
     int quit;
+    int pass;                    /* MPI: which half of an update phase runs (PASS_*) */
 };
+
+/* With MPI ranks an update phase runs twice, around the sum over ranks. */
+enum { PASS_BOTH, PASS_REDUCE, PASS_ADAM };
 
 int ld_train_loss_names(ld_kind_t k, const char *const **names)
 {
@@ -299,6 +304,10 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
         return ld_err_set(err, LD_EINVAL, "batch norm needs batches of at least %d rows; with "
                           "%d examples in batches of %d the last has %d (change --batch or "
                           "--limit)", min_b, d->n, B0, d->n % B0 ? d->n % B0 : B0);
+    const int K = ld_dist_size();
+    if ((o->batch < d->n ? o->batch : d->n) < K)
+        return ld_err_set(err, LD_EINVAL, "batch %d is smaller than the %d MPI ranks",
+                          o->batch < d->n ? o->batch : d->n, K);
     ld_trainer_t *t = calloc(1, sizeof *t);
     if (!t)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
@@ -310,7 +319,8 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     t->o = *o;
     int B = o->batch < d->n ? o->batch : d->n;
     t->o.batch = B;
-    t->nw = o->threads < 1 ? 1 : o->threads > B ? B : o->threads;
+    /* MPI: every rank's workers take a slice of the global batch */
+    t->nw = o->threads < 1 ? 1 : o->threads * K > B ? B / K : o->threads;
     t->o.threads = t->nw;
     t->steps_per_epoch = (d->n + B - 1) / B;
     t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
@@ -325,13 +335,15 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
         t->adam_v = t->grads + 2 * m->n_params;
         memset(t->adam_m, 0, 2 * m->n_params * sizeof(float));
     }
+    /* MPI hook (3): every rank starts from rank 0's weights */
+    ld_dist_bcast(m->params, m->n_params);
     if (a->kind == LD_KIND_GAN && o->g_ema > 0) {
         t->ema = ld_malloc_array(m->n_params, sizeof(float));
         ok = ok && t->ema;
         if (t->ema)
             memcpy(t->ema, m->params, m->n_params * sizeof(float));
     }
-    int chunk = (B + t->nw - 1) / t->nw;
+    int chunk = (B + K * t->nw - 1) / (K * t->nw);
     for (int i = 0; ok && i < t->nw; i++)
         ok = worker_init(t, &t->w[i], i, chunk) == LD_OK;
     for (int i = 1; ok && i < t->nw; i++)
@@ -372,7 +384,7 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
     if (s0 >= s1)
         return;
     float *g = t->grads;
-    if (t->nw > 1) {
+    if (t->pass != PASS_ADAM && (t->nw > 1 || ld_dist_size() > 1)) {
         float w0 = (float)t->w[0].b / (float)t->b;
         for (size_t i = s0; i < s1; i++)
             g[i] *= w0;
@@ -383,7 +395,9 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
                 g[i] += wk * gk[i];
         }
     }
-    ld_adam_step(cfg, t->t, s1 - s0, t->m->params + s0, g + s0, t->adam_m + s0, t->adam_v + s0);
+    if (t->pass != PASS_REDUCE)
+        ld_adam_step(cfg, t->t, s1 - s0, t->m->params + s0, g + s0, t->adam_m + s0,
+                     t->adam_v + s0);
 }
 
 /* A worker with no rows still runs a layer list: batch norm's allreduce needs
@@ -465,7 +479,7 @@ static void phase_adam_g(worker_t *w)
     const ld_net_t *G = &t->m->layers[LD_GAN_G];
     size_t off = G->param_off;
     reduce_and_step(w, off, off + G->n_params, &t->o.adam);
-    if (!t->ema)
+    if (!t->ema || t->pass == PASS_REDUCE)
         return;
     /* the average over this worker's slice of the generator */
     size_t per = (G->n_params + t->nw - 1) / t->nw;
@@ -477,7 +491,23 @@ static void phase_adam_g(worker_t *w)
         t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
 }
 
-/* One optimiser step on rows perm[lo..lo+b). losses[] gets batch means. */
+/* Run an update phase (reduce the workers' gradients over [lo, hi), then
+ * Adam).  MPI hook (2): with ranks, the reduce runs first, then the sum of
+ * [lo, hi) over ranks, then Adam, the same step on every rank. */
+static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi)
+{
+    if (ld_dist_size() == 1) {
+        run_phase(t, fn);
+        return;
+    }
+    t->pass = PASS_REDUCE;
+    run_phase(t, fn);
+    ld_dist_allreduce_sum(t->grads + lo, hi - lo);
+    t->pass = PASS_ADAM;
+    run_phase(t, fn);
+    t->pass = PASS_BOTH;
+}
+
 /* Whether the step in progress is being abandoned (ld_train_opts_t.abandon):
  * checked before each optimiser update. */
 static int abandoning(const ld_trainer_t *t)
@@ -500,7 +530,7 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     t->b = b;
     t->t++;
     /* the batch's noise first, from a stream that does not depend on the
-     * number of workers */
+     * number of workers or ranks (every rank draws the whole batch's) */
     if (m->arch.z_dim > 0) {
         ld_rng_t r;
         ld_rng_seed(&r, ld_rng_u64(&t->noise));
@@ -508,25 +538,44 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     }
     /* contiguous slices of the batch, and a fresh noise stream for each worker
      * (dropout), all from one draw: t->noise advances the same for any number
-     * of workers */
+     * of workers.  MPI hook (1): one slice per worker of every rank,
+     * rank-major, so K ranks of T threads train as one process of K*T
+     * threads does */
     uint64_t base = ld_rng_u64(&t->noise);
-    int per = (b + t->nw - 1) / t->nw;
+    const int g0 = ld_dist_rank() * t->nw, gw = ld_dist_size() * t->nw;
+    int per = (b + gw - 1) / gw;
     for (int k = 0; k < t->nw; k++) {
         worker_t *w = &t->w[k];
-        w->lo = per * k < b ? per * k : b;
+        int g = g0 + k;
+        w->lo = per * g < b ? per * g : b;
         w->b = w->lo + per < b ? per : b - w->lo;
-        ld_rng_seed(&w->rng, base + 0x9e3779b97f4a7c15ull * (uint64_t)k);
+        ld_rng_seed(&w->rng, base + 0x9e3779b97f4a7c15ull * (uint64_t)g);
         memset(w->losses, 0, sizeof w->losses);
         w->run.share = (float)w->b / (float)b;
     }
-    /* a step's phases per kind; an abandon is honoured between phases */
-    static const phase_fn steps[][5] = {
-        [LD_KIND_VAE] = {phase_vae, phase_adam_all},
-        [LD_KIND_GAN] = {phase_gan_d, phase_adam_d, phase_gan_g, phase_adam_g},
-        [LD_KIND_CLASSIFIER] = {phase_cls, phase_adam_all},
-    };
-    for (const phase_fn *f = steps[m->arch.kind]; *f && !abandoning(t); f++)
-        run_phase(t, *f);
+    /* a step's phases per kind, an update after each forward/backward; an
+     * abandon is honoured between phases */
+    const ld_net_t *D = &m->layers[LD_GAN_D], *G = &m->layers[LD_GAN_G];
+    switch (m->arch.kind) {
+    case LD_KIND_VAE:
+    case LD_KIND_CLASSIFIER:
+        run_phase(t, m->arch.kind == LD_KIND_VAE ? phase_vae : phase_cls);
+        if (!abandoning(t))
+            run_update(t, phase_adam_all, 0, m->n_params);
+        break;
+    case LD_KIND_GAN:
+        run_phase(t, phase_gan_d);
+        if (abandoning(t))
+            break;
+        run_update(t, phase_adam_d, D->param_off, D->param_off + D->n_params);
+        if (abandoning(t))
+            break;
+        run_phase(t, phase_gan_g);
+        if (abandoning(t))
+            break;
+        run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params);
+        break;
+    }
     if (abandoning(t))
         return 1;
     for (int i = 0; i < LD_MAX_LOSSES; i++) {
@@ -534,6 +583,7 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
         for (int k = 0; k < t->nw; k++)
             losses[i] += t->w[k].losses[i] * t->w[k].b / b;
     }
+    ld_dist_allreduce_sum_d(losses, LD_MAX_LOSSES); /* MPI: the whole batch's means */
     return 0;
 }
 
@@ -644,11 +694,13 @@ int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err
             }
             if (cb && cb(&p, user))
                 stop = 1;
+            stop = ld_dist_any(stop); /* MPI: a rank that stops stops them all */
             /* a periodic checkpoint that is due is written; a stop writes
              * one too, unless it is a cancel (abandon) */
             int ckpt = t->o.state_path[0] &&
                        ((t->o.checkpoint_every > 0 && t->t % t->o.checkpoint_every == 0) ||
                         (stop && !abandoning(t)));
+            ckpt = ckpt && ld_dist_rank() == 0; /* MPI hook (4): rank 0 writes */
             if (ckpt && !p.finished && (rc = ld_trainer_save_state(t, t->o.state_path, err)))
                 return rc;
             if (stop && !p.finished)
@@ -690,7 +742,7 @@ static int rng_unhex(const char *s, ld_rng_t *r)
 static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
 {
     snprintf(buf, len, "epochs=%d batch=%d threads=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g ema=%g",
-             t->o.epochs, t->o.batch, t->o.threads, t->o.seed, t->d->n, (double)t->o.adam.lr,
+             t->o.epochs, t->o.batch, t->o.threads * ld_dist_size(), t->o.seed, t->d->n, (double)t->o.adam.lr,
              (double)t->o.adam_d.lr, (double)t->o.kl_beta, ld_gan_loss_name(t->o.gan_loss),
              (double)t->o.real_label, (double)t->o.g_ema);
 }

@@ -2,6 +2,7 @@
  * binary (LD_BIN) in a subprocess, its exit code and output checked. */
 #define _GNU_SOURCE
 #include "testutil.h"
+#include "tu_sh.h"
 
 #include <stdarg.h>
 
@@ -24,30 +25,7 @@ static void teardown(void)
 
 /* Run LD_BIN with args (a shell fragment); stdout+stderr into *out (caller frees).
  * Returns the exit code. */
-static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run(char **out, const char *fmt, ...)
-{
-    char args[2048], cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", LD_BIN, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - 1 - len, p)) > 0)
-        len += n;
-    buf[len] = 0;
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
+#define run(out, ...) tu_sh(out, LD_BIN " " __VA_ARGS__)
 
 static void path(char *buf, size_t len, const char *name) { snprintf(buf, len, "%s/%s", dir, name); }
 

@@ -6,8 +6,11 @@
  * buffer holding the sum over ranks.  The sum is taken in rank order, so every
  * rank gets the same bits, and the same bits on every run.  Calls are matched
  * by order: every rank must make the same sequence of calls (a worker with no
- * rows contributes zeros).  The interface is the one an MPI_Allreduce over
- * ranks would offer later.
+ * rows contributes zeros).  In a process started by mpirun (dist.h) the
+ * threads' sum is then summed across processes, in process order, so the
+ * buffer holds the sum over every thread of every process: each process must
+ * then make the same sequence of calls too, and rank 0 here must be the
+ * thread that initialised MPI (the trainer's worker 0).
  *
  * Ownership: the creator owns it and frees it after the threads are done with
  * it.  Thread-safety: one call at a time per rank; ranks run concurrently.

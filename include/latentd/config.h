@@ -61,6 +61,10 @@ typedef struct {
     int max_z;
     int max_limit;                   /* training examples per job; 0 = no cap */
     long long max_job_bytes;         /* a job's memory estimate (jobspec.h); 0 = no cap */
+    /* jobs with "ranks" > 1 (jobs.h, docs/scaling.md) */
+    char mpi_launcher[LD_CFG_STR_MAX];  /* the launcher and its flags, split at spaces */
+    char mpi_hostfile[LD_CFG_PATH_MAX]; /* passed as --hostfile; "" = none (this machine) */
+    char mpi_binary[LD_CFG_PATH_MAX];   /* latentd built with MPI; "" = latentd-mpi beside this binary */
     /* security */
     char token_file[LD_CFG_PATH_MAX];       /* inference bearer token; "" = open */
     char admin_token_file[LD_CFG_PATH_MAX]; /* admin bearer token; "" = admin routes off */

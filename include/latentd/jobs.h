@@ -46,6 +46,18 @@
  * interrupted).  No state is written then: the job keeps its last periodic
  * checkpoint, if it reached one, until its record is removed (ld_jobs_purge).
  *
+ * MPI jobs: a spec with "ranks": K > 1 does not train in the daemon.  The
+ * worker thread runs cfg.mpi_launcher -np K [--hostfile cfg.mpi_hostfile]
+ * cfg.mpi_binary train --spec ... as a child process in a session of its own
+ * (jobs_mpi.c) and feeds rank 0's progress lines to the same callback, so
+ * progress, events, history, checkpoints (rank 0 writes the same state
+ * file), resume after a restart and publishing work as for other jobs.  A
+ * cancel SIGKILLs the child's whole session (no rank is left; no state is
+ * written); a shutdown sends SIGUSR1 (the ranks stop together and save
+ * their state; the job is interrupted and resumes at the next start); ranks
+ * that fail make the job failed with their last message (mpi.log in the
+ * job's folder).  The data set and model never load in the daemon.
+ *
  * Memory: a spec whose estimate (jobspec.h, ld_jobspec_bytes) is above
  * caps.max_job_bytes is refused at submit, and checked again with the data
  * set's image size before training.
@@ -146,6 +158,10 @@ typedef struct {
     void *user;                 /* passed to publish and log */
     const struct ld_replica *replica; /* borrowed, outlives the engine; NULL = none:
                                          its name goes into new job ids (replica.h) */
+    /* jobs with "ranks" > 1 (see "MPI jobs" above) */
+    char mpi_launcher[1024];    /* split at spaces; "" = "mpirun" */
+    char mpi_hostfile[1024];    /* "" = none */
+    char mpi_binary[1024];      /* "" = latentd-mpi beside /proc/self/exe */
 } ld_jobs_config_t;
 
 typedef struct ld_jobs ld_jobs_t;

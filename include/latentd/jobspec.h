@@ -16,7 +16,9 @@
  *             "slope": 0.2, "dropout": 0.3},          dropout: GAN only
  *    "train": {"epochs", "batch", "lr", "seed", "beta1", "beta2",
  *              "kl_beta" (VAE), "lr_d", "loss": "ns" | "minimax", "real_label" (GAN)},
- *    "checkpoint_every": STEPS}          0 = only when stopped; default from the engine
+ *    "checkpoint_every": STEPS,          0 = only when stopped; default from the engine
+ *    "ranks": K}                         1 (default): trains in the daemon; 2..: as K MPI
+ *                                        ranks started by the configured launcher (jobs.h)
  *
  * Status codes (the HTTP layer maps them):
  *   LD_EFORMAT  (400) not JSON, trailing bytes, not an object, unknown or
@@ -32,7 +34,7 @@
  * epochs 1..min(100000, max_epochs); batch 1..min(65536, max_batch);
  * limit 0..min(1e9, max_limit); lr, lr_d in (0,1]; beta1, beta2, slope in [0,1);
  * dropout in [0,0.95]; kl_beta in [0,1000]; real_label in (0,1]; seed an integer
- * in 0..2^53; checkpoint_every 0..1e9.  A cap of 0 means "no cap beyond the
+ * in 0..2^53; checkpoint_every 0..1e9; ranks 1..64 and at most batch.  A cap of 0 means "no cap beyond the
  * absolute bound".  When caps.max_limit > 0, an absent or zero limit becomes
  * max_limit (so the cap also bounds "all examples").  When caps.max_job_bytes
  * > 0, a spec whose memory estimate (ld_jobspec_bytes, 28x28 images) is above
@@ -59,6 +61,7 @@ typedef struct {
     long long max_job_bytes; /* the memory estimate of ld_jobspec_bytes; 0 = no cap */
 } ld_jobs_caps_t;
 
+#define LD_JOBSPEC_MAX_RANKS 64
 #define LD_JOBSPEC_NAME_MAX 65 /* ld_name_is_safe names are at most 64 bytes */
 
 /* An inversion job (jobs.h, ld_jobs_submit_invert): its images are a file
@@ -84,6 +87,7 @@ typedef struct {
     int article;                       /* GAN: arch "article" preset */
     ld_arch_t arch;                    /* image shape 28x28 until the data set is known */
     ld_train_opts_t train;             /* state_path empty; checkpoint_every as below */
+    int ranks;                         /* MPI ranks, 1..LD_JOBSPEC_MAX_RANKS, <= train.batch */
 } ld_jobspec_t;
 
 /* Parse and validate body[0..len) (need not be NUL-terminated).  caps may be
@@ -95,7 +99,7 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
 /* "invert" for an inversion job, else the model kind's name. */
 const char *ld_jobspec_kind_name(const ld_jobspec_t *s);
 
-/* The spec in normal form: every field present, fixed order, numbers in their
+/* The spec in normal form: every field present ("ranks" only when above 1), fixed order, numbers in their
  * shortest round-trip form.  Parsing it gives back the same spec.  Returns a
  * malloc'd string (caller frees) or NULL when out of memory. */
 char *ld_jobspec_to_json(const ld_jobspec_t *s);

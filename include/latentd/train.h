@@ -16,6 +16,13 @@
  * one slice of the parameters across the blocks and applies Adam to it.  The
  * helper threads live as long as the trainer.
  *
+ * MPI ranks (dist.h): under mpirun every rank runs this loop on the same data
+ * and seed; the batch is cut into one slice per worker of every rank, the
+ * gradients are summed over ranks before Adam, rank 0's initial weights are
+ * broadcast, and only rank 0 writes state.  K ranks of T threads compute what
+ * one process of K*T threads computes (same slices, same noise streams), and
+ * a state file from one resumes in the other.
+ *
  * Resume: ld_trainer_save_state writes one safetensors file holding the model,
  * the generator average (GAN with g_ema), both Adam moments and the counters and random states (as metadata), written
  * atomically; ld_trainer_load_state restores all of it so that the run goes on

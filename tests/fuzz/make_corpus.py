@@ -128,6 +128,7 @@ def text_seeds():
     put("jobspec", "quick", '{"kind":"vae","model":"quick","limit":2000,"arch":{"hidden":[32],"z":4},'
         '"train":{"epochs":1,"kl_beta":0.5}}')
     put("jobspec", "article", '{"kind":"gan","model":"a","arch":"article","data":"digits"}')
+    put("jobspec", "ranks", '{"kind":"vae","model":"r","train":{"batch":32},"ranks":2}')
 
     img = "[" + ",".join("0.5" for _ in range(16)) + "]"
     b64 = __import__("base64").b64encode(png(4, 4, 0, 8, [b"\x10\x20\x30\x40"] * 4)).decode()
