@@ -287,7 +287,7 @@ START_TEST(test_tanh_against_libm)
     static float x[CHUNK], y[CHUNK];
     double worst_abs = 0, worst_ulp = 0;
     float at_abs = 0, at_ulp = 0;
-    long checked = 0;
+    long checked = 0, wrong_sign = 0, alone_differs = 0; /* asserted once, after the loops */
     uint32_t hi, near[2];
     float lim = 20.0f, br[2] = {0.625f, 10.0f};
     memcpy(&hi, &lim, sizeof hi);
@@ -318,22 +318,22 @@ START_TEST(test_tanh_against_libm)
                     worst_ulp = ulp;
                     at_ulp = x[i];
                 }
-                ck_assert_msg(signbit(y[i]) == signbit(x[i]), "tanh(%a) has the wrong sign",
-                              (double)x[i]);
+                wrong_sign += signbit(y[i]) != signbit(x[i]);
             }
             checked += m;
             /* alone versus inside the array, at a few positions */
             for (int i = 0; i < m; i += 997) {
                 float one;
                 ld_act_forward(LD_ACT_TANH, 0, 1, &x[i], &one);
-                ck_assert_msg(memcmp(&one, &y[i], sizeof one) == 0,
-                              "tanh(%a) differs alone (%a) and in an array (%a)", (double)x[i],
-                              (double)one, (double)y[i]);
+                alone_differs += memcmp(&one, &y[i], sizeof one) != 0;
             }
         }
     }
     fprintf(stderr, "tanh: %ld floats, worst %.3g absolute at %.9g, %.3g ulp at %.9g\n",
             checked, worst_abs, (double)at_abs, worst_ulp, (double)at_ulp);
+    ck_assert_msg(wrong_sign == 0, "%ld values have the wrong sign", wrong_sign);
+    ck_assert_msg(alone_differs == 0, "%ld values differ alone and inside an array",
+                  alone_differs);
     ck_assert_msg(worst_ulp <= 2.0, "tanh off by %g ulp at %.9g", worst_ulp, (double)at_ulp);
     ck_assert_msg(worst_abs <= 1.2e-7, "tanh off by %g at %.9g", worst_abs, (double)at_abs);
 
