@@ -21,9 +21,11 @@
  * queues itself; if a slot is free its caller takes it and leads: takes a
  * batch, drops mu, decodes into the slot's scratch, completes each request
  * (a callback for a submitted one, a store and a futex wake for a caller
- * asleep in ld_batch_decode), and repeats until the queue is empty.  The
- * queue is emptied under mu before a leader gives its slot back, so a
- * request queued while every slot is busy is always taken by one of them.
+ * asleep in ld_batch_decode), and repeats until the queue is empty or, once
+ * its own request is done, until it sees another pass running.  Both checks
+ * are made under mu in the same critical section that gives the slot back,
+ * so the last running leader always empties the queue and a request queued
+ * while every slot is busy is always taken by one of them.
  */
 #define _GNU_SOURCE
 #include "latentd/batch.h"
@@ -384,13 +386,23 @@ static void job_finish(job_t *j)
     syscall(SYS_futex, &j->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* Run passes with scratch sc until the queue is empty (mu held, sc taken by
- * this thread); returns with mu held.  Every job taken is completed: a
- * callback for a submitted one, a wake for a caller asleep in
- * ld_batch_decode, nothing for self (the caller, which is not asleep). */
-static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *self)
+/* Run passes with scratch sc (mu held, sc taken by this thread) until the
+ * queue is empty, or until own (the caller's job) is done while another
+ * pass is running: that pass's leader takes what is queued, so the caller
+ * can answer its own request.  Both are decided under mu, with running
+ * still counting this pass, so of two leaders that stop at once one sees
+ * the other running and the last one empties the queue.  Returns with mu
+ * held.  Every job taken is completed: a callback for a submitted one, a
+ * wake for a caller asleep in ld_batch_decode, nothing for own if it is
+ * such a caller (it is this thread, not asleep). */
+static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *own)
 {
+    int own_done = 0;
     while (b->head) {
+        if (own_done && b->running > 1) {
+            b->st.handed_off++;
+            break;
+        }
         int jobs, rows;
         job_t *batch = take_locked(b, &jobs, &rows);
         /* counted before any of its requests completes: a caller that
@@ -405,10 +417,11 @@ static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *self)
         run_jobs(b, sc, batch);
         for (job_t *j = batch; j;) {
             job_t *next = j->next; /* read before j's owner may return */
+            own_done |= j == own;
             if (j->done) {
                 j->done(j->arg);
                 free(j);
-            } else if (j == self) {
+            } else if (j == own) {
                 atomic_store_explicit(&j->state, JOB_DONE, memory_order_relaxed);
             } else {
                 job_finish(j);
@@ -419,11 +432,11 @@ static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *self)
     }
 }
 
-/* Queue j; then lead passes on this thread until the queue is empty if no
- * pass is running, or if fewer than max_passes are and the queue holds
- * enough rows for a pass that reads each weight once for several rows.
- * Otherwise a running leader takes j in its next pass: every leader
- * empties the queue before it stops, so a queued job always has one. */
+/* Queue j; then lead passes on this thread (see lead_locked) if no pass is
+ * running, or if fewer than max_passes are and the queue holds enough rows
+ * for a pass that reads each weight once for several rows.  Otherwise a
+ * running leader takes j in its next pass: a leader stops with jobs queued
+ * only while another pass runs, so a queued job always has one. */
 static void enqueue(ld_batch_t *b, job_t *j)
 {
     pthread_mutex_lock(&b->mu);
@@ -438,7 +451,7 @@ static void enqueue(ld_batch_t *b, job_t *j)
         b->free_slots &= ~(1ULL << slot);
         if (++b->running > b->st.max_passes)
             b->st.max_passes = b->running;
-        lead_locked(b, &b->scratch[slot], j->done ? NULL : j);
+        lead_locked(b, &b->scratch[slot], j);
         b->free_slots |= 1ULL << slot;
         if (--b->running == 0)
             pthread_cond_broadcast(&b->idle);

@@ -454,12 +454,17 @@ START_TEST(test_async_submit)
 }
 END_TEST
 
-/* With max_passes 1 no two passes ever overlap, however many callers. */
-START_TEST(test_one_pass_at_a_time)
+/* With max_passes 1 no two passes ever overlap, however many callers; with
+ * 2, leaders hand off (see test_leader_hands_off_queue) and every request
+ * is still completed (slot_settle waits for each: a stranded one times the
+ * test out) with the single-row bytes. */
+START_TEST(test_capped_passes)
 {
+    const int cap = 1 + _i;
     ld_batch_t *b = NULL;
     float *z, *want;
-    ld_model_t *m = gan_fixture(7, 13, &(ld_batch_opts_t){.max_passes = 1}, &b, &z, &want);
+    ld_model_t *m = gan_fixture(7 + (uint64_t)_i, 13, &(ld_batch_opts_t){.max_passes = cap},
+                                &b, &z, &want);
     long calls = 0, rows = 0;
     ld_batch_stats_t st;
     for (int round = 0; round < 2; round++) {
@@ -467,8 +472,12 @@ START_TEST(test_one_pass_at_a_time)
         ck_assert_int_eq(run_round(b, m, z, want, round, 60, worker, &calls, &rows), 0);
     }
     ld_batch_stats(b, &st);
-    ck_assert_int_eq(st.max_passes, 1);
+    ck_assert_int_le(st.max_passes, cap);
     ck_assert_int_eq((long)st.requests, calls + ROWS);
+    ck_assert_int_eq((long)st.rows, rows + ROWS);
+    ck_assert(cap > 1 || st.handed_off == 0);
+    fprintf(stderr, "max_passes %d: %ld calls, %llu passes, %llu hand-offs\n", cap, calls,
+            (unsigned long long)st.batches, (unsigned long long)st.handed_off);
     ld_batch_free(b);
     ld_model_free(m);
     free(z);
@@ -518,6 +527,112 @@ START_TEST(test_free_waits_for_running_pass)
     pthread_join(t, NULL);
     ck_assert(memcmp(sl.x, want, (size_t)m->arch.x_dim * sizeof(float)) == 0);
     free(sl.x);
+    ld_model_free(m);
+    free(z);
+    free(want);
+}
+END_TEST
+
+/* A leader whose own request is done returns while another pass runs,
+ * leaving what is queued to that pass, which empties the queue.  With
+ * max_passes 2: pass A (thread a) is held in its done callback; the main
+ * thread submits 8 rows (enough for a second pass) and leads pass B; while
+ * B's callback runs, thread c queues one row (no slot is free).  B's leader
+ * must return without taking c's row; A's leader then decodes it. */
+typedef struct {
+    ld_batch_t *b;
+    const float *z;
+    size_t zd;
+    float *xa, *xb, *xc;
+    atomic_int a_in, a_go, b_in, c_queued, c_done;
+} handoff_t;
+
+/* Spin until *flag is set, at most 30 s (a loaded machine), else fail. */
+static void await_flag(atomic_int *flag, const char *what)
+{
+    for (int i = 0; i < 30000 && !atomic_load(flag); i++)
+        usleep(1000);
+    ck_assert_msg(atomic_load(flag), "timed out waiting for %s", what);
+}
+
+static void handoff_a_done(void *arg)
+{
+    handoff_t *h = arg;
+    atomic_store(&h->a_in, 1);
+    await_flag(&h->a_go, "the main thread to release pass A");
+}
+
+static void handoff_b_done(void *arg)
+{
+    handoff_t *h = arg;
+    atomic_store(&h->b_in, 1);
+    await_flag(&h->c_queued, "thread c to queue its row");
+}
+
+static void handoff_c_done(void *arg)
+{
+    atomic_store(&((handoff_t *)arg)->c_done, 1);
+}
+
+static void *handoff_a(void *arg)
+{
+    handoff_t *h = arg;
+    ld_err_t e;
+    ck_assert_int_eq(ld_batch_submit(h->b, 1, h->z, h->xa, handoff_a_done, h, &e), LD_OK);
+    return NULL;
+}
+
+static void *handoff_c(void *arg)
+{
+    handoff_t *h = arg;
+    ld_err_t e;
+    await_flag(&h->b_in, "pass B");
+    ck_assert_int_eq(ld_batch_submit(h->b, 1, h->z + 9 * h->zd, h->xc, handoff_c_done, h, &e),
+                     LD_OK);
+    atomic_store(&h->c_queued, 1);
+    return NULL;
+}
+
+START_TEST(test_leader_hands_off_queue)
+{
+    ld_batch_t *b = NULL;
+    float *z, *want;
+    ld_model_t *m = gan_fixture(9, 15, &(ld_batch_opts_t){.max_passes = 2}, &b, &z, &want);
+    size_t zd = (size_t)m->arch.z_dim, xd = (size_t)m->arch.x_dim;
+    handoff_t h = {.b = b, .z = z, .zd = zd}; /* rows: a 0, B 1-8, c 9 */
+    h.xa = malloc(xd * sizeof(float));
+    h.xb = malloc(8 * xd * sizeof(float));
+    h.xc = malloc(xd * sizeof(float));
+    atomic_init(&h.a_in, 0);
+    atomic_init(&h.a_go, 0);
+    atomic_init(&h.b_in, 0);
+    atomic_init(&h.c_queued, 0);
+    atomic_init(&h.c_done, 0);
+    ld_batch_stats_t before, st;
+    ld_batch_stats(b, &before);
+    pthread_t ta, tc;
+    ck_assert_int_eq(pthread_create(&ta, NULL, handoff_a, &h), 0);
+    await_flag(&h.a_in, "pass A");
+    ck_assert_int_eq(pthread_create(&tc, NULL, handoff_c, &h), 0);
+    ld_err_t e;
+    ck_assert_int_eq(ld_batch_submit(b, 8, z + zd, h.xb, handoff_b_done, &h, &e), LD_OK);
+    /* back from leading B with c's row still queued for A */
+    int c_done_early = atomic_load(&h.c_done);
+    ld_batch_stats(b, &st);
+    atomic_store(&h.a_go, 1);
+    pthread_join(tc, NULL);
+    pthread_join(ta, NULL);
+    ck_assert_msg(!c_done_early, "the leader of pass B decoded a request queued after its own "
+                                 "instead of leaving it to pass A");
+    ck_assert_int_eq((long)(st.handed_off - before.handed_off), 1);
+    await_flag(&h.c_done, "thread c's row (stranded?)");
+    ck_assert(memcmp(h.xa, want, xd * sizeof(float)) == 0);
+    ck_assert(memcmp(h.xb, want + xd, 8 * xd * sizeof(float)) == 0);
+    ck_assert(memcmp(h.xc, want + 9 * xd, xd * sizeof(float)) == 0);
+    free(h.xa);
+    free(h.xb);
+    free(h.xc);
+    ld_batch_free(b);
     ld_model_free(m);
     free(z);
     free(want);
@@ -1119,8 +1234,9 @@ Suite *suite_batch(void)
     tcase_set_timeout(b, 300);
     tcase_add_test(b, test_concurrent_callers_share_passes);
     tcase_add_test(b, test_async_submit);
-    tcase_add_test(b, test_one_pass_at_a_time);
+    tcase_add_loop_test(b, test_capped_passes, 0, 2);
     tcase_add_test(b, test_free_waits_for_running_pass);
+    tcase_add_test(b, test_leader_hands_off_queue);
     suite_add_tcase(s, b);
     TCase *p = tcase_create("png");
     tcase_set_timeout(p, 120);

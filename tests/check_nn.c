@@ -275,6 +275,82 @@ START_TEST(test_activation_gradients)
 }
 END_TEST
 
+/* ld_act_forward's tanh (no libm, vectorised) against glibc's tanhf: every
+ * 64th positive float below 20 and its negative, every float near the
+ * branch point (0.625) and the clamp (9), and the edge cases.  Also each
+ * value computed alone equals the value computed inside a long array, so the
+ * vector body and the scalar tail agree (a row decodes to the same bytes
+ * whatever else shares its pass). */
+START_TEST(test_tanh_against_libm)
+{
+    enum { CHUNK = 4096 };
+    static float x[CHUNK], y[CHUNK];
+    double worst_abs = 0, worst_ulp = 0;
+    float at_abs = 0, at_ulp = 0;
+    long checked = 0, wrong_sign = 0, alone_differs = 0; /* asserted once, after the loops */
+    uint32_t hi, near[2];
+    float lim = 20.0f, br[2] = {0.625f, 10.0f};
+    memcpy(&hi, &lim, sizeof hi);
+    memcpy(&near[0], &br[0], sizeof near[0]);
+    memcpy(&near[1], &br[1], sizeof near[1]);
+    /* pass 0: the sweep; passes 1, 2: 2^16 floats around each threshold */
+    for (int pass = 0; pass < 3; pass++) {
+        uint64_t u = pass == 0 ? 0 : near[pass - 1] - 32768;
+        uint64_t end = pass == 0 ? hi : near[pass - 1] + 32768;
+        uint64_t step = pass == 0 ? 128 : 1;
+        while (u <= end) {
+            int m = 0;
+            for (; m < CHUNK && u <= end; m += 2, u += step) {
+                uint32_t bits = (uint32_t)u;
+                memcpy(&x[m], &bits, sizeof x[m]);
+                x[m + 1] = -x[m];
+            }
+            ld_act_forward(LD_ACT_TANH, 0, (size_t)m, x, y);
+            for (int i = 0; i < m; i++) {
+                float ref = tanhf(x[i]);
+                double d = fabs((double)y[i] - (double)ref);
+                double ulp = d / ((double)nextafterf(fabsf(ref), INFINITY) - fabsf(ref));
+                if (d > worst_abs) {
+                    worst_abs = d;
+                    at_abs = x[i];
+                }
+                if (ulp > worst_ulp) {
+                    worst_ulp = ulp;
+                    at_ulp = x[i];
+                }
+                wrong_sign += signbit(y[i]) != signbit(x[i]);
+            }
+            checked += m;
+            /* alone versus inside the array, at a few positions */
+            for (int i = 0; i < m; i += 997) {
+                float one;
+                ld_act_forward(LD_ACT_TANH, 0, 1, &x[i], &one);
+                alone_differs += memcmp(&one, &y[i], sizeof one) != 0;
+            }
+        }
+    }
+    fprintf(stderr, "tanh: %ld floats, worst %.3g absolute at %.9g, %.3g ulp at %.9g\n",
+            checked, worst_abs, (double)at_abs, worst_ulp, (double)at_ulp);
+    ck_assert_msg(wrong_sign == 0, "%ld values have the wrong sign", wrong_sign);
+    ck_assert_msg(alone_differs == 0, "%ld values differ alone and inside an array",
+                  alone_differs);
+    ck_assert_msg(worst_ulp <= 2.0, "tanh off by %g ulp at %.9g", worst_ulp, (double)at_ulp);
+    ck_assert_msg(worst_abs <= 1.2e-7, "tanh off by %g at %.9g", worst_abs, (double)at_abs);
+
+    /* edge cases: signed zeros, denormals, infinities, NaN, huge */
+    const float edge[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 1e-30f, INFINITY, -INFINITY, 1e30f,
+                          -1e30f, NAN};
+    const size_t ne = sizeof edge / sizeof edge[0];
+    float out[sizeof edge / sizeof edge[0]];
+    ld_act_forward(LD_ACT_TANH, 0, ne, edge, out);
+    for (size_t i = 0; i + 1 < ne; i++)
+        ck_assert_msg(memcmp(&out[i], &(float){tanhf(edge[i])}, sizeof(float)) == 0,
+                      "tanh(%a) = %a, libm %a", (double)edge[i], (double)out[i],
+                      (double)tanhf(edge[i]));
+    ck_assert(isnan(out[ne - 1]));
+}
+END_TEST
+
 START_TEST(test_leaky_slope_configurable)
 {
     float x[2] = {-2.0f, 3.0f}, y[2], dy[2] = {1.0f, 1.0f}, dx[2];
@@ -1325,6 +1401,7 @@ Suite *suite_nn(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_dense_gradients);
     tcase_add_loop_test(tc, test_activation_gradients, 0, (int)LD_ARRAY_LEN(all_acts));
+    tcase_add_test(tc, test_tanh_against_libm);
     tcase_add_test(tc, test_leaky_slope_configurable);
     tcase_add_test(tc, test_bce_logits);
     tcase_add_test(tc, test_bce_extreme_logits);

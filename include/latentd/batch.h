@@ -21,7 +21,10 @@
  * weights once for several of them.  A leader takes the requests queued so
  * far (whole, up to max_rows rows in total, or one larger request alone),
  * decodes them in one pass, completes each, and goes on until the queue is
- * empty (so a leading call returns only then).  Otherwise the caller goes on at once (submit) or sleeps (decode)
+ * empty, or until its own request is done and another pass is running (that
+ * pass's leader then takes the rest, so a leader is not kept from its own
+ * response; the last leader running always empties the queue).  Otherwise
+ * the caller goes on at once (submit) or sleeps (decode)
  * and a running leader takes its request in its next pass.  Nobody waits
  * for a batch to fill: a lone request is decoded at once on its caller's
  * thread; requests arriving while a pass runs share the next one.
@@ -62,6 +65,8 @@ typedef struct {
     uint64_t shared;       /* batches that served two or more requests */
     int max_requests;      /* most requests served by one batch */
     int max_passes;        /* most passes that were running at once */
+    uint64_t handed_off;   /* leaders that returned, own request done, leaving
+                              the queue to another running pass */
 } ld_batch_stats_t;
 
 typedef struct {
