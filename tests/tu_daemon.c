@@ -4,6 +4,7 @@
 #include "tu_daemon.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -348,12 +349,42 @@ static void contract_shorten(cJSON *j)
     cJSON_AddItemToArray(j, cJSON_CreateNumber(hi));
 }
 
+/* The header lines of r's last response (a 1xx or redirect before it is
+ * dropped) as an object of lower-case names; a repeated name keeps its last
+ * value. */
+static cJSON *contract_headers(const tu_resp_t *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    ck_assert_ptr_nonnull(o);
+    for (const char *p = r->hdrs.data, *eol; p && (eol = strstr(p, "\r\n")); p = eol + 2) {
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (strncmp(p, "HTTP/", 5) == 0) {
+            cJSON_Delete(o);
+            o = cJSON_CreateObject();
+            ck_assert_ptr_nonnull(o);
+        } else if (colon && colon > p) {
+            char name[128], value[1024];
+            const char *v = colon + 1;
+            while (v < eol && *v == ' ')
+                v++;
+            snprintf(name, sizeof name, "%.*s", (int)(colon - p), p);
+            for (char *c = name; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            snprintf(value, sizeof value, "%.*s", (int)(eol - v), v);
+            cJSON_DeleteItemFromObjectCaseSensitive(o, name);
+            cJSON_AddStringToObject(o, name, value);
+        }
+    }
+    return o;
+}
+
 /* With LD_CONTRACT_LOG=FILE set, each response is appended to FILE as one
- * JSON line {"method","path","status","ctype","length","body"} (body: the
- * parsed JSON body with long arrays of numbers shortened, or null when there
- * is none or it is not JSON), for tests/contract/contract.py to validate
- * against docs/openapi.json.  One write() per line on an O_APPEND
- * descriptor: the forked tests and their threads append whole lines. */
+ * JSON line {"method","path","status","ctype","length","headers","body"}
+ * (headers: contract_headers; body: the parsed JSON body with long arrays of
+ * numbers shortened, or null when there is none or it is not JSON), for
+ * tests/contract/contract.py to validate against docs/openapi.json.  One
+ * write() per line on an O_APPEND descriptor: the forked tests and their
+ * threads append whole lines. */
 static void contract_record(CURL *c, const char *method, const char *path, const tu_resp_t *r)
 {
     const char *file = getenv("LD_CONTRACT_LOG");
@@ -370,6 +401,7 @@ static void contract_record(CURL *c, const char *method, const char *path, const
     else
         cJSON_AddNullToObject(o, "ctype");
     cJSON_AddNumberToObject(o, "length", (double)r->body.len);
+    cJSON_AddItemToObject(o, "headers", contract_headers(r));
     cJSON *body = r->json ? cJSON_Duplicate(r->json, 1) : cJSON_CreateNull();
     ck_assert_ptr_nonnull(body);
     contract_shorten(body);

@@ -7,12 +7,14 @@ against the daemon.
              SKIPPED (said so, never a silent pass) when npm or the registry
              is out of reach.
   routes     the router's table (`latentd routes`) and the document's
-             operations are the same set of (method, path, auth); routes
-             other branches add (PENDING) may be in the document only.
+             operations are the same set of (method, path, auth).
   responses  every response the Check suites recorded (LD_CONTRACT_LOG, see
              tests/tu_daemon.c) has a documented status and content type,
-             and its JSON body validates against the schema (jsonschema,
-             draft 2020-12, as OpenAPI 3.1 uses).
+             its JSON body validates against the schema (jsonschema, draft
+             2020-12, as OpenAPI 3.1 uses), it carries the headers the
+             document declares required (X-Request-Id on every response, the
+             same id as request_id in an error body), and a Content-Encoding
+             only where the document declares one.
   selftest   each check above catches a planted fault (a wrong schema, an
              undocumented status or path, a missing or extra route).
 
@@ -30,14 +32,6 @@ import sys
 import jsonschema
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-# Routes of issue 21 that other branches add: documented already, served
-# once those branches are merged.  A route here that the binary serves fails
-# the test, so that the list is trimmed at the merge.
-PENDING = {
-    ("POST", "/v1/models/{name}/classify"),
-    ("GET", "/v1/models/{name}/file"),
-}
 
 # Answers of the HTTP layer before any route is chosen (tests/tu_daemon.c
 # records them too): the JSON error object, whatever the path.
@@ -74,11 +68,8 @@ def check_routes(doc, table):
     for key in sorted(served.keys() - documented.keys()):
         fails.append("served but not documented: %s %s" % key)
     for key in sorted(documented.keys() - served.keys()):
-        if key not in PENDING:
-            fails.append("documented but not served: %s %s" % key)
+        fails.append("documented but not served: %s %s" % key)
     for key in sorted(served.keys() & documented.keys()):
-        if key in PENDING:
-            fails.append("%s %s is served now: take it off PENDING in %s" % (key + (__file__,)))
         if served[key] != documented[key]:
             fails.append("%s %s: auth %s served, %s documented" % (key + (served[key], documented[key])))
     return fails
@@ -134,10 +125,46 @@ class Contract:
         errs = sorted(self.validator("/components/schemas/Error").iter_errors(body), key=str)
         return ["%s: %s" % (what, e.message) for e in errs[:3]]
 
+    def request_id(self, rec, what):
+        """Every recorded response (the recorder keeps headers) carries a
+        valid X-Request-Id, and an error body's request_id is the same."""
+        headers = rec.get("headers")
+        if headers is None:
+            return []
+        rid = headers.get("x-request-id")
+        if rid is None:
+            return ["%s: no X-Request-Id header" % what]
+        schema, _ = self.resolve(self.doc["components"]["headers"]["X-Request-Id"], "")
+        errs = [e.message for e in jsonschema.Draft202012Validator(schema["schema"]).iter_errors(rid)]
+        body = rec.get("body")
+        if isinstance(body, dict) and "error" in body:
+            err = body["error"]
+            in_body = err.get("request_id") if isinstance(err, dict) else body.get("request_id")
+            if in_body is not None and in_body != rid:
+                errs.append("request_id %r in the body, X-Request-Id %r" % (in_body, rid))
+        return ["%s: X-Request-Id: %s" % (what, e) for e in errs[:3]]
+
+    def headers(self, rec, what, resp):
+        """The documented response resp's required headers are there, and a
+        Content-Encoding only where resp declares one."""
+        got = rec.get("headers")
+        if got is None:
+            return []
+        declared = {k.lower(): self.resolve(v, "")[0] for k, v in resp.get("headers", {}).items()}
+        fails = ["%s: no %s header (required)" % (what, name)
+                 for name, h in sorted(declared.items()) if h.get("required") and name not in got]
+        if "content-encoding" in got and "content-encoding" not in declared:
+            fails.append("%s: Content-Encoding %s is not documented" % (what, got["content-encoding"]))
+        return fails
+
     def check(self, rec):
         """Failures (strings) for one recorded response."""
         method, status = rec["method"].upper(), int(rec["status"])
         what = "%s %s -> %d" % (method, rec["path"], status)
+        return self.request_id(rec, what) + self.check_doc(rec, method, status, what)
+
+    def check_doc(self, rec, method, status, what):
+        """check's failures of the status, content type, headers and body."""
         template = self.match(rec["path"])
         if template is None:
             if status not in LAYER_STATUSES:
@@ -158,19 +185,21 @@ class Contract:
             return ["%s: status %d is not documented for %s %s" % (what, status, op_method.upper(), template)]
         resp, pointer = self.resolve(responses[str(status)], base + "/" + str(status))
         content = resp.get("content", {})
+        fails = self.headers(rec, what, resp)
         if method == "HEAD" or rec.get("length", 0) == 0:
-            return []
+            return fails
         ctype = (rec.get("ctype") or "").split(";")[0].strip().lower()
         if ctype not in content:
-            return ["%s: content type %r is not documented (%s)" % (what, ctype, ", ".join(content) or "no body")]
-        if ctype != "application/json":
-            return []
+            return fails + ["%s: content type %r is not documented (%s)" %
+                            (what, ctype, ", ".join(content) or "no body")]
+        if ctype != "application/json" or "content-encoding" in rec.get("headers", {}):
+            return fails  # a gzipped body is not recorded (the recorder does not inflate)
         if rec.get("body") is None:
-            return ["%s: the application/json body does not parse" % what]
+            return fails + ["%s: the application/json body does not parse" % what]
         media_ptr = pointer + "/content/" + ctype.replace("/", "~1") + "/schema"
         errs = sorted(self.validator(media_ptr).iter_errors(rec["body"]), key=lambda e: list(e.absolute_path))
-        return ["%s: at %s: %s" % (what, "/".join(map(str, e.absolute_path)) or "(top)", e.message[:300])
-                for e in errs[:3]]
+        return fails + ["%s: at %s: %s" % (what, "/".join(map(str, e.absolute_path)) or "(top)", e.message[:300])
+                        for e in errs[:3]]
 
 
 def check_responses(doc, lines):
@@ -238,21 +267,33 @@ def selftest(doc):
     """Each check must catch a planted fault: (problems as strings, the
     number of faults planted)."""
     problems = []
+    rid = {"x-request-id": "595b71c3568b737f"}
     good = {"method": "GET", "path": "/healthz", "status": 200, "ctype": "application/json",
-            "length": 16, "body": {"status": "ok"}}
+            "length": 16, "headers": rid, "body": {"status": "ok"}}
+    error = {"method": "GET", "path": "/nowhere", "status": 404, "ctype": "application/json", "length": 9,
+             "headers": rid, "body": {"error": {"code": "not_found", "message": "m", "request_id": rid["x-request-id"]}}}
+    png = dict(good, path="/v1/models/m/sample.png", ctype="image/png", length=100, body=None)
     cases = [
         ("a valid answer", doc, good, 0),
         ("a body the schema refuses", doc, dict(good, body={"status": "fine"}), 1),
         ("an undocumented status", doc, dict(good, status=418), 1),
         ("an undocumented content type", doc, dict(good, ctype="text/plain"), 1),
         ("an unknown path answering 200", doc, dict(good, path="/nowhere"), 1),
-        ("a wrong error body", doc, {"method": "GET", "path": "/nowhere", "status": 404,
-                                     "ctype": "application/json", "length": 9, "body": {"err": 1}}, 1),
+        ("a wrong error body", doc, dict(error, body={"err": 1}), 1),
+        ("a valid error", doc, error, 0),
+        ("an error without request_id", doc,
+         dict(error, body={"error": {"code": "not_found", "message": "m"}}), 1),
+        ("an error whose request_id is not the header's", doc,
+         dict(error, headers={"x-request-id": "other"}), 1),
+        ("an answer without X-Request-Id", doc, dict(good, headers={}), 1),
+        ("a PNG", doc, png, 0),
+        ("a gzipped PNG (undocumented Content-Encoding)", doc,
+         dict(png, headers=dict(rid, **{"content-encoding": "gzip"})), 1),
     ]
     wrong = copy.deepcopy(doc)
     wrong["components"]["schemas"]["Model"]["required"].append("colour")
     model = {"method": "GET", "path": "/v1/models/m", "status": 200, "ctype": "application/json",
-             "length": 10, "body": None}
+             "length": 10, "headers": rid, "body": None}
     # a real answer's shape, minimal: every required field of Model
     model["body"] = {"name": "m", "kind": "vae", "architecture": {"image": [28, 28], "activation": "relu",
                      "slope": 0, "dropout": 0}, "description": "d", "latent_size": 2,
@@ -264,8 +305,7 @@ def selftest(doc):
         _, fails, _ = check_responses(d, [json.dumps(rec)])
         if bool(fails) != bool(want):
             problems.append("responses check on %s: %s" % (name, fails or "no failure reported"))
-    table = "\n".join("%s %s %s" % (m, p, a) for (m, p), a in doc_routes(doc).items()
-                      if (m, p) not in PENDING)
+    table = "\n".join("%s %s %s" % (m, p, a) for (m, p), a in doc_routes(doc).items())
     if check_routes(doc, table):
         problems.append("routes check on the document's own table: %s" % check_routes(doc, table))
     route_faults = [("an undocumented route", table + "\nGET /v1/secret admin"),
@@ -309,9 +349,8 @@ def main():
             for f in fails:
                 print("  " + f)
             n = len(r.stdout.splitlines())
-            print("contract routes: %s (%d served, %d documented, %d pending)" %
-                  ("FAILED" if fails else "ok", n, len(doc_routes(doc)),
-                   len(PENDING & doc_routes(doc).keys())))
+            print("contract routes: %s (%d served, %d documented)" %
+                  ("FAILED" if fails else "ok", n, len(doc_routes(doc))))
             failed |= bool(fails)
         elif check == "responses":
             if not a.responses or not os.path.exists(a.responses):
