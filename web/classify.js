@@ -38,7 +38,7 @@ export function labelOf(pred) {
   return el('div', {
     class: `cls${p < 0.5 ? ' unsure' : ''}`, title: `${pred.class}: probability ${p.toFixed(3)}`,
     dataset: { class: pred.class, p: String(p) },
-  }, `${pred.class} ${Math.round(p * 100)}%`);
+  }, el('span', { class: 'cls-name' }, pred.class), ' ', el('span', {}, `${Math.round(p * 100)}%`));
 }
 
 // A histogram of the answer's top classes into box: one row per class the

@@ -466,6 +466,12 @@ class Run:
         assert self.js(f"return !!Chart.getChart(document.querySelector('{card} canvas'))"), "no bar chart"
         assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 20
         assert "inverted" in self.q(f"{card} figcaption").text
+        # Classify labels the input and the reconstruction (read back from its PNG)
+        self.q(f"{card} button.classify").click()
+        self.until("the input's and the reconstruction's labels",
+                   lambda: len(self.labels(f"{card} .cls[data-class]")) == 2)
+        for c, p, _ in self.labels(f"{card} .cls"):
+            assert c in FASHION_CLASSES and 0 < p <= 1, (c, p)
         # dropped, as from a file manager: a JPEG (a light sandal-like
         # shape on dark, not square), then a file that is no image at all
         self.b.execute_async_script(DROP_JS, "jpeg")
