@@ -1,7 +1,8 @@
 // app.js — the page's entry: tokens, the notice line, the model list and the
 // chosen model's details, the tabs; each tab is its own module.
 import { call, modelUrl, getToken, setToken, tokenFor, onAuthError } from './api.js';
-import { state, emit, on, $, el, showError, fmtInt } from './state.js';
+import { state, emit, on, $, el, showError, fmtInt, isGenerator } from './state.js';
+import './classify.js';
 import './gallery.js';
 import './explore.js';
 import './interp.js';
@@ -82,9 +83,12 @@ function modelItem(m) {
     fresh ? el('span', { class: 'badge' }, 'new') : null));
 }
 
+// Only the models that sample (VAE, GAN) can be chosen; classifiers are
+// listed apart by classify.js.
 function renderList() {
-  list.replaceChildren(...state.models.map(modelItem));
-  if (!state.models.length) list.append(el('li', { class: 'empty' }, 'No models are loaded.'));
+  const gens = state.models.filter(isGenerator);
+  list.replaceChildren(...gens.map(modelItem));
+  if (!gens.length) list.append(el('li', { class: 'empty' }, 'No model that samples is loaded.'));
 }
 
 export async function loadModels() {
@@ -101,8 +105,8 @@ export async function loadModels() {
       // the model named in the address (#name, kept across reloads), else the
       // first that can sample
       const wanted = decodeURIComponent(location.hash.slice(1));
-      const first = state.models.find((m) => m.name === wanted) ||
-                    state.models.find((m) => m.kind !== 'classifier') || state.models[0];
+      const gens = state.models.filter(isGenerator);
+      const first = gens.find((m) => m.name === wanted) || gens[0];
       if (first) await choose(first.name);
       else setModel(null);
     } else if (still.version !== state.model.version) {
@@ -143,8 +147,6 @@ function layerRows(m) {
   } else if (m.kind === 'gan') {
     rows.push(['generator', chain([`z ${a.z}`, ...a.generator, px])]);
     rows.push(['discriminator', chain([px, ...a.discriminator, 1])]);
-  } else if (a.hidden) {
-    rows.push(['classifier', chain([px, ...a.hidden, a.classes])]);
   }
   const act = a.activation === 'leaky_relu' ? `leaky ReLU ${a.slope}` : a.activation;
   if (act) rows.push(['activation', act + (a.dropout ? `, dropout ${a.dropout}` : '')]);

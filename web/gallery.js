@@ -1,10 +1,12 @@
 // gallery.js — a grid of samples (n, seed, temperature; a class picker when
 // the model lists classes), each image with its seed and row; the chosen one
 // can be downloaded (PNG or .npy, decoded by the server from its z), explored
-// or used as an interpolation end point.
+// or used as an interpolation end point.  "Classify" labels the shown
+// samples with a served classifier: a class under each, a histogram above.
 import { call, modelUrl } from './api.js';
 import { state, emit, on, $, el, showError, isGenerator } from './state.js';
 import { showFloats, saveBlob } from './images.js';
+import { classify, classifierName, labelOf, histogram } from './classify.js';
 
 const grid = $('#gallery');
 const err = $('#g-error');
@@ -54,19 +56,44 @@ async function render(r, ms) {
     const i = grid.children.length;
     grid.append(el('figure', { class: 'tile', dataset: { row: i } },
       el('img', { class: 'px', alt: '', onclick: () => pick(i) }),
-      el('figcaption', {})));
+      el('figcaption', {}), el('div', { class: 'cls' })));
   }
+  unlabel();
   await Promise.all(r.images.map(async (row, i) => {
     const fig = grid.children[i];
     const img = fig.firstChild;
     img.alt = `sample ${i} of seed ${r.seed}`;
     img.title = `seed ${r.seed}, row ${i}`;
-    fig.lastChild.textContent = `${r.seed}·${i}`;
+    fig.children[1].textContent = `${r.seed}·${i}`;
     await showFloats(img, row, h, w);
   }));
   $('#g-meta').textContent = `seed ${r.seed} · temperature ${r.temperature} · ${n} images in ${Math.round(ms)} ms`;
   if (picked >= 0 && picked < n) pick(picked);
   else $('#g-picked').hidden = true;
+}
+
+// Labels belong to the images they were made for: a new grid drops them.
+function unlabel() {
+  [...grid.children].forEach((f) => f.lastChild.replaceWith(el('div', { class: 'cls' })));
+  $('#g-hist').hidden = true;
+}
+
+async function label() {
+  const mine = shown;
+  if (!mine) return;
+  const btn = $('#g-classify');
+  btn.disabled = true;
+  try {
+    const r = await classify(mine.images);
+    if (mine !== shown) return; // another grid came meanwhile
+    r.predictions.forEach((p, i) => grid.children[i].lastChild.replaceWith(labelOf(p)));
+    histogram($('#g-hist'), r);
+    showError(err, null);
+  } catch (e) {
+    showError(err, e);
+  } finally {
+    btn.disabled = !classifierName();
+  }
 }
 
 function pick(i) {
@@ -106,6 +133,7 @@ $('#g-new').addEventListener('click', () => {
   sample();
 });
 $('#g-class').addEventListener('change', sample);
+$('#g-classify').addEventListener('click', label);
 $('#g-png').addEventListener('click', () => download('png'));
 $('#g-npy').addEventListener('click', () => download('npy'));
 $('#g-explore').addEventListener('click', () => emit('show-tab', 'explore'));
@@ -113,10 +141,12 @@ $('#g-as-a').addEventListener('click', () => useAs('a'));
 $('#g-as-b').addEventListener('click', () => useAs('b'));
 
 on('model', (m) => {
+  shown = null;
   picked = -1;
   state.picked = null;
   $('#g-picked').hidden = true;
   grid.replaceChildren();
+  $('#g-hist').hidden = true;
   // a class picker only for a model that names its classes
   const classes = m && Array.isArray(m.classes) ? m.classes : null;
   $('#g-class-wrap').hidden = !classes;

@@ -4,10 +4,12 @@
 // (seed 0, the seed the server inverts end points with) and G(z).  Either
 // can then be an interpolation end point.  A file the browser cannot read
 // is sent as it is, so the server's message says what is wrong with it;
-// every error stays on the upload's own card.
+// every error stays on the upload's own card.  "Classify" labels the input
+// and the model's answer with a served classifier.
 import { call, modelUrl } from './api.js';
 import { state, emit, on, $, el } from './state.js';
 import { fileToFloats, fileToBase64, showFloats, showBlob } from './images.js';
+import { classify, labelOf } from './classify.js';
 
 const results = $('#u-results');
 const MAX_CARDS = 6;
@@ -63,9 +65,11 @@ async function handle(file) {
     sent = { png: [await fileToBase64(file)] };
   }
   const gan = m.kind === 'gan';
+  let answer; // the model's answer as floats, for Classify
   try {
     if (gan) {
       const inv = await call(modelUrl(m.name, 'invert'), { body: { ...sent, seed: 0 } });
+      answer = async () => inv.images[0];
       await showFloats(recon, inv.images[0], h, w);
       card.querySelectorAll('figcaption')[1].textContent = `inversion G(z), MSE ${inv.mse[0].toFixed(4)}`;
       barChart(canvas, inv.z[0], 'latent z found by inversion');
@@ -74,6 +78,7 @@ async function handle(file) {
         call(modelUrl(m.name, 'reconstruct'), { body: { ...sent, format: 'png', pad: 0 }, as: 'blob' }),
         call(modelUrl(m.name, 'encode'), { body: sent }),
       ]);
+      answer = async () => (await fileToFloats(png, h, w, false)).x;
       showBlob(recon, png);
       barChart(canvas, enc.mu[0]);
     }
@@ -83,9 +88,28 @@ async function handle(file) {
         endpoint: { image: x } };
       emit('ends');
     };
+    const label = async (e) => {
+      const btn = e.target;
+      btn.disabled = true;
+      try {
+        const r = await classify([x, await answer()]);
+        card.querySelectorAll('.pair figure').forEach((f, i) => {
+          f.querySelector('.cls')?.remove();
+          f.append(labelOf(r.predictions[i]));
+        });
+        msg.hidden = true;
+      } catch (err) {
+        msg.textContent = err.explain ? err.explain() : err.message;
+        msg.hidden = false;
+      } finally {
+        btn.disabled = false;
+      }
+    };
     if (x) {
       actions.append(el('button', { type: 'button', onclick: () => use('a') }, 'Use as A'),
-        el('button', { type: 'button', onclick: () => use('b') }, 'Use as B'));
+        el('button', { type: 'button', onclick: () => use('b') }, 'Use as B'),
+        el('button', { type: 'button', class: 'classify', onclick: label,
+          title: 'Label the input and the answer with a served classifier' }, 'Classify'));
     }
   } catch (e) {
     recon.replaceWith(el('div', { class: 'slot' }, '×'));

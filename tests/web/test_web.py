@@ -10,6 +10,10 @@ would, stage by stage, with a screenshot of each in --screenshots:
            kept across a reload, which then logs no console error at all
   gallery  64 images decoded; another seed gives other pixels, the first seed
            the same ones again
+  classify the classifier is listed apart and never chosen to sample from
+           (not even when the address names it); Classify labels every
+           sample with a Fashion-MNIST class and a probability, and the
+           histogram counts them; a new grid drops the labels
   explore  the chosen image's PNG and .npy downloads; a latent slider
            dragged: the image changes
   interp   two gallery images interpolated; play shows moving frames
@@ -17,7 +21,8 @@ would, stage by stage, with a screenshot of each in --screenshots:
            reconstruction and a bar chart; so does a dropped JPEG; a dropped
            file that is no image gets the server's message in place
   gan upload  a PNG uploaded to the GAN is inverted (G(z), its MSE, z as
-           bars) and, as end point A, interpolated towards a gallery image
+           bars), Classify names the input's true class, and, as end
+           point A, it is interpolated towards a gallery image
   jobs     a one-epoch job on 2,000 images: progress to 100 %, points on the
            loss chart, the new model in the list, sampled from; a second job
            cancelled
@@ -52,6 +57,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TOKEN = "web-test-inference-token-0123456789"
 ADMIN = "web-test-admin-token-9876543210"
 FASHION = "/usr/share/datasets/fashion-mnist"
+FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle boot"]
 # generous: the machine may be shared and loaded
 WAIT = 60
 
@@ -85,13 +92,20 @@ def fashion_png(path, index=0, scale=4):
         f.write(png_bytes(rgb, w, h))
 
 
+def fashion_label(index):
+    """The class name of Fashion-MNIST test image `index`."""
+    with gzip.open(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz")) as f:
+        f.read(8 + index)
+        return FASHION_CLASSES[f.read(1)[0]]
+
+
 class Daemon:
     def __init__(self, binary, root):
         self.root = root
         models = os.path.join(root, "models")
         os.makedirs(models)
         os.makedirs(os.path.join(root, "data"))
-        for name in ("fashion-vae", "fashion-gan"):
+        for name in ("fashion-vae", "fashion-gan", "fashion-classifier"):
             shutil.copy(os.path.join(ROOT, "models", name + ".safetensors"), models)
         for name, tok in (("token", TOKEN), ("admin", ADMIN)):
             with open(os.path.join(root, name), "w") as f:
@@ -312,7 +326,7 @@ class Run:
 
     def s_gallery(self):
         self.until("64 decoded gallery images", lambda: self.gallery_ready(64, 1))
-        names = [e.text for e in self.b.find_elements(By.CSS_SELECTOR, ".model-name")]
+        names = [e.text for e in self.b.find_elements(By.CSS_SELECTOR, "#model-list .model-name")]
         assert names == ["fashion-gan", "fashion-vae"], names
         assert "fashion-gan" in self.q("#current").text
         assert self.q("#gallery figcaption").text == "1·0"
@@ -332,6 +346,47 @@ class Run:
         self.q("#g-new").click()
         self.until("a new seed", lambda: self.gallery_ready(64) and
                    not self.text("#g-meta").startswith("seed 1 "))
+        self.type("#g-seed", "1")
+        self.q("#g-same").click()
+        self.until("seed 1 again", lambda: self.gallery_ready(64, 1))
+
+    def labels(self, css):
+        """[class, probability, text] of each classifier label under css."""
+        return self.js("""return [...document.querySelectorAll(arguments[0])].map((c) =>
+            [c.dataset.class, +c.dataset.p, c.textContent]);""", css)
+
+    def s_classify(self):
+        # the classifier is served but cannot sample: it is listed apart,
+        # and an address naming it still opens the first generator
+        self.b.get(self.d.url + "#fashion-classifier")
+        self.b.refresh()
+        self.until("the gallery", lambda: self.gallery_ready(64, 1))
+        assert "fashion-gan" in self.q("#current").text, self.q("#current").text
+        names = [e.text for e in self.b.find_elements(By.CSS_SELECTOR, "#model-list .model-name")]
+        assert names == ["fashion-gan", "fashion-vae"], names
+        assert not self.b.find_elements(By.CSS_SELECTOR, '.model[data-name="fashion-classifier"]')
+        clfs = [e.get_attribute("data-name") for e in self.b.find_elements(By.CSS_SELECTOR, "#clf-list .clf")]
+        assert clfs == ["fashion-classifier"], clfs
+        assert not self.q("#g-clf-wrap").is_displayed(), "a classifier picker for one classifier"
+        self.q("#g-classify").click()
+        self.until("a label under every sample", lambda: len(self.labels("#gallery .cls[data-class]")) == 64)
+        labels = self.labels("#gallery .tile .cls")
+        assert len(labels) == 64, len(labels)
+        for c, p, text in labels:
+            assert c in FASHION_CLASSES and 0 < p <= 1 and text.startswith(c + " "), (c, p, text)
+        hist = self.js("""return [...document.querySelectorAll('#g-hist li')].map((li) =>
+            [li.dataset.class, +li.dataset.count]);""")
+        assert [c for c, _ in hist] == FASHION_CLASSES, hist
+        assert sum(n for _, n in hist) == 64, hist
+        for c, n in hist:  # the histogram counts the labels shown
+            assert n == sum(1 for x in labels if x[0] == c), (c, n)
+        assert self.q("#g-hist").is_displayed()
+        self.shot("classified")
+        # another grid drops the labels made for the last one
+        self.type("#g-seed", "2")
+        self.q("#g-same").click()
+        self.until("seed 2's images", lambda: self.gallery_ready(64, 2))
+        assert not self.labels("#gallery .cls[data-class]") and not self.q("#g-hist").is_displayed()
         self.type("#g-seed", "1")
         self.q("#g-same").click()
         self.until("seed 1 again", lambda: self.gallery_ready(64, 1))
@@ -411,6 +466,12 @@ class Run:
         assert self.js(f"return !!Chart.getChart(document.querySelector('{card} canvas'))"), "no bar chart"
         assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 20
         assert "inverted" in self.q(f"{card} figcaption").text
+        # Classify labels the input and the reconstruction (read back from its PNG)
+        self.q(f"{card} button.classify").click()
+        self.until("the input's and the reconstruction's labels",
+                   lambda: len(self.labels(f"{card} .cls[data-class]")) == 2)
+        for c, p, _ in self.labels(f"{card} .cls"):
+            assert c in FASHION_CLASSES and 0 < p <= 1, (c, p)
         # dropped, as from a file manager: a JPEG (a light sandal-like
         # shape on dark, not square), then a file that is no image at all
         self.b.execute_async_script(DROP_JS, "jpeg")
@@ -430,6 +491,14 @@ class Run:
         card = self.upload_png("fashion-gan", tmp, "gan-photo.png", 2, "the inversion")
         assert "MSE" in self.q(f"{card} figure:nth-child(2) figcaption").text
         assert self.js(f"return Chart.getChart(document.querySelector('{card} canvas')).data.datasets[0].data.length") == 100
+        # the classifier names the uploaded test image's true class
+        self.q(f"{card} button.classify").click()
+        self.until("the input's and the inversion's labels",
+                   lambda: len(self.labels(f"{card} .cls[data-class]")) == 2)
+        (c_in, p_in, _), (c_out, p_out, _) = self.labels(f"{card} .cls")
+        assert c_in == fashion_label(2), (c_in, fashion_label(2))
+        assert 0 < p_in <= 1 and c_out in FASHION_CLASSES and 0 < p_out <= 1, (p_in, c_out, p_out)
+        self.shot("gan-upload-classified")
         self.q(f"{card} button").click()  # Use as A
         self.tab("gallery")
         self.q('#gallery figure[data-row="7"] img').click()
@@ -529,6 +598,7 @@ def main():
         r = Run(d, args.screenshots)
         r.stage("tokens", r.s_tokens, allowed=[r"/v1/.* 401"])
         r.stage("gallery", r.s_gallery)
+        r.stage("classify", r.s_classify)
         r.stage("explore", r.s_explore)
         r.stage("interpolation", r.s_interp)
         r.stage("upload", lambda: r.s_upload(tmp), allowed=[r"/reconstruct .*422", r"/encode .*422"])
