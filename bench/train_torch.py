@@ -1,15 +1,23 @@
 #!/usr/bin/python3
 """PyTorch peer for `make bench`: the same recipes as latentd, one epoch each.
 
-Usage: bench/train_torch.py vae|gan|gan-article [--epochs N] [--threads N]
-Prints one line: "<recipe> torch samples/s <value> loss <...>".
+Usage: bench/train_torch.py vae|gan|gan-article|dcgan|conv-vae [--epochs N]
+                            [--threads N] [--limit N]
+Prints one line: "<recipe> torch samples/s <value> threads <n> loss <...>".
+--limit N trains on the first N images, as `latentd train --limit N`.
+The conv recipes use the nets of tests/reference/make_layer_fixtures.py
+(DCGAN, ConvVAE), which check_layer's full-step test holds equal to
+latentd's --arch dcgan and --arch conv (src/nets.c).
 Runs with Debian's python3-torch; only benchmarks and fixtures use it.
 """
-import argparse, gzip, time
+import argparse, gzip, os, sys, time
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+from make_layer_fixtures import DCGAN, ConvVAE  # noqa: E402
 
 DATA = "/usr/share/datasets/fashion-mnist"
 
@@ -44,23 +52,19 @@ class VAE(nn.Module):
         self.logvar = nn.Linear(enc[-1], z)
         self.decoder = mlp([z, *dec, 784], act)
 
-    def forward(self, x):
-        h = self.encoder(x)
-        mu, lv = self.mu(h), self.logvar(h)
-        z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
-        return self.decoder(z), mu, lv
 
-
-def bench_vae(x, epochs, batch=128):
-    torch.manual_seed(1)
-    m = VAE()
+def bench_vae(m, x, epochs, batch=128):
+    """latentd's VAE recipe: Adam 1e-3, BCE-with-logits summed over pixels
+    plus KL, per image; m has encoder, mu, logvar and decoder (logits)."""
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     n, t0, seen = x.shape[0], time.perf_counter(), 0
     for _ in range(epochs):
         perm = torch.randperm(n)
         for i in range(0, n, batch):
             xb = x[perm[i:i + batch]]
-            logits, mu, lv = m(xb)
+            h = m.encoder(xb)
+            mu, lv = m.mu(h), m.logvar(h)
+            logits = m.decoder(mu + torch.exp(0.5 * lv) * torch.randn_like(mu))
             rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
             kl = -0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
             loss = (rec + kl) / xb.shape[0]
@@ -71,17 +75,19 @@ def bench_vae(x, epochs, batch=128):
     return seen / (time.perf_counter() - t0), loss.item()
 
 
-def bench_gan(x, epochs, article, batch=64):
-    torch.manual_seed(1)
+def mlp_gan(article):
+    """G, D and the real label of the article's or the default MLP recipe."""
     act = lambda: nn.LeakyReLU(0.2)
     if article:
-        G = mlp([100, 128, 128, 784], act, nn.Sigmoid)
-        D = mlp([784, 128, 128, 1], act)
-        real_label = 1.0
-    else:
-        G = mlp([100, 256, 512, 784], act, nn.Sigmoid)
-        D = mlp([784, 512, 256, 1], act, dropout=0.3)
-        real_label = 0.9
+        return mlp([100, 128, 128, 784], act, nn.Sigmoid), mlp([784, 128, 128, 1], act), 1.0
+    return (mlp([100, 256, 512, 784], act, nn.Sigmoid),
+            mlp([784, 512, 256, 1], act, dropout=0.3), 0.9)
+
+
+def bench_gan(G, D, real_label, x, epochs, batch=64):
+    """latentd's GAN step: D on real and on fake (two passes, so batch norm
+    sees each alone), Adam; then the same fake through the updated D with the
+    non-saturating loss, Adam on G. Adam 2e-4, betas (0.5, 0.999)."""
     og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     bce = nn.BCEWithLogitsLoss()
@@ -106,15 +112,27 @@ def bench_gan(x, epochs, article, batch=64):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("recipe", choices=["vae", "gan", "gan-article"])
+    ap.add_argument("recipe", choices=["vae", "gan", "gan-article", "dcgan", "conv-vae"])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="the first N images only (0: all)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     x = load_images()
+    if a.limit:
+        x = x[:a.limit]
+    torch.manual_seed(1)
+    if a.recipe in ("dcgan", "conv-vae"):  # the nets take (B, 1, 28, 28)
+        x = x.reshape(-1, 1, 28, 28)
     if a.recipe == "vae":
-        sps, loss = bench_vae(x, a.epochs)
+        sps, loss = bench_vae(VAE(), x, a.epochs)
+    elif a.recipe == "conv-vae":
+        sps, loss = bench_vae(ConvVAE(), x, a.epochs)
+    elif a.recipe == "dcgan":
+        # one-sided label smoothing as latentd's GAN recipe; no generator average (off for layer lists)
+        m = DCGAN()
+        sps, loss = bench_gan(m.generator, m.discriminator, 0.9, x, a.epochs)
     else:
-        sps, loss = bench_gan(x, a.epochs, a.recipe == "gan-article")
+        sps, loss = bench_gan(*mlp_gan(a.recipe == "gan-article"), x, a.epochs)
     print(f"{a.recipe} torch samples/s {sps:.0f} threads {torch.get_num_threads()} loss {loss}")
