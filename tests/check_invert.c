@@ -196,17 +196,18 @@ START_TEST(test_refusals)
 }
 END_TEST
 
-/* A DCGAN (layer-list generator with batch norm) from fixed parameters:
- * PyTorch's default init from seed 7, then running statistics from ten
- * training-mode passes of the generator on z ~ N(0, 1.5^2), so that eval
- * mode (running statistics) differs from any batch's own statistics. */
-static ld_model_t *dcgan_model(void)
+/* A GAN of layer-list architecture net (dcgan, resmlp: generators with
+ * batch norm) from fixed parameters: PyTorch's default init from seed 7,
+ * then running statistics from ten training-mode passes of the generator on
+ * z ~ N(0, 1.5^2), so that eval mode (running statistics) differs from any
+ * batch's own statistics. */
+static ld_model_t *layer_gan(ld_netarch_t net)
 {
     ld_arch_t a;
     ld_model_t *m = NULL;
     ld_err_t e;
     ld_arch_default(LD_KIND_GAN, &a);
-    ck_assert_msg(ld_arch_set_net(&a, LD_NETS_DCGAN, &e) == LD_OK, "%s", e.msg);
+    ck_assert_msg(ld_arch_set_net(&a, net, &e) == LD_OK, "%s", e.msg);
     ck_assert_msg(ld_model_new(&a, 7, &m, &e) == LD_OK, "%s", e.msg);
     enum { B = 16 };
     ld_net_ws_t ws;
@@ -223,11 +224,14 @@ static ld_model_t *dcgan_model(void)
 }
 
 /* The input gradient of a DCGAN generator (conv-transposes, batch norm in
- * eval mode) against central differences, and eval mode itself: a row's loss
- * does not depend on the other rows of the batch. */
-START_TEST(test_dcgan_input_gradient)
+ * eval mode) and of a resmlp one (batch norm 1d, residual blocks) against
+ * central differences, and eval mode itself: a row's loss does not depend on
+ * the other rows of the batch. */
+static const ld_netarch_t grad_nets[] = {LD_NETS_DCGAN, LD_NETS_RESMLP};
+
+START_TEST(test_layer_input_gradient)
 {
-    ld_model_t *g = dcgan_model();
+    ld_model_t *g = layer_gan(grad_nets[_i]);
     ld_dataset_t *d = tu_fashion_test(3);
     const int b = 3, Z = g->arch.z_dim;
     float *z = malloc((size_t)b * Z * sizeof *z), *dz = malloc((size_t)b * Z * sizeof *dz);
@@ -259,8 +263,8 @@ START_TEST(test_dcgan_input_gradient)
         }
     }
     double rel = sqrt(num / den);
-    printf("dcgan invert gradient: |fd - backward| / |fd| = %.2e, largest difference %.2e\n", rel,
-           worst);
+    printf("%s invert gradient: |fd - backward| / |fd| = %.2e, largest difference %.2e\n",
+           ld_netarch_name(grad_nets[_i]), rel, worst);
     ck_assert_msg(den > 0 && rel < 2e-2, "relative gradient error %.3e", rel);
     free(z);
     free(dz);
@@ -272,7 +276,7 @@ END_TEST
 /* Images the DCGAN drew itself from known latents, recovered. */
 START_TEST(test_dcgan_recovers_sample)
 {
-    ld_model_t *g = dcgan_model();
+    ld_model_t *g = layer_gan(LD_NETS_DCGAN);
     ld_invert_opts_t o;
     ld_invert_opts_default(&o);
     o.steps = 100;
@@ -607,14 +611,14 @@ END_TEST
 
 static tu_daemon_t DG;
 
-/* A daemon serving dcgan_model() as "dcgan". */
+/* A daemon serving layer_gan(LD_NETS_DCGAN) as "dcgan". */
 static void dcgan_setup(void)
 {
     char path[600], conf[2048];
     ld_err_t e;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     tu_daemon_dirs(&DG, ASAN_SLOWDOWN);
-    ld_model_t *g = dcgan_model();
+    ld_model_t *g = layer_gan(LD_NETS_DCGAN);
     snprintf(path, sizeof path, "%s/dcgan.safetensors", DG.models);
     ck_assert_msg(ld_model_save(g, path, &e) == LD_OK, "%s", e.msg);
     ld_model_free(g);
@@ -654,7 +658,7 @@ static void poll_result(const tu_daemon_t *d, const char *loc, tu_resp_t *r)
 START_TEST(test_dcgan_route)
 {
     enum { N = 5 };
-    ld_model_t *g = dcgan_model();
+    ld_model_t *g = layer_gan(LD_NETS_DCGAN);
     const int Z = g->arch.z_dim, X = g->arch.x_dim;
     float *zs = malloc((size_t)N * Z * sizeof *zs), *x = malloc((size_t)N * X * sizeof *x);
     ld_err_t e;
@@ -723,7 +727,7 @@ Suite *suite_invert(void)
     tcase_add_test(core, test_deterministic_for_seed);
     tcase_add_test(core, test_known_z_far_below_baseline);
     tcase_add_test(core, test_refusals);
-    tcase_add_test(core, test_dcgan_input_gradient);
+    tcase_add_loop_test(core, test_layer_input_gradient, 0, 2);
     tcase_add_test(core, test_dcgan_recovers_sample);
     suite_add_tcase(s, core);
     TCase *http = tcase_create("http");
