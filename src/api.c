@@ -1090,7 +1090,7 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
     }
     char what[16];
     snprintf(what, sizeof what, "%s.%s", key, im_j ? "image" : "png");
-    int gan = a->kind == LD_KIND_GAN; /* a GAN's image end point is inverted (invert_api.h) */
+    int gan = s->model->ops->invertible; /* a GAN's image end point is inverted (invert_api.h) */
     if (!gan && need_encoder(req, s, "an image end point") != 0)
         return -1;
     float *x = NULL, *mu = NULL, *lv = NULL;

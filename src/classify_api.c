@@ -55,10 +55,9 @@ void ld_classify_handler(ld_req_t *req, void *ctx)
     const ld_model_t *m = s->model;
     float *x = NULL, *logits = NULL;
     int n = 0;
-    if (m->arch.kind != LD_KIND_CLASSIFIER) {
+    if (!m->ops->classifies) {
         ld_req_error(req, 422, "unsupported",
-                     "model '%s' is a %s: classify needs a classifier", s->name,
-                     m->arch.kind == LD_KIND_GAN ? "GAN" : "VAE");
+                     "model '%s' is %s: classify needs a classifier", s->name, m->ops->article);
         goto done;
     }
     if (ld_api_images(req, api, s, &args, npy, npy_len, &x, &n) != 0)

@@ -12,7 +12,7 @@
 int ld_eval_vae(const ld_model_t *m, const ld_dataset_t *d, uint64_t seed, double *nelbo,
                 double *rec, double *kl, ld_err_t *err)
 {
-    if (m->arch.kind != LD_KIND_VAE)
+    if (!m->ops->has_elbo)
         return ld_err_set(err, LD_EINVAL, "not a VAE");
     if (d->dim != m->arch.x_dim)
         return ld_err_set(err, LD_EINVAL, "data has %d pixels per image; the model expects %d",
@@ -172,11 +172,11 @@ double ld_frechet(int F, const double *mu1, const double *c1, const double *mu2,
 int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t *d, int n,
                 uint64_t seed, ld_gan_eval_t *out, ld_err_t *err)
 {
-    if (gan->arch.kind != LD_KIND_GAN && gan->arch.kind != LD_KIND_VAE)
+    if (gan->ops->decode_net < 0)
         return ld_err_set(err, LD_EINVAL, "not a generative model");
-    if (cls->arch.kind != LD_KIND_CLASSIFIER)
-        return ld_err_set(err, LD_EINVAL, "the --classifier model is a %s, not a classifier",
-                          ld_kind_name(cls->arch.kind));
+    if (!cls->ops->classifies)
+        return ld_err_set(err, LD_EINVAL, "the --classifier model is %s, not a classifier",
+                          cls->ops->article);
     if (cls->arch.x_dim != gan->arch.x_dim || d->dim != gan->arch.x_dim)
         return ld_err_set(err, LD_EINVAL, "image sizes of model, classifier and data differ");
     if (n < 2 || d->n < 2)

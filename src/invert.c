@@ -4,80 +4,96 @@
 #include <math.h>
 #include <string.h>
 
-/* Scratch of one inversion of b rows: the generator's activations and the
- * gradient buffers, one allocation besides the net's own. */
+/* Rows of one pass through the generator: bounds the workspace (every
+ * layer's output for those rows) to about INVERT_WS_FLOATS floats.  Rows are
+ * independent in eval mode, so a chunk's answer is that of the whole batch. */
+#define INVERT_WS_FLOATS (1 << 22)
+
+/* Scratch of one inversion of b rows, run through the generator's layer
+ * list in chunks of B rows: the net's workspace and, in one allocation, the
+ * gradient buffers. */
 typedef struct {
-    ld_mlp_ws_t g;
+    const ld_net_t *g; /* the generator (decode net) */
+    int B;             /* rows per pass */
+    ld_net_ws_t ws;
     float *mem;
-    float *dout; /* (b, x_dim) d loss / d G(z) */
+    float *xh;   /* (b, x_dim) G(z) */
+    float *dout; /* (B, x_dim) d loss / d G(z) of one chunk */
     float *dz;   /* (b, z_dim) */
     float *m, *v; /* (b, z_dim) Adam's moments */
 } inv_ws_t;
 
 static void inv_ws_free(inv_ws_t *w)
 {
-    ld_mlp_ws_free(&w->g);
+    ld_net_ws_free(&w->ws);
     free(w->mem);
     w->mem = NULL;
 }
 
 static int inv_ws_init(inv_ws_t *w, const ld_model_t *m, int b, ld_err_t *err)
 {
-    size_t X = (size_t)m->arch.x_dim, Z = (size_t)m->arch.z_dim;
+    size_t X = (size_t)m->arch.x_dim, Z = (size_t)m->arch.z_dim, row = 0;
     memset(w, 0, sizeof *w);
-    w->mem = ld_malloc_array((size_t)b * (X + 3 * Z), sizeof(float));
-    /* training = 0: no dropout buffers (the generator has no dropout) */
-    if (!w->mem || ld_mlp_ws_init(&w->g, &m->nets[LD_GAN_G], b, 0)) {
+    w->g = &m->layers[m->ops->decode_net];
+    for (int l = 0; l < w->g->n_layers; l++)
+        row += 2 * ((size_t)w->g->layers[l].out.c * w->g->layers[l].out.h * w->g->layers[l].out.w);
+    w->B = row * (size_t)b <= INVERT_WS_FLOATS ? b : (int)(INVERT_WS_FLOATS / row);
+    w->B = w->B > 0 ? w->B : 1;
+    w->mem = ld_malloc_array((size_t)b * (X + 3 * Z) + (size_t)w->B * X, sizeof(float));
+    if (!w->mem || ld_net_ws_init(&w->ws, w->g, w->B)) {
         inv_ws_free(w);
         return ld_err_set(err, LD_ENOMEM, "out of memory for inverting %d rows", b);
     }
-    w->dout = w->mem;
-    w->dz = w->dout + (size_t)b * X;
+    w->xh = w->mem;
+    w->dz = w->xh + (size_t)b * X;
     w->m = w->dz + (size_t)b * Z;
     w->v = w->m + (size_t)b * Z;
+    w->dout = w->v + (size_t)b * Z;
     return LD_OK;
 }
 
-/* Forward G on z (b, Z), the loss of each row against x (b, X) into loss
- * (b), and, when dz != NULL, its gradient (b, Z).  Returns G(z) (in w). */
+/* G (eval mode: batch norm on running statistics) on z (b, Z) into w->xh,
+ * the loss of each row against x (b, X) into loss (b), and, when dz != NULL,
+ * its gradient (b, Z) through G's backward (no parameter gradients).
+ * Returns w->xh. */
 static const float *loss_grad(const ld_model_t *m, inv_ws_t *w, int b, const float *z,
                               const float *x, float pen, double *loss, float *dz)
 {
-    const ld_mlp_t *G = &m->nets[LD_GAN_G];
     const int X = m->arch.x_dim, Z = m->arch.z_dim;
-    const float *xh = ld_mlp_forward(G, m->params, &w->g, b, z, NULL); /* (b, X) */
     const float sx = 2.0f / (float)X, sz = 2.0f * pen / (float)Z;
-    for (int r = 0; r < b; r++) {
-        const float *p = xh + (size_t)r * X, *t = x + (size_t)r * X;
-        float *d = w->dout + (size_t)r * X;
-        double se = 0, zz = 0;
-        for (int i = 0; i < X; i++) {
-            float e = p[i] - t[i];
-            se += (double)e * e;
-            d[i] = sx * e;
+    for (int r0 = 0; r0 < b; r0 += w->B) {
+        const int n = b - r0 < w->B ? b - r0 : w->B;
+        const float *xh = ld_net_forward(w->g, m->params, m->buffers, &w->ws, n,
+                                         z + (size_t)r0 * Z, NULL); /* (n, X) */
+        memcpy(w->xh + (size_t)r0 * X, xh, (size_t)n * X * sizeof *xh);
+        for (int r = 0; r < n; r++) {
+            const float *p = xh + (size_t)r * X, *t = x + (size_t)(r0 + r) * X;
+            float *d = w->dout + (size_t)r * X;
+            double se = 0, zz = 0;
+            for (int i = 0; i < X; i++) {
+                float e = p[i] - t[i];
+                se += (double)e * e;
+                d[i] = sx * e;
+            }
+            const float *zr = z + (size_t)(r0 + r) * Z;
+            for (int i = 0; i < Z; i++)
+                zz += (double)zr[i] * zr[i];
+            loss[r0 + r] = se / X + (double)pen * zz / Z;
         }
-        const float *zr = z + (size_t)r * Z;
-        for (int i = 0; i < Z; i++)
-            zz += (double)zr[i] * zr[i];
-        loss[r] = se / X + (double)pen * zz / Z;
+        if (dz)
+            ld_net_backward(w->g, m->params, NULL, &w->ws, w->dout, dz + (size_t)r0 * Z, NULL);
     }
-    if (dz) {
-        ld_mlp_backward(G, m->params, NULL, &w->g, b, w->dout, dz);
-        if (pen > 0)
-            for (size_t i = 0; i < (size_t)b * Z; i++)
-                dz[i] += sz * z[i];
-    }
-    return xh;
+    if (dz && pen > 0)
+        for (size_t i = 0; i < (size_t)b * Z; i++)
+            dz[i] += sz * z[i];
+    return w->xh;
 }
 
 static int need_gan(const ld_model_t *m, ld_err_t *err)
 {
-    if (m->arch.kind != LD_KIND_GAN)
-        return ld_err_set(err, LD_EUNSUPPORTED, "only a GAN can be inverted (this is a %s)",
-                          ld_kind_name(m->arch.kind));
-    if (m->arch.net != LD_NETS_MLP) /* the inverter runs the dense generator */
-        return ld_err_set(err, LD_EUNSUPPORTED, "inverting a %s GAN is not supported yet; "
-                          "only dense (mlp) generators", ld_netarch_name(m->arch.net));
+    if (!m->ops->invertible)
+        return ld_err_set(err, LD_EUNSUPPORTED, "only a GAN can be inverted (this is %s)",
+                          m->ops->article);
     return LD_OK;
 }
 

@@ -14,8 +14,12 @@
 #define INVERT_MAX_STEPS 1000
 #define INVERT_MAX_RESTARTS 8
 /* images * restarts * steps: generator rows run forward and backward, kept
- * to about a second of one thread's CPU (docs/invert.md has the timings) */
+ * to about a second of one thread's CPU (docs/invert.md has the timings) for
+ * latentd's default dense generator (100-256-512-784, INVERT_REF_FLOPS per
+ * row); a generator that costs more per row (ld_net_flops) gets
+ * proportionally fewer rows, but always the default options for one image. */
 #define INVERT_MAX_WORK 10000
+#define INVERT_REF_FLOPS (2.0 * (100 * 256 + 256 * 512 + 512 * 784) + 256 + 512 + 784)
 #define INVERT_LR_MAX 10.0
 #define INVERT_PENALTY_MAX 100.0
 
@@ -49,7 +53,7 @@ static int read_opts(ld_req_t *req, const ld_args_t *a, ld_invert_opts_t *o)
 
 /* n images within the limits of an answer while the request waits; 0, or
  * -1 answered. */
-static int check_limits(ld_req_t *req, int n, const ld_invert_opts_t *o)
+static int check_limits(ld_req_t *req, const ld_model_t *m, int n, const ld_invert_opts_t *o)
 {
     if (n > INVERT_SYNC_IMAGES) {
         ld_req_error(req, 413, "too_many_images",
@@ -59,11 +63,16 @@ static int check_limits(ld_req_t *req, int n, const ld_invert_opts_t *o)
         return -1;
     }
     long long work = (long long)n * o->restarts * o->steps;
-    if (work > INVERT_MAX_WORK) {
+    double f = ld_net_flops(&m->layers[m->ops->decode_net]);
+    long long max = f > INVERT_REF_FLOPS ? (long long)(INVERT_MAX_WORK * INVERT_REF_FLOPS / f)
+                                         : INVERT_MAX_WORK;
+    const long long one = (long long)LD_INVERT_RESTARTS_DEFAULT * LD_INVERT_STEPS_DEFAULT;
+    max = max > one ? max : one;
+    if (work > max) {
         ld_req_error(req, 422, "too_much_work",
-                     "images * restarts * steps = %d * %d * %d = %lld; at most %d per request: "
-                     "lower steps or restarts, or send fewer images",
-                     n, o->restarts, o->steps, work, INVERT_MAX_WORK);
+                     "images * restarts * steps = %d * %d * %d = %lld; at most %lld per request "
+                     "for this generator: lower steps or restarts, or send fewer images",
+                     n, o->restarts, o->steps, work, max);
         return -1;
     }
     return 0;
@@ -192,11 +201,11 @@ void ld_invert_handler(ld_req_t *req, void *ctx)
     const ld_arch_t *a = &s->model->arch;
     float *x = NULL, *z = NULL, *xr = NULL, *mse = NULL;
     int n = 0;
-    if (a->kind != LD_KIND_GAN) {
+    if (!s->model->ops->invertible) {
         ld_req_error(req, 422, "unsupported",
-                     "model '%s' is a %s: only a GAN is inverted (a VAE encodes: use "
+                     "model '%s' is %s: only a GAN is inverted (a VAE encodes: use "
                      "/encode or /reconstruct)",
-                     s->name, ld_kind_name(a->kind));
+                     s->name, s->model->ops->article);
         goto done;
     }
     if (ld_api_images(req, api, s, &args, npy, npy_len, &x, &n) != 0)
@@ -208,7 +217,7 @@ void ld_invert_handler(ld_req_t *req, void *ctx)
         submit_job(req, ld_api_jobs(api), s, &out, &o, n, x);
         goto done;
     }
-    if (check_limits(req, n, &o) != 0)
+    if (check_limits(req, s->model, n, &o) != 0)
         goto done;
     z = ld_malloc_array((size_t)n * (size_t)a->z_dim, sizeof *z);
     xr = ld_malloc_array((size_t)n * (size_t)a->x_dim, sizeof *xr);

@@ -558,7 +558,7 @@ static void run_invert(ld_jobs_t *j, job_t *job)
         rc = ld_err_set(&e, LD_EFORMAT, "images.npy does not hold %d images", n);
     if (!rc)
         rc = ld_model_load(mpath, &m, &e);
-    if (!rc && (m->arch.kind != LD_KIND_GAN || sh[1] != m->arch.x_dim))
+    if (!rc && (!m->ops->invertible || sh[1] != m->arch.x_dim))
         rc = ld_err_set(&e, LD_EINVAL, "%s is not a GAN of %lld-pixel images", inv->file,
                         (long long)sh[1]);
     if (!rc) {

@@ -478,10 +478,11 @@ static const char *const cls_losses[] = {"loss", "acc"};
 
 static const ld_kind_ops_t kind_ops[] = {
     [LD_KIND_VAE] = {"vae", "a VAE", 3, vae_losses, LD_VAE_DEC, LD_VAE_ENC, LD_ACT_SIGMOID, 0,
-                     vae_layout},
-    [LD_KIND_GAN] = {"gan", "a GAN", 4, gan_losses, LD_GAN_G, -1, LD_ACT_NONE, 0, gan_layout},
+                     vae_layout, .has_elbo = 1},
+    [LD_KIND_GAN] = {"gan", "a GAN", 4, gan_losses, LD_GAN_G, -1, LD_ACT_NONE, 0, gan_layout,
+                     .invertible = 1},
     [LD_KIND_CLASSIFIER] = {"classifier", "a classifier", 2, cls_losses, -1, -1, LD_ACT_NONE, 1,
-                            cls_layout},
+                            cls_layout, .classifies = 1},
 };
 
 const ld_kind_ops_t *ld_kind_ops(ld_kind_t k)
@@ -1125,7 +1126,7 @@ void ld_pass_backward(const ld_model_t *m, int i, float *grads, ld_pass_ws_t *ws
 int ld_model_classify(const ld_model_t *m, int n, const float *x, float *logits, float *feat,
                       ld_err_t *err)
 {
-    if (m->arch.kind != LD_KIND_CLASSIFIER)
+    if (!m->ops->classifies)
         return ld_err_set(err, LD_EUNSUPPORTED, "not a classifier");
     const ld_mlp_t *net = &m->nets[LD_CLS_NET];
     ld_mlp_ws_t ws;

@@ -122,41 +122,57 @@ START_TEST(test_deterministic_for_seed)
 }
 END_TEST
 
-/* Images G(z*) of known latents: inversion from other starts finds an image
- * whose MSE is far below that of the nearest of 2000 random samples. */
-START_TEST(test_known_z_far_below_baseline)
+/* Images G(z*) of n known latents: inversion with o (from other starts)
+ * finds images whose MSE is far below that of the nearest of S random
+ * samples, and reports the MSE of the image it answers. */
+static void check_known_z(ld_model_t *g, const char *what, int n, int S, const ld_invert_opts_t *o)
 {
-    ld_model_t *g = load(GAN_FILE);
-    const int n = 4, S = 2000, Z = g->arch.z_dim, X = g->arch.x_dim;
+    const int Z = g->arch.z_dim, X = g->arch.x_dim;
     float *zs = malloc((size_t)n * Z * sizeof *zs), *x = malloc((size_t)n * X * sizeof *x);
     float *z = malloc((size_t)n * Z * sizeof *z), *xr = malloc((size_t)n * X * sizeof *xr);
     float *sz = malloc((size_t)S * Z * sizeof *sz), *sx = malloc((size_t)S * X * sizeof *sx);
-    float mse[4];
+    float *mse = malloc((size_t)n * sizeof *mse);
     ld_err_t e;
     ld_model_draw_z(g, 2026, 1.0f, n, zs);
     ck_assert_int_eq(ld_model_decode(g, n, zs, x, &e), LD_OK);
     ld_model_draw_z(g, 99, 1.0f, S, sz);
     ck_assert_int_eq(ld_model_decode(g, S, sz, sx, &e), LD_OK);
-    ld_invert_opts_t o;
-    ld_invert_opts_default(&o);
-    o.seed = 5; /* not 2026: the starts are not the answer */
-    ck_assert_int_eq(ld_invert(g, n, x, &o, z, xr, mse, &e), LD_OK);
+    ck_assert(o->seed != 2026); /* the starts are not the answer */
+    double t0 = tu_now();
+    ck_assert_msg(ld_invert(g, n, x, o, z, xr, mse, &e) == LD_OK, "%s", e.msg);
+    printf("%s invert: %d images, %d steps, %d restarts: %.2f s wall\n", what, n, o->steps,
+           o->restarts, tu_now() - t0);
     for (int i = 0; i < n; i++) {
-        double best = INFINITY;
-        for (int s = 0; s < S; s++) {
-            double se = 0;
+        double best = INFINITY, se = 0;
+        for (int s = -1; s < S; s++) { /* s = -1: the answer itself */
+            const float *y = s < 0 ? xr + (size_t)i * X : sx + (size_t)s * X;
+            double ss = 0;
             for (int k = 0; k < X; k++) {
-                double df = (double)sx[(size_t)s * X + k] - x[(size_t)i * X + k];
-                se += df * df;
+                double df = (double)y[k] - x[(size_t)i * X + k];
+                ss += df * df;
             }
-            best = se / X < best ? se / X : best;
+            if (s < 0)
+                se = ss / X;
+            else
+                best = fmin(best, ss / X);
         }
-        printf("invert known z, image %d: MSE %.5f, nearest of %d samples %.5f\n", i,
+        printf("%s invert known z, image %d: MSE %.3g, nearest of %d samples %.3g\n", what, i,
                (double)mse[i], S, best);
-        ck_assert_msg(mse[i] * 10 < best, "image %d: inversion MSE %.5f vs baseline %.5f", i,
+        ck_assert_msg(fabs(se - mse[i]) <= 1e-6 + 1e-4 * se, "reported MSE %g, actual %g",
+                      (double)mse[i], se);
+        ck_assert_msg(mse[i] * 10 < best, "image %d: inversion MSE %.3g vs baseline %.3g", i,
                       (double)mse[i], best);
     }
-    free(zs), free(x), free(z), free(xr), free(sz), free(sx);
+    free(zs), free(x), free(z), free(xr), free(sz), free(sx), free(mse);
+}
+
+START_TEST(test_known_z_far_below_baseline)
+{
+    ld_model_t *g = load(GAN_FILE);
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    o.seed = 5;
+    check_known_z(g, "dense", 4, 2000, &o);
     ld_model_free(g);
 }
 END_TEST
@@ -176,6 +192,97 @@ START_TEST(test_refusals)
     o.lr = NAN;
     ck_assert_int_eq(ld_invert(g, 1, x, &o, z, xr, mse, &e), LD_EINVAL);
     ld_model_free(v);
+    ld_model_free(g);
+}
+END_TEST
+
+/* A GAN of layer-list architecture net (dcgan, resmlp: generators with
+ * batch norm) from fixed parameters: PyTorch's default init from seed 7,
+ * then running statistics from ten training-mode passes of the generator on
+ * z ~ N(0, 1.5^2), so that eval mode (running statistics) differs from any
+ * batch's own statistics. */
+static ld_model_t *layer_gan(ld_netarch_t net)
+{
+    ld_arch_t a;
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ld_arch_default(LD_KIND_GAN, &a);
+    ck_assert_msg(ld_arch_set_net(&a, net, &e) == LD_OK, "%s", e.msg);
+    ck_assert_msg(ld_model_new(&a, 7, &m, &e) == LD_OK, "%s", e.msg);
+    enum { B = 16 };
+    ld_net_ws_t ws;
+    ck_assert_int_eq(ld_net_ws_init(&ws, &m->layers[LD_GAN_G], B), 0);
+    float *z = malloc((size_t)B * a.z_dim * sizeof *z);
+    ld_net_run_t run = {.training = 1, .update = m->buffers};
+    for (int t = 0; t < 10; t++) {
+        ld_model_draw_z(m, 100 + (uint64_t)t, 1.5f, B, z);
+        ld_net_forward(&m->layers[LD_GAN_G], m->params, m->buffers, &ws, B, z, &run);
+    }
+    free(z);
+    ld_net_ws_free(&ws);
+    return m;
+}
+
+/* The input gradient of a DCGAN generator (conv-transposes, batch norm in
+ * eval mode) and of a resmlp one (batch norm 1d, residual blocks) against
+ * central differences, and eval mode itself: a row's loss does not depend on
+ * the other rows of the batch. */
+static const ld_netarch_t grad_nets[] = {LD_NETS_DCGAN, LD_NETS_RESMLP};
+
+START_TEST(test_layer_input_gradient)
+{
+    ld_model_t *g = layer_gan(grad_nets[_i]);
+    ld_dataset_t *d = tu_fashion_test(3);
+    const int b = 3, Z = g->arch.z_dim;
+    float *z = malloc((size_t)b * Z * sizeof *z), *dz = malloc((size_t)b * Z * sizeof *dz);
+    double loss[3], lp[3], lm[3], one;
+    ld_err_t e;
+    ld_model_draw_z(g, 11, 1.0f, b, z);
+    ck_assert_msg(ld_invert_loss(g, b, z, d->x, 0.5f, loss, dz, &e) == LD_OK, "%s", e.msg);
+    ck_assert_int_eq(ld_invert_loss(g, 1, z + Z, d->x + 784, 0.5f, &one, NULL, &e), LD_OK);
+    ck_assert_msg(fabs(one - loss[1]) <= 1e-6 * loss[1], "row 1 alone %.9g, in a batch of 3 %.9g",
+                  one, loss[1]);
+    double num = 0, den = 0, worst = 0;
+    const float h = 1e-2f;
+    for (int k = 0; k < Z; k += 3) {
+        float keep[3];
+        for (int r = 0; r < b; r++) {
+            keep[r] = z[(size_t)r * Z + k];
+            z[(size_t)r * Z + k] = keep[r] + h;
+        }
+        ld_invert_loss(g, b, z, d->x, 0.5f, lp, NULL, &e);
+        for (int r = 0; r < b; r++)
+            z[(size_t)r * Z + k] = keep[r] - h;
+        ld_invert_loss(g, b, z, d->x, 0.5f, lm, NULL, &e);
+        for (int r = 0; r < b; r++) {
+            z[(size_t)r * Z + k] = keep[r];
+            double fd = (lp[r] - lm[r]) / (2.0 * h), an = dz[(size_t)r * Z + k];
+            num += (fd - an) * (fd - an);
+            den += fd * fd;
+            worst = fmax(worst, fabs(fd - an));
+        }
+    }
+    double rel = sqrt(num / den);
+    printf("%s invert gradient: |fd - backward| / |fd| = %.2e, largest difference %.2e\n",
+           ld_netarch_name(grad_nets[_i]), rel, worst);
+    ck_assert_msg(den > 0 && rel < 2e-2, "relative gradient error %.3e", rel);
+    free(z);
+    free(dz);
+    ld_data_free(d);
+    ld_model_free(g);
+}
+END_TEST
+
+/* Images the DCGAN drew itself from known latents, recovered. */
+START_TEST(test_dcgan_recovers_sample)
+{
+    ld_model_t *g = layer_gan(LD_NETS_DCGAN);
+    ld_invert_opts_t o;
+    ld_invert_opts_default(&o);
+    o.steps = 100;
+    o.restarts = 2;
+    o.seed = 5;
+    check_known_z(g, "dcgan", 2, 200, &o);
     ld_model_free(g);
 }
 END_TEST
@@ -500,6 +607,117 @@ START_TEST(test_interpolate_image_endpoint)
 }
 END_TEST
 
+/* ================================================================ dcgan over http */
+
+static tu_daemon_t DG;
+
+/* A daemon serving layer_gan(LD_NETS_DCGAN) as "dcgan". */
+static void dcgan_setup(void)
+{
+    char path[600], conf[2048];
+    ld_err_t e;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    tu_daemon_dirs(&DG, ASAN_SLOWDOWN);
+    ld_model_t *g = layer_gan(LD_NETS_DCGAN);
+    snprintf(path, sizeof path, "%s/dcgan.safetensors", DG.models);
+    ck_assert_msg(ld_model_save(g, path, &e) == LD_OK, "%s", e.msg);
+    ld_model_free(g);
+    snprintf(conf, sizeof conf,
+             "bind = 127.0.0.1\nport = 0\nhttp_threads = 2\nmodels_dir = %s\nstate_dir = %s\n"
+             "max_samples = 64\nrequest_timeout = 60\n",
+             DG.models, DG.state);
+    tu_write_file(DG.conf, conf);
+    tu_daemon_start(&DG, NULL);
+}
+
+static void dcgan_teardown(void)
+{
+    tu_daemon_teardown(&DG, 30);
+    curl_global_cleanup();
+}
+
+/* Poll a job's result until 200; the answer in r. */
+static void poll_result(const tu_daemon_t *d, const char *loc, tu_resp_t *r)
+{
+    tu_req_t q = {.port = d->port};
+    double until = tu_deadline(90, ASAN_SLOWDOWN);
+    for (;;) {
+        long st = tu_http_once(r, "GET", loc, NULL, 0, &q);
+        if (st == 200)
+            return;
+        ck_assert_msg(st == 202, "result: %ld %.300s", st, r->body.data ? r->body.data : "");
+        tu_resp_free(r);
+        ck_assert_msg(tu_now() < until, "the job did not finish");
+        tu_msleep(100);
+    }
+}
+
+/* A DCGAN served by the daemon: 200 for a few of its own samples (close to
+ * them), 202 and a job for more, whose result is the library's inversion of
+ * the same images. */
+START_TEST(test_dcgan_route)
+{
+    enum { N = 5 };
+    ld_model_t *g = layer_gan(LD_NETS_DCGAN);
+    const int Z = g->arch.z_dim, X = g->arch.x_dim;
+    float *zs = malloc((size_t)N * Z * sizeof *zs), *x = malloc((size_t)N * X * sizeof *x);
+    ld_err_t e;
+    ld_model_draw_z(g, 2026, 1.0f, N, zs);
+    ck_assert_int_eq(ld_model_decode(g, N, zs, x, &e), LD_OK);
+    ld_buf_t js = {0};
+    tu_req_t q = {.port = DG.port};
+    tu_resp_t r;
+    for (int n = 2; n <= N; n += N - 2) {
+        js.len = 0;
+        ld_buf_puts(&js, "{\"images\":");
+        ld_buf_json_matrix(&js, x, (size_t)n, (size_t)X);
+        ld_buf_puts(&js, ",\"steps\":60,\"restarts\":2,\"seed\":5}");
+        long st = tu_http_once(&r, "POST", "/v1/models/dcgan/invert", js.data, js.len, &q);
+        ck_assert_msg(st == (n > 4 ? 202 : 200), "%d images: %ld %.300s", n, st,
+                      r.body.data ? r.body.data : "");
+        if (st == 202) {
+            char loc[128];
+            ck_assert_ptr_nonnull(tu_hdr(&r, "Location", loc, sizeof loc));
+            tu_resp_free(&r);
+            poll_result(&DG, loc, &r);
+        }
+        const cJSON *mse = tu_jget(r.json, "mse");
+        ck_assert_int_eq(cJSON_GetArraySize(mse), n);
+        ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "z")), n);
+        ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "images")), n);
+        ld_invert_opts_t o;
+        ld_invert_opts_default(&o);
+        o.steps = 60;
+        o.restarts = 2;
+        o.seed = 5;
+        float z[N * 100], xr[N * 784], m[N];
+        ck_assert_int_eq(ld_invert(g, n, x, &o, z, xr, m, &e), LD_OK);
+        int i = 0;
+        for (const cJSON *v = mse->child; v; v = v->next, i++) {
+            printf("dcgan invert route, %d images, image %d: MSE %.3g (library %.3g)\n", n, i,
+                   v->valuedouble, (double)m[i]);
+            ck_assert_msg(fabs(v->valuedouble - m[i]) <= 1e-3 * m[i] + 1e-7,
+                          "image %d: mse %g, library %g", i, v->valuedouble, (double)m[i]);
+            ck_assert_msg(v->valuedouble < 5e-3, "image %d: mse %g", i, v->valuedouble);
+        }
+        tu_resp_free(&r);
+    }
+    /* a DCGAN row costs more than a dense one: fewer rows while the request
+     * waits, but the default options for one image */
+    js.len = 0;
+    ld_buf_puts(&js, "{\"images\":");
+    ld_buf_json_matrix(&js, x, 4, (size_t)X);
+    ld_buf_puts(&js, ",\"steps\":300,\"restarts\":8}");
+    tu_http_once(&r, "POST", "/v1/models/dcgan/invert", js.data, js.len, &q);
+    tu_expect_error(&r, 422, "too_much_work", "at most 1200 per request", "dcgan 4 x 8 x 300", 1);
+    tu_resp_free(&r);
+    ld_buf_free(&js);
+    free(zs);
+    free(x);
+    ld_model_free(g);
+}
+END_TEST
+
 Suite *suite_invert(void)
 {
     Suite *s = suite_create("invert");
@@ -509,6 +727,8 @@ Suite *suite_invert(void)
     tcase_add_test(core, test_deterministic_for_seed);
     tcase_add_test(core, test_known_z_far_below_baseline);
     tcase_add_test(core, test_refusals);
+    tcase_add_loop_test(core, test_layer_input_gradient, 0, 2);
+    tcase_add_test(core, test_dcgan_recovers_sample);
     suite_add_tcase(s, core);
     TCase *http = tcase_create("http");
     tcase_set_timeout(http, 300);
@@ -519,5 +739,10 @@ Suite *suite_invert(void)
     tcase_add_test(http, test_route_job);
     tcase_add_test(http, test_interpolate_image_endpoint);
     suite_add_tcase(s, http);
+    TCase *dc = tcase_create("dcgan_http");
+    tcase_set_timeout(dc, 300);
+    tcase_add_unchecked_fixture(dc, dcgan_setup, dcgan_teardown);
+    tcase_add_test(dc, test_dcgan_route);
+    suite_add_tcase(s, dc);
     return s;
 }

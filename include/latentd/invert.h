@@ -5,8 +5,11 @@
  * random starts z0 ~ N(0, I) drawn from `seed`, Adam (PyTorch semantics) runs
  * `steps` steps on z to minimise, per row,
  *     loss(z) = mean_i (G(z)_i - x_i)^2  +  z_penalty * |z|^2 / z_dim
- * with the gradient taken through the generator's backward.  The restart with
- * the lowest final loss is kept.  The generator's weights are only read.
+ * with the gradient taken through the generator's backward: its layer list
+ * (any architecture: dense, dcgan, resmlp) in eval mode, so batch norm uses
+ * its running statistics and each row is independent of the others.  The
+ * restart with the lowest final loss is kept.  The generator's weights and
+ * buffers are only read.  Which kinds can be inverted: ld_kind_ops_t.invertible.
  *
  * Deterministic: the same model, images and options give the same bytes
  * (the starts come from ld_model_draw_z with seed; nothing else is random).
@@ -42,7 +45,8 @@ void ld_invert_opts_default(ld_invert_opts_t *o);
 
 /* Invert n images x (n, x_dim) through GAN m: z (n, z_dim), the
  * reconstructions xr (n, x_dim) = G(z) and the per-image mean squared error
- * mse (n), all caller-owned.  LD_EUNSUPPORTED when m is not a GAN, LD_EINVAL
+ * mse (n), all caller-owned.  LD_EUNSUPPORTED when m's kind is not
+ * invertible, LD_EINVAL
  * for bad options, LD_ENOMEM; the message goes to err. */
 int ld_invert(const ld_model_t *m, int n, const float *x, const ld_invert_opts_t *o, float *z,
               float *xr, float *mse, ld_err_t *err);

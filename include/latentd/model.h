@@ -100,6 +100,12 @@ typedef struct {
     /* builds m->nets (dense) and m->layers from m->arch, laid out from
      * *param_off / *buf_off (advanced); returns the number of nets */
     int (*layout)(struct ld_model *m, size_t *param_off, size_t *buf_off);
+    /* What a model of the kind can be asked for; 0 (a row that leaves them
+     * out) is "no". */
+    int invertible;  /* GAN inversion (invert.h): the decode net maps z alone to
+                        the image (no labels, no out_act) */
+    int classifies;  /* ld_model_classify: class logits from the classifier net */
+    int has_elbo;    /* ld_eval_vae: an encoder, mu/logvar and a Bernoulli decoder */
 } ld_kind_ops_t;
 
 /* The table entry of kind k, or NULL for a value that is no kind. */
