@@ -465,6 +465,16 @@ static void allreduce(const pass_t *ps, double *v, size_t n)
         ld_allreduce_sum(ps->run->ar, ps->run->rank, v, n);
 }
 
+/* The positions o in [0, n) whose input index o*s - p + k falls in [0, size):
+ * [*lo, *hi), so the copy loops below need no per-element test. */
+static void valid_span(int size, int k, int s, int p, int n, int *lo, int *hi)
+{
+    int first = p - k > 0 ? (p - k + s - 1) / s : 0, last = size - 1 + p - k;
+    *lo = first < n ? first : n;
+    *hi = last < 0 ? *lo : last / s + 1 < n ? last / s + 1 : n;
+    *hi = *hi > *lo ? *hi : *lo;
+}
+
 /* im2col of one image (C, H, W) for a K x K kernel, stride s, padding p, over
  * an (Ho, Wo) grid of positions: col (C*K*K, Ho*Wo) with rows ld floats
  * apart (so the columns of several images can sit side by side), zeros where
@@ -472,47 +482,57 @@ static void allreduce(const pass_t *ps, double *v, size_t n)
 static void im2col(const float *im, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
                    float *col, size_t ld)
 {
-    for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < K; ki++)
-            for (int kj = 0; kj < K; kj++) {
+    for (int ki = 0; ki < K; ki++) {
+        int hlo, hhi;
+        valid_span(H, ki, s, p, Ho, &hlo, &hhi);
+        for (int kj = 0; kj < K; kj++) {
+            int wlo, whi;
+            valid_span(W, kj, s, p, Wo, &wlo, &whi);
+            for (int c = 0; c < C; c++) {
                 float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
-                for (int oh = 0; oh < Ho; oh++) {
-                    int ih = oh * s - p + ki;
+                memset(row, 0, (size_t)hlo * Wo * sizeof *row);
+                for (int oh = hlo; oh < hhi; oh++) {
                     float *r = row + (size_t)oh * Wo;
-                    if (ih < 0 || ih >= H) {
-                        memset(r, 0, (size_t)Wo * sizeof *r);
-                        continue;
-                    }
-                    const float *src = im + ((size_t)c * H + ih) * W;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * s - p + kj;
-                        r[ow] = iw >= 0 && iw < W ? src[iw] : 0.0f;
-                    }
+                    const float *src = im + ((size_t)c * H + oh * s - p + ki) * W;
+                    const int off = kj - p; /* input column of position ow: ow * s + off */
+                    for (int ow = 0; ow < wlo; ow++)
+                        r[ow] = 0.0f;
+                    if (s == 1)
+                        memcpy(r + wlo, src + wlo + off, (size_t)(whi - wlo) * sizeof *r);
+                    else
+                        for (int ow = wlo; ow < whi; ow++)
+                            r[ow] = src[ow * s + off];
+                    for (int ow = whi; ow < Wo; ow++)
+                        r[ow] = 0.0f;
                 }
+                memset(row + (size_t)hhi * Wo, 0, (size_t)(Ho - hhi) * Wo * sizeof *row);
             }
+        }
+    }
 }
 
-/* The adjoint of im2col: im (C, H, W) += every column entry at its pixel. */
+/* The adjoint of im2col: im (C, H, W) += every column entry at its pixel.
+ * Each pixel receives its terms in (c, ki, kj, oh, ow) order. */
 static void col2im(const float *col, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
                    float *im, size_t ld)
 {
     for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < K; ki++)
+        for (int ki = 0; ki < K; ki++) {
+            int hlo, hhi;
+            valid_span(H, ki, s, p, Ho, &hlo, &hhi);
             for (int kj = 0; kj < K; kj++) {
+                int wlo, whi;
+                valid_span(W, kj, s, p, Wo, &wlo, &whi);
                 const float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
-                for (int oh = 0; oh < Ho; oh++) {
-                    int ih = oh * s - p + ki;
-                    if (ih < 0 || ih >= H)
-                        continue;
-                    float *dst = im + ((size_t)c * H + ih) * W;
+                for (int oh = hlo; oh < hhi; oh++) {
+                    float *dst = im + ((size_t)c * H + oh * s - p + ki) * W;
                     const float *r = row + (size_t)oh * Wo;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * s - p + kj;
-                        if (iw >= 0 && iw < W)
-                            dst[iw] += r[ow];
-                    }
+                    const int off = kj - p;
+                    for (int ow = wlo; ow < whi; ow++)
+                        dst[ow * s + off] += r[ow];
                 }
             }
+        }
 }
 
 /* y (C, S) = bias[c] in every position of channel c. */
