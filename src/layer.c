@@ -444,8 +444,8 @@ void ld_net_ws_free(ld_net_ws_t *ws)
 /* ---- the kinds: forward beside backward ----
  * Every forward reads x (b, in) and writes y (b, out); every backward reads
  * g = dL/dy (b, out), ACCUMULATES parameter gradients into G (the layer's
- * slice of the gradient block) and, when dx is not NULL, OVERWRITES
- * dx = dL/dx (b, in). */
+ * slice of the gradient block) unless the pass has no gradient block, and,
+ * when dx is not NULL, OVERWRITES dx = dL/dx (b, in). */
 
 typedef struct {
     const ld_net_t *net;
@@ -602,19 +602,21 @@ static void conv_backward(const pass_t *ps, const ld_layer_t *L, const float *x,
                           float *dx)
 {
     const float *w = ps->params + L->param_off;
-    float *gw = ps->grads + L->param_off, *gb = gw + (size_t)L->out.c * conv_colrows(L);
+    float *gw = ps->grads ? ps->grads + L->param_off : NULL;
     const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
     float *cols = ps->ws->cols, *t = ps->ws->tmp;
-    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+    for (int n0 = 0; n0 < ps->b && (gw || dx); n0 += ch) {
         int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
-        for (int j = 0; j < n; j++)
-            im2col(x + (size_t)(n0 + j) * shape_size(L->in), L->in.c, L->in.h, L->in.w, L->k,
-                   L->stride, L->pad, L->out.h, L->out.w, cols + (size_t)j * G, ld);
         to_cm(g + (size_t)n0 * shape_size(L->out), n, L->out.c, G, t);
-        ld_yield_point();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->out.c, Ck, ld, 1.0f, t, ld, cols,
-                    ld, 1.0f, gw, Ck);
-        add_channel_sums(t, L->out.c, ld, gb);
+        if (gw) {
+            for (int j = 0; j < n; j++)
+                im2col(x + (size_t)(n0 + j) * shape_size(L->in), L->in.c, L->in.h, L->in.w,
+                       L->k, L->stride, L->pad, L->out.h, L->out.w, cols + (size_t)j * G, ld);
+            ld_yield_point();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->out.c, Ck, ld, 1.0f, t, ld,
+                        cols, ld, 1.0f, gw, Ck);
+            add_channel_sums(t, L->out.c, ld, gw + (size_t)L->out.c * Ck);
+        }
         if (!dx)
             continue;
         ld_yield_point();
@@ -663,22 +665,25 @@ static void convt_backward(const pass_t *ps, const ld_layer_t *L, const float *x
                            float *dx)
 {
     const float *w = ps->params + L->param_off;
-    float *gw = ps->grads + L->param_off, *gb = gw + (size_t)L->in.c * conv_colrows(L);
+    float *gw = ps->grads ? ps->grads + L->param_off : NULL;
     const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
     const int HWo = L->out.h * L->out.w;
     float *cols = ps->ws->cols, *t = ps->ws->tmp, *t2 = t + (size_t)L->in.c * ch * G;
-    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+    for (int n0 = 0; n0 < ps->b && (gw || dx); n0 += ch) {
         int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
         for (int j = 0; j < n; j++) {
             const float *gj = g + (size_t)(n0 + j) * shape_size(L->out);
             im2col(gj, L->out.c, L->out.h, L->out.w, L->k, L->stride, L->pad, L->in.h, L->in.w,
                    cols + (size_t)j * G, ld);
-            add_channel_sums(gj, L->out.c, HWo, gb);
+            if (gw)
+                add_channel_sums(gj, L->out.c, HWo, gw + (size_t)L->in.c * Ck);
         }
-        to_cm(x + (size_t)n0 * shape_size(L->in), n, L->in.c, G, t);
-        ld_yield_point();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->in.c, Ck, ld, 1.0f, t, ld, cols,
-                    ld, 1.0f, gw, Ck);
+        if (gw) {
+            to_cm(x + (size_t)n0 * shape_size(L->in), n, L->in.c, G, t);
+            ld_yield_point();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->in.c, Ck, ld, 1.0f, t, ld,
+                        cols, ld, 1.0f, gw, Ck);
+        }
         if (!dx)
             continue;
         ld_yield_point();
@@ -762,7 +767,7 @@ static void bn_backward(const pass_t *ps, int i, const ld_layer_t *L, const floa
 {
     const int C = L->in.c, S = L->in.h * L->in.w, b = ps->b;
     const float *gamma = ps->params + L->param_off;
-    float *ggamma = ps->grads + L->param_off, *gbeta = ggamma + C;
+    float *ggamma = ps->grads ? ps->grads + L->param_off : NULL;
     const float *mean = ps->ws->stat[i], *rstd = mean + C;
     double *red = ps->ws->red;
     for (int c = 0; c < C; c++) {
@@ -774,8 +779,10 @@ static void bn_backward(const pass_t *ps, int i, const ld_layer_t *L, const floa
                 s2 += (double)gc[j] * ((xc[j] - mean[c]) * rstd[c]);
             }
         }
-        ggamma[c] += (float)s2;
-        gbeta[c] += (float)s1;
+        if (ggamma) {
+            ggamma[c] += (float)s2;
+            ggamma[C + c] += (float)s1;
+        }
         red[c] = s1;
         red[C + c] = s2;
     }
@@ -834,15 +841,17 @@ static void ln_backward(const pass_t *ps, int i, const ld_layer_t *L, const floa
 {
     const size_t F = shape_size(L->in);
     const float *w = ps->params + L->param_off;
-    float *gw = ps->grads + L->param_off, *gbias = gw + F;
+    float *gw = ps->grads ? ps->grads + L->param_off : NULL;
     const float *mean = ps->ws->stat[i], *rstd = mean + ps->ws->B;
     for (int n = 0; n < ps->b; n++) {
         const float *xn = x + (size_t)n * F, *gn = g + (size_t)n * F;
         double m1 = 0, m2 = 0;
         for (size_t j = 0; j < F; j++) {
             float xhat = (xn[j] - mean[n]) * rstd[n], dxhat = gn[j] * w[j];
-            gw[j] += gn[j] * xhat;
-            gbias[j] += gn[j];
+            if (gw) {
+                gw[j] += gn[j] * xhat;
+                gw[F + j] += gn[j];
+            }
             m1 += dxhat;
             m2 += (double)dxhat * xhat;
         }
@@ -877,12 +886,11 @@ static void embed_forward(const pass_t *ps, const ld_layer_t *L, const float *x,
 static void embed_backward(const pass_t *ps, const ld_layer_t *L, const float *g, float *dx)
 {
     const size_t in = shape_size(L->in), e = shape_size(L->out) - in;
-    float *gt = ps->grads + L->param_off;
+    float *gt = ps->grads ? ps->grads + L->param_off : NULL;
     for (int n = 0; n < ps->b; n++) {
         const float *gn = g + (size_t)n * (in + e);
-        float *gr = gt + (size_t)ps->run->labels[n] * e;
-        for (size_t j = 0; j < e; j++)
-            gr[j] += gn[in + j];
+        for (size_t j = 0; gt && j < e; j++)
+            gt[(size_t)ps->run->labels[n] * e + j] += gn[in + j];
         if (dx)
             memcpy(dx + (size_t)n * in, gn, in * sizeof *dx);
     }
@@ -990,11 +998,11 @@ static const float *backward_range(const pass_t *ps, int lo, int hi, const float
         const size_t n_in = (size_t)b * shape_size(L->in), n_out = (size_t)b * shape_size(L->out);
         const float *x = ws->in[i];
         float *dx = k > 0 ? other(ws, g) : dst ? dst : need_dx ? other(ws, g) : NULL;
-        float *G = ps->grads + L->param_off;
+        float *G = ps->grads ? ps->grads + L->param_off : NULL;
         switch (L->kind) {
         case LD_LAYER_LINEAR:
             ld_dense_backward(b, (int)shape_size(L->in), L->out.c, x, ps->params + L->param_off,
-                              g, G, G + (size_t)L->out.c * shape_size(L->in), dx);
+                              g, G, G ? G + (size_t)L->out.c * shape_size(L->in) : NULL, dx);
             break;
         case LD_LAYER_CONV2D: conv_backward(ps, L, x, g, dx); break;
         case LD_LAYER_CONVT2D: convt_backward(ps, L, x, g, dx); break;

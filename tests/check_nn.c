@@ -993,8 +993,16 @@ START_TEST(test_gan_step_g_gradients)
     float *g = calloc(c.m->n_params, sizeof(float));
     ck_assert_ptr_nonnull(g);
     gan_d_obj(&c);
+    const ld_mlp_t *D = &c.m->nets[LD_GAN_D];
+    float *gd = g + D->off;
+    size_t nd = D->n_params;
+    for (size_t k = 0; k < nd; k++)
+        gd[k] = 7.0f;
     double l = ld_gan_step_g_masks(c.m, g, &c.ws, GB, c.loss, NULL, c.mg);
     ck_assert(isfinite(l));
+    /* D is fixed in the G step: its gradient range is not written */
+    for (size_t k = 0; k < nd; k++)
+        ck_assert_float_eq(gd[k], 7.0f);
     /* minimax's loss is mean log(1 - D(fake)) < 0; ns's is mean -log D(fake) > 0 */
     ck_assert(c.loss == LD_GAN_LOSS_MINIMAX ? l < 0 : l > 0);
     fd_model(_i ? "gan G-step(minimax)" : "gan G-step(ns)", c.m, g, gan_g_obj, &c, LD_GAN_G);
