@@ -1151,6 +1151,28 @@ START_TEST(test_rng_normal)
 }
 END_TEST
 
+/* Any slice of a Box-Muller stream, drawn on its own, equals the same
+ * elements of the whole draw, bit for bit: odd and even starts and ends. */
+START_TEST(test_rng_normal_slice)
+{
+    enum { N = 41 };
+    float all[N], part[N];
+    ld_rng_t r, before;
+    ld_rng_seed(&r, 7);
+    before = r;
+    ld_rng_fill_normal(&r, all, N, 0.5f, 2.0f);
+    for (size_t first = 0; first <= N; first++)
+        for (size_t n = 0; first + n <= N; n++) {
+            for (size_t k = 0; k < N; k++)
+                part[k] = NAN;
+            ld_rng_fill_normal_slice(&before, first, part, n, 0.5f, 2.0f);
+            ck_assert_int_eq(memcmp(part, all + first, n * sizeof *part), 0);
+            if (n < N)
+                ck_assert(isnan(part[n])); /* nothing written past the slice */
+        }
+}
+END_TEST
+
 /* The ziggurat's normals: moments, the tail it samples separately, and a
  * chi-squared against the normal CDF over 66 bins of 0.125 (which a wrong
  * layer table, wedge test or tail would fail). */
@@ -1437,6 +1459,7 @@ Suite *suite_nn(void)
     tcase_add_test(tr, test_rng_determinism);
     tcase_add_test(tr, test_rng_uniform);
     tcase_add_test(tr, test_rng_normal);
+    tcase_add_test(tr, test_rng_normal_slice);
     tcase_add_test(tr, test_rng_normal_fast);
     tcase_add_test(tr, test_rng_below);
     tcase_add_test(tr, test_sym_eig);
