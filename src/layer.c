@@ -465,14 +465,21 @@ static void allreduce(const pass_t *ps, double *v, size_t n)
         ld_allreduce_sum(ps->run->ar, ps->run->rank, v, n);
 }
 
-/* The positions o in [0, n) whose input index o*s - p + k falls in [0, size):
- * [*lo, *hi), so the copy loops below need no per-element test. */
-static void valid_span(int size, int k, int s, int p, int n, int *lo, int *hi)
+/* For each kernel offset k < K (K <= 16, see add_conv): the positions o in
+ * [0, n) whose input index o*s - p + k falls in [0, size) are [lo[k], hi[k]),
+ * so the copy loops below need no per-element test. */
+typedef struct {
+    int lo[16], hi[16];
+} spans_t;
+
+static void kernel_spans(int size, int K, int s, int p, int n, spans_t *sp)
 {
-    int first = p - k > 0 ? (p - k + s - 1) / s : 0, last = size - 1 + p - k;
-    *lo = first < n ? first : n;
-    *hi = last < 0 ? *lo : last / s + 1 < n ? last / s + 1 : n;
-    *hi = *hi > *lo ? *hi : *lo;
+    for (int k = 0; k < K; k++) {
+        int first = p - k > 0 ? (p - k + s - 1) / s : 0, last = size - 1 + p - k;
+        int lo = first < n ? first : n, hi = last < 0 ? lo : last / s + 1 < n ? last / s + 1 : n;
+        sp->lo[k] = lo;
+        sp->hi[k] = hi > lo ? hi : lo;
+    }
 }
 
 /* im2col of one image (C, H, W) for a K x K kernel, stride s, padding p, over
@@ -482,19 +489,19 @@ static void valid_span(int size, int k, int s, int p, int n, int *lo, int *hi)
 static void im2col(const float *im, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
                    float *col, size_t ld)
 {
-    for (int ki = 0; ki < K; ki++) {
-        int hlo, hhi;
-        valid_span(H, ki, s, p, Ho, &hlo, &hhi);
-        for (int kj = 0; kj < K; kj++) {
-            int wlo, whi;
-            valid_span(W, kj, s, p, Wo, &wlo, &whi);
-            for (int c = 0; c < C; c++) {
+    spans_t hs, ws;
+    kernel_spans(H, K, s, p, Ho, &hs);
+    kernel_spans(W, K, s, p, Wo, &ws);
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < K; ki++)
+            for (int kj = 0; kj < K; kj++) {
+                const int wlo = ws.lo[kj], whi = ws.hi[kj], off = kj - p;
                 float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
-                memset(row, 0, (size_t)hlo * Wo * sizeof *row);
-                for (int oh = hlo; oh < hhi; oh++) {
+                memset(row, 0, (size_t)hs.lo[ki] * Wo * sizeof *row);
+                for (int oh = hs.lo[ki]; oh < hs.hi[ki]; oh++) {
                     float *r = row + (size_t)oh * Wo;
+                    /* position ow reads input column ow * s + off of this row */
                     const float *src = im + ((size_t)c * H + oh * s - p + ki) * W;
-                    const int off = kj - p; /* input column of position ow: ow * s + off */
                     for (int ow = 0; ow < wlo; ow++)
                         r[ow] = 0.0f;
                     if (s == 1)
@@ -505,10 +512,9 @@ static void im2col(const float *im, int C, int H, int W, int K, int s, int p, in
                     for (int ow = whi; ow < Wo; ow++)
                         r[ow] = 0.0f;
                 }
-                memset(row + (size_t)hhi * Wo, 0, (size_t)(Ho - hhi) * Wo * sizeof *row);
+                memset(row + (size_t)hs.hi[ki] * Wo, 0,
+                       (size_t)(Ho - hs.hi[ki]) * Wo * sizeof *row);
             }
-        }
-    }
 }
 
 /* The adjoint of im2col: im (C, H, W) += every column entry at its pixel.
@@ -516,23 +522,21 @@ static void im2col(const float *im, int C, int H, int W, int K, int s, int p, in
 static void col2im(const float *col, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
                    float *im, size_t ld)
 {
+    spans_t hs, ws;
+    kernel_spans(H, K, s, p, Ho, &hs);
+    kernel_spans(W, K, s, p, Wo, &ws);
     for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < K; ki++) {
-            int hlo, hhi;
-            valid_span(H, ki, s, p, Ho, &hlo, &hhi);
+        for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
-                int wlo, whi;
-                valid_span(W, kj, s, p, Wo, &wlo, &whi);
+                const int wlo = ws.lo[kj], whi = ws.hi[kj], off = kj - p;
                 const float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
-                for (int oh = hlo; oh < hhi; oh++) {
+                for (int oh = hs.lo[ki]; oh < hs.hi[ki]; oh++) {
                     float *dst = im + ((size_t)c * H + oh * s - p + ki) * W;
                     const float *r = row + (size_t)oh * Wo;
-                    const int off = kj - p;
                     for (int ow = wlo; ow < whi; ow++)
                         dst[ow * s + off] += r[ow];
                 }
             }
-        }
 }
 
 /* y (C, S) = bias[c] in every position of channel c. */
