@@ -99,7 +99,8 @@ double ld_gan_step_g_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, i
         l = ld_bce_logits_const((size_t)b, lf, 1.0f, ws->dlogit, scale);
     else /* minimise -BCE(D(fake), 0): the gradient flips sign */
         l = -ld_bce_logits_const((size_t)b, lf, 0.0f, ws->dlogit, -scale);
-    ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, ws->dfake, run);
+    /* D is fixed in this half-step: only dL/dfake, none of D's weight gradients */
+    ld_pass_backward(m, LD_GAN_D, NULL, &ws->d, b, ws->dlogit, ws->dfake, run);
     ld_pass_backward(m, LD_GAN_G, grads, &ws->g, b, ws->dfake, NULL, run);
     return b > 0 ? l / b : 0.0;
 }

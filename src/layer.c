@@ -465,6 +465,23 @@ static void allreduce(const pass_t *ps, double *v, size_t n)
         ld_allreduce_sum(ps->run->ar, ps->run->rank, v, n);
 }
 
+/* For each kernel offset k < K (K <= 16, see add_conv): the positions o in
+ * [0, n) whose input index o*s - p + k falls in [0, size) are [lo[k], hi[k]),
+ * so the copy loops below need no per-element test. */
+typedef struct {
+    int lo[16], hi[16];
+} spans_t;
+
+static void kernel_spans(int size, int K, int s, int p, int n, spans_t *sp)
+{
+    for (int k = 0; k < K; k++) {
+        int first = p - k > 0 ? (p - k + s - 1) / s : 0, last = size - 1 + p - k;
+        int lo = first < n ? first : n, hi = last < 0 ? lo : last / s + 1 < n ? last / s + 1 : n;
+        sp->lo[k] = lo;
+        sp->hi[k] = hi > lo ? hi : lo;
+    }
+}
+
 /* im2col of one image (C, H, W) for a K x K kernel, stride s, padding p, over
  * an (Ho, Wo) grid of positions: col (C*K*K, Ho*Wo) with rows ld floats
  * apart (so the columns of several images can sit side by side), zeros where
@@ -472,45 +489,52 @@ static void allreduce(const pass_t *ps, double *v, size_t n)
 static void im2col(const float *im, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
                    float *col, size_t ld)
 {
+    spans_t hs, ws;
+    kernel_spans(H, K, s, p, Ho, &hs);
+    kernel_spans(W, K, s, p, Wo, &ws);
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
+                const int wlo = ws.lo[kj], whi = ws.hi[kj], off = kj - p;
                 float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
-                for (int oh = 0; oh < Ho; oh++) {
-                    int ih = oh * s - p + ki;
+                memset(row, 0, (size_t)hs.lo[ki] * Wo * sizeof *row);
+                for (int oh = hs.lo[ki]; oh < hs.hi[ki]; oh++) {
                     float *r = row + (size_t)oh * Wo;
-                    if (ih < 0 || ih >= H) {
-                        memset(r, 0, (size_t)Wo * sizeof *r);
-                        continue;
-                    }
-                    const float *src = im + ((size_t)c * H + ih) * W;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * s - p + kj;
-                        r[ow] = iw >= 0 && iw < W ? src[iw] : 0.0f;
-                    }
+                    /* position ow reads input column ow * s + off of this row */
+                    const float *src = im + ((size_t)c * H + oh * s - p + ki) * W;
+                    for (int ow = 0; ow < wlo; ow++)
+                        r[ow] = 0.0f;
+                    if (s == 1)
+                        memcpy(r + wlo, src + wlo + off, (size_t)(whi - wlo) * sizeof *r);
+                    else
+                        for (int ow = wlo; ow < whi; ow++)
+                            r[ow] = src[ow * s + off];
+                    for (int ow = whi; ow < Wo; ow++)
+                        r[ow] = 0.0f;
                 }
+                memset(row + (size_t)hs.hi[ki] * Wo, 0,
+                       (size_t)(Ho - hs.hi[ki]) * Wo * sizeof *row);
             }
 }
 
-/* The adjoint of im2col: im (C, H, W) += every column entry at its pixel. */
+/* The adjoint of im2col: im (C, H, W) += every column entry at its pixel.
+ * Each pixel receives its terms in (c, ki, kj, oh, ow) order. */
 static void col2im(const float *col, int C, int H, int W, int K, int s, int p, int Ho, int Wo,
                    float *im, size_t ld)
 {
+    spans_t hs, ws;
+    kernel_spans(H, K, s, p, Ho, &hs);
+    kernel_spans(W, K, s, p, Wo, &ws);
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
+                const int wlo = ws.lo[kj], whi = ws.hi[kj], off = kj - p;
                 const float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
-                for (int oh = 0; oh < Ho; oh++) {
-                    int ih = oh * s - p + ki;
-                    if (ih < 0 || ih >= H)
-                        continue;
-                    float *dst = im + ((size_t)c * H + ih) * W;
+                for (int oh = hs.lo[ki]; oh < hs.hi[ki]; oh++) {
+                    float *dst = im + ((size_t)c * H + oh * s - p + ki) * W;
                     const float *r = row + (size_t)oh * Wo;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * s - p + kj;
-                        if (iw >= 0 && iw < W)
-                            dst[iw] += r[ow];
-                    }
+                    for (int ow = wlo; ow < whi; ow++)
+                        dst[ow * s + off] += r[ow];
                 }
             }
 }
@@ -585,7 +609,7 @@ static void conv_backward(const pass_t *ps, const ld_layer_t *L, const float *x,
     float *gw = ps->grads ? ps->grads + L->param_off : NULL;
     const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
     float *cols = ps->ws->cols, *t = ps->ws->tmp;
-    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+    for (int n0 = 0; n0 < ps->b && (gw || dx); n0 += ch) {
         int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
         to_cm(g + (size_t)n0 * shape_size(L->out), n, L->out.c, G, t);
         if (gw) {
@@ -649,7 +673,7 @@ static void convt_backward(const pass_t *ps, const ld_layer_t *L, const float *x
     const int Ck = (int)conv_colrows(L), G = conv_grid(L), ch = conv_chunk(L, ps->ws->B);
     const int HWo = L->out.h * L->out.w;
     float *cols = ps->ws->cols, *t = ps->ws->tmp, *t2 = t + (size_t)L->in.c * ch * G;
-    for (int n0 = 0; n0 < ps->b; n0 += ch) {
+    for (int n0 = 0; n0 < ps->b && (gw || dx); n0 += ch) {
         int n = ps->b - n0 < ch ? ps->b - n0 : ch, ld = n * G;
         for (int j = 0; j < n; j++) {
             const float *gj = g + (size_t)(n0 + j) * shape_size(L->out);

@@ -52,17 +52,41 @@ uint32_t ld_rng_below(ld_rng_t *r, uint32_t n)
     return (uint32_t)(m >> 32);
 }
 
+/* One Box-Muller pair from two draws: rad * (cos th, sin th). */
+static void normal_pair(ld_rng_t *r, double *rad, double *th)
+{
+    /* u1 in (0,1] so log is finite; 53-bit doubles for accuracy in the tails. */
+    double u1 = ((double)(ld_rng_u64(r) >> 11) + 1.0) * 0x1.0p-53;
+    double u2 = (double)(ld_rng_u64(r) >> 11) * 0x1.0p-53;
+    *rad = sqrt(-2.0 * log(u1));
+    *th = 6.283185307179586 * u2;
+}
+
 void ld_rng_fill_normal(ld_rng_t *r, float *x, size_t n, float mean, float std)
 {
     for (size_t i = 0; i < n; i += 2) {
-        /* u1 in (0,1] so log is finite; 53-bit doubles for accuracy in the tails. */
-        double u1 = ((double)(ld_rng_u64(r) >> 11) + 1.0) * 0x1.0p-53;
-        double u2 = (double)(ld_rng_u64(r) >> 11) * 0x1.0p-53;
-        double rad = sqrt(-2.0 * log(u1));
-        double th = 6.283185307179586 * u2;
+        double rad, th;
+        normal_pair(r, &rad, &th);
         x[i] = mean + std * (float)(rad * cos(th));
         if (i + 1 < n)
             x[i + 1] = mean + std * (float)(rad * sin(th));
+    }
+}
+
+void ld_rng_fill_normal_slice(const ld_rng_t *r0, size_t first, float *x, size_t n, float mean,
+                              float std)
+{
+    ld_rng_t r = *r0;
+    /* every pair takes exactly two draws: skip the pairs before first's */
+    for (size_t k = 0; k < first / 2 * 2; k++)
+        ld_rng_u64(&r);
+    for (size_t i = first / 2 * 2; i < first + n; i += 2) {
+        double rad, th;
+        normal_pair(&r, &rad, &th);
+        if (i >= first)
+            x[i - first] = mean + std * (float)(rad * cos(th));
+        if (i + 1 < first + n)
+            x[i + 1 - first] = mean + std * (float)(rad * sin(th));
     }
 }
 

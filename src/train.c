@@ -48,7 +48,9 @@ struct ld_trainer {
     ld_rng_t shuffle_start;      /* shuffle stream as it was before this epoch's shuffle */
     ld_rng_t shuffle, noise;
     int *perm;                   /* (n) this epoch's order */
-    float *xb;                   /* (B, X) gathered batch */
+    float *xb;                   /* (B, X) gathered batch: each worker gathers its rows */
+    int batch_lo;                /* the batch is perm[batch_lo .. batch_lo + b) */
+    ld_rng_t noise_step;         /* this step's stream for noise_all */
     float *noise_all;            /* (B, Z) the batch's eps or z, drawn whole so that every
                                     thread count trains on the same numbers */
     ld_allreduce_t *ar;          /* batch norm's whole-batch sums across the workers */
@@ -407,6 +409,25 @@ static int runs(const worker_t *w)
     return w->b > 0 || w->t->m->arch.net != LD_NETS_MLP;
 }
 
+/* Gather this worker's rows of the batch into xb (and yb) and draw its rows
+ * of the batch's noise (the same numbers as one draw of the whole batch): in
+ * the first phase of a step, so that this runs on every worker at once. */
+static void gather_rows(const worker_t *w)
+{
+    ld_trainer_t *t = w->t;
+    const int X = t->m->arch.x_dim;
+    const size_t Z = (size_t)t->m->arch.z_dim;
+    for (int i = w->lo; i < w->lo + w->b; i++) {
+        int r = t->perm[t->batch_lo + i];
+        memcpy(t->xb + (size_t)i * X, t->d->x + (size_t)r * X, (size_t)X * sizeof(float));
+        if (t->d->y)
+            t->yb[i] = t->d->y[r];
+    }
+    if (Z > 0)
+        ld_rng_fill_normal_slice(&t->noise_step, (size_t)w->lo * Z, t->noise_all + w->lo * Z,
+                                 (size_t)w->b * Z, 0.0f, 1.0f);
+}
+
 /* This worker's slice of the batch's noise. */
 static const float *noise_of(const worker_t *w)
 {
@@ -418,6 +439,7 @@ static void phase_vae(worker_t *w)
     ld_trainer_t *t = w->t;
     const ld_model_t *m = t->m;
     double rec = 0, kl = 0;
+    gather_rows(w);
     memset(w->grads, 0, m->n_params * sizeof(float));
     if (runs(w))
         ld_vae_step(m, w->grads, &w->vae, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
@@ -434,6 +456,7 @@ static void phase_cls(worker_t *w)
     const ld_model_t *m = t->m;
     int correct = 0;
     double l = 0;
+    gather_rows(w);
     memset(w->grads, 0, m->n_params * sizeof(float));
     if (w->b > 0)
         l = ld_classifier_step(m, w->grads, &w->cls, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
@@ -448,6 +471,7 @@ static void phase_gan_d(worker_t *w)
     ld_trainer_t *t = w->t;
     const ld_model_t *m = t->m;
     const ld_net_t *D = &m->layers[LD_GAN_D];
+    gather_rows(w);
     memset(w->grads + D->param_off, 0, D->n_params * sizeof(float));
     if (!runs(w))
         return;
@@ -520,22 +544,14 @@ static int abandoning(const ld_trainer_t *t)
 static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
 {
     ld_model_t *m = t->m;
-    const int X = m->arch.x_dim;
-    for (int i = 0; i < b; i++) {
-        int r = t->perm[lo + i];
-        memcpy(t->xb + (size_t)i * X, t->d->x + (size_t)r * X, (size_t)X * sizeof(float));
-        if (t->d->y)
-            t->yb[i] = t->d->y[r];
-    }
+    t->batch_lo = lo; /* the workers gather their rows (gather_rows) */
     t->b = b;
     t->t++;
     /* the batch's noise first, from a stream that does not depend on the
-     * number of workers or ranks (every rank draws the whole batch's) */
-    if (m->arch.z_dim > 0) {
-        ld_rng_t r;
-        ld_rng_seed(&r, ld_rng_u64(&t->noise));
-        ld_rng_fill_normal(&r, t->noise_all, (size_t)b * m->arch.z_dim, 0.0f, 1.0f);
-    }
+     * number of workers or ranks (each worker draws its rows of it in
+     * gather_rows) */
+    if (m->arch.z_dim > 0)
+        ld_rng_seed(&t->noise_step, ld_rng_u64(&t->noise));
     /* contiguous slices of the batch, and a fresh noise stream for each worker
      * (dropout), all from one draw: t->noise advances the same for any number
      * of workers.  MPI hook (1): one slice per worker of every rank,

@@ -1072,6 +1072,11 @@ START_TEST(test_dcgan_step_against_torch)
     l = ld_net_forward(&D, params, bufs, &wd, STEP_B, fake, &run);
     double loss_g = ld_bce_logits_const(STEP_B, l, 1.0f, dl, s) / STEP_B;
     ld_net_backward(&D, params, scratch, &wd, dl, dfake, &run);
+    /* the same input gradient, bit for bit, without D's weight gradients */
+    float *dfake_only = malloc(STEP_B * 784 * sizeof(float));
+    ld_net_backward(&D, params, NULL, &wd, dl, dfake_only, &run);
+    ck_assert_int_eq(memcmp(dfake, dfake_only, STEP_B * 784 * sizeof(float)), 0);
+    free(dfake_only);
     ld_net_backward(&G, params, grads, &wg, dfake, NULL, &run);
     ld_adam_step(&adam, 1, G.n_params, params + G.param_off, grads + G.param_off,
                  m + G.param_off, v + G.param_off);

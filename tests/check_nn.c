@@ -993,8 +993,16 @@ START_TEST(test_gan_step_g_gradients)
     float *g = calloc(c.m->n_params, sizeof(float));
     ck_assert_ptr_nonnull(g);
     gan_d_obj(&c);
+    const ld_mlp_t *D = &c.m->nets[LD_GAN_D];
+    float *gd = g + D->off;
+    size_t nd = D->n_params;
+    for (size_t k = 0; k < nd; k++)
+        gd[k] = 7.0f;
     double l = ld_gan_step_g_masks(c.m, g, &c.ws, GB, c.loss, NULL, c.mg);
     ck_assert(isfinite(l));
+    /* D is fixed in the G step: its gradient range is not written */
+    for (size_t k = 0; k < nd; k++)
+        ck_assert_float_eq(gd[k], 7.0f);
     /* minimax's loss is mean log(1 - D(fake)) < 0; ns's is mean -log D(fake) > 0 */
     ck_assert(c.loss == LD_GAN_LOSS_MINIMAX ? l < 0 : l > 0);
     fd_model(_i ? "gan G-step(minimax)" : "gan G-step(ns)", c.m, g, gan_g_obj, &c, LD_GAN_G);
@@ -1140,6 +1148,28 @@ START_TEST(test_rng_normal)
                   (double)in1 / N);
     check_mean_std(ld_rng_fill_normal, &r, x);
     free(x);
+}
+END_TEST
+
+/* Any slice of a Box-Muller stream, drawn on its own, equals the same
+ * elements of the whole draw, bit for bit: odd and even starts and ends. */
+START_TEST(test_rng_normal_slice)
+{
+    enum { N = 41 };
+    float all[N], part[N];
+    ld_rng_t r, before;
+    ld_rng_seed(&r, 7);
+    before = r;
+    ld_rng_fill_normal(&r, all, N, 0.5f, 2.0f);
+    for (size_t first = 0; first <= N; first++)
+        for (size_t n = 0; first + n <= N; n++) {
+            for (size_t k = 0; k < N; k++)
+                part[k] = NAN;
+            ld_rng_fill_normal_slice(&before, first, part, n, 0.5f, 2.0f);
+            ck_assert_int_eq(memcmp(part, all + first, n * sizeof *part), 0);
+            if (n < N)
+                ck_assert(isnan(part[n])); /* nothing written past the slice */
+        }
 }
 END_TEST
 
@@ -1429,6 +1459,7 @@ Suite *suite_nn(void)
     tcase_add_test(tr, test_rng_determinism);
     tcase_add_test(tr, test_rng_uniform);
     tcase_add_test(tr, test_rng_normal);
+    tcase_add_test(tr, test_rng_normal_slice);
     tcase_add_test(tr, test_rng_normal_fast);
     tcase_add_test(tr, test_rng_below);
     tcase_add_test(tr, test_sym_eig);

@@ -40,8 +40,8 @@ double ld_gan_step_d(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
                      double *p_real, double *p_fake);
 
 /* After ld_gan_step_d (and D's update): D forward on the same fake, grads
- * (G's range) += d loss_G / d params_G (D's range is dirtied; zero it before
- * the next D step).  Returns loss_G. */
+ * (G's range) += d loss_G / d params_G; D's range is left as it was (D is
+ * fixed here, so its weight gradients are not computed).  Returns loss_G. */
 double ld_gan_step_g(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
                      ld_gan_loss_t loss, ld_rng_t *rng);
 

@@ -229,8 +229,8 @@ typedef struct {
 const float *ld_net_forward(const ld_net_t *net, const float *params, const float *buffers,
                             ld_net_ws_t *ws, int b, const float *x, const ld_net_run_t *run);
 /* dout (b, out size) = dL/d(output) of the last forward on ws -> grads +=
- * dL/dparams (parameter layout) unless grads is NULL (the input gradient
- * only, as GAN inversion wants it), dx (b, in size) = dL/dx unless NULL.
+ * dL/dparams (parameter layout) unless grads is NULL (then only dx: the
+ * weight-gradient GEMMs are skipped), dx (b, in size) = dL/dx unless NULL.
  * run must be the forward's. dout is not modified. */
 void ld_net_backward(const ld_net_t *net, const float *params, float *grads, ld_net_ws_t *ws,
                      const float *dout, float *dx, const ld_net_run_t *run);

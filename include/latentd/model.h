@@ -208,7 +208,8 @@ void ld_pass_ws_free(ld_pass_ws_t *ws);  /* accepts zeroed */
  * from rng, or masks when not NULL.  Layer list: run (NULL = eval mode). */
 const float *ld_pass_forward(const ld_model_t *m, int i, ld_pass_ws_t *ws, int b, const float *x,
                              ld_rng_t *rng, const float *masks, const ld_net_run_t *run);
-/* After ld_pass_forward on ws: grads += dL/dparams, dx = dL/dx unless NULL. */
+/* After ld_pass_forward on ws: grads += dL/dparams unless grads is NULL,
+ * dx = dL/dx unless NULL. */
 void ld_pass_backward(const ld_model_t *m, int i, float *grads, ld_pass_ws_t *ws, int b,
                       const float *dout, float *dx, const ld_net_run_t *run);
 /* Width of one row of net i's output (C*H*W). */

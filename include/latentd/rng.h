@@ -23,6 +23,11 @@ uint32_t ld_rng_below(ld_rng_t *r, uint32_t n);
 /* x[0..n) ~ N(mean, std^2), Box-Muller in pairs (an odd tail uses one draw of a pair).
  * Training's noise: its stream is what `make models` reproduces. */
 void ld_rng_fill_normal(ld_rng_t *r, float *x, size_t n, float mean, float std);
+/* x[0..n) = elements [first, first + n) of what ld_rng_fill_normal(r, ...)
+ * would write from r's present state, for any total length; r is not
+ * advanced.  Lets each thread draw its own slice of one shared stream. */
+void ld_rng_fill_normal_slice(const ld_rng_t *r, size_t first, float *x, size_t n, float mean,
+                              float std);
 /* The same distribution by the ziggurat method: one 64-bit draw and no log,
  * sin or cos for about 98.8% of values, so cheaper than Box-Muller (figures:
  * docs/benchmarks.md).  A different stream from ld_rng_fill_normal's for the
