@@ -586,7 +586,13 @@ static void infer_reply(ld_req_t *req, infer_t *j)
     ld_buf_reserve(&b, room);
     ld_buf_puts(&b, "{\"model_name\":");
     ld_buf_json_str(&b, j->s->name);
-    ld_buf_printf(&b, ",\"model_version\":\"%llu\"", (unsigned long long)j->s->version);
+    /* no printf on this path: glibc sends it down its slow positional
+     * path in this process (see ld_fmt_u64) */
+    char ver[24];
+    ld_fmt_u64(ver, (unsigned long long)j->s->version);
+    ld_buf_puts(&b, ",\"model_version\":\"");
+    ld_buf_puts(&b, ver);
+    ld_buf_putc(&b, '"');
     if (j->id) {
         ld_buf_puts(&b, ",\"id\":");
         ld_buf_json_str(&b, j->id);
@@ -605,12 +611,19 @@ static void infer_reply(ld_req_t *req, infer_t *j)
             ld_buf_putc(&b, ',');
         ld_buf_puts(&b, "{\"name\":");
         ld_buf_json_str(&b, tensor_name[t]);
-        ld_buf_printf(&b, ",\"datatype\":\"%s\",\"shape\":[", tensor_type(t));
-        for (int d = 0; d < rank; d++)
-            ld_buf_printf(&b, d ? ",%lld" : "%lld", dims[d]);
+        ld_buf_puts(&b, ",\"datatype\":\"");
+        ld_buf_puts(&b, tensor_type(t));
+        ld_buf_puts(&b, "\",\"shape\":[");
+        for (int d = 0; d < rank; d++) {
+            if (d)
+                ld_buf_putc(&b, ',');
+            ld_buf_int(&b, dims[d]);
+        }
         ld_buf_putc(&b, ']');
         if (j->out_bin[i]) {
-            ld_buf_printf(&b, ",\"parameters\":{\"binary_data_size\":%zu}}", count * 4);
+            ld_buf_puts(&b, ",\"parameters\":{\"binary_data_size\":");
+            ld_buf_int(&b, (long long)(count * 4));
+            ld_buf_puts(&b, "}}");
             any_bin = 1;
         } else {
             ld_buf_puts(&b, ",\"data\":");
