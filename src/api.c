@@ -1230,6 +1230,7 @@ done:
 /* ------------------------------------- for handlers in other files (api_impl.h) */
 
 ld_registry_t *ld_api_registry(const ld_api_t *api) { return api->reg; }
+int ld_api_all_finite(const float *x, size_t n) { return all_finite(x, n); }
 struct ld_jobs *ld_api_jobs(const ld_api_t *api) { return api->opts.jobs; }
 
 int ld_api_body_args(ld_req_t *req, const char *const *data, const char *const *opts,

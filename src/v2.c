@@ -10,6 +10,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/v2.h"
 
+#include "api_impl.h"
+
 #include "latentd/batch.h"
 #include "latentd/buf.h"
 #include "latentd/jsonarg.h"
@@ -236,16 +238,6 @@ static int depth_ok(const cJSON *j, int depth)
     return 1;
 }
 
-/* Binary inputs can carry NaN and Inf, which no model input may hold and
- * JSON cannot write. */
-static int all_finite(const float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return 0;
-    return 1;
-}
-
 /* A non-negative integer of a JSON tensor shape or size. */
 static int read_count(ld_req_t *req, const cJSON *v, const char *what, const char *name,
                       unsigned long long *out)
@@ -414,7 +406,7 @@ static int read_input(ld_req_t *req, infer_t *j, const cJSON *in, int t, bin_t *
         /* the extension's byte order is little-endian, as on every host we build for */
         memcpy(v, bin->p + bin->off, (size_t)size);
         bin->off += (size_t)size;
-        if (!is_int && !all_finite(v, (size_t)count)) {
+        if (!is_int && !ld_api_all_finite(v, (size_t)count)) {
             ld_req_error(req, 400, "invalid_field", "input '%s' holds values that are not finite",
                          name);
             free(v);
@@ -568,7 +560,7 @@ static void infer_reply(ld_req_t *req, infer_t *j)
 {
     const ld_arch_t *a = &j->s->model->arch;
     if (j->dec) {
-        if (!all_finite(j->dec, (size_t)j->n * (size_t)a->x_dim)) {
+        if (!ld_api_all_finite(j->dec, (size_t)j->n * (size_t)a->x_dim)) {
             ld_req_error(req, 400, "non_finite_output",
                          "model '%s' produced values that are not finite for this input "
                          "(are the latent values too large?)",
@@ -789,7 +781,7 @@ static void h_infer(ld_req_t *req, void *ctx)
             ld_req_error(req, rc == LD_ENOMEM ? 503 : 400, "model", "%s", e.msg);
             goto fail;
         }
-        if (!all_finite(j->mu, zn) || !all_finite(j->logvar, zn)) {
+        if (!ld_api_all_finite(j->mu, zn) || !ld_api_all_finite(j->logvar, zn)) {
             ld_req_error(req, 400, "non_finite_output",
                          "model '%s' produced values that are not finite for this input",
                          s->name);
