@@ -4,8 +4,10 @@
 # PyTorch (bench/serve_torch.py), measured the same way with wrk.
 #
 # For each model, endpoint (sample n=1 as JSON, sample n=1 as PNG, decode one
-# z as JSON, decode one z as .npy in and .npy out, and latentd alone: /v2 infer
-# of one z with binary tensors both ways, and sample n=16 as JSON without and
+# z as JSON, decode one z as .npy in and .npy out, the same two with 16 rows
+# of z a request (the batched point: a client that needs speed sends
+# batches), and latentd alone: /v2 infer of one z and of 16 with binary
+# tensors both ways, and sample n=16 as JSON without and
 # with Accept-Encoding: gzip, with its bytes on the wire) and connection count (1,
 # 16, 64): requests/s, p50 and p99
 # latency, and non-2xx responses; then the latentd/PyTorch ratio of req/s and
@@ -150,6 +152,31 @@ zvec() { # n values, deterministic
     "$PY" -c "import sys; n=int(sys.argv[1]); print('[' + ','.join('%.4f' % (((i*37)%17)/8.0-1) for i in range(n)) + ']')" "$1"
 }
 
+# bodies MODEL Z_DIM ROWS: the same ROWS latents (deterministic) as a JSON
+# decode body, as a float32 .npy of shape (ROWS, Z_DIM) and as a /v2 infer
+# body with the binary tensor extension, the images asked back as binary
+# ($work/z<ROWS>-MODEL.{json,npy,v2}); prints the /v2 JSON head's length.
+bodies() {
+    "$PY" - "$@" "$work" <<'PYEOF'
+import json, struct, sys
+m, zd, rows, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+v = [float("%.4f" % (((i * 37) % 17) / 8.0 - 1)) for i in range(rows * zd)]
+pre = "%s/z%d-%s" % (work, rows, m)
+open(pre + ".json", "w").write(json.dumps({"z": [v[r * zd:(r + 1) * zd] for r in range(rows)]},
+                                          separators=(",", ":")))
+data = struct.pack("<%df" % len(v), *v)
+head = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, zd)
+head += " " * (63 - (10 + len(head)) % 64) + "\n"
+open(pre + ".npy", "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode() + data)
+h = json.dumps({"inputs": [{"name": "z", "datatype": "FP32", "shape": [rows, zd],
+                            "parameters": {"binary_data_size": len(data)}}],
+                "outputs": [{"name": "images", "parameters": {"binary_data": True}}]},
+               separators=(",", ":")).encode()
+open(pre + ".v2", "wb").write(h + data)
+print(len(h))
+PYEOF
+}
+
 # measure SERVER_NAME PORT MODEL ENDPOINT_LABEL PATH BODY
 results="$work/results"
 : >"$results"
@@ -210,6 +237,7 @@ h = json.dumps({"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, len(z)
                separators=(",", ":")).encode()
 open(sys.argv[2], "wb").write(h + struct.pack("<%df" % len(z), *z))
 print(len(h))' "$z" "$work/v2-$m.bin")
+    v2hlen16=$(bodies "$m" "$zd" 16)
     for server in latentd torch; do
         [ "$server" = torch ] && [ "$TORCH" != 1 ] && continue
         port=$lport
@@ -218,9 +246,13 @@ print(len(h))' "$z" "$work/v2-$m.bin")
         measure "$server" "$port" "$m" sample-png "/v1/models/$m/sample" '{"n":1,"seed":7,"format":"png"}'
         measure "$server" "$port" "$m" decode-json "/v1/models/$m/decode" "{\"z\":[$z]}"
         measure "$server" "$port" "$m" decode-npy "/v1/models/$m/decode" "@$work/z-$m.npy"
+        measure "$server" "$port" "$m" decode16-json "/v1/models/$m/decode" "$(cat "$work/z16-$m.json")"
+        measure "$server" "$port" "$m" decode16-npy "/v1/models/$m/decode" "@$work/z16-$m.npy"
         if [ "$server" = latentd ]; then # the peer has no /v2
             export V2HLEN=$v2hlen
             measure "$server" "$port" "$m" v2-binary "/v2/models/$m/infer" "@$work/v2-$m.bin"
+            export V2HLEN=$v2hlen16
+            measure "$server" "$port" "$m" v2-binary16 "/v2/models/$m/infer" "@$work/z16-$m.v2"
             unset V2HLEN
             # n=16 JSON, plain and gzipped: req/s, and the body's bytes on the wire
             s16='{"n":16,"seed":7}'
@@ -398,6 +430,13 @@ for model in sorted({k[0] for k in keys}):
         if j and b and j[0] > 0:
             print("at 64 connections, %s %s: %.2fx decode-json's req/s (target >= 1.5x)"
                   % (model, label, b[0] / j[0]))
+    # the batched point: 16 rows a request, so rows/s is 16x req/s
+    j = data.get(("latentd", model, "decode16-json", 64))
+    for label in ("decode16-npy", "v2-binary16"):
+        b = data.get(("latentd", model, label, 64))
+        if j and b and j[0] > 0:
+            print("at 64 connections, %s %s: %.2fx decode16-json's req/s (%.0f rows/s against %.0f)"
+                  % (model, label, b[0] / j[0], 16 * b[0], 16 * j[0]))
 for model in sorted({k[0] for k in keys}):
     p, g = wire.get((model, "identity")), wire.get((model, "gzip"))
     if p and g:

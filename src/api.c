@@ -689,13 +689,17 @@ typedef struct {
     out_opts_t o;
     int n, with_z;
     float *z;        /* (n, z_dim), a copy, in this block after fields */
-    float *x;        /* (n, x_dim), in this block after z */
+    float *x;        /* (n, x_dim), in this block after z, or in npy */
+    uint8_t *npy;    /* .npy answers: the file (npy_len bytes) the rows are
+                        decoded into, handed to the reply; else NULL */
+    size_t npy_len;
     char fields[];   /* JSON members before "shape" */
 } decode_job_t;
 
 static void decode_job_free(decode_job_t *j)
 {
     ld_served_release(j->s);
+    free(j->npy);
     free(j); /* z and x live in the same block */
 }
 
@@ -725,8 +729,14 @@ static void reply_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
 static void decode_job_reply(ld_req_t *req, void *ctx)
 {
     decode_job_t *j = ctx;
-    if (req) /* NULL: the client went away meanwhile */
+    if (req && j->npy) { /* the rows are in the file already */
+        if (check_decoded(req, j->api, j->s, j->n, j->x) == 0) {
+            ld_req_reply(req, 200, "application/octet-stream", j->npy, j->npy_len);
+            j->npy = NULL;
+        }
+    } else if (req) { /* NULL: the client went away meanwhile */
         reply_images(req, j->api, j->s, &j->o, j->n, j->with_z ? j->z : NULL, j->x, j->fields);
+    }
     decode_job_free(j);
 }
 
@@ -752,17 +762,31 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
      * capped by max_samples, so the sizes cannot overflow */
     size_t zoff = (sizeof(decode_job_t) + flen + 1 + 63) / 64 * 64;
     size_t zn = (size_t)n * (size_t)a->z_dim, xn = (size_t)n * (size_t)a->x_dim;
+    /* an .npy answer: the rows are decoded straight into its file */
+    uint8_t *npy = NULL;
+    size_t npy_len = 0;
+    float *nx = NULL;
+    ld_err_t e;
+    if (o->format == FMT_NPY) {
+        int64_t shape[3] = {n, a->img_h, a->img_w};
+        if (ld_npy_alloc(3, shape, &npy, &npy_len, &nx, &e) != LD_OK) {
+            ld_req_error(req, 503, "overloaded", "out of memory");
+            return;
+        }
+        xn = 0;
+    }
     decode_job_t *j = malloc(zoff + (zn + xn) * sizeof(float));
     if (!j) {
+        free(npy);
         ld_req_error(req, 503, "overloaded", "out of memory");
         return;
     }
     float *zc = (float *)(void *)((char *)j + zoff);
     memcpy(zc, z, zn * sizeof *zc);
     *j = (decode_job_t){.req = req, .api = api, .s = ld_served_ref(s), .o = *o, .n = n,
-                        .with_z = with_z, .z = zc, .x = zc + zn};
+                        .with_z = with_z, .z = zc, .x = nx ? nx : zc + zn, .npy = npy,
+                        .npy_len = npy_len};
     memcpy(j->fields, fields, flen + 1);
-    ld_err_t e;
     if (!s->batch) { /* no batcher (cannot happen for a served VAE or GAN): decode here */
         int rc = ld_model_decode(s->model, n, j->z, j->x, &e);
         if (rc != LD_OK) {
@@ -1206,6 +1230,7 @@ done:
 /* ------------------------------------- for handlers in other files (api_impl.h) */
 
 ld_registry_t *ld_api_registry(const ld_api_t *api) { return api->reg; }
+int ld_api_all_finite(const float *x, size_t n) { return all_finite(x, n); }
 struct ld_jobs *ld_api_jobs(const ld_api_t *api) { return api->opts.jobs; }
 
 int ld_api_body_args(ld_req_t *req, const char *const *data, const char *const *opts,

@@ -43,6 +43,8 @@ int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_a
  * ld_registry_install: rc (e its message), *replaced, and s (the new
  * model's reference, released here; NULL on failure). */
 void ld_api_reply_put(ld_req_t *req, int rc, int replaced, ld_served_t *s, const ld_err_t *e);
+/* 1 if none of x (n) is NaN or Inf (vectorised; any thread). */
+int ld_api_all_finite(const float *x, size_t n);
 /* Answer images x (n, x_dim) as PNG or .npy as o asks (o->format != 0). */
 void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
                          const float *x, int n);

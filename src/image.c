@@ -7,6 +7,8 @@
  */
 #include "latentd/image.h"
 
+#include "latentd/buf.h"
+
 #include <errno.h>
 #include <png.h>
 #include <pthread.h>
@@ -438,13 +440,9 @@ int ld_png_decode_file(const char *path, size_t max_pixels, float **x, int *h, i
 #define NPY_MAX_DIMS 4
 #define NPY_MAX_ELEMS ((uint64_t)1 << 40)
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
+/* '<f4' data is written as the host's floats: every host we build for is
+ * little-endian (the /v2 binary extension assumes it too). */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the .npy writer needs a little-endian host");
 
 static uint32_t get_le32(const uint8_t *p)
 {
@@ -469,55 +467,87 @@ static int npy_count(int ndim, const int64_t *shape, uint64_t *count, ld_err_t *
     return LD_OK;
 }
 
-/* Contract: image.h.  ndim in 1..4, shape (ndim) sizes >= 0, x (prod(shape)).
- * The header is byte-for-byte what numpy < 1.24 writes (numpy's own
- * _wrap_header padding), v1.0, little-endian float32 data after it.
- * *out (len bytes) malloc'd, owned by the caller. */
-int ld_npy_encode(const float *x, int ndim, const int64_t *shape, uint8_t **out, size_t *len,
-                  ld_err_t *err)
+/* The header of a .npy of shape (ndim) into p (NPY_HEADER_MAX bytes: four
+ * 19-digit sizes fit); returns its length, a multiple of NPY_ALIGN.  Byte-for-byte what
+ * numpy < 1.24 writes: Python's repr of the dict with sorted keys (a 1-tuple
+ * keeps its comma), then numpy's own _wrap_header padding.  Written without
+ * printf, which glibc sends down its slow positional path in this process
+ * (see ld_fmt_u64). */
+#define NPY_HEADER_MAX 256
+static size_t npy_header(uint8_t *p, int ndim, const int64_t *shape)
 {
-    if (ndim < 1 || ndim > NPY_MAX_DIMS || !shape || !out || !len)
+    static const char dict_open[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
+    char *d = (char *)p + NPY_MAGIC_LEN + 4;
+    size_t dl = sizeof dict_open - 1;
+    memcpy(d, dict_open, dl);
+    for (int i = 0; i < ndim; i++) {
+        if (i) {
+            memcpy(d + dl, ", ", 2);
+            dl += 2;
+        }
+        dl += (size_t)ld_fmt_i64(d + dl, (long long)shape[i]);
+    }
+    if (ndim == 1)
+        d[dl++] = ',';
+    memcpy(d + dl, "), }", 4);
+    dl += 4;
+    /* numpy: padlen = ALIGN - ((MAGIC_LEN + 4 + hlen) % ALIGN), hlen counting
+     * the final '\n'; so the padding is 1..64 spaces. */
+    size_t hlen = dl + 1;
+    size_t padlen = NPY_ALIGN - (NPY_MAGIC_LEN + 4 + hlen) % NPY_ALIGN;
+    size_t header = NPY_MAGIC_LEN + 4 + hlen + padlen;
+    memcpy(p, NPY_MAGIC, NPY_MAGIC_LEN);
+    p[6] = 1; /* version 1.0 */
+    p[7] = 0;
+    p[8] = (uint8_t)((hlen + padlen) & 0xff);
+    p[9] = (uint8_t)((hlen + padlen) >> 8);
+    memset(d + dl, ' ', padlen);
+    p[header - 1] = '\n';
+    return header;
+}
+
+/* Contract: image.h.  *out (*len bytes) malloc'd, owned by the caller;
+ * *data points into it, float-aligned. */
+int ld_npy_alloc(int ndim, const int64_t *shape, uint8_t **out, size_t *len, float **data,
+                 ld_err_t *err)
+{
+    if (ndim < 1 || ndim > NPY_MAX_DIMS || !shape || !out || !len || !data)
         return ld_err_set(err, LD_EINVAL, "npy: need 1 <= ndim <= %d (got %d), shape and out",
                           NPY_MAX_DIMS, ndim);
     uint64_t count;
     int rc = npy_count(ndim, shape, &count, err);
     if (rc != LD_OK)
         return rc;
-    if (count && !x)
-        return ld_err_set(err, LD_EINVAL, "npy: x is NULL");
-
-    /* Python's repr of the dict with sorted keys; a 1-tuple keeps its comma. */
-    char dict[256];
-    int dl = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
-    for (int i = 0; i < ndim; i++)
-        dl += snprintf(dict + dl, sizeof dict - (size_t)dl, "%s%lld", i ? ", " : "",
-                       (long long)shape[i]);
-    dl += snprintf(dict + dl, sizeof dict - (size_t)dl, "%s), }", ndim == 1 ? "," : "");
-    /* numpy: padlen = ALIGN - ((MAGIC_LEN + 4 + hlen) % ALIGN), hlen counting
-     * the final '\n'; so the padding is 1..64 spaces. */
-    size_t hlen = (size_t)dl + 1;
-    size_t padlen = NPY_ALIGN - (NPY_MAGIC_LEN + 4 + hlen) % NPY_ALIGN;
-    size_t header = NPY_MAGIC_LEN + 4 + hlen + padlen;
-
+    uint8_t head[NPY_HEADER_MAX];
+    size_t header = npy_header(head, ndim, shape);
     size_t total = header + (size_t)count * 4;
     uint8_t *p = malloc(total);
     if (!p)
         return ld_err_set(err, LD_ENOMEM, "npy: out of memory for %zu bytes", total);
-    memcpy(p, NPY_MAGIC, NPY_MAGIC_LEN);
-    p[6] = 1; /* version 1.0 */
-    p[7] = 0;
-    p[8] = (uint8_t)((hlen + padlen) & 0xff);
-    p[9] = (uint8_t)((hlen + padlen) >> 8);
-    memcpy(p + 10, dict, (size_t)dl);
-    memset(p + 10 + dl, ' ', padlen);
-    p[header - 1] = '\n';
-    for (size_t i = 0; i < count; i++) {
-        uint32_t bits;
-        memcpy(&bits, &x[i], 4);
-        put_le32(p + header + 4 * i, bits);
-    }
+    memcpy(p, head, header);
     *out = p;
     *len = total;
+    *data = (float *)(void *)(p + header); /* header: a multiple of 64 bytes */
+    return LD_OK;
+}
+
+/* Contract: image.h.  ndim in 1..4, shape (ndim) sizes >= 0, x (prod(shape)).
+ * *out (len bytes) malloc'd, owned by the caller. */
+int ld_npy_encode(const float *x, int ndim, const int64_t *shape, uint8_t **out, size_t *len,
+                  ld_err_t *err)
+{
+    float *data;
+    int rc = ld_npy_alloc(ndim, shape, out, len, &data, err);
+    if (rc != LD_OK)
+        return rc;
+    size_t count = (*len - (size_t)((uint8_t *)data - *out)) / 4;
+    if (count && !x) {
+        free(*out);
+        *out = NULL;
+        return ld_err_set(err, LD_EINVAL, "npy: x is NULL");
+    }
+    if (count)
+        memcpy(data, x, count * 4); /* '<f4': the host's order (image.h) */
     return LD_OK;
 }
 

@@ -10,6 +10,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "latentd/v2.h"
 
+#include "api_impl.h"
+
 #include "latentd/batch.h"
 #include "latentd/buf.h"
 #include "latentd/jsonarg.h"
@@ -206,7 +208,11 @@ typedef struct {
     float *z;             /* (n, z_dim): given or drawn (images decode from mu) */
     float *x;             /* (n, x_dim): images given */
     float *mu, *logvar;   /* (n, z_dim) when encoded */
-    float *dec;           /* (n, x_dim): decoded images, when asked */
+    float *dec;           /* (n, x_dim): decoded images, when asked; inside ans when
+                             ans is set, else malloc'd */
+    char *ans;            /* the whole answer written before the decode when the
+                             images go out binary (infer_prebuild), else NULL */
+    size_t ans_len, ans_jlen;
 } infer_t;
 
 static void infer_free(infer_t *j)
@@ -219,7 +225,9 @@ static void infer_free(infer_t *j)
     free(j->x);
     free(j->mu);
     free(j->logvar);
-    free(j->dec);
+    if (!j->ans)
+        free(j->dec);
+    free(j->ans);
     free(j);
 }
 
@@ -232,16 +240,6 @@ static int depth_ok(const cJSON *j, int depth)
         return 0;
     for (const cJSON *c = j->child; c; c = c->next)
         if ((cJSON_IsArray(c) || cJSON_IsObject(c)) && !depth_ok(c, depth + 1))
-            return 0;
-    return 1;
-}
-
-/* Binary inputs can carry NaN and Inf, which no model input may hold and
- * JSON cannot write. */
-static int all_finite(const float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
             return 0;
     return 1;
 }
@@ -414,7 +412,7 @@ static int read_input(ld_req_t *req, infer_t *j, const cJSON *in, int t, bin_t *
         /* the extension's byte order is little-endian, as on every host we build for */
         memcpy(v, bin->p + bin->off, (size_t)size);
         bin->off += (size_t)size;
-        if (!is_int && !all_finite(v, (size_t)count)) {
+        if (!is_int && !ld_api_all_finite(v, (size_t)count)) {
             ld_req_error(req, 400, "invalid_field", "input '%s' holds values that are not finite",
                          name);
             free(v);
@@ -562,13 +560,114 @@ static size_t output_count(const infer_t *j, int t)
     return (size_t)j->n * (size_t)(t == T_IMAGES ? a->x_dim : a->z_dim);
 }
 
+/* The answer's JSON head into b (the outputs' data for those that go as
+ * JSON, so those must be computed); *any_bin: some output goes as binary.
+ * Reserves room for the whole answer at once (at most 17 bytes a JSON value
+ * and its comma, see ld_buf_json_floats): no copying as the buffer grows. */
+static void infer_head(ld_buf_t *b, const infer_t *j, int *any_bin)
+{
+    const ld_arch_t *a = &j->s->model->arch;
+    size_t room = 512 + (j->id ? 6 * strlen(j->id) : 0);
+    for (int i = 0; i < j->n_out; i++)
+        room += output_count(j, j->out[i]) * (j->out_bin[i] ? 4 : 17);
+    ld_buf_reserve(b, room);
+    ld_buf_puts(b, "{\"model_name\":");
+    ld_buf_json_str(b, j->s->name);
+    /* no printf on this path: glibc sends it down its slow positional
+     * path in this process (see ld_fmt_u64) */
+    char ver[24];
+    ld_fmt_u64(ver, (unsigned long long)j->s->version);
+    ld_buf_puts(b, ",\"model_version\":\"");
+    ld_buf_puts(b, ver);
+    ld_buf_putc(b, '"');
+    if (j->id) {
+        ld_buf_puts(b, ",\"id\":");
+        ld_buf_json_str(b, j->id);
+    }
+    if (j->sampled)
+        ld_buf_printf(b, ",\"parameters\":{\"seed\":%llu,\"temperature\":%.15g}",
+                      (unsigned long long)j->seed, j->temperature);
+    ld_buf_puts(b, ",\"outputs\":[");
+    *any_bin = 0;
+    for (int i = 0; i < j->n_out; i++) {
+        int t = j->out[i];
+        long long dims[DIMS_MAX];
+        int rank = tensor_shape(a, t, j->n, dims);
+        size_t count = output_count(j, t);
+        if (i)
+            ld_buf_putc(b, ',');
+        ld_buf_puts(b, "{\"name\":");
+        ld_buf_json_str(b, tensor_name[t]);
+        ld_buf_puts(b, ",\"datatype\":\"");
+        ld_buf_puts(b, tensor_type(t));
+        ld_buf_puts(b, "\",\"shape\":[");
+        for (int d = 0; d < rank; d++) {
+            if (d)
+                ld_buf_putc(b, ',');
+            ld_buf_int(b, dims[d]);
+        }
+        ld_buf_putc(b, ']');
+        if (j->out_bin[i]) {
+            ld_buf_puts(b, ",\"parameters\":{\"binary_data_size\":");
+            ld_buf_int(b, (long long)(count * 4));
+            ld_buf_puts(b, "}}");
+            *any_bin = 1;
+        } else {
+            ld_buf_puts(b, ",\"data\":");
+            ld_buf_json_floats(b, output_data(j, t), count);
+            ld_buf_putc(b, '}');
+        }
+    }
+    ld_buf_puts(b, "]}");
+}
+
+/* When the images go out binary, everything else in the answer is known
+ * before the decode: write it all into j->ans now, with room for the
+ * images where they go, and point j->dec there, so the batcher decodes
+ * straight into the answer (no buffer of their own, no copy).  The head is
+ * padded with spaces, which JSON allows after the value, so that the binary
+ * part starts float-aligned.  0, or -1 out of memory. */
+static int infer_prebuild(infer_t *j)
+{
+    int img = -1;
+    for (int i = 0; i < j->n_out; i++)
+        if (j->out[i] == T_IMAGES)
+            img = i;
+    if (img < 0 || !j->out_bin[img])
+        return 0;
+    ld_buf_t b = {0};
+    int any_bin;
+    infer_head(&b, j, &any_bin);
+    while (b.len % sizeof(float))
+        ld_buf_putc(&b, ' ');
+    j->ans_jlen = b.len;
+    size_t off = 0;
+    for (int i = 0; i < j->n_out; i++) {
+        if (!j->out_bin[i])
+            continue;
+        size_t bytes = output_count(j, j->out[i]) * 4;
+        if (i == img) { /* its bytes come from the decode */
+            off = b.len;
+            if (ld_buf_reserve(&b, bytes) == 0)
+                b.len += bytes;
+        } else {
+            ld_buf_append(&b, output_data(j, j->out[i]), bytes);
+        }
+    }
+    j->ans = ld_buf_steal(&b, &j->ans_len);
+    if (!j->ans)
+        return -1;
+    j->dec = (float *)(void *)(j->ans + off); /* off: a multiple of 4 in a malloc'd block */
+    return 0;
+}
+
 /* The answer, on the request's HTTP thread: JSON, or JSON then the binary
  * outputs in order when any output is binary. */
 static void infer_reply(ld_req_t *req, infer_t *j)
 {
     const ld_arch_t *a = &j->s->model->arch;
     if (j->dec) {
-        if (!all_finite(j->dec, (size_t)j->n * (size_t)a->x_dim)) {
+        if (!ld_api_all_finite(j->dec, (size_t)j->n * (size_t)a->x_dim)) {
             ld_req_error(req, 400, "non_finite_output",
                          "model '%s' produced values that are not finite for this input "
                          "(are the latent values too large?)",
@@ -577,53 +676,22 @@ static void infer_reply(ld_req_t *req, infer_t *j)
         }
         ld_metrics_add_samples(j->o->metrics, (uint64_t)j->n);
     }
-    /* room for the whole answer at once (at most 17 bytes a JSON value and
-     * its comma, see ld_buf_json_floats): no copying as the buffer grows */
-    size_t room = 512 + (j->id ? 6 * strlen(j->id) : 0);
-    for (int i = 0; i < j->n_out; i++)
-        room += output_count(j, j->out[i]) * (j->out_bin[i] ? 4 : 17);
+    char jlen[32];
+    if (j->ans) { /* written by infer_prebuild, the images decoded into it */
+        ld_fmt_u64(jlen, (unsigned long long)j->ans_jlen);
+        ld_req_header_add(req, LD_HTTP_JSON_LEN, jlen);
+        ld_req_reply(req, 200, "application/octet-stream", j->ans, j->ans_len);
+        j->ans = NULL;
+        j->dec = NULL; /* it was in ans, which the reply owns now */
+        return;
+    }
     ld_buf_t b = {0};
-    ld_buf_reserve(&b, room);
-    ld_buf_puts(&b, "{\"model_name\":");
-    ld_buf_json_str(&b, j->s->name);
-    ld_buf_printf(&b, ",\"model_version\":\"%llu\"", (unsigned long long)j->s->version);
-    if (j->id) {
-        ld_buf_puts(&b, ",\"id\":");
-        ld_buf_json_str(&b, j->id);
-    }
-    if (j->sampled)
-        ld_buf_printf(&b, ",\"parameters\":{\"seed\":%llu,\"temperature\":%.15g}",
-                      (unsigned long long)j->seed, j->temperature);
-    ld_buf_puts(&b, ",\"outputs\":[");
-    int any_bin = 0;
-    for (int i = 0; i < j->n_out; i++) {
-        int t = j->out[i];
-        long long dims[DIMS_MAX];
-        int rank = tensor_shape(a, t, j->n, dims);
-        size_t count = output_count(j, t);
-        if (i)
-            ld_buf_putc(&b, ',');
-        ld_buf_puts(&b, "{\"name\":");
-        ld_buf_json_str(&b, tensor_name[t]);
-        ld_buf_printf(&b, ",\"datatype\":\"%s\",\"shape\":[", tensor_type(t));
-        for (int d = 0; d < rank; d++)
-            ld_buf_printf(&b, d ? ",%lld" : "%lld", dims[d]);
-        ld_buf_putc(&b, ']');
-        if (j->out_bin[i]) {
-            ld_buf_printf(&b, ",\"parameters\":{\"binary_data_size\":%zu}}", count * 4);
-            any_bin = 1;
-        } else {
-            ld_buf_puts(&b, ",\"data\":");
-            ld_buf_json_floats(&b, output_data(j, t), count);
-            ld_buf_putc(&b, '}');
-        }
-    }
-    ld_buf_puts(&b, "]}");
+    int any_bin;
+    infer_head(&b, j, &any_bin);
     if (!any_bin) {
         ld_req_reply_json(req, 200, &b);
         return;
     }
-    char jlen[32];
     ld_fmt_u64(jlen, (unsigned long long)b.len);
     for (int i = 0; i < j->n_out; i++) {
         int t = j->out[i];
@@ -776,7 +844,7 @@ static void h_infer(ld_req_t *req, void *ctx)
             ld_req_error(req, rc == LD_ENOMEM ? 503 : 400, "model", "%s", e.msg);
             goto fail;
         }
-        if (!all_finite(j->mu, zn) || !all_finite(j->logvar, zn)) {
+        if (!ld_api_all_finite(j->mu, zn) || !ld_api_all_finite(j->logvar, zn)) {
             ld_req_error(req, 400, "non_finite_output",
                          "model '%s' produced values that are not finite for this input",
                          s->name);
@@ -801,7 +869,12 @@ static void h_infer(ld_req_t *req, void *ctx)
         infer_cont(req, j);
         return;
     }
-    j->dec = ld_malloc_array((size_t)j->n * (size_t)a->x_dim, sizeof *j->dec);
+    if (infer_prebuild(j) != 0) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        goto fail;
+    }
+    if (!j->dec)
+        j->dec = ld_malloc_array((size_t)j->n * (size_t)a->x_dim, sizeof *j->dec);
     if (!j->dec) {
         ld_req_error(req, 503, "overloaded", "out of memory");
         goto fail;

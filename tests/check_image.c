@@ -534,6 +534,49 @@ START_TEST(test_npy_roundtrip)
 }
 END_TEST
 
+/* ld_npy_alloc: the header ld_npy_encode writes, the values left to the
+ * caller at an aligned pointer right after it; and the longest header (four
+ * 19-digit sizes, allowed when one of them is 0) still whole. */
+START_TEST(test_npy_alloc)
+{
+    const int64_t shape[3] = {2, 28, 28};
+    uint8_t *out, *enc;
+    size_t len, elen;
+    float *data;
+    ld_err_t err = {""};
+    int rc = ld_npy_alloc(3, shape, &out, &len, &data, &err);
+    ASSERT_OK(rc, err);
+    ck_assert_uint_eq(len, 128 + 4 * 2 * 28 * 28);
+    ck_assert_ptr_eq((uint8_t *)data, out + 128);
+    ck_assert_uint_eq((uintptr_t)data % sizeof(float), 0);
+    for (int i = 0; i < 2 * 28 * 28; i++)
+        data[i] = (float)i * 0.5f;
+    float *x = malloc(2 * 28 * 28 * sizeof *x);
+    memcpy(x, data, 2 * 28 * 28 * sizeof *x);
+    rc = ld_npy_encode(x, 3, shape, &enc, &elen, &err);
+    ASSERT_OK(rc, err);
+    ck_assert_uint_eq(elen, len);
+    ck_assert_mem_eq(enc, out, len);
+    free(enc);
+    free(out);
+    free(x);
+
+    const int64_t wide[4] = {0, INT64_MAX, INT64_MAX, INT64_MAX};
+    rc = ld_npy_alloc(4, wide, &out, &len, &data, &err);
+    ASSERT_OK(rc, err);
+    const char *want = "{'descr': '<f4', 'fortran_order': False, 'shape': (0, "
+                       "9223372036854775807, 9223372036854775807, 9223372036854775807), }";
+    size_t header = 10 + (size_t)out[8] + 256 * (size_t)out[9];
+    ck_assert_uint_eq(len, header);
+    ck_assert_uint_eq(header % 64, 0);
+    ck_assert_mem_eq(out + 10, want, strlen(want));
+    ck_assert_int_eq(out[header - 1], '\n');
+    for (size_t i = 10 + strlen(want); i < header - 1; i++)
+        ck_assert_int_eq(out[i], ' ');
+    free(out);
+}
+END_TEST
+
 START_TEST(test_npy_encode_errors)
 {
     float x[4] = {0};
@@ -782,6 +825,7 @@ Suite *suite_image(void)
     tc = tcase_create("npy");
     tcase_add_test(tc, test_npy_header);
     tcase_add_test(tc, test_npy_roundtrip);
+    tcase_add_test(tc, test_npy_alloc);
     tcase_add_test(tc, test_npy_encode_errors);
     tcase_add_test(tc, test_npy_decode_variants);
     tcase_add_test(tc, test_npy_decode_cuts);

@@ -587,6 +587,59 @@ START_TEST(test_infer_binary)
 }
 END_TEST
 
+/* The head of an infer body whose input is n binary images (bytes), then
+ * outputs: "" or ",\"outputs\":[...]". */
+static void images_head(char *head, size_t size, int n, size_t bytes, const char *outputs)
+{
+    snprintf(head, size,
+             "{\"inputs\":[{\"name\":\"images\",\"datatype\":\"FP32\",\"shape\":[%d,28,28],"
+             "\"parameters\":{\"binary_data_size\":%zu}}]%s}",
+             n, bytes, outputs);
+}
+
+/* Images decoded as binary beside other binary outputs, in the order asked
+ * (logvar, images, then mu as JSON): each part holds the values the JSON
+ * answer gives, and the binary part starts float-aligned (the head is
+ * padded with spaces, which JSON allows; the images are decoded in place). */
+START_TEST(test_infer_binary_images_in_order)
+{
+    enum { N = 2 };
+    float x[N * XD];
+    for (int i = 0; i < N * XD; i++)
+        x[i] = (float)((i * 7) % 13) / 13.0f;
+    char head[512];
+    images_head(head, sizeof head, N, sizeof x,
+                ",\"outputs\":[{\"name\":\"logvar\",\"parameters\":{\"binary_data\":true}},"
+                "{\"name\":\"images\",\"parameters\":{\"binary_data\":true}},{\"name\":\"mu\"}]");
+    tu_resp_t r, r2;
+    post_bin(&r, "/v2/models/tvae/infer", head, x, sizeof x);
+    const uint8_t *bin;
+    size_t bl;
+    cJSON *h = bin_head(&r, &bin, &bl);
+    ck_assert_uint_eq((size_t)(bin - (const uint8_t *)r.body.data) % sizeof(float), 0);
+    ck_assert_uint_eq(bl, (size_t)N * (ZD + XD) * 4);
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(output(h, "images"), "data"));
+    float *mu = floats_of(tu_jget(output(h, "mu"), "data"), N * ZD);
+    cJSON_Delete(h);
+    /* the same as JSON */
+    images_head(head, sizeof head, N, sizeof x,
+                ",\"outputs\":[{\"name\":\"logvar\"},{\"name\":\"images\"},{\"name\":\"mu\"}]");
+    ck_assert_int_eq(post_bin(&r2, "/v2/models/tvae/infer", head, x, sizeof x), 200);
+    float *lv2 = floats_of(tu_jget(output(r2.json, "logvar"), "data"), N * ZD);
+    float *im2 = floats_of(tu_jget(output(r2.json, "images"), "data"), N * XD);
+    float *mu2 = floats_of(tu_jget(output(r2.json, "mu"), "data"), N * ZD);
+    ck_assert(memcmp(bin, lv2, sizeof(float) * N * ZD) == 0);
+    ck_assert(memcmp(bin + sizeof(float) * N * ZD, im2, sizeof(float) * N * XD) == 0);
+    ck_assert(memcmp(mu, mu2, sizeof(float) * N * ZD) == 0);
+    free(mu);
+    free(lv2);
+    free(im2);
+    free(mu2);
+    tu_resp_free(&r);
+    tu_resp_free(&r2);
+}
+END_TEST
+
 START_TEST(test_infer_errors)
 {
     const char *p = "/v2/models/tvae/infer";
@@ -900,6 +953,7 @@ Suite *suite_v2(void)
     tcase_add_test(tc, test_health_and_metadata);
     tcase_add_test(tc, test_infer_json_matches_v1);
     tcase_add_test(tc, test_infer_binary);
+    tcase_add_test(tc, test_infer_binary_images_in_order);
     tcase_add_test(tc, test_infer_errors);
     tcase_add_test(tc, test_full_queue_503);
     tcase_add_test(tc, test_concurrent_same_bytes);

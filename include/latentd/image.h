@@ -29,6 +29,12 @@ int ld_png_decode_file(const char *path, size_t max_pixels, float **x, int *h, i
 /* A NumPy v1.0 .npy file: '<f4', C order, the given shape (ndim <= 4). */
 int ld_npy_encode(const float *x, int ndim, const int64_t *shape, uint8_t **out, size_t *len,
                   ld_err_t *err);
+/* A NumPy v1.0 .npy of that shape with its header written and its values
+ * left for the caller to fill: *data ((prod(shape)) floats, float-aligned)
+ * points into *out (*len bytes, malloc'd, owned by the caller), so a
+ * producer can write its results straight into the file. */
+int ld_npy_alloc(int ndim, const int64_t *shape, uint8_t **out, size_t *len, float **data,
+                 ld_err_t *err);
 /* Parse a .npy of '<f4' (request bodies, tests, tools): *x malloc'd, shape filled. */
 int ld_npy_decode(const void *buf, size_t len, float **x, int *ndim, int64_t shape[4],
                   ld_err_t *err);
