@@ -24,7 +24,8 @@
  * a state file from one resumes in the other.
  *
  * Resume: ld_trainer_save_state writes one safetensors file holding the model,
- * the generator average (GAN with g_ema), both Adam moments and the counters and random states (as metadata), written
+ * the generator average (GAN with g_ema), both optimiser moments (SGD's momentum
+ * buffer in the first) and the counters and random states (as metadata), written
  * atomically; ld_trainer_load_state restores all of it so that the run goes on
  * exactly as if it had not stopped.
  */
@@ -34,6 +35,7 @@
 #include "latentd/data.h"
 #include "latentd/gan.h"
 #include "latentd/model.h"
+#include "latentd/optim.h"
 
 #include <stdatomic.h>
 
@@ -43,6 +45,8 @@ typedef struct {
     uint64_t seed;
     ld_adam_cfg_t adam;     /* VAE, classifier; GAN generator */
     ld_adam_cfg_t adam_d;   /* GAN discriminator */
+    ld_optim_cfg_t optim;   /* the optimiser, penalties and schedule of every net (optim.h);
+                               the schedule runs over epochs * steps per epoch updates */
     float kl_beta;          /* VAE: weight of the KL term (1 = the ELBO) */
     ld_gan_loss_t gan_loss; /* GAN: generator loss */
     float real_label;       /* GAN: target for real images (1 = none, 0.9 = one-sided smoothing) */
