@@ -285,7 +285,7 @@ static int cmd_train(int argc, char **argv)
         {"data", F_STR, &data, 0, 0, "fashion-mnist | IDX file or folder | PNG folder", 0},
         {"epochs", F_INT, &epochs, 1, 100000, "passes over the data (vae 10, gan 20, classifier 10)", 0},
         {"batch", F_INT, &batch, 1, 65536, "batch size (vae 128, gan 64, classifier 128)", 0},
-        {"lr", F_FLOAT, &lr, 1e-9, 1, "Adam learning rate (vae 1e-3, gan 2e-4)", 0},
+        {"lr", F_FLOAT, &lr, 1e-9, 1, "learning rate, the schedule's base (vae 1e-3, gan 2e-4)", 0},
         {"lr-d", F_FLOAT, &lr_d, 1e-9, 1, "GAN discriminator learning rate (default --lr)", 0},
         {"beta1", F_FLOAT, &beta1, 0, 0.999999, "Adam beta1 (vae 0.9, gan 0.5)", 0},
         {"beta2", F_FLOAT, &beta2, 0, 0.999999, "Adam beta2 (0.999)", 0},
