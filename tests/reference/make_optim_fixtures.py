@@ -19,13 +19,14 @@ autograd from l1 * |p|.sum().  Written to optim.safetensors:
 
 The case table is repeated in tests/check_optim.c (the metadata names them).
 """
-import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import write_safetensors  # noqa: E402
 
 N, S = 8, 6
 
@@ -43,25 +44,6 @@ CASES = [
      "cosine", {}, 0.02),
     ("sgd_plain", "SGD", dict(lr=0.1), "constant", {}, 0.0),
 ]
-
-
-def write_safetensors(path, tensors, metadata):
-    header, blobs, off = {"__metadata__": metadata}, [], 0
-    for name, t in tensors:
-        a = np.ascontiguousarray(np.asarray(t, dtype="<f4"))
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    hj = json.dumps(header, separators=(",", ":")).encode()
-    hj += b" " * (-len(hj) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)))
-        f.write(hj)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 def run(case, rng):
