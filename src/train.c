@@ -387,7 +387,8 @@ static void optim_update(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, s
 }
 
 /* Sum the workers' gradients over [lo, hi) weighted by their share of the
- * batch (each worker's loss is a mean over its own rows), then Adam. */
+ * batch (each worker's loss is a mean over its own rows), then the
+ * optimiser (optim_update). */
 static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg)
 {
     ld_trainer_t *t = w->t;
@@ -504,8 +505,8 @@ static void phase_adam_g(worker_t *w)
 }
 
 /* Run an update phase (reduce the workers' gradients over [lo, hi), then
- * Adam).  MPI hook (2): with ranks, the reduce runs first, then the sum of
- * [lo, hi) over ranks, then Adam, the same step on every rank. */
+ * the optimiser).  MPI hook (2): with ranks, the reduce runs first, then the sum of
+ * [lo, hi) over ranks, then the optimiser, the same step on every rank. */
 static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi)
 {
     if (ld_dist_size() == 1) {
