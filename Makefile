@@ -265,6 +265,7 @@ build/hostprobe: bench/hostprobe.c | build
 fixtures:
 	/usr/bin/python3 tests/reference/make_fixtures.py tests/fixtures
 	/usr/bin/python3 tests/reference/make_layer_fixtures.py tests/fixtures
+	/usr/bin/python3 tests/reference/make_optim_fixtures.py tests/fixtures
 
 install: build/latentd
 	install -D -m 0755 build/latentd $(DESTDIR)$(PREFIX)/bin/latentd

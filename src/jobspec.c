@@ -168,7 +168,9 @@ static const char *const top_keys[] = {"kind", "model", "data", "limit", "arch",
 static const char *const arch_keys[] = {"arch", "hidden", "dec_hidden", "g_hidden", "d_hidden",
                                         "z", "act", "slope", "dropout", NULL};
 static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed", "beta1",
-                                         "beta2", "kl_beta", "loss", "real_label", NULL};
+                                         "beta2", "kl_beta", "loss", "real_label",
+                                         "optimizer", "weight_decay", "l1", "momentum",
+                                         "nesterov", "lr_schedule", "lr_step", "lr_gamma", NULL};
 
 /* The preset comes first because the other arch fields override it. */
 static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
@@ -235,6 +237,44 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
     return num_field(a, "slope", "arch.slope", 0, 1, OPEN_HI, &s->arch.slope, &present, err);
 }
 
+/* The optimiser fields of "train" (every kind); ranges and combinations are
+ * ld_optim_validate's, with the same messages as the CLI's. */
+static int parse_optim(const cJSON *t, ld_optim_cfg_t *c, ld_err_t *err)
+{
+    int rc, present;
+    const char *name;
+    if ((rc = str_field(t, "optimizer", "train.optimizer", &name, err)))
+        return rc;
+    if (name && ld_optim_parse(name, &c->kind))
+        return ld_err_set(err, LD_EINVAL, "train.optimizer: \"%.40s\" is not adam, adamw or sgd",
+                          name);
+    if ((rc = str_field(t, "lr_schedule", "train.lr_schedule", &name, err)))
+        return rc;
+    if (name && ld_sched_parse(name, &c->schedule))
+        return ld_err_set(err, LD_EINVAL,
+                          "train.lr_schedule: \"%.40s\" is not constant, cosine or step", name);
+    const cJSON *nv = cJSON_GetObjectItemCaseSensitive(t, "nesterov");
+    if (nv && !cJSON_IsBool(nv))
+        return ld_err_set(err, LD_EFORMAT, "train.nesterov: expected true or false");
+    if (nv)
+        c->nesterov = cJSON_IsTrue(nv);
+    double step = c->lr_step;
+    if ((rc = num_field(t, "weight_decay", "train.weight_decay", -1e9, 1e9, 0, &c->weight_decay,
+                        &present, err)) ||
+        (rc = num_field(t, "l1", "train.l1", -1e9, 1e9, 0, &c->l1, &present, err)) ||
+        (rc = num_field(t, "momentum", "train.momentum", -1e9, 1e9, 0, &c->momentum, &present,
+                        err)) ||
+        (rc = num_field(t, "lr_gamma", "train.lr_gamma", -1e9, 1e9, 0, &c->lr_gamma, &present,
+                        err)) ||
+        (rc = int_field(t, "lr_step", "train.lr_step", -1e9, 1e9, 0, NULL, &step, &present, err)))
+        return rc;
+    c->lr_step = (int)step;
+    ld_err_t e;
+    if (ld_optim_validate(c, &e))
+        return ld_err_set(err, LD_EINVAL, "train.%s", e.msg);
+    return LD_OK;
+}
+
 static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
 {
     const ld_kind_t kind = s->kind;
@@ -281,6 +321,8 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
         return rc;
     if (present)
         o->adam.beta2 = o->adam_d.beta2 = f;
+    if ((rc = parse_optim(t, &o->optim, err)))
+        return rc;
     if (kind == LD_KIND_VAE) {
         if ((rc = not_for_kind(t, "lr_d", "train.lr_d", kind, err)) ||
             (rc = not_for_kind(t, "loss", "train.loss", kind, err)) ||
@@ -599,6 +641,28 @@ static char *invert_to_json(const ld_jobspec_t *s)
     return out;
 }
 
+/* The optimiser fields that differ from the default (plain Adam, constant
+ * rate), so specs without them print as they did. */
+static int optim_to_json(cJSON *train, const ld_optim_cfg_t *c)
+{
+    int ok = 1;
+    if (c->kind != LD_OPTIM_ADAM)
+        ok = cJSON_AddStringToObject(train, "optimizer", ld_optim_name(c->kind)) != NULL;
+    if (ok && c->weight_decay > 0)
+        ok = add_float(train, "weight_decay", c->weight_decay);
+    if (ok && c->l1 > 0)
+        ok = add_float(train, "l1", c->l1);
+    if (ok && c->momentum > 0)
+        ok = add_float(train, "momentum", c->momentum) &&
+             cJSON_AddBoolToObject(train, "nesterov", c->nesterov) != NULL;
+    if (ok && c->schedule != LD_SCHED_CONSTANT)
+        ok = cJSON_AddStringToObject(train, "lr_schedule", ld_sched_name(c->schedule)) != NULL;
+    if (ok && c->schedule == LD_SCHED_STEP)
+        ok = cJSON_AddNumberToObject(train, "lr_step", c->lr_step) &&
+             add_float(train, "lr_gamma", c->lr_gamma);
+    return ok;
+}
+
 char *ld_jobspec_to_json(const ld_jobspec_t *s)
 {
     if (s->invert)
@@ -637,6 +701,7 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
              add_float(train, "real_label", o->real_label);
     else if (ok)
         ok = add_float(train, "kl_beta", o->kl_beta);
+    ok = ok && optim_to_json(train, &o->optim);
     if (ok) {
         ok = cJSON_AddItemToObject(root, "arch", arch);
         arch = NULL;

@@ -105,6 +105,54 @@ static void print_flags(const char *usage, const flag_t *flags, int n)
         printf("  --%-16s %s\n", flags[i].name, flags[i].help);
 }
 
+/* --optimizer and its options; NAN (or NULL) = not given, and the range
+ * checks are ld_optim_validate's, so the CLI and job specs say the same. */
+typedef struct {
+    const char *optimizer, *schedule;
+    float weight_decay, l1, momentum, lr_gamma;
+    int nesterov, lr_step;
+} optim_flags_t;
+
+static optim_flags_t optim_flags_init(void)
+{
+    return (optim_flags_t){NULL, NULL, NAN, NAN, NAN, NAN, 0, 0};
+}
+
+#define OPTIM_FLAGS(of)                                                                              \
+    {"optimizer", F_STR, &(of).optimizer, 0, 0, "adam | adamw | sgd (adam)", 0},                     \
+    {"weight-decay", F_FLOAT, &(of).weight_decay, -1e9, 1e9,                                         \
+     "L2 weight decay: adam and sgd add wd*w to the gradient, adamw decays w by lr*wd (0)", 0},     \
+    {"l1", F_FLOAT, &(of).l1, -1e9, 1e9, "L1 penalty: l1*sign(w) added to the gradient (0)", 0},     \
+    {"momentum", F_FLOAT, &(of).momentum, -1e9, 1e9, "sgd momentum in [0,1) (0)", 0},               \
+    {"nesterov", F_BOOL, &(of).nesterov, 0, 0, "sgd: Nesterov momentum (needs --momentum)", 0},     \
+    {"lr-schedule", F_STR, &(of).schedule, 0, 0,                                                     \
+     "constant | cosine (to 0 over the run) | step (x lr-gamma every lr-step updates)", 0},         \
+    {"lr-step", F_INT, &(of).lr_step, -1e9, 1e9, "step schedule: updates between cuts", 0},         \
+    {"lr-gamma", F_FLOAT, &(of).lr_gamma, -1e9, 1e9, "step schedule: factor per cut (0.1)", 0}
+
+/* Onto c (the recipe's); 0, or -1 after a message for an unknown name. */
+static int optim_flags_apply(const optim_flags_t *f, ld_optim_cfg_t *c)
+{
+    if (f->optimizer && ld_optim_parse(f->optimizer, &c->kind)) {
+        fprintf(stderr, "latentd train: --optimizer %s: expected adam, adamw or sgd\n", f->optimizer);
+        return -1;
+    }
+    if (f->schedule && ld_sched_parse(f->schedule, &c->schedule)) {
+        fprintf(stderr, "latentd train: --lr-schedule %s: expected constant, cosine or step\n",
+                f->schedule);
+        return -1;
+    }
+    const float *v[4] = {&f->weight_decay, &f->l1, &f->momentum, &f->lr_gamma};
+    float *dst[4] = {&c->weight_decay, &c->l1, &c->momentum, &c->lr_gamma};
+    for (int i = 0; i < 4; i++)
+        if (!isnan(*v[i]))
+            *dst[i] = *v[i];
+    c->nesterov = c->nesterov || f->nesterov;
+    if (f->lr_step)
+        c->lr_step = f->lr_step;
+    return 0;
+}
+
 static int wants_help(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
@@ -231,12 +279,13 @@ static int cmd_train(int argc, char **argv)
     uint64_t seed = 1;
     float lr = 0, lr_d = 0, beta1 = -1, beta2 = -1, slope = -1, dropout = -1, real_label = -1,
           kl_beta = -1, ema = -1;
+    optim_flags_t of = optim_flags_init();
     flag_t flags[] = {
         {"kind", F_STR, &kind_s, 0, 0, "vae | gan | classifier (default vae)", 0},
         {"data", F_STR, &data, 0, 0, "fashion-mnist | IDX file or folder | PNG folder", 0},
         {"epochs", F_INT, &epochs, 1, 100000, "passes over the data (vae 10, gan 20, classifier 10)", 0},
         {"batch", F_INT, &batch, 1, 65536, "batch size (vae 128, gan 64, classifier 128)", 0},
-        {"lr", F_FLOAT, &lr, 1e-9, 1, "Adam learning rate (vae 1e-3, gan 2e-4)", 0},
+        {"lr", F_FLOAT, &lr, 1e-9, 1, "learning rate, the schedule's base (vae 1e-3, gan 2e-4)", 0},
         {"lr-d", F_FLOAT, &lr_d, 1e-9, 1, "GAN discriminator learning rate (default --lr)", 0},
         {"beta1", F_FLOAT, &beta1, 0, 0.999999, "Adam beta1 (vae 0.9, gan 0.5)", 0},
         {"beta2", F_FLOAT, &beta2, 0, 0.999999, "Adam beta2 (0.999)", 0},
@@ -255,6 +304,7 @@ static int cmd_train(int argc, char **argv)
         {"loss", F_STR, &loss_s, 0, 0, "GAN generator loss: ns (non-saturating) | minimax", 0},
         {"ema", F_FLOAT, &ema, 0, 0.99999, "GAN: average of generator weights, decay (gan 0.999, 0 = off)", 0},
         {"kl-beta", F_FLOAT, &kl_beta, 0, 1000, "VAE weight of the KL term (1)", 0},
+        OPTIM_FLAGS(of),
         {"limit", F_INT, &limit, 0, 1e9, "train on the first N examples only", 0},
         {"threads", F_INT, &threads, 0, 16, "data-parallel training threads (default: all cores)", 0},
         {"blas-threads", F_INT, &blas_threads, 1, 64, "OpenBLAS threads inside each (1)", 0},
@@ -328,6 +378,8 @@ static int cmd_train(int argc, char **argv)
         o.kl_beta = kl_beta;
     if (ema >= 0)
         o.g_ema = ema;
+    if (optim_flags_apply(&of, &o.optim))
+        return 2;
     if (ld_gan_loss_parse(loss_s, &o.gan_loss)) {
         fprintf(stderr, "latentd train: --loss %s: expected ns or minimax\n", loss_s);
         return 2;

@@ -131,6 +131,7 @@ void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
     o->gan_loss = LD_GAN_LOSS_NS;
     o->real_label = 1.0f;
     o->threads = 1;
+    o->optim.lr_gamma = 0.1f; /* torch's StepLR default */
     if (kind == LD_KIND_GAN) {
         o->epochs = 20;
         o->batch = 64;
@@ -169,7 +170,8 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
     if (o->checkpoint_every < 0)
         return ld_err_set(err, LD_EINVAL, "checkpoint_every must be >= 0");
     int rc = check_adam(&o->adam, "", err);
-    return rc ? rc : check_adam(&o->adam_d, "discriminator", err);
+    rc = rc ? rc : check_adam(&o->adam_d, "discriminator", err);
+    return rc ? rc : ld_optim_validate(&o->optim, err);
 }
 
 /* ---- the worker pool ---- */
@@ -375,8 +377,20 @@ static void epoch_order(ld_trainer_t *t)
 
 /* ---- one step, as phases run by every worker ---- */
 
+/* The optimiser's update of parameters [s0, s1) at this step's scheduled
+ * rate (cfg->lr is the net's base rate); the gradient block takes the
+ * penalties.  The same on every rank and for any slicing. */
+static void optim_update(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, size_t s1)
+{
+    const ld_optim_cfg_t *c = &t->o.optim;
+    double lr = ld_optim_lr(c, cfg->lr, t->t, (long)t->o.epochs * t->steps_per_epoch);
+    ld_optim_step(c, cfg, lr, t->t, s1 - s0, t->m->params + s0, t->grads + s0, t->adam_m + s0,
+                  t->adam_v + s0);
+}
+
 /* Sum the workers' gradients over [lo, hi) weighted by their share of the
- * batch (each worker's loss is a mean over its own rows), then Adam. */
+ * batch (each worker's loss is a mean over its own rows), then the
+ * optimiser (optim_update). */
 static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg)
 {
     ld_trainer_t *t = w->t;
@@ -398,8 +412,7 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
         }
     }
     if (t->pass != PASS_REDUCE)
-        ld_adam_step(cfg, t->t, s1 - s0, t->m->params + s0, g + s0, t->adam_m + s0,
-                     t->adam_v + s0);
+        optim_update(t, cfg, s0, s1);
 }
 
 /* A worker with no rows still runs a layer list: batch norm's allreduce needs
@@ -516,8 +529,8 @@ static void phase_adam_g(worker_t *w)
 }
 
 /* Run an update phase (reduce the workers' gradients over [lo, hi), then
- * Adam).  MPI hook (2): with ranks, the reduce runs first, then the sum of
- * [lo, hi) over ranks, then Adam, the same step on every rank. */
+ * the optimiser).  MPI hook (2): with ranks, the reduce runs first, then the sum of
+ * [lo, hi) over ranks, then the optimiser, the same step on every rank. */
 static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi)
 {
     if (ld_dist_size() == 1) {
@@ -623,6 +636,14 @@ void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
     }
 }
 
+/* The optimiser and schedule in the training record (latentd info). */
+static void record_optim(ld_trainer_t *t)
+{
+    char buf[128];
+    ld_record_set(&t->m->record, "optimizer", "%s", ld_optim_describe(&t->o.optim, buf, sizeof buf));
+    ld_record_set(&t->m->record, "lr_schedule", "%s", ld_sched_describe(&t->o.optim, buf, sizeof buf));
+}
+
 static void write_record(ld_trainer_t *t, const ld_progress_t *p)
 {
     ld_record_t *r = &t->m->record;
@@ -650,6 +671,7 @@ static void write_record(ld_trainer_t *t, const ld_progress_t *p)
         ld_record_set(r, "lr_d", "%g", (double)t->o.adam_d.lr);
         ld_record_set(r, "g_ema", "%g", (double)t->o.g_ema);
     }
+    record_optim(t);
     ld_record_set(r, "final_losses", "%s", losses);
     ld_record_set(r, "started", "%s", t->started);
     ld_record_set(r, "finished", "%s", finished);
@@ -754,6 +776,19 @@ static int rng_unhex(const char *s, ld_rng_t *r)
     return 0;
 }
 
+/* The optimiser's part of opts_key, appended only when it is not the default
+ * (plain Adam, constant rate), so state files from before it still resume. */
+static void optim_key(const ld_optim_cfg_t *c, char *buf, size_t len)
+{
+    size_t pos = strlen(buf);
+    if (c->kind == LD_OPTIM_ADAM && c->weight_decay == 0 && c->l1 == 0 &&
+        c->schedule == LD_SCHED_CONSTANT)
+        return;
+    char o[128], s[64];
+    snprintf(buf + pos, len - pos, " optim=%s sched=%s", ld_optim_describe(c, o, sizeof o),
+             ld_sched_describe(c, s, sizeof s));
+}
+
 /* The options that must match for a resume to be exact. */
 static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
 {
@@ -761,6 +796,7 @@ static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
              t->o.epochs, t->o.batch, t->o.threads * ld_dist_size(), t->o.seed, t->d->n, (double)t->o.adam.lr,
              (double)t->o.adam_d.lr, (double)t->o.kl_beta, ld_gan_loss_name(t->o.gan_loss),
              (double)t->o.real_label, (double)t->o.g_ema);
+    optim_key(&t->o.optim, buf, len);
 }
 
 int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err)

@@ -76,6 +76,40 @@ START_TEST(usage_and_bad_flags)
 }
 END_TEST
 
+/* The optimiser flags: each bad value exits 2 with a message naming it, and
+ * a run's optimiser and schedule reach the checkpoint's record (info). */
+START_TEST(optimizer_flags)
+{
+    static const struct {
+        const char *flags, *want;
+    } bad[] = {
+        {"--weight-decay -0.1", "weight_decay -0.1 is outside [0,1]"},
+        {"--l1 -1", "l1 -1 is outside [0,1]"},
+        {"--optimizer sgd --momentum 1.5", "momentum 1.5 is outside [0,1)"},
+        {"--optimizer sgd --nesterov", "nesterov needs a momentum above 0"},
+        {"--optimizer rmsprop", "--optimizer rmsprop: expected adam, adamw or sgd"},
+        {"--lr-schedule linear", "--lr-schedule linear: expected constant, cosine or step"},
+        {"--lr-schedule step --lr-step 5 --lr-gamma 2", "lr_gamma 2 is outside (0,1]"},
+    };
+    char *out, ck[512];
+    path(ck, sizeof ck, "opt.safetensors");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(run(&out, "train --kind vae --epochs 1 %s --out %s", bad[i].flags, ck), 2);
+        ck_assert_msg(strstr(out, bad[i].want), "%s: %s", bad[i].flags, out);
+        free(out);
+    }
+    ck_assert_int_eq(run(&out, "train --kind gan --limit 256 --epochs 2 --batch 64 --g-hidden 16 "
+                               "--d-hidden 16 --z 4 --threads 1 --optimizer sgd --lr 0.01 "
+                               "--momentum 0.9 --nesterov --weight-decay 1e-4 --lr-schedule step "
+                               "--lr-step 3 --lr-gamma 0.5 --out %s", ck), 0);
+    free(out);
+    ck_assert_int_eq(run(&out, "info %s", ck), 0);
+    ck_assert_msg(strstr(out, "optimizer   sgd momentum=0.9 nesterov weight_decay=0.0001\n"), "%s", out);
+    ck_assert_msg(strstr(out, "lr_schedule step 3 gamma=0.5\n"), "%s", out);
+    free(out);
+}
+END_TEST
+
 START_TEST(bad_files)
 {
     char f[512], *out;
@@ -304,6 +338,7 @@ Suite *suite_cli(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, usage_and_bad_flags);
     tcase_add_test(tc, bad_files);
+    tcase_add_test(tc, optimizer_flags);
     tcase_add_test(tc, train_info_sample_eval);
     tcase_add_test(tc, sample_needs_generator);
     tcase_add_test(tc, layer_models_serve);

@@ -132,6 +132,15 @@ END_TEST
 START_TEST(gan_ranks_match_one_process) { ranks_match_one_process(GAN_ARGS); }
 END_TEST
 
+/* The optimiser runs after the sum over ranks: SGD with Nesterov momentum,
+ * both penalties and a cosine rate agree as Adam does. */
+START_TEST(sgd_ranks_match_one_process)
+{
+    ranks_match_one_process(VAE_ARGS " --optimizer sgd --lr 0.005 --momentum 0.9 --nesterov "
+                                     "--weight-decay 1e-3 --l1 1e-5 --lr-schedule cosine");
+}
+END_TEST
+
 /* The plain build started by mpirun must refuse rather than train twice. */
 START_TEST(plain_build_refuses_ranks)
 {
@@ -456,6 +465,7 @@ Suite *suite_dist(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, vae_ranks_match_one_process);
     tcase_add_test(tc, gan_ranks_match_one_process);
+    tcase_add_test(tc, sgd_ranks_match_one_process);
     tcase_add_test(tc, plain_build_refuses_ranks);
     tcase_add_test(tc, killed_rank_fails_then_resumes);
     suite_add_tcase(s, tc);

@@ -606,10 +606,13 @@ START_TEST(test_shutdown_interrupts_then_resumes)
 }
 END_TEST
 
-/* The job the kill -9 test interrupts, and its uninterrupted twin. */
+/* The job the kill -9 test interrupts, and its uninterrupted twin: SGD with
+ * Nesterov momentum on a cosine rate, so the momentum buffer and the
+ * schedule's position must come back from the checkpoint too. */
 #define RESUME_VAE(name)                                                                         \
     "{\"kind\":\"vae\",\"model\":\"" name "\",\"limit\":2000,\"arch\":{\"hidden\":[64],\"z\":4}," \
-    "\"train\":{\"epochs\":10,\"batch\":50,\"seed\":11},\"checkpoint_every\":50}"
+    "\"train\":{\"epochs\":10,\"batch\":50,\"seed\":11,\"optimizer\":\"sgd\",\"lr\":0.002,"      \
+    "\"momentum\":0.9,\"nesterov\":true,\"lr_schedule\":\"cosine\"},\"checkpoint_every\":50}"
 
 START_TEST(test_kill9_resumes_bit_exact)
 {

@@ -291,11 +291,16 @@ END_TEST
 
 /* Straight through vs. stopped after stop_at steps (state saved) and resumed
  * by a fresh trainer on a model with other weights: bit-identical end. */
-static void resume_case(ld_kind_t kind, int n, int epochs, int batch, int threads, long stop_at)
+static void resume_optim_case(ld_kind_t kind, int n, int epochs, int batch, int threads,
+                              long stop_at, const ld_optim_cfg_t *oc, float lr)
 {
     ld_dataset_t *d = load(LD_SPLIT_TRAIN, n);
     ld_train_opts_t o = opts(kind, epochs, batch, 3);
     o.threads = threads;
+    if (oc) {
+        o.optim = *oc;
+        o.adam.lr = o.adam_d.lr = lr;
+    }
     ld_model_t *straight = new_model(kind, 3), *resumed = new_model(kind, 3);
     watch_t w = {.all_finite = 1};
     ck_assert_int_eq(train(straight, d, &o, &w), LD_OK);
@@ -336,12 +341,44 @@ static void resume_case(ld_kind_t kind, int n, int epochs, int batch, int thread
     ck_assert(ld_trainer_new(fresh, d, &other, &t, &err) == LD_OK);
     ck_assert_int_eq(ld_trainer_load_state(t, o.state_path, &err), LD_EINVAL);
     ld_trainer_free(t);
+    if (oc) { /* and by one with the default optimiser */
+        other = o;
+        other.optim = (ld_optim_cfg_t){.lr_gamma = 0.1f};
+        ck_assert(ld_trainer_new(fresh, d, &other, &t, &err) == LD_OK);
+        ck_assert_int_eq(ld_trainer_load_state(t, o.state_path, &err), LD_EINVAL);
+        ck_assert_msg(strstr(err.msg, "optim=sgd"), "%s", err.msg);
+        ld_trainer_free(t);
+    }
 
     tu_rmrf(dir);
     free(dir);
     ld_model_free(straight), ld_model_free(resumed), ld_model_free(fresh);
     view_free(d);
 }
+
+static void resume_case(ld_kind_t kind, int n, int epochs, int batch, int threads, long stop_at)
+{
+    resume_optim_case(kind, n, epochs, batch, threads, stop_at, NULL, 0);
+}
+
+/* SGD's momentum buffer and the schedule's position come back from the
+ * state file: Nesterov with a cosine rate on two threads, mid-epoch. */
+START_TEST(test_resume_sgd_cosine)
+{
+    const ld_optim_cfg_t oc = {.kind = LD_OPTIM_SGD, .momentum = 0.9f, .nesterov = 1,
+                               .weight_decay = 1e-3f, .l1 = 1e-5f, .schedule = LD_SCHED_COSINE};
+    resume_optim_case(LD_KIND_VAE, 512, 3, 64, 2, 11, &oc, 1e-3f);
+}
+END_TEST
+
+/* Both GAN nets with SGD momentum and a step schedule cut inside the run. */
+START_TEST(test_resume_gan_sgd_step)
+{
+    const ld_optim_cfg_t oc = {.kind = LD_OPTIM_SGD, .momentum = 0.5f,
+                               .schedule = LD_SCHED_STEP, .lr_step = 3, .lr_gamma = 0.5f};
+    resume_optim_case(LD_KIND_GAN, 64, 2, 16, 1, 5, &oc, 0.01f);
+}
+END_TEST
 
 START_TEST(test_resume_vae_mid_epoch)
 {
@@ -638,6 +675,8 @@ Suite *suite_train(void)
     tcase_add_loop_test(tc, test_threads_agree, 0, (int)LD_ARRAY_LEN(thread_cases));
     tcase_add_test(tc, test_batch_norm_needs_two_rows);
     tcase_add_test(tc, test_resume_vae_mid_epoch);
+    tcase_add_test(tc, test_resume_sgd_cosine);
+    tcase_add_test(tc, test_resume_gan_sgd_step);
     tcase_add_test(tc, test_resume_vae_epoch_boundary);
     tcase_add_test(tc, test_resume_gan_threads);
     tcase_add_test(tc, test_resume_classifier);

@@ -1,6 +1,6 @@
 /* train.h — the one training loop, used by `latentd train` and by daemon jobs.
  *
- * A trainer owns the optimiser state (gradients, Adam moments), the random
+ * A trainer owns the optimiser state (gradients, optimiser moments), the random
  * streams and its workspaces; it borrows the model (mutated in place) and the
  * data set (read-only).  One trainer runs on one thread; several trainers may
  * run at once on different models.
@@ -13,18 +13,20 @@
  * Threads: with opts.threads = T > 1 the trainer keeps T-1 helper threads; each
  * step splits the batch into T contiguous slices, every worker runs forward and
  * backward on its slice into its own gradient block, then every worker reduces
- * one slice of the parameters across the blocks and applies Adam to it.  The
+ * one slice of the parameters across the blocks and applies the optimiser
+ * (optim.h) to it.  The
  * helper threads live as long as the trainer.
  *
  * MPI ranks (dist.h): under mpirun every rank runs this loop on the same data
  * and seed; the batch is cut into one slice per worker of every rank, the
- * gradients are summed over ranks before Adam, rank 0's initial weights are
+ * gradients are summed over ranks before the optimiser, rank 0's initial weights are
  * broadcast, and only rank 0 writes state.  K ranks of T threads compute what
  * one process of K*T threads computes (same slices, same noise streams), and
  * a state file from one resumes in the other.
  *
  * Resume: ld_trainer_save_state writes one safetensors file holding the model,
- * the generator average (GAN with g_ema), both Adam moments and the counters and random states (as metadata), written
+ * the generator average (GAN with g_ema), both optimiser moments (SGD's momentum
+ * buffer in the first) and the counters and random states (as metadata), written
  * atomically; ld_trainer_load_state restores all of it so that the run goes on
  * exactly as if it had not stopped.
  */
@@ -34,6 +36,7 @@
 #include "latentd/data.h"
 #include "latentd/gan.h"
 #include "latentd/model.h"
+#include "latentd/optim.h"
 
 #include <stdatomic.h>
 
@@ -43,6 +46,8 @@ typedef struct {
     uint64_t seed;
     ld_adam_cfg_t adam;     /* VAE, classifier; GAN generator */
     ld_adam_cfg_t adam_d;   /* GAN discriminator */
+    ld_optim_cfg_t optim;   /* the optimiser, penalties and schedule of every net (optim.h);
+                               the schedule runs over epochs * steps per epoch updates */
     float kl_beta;          /* VAE: weight of the KL term (1 = the ELBO) */
     ld_gan_loss_t gan_loss; /* GAN: generator loss */
     float real_label;       /* GAN: target for real images (1 = none, 0.9 = one-sided smoothing) */
