@@ -470,3 +470,36 @@ void ld_data_free(ld_dataset_t *d)
     free(d->y);
     free(d);
 }
+
+/* Fashion-MNIST's labels 0..9, as its dataset card names them. */
+static const char *const fashion_names[] = {"t-shirt/top", "trouser", "pullover", "dress",
+                                            "coat",        "sandal",  "shirt",    "sneaker",
+                                            "bag",         "ankle boot"};
+
+const char *ld_data_class_name(const char *data, int n_classes, int k, char *buf, size_t len)
+{
+    if (n_classes == (int)LD_ARRAY_LEN(fashion_names) && data &&
+        strncmp(data, "fashion-mnist", 13) == 0 && k >= 0 && k < n_classes)
+        return fashion_names[k];
+    snprintf(buf, len, "%d", k);
+    return buf;
+}
+
+int ld_data_class_names(const ld_dataset_t *d, char *buf, size_t len)
+{
+    if (!d->y || d->n_classes < 1)
+        return 0;
+    size_t pos = 0;
+    for (int k = 0; k < d->n_classes; k++) {
+        char num[16];
+        const char *name = ld_data_class_name(d->name, d->n_classes, k, num, sizeof num);
+        int w = snprintf(buf + pos, pos < len ? len - pos : 0, "%s\"%s\"", k ? "," : "[", name);
+        pos += w > 0 ? (size_t)w : 0;
+        if (pos >= len)
+            return -1;
+    }
+    if (pos + 2 > len)
+        return -1;
+    memcpy(buf + pos, "]", 2);
+    return (int)pos + 1;
+}

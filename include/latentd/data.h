@@ -41,4 +41,12 @@ int ld_data_load_png_dir(const char *dir, int limit, ld_dataset_t **out, ld_err_
 
 void ld_data_free(ld_dataset_t *d);
 
+/* The name of class k of a data set named data (ld_dataset_t.name) with
+ * n_classes classes: Fashion-MNIST's names ("t-shirt/top", ..., "ankle boot"),
+ * otherwise the number, written into buf. */
+const char *ld_data_class_name(const char *data, int n_classes, int k, char *buf, size_t len);
+/* Every class name of d as a JSON array (["t-shirt/top",...] or ["0","1",...])
+ * into buf; returns its length, 0 when d has no labels, -1 if len is too small. */
+int ld_data_class_names(const ld_dataset_t *d, char *buf, size_t len);
+
 #endif
