@@ -49,7 +49,7 @@ void ld_classify_handler(ld_req_t *req, void *ctx)
     if (m->arch.kind != LD_KIND_CLASSIFIER) {
         ld_req_error(req, 422, "unsupported",
                      "model '%s' is a %s: classify needs a classifier", s->name,
-                     m->arch.kind == LD_KIND_GAN ? "GAN" : "VAE");
+                     m->ops->family == LD_KIND_GAN ? "GAN" : "VAE");
         goto done;
     }
     if (ld_api_images(req, api, s, &args, npy, npy_len, &x, &n) != 0)

@@ -38,12 +38,12 @@ static const char *const kind_names[] = {NULL, "vae", "gan", "classifier", "cgan
 
 const char *ld_kind_name(ld_kind_t k)
 {
-    return (k >= LD_KIND_VAE && k < LD_KIND_N) ? kind_names[k] : "?";
+    return (k >= LD_KIND_VAE && k <= LD_KIND_CVAE) ? kind_names[k] : "?";
 }
 
 int ld_kind_parse(const char *s, ld_kind_t *out)
 {
-    for (int k = LD_KIND_VAE; s && k < LD_KIND_N; k++)
+    for (int k = LD_KIND_VAE; s && k <= LD_KIND_CVAE; k++)
         if (strcmp(s, kind_names[k]) == 0) {
             *out = (ld_kind_t)k;
             return 0;

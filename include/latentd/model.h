@@ -45,8 +45,7 @@ typedef enum {
     LD_KIND_GAN = 2,
     LD_KIND_CLASSIFIER = 3,
     LD_KIND_CGAN = 4,
-    LD_KIND_CVAE = 5,
-    LD_KIND_N
+    LD_KIND_CVAE = 5
 } ld_kind_t;
 
 /* Which nets a kind is built from: dense MLPs from the hidden lists (the
