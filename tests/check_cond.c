@@ -530,6 +530,42 @@ START_TEST(test_cvae_routes)
 }
 END_TEST
 
+/* /v2 infer: a labels input (INT32) reaches the decode; none is refused. */
+START_TEST(test_v2_labels)
+{
+    tu_resp_t r = {0};
+    post(&r, "/v2/models/cg/infer",
+         "{\"inputs\":[{\"name\":\"z\",\"datatype\":\"FP32\",\"shape\":[3,2],"
+         "\"data\":[0.5,-1,2,0.25,0,0]},{\"name\":\"labels\",\"datatype\":\"INT32\","
+         "\"shape\":[3],\"data\":[0,9,5]}]}");
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body.data);
+    float z[6] = {0.5f, -1, 2, 0.25f, 0, 0}, x[48];
+    uint8_t l[3] = {0, 9, 5};
+    ld_err_t e;
+    ck_assert_int_eq(ld_model_decode_labels(CG, 3, z, l, x, &e), LD_OK);
+    const cJSON *out = cJSON_GetArrayItem(tu_jget(r.json, "outputs"), 0);
+    const cJSON *data = tu_jget(out, "data");
+    ck_assert_int_eq(cJSON_GetArraySize(data), 48);
+    int i = 0;
+    for (const cJSON *v = data->child; v; v = v->next, i++)
+        ck_assert(fabs(v->valuedouble - x[i]) < 1e-6);
+    tu_resp_free(&r);
+    post(&r, "/v2/models/cg/infer",
+         "{\"inputs\":[{\"name\":\"z\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+         "\"data\":[0.5,-1]}]}");
+    /* /v2 errors are {"error":"message"} (KServe's form) */
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_ptr_nonnull(strstr(r.body.data, "sneaker"));
+    tu_resp_free(&r);
+    post(&r, "/v2/models/cg/infer",
+         "{\"inputs\":[{\"name\":\"labels\",\"datatype\":\"INT32\",\"shape\":[1],"
+         "\"data\":[10]}]}");
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_ptr_nonnull(strstr(r.body.data, "no class"));
+    tu_resp_free(&r);
+}
+END_TEST
+
 /* Concurrent requests share the batcher's passes; each row keeps its label. */
 typedef struct {
     int id;
@@ -613,6 +649,7 @@ Suite *suite_cond(void)
     tcase_add_test(th, test_sample_label_forms);
     tcase_add_test(th, test_label_errors);
     tcase_add_test(th, test_cvae_routes);
+    tcase_add_test(th, test_v2_labels);
     tcase_add_test(th, test_batched_labels);
     tcase_add_test(th, test_daemon_exits_clean);
     suite_add_tcase(s, th);
