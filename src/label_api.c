@@ -10,19 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The valid classes, for messages ("0 t-shirt/top, 1 trouser, ..."). */
-static void class_list(const ld_model_t *m, char *buf, size_t len)
-{
-    ld_model_class_list(m, buf, len);
-}
-
 /* The class named (or numbered) s, or -1 after answering 422. */
 static int class_of(ld_req_t *req, const ld_served_t *s, const char *what, const char *name)
 {
     int k = ld_model_class_parse(s->model, name);
     if (k < 0) {
         char list[2048];
-        class_list(s->model, list, sizeof list);
+        ld_model_class_list(s->model, list, sizeof list);
         ld_req_error(req, 422, "invalid_value", "%s: unknown class '%.80s'; model '%s' has "
                      "classes %s", what, name, s->name, list);
     }
@@ -38,7 +32,7 @@ static int label_item(ld_req_t *req, const ld_served_t *s, const cJSON *it, cons
         double v = it->valuedouble;
         if (v != (double)(long long)v || v < 0 || v >= m->arch.n_classes) {
             char list[2048];
-            class_list(m, list, sizeof list);
+            ld_model_class_list(m, list, sizeof list);
             ld_req_error(req, 422, "invalid_value", "%s: %g is no class of model '%s' (0..%d: "
                          "%s)", what, v, s->name, m->arch.n_classes - 1, list);
             return -1;
@@ -117,7 +111,7 @@ int ld_api_labels(ld_req_t *req, const ld_served_t *s, const ld_args_t *a, int n
     }
     if (!has_one && !has_many) {
         char list[2048];
-        class_list(m, list, sizeof list);
+        ld_model_class_list(m, list, sizeof list);
         ld_req_error(req, 422, "invalid_value", "model '%s' is %s: give %s (an index or a "
                      "name) of its classes %s", s->name, m->ops->article,
                      single ? "label, or labels one per row," : "labels, one per row", list);

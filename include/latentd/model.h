@@ -7,6 +7,9 @@
  *   GAN         nets: generator (z -> x, sigmoid output), discriminator (x -> 1 logit,
  *               dropout after each hidden activation while training).
  *   classifier  nets: classifier (x -> n_classes logits, dropout while training).
+ *   cgan, cvae  a GAN's / VAE's nets, each starting with an embedding of the
+ *               class label concatenated to its input (net architecture cmlp);
+ *               inference takes a label per row (ld_model_decode_labels).
  *
  * Each kind's nets are dense MLPs (below) or, with ld_arch_t.net, a layer-list
  * architecture of nets.h (dcgan, conv, resmlp) whose tensors are named as the
