@@ -1294,8 +1294,8 @@ int ld_model_classify(const ld_model_t *m, int n, const float *x, float *logits,
 const char *ld_model_class_name(const ld_model_t *m, int k, char *buf, size_t len)
 {
     cJSON *a = cJSON_Parse(ld_record_get(&m->record, "classes") ? ld_record_get(&m->record, "classes") : "");
-    const cJSON *it = cJSON_IsArray(a) && cJSON_GetArraySize(a) == m->arch.n_classes
-                          ? cJSON_GetArrayItem(a, k) : NULL;
+    /* names past the data's classes (a model of more) are their numbers */
+    const cJSON *it = cJSON_IsArray(a) && k < m->arch.n_classes ? cJSON_GetArrayItem(a, k) : NULL;
     if (cJSON_IsString(it))
         snprintf(buf, len, "%s", it->valuestring);
     else

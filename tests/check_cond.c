@@ -14,6 +14,8 @@
 #include "tu_tiny.h"
 
 #include "latentd/eval.h"
+#include "latentd/fsutil.h"
+#include "latentd/image.h"
 #include "latentd/gan.h"
 #include "latentd/model.h"
 #include "latentd/train.h"
@@ -21,6 +23,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define ASAN_SLOWDOWN 4
 #define FASHION_JSON                                                                             \
@@ -277,6 +280,57 @@ START_TEST(test_train_with_labels)
     }
     ld_data_free(d);
     ld_data_free(u);
+}
+END_TEST
+
+/* A folder of class folders of PNGs: labels by folder, names from them,
+ * through training into the record. */
+START_TEST(test_png_class_folders)
+{
+    char *dir = tu_mkdtemp(), p[1024];
+    static const char *const cls[] = {"sneaker", "bag"}; /* listed out of order */
+    ld_err_t e;
+    for (int c = 0; c < 2; c++) {
+        snprintf(p, sizeof p, "%s/%s", dir, cls[c]);
+        ck_assert_int_eq(mkdir(p, 0700), 0);
+        for (int i = 0; i < 2 + c; i++) {
+            float x[16];
+            for (int j = 0; j < 16; j++)
+                x[j] = (float)((j + c) % 4) / 3.0f;
+            uint8_t *png;
+            size_t len;
+            ck_assert_int_eq(ld_png_grid(x, 1, 4, 4, 1, 0, &png, &len, &e), LD_OK);
+            snprintf(p, sizeof p, "%s/%s/%d.png", dir, cls[c], i);
+            ck_assert_int_eq(ld_write_atomic(p, png, len, &e), LD_OK);
+            free(png);
+        }
+    }
+    ld_dataset_t *d;
+    ck_assert_msg(ld_data_load(dir, LD_SPLIT_TRAIN, 0, &d, &e) == LD_OK, "%s", e.msg);
+    ck_assert_int_eq(d->n, 5);
+    ck_assert_int_eq(d->n_classes, 2);
+    ck_assert_int_eq(d->dim, 16);
+    static const uint8_t want[5] = {0, 0, 0, 1, 1}; /* bag (3 images), then sneaker (2) */
+    ck_assert_mem_eq(d->y, want, 5);
+    char names[256];
+    ck_assert_int_gt(ld_data_class_names(d, names, sizeof names), 0);
+    ck_assert_str_eq(names, "[\"bag\",\"sneaker\"]");
+    ld_model_t *m = tu_tiny_model(LD_KIND_CGAN);
+    ld_train_opts_t o;
+    ld_train_opts_default(LD_KIND_CGAN, &o);
+    o.epochs = 1;
+    o.batch = 5;
+    ld_trainer_t *t;
+    ck_assert_msg(ld_trainer_new(m, d, &o, &t, &e) == LD_OK, "%s", e.msg);
+    ck_assert_msg(ld_trainer_run(t, NULL, NULL, &e) == LD_OK, "%s", e.msg);
+    char name[64];
+    ck_assert_str_eq(ld_model_class_name(m, 1, name, sizeof name), "sneaker");
+    ck_assert_str_eq(ld_model_class_name(m, 2, name, sizeof name), "2"); /* 10 classes in the arch */
+    ld_trainer_free(t);
+    ld_model_free(m);
+    ld_data_free(d);
+    tu_rmrf(dir);
+    free(dir);
 }
 END_TEST
 
@@ -643,6 +697,7 @@ Suite *suite_cond(void)
     tcase_add_test(tc, test_checkpoint_classes);
     tcase_add_test(tc, test_cvae_finite_differences);
     tcase_add_test(tc, test_train_with_labels);
+    tcase_add_test(tc, test_png_class_folders);
     tcase_add_test(tc, test_eval_cond);
     suite_add_tcase(s, tc);
     TCase *th = tcase_create("http");

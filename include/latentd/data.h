@@ -22,6 +22,7 @@ typedef struct {
     uint8_t *y;         /* (n) labels, or NULL when the set has none */
     int n_classes;      /* 1 + max label, 0 without labels */
     char name[128];     /* what was loaded, for records */
+    char *classes;      /* PNG class folders: their names as a JSON array; else NULL */
 } ld_dataset_t;
 
 typedef enum { LD_SPLIT_TRAIN = 0, LD_SPLIT_TEST = 1 } ld_split_t;
@@ -30,7 +31,9 @@ typedef enum { LD_SPLIT_TRAIN = 0, LD_SPLIT_TEST = 1 } ld_split_t;
  *   - a folder holding {train,t10k}-images-idx3-ubyte[.gz] and the labels: IDX
  *   - an IDX image file "...-images-idx3-ubyte[.gz]": labels looked up beside it
  *     by replacing "images-idx3" with "labels-idx1" (optional)
- *   - any other folder: every *.png in it (sorted by name), no labels; split ignored
+ *   - any other folder: every *.png in it (sorted by name), no labels; split ignored;
+ *     a folder without PNGs but with sub-folders of them: one class per
+ *     sub-folder (sorted by name, labels 0, 1, ..., the names in classes)
  * limit > 0 keeps only the first limit images. */
 int ld_data_load(const char *spec, ld_split_t split, int limit, ld_dataset_t **out, ld_err_t *err);
 
