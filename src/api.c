@@ -419,8 +419,8 @@ fail:
 }
 
 /* Encode x (n, x_dim) -> mu, logvar (n, z_dim), both malloc'd, checked finite. */
-static int encode_checked(ld_req_t *req, const ld_served_t *s, int n, const float *x, float **mu,
-                          float **logvar)
+static int encode_checked(ld_req_t *req, const ld_served_t *s, int n, const float *x,
+                          const uint8_t *labels, float **mu, float **logvar)
 {
     size_t zn = (size_t)n * (size_t)s->model->arch.z_dim;
     *mu = ld_malloc_array(zn, sizeof **mu);
@@ -430,7 +430,7 @@ static int encode_checked(ld_req_t *req, const ld_served_t *s, int n, const floa
         goto fail;
     }
     ld_err_t e;
-    int rc = ld_model_encode(s->model, n, x, *mu, *logvar, &e);
+    int rc = ld_model_encode_labels(s->model, n, x, labels, *mu, *logvar, &e);
     if (rc != LD_OK) {
         model_error(req, rc, &e);
         goto fail;
@@ -527,12 +527,13 @@ static void model_json(ld_buf_t *b, const ld_served_t *s)
     ld_buf_json_str(b, s->name);
     ld_buf_printf(b, ",\"kind\":\"%s\",\"architecture\":{", ld_kind_name(a->kind));
     ld_buf_printf(b, "\"image\":[%d,%d]", a->img_h, a->img_w);
-    if (a->kind == LD_KIND_VAE) {
+    ld_kind_t fam = m->ops->family;
+    if (fam == LD_KIND_VAE) {
         ld_buf_puts(b, ",\"encoder\":");
         int_list(b, &a->enc);
         ld_buf_puts(b, ",\"decoder\":");
         int_list(b, &a->dec);
-    } else if (a->kind == LD_KIND_GAN) {
+    } else if (fam == LD_KIND_GAN) {
         ld_buf_puts(b, ",\"generator\":");
         int_list(b, &a->dec);
         ld_buf_puts(b, ",\"discriminator\":");
@@ -550,8 +551,20 @@ static void model_json(ld_buf_t *b, const ld_served_t *s)
                   isfinite(a->dropout) ? (double)a->dropout : 0.0);
     if (a->net != LD_NETS_MLP)
         ld_buf_printf(b, ",\"net\":\"%s\"", ld_netarch_name(a->net));
+    if (m->ops->conditional)
+        ld_buf_printf(b, ",\"embed\":%d", a->embed);
     ld_buf_puts(b, "},\"description\":");
     ld_buf_json_str(b, desc);
+    if (m->ops->conditional) { /* the labels it takes, by index */
+        ld_buf_puts(b, ",\"classes\":[");
+        for (int k = 0; k < a->n_classes; k++) {
+            char name[256];
+            if (k)
+                ld_buf_putc(b, ',');
+            ld_buf_json_str(b, ld_model_class_name(m, k, name, sizeof name));
+        }
+        ld_buf_putc(b, ']');
+    }
     layers_json(b, m);
     ld_buf_printf(b, ",\"latent_size\":%d,\"image_shape\":[%d,%d],\"parameters\":%zu,",
                   a->kind == LD_KIND_CLASSIFIER ? 0 : a->z_dim, a->img_h, a->img_w, m->n_params);
@@ -693,6 +706,7 @@ typedef struct {
     uint8_t *npy;    /* .npy answers: the file (npy_len bytes) the rows are
                         decoded into, handed to the reply; else NULL */
     size_t npy_len;
+    uint8_t *labels; /* (n) a copy, in this block after z (and x), or NULL */
     char fields[];   /* JSON members before "shape" */
 } decode_job_t;
 
@@ -754,7 +768,8 @@ static void decode_job_done(void *ctx)
  * thread goes back to its other connections, the request's connection
  * suspended until that pass is done; the reply is made then. */
 static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,
-                          int n, const float *z, int with_z, const char *fields)
+                          int n, const float *z, const uint8_t *labels, int with_z,
+                          const char *fields)
 {
     const ld_arch_t *a = &s->model->arch;
     size_t flen = strlen(fields);
@@ -775,7 +790,7 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
         }
         xn = 0;
     }
-    decode_job_t *j = malloc(zoff + (zn + xn) * sizeof(float));
+    decode_job_t *j = malloc(zoff + (zn + xn) * sizeof(float) + (labels ? (size_t)n : 0));
     if (!j) {
         free(npy);
         ld_req_error(req, 503, "overloaded", "out of memory");
@@ -786,9 +801,13 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
     *j = (decode_job_t){.req = req, .api = api, .s = ld_served_ref(s), .o = *o, .n = n,
                         .with_z = with_z, .z = zc, .x = nx ? nx : zc + zn, .npy = npy,
                         .npy_len = npy_len};
+    if (labels) {
+        j->labels = (uint8_t *)(zc + zn + xn);
+        memcpy(j->labels, labels, (size_t)n);
+    }
     memcpy(j->fields, fields, flen + 1);
     if (!s->batch) { /* no batcher (cannot happen for a served VAE or GAN): decode here */
-        int rc = ld_model_decode(s->model, n, j->z, j->x, &e);
+        int rc = ld_model_decode_labels(s->model, n, j->z, j->labels, j->x, &e);
         if (rc != LD_OK) {
             model_error(req, rc, &e);
             decode_job_free(j);
@@ -799,7 +818,7 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
     }
     /* the model's batcher: concurrent requests share one pass over the
      * weights, and a row's bytes do not depend on its neighbours */
-    int rc = ld_batch_submit(s->batch, n, j->z, j->x, decode_job_done, j, &e);
+    int rc = ld_batch_submit_labels(s->batch, n, j->z, j->labels, j->x, decode_job_done, j, &e);
     if (rc != LD_OK) {
         model_error(req, rc, &e);
         decode_job_free(j);
@@ -809,7 +828,8 @@ static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const ou
 }
 
 static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, int seeded,
-                          uint64_t seed, double temperature, const out_opts_t *o)
+                          uint64_t seed, double temperature, const uint8_t *labels,
+                          const out_opts_t *o)
 {
     const ld_arch_t *a = &s->model->arch;
     if (!seeded)
@@ -841,14 +861,15 @@ static void sample_common(ld_req_t *req, ld_api_t *api, ld_served_t *s, int n, i
     k += (int)tl;
     fields[k++] = ',';
     fields[k] = '\0';
-    reply_decoded(req, api, s, o, n, z, 1, fields);
+    reply_decoded(req, api, s, o, n, z, labels, 1, fields);
     free(z);
 }
 
 static void h_sample(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"n", "seed", "temperature", "format", "cols", "pad", NULL};
+    static const char *const fields[] = {"n",   "seed", "temperature", "format", "cols",
+                                         "pad", "label", "labels",     NULL};
     /* the body may be empty (all defaults) */
     ld_args_t a = ld_args_json(req, ld_req_json(req), NULL);
     long long n;
@@ -865,8 +886,10 @@ static void h_sample(ld_req_t *req, void *ctx)
     ld_served_t *s = get_model(req, api);
     if (!s)
         return;
-    if (need_generator(req, s) == 0)
-        sample_common(req, api, s, (int)n, seeded, seed, temp, &o);
+    uint8_t *labels = NULL;
+    if (need_generator(req, s) == 0 && ld_api_labels(req, s, &a, (int)n, 1, &labels) == 0)
+        sample_common(req, api, s, (int)n, seeded, seed, temp, labels, &o);
+    free(labels);
     ld_served_release(s);
 }
 
@@ -874,11 +897,15 @@ static void h_sample(ld_req_t *req, void *ctx)
  * parameters: its ETag is a digest of both, and caches may keep it for
  * sample_cache_max_age.  1 when answered 304 (If-None-Match matched). */
 static int sample_png_cached(ld_req_t *req, ld_api_t *api, const ld_served_t *s, long long n,
-                             uint64_t seed, double temp, long long cols, long long pad)
+                             uint64_t seed, double temp, long long cols, long long pad,
+                             const uint8_t *labels)
 {
-    char key[256], hex[2 * LD_SHA256_LEN + 1], etag[40], cc[48];
-    int k = snprintf(key, sizeof key, "%s sample.png n=%lld seed=%llu temperature=%.17g cols=%lld pad=%lld",
-                     s->sha256, n, (unsigned long long)seed, temp, cols, pad);
+    char key[384], hex[2 * LD_SHA256_LEN + 1], etag[40], cc[48], lh[2 * LD_SHA256_LEN + 1] = "";
+    if (labels) /* the labels are part of the image: a digest of every row's */
+        ld_sha256_hex(labels, (size_t)n, lh);
+    int k = snprintf(key, sizeof key, "%s sample.png n=%lld seed=%llu temperature=%.17g cols=%lld pad=%lld%s%s",
+                     s->sha256, n, (unsigned long long)seed, temp, cols, pad,
+                     labels ? " labels=" : "", lh);
     ld_sha256_hex(key, (size_t)k, hex);
     snprintf(etag, sizeof etag, "\"%.32s\"", hex);
     snprintf(cc, sizeof cc, "public, max-age=%d", api->opts.cache_max_age);
@@ -888,7 +915,8 @@ static int sample_png_cached(ld_req_t *req, ld_api_t *api, const ld_served_t *s,
 static void h_sample_png(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
-    static const char *const fields[] = {"n", "seed", "temperature", "cols", "pad", NULL};
+    static const char *const fields[] = {"n", "seed", "temperature", "cols", "pad", "label",
+                                         "labels", NULL};
     ld_args_t a = ld_args_query(req);
     long long n, cols, pad;
     int seeded;
@@ -904,9 +932,11 @@ static void h_sample_png(ld_req_t *req, void *ctx)
     if (!s)
         return;
     out_opts_t o = {FMT_PNG, (int)cols, (int)pad};
-    if (need_generator(req, s) == 0 &&
-        !(seeded && sample_png_cached(req, api, s, n, seed, temp, cols, pad)))
-        sample_common(req, api, s, (int)n, seeded, seed, temp, &o);
+    uint8_t *labels = NULL;
+    if (need_generator(req, s) == 0 && ld_api_labels(req, s, &a, (int)n, 1, &labels) == 0 &&
+        !(seeded && sample_png_cached(req, api, s, n, seed, temp, cols, pad, labels)))
+        sample_common(req, api, s, (int)n, seeded, seed, temp, labels, &o);
+    free(labels);
     ld_served_release(s);
 }
 
@@ -930,7 +960,7 @@ static void h_encode(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
     static const char *const data[] = {"images", "png", NULL};
-    static const char *const opts[] = {"format", NULL};
+    static const char *const opts[] = {"format", "labels", NULL};
     static const char *const enc_formats[] = {"json", "npy", NULL};
     ld_args_t args;
     const uint8_t *npy;
@@ -944,10 +974,12 @@ static void h_encode(ld_req_t *req, void *ctx)
         return;
     const ld_arch_t *a = &s->model->arch;
     float *x = NULL, *mu = NULL, *lv = NULL;
+    uint8_t *labels = NULL;
     int n = 0;
     if (need_encoder(req, s, "encode") != 0 ||
         body_images(req, api, s, &args, npy, npy_len, &x, &n) != 0 ||
-        encode_checked(req, s, n, x, &mu, &lv) != 0)
+        ld_api_labels(req, s, &args, n, 0, &labels) != 0 ||
+        encode_checked(req, s, n, x, labels, &mu, &lv) != 0)
         goto done;
     size_t zd = (size_t)a->z_dim;
     if (format == 1) {
@@ -984,6 +1016,7 @@ done:
     free(x);
     free(mu);
     free(lv);
+    free(labels);
     ld_served_release(s);
 }
 
@@ -991,11 +1024,12 @@ static void h_decode(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
     static const char *const data[] = {"z", NULL};
+    static const char *const opts[] = {"format", "cols", "pad", "labels", NULL};
     ld_args_t args;
     const uint8_t *npy;
     size_t npy_len;
     out_opts_t o;
-    if (body_args(req, data, image_opts, &args, &npy, &npy_len) != 0 ||
+    if (body_args(req, data, opts, &args, &npy, &npy_len) != 0 ||
         parse_out_opts(&args, api, npy ? FMT_NPY : FMT_JSON, &o) != 0)
         return;
     const cJSON *zj = npy ? NULL : cJSON_GetObjectItemCaseSensitive(args.obj, "z");
@@ -1007,17 +1041,20 @@ static void h_decode(ld_req_t *req, void *ctx)
     if (!s)
         return;
     float *z = NULL;
+    uint8_t *labels = NULL;
     int n = 0;
     const ld_arch_t *a = &s->model->arch;
     if (need_generator(req, s) != 0 ||
         (npy ? read_npy(req, npy, npy_len, "z", a->z_dim, 0, 0, api->max_samples, -INFINITY,
                         INFINITY, &z, &n)
              : ld_arg_matrix(req, zj, "z", a->z_dim, api->max_samples, 1, -INFINITY, INFINITY,
-                             &z, &n)) != 0)
+                             &z, &n)) != 0 ||
+        ld_api_labels(req, s, &args, n, 0, &labels) != 0)
         goto done;
-    reply_decoded(req, api, s, &o, n, z, 0, "");
+    reply_decoded(req, api, s, &o, n, z, labels, 0, "");
 done:
     free(z);
+    free(labels);
     ld_served_release(s);
 }
 
@@ -1025,24 +1062,28 @@ static void h_reconstruct(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
     static const char *const data[] = {"images", "png", NULL};
+    static const char *const opts[] = {"format", "cols", "pad", "labels", NULL};
     ld_args_t args;
     const uint8_t *npy;
     size_t npy_len;
     out_opts_t o;
-    if (body_args(req, data, image_opts, &args, &npy, &npy_len) != 0 ||
+    if (body_args(req, data, opts, &args, &npy, &npy_len) != 0 ||
         parse_out_opts(&args, api, npy ? FMT_NPY : FMT_JSON, &o) != 0)
         return;
     ld_served_t *s = get_model(req, api);
     if (!s)
         return;
     float *x = NULL, *mu = NULL, *lv = NULL;
+    uint8_t *labels = NULL;
     int n = 0;
     if (need_encoder(req, s, "reconstruct") != 0 ||
         body_images(req, api, s, &args, npy, npy_len, &x, &n) != 0 ||
-        encode_checked(req, s, n, x, &mu, &lv) != 0)
+        ld_api_labels(req, s, &args, n, 0, &labels) != 0 ||
+        encode_checked(req, s, n, x, labels, &mu, &lv) != 0)
         goto done;
-    reply_decoded(req, api, s, &o, n, mu, 1, "");
+    reply_decoded(req, api, s, &o, n, mu, labels, 1, "");
 done:
+    free(labels);
     free(x);
     free(mu);
     free(lv);
@@ -1053,7 +1094,7 @@ done:
 
 /* One end point -> z (z_dim). */
 static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const cJSON *body,
-                         const char *key, float *z)
+                         const char *key, float *z, uint8_t *label)
 {
     const ld_arch_t *a = &s->model->arch;
     const cJSON *ep = cJSON_GetObjectItemCaseSensitive(body, key);
@@ -1070,10 +1111,13 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
     }
     char where[16];
     snprintf(where, sizeof where, "%s.", key);
-    static const char *const fields[] = {"seed", "temperature", "z", "image", "png", NULL};
+    static const char *const fields[] = {"seed", "temperature", "z", "image", "png", "label", NULL};
     ld_args_t args = ld_args_json(req, ep, where);
-    if (ld_arg_fields(&args, fields) != 0)
+    uint8_t *lab = NULL; /* a conditional model's class at this end point */
+    if (ld_arg_fields(&args, fields) != 0 || ld_api_labels(req, s, &args, 1, 1, &lab) != 0)
         return -1;
+    *label = lab ? lab[0] : 0;
+    free(lab);
     const cJSON *seed_j = cJSON_GetObjectItemCaseSensitive(ep, "seed");
     const cJSON *z_j = cJSON_GetObjectItemCaseSensitive(ep, "z");
     const cJSON *im_j = cJSON_GetObjectItemCaseSensitive(ep, "image");
@@ -1134,7 +1178,9 @@ static int read_endpoint(ld_req_t *req, ld_api_t *api, const ld_served_t *s, con
         if (read_images(req, api, s, ep, "image", "png", 1, &x, &n) != 0)
             return -1;
     }
-    int rc = gan ? ld_invert_endpoint(req, s, x, z) : encode_checked(req, s, 1, x, &mu, &lv);
+    int rc = gan ? ld_invert_endpoint(req, s, x, z)
+                 : encode_checked(req, s, 1, x, s->model->ops->conditional ? label : NULL, &mu,
+                                  &lv);
     free(x);
     if (rc != 0 || gan)
         return rc;
@@ -1177,6 +1223,35 @@ static void interpolate(const float *a, const float *b, int d, int steps, int sl
     }
 }
 
+/* A conditional model's walk: z along path (n, z_dim) and the label
+ * embedding from class la's to lb's in n even steps, decoded on this thread
+ * (ld_model_decode_mix: the batcher takes whole labels only). */
+static void interpolate_labels(ld_req_t *req, ld_api_t *api, const ld_served_t *s,
+                               const out_opts_t *o, int n, const float *path, uint8_t la,
+                               uint8_t lb, const char *fields)
+{
+    float *x = ld_malloc_array((size_t)n * (size_t)s->model->arch.x_dim, sizeof *x);
+    float *t = ld_malloc_array((size_t)n, sizeof *t);
+    uint8_t *from = malloc((size_t)n), *to = malloc((size_t)n);
+    ld_err_t e;
+    int rc = x && t && from && to ? LD_OK : LD_ENOMEM;
+    for (int k = 0; !rc && k < n; k++) {
+        t[k] = (float)k / (float)(n - 1);
+        from[k] = la;
+        to[k] = lb;
+    }
+    if (rc)
+        ld_req_error(req, 503, "overloaded", "out of memory");
+    else if ((rc = ld_model_decode_mix(s->model, n, path, from, to, t, x, &e)) != LD_OK)
+        model_error(req, rc, &e);
+    else
+        reply_images(req, api, s, o, n, path, x, fields);
+    free(x);
+    free(t);
+    free(from);
+    free(to);
+}
+
 static void h_interpolate(ld_req_t *req, void *ctx)
 {
     ld_api_t *api = ctx;
@@ -1207,8 +1282,9 @@ static void h_interpolate(ld_req_t *req, void *ctx)
         ld_req_error(req, 503, "overloaded", "out of memory");
         goto done;
     }
-    if (read_endpoint(req, api, s, args.obj, "from", za) != 0 ||
-        read_endpoint(req, api, s, args.obj, "to", zb) != 0)
+    uint8_t la, lb;
+    if (read_endpoint(req, api, s, args.obj, "from", za, &la) != 0 ||
+        read_endpoint(req, api, s, args.obj, "to", zb, &lb) != 0)
         goto done;
     interpolate(za, zb, a->z_dim, n, method == 0, path);
     if (!all_finite(path, (size_t)n * (size_t)a->z_dim)) {
@@ -1219,7 +1295,10 @@ static void h_interpolate(ld_req_t *req, void *ctx)
         o.cols = n; /* one strip */
     char fields[64];
     snprintf(fields, sizeof fields, "\"method\":\"%s\",\"steps\":%d,", methods[method], n);
-    reply_decoded(req, api, s, &o, n, path, 1, fields);
+    if (s->model->ops->conditional)
+        interpolate_labels(req, api, s, &o, n, path, la, lb, fields);
+    else
+        reply_decoded(req, api, s, &o, n, path, NULL, 1, fields);
 done:
     free(za);
     free(zb);

@@ -49,4 +49,14 @@ int ld_api_all_finite(const float *x, size_t n);
 void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
                          const float *x, int n);
 
+/* The class labels of a request for n rows of model s (label_api.c): a's
+ * "label" (an index or a class name, for every row; only when single) or
+ * "labels" (one per row; in a query string, separated by commas).  A
+ * conditional model (cgan, cvae) needs them: *out (n) malloc'd; any other
+ * refuses them: *out NULL.  0, or -1 when answered (422 naming the classes
+ * when missing, for an unknown class, a wrong count, or labels given to an
+ * unconditional model). */
+int ld_api_labels(ld_req_t *req, const ld_served_t *s, const ld_args_t *a, int n, int single,
+                  uint8_t **out);
+
 #endif

@@ -75,6 +75,7 @@ enum { JOB_WAIT = 0, JOB_DONE = 1 };
 typedef struct job {
     int n;
     const float *z; /* (n, z_dim) */
+    const uint8_t *labels; /* (n) class labels of a conditional model, or NULL */
     float *x;       /* (n, x_dim) */
     atomic_int state;
     struct job *next;
@@ -330,7 +331,7 @@ static void run_jobs(const ld_batch_t *b, scratch_t *sc, job_t *first)
     int m = 0;
     size_t zd = (size_t)b->z_dim, xd = (size_t)b->x_dim;
     for (job_t *j = first; b->model && j; j = j->next)
-        if (ld_model_decode(b->model, j->n, j->z, j->x, NULL)) /* out of memory: no image */
+        if (ld_model_decode_labels(b->model, j->n, j->z, j->labels, j->x, NULL)) /* no image */
             memset(j->x, 0, (size_t)j->n * xd * sizeof(float));
     for (job_t *j = first; !b->model && j; j = j->next) {
         for (int r = 0; r < j->n; r++) {
@@ -475,13 +476,20 @@ int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *er
 int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
                     void *arg, ld_err_t *err)
 {
-    if (!b || n <= 0 || !done || !z || !x)
+    return ld_batch_submit_labels(b, n, z, NULL, x, done, arg, err);
+}
+
+int ld_batch_submit_labels(ld_batch_t *b, int n, const float *z, const uint8_t *labels, float *x,
+                           ld_batch_done_fn done, void *arg, ld_err_t *err)
+{
+    if (!b || n <= 0 || !done || !z || !x || (labels && !b->model))
         return ld_err_set(err, LD_EINVAL, "batch submit: bad arguments (n = %d)", n);
     job_t *j = calloc(1, sizeof *j);
     if (!j)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     j->n = n;
     j->z = z;
+    j->labels = labels;
     j->x = x;
     j->done = done;
     j->arg = arg;

@@ -2,6 +2,7 @@
 #include "classify_api.h"
 
 #include "api_impl.h"
+#include "latentd/data.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -9,20 +10,10 @@
 
 #define CLASSES_MAX 256 /* ld_arch_validate's limit on n_classes */
 
-/* Fashion-MNIST's labels 0..9, as its dataset card names them. */
-static const char *const fashion_names[] = {"t-shirt/top", "trouser", "pullover", "dress",
-                                            "coat",        "sandal",  "shirt",    "sneaker",
-                                            "bag",         "ankle boot"};
-
 /* The name of class k of model m into buf (see the header). */
 static const char *class_name(const ld_model_t *m, int k, char *buf, size_t len)
 {
-    const char *data = ld_record_get(&m->record, "data");
-    if (m->arch.n_classes == (int)LD_ARRAY_LEN(fashion_names) && data &&
-        strncmp(data, "fashion-mnist", 13) == 0)
-        return fashion_names[k];
-    snprintf(buf, len, "%d", k);
-    return buf;
+    return ld_data_class_name(ld_record_get(&m->record, "data"), m->arch.n_classes, k, buf, len);
 }
 
 /* logits (c) -> probs (c), softmax in double; returns the argmax. */

@@ -320,6 +320,8 @@ static int list_pngs(const char *dir, char ***names, size_t *n, ld_err_t *err)
     return LD_OK;
 }
 
+static int load_png_classes(const char *dir, int limit, ld_dataset_t **out, ld_err_t *err);
+
 /* Contract: data.h.  Every *.png in dir (names sorted with strcmp, dot-files
  * skipped), converted to gray; all must have the first file's size. */
 int ld_data_load_png_dir(const char *dir, int limit, ld_dataset_t **out, ld_err_t *err)
@@ -329,6 +331,11 @@ int ld_data_load_png_dir(const char *dir, int limit, ld_dataset_t **out, ld_err_
     char **names = NULL;
     size_t count = 0;
     int rc = list_pngs(dir, &names, &count, err);
+    if (rc == LD_ENOTFOUND && limit >= 0) { /* no PNGs here: one class per sub-folder? */
+        ld_err_t e2;
+        if (load_png_classes(dir, limit, out, &e2) == LD_OK)
+            return LD_OK;
+    }
     if (rc != LD_OK)
         return rc;
     if (count > INT_MAX)
@@ -468,5 +475,116 @@ void ld_data_free(ld_dataset_t *d)
         return;
     free(d->x);
     free(d->y);
+    free(d->classes);
     free(d);
+}
+
+/* Each sub-folder of dir (sorted, dot-folders skipped, at most 256) a class
+ * of PNGs, labelled by its index and named by its name; limit as
+ * ld_data_load_png_dir over all of them. */
+static int load_png_classes(const char *dir, int limit, ld_dataset_t **out, ld_err_t *err)
+{
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return ld_err_set(err, LD_EIO, "cannot open folder %s", dir);
+    char *sub[256];
+    int n_sub = 0, rc = LD_OK;
+    struct dirent *e;
+    char path[DATA_PATH_MAX];
+    struct stat st;
+    while ((e = readdir(dp)) && n_sub < 256) {
+        if (e->d_name[0] == '.' ||
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path ||
+            stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || strchr(e->d_name, '"') ||
+            strchr(e->d_name, '\\') || !(sub[n_sub] = strdup(e->d_name)))
+            continue;
+        n_sub++;
+    }
+    closedir(dp);
+    qsort(sub, (size_t)n_sub, sizeof *sub, cmp_names);
+    ld_dataset_t *d = n_sub > 0 ? ld_calloc(1, sizeof *d) : NULL;
+    size_t names_len = 3;
+    for (int c = 0; c < n_sub; c++)
+        names_len += strlen(sub[c]) + 3;
+    if (!d || !(d->classes = malloc(names_len)))
+        rc = ld_err_set(err, n_sub ? LD_ENOMEM : LD_ENOTFOUND, "%s: no PNGs or class folders", dir);
+    size_t pos = 0;
+    for (int c = 0; rc == LD_OK && c < n_sub && (limit <= 0 || d->n < limit); c++) {
+        ld_dataset_t *part;
+        snprintf(path, sizeof path, "%s/%s", dir, sub[c]);
+        /* limit -1: the sub-folder's own PNGs only, no deeper classes */
+        if ((rc = ld_data_load_png_dir(path, -1, &part, err)) != LD_OK)
+            break;
+        int take = limit > 0 && part->n > limit - d->n ? limit - d->n : part->n;
+        float *x = d->n && (part->h != d->h || part->w != d->w) ? NULL
+                   : realloc(d->x, ((size_t)d->n + (size_t)take) * (size_t)part->dim * sizeof *x);
+        uint8_t *y = x ? realloc(d->y, (size_t)d->n + (size_t)take) : NULL;
+        if (x)
+            d->x = x;
+        if (y)
+            d->y = y;
+        if (!x || !y) {
+            rc = ld_err_set(err, x ? LD_ENOMEM : LD_EFORMAT, "%s: class folders of different "
+                            "image sizes, or out of memory", path);
+        } else {
+            d->h = part->h;
+            d->w = part->w;
+            d->dim = part->dim;
+            memcpy(d->x + (size_t)d->n * (size_t)d->dim, part->x,
+                   (size_t)take * (size_t)d->dim * sizeof *x);
+            memset(d->y + d->n, c, (size_t)take);
+            d->n += take;
+            d->n_classes = c + 1;
+        }
+        ld_data_free(part);
+    }
+    for (int c = 0; c < n_sub; c++) {
+        if (rc == LD_OK)
+            pos += (size_t)sprintf(d->classes + pos, "%s\"%s\"", c ? "," : "[", sub[c]);
+        free(sub[c]);
+    }
+    if (rc == LD_OK) {
+        d->n_classes = n_sub; /* every folder names a class, even one cut by limit */
+        strcpy(d->classes + pos, "]");
+        snprintf(d->name, sizeof d->name, "%s/*/*.png", dir);
+        *out = d;
+    } else {
+        ld_data_free(d);
+    }
+    return rc;
+}
+
+/* Fashion-MNIST's labels 0..9, as its dataset card names them. */
+static const char *const fashion_names[] = {"t-shirt/top", "trouser", "pullover", "dress",
+                                            "coat",        "sandal",  "shirt",    "sneaker",
+                                            "bag",         "ankle boot"};
+
+const char *ld_data_class_name(const char *data, int n_classes, int k, char *buf, size_t len)
+{
+    if (n_classes == (int)LD_ARRAY_LEN(fashion_names) && data &&
+        strncmp(data, "fashion-mnist", 13) == 0 && k >= 0 && k < n_classes)
+        return fashion_names[k];
+    snprintf(buf, len, "%d", k);
+    return buf;
+}
+
+int ld_data_class_names(const ld_dataset_t *d, char *buf, size_t len)
+{
+    if (!d->y || d->n_classes < 1)
+        return 0;
+    if (d->classes) /* PNG class folders */
+        return snprintf(buf, len, "%s", d->classes) < (int)len ? (int)strlen(buf) : -1;
+    size_t pos = 0;
+    for (int k = 0; k < d->n_classes; k++) {
+        char num[16];
+        const char *name = ld_data_class_name(d->name, d->n_classes, k, num, sizeof num);
+        int w = snprintf(buf + pos, pos < len ? len - pos : 0, "%s\"%s\"", k ? "," : "[", name);
+        pos += w > 0 ? (size_t)w : 0;
+        if (pos >= len)
+            return -1;
+    }
+    if (pos + 2 > len)
+        return -1;
+    memcpy(buf + pos, "]", 2);
+    return (int)pos + 1;
 }

@@ -14,6 +14,10 @@ int ld_eval_vae(const ld_model_t *m, const ld_dataset_t *d, uint64_t seed, doubl
 {
     if (!m->ops->has_elbo)
         return ld_err_set(err, LD_EINVAL, "not a VAE");
+    if (m->ops->conditional && (!d->y || d->n_classes > m->arch.n_classes))
+        return ld_err_set(err, LD_EINVAL, "data %s has %s; %s needs labels < %d", d->name,
+                          d->y ? "more classes" : "no labels", m->ops->article,
+                          m->arch.n_classes);
     if (d->dim != m->arch.x_dim)
         return ld_err_set(err, LD_EINVAL, "data has %d pixels per image; the model expects %d",
                           d->dim, m->arch.x_dim);
@@ -27,9 +31,12 @@ int ld_eval_vae(const ld_model_t *m, const ld_dataset_t *d, uint64_t seed, doubl
     ld_rng_t r;
     ld_rng_seed(&r, seed);
     double rs = 0, ks = 0;
+    ld_net_run_t run = {0}; /* eval mode; a CVAE's labels */
+    ws.run = &run;
     for (int i = 0; i < d->n; i += B) {
         int b = d->n - i < B ? d->n - i : B;
         double br, bk;
+        run.labels = m->ops->conditional ? d->y + i : NULL;
         ld_rng_fill_normal(&r, eps, (size_t)b * m->arch.z_dim, 0, 1);
         ld_vae_step(m, NULL, &ws, b, d->x + (size_t)i * d->dim, eps, 1.0f, &br, &bk);
         rs += br;
@@ -221,5 +228,63 @@ out:
     free(logits);
     free(feat);
     free(st);
+    return rc;
+}
+
+int ld_eval_cond(const ld_model_t *m, const ld_model_t *cls, int n, uint64_t seed,
+                 ld_cond_eval_t *out, ld_err_t *err)
+{
+    if (!m->ops->conditional || m->ops->decode_net < 0)
+        return ld_err_set(err, LD_EINVAL, "%s is not conditional (cgan or cvae)", m->ops->article);
+    if (cls->arch.kind != LD_KIND_CLASSIFIER)
+        return ld_err_set(err, LD_EINVAL, "the classifier model is %s", cls->ops->article);
+    int C = m->arch.n_classes, K = cls->arch.n_classes, X = m->arch.x_dim;
+    if (cls->arch.x_dim != X || K < C)
+        return ld_err_set(err, LD_EINVAL, "the classifier takes %d-pixel images into %d classes; "
+                          "the model makes %d-pixel images of %d", cls->arch.x_dim, K, X, C);
+    if (n < C)
+        return ld_err_set(err, LD_EINVAL, "%d samples are fewer than the %d classes", n, C);
+    float *z = ld_malloc_array((size_t)EVAL_BATCH * m->arch.z_dim, sizeof(float));
+    float *x = ld_malloc_array((size_t)EVAL_BATCH * X, sizeof(float));
+    float *logits = ld_malloc_array((size_t)EVAL_BATCH * K, sizeof(float));
+    uint8_t *lab = ld_malloc_array((size_t)EVAL_BATCH, 1);
+    long hit[256] = {0}, count[256] = {0};
+    int rc = z && x && logits && lab ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
+    /* class i % C for sample i: equal counts, z from one seeded stream */
+    ld_rng_t r;
+    ld_rng_seed(&r, seed);
+    for (int i = 0; !rc && i < n; i += EVAL_BATCH) {
+        int b = n - i < EVAL_BATCH ? n - i : EVAL_BATCH;
+        for (int k = 0; k < b; k++)
+            lab[k] = (uint8_t)((i + k) % C);
+        ld_rng_fill_normal(&r, z, (size_t)b * m->arch.z_dim, 0, 1);
+        if ((rc = ld_model_decode_labels(m, b, z, lab, x, err)) ||
+            (rc = ld_model_classify(cls, b, x, logits, NULL, err)))
+            break;
+        for (int k = 0; k < b; k++) {
+            count[lab[k]]++;
+            hit[lab[k]] += argmax(logits + (size_t)k * K, K) == lab[k];
+        }
+    }
+    if (!rc) {
+        memset(out, 0, sizeof *out);
+        out->n = n;
+        out->n_classes = C;
+        out->min_acc = 1;
+        long all = 0;
+        for (int c = 0; c < C; c++) {
+            out->class_acc[c] = (double)hit[c] / (double)count[c];
+            all += hit[c];
+            if (out->class_acc[c] < out->min_acc) {
+                out->min_acc = out->class_acc[c];
+                out->worst = c;
+            }
+        }
+        out->acc = (double)all / n;
+    }
+    free(z);
+    free(x);
+    free(logits);
+    free(lab);
     return rc;
 }

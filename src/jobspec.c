@@ -189,7 +189,7 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
     if (ld_train_recipe(kind, preset, &s->arch, &s->train, &e)) /* parse_train builds on o */
         return ld_err_set(err, LD_EINVAL, "arch.arch: %s", e.msg);
     s->article = preset && strcmp(preset, "article") == 0;
-    if (kind == LD_KIND_VAE) {
+    if (ld_kind_family(kind) == LD_KIND_VAE) {
         int have_dec;
         if ((rc = not_for_kind(a, "g_hidden", "arch.g_hidden", kind, err)) ||
             (rc = not_for_kind(a, "d_hidden", "arch.d_hidden", kind, err)) ||
@@ -219,7 +219,7 @@ static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *
                 return ld_err_set(err, LD_EINVAL,
                                   "%s: the default width %d is above the configured cap of %d "
                                   "(max_hidden_width); give smaller widths",
-                                  names[kind == LD_KIND_GAN][l], lists[l]->size[i], w);
+                                  names[ld_kind_family(kind) == LD_KIND_GAN][l], lists[l]->size[i], w);
     double z = s->arch.z_dim;
     if ((rc = int_field(a, "z", "arch.z", 1, MAX_Z, caps->max_z, "max_z", &z, &present, err)))
         return rc;
@@ -323,7 +323,7 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
         o->adam.beta2 = o->adam_d.beta2 = f;
     if ((rc = parse_optim(t, &o->optim, err)))
         return rc;
-    if (kind == LD_KIND_VAE) {
+    if (ld_kind_family(kind) == LD_KIND_VAE) {
         if ((rc = not_for_kind(t, "lr_d", "train.lr_d", kind, err)) ||
             (rc = not_for_kind(t, "loss", "train.loss", kind, err)) ||
             (rc = not_for_kind(t, "real_label", "train.real_label", kind, err)))
@@ -438,11 +438,11 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
         (rc = str_field(root, "data", "data", &data, err)))
         goto out;
     if (!kind) {
-        rc = ld_err_set(err, LD_EFORMAT, "kind: required (\"vae\" or \"gan\")");
+        rc = ld_err_set(err, LD_EFORMAT, "kind: required (\"vae\", \"gan\", \"cgan\" or \"cvae\")");
         goto out;
     }
-    if (ld_kind_parse(kind, &s->kind) || s->kind == LD_KIND_CLASSIFIER) {
-        rc = ld_err_set(err, LD_EINVAL, "kind: \"%.40s\" is not vae or gan", kind);
+    if (ld_kind_parse(kind, &s->kind) || ld_kind_family(s->kind) == LD_KIND_CLASSIFIER) {
+        rc = ld_err_set(err, LD_EINVAL, "kind: \"%.40s\" is not vae, gan, cgan or cvae", kind);
         goto out;
     }
     if (!model) {
@@ -540,7 +540,7 @@ static void layer_sizes(const ld_arch_t *a, double *P, double *units, double *wi
         for (int i = 0; i < m->layers[n].n_layers; i++) {
             ld_shape_t s = m->layers[n].layers[i].out;
             double w = (double)s.c * s.h * s.w;
-            *units += w * (a->kind == LD_KIND_GAN && n == LD_GAN_D ? 2 : 1);
+            *units += w * (ld_kind_family(a->kind) == LD_KIND_GAN && n == LD_GAN_D ? 2 : 1);
             *widest = w > *widest ? w : *widest;
         }
     free(m);
@@ -565,7 +565,7 @@ void ld_jobspec_bytes(const ld_arch_t *a, const ld_train_opts_t *o, ld_job_bytes
         net_size(a->z_dim, &a->dec, a->x_dim, &P, &units, &widest);  /* decoder */
     }
     int threads = o->threads > 1 ? o->threads : 1;
-    double sets = 3 + (threads - 1) + (a->kind == LD_KIND_GAN && o->g_ema > 0);
+    double sets = 3 + (threads - 1) + (ld_kind_family(a->kind) == LD_KIND_GAN && o->g_ema > 0);
     double B = o->batch > 0 ? o->batch : 1;
     out->params = 4 * P;
     out->optimiser = 4 * P * sets;
@@ -669,7 +669,7 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
         return invert_to_json(s);
     const ld_arch_t *a = &s->arch;
     const ld_train_opts_t *o = &s->train;
-    const int gan = s->kind == LD_KIND_GAN;
+    const int gan = ld_kind_family(s->kind) == LD_KIND_GAN;
     char buf[32];
     cJSON *root = cJSON_CreateObject();
     cJSON *arch = cJSON_CreateObject(), *train = cJSON_CreateObject();
@@ -677,11 +677,11 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
              cJSON_AddStringToObject(root, "model", s->model) &&
              cJSON_AddStringToObject(root, "data", s->data) &&
              cJSON_AddNumberToObject(root, "limit", s->limit);
-    const char *preset = a->net != LD_NETS_MLP ? ld_netarch_name(a->net)
-                         : s->article              ? "article"
-                                                   : "default";
-    int lists = a->net == LD_NETS_MLP || a->net == LD_NETS_RESMLP; /* dcgan, conv: fixed */
-    if (ok && (gan || a->net != LD_NETS_MLP))
+    /* cmlp is the conditional kinds' default: no preset */
+    int fixed_net = a->net != LD_NETS_MLP && a->net != LD_NETS_CMLP;
+    const char *preset = fixed_net ? ld_netarch_name(a->net) : s->article ? "article" : "default";
+    int lists = !fixed_net || a->net == LD_NETS_RESMLP; /* dcgan, conv: fixed */
+    if (ok && (gan || fixed_net))
         ok = cJSON_AddStringToObject(arch, "arch", preset) != NULL;
     if (ok && gan && lists)
         ok = add_list(arch, "g_hidden", &a->dec) && add_list(arch, "d_hidden", &a->enc);

@@ -281,7 +281,7 @@ static int cmd_train(int argc, char **argv)
           kl_beta = -1, ema = -1;
     optim_flags_t of = optim_flags_init();
     flag_t flags[] = {
-        {"kind", F_STR, &kind_s, 0, 0, "vae | gan | classifier (default vae)", 0},
+        {"kind", F_STR, &kind_s, 0, 0, "vae | gan | classifier | cgan | cvae (default vae)", 0},
         {"data", F_STR, &data, 0, 0, "fashion-mnist | IDX file or folder | PNG folder", 0},
         {"epochs", F_INT, &epochs, 1, 100000, "passes over the data (vae 10, gan 20, classifier 10)", 0},
         {"batch", F_INT, &batch, 1, 65536, "batch size (vae 128, gan 64, classifier 128)", 0},
@@ -329,7 +329,7 @@ static int cmd_train(int argc, char **argv)
     every = every_i;
     ld_kind_t kind;
     if (ld_kind_parse(kind_s, &kind)) {
-        fprintf(stderr, "latentd train: --kind %s: expected vae, gan or classifier\n", kind_s);
+        fprintf(stderr, "latentd train: --kind %s: expected vae, gan, classifier, cgan or cvae\n", kind_s);
         return 2;
     }
     ld_arch_t arch;
@@ -341,7 +341,7 @@ static int cmd_train(int argc, char **argv)
     }
     if (hidden && parse_hidden(hidden, &arch.enc, "hidden"))
         return 2;
-    if (kind == LD_KIND_VAE && hidden && !dec_hidden)
+    if (ld_kind_family(kind) == LD_KIND_VAE && hidden && !dec_hidden)
         ld_train_mirror_decoder(&arch);
     if ((dec_hidden && parse_hidden(dec_hidden, &arch.dec, "dec-hidden")) ||
         (g_hidden && parse_hidden(g_hidden, &arch.dec, "g-hidden")) ||
@@ -416,8 +416,10 @@ static int cmd_train(int argc, char **argv)
     ld_model_t *m = NULL;
     ld_trainer_t *t = NULL;
     int rc = 1;
-    if (ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e) ||
-        (spec_path && spec_image_shape(&arch, d, &e)) || ld_model_new(&arch, seed, &m, &e) ||
+    if (!ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e) && ld_kind_ops(arch.kind)->conditional &&
+        d->n_classes > 0)
+        arch.n_classes = d->n_classes; /* a conditional model's labels are the data's */
+    if (!d || (spec_path && spec_image_shape(&arch, d, &e)) || ld_model_new(&arch, seed, &m, &e) ||
         ld_trainer_new(m, d, &o, &t, &e) || (resume && ld_trainer_load_state(t, state, &e))) {
         load_err("train", &e);
         goto done;
@@ -505,14 +507,42 @@ static int ends_with(const char *s, const char *suf)
     return a >= b && !strcmp(s + a - b, suf);
 }
 
+/* The labels of `latentd sample` (n): every one label (a name or an index), or
+ * each class in turn; NULL for a model that is not conditional.  1 after a
+ * message when label is unknown or given to such a model. */
+static int sample_labels(const ld_model_t *m, const char *label, int n, uint8_t **out)
+{
+    *out = NULL;
+    if (!m->ops->conditional) {
+        if (label)
+            fprintf(stderr, "latentd sample: --label: the model is %s; only cgan and cvae models "
+                            "take a class\n", m->ops->article);
+        return label != NULL;
+    }
+    int k = label ? ld_model_class_parse(m, label) : 0;
+    if (k < 0) {
+        char list[2048];
+        ld_model_class_list(m, list, sizeof list);
+        fprintf(stderr, "latentd sample: --label %s: unknown class; the model has %s\n", label,
+                list);
+        return 1;
+    }
+    if (!(*out = malloc((size_t)n)))
+        return 1;
+    for (int i = 0; i < n; i++)
+        (*out)[i] = (uint8_t)(label ? k : i % m->arch.n_classes);
+    return 0;
+}
+
 static int cmd_sample(int argc, char **argv)
 {
-    const char *model = NULL, *out = NULL;
+    const char *model = NULL, *out = NULL, *label = NULL;
     int n = 64, cols = 0;
     uint64_t seed = 1;
     float temp = 1.0f;
     flag_t flags[] = {
         {"model", F_STR, &model, 0, 0, "checkpoint FILE.safetensors (required)", 0},
+        {"label", F_STR, &label, 0, 0, "cgan, cvae: class NAME or INDEX of every image (default: each class in turn)", 0},
         {"n", F_INT, &n, 1, 100000, "number of images (64)", 0},
         {"seed", F_U64, &seed, 0, 1.8e19, "random seed (1)", 0},
         {"temperature", F_FLOAT, &temp, 0, 10, "latent standard deviation (1)", 0},
@@ -539,7 +569,7 @@ static int cmd_sample(int argc, char **argv)
     int rc = 1;
     const ld_arch_t *a = &m->arch;
     float *z = NULL, *x = NULL;
-    uint8_t *buf = NULL;
+    uint8_t *buf = NULL, *labels = NULL;
     size_t len = 0;
     if (a->kind == LD_KIND_CLASSIFIER) {
         fprintf(stderr, "latentd sample: %s is a classifier; it cannot generate images\n", model);
@@ -552,8 +582,9 @@ static int cmd_sample(int argc, char **argv)
         goto done;
     }
     ld_model_draw_z(m, seed, temp, n, z);
-    if (ld_model_decode(m, n, z, x, &e)) {
-        load_err("sample", &e);
+    if (sample_labels(m, label, n, &labels) || ld_model_decode_labels(m, n, z, labels, x, &e)) {
+        if (labels || !label)
+            load_err("sample", &e);
         goto done;
     }
     int64_t shape[2] = {n, a->x_dim};
@@ -566,6 +597,7 @@ static int cmd_sample(int argc, char **argv)
     printf("wrote %d samples to %s\n", n, out);
     rc = 0;
 done:
+    free(labels);
     free(z);
     free(x);
     free(buf);
@@ -574,6 +606,46 @@ done:
 }
 
 /* ---- eval ---- */
+
+/* A conditional model: a CVAE's negative ELBO on d (with its labels), and
+ * with a classifier the accuracy of n samples as their requested class. */
+static int eval_cond(const ld_model_t *m, const char *model, const ld_dataset_t *d,
+                     const char *classifier, int n, uint64_t seed)
+{
+    ld_err_t e;
+    double nelbo, rec, kl;
+    if (m->ops->family == LD_KIND_VAE) {
+        if (ld_eval_vae(m, d, seed, &nelbo, &rec, &kl, &e)) {
+            load_err("eval", &e);
+            return 1;
+        }
+        printf("%s %s on %s (%d images): negative ELBO %.2f nats/image (reconstruction %.2f + "
+               "KL %.2f)\n", ld_kind_name(m->arch.kind), model, d->name, d->n, nelbo, rec, kl);
+    }
+    if (!classifier) {
+        if (m->ops->family != LD_KIND_VAE)
+            fprintf(stderr, "latentd eval: %s needs --classifier FILE for its per-class "
+                            "accuracy\n", m->ops->article);
+        return m->ops->family != LD_KIND_VAE;
+    }
+    ld_model_t *cls = NULL;
+    ld_cond_eval_t c;
+    if (ld_model_load(classifier, &cls, &e) || ld_eval_cond(m, cls, n, seed, &c, &e)) {
+        load_err("eval", &e);
+        ld_model_free(cls);
+        return 1;
+    }
+    ld_model_free(cls);
+    char name[256];
+    printf("%s %s: %d samples, classified as their requested class %.2f%%; per class:",
+           ld_kind_name(m->arch.kind), model, c.n, 100 * c.acc);
+    for (int k = 0; k < c.n_classes; k++)
+        printf(" %s %.1f%%%s", ld_model_class_name(m, k, name, sizeof name), 100 * c.class_acc[k],
+               k + 1 < c.n_classes ? "," : "");
+    printf("\nlowest class %s at %.1f%%\n", ld_model_class_name(m, c.worst, name, sizeof name),
+           100 * c.min_acc);
+    return 0;
+}
 
 static int cmd_eval(int argc, char **argv)
 {
@@ -607,7 +679,10 @@ static int cmd_eval(int argc, char **argv)
         goto done;
     }
     ld_blas_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
-    if (m->arch.kind == LD_KIND_VAE && !classifier) {
+    if (m->ops->conditional) {
+        if (eval_cond(m, model, d, classifier, n, seed))
+            goto done;
+    } else if (m->arch.kind == LD_KIND_VAE && !classifier) {
         double nelbo, rec, kl;
         if (ld_eval_vae(m, d, seed, &nelbo, &rec, &kl, &e)) {
             load_err("eval", &e);

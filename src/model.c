@@ -17,7 +17,7 @@
 #define INFER_CHUNK 256
 #define INFER_FLOATS (1 << 20)
 
-static const char *const netarch_names[LD_NETS_N] = {"mlp", "dcgan", "conv", "resmlp"};
+static const char *const netarch_names[LD_NETS_N] = {"mlp", "dcgan", "conv", "resmlp", "cmlp"};
 
 const char *ld_netarch_name(ld_netarch_t a)
 {
@@ -34,16 +34,16 @@ int ld_netarch_parse(const char *s, ld_netarch_t *out)
     return -1;
 }
 
-static const char *const kind_names[] = {NULL, "vae", "gan", "classifier"};
+static const char *const kind_names[] = {NULL, "vae", "gan", "classifier", "cgan", "cvae"};
 
 const char *ld_kind_name(ld_kind_t k)
 {
-    return (k >= LD_KIND_VAE && k <= LD_KIND_CLASSIFIER) ? kind_names[k] : "?";
+    return (k >= LD_KIND_VAE && k <= LD_KIND_CVAE) ? kind_names[k] : "?";
 }
 
 int ld_kind_parse(const char *s, ld_kind_t *out)
 {
-    for (int k = LD_KIND_VAE; s && k <= LD_KIND_CLASSIFIER; k++)
+    for (int k = LD_KIND_VAE; s && k <= LD_KIND_CVAE; k++)
         if (strcmp(s, kind_names[k]) == 0) {
             *out = (ld_kind_t)k;
             return 0;
@@ -74,6 +74,15 @@ void ld_arch_default(ld_kind_t kind, ld_arch_t *a)
     a->x_dim = 784;
     a->act = LD_ACT_LRELU;
     a->slope = 0.2f;
+    if (ld_kind_ops(kind) && ld_kind_ops(kind)->conditional) {
+        /* the family's widths, as a layer list after a label embedding */
+        ld_arch_default(ld_kind_family(kind), a);
+        a->kind = kind;
+        a->net = LD_NETS_CMLP;
+        a->n_classes = 10;
+        a->embed = 10;
+        return;
+    }
     switch (kind) {
     case LD_KIND_VAE:
         a->z_dim = 20;
@@ -90,6 +99,8 @@ void ld_arch_default(ld_kind_t kind, ld_arch_t *a)
         a->n_classes = 10;
         hidden_set(&a->enc, 2, (int[]){256, 128});
         a->dropout = 0.2f;
+        break;
+    default: /* the conditional kinds, above */
         break;
     }
 }
@@ -121,6 +132,19 @@ static int check_netarch(const ld_arch_t *a, ld_err_t *err)
     if ((unsigned)a->net >= LD_NETS_N)
         return ld_err_set(err, LD_EINVAL, "unknown net architecture %d", (int)a->net);
     ld_kind_t only = a->net == LD_NETS_DCGAN ? LD_KIND_GAN : a->net == LD_NETS_CONV ? LD_KIND_VAE : 0;
+    int cond = ld_kind_ops(a->kind)->conditional;
+    if (cond != (a->net == LD_NETS_CMLP))
+        return ld_err_set(err, LD_EINVAL, "net architecture %s is %s, not %s", n,
+                          cond ? "not for conditional models (cgan and cvae use cmlp)"
+                               : "for cgan and cvae models",
+                          ld_kind_name(a->kind));
+    if (cond) {
+        if (a->n_classes < 2 || a->n_classes > 256)
+            return ld_err_set(err, LD_EINVAL, "classes=%d is outside 2..256", a->n_classes);
+        if (a->embed < 1 || a->embed > 1024)
+            return ld_err_set(err, LD_EINVAL, "embed=%d is outside 1..1024", a->embed);
+        return LD_OK;
+    }
     if ((only && a->kind != only) || a->kind == LD_KIND_CLASSIFIER)
         return ld_err_set(err, LD_EINVAL, "net architecture %s is for %s models, not %s", n,
                           only ? ld_kind_name(only) : "vae and gan", ld_kind_name(a->kind));
@@ -159,7 +183,7 @@ int ld_arch_set_net(ld_arch_t *a, ld_netarch_t n, ld_err_t *err)
 
 int ld_arch_validate(const ld_arch_t *a, ld_err_t *err)
 {
-    if (a->kind < LD_KIND_VAE || a->kind > LD_KIND_CLASSIFIER)
+    if (!ld_kind_ops(a->kind))
         return ld_err_set(err, LD_EINVAL, "unknown model kind %d", (int)a->kind);
     if (a->img_h < 1 || a->img_w < 1 || a->img_h > 256 || a->img_w > 256 ||
         a->x_dim != a->img_h * a->img_w)
@@ -172,23 +196,27 @@ int ld_arch_validate(const ld_arch_t *a, ld_err_t *err)
     if (a->act == LD_ACT_NONE || (unsigned)a->act > LD_ACT_SIGMOID)
         return ld_err_set(err, LD_EINVAL, "hidden activation must be leaky_relu, relu, tanh or sigmoid");
     int rc;
-    if (a->net != LD_NETS_MLP && (rc = check_netarch(a, err)))
+    if ((a->net != LD_NETS_MLP || ld_kind_ops(a->kind)->conditional) &&
+        (rc = check_netarch(a, err)))
         return rc;
-    switch (a->kind) {
+    ld_kind_t fam = ld_kind_family(a->kind);
+    switch (fam) {
     case LD_KIND_VAE:
     case LD_KIND_GAN:
         if (a->z_dim < 1 || a->z_dim > 1024)
             return ld_err_set(err, LD_EINVAL, "latent size z=%d is outside 1..1024", a->z_dim);
         if (a->net == LD_NETS_DCGAN || a->net == LD_NETS_CONV)
             return LD_OK; /* the hidden lists are unused */
-        if ((rc = check_hidden(&a->enc, a->kind == LD_KIND_VAE ? "encoder" : "discriminator",
-                               a->kind == LD_KIND_VAE ? 1 : 0, err)))
+        if ((rc = check_hidden(&a->enc, fam == LD_KIND_VAE ? "encoder" : "discriminator",
+                               fam == LD_KIND_VAE ? 1 : 0, err)))
             return rc;
-        return check_hidden(&a->dec, a->kind == LD_KIND_VAE ? "decoder" : "generator", 0, err);
+        return check_hidden(&a->dec, fam == LD_KIND_VAE ? "decoder" : "generator", 0, err);
     case LD_KIND_CLASSIFIER:
         if (a->n_classes < 2 || a->n_classes > 256)
             return ld_err_set(err, LD_EINVAL, "classes=%d is outside 2..256", a->n_classes);
         return check_hidden(&a->enc, "classifier", 1, err);
+    default: /* families only */
+        break;
     }
     return LD_OK;
 }
@@ -196,6 +224,7 @@ int ld_arch_validate(const ld_arch_t *a, ld_err_t *err)
 /* JSON names of the two hidden lists per kind. */
 static void hidden_keys(ld_kind_t k, const char **enc, const char **dec)
 {
+    k = ld_kind_family(k);
     *enc = k == LD_KIND_VAE ? "encoder" : k == LD_KIND_GAN ? "discriminator" : "hidden";
     *dec = k == LD_KIND_VAE ? "decoder" : k == LD_KIND_GAN ? "generator" : NULL;
 }
@@ -231,6 +260,8 @@ int ld_arch_to_json(const ld_arch_t *a, char *buf, size_t len)
         append(buf, len, &pos, ",\"classes\":%d", a->n_classes);
     else
         append(buf, len, &pos, ",\"z\":%d", a->z_dim);
+    if (ld_kind_ops(a->kind) && ld_kind_ops(a->kind)->conditional)
+        append(buf, len, &pos, ",\"classes\":%d,\"embed\":%d", a->n_classes, a->embed);
     if (dk) {
         append(buf, len, &pos, ",\"%s\":", dk);
         append_list(buf, len, &pos, &a->dec);
@@ -303,7 +334,8 @@ int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err)
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
     ld_kind_t k;
     if (!cJSON_IsString(kind) || ld_kind_parse(kind->valuestring, &k)) {
-        rc = ld_err_set(err, LD_EFORMAT, "arch: \"kind\" must be vae, gan or classifier");
+        rc = ld_err_set(err, LD_EFORMAT, "arch: \"kind\" must be vae, gan, classifier, cgan "
+                        "or cvae");
         goto out;
     }
     ld_arch_default(k, a);
@@ -322,6 +354,9 @@ int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err)
     if ((rc = k == LD_KIND_CLASSIFIER ? json_int(o, "classes", &a->n_classes, err)
                                       : json_int(o, "z", &a->z_dim, err)))
         goto out;
+    if (ld_kind_ops(k)->conditional && ((rc = json_int(o, "classes", &a->n_classes, err)) ||
+                                        (rc = json_int(o, "embed", &a->embed, err))))
+        goto out;
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(o, "act");
     if (act && (!cJSON_IsString(act) || ld_act_parse(act->valuestring, &a->act))) {
         rc = ld_err_set(err, LD_EFORMAT, "arch: unknown activation");
@@ -329,7 +364,7 @@ int ld_arch_from_json(const char *json, ld_arch_t *a, ld_err_t *err)
     }
     const cJSON *net = cJSON_GetObjectItemCaseSensitive(o, "net");
     if (net && (!cJSON_IsString(net) || ld_netarch_parse(net->valuestring, &a->net))) {
-        rc = ld_err_set(err, LD_EFORMAT, "arch: \"net\" must be mlp, dcgan, conv or resmlp");
+        rc = ld_err_set(err, LD_EFORMAT, "arch: \"net\" must be mlp, dcgan, conv, resmlp or cmlp");
         goto out;
     }
     json_fraction(cJSON_GetObjectItemCaseSensitive(o, "slope"), &a->slope);
@@ -350,18 +385,21 @@ void ld_arch_describe(const ld_arch_t *a, char *buf, size_t len)
     }
     if (a->net == LD_NETS_RESMLP)
         append(buf, len, &pos, " resmlp");
-    const ld_hidden_t *first = a->kind == LD_KIND_GAN ? &a->dec : &a->enc;
-    const ld_hidden_t *second = a->kind == LD_KIND_GAN ? &a->enc : &a->dec;
-    const char *n1 = a->kind == LD_KIND_GAN ? " G " : " ";
-    append(buf, len, &pos, "%s%d", n1, a->kind == LD_KIND_GAN ? a->z_dim : a->x_dim);
+    if (a->net == LD_NETS_CMLP)
+        append(buf, len, &pos, " %d classes, embed %d,", a->n_classes, a->embed);
+    ld_kind_t fam = ld_kind_family(a->kind);
+    const ld_hidden_t *first = fam == LD_KIND_GAN ? &a->dec : &a->enc;
+    const ld_hidden_t *second = fam == LD_KIND_GAN ? &a->enc : &a->dec;
+    const char *n1 = fam == LD_KIND_GAN ? " G " : " ";
+    append(buf, len, &pos, "%s%d", n1, fam == LD_KIND_GAN ? a->z_dim : a->x_dim);
     for (int i = 0; i < first->n; i++)
         append(buf, len, &pos, "-%d", first->size[i]);
-    if (a->kind == LD_KIND_VAE) {
+    if (fam == LD_KIND_VAE) {
         append(buf, len, &pos, "-z%d | %d", a->z_dim, a->z_dim);
         for (int i = 0; i < second->n; i++)
             append(buf, len, &pos, "-%d", second->size[i]);
         append(buf, len, &pos, "-%d", a->x_dim);
-    } else if (a->kind == LD_KIND_GAN) {
+    } else if (fam == LD_KIND_GAN) {
         append(buf, len, &pos, "-%d | D %d", a->x_dim, a->x_dim);
         for (int i = 0; i < second->n; i++)
             append(buf, len, &pos, "-%d", second->size[i]);
@@ -416,6 +454,23 @@ static int vae_layout(ld_model_t *m, size_t *off, size_t *boff)
         }
         ld_nets_resmlp(&n[LD_VAE_DEC], "decoder", a->z_dim, wd, a->dec.n, a->x_dim,
                        LD_LAYER_N_KINDS, a->slope, off, boff);
+    } else if (a->net == LD_NETS_CMLP) {
+        /* the label embedded and concatenated to x (encoder) and to z (decoder) */
+        int h = a->enc.size[a->enc.n - 1];
+        s[0] = a->x_dim;
+        for (int i = 0; i < a->enc.n; i++)
+            s[1 + i] = a->enc.size[i];
+        ld_nets_cmlp(&n[LD_VAE_ENC], "encoder", a->n_classes, a->embed, a->enc.n, s, a->act,
+                     a->act, a->slope, 0, off, boff);
+        for (int i = 0; i < 2; i++) {
+            ld_net_t *hd = &n[i ? LD_VAE_LOGVAR : LD_VAE_MU];
+            ld_net_init(hd, i ? "logvar" : "mu", LD_NAMES_SINGLE, (ld_shape_t){h, 1, 1});
+            LD_ASSERT(ld_net_add_linear(hd, a->z_dim, NULL) == LD_OK);
+            LD_ASSERT(ld_net_layout(hd, off, boff, NULL) == LD_OK);
+        }
+        L = chain(s, a->z_dim, &a->dec, a->x_dim);
+        ld_nets_cmlp(&n[LD_VAE_DEC], "decoder", a->n_classes, a->embed, L, s, a->act,
+                     LD_ACT_NONE, a->slope, 0, off, boff);
     } else {
         int h = a->enc.size[a->enc.n - 1];
         /* encoder: x -> hidden..., activation after every layer (its last is h) */
@@ -449,6 +504,14 @@ static int gan_layout(ld_model_t *m, size_t *off, size_t *boff)
                        LD_LAYER_SIGMOID, a->slope, off, boff);
         ld_nets_resmlp(&n[LD_GAN_D], "discriminator", a->x_dim, a->enc.size[0], a->enc.n, 1,
                        LD_LAYER_N_KINDS, a->slope, off, boff);
+    } else if (a->net == LD_NETS_CMLP) {
+        /* the label embedded and concatenated to z (G) and to the image (D) */
+        L = chain(s, a->z_dim, &a->dec, a->x_dim);
+        ld_nets_cmlp(&n[LD_GAN_G], "generator", a->n_classes, a->embed, L, s, a->act,
+                     LD_ACT_SIGMOID, a->slope, 0, off, boff);
+        L = chain(s, a->x_dim, &a->enc, 1);
+        ld_nets_cmlp(&n[LD_GAN_D], "discriminator", a->n_classes, a->embed, L, s, a->act,
+                     LD_ACT_NONE, a->slope, a->dropout, off, boff);
     } else {
         L = chain(s, a->z_dim, &a->dec, a->x_dim);
         ld_mlp_layout(&m->nets[LD_GAN_G], "generator", 1, L, s, a->act, LD_ACT_SIGMOID, a->slope,
@@ -478,16 +541,26 @@ static const char *const cls_losses[] = {"loss", "acc"};
 
 static const ld_kind_ops_t kind_ops[] = {
     [LD_KIND_VAE] = {"vae", "a VAE", 3, vae_losses, LD_VAE_DEC, LD_VAE_ENC, LD_ACT_SIGMOID, 0,
-                     vae_layout, .has_elbo = 1},
+                     vae_layout, .family = LD_KIND_VAE, .has_elbo = 1},
     [LD_KIND_GAN] = {"gan", "a GAN", 4, gan_losses, LD_GAN_G, -1, LD_ACT_NONE, 0, gan_layout,
-                     .invertible = 1},
+                     .family = LD_KIND_GAN, .invertible = 1},
     [LD_KIND_CLASSIFIER] = {"classifier", "a classifier", 2, cls_losses, -1, -1, LD_ACT_NONE, 1,
-                            cls_layout, .classifies = 1},
+                            cls_layout, .family = LD_KIND_CLASSIFIER, .classifies = 1},
+    [LD_KIND_CGAN] = {"cgan", "a conditional GAN", 4, gan_losses, LD_GAN_G, -1, LD_ACT_NONE, 1,
+                      gan_layout, .family = LD_KIND_GAN, .conditional = 1},
+    [LD_KIND_CVAE] = {"cvae", "a conditional VAE", 3, vae_losses, LD_VAE_DEC, LD_VAE_ENC,
+                      LD_ACT_SIGMOID, 1, vae_layout, .family = LD_KIND_VAE, .conditional = 1,
+                      .has_elbo = 1},
 };
 
 const ld_kind_ops_t *ld_kind_ops(ld_kind_t k)
 {
     return (unsigned)k < LD_ARRAY_LEN(kind_ops) && kind_ops[k].name ? &kind_ops[k] : NULL;
+}
+
+ld_kind_t ld_kind_family(ld_kind_t k)
+{
+    return ld_kind_ops(k) ? ld_kind_ops(k)->family : (ld_kind_t)0;
 }
 
 /* A validated architecture laid out, without its parameter block. */
@@ -1033,12 +1106,11 @@ void ld_model_draw_z(const ld_model_t *m, uint64_t seed, float temperature, int 
     ld_rng_fill_normal_fast(&r, z, (size_t)n * m->arch.z_dim, 0.0f, temperature);
 }
 
-/* Run layer list i in eval mode over n rows in chunks: x (n, in) -> y (n, out),
- * then act. */
-static int run_layers(const ld_model_t *m, int i, int n, const float *x, float *y, ld_act_t act,
-                      ld_err_t *err)
+/* Run net in eval mode over n rows in chunks: x (n, in) -> y (n, out), then
+ * act; labels (n) for its embeddings, or NULL. */
+static int run_net(const ld_model_t *m, const ld_net_t *net, int n, const float *x,
+                   const uint8_t *labels, float *y, ld_act_t act, ld_err_t *err)
 {
-    const ld_net_t *net = &m->layers[i];
     ld_shape_t si = net->in, so = ld_net_out(net);
     size_t in = (size_t)si.c * si.h * si.w, out = (size_t)so.c * so.h * so.w, row = in;
     for (int l = 0; l < net->n_layers; l++)
@@ -1050,36 +1122,106 @@ static int run_layers(const ld_model_t *m, int i, int n, const float *x, float *
         return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", B);
     for (int r = 0; r < n; r += B) {
         int b = n - r < B ? n - r : B;
+        ld_net_run_t run = {.labels = labels ? labels + r : NULL};
         const float *o = ld_net_forward(net, m->params, m->buffers, &ws, b, x + (size_t)r * in,
-                                        NULL);
+                                        &run);
         ld_act_forward(act, 0, (size_t)b * out, o, y + (size_t)r * out);
     }
     ld_net_ws_free(&ws);
     return LD_OK;
 }
 
+static int run_layers(const ld_model_t *m, int i, int n, const float *x, const uint8_t *labels,
+                      float *y, ld_act_t act, ld_err_t *err)
+{
+    return run_net(m, &m->layers[i], n, x, labels, y, act, err);
+}
+
+/* Labels fit the model: present (every row below n_classes) exactly when it
+ * is conditional. */
+static int check_labels(const ld_model_t *m, int n, const uint8_t *labels, ld_err_t *err)
+{
+    if (!m->ops->conditional)
+        return labels ? ld_err_set(err, LD_EINVAL, "%s takes no labels", m->ops->article) : 0;
+    if (!labels)
+        return ld_err_set(err, LD_EINVAL, "%s needs a label per row", m->ops->article);
+    for (int i = 0; i < n; i++)
+        if (labels[i] >= m->arch.n_classes)
+            return ld_err_set(err, LD_EINVAL, "label %d is outside 0..%d", labels[i],
+                              m->arch.n_classes - 1);
+    return LD_OK;
+}
+
 int ld_model_decode(const ld_model_t *m, int n, const float *z, float *x, ld_err_t *err)
+{
+    return ld_model_decode_labels(m, n, z, NULL, x, err);
+}
+
+int ld_model_decode_labels(const ld_model_t *m, int n, const float *z, const uint8_t *labels,
+                           float *x, ld_err_t *err)
 {
     if (m->ops->decode_net < 0)
         return ld_err_set(err, LD_EUNSUPPORTED, "%s has no decoder", m->ops->article);
-    return run_layers(m, m->ops->decode_net, n, z, x, m->ops->out_act, err);
+    int rc = check_labels(m, n, labels, err);
+    return rc ? rc : run_layers(m, m->ops->decode_net, n, z, labels, x, m->ops->out_act, err);
+}
+
+int ld_model_decode_mix(const ld_model_t *m, int n, const float *z, const uint8_t *from,
+                        const uint8_t *to, const float *t, float *x, ld_err_t *err)
+{
+    int rc;
+    if (!m->ops->conditional || m->ops->decode_net < 0)
+        return ld_err_set(err, LD_EUNSUPPORTED, "%s has no label embedding", m->ops->article);
+    if ((rc = check_labels(m, n, from, err)) || (rc = check_labels(m, n, to, err)))
+        return rc;
+    /* the net after its embedding, fed z with the mixed embedding rows */
+    const ld_net_t *net = &m->layers[m->ops->decode_net];
+    const ld_layer_t *E = &net->layers[0];
+    LD_ASSERT(E->kind == LD_LAYER_EMBED && E->depth == 0);
+    ld_net_t tail = *net;
+    memmove(tail.layers, tail.layers + 1, (size_t)(net->n_layers - 1) * sizeof *tail.layers);
+    tail.n_layers--;
+    tail.in = E->out;
+    int Z = E->in.c, W = E->out.c, e = W - Z;
+    float *in = ld_malloc_array((size_t)n * W, sizeof(float));
+    if (!in)
+        return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", n);
+    const float *P = m->params + E->param_off; /* (n_classes, e) */
+    for (int i = 0; i < n; i++) {
+        float *r = in + (size_t)i * W;
+        memcpy(r, z + (size_t)i * Z, (size_t)Z * sizeof(float));
+        for (int j = 0; j < e; j++)
+            r[Z + j] = (1.0f - t[i]) * P[(size_t)from[i] * e + j] + t[i] * P[(size_t)to[i] * e + j];
+    }
+    rc = run_net(m, &tail, n, in, NULL, x, m->ops->out_act, err);
+    free(in);
+    return rc;
 }
 
 int ld_model_encode(const ld_model_t *m, int n, const float *x, float *mu, float *logvar,
                     ld_err_t *err)
 {
+    return ld_model_encode_labels(m, n, x, NULL, mu, logvar, err);
+}
+
+int ld_model_encode_labels(const ld_model_t *m, int n, const float *x, const uint8_t *labels,
+                           float *mu, float *logvar, ld_err_t *err)
+{
     if (m->ops->encode_net < 0)
         return ld_err_set(err, LD_EUNSUPPORTED, "%s has no encoder; only a VAE can encode",
                           m->ops->article);
+    int rc = check_labels(m, n, labels, err);
+    if (rc)
+        return rc;
     ld_shape_t hs = ld_net_out(&m->layers[LD_VAE_ENC]);
     float *h = ld_malloc_array((size_t)n * hs.c * hs.h * hs.w, sizeof(float));
     if (!h)
         return ld_err_set(err, LD_ENOMEM, "out of memory for %d rows", n);
-    int rc = run_layers(m, LD_VAE_ENC, n, x, h, LD_ACT_NONE, err);
+    rc = run_layers(m, LD_VAE_ENC, n, x, labels, h, LD_ACT_NONE, err);
     if (!rc)
-        rc = run_layers(m, LD_VAE_MU, n, h, mu, LD_ACT_NONE, err);
+        rc = run_layers(m, LD_VAE_MU, n, h, NULL, mu, LD_ACT_NONE, err);
     if (!rc && logvar)
-        rc = run_layers(m, LD_VAE_LOGVAR, n, h, logvar, LD_ACT_NONE, err);
+        rc = run_layers(m, LD_VAE_LOGVAR, n, h, NULL, logvar, LD_ACT_NONE, err);
     free(h);
     return rc;
 }
@@ -1144,4 +1286,44 @@ int ld_model_classify(const ld_model_t *m, int n, const float *x, float *logits,
     }
     ld_mlp_ws_free(&ws);
     return LD_OK;
+}
+
+/* ---- class names of a conditional model ---- */
+
+/* Name k of the record's "classes" (a JSON array of strings) into buf, or
+ * the number when the record has none. */
+const char *ld_model_class_name(const ld_model_t *m, int k, char *buf, size_t len)
+{
+    cJSON *a = cJSON_Parse(ld_record_get(&m->record, "classes") ? ld_record_get(&m->record, "classes") : "");
+    /* names past the data's classes (a model of more) are their numbers */
+    const cJSON *it = cJSON_IsArray(a) && k < m->arch.n_classes ? cJSON_GetArrayItem(a, k) : NULL;
+    if (cJSON_IsString(it))
+        snprintf(buf, len, "%s", it->valuestring);
+    else
+        snprintf(buf, len, "%d", k);
+    cJSON_Delete(a);
+    return buf;
+}
+
+int ld_model_class_parse(const ld_model_t *m, const char *s)
+{
+    char name[256];
+    for (int k = 0; s && k < m->arch.n_classes; k++)
+        if (!strcmp(s, ld_model_class_name(m, k, name, sizeof name)))
+            return k;
+    char *end;
+    long v = s && *s ? strtol(s, &end, 10) : -1;
+    return s && *s && !*end && v >= 0 && v < m->arch.n_classes ? (int)v : -1;
+}
+
+void ld_model_class_list(const ld_model_t *m, char *buf, size_t len)
+{
+    size_t pos = 0;
+    buf[0] = 0;
+    for (int k = 0; k < m->arch.n_classes && pos < len; k++) {
+        char name[256];
+        int w = snprintf(buf + pos, len - pos, "%s%d %s", k ? ", " : "", k,
+                         ld_model_class_name(m, k, name, sizeof name));
+        pos += w > 0 ? (size_t)w : 0;
+    }
 }

@@ -96,17 +96,35 @@ static void add_act(ld_net_t *net, ld_act_t a, float slope)
         OK(ld_net_add_act(net, kinds[a], slope, NULL));
 }
 
+/* The dense layers of an MLP: Linear to each of size[1..n_layers], each
+ * followed by its activation and, but the last, dropout when p > 0. */
+static void add_dense(ld_net_t *net, int n_layers, const int *size, ld_act_t act,
+                      ld_act_t out_act, float slope, float p)
+{
+    for (int i = 0; i < n_layers; i++) {
+        int last = i + 1 == n_layers;
+        OK(ld_net_add_linear(net, size[i + 1], NULL));
+        add_act(net, last ? out_act : act, slope);
+        if (!last && p > 0)
+            OK(ld_net_add_dropout(net, p, NULL));
+    }
+}
+
 void ld_nets_from_mlp(const ld_mlp_t *m, ld_net_t *net)
 {
     ld_net_init(net, m->name, m->indexed ? LD_NAMES_DENSE : LD_NAMES_SINGLE,
                 (ld_shape_t){m->size[0], 1, 1});
-    for (int i = 0; i < m->n_layers; i++) {
-        int last = i + 1 == m->n_layers;
-        OK(ld_net_add_linear(net, m->size[i + 1], NULL));
-        add_act(net, last ? m->out_act : m->act, m->slope);
-        if (!last && m->dropout > 0)
-            OK(ld_net_add_dropout(net, m->dropout, NULL));
-    }
+    add_dense(net, m->n_layers, m->size, m->act, m->out_act, m->slope, m->dropout);
     size_t off = m->off, buf = 0;
     lay_out(net, &off, &buf);
+}
+
+void ld_nets_cmlp(ld_net_t *net, const char *name, int n_classes, int embed, int n_layers,
+                  const int *size, ld_act_t act, ld_act_t out_act, float slope, float p,
+                  size_t *param_off, size_t *buf_off)
+{
+    ld_net_init(net, name, LD_NAMES_SEQUENTIAL, (ld_shape_t){size[0], 1, 1});
+    OK(ld_net_add_embed(net, n_classes, embed, NULL)); /* (size[0] + embed) */
+    add_dense(net, n_layers, size, act, out_act, slope, p);
+    lay_out(net, param_off, buf_off);
 }

@@ -324,8 +324,7 @@ static int load_file(ld_registry_t *r, const char *name, const char *file, ld_se
         free(s);
         return ld_err_set(err, rc == LD_ENOMEM ? LD_ENOMEM : LD_EFORMAT, "%s: %s", file, e.msg);
     }
-    ld_kind_t kind = s->model->arch.kind;
-    if ((kind == LD_KIND_VAE || kind == LD_KIND_GAN) &&
+    if (s->model->ops->decode_net >= 0 &&
         (rc = ld_batch_new(s->model, NULL, &s->batch, &e)) != LD_OK) {
         ld_model_free(s->model);
         free(s);

@@ -132,7 +132,7 @@ void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
     o->real_label = 1.0f;
     o->threads = 1;
     o->optim.lr_gamma = 0.1f; /* torch's StepLR default */
-    if (kind == LD_KIND_GAN) {
+    if (ld_kind_family(kind) == LD_KIND_GAN) {
         o->epochs = 20;
         o->batch = 64;
         o->adam = (ld_adam_cfg_t){2e-4f, 0.5f, 0.999f, 1e-8f};
@@ -245,8 +245,9 @@ static int worker_init(ld_trainer_t *t, worker_t *w, int id, int chunk)
         return LD_ENOMEM;
     w->run = (ld_net_run_t){.training = 1, .rng = &w->rng, .ar = t->ar, .rank = id,
                             .update = id == 0 ? t->m->buffers : NULL};
-    int rc = a->kind == LD_KIND_VAE   ? ld_vae_ws_init(&w->vae, m, chunk)
-             : a->kind == LD_KIND_GAN ? ld_gan_ws_init(&w->gan, m, chunk)
+    ld_kind_t fam = m->ops->family;
+    int rc = fam == LD_KIND_VAE   ? ld_vae_ws_init(&w->vae, m, chunk)
+             : fam == LD_KIND_GAN ? ld_gan_ws_init(&w->gan, m, chunk)
                                       : ld_mlp_ws_init(&w->cls, &m->nets[LD_CLS_NET], chunk, 1);
     w->vae.run = w->gan.run = &w->run;
     return rc;
@@ -291,9 +292,9 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
                           d->name, d->h, d->w, a->img_h, a->img_w);
     if (d->n < 1)
         return ld_err_set(err, LD_EINVAL, "data %s is empty", d->name);
-    if (a->kind == LD_KIND_CLASSIFIER && (!d->y || d->n_classes > a->n_classes))
-        return ld_err_set(err, LD_EINVAL, "data %s has %s; the classifier needs labels < %d",
-                          d->name, d->y ? "more classes" : "no labels", a->n_classes);
+    if (m->ops->needs_labels && (!d->y || d->n_classes > a->n_classes))
+        return ld_err_set(err, LD_EINVAL, "data %s has %s; %s needs labels < %d", d->name,
+                          d->y ? "more classes" : "no labels", m->ops->article, a->n_classes);
     int min_b = 1;
     size_t red = 1; /* batch norm's allreduce: 2 sums per channel and a count */
     for (int i = 0; i < m->n_nets; i++) {
@@ -341,7 +342,7 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     }
     /* MPI hook (3): every rank starts from rank 0's weights */
     ld_dist_bcast(m->params, m->n_params);
-    if (a->kind == LD_KIND_GAN && o->g_ema > 0) {
+    if (m->ops->family == LD_KIND_GAN && o->g_ema > 0) {
         t->ema = ld_malloc_array(m->n_params, sizeof(float));
         ok = ok && t->ema;
         if (t->ema)
@@ -581,14 +582,15 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
         ld_rng_seed(&w->rng, base + 0x9e3779b97f4a7c15ull * (uint64_t)g);
         memset(w->losses, 0, sizeof w->losses);
         w->run.share = (float)w->b / (float)b;
+        w->run.labels = m->ops->conditional ? t->yb + w->lo : NULL; /* G, D, encoder, decoder */
     }
     /* a step's phases per kind, an update after each forward/backward; an
      * abandon is honoured between phases */
     const ld_net_t *D = &m->layers[LD_GAN_D], *G = &m->layers[LD_GAN_G];
-    switch (m->arch.kind) {
+    switch (m->ops->family) {
     case LD_KIND_VAE:
     case LD_KIND_CLASSIFIER:
-        run_phase(t, m->arch.kind == LD_KIND_VAE ? phase_vae : phase_cls);
+        run_phase(t, m->ops->family == LD_KIND_VAE ? phase_vae : phase_cls);
         if (!abandoning(t))
             run_update(t, phase_adam_all, 0, m->n_params);
         break;
@@ -603,6 +605,8 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
         if (abandoning(t))
             break;
         run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params);
+        break;
+    default: /* families only */
         break;
     }
     if (abandoning(t))
@@ -663,9 +667,14 @@ static void write_record(ld_trainer_t *t, const ld_progress_t *p)
     ld_record_set(r, "lr", "%g", (double)t->o.adam.lr);
     ld_record_set(r, "seed", "%" PRIu64, t->o.seed);
     ld_record_set(r, "steps", "%ld", t->t);
-    if (t->m->arch.kind == LD_KIND_VAE)
+    if (t->m->ops->conditional) {
+        char names[256];
+        if (ld_data_class_names(t->d, names, sizeof names) > 0)
+            ld_record_set(r, "classes", "%s", names);
+    }
+    if (t->m->ops->family == LD_KIND_VAE)
         ld_record_set(r, "kl_beta", "%g", (double)t->o.kl_beta);
-    if (t->m->arch.kind == LD_KIND_GAN) {
+    if (t->m->ops->family == LD_KIND_GAN) {
         ld_record_set(r, "gan_loss", "%s", ld_gan_loss_name(t->o.gan_loss));
         ld_record_set(r, "real_label", "%g", (double)t->o.real_label);
         ld_record_set(r, "lr_d", "%g", (double)t->o.adam_d.lr);
@@ -944,7 +953,7 @@ double ld_train_flops_per_sample(const ld_model_t *m)
     if (m->arch.net != LD_NETS_MLP) { /* forward and about twice that backward, per pass */
         double s = 0;
         for (int i = 0; i < m->n_nets; i++)
-            s += 3 * ld_net_flops(&m->layers[i]) * (m->arch.kind == LD_KIND_GAN && i == LD_GAN_D ? 3 : 1);
+            s += 3 * ld_net_flops(&m->layers[i]) * (m->ops->family == LD_KIND_GAN && i == LD_GAN_D ? 3 : 1);
         return s;
     }
     switch (m->arch.kind) {

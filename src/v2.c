@@ -37,12 +37,10 @@
 enum { T_Z, T_IMAGES, T_MU, T_LOGVAR, T_LABELS, T_COUNT };
 static const char *const tensor_name[T_COUNT] = {"z", "images", "mu", "logvar", "labels"};
 
-/* A model is conditional when it takes class labels; none is yet.  This is
- * the one place to change when one is (with read_labels' caller). */
+/* A model is conditional when it takes class labels (cgan, cvae). */
 static int conditional(const ld_arch_t *a)
 {
-    (void)a;
-    return 0;
+    return ld_kind_ops(a->kind)->conditional;
 }
 
 static int is_input(const ld_arch_t *a, int t)
@@ -213,6 +211,7 @@ typedef struct {
     char *ans;            /* the whole answer written before the decode when the
                              images go out binary (infer_prebuild), else NULL */
     size_t ans_len, ans_jlen;
+    uint8_t *labels;      /* (n) a conditional model's classes, or NULL */
 } infer_t;
 
 static void infer_free(infer_t *j)
@@ -228,6 +227,7 @@ static void infer_free(infer_t *j)
     if (!j->ans)
         free(j->dec);
     free(j->ans);
+    free(j->labels);
     free(j);
 }
 
@@ -430,14 +430,30 @@ static int read_input(ld_req_t *req, infer_t *j, const cJSON *in, int t, bin_t *
     return 0;
 }
 
-/* The hook for conditional models: labels (n) in [0, classes).  No model
- * takes them yet (conditional() is 0), so reading them refuses. */
-static int read_labels(ld_req_t *req, infer_t *j, const int32_t *labels)
+/* A conditional model's labels (n), each in [0, classes), into j->labels. */
+static int read_labels(ld_req_t *req, infer_t *j, const int32_t *labels, int n)
 {
-    (void)labels;
-    ld_req_error(req, 400, "invalid_field",
-                 "model '%s' is not conditional: it takes no 'labels' input", j->s->name);
-    return -1;
+    const ld_model_t *m = j->s->model;
+    if (!conditional(&m->arch)) {
+        ld_req_error(req, 400, "invalid_field",
+                     "model '%s' is not conditional: it takes no 'labels' input", j->s->name);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= m->arch.n_classes) {
+            char list[2048];
+            ld_model_class_list(m, list, sizeof list);
+            ld_req_error(req, 400, "invalid_field", "labels[%d] = %d is no class of model '%s' "
+                         "(%s)", i, labels[i], j->s->name, list);
+            return -1;
+        }
+    if (!(j->labels = malloc((size_t)(n > 0 ? n : 1)))) {
+        ld_req_error(req, 503, "overloaded", "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        j->labels[i] = (uint8_t)labels[i];
+    return 0;
 }
 
 /* The request's parameters: sampling (without inputs) and binary output. */
@@ -755,7 +771,7 @@ static int read_inputs(ld_req_t *req, infer_t *j, const cJSON *ins, bin_t *bin)
         }
         rows = n;
         if (t == T_LABELS) {
-            int rc = read_labels(req, j, v);
+            int rc = read_labels(req, j, v, n);
             free(v);
             if (rc != 0)
                 return -1;
@@ -775,6 +791,13 @@ static int read_inputs(ld_req_t *req, infer_t *j, const cJSON *ins, bin_t *bin)
     }
     if (rows)
         j->n = rows;
+    if (conditional(&j->s->model->arch) && !j->labels) {
+        char list[2048];
+        ld_model_class_list(j->s->model, list, sizeof list);
+        ld_req_error(req, 400, "invalid_field", "model '%s' is conditional: give the input "
+                     "'labels' (INT32, one per row) of its classes %s", j->s->name, list);
+        return -1;
+    }
     return 0;
 }
 
@@ -840,7 +863,8 @@ static void h_infer(ld_req_t *req, void *ctx)
             ld_req_error(req, 503, "overloaded", "out of memory");
             goto fail;
         }
-        if ((rc = ld_model_encode(s->model, j->n, j->x, j->mu, j->logvar, &e)) != LD_OK) {
+        if ((rc = ld_model_encode_labels(s->model, j->n, j->x, j->labels, j->mu, j->logvar,
+                                         &e)) != LD_OK) {
             ld_req_error(req, rc == LD_ENOMEM ? 503 : 400, "model", "%s", e.msg);
             goto fail;
         }
@@ -882,8 +906,8 @@ static void h_infer(ld_req_t *req, void *ctx)
     /* the /v1 path: the served model's batcher, sharing passes with /v1 */
     const float *z = j->x ? j->mu : j->z;
     int queued = s->batch != NULL;
-    rc = s->batch ? ld_batch_submit(s->batch, j->n, z, j->dec, infer_done, j, &e)
-                  : ld_model_decode(s->model, j->n, z, j->dec, &e);
+    rc = s->batch ? ld_batch_submit_labels(s->batch, j->n, z, j->labels, j->dec, infer_done, j, &e)
+                  : ld_model_decode_labels(s->model, j->n, z, j->labels, j->dec, &e);
     if (rc != LD_OK) {
         ld_req_error(req, rc == LD_ENOMEM ? 503 : 400, "model", "%s", e.msg);
         goto fail;

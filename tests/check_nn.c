@@ -855,6 +855,8 @@ static ld_model_t *small_model(ld_kind_t kind, uint64_t seed)
         a.enc = (ld_hidden_t){2, {12, 10}};
         a.dropout = 0.25f;
         break;
+    default: /* the conditional kinds are tested in check_cond.c */
+        break;
     }
     ld_model_t *m = NULL;
     ld_err_t err = {{0}};

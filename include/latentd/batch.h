@@ -107,6 +107,13 @@ typedef void (*ld_batch_done_fn)(void *arg);
  * LD_EINVAL, LD_ENOMEM. */
 int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
                     void *arg, ld_err_t *err);
+/* The same with a class label per row for a conditional model (cgan, cvae;
+ * layer lists, decoded by ld_model_decode_labels): labels (n) must stay
+ * valid until done; each row keeps its own label in a shared pass.  The
+ * caller checks the labels (ld_model_decode_labels' rules); a row it did
+ * not check comes out as zeros. */
+int ld_batch_submit_labels(ld_batch_t *b, int n, const float *z, const uint8_t *labels, float *x,
+                           ld_batch_done_fn done, void *arg, ld_err_t *err);
 
 /* Counters since ld_batch_new (a consistent snapshot). */
 void ld_batch_stats(ld_batch_t *b, ld_batch_stats_t *st);

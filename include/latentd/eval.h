@@ -7,6 +7,9 @@
  *               distance between samples and real images in the classifier's
  *               penultimate-layer features (an FID with a Fashion-MNIST feature
  *               extractor instead of Inception).
+ *   cgan, cvae  per-class accuracy: the share of samples of each requested
+ *               class that a classifier labels as that class (ld_eval_cond);
+ *               a CVAE's negative ELBO conditions on the test labels.
  * Reentrant; models are read-only.
  */
 #ifndef LATENTD_EVAL_H
@@ -30,6 +33,21 @@ typedef struct {
 
 int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t *d, int n,
                 uint64_t seed, ld_gan_eval_t *out, ld_err_t *err);
+
+typedef struct {
+    int n;                  /* samples drawn: class i % n_classes for sample i */
+    int n_classes;
+    double acc;             /* classifier label == requested label, over all */
+    double class_acc[256];  /* the same per requested class */
+    double min_acc;         /* smallest of class_acc[] */
+    int worst;              /* its class */
+} ld_cond_eval_t;
+
+/* Samples n images of a conditional model m (z ~ N(0,1) from seed, classes
+ * in turn) and classifies them with cls.  LD_EINVAL for a model that is not
+ * conditional, a cls that is no classifier of the same images, n < classes. */
+int ld_eval_cond(const ld_model_t *m, const ld_model_t *cls, int n, uint64_t seed,
+                 ld_cond_eval_t *out, ld_err_t *err);
 
 /* Fréchet distance between N(mu1, c1) and N(mu2, c2) in F dimensions:
  * |mu1-mu2|^2 + tr(c1 + c2 - 2 (c1^1/2 c2 c1^1/2)^1/2). c1, c2 (F, F) symmetric. */

@@ -7,6 +7,9 @@
  *   GAN         nets: generator (z -> x, sigmoid output), discriminator (x -> 1 logit,
  *               dropout after each hidden activation while training).
  *   classifier  nets: classifier (x -> n_classes logits, dropout while training).
+ *   cgan, cvae  a GAN's / VAE's nets, each starting with an embedding of the
+ *               class label concatenated to its input (net architecture cmlp);
+ *               inference takes a label per row (ld_model_decode_labels).
  *
  * Each kind's nets are dense MLPs (below) or, with ld_arch_t.net, a layer-list
  * architecture of nets.h (dcgan, conv, resmlp) whose tensors are named as the
@@ -38,22 +41,32 @@
 
 #define LD_MAX_NETS 4
 
-typedef enum { LD_KIND_VAE = 1, LD_KIND_GAN = 2, LD_KIND_CLASSIFIER = 3 } ld_kind_t;
+/* cgan, cvae: a GAN, a VAE conditioned on a class label (an Embed of the label
+ * concatenated to the input of each net, layer.h); their family is GAN, VAE. */
+typedef enum {
+    LD_KIND_VAE = 1,
+    LD_KIND_GAN = 2,
+    LD_KIND_CLASSIFIER = 3,
+    LD_KIND_CGAN = 4,
+    LD_KIND_CVAE = 5
+} ld_kind_t;
 
 /* Which nets a kind is built from: dense MLPs from the hidden lists (the
  * default, and every checkpoint written before layer lists), or one of the
  * layer-list architectures of nets.h.  dcgan: a GAN, conv: a VAE, both for
  * 28x28 images; resmlp: a VAE or GAN whose hidden lists hold equal widths
- * (width = the first, one residual block per entry). */
+ * (width = the first, one residual block per entry).  cmlp: the dense widths
+ * as a layer list whose first layer embeds the class label (cgan, cvae). */
 typedef enum {
     LD_NETS_MLP = 0,
     LD_NETS_DCGAN,
     LD_NETS_CONV,
     LD_NETS_RESMLP,
+    LD_NETS_CMLP,
     LD_NETS_N
 } ld_netarch_t;
 
-const char *ld_netarch_name(ld_netarch_t a);  /* "mlp", "dcgan", "conv", "resmlp" */
+const char *ld_netarch_name(ld_netarch_t a);  /* "mlp", "dcgan", "conv", "resmlp", "cmlp" */
 int ld_netarch_parse(const char *s, ld_netarch_t *out); /* 0, or -1 if unknown */
 
 typedef struct {
@@ -66,7 +79,8 @@ typedef struct {
     int img_h, img_w;  /* image shape; x_dim = img_h * img_w */
     int x_dim;
     int z_dim;         /* VAE / GAN latent size */
-    int n_classes;     /* classifier outputs */
+    int n_classes;     /* classifier outputs; cgan, cvae: label values 0..n_classes-1 */
+    int embed;         /* cgan, cvae: channels of the label embedding */
     ld_hidden_t enc;   /* VAE encoder | GAN discriminator | classifier hidden widths */
     ld_hidden_t dec;   /* VAE decoder | GAN generator hidden widths */
     ld_act_t act;      /* hidden activation */
@@ -100,6 +114,8 @@ typedef struct {
     /* builds m->nets (dense) and m->layers from m->arch, laid out from
      * *param_off / *buf_off (advanced); returns the number of nets */
     int (*layout)(struct ld_model *m, size_t *param_off, size_t *buf_off);
+    ld_kind_t family;          /* what it trains and serves as: VAE, GAN or classifier */
+    int conditional;           /* decode (and a VAE's encode) take a class label per row */
     /* What a model of the kind can be asked for; 0 (a row that leaves them
      * out) is "no". */
     int invertible;  /* GAN inversion (invert.h): the decode net maps z alone to
@@ -134,7 +150,9 @@ enum { LD_VAE_ENC = 0, LD_VAE_MU = 1, LD_VAE_LOGVAR = 2, LD_VAE_DEC = 3 };
 enum { LD_GAN_G = 0, LD_GAN_D = 1 };
 enum { LD_CLS_NET = 0 };
 
-const char *ld_kind_name(ld_kind_t k);  /* "vae", "gan", "classifier" */
+const char *ld_kind_name(ld_kind_t k);  /* "vae", "gan", "classifier", "cgan", "cvae" */
+/* ld_kind_ops(k)->family, or 0 for a value that is no kind. */
+ld_kind_t ld_kind_family(ld_kind_t k);
 int ld_kind_parse(const char *s, ld_kind_t *out);
 
 /* Defaults: VAE 784->128->64, z 20, decoder 20->64->128->784, leaky 0.2.
@@ -220,9 +238,29 @@ int ld_net_width(const ld_model_t *m, int i);
 void ld_model_draw_z(const ld_model_t *m, uint64_t seed, float temperature, int n, float *z);
 /* z (n, z_dim) -> x (n, x_dim) in [0,1]: VAE sigmoid(decoder), GAN generator. */
 int ld_model_decode(const ld_model_t *m, int n, const float *z, float *x, ld_err_t *err);
+/* The same with a class label per row (n), which a conditional model needs
+ * (LD_EINVAL without) and any other refuses (LD_EINVAL with); each label must
+ * be below arch.n_classes (checked). */
+int ld_model_decode_labels(const ld_model_t *m, int n, const float *z, const uint8_t *labels,
+                           float *x, ld_err_t *err);
+/* The label embedding of z's decode input, interpolated: rows of z (n, z_dim)
+ * with label row (1-t) * weight[from] + t * weight[to] (cgan, cvae only). */
+int ld_model_decode_mix(const ld_model_t *m, int n, const float *z, const uint8_t *from,
+                        const uint8_t *to, const float *t, float *x, ld_err_t *err);
 /* x (n, x_dim) -> mu, logvar (n, z_dim). VAE only (LD_EUNSUPPORTED otherwise). */
 int ld_model_encode(const ld_model_t *m, int n, const float *x, float *mu, float *logvar,
                     ld_err_t *err);
+/* The same with a label per row (a CVAE's encoder takes it; rules as
+ * ld_model_decode_labels). */
+int ld_model_encode_labels(const ld_model_t *m, int n, const float *x, const uint8_t *labels,
+                           float *mu, float *logvar, ld_err_t *err);
+/* Class k's name (from the record's "classes", a JSON array of names that
+ * training stores for cgan and cvae; else the number) into buf. */
+const char *ld_model_class_name(const ld_model_t *m, int k, char *buf, size_t len);
+/* Class index of s (a name, or a number below arch.n_classes), or -1. */
+int ld_model_class_parse(const ld_model_t *m, const char *s);
+/* "0 t-shirt/top, 1 trouser, ..." into buf, for messages. */
+void ld_model_class_list(const ld_model_t *m, char *buf, size_t len);
 /* x (n, x_dim) -> logits (n, n_classes) and, if feat != NULL, the last hidden
  * activations (n, enc.size[enc.n-1]). Classifier only. */
 int ld_model_classify(const ld_model_t *m, int n, const float *x, float *logits, float *feat,

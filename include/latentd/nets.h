@@ -18,6 +18,9 @@
  *   resmlp    Linear in->width -> BN1d -> LReLU, then per block
  *             Residual(Linear -> BN1d -> LReLU -> Linear -> BN1d) -> LReLU,
  *             then Linear width->out and the output activation
+ *   cmlp      (cgan, cvae) EmbedConcat of the label (embed channels), then
+ *             the dense layers of from_mlp, named as nn.Sequential
+ *             ("generator.0.weight" is the embedding, "generator.1" the first Linear)
  *   from_mlp  a dense ld_mlp_t as a layer list with its old tensor names and
  *             the same offsets: Linear, activation, Dropout per layer.
  *
@@ -38,6 +41,12 @@ void ld_nets_conv_vae(int z_dim, ld_net_t *enc, ld_net_t *mu, ld_net_t *logvar, 
 /* out_act: LD_LAYER_SIGMOID, _TANH or LD_LAYER_N_KINDS for none. */
 void ld_nets_resmlp(ld_net_t *net, const char *name, int in, int width, int blocks, int out,
                     ld_layer_kind_t out_act, float slope, size_t *param_off, size_t *buf_off);
+/* cmlp: size[0] is the input width before the embedding; Linear layers to
+ * size[1..n_layers]; act after each but the last (out_act), dropout p after
+ * each hidden activation while training. */
+void ld_nets_cmlp(ld_net_t *net, const char *name, int n_classes, int embed, int n_layers,
+                  const int *size, ld_act_t act, ld_act_t out_act, float slope, float p,
+                  size_t *param_off, size_t *buf_off);
 /* The layer list of m, laid out at m->off (so it reads the same block). */
 void ld_nets_from_mlp(const ld_mlp_t *m, ld_net_t *net);
 
