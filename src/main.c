@@ -219,11 +219,28 @@ static int spec_image_shape(ld_arch_t *arch, const ld_dataset_t *d, ld_err_t *er
     return ld_arch_validate(arch, err);
 }
 
+/* --class-fraction and --balance into o; 0, or 1 after printing why not. */
+static int train_balance_flags(const char *cf, const char *balance, ld_train_opts_t *o)
+{
+    ld_err_t e;
+    if (cf && ld_class_fraction_parse(cf, &o->class_fraction, &e)) {
+        fprintf(stderr, "latentd train: --class-fraction: %s\n", e.msg);
+        return 1;
+    }
+    if (balance && ld_balance_parse(balance, &o->balance)) {
+        fprintf(stderr, "latentd train: --balance %s: expected none, resample, weight or augment\n",
+                balance);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     const char *kind_s = "vae", *data = "fashion-mnist", *out = NULL, *hidden = NULL,
                *dec_hidden = NULL, *g_hidden = NULL, *d_hidden = NULL, *arch_s = "default",
-               *act_s = NULL, *loss_s = "ns", *state = NULL, *spec_path = NULL;
+               *act_s = NULL, *loss_s = "ns", *state = NULL, *spec_path = NULL,
+               *class_fraction = NULL, *balance_s = NULL;
     int epochs = 0, batch = 0, z = 0, limit = 0, threads = 0, blas_threads = 1, resume = 0,
         classes = 10, lines = 0;
     long every = 0;
@@ -264,6 +281,8 @@ static int cmd_train(int argc, char **argv)
         {"out", F_STR, &out, 0, 0, "output checkpoint FILE.safetensors (required)", 0},
         {"spec", F_STR, &spec_path, 0, 0, "a job spec (JSON, POST /v1/jobs): its kind, limit, arch, train and checkpoint_every replace the flags", 0},
         {"progress-lines", F_BOOL, &lines, 0, 0, "one JSON line per step on stdout", 0},
+        {"class-fraction", F_STR, &class_fraction, 0, 0, "keep a fraction of classes' images, e.g. 5:0.05,9:0.1 (labels needed)", 0},
+        {"balance", F_STR, &balance_s, 0, 0, "imbalance remedy: none | resample | weight (vae, classifier) | augment", 0},
     };
     int nf = (int)LD_ARRAY_LEN(flags);
     if (wants_help(argc, argv)) {
@@ -332,6 +351,8 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "latentd train: --loss %s: expected ns or minimax\n", loss_s);
         return 2;
     }
+    if (train_balance_flags(class_fraction, balance_s, &o))
+        return 2;
     ld_jobspec_t js;
     if (spec_path && load_spec(spec_path, &js))
         return 2;
@@ -364,8 +385,16 @@ static int cmd_train(int argc, char **argv)
     ld_model_t *m = NULL;
     ld_trainer_t *t = NULL;
     int rc = 1;
-    if (ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e) ||
-        (spec_path && spec_image_shape(&arch, d, &e)) || ld_model_new(&arch, seed, &m, &e) ||
+    if (ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e)) {
+        load_err("train", &e);
+        goto done;
+    }
+    if (ld_train_balance_check(kind, d, &o, &e)) { /* bad flags: nothing written */
+        load_err("train", &e);
+        rc = 2;
+        goto done;
+    }
+    if ((spec_path && spec_image_shape(&arch, d, &e)) || ld_model_new(&arch, seed, &m, &e) ||
         ld_trainer_new(m, d, &o, &t, &e) || (resume && ld_trainer_load_state(t, state, &e))) {
         load_err("train", &e);
         goto done;
