@@ -593,13 +593,16 @@ static int cmd_eval(int argc, char **argv)
         printf("vae %s on %s (%d images): negative ELBO %.2f nats/image (reconstruction %.2f + KL %.2f)\n",
                model, d->name, d->n, nelbo, rec, kl);
     } else if (m->arch.kind == LD_KIND_CLASSIFIER) {
-        double acc;
-        if (ld_eval_accuracy(m, d, &acc, &e)) {
+        double acc, recall[256];
+        if (ld_eval_recall(m, d, &acc, recall, &e)) {
             load_err("eval", &e);
             goto done;
         }
-        printf("classifier %s on %s (%d images): accuracy %.2f%%\n", model, d->name, d->n,
-               100 * acc);
+        printf("classifier %s on %s (%d images): accuracy %.2f%%\nrecall per class:", model,
+               d->name, d->n, 100 * acc);
+        for (int c = 0; c < m->arch.n_classes; c++)
+            printf(" %d:%.1f%%", c, 100 * recall[c]);
+        printf("\n");
     } else {
         if (!classifier) {
             fprintf(stderr, "latentd eval: a GAN needs --classifier FILE (train one with "
