@@ -406,6 +406,12 @@ static int cmd_train(int argc, char **argv)
                     ", %d thread%s\n",
             desc, d->name, d->n, o.epochs, o.batch, (double)o.adam.lr, o.seed, o.threads,
             o.threads == 1 ? "" : "s");
+    if (ld_dist_rank() == 0 && (o.class_fraction.n > 0 || o.balance != LD_BALANCE_NONE)) {
+        char cf[LD_BAL_MAX_CLASSES * 16];
+        ld_class_fraction_format(&o.class_fraction, cf, sizeof cf);
+        fprintf(stderr, "train: class fraction %s keeps %d of %d images; balance %s\n",
+                cf[0] ? cf : "none", ld_trainer_examples(t), d->n, ld_balance_name(o.balance));
+    }
     if (ld_dist_rank() == 0 && ld_dist_size() > 1)
         fprintf(stderr, "train: %d MPI ranks, each with %d thread%s on its share of every batch\n",
                 ld_dist_size(), o.threads, o.threads == 1 ? "" : "s");

@@ -630,6 +630,8 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     return 0;
 }
 
+int ld_trainer_examples(const ld_trainer_t *t) { return t->plan->n; }
+
 void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
 {
     memset(p, 0, sizeof *p);

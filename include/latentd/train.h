@@ -123,6 +123,10 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err);
  * backward GEMMs), for reporting achieved GFLOP/s. */
 double ld_train_flops_per_sample(const ld_model_t *m);
 
+/* The examples one epoch covers: the data set's, less what a class fraction
+ * cut. */
+int ld_trainer_examples(const ld_trainer_t *t);
+
 /* The progress as of now (for status queries from the owning thread). */
 void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p);
 
