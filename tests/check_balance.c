@@ -51,6 +51,17 @@ static int class_rows(const ld_dataset_t *d, int c)
     return n;
 }
 
+/* The plan for class fraction cf (the CLI form) and mode on the data. */
+static ld_balance_plan_t *plan_of(const char *cf, ld_balance_t mode, uint64_t seed)
+{
+    ld_class_fraction_t f;
+    ld_err_t e = {{0}};
+    ld_balance_plan_t *p = NULL;
+    ck_assert_int_eq(ld_class_fraction_parse(cf, &f, &e), LD_OK);
+    ck_assert_msg(ld_balance_plan_new(train_data(), &f, mode, seed, &p, &e) == LD_OK, "%s", e.msg);
+    return p;
+}
+
 /* ---- parsing ------------------------------------------------------------- */
 
 START_TEST(test_parse)
@@ -95,11 +106,7 @@ END_TEST
 START_TEST(test_class_fraction_counts)
 {
     const ld_dataset_t *d = train_data();
-    ld_class_fraction_t cf;
-    ld_err_t e = {{0}};
-    ck_assert_int_eq(ld_class_fraction_parse("5:0.05,9:0.1", &cf, &e), LD_OK);
-    ld_balance_plan_t *p, *q, *r;
-    ck_assert_int_eq(ld_balance_plan_new(d, &cf, LD_BALANCE_NONE, 1, &p, &e), LD_OK);
+    ld_balance_plan_t *p = plan_of("5:0.05,9:0.1", LD_BALANCE_NONE, 1), *q, *r;
     int want_n = 0;
     for (int c = 0; c < 10; c++) {
         int all = class_rows(d, c);
@@ -115,8 +122,8 @@ START_TEST(test_class_fraction_counts)
         for (int k = 0; k < p->count[c]; k++)
             ck_assert_int_eq(d->y[p->by_class[p->start[c] + k]], c);
     /* the same seed keeps the same rows; another seed other rows */
-    ck_assert_int_eq(ld_balance_plan_new(d, &cf, LD_BALANCE_NONE, 1, &q, &e), LD_OK);
-    ck_assert_int_eq(ld_balance_plan_new(d, &cf, LD_BALANCE_NONE, 2, &r, &e), LD_OK);
+    q = plan_of("5:0.05,9:0.1", LD_BALANCE_NONE, 1);
+    r = plan_of("5:0.05,9:0.1", LD_BALANCE_NONE, 2);
     ck_assert(memcmp(p->rows, q->rows, (size_t)p->n * sizeof(int)) == 0);
     ck_assert_int_eq(r->n, p->n);
     ck_assert(memcmp(p->rows, r->rows, (size_t)p->n * sizeof(int)) != 0);
@@ -164,11 +171,7 @@ END_TEST
 START_TEST(test_resample_frequencies)
 {
     const ld_dataset_t *d = train_data();
-    ld_class_fraction_t cf;
-    ld_err_t e = {{0}};
-    ck_assert_int_eq(ld_class_fraction_parse("5:0.05", &cf, &e), LD_OK);
-    ld_balance_plan_t *p;
-    ck_assert_int_eq(ld_balance_plan_new(d, &cf, LD_BALANCE_RESAMPLE, 1, &p, &e), LD_OK);
+    ld_balance_plan_t *p = plan_of("5:0.05", LD_BALANCE_RESAMPLE, 1);
     int *perm = malloc((size_t)p->n * sizeof(int)), *again = malloc((size_t)p->n * sizeof(int));
     ck_assert(perm && again);
     long seen[10] = {0}, total = 0;
@@ -198,8 +201,7 @@ START_TEST(test_resample_frequencies)
     printf("resample over %ld draws: worst |share - 0.1| %.4f (bound %.4f); sandals kept %d\n",
            total, worst, bound, p->count[5]);
     /* without resample: each kept row exactly once per epoch */
-    ld_balance_plan_t *q;
-    ck_assert_int_eq(ld_balance_plan_new(d, &cf, LD_BALANCE_NONE, 1, &q, &e), LD_OK);
+    ld_balance_plan_t *q = plan_of("5:0.05", LD_BALANCE_NONE, 1);
     ld_balance_order(q, &r, perm);
     long sandals = 0;
     for (int i = 0; i < q->n; i++)
@@ -216,12 +218,7 @@ END_TEST
 
 START_TEST(test_weights_inverse_frequency)
 {
-    const ld_dataset_t *d = train_data();
-    ld_class_fraction_t cf;
-    ld_err_t e = {{0}};
-    ck_assert_int_eq(ld_class_fraction_parse("5:0.05", &cf, &e), LD_OK);
-    ld_balance_plan_t *p;
-    ck_assert_int_eq(ld_balance_plan_new(d, &cf, LD_BALANCE_WEIGHT, 1, &p, &e), LD_OK);
+    ld_balance_plan_t *p = plan_of("5:0.05", LD_BALANCE_WEIGHT, 1);
     double mean = 0;
     for (int c = 0; c < 10; c++)
         mean += p->weight[c] / 10.0;
@@ -327,11 +324,7 @@ static int is_shift_flip(const float *a, const float *b, int h, int w)
 START_TEST(test_augment)
 {
     const ld_dataset_t *d = train_data();
-    ld_class_fraction_t cf;
-    ld_err_t e = {{0}};
-    ck_assert_int_eq(ld_class_fraction_parse("5:0.05,9:0.5", &cf, &e), LD_OK);
-    ld_balance_plan_t *p;
-    ck_assert_int_eq(ld_balance_plan_new(d, &cf, LD_BALANCE_AUGMENT, 1, &p, &e), LD_OK);
+    ld_balance_plan_t *p = plan_of("5:0.05,9:0.5", LD_BALANCE_AUGMENT, 1);
     for (int c = 0; c < 10; c++) /* minority: below the mean count */
         ck_assert_int_eq(p->minority[c], c == 5 || c == 9);
     enum { B = 64 };
