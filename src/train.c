@@ -444,13 +444,21 @@ static const float *noise_of(const worker_t *w)
     return w->t->noise_all + (size_t)w->lo * w->t->m->arch.z_dim;
 }
 
+/* --balance weight: this worker's per-row loss factors (balance.h), or NULL.
+ * The hook for every loss that weights its rows by class: the VAE, the
+ * classifier, and (to come) the conditional discriminator. */
+static const float *row_factors(const worker_t *w)
+{
+    return w->t->row_s ? w->t->row_s + w->lo : NULL;
+}
+
 static void phase_vae(worker_t *w)
 {
     ld_trainer_t *t = w->t;
     const ld_model_t *m = t->m;
     double rec = 0, kl = 0;
     memset(w->grads, 0, m->n_params * sizeof(float));
-    w->vae.row_w = t->row_s ? t->row_s + w->lo : NULL;
+    w->vae.row_w = row_factors(w);
     if (runs(w))
         ld_vae_step(m, w->grads, &w->vae, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
                     noise_of(w), t->o.kl_beta, &rec, &kl);
@@ -470,7 +478,7 @@ static void phase_cls(worker_t *w)
     if (w->b > 0)
         l = ld_classifier_step_w(m, w->grads, &w->cls, w->b,
                                  t->xb + (size_t)w->lo * m->arch.x_dim, t->yb + w->lo,
-                                 t->row_s ? t->row_s + w->lo : NULL, &w->rng, w->dlogits,
+                                 row_factors(w), &w->rng, w->dlogits,
                                  &correct);
     int b = w->b > 0 ? w->b : 1;
     w->losses[0] = l / b;
@@ -485,8 +493,8 @@ static void phase_gan_d(worker_t *w)
     memset(w->grads + D->param_off, 0, D->n_params * sizeof(float));
     if (!runs(w))
         return;
-    /* hook for --balance weight in the conditional discriminator (cgan):
-     * t->row_s + w->lo holds this slice's per-row loss factors there */
+    /* --balance weight for the conditional discriminator (cgan): pass it
+     * row_factors(w); the plain GAN has no labels to weight */
     w->losses[0] = ld_gan_step_d(m, w->grads, &w->gan, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
                                  noise_of(w), t->o.real_label, &w->rng, &w->losses[2],
                                  &w->losses[3]);

@@ -503,6 +503,8 @@ START_TEST(test_cli_exit_codes)
                                  "--n 4 --out %s/a.png >/dev/null 2>&1 && cp %s/a.png %s/b.png",
                            pngdir, LD_BIN, pngdir, pngdir, pngdir),
                      0);
+    ck_assert_int_eq(ld_data_has_labels(pngdir), 0); /* what jobs check before queueing */
+    ck_assert_int_eq(ld_data_has_labels("fashion-mnist"), 1);
     for (size_t i = 0; i < LD_ARRAY_LEN(bad); i++) {
         char flags[8800], *msg = NULL;
         const char *at = strstr(bad[i].flags, "DIR");

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 #include "tu_daemon.h"
+#include "tu_sh.h"
 
 #include "latentd/buf.h"
 #include "latentd/ckpt.h"
@@ -861,6 +862,23 @@ START_TEST(test_imbalanced_job)
     long steps = (long)jnum(j, "steps_total");
     ck_assert_msg(steps >= 28 && steps <= 30, "%ld steps", steps);
     cJSON_Delete(j);
+
+    /* a data set without labels (a folder of PNGs): 422, nothing queued */
+    ck_assert_int_eq(tu_sh(NULL, "mkdir -p %s/pngs && %s sample --model "
+                                 "models/fashion-vae.safetensors --n 1 --out %s/pngs/a.png "
+                                 ">/dev/null 2>&1", D.data, LD_BIN, D.data), 0);
+    tu_resp_t r;
+    ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
+    int before = cJSON_GetArraySize(tu_jget(r.json, "jobs"));
+    tu_resp_free(&r);
+    call(&r, D.port, "POST", "/v1/jobs",
+         "{\"kind\":\"vae\",\"model\":\"m\",\"data\":\"pngs\",\"train\":{\"balance\":\"resample\"}}",
+         NULL);
+    expect_error(&r, 422, "invalid_spec", "\"pngs\" has no labels", "balance on PNGs");
+    tu_resp_free(&r);
+    ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "jobs")), before);
+    tu_resp_free(&r);
 }
 END_TEST
 
