@@ -468,6 +468,26 @@ int ld_data_load(const char *spec, ld_split_t split, int limit, ld_dataset_t **o
     return load_idx(spec, have_labels ? probe : NULL, limit, spec, out, err);
 }
 
+/* Contract: data.h.  The same choices as ld_data_load, without reading. */
+int ld_data_has_labels(const char *spec)
+{
+    char probe[DATA_PATH_MAX];
+    struct stat st;
+    if (strcmp(spec, "fashion-mnist") == 0)
+        return 1;
+    if (stat(spec, &st) != 0)
+        return 0;
+    if (S_ISDIR(st.st_mode)) /* an IDX folder needs its labels; a PNG folder has none */
+        return find_idx_file(spec, "train", "images-idx3", probe, sizeof probe) == 1 ||
+               find_idx_file(spec, "t10k", "images-idx3", probe, sizeof probe) == 1;
+    const char *base = strrchr(spec, '/');
+    const char *at = strstr(base ? base + 1 : spec, "images-idx3");
+    return at &&
+           snprintf(probe, sizeof probe, "%.*slabels-idx1%s", (int)(at - spec), spec,
+                    at + strlen("images-idx3")) < (int)sizeof probe &&
+           stat(probe, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 /* Contract: data.h.  Accepts NULL. */
 void ld_data_free(ld_dataset_t *d)
 {

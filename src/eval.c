@@ -61,6 +61,12 @@ static int argmax(const float *v, int n)
 
 int ld_eval_accuracy(const ld_model_t *cls, const ld_dataset_t *d, double *acc, ld_err_t *err)
 {
+    return ld_eval_recall(cls, d, acc, NULL, err);
+}
+
+int ld_eval_recall(const ld_model_t *cls, const ld_dataset_t *d, double *acc, double *recall,
+                   ld_err_t *err)
+{
     if (!d->y)
         return ld_err_set(err, LD_EINVAL, "data %s has no labels", d->name);
     int C = cls->arch.n_classes;
@@ -69,10 +75,16 @@ int ld_eval_accuracy(const ld_model_t *cls, const ld_dataset_t *d, double *acc, 
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     int rc = ld_model_classify(cls, d->n, d->x, logits, NULL, err);
     if (!rc) {
-        long hit = 0;
-        for (int i = 0; i < d->n; i++)
-            hit += argmax(logits + (size_t)i * C, C) == d->y[i];
+        long hit = 0, hits[256] = {0}, of[256] = {0};
+        for (int i = 0; i < d->n; i++) {
+            int ok = argmax(logits + (size_t)i * C, C) == d->y[i];
+            hit += ok;
+            hits[d->y[i]] += ok;
+            of[d->y[i]]++;
+        }
         *acc = (double)hit / d->n;
+        for (int c = 0; recall && c < C; c++)
+            recall[c] = of[c] ? (double)hits[c] / of[c] : 0;
     }
     free(logits);
     return rc;

@@ -1054,6 +1054,11 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
                                         "inverts at once");
     if (!rc)
         rc = ld_jobspec_resolve_data(j->data_dir, job->spec->data, data_path, sizeof data_path, err);
+    const ld_train_opts_t *o = &job->spec->train;
+    if (!rc && (o->class_fraction.n > 0 || o->balance != LD_BALANCE_NONE) &&
+        !ld_data_has_labels(data_path))
+        rc = ld_err_set(err, LD_EINVAL, "train: data \"%s\" has no labels: class_fraction and "
+                        "balance need them", job->spec->data);
     if (rc) {
         jobs_job_free(job);
         return rc;

@@ -170,7 +170,8 @@ static const char *const arch_keys[] = {"arch", "hidden", "dec_hidden", "g_hidde
 static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed", "beta1",
                                          "beta2", "kl_beta", "loss", "real_label",
                                          "optimizer", "weight_decay", "l1", "momentum",
-                                         "nesterov", "lr_schedule", "lr_step", "lr_gamma", NULL};
+                                         "nesterov", "lr_schedule", "lr_step", "lr_gamma",
+                                         "class_fraction", "balance", NULL};
 
 /* The preset comes first because the other arch fields override it. */
 static int parse_arch(const cJSON *a, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
@@ -343,6 +344,52 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
     return LD_OK;
 }
 
+/* train.class_fraction ({"5": 0.05} or "5:0.05") and train.balance.  The
+ * class count is known here only for fashion-mnist (10); for another data set
+ * an unknown class fails the job when its data is loaded. */
+static int parse_balance(const cJSON *t, ld_jobspec_t *s, ld_err_t *err)
+{
+    ld_train_opts_t *o = &s->train;
+    const cJSON *cf = t ? cJSON_GetObjectItemCaseSensitive(t, "class_fraction") : NULL;
+    ld_err_t e;
+    int rc = LD_OK;
+    if (cJSON_IsString(cf)) {
+        if (ld_class_fraction_parse(cf->valuestring, &o->class_fraction, &e))
+            return ld_err_set(err, LD_EINVAL, "train.class_fraction: %s", e.msg);
+    } else if (cJSON_IsObject(cf)) {
+        for (const cJSON *c = cf->child; c && !rc; c = c->next) {
+            char *end;
+            long cls = strtol(c->string, &end, 10);
+            if (!cJSON_IsNumber(c))
+                return ld_err_set(err, LD_EFORMAT, "train.class_fraction.%.40s: expected a "
+                                  "number", c->string);
+            if (!c->string[0] || *end)
+                rc = ld_err_set(&e, LD_EINVAL, "\"%.40s\" is not a class number", c->string);
+            else
+                rc = ld_class_fraction_add(&o->class_fraction, cls, c->valuedouble, &e);
+        }
+        if (rc)
+            return ld_err_set(err, LD_EINVAL, "train.class_fraction: %s", e.msg);
+    } else if (cf) {
+        return ld_err_set(err, LD_EFORMAT, "train.class_fraction: expected an object "
+                          "{\"5\": 0.05} or a string \"5:0.05\"");
+    }
+    for (int i = 0; !strcmp(s->data, "fashion-mnist") && i < o->class_fraction.n; i++)
+        if (o->class_fraction.cls[i] >= 10)
+            return ld_err_set(err, LD_EINVAL, "train.class_fraction: fashion-mnist has no class "
+                              "%d (its classes are 0..9)", o->class_fraction.cls[i]);
+    const char *b;
+    if (t && (rc = str_field(t, "balance", "train.balance", &b, err)))
+        return rc;
+    if (t && b && ld_balance_parse(b, &o->balance))
+        return ld_err_set(err, LD_EINVAL, "train.balance: \"%.40s\" is not none, resample, "
+                          "weight or augment", b);
+    if (o->balance == LD_BALANCE_WEIGHT && s->kind == LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL, "train.balance: weight applies to vae and classifier, "
+                          "not gan");
+    return LD_OK;
+}
+
 /* "data": a bare name here; whether it exists is ld_jobspec_resolve_data's job. */
 static int check_data_name(const char *data, ld_err_t *err)
 {
@@ -473,7 +520,8 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
 
     const cJSON *arch, *train;
     if ((rc = obj_field(root, "arch", &arch, err)) || (rc = obj_field(root, "train", &train, err)) ||
-        (rc = parse_arch(arch, caps, s, err)) || (rc = parse_train(train, caps, s, err)))
+        (rc = parse_arch(arch, caps, s, err)) || (rc = parse_train(train, caps, s, err)) ||
+        (rc = parse_balance(train, s, err)))
         goto out;
 
     v = (double)checkpoint_every_default;
@@ -610,6 +658,21 @@ static int add_float(cJSON *o, const char *key, float f)
     return cJSON_AddRawToObject(o, key, buf) != NULL;
 }
 
+static int add_balance(cJSON *train, const ld_train_opts_t *o)
+{
+    cJSON *cf = o->class_fraction.n ? cJSON_AddObjectToObject(train, "class_fraction") : NULL;
+    if (o->class_fraction.n && !cf)
+        return 0;
+    for (int i = 0; i < o->class_fraction.n; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "%d", o->class_fraction.cls[i]);
+        if (!add_float(cf, key, o->class_fraction.frac[i]))
+            return 0;
+    }
+    return o->balance == LD_BALANCE_NONE ||
+           cJSON_AddStringToObject(train, "balance", ld_balance_name(o->balance));
+}
+
 static int add_list(cJSON *o, const char *key, const ld_hidden_t *h)
 {
     cJSON *a = cJSON_AddArrayToObject(o, key);
@@ -702,6 +765,7 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
     else if (ok)
         ok = add_float(train, "kl_beta", o->kl_beta);
     ok = ok && optim_to_json(train, &o->optim);
+    ok = ok && add_balance(train, o); /* absent when unset: older specs print as they did */
     if (ok) {
         ok = cJSON_AddItemToObject(root, "arch", arch);
         arch = NULL;

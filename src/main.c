@@ -267,11 +267,28 @@ static int spec_image_shape(ld_arch_t *arch, const ld_dataset_t *d, ld_err_t *er
     return ld_arch_validate(arch, err);
 }
 
+/* --class-fraction and --balance into o; 0, or 1 after printing why not. */
+static int train_balance_flags(const char *cf, const char *balance, ld_train_opts_t *o)
+{
+    ld_err_t e;
+    if (cf && ld_class_fraction_parse(cf, &o->class_fraction, &e)) {
+        fprintf(stderr, "latentd train: --class-fraction: %s\n", e.msg);
+        return 1;
+    }
+    if (balance && ld_balance_parse(balance, &o->balance)) {
+        fprintf(stderr, "latentd train: --balance %s: expected none, resample, weight or augment\n",
+                balance);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     const char *kind_s = "vae", *data = "fashion-mnist", *out = NULL, *hidden = NULL,
                *dec_hidden = NULL, *g_hidden = NULL, *d_hidden = NULL, *arch_s = "default",
-               *act_s = NULL, *loss_s = "ns", *state = NULL, *spec_path = NULL;
+               *act_s = NULL, *loss_s = "ns", *state = NULL, *spec_path = NULL,
+               *class_fraction = NULL, *balance_s = NULL;
     int epochs = 0, batch = 0, z = 0, limit = 0, threads = 0, blas_threads = 1, resume = 0,
         classes = 10, lines = 0;
     long every = 0;
@@ -314,6 +331,8 @@ static int cmd_train(int argc, char **argv)
         {"out", F_STR, &out, 0, 0, "output checkpoint FILE.safetensors (required)", 0},
         {"spec", F_STR, &spec_path, 0, 0, "a job spec (JSON, POST /v1/jobs): its kind, limit, arch, train and checkpoint_every replace the flags", 0},
         {"progress-lines", F_BOOL, &lines, 0, 0, "one JSON line per step on stdout", 0},
+        {"class-fraction", F_STR, &class_fraction, 0, 0, "keep a fraction of classes' images, e.g. 5:0.05,9:0.1 (labels needed)", 0},
+        {"balance", F_STR, &balance_s, 0, 0, "imbalance remedy: none | resample | weight (vae, classifier) | augment", 0},
     };
     int nf = (int)LD_ARRAY_LEN(flags);
     if (wants_help(argc, argv)) {
@@ -384,6 +403,8 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "latentd train: --loss %s: expected ns or minimax\n", loss_s);
         return 2;
     }
+    if (train_balance_flags(class_fraction, balance_s, &o))
+        return 2;
     ld_jobspec_t js;
     if (spec_path && load_spec(spec_path, &js))
         return 2;
@@ -416,10 +437,18 @@ static int cmd_train(int argc, char **argv)
     ld_model_t *m = NULL;
     ld_trainer_t *t = NULL;
     int rc = 1;
-    if (!ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e) && ld_kind_ops(arch.kind)->conditional &&
-        d->n_classes > 0)
+    if (ld_data_load(data, LD_SPLIT_TRAIN, limit, &d, &e)) {
+        load_err("train", &e);
+        goto done;
+    }
+    if (ld_kind_ops(arch.kind)->conditional && d->n_classes > 0)
         arch.n_classes = d->n_classes; /* a conditional model's labels are the data's */
-    if (!d || (spec_path && spec_image_shape(&arch, d, &e)) || ld_model_new(&arch, seed, &m, &e) ||
+    if (ld_train_balance_check(kind, d, &o, &e)) { /* bad flags: nothing written */
+        load_err("train", &e);
+        rc = 2;
+        goto done;
+    }
+    if ((spec_path && spec_image_shape(&arch, d, &e)) || ld_model_new(&arch, seed, &m, &e) ||
         ld_trainer_new(m, d, &o, &t, &e) || (resume && ld_trainer_load_state(t, state, &e))) {
         load_err("train", &e);
         goto done;
@@ -431,6 +460,12 @@ static int cmd_train(int argc, char **argv)
                     ", %d thread%s\n",
             desc, d->name, d->n, o.epochs, o.batch, (double)o.adam.lr, o.seed, o.threads,
             o.threads == 1 ? "" : "s");
+    if (ld_dist_rank() == 0 && (o.class_fraction.n > 0 || o.balance != LD_BALANCE_NONE)) {
+        char cf[LD_BAL_MAX_CLASSES * 16];
+        ld_class_fraction_format(&o.class_fraction, cf, sizeof cf);
+        fprintf(stderr, "train: class fraction %s keeps %d of %d images; balance %s\n",
+                cf[0] ? cf : "none", ld_trainer_examples(t), d->n, ld_balance_name(o.balance));
+    }
     if (ld_dist_rank() == 0 && ld_dist_size() > 1)
         fprintf(stderr, "train: %d MPI ranks, each with %d thread%s on its share of every batch\n",
                 ld_dist_size(), o.threads, o.threads == 1 ? "" : "s");
@@ -691,13 +726,16 @@ static int cmd_eval(int argc, char **argv)
         printf("vae %s on %s (%d images): negative ELBO %.2f nats/image (reconstruction %.2f + KL %.2f)\n",
                model, d->name, d->n, nelbo, rec, kl);
     } else if (m->arch.kind == LD_KIND_CLASSIFIER) {
-        double acc;
-        if (ld_eval_accuracy(m, d, &acc, &e)) {
+        double acc, recall[256];
+        if (ld_eval_recall(m, d, &acc, recall, &e)) {
             load_err("eval", &e);
             goto done;
         }
-        printf("classifier %s on %s (%d images): accuracy %.2f%%\n", model, d->name, d->n,
-               100 * acc);
+        printf("classifier %s on %s (%d images): accuracy %.2f%%\nrecall per class:", model,
+               d->name, d->n, 100 * acc);
+        for (int c = 0; c < m->arch.n_classes; c++)
+            printf(" %d:%.1f%%", c, 100 * recall[c]);
+        printf("\n");
     } else {
         if (!classifier) {
             fprintf(stderr, "latentd eval: a GAN needs --classifier FILE (train one with "

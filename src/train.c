@@ -55,6 +55,9 @@ struct ld_trainer {
                                     thread count trains on the same numbers */
     ld_allreduce_t *ar;          /* batch norm's whole-batch sums across the workers */
     uint8_t *yb;                 /* (B) its labels */
+    ld_balance_plan_t *plan;     /* the rows this run trains on, and its remedy */
+    float *row_s;                /* (B) weight: per-row loss factors of this batch, or NULL */
+    float *aug_tmp;              /* (X) augment scratch */
     int b;                       /* rows in the current batch */
     double loss_sum[LD_MAX_LOSSES]; /* this epoch: sum of (batch mean * b) */
     long loss_n;                 /* this epoch: samples */
@@ -169,9 +172,20 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
         return ld_err_set(err, LD_EINVAL, "threads %d is outside 1..%d", o->threads, MAX_THREADS);
     if (o->checkpoint_every < 0)
         return ld_err_set(err, LD_EINVAL, "checkpoint_every must be >= 0");
+    if ((int)o->balance < LD_BALANCE_NONE || o->balance > LD_BALANCE_AUGMENT)
+        return ld_err_set(err, LD_EINVAL, "balance %d is not none, resample, weight or augment",
+                          (int)o->balance);
     int rc = check_adam(&o->adam, "", err);
     rc = rc ? rc : check_adam(&o->adam_d, "discriminator", err);
     return rc ? rc : ld_optim_validate(&o->optim, err);
+}
+
+int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train_opts_t *o,
+                           ld_err_t *err)
+{
+    if (o->balance == LD_BALANCE_WEIGHT && kind == LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL, "balance weight applies to vae and classifier, not gan");
+    return ld_balance_check(d, &o->class_fraction, o->balance, err);
 }
 
 /* ---- the worker pool ---- */
@@ -277,6 +291,9 @@ void ld_trainer_free(ld_trainer_t *t)
     free(t->noise_all);
     ld_allreduce_free(t->ar);
     free(t->yb);
+    ld_balance_plan_free(t->plan);
+    free(t->row_s);
+    free(t->aug_tmp);
     free(t);
 }
 
@@ -295,6 +312,13 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     if (m->ops->needs_labels && (!d->y || d->n_classes > a->n_classes))
         return ld_err_set(err, LD_EINVAL, "data %s has %s; %s needs labels < %d", d->name,
                           d->y ? "more classes" : "no labels", m->ops->article, a->n_classes);
+    ld_balance_plan_t *plan;
+    if ((rc = ld_train_balance_check(a->kind, d, o, err)))
+        return rc;
+    rc = ld_balance_plan_new(d, &o->class_fraction, o->balance, o->seed, &plan, err);
+    if (rc)
+        return rc;
+    const int n = plan->n; /* the rows kept: what "examples" means below */
     int min_b = 1;
     size_t red = 1; /* batch norm's allreduce: 2 sums per channel and a count */
     for (int i = 0; i < m->n_nets; i++) {
@@ -304,36 +328,45 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
             if (2 * (size_t)net->layers[l].in.c + 1 > red)
                 red = 2 * (size_t)net->layers[l].in.c + 1;
     }
-    int B0 = o->batch < d->n ? o->batch : d->n;
-    if (B0 < min_b || (d->n % B0 != 0 && d->n % B0 < min_b))
-        return ld_err_set(err, LD_EINVAL, "batch norm needs batches of at least %d rows; with "
+    int B0 = o->batch < n ? o->batch : n;
+    if (B0 < min_b || (n % B0 != 0 && n % B0 < min_b))
+        rc = ld_err_set(err, LD_EINVAL, "batch norm needs batches of at least %d rows; with "
                           "%d examples in batches of %d the last has %d (change --batch or "
-                          "--limit)", min_b, d->n, B0, d->n % B0 ? d->n % B0 : B0);
+                          "--limit)", min_b, n, B0, n % B0 ? n % B0 : B0);
     const int K = ld_dist_size();
-    if ((o->batch < d->n ? o->batch : d->n) < K)
-        return ld_err_set(err, LD_EINVAL, "batch %d is smaller than the %d MPI ranks",
-                          o->batch < d->n ? o->batch : d->n, K);
-    ld_trainer_t *t = calloc(1, sizeof *t);
-    if (!t)
-        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    if (!rc && (o->batch < n ? o->batch : n) < K)
+        rc = ld_err_set(err, LD_EINVAL, "batch %d is smaller than the %d MPI ranks",
+                        o->batch < n ? o->batch : n, K);
+    ld_trainer_t *t = rc ? NULL : calloc(1, sizeof *t);
+    if (!t) {
+        ld_balance_plan_free(plan);
+        return rc ? rc : ld_err_set(err, LD_ENOMEM, "out of memory");
+    }
     pthread_mutex_init(&t->pool_mu, NULL);
     pthread_cond_init(&t->pool_go, NULL);
     pthread_cond_init(&t->pool_done, NULL);
     t->m = m;
     t->d = d;
     t->o = *o;
-    int B = o->batch < d->n ? o->batch : d->n;
+    t->plan = plan;
+    int B = o->batch < n ? o->batch : n;
     t->o.batch = B;
     /* MPI: every rank's workers take a slice of the global batch */
     t->nw = o->threads < 1 ? 1 : o->threads * K > B ? B / K : o->threads;
     t->o.threads = t->nw;
-    t->steps_per_epoch = (d->n + B - 1) / B;
+    t->steps_per_epoch = (n + B - 1) / B;
     t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
-    t->perm = ld_malloc_array((size_t)d->n, sizeof(int));
+    t->perm = ld_malloc_array((size_t)n, sizeof(int));
     t->xb = ld_malloc_array((size_t)B * a->x_dim, sizeof(float));
     t->yb = ld_malloc_array((size_t)B, 1);
     t->noise_all = ld_malloc_array((size_t)B * (a->z_dim > 0 ? a->z_dim : 1), sizeof(float));
+    if (o->balance == LD_BALANCE_WEIGHT)
+        t->row_s = ld_malloc_array((size_t)B, sizeof(float));
+    if (o->balance == LD_BALANCE_AUGMENT)
+        t->aug_tmp = ld_malloc_array((size_t)a->x_dim, sizeof(float));
     int ok = t->grads && t->perm && t->xb && t->yb && t->noise_all &&
+             (o->balance != LD_BALANCE_WEIGHT || t->row_s) &&
+             (o->balance != LD_BALANCE_AUGMENT || t->aug_tmp) &&
              (a->net == LD_NETS_MLP || ld_allreduce_new(t->nw, red, &t->ar) == LD_OK);
     if (t->grads) {
         t->adam_m = t->grads + m->n_params;
@@ -371,9 +404,7 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
 static void epoch_order(ld_trainer_t *t)
 {
     t->shuffle = t->shuffle_start;
-    for (int i = 0; i < t->d->n; i++)
-        t->perm[i] = i;
-    ld_rng_shuffle(&t->shuffle, t->perm, t->d->n);
+    ld_balance_order(t->plan, &t->shuffle, t->perm);
 }
 
 /* ---- one step, as phases run by every worker ---- */
@@ -426,17 +457,28 @@ static int runs(const worker_t *w)
 /* Gather this worker's rows of the batch into xb (and yb) and draw its rows
  * of the batch's noise (the same numbers as one draw of the whole batch): in
  * the first phase of a step, so that this runs on every worker at once. */
-static void gather_rows(const worker_t *w)
+/* Copy rows [i0, i1) of the batch at t->batch_lo (its images and labels). */
+static void copy_rows(ld_trainer_t *t, int i0, int i1)
 {
-    ld_trainer_t *t = w->t;
     const int X = t->m->arch.x_dim;
-    const size_t Z = (size_t)t->m->arch.z_dim;
-    for (int i = w->lo; i < w->lo + w->b; i++) {
+    for (int i = i0; i < i1; i++) {
         int r = t->perm[t->batch_lo + i];
         memcpy(t->xb + (size_t)i * X, t->d->x + (size_t)r * X, (size_t)X * sizeof(float));
         if (t->d->y)
             t->yb[i] = t->d->y[r];
     }
+}
+
+/* The balance remedies (augment, weight) need the whole batch before it is
+ * cut into slices; train_step then gathers it alone. */
+static int whole_batch(const ld_trainer_t *t) { return t->aug_tmp || t->row_s; }
+
+static void gather_rows(const worker_t *w)
+{
+    ld_trainer_t *t = w->t;
+    const size_t Z = (size_t)t->m->arch.z_dim;
+    if (!whole_batch(t))
+        copy_rows(t, w->lo, w->lo + w->b);
     if (Z > 0)
         ld_rng_fill_normal_slice(&t->noise_step, (size_t)w->lo * Z, t->noise_all + w->lo * Z,
                                  (size_t)w->b * Z, 0.0f, 1.0f);
@@ -448,6 +490,14 @@ static const float *noise_of(const worker_t *w)
     return w->t->noise_all + (size_t)w->lo * w->t->m->arch.z_dim;
 }
 
+/* --balance weight: this worker's per-row loss factors (balance.h), or NULL.
+ * The hook for every loss that weights its rows by class: the VAE, the
+ * classifier, and (to come) the conditional discriminator. */
+static const float *row_factors(const worker_t *w)
+{
+    return w->t->row_s ? w->t->row_s + w->lo : NULL;
+}
+
 static void phase_vae(worker_t *w)
 {
     ld_trainer_t *t = w->t;
@@ -455,6 +505,7 @@ static void phase_vae(worker_t *w)
     double rec = 0, kl = 0;
     gather_rows(w);
     memset(w->grads, 0, m->n_params * sizeof(float));
+    w->vae.row_w = row_factors(w);
     if (runs(w))
         ld_vae_step(m, w->grads, &w->vae, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
                     noise_of(w), t->o.kl_beta, &rec, &kl);
@@ -473,8 +524,10 @@ static void phase_cls(worker_t *w)
     gather_rows(w);
     memset(w->grads, 0, m->n_params * sizeof(float));
     if (w->b > 0)
-        l = ld_classifier_step(m, w->grads, &w->cls, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
-                               t->yb + w->lo, &w->rng, w->dlogits, &correct);
+        l = ld_classifier_step_w(m, w->grads, &w->cls, w->b,
+                                 t->xb + (size_t)w->lo * m->arch.x_dim, t->yb + w->lo,
+                                 row_factors(w), &w->rng, w->dlogits,
+                                 &correct);
     int b = w->b > 0 ? w->b : 1;
     w->losses[0] = l / b;
     w->losses[1] = (double)correct / b;
@@ -489,6 +542,8 @@ static void phase_gan_d(worker_t *w)
     memset(w->grads + D->param_off, 0, D->n_params * sizeof(float));
     if (!runs(w))
         return;
+    /* --balance weight for the conditional discriminator (cgan): pass it
+     * row_factors(w); the plain GAN has no labels to weight */
     w->losses[0] = ld_gan_step_d(m, w->grads, &w->gan, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
                                  noise_of(w), t->o.real_label, &w->rng, &w->losses[2],
                                  &w->losses[3]);
@@ -561,6 +616,15 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     t->batch_lo = lo; /* the workers gather their rows (gather_rows) */
     t->b = b;
     t->t++;
+    /* the remedies work on the whole batch here, before it is cut into
+     * slices, so they do not depend on the number of workers */
+    if (whole_batch(t))
+        copy_rows(t, 0, b);
+    if (t->aug_tmp)
+        ld_balance_augment(t->plan, t->o.seed, t->t, t->d->h, t->d->w, t->xb, t->yb, b,
+                           t->aug_tmp);
+    if (t->row_s)
+        ld_balance_row_scale(t->plan, t->yb, b, t->row_s);
     /* the batch's noise first, from a stream that does not depend on the
      * number of workers or ranks (each worker draws its rows of it in
      * gather_rows) */
@@ -620,6 +684,8 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     return 0;
 }
 
+int ld_trainer_examples(const ld_trainer_t *t) { return t->plan->n; }
+
 void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p)
 {
     memset(p, 0, sizeof *p);
@@ -661,7 +727,14 @@ static void write_record(ld_trainer_t *t, const ld_progress_t *p)
     if (pos < sizeof losses)
         snprintf(losses + pos, sizeof losses - pos, "}");
     ld_record_set(r, "data", "%s", t->d->name);
-    ld_record_set(r, "examples", "%d", t->d->n);
+    ld_record_set(r, "examples", "%d", t->plan->n);
+    if (t->o.class_fraction.n > 0) {
+        char cf[LD_BAL_MAX_CLASSES * 16];
+        ld_class_fraction_format(&t->o.class_fraction, cf, sizeof cf);
+        ld_record_set(r, "class_fraction", "%s", cf);
+    }
+    if (t->o.balance != LD_BALANCE_NONE)
+        ld_record_set(r, "balance", "%s", ld_balance_name(t->o.balance));
     ld_record_set(r, "epochs", "%d", t->o.epochs);
     ld_record_set(r, "batch", "%d", t->o.batch);
     ld_record_set(r, "lr", "%g", (double)t->o.adam.lr);
@@ -688,7 +761,7 @@ static void write_record(ld_trainer_t *t, const ld_progress_t *p)
 
 int ld_trainer_run(ld_trainer_t *t, ld_progress_fn cb, void *user, ld_err_t *err)
 {
-    const int n = t->d->n, B = t->o.batch;
+    const int n = t->plan->n, B = t->o.batch;
     const char *const *names;
     const int nl = ld_train_loss_names(t->m->arch.kind, &names);
     t->run_start = ld_now();
@@ -798,14 +871,28 @@ static void optim_key(const ld_optim_cfg_t *c, char *buf, size_t len)
              ld_sched_describe(c, s, sizeof s));
 }
 
+/* Append the imbalance options to a resume key, only when set (so state
+ * files written without them still resume). */
+static void balance_key(const ld_trainer_t *t, char *buf, size_t len)
+{
+    size_t pos = strlen(buf);
+    char cf[LD_BAL_MAX_CLASSES * 16];
+    ld_class_fraction_format(&t->o.class_fraction, cf, sizeof cf);
+    if (cf[0] && pos < len)
+        pos += (size_t)snprintf(buf + pos, len - pos, " class_fraction=%s", cf);
+    if (t->o.balance != LD_BALANCE_NONE && pos < len)
+        snprintf(buf + pos, len - pos, " balance=%s", ld_balance_name(t->o.balance));
+}
+
 /* The options that must match for a resume to be exact. */
 static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
 {
     snprintf(buf, len, "epochs=%d batch=%d threads=%d seed=%" PRIu64 " n=%d lr=%g lr_d=%g beta=%g loss=%s real=%g ema=%g",
-             t->o.epochs, t->o.batch, t->o.threads * ld_dist_size(), t->o.seed, t->d->n, (double)t->o.adam.lr,
+             t->o.epochs, t->o.batch, t->o.threads * ld_dist_size(), t->o.seed, t->plan->n, (double)t->o.adam.lr,
              (double)t->o.adam_d.lr, (double)t->o.kl_beta, ld_gan_loss_name(t->o.gan_loss),
              (double)t->o.real_label, (double)t->o.g_ema);
     optim_key(&t->o.optim, buf, len);
+    balance_key(t, buf, len);
 }
 
 int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err)

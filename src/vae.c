@@ -40,6 +40,22 @@ void ld_vae_ws_free(ld_vae_ws_t *ws)
     ws->mem = NULL;
 }
 
+/* The losses row by row, each row's terms and gradients times ws->row_w[i]. */
+static void weighted_losses(ld_vae_ws_t *ws, int b, int X, int Z, const float *logits,
+                            const float *x, const float *mu, const float *lv, float kl_scale,
+                            float scale, int grads, double *rec, double *kl)
+{
+    *rec = *kl = 0;
+    for (int i = 0; i < b; i++) {
+        const float w = ws->row_w[i];
+        const size_t ox = (size_t)i * X, oz = (size_t)i * Z;
+        *rec += w * ld_bce_logits((size_t)X, logits + ox, x + ox, grads ? ws->dlogits + ox : NULL,
+                                  w * scale);
+        *kl += w * ld_kl_gaussian((size_t)Z, mu + oz, lv + oz, grads ? ws->dmu + oz : NULL,
+                                  grads ? ws->dlv + oz : NULL, w * kl_scale);
+    }
+}
+
 void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, const float *x,
                  const float *eps, float beta, double *rec, double *kl)
 {
@@ -56,9 +72,14 @@ void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, cons
         ws->z[i] = mu[i] + expf(0.5f * lv[i]) * eps[i];
     const float *logits = ld_pass_forward(m, LD_VAE_DEC, &ws->dec, b, ws->z, NULL, NULL, run);
 
-    *rec = ld_bce_logits((size_t)b * X, logits, x, grads ? ws->dlogits : NULL, scale);
-    *kl = ld_kl_gaussian(bz, mu, lv, grads ? ws->dmu : NULL, grads ? ws->dlv : NULL,
-                         beta * scale);
+    if (ws->row_w) {
+        weighted_losses(ws, b, X, Z, logits, x, mu, lv, beta * scale, scale, grads != NULL,
+                        rec, kl);
+    } else {
+        *rec = ld_bce_logits((size_t)b * X, logits, x, grads ? ws->dlogits : NULL, scale);
+        *kl = ld_kl_gaussian(bz, mu, lv, grads ? ws->dmu : NULL, grads ? ws->dlv : NULL,
+                             beta * scale);
+    }
     if (!grads)
         return;
 

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 #include "tu_daemon.h"
+#include "tu_sh.h"
 
 #include "latentd/buf.h"
 #include "latentd/ckpt.h"
@@ -711,6 +712,20 @@ START_TEST(test_invalid_specs)
          "data: \"etc\" resolves outside the data folder"},
         {"{\"kind\":\"vae\",\"model\":\"m\",\"data\":\"nope\"}", NULL, 422, "invalid_spec",
          "data: no data set named \"nope\""},
+        /* imbalanced data (balance.h) */
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"class_fraction\":{\"5\":0}}}", NULL,
+         422, "invalid_spec", "train.class_fraction: class 5: fraction 0 is outside (0, 1]"},
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"class_fraction\":\"5:1.5\"}}", NULL,
+         422, "invalid_spec", "outside (0, 1]"},
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"class_fraction\":{\"10\":0.5}}}",
+         NULL, 422, "invalid_spec", "fashion-mnist has no class 10"},
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"class_fraction\":\"5:0.1,5:0.2\"}}",
+         NULL, 422, "invalid_spec", "class 5 is given twice"},
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":8},\"train\":{\"balance\":\"weight\"}}",
+         NULL, 422,
+         "invalid_spec", "train.balance: weight applies to vae and classifier"},
+        {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"balance\":\"more\"}}", NULL, 422,
+         "invalid_spec", "train.balance"},
     };
     tu_resp_t r;
     ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
@@ -843,6 +858,44 @@ START_TEST(test_small_job_runs_and_is_served)
     snprintf(line, sizeof line, "job %s succeeded in", a);
     ck_assert_msg(log_has(&D, line), "no '%s' in the log", line);
     ck_assert(log_has(&D, "model loaded name=tiny-a file=tiny-a.safetensors"));
+}
+END_TEST
+
+/* A job on imbalanced data: class 5 cut to a tenth, weighted losses; the
+ * spec comes back in normal form and the run is over the rows kept. */
+START_TEST(test_imbalanced_job)
+{
+    char id[32];
+    submit(&D,
+           "{\"kind\":\"vae\",\"model\":\"tiny-imbal\",\"data\":\"fashion-mnist\",\"limit\":2000,"
+           "\"arch\":{\"hidden\":[32],\"z\":4},\"train\":{\"epochs\":1,\"batch\":64,\"seed\":3,"
+           "\"class_fraction\":\"5:0.1\",\"balance\":\"weight\"}}",
+           id);
+    cJSON *j = wait_state(&D, id, "succeeded", 60);
+    const cJSON *train = tu_jget(tu_jget(j, "spec"), "train");
+    ck_assert(jnum(tu_jget(train, "class_fraction"), "5") == 0.1);
+    ck_assert_str_eq(jstr(train, "balance"), "weight");
+    /* 2000 images hold about 200 of class 5: 180 fewer rows, 3 fewer steps of 64 */
+    long steps = (long)jnum(j, "steps_total");
+    ck_assert_msg(steps >= 28 && steps <= 30, "%ld steps", steps);
+    cJSON_Delete(j);
+
+    /* a data set without labels (a folder of PNGs): 422, nothing queued */
+    ck_assert_int_eq(tu_sh(NULL, "mkdir -p %s/pngs && %s sample --model "
+                                 "models/fashion-vae.safetensors --n 1 --out %s/pngs/a.png "
+                                 ">/dev/null 2>&1", D.data, LD_BIN, D.data), 0);
+    tu_resp_t r;
+    ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
+    int before = cJSON_GetArraySize(tu_jget(r.json, "jobs"));
+    tu_resp_free(&r);
+    call(&r, D.port, "POST", "/v1/jobs",
+         "{\"kind\":\"vae\",\"model\":\"m\",\"data\":\"pngs\",\"train\":{\"balance\":\"resample\"}}",
+         NULL);
+    expect_error(&r, 422, "invalid_spec", "\"pngs\" has no labels", "balance on PNGs");
+    tu_resp_free(&r);
+    ck_assert_int_eq(call(&r, D.port, "GET", "/v1/jobs", NULL, NULL), 200);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "jobs")), before);
+    tu_resp_free(&r);
 }
 END_TEST
 
@@ -1720,6 +1773,7 @@ Suite *suite_jobs_http(void)
     tcase_add_test(api, test_admin_token_required);
     tcase_add_test(api, test_invalid_specs);
     tcase_add_test(api, test_small_job_runs_and_is_served);
+    tcase_add_test(api, test_imbalanced_job);
     tcase_add_test(api, test_events_stream);
     tcase_add_test(api, test_stream_client_disconnects);
     tcase_add_test(api, test_metrics_while_training);

@@ -1020,13 +1020,14 @@ typedef struct {
     float x[CB * 16], dl[CB * 4];
     uint8_t y[CB];
     ld_rng_t rng; /* copied per call: same dropout masks every time */
+    const float *row_w; /* per-row loss factors (--balance weight), or NULL */
 } cls_ctx_t;
 
 static double cls_obj(void *p)
 {
     cls_ctx_t *c = p;
     ld_rng_t r = c->rng;
-    return ld_classifier_step(c->m, NULL, &c->ws, CB, c->x, c->y, &r, c->dl, NULL) / CB;
+    return ld_classifier_step_w(c->m, NULL, &c->ws, CB, c->x, c->y, c->row_w, &r, c->dl, NULL) / CB;
 }
 
 START_TEST(test_classifier_step_gradients)
@@ -1051,6 +1052,42 @@ START_TEST(test_classifier_step_gradients)
     free(g);
     ld_mlp_ws_free(&c.ws);
     ld_model_free(c.m);
+}
+END_TEST
+
+/* With per-row loss factors (balance.h, --balance weight): the gradients of
+ * the weighted objective, for the classifier and the VAE. */
+START_TEST(test_weighted_step_gradients)
+{
+    static const float s[CB] = {0.4f, 2.2f, 0.7f, 1.0f, 0.7f};
+    float *g;
+    if (_i == 0) {
+        cls_ctx_t c = {.m = small_model(LD_KIND_CLASSIFIER, 100), .y = {0, 1, 2, 3, 1}, .row_w = s};
+        ck_assert_int_eq(ld_mlp_ws_init(&c.ws, &c.m->nets[LD_CLS_NET], CB, 1), LD_OK);
+        fill_uniform(101, c.x, CB * 16, 0, 1);
+        ld_rng_seed(&c.rng, 102);
+        ck_assert_ptr_nonnull(g = calloc(c.m->n_params, sizeof(float)));
+        ld_rng_t r = c.rng;
+        ld_classifier_step_w(c.m, g, &c.ws, CB, c.x, c.y, s, &r, c.dl, NULL);
+        fd_model("classifier(weighted)", c.m, g, cls_obj, &c, -1);
+        ld_mlp_ws_free(&c.ws);
+        ld_model_free(c.m);
+    } else {
+        vae_ctx_t c = {.m = small_model(LD_KIND_VAE, 70), .beta = 1.0f};
+        ck_assert_int_eq(ld_vae_ws_init(&c.ws, c.m, VB), LD_OK);
+        c.ws.row_w = s;
+        fill_uniform(71, c.x, VB * 16, 0, 1);
+        ld_rng_t r;
+        ld_rng_seed(&r, 72);
+        ld_rng_fill_normal(&r, c.eps, VB * 3, 0, 1);
+        ck_assert_ptr_nonnull(g = calloc(c.m->n_params, sizeof(float)));
+        double rec, kl;
+        ld_vae_step(c.m, g, &c.ws, VB, c.x, c.eps, c.beta, &rec, &kl);
+        fd_model("vae(weighted)", c.m, g, vae_obj, &c, -1);
+        ld_vae_ws_free(&c.ws);
+        ld_model_free(c.m);
+    }
+    free(g);
 }
 END_TEST
 
@@ -1454,6 +1491,7 @@ Suite *suite_nn(void)
     tcase_add_test(tm, test_gan_step_d_gradients);
     tcase_add_loop_test(tm, test_gan_step_g_gradients, 0, 2);
     tcase_add_test(tm, test_classifier_step_gradients);
+    tcase_add_loop_test(tm, test_weighted_step_gradients, 0, 2);
     suite_add_tcase(s, tm);
 
     TCase *tr = tcase_create("rng_eval");

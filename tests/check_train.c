@@ -289,6 +289,10 @@ END_TEST
 
 /* ---- resume ------------------------------------------------------------------ */
 
+/* Options a resume test adds to its kind's defaults, or NULL. */
+static void (*g_resume_opts)(ld_train_opts_t *o);
+static int g_balance_mode;
+
 /* Straight through vs. stopped after stop_at steps (state saved) and resumed
  * by a fresh trainer on a model with other weights: bit-identical end. */
 static void resume_optim_case(ld_kind_t kind, int n, int epochs, int batch, int threads,
@@ -301,6 +305,8 @@ static void resume_optim_case(ld_kind_t kind, int n, int epochs, int batch, int 
         o.optim = *oc;
         o.adam.lr = o.adam_d.lr = lr;
     }
+    if (g_resume_opts)
+        g_resume_opts(&o);
     ld_model_t *straight = new_model(kind, 3), *resumed = new_model(kind, 3);
     watch_t w = {.all_finite = 1};
     ck_assert_int_eq(train(straight, d, &o, &w), LD_OK);
@@ -395,6 +401,31 @@ END_TEST
 START_TEST(test_resume_gan_threads)
 {
     resume_case(LD_KIND_GAN, 64, 2, 16, 2, 5); /* 4 steps per epoch */
+}
+END_TEST
+
+/* Imbalanced data and a remedy (balance.h): the cut rows, the resampled
+ * order and the augmentation all come back; a state file from a run
+ * without them is refused. */
+static void balance_opts(ld_train_opts_t *o)
+{
+    ld_err_t e;
+    ck_assert(ld_class_fraction_parse("5:0.2,0:0.5", &o->class_fraction, &e) == LD_OK);
+    o->balance = (ld_balance_t)g_balance_mode;
+}
+
+START_TEST(test_resume_balance)
+{
+    static const ld_kind_t kinds[] = {LD_KIND_CLASSIFIER, LD_KIND_VAE, LD_KIND_GAN};
+    static const ld_balance_t modes[] = {LD_BALANCE_RESAMPLE, LD_BALANCE_WEIGHT,
+                                         LD_BALANCE_AUGMENT};
+    g_balance_mode = modes[_i];
+    g_resume_opts = balance_opts;
+    ld_kind_t kind = kinds[_i];
+    if (kind == LD_KIND_GAN)
+        resume_case(kind, 64, 2, 16, 2, 5);
+    else
+        resume_case(kind, 300, 2, 64, 2, 5);
 }
 END_TEST
 
@@ -680,6 +711,7 @@ Suite *suite_train(void)
     tcase_add_test(tc, test_resume_vae_epoch_boundary);
     tcase_add_test(tc, test_resume_gan_threads);
     tcase_add_test(tc, test_resume_classifier);
+    tcase_add_loop_test(tc, test_resume_balance, 0, 3);
     tcase_add_test(tc, test_vae_loss_decreases);
     tcase_add_test(tc, test_classifier_learns);
     tcase_add_test(tc, test_gan_runs_finite);

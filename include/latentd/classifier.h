@@ -11,5 +11,10 @@
 double ld_classifier_step(const ld_model_t *m, float *grads, ld_mlp_ws_t *ws, int b,
                           const float *x, const uint8_t *labels, ld_rng_t *rng, float *dlogits,
                           int *correct);
+/* The same with a factor per row: row_w (b) multiplies row i's loss and its
+ * gradient (NULL = all 1); the loss SUM returned is sum(row_w[i] * loss_i). */
+double ld_classifier_step_w(const ld_model_t *m, float *grads, ld_mlp_ws_t *ws, int b,
+                            const float *x, const uint8_t *labels, const float *row_w,
+                            ld_rng_t *rng, float *dlogits, int *correct);
 
 #endif

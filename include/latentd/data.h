@@ -42,6 +42,10 @@ int ld_data_load_idx(const char *images, const char *labels, int limit, ld_datas
                      ld_err_t *err);
 int ld_data_load_png_dir(const char *dir, int limit, ld_dataset_t **out, ld_err_t *err);
 
+/* Whether ld_data_load(spec, ...) gives labels (1) or not (0), from the file
+ * names alone (cheap: for a job's spec check before anything is queued). */
+int ld_data_has_labels(const char *spec);
+
 void ld_data_free(ld_dataset_t *d);
 
 /* The name of class k of a data set named data (ld_dataset_t.name) with

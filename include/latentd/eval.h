@@ -22,6 +22,11 @@ int ld_eval_vae(const ld_model_t *vae, const ld_dataset_t *d, uint64_t seed, dou
                 double *rec, double *kl, ld_err_t *err);
 
 int ld_eval_accuracy(const ld_model_t *cls, const ld_dataset_t *d, double *acc, ld_err_t *err);
+/* The same and, when recall is not NULL, recall (cls->arch.n_classes): of
+ * each class's images, the share classified as that class (0 for a class
+ * the data set lacks). */
+int ld_eval_recall(const ld_model_t *cls, const ld_dataset_t *d, double *acc, double *recall,
+                   ld_err_t *err);
 
 typedef struct {
     int n;              /* samples drawn */

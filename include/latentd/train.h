@@ -33,6 +33,7 @@
 #ifndef LATENTD_TRAIN_H
 #define LATENTD_TRAIN_H
 
+#include "latentd/balance.h"
 #include "latentd/data.h"
 #include "latentd/gan.h"
 #include "latentd/model.h"
@@ -62,11 +63,19 @@ typedef struct {
                                and the run returns LD_ECANCELLED without writing state:
                                the last periodic checkpoint stays.  NULL = steps always
                                finish, and a stop (the callback) writes state */
+    ld_class_fraction_t class_fraction; /* classes cut to a fraction of their rows (balance.h) */
+    ld_balance_t balance;   /* imbalance remedy (balance.h); weight: VAE and classifier */
 } ld_train_opts_t;
 
 /* The recipe latentd uses by default for each kind (see README). */
 void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o);
 int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err);
+/* Whether o's class fraction and balance fit kind and data set d
+ * (ld_balance_check; weight is for vae and classifier): LD_EINVAL with the
+ * reason.  ld_trainer_new checks this too; the CLI calls it first to tell
+ * bad flags (exit 2) from failed runs. */
+int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train_opts_t *o,
+                           ld_err_t *err);
 
 /* The named recipes, the one place both `latentd train --arch` and a job's
  * "arch": {"arch": ...} read them: "default" (or NULL) is ld_arch_default +
@@ -118,6 +127,10 @@ int ld_trainer_load_state(ld_trainer_t *t, const char *path, ld_err_t *err);
 /* Floating-point operations of one training example's step (forward and
  * backward GEMMs), for reporting achieved GFLOP/s. */
 double ld_train_flops_per_sample(const ld_model_t *m);
+
+/* The examples one epoch covers: the data set's, less what a class fraction
+ * cut. */
+int ld_trainer_examples(const ld_trainer_t *t);
 
 /* The progress as of now (for status queries from the owning thread). */
 void ld_trainer_progress(const ld_trainer_t *t, ld_progress_t *p);

@@ -24,12 +24,15 @@ typedef struct {
     float *dmu, *dlv;   /* (B, Z) */
     float *dh, *dh2;    /* (B, H) H = the encoder's output width */
     float *dlogits;     /* (B, X) */
+    const float *row_w; /* (b) per-row loss factors for the next step, or NULL (all 1):
+                           set by the trainer for --balance weight (balance.h) */
 } ld_vae_ws_t;
 
 int ld_vae_ws_init(ld_vae_ws_t *ws, const ld_model_t *m, int B);
 void ld_vae_ws_free(ld_vae_ws_t *ws);
 
-/* x (b, X) in [0,1], eps (b, Z). rec and kl get the batch SUMS.  When grads is
+/* x (b, X) in [0,1], eps (b, Z). rec and kl get the batch SUMS (with
+ * ws->row_w: each row's terms times its factor).  When grads is
  * not NULL, grads (n_params) += d loss / d params (loss as above, mean over b).
  * b may be 0 (a worker without rows still takes part in batch norm). */
 void ld_vae_step(const ld_model_t *m, float *grads, ld_vae_ws_t *ws, int b, const float *x,
