@@ -89,6 +89,21 @@ int ld_gp_ws_init(ld_gp_ws_t *ws, const ld_net_t *critic, int B)
     return LD_OK;
 }
 
+/* Layer i other than Linear, linearised at the last forward on nws: a
+ * diagonal map (the activation's slope, dropout's mask, or 1 for a reshape),
+ * the same backward (y = dL/d out -> dL/d in) and forward (a tangent). */
+static void diagonal(const ld_layer_t *L, const ld_net_ws_t *nws, int i, int dropout, size_t n,
+                     const float *x, float *y)
+{
+    if (L->kind == LD_LAYER_LRELU || L->kind == LD_LAYER_RELU)
+        ld_act_backward(act_of(L->kind), L->slope, n, nws->out[i], x, y);
+    else if (L->kind == LD_LAYER_DROPOUT && dropout && L->p > 0)
+        for (size_t k = 0; k < n; k++)
+            y[k] = x[k] * nws->mask[i][k];
+    else
+        memcpy(y, x, n * sizeof *y);
+}
+
 double ld_gp_penalty(const ld_net_t *critic, const float *params, float *grads, ld_gp_ws_t *ws,
                      int b, const float *real, const float *fake, const float *eps, float lambda,
                      const ld_net_run_t *run, float *norms)
@@ -117,16 +132,8 @@ double ld_gp_penalty(const ld_net_t *critic, const float *params, float *grads, 
             memcpy(ws->delta + ws->delta_off[i], cur, n_out * sizeof *cur);
             ld_dense_backward(b, (int)row(L->in), L->out.c, NULL, W, cur, NULL, NULL, nxt);
             break;
-        case LD_LAYER_LRELU:
-        case LD_LAYER_RELU:
-            ld_act_backward(act_of(L->kind), L->slope, n_out, ws->net.out[i], cur, nxt);
-            break;
-        case LD_LAYER_DROPOUT:
-            for (size_t k = 0; k < n_out; k++)
-                nxt[k] = dropout && L->p > 0 ? cur[k] * ws->net.mask[i][k] : cur[k];
-            break;
-        default: /* flatten, unflatten: same values */
-            memcpy(nxt, cur, n_out * sizeof *cur);
+        default:
+            diagonal(L, &ws->net, i, dropout, n_out, cur, nxt);
             break;
         }
         cur = nxt;
@@ -166,16 +173,8 @@ double ld_gp_penalty(const ld_net_t *critic, const float *params, float *grads, 
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, out, in, 1.0f, t, in, W,
                             in, 0.0f, nxt, out);
             break;
-        case LD_LAYER_LRELU:
-        case LD_LAYER_RELU:
-            ld_act_backward(act_of(L->kind), L->slope, n_out, ws->net.out[i], t, nxt);
-            break;
-        case LD_LAYER_DROPOUT:
-            for (size_t k = 0; k < n_out; k++)
-                nxt[k] = dropout && L->p > 0 ? t[k] * ws->net.mask[i][k] : t[k];
-            break;
         default:
-            memcpy(nxt, t, n_out * sizeof *t);
+            diagonal(L, &ws->net, i, dropout, n_out, t, nxt);
             break;
         }
         float *tmp = t;
