@@ -673,12 +673,14 @@ START_TEST(test_invalid_specs)
          "train.lr"},
         {"{\"kind\":\"vae\",\"model\":\"m\",\"limit\":-1}", NULL, 422, "invalid_spec", "limit"},
         /* GAN losses: a wgan-gp critic with batch norm, n_critic < 1, an unknown loss */
-        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"arch\":\"dcgan\"},\"train\":{\"loss\":"
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"arch\":\"dcgan\",\"z\":32},\"train\":{\"loss\":"
          "\"wgan-gp\"}}", NULL, 422, "invalid_spec",
          "train.loss: wgan-gp needs a critic without batch norm: discriminator.3 is BatchNorm2d"},
-        {"{\"kind\":\"gan\",\"model\":\"m\",\"train\":{\"loss\":\"wgan-gp\",\"n_critic\":0}}",
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":32},\"train\":{\"loss\":\"wgan-gp\","
+         "\"n_critic\":0}}",
          NULL, 422, "invalid_spec", "train.n_critic: 0 is outside"},
-        {"{\"kind\":\"gan\",\"model\":\"m\",\"train\":{\"loss\":\"wgan\"}}", NULL, 422,
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":32},\"train\":{\"loss\":\"wgan\"}}",
+         NULL, 422,
          "invalid_spec", "ns, minimax, wgan-gp, hinge or lsgan"},
         {"{\"kind\":\"classifier\",\"model\":\"m\"}", NULL, 422, "invalid_spec", "kind"},
         {"{\"kind\":\"vae\",\"model\":\"../x\"}", NULL, 422, "invalid_spec", "model"},
