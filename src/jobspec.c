@@ -657,10 +657,10 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
     if (ok && gan)
         ok = cJSON_AddStringToObject(train, "loss", ld_gan_loss_name(o->gan_loss)) &&
              add_float(train, "real_label", o->real_label);
-    if (ok && gan && o->gan_loss == LD_GAN_LOSS_WGAN_GP) /* absent otherwise, as before */
-        ok = cJSON_AddNumberToObject(train, "n_critic", o->n_critic) && add_float(train, "gp", o->gp);
     else if (ok)
         ok = add_float(train, "kl_beta", o->kl_beta);
+    if (ok && gan && o->gan_loss == LD_GAN_LOSS_WGAN_GP) /* absent otherwise, as before */
+        ok = cJSON_AddNumberToObject(train, "n_critic", o->n_critic) && add_float(train, "gp", o->gp);
     if (ok) {
         ok = cJSON_AddItemToObject(root, "arch", arch);
         arch = NULL;
