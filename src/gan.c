@@ -1,17 +1,22 @@
 /* gan.c — GAN discriminator and generator half-steps. See gan.h. */
 #include "latentd/gan.h"
+#include "latentd/gp.h"
 #include "gan_impl.h"
 
 #include <math.h>
 #include <string.h>
 
-static const char *const loss_names[] = {"ns", "minimax"};
+static const char *const loss_names[LD_GAN_LOSS_N] = {"ns", "minimax", "wgan-gp", "hinge",
+                                                       "lsgan"};
 
-const char *ld_gan_loss_name(ld_gan_loss_t l) { return loss_names[l == LD_GAN_LOSS_MINIMAX]; }
+const char *ld_gan_loss_name(ld_gan_loss_t l)
+{
+    return loss_names[l >= 0 && l < LD_GAN_LOSS_N ? l : 0];
+}
 
 int ld_gan_loss_parse(const char *s, ld_gan_loss_t *out)
 {
-    for (int i = 0; s && i < 2; i++)
+    for (int i = 0; s && i < LD_GAN_LOSS_N; i++)
         if (!strcmp(s, loss_names[i])) {
             *out = (ld_gan_loss_t)i;
             return 0;
@@ -31,6 +36,7 @@ int ld_gan_ws_init(ld_gan_ws_t *ws, const ld_model_t *m, int B)
     }
     ws->dlogit = ws->mem;
     ws->dfake = ws->mem + B;
+    ws->loss = LD_GAN_LOSS_NS;
     return LD_OK;
 }
 
@@ -38,8 +44,77 @@ void ld_gan_ws_free(ld_gan_ws_t *ws)
 {
     ld_pass_ws_free(&ws->g);
     ld_pass_ws_free(&ws->d);
+    ld_gp_ws_free(ws->gpw);
+    free(ws->gpw);
+    ws->gpw = NULL;
     free(ws->mem);
     ws->mem = NULL;
+}
+
+int ld_gan_ws_init_gp(ld_gan_ws_t *ws, const ld_model_t *m)
+{
+    ws->gpw = ld_calloc(1, sizeof *ws->gpw);
+    if (!ws->gpw || ld_gp_ws_init(ws->gpw, &m->layers[LD_GAN_D], ws->B)) {
+        free(ws->gpw);
+        ws->gpw = NULL;
+        return LD_ENOMEM;
+    }
+    return LD_OK;
+}
+
+int ld_gan_check_loss(const ld_model_t *m, ld_gan_loss_t loss, ld_err_t *err)
+{
+    if (loss != LD_GAN_LOSS_WGAN_GP)
+        return LD_OK;
+    return ld_gp_check(&m->layers[LD_GAN_D], err);
+}
+
+/* Who a loss term is for: D on real images, D on fakes, G through D on fakes. */
+enum { TERM_REAL, TERM_FAKE, TERM_G };
+
+/* Sum over the n outputs d of one term of loss, and dd = scale * its
+ * derivative (gan.h has the formulas). */
+static double term(ld_gan_loss_t loss, int who, size_t n, const float *d, float real_label,
+                   float *dd, float scale)
+{
+    double s = 0;
+    switch (loss) {
+    case LD_GAN_LOSS_NS:
+    case LD_GAN_LOSS_MINIMAX:
+        if (who == TERM_REAL)
+            return ld_bce_logits_const(n, d, real_label, dd, scale);
+        if (who == TERM_FAKE || loss == LD_GAN_LOSS_NS)
+            return ld_bce_logits_const(n, d, who == TERM_FAKE ? 0.0f : 1.0f, dd, scale);
+        /* minimax: minimise -BCE(D(fake), 0), the gradient flips sign */
+        return -ld_bce_logits_const(n, d, 0.0f, dd, -scale);
+    case LD_GAN_LOSS_HINGE:
+        for (size_t i = 0; i < n; i++) {
+            float m = who == TERM_REAL ? 1.0f - d[i] : who == TERM_FAKE ? 1.0f + d[i] : -d[i];
+            float sign = who == TERM_REAL || who == TERM_G ? -1.0f : 1.0f;
+            if (who == TERM_G || m > 0) {
+                s += m;
+                dd[i] = scale * sign;
+            } else {
+                dd[i] = 0.0f;
+            }
+        }
+        return s;
+    case LD_GAN_LOSS_LSGAN:
+        for (size_t i = 0; i < n; i++) {
+            float e = d[i] - (who == TERM_REAL ? real_label : who == TERM_G ? 1.0f : 0.0f);
+            s += 0.5 * (double)e * e;
+            dd[i] = scale * e;
+        }
+        return s;
+    case LD_GAN_LOSS_WGAN_GP:
+    default:
+        for (size_t i = 0; i < n; i++) {
+            float sign = who == TERM_FAKE ? 1.0f : -1.0f;
+            s += sign * d[i];
+            dd[i] = scale * sign;
+        }
+        return s;
+    }
 }
 
 static double mean_sigmoid(int b, const float *logit)
@@ -69,17 +144,24 @@ double ld_gan_step_d_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, i
     ws->fake = fake;
 
     const float *lr = ld_pass_forward(m, LD_GAN_D, &ws->d, b, real, rng, masks_real, run); /* (b, 1) */
-    double loss = ld_bce_logits_const((size_t)b, lr, real_label, ws->dlogit, scale);
+    double loss = term(ws->loss, TERM_REAL, (size_t)b, lr, real_label, ws->dlogit, scale);
     if (p_real)
         *p_real = mean_sigmoid(b, lr);
     ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, NULL, run);
 
     const float *lf = ld_pass_forward(m, LD_GAN_D, &ws->d, b, fake, rng, masks_fake, run); /* (b, 1) */
-    loss += ld_bce_logits_const((size_t)b, lf, 0.0f, ws->dlogit, scale);
+    loss += term(ws->loss, TERM_FAKE, (size_t)b, lf, real_label, ws->dlogit, scale);
     if (p_fake)
         *p_fake = mean_sigmoid(b, lf);
     ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, NULL, run);
-    return b > 0 ? loss / b : 0.0;
+    ws->loss_g = b > 0 ? term(ws->loss, TERM_G, (size_t)b, lf, 1.0f, ws->dlogit, 0.0f) / b : 0.0;
+    loss = b > 0 ? loss / b : 0.0;
+    if (ws->loss == LD_GAN_LOSS_WGAN_GP && b > 0) {
+        LD_ASSERT(ws->gpw && ws->eps);
+        loss += ld_gp_penalty(&m->layers[LD_GAN_D], m->params, grads, ws->gpw, b, real, fake,
+                              ws->eps, ws->gp, run, NULL);
+    }
+    return loss;
 }
 
 double ld_gan_step_g(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, int b,
@@ -94,11 +176,7 @@ double ld_gan_step_g_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, i
     const ld_net_run_t *run = ws->run;
     const float scale = b > 0 ? 1.0f / (float)b : 0.0f;
     const float *lf = ld_pass_forward(m, LD_GAN_D, &ws->d, b, ws->fake, rng, masks, run); /* (b, 1) */
-    double l;
-    if (loss == LD_GAN_LOSS_NS)
-        l = ld_bce_logits_const((size_t)b, lf, 1.0f, ws->dlogit, scale);
-    else /* minimise -BCE(D(fake), 0): the gradient flips sign */
-        l = -ld_bce_logits_const((size_t)b, lf, 0.0f, ws->dlogit, -scale);
+    double l = term(loss, TERM_G, (size_t)b, lf, 1.0f, ws->dlogit, scale);
     /* D is fixed in this half-step: only dL/dfake, none of D's weight gradients */
     ld_pass_backward(m, LD_GAN_D, NULL, &ws->d, b, ws->dlogit, ws->dfake, run);
     ld_pass_backward(m, LD_GAN_G, grads, &ws->g, b, ws->dfake, NULL, run);

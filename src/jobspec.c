@@ -168,7 +168,7 @@ static const char *const top_keys[] = {"kind", "model", "data", "limit", "arch",
 static const char *const arch_keys[] = {"arch", "hidden", "dec_hidden", "g_hidden", "d_hidden",
                                         "z", "act", "slope", "dropout", NULL};
 static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed", "beta1",
-                                         "beta2", "kl_beta", "loss", "real_label",
+                                         "beta2", "kl_beta", "loss", "real_label", "n_critic", "gp",
                                          "optimizer", "weight_decay", "l1", "momentum",
                                          "nesterov", "lr_schedule", "lr_step", "lr_gamma",
                                          "class_fraction", "balance", NULL};
@@ -276,6 +276,26 @@ static int parse_optim(const cJSON *t, ld_optim_cfg_t *c, ld_err_t *err)
     return LD_OK;
 }
 
+/* A GAN's "loss" with its defaults (ld_train_set_loss), then "n_critic"
+ * and "gp", before the fields that may override those defaults. */
+static int parse_loss(const cJSON *t, ld_train_opts_t *o, ld_err_t *err)
+{
+    const char *loss;
+    int rc, present;
+    if ((rc = str_field(t, "loss", "train.loss", &loss, err)))
+        return rc;
+    ld_gan_loss_t l = o->gan_loss;
+    if (loss && ld_gan_loss_parse(loss, &l))
+        return ld_err_set(err, LD_EINVAL, "train.loss: \"%.40s\" is not " LD_GAN_LOSS_LIST, loss);
+    if (loss)
+        ld_train_set_loss(o, l);
+    double v = o->n_critic;
+    if ((rc = int_field(t, "n_critic", "train.n_critic", 1, 100, 0, NULL, &v, &present, err)))
+        return rc;
+    o->n_critic = (int)v;
+    return num_field(t, "gp", "train.gp", 0, 1e6, 0, &o->gp, &present, err);
+}
+
 static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t *s, ld_err_t *err)
 {
     const ld_kind_t kind = s->kind;
@@ -309,6 +329,8 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
     if ((rc = int_field(t, "seed", "train.seed", 0, (double)LD_SEED_MAX, 0, NULL, &v, &present, err)))
         return rc;
     o->seed = (uint64_t)v;
+    if (ld_kind_family(kind) == LD_KIND_GAN && (rc = parse_loss(t, o, err)))
+        return rc;
     float f;
     if ((rc = num_field(t, "lr", "train.lr", 0, 1, OPEN_LO, &f, &present, err)))
         return rc;
@@ -327,6 +349,8 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
     if (ld_kind_family(kind) == LD_KIND_VAE) {
         if ((rc = not_for_kind(t, "lr_d", "train.lr_d", kind, err)) ||
             (rc = not_for_kind(t, "loss", "train.loss", kind, err)) ||
+            (rc = not_for_kind(t, "n_critic", "train.n_critic", kind, err)) ||
+            (rc = not_for_kind(t, "gp", "train.gp", kind, err)) ||
             (rc = not_for_kind(t, "real_label", "train.real_label", kind, err)))
             return rc;
         return num_field(t, "kl_beta", "train.kl_beta", 0, 1000, 0, &o->kl_beta, &present, err);
@@ -336,11 +360,6 @@ static int parse_train(const cJSON *t, const ld_jobs_caps_t *caps, ld_jobspec_t 
         (rc = num_field(t, "real_label", "train.real_label", 0, 1, OPEN_LO, &o->real_label,
                         &present, err)))
         return rc;
-    const char *loss;
-    if ((rc = str_field(t, "loss", "train.loss", &loss, err)))
-        return rc;
-    if (loss && ld_gan_loss_parse(loss, &o->gan_loss))
-        return ld_err_set(err, LD_EINVAL, "train.loss: \"%.40s\" is not ns or minimax", loss);
     return LD_OK;
 }
 
@@ -384,9 +403,9 @@ static int parse_balance(const cJSON *t, ld_jobspec_t *s, ld_err_t *err)
     if (t && b && ld_balance_parse(b, &o->balance))
         return ld_err_set(err, LD_EINVAL, "train.balance: \"%.40s\" is not none, resample, "
                           "weight or augment", b);
-    if (o->balance == LD_BALANCE_WEIGHT && s->kind == LD_KIND_GAN)
-        return ld_err_set(err, LD_EINVAL, "train.balance: weight applies to vae and classifier, "
-                          "not gan");
+    if (o->balance == LD_BALANCE_WEIGHT && ld_kind_family(s->kind) == LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL, "train.balance: weight applies to vae, cvae and "
+                          "classifier, not gan or cgan");
     return LD_OK;
 }
 
@@ -548,6 +567,8 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
         rc = ld_err_set(err, LD_EINVAL, "train: %s", e.msg);
     else
         rc = ld_jobspec_check_bytes(&s->arch, &s->train, caps->max_job_bytes, err);
+    if (!rc && ld_train_check_arch(&s->arch, &s->train, &e))
+        rc = ld_err_set(err, LD_EINVAL, "train.loss: %s", e.msg);
 out:
     ld_arena_free(&arena);
     return rc;
@@ -764,6 +785,8 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
              add_float(train, "real_label", o->real_label);
     else if (ok)
         ok = add_float(train, "kl_beta", o->kl_beta);
+    if (ok && gan && o->gan_loss == LD_GAN_LOSS_WGAN_GP) /* absent otherwise, as before */
+        ok = cJSON_AddNumberToObject(train, "n_critic", o->n_critic) && add_float(train, "gp", o->gp);
     ok = ok && optim_to_json(train, &o->optim);
     ok = ok && add_balance(train, o); /* absent when unset: older specs print as they did */
     if (ok) {

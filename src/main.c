@@ -295,7 +295,8 @@ static int cmd_train(int argc, char **argv)
     int every_i = 0;
     uint64_t seed = 1;
     float lr = 0, lr_d = 0, beta1 = -1, beta2 = -1, slope = -1, dropout = -1, real_label = -1,
-          kl_beta = -1, ema = -1;
+          kl_beta = -1, ema = -1, gp = -1;
+    int n_critic = 0;
     optim_flags_t of = optim_flags_init();
     flag_t flags[] = {
         {"kind", F_STR, &kind_s, 0, 0, "vae | gan | classifier | cgan | cvae (default vae)", 0},
@@ -318,7 +319,9 @@ static int cmd_train(int argc, char **argv)
         {"slope", F_FLOAT, &slope, 0, 0.999, "leaky ReLU slope (0.2)", 0},
         {"dropout", F_FLOAT, &dropout, 0, 0.95, "GAN discriminator / classifier dropout (0.3 / 0.2)", 0},
         {"real-label", F_FLOAT, &real_label, 0.01, 1, "GAN target for real images; 0.9 = one-sided smoothing (gan 0.9)", 0},
-        {"loss", F_STR, &loss_s, 0, 0, "GAN generator loss: ns (non-saturating) | minimax", 0},
+        {"loss", F_STR, &loss_s, 0, 0, "GAN loss: ns (non-saturating) | minimax | wgan-gp | hinge | lsgan", 0},
+        {"n-critic", F_INT, &n_critic, 1, 100, "GAN discriminator steps per generator step (wgan-gp 5, else 1)", 0},
+        {"gp", F_FLOAT, &gp, 0, 1e6, "wgan-gp gradient-penalty weight (10)", 0},
         {"ema", F_FLOAT, &ema, 0, 0.99999, "GAN: average of generator weights, decay (gan 0.999, 0 = off)", 0},
         {"kl-beta", F_FLOAT, &kl_beta, 0, 1000, "VAE weight of the KL term (1)", 0},
         OPTIM_FLAGS(of),
@@ -378,6 +381,16 @@ static int cmd_train(int argc, char **argv)
         arch.slope = slope;
     if (dropout >= 0)
         arch.dropout = dropout;
+    ld_gan_loss_t gan_loss;
+    if (ld_gan_loss_parse(loss_s, &gan_loss)) {
+        fprintf(stderr, "latentd train: --loss %s: expected " LD_GAN_LOSS_LIST "\n", loss_s);
+        return 2;
+    }
+    ld_train_set_loss(&o, gan_loss); /* its defaults first: the flags below win */
+    if (n_critic)
+        o.n_critic = n_critic;
+    if (gp >= 0)
+        o.gp = gp;
     if (epochs)
         o.epochs = epochs;
     if (batch)
@@ -399,10 +412,6 @@ static int cmd_train(int argc, char **argv)
         o.g_ema = ema;
     if (optim_flags_apply(&of, &o.optim))
         return 2;
-    if (ld_gan_loss_parse(loss_s, &o.gan_loss)) {
-        fprintf(stderr, "latentd train: --loss %s: expected ns or minimax\n", loss_s);
-        return 2;
-    }
     if (train_balance_flags(class_fraction, balance_s, &o))
         return 2;
     ld_jobspec_t js;
@@ -424,7 +433,8 @@ static int cmd_train(int argc, char **argv)
         return 2;
     }
     ld_err_t e;
-    if (ld_arch_validate(&arch, &e) || ld_train_opts_validate(&o, &e)) {
+    if (ld_arch_validate(&arch, &e) || ld_train_opts_validate(&o, &e) ||
+        ld_train_check_arch(&arch, &o, &e)) {
         load_err("train", &e);
         return 2;
     }

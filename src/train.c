@@ -6,6 +6,7 @@
 #include "latentd/ckpt.h"
 #include "latentd/classifier.h"
 #include "latentd/dist.h"
+#include "latentd/gp.h"
 #include "latentd/vae.h"
 
 #include <inttypes.h>
@@ -53,6 +54,7 @@ struct ld_trainer {
     ld_rng_t noise_step;         /* this step's stream for noise_all */
     float *noise_all;            /* (B, Z) the batch's eps or z, drawn whole so that every
                                     thread count trains on the same numbers */
+    float *gp_eps;               /* (B) wgan-gp: the batch's interpolation weights, likewise */
     ld_allreduce_t *ar;          /* batch norm's whole-batch sums across the workers */
     uint8_t *yb;                 /* (B) its labels */
     ld_balance_plan_t *plan;     /* the rows this run trains on, and its remedy */
@@ -132,6 +134,8 @@ void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
     o->adam_d = o->adam;
     o->kl_beta = 1.0f;
     o->gan_loss = LD_GAN_LOSS_NS;
+    o->n_critic = 1;
+    o->gp = 10.0f;
     o->real_label = 1.0f;
     o->threads = 1;
     o->optim.lr_gamma = 0.1f; /* torch's StepLR default */
@@ -143,6 +147,33 @@ void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
         o->real_label = 0.9f;
         o->g_ema = 0.999f;
     }
+}
+
+void ld_train_set_loss(ld_train_opts_t *o, ld_gan_loss_t loss)
+{
+    o->gan_loss = loss;
+    o->n_critic = 1;
+    if (loss == LD_GAN_LOSS_WGAN_GP) {
+        /* Gulrajani et al.'s recipe: no momentum, a short second moment */
+        o->adam.lr = o->adam_d.lr = 1e-4f;
+        o->adam.beta1 = o->adam_d.beta1 = 0.0f;
+        o->adam.beta2 = o->adam_d.beta2 = 0.9f;
+        o->n_critic = 5;
+        o->gp = 10.0f;
+    }
+}
+
+int ld_train_check_arch(const ld_arch_t *a, const ld_train_opts_t *o, ld_err_t *err)
+{
+    if (ld_kind_family(a->kind) != LD_KIND_GAN || o->gan_loss != LD_GAN_LOSS_WGAN_GP)
+        return LD_OK;
+    ld_model_t *m;
+    int rc = ld_model_alloc(a, &m, err);
+    if (rc)
+        return rc;
+    rc = ld_gan_check_loss(m, o->gan_loss, err);
+    ld_model_free(m);
+    return rc;
 }
 
 static int check_adam(const ld_adam_cfg_t *a, const char *who, ld_err_t *err)
@@ -175,6 +206,12 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
     if ((int)o->balance < LD_BALANCE_NONE || o->balance > LD_BALANCE_AUGMENT)
         return ld_err_set(err, LD_EINVAL, "balance %d is not none, resample, weight or augment",
                           (int)o->balance);
+    if (o->gan_loss < 0 || o->gan_loss >= LD_GAN_LOSS_N)
+        return ld_err_set(err, LD_EINVAL, "GAN loss %d is not " LD_GAN_LOSS_LIST, (int)o->gan_loss);
+    if (o->n_critic < 1 || o->n_critic > 100)
+        return ld_err_set(err, LD_EINVAL, "n_critic %d is outside 1..100", o->n_critic);
+    if (!(o->gp >= 0 && o->gp <= 1e6))
+        return ld_err_set(err, LD_EINVAL, "gp %g is outside [0,1e6]", (double)o->gp);
     int rc = check_adam(&o->adam, "", err);
     rc = rc ? rc : check_adam(&o->adam_d, "discriminator", err);
     return rc ? rc : ld_optim_validate(&o->optim, err);
@@ -183,8 +220,9 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
 int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train_opts_t *o,
                            ld_err_t *err)
 {
-    if (o->balance == LD_BALANCE_WEIGHT && kind == LD_KIND_GAN)
-        return ld_err_set(err, LD_EINVAL, "balance weight applies to vae and classifier, not gan");
+    if (o->balance == LD_BALANCE_WEIGHT && ld_kind_family(kind) == LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL,
+                          "balance weight applies to vae, cvae and classifier, not gan or cgan");
     return ld_balance_check(d, &o->class_fraction, o->balance, err);
 }
 
@@ -246,6 +284,16 @@ static void worker_free(worker_t *w)
     ld_mlp_ws_free(&w->cls);
 }
 
+/* The D step's loss settings of a worker's GAN workspace. */
+static int gan_ws_loss(ld_trainer_t *t, worker_t *w)
+{
+    w->gan.loss = t->o.gan_loss;
+    w->gan.gp = t->o.gp;
+    if (t->o.gan_loss != LD_GAN_LOSS_WGAN_GP)
+        return LD_OK;
+    return ld_gan_ws_init_gp(&w->gan, t->m);
+}
+
 static int worker_init(ld_trainer_t *t, worker_t *w, int id, int chunk)
 {
     const ld_model_t *m = t->m;
@@ -264,6 +312,8 @@ static int worker_init(ld_trainer_t *t, worker_t *w, int id, int chunk)
              : fam == LD_KIND_GAN ? ld_gan_ws_init(&w->gan, m, chunk)
                                       : ld_mlp_ws_init(&w->cls, &m->nets[LD_CLS_NET], chunk, 1);
     w->vae.run = w->gan.run = &w->run;
+    if (!rc && fam == LD_KIND_GAN)
+        rc = gan_ws_loss(t, w);
     return rc;
 }
 
@@ -289,6 +339,7 @@ void ld_trainer_free(ld_trainer_t *t)
     free(t->perm);
     free(t->xb);
     free(t->noise_all);
+    free(t->gp_eps);
     ld_allreduce_free(t->ar);
     free(t->yb);
     ld_balance_plan_free(t->plan);
@@ -301,6 +352,8 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
                    ld_trainer_t **out, ld_err_t *err)
 {
     int rc = ld_train_opts_validate(o, err);
+    if (!rc && m->ops->family == LD_KIND_GAN)
+        rc = ld_gan_check_loss(m, o->gan_loss, err);
     if (rc)
         return rc;
     const ld_arch_t *a = &m->arch;
@@ -364,7 +417,8 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
         t->row_s = ld_malloc_array((size_t)B, sizeof(float));
     if (o->balance == LD_BALANCE_AUGMENT)
         t->aug_tmp = ld_malloc_array((size_t)a->x_dim, sizeof(float));
-    int ok = t->grads && t->perm && t->xb && t->yb && t->noise_all &&
+    t->gp_eps = ld_malloc_array((size_t)B, sizeof(float));
+    int ok = t->grads && t->perm && t->xb && t->yb && t->noise_all && t->gp_eps &&
              (o->balance != LD_BALANCE_WEIGHT || t->row_s) &&
              (o->balance != LD_BALANCE_AUGMENT || t->aug_tmp) &&
              (a->net == LD_NETS_MLP || ld_allreduce_new(t->nw, red, &t->ar) == LD_OK);
@@ -544,9 +598,11 @@ static void phase_gan_d(worker_t *w)
         return;
     /* --balance weight for the conditional discriminator (cgan): pass it
      * row_factors(w); the plain GAN has no labels to weight */
+    w->gan.eps = t->gp_eps + w->lo;
     w->losses[0] = ld_gan_step_d(m, w->grads, &w->gan, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
                                  noise_of(w), t->o.real_label, &w->rng, &w->losses[2],
                                  &w->losses[3]);
+    w->losses[1] = w->gan.loss_g; /* replaced by the G step's where there is one */
 }
 
 static void phase_gan_g(worker_t *w)
@@ -601,6 +657,22 @@ static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi)
     t->pass = PASS_BOTH;
 }
 
+/* wgan-gp: the batch's interpolation weights, after its z from the same
+ * stream r (so the other losses draw what they drew before). */
+static void gp_draw_eps(ld_trainer_t *t, ld_rng_t *r, int b)
+{
+    if (t->o.gan_loss != LD_GAN_LOSS_WGAN_GP)
+        return;
+    for (int i = 0; i < b; i++)
+        t->gp_eps[i] = ld_rng_uniform(r);
+}
+
+/* With n_critic D steps per G step, G steps on the 1st, (n+1)th, ... step:
+ * whether step t (1-based, counted by t->t) has one, and how many G steps
+ * there have been by then. */
+static int gan_g_due(const ld_trainer_t *t) { return (t->t - 1) % t->o.n_critic == 0; }
+static long gan_g_steps(const ld_trainer_t *t) { return (t->t - 1) / t->o.n_critic + 1; }
+
 /* Whether the step in progress is being abandoned (ld_train_opts_t.abandon):
  * checked before each optimiser update. */
 static int abandoning(const ld_trainer_t *t)
@@ -628,8 +700,16 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     /* the batch's noise first, from a stream that does not depend on the
      * number of workers or ranks (each worker draws its rows of it in
      * gather_rows) */
-    if (m->arch.z_dim > 0)
+    if (m->arch.z_dim > 0) {
         ld_rng_seed(&t->noise_step, ld_rng_u64(&t->noise));
+        /* wgan-gp's interpolation weights, whole batch, from their own seed
+         * (drawn only for wgan-gp, so other runs keep their streams) */
+        if (t->o.gan_loss == LD_GAN_LOSS_WGAN_GP) {
+            ld_rng_t r;
+            ld_rng_seed(&r, ld_rng_u64(&t->noise));
+            gp_draw_eps(t, &r, b);
+        }
+    }
     /* contiguous slices of the batch, and a fresh noise stream for each worker
      * (dropout), all from one draw: t->noise advances the same for any number
      * of workers.  MPI hook (1): one slice per worker of every rank,
@@ -665,10 +745,18 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
         run_update(t, phase_adam_d, D->param_off, D->param_off + D->n_params);
         if (abandoning(t))
             break;
+        if (!gan_g_due(t))
+            break;
         run_phase(t, phase_gan_g);
         if (abandoning(t))
             break;
-        run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params);
+        {
+            /* Adam counts the generator's own steps (t is the critic's) */
+            long t_d = t->t;
+            t->t = gan_g_steps(t);
+            run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params);
+            t->t = t_d;
+        }
         break;
     default: /* families only */
         break;
@@ -752,6 +840,10 @@ static void write_record(ld_trainer_t *t, const ld_progress_t *p)
         ld_record_set(r, "real_label", "%g", (double)t->o.real_label);
         ld_record_set(r, "lr_d", "%g", (double)t->o.adam_d.lr);
         ld_record_set(r, "g_ema", "%g", (double)t->o.g_ema);
+        if (t->o.gan_loss == LD_GAN_LOSS_WGAN_GP) {
+            ld_record_set(r, "n_critic", "%d", t->o.n_critic);
+            ld_record_set(r, "gp", "%g", (double)t->o.gp);
+        }
     }
     record_optim(t);
     ld_record_set(r, "final_losses", "%s", losses);
@@ -893,6 +985,9 @@ static void opts_key(const ld_trainer_t *t, char *buf, size_t len)
              (double)t->o.real_label, (double)t->o.g_ema);
     optim_key(&t->o.optim, buf, len);
     balance_key(t, buf, len);
+    if (t->o.gan_loss == LD_GAN_LOSS_WGAN_GP) /* absent otherwise: older state files stay valid */
+        snprintf(buf + strlen(buf), len - strlen(buf), " n_critic=%d gp=%g", t->o.n_critic,
+                 (double)t->o.gp);
 }
 
 int ld_trainer_save_state(const ld_trainer_t *t, const char *path, ld_err_t *err)

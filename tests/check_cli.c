@@ -330,6 +330,34 @@ START_TEST(layer_models_serve)
 }
 END_TEST
 
+/* --loss: wgan-gp trains and says so in the record; a critic with batch norm
+ * and --n-critic 0 are refused with exit 2 before anything is written. */
+START_TEST(gan_losses)
+{
+    char *out, file[4200], cmd[8600];
+    path(file, sizeof file, "w.safetensors");
+    snprintf(cmd, sizeof cmd, "train --kind gan --arch dcgan --loss wgan-gp --out %s", file);
+    ck_assert_int_eq(run(&out, "%s", cmd), 2);
+    ck_assert_msg(strstr(out, "wgan-gp needs a critic without batch norm: discriminator.3 is "
+                              "BatchNorm2d"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "train --kind gan --loss wgan-gp --n-critic 0 --out %s", file);
+    ck_assert_int_eq(run(&out, "%s", cmd), 2);
+    ck_assert_msg(strstr(out, "--n-critic 0"), "%s", out);
+    free(out);
+    ck_assert_int_eq(run(&out, "train --kind gan --loss wasserstein --out %s", file), 2);
+    ck_assert_msg(strstr(out, "ns, minimax, wgan-gp, hinge or lsgan"), "%s", out);
+    free(out);
+    ck_assert_int_ne(access(file, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "train --kind gan --loss wgan-gp --n-critic 2 --limit 128 "
+                              "--epochs 1 --threads 2 --out %s && " LD_BIN " info %s", file, file);
+    ck_assert_int_eq(run(&out, "%s", cmd), 0);
+    ck_assert_msg(strstr(out, "gan_loss    wgan-gp") && strstr(out, "n_critic    2") &&
+                      strstr(out, "lr_d        0.0001"), "%s", strstr(out, "gan_loss"));
+    free(out);
+}
+END_TEST
+
 Suite *suite_cli(void)
 {
     Suite *s = suite_create("cli");
@@ -342,6 +370,7 @@ Suite *suite_cli(void)
     tcase_add_test(tc, train_info_sample_eval);
     tcase_add_test(tc, sample_needs_generator);
     tcase_add_test(tc, layer_models_serve);
+    tcase_add_test(tc, gan_losses);
     suite_add_tcase(s, tc);
     return s;
 }

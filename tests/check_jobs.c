@@ -296,8 +296,8 @@ START_TEST(test_invalid_specs)
          "train.loss: does not apply to kind \"vae\""},
         {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":8,\"hidden\":[8]}}", LD_EINVAL,
          "arch.hidden: does not apply"},
-        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":8},\"train\":{\"loss\":\"hinge\"}}",
-         LD_EINVAL, "train.loss: \"hinge\" is not ns or minimax"},
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":8},\"train\":{\"loss\":\"wgan\"}}",
+         LD_EINVAL, "train.loss: \"wgan\" is not ns, minimax, wgan-gp, hinge or lsgan"},
         {"{\"kind\":\"vae\",\"model\":\"m\",\"arch\":{\"act\":\"swish\"}}", LD_EINVAL, "arch.act:"},
         {"{\"kind\":\"vae\",\"model\":\"m\",\"arch\":{\"arch\":\"article\"}}", LD_EINVAL,
          "arch.arch:"},
@@ -371,9 +371,10 @@ START_TEST(test_spec_normal_form)
         "\"steps\":10,\"restarts\":2,\"seed\":9007199254740991,\"lr\":0.05,\"z_penalty\":0.5}",
         "{\"kind\":\"gan\",\"model\":\"d\",\"arch\":{\"arch\":\"dcgan\"}}",
         "{\"kind\":\"vae\",\"model\":\"c\",\"arch\":{\"arch\":\"conv\",\"z\":16}}",
+        "{\"kind\":\"gan\",\"model\":\"w\",\"train\":{\"loss\":\"wgan-gp\",\"n_critic\":3}}",
     };
     static const ld_netarch_t nets[] = {LD_NETS_MLP, LD_NETS_MLP, LD_NETS_MLP, LD_NETS_DCGAN,
-                                         LD_NETS_CONV};
+                                         LD_NETS_CONV, LD_NETS_MLP};
     for (size_t i = 0; i < LD_ARRAY_LEN(specs); i++) {
         ld_jobspec_t a, b;
         ld_err_t e;
@@ -385,6 +386,9 @@ START_TEST(test_spec_normal_form)
         char *n2 = ld_jobspec_to_json(&b);
         ck_assert_str_eq(n1, n2);
         ck_assert_int_eq(a.arch.net, nets[i]);
+        if (a.train.gan_loss == LD_GAN_LOSS_WGAN_GP) /* its defaults, and n_critic kept */
+            ck_assert_msg(strstr(n1, "\"lr\":0.0001,") && strstr(n1, "\"beta1\":0,") &&
+                              strstr(n1, "\"n_critic\":3,\"gp\":"), "%s", n1);
         if (nets[i] != LD_NETS_MLP) { /* the layer-list nets are named, not listed */
             char want[64];
             snprintf(want, sizeof want, "\"arch\":{\"arch\":\"%s\",\"z\":",
@@ -405,7 +409,7 @@ START_TEST(test_spec_normal_form)
             ck_assert_str_eq(n1, specs[2]);
             ck_assert(a.invert && a.inv.images == 5 && a.inv.opts.restarts == 2 &&
                       a.inv.opts.seed == 9007199254740991ULL && a.inv.opts.z_penalty == 0.5f);
-        } else {
+        } else if (i == 1) {
             ck_assert_ptr_nonnull(strstr(n1, "\"g_hidden\":[128,128],\"d_hidden\":[128,128]"));
             ck_assert_ptr_nonnull(strstr(n1, "\"seed\":9007199254740991"));
             ck_assert_ptr_nonnull(strstr(n1, "\"real_label\":1")); /* the article's recipe */

@@ -690,6 +690,16 @@ START_TEST(test_invalid_specs)
          NULL, 400, "bad_request", "train.nesterov: expected true or false"},
         {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"lr_schedule\":\"step\"}}", NULL, 422,
          "invalid_spec", "train.lr_schedule step needs lr_step >= 1"},
+        /* GAN losses: a wgan-gp critic with batch norm, n_critic < 1, an unknown loss */
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"arch\":\"dcgan\",\"z\":32},\"train\":{\"loss\":"
+         "\"wgan-gp\"}}", NULL, 422, "invalid_spec",
+         "train.loss: wgan-gp needs a critic without batch norm: discriminator.3 is BatchNorm2d"},
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":32},\"train\":{\"loss\":\"wgan-gp\","
+         "\"n_critic\":0}}",
+         NULL, 422, "invalid_spec", "train.n_critic: 0 is outside"},
+        {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":32},\"train\":{\"loss\":\"wgan\"}}",
+         NULL, 422,
+         "invalid_spec", "ns, minimax, wgan-gp, hinge or lsgan"},
         {"{\"kind\":\"classifier\",\"model\":\"m\"}", NULL, 422, "invalid_spec", "kind"},
         {"{\"kind\":\"vae\",\"model\":\"../x\"}", NULL, 422, "invalid_spec", "model"},
         /* above the configured caps (see daemon_init) */

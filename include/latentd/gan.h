@@ -7,16 +7,32 @@
  *           minimax        loss_G = -mean BCE(D(fake), 0) = mean log(1 - D(fake))
  * with D run again (after its update) for the G step, and G's activations from
  * the single forward reused.  The workspace belongs to one thread.
+ *
+ * Other losses (ws->loss), on D's raw output d (no sigmoid), a = real_label:
+ *   hinge    loss_D = mean relu(1 - d_real) + mean relu(1 + d_fake); loss_G = -mean d_fake
+ *   lsgan    loss_D = mean (d_real - a)^2 / 2 + mean d_fake^2 / 2; loss_G = mean (d_fake - 1)^2 / 2
+ *   wgan-gp  loss_D = mean d_fake - mean d_real + gp penalty (gp.h) on x̂ = eps real +
+ *            (1 - eps) fake, eps (b) from ws->eps; loss_G = -mean d_fake
  */
 #ifndef LATENTD_GAN_H
 #define LATENTD_GAN_H
 
 #include "latentd/model.h"
 
-typedef enum { LD_GAN_LOSS_NS = 0, LD_GAN_LOSS_MINIMAX = 1 } ld_gan_loss_t;
+typedef enum {
+    LD_GAN_LOSS_NS = 0,
+    LD_GAN_LOSS_MINIMAX = 1,
+    LD_GAN_LOSS_WGAN_GP,
+    LD_GAN_LOSS_HINGE,
+    LD_GAN_LOSS_LSGAN,
+    LD_GAN_LOSS_N
+} ld_gan_loss_t;
 
-const char *ld_gan_loss_name(ld_gan_loss_t l); /* "ns", "minimax" */
-int ld_gan_loss_parse(const char *s, ld_gan_loss_t *out);
+/* "ns", "minimax", "wgan-gp", "hinge", "lsgan" */
+const char *ld_gan_loss_name(ld_gan_loss_t l);
+int ld_gan_loss_parse(const char *s, ld_gan_loss_t *out); /* 0, or -1 if unknown */
+/* For messages: "ns, minimax, wgan-gp, hinge or lsgan". */
+#define LD_GAN_LOSS_LIST "ns, minimax, wgan-gp, hinge or lsgan"
 
 typedef struct {
     int B;
@@ -26,10 +42,22 @@ typedef struct {
     float *mem;
     float *dlogit;  /* (B, 1) */
     float *dfake;   /* (B, X) */
+    /* set by the caller before a D step, like run (ld_gan_ws_init: ns, none) */
+    ld_gan_loss_t loss;      /* the D step's loss (the G step takes its own) */
+    float gp;                /* wgan-gp: penalty weight */
+    const float *eps;        /* wgan-gp: (b) interpolation weights of this slice */
+    struct ld_gp_ws *gpw;    /* wgan-gp: the penalty's scratch (ld_gan_ws_init_gp) */
+    double loss_g;           /* out: loss_G on the D step's fakes, before D's update (what a
+                                trainer reports on steps without a G step) */
 } ld_gan_ws_t;
 
 int ld_gan_ws_init(ld_gan_ws_t *ws, const ld_model_t *m, int B);
 void ld_gan_ws_free(ld_gan_ws_t *ws);
+/* The penalty's scratch for wgan-gp (freed by ld_gan_ws_free): 0 or LD_ENOMEM. */
+int ld_gan_ws_init_gp(ld_gan_ws_t *ws, const ld_model_t *m);
+/* 0 if m's discriminator can be trained with loss (wgan-gp: ld_gp_check),
+ * else LD_EINVAL with a message naming the layer in the way. */
+int ld_gan_check_loss(const ld_model_t *m, ld_gan_loss_t loss, ld_err_t *err);
 
 /* G forward on z (b, Z), then D's loss on real (b, X) and on the fake; grads
  * (D's range) += d loss_D / d params_D.  Dropout masks come from rng (tests

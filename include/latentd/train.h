@@ -50,7 +50,10 @@ typedef struct {
     ld_optim_cfg_t optim;   /* the optimiser, penalties and schedule of every net (optim.h);
                                the schedule runs over epochs * steps per epoch updates */
     float kl_beta;          /* VAE: weight of the KL term (1 = the ELBO) */
-    ld_gan_loss_t gan_loss; /* GAN: generator loss */
+    ld_gan_loss_t gan_loss; /* GAN: the loss of both nets (gan.h); set it with ld_train_set_loss */
+    int n_critic;           /* GAN: discriminator (critic) steps per generator step, 1.. (the
+                               step's batch each; wgan-gp 5, else 1) */
+    float gp;               /* wgan-gp: gradient-penalty weight, >= 0 (10) */
     float real_label;       /* GAN: target for real images (1 = none, 0.9 = one-sided smoothing) */
     float g_ema;            /* GAN: decay of an exponential moving average of the generator's
                                weights, which becomes the saved generator (0 = off); the
@@ -76,6 +79,15 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err);
  * bad flags (exit 2) from failed runs. */
 int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train_opts_t *o,
                            ld_err_t *err);
+
+/* Set o's GAN loss with that loss's defaults: wgan-gp sets Adam lr 1e-4 and
+ * betas (0, 0.9) for both nets, n_critic 5 and gp 10; the others n_critic 1.
+ * Call it before applying explicit settings, which then win. */
+void ld_train_set_loss(ld_train_opts_t *o, ld_gan_loss_t loss);
+/* The checks that need the model's nets (the critic of wgan-gp: gp.h), for
+ * callers that must refuse before queueing or writing anything.  0 or
+ * LD_EINVAL with a message. */
+int ld_train_check_arch(const ld_arch_t *a, const ld_train_opts_t *o, ld_err_t *err);
 
 /* The named recipes, the one place both `latentd train --arch` and a job's
  * "arch": {"arch": ...} read them: "default" (or NULL) is ld_arch_default +
