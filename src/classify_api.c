@@ -2,28 +2,13 @@
 #include "classify_api.h"
 
 #include "api_impl.h"
+#include "latentd/eval.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #define CLASSES_MAX 256 /* ld_arch_validate's limit on n_classes */
-
-/* Fashion-MNIST's labels 0..9, as its dataset card names them. */
-static const char *const fashion_names[] = {"t-shirt/top", "trouser", "pullover", "dress",
-                                            "coat",        "sandal",  "shirt",    "sneaker",
-                                            "bag",         "ankle boot"};
-
-/* The name of class k of model m into buf (see the header). */
-static const char *class_name(const ld_model_t *m, int k, char *buf, size_t len)
-{
-    const char *data = ld_record_get(&m->record, "data");
-    if (m->arch.n_classes == (int)LD_ARRAY_LEN(fashion_names) && data &&
-        strncmp(data, "fashion-mnist", 13) == 0)
-        return fashion_names[k];
-    snprintf(buf, len, "%d", k);
-    return buf;
-}
 
 /* logits (c) -> probs (c), softmax in double; returns the argmax. */
 static int softmax(const float *logits, int c, float *probs)
@@ -89,7 +74,7 @@ void ld_classify_handler(ld_req_t *req, void *ctx)
     for (int k = 0; k < c; k++) {
         if (k)
             ld_buf_putc(&b, ',');
-        ld_buf_json_str(&b, class_name(m, k, num, sizeof num));
+        ld_buf_json_str(&b, ld_eval_class_name(m, k, num, sizeof num));
     }
     ld_buf_puts(&b, "],\"predictions\":[");
     for (int i = 0; i < n; i++) {
@@ -98,7 +83,7 @@ void ld_classify_handler(ld_req_t *req, void *ctx)
         ld_buf_puts(&b, i ? ",{\"label\":" : "{\"label\":");
         ld_buf_int(&b, top);
         ld_buf_puts(&b, ",\"class\":");
-        ld_buf_json_str(&b, class_name(m, top, num, sizeof num));
+        ld_buf_json_str(&b, ld_eval_class_name(m, top, num, sizeof num));
         ld_buf_puts(&b, ",\"probs\":");
         ld_buf_json_floats(&b, probs, (size_t)c);
         ld_buf_putc(&b, '}');
