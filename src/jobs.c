@@ -532,6 +532,44 @@ static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
     return LD_OK;
 }
 
+/* Jobs that run as one call (inversion, evaluation): see jobs_impl.h. */
+void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total)
+{
+    pthread_mutex_lock(&j->lock);
+    job->step = step;
+    job->steps_total = total;
+    jobs_bump_locked(j, job);
+    pthread_mutex_unlock(&j->lock);
+    wake_subs(j, job);
+}
+
+int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job)
+{
+    return atomic_load(&job->cancel) || atomic_load(&j->stopping);
+}
+
+void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, const ld_err_t *e, double t0)
+{
+    ld_job_state_t s = rc == LD_OK ? LD_JOB_SUCCEEDED
+                       : rc != LD_ECANCELLED ? LD_JOB_FAILED
+                       : atomic_load(&job->cancel) ? LD_JOB_CANCELLED
+                                                   : LD_JOB_INTERRUPTED;
+    pthread_mutex_lock(&j->lock);
+    if (s == LD_JOB_SUCCEEDED)
+        job->step = job->steps_total;
+    else if (s == LD_JOB_FAILED)
+        jobs_copy_str(job->error, sizeof job->error, e->msg[0] ? e->msg : "failed");
+    else if (s == LD_JOB_INTERRUPTED)
+        snprintf(job->note, sizeof job->note, "interrupted by shutdown; it runs at the next start");
+    jobs_set_state_locked(j, job, s);
+    pthread_mutex_unlock(&j->lock);
+    jobs_persist(j, job, NULL);
+    wake_subs(j, job);
+    jobs_log(j, s == LD_JOB_FAILED ? LD_LOG_ERROR : LD_LOG_INFO, "job %s %s in %.1f s%s%s", job->id,
+             ld_job_state_name(s), ld_now() - t0, s == LD_JOB_FAILED ? ": " : "",
+             s == LD_JOB_FAILED ? e->msg : "");
+}
+
 /* An inversion job (jobspec.h): the GAN from its file, the images from the
  * job's images.npy, the answer into result.json.  One ld_invert call: a
  * cancel or a shutdown acts before it starts or after it ends. */
@@ -568,12 +606,8 @@ static void run_invert(ld_jobs_t *j, job_t *job)
         if (!z || !xr || !mse)
             rc = ld_err_set(&e, LD_ENOMEM, "out of memory");
     }
-    pthread_mutex_lock(&j->lock);
-    job->steps_total = n;
-    jobs_bump_locked(j, job);
-    pthread_mutex_unlock(&j->lock);
-    wake_subs(j, job);
-    if (!rc && (atomic_load(&job->cancel) || atomic_load(&j->stopping)))
+    jobs_oneshot_progress(j, job, 0, n);
+    if (!rc && jobs_oneshot_stopped(j, job))
         rc = ld_err_set(&e, LD_ECANCELLED, "stopped before it started");
     if (!rc)
         rc = ld_invert(m, n, x, &inv->opts, z, xr, mse, &e);
@@ -589,24 +623,7 @@ static void run_invert(ld_jobs_t *j, job_t *job)
                                : ld_write_atomic(out, b.data, b.len, &e);
         ld_buf_free(&b);
     }
-    ld_job_state_t s = rc == LD_OK ? LD_JOB_SUCCEEDED
-                       : rc != LD_ECANCELLED ? LD_JOB_FAILED
-                       : atomic_load(&job->cancel) ? LD_JOB_CANCELLED
-                                                   : LD_JOB_INTERRUPTED;
-    pthread_mutex_lock(&j->lock);
-    if (s == LD_JOB_SUCCEEDED)
-        job->step = n;
-    else if (s == LD_JOB_FAILED)
-        jobs_copy_str(job->error, sizeof job->error, e.msg[0] ? e.msg : "failed");
-    else if (s == LD_JOB_INTERRUPTED)
-        snprintf(job->note, sizeof job->note, "interrupted by shutdown; it runs at the next start");
-    jobs_set_state_locked(j, job, s);
-    pthread_mutex_unlock(&j->lock);
-    jobs_persist(j, job, NULL);
-    wake_subs(j, job);
-    jobs_log(j, s == LD_JOB_FAILED ? LD_LOG_ERROR : LD_LOG_INFO, "job %s %s in %.1f s%s%s", job->id,
-             ld_job_state_name(s), ld_now() - t0, s == LD_JOB_FAILED ? ": " : "",
-             s == LD_JOB_FAILED ? e.msg : "");
+    jobs_oneshot_end(j, job, rc, &e, t0);
     ld_model_free(m);
     free(mpath);
     free(raw);
@@ -620,6 +637,10 @@ static void run_job(ld_jobs_t *j, job_t *job)
 {
     if (job->spec->invert) {
         run_invert(j, job);
+        return;
+    }
+    if (job->spec->evaluate) {
+        jobs_run_evaluate(j, job);
         return;
     }
     char state_path[PATH_MAX];
@@ -955,9 +976,9 @@ static int retry_after_locked(const ld_jobs_t *j)
 /* Queue job (its spec filled; freed here on failure): a place in the queue
  * and an id, its folder, the file name (extra, extra_len bytes) in it when
  * given, its record, then the queue. */
-static int submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
-                      size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s,
-                      ld_err_t *err)
+int jobs_submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
+                    size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s,
+                    ld_err_t *err)
 {
     int rc = LD_OK;
     if (!(job->spec_json = ld_jobspec_to_json(job->spec))) {
@@ -1052,13 +1073,16 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
         rc = ld_err_set(err, LD_EINVAL, "kind: \"invert\" jobs come from POST "
                                         "/v1/models/{name}/invert with more images than it "
                                         "inverts at once");
+    if (!rc && job->spec->evaluate)
+        rc = ld_err_set(err, LD_EINVAL, "kind: \"evaluate\" jobs come from POST "
+                                        "/v1/models/{name}/evaluate");
     if (!rc)
         rc = ld_jobspec_resolve_data(j->data_dir, job->spec->data, data_path, sizeof data_path, err);
     if (rc) {
         jobs_job_free(job);
         return rc;
     }
-    return submit_job(j, job, NULL, NULL, 0, id, retry_after_s, err);
+    return jobs_submit_job(j, job, NULL, NULL, 0, id, retry_after_s, err);
 }
 
 int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
@@ -1086,7 +1110,7 @@ int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
         jobs_job_free(job);
         return rc;
     }
-    rc = submit_job(j, job, "images.npy", npy, npy_len, id, retry_after_s, err);
+    rc = jobs_submit_job(j, job, "images.npy", npy, npy_len, id, retry_after_s, err);
     free(npy);
     return rc;
 }
@@ -1099,7 +1123,8 @@ int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, c
     char path[PATH_MAX];
     pthread_mutex_lock(&j->lock);
     job_t *job = find_locked(j, id);
-    int invert = job && strcmp(job->kind_name, "invert") == 0;
+    int invert = job && (strcmp(job->kind_name, "invert") == 0 ||
+                         strcmp(job->kind_name, "evaluate") == 0);
     if (invert) {
         *state = job->state;
         if (job->state == LD_JOB_FAILED)
@@ -1108,7 +1133,8 @@ int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, c
     int bad_path = invert && jobs_job_path(j, job, "result.json", path, sizeof path);
     pthread_mutex_unlock(&j->lock);
     if (!invert)
-        return ld_err_set(err, LD_ENOTFOUND, "no inversion job '%.40s'", id ? id : "");
+        return ld_err_set(err, LD_ENOTFOUND, "no inversion or evaluation job '%.40s'",
+                          id ? id : "");
     if (*state != LD_JOB_SUCCEEDED)
         return LD_OK;
     if (bad_path)

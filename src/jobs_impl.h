@@ -134,6 +134,24 @@ void jobs_take_names(job_t *job);
 /* Under lock, for a final job whose job.json holds its final state: free
  * its spec and loss_history (see job_t). */
 void jobs_shrink_locked(job_t *job);
+/* Record and queue job (its spec set), writing extra (extra_len bytes) into
+ * its folder as name first when name is not NULL; takes job (freed on
+ * error).  Errors as ld_jobs_submit. */
+int jobs_submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
+                    size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err);
+/* Jobs that run as one call on a worker (inversion, evaluation): progress
+ * step of total (an event); whether a cancel or shutdown asks it to stop;
+ * and its end: rc LD_OK succeeded, LD_ECANCELLED cancelled or interrupted
+ * (by shutdown: it runs again at the next start), else failed with e's
+ * message; the record written, subscribers woken, one log line (t0: ld_now()
+ * at its start). */
+void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total);
+int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job);
+void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, const ld_err_t *e, double t0);
+
+/* ---- jobs_eval.c ---- */
+/* Run evaluation job (spec.evaluate) on the calling worker (jobs.h). */
+void jobs_run_evaluate(ld_jobs_t *j, job_t *job);
 
 /* ---- jobs_mpi.c ---- */
 /* Run job (spec.ranks > 1) as MPI ranks (jobs.h, "MPI jobs"), calling cb with

@@ -209,7 +209,25 @@ int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
                           const ld_invert_opts_t *o, int n, int x_dim, const float *x,
                           char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err);
 
-/* The state of inversion job id (*state) and, once it succeeded, its result
+/* Queue an evaluation job (jobspec.h ld_jobspec_eval_t; POST
+ * /v1/models/{name}/evaluate): when it runs, the model MODELS/ev->file
+ * (served as model) and the classifier MODELS/ev->classifier_file are
+ * loaded, data (a name ld_jobspec_resolve_data takes) is read (test split),
+ * and the quality measures of eval.h go into its result.json:
+ *   {"model","kind","file","data","images","n","k","seed",
+ *    "classifier":{"model","file","accuracy"},
+ *    "samples":{"fid","precision","recall","nn_k","min_class_share","min_class",
+ *               "class_shares":{name: share}},
+ *    "vae":{"nelbo","rec","kl","iwae_k","iwae_nll"} (VAE only, else null),
+ *    "per_class_accuracy": null (conditional models: see jobs_eval.c),
+ *    "seconds"}
+ * Its steps_total is the number of phases; a cancel or shutdown acts between
+ * them.  Errors as ld_jobs_submit. */
+int ld_jobs_submit_evaluate(ld_jobs_t *j, const char *model, const char *data,
+                            const ld_jobspec_eval_t *ev, char id[LD_JOB_ID_MAX],
+                            int *retry_after_s, ld_err_t *err);
+
+/* The state of inversion (or evaluation) job id (*state) and, once it succeeded, its result
  * JSON (*json, *len bytes, malloc'd: the caller frees).  LD_ENOTFOUND for an
  * unknown id or a training job; a failed job's error is in err (LD_OK). */
 int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, char **json,

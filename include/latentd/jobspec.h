@@ -77,9 +77,28 @@ typedef struct {
     ld_invert_opts_t opts;
 } ld_jobspec_invert_t;
 
+/* An evaluation job (jobs.h, ld_jobs_submit_evaluate): the quality measures
+ * of eval.h on a served model's file.  Normal form:
+ *   {"kind":"evaluate","model":NAME,"file":FILE,"classifier":NAME,
+ *    "classifier_file":FILE,"data":DATA,"n":N,"k":K,"seed":S}
+ * which ld_jobspec_parse reads back (job recovery) and POST /v1/jobs
+ * refuses. */
+#define LD_EVAL_N_MAX 50000  /* samples of an evaluation */
+#define LD_EVAL_K_MAX 1000   /* IWAE samples per test image */
+typedef struct {
+    char file[128];                    /* the model's file name in the model folder */
+    char classifier[LD_JOBSPEC_NAME_MAX];
+    char classifier_file[128];         /* the classifier's file in the model folder */
+    int n;                             /* samples drawn, LD_EVAL_PRC_K+1..LD_EVAL_N_MAX */
+    int k;                             /* IWAE samples per image (VAE), 1..LD_EVAL_K_MAX */
+    uint64_t seed;
+} ld_jobspec_eval_t;
+
 typedef struct {
     int invert;                        /* an inversion job: only model and inv apply */
     ld_jobspec_invert_t inv;
+    int evaluate;                      /* an evaluation job: only model, data and ev apply */
+    ld_jobspec_eval_t ev;
     ld_kind_t kind;                    /* LD_KIND_VAE or LD_KIND_GAN (GAN for invert) */
     char model[LD_JOBSPEC_NAME_MAX];
     char data[LD_JOBSPEC_NAME_MAX];    /* "fashion-mnist" or a name inside data_dir */
@@ -96,7 +115,7 @@ typedef struct {
 int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                      long checkpoint_every_default, ld_jobspec_t *out, ld_err_t *err);
 
-/* "invert" for an inversion job, else the model kind's name. */
+/* "invert" or "evaluate" for those jobs, else the model kind's name. */
 const char *ld_jobspec_kind_name(const ld_jobspec_t *s);
 
 /* The spec in normal form: every field present ("ranks" only when above 1), fixed order, numbers in their

@@ -1,0 +1,195 @@
+/* jobs_eval.c — evaluation jobs (jobs.h ld_jobs_submit_evaluate): the
+ * quality measures of eval.h on a served model, run on a worker thread. */
+#define _POSIX_C_SOURCE 200809L
+#include "jobs_impl.h"
+
+#include "latentd/buf.h"
+#include "latentd/data.h"
+#include "latentd/eval.h"
+#include "latentd/fsutil.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+int ld_jobs_submit_evaluate(ld_jobs_t *j, const char *model, const char *data,
+                            const ld_jobspec_eval_t *ev, char id[LD_JOB_ID_MAX],
+                            int *retry_after_s, ld_err_t *err)
+{
+    if (retry_after_s)
+        *retry_after_s = 0;
+    id[0] = 0;
+    job_t *job = jobs_job_alloc();
+    if (!job)
+        return ld_err_set(err, LD_ENOMEM, "out of memory");
+    ld_jobspec_t *s = job->spec;
+    s->evaluate = 1;
+    jobs_copy_str(s->model, sizeof s->model, model);
+    jobs_copy_str(s->data, sizeof s->data, data);
+    s->ev = *ev;
+    return jobs_submit_job(j, job, NULL, NULL, 0, id, retry_after_s, err);
+}
+
+/* The spot for conditional models (kinds cgan and cvae, issue 16 §1): the
+ * classifier's accuracy on samples of each requested class, into acc
+ * (n_classes of the classifier); returns 1 when m is conditional and acc is
+ * filled, 0 for an unconditional model (the result's "per_class_accuracy"
+ * is then null).  No kind is conditional yet. */
+static int per_class_accuracy(const ld_model_t *m, const ld_model_t *cls, int n, uint64_t seed,
+                              double *acc, ld_err_t *err)
+{
+    (void)m, (void)cls, (void)n, (void)seed, (void)acc, (void)err;
+    return 0;
+}
+
+/* Everything an evaluation computes. */
+typedef struct {
+    double acc;          /* the classifier's test accuracy */
+    ld_gan_eval_t g;     /* sample measures */
+    int vae;             /* the VAE figures below are set */
+    double nelbo, rec, kl, iwae;
+    int conditional;     /* pc[] is set */
+    double pc[256];
+} eval_res_t;
+
+static void put_num(ld_buf_t *b, const char *key, double v)
+{
+    ld_buf_printf(b, ",\"%s\":%.6g", key, isfinite(v) ? v : 0.0);
+}
+
+/* The result JSON (jobs.h) into b. */
+static void result_json(ld_buf_t *b, const ld_jobspec_t *s, const ld_model_t *m,
+                        const ld_model_t *cls, const ld_dataset_t *d, const eval_res_t *r,
+                        double secs)
+{
+    const ld_jobspec_eval_t *ev = &s->ev;
+    char num[16];
+    ld_buf_puts(b, "{\"model\":");
+    ld_buf_json_str(b, s->model);
+    ld_buf_puts(b, ",\"kind\":");
+    ld_buf_json_str(b, ld_kind_name(m->arch.kind));
+    ld_buf_puts(b, ",\"file\":");
+    ld_buf_json_str(b, ev->file);
+    ld_buf_puts(b, ",\"data\":");
+    ld_buf_json_str(b, d->name);
+    ld_buf_printf(b, ",\"images\":%d,\"n\":%d,\"k\":%d,\"seed\":%" PRIu64, d->n, ev->n, ev->k,
+                  ev->seed);
+    ld_buf_puts(b, ",\"classifier\":{\"model\":");
+    ld_buf_json_str(b, ev->classifier);
+    ld_buf_puts(b, ",\"file\":");
+    ld_buf_json_str(b, ev->classifier_file);
+    put_num(b, "accuracy", r->acc);
+    ld_buf_puts(b, "},\"samples\":{\"fid\":");
+    ld_buf_printf(b, "%.6g", r->g.fid);
+    put_num(b, "precision", r->g.precision);
+    put_num(b, "recall", r->g.recall);
+    ld_buf_printf(b, ",\"nn_k\":%d", LD_EVAL_PRC_K);
+    put_num(b, "min_class_share", r->g.min_share);
+    ld_buf_puts(b, ",\"min_class\":");
+    ld_buf_json_str(b, ld_eval_class_name(cls, r->g.min_class, num, sizeof num));
+    ld_buf_puts(b, ",\"class_shares\":{");
+    for (int c = 0; c < r->g.n_classes; c++) {
+        ld_buf_puts(b, c ? "," : "");
+        ld_buf_json_str(b, ld_eval_class_name(cls, c, num, sizeof num));
+        ld_buf_printf(b, ":%.6g", r->g.share[c]);
+    }
+    ld_buf_puts(b, "}},\"vae\":");
+    if (r->vae) {
+        ld_buf_printf(b, "{\"nelbo\":%.6g", r->nelbo);
+        put_num(b, "rec", r->rec);
+        put_num(b, "kl", r->kl);
+        ld_buf_printf(b, ",\"iwae_k\":%d", ev->k);
+        put_num(b, "iwae_nll", r->iwae);
+        ld_buf_puts(b, "}");
+    } else {
+        ld_buf_puts(b, "null");
+    }
+    ld_buf_puts(b, ",\"per_class_accuracy\":");
+    if (r->conditional) {
+        for (int c = 0; c < cls->arch.n_classes; c++) {
+            ld_buf_puts(b, c ? "," : "{");
+            ld_buf_json_str(b, ld_eval_class_name(cls, c, num, sizeof num));
+            ld_buf_printf(b, ":%.6g", r->pc[c]);
+        }
+        ld_buf_puts(b, "}");
+    } else {
+        ld_buf_puts(b, "null");
+    }
+    ld_buf_printf(b, ",\"seconds\":%.3f}", secs);
+}
+
+/* Load MODELS/file into *m. */
+static int load_model(ld_jobs_t *j, const char *file, ld_model_t **m, ld_err_t *e)
+{
+    char *path = jobs_path_join(j->models_dir, file, NULL);
+    int rc = path ? ld_model_load(path, m, e) : ld_err_set(e, LD_ENOMEM, "out of memory");
+    free(path);
+    return rc;
+}
+
+void jobs_run_evaluate(ld_jobs_t *j, job_t *job)
+{
+    const ld_jobspec_t *s = job->spec;
+    const ld_jobspec_eval_t *ev = &s->ev;
+    ld_err_t e = {{0}};
+    ld_model_t *m = NULL, *cls = NULL;
+    ld_dataset_t *d = NULL;
+    eval_res_t r;
+    memset(&r, 0, sizeof r);
+    char data_path[PATH_MAX], out[PATH_MAX];
+    double t0 = ld_now();
+    int rc = jobs_job_path(j, job, "result.json", out, sizeof out)
+                 ? ld_err_set(&e, LD_EINVAL, "path too long")
+                 : ld_jobspec_resolve_data(j->data_dir, s->data, data_path, sizeof data_path, &e);
+    long total = 4, step = 0;
+    jobs_oneshot_progress(j, job, step, total);
+    if (!rc)
+        rc = load_model(j, ev->file, &m, &e);
+    if (!rc)
+        rc = load_model(j, ev->classifier_file, &cls, &e);
+    if (!rc && m->arch.kind != LD_KIND_VAE && m->arch.kind != LD_KIND_GAN)
+        rc = ld_err_set(&e, LD_EINVAL, "%s is a %s: only generative models are evaluated",
+                        ev->file, ld_kind_name(m->arch.kind));
+    if (!rc && cls->arch.kind != LD_KIND_CLASSIFIER)
+        rc = ld_err_set(&e, LD_EINVAL, "classifier '%s' is a %s, not a classifier",
+                        ev->classifier, ld_kind_name(cls->arch.kind));
+    if (!rc)
+        rc = ld_data_load(data_path, LD_SPLIT_TEST, 0, &d, &e);
+    if (!rc)
+        jobs_oneshot_progress(j, job, ++step, total);
+    if (!rc && jobs_oneshot_stopped(j, job))
+        rc = ld_err_set(&e, LD_ECANCELLED, "stopped");
+    if (!rc && (rc = ld_eval_accuracy(cls, d, &r.acc, &e)) == LD_OK)
+        jobs_oneshot_progress(j, job, ++step, total);
+    if (!rc && jobs_oneshot_stopped(j, job))
+        rc = ld_err_set(&e, LD_ECANCELLED, "stopped");
+    if (!rc && (rc = ld_eval_gan(m, cls, d, ev->n, ev->seed, &r.g, &e)) == LD_OK)
+        jobs_oneshot_progress(j, job, ++step, total);
+    if (!rc && jobs_oneshot_stopped(j, job))
+        rc = ld_err_set(&e, LD_ECANCELLED, "stopped");
+    if (!rc && m->arch.kind == LD_KIND_VAE) {
+        r.vae = 1;
+        rc = ld_eval_vae(m, d, ev->seed, &r.nelbo, &r.rec, &r.kl, &e);
+        if (!rc)
+            rc = ld_eval_iwae(m, d, ev->k, ev->seed, &r.iwae, &e);
+    }
+    if (!rc) {
+        int cond = per_class_accuracy(m, cls, ev->n, ev->seed, r.pc, &e);
+        rc = cond < 0 ? cond : LD_OK;
+        r.conditional = cond > 0;
+    }
+    if (!rc && jobs_oneshot_stopped(j, job))
+        rc = ld_err_set(&e, LD_ECANCELLED, atomic_load(&job->cancel) ? "cancelled" : "stopped");
+    if (!rc) {
+        ld_buf_t b = {0};
+        result_json(&b, s, m, cls, d, &r, ld_now() - t0);
+        rc = ld_buf_failed(&b) ? ld_err_set(&e, LD_ENOMEM, "out of memory")
+                               : ld_write_atomic(out, b.data, b.len, &e);
+        ld_buf_free(&b);
+    }
+    jobs_oneshot_end(j, job, rc, &e, t0);
+    ld_model_free(m);
+    ld_model_free(cls);
+    ld_data_free(d);
+}

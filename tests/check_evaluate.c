@@ -1,0 +1,233 @@
+/* check_evaluate.c — POST /v1/models/{name}/evaluate (src/evaluate_api.c)
+ * and its evaluation jobs (src/jobs_eval.c), on the real daemon (LD_BIN)
+ * serving the shipped fashion-gan, fashion-vae and fashion-classifier,
+ * driven with libcurl; the job's figures are checked against the library's
+ * (eval.h) on Debian's Fashion-MNIST test split.
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+#include "tu_daemon.h"
+
+#include "latentd/data.h"
+#include "latentd/eval.h"
+#include "latentd/model.h"
+
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ASAN_SLOWDOWN 4
+#define ADMIN "evaluate-admin-token-0123456789ab"
+
+static tu_daemon_t D;
+static char token_path[64];
+
+static void setup(void)
+{
+    static const char *const models[] = {"fashion-gan", "fashion-vae", "fashion-classifier",
+                                         NULL};
+    snprintf(token_path, sizeof token_path, "/tmp/latentd-evaluate-XXXXXX");
+    int fd = mkstemp(token_path);
+    ck_assert(fd >= 0);
+    close(fd);
+    tu_write_file(token_path, ADMIN "\n");
+    char conf[256];
+    snprintf(conf, sizeof conf, "request_timeout = 60\nadmin_token_file = %s\n", token_path);
+    tu_daemon_start_shipped(&D, ASAN_SLOWDOWN, models, conf);
+}
+
+static void teardown(void)
+{
+    tu_daemon_teardown(&D, 30);
+    unlink(token_path);
+    curl_global_cleanup();
+}
+
+static long evaluate(tu_resp_t *r, const char *model, const char *body, const char *token)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%s/evaluate", model);
+    tu_req_t q = {.port = D.port, .token = token};
+    return tu_http_once(r, "POST", path, body, body ? strlen(body) : 0, &q);
+}
+
+/* POST body to model's /evaluate (202 required), then poll its result until
+ * 200; r holds the result. */
+static void run_evaluation(tu_resp_t *r, const char *model, const char *body)
+{
+    long st = evaluate(r, model, body, ADMIN);
+    ck_assert_msg(st == 202, "status %ld: %.300s", st, r->body.data ? r->body.data : "");
+    char loc[128], want[128];
+    const char *id = tu_jget(r->json, "id")->valuestring;
+    snprintf(want, sizeof want, "/v1/jobs/%s/result", id);
+    ck_assert_str_eq(tu_hdr(r, "Location", loc, sizeof loc), want);
+    ck_assert_str_eq(tu_jget(r->json, "result")->valuestring, want);
+    ck_assert_str_eq(tu_jget(r->json, "state")->valuestring, "queued");
+    ck_assert_str_eq(tu_jget(r->json, "classifier")->valuestring, "fashion-classifier");
+    tu_resp_free(r);
+    tu_req_t q = {.port = D.port};
+    double until = tu_deadline(120, ASAN_SLOWDOWN);
+    for (;;) {
+        st = tu_http_once(r, "GET", loc, NULL, 0, &q);
+        if (st == 200)
+            break;
+        ck_assert_msg(st == 202, "result: %ld %.300s", st, r->body.data ? r->body.data : "");
+        tu_resp_free(r);
+        ck_assert_msg(tu_now() < until, "the evaluation did not finish: %s", tu_log_tail(&D));
+        tu_msleep(100);
+    }
+    ck_assert(tu_json_all_finite(r->json));
+}
+
+static ld_model_t *load(const char *path)
+{
+    ld_model_t *m = NULL;
+    ld_err_t e;
+    ck_assert_msg(ld_model_load(path, &m, &e) == LD_OK, "load %s: %s", path, e.msg);
+    return m;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = tu_jget(o, k);
+    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", k);
+    return v->valuedouble;
+}
+
+static void close_to(double got, double want, double rel, const char *what)
+{
+    ck_assert_msg(fabs(got - want) <= rel * fabs(want) + 1e-6, "%s: job %.9g, library %.9g", what,
+                  got, want);
+}
+
+/* A GAN: the job's FID, precision, recall and class shares are the
+ * library's on the same test images and seed; the classifier's file and
+ * accuracy are named. */
+START_TEST(test_evaluate_gan)
+{
+    tu_resp_t r;
+    run_evaluation(&r, "fashion-gan", "{\"n\":500,\"seed\":3}");
+    const cJSON *j = r.json, *s = tu_jget(j, "samples"), *c = tu_jget(j, "classifier");
+    ck_assert_str_eq(tu_jget(j, "kind")->valuestring, "gan");
+    ck_assert_str_eq(tu_jget(j, "file")->valuestring, "fashion-gan.safetensors");
+    ck_assert_str_eq(tu_jget(c, "file")->valuestring, "fashion-classifier.safetensors");
+    ck_assert_int_eq((int)num(j, "n"), 500);
+    ck_assert_int_eq((int)num(j, "images"), 10000);
+    ck_assert(cJSON_IsNull(tu_jget(j, "vae")));
+    ck_assert(cJSON_IsNull(tu_jget(j, "per_class_accuracy")));
+    const cJSON *shares = tu_jget(s, "class_shares");
+    ck_assert_int_eq(cJSON_GetArraySize(shares), 10);
+    ck_assert_ptr_nonnull(cJSON_GetObjectItemCaseSensitive(shares, "sandal"));
+    double sum = 0;
+    for (const cJSON *v = shares->child; v; v = v->next)
+        sum += v->valuedouble;
+    ck_assert_msg(fabs(sum - 1) < 1e-4, "shares sum to %g", sum);
+
+    ld_model_t *g = load("models/fashion-gan.safetensors");
+    ld_model_t *cls = load("models/fashion-classifier.safetensors");
+    ld_dataset_t *d = tu_fashion_test(10000);
+    ld_gan_eval_t ev;
+    double acc;
+    ld_err_t e;
+    ck_assert_int_eq(ld_eval_gan(g, cls, d, 500, 3, &ev, &e), LD_OK);
+    ck_assert_int_eq(ld_eval_accuracy(cls, d, &acc, &e), LD_OK);
+    printf("  evaluate fashion-gan (500 samples): fid %.3f precision %.3f recall %.3f "
+           "classifier accuracy %.4f\n",
+           num(s, "fid"), num(s, "precision"), num(s, "recall"), num(c, "accuracy"));
+    close_to(num(s, "fid"), ev.fid, 1e-5, "fid");
+    close_to(num(s, "precision"), ev.precision, 1e-5, "precision");
+    close_to(num(s, "recall"), ev.recall, 1e-5, "recall");
+    close_to(num(s, "min_class_share"), ev.min_share, 1e-5, "min_class_share");
+    close_to(num(c, "accuracy"), acc, 1e-5, "accuracy");
+    ck_assert(acc > 0.8);
+    ld_model_free(g);
+    ld_model_free(cls);
+    ld_data_free(d);
+    tu_resp_free(&r);
+}
+END_TEST
+
+/* A VAE: negative ELBO and the IWAE bound with the asked k, as the library
+ * computes them; the bound is below the ELBO's. */
+START_TEST(test_evaluate_vae)
+{
+    tu_resp_t r;
+    run_evaluation(&r, "fashion-vae", "{\"n\":200,\"k\":4,\"seed\":2}");
+    const cJSON *v = tu_jget(r.json, "vae");
+    ck_assert_str_eq(tu_jget(r.json, "kind")->valuestring, "vae");
+    ck_assert_int_eq((int)num(v, "iwae_k"), 4);
+    ld_model_t *m = load("models/fashion-vae.safetensors");
+    ld_dataset_t *d = tu_fashion_test(10000);
+    double nelbo, rec, kl, iwae;
+    ld_err_t e;
+    ck_assert_int_eq(ld_eval_vae(m, d, 2, &nelbo, &rec, &kl, &e), LD_OK);
+    ck_assert_int_eq(ld_eval_iwae(m, d, 4, 2, &iwae, &e), LD_OK);
+    printf("  evaluate fashion-vae: nelbo %.3f iwae(k=4) %.3f\n", num(v, "nelbo"),
+           num(v, "iwae_nll"));
+    close_to(num(v, "nelbo"), nelbo, 1e-5, "nelbo");
+    close_to(num(v, "iwae_nll"), iwae, 1e-5, "iwae_nll");
+    ck_assert(iwae < nelbo);
+    ck_assert(num(tu_jget(r.json, "samples"), "fid") > 0);
+    ld_model_free(m);
+    ld_data_free(d);
+    tu_resp_free(&r);
+}
+END_TEST
+
+/* Refusals: no or a wrong token 401, unknown model 404, bad n/k/classifier
+ * 422, a classifier evaluated 422; nothing breaks the daemon. */
+START_TEST(test_evaluate_errors)
+{
+    static const struct {
+        const char *model, *body, *token;
+        long status;
+        const char *code, *msg;
+    } cases[] = {
+        {"fashion-gan", "{}", NULL, 401, "unauthorized", NULL},
+        {"fashion-gan", "{}", "wrong-token-0123456789abcdef", 401, "unauthorized", NULL},
+        {"nope", "{}", ADMIN, 404, "model_not_found", "nope"},
+        {"fashion-gan", "{\"n\":3}", ADMIN, 422, NULL, "n"},
+        {"fashion-gan", "{\"n\":50001}", ADMIN, 422, NULL, "n"},
+        {"fashion-vae", "{\"k\":0}", ADMIN, 422, NULL, "k"},
+        {"fashion-vae", "{\"k\":1001}", ADMIN, 422, NULL, "k"},
+        {"fashion-gan", "{\"n\":\"many\"}", ADMIN, 400, NULL, "n"},
+        {"fashion-gan", "{\"path\":\"/etc\"}", ADMIN, 400, NULL, "path"},
+        {"fashion-gan", "{\"classifier\":\"nope\"}", ADMIN, 422, "invalid_value", "nope"},
+        {"fashion-gan", "{\"classifier\":\"fashion-vae\"}", ADMIN, 422, "invalid_value",
+         "not a classifier"},
+        {"fashion-classifier", "{}", ADMIN, 422, "unsupported", "generative"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        tu_resp_t r;
+        char what[160];
+        snprintf(what, sizeof what, "%s %s", cases[i].model, cases[i].body);
+        long st = evaluate(&r, cases[i].model, cases[i].body, cases[i].token);
+        ck_assert_msg(st == cases[i].status, "%s: %ld %.300s", what, st,
+                      r.body.data ? r.body.data : "");
+        if (cases[i].code)
+            tu_expect_error(&r, cases[i].status, cases[i].code, cases[i].msg, what, 0);
+        else
+            ck_assert_msg(strstr(r.body.data, cases[i].msg), "%s: %s", what, r.body.data);
+        tu_resp_free(&r);
+    }
+    /* still serving, and no evaluation was queued */
+    tu_resp_t r;
+    tu_req_t q = {.port = D.port, .token = ADMIN};
+    ck_assert_int_eq(tu_http_once(&r, "GET", "/v1/jobs", NULL, 0, &q), 200);
+    ck_assert_ptr_null(strstr(r.body.data, "\"kind\":\"evaluate\",\"model\":\"fashion-classifier\""));
+    tu_resp_free(&r);
+}
+END_TEST
+
+Suite *suite_evaluate(void)
+{
+    Suite *s = suite_create("evaluate");
+    TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 600);
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_evaluate_errors);
+    tcase_add_test(tc, test_evaluate_gan);
+    tcase_add_test(tc, test_evaluate_vae);
+    suite_add_tcase(s, tc);
+    return s;
+}
