@@ -134,6 +134,8 @@ void jobs_job_free(job_t *job)
     free(job->spec_json);
     free(job->spec);
     free(job->hist);
+    free(job->evals);
+    free(job->warns);
     free(job);
 }
 
@@ -332,6 +334,8 @@ typedef struct {
     job_t *job;
     long stride;        /* steps between loss_history points */
     long every;         /* checkpoint_every */
+    const ld_model_t *m;      /* the model trained (not for MPI jobs) */
+    jobs_ckpt_eval_t *ce;     /* evaluation at checkpoints, or NULL */
     double last_event;
     int record_failed;  /* a record write at a checkpoint failed: the run stops */
     ld_err_t record_err;
@@ -406,6 +410,8 @@ static int on_progress(const ld_progress_t *p, void *user)
         pthread_mutex_unlock(&j->lock);
         if (event)
             wake_subs(j, job);
+        if (c->ce && (ckpt || p->finished))
+            jobs_ckpt_eval_run(j, job, c->ce, c->m, p->step, p->finished);
         if (ckpt && jobs_persist(j, job, &c->record_err)) {
             c->record_failed = 1; /* stop here; run_job fails the job with the reason */
             return 1;
@@ -530,6 +536,11 @@ static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
                                    "served: %s",
                           job->spec->model, e.msg);
     return LD_OK;
+}
+
+void jobs_wake_subs(ld_jobs_t *j, const job_t *job)
+{
+    wake_subs(j, job);
 }
 
 /* Jobs that run as one call (inversion, evaluation): see jobs_impl.h. */
@@ -666,11 +677,13 @@ static void run_job(ld_jobs_t *j, job_t *job)
          * the oldest, the start of the run, is never dropped */
         long stride = (p.steps_total + HIST_TARGET - 1) / HIST_TARGET;
         run_ctx_t c = {.j = j, .job = job, .stride = stride > 1 ? stride : 1,
-                       .every = job->spec->train.checkpoint_every};
+                       .every = job->spec->train.checkpoint_every, .m = r.m,
+                       .ce = jobs_ckpt_eval_new(j, job, r.m)};
         if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
             rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
         else
             rc = ld_trainer_run(r.t, on_progress, &c, &e);
+        jobs_ckpt_eval_free(c.ce);
         if (c.record_failed)
             rc = ld_err_set(&e, LD_EIO, "stopped at step %ld: cannot save its record: %.400s",
                             job->step, c.record_err.msg);
@@ -1144,6 +1157,36 @@ int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, c
     if (!rc)
         *json = (char *)data;
     return rc;
+}
+
+int ld_jobs_warning_json(ld_jobs_t *j, const char *id, int *next, char **json, ld_err_t *err)
+{
+    *json = NULL;
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    warn_t w = {0};
+    int have = job && *next >= 0 && *next < job->warns_n;
+    if (have)
+        w = job->warns[(*next)++];
+    pthread_mutex_unlock(&j->lock);
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    if (!have)
+        return LD_OK;
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"id\":");
+    ld_buf_json_str(&b, id);
+    char msg[96];
+    jobs_warn_message(&w, msg, sizeof msg);
+    ld_buf_printf(&b, ",\"step\":%ld,\"message\":", w.step);
+    ld_buf_json_str(&b, msg);
+    ld_buf_puts(&b, ",\"class\":");
+    ld_buf_json_str(&b, w.cls);
+    ld_buf_printf(&b, ",\"share\":%.6g}", w.share);
+    size_t len;
+    *json = ld_buf_failed(&b) ? NULL : ld_buf_steal(&b, &len);
+    ld_buf_free(&b);
+    return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
 }
 
 int ld_jobs_cancel(ld_jobs_t *j, const char *id, ld_job_state_t *state, ld_err_t *err)

@@ -193,3 +193,117 @@ void jobs_run_evaluate(ld_jobs_t *j, job_t *job)
     ld_model_free(cls);
     ld_data_free(d);
 }
+
+/* ---- evaluation at the checkpoints of a training job ---- */
+
+#define COLLAPSE_SHARE 0.01 /* a class under this share of the samples is a warning */
+#define EVAL_TIME_SHARE 0.1 /* evaluation skips checkpoints while above this share of the run */
+
+struct jobs_ckpt_eval {
+    ld_dataset_t *d;     /* the first eval_n test images */
+    ld_model_t *cls;     /* GAN: the classifier; NULL for a VAE */
+    int n;
+    double t0, spent;    /* ld_now() at the start; seconds evaluating */
+};
+
+void jobs_ckpt_eval_free(jobs_ckpt_eval_t *ce)
+{
+    if (!ce)
+        return;
+    ld_data_free(ce->d);
+    ld_model_free(ce->cls);
+    free(ce);
+}
+
+jobs_ckpt_eval_t *jobs_ckpt_eval_new(ld_jobs_t *j, job_t *job, const ld_model_t *m)
+{
+    const ld_jobspec_t *s = job->spec;
+    if (s->eval_n <= 0 || !m)
+        return NULL;
+    jobs_ckpt_eval_t *ce = calloc(1, sizeof *ce);
+    char data_path[PATH_MAX], file[LD_JOBSPEC_NAME_MAX + 16];
+    ld_err_t e = {{0}};
+    int rc = !ce ? ld_err_set(&e, LD_ENOMEM, "out of memory")
+                 : ld_jobspec_resolve_data(j->data_dir, s->data, data_path, sizeof data_path, &e);
+    if (!rc)
+        rc = ld_data_load(data_path, LD_SPLIT_TEST, s->eval_n, &ce->d, &e);
+    if (!rc && m->arch.kind == LD_KIND_GAN) {
+        snprintf(file, sizeof file, "%s.safetensors", s->eval_classifier);
+        rc = load_model(j, file, &ce->cls, &e);
+        if (!rc && (ce->cls->arch.kind != LD_KIND_CLASSIFIER ||
+                    ce->cls->arch.x_dim != m->arch.x_dim))
+            rc = ld_err_set(&e, LD_EINVAL, "%s is not a classifier of %d-pixel images", file,
+                            m->arch.x_dim);
+    }
+    if (!rc && ce->d->dim != m->arch.x_dim)
+        rc = ld_err_set(&e, LD_EINVAL, "test images of %d pixels", ce->d->dim);
+    if (!rc && ce->d->n <= LD_EVAL_PRC_K)
+        rc = ld_err_set(&e, LD_EINVAL, "only %d test images", ce->d->n);
+    if (rc) {
+        jobs_log(j, LD_LOG_WARN, "job %s: no evaluation at checkpoints: %s", job->id, e.msg);
+        jobs_ckpt_eval_free(ce);
+        return NULL;
+    }
+    ce->n = s->eval_n;
+    ce->t0 = ld_now();
+    return ce;
+}
+
+void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld_model_t *m,
+                        long step, int last)
+{
+    double t = ld_now();
+    /* checkpoints close together would spend the run evaluating: skip some,
+     * so evaluation stays under a tenth of the time; the last always runs */
+    if (!last && ce->spent > EVAL_TIME_SHARE * (t - ce->t0))
+        return;
+    eval_point_t pt = {.step = step, .fid = NAN, .min_share = NAN, .precision = NAN,
+                       .recall = NAN, .nelbo = NAN};
+    ld_gan_eval_t g;
+    double rec, kl;
+    ld_err_t e = {{0}};
+    int rc;
+    if (ce->cls) {
+        rc = ld_eval_gan(m, ce->cls, ce->d, ce->n, (uint64_t)step, &g, &e);
+        if (!rc) {
+            pt.fid = g.fid;
+            pt.min_share = g.min_share;
+            pt.precision = g.precision;
+            pt.recall = g.recall;
+            char num[16];
+            jobs_copy_str(pt.min_class, sizeof pt.min_class,
+                          ld_eval_class_name(ce->cls, g.min_class, num, sizeof num));
+        }
+    } else {
+        rc = ld_eval_vae(m, ce->d, (uint64_t)step, &pt.nelbo, &rec, &kl, &e);
+    }
+    ce->spent += ld_now() - t;
+    if (rc) {
+        jobs_log(j, LD_LOG_WARN, "job %s: evaluation at step %ld: %s", job->id, step, e.msg);
+        return;
+    }
+    int warn = ce->cls && pt.min_share < COLLAPSE_SHARE;
+    pthread_mutex_lock(&j->lock);
+    if (!job->evals)
+        job->evals = calloc(EVAL_HIST_CAP, sizeof *job->evals);
+    if (job->evals && job->evals_n == EVAL_HIST_CAP) {
+        memmove(job->evals, job->evals + 1, (EVAL_HIST_CAP - 1) * sizeof *job->evals);
+        job->evals_n--;
+    }
+    if (job->evals)
+        job->evals[job->evals_n++] = pt;
+    if (warn && !job->warns)
+        job->warns = calloc(WARN_CAP, sizeof *job->warns);
+    if (warn && job->warns && job->warns_n < WARN_CAP) {
+        warn_t *w = &job->warns[job->warns_n++];
+        w->step = step;
+        w->share = pt.min_share;
+        jobs_copy_str(w->cls, sizeof w->cls, pt.min_class);
+    }
+    jobs_bump_locked(j, job);
+    pthread_mutex_unlock(&j->lock);
+    jobs_wake_subs(j, job);
+    if (warn)
+        jobs_log(j, LD_LOG_WARN, "job %s: step %ld: mode collapse: %s at %.1f%%", job->id, step,
+                 pt.min_class, 100 * pt.min_share);
+}

@@ -28,6 +28,22 @@ typedef struct {
     double v[LD_MAX_LOSSES];
 } hist_point_t;
 
+/* One evaluation at a checkpoint (jobs.h eval_history); NAN = not measured. */
+typedef struct {
+    long step;
+    double fid, min_share, precision, recall, nelbo;
+    char min_class[24];
+} eval_point_t;
+#define EVAL_HIST_CAP 128        /* points kept (the oldest go) */
+
+/* A mode-collapse warning: class cls at share of the samples at step. */
+typedef struct {
+    long step;
+    double share;
+    char cls[24];
+} warn_t;
+#define WARN_CAP 64              /* warnings kept (later ones are dropped) */
+
 typedef struct job {
     struct job *next_queued;     /* the queue (FIFO), under jobs->lock */
     long num;                    /* the number in the id */
@@ -61,6 +77,10 @@ typedef struct job {
     long resumed_from_step;      /* -1 = never */
     uint64_t seq;
     double last_event;           /* ld_now() of the last seq bump */
+    eval_point_t *evals;         /* EVAL_HIST_CAP, malloc'd at the first point; kept when shrunk */
+    int evals_n;
+    warn_t *warns;               /* WARN_CAP, malloc'd at the first warning */
+    int warns_n;
     pthread_mutex_t persist_lock; /* orders record writes; taken before jobs->lock */
 } job_t;
 
@@ -149,9 +169,26 @@ void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total);
 int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job);
 void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, const ld_err_t *e, double t0);
 
+/* Wake job's subscribers (after a seq bump; no lock held). */
+void jobs_wake_subs(ld_jobs_t *j, const job_t *job);
+
 /* ---- jobs_eval.c ---- */
 /* Run evaluation job (spec.evaluate) on the calling worker (jobs.h). */
 void jobs_run_evaluate(ld_jobs_t *j, job_t *job);
+/* Evaluation at each checkpoint of a training job (spec.eval_n > 0): what
+ * it needs (the test images, the classifier of a GAN), loaded once per run
+ * by jobs_ckpt_eval_new, which returns NULL (logged) when eval is off or
+ * its inputs cannot be had: training goes on without it.  run measures m
+ * (the model being trained, between two steps) and adds a point to
+ * job->evals, a warning to job->warns for a class under 1% of the samples,
+ * and bumps the job's seq.  While evaluation has taken more than a tenth of
+ * the run's time it skips checkpoints (the last step, last = 1, always
+ * runs).  Worker thread only; no lock held. */
+typedef struct jobs_ckpt_eval jobs_ckpt_eval_t;
+jobs_ckpt_eval_t *jobs_ckpt_eval_new(ld_jobs_t *j, job_t *job, const ld_model_t *m);
+void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld_model_t *m,
+                        long step, int last);
+void jobs_ckpt_eval_free(jobs_ckpt_eval_t *ce);
 
 /* ---- jobs_mpi.c ---- */
 /* Run job (spec.ranks > 1) as MPI ranks (jobs.h, "MPI jobs"), calling cb with
@@ -175,6 +212,8 @@ int jobs_recover(ld_jobs_t *j, ld_err_t *err);
 int jobs_lock_state_folder(ld_jobs_t *j, ld_err_t *err);
 /* "j-000123" -> 123; -1 when name is not a job id. */
 long jobs_id_number(const char *name);
+/* "mode collapse: sandal at 0.4%" for w into buf. */
+void jobs_warn_message(const warn_t *w, char *buf, size_t len);
 /* Remove job's folder (a final job, already marked purged). */
 int jobs_remove_folder(ld_jobs_t *j, const job_t *job, ld_err_t *err);
 

@@ -47,6 +47,85 @@ static int add_str_or_null(cJSON *o, const char *key, const char *s)
     return (s[0] ? cJSON_AddStringToObject(o, key, s) : cJSON_AddNullToObject(o, key)) != NULL;
 }
 
+void jobs_warn_message(const warn_t *w, char *buf, size_t len)
+{
+    snprintf(buf, len, "mode collapse: %s at %.1f%%", w->cls, 100 * w->share);
+}
+
+/* add_num for a measured value, null for NAN (not measured). */
+static int add_measure(cJSON *o, const char *key, double v)
+{
+    return isnan(v) ? cJSON_AddNullToObject(o, key) != NULL : add_num(o, key, v, 6);
+}
+
+/* "eval_history" and "warnings" (jobs.h) of job into o. */
+static int add_evals(cJSON *o, const job_t *job)
+{
+    cJSON *h = cJSON_AddArrayToObject(o, "eval_history"), *w;
+    int ok = h != NULL;
+    for (int i = 0; ok && i < job->evals_n; i++) {
+        const eval_point_t *p = &job->evals[i];
+        cJSON *pt = cJSON_CreateObject();
+        ok = pt && cJSON_AddItemToArray(h, pt) &&
+             cJSON_AddNumberToObject(pt, "step", (double)p->step);
+        if (ok && isnan(p->nelbo))
+            ok = add_measure(pt, "fid", p->fid) && add_measure(pt, "min_class_share", p->min_share) &&
+                 cJSON_AddStringToObject(pt, "min_class", p->min_class) &&
+                 add_measure(pt, "precision", p->precision) && add_measure(pt, "recall", p->recall);
+        else if (ok)
+            ok = add_measure(pt, "nelbo", p->nelbo);
+    }
+    ok = ok && (w = cJSON_AddArrayToObject(o, "warnings")) != NULL;
+    for (int i = 0; ok && i < job->warns_n; i++) {
+        const warn_t *p = &job->warns[i];
+        char msg[96];
+        jobs_warn_message(p, msg, sizeof msg);
+        cJSON *pt = cJSON_CreateObject();
+        ok = pt && cJSON_AddItemToArray(w, pt) &&
+             cJSON_AddNumberToObject(pt, "step", (double)p->step) &&
+             cJSON_AddStringToObject(pt, "message", msg) &&
+             cJSON_AddStringToObject(pt, "class", p->cls) && add_num(pt, "share", p->share, 6);
+    }
+    return ok;
+}
+
+static double json_num(const cJSON *o, const char *key, double def);
+
+/* Read back what add_evals wrote (job recovery). */
+static void read_evals(job_t *job, const cJSON *o)
+{
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "eval_history"), *pt;
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "warnings");
+    int nh = cJSON_IsArray(h) ? cJSON_GetArraySize(h) : 0;
+    int nw = cJSON_IsArray(w) ? cJSON_GetArraySize(w) : 0;
+    if (nh > 0 && (job->evals = calloc(EVAL_HIST_CAP, sizeof *job->evals)))
+        cJSON_ArrayForEach(pt, h)
+        {
+            if (job->evals_n == EVAL_HIST_CAP)
+                break;
+            eval_point_t *p = &job->evals[job->evals_n++];
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(pt, "min_class");
+            p->step = (long)json_num(pt, "step", 0);
+            p->fid = json_num(pt, "fid", NAN);
+            p->min_share = json_num(pt, "min_class_share", NAN);
+            p->precision = json_num(pt, "precision", NAN);
+            p->recall = json_num(pt, "recall", NAN);
+            p->nelbo = json_num(pt, "nelbo", NAN);
+            jobs_copy_str(p->min_class, sizeof p->min_class, cJSON_IsString(c) ? c->valuestring : "");
+        }
+    if (nw > 0 && (job->warns = calloc(WARN_CAP, sizeof *job->warns)))
+        cJSON_ArrayForEach(pt, w)
+        {
+            if (job->warns_n == WARN_CAP)
+                break;
+            warn_t *p = &job->warns[job->warns_n++];
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(pt, "class");
+            p->step = (long)json_num(pt, "step", 0);
+            p->share = json_num(pt, "share", 0);
+            jobs_copy_str(p->cls, sizeof p->cls, cJSON_IsString(c) ? c->valuestring : "");
+        }
+}
+
 cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist)
 {
     const char *const *names;
@@ -95,7 +174,7 @@ cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist)
          add_str_or_null(o, "note", job->note) &&
          cJSON_AddBoolToObject(o, "cancel_requested", atomic_load(&job->cancel) != 0) &&
          cJSON_AddNumberToObject(o, "seq", (double)job->seq) &&
-         cJSON_AddRawToObject(o, "spec", job->spec_json);
+         cJSON_AddRawToObject(o, "spec", job->spec_json) && (!history || add_evals(o, job));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -259,6 +338,7 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
         if (step >= 0)
             jobs_hist_push_locked(job, step, v, nl);
     }
+    read_evals(job, o);
     cJSON_Delete(o);
     return LD_OK;
 }

@@ -165,7 +165,8 @@ static int cap_or(int cap, int bound) { return cap > 0 && cap < bound ? cap : bo
 /* ---- the three parts of a spec ---- */
 
 static const char *const top_keys[] = {"kind", "model", "data", "limit", "arch", "train",
-                                       "checkpoint_every", "ranks", NULL};
+                                       "checkpoint_every", "ranks", "eval_n",
+                                       "eval_classifier", NULL};
 static const char *const arch_keys[] = {"arch", "hidden", "dec_hidden", "g_hidden", "d_hidden",
                                         "z", "act", "slope", "dropout", NULL};
 static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed", "beta1",
@@ -394,6 +395,26 @@ static int parse_evaluate(const cJSON *root, ld_jobspec_t *s, ld_err_t *err)
     return LD_OK;
 }
 
+/* "eval_n" and "eval_classifier" of a training spec (jobspec.h). */
+static int parse_checkpoint_eval(const cJSON *root, ld_jobspec_t *s, ld_err_t *err)
+{
+    double n = LD_JOBSPEC_EVAL_N_DEFAULT;
+    int present, rc;
+    const char *cls;
+    if ((rc = int_field(root, "eval_n", "eval_n", 0, LD_EVAL_N_MAX, 0, NULL, &n, &present, err)) ||
+        (rc = str_field(root, "eval_classifier", "eval_classifier", &cls, err)))
+        return rc;
+    if (n > 0 && n <= LD_EVAL_PRC_K)
+        return ld_err_set(err, LD_EINVAL, "eval_n: %d is too few samples: 0 (off) or more than %d",
+                          (int)n, LD_EVAL_PRC_K);
+    if (cls && !ld_name_is_safe(cls))
+        return ld_err_set(err, LD_EINVAL, "eval_classifier: \"%.64s\" is not a model name", cls);
+    s->eval_n = (int)n;
+    snprintf(s->eval_classifier, sizeof s->eval_classifier, "%s",
+             cls ? cls : LD_JOBSPEC_EVAL_CLASSIFIER_DEFAULT);
+    return LD_OK;
+}
+
 int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                      long checkpoint_every_default, ld_jobspec_t *s, ld_err_t *err)
 {
@@ -491,6 +512,8 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                         err)))
         goto out;
     s->ranks = (int)v;
+    if ((rc = parse_checkpoint_eval(root, s, err)))
+        goto out;
     if (s->ranks > s->train.batch) {
         rc = ld_err_set(err, LD_EINVAL, "ranks: %d is more than train.batch %d (each rank needs a "
                                         "share of every batch)", s->ranks, s->train.batch);
@@ -714,6 +737,8 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
         ok = ok && cJSON_AddNumberToObject(root, "checkpoint_every", (double)o->checkpoint_every);
         if (s->ranks > 1) /* absent when 1, so specs from before ranks print as they did */
             ok = ok && cJSON_AddNumberToObject(root, "ranks", s->ranks);
+        ok = ok && cJSON_AddNumberToObject(root, "eval_n", s->eval_n) &&
+             cJSON_AddStringToObject(root, "eval_classifier", s->eval_classifier);
     }
     char *out = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(arch);

@@ -219,6 +219,104 @@ START_TEST(test_evaluate_errors)
 }
 END_TEST
 
+/* Submit spec as a training job and wait for it to succeed; r holds its
+ * record (GET /v1/jobs/{id}); id gets its id. */
+static void train_job(tu_resp_t *r, const char *spec, char id[32])
+{
+    tu_req_t q = {.port = D.port, .token = ADMIN};
+    long st = tu_http_once(r, "POST", "/v1/jobs", spec, strlen(spec), &q);
+    ck_assert_msg(st == 202 || st == 201, "submit: %ld %.300s", st, r->body.data);
+    snprintf(id, 32, "%s", tu_jget(r->json, "id")->valuestring);
+    tu_resp_free(r);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    double until = tu_deadline(120, ASAN_SLOWDOWN);
+    for (;;) {
+        ck_assert_int_eq(tu_http_once(r, "GET", path, NULL, 0, &q), 200);
+        const char *state = tu_jget(r->json, "state")->valuestring;
+        if (!strcmp(state, "succeeded"))
+            break;
+        ck_assert_msg(strcmp(state, "failed") && strcmp(state, "cancelled"), "job %s: %s", state,
+                      r->body.data);
+        tu_resp_free(r);
+        ck_assert_msg(tu_now() < until, "job %s did not finish: %s", id, tu_log_tail(&D));
+        tu_msleep(100);
+    }
+}
+
+/* A GAN job that cannot learn (lr 1e-7: its generator stays at its
+ * initialisation, which draws nearly one image) collapses: eval_history has
+ * a point at the checkpoint and one at the end, each with FID, precision,
+ * recall and the smallest class under 1%; the record lists the warning and
+ * the job's event stream sends it as a "warning" event. */
+START_TEST(test_eval_history_collapsed_gan)
+{
+    tu_resp_t r;
+    char id[32];
+    train_job(&r,
+              "{\"kind\":\"gan\",\"model\":\"collapsed\",\"limit\":256,\"arch\":{\"g_hidden\":[32],"
+              "\"d_hidden\":[32],\"z\":4},\"train\":{\"epochs\":1,\"batch\":32,\"lr\":1e-7,"
+              "\"lr_d\":1e-7},\"checkpoint_every\":4,\"eval_n\":300}",
+              id);
+    const cJSON *h = tu_jget(r.json, "eval_history"), *w = tu_jget(r.json, "warnings");
+    ck_assert_msg(cJSON_GetArraySize(h) == 2, "eval_history: %s", r.body.data);
+    ck_assert_int_eq((int)num(cJSON_GetArrayItem(h, 0), "step"), 4);
+    ck_assert_int_eq((int)num(cJSON_GetArrayItem(h, 1), "step"), 8);
+    for (const cJSON *p = h->child; p; p = p->next) {
+        ck_assert(num(p, "fid") > 0);
+        ck_assert(num(p, "precision") >= 0 && num(p, "precision") <= 1);
+        ck_assert(num(p, "recall") >= 0 && num(p, "recall") <= 1);
+        ck_assert(num(p, "min_class_share") < 0.01);
+        ck_assert(cJSON_IsString(tu_jget(p, "min_class")));
+    }
+    ck_assert_int_ge(cJSON_GetArraySize(w), 1);
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s", tu_jget(w->child, "message")->valuestring);
+    printf("  collapsed gan: %s; fid %.1f\n", msg, num(h->child, "fid"));
+    ck_assert_msg(!strncmp(msg, "mode collapse: ", 15) && strstr(msg, "% ") == NULL &&
+                      strstr(msg, tu_jget(w->child, "class")->valuestring),
+                  "message %s", msg);
+    tu_resp_free(&r);
+
+    /* the finished job's stream: the warning, then the final record */
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
+    tu_req_t q = {.port = D.port, .token = ADMIN, .timeout_ms = 30000};
+    ck_assert_int_eq(tu_http_once(&r, "GET", path, NULL, 0, &q), 200);
+    const char *ev = strstr(r.body.data, "event: warning\ndata: {");
+    ck_assert_msg(ev && strstr(ev, msg), "stream: %.500s", r.body.data);
+    ck_assert_ptr_nonnull(strstr(ev, "event: end"));
+    tu_resp_free(&r);
+}
+END_TEST
+
+/* A VAE job: a negative ELBO at each checkpoint and at the end; none with
+ * eval_n 0. */
+START_TEST(test_eval_history_vae)
+{
+    tu_resp_t r;
+    char id[32];
+    train_job(&r,
+              "{\"kind\":\"vae\",\"model\":\"hist-vae\",\"limit\":256,\"arch\":{\"hidden\":[32],"
+              "\"z\":2},\"train\":{\"epochs\":2,\"batch\":32},\"checkpoint_every\":8,"
+              "\"eval_n\":500}",
+              id);
+    const cJSON *h = tu_jget(r.json, "eval_history");
+    ck_assert_msg(cJSON_GetArraySize(h) >= 1, "eval_history: %s", r.body.data);
+    const cJSON *last = cJSON_GetArrayItem(h, cJSON_GetArraySize(h) - 1);
+    ck_assert_int_eq((int)num(last, "step"), 16);
+    ck_assert(num(last, "nelbo") > 100 && num(last, "nelbo") < 2000);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "warnings")), 0);
+    tu_resp_free(&r);
+    train_job(&r,
+              "{\"kind\":\"vae\",\"model\":\"hist-off\",\"limit\":64,\"arch\":{\"hidden\":[8],"
+              "\"z\":2},\"train\":{\"epochs\":1,\"batch\":32},\"eval_n\":0}",
+              id);
+    ck_assert_int_eq(cJSON_GetArraySize(tu_jget(r.json, "eval_history")), 0);
+    tu_resp_free(&r);
+}
+END_TEST
+
 Suite *suite_evaluate(void)
 {
     Suite *s = suite_create("evaluate");
@@ -228,6 +326,8 @@ Suite *suite_evaluate(void)
     tcase_add_test(tc, test_evaluate_errors);
     tcase_add_test(tc, test_evaluate_gan);
     tcase_add_test(tc, test_evaluate_vae);
+    tcase_add_test(tc, test_eval_history_collapsed_gan);
+    tcase_add_test(tc, test_eval_history_vae);
     suite_add_tcase(s, tc);
     return s;
 }

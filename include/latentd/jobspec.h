@@ -17,8 +17,12 @@
  *    "train": {"epochs", "batch", "lr", "seed", "beta1", "beta2",
  *              "kl_beta" (VAE), "lr_d", "loss": "ns" | "minimax", "real_label" (GAN)},
  *    "checkpoint_every": STEPS,          0 = only when stopped; default from the engine
- *    "ranks": K}                         1 (default): trains in the daemon; 2..: as K MPI
+ *    "ranks": K,                         1 (default): trains in the daemon; 2..: as K MPI
  *                                        ranks started by the configured launcher (jobs.h)
+ *    "eval_n": N,                        evaluation at each checkpoint (jobs.h eval_history):
+ *                                        GAN samples / VAE test images; 2000, 0 = off
+ *    "eval_classifier": NAME}            MODELS/NAME.safetensors scores GAN samples
+ *                                        ("fashion-classifier")
  *
  * Status codes (the HTTP layer maps them):
  *   LD_EFORMAT  (400) not JSON, trailing bytes, not an object, unknown or
@@ -84,6 +88,8 @@ typedef struct {
  * which ld_jobspec_parse reads back (job recovery) and POST /v1/jobs
  * refuses. */
 #define LD_EVAL_N_MAX 50000  /* samples of an evaluation */
+#define LD_JOBSPEC_EVAL_N_DEFAULT 2000
+#define LD_JOBSPEC_EVAL_CLASSIFIER_DEFAULT "fashion-classifier"
 #define LD_EVAL_K_MAX 1000   /* IWAE samples per test image */
 typedef struct {
     char file[128];                    /* the model's file name in the model folder */
@@ -107,6 +113,11 @@ typedef struct {
     ld_arch_t arch;                    /* image shape 28x28 until the data set is known */
     ld_train_opts_t train;             /* state_path empty; checkpoint_every as below */
     int ranks;                         /* MPI ranks, 1..LD_JOBSPEC_MAX_RANKS, <= train.batch */
+    /* Evaluation at each checkpoint (jobs.h, eval_history): "eval_n" samples
+     * (GAN) or test images (VAE), 0 = off; "eval_classifier" the classifier
+     * file MODELS/NAME.safetensors that scores a GAN's samples. */
+    int eval_n;
+    char eval_classifier[LD_JOBSPEC_NAME_MAX];
 } ld_jobspec_t;
 
 /* Parse and validate body[0..len) (need not be NUL-terminated).  caps may be
