@@ -544,6 +544,17 @@ void jobs_wake_subs(ld_jobs_t *j, const job_t *job)
 }
 
 /* Jobs that run as one call (inversion, evaluation): see jobs_impl.h. */
+job_t *jobs_oneshot_new(const char *model, char id[LD_JOB_ID_MAX], int *retry_after_s)
+{
+    if (retry_after_s)
+        *retry_after_s = 0;
+    id[0] = 0;
+    job_t *job = jobs_job_alloc();
+    if (job)
+        jobs_copy_str(job->spec->model, sizeof job->spec->model, model);
+    return job;
+}
+
 void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total)
 {
     pthread_mutex_lock(&j->lock);
@@ -1102,16 +1113,12 @@ int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
                           const ld_invert_opts_t *o, int n, int x_dim, const float *x,
                           char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err)
 {
-    if (retry_after_s)
-        *retry_after_s = 0;
-    id[0] = 0;
-    job_t *job = jobs_job_alloc();
+    job_t *job = jobs_oneshot_new(model, id, retry_after_s);
     if (!job)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     ld_jobspec_t *s = job->spec;
     s->invert = 1;
     s->kind = LD_KIND_GAN;
-    jobs_copy_str(s->model, sizeof s->model, model);
     jobs_copy_str(s->inv.file, sizeof s->inv.file, file);
     s->inv.images = n;
     s->inv.opts = *o;

@@ -17,15 +17,11 @@ int ld_jobs_submit_evaluate(ld_jobs_t *j, const char *model, const char *data,
                             const ld_jobspec_eval_t *ev, char id[LD_JOB_ID_MAX],
                             int *retry_after_s, ld_err_t *err)
 {
-    if (retry_after_s)
-        *retry_after_s = 0;
-    id[0] = 0;
-    job_t *job = jobs_job_alloc();
+    job_t *job = jobs_oneshot_new(model, id, retry_after_s);
     if (!job)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     ld_jobspec_t *s = job->spec;
     s->evaluate = 1;
-    jobs_copy_str(s->model, sizeof s->model, model);
     jobs_copy_str(s->data, sizeof s->data, data);
     s->ev = *ev;
     return jobs_submit_job(j, job, NULL, NULL, 0, id, retry_after_s, err);

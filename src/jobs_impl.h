@@ -159,12 +159,14 @@ void jobs_shrink_locked(job_t *job);
  * error).  Errors as ld_jobs_submit. */
 int jobs_submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
                     size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err);
-/* Jobs that run as one call on a worker (inversion, evaluation): progress
+/* Jobs that run as one call on a worker (inversion, evaluation): a new job
+ * for model (id and *retry_after_s cleared; NULL when out of memory); progress
  * step of total (an event); whether a cancel or shutdown asks it to stop;
  * and its end: rc LD_OK succeeded, LD_ECANCELLED cancelled or interrupted
  * (by shutdown: it runs again at the next start), else failed with e's
  * message; the record written, subscribers woken, one log line (t0: ld_now()
  * at its start). */
+job_t *jobs_oneshot_new(const char *model, char id[LD_JOB_ID_MAX], int *retry_after_s);
 void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total);
 int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job);
 void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, const ld_err_t *e, double t0);

@@ -10,6 +10,7 @@
 
 #include "latentd/data.h"
 #include "latentd/eval.h"
+#include "latentd/jobs.h"
 #include "latentd/model.h"
 
 #include <math.h>
@@ -317,6 +318,53 @@ START_TEST(test_eval_history_vae)
 }
 END_TEST
 
+/* The history outlives a restart of the engine: read back from the job's
+ * record (library level, no daemon). */
+START_TEST(test_eval_history_recovered)
+{
+    char *root = tu_mkdtemp(), state[512], models[512];
+    snprintf(state, sizeof state, "%s/state", root);
+    snprintf(models, sizeof models, "%s/models", root);
+    ld_jobs_config_t c;
+    ld_jobs_config_default(&c);
+    c.state_dir = state;
+    c.models_dir = models;
+    ld_jobs_t *j = NULL;
+    ld_err_t e = {{0}};
+    ck_assert_msg(ld_jobs_new(&c, &j, &e) == LD_OK, "%s", e.msg);
+    static const char spec[] =
+        "{\"kind\":\"vae\",\"model\":\"rec-vae\",\"limit\":128,\"arch\":{\"hidden\":[16],"
+        "\"z\":2},\"train\":{\"epochs\":1,\"batch\":32},\"checkpoint_every\":2,\"eval_n\":200}";
+    char id[LD_JOB_ID_MAX];
+    ck_assert_msg(ld_jobs_submit(j, spec, strlen(spec), id, NULL, &e) == LD_OK, "%s", e.msg);
+    double until = tu_deadline(60, ASAN_SLOWDOWN);
+    ld_job_info_t in;
+    for (;;) {
+        ck_assert_int_eq(ld_jobs_info(j, id, &in, &e), LD_OK);
+        if (ld_job_state_is_final(in.state))
+            break;
+        ck_assert(tu_now() < until);
+        ld_jobs_wait(j, id, in.seq, 200, NULL, NULL);
+    }
+    ck_assert_msg(in.state == LD_JOB_SUCCEEDED, "%s", in.error);
+    char *before, *after;
+    ck_assert_int_eq(ld_jobs_get_json(j, id, &before, &e), LD_OK);
+    ld_jobs_free(j);
+    ck_assert_msg(ld_jobs_new(&c, &j, &e) == LD_OK, "%s", e.msg);
+    ck_assert_int_eq(ld_jobs_get_json(j, id, &after, &e), LD_OK);
+    cJSON *b = cJSON_Parse(before), *a = cJSON_Parse(after);
+    char *hb = cJSON_PrintUnformatted(tu_jget(b, "eval_history"));
+    char *ha = cJSON_PrintUnformatted(tu_jget(a, "eval_history"));
+    ck_assert_msg(cJSON_GetArraySize(tu_jget(b, "eval_history")) >= 1, "%s", before);
+    ck_assert_str_eq(ha, hb);
+    free(hb), free(ha), free(before), free(after);
+    cJSON_Delete(a), cJSON_Delete(b);
+    ld_jobs_free(j);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 Suite *suite_evaluate(void)
 {
     Suite *s = suite_create("evaluate");
@@ -329,5 +377,9 @@ Suite *suite_evaluate(void)
     tcase_add_test(tc, test_eval_history_collapsed_gan);
     tcase_add_test(tc, test_eval_history_vae);
     suite_add_tcase(s, tc);
+    TCase *lib = tcase_create("lib");
+    tcase_set_timeout(lib, 300);
+    tcase_add_test(lib, test_eval_history_recovered);
+    suite_add_tcase(s, lib);
     return s;
 }
