@@ -154,6 +154,9 @@ void jobs_shrink_locked(job_t *job)
     free(job->hist);
     job->hist = NULL;
     job->hist_n = job->hist_cap = 0;
+    free(job->evals);
+    job->evals = NULL;
+    job->evals_n = job->evals_cap = 0;
     job->hist_saved = 1;
 }
 
@@ -365,6 +368,41 @@ void jobs_hist_push_locked(job_t *job, long step, const double *v, int n)
         p->v[i] = i < n ? v[i] : 0;
 }
 
+/* Grow *arr (elements of size sz, *cap of them) to hold one more, at most
+ * max; 0, or -1 when full or out of memory. */
+static int grow(void **arr, int n, int *cap, int max, size_t sz)
+{
+    if (n < *cap)
+        return 0;
+    if (*cap >= max)
+        return -1;
+    int c = *cap ? 2 * *cap : 4;
+    c = c < max ? c : max;
+    void *p = realloc(*arr, (size_t)c * sz);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
+void jobs_eval_push_locked(job_t *job, const eval_point_t *p)
+{
+    if (job->evals_n == EVAL_HIST_CAP) {
+        memmove(job->evals, job->evals + 1, (EVAL_HIST_CAP - 1) * sizeof *job->evals);
+        job->evals_n--;
+    }
+    if (grow((void **)&job->evals, job->evals_n, &job->evals_cap, EVAL_HIST_CAP,
+             sizeof *job->evals) == 0)
+        job->evals[job->evals_n++] = *p;
+}
+
+void jobs_warn_push_locked(job_t *job, const warn_t *w)
+{
+    if (grow((void **)&job->warns, job->warns_n, &job->warns_cap, WARN_CAP, sizeof *job->warns) == 0)
+        job->warns[job->warns_n++] = *w;
+}
+
 /* Under lock: copy a trainer progress report into the record. */
 static void take_progress_locked(job_t *job, const ld_progress_t *p, int rates)
 {
@@ -570,8 +608,13 @@ int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job)
     return atomic_load(&job->cancel) || atomic_load(&j->stopping);
 }
 
-void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, const ld_err_t *e, double t0)
+void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, ld_err_t *e, double t0,
+                      const char *path, ld_buf_t *result)
 {
+    if (!rc)
+        rc = ld_buf_failed(result) ? ld_err_set(e, LD_ENOMEM, "out of memory")
+                                   : ld_write_atomic(path, result->data, result->len, e);
+    ld_buf_free(result);
     ld_job_state_t s = rc == LD_OK ? LD_JOB_SUCCEEDED
                        : rc != LD_ECANCELLED ? LD_JOB_FAILED
                        : atomic_load(&job->cancel) ? LD_JOB_CANCELLED
@@ -638,14 +681,10 @@ static void run_invert(ld_jobs_t *j, job_t *job)
             rc = ld_err_set(&e, LD_EINVAL, "the inversion diverged (values not finite): lower lr");
     if (!rc && atomic_load(&job->cancel))
         rc = ld_err_set(&e, LD_ECANCELLED, "cancelled");
-    if (!rc) {
-        ld_buf_t b = {0};
+    ld_buf_t b = {0};
+    if (!rc)
         ld_invert_json(&b, job->spec->model, &m->arch, &inv->opts, n, z, mse, xr);
-        rc = ld_buf_failed(&b) ? ld_err_set(&e, LD_ENOMEM, "out of memory")
-                               : ld_write_atomic(out, b.data, b.len, &e);
-        ld_buf_free(&b);
-    }
-    jobs_oneshot_end(j, job, rc, &e, t0);
+    jobs_oneshot_end(j, job, rc, &e, t0, out, &b);
     ld_model_free(m);
     free(mpath);
     free(raw);

@@ -177,14 +177,10 @@ void jobs_run_evaluate(ld_jobs_t *j, job_t *job)
     }
     if (!rc && jobs_oneshot_stopped(j, job))
         rc = ld_err_set(&e, LD_ECANCELLED, atomic_load(&job->cancel) ? "cancelled" : "stopped");
-    if (!rc) {
-        ld_buf_t b = {0};
+    ld_buf_t b = {0};
+    if (!rc)
         result_json(&b, s, m, cls, d, &r, ld_now() - t0);
-        rc = ld_buf_failed(&b) ? ld_err_set(&e, LD_ENOMEM, "out of memory")
-                               : ld_write_atomic(out, b.data, b.len, &e);
-        ld_buf_free(&b);
-    }
-    jobs_oneshot_end(j, job, rc, &e, t0);
+    jobs_oneshot_end(j, job, rc, &e, t0, out, &b);
     ld_model_free(m);
     ld_model_free(cls);
     ld_data_free(d);
@@ -279,23 +275,12 @@ void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld
         return;
     }
     int warn = ce->cls && pt.min_share < COLLAPSE_SHARE;
+    warn_t w = {.step = step, .share = pt.min_share};
+    jobs_copy_str(w.cls, sizeof w.cls, pt.min_class);
     pthread_mutex_lock(&j->lock);
-    if (!job->evals)
-        job->evals = calloc(EVAL_HIST_CAP, sizeof *job->evals);
-    if (job->evals && job->evals_n == EVAL_HIST_CAP) {
-        memmove(job->evals, job->evals + 1, (EVAL_HIST_CAP - 1) * sizeof *job->evals);
-        job->evals_n--;
-    }
-    if (job->evals)
-        job->evals[job->evals_n++] = pt;
-    if (warn && !job->warns)
-        job->warns = calloc(WARN_CAP, sizeof *job->warns);
-    if (warn && job->warns && job->warns_n < WARN_CAP) {
-        warn_t *w = &job->warns[job->warns_n++];
-        w->step = step;
-        w->share = pt.min_share;
-        jobs_copy_str(w->cls, sizeof w->cls, pt.min_class);
-    }
+    jobs_eval_push_locked(job, &pt);
+    if (warn)
+        jobs_warn_push_locked(job, &w);
     jobs_bump_locked(j, job);
     pthread_mutex_unlock(&j->lock);
     jobs_wake_subs(j, job);

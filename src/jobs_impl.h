@@ -4,6 +4,7 @@
 #ifndef LATENTD_JOBS_IMPL_H
 #define LATENTD_JOBS_IMPL_H
 
+#include "latentd/buf.h"
 #include "latentd/data.h"
 #include "latentd/jobs.h"
 #include "latentd/train.h"
@@ -77,10 +78,11 @@ typedef struct job {
     long resumed_from_step;      /* -1 = never */
     uint64_t seq;
     double last_event;           /* ld_now() of the last seq bump */
-    eval_point_t *evals;         /* EVAL_HIST_CAP, malloc'd at the first point; kept when shrunk */
-    int evals_n;
-    warn_t *warns;               /* WARN_CAP, malloc'd at the first warning */
-    int warns_n;
+    eval_point_t *evals;         /* eval_history, oldest first, grown to at most EVAL_HIST_CAP;
+                                    freed when shrunk (then in job.json only) */
+    int evals_n, evals_cap;
+    warn_t *warns;               /* grown to at most WARN_CAP; kept when shrunk (streams) */
+    int warns_n, warns_cap;
     pthread_mutex_t persist_lock; /* orders record writes; taken before jobs->lock */
 } job_t;
 
@@ -149,6 +151,10 @@ void jobs_enqueue_locked(ld_jobs_t *j, job_t *job);
 void jobs_bump_locked(ld_jobs_t *j, job_t *job);
 void jobs_set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s);
 void jobs_hist_push_locked(job_t *job, long step, const double *v, int n);
+/* Under lock: append an eval_history point (the oldest goes when full) or a
+ * warning (dropped when full); lost, not fatal, when out of memory. */
+void jobs_eval_push_locked(job_t *job, const eval_point_t *p);
+void jobs_warn_push_locked(job_t *job, const warn_t *w);
 /* Take kind, model and data from job->spec. */
 void jobs_take_names(job_t *job);
 /* Under lock, for a final job whose job.json holds its final state: free
@@ -162,14 +168,16 @@ int jobs_submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extr
 /* Jobs that run as one call on a worker (inversion, evaluation): a new job
  * for model (id and *retry_after_s cleared; NULL when out of memory); progress
  * step of total (an event); whether a cancel or shutdown asks it to stop;
- * and its end: rc LD_OK succeeded, LD_ECANCELLED cancelled or interrupted
+ * and its end: rc LD_OK: result (freed here) written atomically to path,
+ * then succeeded (failed if it cannot be); LD_ECANCELLED cancelled or interrupted
  * (by shutdown: it runs again at the next start), else failed with e's
  * message; the record written, subscribers woken, one log line (t0: ld_now()
  * at its start). */
 job_t *jobs_oneshot_new(const char *model, char id[LD_JOB_ID_MAX], int *retry_after_s);
 void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total);
 int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job);
-void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, const ld_err_t *e, double t0);
+void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, ld_err_t *e, double t0,
+                      const char *path, ld_buf_t *result);
 
 /* Wake job's subscribers (after a seq bump; no lock held). */
 void jobs_wake_subs(ld_jobs_t *j, const job_t *job);
@@ -202,9 +210,9 @@ int jobs_mpi_run(ld_jobs_t *j, job_t *job, const char *state_path, ld_progress_f
 
 /* ---- jobs_store.c ---- */
 int jobs_state_parse(const char *s, ld_job_state_t *out);
-/* Under lock.  history: with loss_history, from memory, or saved_hist (the
- * array read from job.json) for a shrunk job. */
-cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist);
+/* Under lock.  history: with loss_history and eval_history, from memory,
+ * or from saved_rec (job.json, parsed) for a shrunk job. */
+cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_rec);
 /* Takes j->lock: job's whole JSON (with loss_history, read back from
  * job.json for a shrunk job, outside the lock), malloc'd; NULL on ENOMEM.
  * *seq and *state (either may be NULL): what the text shows. */
