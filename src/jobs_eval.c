@@ -249,6 +249,9 @@ void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld
      * so evaluation stays under a tenth of the time; the last always runs */
     if (!last && ce->spent > EVAL_TIME_SHARE * (t - ce->t0))
         return;
+    /* nor while serving is busy: training pauses then (jobs.h, CPU priority) */
+    if (!last && j->cfg.busy && j->cfg.busy(j->cfg.busy_user))
+        return;
     eval_point_t pt = {.step = step, .fid = NAN, .min_share = NAN, .precision = NAN,
                        .recall = NAN, .nelbo = NAN};
     ld_gan_eval_t g;

@@ -192,8 +192,8 @@ void jobs_run_evaluate(ld_jobs_t *j, job_t *job);
  * (the model being trained, between two steps) and adds a point to
  * job->evals, a warning to job->warns for a class under 1% of the samples,
  * and bumps the job's seq.  While evaluation has taken more than a tenth of
- * the run's time it skips checkpoints (the last step, last = 1, always
- * runs).  Worker thread only; no lock held. */
+ * the run's time, and while serving is busy (the config's busy callback), it
+ * skips checkpoints (the last step, last = 1, always runs).  Worker thread only; no lock held. */
 typedef struct jobs_ckpt_eval jobs_ckpt_eval_t;
 jobs_ckpt_eval_t *jobs_ckpt_eval_new(ld_jobs_t *j, job_t *job, const ld_model_t *m);
 void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld_model_t *m,
