@@ -192,9 +192,10 @@ void jobs_run_evaluate(ld_jobs_t *j, job_t *job)
 #define EVAL_TIME_SHARE 0.1 /* evaluation skips checkpoints while above this share of the run */
 
 struct jobs_ckpt_eval {
-    ld_dataset_t *d;     /* the first eval_n test images */
+    ld_dataset_t *d;     /* the first eval_n test images (loaded at the first use) */
     ld_model_t *cls;     /* GAN: the classifier; NULL for a VAE */
     int n;
+    int broken;          /* its inputs could not be had (logged): no more evaluation */
     double t0, spent;    /* ld_now() at the start; seconds evaluating */
 };
 
@@ -209,17 +210,27 @@ void jobs_ckpt_eval_free(jobs_ckpt_eval_t *ce)
 
 jobs_ckpt_eval_t *jobs_ckpt_eval_new(ld_jobs_t *j, job_t *job, const ld_model_t *m)
 {
-    const ld_jobspec_t *s = job->spec;
-    if (s->eval_n <= 0 || !m)
+    (void)j;
+    if (job->spec->eval_n <= 0 || !m)
         return NULL;
     jobs_ckpt_eval_t *ce = calloc(1, sizeof *ce);
+    if (ce) {
+        ce->n = job->spec->eval_n;
+        ce->t0 = ld_now();
+    }
+    return ce;
+}
+
+/* Load what evaluating m needs (at its first use, so that training starts
+ * as soon as without evaluation): the classifier of a GAN first (cheap to
+ * miss), then the test images.  0, or -1 with ce->broken set (logged). */
+static int ckpt_eval_load(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld_model_t *m)
+{
+    const ld_jobspec_t *s = job->spec;
     char data_path[PATH_MAX], file[LD_JOBSPEC_NAME_MAX + 16];
     ld_err_t e = {{0}};
-    int rc = !ce ? ld_err_set(&e, LD_ENOMEM, "out of memory")
-                 : ld_jobspec_resolve_data(j->data_dir, s->data, data_path, sizeof data_path, &e);
-    if (!rc)
-        rc = ld_data_load(data_path, LD_SPLIT_TEST, s->eval_n, &ce->d, &e);
-    if (!rc && m->arch.kind == LD_KIND_GAN) {
+    int rc = LD_OK;
+    if (m->arch.kind == LD_KIND_GAN) {
         snprintf(file, sizeof file, "%s.safetensors", s->eval_classifier);
         rc = load_model(j, file, &ce->cls, &e);
         if (!rc && (ce->cls->arch.kind != LD_KIND_CLASSIFIER ||
@@ -227,24 +238,27 @@ jobs_ckpt_eval_t *jobs_ckpt_eval_new(ld_jobs_t *j, job_t *job, const ld_model_t 
             rc = ld_err_set(&e, LD_EINVAL, "%s is not a classifier of %d-pixel images", file,
                             m->arch.x_dim);
     }
+    if (!rc)
+        rc = ld_jobspec_resolve_data(j->data_dir, s->data, data_path, sizeof data_path, &e);
+    if (!rc)
+        rc = ld_data_load(data_path, LD_SPLIT_TEST, ce->n, &ce->d, &e);
     if (!rc && ce->d->dim != m->arch.x_dim)
         rc = ld_err_set(&e, LD_EINVAL, "test images of %d pixels", ce->d->dim);
     if (!rc && ce->d->n <= LD_EVAL_PRC_K)
         rc = ld_err_set(&e, LD_EINVAL, "only %d test images", ce->d->n);
-    if (rc) {
-        jobs_log(j, LD_LOG_WARN, "job %s: no evaluation at checkpoints: %s", job->id, e.msg);
-        jobs_ckpt_eval_free(ce);
-        return NULL;
-    }
-    ce->n = s->eval_n;
-    ce->t0 = ld_now();
-    return ce;
+    if (!rc)
+        return 0;
+    jobs_log(j, LD_LOG_WARN, "job %s: no evaluation at checkpoints: %s", job->id, e.msg);
+    ce->broken = 1;
+    return -1;
 }
 
 void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld_model_t *m,
                         long step, int last)
 {
     double t = ld_now();
+    if (ce->broken || (!ce->d && ckpt_eval_load(j, job, ce, m) != 0))
+        return;
     /* checkpoints close together would spend the run evaluating: skip some,
      * so evaluation stays under a tenth of the time; the last always runs */
     if (!last && ce->spent > EVAL_TIME_SHARE * (t - ce->t0))

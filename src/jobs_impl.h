@@ -185,10 +185,10 @@ void jobs_wake_subs(ld_jobs_t *j, const job_t *job);
 /* ---- jobs_eval.c ---- */
 /* Run evaluation job (spec.evaluate) on the calling worker (jobs.h). */
 void jobs_run_evaluate(ld_jobs_t *j, job_t *job);
-/* Evaluation at each checkpoint of a training job (spec.eval_n > 0): what
- * it needs (the test images, the classifier of a GAN), loaded once per run
- * by jobs_ckpt_eval_new, which returns NULL (logged) when eval is off or
- * its inputs cannot be had: training goes on without it.  run measures m
+/* Evaluation at each checkpoint of a training job (spec.eval_n > 0):
+ * jobs_ckpt_eval_new returns NULL when it is off; what it needs (the test
+ * images, the classifier of a GAN) is loaded at the first run, once; when
+ * that fails (logged) training goes on without it.  run measures m
  * (the model being trained, between two steps) and adds a point to
  * job->evals, a warning to job->warns for a class under 1% of the samples,
  * and bumps the job's seq.  While evaluation has taken more than a tenth of
