@@ -3,6 +3,7 @@
 #include "latentd/api.h"
 #include "api_impl.h"
 #include "classify_api.h"
+#include "evaluate_api.h"
 #include "invert_api.h"
 #include "model_file_api.h"
 
@@ -1340,6 +1341,31 @@ void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *
     reply_binary(req, &oo, a, x, n);
 }
 
+int ld_api_job_accepted(ld_req_t *req, int rc, int retry, const ld_err_t *e, const char *id,
+                        ld_buf_t *b)
+{
+    char loc[64], ra[16];
+    if (rc == LD_EBUSY) {
+        snprintf(ra, sizeof ra, "%d", retry > 0 ? retry : 1);
+        ld_req_header_add(req, "Retry-After", ra);
+        ld_req_error(req, 429, "queue_full", "%s", e->msg);
+        return -1;
+    }
+    if (rc) {
+        ld_req_error(req, rc == LD_ENOMEM ? 503 : 500, rc == LD_ENOMEM ? "overloaded" : "internal",
+                     "%s", e->msg);
+        return -1;
+    }
+    snprintf(loc, sizeof loc, "/v1/jobs/%s/result", id);
+    ld_req_header_add(req, "Location", loc);
+    ld_buf_init(b);
+    ld_buf_puts(b, "{\"id\":");
+    ld_buf_json_str(b, id);
+    ld_buf_puts(b, ",\"state\":\"queued\",\"result\":");
+    ld_buf_json_str(b, loc);
+    return 0;
+}
+
 /* ------------------------------------------------------------ registration */
 
 int ld_api_new(const ld_api_opts_t *opts, ld_api_t **out, ld_err_t *err)
@@ -1385,6 +1411,8 @@ int ld_api_register(ld_api_t *api, ld_http_t *h, ld_err_t *err)
         {"POST", "/v1/models/{name}/interpolate", LD_AUTH_INFERENCE, LD_ROUTE_JSON, h_interpolate, api},
         {"POST", "/v1/models/{name}/invert", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
          ld_invert_handler, api},
+        {"POST", "/v1/models/{name}/evaluate", LD_AUTH_ADMIN, LD_ROUTE_JSON_OPTIONAL,
+         ld_evaluate_handler, api},
         {"POST", "/v1/models/{name}/classify", LD_AUTH_INFERENCE, LD_ROUTE_JSON | LD_ROUTE_NPY,
          ld_classify_handler, api},
     };

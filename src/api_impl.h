@@ -9,6 +9,7 @@
 #define LATENTD_API_IMPL_H
 
 #include "latentd/api.h"
+#include "latentd/buf.h"
 #include "latentd/jsonarg.h"
 #include "latentd/model.h"
 
@@ -45,6 +46,13 @@ int ld_api_images(ld_req_t *req, ld_api_t *api, const ld_served_t *s, const ld_a
 void ld_api_reply_put(ld_req_t *req, int rc, int replaced, ld_served_t *s, const ld_err_t *e);
 /* 1 if none of x (n) is NaN or Inf (vectorised; any thread). */
 int ld_api_all_finite(const float *x, size_t n);
+/* The outcome rc of submitting a job (jobs.h; retry, e as it gave them):
+ * answered 429 with Retry-After (LD_EBUSY), 503 or 500, and -1; or 0, with
+ * Location: /v1/jobs/{id}/result set and b holding the start of the 202
+ * body, {"id":ID,"state":"queued","result":LOCATION (the caller adds its
+ * fields, closes the object and replies 202). */
+int ld_api_job_accepted(ld_req_t *req, int rc, int retry, const ld_err_t *e, const char *id,
+                        ld_buf_t *b);
 /* Answer images x (n, x_dim) as PNG or .npy as o asks (o->format != 0). */
 void ld_api_reply_binary(ld_req_t *req, const ld_api_out_t *o, const ld_arch_t *a,
                          const float *x, int n);

@@ -2,19 +2,13 @@
 #include "classify_api.h"
 
 #include "api_impl.h"
-#include "latentd/data.h"
+#include "latentd/eval.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #define CLASSES_MAX 256 /* ld_arch_validate's limit on n_classes */
-
-/* The name of class k of model m into buf (see the header). */
-static const char *class_name(const ld_model_t *m, int k, char *buf, size_t len)
-{
-    return ld_data_class_name(ld_record_get(&m->record, "data"), m->arch.n_classes, k, buf, len);
-}
 
 /* logits (c) -> probs (c), softmax in double; returns the argmax. */
 static int softmax(const float *logits, int c, float *probs)
@@ -79,7 +73,7 @@ void ld_classify_handler(ld_req_t *req, void *ctx)
     for (int k = 0; k < c; k++) {
         if (k)
             ld_buf_putc(&b, ',');
-        ld_buf_json_str(&b, class_name(m, k, num, sizeof num));
+        ld_buf_json_str(&b, ld_eval_class_name(m, k, num, sizeof num));
     }
     ld_buf_puts(&b, "],\"predictions\":[");
     for (int i = 0; i < n; i++) {
@@ -88,7 +82,7 @@ void ld_classify_handler(ld_req_t *req, void *ctx)
         ld_buf_puts(&b, i ? ",{\"label\":" : "{\"label\":");
         ld_buf_int(&b, top);
         ld_buf_puts(&b, ",\"class\":");
-        ld_buf_json_str(&b, class_name(m, top, num, sizeof num));
+        ld_buf_json_str(&b, ld_eval_class_name(m, top, num, sizeof num));
         ld_buf_puts(&b, ",\"probs\":");
         ld_buf_json_floats(&b, probs, (size_t)c);
         ld_buf_putc(&b, '}');

@@ -1,13 +1,18 @@
 /* eval.c — VAE ELBO, classifier accuracy, GAN class shares and Fréchet distance. */
 #include "latentd/eval.h"
 
+#include "latentd/nn.h"
 #include "latentd/vae.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #define EVAL_BATCH 500
+#define IWAE_ROWS 1024   /* decoder rows per pass: images * k */
+#define IWAE_K_MAX 10000
+#define PRC_BLOCK 256    /* query rows per distance block (PRC_BLOCK * n floats) */
 
 int ld_eval_vae(const ld_model_t *m, const ld_dataset_t *d, uint64_t seed, double *nelbo,
                 double *rec, double *kl, ld_err_t *err)
@@ -48,6 +53,185 @@ int ld_eval_vae(const ld_model_t *m, const ld_dataset_t *d, uint64_t seed, doubl
     *kl = ks / d->n;
     *nelbo = *rec + *kl;
     return LD_OK;
+}
+
+/* log N(z; 0, I) - log N(z; mu, exp(lv)) for z = mu + exp(lv/2) eps, Z dims. */
+static double log_prior_over_q(int Z, const float *z, const float *eps, const float *lv)
+{
+    double s = 0;
+    for (int i = 0; i < Z; i++)
+        s += -0.5 * (double)z[i] * z[i] + 0.5 * (double)eps[i] * eps[i] + 0.5 * (double)lv[i];
+    return s;
+}
+
+int ld_eval_iwae(const ld_model_t *m, const ld_dataset_t *d, int k, uint64_t seed, double *nll,
+                 ld_err_t *err)
+{
+    if (!m->ops->has_elbo || m->ops->conditional) /* a CVAE's bound would need its labels */
+        return ld_err_set(err, LD_EINVAL, "not a VAE");
+    if (d->dim != m->arch.x_dim)
+        return ld_err_set(err, LD_EINVAL, "data has %d pixels per image; the model expects %d",
+                          d->dim, m->arch.x_dim);
+    if (k < 1 || k > IWAE_K_MAX || d->n < 1)
+        return ld_err_set(err, LD_EINVAL, "k must be in 1..%d and the data non-empty", IWAE_K_MAX);
+    const int Z = m->arch.z_dim, X = m->arch.x_dim;
+    int ci = IWAE_ROWS / k > 0 ? IWAE_ROWS / k : 1; /* images per decoder pass */
+    if (ci > d->n)
+        ci = d->n;
+    size_t rows = (size_t)ci * k;
+    float *mu = ld_malloc_array((size_t)d->n * Z, sizeof(float));
+    float *lv = ld_malloc_array((size_t)d->n * Z, sizeof(float));
+    float *eps = ld_malloc_array(rows * Z, sizeof(float));
+    float *z = ld_malloc_array(rows * Z, sizeof(float));
+    double *lw = ld_malloc_array((size_t)k, sizeof(double));
+    ld_pass_ws_t ws = {0};
+    int rc = !mu || !lv || !eps || !z || !lw || ld_pass_ws_init(&ws, m, LD_VAE_DEC, (int)rows)
+                 ? ld_err_set(err, LD_ENOMEM, "out of memory")
+                 : ld_model_encode(m, d->n, d->x, mu, lv, err);
+    ld_rng_t r;
+    ld_rng_seed(&r, seed);
+    double sum = 0;
+    for (int i0 = 0; !rc && i0 < d->n; i0 += ci) {
+        int b = d->n - i0 < ci ? d->n - i0 : ci;
+        size_t nr = (size_t)b * k;
+        ld_rng_fill_normal(&r, eps, nr * Z, 0, 1); /* image-major, then sample */
+        for (size_t row = 0; row < nr; row++) {
+            size_t img = (size_t)i0 + row / k;
+            for (int t = 0; t < Z; t++)
+                z[row * Z + t] = mu[img * Z + t] + expf(0.5f * lv[img * Z + t]) * eps[row * Z + t];
+        }
+        const float *logits = ld_pass_forward(m, LD_VAE_DEC, &ws, (int)nr, z, NULL, NULL, NULL);
+        for (int i = 0; i < b; i++) {
+            size_t img = (size_t)i0 + i;
+            const float *x = d->x + img * X;
+            double top = -INFINITY, se = 0;
+            for (int j = 0; j < k; j++) {
+                size_t row = (size_t)i * k + j;
+                lw[j] = -ld_bce_logits((size_t)X, logits + row * X, x, NULL, 0) +
+                        log_prior_over_q(Z, z + row * Z, eps + row * Z, lv + img * Z);
+                top = lw[j] > top ? lw[j] : top;
+            }
+            for (int j = 0; j < k; j++)
+                se += exp(lw[j] - top);
+            sum += -(top + log(se / k));
+        }
+    }
+    if (!rc)
+        *nll = sum / d->n;
+    if (!rc && !isfinite(*nll))
+        rc = ld_err_set(err, LD_EINVAL, "the bound is not finite");
+    ld_pass_ws_free(&ws);
+    free(mu);
+    free(lv);
+    free(eps);
+    free(z);
+    free(lw);
+    return rc;
+}
+
+/* Squared norms of the n rows of a (n, F). */
+static void row_norms(int F, int n, const float *a, float *out)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = cblas_sdot(F, a + (size_t)i * F, 1, a + (size_t)i * F, 1);
+}
+
+/* Squared distances d (bq, n) between rows q0..q0+bq of q and every row of a:
+ * |q|^2 + |a|^2 - 2 q.a, clamped at 0 (rounding). */
+static void sq_dists(int F, int bq, const float *q, const float *qn, int n, const float *a,
+                     const float *an, float *d)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, n, F, -2.0f, q, F, a, F, 0.0f, d, n);
+    for (int i = 0; i < bq; i++)
+        for (int j = 0; j < n; j++) {
+            float v = d[(size_t)i * n + j] + qn[i] + an[j];
+            d[(size_t)i * n + j] = v > 0 ? v : 0;
+        }
+}
+
+/* radii (n): squared distance of each row of a to its k-th nearest other row
+ * (the (k+1)-th smallest distance counting itself, at 0).  dist: PRC_BLOCK * n. */
+static void knn_radii(int F, int n, const float *a, const float *an, int k, float *dist,
+                      float *radii)
+{
+    float best[LD_EVAL_PRC_K + 8];
+    for (int i0 = 0; i0 < n; i0 += PRC_BLOCK) {
+        int bq = n - i0 < PRC_BLOCK ? n - i0 : PRC_BLOCK;
+        sq_dists(F, bq, a + (size_t)i0 * F, an + i0, n, a, an, dist);
+        for (int i = 0; i < bq; i++) {
+            int m = 0; /* best[0..m) ascending, the k+1 smallest so far */
+            const float *row = dist + (size_t)i * n;
+            for (int j = 0; j < n; j++) {
+                float v = row[j];
+                if (m == k + 1 && v >= best[k])
+                    continue;
+                int p = m < k + 1 ? m++ : k;
+                while (p > 0 && best[p - 1] > v) {
+                    best[p] = best[p - 1];
+                    p--;
+                }
+                best[p] = v;
+            }
+            radii[i0 + i] = best[k];
+        }
+    }
+}
+
+/* Fraction of the nq rows of q within radii[j] of some row j of a. */
+static double coverage(int F, int nq, const float *q, const float *qn, int n, const float *a,
+                       const float *an, const float *radii, float *dist)
+{
+    long in = 0;
+    for (int i0 = 0; i0 < nq; i0 += PRC_BLOCK) {
+        int bq = nq - i0 < PRC_BLOCK ? nq - i0 : PRC_BLOCK;
+        sq_dists(F, bq, q + (size_t)i0 * F, qn + i0, n, a, an, dist);
+        for (int i = 0; i < bq; i++) {
+            const float *row = dist + (size_t)i * n;
+            int hit = 0;
+            for (int j = 0; j < n && !hit; j++)
+                hit = row[j] <= radii[j];
+            in += hit;
+        }
+    }
+    return (double)in / nq;
+}
+
+int ld_eval_prc(int F, int nr, const float *real, int nf, const float *fake, int k,
+                double *precision, double *recall, ld_err_t *err)
+{
+    if (F < 1 || k < 1 || k > LD_EVAL_PRC_K + 7 || nr <= k || nf <= k)
+        return ld_err_set(err, LD_EINVAL, "precision/recall need more than k = %d rows in each set",
+                          k);
+    int nmax = nr > nf ? nr : nf;
+    float *rn = ld_malloc_array((size_t)nr, sizeof(float));
+    float *fn = ld_malloc_array((size_t)nf, sizeof(float));
+    float *rr = ld_malloc_array((size_t)nr, sizeof(float));
+    float *fr = ld_malloc_array((size_t)nf, sizeof(float));
+    float *dist = ld_malloc_array((size_t)PRC_BLOCK * nmax, sizeof(float));
+    int rc = LD_OK;
+    if (!rn || !fn || !rr || !fr || !dist) {
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+    } else {
+        row_norms(F, nr, real, rn);
+        row_norms(F, nf, fake, fn);
+        knn_radii(F, nr, real, rn, k, dist, rr);
+        knn_radii(F, nf, fake, fn, k, dist, fr);
+        *precision = coverage(F, nf, fake, fn, nr, real, rn, rr, dist);
+        *recall = coverage(F, nr, real, rn, nf, fake, fn, fr, dist);
+    }
+    free(rn);
+    free(fn);
+    free(rr);
+    free(fr);
+    free(dist);
+    return rc;
+}
+
+/* The name of classifier cls's class c: its training data's (data.h). */
+const char *ld_eval_class_name(const ld_model_t *cls, int c, char *buf, size_t len)
+{
+    return ld_data_class_name(ld_record_get(&cls->record, "data"), cls->arch.n_classes, c, buf,
+                              len);
 }
 
 static int argmax(const float *v, int n)
@@ -198,8 +382,9 @@ int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t
                           cls->ops->article);
     if (cls->arch.x_dim != gan->arch.x_dim || d->dim != gan->arch.x_dim)
         return ld_err_set(err, LD_EINVAL, "image sizes of model, classifier and data differ");
-    if (n < 2 || d->n < 2)
-        return ld_err_set(err, LD_EINVAL, "a Frechet distance needs at least 2 samples and 2 images");
+    if (n <= LD_EVAL_PRC_K || d->n <= LD_EVAL_PRC_K)
+        return ld_err_set(err, LD_EINVAL, "quality measures need more than %d samples and images",
+                          LD_EVAL_PRC_K);
     const ld_mlp_t *net = &cls->nets[LD_CLS_NET];
     int C = cls->arch.n_classes, F = net->size[net->n_layers - 1], X = gan->arch.x_dim;
     int nr = d->n;
@@ -207,17 +392,27 @@ int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t
     float *z = ld_malloc_array((size_t)n * gan->arch.z_dim, sizeof(float));
     float *x = ld_malloc_array((size_t)n * X, sizeof(float));
     float *logits = ld_malloc_array(big * C, sizeof(float));
-    float *feat = ld_malloc_array(big * F, sizeof(float));
+    float *feat = ld_malloc_array((size_t)n * F, sizeof(float));
+    float *rfeat = ld_malloc_array((size_t)nr * F, sizeof(float));
     double *st = ld_malloc_array(2 * ((size_t)F * F + F), sizeof(double));
     int rc = LD_OK;
-    if (!z || !x || !logits || !feat || !st) {
+    if (!z || !x || !logits || !feat || !rfeat || !st) {
         rc = ld_err_set(err, LD_ENOMEM, "out of memory");
         goto out;
     }
     double *mu1 = st, *c1 = mu1 + F, *mu2 = c1 + (size_t)F * F, *c2 = mu2 + F;
     ld_model_draw_z(gan, seed, 1.0f, n, z);
-    if ((rc = ld_model_decode(gan, n, z, x, err)) ||
-        (rc = ld_model_classify(cls, n, x, logits, feat, err)))
+    /* a conditional model: each class in turn, as ld_eval_cond requests them */
+    uint8_t *lab = gan->ops->conditional ? malloc((size_t)n) : NULL;
+    if (gan->ops->conditional && !lab) {
+        rc = ld_err_set(err, LD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; lab && i < n; i++)
+        lab[i] = (uint8_t)(i % gan->arch.n_classes);
+    rc = ld_model_decode_labels(gan, n, z, lab, x, err);
+    free(lab);
+    if (rc || (rc = ld_model_classify(cls, n, x, logits, feat, err)))
         goto out;
     memset(out, 0, sizeof *out);
     out->n = n;
@@ -226,19 +421,24 @@ int ld_eval_gan(const ld_model_t *gan, const ld_model_t *cls, const ld_dataset_t
         out->share[argmax(logits + (size_t)i * C, C)] += 1.0 / n;
     out->min_share = 1;
     for (int c = 0; c < C; c++)
-        out->min_share = out->share[c] < out->min_share ? out->share[c] : out->min_share;
+        if (out->share[c] < out->min_share) {
+            out->min_share = out->share[c];
+            out->min_class = c;
+        }
     if (moments(n, F, feat, mu1, c1) ||
-        (rc = ld_model_classify(cls, nr, d->x, logits, feat, err)) ||
-        moments(nr, F, feat, mu2, c2)) {
+        (rc = ld_model_classify(cls, nr, d->x, logits, rfeat, err)) ||
+        moments(nr, F, rfeat, mu2, c2)) {
         rc = rc ? rc : ld_err_set(err, LD_ENOMEM, "out of memory");
         goto out;
     }
     out->fid = ld_frechet(F, mu1, c1, mu2, c2);
+    rc = ld_eval_prc(F, nr, rfeat, n, feat, LD_EVAL_PRC_K, &out->precision, &out->recall, err);
 out:
     free(z);
     free(x);
     free(logits);
     free(feat);
+    free(rfeat);
     free(st);
     return rc;
 }

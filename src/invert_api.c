@@ -115,29 +115,14 @@ static void submit_job(ld_req_t *req, ld_jobs_t *jobs, const ld_served_t *s,
                      n, o->restarts, LD_INVERT_MAX_ROWS);
         return;
     }
-    char id[LD_JOB_ID_MAX], loc[64], ra[16];
+    char id[LD_JOB_ID_MAX];
     int retry = 0;
     ld_err_t e;
     int rc = ld_jobs_submit_invert(jobs, s->name, s->file, o, n, s->model->arch.x_dim, x, id,
                                    &retry, &e);
-    if (rc == LD_EBUSY) {
-        snprintf(ra, sizeof ra, "%d", retry > 0 ? retry : 1);
-        ld_req_header_add(req, "Retry-After", ra);
-        ld_req_error(req, 429, "queue_full", "%s", e.msg);
+    ld_buf_t b;
+    if (ld_api_job_accepted(req, rc, retry, &e, id, &b) != 0)
         return;
-    }
-    if (rc) {
-        ld_req_error(req, rc == LD_ENOMEM ? 503 : 500, rc == LD_ENOMEM ? "overloaded" : "internal",
-                     "%s", e.msg);
-        return;
-    }
-    snprintf(loc, sizeof loc, "/v1/jobs/%s/result", id);
-    ld_req_header_add(req, "Location", loc);
-    ld_buf_t b = {0};
-    ld_buf_puts(&b, "{\"id\":");
-    ld_buf_json_str(&b, id);
-    ld_buf_puts(&b, ",\"state\":\"queued\",\"result\":");
-    ld_buf_json_str(&b, loc);
     ld_buf_printf(&b, ",\"images\":%d,\"seed\":%llu}", n, (unsigned long long)o->seed);
     ld_req_reply_json(req, 202, &b);
 }

@@ -134,6 +134,8 @@ void jobs_job_free(job_t *job)
     free(job->spec_json);
     free(job->spec);
     free(job->hist);
+    free(job->evals);
+    free(job->warns);
     free(job);
 }
 
@@ -152,6 +154,9 @@ void jobs_shrink_locked(job_t *job)
     free(job->hist);
     job->hist = NULL;
     job->hist_n = job->hist_cap = 0;
+    free(job->evals);
+    job->evals = NULL;
+    job->evals_n = job->evals_cap = 0;
     job->hist_saved = 1;
 }
 
@@ -332,6 +337,8 @@ typedef struct {
     job_t *job;
     long stride;        /* steps between loss_history points */
     long every;         /* checkpoint_every */
+    const ld_model_t *m;      /* the model trained (not for MPI jobs) */
+    jobs_ckpt_eval_t *ce;     /* evaluation at checkpoints, or NULL */
     double last_event;
     int record_failed;  /* a record write at a checkpoint failed: the run stops */
     ld_err_t record_err;
@@ -359,6 +366,41 @@ void jobs_hist_push_locked(job_t *job, long step, const double *v, int n)
     p->step = step;
     for (int i = 0; i < LD_MAX_LOSSES; i++)
         p->v[i] = i < n ? v[i] : 0;
+}
+
+/* Grow *arr (elements of size sz, *cap of them) to hold one more, at most
+ * max; 0, or -1 when full or out of memory. */
+static int grow(void **arr, int n, int *cap, int max, size_t sz)
+{
+    if (n < *cap)
+        return 0;
+    if (*cap >= max)
+        return -1;
+    int c = *cap ? 2 * *cap : 4;
+    c = c < max ? c : max;
+    void *p = realloc(*arr, (size_t)c * sz);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
+void jobs_eval_push_locked(job_t *job, const eval_point_t *p)
+{
+    if (job->evals_n == EVAL_HIST_CAP) {
+        memmove(job->evals, job->evals + 1, (EVAL_HIST_CAP - 1) * sizeof *job->evals);
+        job->evals_n--;
+    }
+    if (grow((void **)&job->evals, job->evals_n, &job->evals_cap, EVAL_HIST_CAP,
+             sizeof *job->evals) == 0)
+        job->evals[job->evals_n++] = *p;
+}
+
+void jobs_warn_push_locked(job_t *job, const warn_t *w)
+{
+    if (grow((void **)&job->warns, job->warns_n, &job->warns_cap, WARN_CAP, sizeof *job->warns) == 0)
+        job->warns[job->warns_n++] = *w;
 }
 
 /* Under lock: copy a trainer progress report into the record. */
@@ -406,6 +448,8 @@ static int on_progress(const ld_progress_t *p, void *user)
         pthread_mutex_unlock(&j->lock);
         if (event)
             wake_subs(j, job);
+        if (c->ce && (ckpt || p->finished))
+            jobs_ckpt_eval_run(j, job, c->ce, c->m, p->step, p->finished);
         if (ckpt && jobs_persist(j, job, &c->record_err)) {
             c->record_failed = 1; /* stop here; run_job fails the job with the reason */
             return 1;
@@ -532,6 +576,65 @@ static int run_publish(ld_jobs_t *j, job_t *job, ld_model_t *m, ld_err_t *err)
     return LD_OK;
 }
 
+void jobs_wake_subs(ld_jobs_t *j, const job_t *job)
+{
+    wake_subs(j, job);
+}
+
+/* Jobs that run as one call (inversion, evaluation): see jobs_impl.h. */
+job_t *jobs_oneshot_new(const char *model, char id[LD_JOB_ID_MAX], int *retry_after_s)
+{
+    if (retry_after_s)
+        *retry_after_s = 0;
+    id[0] = 0;
+    job_t *job = jobs_job_alloc();
+    if (job)
+        jobs_copy_str(job->spec->model, sizeof job->spec->model, model);
+    return job;
+}
+
+void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total)
+{
+    pthread_mutex_lock(&j->lock);
+    job->step = step;
+    job->steps_total = total;
+    jobs_bump_locked(j, job);
+    pthread_mutex_unlock(&j->lock);
+    wake_subs(j, job);
+}
+
+int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job)
+{
+    return atomic_load(&job->cancel) || atomic_load(&j->stopping);
+}
+
+void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, ld_err_t *e, double t0,
+                      const char *path, ld_buf_t *result)
+{
+    if (!rc)
+        rc = ld_buf_failed(result) ? ld_err_set(e, LD_ENOMEM, "out of memory")
+                                   : ld_write_atomic(path, result->data, result->len, e);
+    ld_buf_free(result);
+    ld_job_state_t s = rc == LD_OK ? LD_JOB_SUCCEEDED
+                       : rc != LD_ECANCELLED ? LD_JOB_FAILED
+                       : atomic_load(&job->cancel) ? LD_JOB_CANCELLED
+                                                   : LD_JOB_INTERRUPTED;
+    pthread_mutex_lock(&j->lock);
+    if (s == LD_JOB_SUCCEEDED)
+        job->step = job->steps_total;
+    else if (s == LD_JOB_FAILED)
+        jobs_copy_str(job->error, sizeof job->error, e->msg[0] ? e->msg : "failed");
+    else if (s == LD_JOB_INTERRUPTED)
+        snprintf(job->note, sizeof job->note, "interrupted by shutdown; it runs at the next start");
+    jobs_set_state_locked(j, job, s);
+    pthread_mutex_unlock(&j->lock);
+    jobs_persist(j, job, NULL);
+    wake_subs(j, job);
+    jobs_log(j, s == LD_JOB_FAILED ? LD_LOG_ERROR : LD_LOG_INFO, "job %s %s in %.1f s%s%s", job->id,
+             ld_job_state_name(s), ld_now() - t0, s == LD_JOB_FAILED ? ": " : "",
+             s == LD_JOB_FAILED ? e->msg : "");
+}
+
 /* An inversion job (jobspec.h): the GAN from its file, the images from the
  * job's images.npy, the answer into result.json.  One ld_invert call: a
  * cancel or a shutdown acts before it starts or after it ends. */
@@ -568,12 +671,8 @@ static void run_invert(ld_jobs_t *j, job_t *job)
         if (!z || !xr || !mse)
             rc = ld_err_set(&e, LD_ENOMEM, "out of memory");
     }
-    pthread_mutex_lock(&j->lock);
-    job->steps_total = n;
-    jobs_bump_locked(j, job);
-    pthread_mutex_unlock(&j->lock);
-    wake_subs(j, job);
-    if (!rc && (atomic_load(&job->cancel) || atomic_load(&j->stopping)))
+    jobs_oneshot_progress(j, job, 0, n);
+    if (!rc && jobs_oneshot_stopped(j, job))
         rc = ld_err_set(&e, LD_ECANCELLED, "stopped before it started");
     if (!rc)
         rc = ld_invert(m, n, x, &inv->opts, z, xr, mse, &e);
@@ -582,31 +681,10 @@ static void run_invert(ld_jobs_t *j, job_t *job)
             rc = ld_err_set(&e, LD_EINVAL, "the inversion diverged (values not finite): lower lr");
     if (!rc && atomic_load(&job->cancel))
         rc = ld_err_set(&e, LD_ECANCELLED, "cancelled");
-    if (!rc) {
-        ld_buf_t b = {0};
+    ld_buf_t b = {0};
+    if (!rc)
         ld_invert_json(&b, job->spec->model, &m->arch, &inv->opts, n, z, mse, xr);
-        rc = ld_buf_failed(&b) ? ld_err_set(&e, LD_ENOMEM, "out of memory")
-                               : ld_write_atomic(out, b.data, b.len, &e);
-        ld_buf_free(&b);
-    }
-    ld_job_state_t s = rc == LD_OK ? LD_JOB_SUCCEEDED
-                       : rc != LD_ECANCELLED ? LD_JOB_FAILED
-                       : atomic_load(&job->cancel) ? LD_JOB_CANCELLED
-                                                   : LD_JOB_INTERRUPTED;
-    pthread_mutex_lock(&j->lock);
-    if (s == LD_JOB_SUCCEEDED)
-        job->step = n;
-    else if (s == LD_JOB_FAILED)
-        jobs_copy_str(job->error, sizeof job->error, e.msg[0] ? e.msg : "failed");
-    else if (s == LD_JOB_INTERRUPTED)
-        snprintf(job->note, sizeof job->note, "interrupted by shutdown; it runs at the next start");
-    jobs_set_state_locked(j, job, s);
-    pthread_mutex_unlock(&j->lock);
-    jobs_persist(j, job, NULL);
-    wake_subs(j, job);
-    jobs_log(j, s == LD_JOB_FAILED ? LD_LOG_ERROR : LD_LOG_INFO, "job %s %s in %.1f s%s%s", job->id,
-             ld_job_state_name(s), ld_now() - t0, s == LD_JOB_FAILED ? ": " : "",
-             s == LD_JOB_FAILED ? e.msg : "");
+    jobs_oneshot_end(j, job, rc, &e, t0, out, &b);
     ld_model_free(m);
     free(mpath);
     free(raw);
@@ -620,6 +698,10 @@ static void run_job(ld_jobs_t *j, job_t *job)
 {
     if (job->spec->invert) {
         run_invert(j, job);
+        return;
+    }
+    if (job->spec->evaluate) {
+        jobs_run_evaluate(j, job);
         return;
     }
     char state_path[PATH_MAX];
@@ -645,11 +727,13 @@ static void run_job(ld_jobs_t *j, job_t *job)
          * the oldest, the start of the run, is never dropped */
         long stride = (p.steps_total + HIST_TARGET - 1) / HIST_TARGET;
         run_ctx_t c = {.j = j, .job = job, .stride = stride > 1 ? stride : 1,
-                       .every = job->spec->train.checkpoint_every};
+                       .every = job->spec->train.checkpoint_every, .m = r.m,
+                       .ce = jobs_ckpt_eval_new(j, job, r.m)};
         if (atomic_load(&job->cancel) || atomic_load(&j->stopping))
             rc = ld_err_set(&e, LD_ECANCELLED, "stopped before its first step");
         else
             rc = ld_trainer_run(r.t, on_progress, &c, &e);
+        jobs_ckpt_eval_free(c.ce);
         if (c.record_failed)
             rc = ld_err_set(&e, LD_EIO, "stopped at step %ld: cannot save its record: %.400s",
                             job->step, c.record_err.msg);
@@ -955,9 +1039,9 @@ static int retry_after_locked(const ld_jobs_t *j)
 /* Queue job (its spec filled; freed here on failure): a place in the queue
  * and an id, its folder, the file name (extra, extra_len bytes) in it when
  * given, its record, then the queue. */
-static int submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
-                      size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s,
-                      ld_err_t *err)
+int jobs_submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
+                    size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s,
+                    ld_err_t *err)
 {
     int rc = LD_OK;
     if (!(job->spec_json = ld_jobspec_to_json(job->spec))) {
@@ -1052,6 +1136,9 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
         rc = ld_err_set(err, LD_EINVAL, "kind: \"invert\" jobs come from POST "
                                         "/v1/models/{name}/invert with more images than it "
                                         "inverts at once");
+    if (!rc && job->spec->evaluate)
+        rc = ld_err_set(err, LD_EINVAL, "kind: \"evaluate\" jobs come from POST "
+                                        "/v1/models/{name}/evaluate");
     if (!rc)
         rc = ld_jobspec_resolve_data(j->data_dir, job->spec->data, data_path, sizeof data_path, err);
     const ld_train_opts_t *o = &job->spec->train;
@@ -1063,23 +1150,19 @@ int ld_jobs_submit(ld_jobs_t *j, const char *body, size_t len, char id[LD_JOB_ID
         jobs_job_free(job);
         return rc;
     }
-    return submit_job(j, job, NULL, NULL, 0, id, retry_after_s, err);
+    return jobs_submit_job(j, job, NULL, NULL, 0, id, retry_after_s, err);
 }
 
 int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
                           const ld_invert_opts_t *o, int n, int x_dim, const float *x,
                           char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err)
 {
-    if (retry_after_s)
-        *retry_after_s = 0;
-    id[0] = 0;
-    job_t *job = jobs_job_alloc();
+    job_t *job = jobs_oneshot_new(model, id, retry_after_s);
     if (!job)
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     ld_jobspec_t *s = job->spec;
     s->invert = 1;
     s->kind = LD_KIND_GAN;
-    jobs_copy_str(s->model, sizeof s->model, model);
     jobs_copy_str(s->inv.file, sizeof s->inv.file, file);
     s->inv.images = n;
     s->inv.opts = *o;
@@ -1091,7 +1174,7 @@ int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
         jobs_job_free(job);
         return rc;
     }
-    rc = submit_job(j, job, "images.npy", npy, npy_len, id, retry_after_s, err);
+    rc = jobs_submit_job(j, job, "images.npy", npy, npy_len, id, retry_after_s, err);
     free(npy);
     return rc;
 }
@@ -1104,7 +1187,8 @@ int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, c
     char path[PATH_MAX];
     pthread_mutex_lock(&j->lock);
     job_t *job = find_locked(j, id);
-    int invert = job && strcmp(job->kind_name, "invert") == 0;
+    int invert = job && (strcmp(job->kind_name, "invert") == 0 ||
+                         strcmp(job->kind_name, "evaluate") == 0);
     if (invert) {
         *state = job->state;
         if (job->state == LD_JOB_FAILED)
@@ -1113,7 +1197,8 @@ int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, c
     int bad_path = invert && jobs_job_path(j, job, "result.json", path, sizeof path);
     pthread_mutex_unlock(&j->lock);
     if (!invert)
-        return ld_err_set(err, LD_ENOTFOUND, "no inversion job '%.40s'", id ? id : "");
+        return ld_err_set(err, LD_ENOTFOUND, "no inversion or evaluation job '%.40s'",
+                          id ? id : "");
     if (*state != LD_JOB_SUCCEEDED)
         return LD_OK;
     if (bad_path)
@@ -1123,6 +1208,36 @@ int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, c
     if (!rc)
         *json = (char *)data;
     return rc;
+}
+
+int ld_jobs_warning_json(ld_jobs_t *j, const char *id, int *next, char **json, ld_err_t *err)
+{
+    *json = NULL;
+    pthread_mutex_lock(&j->lock);
+    job_t *job = find_locked(j, id);
+    warn_t w = {0};
+    int have = job && *next >= 0 && *next < job->warns_n;
+    if (have)
+        w = job->warns[(*next)++];
+    pthread_mutex_unlock(&j->lock);
+    if (!job)
+        return ld_err_set(err, LD_ENOTFOUND, "no job %.40s", id ? id : "(null)");
+    if (!have)
+        return LD_OK;
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"id\":");
+    ld_buf_json_str(&b, id);
+    char msg[96];
+    jobs_warn_message(&w, msg, sizeof msg);
+    ld_buf_printf(&b, ",\"step\":%ld,\"message\":", w.step);
+    ld_buf_json_str(&b, msg);
+    ld_buf_puts(&b, ",\"class\":");
+    ld_buf_json_str(&b, w.cls);
+    ld_buf_printf(&b, ",\"share\":%.6g}", w.share);
+    size_t len;
+    *json = ld_buf_failed(&b) ? NULL : ld_buf_steal(&b, &len);
+    ld_buf_free(&b);
+    return *json ? LD_OK : ld_err_set(err, LD_ENOMEM, "out of memory");
 }
 
 int ld_jobs_cancel(ld_jobs_t *j, const char *id, ld_job_state_t *state, ld_err_t *err)

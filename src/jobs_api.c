@@ -249,6 +249,7 @@ typedef struct {
     struct MHD_Connection *conn;
     ld_jobs_sub_t *sub;
     uint64_t seq;
+    int warn_next;         /* warnings sent (ld_jobs_warning_json) */
     pthread_mutex_t lock;  /* guards pending, suspended */
     int pending;           /* the job changed since the reader last looked */
     int suspended;         /* the reader suspended the connection */
@@ -278,14 +279,20 @@ static int stream_next(stream_t *s)
         return -1;
     char *json = NULL;
     int final = 0;
-    if (ld_jobs_event_json(s->jobs, s->id, &s->seq, &json, &final, NULL) != LD_OK)
+    ld_buf_t b;
+    ld_buf_init(&b);
+    /* a new warning goes out first, as an event of its own */
+    if (ld_jobs_warning_json(s->jobs, s->id, &s->warn_next, &json, NULL) != LD_OK)
+        return -2;
+    if (json)
+        ld_buf_printf(&b, "event: warning\ndata: %s\n\n", json);
+    else if (ld_jobs_event_json(s->jobs, s->id, &s->seq, &json, &final, NULL) != LD_OK)
         return -2;
     if (!json)
         return final ? -1 : 0;
-    ld_buf_t b;
-    ld_buf_init(&b);
-    ld_buf_printf(&b, "event: %s\nid: %llu\ndata: %s\n\n", final ? "end" : "progress",
-                  (unsigned long long)s->seq, json);
+    if (!b.len)
+        ld_buf_printf(&b, "event: %s\nid: %llu\ndata: %s\n\n", final ? "end" : "progress",
+                      (unsigned long long)s->seq, json);
     free(json);
     if (ld_buf_failed(&b)) {
         ld_buf_free(&b);

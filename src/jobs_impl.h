@@ -4,6 +4,7 @@
 #ifndef LATENTD_JOBS_IMPL_H
 #define LATENTD_JOBS_IMPL_H
 
+#include "latentd/buf.h"
 #include "latentd/data.h"
 #include "latentd/jobs.h"
 #include "latentd/train.h"
@@ -27,6 +28,22 @@ typedef struct {
     long step;
     double v[LD_MAX_LOSSES];
 } hist_point_t;
+
+/* One evaluation at a checkpoint (jobs.h eval_history); NAN = not measured. */
+typedef struct {
+    long step;
+    double fid, min_share, precision, recall, nelbo;
+    char min_class[24];
+} eval_point_t;
+#define EVAL_HIST_CAP 128        /* points kept (the oldest go) */
+
+/* A mode-collapse warning: class cls at share of the samples at step. */
+typedef struct {
+    long step;
+    double share;
+    char cls[24];
+} warn_t;
+#define WARN_CAP 64              /* warnings kept (later ones are dropped) */
 
 typedef struct job {
     struct job *next_queued;     /* the queue (FIFO), under jobs->lock */
@@ -61,6 +78,11 @@ typedef struct job {
     long resumed_from_step;      /* -1 = never */
     uint64_t seq;
     double last_event;           /* ld_now() of the last seq bump */
+    eval_point_t *evals;         /* eval_history, oldest first, grown to at most EVAL_HIST_CAP;
+                                    freed when shrunk (then in job.json only) */
+    int evals_n, evals_cap;
+    warn_t *warns;               /* grown to at most WARN_CAP; kept when shrunk (streams) */
+    int warns_n, warns_cap;
     pthread_mutex_t persist_lock; /* orders record writes; taken before jobs->lock */
 } job_t;
 
@@ -129,11 +151,54 @@ void jobs_enqueue_locked(ld_jobs_t *j, job_t *job);
 void jobs_bump_locked(ld_jobs_t *j, job_t *job);
 void jobs_set_state_locked(ld_jobs_t *j, job_t *job, ld_job_state_t s);
 void jobs_hist_push_locked(job_t *job, long step, const double *v, int n);
+/* Under lock: append an eval_history point (the oldest goes when full) or a
+ * warning (dropped when full); lost, not fatal, when out of memory. */
+void jobs_eval_push_locked(job_t *job, const eval_point_t *p);
+void jobs_warn_push_locked(job_t *job, const warn_t *w);
 /* Take kind, model and data from job->spec. */
 void jobs_take_names(job_t *job);
 /* Under lock, for a final job whose job.json holds its final state: free
  * its spec and loss_history (see job_t). */
 void jobs_shrink_locked(job_t *job);
+/* Record and queue job (its spec set), writing extra (extra_len bytes) into
+ * its folder as name first when name is not NULL; takes job (freed on
+ * error).  Errors as ld_jobs_submit. */
+int jobs_submit_job(ld_jobs_t *j, job_t *job, const char *name, const void *extra,
+                    size_t extra_len, char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err);
+/* Jobs that run as one call on a worker (inversion, evaluation): a new job
+ * for model (id and *retry_after_s cleared; NULL when out of memory); progress
+ * step of total (an event); whether a cancel or shutdown asks it to stop;
+ * and its end: rc LD_OK: result (freed here) written atomically to path,
+ * then succeeded (failed if it cannot be); LD_ECANCELLED cancelled or interrupted
+ * (by shutdown: it runs again at the next start), else failed with e's
+ * message; the record written, subscribers woken, one log line (t0: ld_now()
+ * at its start). */
+job_t *jobs_oneshot_new(const char *model, char id[LD_JOB_ID_MAX], int *retry_after_s);
+void jobs_oneshot_progress(ld_jobs_t *j, job_t *job, long step, long total);
+int jobs_oneshot_stopped(ld_jobs_t *j, job_t *job);
+void jobs_oneshot_end(ld_jobs_t *j, job_t *job, int rc, ld_err_t *e, double t0,
+                      const char *path, ld_buf_t *result);
+
+/* Wake job's subscribers (after a seq bump; no lock held). */
+void jobs_wake_subs(ld_jobs_t *j, const job_t *job);
+
+/* ---- jobs_eval.c ---- */
+/* Run evaluation job (spec.evaluate) on the calling worker (jobs.h). */
+void jobs_run_evaluate(ld_jobs_t *j, job_t *job);
+/* Evaluation at each checkpoint of a training job (spec.eval_n > 0):
+ * jobs_ckpt_eval_new returns NULL when it is off; what it needs (the test
+ * images, the classifier of a GAN) is loaded at the first run, once; when
+ * that fails (logged) training goes on without it.  run measures m
+ * (the model being trained, between two steps) and adds a point to
+ * job->evals, a warning to job->warns for a class under 1% of the samples,
+ * and bumps the job's seq.  While evaluation has taken more than a tenth of
+ * the run's time, and while serving is busy (the config's busy callback), it
+ * skips checkpoints (the last step, last = 1, always runs).  Worker thread only; no lock held. */
+typedef struct jobs_ckpt_eval jobs_ckpt_eval_t;
+jobs_ckpt_eval_t *jobs_ckpt_eval_new(ld_jobs_t *j, job_t *job, const ld_model_t *m);
+void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld_model_t *m,
+                        long step, int last);
+void jobs_ckpt_eval_free(jobs_ckpt_eval_t *ce);
 
 /* ---- jobs_mpi.c ---- */
 /* Run job (spec.ranks > 1) as MPI ranks (jobs.h, "MPI jobs"), calling cb with
@@ -145,9 +210,9 @@ int jobs_mpi_run(ld_jobs_t *j, job_t *job, const char *state_path, ld_progress_f
 
 /* ---- jobs_store.c ---- */
 int jobs_state_parse(const char *s, ld_job_state_t *out);
-/* Under lock.  history: with loss_history, from memory, or saved_hist (the
- * array read from job.json) for a shrunk job. */
-cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist);
+/* Under lock.  history: with loss_history and eval_history, from memory,
+ * or from saved_rec (job.json, parsed) for a shrunk job. */
+cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_rec);
 /* Takes j->lock: job's whole JSON (with loss_history, read back from
  * job.json for a shrunk job, outside the lock), malloc'd; NULL on ENOMEM.
  * *seq and *state (either may be NULL): what the text shows. */
@@ -157,6 +222,8 @@ int jobs_recover(ld_jobs_t *j, ld_err_t *err);
 int jobs_lock_state_folder(ld_jobs_t *j, ld_err_t *err);
 /* "j-000123" -> 123; -1 when name is not a job id. */
 long jobs_id_number(const char *name);
+/* "mode collapse: sandal at 0.4%" for w into buf. */
+void jobs_warn_message(const warn_t *w, char *buf, size_t len);
 /* Remove job's folder (a final job, already marked purged). */
 int jobs_remove_folder(ld_jobs_t *j, const job_t *job, ld_err_t *err);
 

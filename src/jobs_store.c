@@ -47,8 +47,93 @@ static int add_str_or_null(cJSON *o, const char *key, const char *s)
     return (s[0] ? cJSON_AddStringToObject(o, key, s) : cJSON_AddNullToObject(o, key)) != NULL;
 }
 
-cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist)
+void jobs_warn_message(const warn_t *w, char *buf, size_t len)
 {
+    snprintf(buf, len, "mode collapse: %s at %.1f%%", w->cls, 100 * w->share);
+}
+
+/* add_num for a measured value, null for NAN (not measured). */
+static int add_measure(cJSON *o, const char *key, double v)
+{
+    return isnan(v) ? cJSON_AddNullToObject(o, key) != NULL : add_num(o, key, v, 6);
+}
+
+/* "eval_history" and "warnings" (jobs.h) of job into o; the history from
+ * saved (job.json) for a shrunk job. */
+static int add_evals(cJSON *o, const job_t *job, const cJSON *saved)
+{
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(saved, "eval_history");
+    cJSON *h = cJSON_IsArray(sh) ? cJSON_Duplicate(sh, 1) : cJSON_CreateArray(), *w;
+    int ok = h && cJSON_AddItemToObject(o, "eval_history", h);
+    if (!ok)
+        cJSON_Delete(h);
+    for (int i = 0; ok && !job->hist_saved && i < job->evals_n; i++) {
+        const eval_point_t *p = &job->evals[i];
+        cJSON *pt = cJSON_CreateObject();
+        ok = pt && cJSON_AddItemToArray(h, pt) &&
+             cJSON_AddNumberToObject(pt, "step", (double)p->step);
+        if (ok && isnan(p->nelbo))
+            ok = add_measure(pt, "fid", p->fid) && add_measure(pt, "min_class_share", p->min_share) &&
+                 cJSON_AddStringToObject(pt, "min_class", p->min_class) &&
+                 add_measure(pt, "precision", p->precision) && add_measure(pt, "recall", p->recall);
+        else if (ok)
+            ok = add_measure(pt, "nelbo", p->nelbo);
+    }
+    ok = ok && (w = cJSON_AddArrayToObject(o, "warnings")) != NULL;
+    for (int i = 0; ok && i < job->warns_n; i++) {
+        const warn_t *p = &job->warns[i];
+        char msg[96];
+        jobs_warn_message(p, msg, sizeof msg);
+        cJSON *pt = cJSON_CreateObject();
+        ok = pt && cJSON_AddItemToArray(w, pt) &&
+             cJSON_AddNumberToObject(pt, "step", (double)p->step) &&
+             cJSON_AddStringToObject(pt, "message", msg) &&
+             cJSON_AddStringToObject(pt, "class", p->cls) && add_num(pt, "share", p->share, 6);
+    }
+    return ok;
+}
+
+static double json_num(const cJSON *o, const char *key, double def);
+
+/* Read back what add_evals wrote (job recovery): the warnings, and the
+ * history of a job that is not final (a final record's stays on disk). */
+static void read_evals(job_t *job, const cJSON *o)
+{
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "eval_history"), *pt;
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "warnings");
+    if (!cJSON_IsArray(h) || ld_job_state_is_final(job->state))
+        h = NULL;
+    if (!cJSON_IsArray(w))
+        w = NULL;
+    cJSON_ArrayForEach(pt, h)
+    {
+        eval_point_t p;
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(pt, "min_class");
+        p.step = (long)json_num(pt, "step", 0);
+        p.fid = json_num(pt, "fid", NAN);
+        p.min_share = json_num(pt, "min_class_share", NAN);
+        p.precision = json_num(pt, "precision", NAN);
+        p.recall = json_num(pt, "recall", NAN);
+        p.nelbo = json_num(pt, "nelbo", NAN);
+        jobs_copy_str(p.min_class, sizeof p.min_class, cJSON_IsString(c) ? c->valuestring : "");
+        jobs_eval_push_locked(job, &p);
+    }
+    cJSON_ArrayForEach(pt, w)
+    {
+        warn_t p;
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(pt, "class");
+        p.step = (long)json_num(pt, "step", 0);
+        p.share = json_num(pt, "share", 0);
+        jobs_copy_str(p.cls, sizeof p.cls, cJSON_IsString(c) ? c->valuestring : "");
+        jobs_warn_push_locked(job, &p);
+    }
+}
+
+cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_rec)
+{
+    const cJSON *saved_hist = cJSON_GetObjectItemCaseSensitive(saved_rec, "loss_history");
+    if (!cJSON_IsArray(saved_hist))
+        saved_hist = NULL;
     const char *const *names;
     int nl = ld_train_loss_names(job->kind, &names);
     cJSON *o = cJSON_CreateObject(), *losses = NULL, *hist = NULL;
@@ -95,7 +180,8 @@ cJSON *jobs_job_to_cjson(const job_t *job, int history, const cJSON *saved_hist)
          add_str_or_null(o, "note", job->note) &&
          cJSON_AddBoolToObject(o, "cancel_requested", atomic_load(&job->cancel) != 0) &&
          cJSON_AddNumberToObject(o, "seq", (double)job->seq) &&
-         cJSON_AddRawToObject(o, "spec", job->spec_json);
+         cJSON_AddRawToObject(o, "spec", job->spec_json) &&
+         (!history || add_evals(o, job, job->hist_saved ? saved_rec : NULL));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -128,18 +214,17 @@ static const cJSON *saved_history(ld_jobs_t *j, const job_t *job, cJSON **rec)
 char *jobs_job_json_full(ld_jobs_t *j, job_t *job, uint64_t *seq, ld_job_state_t *state)
 {
     cJSON *rec = NULL, *o = NULL;
-    const cJSON *saved = NULL;
     pthread_mutex_lock(&j->lock);
     /* hist_saved only ever goes from 0 to 1: once read, the record is read
      * outside the lock and the JSON built under it again */
     while (job->hist_saved && !rec) {
         pthread_mutex_unlock(&j->lock);
-        saved = saved_history(j, job, &rec);
+        saved_history(j, job, &rec);
         if (!rec && !(rec = cJSON_CreateNull()))
             return NULL;
         pthread_mutex_lock(&j->lock);
     }
-    o = jobs_job_to_cjson(job, 1, saved);
+    o = jobs_job_to_cjson(job, 1, rec);
     if (seq)
         *seq = job->seq;
     if (state)
@@ -259,6 +344,7 @@ static int job_from_json(const char *dir_id, const char *text, size_t len, job_t
         if (step >= 0)
             jobs_hist_push_locked(job, step, v, nl);
     }
+    read_evals(job, o);
     cJSON_Delete(o);
     return LD_OK;
 }

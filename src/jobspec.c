@@ -5,6 +5,7 @@
 
 #include "latentd/arena.h"
 #include "latentd/buf.h"
+#include "latentd/eval.h"
 #include "latentd/fsutil.h"
 #include "latentd/jsonarg.h"
 
@@ -164,7 +165,8 @@ static int cap_or(int cap, int bound) { return cap > 0 && cap < bound ? cap : bo
 /* ---- the three parts of a spec ---- */
 
 static const char *const top_keys[] = {"kind", "model", "data", "limit", "arch", "train",
-                                       "checkpoint_every", "ranks", NULL};
+                                       "checkpoint_every", "ranks", "eval_n",
+                                       "eval_classifier", NULL};
 static const char *const arch_keys[] = {"arch", "hidden", "dec_hidden", "g_hidden", "d_hidden",
                                         "z", "act", "slope", "dropout", NULL};
 static const char *const train_keys[] = {"epochs", "batch", "lr", "lr_d", "seed", "beta1",
@@ -425,7 +427,7 @@ static const char *const invert_keys[] = {"kind", "model", "file", "images", "st
 
 const char *ld_jobspec_kind_name(const ld_jobspec_t *s)
 {
-    return s->invert ? "invert" : ld_kind_name(s->kind);
+    return s->invert ? "invert" : s->evaluate ? "evaluate" : ld_kind_name(s->kind);
 }
 
 /* The normal form of an inversion job (jobspec.h), into s. */
@@ -456,6 +458,68 @@ static int parse_invert(const cJSON *root, ld_jobspec_t *s, ld_err_t *err)
     snprintf(s->inv.file, sizeof s->inv.file, "%s", file);
     s->inv.images = (int)n;
     s->inv.opts = (ld_invert_opts_t){(int)steps, (int)restarts, (uint64_t)seed, lr, pen};
+    return LD_OK;
+}
+
+static const char *const evaluate_keys[] = {"kind", "model", "file", "classifier",
+                                            "classifier_file", "data", "n", "k", "seed", NULL};
+
+/* A file name in the model folder: no slash, not hidden. */
+static int model_file_ok(const char *f, size_t max)
+{
+    return f && f[0] && f[0] != '.' && !strchr(f, '/') && strlen(f) < max;
+}
+
+/* The normal form of an evaluation job (jobspec.h), into s. */
+static int parse_evaluate(const cJSON *root, ld_jobspec_t *s, ld_err_t *err)
+{
+    const char *model, *file, *cls, *cfile, *data;
+    double n = 0, k = 0, seed = 0;
+    int p[3], rc;
+    if ((rc = check_keys(root, "", evaluate_keys, err)) ||
+        (rc = str_field(root, "model", "model", &model, err)) ||
+        (rc = str_field(root, "file", "file", &file, err)) ||
+        (rc = str_field(root, "classifier", "classifier", &cls, err)) ||
+        (rc = str_field(root, "classifier_file", "classifier_file", &cfile, err)) ||
+        (rc = str_field(root, "data", "data", &data, err)) ||
+        (rc = int_field(root, "n", "n", LD_EVAL_PRC_K + 1, LD_EVAL_N_MAX, 0, NULL, &n, &p[0], err)) ||
+        (rc = int_field(root, "k", "k", 1, LD_EVAL_K_MAX, 0, NULL, &k, &p[1], err)) ||
+        (rc = int_field(root, "seed", "seed", 0, (double)LD_SEED_MAX, 0, NULL, &seed, &p[2], err)))
+        return rc;
+    if (!model || !ld_name_is_safe(model) || !cls || !ld_name_is_safe(cls) || !data ||
+        check_data_name(data, err) || !model_file_ok(file, sizeof s->ev.file) ||
+        !model_file_ok(cfile, sizeof s->ev.classifier_file) || !p[0] || !p[1] || !p[2])
+        return ld_err_set(err, LD_EFORMAT, "an evaluate spec needs model, file, classifier, "
+                                           "classifier_file, data, n, k and seed");
+    s->evaluate = 1;
+    snprintf(s->model, sizeof s->model, "%s", model);
+    snprintf(s->data, sizeof s->data, "%s", data);
+    snprintf(s->ev.file, sizeof s->ev.file, "%s", file);
+    snprintf(s->ev.classifier, sizeof s->ev.classifier, "%s", cls);
+    snprintf(s->ev.classifier_file, sizeof s->ev.classifier_file, "%s", cfile);
+    s->ev.n = (int)n;
+    s->ev.k = (int)k;
+    s->ev.seed = (uint64_t)seed;
+    return LD_OK;
+}
+
+/* "eval_n" and "eval_classifier" of a training spec (jobspec.h). */
+static int parse_checkpoint_eval(const cJSON *root, ld_jobspec_t *s, ld_err_t *err)
+{
+    double n = LD_JOBSPEC_EVAL_N_DEFAULT;
+    int present, rc;
+    const char *cls;
+    if ((rc = int_field(root, "eval_n", "eval_n", 0, LD_EVAL_N_MAX, 0, NULL, &n, &present, err)) ||
+        (rc = str_field(root, "eval_classifier", "eval_classifier", &cls, err)))
+        return rc;
+    if (n > 0 && n <= LD_EVAL_PRC_K)
+        return ld_err_set(err, LD_EINVAL, "eval_n: %d is too few samples: 0 (off) or more than %d",
+                          (int)n, LD_EVAL_PRC_K);
+    if (cls && !ld_name_is_safe(cls))
+        return ld_err_set(err, LD_EINVAL, "eval_classifier: \"%.64s\" is not a model name", cls);
+    s->eval_n = (int)n;
+    snprintf(s->eval_classifier, sizeof s->eval_classifier, "%s",
+             cls ? cls : LD_JOBSPEC_EVAL_CLASSIFIER_DEFAULT);
     return LD_OK;
 }
 
@@ -493,6 +557,10 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
     const cJSON *kj = cJSON_GetObjectItemCaseSensitive(root, "kind");
     if (cJSON_IsString(kj) && strcmp(kj->valuestring, "invert") == 0) {
         rc = parse_invert(root, s, err);
+        goto out;
+    }
+    if (cJSON_IsString(kj) && strcmp(kj->valuestring, "evaluate") == 0) {
+        rc = parse_evaluate(root, s, err);
         goto out;
     }
     if ((rc = check_keys(root, "", top_keys, err)))
@@ -553,6 +621,8 @@ int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                         err)))
         goto out;
     s->ranks = (int)v;
+    if ((rc = parse_checkpoint_eval(root, s, err)))
+        goto out;
     if (s->ranks > s->train.batch) {
         rc = ld_err_set(err, LD_EINVAL, "ranks: %d is more than train.batch %d (each rank needs a "
                                         "share of every batch)", s->ranks, s->train.batch);
@@ -747,10 +817,32 @@ static int optim_to_json(cJSON *train, const ld_optim_cfg_t *c)
     return ok;
 }
 
+static char *evaluate_to_json(const ld_jobspec_t *s)
+{
+    ld_buf_t b = {0};
+    ld_buf_puts(&b, "{\"kind\":\"evaluate\",\"model\":");
+    ld_buf_json_str(&b, s->model);
+    ld_buf_puts(&b, ",\"file\":");
+    ld_buf_json_str(&b, s->ev.file);
+    ld_buf_puts(&b, ",\"classifier\":");
+    ld_buf_json_str(&b, s->ev.classifier);
+    ld_buf_puts(&b, ",\"classifier_file\":");
+    ld_buf_json_str(&b, s->ev.classifier_file);
+    ld_buf_puts(&b, ",\"data\":");
+    ld_buf_json_str(&b, s->data);
+    ld_buf_printf(&b, ",\"n\":%d,\"k\":%d,\"seed\":%" PRIu64 "}", s->ev.n, s->ev.k, s->ev.seed);
+    size_t len;
+    char *out = ld_buf_failed(&b) ? NULL : ld_buf_steal(&b, &len);
+    ld_buf_free(&b);
+    return out;
+}
+
 char *ld_jobspec_to_json(const ld_jobspec_t *s)
 {
     if (s->invert)
         return invert_to_json(s);
+    if (s->evaluate)
+        return evaluate_to_json(s);
     const ld_arch_t *a = &s->arch;
     const ld_train_opts_t *o = &s->train;
     const int gan = ld_kind_family(s->kind) == LD_KIND_GAN;
@@ -797,6 +889,8 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
         ok = ok && cJSON_AddNumberToObject(root, "checkpoint_every", (double)o->checkpoint_every);
         if (s->ranks > 1) /* absent when 1, so specs from before ranks print as they did */
             ok = ok && cJSON_AddNumberToObject(root, "ranks", s->ranks);
+        ok = ok && cJSON_AddNumberToObject(root, "eval_n", s->eval_n) &&
+             cJSON_AddStringToObject(root, "eval_classifier", s->eval_classifier);
     }
     char *out = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(arch);

@@ -695,18 +695,19 @@ static int eval_cond(const ld_model_t *m, const char *model, const ld_dataset_t 
 static int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = "fashion-mnist", *classifier = NULL;
-    int n = 10000;
+    int n = 10000, k = 0;
     uint64_t seed = 1;
     flag_t flags[] = {
         {"model", F_STR, &model, 0, 0, "checkpoint to evaluate (required)", 0},
+        {"k", F_INT, &k, 1, 10000, "VAE: also the importance-weighted bound with k samples (IWAE)", 0},
         {"data", F_STR, &data, 0, 0, "test data: fashion-mnist | PATH (test split)", 0},
         {"classifier", F_STR, &classifier, 0, 0, "classifier checkpoint (GAN: class shares and Frechet distance)", 0},
-        {"n", F_INT, &n, 2, 1000000, "GAN samples (10000)", 0},
+        {"n", F_INT, &n, LD_EVAL_PRC_K + 1, 1000000, "GAN samples (10000)", 0},
         {"seed", F_U64, &seed, 0, 1.8e19, "random seed (1)", 0},
     };
     int nf = (int)LD_ARRAY_LEN(flags);
     if (wants_help(argc, argv)) {
-        print_flags("latentd eval --model FILE --data fashion-mnist [--classifier FILE]", flags, nf);
+        print_flags("latentd eval --model FILE --data fashion-mnist [--classifier FILE] [--k K]", flags, nf);
         return 0;
     }
     if (parse_flags(argc, argv, flags, nf, NULL))
@@ -735,6 +736,13 @@ static int cmd_eval(int argc, char **argv)
         }
         printf("vae %s on %s (%d images): negative ELBO %.2f nats/image (reconstruction %.2f + KL %.2f)\n",
                model, d->name, d->n, nelbo, rec, kl);
+        double nll;
+        if (k > 0 && ld_eval_iwae(m, d, k, seed, &nll, &e)) {
+            load_err("eval", &e);
+            goto done;
+        }
+        if (k > 0)
+            printf("IWAE bound (k=%d): %.2f nats/image\n", k, nll);
     } else if (m->arch.kind == LD_KIND_CLASSIFIER) {
         double acc, recall[256];
         if (ld_eval_recall(m, d, &acc, recall, &e)) {
@@ -760,8 +768,11 @@ static int cmd_eval(int argc, char **argv)
         printf("%s %s: %d samples, class shares:", ld_kind_name(m->arch.kind), model, g.n);
         for (int c = 0; c < g.n_classes; c++)
             printf(" %d:%.1f%%", c, 100 * g.share[c]);
-        printf("\nmin class share %.1f%%, Frechet distance to %s %.3f\n", 100 * g.min_share,
-               d->name, g.fid);
+        char num[16];
+        printf("\nmin class share %.1f%% (%s), Frechet distance to %s %.3f\n", 100 * g.min_share,
+               ld_eval_class_name(cls, g.min_class, num, sizeof num), d->name, g.fid);
+        printf("precision %.4f, recall %.4f (k=%d nearest neighbours in the classifier's "
+               "features)\n", g.precision, g.recall, LD_EVAL_PRC_K);
     }
     rc = 0;
 done:

@@ -343,6 +343,104 @@ START_TEST(test_frechet_self)
 }
 END_TEST
 
+/* Precision and recall on feature sets with known answers: a set against
+ * itself is 1/1; two clusters far apart are 0/0; a fake set that covers
+ * only half the real points (the other half sits far away) has precision 1,
+ * recall 1/2; k = 1 uses the nearest other point, so two points alone
+ * cover each other. */
+START_TEST(test_eval_prc_known)
+{
+    const int F = 5, N = 200;
+    float *a = malloc((size_t)N * F * sizeof(float)), *b = malloc((size_t)N * F * sizeof(float));
+    ck_assert(a && b);
+    ld_rng_t r;
+    ld_rng_seed(&r, 21);
+    ld_rng_fill_normal(&r, a, (size_t)N * F, 0, 1);
+    double p = -1, rc = -1;
+    ld_err_t err = {{0}};
+    ck_assert_int_eq(ld_eval_prc(F, N, a, N, a, 3, &p, &rc, &err), LD_OK);
+    ck_assert_msg(p == 1.0 && rc == 1.0, "identical sets: precision %g recall %g", p, rc);
+
+    for (size_t i = 0; i < (size_t)N * F; i++)
+        b[i] = a[i] + 1000.0f;
+    ck_assert_int_eq(ld_eval_prc(F, N, a, N, b, 3, &p, &rc, &err), LD_OK);
+    ck_assert_msg(p == 0.0 && rc == 0.0, "disjoint sets: precision %g recall %g", p, rc);
+
+    /* real: a's first half near 0 and a second half moved far; fake: a copy
+     * of the first half, drawn again with a small jitter */
+    float *real = malloc((size_t)N * F * sizeof(float));
+    ck_assert(real);
+    memcpy(real, a, (size_t)N * F * sizeof(float));
+    for (size_t i = (size_t)N / 2 * F; i < (size_t)N * F; i++)
+        real[i] += 1000.0f;
+    for (size_t i = 0; i < (size_t)N / 2 * F; i++)
+        b[i] = a[i] + 1e-3f * ((float)(i % 7) - 3.0f);
+    ck_assert_int_eq(ld_eval_prc(F, N, real, N / 2, b, 3, &p, &rc, &err), LD_OK);
+    printf("  prc: half covered: precision %g recall %g\n", p, rc);
+    ck_assert_msg(p == 1.0, "precision %g", p);
+    ck_assert_msg(fabs(rc - 0.5) < 1e-12, "recall %g", rc);
+    /* and the roles swapped: every fake point is in the real manifold... */
+    ck_assert_int_eq(ld_eval_prc(F, N / 2, b, N, real, 3, &p, &rc, &err), LD_OK);
+    ck_assert_msg(fabs(p - 0.5) < 1e-12 && rc == 1.0, "swapped: precision %g recall %g", p, rc);
+
+    /* too few rows for k neighbours: an error, not a crash */
+    ck_assert_int_eq(ld_eval_prc(F, 3, a, N, a, 3, &p, &rc, &err), LD_EINVAL);
+    ck_assert_int_eq(ld_eval_prc(F, N, a, 2, a, 3, &p, &rc, &err), LD_EINVAL);
+    free(a);
+    free(b);
+    free(real);
+}
+END_TEST
+
+/* Radius is the k-th neighbour's distance, self excluded: on a line at 0, 1,
+ * 3, 7, 15 with k = 1 the radii are 1, 1, 2, 4, 8, so a query at 11.5 is
+ * covered (by 15) and one at -1.5 is not (0's radius is 1, 1's is 1). */
+START_TEST(test_eval_prc_radii)
+{
+    float real[] = {0, 1, 3, 7, 15}, fake[] = {11.5f, -1.5f, 5.0f};
+    double p, rc;
+    ld_err_t err = {{0}};
+    ck_assert_int_eq(ld_eval_prc(1, 5, real, 3, fake, 1, &p, &rc, &err), LD_OK);
+    /* 11.5: |11.5-15| = 3.5 <= 8 in; -1.5: 1.5 > 1 out; 5.0: |5-3| = 2 <= 2 in */
+    ck_assert_msg(fabs(p - 2.0 / 3) < 1e-12, "precision %g", p);
+    /* fake radii (k=1): 11.5 -> 6.5, -1.5 -> 6.5, 5 -> 6.5; real 0,1,3,7,15:
+     * 0 (1.5 from -1.5), 1, 3 (2 from 5), 7 (2), 15 (3.5 from 11.5): all in */
+    ck_assert_msg(rc == 1.0, "recall %g", rc);
+}
+END_TEST
+
+/* IWAE on the shipped VAE: k = 1 is a one-sample ELBO, whose mean over
+ * images agrees with ld_eval_vae's analytic-KL estimate; k = 100 is a tighter
+ * bound (a smaller negative log-likelihood) and k = 10 sits between. */
+START_TEST(test_eval_iwae_fashion)
+{
+    ld_model_t *m = NULL;
+    ld_dataset_t *d = NULL;
+    ld_err_t err = {{0}};
+    ck_assert_msg(ld_model_load("models/fashion-vae.safetensors", &m, &err) == LD_OK, "%s",
+                  err.msg);
+    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TEST, 500, &d, &err) == LD_OK, "%s",
+                  err.msg);
+    double nelbo, rec, kl, i1, i10, i100;
+    ck_assert_int_eq(ld_eval_vae(m, d, 1, &nelbo, &rec, &kl, &err), LD_OK);
+    ck_assert_msg(ld_eval_iwae(m, d, 1, 2, &i1, &err) == LD_OK, "%s", err.msg);
+    ck_assert_int_eq(ld_eval_iwae(m, d, 10, 2, &i10, &err), LD_OK);
+    ck_assert_int_eq(ld_eval_iwae(m, d, 100, 2, &i100, &err), LD_OK);
+    printf("  iwae (shipped vae, 500 images): nelbo %.3f  k=1 %.3f  k=10 %.3f  k=100 %.3f\n",
+           nelbo, i1, i10, i100);
+    ck_assert_msg(fabs(i1 - nelbo) < 1.0, "k=1 %.4f vs nelbo %.4f", i1, nelbo);
+    ck_assert_msg(i10 < i1 && i100 < i10, "k=1 %.4f, k=10 %.4f, k=100 %.4f", i1, i10, i100);
+    ck_assert_msg(i100 > 0.8 * nelbo, "k=100 %.4f implausibly far below nelbo %.4f", i100, nelbo);
+    /* same seed, same bound */
+    double again;
+    ck_assert_int_eq(ld_eval_iwae(m, d, 10, 2, &again, &err), LD_OK);
+    ck_assert(again == i10);
+    ck_assert_int_eq(ld_eval_iwae(m, d, 0, 2, &again, &err), LD_EINVAL);
+    ld_data_free(d);
+    ld_model_free(m);
+}
+END_TEST
+
 Suite *suite_eval(void)
 {
     Suite *s = suite_create("eval");
@@ -354,6 +452,9 @@ Suite *suite_eval(void)
     tcase_add_test(tc, test_eval_gan_constant_generator);
     tcase_add_test(tc, test_eval_gan_shares);
     tcase_add_test(tc, test_frechet_self);
+    tcase_add_test(tc, test_eval_prc_known);
+    tcase_add_test(tc, test_eval_prc_radii);
+    tcase_add_test(tc, test_eval_iwae_fashion);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -209,7 +209,25 @@ int ld_jobs_submit_invert(ld_jobs_t *j, const char *model, const char *file,
                           const ld_invert_opts_t *o, int n, int x_dim, const float *x,
                           char id[LD_JOB_ID_MAX], int *retry_after_s, ld_err_t *err);
 
-/* The state of inversion job id (*state) and, once it succeeded, its result
+/* Queue an evaluation job (jobspec.h ld_jobspec_eval_t; POST
+ * /v1/models/{name}/evaluate): when it runs, the model MODELS/ev->file
+ * (served as model) and the classifier MODELS/ev->classifier_file are
+ * loaded, data (a name ld_jobspec_resolve_data takes) is read (test split),
+ * and the quality measures of eval.h go into its result.json:
+ *   {"model","kind","file","data","images","n","k","seed",
+ *    "classifier":{"model","file","accuracy"},
+ *    "samples":{"fid","precision","recall","nn_k","min_class_share","min_class",
+ *               "class_shares":{name: share}},
+ *    "vae":{"nelbo","rec","kl","iwae_k","iwae_nll"} (VAE only, else null),
+ *    "per_class_accuracy": null (conditional models: see jobs_eval.c),
+ *    "seconds"}
+ * Its steps_total is the number of phases; a cancel or shutdown acts between
+ * them.  Errors as ld_jobs_submit. */
+int ld_jobs_submit_evaluate(ld_jobs_t *j, const char *model, const char *data,
+                            const ld_jobspec_eval_t *ev, char id[LD_JOB_ID_MAX],
+                            int *retry_after_s, ld_err_t *err);
+
+/* The state of inversion (or evaluation) job id (*state) and, once it succeeded, its result
  * JSON (*json, *len bytes, malloc'd: the caller frees).  LD_ENOTFOUND for an
  * unknown id or a training job; a failed job's error is in err (LD_OK). */
 int ld_jobs_invert_result(ld_jobs_t *j, const char *id, ld_job_state_t *state, char **json,
@@ -244,7 +262,13 @@ int ld_jobs_info(ld_jobs_t *j, const char *id, ld_job_info_t *out, ld_err_t *err
  *                   d_loss/g_loss/d_real/d_fake (running means over the epoch)
  *    "created","started","finished" (ISO-8601 UTC or null), "error" (or null),
  *    "model_file" (null until succeeded), "resumed_from_step" (or null),
- *    "note" (or null), "cancel_requested", "seq", "spec": {normal form}}
+ *    "note" (or null), "cancel_requested", "seq", "spec": {normal form},
+ *    "eval_history":[{"step", GAN: "fid","min_class_share","min_class",
+ *                     "precision","recall" | VAE: "nelbo"}]  one point per
+ *                   checkpoint and at the end (spec eval_n; at most 128, the
+ *                   newest), measured on the model being trained;
+ *    "warnings":[{"step","message","class","share"}]  a class under 1% of a
+ *                   GAN's samples at a checkpoint (at most 64)}
  * Every number is finite.  LD_ENOTFOUND for an unknown id, LD_ENOMEM. */
 int ld_jobs_get_json(ld_jobs_t *j, const char *id, char **json, ld_err_t *err);
 
@@ -296,6 +320,13 @@ void ld_jobs_unsubscribe(ld_jobs_t *j, ld_jobs_sub_t *s);
  * nothing newer will come.  LD_ENOTFOUND, LD_ENOMEM. */
 int ld_jobs_event_json(ld_jobs_t *j, const char *id, uint64_t *seq, char **json, int *final,
                        ld_err_t *err);
+
+/* Mode-collapse warnings of a training job (its record's "warnings", from
+ * evaluation at checkpoints): *json = warning number *next as
+ * {"id","step","message":"mode collapse: sandal at 0.4%","class","share"}
+ * (malloc'd) and *next advanced, or *json = NULL when there is none newer.
+ * A stream sends each as an SSE "warning" event.  LD_ENOTFOUND, LD_ENOMEM. */
+int ld_jobs_warning_json(ld_jobs_t *j, const char *id, int *next, char **json, ld_err_t *err);
 
 /* Block until job id's seq exceeds after_seq, it is final, or timeout_ms pass
  * (for tests and simple callers; streams use subscribe).  *seq (if not NULL)

@@ -17,8 +17,12 @@
  *    "train": {"epochs", "batch", "lr", "seed", "beta1", "beta2",
  *              "kl_beta" (VAE), "lr_d", "loss": "ns" | "minimax", "real_label" (GAN)},
  *    "checkpoint_every": STEPS,          0 = only when stopped; default from the engine
- *    "ranks": K}                         1 (default): trains in the daemon; 2..: as K MPI
+ *    "ranks": K,                         1 (default): trains in the daemon; 2..: as K MPI
  *                                        ranks started by the configured launcher (jobs.h)
+ *    "eval_n": N,                        evaluation at each checkpoint (jobs.h eval_history):
+ *                                        GAN samples / VAE test images; 2000, 0 = off
+ *    "eval_classifier": NAME}            MODELS/NAME.safetensors scores GAN samples
+ *                                        ("fashion-classifier")
  *
  * Status codes (the HTTP layer maps them):
  *   LD_EFORMAT  (400) not JSON, trailing bytes, not an object, unknown or
@@ -77,9 +81,30 @@ typedef struct {
     ld_invert_opts_t opts;
 } ld_jobspec_invert_t;
 
+/* An evaluation job (jobs.h, ld_jobs_submit_evaluate): the quality measures
+ * of eval.h on a served model's file.  Normal form:
+ *   {"kind":"evaluate","model":NAME,"file":FILE,"classifier":NAME,
+ *    "classifier_file":FILE,"data":DATA,"n":N,"k":K,"seed":S}
+ * which ld_jobspec_parse reads back (job recovery) and POST /v1/jobs
+ * refuses. */
+#define LD_EVAL_N_MAX 50000  /* samples of an evaluation */
+#define LD_JOBSPEC_EVAL_N_DEFAULT 2000
+#define LD_JOBSPEC_EVAL_CLASSIFIER_DEFAULT "fashion-classifier"
+#define LD_EVAL_K_MAX 1000   /* IWAE samples per test image */
+typedef struct {
+    char file[128];                    /* the model's file name in the model folder */
+    char classifier[LD_JOBSPEC_NAME_MAX];
+    char classifier_file[128];         /* the classifier's file in the model folder */
+    int n;                             /* samples drawn, LD_EVAL_PRC_K+1..LD_EVAL_N_MAX */
+    int k;                             /* IWAE samples per image (VAE), 1..LD_EVAL_K_MAX */
+    uint64_t seed;
+} ld_jobspec_eval_t;
+
 typedef struct {
     int invert;                        /* an inversion job: only model and inv apply */
     ld_jobspec_invert_t inv;
+    int evaluate;                      /* an evaluation job: only model, data and ev apply */
+    ld_jobspec_eval_t ev;
     ld_kind_t kind;                    /* LD_KIND_VAE or LD_KIND_GAN (GAN for invert) */
     char model[LD_JOBSPEC_NAME_MAX];
     char data[LD_JOBSPEC_NAME_MAX];    /* "fashion-mnist" or a name inside data_dir */
@@ -88,6 +113,11 @@ typedef struct {
     ld_arch_t arch;                    /* image shape 28x28 until the data set is known */
     ld_train_opts_t train;             /* state_path empty; checkpoint_every as below */
     int ranks;                         /* MPI ranks, 1..LD_JOBSPEC_MAX_RANKS, <= train.batch */
+    /* Evaluation at each checkpoint (jobs.h, eval_history): "eval_n" samples
+     * (GAN) or test images (VAE), 0 = off; "eval_classifier" the classifier
+     * file MODELS/NAME.safetensors that scores a GAN's samples. */
+    int eval_n;
+    char eval_classifier[LD_JOBSPEC_NAME_MAX];
 } ld_jobspec_t;
 
 /* Parse and validate body[0..len) (need not be NUL-terminated).  caps may be
@@ -96,7 +126,7 @@ typedef struct {
 int ld_jobspec_parse(const char *body, size_t len, const ld_jobs_caps_t *caps,
                      long checkpoint_every_default, ld_jobspec_t *out, ld_err_t *err);
 
-/* "invert" for an inversion job, else the model kind's name. */
+/* "invert" or "evaluate" for those jobs, else the model kind's name. */
 const char *ld_jobspec_kind_name(const ld_jobspec_t *s);
 
 /* The spec in normal form: every field present ("ranks" only when above 1), fixed order, numbers in their
