@@ -307,11 +307,15 @@ void jobs_ckpt_eval_run(ld_jobs_t *j, job_t *job, jobs_ckpt_eval_t *ce, const ld
     jobs_copy_str(w.cls, sizeof w.cls, pt.min_class);
     pthread_mutex_lock(&j->lock);
     jobs_eval_push_locked(job, &pt);
-    if (warn)
+    /* a warning is an event at once; a plain point goes out with the next
+     * progress event, which on_progress rate-limits (NOTIFY_INTERVAL_S) */
+    if (warn) {
         jobs_warn_push_locked(job, &w);
-    jobs_bump_locked(j, job);
+        jobs_bump_locked(j, job);
+    }
     pthread_mutex_unlock(&j->lock);
-    jobs_wake_subs(j, job);
+    if (warn)
+        jobs_wake_subs(j, job);
     if (warn)
         jobs_log(j, LD_LOG_WARN, "job %s: step %ld: mode collapse: %s at %.1f%%", job->id, step,
                  pt.min_class, 100 * pt.min_share);
