@@ -11,6 +11,7 @@
 #include "latentd/v2.h"
 
 #include "api_impl.h"
+#include "scan_impl.h"
 
 #include "latentd/batch.h"
 #include "latentd/buf.h"
@@ -817,10 +818,6 @@ static void infer_run(ld_req_t *req, infer_t *j, int seeded);
  * path, which answers it, errors included: the lean path answers no error
  * of its own. */
 typedef struct {
-    const char *p, *end;
-} scan_t;
-
-typedef struct {
     const char *id;                /* not terminated; NULL when not given */
     size_t id_len;
     int bin_out;                   /* parameters.binary_data_output */
@@ -830,26 +827,9 @@ typedef struct {
                                       not given (outputs or its parameters) */
 } lean_t;
 
-static void sc_ws(scan_t *s)
+static int sc_str(ld_scan_t *s, const char **str, size_t *len)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
-}
-
-/* Blanks, then c: 1 after reading it, else 0. */
-static int sc_ws_char(scan_t *s, char c)
-{
-    sc_ws(s);
-    if (s->p < s->end && *s->p == c) {
-        s->p++;
-        return 1;
-    }
-    return 0;
-}
-
-static int sc_str(scan_t *s, const char **str, size_t *len)
-{
-    if (!sc_ws_char(s, '"'))
+    if (!ld_scan_eat(s, '"'))
         return 0;
     const char *a = s->p;
     while (s->p < s->end && *s->p != '"') {
@@ -874,7 +854,7 @@ static int sc_is(const char *str, size_t len, const char *lit)
 }
 
 /* A string value that must be lit. */
-static int sc_lit(scan_t *s, const char *lit)
+static int sc_lit(ld_scan_t *s, const char *lit)
 {
     const char *v;
     size_t n;
@@ -883,9 +863,9 @@ static int sc_lit(scan_t *s, const char *lit)
 
 /* At most 15 digits, no leading zero: exact as cJSON's double; what follows
  * must be a delimiter, which the caller reads. */
-static int sc_count(scan_t *s, unsigned long long *v)
+static int sc_count(ld_scan_t *s, unsigned long long *v)
 {
-    sc_ws(s);
+    ld_scan_ws(s);
     const char *a = s->p;
     unsigned long long x = 0;
     while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - a < 16)
@@ -895,9 +875,9 @@ static int sc_count(scan_t *s, unsigned long long *v)
     return n > 0 && n <= 15 && (n == 1 || *a != '0');
 }
 
-static int sc_bool(scan_t *s, int *b)
+static int sc_bool(ld_scan_t *s, int *b)
 {
-    sc_ws(s);
+    ld_scan_ws(s);
     size_t left = (size_t)(s->end - s->p);
     if (left >= 4 && memcmp(s->p, "true", 4) == 0) {
         s->p += 4;
@@ -915,16 +895,16 @@ static int sc_bool(scan_t *s, int *b)
 /* The members of an object: call with *i = 0 after its '{'; 1 with the next
  * member's key index in keys (its value is next), 0 after the '}', -1 for
  * anything else (an unknown or repeated key included). */
-static int sc_member(scan_t *s, const char *const *keys, unsigned *seen, int *i, int *k)
+static int sc_member(ld_scan_t *s, const char *const *keys, unsigned *seen, int *i, int *k)
 {
-    if (*i == 0 && sc_ws_char(s, '}'))
+    if (*i == 0 && ld_scan_eat(s, '}'))
         return 0;
-    if (*i > 0 && !sc_ws_char(s, ','))
-        return sc_ws_char(s, '}') ? 0 : -1;
+    if (*i > 0 && !ld_scan_eat(s, ','))
+        return ld_scan_eat(s, '}') ? 0 : -1;
     (*i)++;
     const char *key;
     size_t n;
-    if (!sc_str(s, &key, &n) || !sc_ws_char(s, ':'))
+    if (!sc_str(s, &key, &n) || !ld_scan_eat(s, ':'))
         return -1;
     for (*k = 0; keys[*k]; (*k)++)
         if (sc_is(key, n, keys[*k]))
@@ -938,13 +918,13 @@ static int sc_member(scan_t *s, const char *const *keys, unsigned *seen, int *i,
 /* {"binary_data_size": N} or {"binary_data": b} or {"binary_data_output": b}:
  * an object of at most one member, key; *v its value (a count, or a bool
  * when is_bool); *given whether it was there. */
-static int sc_one(scan_t *s, const char *key, int is_bool, unsigned long long *v, int *given)
+static int sc_one(ld_scan_t *s, const char *key, int is_bool, unsigned long long *v, int *given)
 {
     const char *const keys[] = {key, NULL};
     unsigned seen = 0;
     int i = 0, k, r, b;
     *given = 0;
-    if (!sc_ws_char(s, '{'))
+    if (!ld_scan_eat(s, '{'))
         return 0;
     while ((r = sc_member(s, keys, &seen, &i, &k)) == 1) {
         if (is_bool ? !sc_bool(s, &b) : !sc_count(s, v))
@@ -956,12 +936,12 @@ static int sc_one(scan_t *s, const char *key, int is_bool, unsigned long long *v
     return r == 0;
 }
 
-static int lean_input(scan_t *s, lean_t *l)
+static int lean_input(ld_scan_t *s, lean_t *l)
 {
     static const char *const keys[] = {"name", "datatype", "shape", "parameters", NULL};
     unsigned seen = 0;
     int i = 0, k, r, given;
-    if (!sc_ws_char(s, '{'))
+    if (!ld_scan_eat(s, '{'))
         return 0;
     while ((r = sc_member(s, keys, &seen, &i, &k)) == 1) {
         int ok;
@@ -969,8 +949,8 @@ static int lean_input(scan_t *s, lean_t *l)
         case 0: ok = sc_lit(s, "z"); break;
         case 1: ok = sc_lit(s, "FP32"); break;
         case 2:
-            ok = sc_ws_char(s, '[') && sc_count(s, &l->dims[0]) && sc_ws_char(s, ',') &&
-                 sc_count(s, &l->dims[1]) && sc_ws_char(s, ']');
+            ok = ld_scan_eat(s, '[') && sc_count(s, &l->dims[0]) && ld_scan_eat(s, ',') &&
+                 sc_count(s, &l->dims[1]) && ld_scan_eat(s, ']');
             break;
         default: ok = sc_one(s, "binary_data_size", 0, &l->size, &given) && given; break;
         }
@@ -980,13 +960,13 @@ static int lean_input(scan_t *s, lean_t *l)
     return r == 0 && seen == 15; /* all four */
 }
 
-static int lean_output(scan_t *s, lean_t *l)
+static int lean_output(ld_scan_t *s, lean_t *l)
 {
     static const char *const keys[] = {"name", "parameters", NULL};
     unsigned seen = 0;
     unsigned long long b;
     int i = 0, k, r, given;
-    if (!sc_ws_char(s, '{'))
+    if (!ld_scan_eat(s, '{'))
         return 0;
     while ((r = sc_member(s, keys, &seen, &i, &k)) == 1) {
         if (k == 0 ? !sc_lit(s, "images") : !sc_one(s, "binary_data", 1, &b, &given))
@@ -1001,12 +981,12 @@ static int lean_output(scan_t *s, lean_t *l)
 static int lean_read(const char *head, size_t len, lean_t *l)
 {
     static const char *const keys[] = {"id", "parameters", "inputs", "outputs", NULL};
-    scan_t s = {head, head + len};
+    ld_scan_t s = {head, head + len};
     unsigned seen = 0;
     unsigned long long b;
     int i = 0, k, r, given;
     *l = (lean_t){.out_bin = -1};
-    if (!sc_ws_char(&s, '{'))
+    if (!ld_scan_eat(&s, '{'))
         return 0;
     while ((r = sc_member(&s, keys, &seen, &i, &k)) == 1) {
         int ok;
@@ -1016,13 +996,13 @@ static int lean_read(const char *head, size_t len, lean_t *l)
             ok = sc_one(&s, "binary_data_output", 1, &b, &given);
             l->bin_out = given && b;
             break;
-        case 2: ok = sc_ws_char(&s, '[') && lean_input(&s, l) && sc_ws_char(&s, ']'); break;
-        default: ok = sc_ws_char(&s, '[') && lean_output(&s, l) && sc_ws_char(&s, ']'); break;
+        case 2: ok = ld_scan_eat(&s, '[') && lean_input(&s, l) && ld_scan_eat(&s, ']'); break;
+        default: ok = ld_scan_eat(&s, '[') && lean_output(&s, l) && ld_scan_eat(&s, ']'); break;
         }
         if (!ok)
             return 0;
     }
-    sc_ws(&s);
+    ld_scan_ws(&s);
     return r == 0 && (seen & 4) && s.p == s.end;
 }
 

@@ -587,6 +587,17 @@ START_TEST(test_infer_binary)
 }
 END_TEST
 
+/* POST head and bin (with the binary extension) to path and expect status
+ * with an error containing want. */
+static void bad_bin(const char *path, const char *head, const void *bin, size_t bin_len,
+                    long status, const char *want, const char *what)
+{
+    tu_resp_t r;
+    post_bin(&r, path, head, bin, bin_len);
+    expect_v2_error(&r, status, want, what);
+    tu_resp_free(&r);
+}
+
 /* POST head and bin (with the binary extension); the body and the
  * Inference-Header-Content-Length of the answer (0 when it has none) into
  * *body (caller frees) and *hl; the status. */
@@ -669,61 +680,46 @@ START_TEST(test_infer_lean_same_answer)
     }
     /* left to the general path: its answer */
     const char *p = "/v2/models/tvae/infer";
+    char big[32];
+    snprintf(big, sizeof big, "%zu", sizeof z + 4);
+    static const char *const fmt = "{\"inputs\":[" ZB("%s", "%s") "]%s";
+    const struct {
+        const char *path, *shape, *size, *after; /* size NULL: the right one */
+        long status;
+        const char *want;
+    } cases[] = {
+        {p, "[3,4]", NULL, ",\"inputs\":[]}", 400, "given twice"},
+        {p, "[3,4]", NULL, ",\"extra\":1}", 400, "unknown field 'extra'"},
+        {p, "[3,4]", NULL, "}x", 400, "after the JSON value"},
+        {p, "[3,4]", big, "}", 400, "binary_data_size"},
+        {p, "[3000000000000000000,4]", NULL, "}", 400, "too large"},
+        {p, "[3,5]", NULL, "}", 400, "dimension 1"},
+        {p, "[03,4]", NULL, "}", 400, "not valid JSON"},
+        {"/v2/models/nosuch/infer", "[3,4]", NULL, "}", 404, "nosuch"},
+    };
     char head[512];
-    tu_resp_t r;
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,4]", "%s") "],\"inputs\":[]}", sz);
-    post_bin(&r, p, head, z, sizeof z);
-    expect_v2_error(&r, 400, "given twice", "a repeated member");
-    tu_resp_free(&r);
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,4]", "%s") "],\"extra\":1}", sz);
-    post_bin(&r, p, head, z, sizeof z);
-    expect_v2_error(&r, 400, "unknown field 'extra'", "an unknown member");
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,4]", "%s") "]}x", sz);
-    tu_resp_free(&r);
-    post_bin(&r, p, head, z, sizeof z);
-    expect_v2_error(&r, 400, "after the JSON value", "data after the head");
-    tu_resp_free(&r);
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,4]", "%s") "]}", sz);
-    {
-        /* a NUL inside the JSON part, where a blank could be */
-        size_t hlen = strlen(head);
-        char body[600];
-        memcpy(body, head, hlen);
-        body[hlen] = '\0';
-        memcpy(body + hlen + 1, z, sizeof z);
-        char extra[80];
-        snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %zu", hlen + 1);
-        req(&r, "POST", p, body, hlen + 1 + sizeof z, "application/octet-stream", extra, NULL);
-        expect_v2_error(&r, 400, "after the JSON value", "a NUL after the head");
-        tu_resp_free(&r);
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        snprintf(head, sizeof head, fmt, cases[i].shape, cases[i].size ? cases[i].size : sz,
+                 cases[i].after);
+        bad_bin(cases[i].path, head, z, sizeof z, cases[i].status, cases[i].want, head);
     }
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,4]", "%zu") "]}", sizeof z + 4);
-    post_bin(&r, p, head, z, sizeof z);
-    expect_v2_error(&r, 400, "binary_data_size", "a size not matching the shape");
+    /* a NUL inside the JSON part, where a blank could be */
+    snprintf(head, sizeof head, fmt, "[3,4]", sz, "}");
+    size_t hlen = strlen(head);
+    char body[600];
+    memcpy(body, head, hlen);
+    body[hlen] = '\0';
+    memcpy(body + hlen + 1, z, sizeof z);
+    char extra[80];
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %zu", hlen + 1);
+    tu_resp_t r;
+    req(&r, "POST", p, body, hlen + 1 + sizeof z, "application/octet-stream", extra, NULL);
+    expect_v2_error(&r, 400, "after the JSON value", "a NUL after the head");
     tu_resp_free(&r);
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3000000000000000000,4]", "%s") "]}", sz);
-    post_bin(&r, p, head, z, sizeof z);
-    expect_v2_error(&r, 400, "too large", "19 digits");
-    tu_resp_free(&r);
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,5]", "%s") "]}", sz);
-    post_bin(&r, p, head, z, sizeof z);
-    expect_v2_error(&r, 400, "dimension 1", "the wrong z size");
-    tu_resp_free(&r);
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,4]", "%s") "]}", sz);
-    post_bin(&r, "/v2/models/nosuch/infer", head, z, sizeof z);
-    expect_v2_error(&r, 404, "nosuch", "no such model");
-    tu_resp_free(&r);
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[03,4]", "%s") "]}", sz);
-    post_bin(&r, p, head, z, sizeof z);
-    expect_v2_error(&r, 400, "not valid JSON", "a leading zero");
-    tu_resp_free(&r);
-    float nan_z[N * ZD];
-    memcpy(nan_z, z, sizeof z);
-    nan_z[N * ZD - 1] = INFINITY;
-    snprintf(head, sizeof head, "{\"inputs\":[" ZB("[3,4]", "%s") "]}", sz);
-    post_bin(&r, p, head, nan_z, sizeof nan_z);
-    expect_v2_error(&r, 400, "not finite", "an infinity");
-    tu_resp_free(&r);
+    float inf_z[N * ZD];
+    memcpy(inf_z, z, sizeof z);
+    inf_z[N * ZD - 1] = INFINITY;
+    bad_bin(p, head, inf_z, sizeof inf_z, 400, "not finite", "an infinity");
 #undef ZB
 }
 END_TEST
