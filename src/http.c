@@ -594,6 +594,7 @@ long long *ld_req_bytes_sent(ld_req_t *req) { return &req->bytes; }
 const char *ld_req_method(const ld_req_t *req) { return req->method; }
 const char *ld_req_path(const ld_req_t *req) { return req->path; }
 const cJSON *ld_req_json(const ld_req_t *req) { return req->json; }
+size_t ld_req_json_len(const ld_req_t *req) { return req->json_len; }
 ld_http_t *ld_req_server(const ld_req_t *req) { return req->h; }
 ld_body_sink_t *ld_req_sink(const ld_req_t *req) { return req->sink; }
 struct MHD_Connection *ld_req_connection(const ld_req_t *req) { return req->conn; }
@@ -964,10 +965,68 @@ static void on_data(ld_req_t *req, const char *data, size_t n)
     req->body_len += n;
 }
 
+/* Parse the request's JSON (its first jlen > 0 bytes) into req->json: 0,
+ * or -1 after answering. */
+static int parse_json(ld_req_t *req, size_t jlen)
+{
+    ld_http_t *h = req->h;
+    /* a parse tree is at most one cJSON node per value plus copies of its
+     * strings, each rounded up to 16 bytes: charge that before building it
+     * so hostile bodies cannot multiply memory, and make it the arena's one
+     * block */
+    size_t nodes = 1;
+    for (size_t i = 0; i < jlen; i++) {
+        uint8_t c = req->body[i];
+        nodes += c == ',' || c == '[' || c == '{' || c == ':';
+    }
+    long long cost = (long long)(nodes * (sizeof(cJSON) + 16) + jlen);
+    if (charge(h, req, cost) != 0) {
+        if (cost + req->charged > (long long)h->body_memory_limit) {
+            ld_req_error(req, 413, "payload_too_large",
+                         "the JSON body has too many values (about %zu)", nodes);
+        } else {
+            ld_req_header_add(req, "Retry-After", "1");
+            ld_req_error(req, 503, "overloaded",
+                         "too many request bodies in memory at once; retry shortly");
+        }
+        return -1;
+    }
+    const char *end = NULL;
+    ld_arena_init(&req->arena, (size_t)cost);
+    req->json = ld_arena_parse_json(&req->arena, (const char *)req->body, jlen, &end);
+    if (!req->json) {
+        /* on failure cJSON points end at the error (cJSON_GetErrorPtr
+         * would read a global that other threads overwrite) */
+        const char *at = end;
+        size_t off = at && at >= (const char *)req->body && at <= (const char *)req->body + jlen
+                         ? (size_t)(at - (const char *)req->body)
+                         : jlen;
+        ld_req_error(req, 400, "invalid_json", "the body is not valid JSON (at byte %zu)", off);
+        return -1;
+    }
+    const char *stop = (const char *)req->body + jlen;
+    while (end && end < stop && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+        end++;
+    if (end != stop) {
+        ld_req_error(req, 400, "invalid_json", "unexpected data after the JSON value (at byte %zu)",
+                     (size_t)(end - (const char *)req->body));
+        return -1;
+    }
+    if (!cJSON_IsObject(req->json)) {
+        ld_req_error(req, 400, "invalid_json", "the body must be a JSON object");
+        return -1;
+    }
+    return 0;
+}
+
+int ld_req_parse_json(ld_req_t *req)
+{
+    return req->json || req->json_len == 0 ? 0 : parse_json(req, req->json_len);
+}
+
 /* The body is complete: parse and dispatch. */
 static void on_complete(ld_req_t *req)
 {
-    ld_http_t *h = req->h;
     unsigned flags = req->route->r.flags;
     if (req->want_body && !req->raw_body) {
         /* the JSON: the whole body, or its first jlen bytes */
@@ -994,55 +1053,10 @@ static void on_complete(ld_req_t *req)
             }
         } else {
             req->body[req->body_len] = '\0';
-            /* a parse tree is at most one cJSON node per value plus copies
-             * of its strings, each rounded up to 16 bytes: charge that before
-             * building it so hostile bodies cannot multiply memory, and make
-             * it the arena's one block */
-            size_t nodes = 1;
-            for (size_t i = 0; i < jlen; i++) {
-                uint8_t c = req->body[i];
-                nodes += c == ',' || c == '[' || c == '{' || c == ':';
-            }
-            long long cost = (long long)(nodes * (sizeof(cJSON) + 16) + jlen);
-            if (charge(h, req, cost) != 0) {
-                if (cost + req->charged > (long long)h->body_memory_limit) {
-                    ld_req_error(req, 413, "payload_too_large",
-                                 "the JSON body has too many values (about %zu)", nodes);
-                } else {
-                    ld_req_header_add(req, "Retry-After", "1");
-                    ld_req_error(req, 503, "overloaded",
-                                 "too many request bodies in memory at once; retry shortly");
-                }
+            req->json_len = jlen;
+            /* a lazy route parses when its handler asks (ld_req_parse_json) */
+            if (!(flags & LD_ROUTE_JSON_LAZY) && parse_json(req, jlen) != 0)
                 return;
-            }
-            const char *end = NULL;
-            ld_arena_init(&req->arena, (size_t)cost);
-            req->json = ld_arena_parse_json(&req->arena, (const char *)req->body, jlen, &end);
-            if (!req->json) {
-                /* on failure cJSON points end at the error (cJSON_GetErrorPtr
-                 * would read a global that other threads overwrite) */
-                const char *at = end;
-                size_t off = at && at >= (const char *)req->body &&
-                                     at <= (const char *)req->body + jlen
-                                 ? (size_t)(at - (const char *)req->body)
-                                 : jlen;
-                ld_req_error(req, 400, "invalid_json", "the body is not valid JSON (at byte %zu)",
-                             off);
-                return;
-            }
-            const char *stop = (const char *)req->body + jlen;
-            while (end && end < stop && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-                end++;
-            if (end != stop) {
-                ld_req_error(req, 400, "invalid_json",
-                             "unexpected data after the JSON value (at byte %zu)",
-                             (size_t)(end - (const char *)req->body));
-                return;
-            }
-            if (!cJSON_IsObject(req->json)) {
-                ld_req_error(req, 400, "invalid_json", "the body must be a JSON object");
-                return;
-            }
         }
     }
     if (req->sink)

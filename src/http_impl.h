@@ -148,6 +148,7 @@ struct ld_req {
     size_t body_len, body_cap;
     long long charged;      /* bytes reserved in h->mem_in_use */
     cJSON *json;            /* parse tree of body, in arena */
+    size_t json_len;        /* the JSON's bytes at the start of body (0: none) */
     ld_arena_t arena;
     /* reply */
     int defer;              /* hold replies until the request is complete (no body) */

@@ -8,6 +8,7 @@
 #include "latentd/image.h"
 
 #include "latentd/buf.h"
+#include "scan_impl.h"
 
 #include <errno.h>
 #include <png.h>
@@ -551,32 +552,10 @@ int ld_npy_encode(const float *x, int ndim, const int64_t *shape, uint8_t **out,
     return LD_OK;
 }
 
-/* A cursor over the header dict text. */
-typedef struct {
-    const char *p, *end;
-} npy_cur_t;
-
-static void npy_ws(npy_cur_t *c)
-{
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-        c->p++;
-}
-
-/* Skip blanks, then consume ch if it is next. */
-static int npy_eat(npy_cur_t *c, char ch)
-{
-    npy_ws(c);
-    if (c->p < c->end && *c->p == ch) {
-        c->p++;
-        return 1;
-    }
-    return 0;
-}
-
 /* A quoted string without escapes into s (size n). */
-static int npy_string(npy_cur_t *c, char *s, size_t n)
+static int npy_string(ld_scan_t *c, char *s, size_t n)
 {
-    npy_ws(c);
+    ld_scan_ws(c);
     if (c->p >= c->end || (*c->p != '\'' && *c->p != '"'))
         return 0;
     char q = *c->p++;
@@ -592,13 +571,13 @@ static int npy_string(npy_cur_t *c, char *s, size_t n)
 
 /* A tuple of non-negative ints: "()", "(3,)", "(2, 3)", trailing comma allowed.
  * 1 if parsed, 0 if malformed, -1 if more than NPY_MAX_DIMS sizes. */
-static int npy_shape(npy_cur_t *c, int *ndim, int64_t shape[NPY_MAX_DIMS])
+static int npy_shape(ld_scan_t *c, int *ndim, int64_t shape[NPY_MAX_DIMS])
 {
-    if (!npy_eat(c, '('))
+    if (!ld_scan_eat(c, '('))
         return 0;
     *ndim = 0;
-    while (!npy_eat(c, ')')) {
-        npy_ws(c);
+    while (!ld_scan_eat(c, ')')) {
+        ld_scan_ws(c);
         if (c->p >= c->end || *c->p < '0' || *c->p > '9')
             return 0;
         if (*ndim == NPY_MAX_DIMS)
@@ -607,8 +586,8 @@ static int npy_shape(npy_cur_t *c, int *ndim, int64_t shape[NPY_MAX_DIMS])
         while (c->p < c->end && *c->p >= '0' && *c->p <= '9' && v <= (INT64_MAX - 9) / 10)
             v = v * 10 + (*c->p++ - '0');
         shape[(*ndim)++] = v;
-        if (!npy_eat(c, ',')) {
-            if (!npy_eat(c, ')'))
+        if (!ld_scan_eat(c, ',')) {
+            if (!ld_scan_eat(c, ')'))
                 return 0;
             break;
         }
@@ -620,15 +599,15 @@ static int npy_shape(npy_cur_t *c, int *ndim, int64_t shape[NPY_MAX_DIMS])
 static int npy_parse_header(const char *h, size_t n, int *ndim, int64_t shape[NPY_MAX_DIMS],
                             ld_err_t *err)
 {
-    npy_cur_t c = {h, h + n};
+    ld_scan_t c = {h, h + n};
     char key[32], descr[32] = "";
     int seen = 0, fortran = 0;
-    if (!npy_eat(&c, '{'))
+    if (!ld_scan_eat(&c, '{'))
         goto bad;
-    while (!npy_eat(&c, '}')) {
-        if (!npy_string(&c, key, sizeof key) || !npy_eat(&c, ':'))
+    while (!ld_scan_eat(&c, '}')) {
+        if (!npy_string(&c, key, sizeof key) || !ld_scan_eat(&c, ':'))
             goto bad;
-        npy_ws(&c);
+        ld_scan_ws(&c);
         if (strcmp(key, "descr") == 0 && !(seen & 1)) {
             if (!npy_string(&c, descr, sizeof descr))
                 goto bad;
@@ -655,13 +634,13 @@ static int npy_parse_header(const char *h, size_t n, int *ndim, int64_t shape[NP
             return ld_err_set(err, LD_EFORMAT, "npy: unexpected or repeated key '%s' in header",
                               key);
         }
-        if (!npy_eat(&c, ',')) {
-            if (!npy_eat(&c, '}'))
+        if (!ld_scan_eat(&c, ',')) {
+            if (!ld_scan_eat(&c, '}'))
                 goto bad;
             break;
         }
     }
-    npy_ws(&c);
+    ld_scan_ws(&c);
     if (c.p != c.end || seen != 7)
         goto bad;
     if (strcmp(descr, "<f4") != 0)

@@ -11,6 +11,7 @@
 #include "latentd/v2.h"
 
 #include "api_impl.h"
+#include "scan_impl.h"
 
 #include "latentd/batch.h"
 #include "latentd/buf.h"
@@ -801,10 +802,259 @@ static int read_inputs(ld_req_t *req, infer_t *j, const cJSON *ins, bin_t *bin)
     return 0;
 }
 
+static void infer_run(ld_req_t *req, infer_t *j, int seeded);
+
+/* ------------------------------------------------- the common infer head */
+
+/* What a client that needs speed sends: one z input in binary, the images
+ * asked back, e.g. {"inputs":[{"name":"z","datatype":"FP32","shape":[1,32],
+ * "parameters":{"binary_data_size":128}}],"outputs":[{"name":"images",
+ * "parameters":{"binary_data":true}}]}.  lean_read reads that from the bytes
+ * without building a parse tree.  It takes a strict subset of what the
+ * general path (cJSON, then read_params, read_inputs and read_outputs) takes,
+ * and reads it to the same values: only the members below, each at most
+ * once, strings of printable ASCII without escapes, counts as plain digits,
+ * JSON's four blanks.  Whatever else, valid or not, it leaves to the general
+ * path, which answers it, errors included: the lean path answers no error
+ * of its own. */
+typedef struct {
+    const char *id;                /* not terminated; NULL when not given */
+    size_t id_len;
+    int bin_out;                   /* parameters.binary_data_output */
+    unsigned long long dims[2];    /* the input z: shape */
+    unsigned long long size;       /* ... and parameters.binary_data_size */
+    int out_bin;                   /* outputs[0].parameters.binary_data; -1 when
+                                      not given (outputs or its parameters) */
+} lean_t;
+
+static int sc_str(ld_scan_t *s, const char **str, size_t *len)
+{
+    if (!ld_scan_eat(s, '"'))
+        return 0;
+    const char *a = s->p;
+    while (s->p < s->end && *s->p != '"') {
+        unsigned char c = (unsigned char)*s->p++;
+        if (c < 0x20 || c > 0x7e || c == '\\')
+            return 0;
+    }
+    if (s->p == s->end)
+        return 0;
+    *str = a;
+    *len = (size_t)(s->p++ - a);
+    return 1;
+}
+
+/* The string str (len bytes, no NUL among them) is lit. */
+static int sc_is(const char *str, size_t len, const char *lit)
+{
+    size_t i = 0;
+    while (i < len && lit[i] == str[i])
+        i++;
+    return i == len && lit[i] == '\0';
+}
+
+/* A string value that must be lit. */
+static int sc_lit(ld_scan_t *s, const char *lit)
+{
+    const char *v;
+    size_t n;
+    return sc_str(s, &v, &n) && sc_is(v, n, lit);
+}
+
+/* At most 15 digits, no leading zero: exact as cJSON's double; what follows
+ * must be a delimiter, which the caller reads. */
+static int sc_count(ld_scan_t *s, unsigned long long *v)
+{
+    ld_scan_ws(s);
+    const char *a = s->p;
+    unsigned long long x = 0;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - a < 16)
+        x = x * 10 + (unsigned long long)(*s->p++ - '0');
+    size_t n = (size_t)(s->p - a);
+    *v = x;
+    return n > 0 && n <= 15 && (n == 1 || *a != '0');
+}
+
+static int sc_bool(ld_scan_t *s, int *b)
+{
+    ld_scan_ws(s);
+    size_t left = (size_t)(s->end - s->p);
+    if (left >= 4 && memcmp(s->p, "true", 4) == 0) {
+        s->p += 4;
+        *b = 1;
+        return 1;
+    }
+    if (left >= 5 && memcmp(s->p, "false", 5) == 0) {
+        s->p += 5;
+        *b = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* The members of an object: call with *i = 0 after its '{'; 1 with the next
+ * member's key index in keys (its value is next), 0 after the '}', -1 for
+ * anything else (an unknown or repeated key included). */
+static int sc_member(ld_scan_t *s, const char *const *keys, unsigned *seen, int *i, int *k)
+{
+    if (*i == 0 && ld_scan_eat(s, '}'))
+        return 0;
+    if (*i > 0 && !ld_scan_eat(s, ','))
+        return ld_scan_eat(s, '}') ? 0 : -1;
+    (*i)++;
+    const char *key;
+    size_t n;
+    if (!sc_str(s, &key, &n) || !ld_scan_eat(s, ':'))
+        return -1;
+    for (*k = 0; keys[*k]; (*k)++)
+        if (sc_is(key, n, keys[*k]))
+            break;
+    if (!keys[*k] || (*seen & 1u << *k))
+        return -1;
+    *seen |= 1u << *k;
+    return 1;
+}
+
+/* {"binary_data_size": N} or {"binary_data": b} or {"binary_data_output": b}:
+ * an object of at most one member, key; *v its value (a count, or a bool
+ * when is_bool); *given whether it was there. */
+static int sc_one(ld_scan_t *s, const char *key, int is_bool, unsigned long long *v, int *given)
+{
+    const char *const keys[] = {key, NULL};
+    unsigned seen = 0;
+    int i = 0, k, r, b;
+    *given = 0;
+    if (!ld_scan_eat(s, '{'))
+        return 0;
+    while ((r = sc_member(s, keys, &seen, &i, &k)) == 1) {
+        if (is_bool ? !sc_bool(s, &b) : !sc_count(s, v))
+            return 0;
+        if (is_bool)
+            *v = (unsigned long long)b;
+        *given = 1;
+    }
+    return r == 0;
+}
+
+static int lean_input(ld_scan_t *s, lean_t *l)
+{
+    static const char *const keys[] = {"name", "datatype", "shape", "parameters", NULL};
+    unsigned seen = 0;
+    int i = 0, k, r, given;
+    if (!ld_scan_eat(s, '{'))
+        return 0;
+    while ((r = sc_member(s, keys, &seen, &i, &k)) == 1) {
+        int ok;
+        switch (k) {
+        case 0: ok = sc_lit(s, "z"); break;
+        case 1: ok = sc_lit(s, "FP32"); break;
+        case 2:
+            ok = ld_scan_eat(s, '[') && sc_count(s, &l->dims[0]) && ld_scan_eat(s, ',') &&
+                 sc_count(s, &l->dims[1]) && ld_scan_eat(s, ']');
+            break;
+        default: ok = sc_one(s, "binary_data_size", 0, &l->size, &given) && given; break;
+        }
+        if (!ok)
+            return 0;
+    }
+    return r == 0 && seen == 15; /* all four */
+}
+
+static int lean_output(ld_scan_t *s, lean_t *l)
+{
+    static const char *const keys[] = {"name", "parameters", NULL};
+    unsigned seen = 0;
+    unsigned long long b;
+    int i = 0, k, r, given;
+    if (!ld_scan_eat(s, '{'))
+        return 0;
+    while ((r = sc_member(s, keys, &seen, &i, &k)) == 1) {
+        if (k == 0 ? !sc_lit(s, "images") : !sc_one(s, "binary_data", 1, &b, &given))
+            return 0;
+        if (k == 1 && given)
+            l->out_bin = (int)b;
+    }
+    return r == 0 && (seen & 1);
+}
+
+/* 1 when the head (len bytes) is in the subset, read into *l. */
+static int lean_read(const char *head, size_t len, lean_t *l)
+{
+    static const char *const keys[] = {"id", "parameters", "inputs", "outputs", NULL};
+    ld_scan_t s = {head, head + len};
+    unsigned seen = 0;
+    unsigned long long b;
+    int i = 0, k, r, given;
+    *l = (lean_t){.out_bin = -1};
+    if (!ld_scan_eat(&s, '{'))
+        return 0;
+    while ((r = sc_member(&s, keys, &seen, &i, &k)) == 1) {
+        int ok;
+        switch (k) {
+        case 0: ok = sc_str(&s, &l->id, &l->id_len); break;
+        case 1:
+            ok = sc_one(&s, "binary_data_output", 1, &b, &given);
+            l->bin_out = given && b;
+            break;
+        case 2: ok = ld_scan_eat(&s, '[') && lean_input(&s, l) && ld_scan_eat(&s, ']'); break;
+        default: ok = ld_scan_eat(&s, '[') && lean_output(&s, l) && ld_scan_eat(&s, ']'); break;
+        }
+        if (!ok)
+            return 0;
+    }
+    ld_scan_ws(&s);
+    return r == 0 && (seen & 4) && s.p == s.end;
+}
+
+/* The lean path: 1 when it took the request (answered, or handed to the
+ * batcher), 0 when the general path must (nothing answered or kept). */
+static int infer_lean(ld_req_t *req, const ld_api_opts_t *o)
+{
+    size_t blen, jlen = ld_req_json_len(req);
+    const uint8_t *body = ld_req_body(req, &blen);
+    lean_t l;
+    if (!lean_read((const char *)body, jlen, &l))
+        return 0;
+    ld_served_t *s = get_model(req, o); /* its 404 is the general path's too */
+    if (!s)
+        return 1;
+    const ld_arch_t *a = &s->model->arch;
+    /* the checks of the general path, which answers when one fails */
+    if (!is_output(a, T_IMAGES) || !is_input(a, T_Z) || conditional(a) ||
+        l.dims[1] != (unsigned long long)a->z_dim || l.dims[0] < 1 ||
+        l.dims[0] > (unsigned long long)o->max_samples ||
+        l.size != l.dims[0] * l.dims[1] * 4 || l.size != blen - jlen) {
+        ld_served_release(s);
+        return 0;
+    }
+    infer_t *j = calloc(1, sizeof *j);
+    if (!j || (l.id && !(j->id = strndup(l.id, l.id_len))) ||
+        !(j->z = malloc((size_t)l.size))) {
+        ld_served_release(s);
+        if (j)
+            free(j->id);
+        free(j);
+        return 0; /* the general path answers out of memory as it does */
+    }
+    *j = (infer_t){.s = s, .req = req, .o = o, .id = j->id, .z = j->z, .n = (int)l.dims[0],
+                   .temperature = 1.0, .n_out = 1, .out = {T_IMAGES},
+                   .out_bin = {l.out_bin >= 0 ? l.out_bin : l.bin_out}};
+    /* little-endian, as the general path reads it */
+    memcpy(j->z, body + jlen, (size_t)l.size);
+    if (!ld_api_all_finite(j->z, (size_t)l.dims[0] * (size_t)l.dims[1])) {
+        infer_free(j);
+        return 0;
+    }
+    infer_run(req, j, 0);
+    return 1;
+}
+
 static void h_infer(ld_req_t *req, void *ctx)
 {
     const ld_api_opts_t *o = ctx;
     static const char *const fields[] = {"id", "parameters", "inputs", "outputs", NULL};
+    if (infer_lean(req, o) || ld_req_parse_json(req) != 0)
+        return;
     const cJSON *body = ld_req_json(req);
     if (!depth_ok(body, 1)) {
         ld_req_error(req, 400, "invalid_json", "the JSON is nested deeper than %d levels",
@@ -836,8 +1086,7 @@ static void h_infer(ld_req_t *req, void *ctx)
     const ld_arch_t *a = &s->model->arch;
     size_t blen, jlen;
     const uint8_t *body_bytes = ld_req_body(req, &blen);
-    const char *hl = ld_req_header(req, LD_HTTP_JSON_LEN); /* checked by the HTTP layer */
-    jlen = hl ? (size_t)strtoull(hl, NULL, 10) : blen;
+    jlen = ld_req_json_len(req);
     bin_t bin = {body_bytes + jlen, blen - jlen, 0};
     int bin_out = 0, seeded = 0;
     int has_inputs = cJSON_GetArraySize(ins) > 0;
@@ -853,6 +1102,19 @@ static void h_infer(ld_req_t *req, void *ctx)
         read_outputs(req, j, cJSON_GetObjectItemCaseSensitive(body, "outputs"), j->x != NULL,
                      bin_out) != 0)
         goto fail;
+    infer_run(req, j, seeded);
+    return;
+fail:
+    infer_free(j);
+}
+
+/* Compute the validated request j (which it owns from here) and answer:
+ * encode, or draw z (seeded: j->seed was given), then decode when the
+ * images are asked for. */
+static void infer_run(ld_req_t *req, infer_t *j, int seeded)
+{
+    ld_served_t *s = j->s;
+    const ld_arch_t *a = &s->model->arch;
     size_t zn = (size_t)j->n * (size_t)a->z_dim;
     ld_err_t e;
     int rc;
@@ -926,7 +1188,10 @@ fail:
 int ld_v2_register(ld_http_t *h, const ld_api_opts_t *o, ld_err_t *err)
 {
     void *c = (void *)o;
-    enum { E = LD_ROUTE_ERROR_STRING, J = E | LD_ROUTE_JSON | LD_ROUTE_JSON_PREFIX };
+    enum {
+        E = LD_ROUTE_ERROR_STRING,
+        J = E | LD_ROUTE_JSON | LD_ROUTE_JSON_PREFIX | LD_ROUTE_JSON_LAZY
+    };
     /* the router matches whole paths, so each optional /versions/{version}
      * is a second route */
     const ld_route_t routes[] = {

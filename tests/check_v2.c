@@ -587,6 +587,143 @@ START_TEST(test_infer_binary)
 }
 END_TEST
 
+/* POST head and bin (with the binary extension) to path and expect status
+ * with an error containing want. */
+static void bad_bin(const char *path, const char *head, const void *bin, size_t bin_len,
+                    long status, const char *want, const char *what)
+{
+    tu_resp_t r;
+    post_bin(&r, path, head, bin, bin_len);
+    expect_v2_error(&r, status, want, what);
+    tu_resp_free(&r);
+}
+
+/* POST head and bin (with the binary extension); the body and the
+ * Inference-Header-Content-Length of the answer (0 when it has none) into
+ * *body (caller frees) and *hl; the status. */
+static long answer_of(const char *path, const char *head, const void *bin, size_t bin_len,
+                      ld_buf_t *body, unsigned long *hl)
+{
+    tu_resp_t r;
+    char v[32];
+    long st = post_bin(&r, path, head, bin, bin_len);
+    *body = (ld_buf_t){0};
+    ld_buf_append(body, r.body.data, r.body.len);
+    *hl = tu_hdr(&r, "Inference-Header-Content-Length", v, sizeof v) ? strtoul(v, NULL, 10) : 0;
+    tu_resp_free(&r);
+    return st;
+}
+
+/* The head with its first "name" key written with an escape ("n\u0061me"):
+ * the same request to a JSON parser, but outside what v2.c's lean reader
+ * takes, so it goes the general way (cJSON). */
+static char *escaped_twin(const char *head)
+{
+    const char *k = strstr(head, "\"name\"");
+    ck_assert_ptr_nonnull(k);
+    ld_buf_t b = {0};
+    ld_buf_append(&b, head, (size_t)(k - head));
+    ld_buf_puts(&b, "\"n\\u0061me\"");
+    ld_buf_puts(&b, k + 6);
+    return b.data;
+}
+
+/* The common binary request (one z in, the images out) is read by a lean
+ * reader without a parse tree (v2.c, lean_read); whatever it takes must be
+ * answered byte for byte as the general path answers the same request, and
+ * what it leaves (duplicates, NULs, escapes, numbers it does not read) gets
+ * the general path's answer, errors included. */
+START_TEST(test_infer_lean_same_answer)
+{
+    enum { N = 3 };
+    float z[N * ZD];
+    zs(z, N);
+    char sz[32];
+    snprintf(sz, sizeof sz, "%zu", sizeof z);
+#define ZB(shape, size) \
+    "{\"name\":\"z\",\"datatype\":\"FP32\",\"shape\":" shape ",\"parameters\":" \
+    "{\"binary_data_size\":" size "}}"
+    char heads[8][512];
+    int nh = 0;
+    /* outputs binary per output, with an id; JSON out; binary_data_output;
+     * blanks everywhere JSON allows them; members in another order */
+    snprintf(heads[nh++], 512, "{\"id\":\"lean-1 ~!\",\"inputs\":[" ZB("[3,4]", "%s") "],"
+             "\"outputs\":[{\"name\":\"images\",\"parameters\":{\"binary_data\":true}}]}", sz);
+    snprintf(heads[nh++], 512, "{\"inputs\":[" ZB("[3,4]", "%s") "]}", sz);
+    snprintf(heads[nh++], 512, "{\"parameters\":{\"binary_data_output\":true},\"inputs\":["
+             ZB("[3,4]", "%s") "],\"id\":\"\"}", sz);
+    snprintf(heads[nh++], 512, " {\r\n \"inputs\" :\t[ {\"parameters\": { \"binary_data_size\" : %s } ,"
+             "\"shape\" : [ 3 , 4 ] , \"datatype\":\"FP32\",\"name\" : \"z\" } ] , \"outputs\" : "
+             "[ { \"parameters\" : { } , \"name\" : \"images\" } ] , \"parameters\" : "
+             "{ \"binary_data_output\" : true } }\n ", sz);
+    snprintf(heads[nh++], 512, "{\"inputs\":[" ZB("[3,4]", "%s") "],\"parameters\":{"
+             "\"binary_data_output\":true},\"outputs\":[{\"name\":\"images\",\"parameters\":"
+             "{\"binary_data\":false}}]}", sz);
+    for (int m = 0; m < 2; m++) {
+        const char *path = m ? "/v2/models/tgan/infer" : "/v2/models/tvae/infer";
+        for (int i = 0; i < nh; i++) {
+            char *twin = escaped_twin(heads[i]);
+            ld_buf_t a, b;
+            unsigned long ha, hb;
+            long sa = answer_of(path, heads[i], z, sizeof z, &a, &ha);
+            long sb = answer_of(path, twin, z, sizeof z, &b, &hb);
+            ck_assert_msg(sa == 200 && sb == 200, "%s %s: status %ld and %ld: %.300s", path,
+                          heads[i], sa, sb, a.data);
+            ck_assert_msg(ha == hb && a.len == b.len && memcmp(a.data, b.data, a.len) == 0,
+                          "%s %s: the answers differ (%zu and %zu bytes)", path, heads[i], a.len,
+                          b.len);
+            ck_assert_uint_gt(a.len, (size_t)N * XD * 4 * (ha ? 1 : 0));
+            ld_buf_free(&a);
+            ld_buf_free(&b);
+            free(twin);
+        }
+    }
+    /* left to the general path: its answer */
+    const char *p = "/v2/models/tvae/infer";
+    char big[32];
+    snprintf(big, sizeof big, "%zu", sizeof z + 4);
+    static const char *const fmt = "{\"inputs\":[" ZB("%s", "%s") "]%s";
+    const struct {
+        const char *path, *shape, *size, *after; /* size NULL: the right one */
+        long status;
+        const char *want;
+    } cases[] = {
+        {p, "[3,4]", NULL, ",\"inputs\":[]}", 400, "given twice"},
+        {p, "[3,4]", NULL, ",\"extra\":1}", 400, "unknown field 'extra'"},
+        {p, "[3,4]", NULL, "}x", 400, "after the JSON value"},
+        {p, "[3,4]", big, "}", 400, "binary_data_size"},
+        {p, "[3000000000000000000,4]", NULL, "}", 400, "too large"},
+        {p, "[3,5]", NULL, "}", 400, "dimension 1"},
+        {p, "[03,4]", NULL, "}", 400, "not valid JSON"},
+        {"/v2/models/nosuch/infer", "[3,4]", NULL, "}", 404, "nosuch"},
+    };
+    char head[512];
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        snprintf(head, sizeof head, fmt, cases[i].shape, cases[i].size ? cases[i].size : sz,
+                 cases[i].after);
+        bad_bin(cases[i].path, head, z, sizeof z, cases[i].status, cases[i].want, head);
+    }
+    /* a NUL inside the JSON part, where a blank could be */
+    snprintf(head, sizeof head, fmt, "[3,4]", sz, "}");
+    size_t hlen = strlen(head);
+    char body[600];
+    memcpy(body, head, hlen);
+    body[hlen] = '\0';
+    memcpy(body + hlen + 1, z, sizeof z);
+    char extra[80];
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %zu", hlen + 1);
+    tu_resp_t r;
+    req(&r, "POST", p, body, hlen + 1 + sizeof z, "application/octet-stream", extra, NULL);
+    expect_v2_error(&r, 400, "after the JSON value", "a NUL after the head");
+    tu_resp_free(&r);
+    float inf_z[N * ZD];
+    memcpy(inf_z, z, sizeof z);
+    inf_z[N * ZD - 1] = INFINITY;
+    bad_bin(p, head, inf_z, sizeof inf_z, 400, "not finite", "an infinity");
+#undef ZB
+}
+END_TEST
+
 /* The head of an infer body whose input is n binary images (bytes), then
  * outputs: "" or ",\"outputs\":[...]". */
 static void images_head(char *head, size_t size, int n, size_t bytes, const char *outputs)
@@ -954,6 +1091,7 @@ Suite *suite_v2(void)
     tcase_add_test(tc, test_infer_json_matches_v1);
     tcase_add_test(tc, test_infer_binary);
     tcase_add_test(tc, test_infer_binary_images_in_order);
+    tcase_add_test(tc, test_infer_lean_same_answer);
     tcase_add_test(tc, test_infer_errors);
     tcase_add_test(tc, test_full_queue_503);
     tcase_add_test(tc, test_concurrent_same_bytes);

@@ -78,6 +78,11 @@ enum {
                                          first N bytes, the rest binary (ld_req_body),
                                          and the Content-Type is not checked; nor is
                                          it without the header when none is sent */
+    LD_ROUTE_JSON_LAZY = 1u << 5,     /* with LD_ROUTE_JSON: the JSON is checked and
+                                         parsed only when the handler calls
+                                         ld_req_parse_json (a handler that reads a
+                                         common body faster itself); ld_req_json is
+                                         NULL until then */
 };
 
 /* The header of LD_ROUTE_JSON_PREFIX (the Open Inference Protocol's binary
@@ -206,6 +211,14 @@ const char *ld_req_header(const ld_req_t *req, const char *name);
 /* The parsed JSON object of an LD_ROUTE_JSON* route (NULL when the body was
  * empty). Owned by the request. */
 const cJSON *ld_req_json(const ld_req_t *req);
+/* On an LD_ROUTE_JSON_LAZY route: check and parse the JSON now, with the
+ * errors the HTTP layer gives on other routes (400, 413, 503): 0, then
+ * ld_req_json has it, or -1 after answering.  Once parsed, or on another
+ * route: 0 and nothing done. */
+int ld_req_parse_json(ld_req_t *req);
+/* Bytes of the body that are JSON (the whole body, or the
+ * LD_HTTP_JSON_LEN prefix); 0 when there is none. */
+size_t ld_req_json_len(const ld_req_t *req);
 /* The raw body (owned by the request) and its length. */
 const uint8_t *ld_req_body(const ld_req_t *req, size_t *len);
 ld_http_t *ld_req_server(const ld_req_t *req);

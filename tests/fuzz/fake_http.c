@@ -22,9 +22,10 @@
 #include <unistd.h>
 
 struct ld_req {
-    const cJSON *json;
+    cJSON *json;
     const uint8_t *body;    /* the whole body, as http.c keeps it */
     size_t body_len;
+    size_t jlen;            /* its JSON's bytes (0: none) */
     const char *json_len;   /* the Inference-Header-Content-Length header, or NULL */
     const char *name;
     int status;
@@ -71,6 +72,7 @@ void ld_req_query_each(const ld_req_t *req, int (*fn)(void *, const char *, cons
     (void)ctx;
 }
 const cJSON *ld_req_json(const ld_req_t *req) { return req->json; }
+size_t ld_req_json_len(const ld_req_t *req) { return req->jlen; }
 const uint8_t *ld_req_body(const ld_req_t *req, size_t *len)
 {
     *len = req->body_len;
@@ -88,7 +90,6 @@ int ld_req_header_add(ld_req_t *req, const char *name, const char *value)
     return 0;
 }
 
-/* Exactly one reply per request: a second is a handler bug. */
 static void set_status(ld_req_t *req, int status)
 {
     LD_ASSERT(req->status == 0);
@@ -207,35 +208,59 @@ static const ld_route_t *route_of(const char *suffix)
     return NULL;
 }
 
+/* What http.c accepts: one JSON object, only blanks after it. */
+static cJSON *parse(const uint8_t *body, size_t jlen)
+{
+    const char *end = NULL;
+    cJSON *json = cJSON_ParseWithLengthOpts((const char *)body, jlen, &end, 0);
+    int ok = cJSON_IsObject(json);
+    for (const char *p = end; ok && p < (const char *)body + jlen; p++)
+        ok = *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
+    if (!ok) {
+        cJSON_Delete(json);
+        return NULL;
+    }
+    return json;
+}
+
+/* Exactly one reply per request: a second is a handler bug. */
+static void set_status(ld_req_t *req, int status);
+
+int ld_req_parse_json(ld_req_t *req)
+{
+    if (req->json || req->jlen == 0)
+        return 0;
+    if (!(req->json = parse(req->body, req->jlen))) {
+        set_status(req, 400);
+        return -1;
+    }
+    return 0;
+}
+
 /* Run route r for model name on body[0..size): the JSON is its first jlen
  * bytes (none when jlen is 0 and raw is set: an .npy body); json_len the
  * header that announced jlen, or NULL. */
 static int run(const ld_route_t *r, const char *name, const uint8_t *body, size_t size,
                size_t jlen, int raw, const char *json_len)
 {
-    /* what http.c accepts: one JSON object and only blanks after it, or
-     * nothing at all on a route where the body is optional */
+    /* nothing at all on a route where the body is optional; a lazy route
+     * parses when its handler asks */
     cJSON *json = NULL;
-    if (!raw && (jlen > 0 || !(r->flags & LD_ROUTE_JSON_OPTIONAL))) {
-        const char *end = NULL;
-        json = cJSON_ParseWithLengthOpts((const char *)body, jlen, &end, 0);
-        int ok = cJSON_IsObject(json);
-        for (const char *p = end; ok && p < (const char *)body + jlen; p++)
-            ok = *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
-        if (!ok) {
-            cJSON_Delete(json);
-            return 400;
-        }
-    }
+    if (raw)
+        jlen = 0;
+    else if (jlen == 0 && !(r->flags & LD_ROUTE_JSON_OPTIONAL))
+        return 400;
+    else if (jlen > 0 && !(r->flags & LD_ROUTE_JSON_LAZY) && !(json = parse(body, jlen)))
+        return 400;
     ld_req_t req = {.json = json, .name = name, .json_len = json_len, .body = body,
-                    .body_len = size};
+                    .body_len = size, .jlen = jlen};
     pthread_mutex_init(&req.mu, NULL);
     pthread_cond_init(&req.cv, NULL);
     r->fn(&req, r->ctx);
     LD_ASSERT(req.status != 0); /* every handler answers */
     pthread_cond_destroy(&req.cv);
     pthread_mutex_destroy(&req.mu);
-    cJSON_Delete(json);
+    cJSON_Delete(req.json);
     return req.status;
 }
 

@@ -188,6 +188,12 @@ def v2_seeds():
                    "parameters": {"binary_data_output": True}}).encode()
         put("v2", "binary-z-" + tag, bytes([m | 2]) + struct.pack("<H", len(head)) + head
             + struct.pack("<2f", 0.5, -0.5))
+        # the form v2.c's lean reader takes (bench-serve's v2-binary point)
+        head = js({"id": "b", "inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 2],
+                                          "parameters": {"binary_data_size": 8}}],
+                   "outputs": [{"name": "images", "parameters": {"binary_data": True}}]}).encode()
+        put("v2", "lean-z-" + tag, bytes([m | 2]) + struct.pack("<H", len(head)) + head
+            + struct.pack("<2f", 0.5, -0.5))
     put("v2", "images-outputs", b"\0" + js({"inputs": [img], "outputs": [
         {"name": "mu"}, {"name": "logvar", "parameters": {"binary_data": True}},
         {"name": "images"}]}).encode())
