@@ -53,10 +53,14 @@ class VAE(nn.Module):
         self.decoder = mlp([z, *dec, 784], act)
 
 
-def bench_vae(m, x, epochs, batch=128):
+def bench_vae(m, x, epochs, batch=128, lr=1e-3, cosine=False):
     """latentd's VAE recipe: Adam 1e-3, BCE-with-logits summed over pixels
-    plus KL, per image; m has encoder, mu, logvar and decoder (logits)."""
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    plus KL, per image; m has encoder, mu, logvar and decoder (logits).
+    cosine: the rate follows CosineAnnealingLR to 0 over the run's updates,
+    as latentd's --lr-schedule cosine."""
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    steps = epochs * ((x.shape[0] + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     n, t0, seen = x.shape[0], time.perf_counter(), 0
     for _ in range(epochs):
         perm = torch.randperm(n)
@@ -71,6 +75,8 @@ def bench_vae(m, x, epochs, batch=128):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched:
+                sched.step()
             seen += xb.shape[0]
     return seen / (time.perf_counter() - t0), loss.item()
 
@@ -128,7 +134,8 @@ if __name__ == "__main__":
     if a.recipe == "vae":
         sps, loss = bench_vae(VAE(), x, a.epochs)
     elif a.recipe == "conv-vae":
-        sps, loss = bench_vae(ConvVAE(), x, a.epochs)
+        # latentd's --arch conv recipe (ld_train_recipe in src/train.c)
+        sps, loss = bench_vae(ConvVAE(), x, a.epochs, batch=64, lr=3e-3, cosine=True)
     elif a.recipe == "dcgan":
         # one-sided label smoothing as latentd's GAN recipe; no generator average (off for layer lists)
         m = DCGAN()

@@ -126,7 +126,8 @@ static optim_flags_t optim_flags_init(void)
     {"momentum", F_FLOAT, &(of).momentum, -1e9, 1e9, "sgd momentum in [0,1) (0)", 0},               \
     {"nesterov", F_BOOL, &(of).nesterov, 0, 0, "sgd: Nesterov momentum (needs --momentum)", 0},     \
     {"lr-schedule", F_STR, &(of).schedule, 0, 0,                                                     \
-     "constant | cosine (to 0 over the run) | step (x lr-gamma every lr-step updates)", 0},         \
+     "constant | cosine (to 0 over the run) | step (x lr-gamma every lr-step updates); "           \
+     "constant but for vae --arch conv (cosine)", 0},                                              \
     {"lr-step", F_INT, &(of).lr_step, -1e9, 1e9, "step schedule: updates between cuts", 0},         \
     {"lr-gamma", F_FLOAT, &(of).lr_gamma, -1e9, 1e9, "step schedule: factor per cut (0.1)", 0}
 
@@ -302,8 +303,8 @@ static int cmd_train(int argc, char **argv)
         {"kind", F_STR, &kind_s, 0, 0, "vae | gan | classifier | cgan | cvae (default vae)", 0},
         {"data", F_STR, &data, 0, 0, "fashion-mnist | IDX file or folder | PNG folder", 0},
         {"epochs", F_INT, &epochs, 1, 100000, "passes over the data (vae 10, gan 20, classifier 10)", 0},
-        {"batch", F_INT, &batch, 1, 65536, "batch size (vae 128, gan 64, classifier 128)", 0},
-        {"lr", F_FLOAT, &lr, 1e-9, 1, "learning rate, the schedule's base (vae 1e-3, gan 2e-4)", 0},
+        {"batch", F_INT, &batch, 1, 65536, "batch size (vae 128, vae --arch conv 64, gan 64, classifier 128)", 0},
+        {"lr", F_FLOAT, &lr, 1e-9, 1, "learning rate, the schedule's base (vae 1e-3, vae --arch conv 3e-3, gan 2e-4)", 0},
         {"lr-d", F_FLOAT, &lr_d, 1e-9, 1, "GAN discriminator learning rate (default --lr)", 0},
         {"beta1", F_FLOAT, &beta1, 0, 0.999999, "Adam beta1 (vae 0.9, gan 0.5)", 0},
         {"beta2", F_FLOAT, &beta2, 0, 0.999999, "Adam beta2 (0.999)", 0},

@@ -398,6 +398,9 @@ START_TEST(test_spec_normal_form)
             ld_jobspec_bytes(&a.arch, &a.train, &jb);
             if (nets[i] == LD_NETS_DCGAN)
                 ck_assert_msg(jb.params == 4.0 * 904834, "%g bytes of parameters", jb.params);
+            if (nets[i] == LD_NETS_CONV) /* the conv VAE's recipe, not the MLP VAE's */
+                ck_assert_msg(strstr(n1, "\"batch\":64,\"lr\":0.003,") &&
+                                  strstr(n1, "\"lr_schedule\":\"cosine\""), "%s", n1);
             ck_assert(jb.activations > 4.0 * a.train.batch * 6272);
         } else if (i == 0) {
             ck_assert_ptr_nonnull(strstr(n1, "\"hidden\":[128,64],\"dec_hidden\":[64,128]"));

@@ -287,6 +287,26 @@ START_TEST(test_batch_norm_needs_two_rows)
 }
 END_TEST
 
+/* The conv VAE's recipe (docs/layers.md, "Conv VAE quality"): smaller
+ * batches, a higher rate, cosine; the MLP VAE keeps its own. */
+START_TEST(test_conv_vae_recipe)
+{
+    ld_arch_t a;
+    ld_train_opts_t o;
+    ld_err_t err = {{0}};
+    ck_assert_msg(ld_train_recipe(LD_KIND_VAE, "conv", &a, &o, &err) == LD_OK, "%s", err.msg);
+    ck_assert_int_eq(a.net, LD_NETS_CONV);
+    ck_assert_int_eq(o.batch, 64);
+    ck_assert_int_eq(o.epochs, 10);
+    ck_assert_float_eq(o.adam.lr, 3e-3f);
+    ck_assert_int_eq(o.optim.schedule, LD_SCHED_COSINE);
+    ck_assert_msg(ld_train_recipe(LD_KIND_VAE, "default", &a, &o, &err) == LD_OK, "%s", err.msg);
+    ck_assert_int_eq(o.batch, 128);
+    ck_assert_float_eq(o.adam.lr, 1e-3f);
+    ck_assert_int_eq(o.optim.schedule, LD_SCHED_CONSTANT);
+}
+END_TEST
+
 /* ---- resume ------------------------------------------------------------------ */
 
 /* Options a resume test adds to its kind's defaults, or NULL. */
@@ -705,6 +725,7 @@ Suite *suite_train(void)
     tcase_add_test(tc, test_determinism_gan_threads);
     tcase_add_loop_test(tc, test_threads_agree, 0, (int)LD_ARRAY_LEN(thread_cases));
     tcase_add_test(tc, test_batch_norm_needs_two_rows);
+    tcase_add_test(tc, test_conv_vae_recipe);
     tcase_add_test(tc, test_resume_vae_mid_epoch);
     tcase_add_test(tc, test_resume_sgd_cosine);
     tcase_add_test(tc, test_resume_gan_sgd_step);
