@@ -655,17 +655,20 @@ done:
 /* A conditional model: a CVAE's negative ELBO on d (with its labels), and
  * with a classifier the accuracy of n samples as their requested class. */
 static int eval_cond(const ld_model_t *m, const char *model, const ld_dataset_t *d,
-                     const char *classifier, int n, uint64_t seed)
+                     const char *classifier, int n, int iwae_k, uint64_t seed)
 {
     ld_err_t e;
-    double nelbo, rec, kl;
+    double nelbo, rec, kl, nll;
     if (m->ops->family == LD_KIND_VAE) {
-        if (ld_eval_vae(m, d, seed, &nelbo, &rec, &kl, &e)) {
+        if (ld_eval_vae(m, d, seed, &nelbo, &rec, &kl, &e) ||
+            (iwae_k > 0 && ld_eval_iwae(m, d, iwae_k, seed, &nll, &e))) {
             load_err("eval", &e);
             return 1;
         }
         printf("%s %s on %s (%d images): negative ELBO %.2f nats/image (reconstruction %.2f + "
                "KL %.2f)\n", ld_kind_name(m->arch.kind), model, d->name, d->n, nelbo, rec, kl);
+        if (iwae_k > 0)
+            printf("IWAE bound (k=%d): %.2f nats/image\n", iwae_k, nll);
     }
     if (!classifier) {
         if (m->ops->family != LD_KIND_VAE)
@@ -699,7 +702,7 @@ static int cmd_eval(int argc, char **argv)
     uint64_t seed = 1;
     flag_t flags[] = {
         {"model", F_STR, &model, 0, 0, "checkpoint to evaluate (required)", 0},
-        {"k", F_INT, &k, 1, 10000, "VAE: also the importance-weighted bound with k samples (IWAE)", 0},
+        {"k", F_INT, &k, 1, 10000, "VAE, CVAE: also the importance-weighted bound with k samples (IWAE)", 0},
         {"data", F_STR, &data, 0, 0, "test data: fashion-mnist | PATH (test split)", 0},
         {"classifier", F_STR, &classifier, 0, 0, "classifier checkpoint (GAN: class shares and Frechet distance)", 0},
         {"n", F_INT, &n, LD_EVAL_PRC_K + 1, 1000000, "GAN samples (10000)", 0},
@@ -726,7 +729,7 @@ static int cmd_eval(int argc, char **argv)
     }
     ld_blas_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
     if (m->ops->conditional) {
-        if (eval_cond(m, model, d, classifier, n, seed))
+        if (eval_cond(m, model, d, classifier, n, k, seed))
             goto done;
     } else if (m->arch.kind == LD_KIND_VAE && !classifier) {
         double nelbo, rec, kl;
