@@ -42,7 +42,7 @@ run() { # name, latentd flags..., -- torch recipe and flags...
 }
 run vae --kind vae -- vae
 run gan-article --kind gan --arch article -- gan-article
-run gan --kind gan -- gan
+run gan --kind gan --loss ns -- gan
 run dcgan --kind gan --arch dcgan --limit "$limit" -- dcgan --limit "$limit"
 run conv-vae --kind vae --arch conv --limit "$limit" -- conv-vae --limit "$limit"
 [ $have_torch = 1 ] || echo "(python3-torch not installed: PyTorch columns skipped)"

@@ -2,7 +2,7 @@
 # Retrain the shipped default models from scratch (deterministic: same seed,
 # same data, same BLAS thread count => same bytes) and evaluate them.
 #   models/fashion-vae.safetensors         default VAE, 10 epochs, batch 128, lr 1e-3, seed 1
-#   models/fashion-gan.safetensors         default GAN recipe, 20 epochs
+#   models/fashion-gan.safetensors         default GAN recipe (wgan-gp), 20 epochs, seed 1
 #   models/fashion-classifier.safetensors  the evaluation classifier (served, and used by eval)
 # OUT=dir overrides the folder; THREADS=n the OpenBLAS threads.
 set -euo pipefail

@@ -67,8 +67,13 @@ static double log_prior_over_q(int Z, const float *z, const float *eps, const fl
 int ld_eval_iwae(const ld_model_t *m, const ld_dataset_t *d, int k, uint64_t seed, double *nll,
                  ld_err_t *err)
 {
-    if (!m->ops->has_elbo || m->ops->conditional) /* a CVAE's bound would need its labels */
+    const int cond = m->ops->conditional; /* a CVAE: q(z|x,y) and p(x|z,y), y the true label */
+    if (!m->ops->has_elbo)
         return ld_err_set(err, LD_EINVAL, "not a VAE");
+    if (cond && (!d->y || d->n_classes > m->arch.n_classes))
+        return ld_err_set(err, LD_EINVAL, "data %s has %s; %s needs labels < %d", d->name,
+                          d->y ? "more classes" : "no labels", m->ops->article,
+                          m->arch.n_classes);
     if (d->dim != m->arch.x_dim)
         return ld_err_set(err, LD_EINVAL, "data has %d pixels per image; the model expects %d",
                           d->dim, m->arch.x_dim);
@@ -84,10 +89,14 @@ int ld_eval_iwae(const ld_model_t *m, const ld_dataset_t *d, int k, uint64_t see
     float *eps = ld_malloc_array(rows * Z, sizeof(float));
     float *z = ld_malloc_array(rows * Z, sizeof(float));
     double *lw = ld_malloc_array((size_t)k, sizeof(double));
+    uint8_t *y = cond ? ld_malloc_array(rows, 1) : NULL; /* each image's label, k times */
     ld_pass_ws_t ws = {0};
-    int rc = !mu || !lv || !eps || !z || !lw || ld_pass_ws_init(&ws, m, LD_VAE_DEC, (int)rows)
+    ld_net_run_t run = {0}; /* eval mode */
+    int rc = !mu || !lv || !eps || !z || !lw || (cond && !y) ||
+                     ld_pass_ws_init(&ws, m, LD_VAE_DEC, (int)rows)
                  ? ld_err_set(err, LD_ENOMEM, "out of memory")
-                 : ld_model_encode(m, d->n, d->x, mu, lv, err);
+             : cond ? ld_model_encode_labels(m, d->n, d->x, d->y, mu, lv, err)
+                    : ld_model_encode(m, d->n, d->x, mu, lv, err);
     ld_rng_t r;
     ld_rng_seed(&r, seed);
     double sum = 0;
@@ -99,8 +108,11 @@ int ld_eval_iwae(const ld_model_t *m, const ld_dataset_t *d, int k, uint64_t see
             size_t img = (size_t)i0 + row / k;
             for (int t = 0; t < Z; t++)
                 z[row * Z + t] = mu[img * Z + t] + expf(0.5f * lv[img * Z + t]) * eps[row * Z + t];
+            if (y)
+                y[row] = d->y[img];
         }
-        const float *logits = ld_pass_forward(m, LD_VAE_DEC, &ws, (int)nr, z, NULL, NULL, NULL);
+        run.labels = y;
+        const float *logits = ld_pass_forward(m, LD_VAE_DEC, &ws, (int)nr, z, NULL, NULL, &run);
         for (int i = 0; i < b; i++) {
             size_t img = (size_t)i0 + i;
             const float *x = d->x + img * X;
@@ -126,6 +138,7 @@ int ld_eval_iwae(const ld_model_t *m, const ld_dataset_t *d, int k, uint64_t see
     free(eps);
     free(z);
     free(lw);
+    free(y);
     return rc;
 }
 

@@ -177,8 +177,7 @@ void jobs_run_evaluate(ld_jobs_t *j, job_t *job)
     if (!rc && m->ops->has_elbo) {
         r.vae = 1;
         rc = ld_eval_vae(m, d, ev->seed, &r.nelbo, &r.rec, &r.kl, &e);
-        r.iwae = NAN; /* a CVAE's bound is not computed: null in the result */
-        if (!rc && !m->ops->conditional)
+        if (!rc)
             rc = ld_eval_iwae(m, d, ev->k, ev->seed, &r.iwae, &e);
     }
     if (!rc) {

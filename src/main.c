@@ -288,7 +288,7 @@ static int cmd_train(int argc, char **argv)
 {
     const char *kind_s = "vae", *data = "fashion-mnist", *out = NULL, *hidden = NULL,
                *dec_hidden = NULL, *g_hidden = NULL, *d_hidden = NULL, *arch_s = "default",
-               *act_s = NULL, *loss_s = "ns", *state = NULL, *spec_path = NULL,
+               *act_s = NULL, *loss_s = NULL, *state = NULL, *spec_path = NULL,
                *class_fraction = NULL, *balance_s = NULL;
     int epochs = 0, batch = 0, z = 0, limit = 0, threads = 0, blas_threads = 1, resume = 0,
         classes = 10, lines = 0;
@@ -304,10 +304,10 @@ static int cmd_train(int argc, char **argv)
         {"data", F_STR, &data, 0, 0, "fashion-mnist | IDX file or folder | PNG folder", 0},
         {"epochs", F_INT, &epochs, 1, 100000, "passes over the data (vae 10, gan 20, classifier 10)", 0},
         {"batch", F_INT, &batch, 1, 65536, "batch size (vae 128, vae --arch conv 64, gan 64, classifier 128)", 0},
-        {"lr", F_FLOAT, &lr, 1e-9, 1, "learning rate, the schedule's base (vae 1e-3, vae --arch conv 3e-3, gan 2e-4)", 0},
+        {"lr", F_FLOAT, &lr, 1e-9, 1, "learning rate, the schedule's base (vae 1e-3, vae --arch conv 3e-3, gan wgan-gp 1e-4, ns 2e-4)", 0},
         {"lr-d", F_FLOAT, &lr_d, 1e-9, 1, "GAN discriminator learning rate (default --lr)", 0},
-        {"beta1", F_FLOAT, &beta1, 0, 0.999999, "Adam beta1 (vae 0.9, gan 0.5)", 0},
-        {"beta2", F_FLOAT, &beta2, 0, 0.999999, "Adam beta2 (0.999)", 0},
+        {"beta1", F_FLOAT, &beta1, 0, 0.999999, "Adam beta1 (vae 0.9, gan wgan-gp 0, ns 0.5)", 0},
+        {"beta2", F_FLOAT, &beta2, 0, 0.999999, "Adam beta2 (0.999; gan wgan-gp 0.9)", 0},
         {"seed", F_U64, &seed, 0, 1.8e19, "random seed (1)", 0},
         {"arch", F_STR, &arch_s, 0, 0, "default | article (GAN: the reference article's nets) | dcgan (GAN) | conv (VAE) | resmlp", 0},
         {"hidden", F_STR, &hidden, 0, 0, "VAE encoder / classifier hidden widths, e.g. 128,64", 0},
@@ -320,7 +320,7 @@ static int cmd_train(int argc, char **argv)
         {"slope", F_FLOAT, &slope, 0, 0.999, "leaky ReLU slope (0.2)", 0},
         {"dropout", F_FLOAT, &dropout, 0, 0.95, "GAN discriminator / classifier dropout (0.3 / 0.2)", 0},
         {"real-label", F_FLOAT, &real_label, 0.01, 1, "GAN target for real images; 0.9 = one-sided smoothing (gan 0.9)", 0},
-        {"loss", F_STR, &loss_s, 0, 0, "GAN loss: ns (non-saturating) | minimax | wgan-gp | hinge | lsgan", 0},
+        {"loss", F_STR, &loss_s, 0, 0, "GAN loss: ns (non-saturating) | minimax | wgan-gp | hinge | lsgan (gan wgan-gp, else ns)", 0},
         {"n-critic", F_INT, &n_critic, 1, 100, "GAN discriminator steps per generator step (wgan-gp 5, else 1)", 0},
         {"gp", F_FLOAT, &gp, 0, 1e6, "wgan-gp gradient-penalty weight (10)", 0},
         {"ema", F_FLOAT, &ema, 0, 0.99999, "GAN: average of generator weights, decay (gan 0.999, 0 = off)", 0},
@@ -382,12 +382,13 @@ static int cmd_train(int argc, char **argv)
         arch.slope = slope;
     if (dropout >= 0)
         arch.dropout = dropout;
-    ld_gan_loss_t gan_loss;
-    if (ld_gan_loss_parse(loss_s, &gan_loss)) {
+    ld_gan_loss_t gan_loss = LD_GAN_LOSS_NS;
+    if (loss_s && ld_gan_loss_parse(loss_s, &gan_loss)) {
         fprintf(stderr, "latentd train: --loss %s: expected " LD_GAN_LOSS_LIST "\n", loss_s);
         return 2;
     }
-    ld_train_set_loss(&o, gan_loss); /* its defaults first: the flags below win */
+    if (loss_s && ld_kind_family(kind) == LD_KIND_GAN)
+        ld_train_set_loss(&o, gan_loss); /* its defaults first: the flags below win */
     if (n_critic)
         o.n_critic = n_critic;
     if (gp >= 0)
@@ -656,17 +657,20 @@ done:
 /* A conditional model: a CVAE's negative ELBO on d (with its labels), and
  * with a classifier the accuracy of n samples as their requested class. */
 static int eval_cond(const ld_model_t *m, const char *model, const ld_dataset_t *d,
-                     const char *classifier, int n, uint64_t seed)
+                     const char *classifier, int n, int iwae_k, uint64_t seed)
 {
     ld_err_t e;
-    double nelbo, rec, kl;
+    double nelbo, rec, kl, nll;
     if (m->ops->family == LD_KIND_VAE) {
-        if (ld_eval_vae(m, d, seed, &nelbo, &rec, &kl, &e)) {
+        if (ld_eval_vae(m, d, seed, &nelbo, &rec, &kl, &e) ||
+            (iwae_k > 0 && ld_eval_iwae(m, d, iwae_k, seed, &nll, &e))) {
             load_err("eval", &e);
             return 1;
         }
         printf("%s %s on %s (%d images): negative ELBO %.2f nats/image (reconstruction %.2f + "
                "KL %.2f)\n", ld_kind_name(m->arch.kind), model, d->name, d->n, nelbo, rec, kl);
+        if (iwae_k > 0)
+            printf("IWAE bound (k=%d): %.2f nats/image\n", iwae_k, nll);
     }
     if (!classifier) {
         if (m->ops->family != LD_KIND_VAE)
@@ -700,7 +704,7 @@ static int cmd_eval(int argc, char **argv)
     uint64_t seed = 1;
     flag_t flags[] = {
         {"model", F_STR, &model, 0, 0, "checkpoint to evaluate (required)", 0},
-        {"k", F_INT, &k, 1, 10000, "VAE: also the importance-weighted bound with k samples (IWAE)", 0},
+        {"k", F_INT, &k, 1, 10000, "VAE, CVAE: also the importance-weighted bound with k samples (IWAE)", 0},
         {"data", F_STR, &data, 0, 0, "test data: fashion-mnist | PATH (test split)", 0},
         {"classifier", F_STR, &classifier, 0, 0, "classifier checkpoint (GAN: class shares and Frechet distance)", 0},
         {"n", F_INT, &n, LD_EVAL_PRC_K + 1, 1000000, "GAN samples (10000)", 0},
@@ -727,7 +731,7 @@ static int cmd_eval(int argc, char **argv)
     }
     ld_blas_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
     if (m->ops->conditional) {
-        if (eval_cond(m, model, d, classifier, n, seed))
+        if (eval_cond(m, model, d, classifier, n, k, seed))
             goto done;
     } else if (m->arch.kind == LD_KIND_VAE && !classifier) {
         double nelbo, rec, kl;

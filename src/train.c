@@ -105,6 +105,8 @@ int ld_train_recipe(ld_kind_t kind, const char *preset, ld_arch_t *arch, ld_trai
     else
         ld_arch_default(kind, arch);
     ld_train_opts_default(kind, o);
+    if (kind == LD_KIND_GAN && (article || net != LD_NETS_MLP))
+        ld_train_set_loss(o, LD_GAN_LOSS_NS); /* their figures were measured with ns */
     if (article) {
         o->real_label = 1.0f;
         o->g_ema = 0.0f;
@@ -155,12 +157,17 @@ void ld_train_opts_default(ld_kind_t kind, ld_train_opts_t *o)
         o->real_label = 0.9f;
         o->g_ema = 0.999f;
     }
+    if (kind == LD_KIND_GAN) /* the best unconditional recipe (README: quality) */
+        ld_train_set_loss(o, LD_GAN_LOSS_WGAN_GP);
 }
 
 void ld_train_set_loss(ld_train_opts_t *o, ld_gan_loss_t loss)
 {
     o->gan_loss = loss;
     o->n_critic = 1;
+    o->adam.lr = o->adam_d.lr = 2e-4f; /* the GAN recipe's Adam (ld_train_opts_default) */
+    o->adam.beta1 = o->adam_d.beta1 = 0.5f;
+    o->adam.beta2 = o->adam_d.beta2 = 0.999f;
     if (loss == LD_GAN_LOSS_WGAN_GP) {
         /* Gulrajani et al.'s recipe: no momentum, a short second moment */
         o->adam.lr = o->adam_d.lr = 1e-4f;

@@ -355,6 +355,22 @@ START_TEST(gan_losses)
     ck_assert_msg(strstr(out, "gan_loss    wgan-gp") && strstr(out, "n_critic    2") &&
                       strstr(out, "lr_d        0.0001"), "%s", strstr(out, "gan_loss"));
     free(out);
+    /* the default is wgan-gp with its optimiser; --loss ns is the recipe
+     * that was the default before (Adam 2e-4) */
+    static const char *const recipes[][2] = {
+        {"", "\"dropout\":0.3}|gan_loss    wgan-gp|lr_d        0.0001|n_critic    5"},
+        {"--loss ns", "\"dropout\":0.3}|gan_loss    ns|lr_d        0.0002"},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(recipes); i++) {
+        snprintf(cmd, sizeof cmd, "train --kind gan %s --limit 128 --epochs 1 --threads 1 --out %s "
+                                  "&& " LD_BIN " info %s", recipes[i][0], file, file);
+        ck_assert_int_eq(run(&out, "%s", cmd), 0);
+        char want[256], *save = NULL;
+        snprintf(want, sizeof want, "%s", recipes[i][1]);
+        for (char *w = strtok_r(want, "|", &save); w; w = strtok_r(NULL, "|", &save))
+            ck_assert_msg(strstr(out, w), "%s: no \"%s\" in\n%s", recipes[i][0], w, out);
+        free(out);
+    }
 }
 END_TEST
 

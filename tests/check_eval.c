@@ -9,6 +9,8 @@
 #include "latentd/data.h"
 #include "latentd/eval.h"
 #include "latentd/model.h"
+#include "latentd/train.h"
+#include "tu_tiny.h"
 
 #include <math.h>
 #include <string.h>
@@ -441,6 +443,53 @@ START_TEST(test_eval_iwae_fashion)
 }
 END_TEST
 
+/* A CVAE's IWAE conditions on each test image's label: k = 1 agrees with
+ * its ELBO, larger k tightens the bound, and the true labels give a smaller
+ * bound than labels shifted by one class (so the labels reach both nets). */
+START_TEST(test_eval_iwae_cvae)
+{
+    ld_dataset_t *tr = NULL, *d = NULL;
+    ld_err_t err = {{0}};
+    ck_assert_msg(ld_data_load("fashion-mnist", LD_SPLIT_TRAIN, 3000, &tr, &err) == LD_OK, "%s",
+                  err.msg);
+    ck_assert_int_eq(ld_data_load("fashion-mnist", LD_SPLIT_TEST, 1000, &d, &err), LD_OK);
+    ld_train_opts_t o;
+    ld_model_t *m = tu_recipe_model(LD_KIND_CVAE, "default", 1, &o);
+    o.epochs = 2;
+    o.threads = 1;
+    ld_trainer_t *t = NULL;
+    ck_assert_msg(ld_trainer_new(m, tr, &o, &t, &err) == LD_OK, "%s", err.msg);
+    ck_assert_msg(ld_trainer_run(t, NULL, NULL, &err) == LD_OK, "%s", err.msg);
+    ld_trainer_free(t);
+    double nelbo, rec, kl, i1, i10, i100, wrong;
+    ck_assert_int_eq(ld_eval_vae(m, d, 1, &nelbo, &rec, &kl, &err), LD_OK);
+    ck_assert_msg(ld_eval_iwae(m, d, 1, 2, &i1, &err) == LD_OK, "%s", err.msg);
+    ck_assert_int_eq(ld_eval_iwae(m, d, 10, 2, &i10, &err), LD_OK);
+    ck_assert_int_eq(ld_eval_iwae(m, d, 100, 2, &i100, &err), LD_OK);
+    uint8_t *y = malloc((size_t)d->n), *true_y = d->y;
+    ck_assert_ptr_nonnull(y);
+    for (int i = 0; i < d->n; i++)
+        y[i] = (uint8_t)((d->y[i] + 1) % 10);
+    d->y = y;
+    ck_assert_int_eq(ld_eval_iwae(m, d, 10, 2, &wrong, &err), LD_OK);
+    d->y = NULL; /* no labels: refused with the reason */
+    double none;
+    ck_assert_int_eq(ld_eval_iwae(m, d, 10, 2, &none, &err), LD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "no labels"), "%s", err.msg);
+    d->y = true_y;
+    printf("  iwae (cvae, 2 epochs on 3000, 1000 images): nelbo %.3f  k=1 %.3f  k=10 %.3f  "
+           "k=100 %.3f  k=10 with labels shifted %.3f\n", nelbo, i1, i10, i100, wrong);
+    /* one sample per image, so the two estimates of the same mean differ by noise */
+    ck_assert_msg(fabs(i1 - nelbo) < 2.0, "k=1 %.4f vs nelbo %.4f", i1, nelbo);
+    ck_assert_msg(i10 < i1 && i100 < i10, "k=1 %.4f, k=10 %.4f, k=100 %.4f", i1, i10, i100);
+    ck_assert_msg(wrong > i10 + 1.0, "shifted labels %.4f vs true %.4f", wrong, i10);
+    free(y);
+    ld_data_free(d);
+    ld_data_free(tr);
+    ld_model_free(m);
+}
+END_TEST
+
 Suite *suite_eval(void)
 {
     Suite *s = suite_create("eval");
@@ -455,6 +504,7 @@ Suite *suite_eval(void)
     tcase_add_test(tc, test_eval_prc_known);
     tcase_add_test(tc, test_eval_prc_radii);
     tcase_add_test(tc, test_eval_iwae_fashion);
+    tcase_add_test(tc, test_eval_iwae_cvae);
     suite_add_tcase(s, tc);
     return s;
 }

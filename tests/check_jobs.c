@@ -360,6 +360,47 @@ START_TEST(test_invalid_specs)
 }
 END_TEST
 
+/* The GAN's default loss is wgan-gp with its optimiser settings; "ns" brings
+ * the earlier default back (Adam 2e-4, betas (0.5, 0.999), n_critic 1), as
+ * do the article's and the layer-list nets; explicit fields still win. */
+START_TEST(test_spec_gan_recipes)
+{
+    static const struct {
+        const char *spec;
+        ld_gan_loss_t loss;
+        float dropout, lr, beta1;
+        int n_critic;
+    } cases[] = {
+        {"{\"kind\":\"gan\",\"model\":\"g\"}", LD_GAN_LOSS_WGAN_GP, 0.3f, 1e-4f, 0.0f, 5},
+        {"{\"kind\":\"gan\",\"model\":\"g\",\"train\":{\"loss\":\"ns\"}}", LD_GAN_LOSS_NS,
+         0.3f, 2e-4f, 0.5f, 1},
+        {"{\"kind\":\"gan\",\"model\":\"g\",\"arch\":{\"dropout\":0.1},"
+         "\"train\":{\"loss\":\"ns\",\"lr\":0.001}}",
+         LD_GAN_LOSS_NS, 0.1f, 1e-3f, 0.5f, 1},
+        {"{\"kind\":\"gan\",\"model\":\"g\",\"train\":{\"beta1\":0.5}}", LD_GAN_LOSS_WGAN_GP,
+         0.3f, 1e-4f, 0.5f, 5},
+        {"{\"kind\":\"gan\",\"model\":\"g\",\"arch\":{\"arch\":\"article\"},"
+         "\"train\":{\"loss\":\"ns\"}}",
+         LD_GAN_LOSS_NS, 0.0f, 2e-4f, 0.5f, 1},
+        {"{\"kind\":\"gan\",\"model\":\"g\",\"arch\":{\"arch\":\"dcgan\"}}", LD_GAN_LOSS_NS,
+         0.0f, 2e-4f, 0.5f, 1},
+    };
+    for (size_t i = 0; i < LD_ARRAY_LEN(cases); i++) {
+        ld_jobspec_t s;
+        ld_err_t e;
+        ck_assert_msg(ld_jobspec_parse(cases[i].spec, strlen(cases[i].spec), NULL, 500, &s, &e) == 0,
+                      "%s", e.msg);
+        ck_assert_msg(s.train.gan_loss == cases[i].loss && s.arch.dropout == cases[i].dropout &&
+                          s.train.adam.lr == cases[i].lr && s.train.adam_d.lr == cases[i].lr &&
+                          s.train.adam.beta1 == cases[i].beta1 &&
+                          s.train.n_critic == cases[i].n_critic,
+                      "%s: loss %s dropout %g lr %g beta1 %g n_critic %d", cases[i].spec,
+                      ld_gan_loss_name(s.train.gan_loss), (double)s.arch.dropout,
+                      (double)s.train.adam.lr, (double)s.train.adam.beta1, s.train.n_critic);
+    }
+}
+END_TEST
+
 START_TEST(test_spec_normal_form)
 {
     const char *specs[] = {
@@ -1399,6 +1440,10 @@ Suite *suite_jobs(void)
     tcase_add_test(tc, test_write_faults);
     suite_add_tcase(s, tc);
     /* a case of its own, so it can be run alone (CK_RUN_CASE=jobs_memory) */
+    TCase *recipes = tcase_create("jobs_recipes"); /* specs only: CK_RUN_CASE=jobs_recipes */
+    tcase_add_test(recipes, test_spec_gan_recipes);
+    suite_add_tcase(s, recipes);
+
     TCase *mem = tcase_create("jobs_memory");
     tcase_add_checked_fixture(mem, setup, teardown);
     tcase_set_timeout(mem, 300);

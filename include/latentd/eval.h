@@ -66,7 +66,9 @@ int ld_eval_cond(const ld_model_t *m, const ld_model_t *cls, int n, uint64_t see
  * images of d: -mean_x log (1/k sum_j p(x|z_j) p(z_j) / q(z_j|x)), z_j ~ q(z|x)
  * from one N(0,1) stream of seed; p(x|z) the Bernoulli (BCE) likelihood the
  * VAE trains with.  k = 1 is a one-sample ELBO estimate (its mean is
- * ld_eval_vae's nelbo); it can only decrease as k grows.  k in 1..10000. */
+ * ld_eval_vae's nelbo); it can only decrease as k grows.  k in 1..10000.
+ * A CVAE's bound conditions q and p on each image's label (d must have
+ * labels below the model's classes: LD_EINVAL otherwise). */
 int ld_eval_iwae(const ld_model_t *vae, const ld_dataset_t *d, int k, uint64_t seed,
                  double *nll, ld_err_t *err);
 

@@ -81,8 +81,9 @@ int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train
                            ld_err_t *err);
 
 /* Set o's GAN loss with that loss's defaults: wgan-gp sets Adam lr 1e-4 and
- * betas (0, 0.9) for both nets, n_critic 5 and gp 10; the others n_critic 1.
- * Call it before applying explicit settings, which then win. */
+ * betas (0, 0.9) for both nets, n_critic 5 and gp 10; the others Adam 2e-4,
+ * betas (0.5, 0.999) and n_critic 1.  For GAN kinds only.  Call it before
+ * applying explicit settings, which then win. */
 void ld_train_set_loss(ld_train_opts_t *o, ld_gan_loss_t loss);
 /* The checks that need the model's nets (the critic of wgan-gp: gp.h), for
  * callers that must refuse before queueing or writing anything.  0 or
@@ -91,8 +92,10 @@ int ld_train_check_arch(const ld_arch_t *a, const ld_train_opts_t *o, ld_err_t *
 
 /* The named recipes, the one place both `latentd train --arch` and a job's
  * "arch": {"arch": ...} read them: "default" (or NULL) is ld_arch_default +
- * ld_train_opts_default; "article" (GAN only) is ld_arch_article_gan with the
- * article's plain training (no label smoothing, no generator average).
+ * ld_train_opts_default (kind gan: the wgan-gp loss);
+ * "article" (GAN only) is ld_arch_article_gan with the article's plain
+ * training (ns loss, no label smoothing, no generator average); the
+ * layer-list nets of kind gan train with the ns loss.
  * LD_EINVAL with a message naming the preset for another name or kind. */
 int ld_train_recipe(ld_kind_t kind, const char *preset, ld_arch_t *arch, ld_train_opts_t *o,
                     ld_err_t *err);
