@@ -474,31 +474,66 @@ static void optim_update(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, s
                   t->adam_v + s0);
 }
 
+/* Elements of one fused reduce + optimiser (+ average) pass: small enough
+ * that a chunk of every block it touches (the workers' gradients, the
+ * parameters, both moments, the average) stays in this core's cache between
+ * the sum and the update, so each block crosses memory once per update. */
+#define UPDATE_CHUNK 8192u
+
+/* grads[s0, s1) = sum over workers of (share of the batch) * their gradient,
+ * the same arithmetic, in the same order, as a pass per worker. */
+static void reduce_chunk(ld_trainer_t *t, size_t s0, size_t s1)
+{
+    float *g = t->grads;
+    const float w0 = (float)t->w[0].b / (float)t->b;
+    if (t->nw == 1) {
+        for (size_t i = s0; i < s1; i++)
+            g[i] *= w0;
+        return;
+    }
+    const float *g1 = t->w[1].grads;
+    const float w1 = (float)t->w[1].b / (float)t->b;
+    for (size_t i = s0; i < s1; i++)
+        g[i] = w0 * g[i] + w1 * g1[i];
+    for (int k = 2; k < t->nw; k++) {
+        const float *gk = t->w[k].grads;
+        float wk = (float)t->w[k].b / (float)t->b;
+        for (size_t i = s0; i < s1; i++)
+            g[i] += wk * gk[i];
+    }
+}
+
+/* The generator's average over [s0, s1), after its update. */
+static void ema_chunk(ld_trainer_t *t, size_t s0, size_t s1)
+{
+    float d = (1.0f + (float)t->t) / (10.0f + (float)t->t);
+    d = d < t->o.g_ema ? d : t->o.g_ema;
+    const float *p = t->m->params;
+    for (size_t i = s0; i < s1; i++)
+        t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
+}
+
 /* Sum the workers' gradients over [lo, hi) weighted by their share of the
  * batch (each worker's loss is a mean over its own rows), then the
- * optimiser (optim_update). */
-static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg)
+ * optimiser (optim_update), then, with ema, the generator's average: this
+ * worker's slice of [lo, hi), a cache-sized chunk at a time. */
+static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg, int ema)
 {
     ld_trainer_t *t = w->t;
     /* this worker's slice of [lo, hi) */
     size_t n = hi - lo, per = (n + t->nw - 1) / t->nw;
     size_t s0 = lo + per * w->id, s1 = s0 + per < hi ? s0 + per : hi;
-    if (s0 >= s1)
-        return;
-    float *g = t->grads;
-    if (t->pass != PASS_ADAM && (t->nw > 1 || ld_dist_size() > 1)) {
-        float w0 = (float)t->w[0].b / (float)t->b;
-        for (size_t i = s0; i < s1; i++)
-            g[i] *= w0;
-        for (int k = 1; k < t->nw; k++) {
-            const float *gk = t->w[k].grads;
-            float wk = (float)t->w[k].b / (float)t->b;
-            for (size_t i = s0; i < s1; i++)
-                g[i] += wk * gk[i];
-        }
+    const int reduce = t->pass != PASS_ADAM && (t->nw > 1 || ld_dist_size() > 1);
+    for (size_t c0 = s0; c0 < s1; c0 += UPDATE_CHUNK) {
+        size_t c1 = s1 - c0 > UPDATE_CHUNK ? c0 + UPDATE_CHUNK : s1;
+        if (reduce)
+            reduce_chunk(t, c0, c1);
+        if (t->pass == PASS_REDUCE)
+            continue;
+        optim_update(t, cfg, c0, c1);
+        if (ema)
+            ema_chunk(t, c0, c1);
     }
-    if (t->pass != PASS_REDUCE)
-        optim_update(t, cfg, s0, s1);
 }
 
 /* A worker with no rows still runs a layer list: batch norm's allreduce needs
@@ -614,30 +649,22 @@ static void phase_gan_g(worker_t *w)
         w->losses[1] = ld_gan_step_g(t->m, w->grads, &w->gan, w->b, t->o.gan_loss, &w->rng);
 }
 
-static void phase_adam_all(worker_t *w) { reduce_and_step(w, 0, w->t->m->n_params, &w->t->o.adam); }
+static void phase_adam_all(worker_t *w)
+{
+    reduce_and_step(w, 0, w->t->m->n_params, &w->t->o.adam, 0);
+}
 
 static void phase_adam_d(worker_t *w)
 {
     const ld_net_t *D = &w->t->m->layers[LD_GAN_D];
-    reduce_and_step(w, D->param_off, D->param_off + D->n_params, &w->t->o.adam_d);
+    reduce_and_step(w, D->param_off, D->param_off + D->n_params, &w->t->o.adam_d, 0);
 }
 
 static void phase_adam_g(worker_t *w)
 {
     ld_trainer_t *t = w->t;
     const ld_net_t *G = &t->m->layers[LD_GAN_G];
-    size_t off = G->param_off;
-    reduce_and_step(w, off, off + G->n_params, &t->o.adam);
-    if (!t->ema || t->pass == PASS_REDUCE)
-        return;
-    /* the average over this worker's slice of the generator */
-    size_t per = (G->n_params + t->nw - 1) / t->nw;
-    size_t s0 = off + per * w->id, s1 = s0 + per < off + G->n_params ? s0 + per : off + G->n_params;
-    float d = (1.0f + (float)t->t) / (10.0f + (float)t->t);
-    d = d < t->o.g_ema ? d : t->o.g_ema;
-    const float *p = t->m->params;
-    for (size_t i = s0; i < s1; i++)
-        t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
+    reduce_and_step(w, G->param_off, G->param_off + G->n_params, &t->o.adam, t->ema != NULL);
 }
 
 /* Run an update phase (reduce the workers' gradients over [lo, hi), then
