@@ -77,7 +77,12 @@ struct ld_trainer {
     int pending;                 /* helpers still running the phase */
     int quit;
     int pass;                    /* MPI: which half of an update phase runs (PASS_*) */
+    unsigned clean;              /* GRADS_* ranges that every worker's gradient block holds as
+                                    zeros (the update that consumed them zeroed them) */
 };
+
+/* The parameter ranges a step's phases fill and its updates consume. */
+enum { GRADS_ALL = 1, GRADS_D = 2, GRADS_G = 4 };
 
 /* With MPI ranks an update phase runs twice, around the sum over ranks. */
 enum { PASS_BOTH, PASS_REDUCE, PASS_ADAM };
@@ -513,10 +518,16 @@ static void ema_chunk(ld_trainer_t *t, size_t s0, size_t s1)
         t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
 }
 
+/* Whether an update leaves the gradients it consumed as zeros, so that the
+ * next step's phases need not clear them: in one process (with MPI ranks the
+ * sum over ranks comes between the reduce and the optimiser). */
+static int zeroing(void) { return ld_dist_size() == 1; }
+
 /* Sum the workers' gradients over [lo, hi) weighted by their share of the
  * batch (each worker's loss is a mean over its own rows), then the
- * optimiser (optim_update), then, with ema, the generator's average: this
- * worker's slice of [lo, hi), a cache-sized chunk at a time. */
+ * optimiser (optim_update), then, with ema, the generator's average, then
+ * (zeroing) every worker's gradients back to zero while they are still in
+ * cache: this worker's slice of [lo, hi), a cache-sized chunk at a time. */
 static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg, int ema)
 {
     ld_trainer_t *t = w->t;
@@ -533,7 +544,17 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
         optim_update(t, cfg, c0, c1);
         if (ema)
             ema_chunk(t, c0, c1);
+        for (int k = 0; zeroing() && k < t->nw; k++)
+            memset(t->w[k].grads + c0, 0, (c1 - c0) * sizeof(float));
     }
+}
+
+/* Zero this worker's gradients over n parameters from off before a phase
+ * adds to them, unless the last update of that range left them zero. */
+static void clear_grads(worker_t *w, size_t off, size_t n, unsigned range)
+{
+    if (!(w->t->clean & range))
+        memset(w->grads + off, 0, n * sizeof(float));
 }
 
 /* A worker with no rows still runs a layer list: batch norm's allreduce needs
@@ -593,7 +614,7 @@ static void phase_vae(worker_t *w)
     const ld_model_t *m = t->m;
     double rec = 0, kl = 0;
     gather_rows(w);
-    memset(w->grads, 0, m->n_params * sizeof(float));
+    clear_grads(w, 0, m->n_params, GRADS_ALL);
     w->vae.row_w = row_factors(w);
     if (runs(w))
         ld_vae_step(m, w->grads, &w->vae, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
@@ -611,7 +632,7 @@ static void phase_cls(worker_t *w)
     int correct = 0;
     double l = 0;
     gather_rows(w);
-    memset(w->grads, 0, m->n_params * sizeof(float));
+    clear_grads(w, 0, m->n_params, GRADS_ALL);
     if (w->b > 0)
         l = ld_classifier_step_w(m, w->grads, &w->cls, w->b,
                                  t->xb + (size_t)w->lo * m->arch.x_dim, t->yb + w->lo,
@@ -628,7 +649,7 @@ static void phase_gan_d(worker_t *w)
     const ld_model_t *m = t->m;
     const ld_net_t *D = &m->layers[LD_GAN_D];
     gather_rows(w);
-    memset(w->grads + D->param_off, 0, D->n_params * sizeof(float));
+    clear_grads(w, D->param_off, D->n_params, GRADS_D);
     if (!runs(w))
         return;
     /* --balance weight for the conditional discriminator (cgan): pass it
@@ -644,7 +665,7 @@ static void phase_gan_g(worker_t *w)
 {
     ld_trainer_t *t = w->t;
     const ld_net_t *G = &t->m->layers[LD_GAN_G];
-    memset(w->grads + G->param_off, 0, G->n_params * sizeof(float));
+    clear_grads(w, G->param_off, G->n_params, GRADS_G);
     if (runs(w))
         w->losses[1] = ld_gan_step_g(t->m, w->grads, &w->gan, w->b, t->o.gan_loss, &w->rng);
 }
@@ -667,13 +688,22 @@ static void phase_adam_g(worker_t *w)
     reduce_and_step(w, G->param_off, G->param_off + G->n_params, &t->o.adam, t->ema != NULL);
 }
 
-/* Run an update phase (reduce the workers' gradients over [lo, hi), then
- * the optimiser).  MPI hook (2): with ranks, the reduce runs first, then the sum of
- * [lo, hi) over ranks, then the optimiser, the same step on every rank. */
-static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi)
+/* Run a phase that adds to the workers' gradients over range. */
+static void run_grads(ld_trainer_t *t, phase_fn fn, unsigned range)
 {
-    if (ld_dist_size() == 1) {
+    run_phase(t, fn);
+    t->clean &= ~range;
+}
+
+/* Run an update phase (reduce the workers' gradients over [lo, hi), the
+ * parameters of range, then the optimiser).  MPI hook (2): with ranks, the
+ * reduce runs first, then the sum of [lo, hi) over ranks, then the
+ * optimiser, the same step on every rank. */
+static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi, unsigned range)
+{
+    if (zeroing()) {
         run_phase(t, fn);
+        t->clean |= range;
         return;
     }
     t->pass = PASS_REDUCE;
@@ -761,27 +791,27 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     switch (m->ops->family) {
     case LD_KIND_VAE:
     case LD_KIND_CLASSIFIER:
-        run_phase(t, m->ops->family == LD_KIND_VAE ? phase_vae : phase_cls);
+        run_grads(t, m->ops->family == LD_KIND_VAE ? phase_vae : phase_cls, GRADS_ALL);
         if (!abandoning(t))
-            run_update(t, phase_adam_all, 0, m->n_params);
+            run_update(t, phase_adam_all, 0, m->n_params, GRADS_ALL);
         break;
     case LD_KIND_GAN:
-        run_phase(t, phase_gan_d);
+        run_grads(t, phase_gan_d, GRADS_D);
         if (abandoning(t))
             break;
-        run_update(t, phase_adam_d, D->param_off, D->param_off + D->n_params);
+        run_update(t, phase_adam_d, D->param_off, D->param_off + D->n_params, GRADS_D);
         if (abandoning(t))
             break;
         if (!gan_g_due(t))
             break;
-        run_phase(t, phase_gan_g);
+        run_grads(t, phase_gan_g, GRADS_G);
         if (abandoning(t))
             break;
         {
             /* Adam counts the generator's own steps (t is the critic's) */
             long t_d = t->t;
             t->t = gan_g_steps(t);
-            run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params);
+            run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params, GRADS_G);
             t->t = t_d;
         }
         break;
