@@ -287,9 +287,7 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
 
 void ld_dropout_mask(ld_rng_t *r, float p, size_t n, float *mask)
 {
-    float keep = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++)
-        mask[i] = ld_rng_uniform(r) < p ? 0.0f : keep;
+    ld_rng_fill_mask(r, p, 1.0f / (1.0f - p), n, mask);
 }
 
 LD_VECTOR_CLONES
