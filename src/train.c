@@ -12,7 +12,9 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_THREADS 16
 
@@ -73,8 +75,9 @@ struct ld_trainer {
     pthread_mutex_t pool_mu;
     pthread_cond_t pool_go, pool_done;
     phase_fn phase;              /* what the workers run now */
-    long gen;                    /* bumped for every phase */
-    int pending;                 /* helpers still running the phase */
+    atomic_long gen;             /* bumped for every phase (written under pool_mu; polled) */
+    atomic_int pending;          /* helpers still running the phase (likewise) */
+    int spin;                    /* poll before sleeping at a phase boundary (spin_until) */
     int quit;
     int pass;                    /* MPI: which half of an update phase runs (PASS_*) */
     unsigned clean;              /* GRADS_* ranges that every worker's gradient block holds as
@@ -233,14 +236,47 @@ int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train
 
 /* ---- the worker pool ---- */
 
+/* How long a thread polls for the hand-over at a phase boundary before it
+ * sleeps on the condition variable.  Phases follow each other closely, and a
+ * sleeping thread pays for its wake-up on every boundary (dearly on a
+ * virtual machine, whose idle CPUs halt); polling covers the usual gap.
+ * Only threads that are not background (ld_yield_background: their CPU
+ * belongs to serving) and pools no larger than the machine poll. */
+#define SPIN_S 100e-6
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int next_phase(const ld_trainer_t *t, long seen) { return atomic_load(&t->gen) != seen; }
+static int helpers_done(const ld_trainer_t *t, long unused) { return atomic_load(&t->pending) == 0; }
+
+/* Poll done(t, arg) for up to SPIN_S; the caller then checks under the lock
+ * (and sleeps if need be), so giving up early is always safe. */
+static void spin_until(const ld_trainer_t *t, int (*done)(const ld_trainer_t *, long), long arg)
+{
+    if (!t->spin || ld_yield_background())
+        return;
+    double end = ld_now() + SPIN_S;
+    for (unsigned i = 1; !done(t, arg); i++) {
+        if (i % 64 == 0 && ld_now() > end)
+            return;
+        cpu_relax();
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     ld_trainer_t *t = w->t;
     long seen = 0;
     ld_step_abandon_flag(t->o.abandon);
-    pthread_mutex_lock(&t->pool_mu);
     for (;;) {
+        spin_until(t, next_phase, seen);
+        pthread_mutex_lock(&t->pool_mu);
         while (!t->quit && t->gen == seen)
             pthread_cond_wait(&t->pool_go, &t->pool_mu);
         if (t->quit)
@@ -252,6 +288,7 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&t->pool_mu);
         if (--t->pending == 0)
             pthread_cond_signal(&t->pool_done);
+        pthread_mutex_unlock(&t->pool_mu);
     }
     pthread_mutex_unlock(&t->pool_mu);
     return NULL;
@@ -270,6 +307,7 @@ static void run_phase(ld_trainer_t *t, phase_fn fn)
     }
     fn(&t->w[0]);
     if (t->nw > 1) {
+        spin_until(t, helpers_done, 0);
         pthread_mutex_lock(&t->pool_mu);
         while (t->pending > 0)
             pthread_cond_wait(&t->pool_done, &t->pool_mu);
@@ -412,6 +450,7 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     /* MPI: every rank's workers take a slice of the global batch */
     t->nw = o->threads < 1 ? 1 : o->threads * K > B ? B / K : o->threads;
     t->o.threads = t->nw;
+    t->spin = t->nw <= sysconf(_SC_NPROCESSORS_ONLN);
     t->steps_per_epoch = (n + B - 1) / B;
     t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
     t->perm = ld_malloc_array((size_t)n, sizeof(int));
