@@ -241,7 +241,8 @@ int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train
  * sleeping thread pays for its wake-up on every boundary (dearly on a
  * virtual machine, whose idle CPUs halt); polling covers the usual gap.
  * Only threads that are not background (ld_yield_background: their CPU
- * belongs to serving) and pools no larger than the machine poll. */
+ * belongs to serving), in pools no larger than the machine and without MPI
+ * ranks (which may share its cores), poll. */
 #define SPIN_S 100e-6
 
 static inline void cpu_relax(void)
@@ -450,7 +451,7 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     /* MPI: every rank's workers take a slice of the global batch */
     t->nw = o->threads < 1 ? 1 : o->threads * K > B ? B / K : o->threads;
     t->o.threads = t->nw;
-    t->spin = t->nw <= sysconf(_SC_NPROCESSORS_ONLN);
+    t->spin = K == 1 && t->nw <= sysconf(_SC_NPROCESSORS_ONLN); /* ranks may share the cores */
     t->steps_per_epoch = (n + B - 1) / B;
     t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
     t->perm = ld_malloc_array((size_t)n, sizeof(int));
