@@ -189,14 +189,19 @@ void ld_act_backward(ld_act_t a, float slope, size_t n, const float *y, const fl
 static _Thread_local int yield_background = -1; /* -1: not read yet */
 static _Thread_local unsigned long yield_taken;
 
-void ld_yield_point(void)
+int ld_yield_background(void)
 {
     if (yield_background < 0) {
         errno = 0;
         int nice = getpriority(PRIO_PROCESS, 0); /* this thread's, on Linux */
         yield_background = sched_getscheduler(0) == SCHED_IDLE || (errno == 0 && nice > 0);
     }
-    if (yield_background) {
+    return yield_background;
+}
+
+void ld_yield_point(void)
+{
+    if (ld_yield_background()) {
         sched_yield();
         yield_taken++;
     }
@@ -287,9 +292,7 @@ void ld_dense_backward(int B, int in, int out, const float *x, const float *w, c
 
 void ld_dropout_mask(ld_rng_t *r, float p, size_t n, float *mask)
 {
-    float keep = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++)
-        mask[i] = ld_rng_uniform(r) < p ? 0.0f : keep;
+    ld_rng_fill_mask(r, p, 1.0f / (1.0f - p), n, mask);
 }
 
 LD_VECTOR_CLONES

@@ -165,6 +165,14 @@ void ld_rng_fill_uniform(ld_rng_t *r, float *x, size_t n, float lo, float hi)
         x[i] = lo + (hi - lo) * ld_rng_uniform(r);
 }
 
+void ld_rng_fill_mask(ld_rng_t *r, float p, float on, size_t n, float *x)
+{
+    /* ld_rng_uniform's draws, with the generator inlined: a dropout mask is
+     * drawn for every hidden value of every training row */
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(ld_rng_u64(r) >> 40) * 0x1.0p-24f < p ? 0.0f : on;
+}
+
 void ld_rng_shuffle(ld_rng_t *r, int *idx, int n)
 {
     for (int i = n - 1; i > 0; i--) {

@@ -12,7 +12,9 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_THREADS 16
 
@@ -73,11 +75,17 @@ struct ld_trainer {
     pthread_mutex_t pool_mu;
     pthread_cond_t pool_go, pool_done;
     phase_fn phase;              /* what the workers run now */
-    long gen;                    /* bumped for every phase */
-    int pending;                 /* helpers still running the phase */
+    atomic_long gen;             /* bumped for every phase (written under pool_mu; polled) */
+    atomic_int pending;          /* helpers still running the phase (likewise) */
+    int spin;                    /* poll before sleeping at a phase boundary (spin_until) */
     int quit;
     int pass;                    /* MPI: which half of an update phase runs (PASS_*) */
+    unsigned clean;              /* GRADS_* ranges that every worker's gradient block holds as
+                                    zeros (the update that consumed them zeroed them) */
 };
+
+/* The parameter ranges a step's phases fill and its updates consume. */
+enum { GRADS_ALL = 1, GRADS_D = 2, GRADS_G = 4 };
 
 /* With MPI ranks an update phase runs twice, around the sum over ranks. */
 enum { PASS_BOTH, PASS_REDUCE, PASS_ADAM };
@@ -243,14 +251,48 @@ int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train
 
 /* ---- the worker pool ---- */
 
+/* How long a thread polls for the hand-over at a phase boundary before it
+ * sleeps on the condition variable.  Phases follow each other closely, and a
+ * sleeping thread pays for its wake-up on every boundary (dearly on a
+ * virtual machine, whose idle CPUs halt); polling covers the usual gap.
+ * Only threads that are not background (ld_yield_background: their CPU
+ * belongs to serving), in pools no larger than the machine and without MPI
+ * ranks (which may share its cores), poll. */
+#define SPIN_S 100e-6
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int next_phase(const ld_trainer_t *t, long seen) { return atomic_load(&t->gen) != seen; }
+static int helpers_done(const ld_trainer_t *t, long unused) { return atomic_load(&t->pending) == 0; }
+
+/* Poll done(t, arg) for up to SPIN_S; the caller then checks under the lock
+ * (and sleeps if need be), so giving up early is always safe. */
+static void spin_until(const ld_trainer_t *t, int (*done)(const ld_trainer_t *, long), long arg)
+{
+    if (!t->spin || ld_yield_background())
+        return;
+    double end = ld_now() + SPIN_S;
+    for (unsigned i = 1; !done(t, arg); i++) {
+        if (i % 64 == 0 && ld_now() > end)
+            return;
+        cpu_relax();
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     ld_trainer_t *t = w->t;
     long seen = 0;
     ld_step_abandon_flag(t->o.abandon);
-    pthread_mutex_lock(&t->pool_mu);
     for (;;) {
+        spin_until(t, next_phase, seen);
+        pthread_mutex_lock(&t->pool_mu);
         while (!t->quit && t->gen == seen)
             pthread_cond_wait(&t->pool_go, &t->pool_mu);
         if (t->quit)
@@ -262,6 +304,7 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&t->pool_mu);
         if (--t->pending == 0)
             pthread_cond_signal(&t->pool_done);
+        pthread_mutex_unlock(&t->pool_mu);
     }
     pthread_mutex_unlock(&t->pool_mu);
     return NULL;
@@ -280,6 +323,7 @@ static void run_phase(ld_trainer_t *t, phase_fn fn)
     }
     fn(&t->w[0]);
     if (t->nw > 1) {
+        spin_until(t, helpers_done, 0);
         pthread_mutex_lock(&t->pool_mu);
         while (t->pending > 0)
             pthread_cond_wait(&t->pool_done, &t->pool_mu);
@@ -422,6 +466,7 @@ int ld_trainer_new(ld_model_t *m, const ld_dataset_t *d, const ld_train_opts_t *
     /* MPI: every rank's workers take a slice of the global batch */
     t->nw = o->threads < 1 ? 1 : o->threads * K > B ? B / K : o->threads;
     t->o.threads = t->nw;
+    t->spin = K == 1 && t->nw <= sysconf(_SC_NPROCESSORS_ONLN); /* ranks may share the cores */
     t->steps_per_epoch = (n + B - 1) / B;
     t->grads = ld_malloc_array(3 * m->n_params, sizeof(float));
     t->perm = ld_malloc_array((size_t)n, sizeof(int));
@@ -489,31 +534,82 @@ static void optim_update(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, s
                   t->adam_v + s0);
 }
 
+/* Elements of one fused reduce + optimiser (+ average) pass: small enough
+ * that a chunk of every block it touches (the workers' gradients, the
+ * parameters, both moments, the average) stays in this core's cache between
+ * the sum and the update, so each block crosses memory once per update. */
+#define UPDATE_CHUNK 8192u
+
+/* grads[s0, s1) = sum over workers of (share of the batch) * their gradient,
+ * the same arithmetic, in the same order, as a pass per worker. */
+static void reduce_chunk(ld_trainer_t *t, size_t s0, size_t s1)
+{
+    float *g = t->grads;
+    const float w0 = (float)t->w[0].b / (float)t->b;
+    if (t->nw == 1) {
+        for (size_t i = s0; i < s1; i++)
+            g[i] *= w0;
+        return;
+    }
+    const float *g1 = t->w[1].grads;
+    const float w1 = (float)t->w[1].b / (float)t->b;
+    for (size_t i = s0; i < s1; i++)
+        g[i] = w0 * g[i] + w1 * g1[i];
+    for (int k = 2; k < t->nw; k++) {
+        const float *gk = t->w[k].grads;
+        float wk = (float)t->w[k].b / (float)t->b;
+        for (size_t i = s0; i < s1; i++)
+            g[i] += wk * gk[i];
+    }
+}
+
+/* The generator's average over [s0, s1), after its update. */
+static void ema_chunk(ld_trainer_t *t, size_t s0, size_t s1)
+{
+    float d = (1.0f + (float)t->t) / (10.0f + (float)t->t);
+    d = d < t->o.g_ema ? d : t->o.g_ema;
+    const float *p = t->m->params;
+    for (size_t i = s0; i < s1; i++)
+        t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
+}
+
+/* Whether an update leaves the gradients it consumed as zeros, so that the
+ * next step's phases need not clear them: in one process (with MPI ranks the
+ * sum over ranks comes between the reduce and the optimiser). */
+static int zeroing(void) { return ld_dist_size() == 1; }
+
 /* Sum the workers' gradients over [lo, hi) weighted by their share of the
  * batch (each worker's loss is a mean over its own rows), then the
- * optimiser (optim_update). */
-static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg)
+ * optimiser (optim_update), then, with ema, the generator's average, then
+ * (zeroing) every worker's gradients back to zero while they are still in
+ * cache: this worker's slice of [lo, hi), a cache-sized chunk at a time. */
+static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg_t *cfg, int ema)
 {
     ld_trainer_t *t = w->t;
     /* this worker's slice of [lo, hi) */
     size_t n = hi - lo, per = (n + t->nw - 1) / t->nw;
     size_t s0 = lo + per * w->id, s1 = s0 + per < hi ? s0 + per : hi;
-    if (s0 >= s1)
-        return;
-    float *g = t->grads;
-    if (t->pass != PASS_ADAM && (t->nw > 1 || ld_dist_size() > 1)) {
-        float w0 = (float)t->w[0].b / (float)t->b;
-        for (size_t i = s0; i < s1; i++)
-            g[i] *= w0;
-        for (int k = 1; k < t->nw; k++) {
-            const float *gk = t->w[k].grads;
-            float wk = (float)t->w[k].b / (float)t->b;
-            for (size_t i = s0; i < s1; i++)
-                g[i] += wk * gk[i];
-        }
+    const int reduce = t->pass != PASS_ADAM && (t->nw > 1 || ld_dist_size() > 1);
+    for (size_t c0 = s0; c0 < s1; c0 += UPDATE_CHUNK) {
+        size_t c1 = s1 - c0 > UPDATE_CHUNK ? c0 + UPDATE_CHUNK : s1;
+        if (reduce)
+            reduce_chunk(t, c0, c1);
+        if (t->pass == PASS_REDUCE)
+            continue;
+        optim_update(t, cfg, c0, c1);
+        if (ema)
+            ema_chunk(t, c0, c1);
+        for (int k = 0; zeroing() && k < t->nw; k++)
+            memset(t->w[k].grads + c0, 0, (c1 - c0) * sizeof(float));
     }
-    if (t->pass != PASS_REDUCE)
-        optim_update(t, cfg, s0, s1);
+}
+
+/* Zero this worker's gradients over n parameters from off before a phase
+ * adds to them, unless the last update of that range left them zero. */
+static void clear_grads(worker_t *w, size_t off, size_t n, unsigned range)
+{
+    if (!(w->t->clean & range))
+        memset(w->grads + off, 0, n * sizeof(float));
 }
 
 /* A worker with no rows still runs a layer list: batch norm's allreduce needs
@@ -573,7 +669,7 @@ static void phase_vae(worker_t *w)
     const ld_model_t *m = t->m;
     double rec = 0, kl = 0;
     gather_rows(w);
-    memset(w->grads, 0, m->n_params * sizeof(float));
+    clear_grads(w, 0, m->n_params, GRADS_ALL);
     w->vae.row_w = row_factors(w);
     if (runs(w))
         ld_vae_step(m, w->grads, &w->vae, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
@@ -591,7 +687,7 @@ static void phase_cls(worker_t *w)
     int correct = 0;
     double l = 0;
     gather_rows(w);
-    memset(w->grads, 0, m->n_params * sizeof(float));
+    clear_grads(w, 0, m->n_params, GRADS_ALL);
     if (w->b > 0)
         l = ld_classifier_step_w(m, w->grads, &w->cls, w->b,
                                  t->xb + (size_t)w->lo * m->arch.x_dim, t->yb + w->lo,
@@ -608,7 +704,7 @@ static void phase_gan_d(worker_t *w)
     const ld_model_t *m = t->m;
     const ld_net_t *D = &m->layers[LD_GAN_D];
     gather_rows(w);
-    memset(w->grads + D->param_off, 0, D->n_params * sizeof(float));
+    clear_grads(w, D->param_off, D->n_params, GRADS_D);
     if (!runs(w))
         return;
     /* --balance weight for the conditional discriminator (cgan): pass it
@@ -624,44 +720,45 @@ static void phase_gan_g(worker_t *w)
 {
     ld_trainer_t *t = w->t;
     const ld_net_t *G = &t->m->layers[LD_GAN_G];
-    memset(w->grads + G->param_off, 0, G->n_params * sizeof(float));
+    clear_grads(w, G->param_off, G->n_params, GRADS_G);
     if (runs(w))
         w->losses[1] = ld_gan_step_g(t->m, w->grads, &w->gan, w->b, t->o.gan_loss, &w->rng);
 }
 
-static void phase_adam_all(worker_t *w) { reduce_and_step(w, 0, w->t->m->n_params, &w->t->o.adam); }
+static void phase_adam_all(worker_t *w)
+{
+    reduce_and_step(w, 0, w->t->m->n_params, &w->t->o.adam, 0);
+}
 
 static void phase_adam_d(worker_t *w)
 {
     const ld_net_t *D = &w->t->m->layers[LD_GAN_D];
-    reduce_and_step(w, D->param_off, D->param_off + D->n_params, &w->t->o.adam_d);
+    reduce_and_step(w, D->param_off, D->param_off + D->n_params, &w->t->o.adam_d, 0);
 }
 
 static void phase_adam_g(worker_t *w)
 {
     ld_trainer_t *t = w->t;
     const ld_net_t *G = &t->m->layers[LD_GAN_G];
-    size_t off = G->param_off;
-    reduce_and_step(w, off, off + G->n_params, &t->o.adam);
-    if (!t->ema || t->pass == PASS_REDUCE)
-        return;
-    /* the average over this worker's slice of the generator */
-    size_t per = (G->n_params + t->nw - 1) / t->nw;
-    size_t s0 = off + per * w->id, s1 = s0 + per < off + G->n_params ? s0 + per : off + G->n_params;
-    float d = (1.0f + (float)t->t) / (10.0f + (float)t->t);
-    d = d < t->o.g_ema ? d : t->o.g_ema;
-    const float *p = t->m->params;
-    for (size_t i = s0; i < s1; i++)
-        t->ema[i] = d * t->ema[i] + (1.0f - d) * p[i];
+    reduce_and_step(w, G->param_off, G->param_off + G->n_params, &t->o.adam, t->ema != NULL);
 }
 
-/* Run an update phase (reduce the workers' gradients over [lo, hi), then
- * the optimiser).  MPI hook (2): with ranks, the reduce runs first, then the sum of
- * [lo, hi) over ranks, then the optimiser, the same step on every rank. */
-static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi)
+/* Run a phase that adds to the workers' gradients over range. */
+static void run_grads(ld_trainer_t *t, phase_fn fn, unsigned range)
 {
-    if (ld_dist_size() == 1) {
+    run_phase(t, fn);
+    t->clean &= ~range;
+}
+
+/* Run an update phase (reduce the workers' gradients over [lo, hi), the
+ * parameters of range, then the optimiser).  MPI hook (2): with ranks, the
+ * reduce runs first, then the sum of [lo, hi) over ranks, then the
+ * optimiser, the same step on every rank. */
+static void run_update(ld_trainer_t *t, phase_fn fn, size_t lo, size_t hi, unsigned range)
+{
+    if (zeroing()) {
         run_phase(t, fn);
+        t->clean |= range;
         return;
     }
     t->pass = PASS_REDUCE;
@@ -749,27 +846,27 @@ static int train_step(ld_trainer_t *t, int lo, int b, double *losses)
     switch (m->ops->family) {
     case LD_KIND_VAE:
     case LD_KIND_CLASSIFIER:
-        run_phase(t, m->ops->family == LD_KIND_VAE ? phase_vae : phase_cls);
+        run_grads(t, m->ops->family == LD_KIND_VAE ? phase_vae : phase_cls, GRADS_ALL);
         if (!abandoning(t))
-            run_update(t, phase_adam_all, 0, m->n_params);
+            run_update(t, phase_adam_all, 0, m->n_params, GRADS_ALL);
         break;
     case LD_KIND_GAN:
-        run_phase(t, phase_gan_d);
+        run_grads(t, phase_gan_d, GRADS_D);
         if (abandoning(t))
             break;
-        run_update(t, phase_adam_d, D->param_off, D->param_off + D->n_params);
+        run_update(t, phase_adam_d, D->param_off, D->param_off + D->n_params, GRADS_D);
         if (abandoning(t))
             break;
         if (!gan_g_due(t))
             break;
-        run_phase(t, phase_gan_g);
+        run_grads(t, phase_gan_g, GRADS_G);
         if (abandoning(t))
             break;
         {
             /* Adam counts the generator's own steps (t is the critic's) */
             long t_d = t->t;
             t->t = gan_g_steps(t);
-            run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params);
+            run_update(t, phase_adam_g, G->param_off, G->param_off + G->n_params, GRADS_G);
             t->t = t_d;
         }
         break;

@@ -45,6 +45,9 @@ const char *ld_blas_core(void);
  * Cost on a background thread: one system call per pass through a long
  * loop, not per element. */
 void ld_yield_point(void);
+/* Whether the calling thread is a background one, as ld_yield_point reads it
+ * (and keeps): a thread that must not busy-wait either. */
+int ld_yield_background(void);
 
 /* ---- abandoning a step ----
  * A cancelled job must stop within a second however long its steps are.

@@ -35,6 +35,9 @@ void ld_rng_fill_normal_slice(const ld_rng_t *r, size_t first, float *x, size_t 
 void ld_rng_fill_normal_fast(ld_rng_t *r, float *x, size_t n, float mean, float std);
 /* x[0..n) ~ U[lo, hi). */
 void ld_rng_fill_uniform(ld_rng_t *r, float *x, size_t n, float lo, float hi);
+/* x[i] = 0 where ld_rng_uniform(r) < p, else on (a dropout mask): the same
+ * draws and values as that loop. */
+void ld_rng_fill_mask(ld_rng_t *r, float p, float on, size_t n, float *x);
 /* In-place Fisher-Yates shuffle of idx[0..n). */
 void ld_rng_shuffle(ld_rng_t *r, int *idx, int n);
 
