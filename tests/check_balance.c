@@ -596,6 +596,14 @@ START_TEST(test_cli_exit_codes)
     ck_assert_msg(strstr(info, "class_fraction") && strstr(info, "5:0.1") &&
                       strstr(info, "resample"), "%s", info);
     free(info);
+    /* the conditional discriminator takes class weights (a plain gan is refused above) */
+    ck_assert_int_eq(tu_sh(NULL, "%s train --kind cgan --limit 500 --epochs 1 --threads 2 "
+                                 "--class-fraction 5:0.1 --balance weight --out %s >/dev/null 2>&1",
+                           LD_BIN, out), 0);
+    ck_assert_int_eq(tu_sh(&info, "%s info %s", LD_BIN, out), 0);
+    ck_assert_msg(strstr(info, "cgan") && strstr(info, "balance") && strstr(info, "weight"), "%s",
+                  info);
+    free(info);
     tu_rmrf(dir);
     free(dir);
 }
