@@ -117,6 +117,18 @@ static double term(ld_gan_loss_t loss, int who, size_t n, const float *d, float 
     }
 }
 
+/* term() with row i's derivative and loss times row_w[i] (NULL: all 1). */
+static double term_w(ld_gan_loss_t loss, int who, size_t n, const float *d, float real_label,
+                     float *dd, float scale, const float *row_w)
+{
+    if (!row_w)
+        return term(loss, who, n, d, real_label, dd, scale);
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += row_w[i] * term(loss, who, 1, d + i, real_label, dd + i, scale * row_w[i]);
+    return s;
+}
+
 static double mean_sigmoid(int b, const float *logit)
 {
     double s = 0;
@@ -144,13 +156,14 @@ double ld_gan_step_d_masks(const ld_model_t *m, float *grads, ld_gan_ws_t *ws, i
     ws->fake = fake;
 
     const float *lr = ld_pass_forward(m, LD_GAN_D, &ws->d, b, real, rng, masks_real, run); /* (b, 1) */
-    double loss = term(ws->loss, TERM_REAL, (size_t)b, lr, real_label, ws->dlogit, scale);
+    double loss = term_w(ws->loss, TERM_REAL, (size_t)b, lr, real_label, ws->dlogit, scale,
+                         ws->row_w);
     if (p_real)
         *p_real = mean_sigmoid(b, lr);
     ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, NULL, run);
 
     const float *lf = ld_pass_forward(m, LD_GAN_D, &ws->d, b, fake, rng, masks_fake, run); /* (b, 1) */
-    loss += term(ws->loss, TERM_FAKE, (size_t)b, lf, real_label, ws->dlogit, scale);
+    loss += term_w(ws->loss, TERM_FAKE, (size_t)b, lf, real_label, ws->dlogit, scale, ws->row_w);
     if (p_fake)
         *p_fake = mean_sigmoid(b, lf);
     ld_pass_backward(m, LD_GAN_D, grads, &ws->d, b, ws->dlogit, NULL, run);

@@ -405,9 +405,9 @@ static int parse_balance(const cJSON *t, ld_jobspec_t *s, ld_err_t *err)
     if (t && b && ld_balance_parse(b, &o->balance))
         return ld_err_set(err, LD_EINVAL, "train.balance: \"%.40s\" is not none, resample, "
                           "weight or augment", b);
-    if (o->balance == LD_BALANCE_WEIGHT && ld_kind_family(s->kind) == LD_KIND_GAN)
-        return ld_err_set(err, LD_EINVAL, "train.balance: weight applies to vae, cvae and "
-                          "classifier, not gan or cgan");
+    if (o->balance == LD_BALANCE_WEIGHT && s->kind == LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL, "train.balance: weight applies to vae, cvae, "
+                          "classifier and cgan, not gan (it has no labels to weight)");
     return LD_OK;
 }
 

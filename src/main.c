@@ -336,7 +336,7 @@ static int cmd_train(int argc, char **argv)
         {"spec", F_STR, &spec_path, 0, 0, "a job spec (JSON, POST /v1/jobs): its kind, limit, arch, train and checkpoint_every replace the flags", 0},
         {"progress-lines", F_BOOL, &lines, 0, 0, "one JSON line per step on stdout", 0},
         {"class-fraction", F_STR, &class_fraction, 0, 0, "keep a fraction of classes' images, e.g. 5:0.05,9:0.1 (labels needed)", 0},
-        {"balance", F_STR, &balance_s, 0, 0, "imbalance remedy: none | resample | weight (vae, classifier) | augment", 0},
+        {"balance", F_STR, &balance_s, 0, 0, "imbalance remedy: none | resample | weight (vae, cvae, classifier, cgan) | augment", 0},
     };
     int nf = (int)LD_ARRAY_LEN(flags);
     if (wants_help(argc, argv)) {

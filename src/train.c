@@ -243,9 +243,9 @@ int ld_train_opts_validate(const ld_train_opts_t *o, ld_err_t *err)
 int ld_train_balance_check(ld_kind_t kind, const ld_dataset_t *d, const ld_train_opts_t *o,
                            ld_err_t *err)
 {
-    if (o->balance == LD_BALANCE_WEIGHT && ld_kind_family(kind) == LD_KIND_GAN)
-        return ld_err_set(err, LD_EINVAL,
-                          "balance weight applies to vae, cvae and classifier, not gan or cgan");
+    if (o->balance == LD_BALANCE_WEIGHT && kind == LD_KIND_GAN)
+        return ld_err_set(err, LD_EINVAL, "balance weight applies to vae, cvae, classifier and "
+                          "cgan, not gan (it has no labels to weight)");
     return ld_balance_check(d, &o->class_fraction, o->balance, err);
 }
 
@@ -657,7 +657,7 @@ static const float *noise_of(const worker_t *w)
 
 /* --balance weight: this worker's per-row loss factors (balance.h), or NULL.
  * The hook for every loss that weights its rows by class: the VAE, the
- * classifier, and (to come) the conditional discriminator. */
+ * classifier, and the conditional discriminator. */
 static const float *row_factors(const worker_t *w)
 {
     return w->t->row_s ? w->t->row_s + w->lo : NULL;
@@ -707,8 +707,7 @@ static void phase_gan_d(worker_t *w)
     clear_grads(w, D->param_off, D->n_params, GRADS_D);
     if (!runs(w))
         return;
-    /* --balance weight for the conditional discriminator (cgan): pass it
-     * row_factors(w); the plain GAN has no labels to weight */
+    w->gan.row_w = row_factors(w); /* --balance weight: cgan only (checked) */
     w->gan.eps = t->gp_eps + w->lo;
     w->losses[0] = ld_gan_step_d(m, w->grads, &w->gan, w->b, t->xb + (size_t)w->lo * m->arch.x_dim,
                                  noise_of(w), t->o.real_label, &w->rng, &w->losses[2],

@@ -1,6 +1,7 @@
 /* check_balance.c — imbalanced data (balance.h): class fractions and their
  * errors, the rows kept, class-balanced resampling's frequencies, the class
- * weights' effect on the classifier's and the VAE's gradients (against
+ * weights' effect on the classifier's, the VAE's and the conditional
+ * discriminator's losses and gradients (against
  * finite differences and torch's weighted-mean definition), augmentation,
  * thread-count independence of every remedy, job specs, and the CLI's exit
  * codes on real Fashion-MNIST. */
@@ -11,6 +12,7 @@
 
 #include "latentd/balance.h"
 #include "latentd/classifier.h"
+#include "latentd/gan.h"
 #include "latentd/jobspec.h"
 #include "latentd/train.h"
 #include "latentd/vae.h"
@@ -298,6 +300,66 @@ START_TEST(test_weighted_vae_loss)
 }
 END_TEST
 
+/* The conditional discriminator with row factors s: its loss and gradients
+ * are sum_i s_i (l_i, g_i) / B, where l_i and g_i are row i's own (a batch of
+ * one: real i and the fake from z_i, both with label y_i), for each loss. */
+START_TEST(test_weighted_cgan_d_loss)
+{
+    ld_model_t *m = tu_tiny_model(LD_KIND_CGAN);
+    enum { B = 5, X = 16, Z = 2 };
+    float real[B * X], z[B * Z], s[B] = {0.3f, 2.5f, 0.3f, 1.1f, 0.8f};
+    uint8_t y[B] = {0, 5, 0, 3, 9};
+    ld_rng_t r;
+    ld_rng_seed(&r, 7);
+    ld_rng_fill_uniform(&r, real, B * X, 0, 1);
+    ld_rng_fill_normal(&r, z, B * Z, 0, 1);
+    size_t np = m->n_params;
+    float *g = ld_calloc(np, sizeof(float)), *gi = ld_calloc(np, sizeof(float));
+    double *want_g = calloc(np, sizeof(double));
+    ck_assert(g && gi && want_g);
+    const ld_gan_loss_t losses[] = {LD_GAN_LOSS_NS, LD_GAN_LOSS_HINGE, LD_GAN_LOSS_LSGAN};
+    for (size_t k = 0; k < LD_ARRAY_LEN(losses); k++) {
+        ld_gan_ws_t ws;
+        ck_assert_int_eq(ld_gan_ws_init(&ws, m, B), LD_OK);
+        ws.loss = losses[k];
+        ld_net_run_t run = {0}; /* eval mode: no dropout, so rows are independent */
+        ws.run = &run;
+        double want = 0;
+        memset(want_g, 0, np * sizeof(double));
+        for (int i = 0; i < B; i++) {
+            memset(gi, 0, np * sizeof(float));
+            run.labels = y + i;
+            want += s[i] * ld_gan_step_d(m, gi, &ws, 1, real + i * X, z + i * Z, 0.9f, &r, NULL,
+                                         NULL) / B;
+            for (size_t j = 0; j < np; j++)
+                want_g[j] += (double)s[i] * gi[j] / B;
+        }
+        memset(g, 0, np * sizeof(float));
+        run.labels = y;
+        ws.row_w = s;
+        double got = ld_gan_step_d(m, g, &ws, B, real, z, 0.9f, &r, NULL, NULL);
+        double worst = 0, scale = 0;
+        for (size_t j = 0; j < np; j++) {
+            worst = fmax(worst, fabs(g[j] - want_g[j]));
+            scale = fmax(scale, fabs(want_g[j]));
+        }
+        printf("cgan D %s weighted: loss %.6g (rows' %.6g), worst |grad diff| %.3g of %.3g\n",
+               ld_gan_loss_name(losses[k]), got, want, worst, scale);
+        ck_assert_msg(fabs(got - want) < 1e-5 * fmax(1, fabs(want)), "loss %g, want %g", got, want);
+        ck_assert_msg(worst < 1e-5 * fmax(1, scale) && scale > 0, "grads differ by %g", worst);
+        /* and the factors matter: unweighted, the loss is the plain mean */
+        ws.row_w = NULL;
+        double plain = ld_gan_step_d(m, g, &ws, B, real, z, 0.9f, &r, NULL, NULL);
+        ck_assert_msg(fabs(plain - got) > 1e-4, "weighted %g = unweighted %g", got, plain);
+        ld_gan_ws_free(&ws);
+    }
+    free(g);
+    free(gi);
+    free(want_g);
+    ld_model_free(m);
+}
+END_TEST
+
 /* ---- augment -------------------------------------------------------------------- */
 
 /* Whether b is a by (dy, dx) shift, then maybe a flip, of a. */
@@ -372,7 +434,7 @@ static const struct {
 } remedy_cases[] = {
     {LD_KIND_CLASSIFIER, LD_BALANCE_RESAMPLE}, {LD_KIND_CLASSIFIER, LD_BALANCE_WEIGHT},
     {LD_KIND_CLASSIFIER, LD_BALANCE_AUGMENT},  {LD_KIND_VAE, LD_BALANCE_WEIGHT},
-    {LD_KIND_GAN, LD_BALANCE_AUGMENT},
+    {LD_KIND_GAN, LD_BALANCE_AUGMENT},      {LD_KIND_CGAN, LD_BALANCE_WEIGHT},
 };
 
 START_TEST(test_remedies_threads_agree)
@@ -478,6 +540,10 @@ START_TEST(test_jobspec)
     ld_err_t e = {{0}};
     ck_assert_int_eq(ld_jobspec_parse(gw, strlen(gw), NULL, 0, &s, &e), LD_EINVAL);
     ck_assert_msg(strstr(e.msg, "not gan"), "%s", e.msg);
+    /* the conditional discriminator has labels to weight */
+    const char *cw = "{\"kind\":\"cgan\",\"model\":\"m\",\"train\":{\"balance\":\"weight\"}}";
+    ck_assert_msg(ld_jobspec_parse(cw, strlen(cw), NULL, 0, &s, &e) == LD_OK, "%s", e.msg);
+    ck_assert_int_eq(s.train.balance, LD_BALANCE_WEIGHT);
 }
 END_TEST
 
@@ -530,6 +596,14 @@ START_TEST(test_cli_exit_codes)
     ck_assert_msg(strstr(info, "class_fraction") && strstr(info, "5:0.1") &&
                       strstr(info, "resample"), "%s", info);
     free(info);
+    /* the conditional discriminator takes class weights (a plain gan is refused above) */
+    ck_assert_int_eq(tu_sh(NULL, "%s train --kind cgan --limit 500 --epochs 1 --threads 2 "
+                                 "--class-fraction 5:0.1 --balance weight --out %s >/dev/null 2>&1",
+                           LD_BIN, out), 0);
+    ck_assert_int_eq(tu_sh(&info, "%s info %s", LD_BIN, out), 0);
+    ck_assert_msg(strstr(info, "cgan") && strstr(info, "balance") && strstr(info, "weight"), "%s",
+                  info);
+    free(info);
     tu_rmrf(dir);
     free(dir);
 }
@@ -548,6 +622,7 @@ Suite *suite_balance(void)
     tcase_add_test(tc, test_weights_inverse_frequency);
     tcase_add_test(tc, test_weighted_classifier_loss);
     tcase_add_test(tc, test_weighted_vae_loss);
+    tcase_add_test(tc, test_weighted_cgan_d_loss);
     tcase_add_test(tc, test_augment);
     tcase_add_loop_test(tc, test_remedies_threads_agree, 0, (int)LD_ARRAY_LEN(remedy_cases));
     tcase_add_test(tc, test_jobspec);

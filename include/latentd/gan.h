@@ -49,6 +49,11 @@ typedef struct {
     struct ld_gp_ws *gpw;    /* wgan-gp: the penalty's scratch (ld_gan_ws_init_gp) */
     double loss_g;           /* out: loss_G on the D step's fakes, before D's update (what a
                                 trainer reports on steps without a G step) */
+    const float *row_w;      /* (b) per-row factors of D's loss, or NULL (all 1): row i's
+                                real term and its fake's term (a cgan's fake i has real
+                                i's label) times row_w[i]; set by the trainer for
+                                --balance weight (balance.h).  The wgan-gp penalty and
+                                the G step are not weighted. */
 } ld_gan_ws_t;
 
 int ld_gan_ws_init(ld_gan_ws_t *ws, const ld_model_t *m, int B);
