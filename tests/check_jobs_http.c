@@ -733,7 +733,7 @@ START_TEST(test_invalid_specs)
          NULL, 422, "invalid_spec", "class 5 is given twice"},
         {"{\"kind\":\"gan\",\"model\":\"m\",\"arch\":{\"z\":8},\"train\":{\"balance\":\"weight\"}}",
          NULL, 422,
-         "invalid_spec", "train.balance: weight applies to vae, cvae and classifier"},
+         "invalid_spec", "train.balance: weight applies to vae, cvae, classifier and cgan, not gan"},
         {"{\"kind\":\"vae\",\"model\":\"m\",\"train\":{\"balance\":\"more\"}}", NULL, 422,
          "invalid_spec", "train.balance"},
     };
