@@ -167,10 +167,11 @@ void ld_rng_fill_uniform(ld_rng_t *r, float *x, size_t n, float lo, float hi)
 
 void ld_rng_fill_mask(ld_rng_t *r, float p, float on, size_t n, float *x)
 {
-    /* ld_rng_uniform's draws, with the generator inlined: a dropout mask is
-     * drawn for every hidden value of every training row */
+    /* one loop in this file, so that ld_rng_uniform and the generator are
+     * inlined: a dropout mask is drawn for every hidden value of every
+     * training row */
     for (size_t i = 0; i < n; i++)
-        x[i] = (float)(ld_rng_u64(r) >> 40) * 0x1.0p-24f < p ? 0.0f : on;
+        x[i] = ld_rng_uniform(r) < p ? 0.0f : on;
 }
 
 void ld_rng_shuffle(ld_rng_t *r, int *idx, int n)
