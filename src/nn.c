@@ -425,27 +425,59 @@ double ld_softmax_xent(int B, int C, const float *logits, const uint8_t *labels,
 /* Elements of Adam between two yield points: about 60 us. */
 #define ADAM_SLICE 65536u
 
+/* Adam's constants at step t: same arithmetic as torch.optim.Adam
+ * (single-tensor path): denom = sqrt(v) / sqrt(1 - b2^t) + eps;
+ * p -= lr / (1 - b1^t) * m / denom. */
+typedef struct {
+    float b1, b2, bc2_sqrt, step, eps;
+} adam_k_t;
+
+static adam_k_t adam_k(const ld_adam_cfg_t *cfg, long t)
+{
+    const double bc1 = 1.0 - pow((double)cfg->beta1, (double)t);
+    return (adam_k_t){cfg->beta1, cfg->beta2, (float)sqrt(1.0 - pow((double)cfg->beta2, (double)t)),
+                      (float)(cfg->lr / bc1), cfg->eps};
+}
+
+static inline void adam_elem(adam_k_t k, float g, float *p, float *m, float *v)
+{
+    *m = k.b1 * *m + (1.0f - k.b1) * g;
+    *v = k.b2 * *v + (1.0f - k.b2) * g * g;
+    float denom = sqrtf(*v) / k.bc2_sqrt + k.eps;
+    *p -= k.step * (*m / denom);
+}
+
 LD_VECTOR_CLONES
 void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, const float *grad,
                   float *m, float *v)
 {
-    const float b1 = cfg->beta1, b2 = cfg->beta2;
-    /* Same arithmetic as torch.optim.Adam (single-tensor path):
-     * denom = sqrt(v) / sqrt(1 - b2^t) + eps; p -= lr / (1 - b1^t) * m / denom */
-    const double bc1 = 1.0 - pow((double)b1, (double)t);
-    const float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, (double)t));
-    const float step = (float)(cfg->lr / bc1);
-    const float eps = cfg->eps;
+    const adam_k_t k = adam_k(cfg, t);
     for (size_t s = 0; s < n; s += ADAM_SLICE) {
         ld_yield_point();
         size_t e = n - s > ADAM_SLICE ? s + ADAM_SLICE : n;
-        for (size_t i = s; i < e; i++) {
-            float g = grad[i];
-            m[i] = b1 * m[i] + (1.0f - b1) * g;
-            v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-            float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-            param[i] -= step * (m[i] / denom);
+        for (size_t i = s; i < e; i++)
+            adam_elem(k, grad[i], &param[i], &m[i], &v[i]);
+    }
+}
+
+LD_VECTOR_CLONES
+void ld_adam_step_sum(const ld_adam_cfg_t *cfg, long t, size_t n, float *restrict param,
+                      float *restrict g0, float w0, float *restrict g1, float w1,
+                      float *restrict m, float *restrict v)
+{
+    const adam_k_t k = adam_k(cfg, t);
+    ld_yield_point();
+    if (!g1) {
+        for (size_t i = 0; i < n; i++) {
+            adam_elem(k, g0[i], &param[i], &m[i], &v[i]);
+            g0[i] = 0.0f;
         }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        adam_elem(k, w0 * g0[i] + w1 * g1[i], &param[i], &m[i], &v[i]);
+        g0[i] = 0.0f;
+        g1[i] = 0.0f;
     }
 }
 
