@@ -526,12 +526,15 @@ static void epoch_order(ld_trainer_t *t)
 /* The optimiser's update of parameters [s0, s1) at this step's scheduled
  * rate (cfg->lr is the net's base rate); the gradient block takes the
  * penalties.  The same on every rank and for any slicing. */
+static double step_lr(const ld_trainer_t *t, const ld_adam_cfg_t *cfg)
+{
+    return ld_optim_lr(&t->o.optim, cfg->lr, t->t, (long)t->o.epochs * t->steps_per_epoch);
+}
+
 static void optim_update(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, size_t s1)
 {
-    const ld_optim_cfg_t *c = &t->o.optim;
-    double lr = ld_optim_lr(c, cfg->lr, t->t, (long)t->o.epochs * t->steps_per_epoch);
-    ld_optim_step(c, cfg, lr, t->t, s1 - s0, t->m->params + s0, t->grads + s0, t->adam_m + s0,
-                  t->adam_v + s0);
+    ld_optim_step(&t->o.optim, cfg, step_lr(t, cfg), t->t, s1 - s0, t->m->params + s0,
+                  t->grads + s0, t->adam_m + s0, t->adam_v + s0);
 }
 
 /* Elements of one fused reduce + optimiser (+ average) pass: small enough
@@ -591,9 +594,7 @@ static int one_pass_adam(const ld_trainer_t *t)
 /* reduce_chunk, optim_update and the clears of [s0, s1) in one pass. */
 static void adam_sum_chunk(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, size_t s1)
 {
-    const ld_optim_cfg_t *c = &t->o.optim;
-    double lr = ld_optim_lr(c, cfg->lr, t->t, (long)t->o.epochs * t->steps_per_epoch);
-    const ld_adam_cfg_t ac = {(float)lr, cfg->beta1, cfg->beta2, cfg->eps};
+    const ld_adam_cfg_t ac = {(float)step_lr(t, cfg), cfg->beta1, cfg->beta2, cfg->eps};
     const float w0 = (float)t->w[0].b / (float)t->b;
     const float w1 = t->nw > 1 ? (float)t->w[1].b / (float)t->b : 0.0f;
     ld_adam_step_sum(&ac, t->t, s1 - s0, t->m->params + s0, t->grads + s0, w0,

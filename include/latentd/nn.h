@@ -123,7 +123,8 @@ void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, cons
 /* The same step on g = g0 (g1 NULL) or g = w0 * g0 + w1 * g1 (the sum of two
  * workers' gradients, rounded as written), then g0 and g1 set to zero: one
  * pass where a sum, ld_adam_step and two clears would take four, with equal
- * results.  For n up to a cache-sized chunk; no argument may overlap another. */
+ * results.  One yield point per call, so callers pass cache-sized chunks;
+ * no array may overlap another. */
 void ld_adam_step_sum(const ld_adam_cfg_t *cfg, long t, size_t n, float *restrict param,
                       float *restrict g0, float w0, float *restrict g1, float w1,
                       float *restrict m, float *restrict v);
