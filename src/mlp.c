@@ -136,9 +136,16 @@ void ld_mlp_backward(const ld_mlp_t *net, const float *params, float *grads, ld_
                      int b, const float *dout, float *dx)
 {
     int L = net->n_layers;
-    float *g = ws->g0, *gnext = ws->g1;
-    /* g (b, size[L]) = dLoss/d(pre-activation of the last layer) */
-    ld_act_backward(net->out_act, net->slope, (size_t)b * net->size[L], ws->y[L - 1], dout, g);
+    /* g (b, size[L]) = dLoss/d(pre-activation of the last layer): dout itself
+     * when there is no output activation (no copy), else in g0 */
+    const float *g = dout;
+    float *gnext = ws->g0;
+    if (net->out_act != LD_ACT_NONE) {
+        ld_act_backward(net->out_act, net->slope, (size_t)b * net->size[L], ws->y[L - 1], dout,
+                        ws->g0);
+        g = ws->g0;
+        gnext = ws->g1;
+    }
     for (int i = L - 1; i >= 0; i--) {
         int in = net->size[i], out = net->size[i + 1];
         float *dst = i > 0 ? gnext : dx;
@@ -152,8 +159,7 @@ void ld_mlp_backward(const ld_mlp_t *net, const float *params, float *grads, ld_
         if (ws->yd[i - 1])
             ld_mul_inplace(n, gnext, ws->mask[i - 1]);
         ld_act_backward(net->act, net->slope, n, ws->y[i - 1], gnext, gnext);
-        float *t = g;
         g = gnext;
-        gnext = t;
+        gnext = gnext == ws->g0 ? ws->g1 : ws->g0;
     }
 }

@@ -304,31 +304,52 @@ void ld_mul_inplace(size_t n, float *x, const float *mask)
 
 /* ---- losses ---- */
 
-/* One element of BCE on logits: returns the loss, *g = sigmoid(l) - t. */
-static inline float bce_elem(float l, float t, float *g)
+/* One element of BCE on logits given e = exp(-|l|): returns the loss,
+ * *g = sigmoid(l) - t. */
+static inline float bce_elem_e(float l, float t, float e, float *g)
 {
-    float e = fast_exp(-fabsf(l)), inv = 1.0f / (1.0f + e);
+    float inv = 1.0f / (1.0f + e);
     *g = (l >= 0 ? inv : e * inv) - t;
     return (l > 0 ? l : 0.0f) - l * t + log1p_unit(e);
+}
+
+static inline float bce_elem(float l, float t, float *g)
+{
+    return bce_elem_e(l, t, fast_exp(-fabsf(l)), g);
 }
 
 /* Partial sums in LANES explicit accumulators: the summation order is fixed by
  * the source, so every vector width gives the same bits, and GCC vectorises it. */
 #define LANES 16
 
+/* Elements whose exponentials bce_sum computes in a pass of their own before
+ * the rest of their loss: one element's whole loss is a long chain of
+ * dependent operations, which in a single loop leaves the core waiting on
+ * latency; two shorter loops keep more elements in flight.  The arithmetic
+ * of each element, and the order of the sums, are the same. */
+#define BCE_BLOCK (16 * LANES)
+
 LD_VECTOR_CLONES
 static double bce_sum(size_t n, const float *logits, const float *target, float t_const,
                       float *dlogits, float scale)
 {
-    float acc[LANES] = {0}, tmp[LANES];
+    float acc[LANES] = {0}, tmp[LANES], e[BCE_BLOCK];
     size_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        float *g = dlogits ? dlogits + i : tmp;
-        for (int j = 0; j < LANES; j++) {
-            float gj;
-            acc[j] += bce_elem(logits[i + j], target ? target[i + j] : t_const, &gj);
-            g[j] = scale * gj;
+    while (n - i >= LANES) {
+        size_t m = n - i < BCE_BLOCK ? (n - i) / LANES * LANES : BCE_BLOCK;
+        for (size_t k = 0; k < m; k += LANES) /* in LANES, as below, so that it vectorises */
+            for (int j = 0; j < LANES; j++)
+                e[k + j] = fast_exp(-fabsf(logits[i + k + j]));
+        for (size_t k = 0; k < m; k += LANES) {
+            float *g = dlogits ? dlogits + i + k : tmp;
+            for (int j = 0; j < LANES; j++) {
+                float gj;
+                acc[j] += bce_elem_e(logits[i + k + j], target ? target[i + k + j] : t_const,
+                                     e[k + j], &gj);
+                g[j] = scale * gj;
+            }
         }
+        i += m;
     }
     for (; i < n; i++) {
         float gi;
@@ -404,27 +425,59 @@ double ld_softmax_xent(int B, int C, const float *logits, const uint8_t *labels,
 /* Elements of Adam between two yield points: about 60 us. */
 #define ADAM_SLICE 65536u
 
+/* Adam's constants at step t: same arithmetic as torch.optim.Adam
+ * (single-tensor path): denom = sqrt(v) / sqrt(1 - b2^t) + eps;
+ * p -= lr / (1 - b1^t) * m / denom. */
+typedef struct {
+    float b1, b2, bc2_sqrt, step, eps;
+} adam_k_t;
+
+static adam_k_t adam_k(const ld_adam_cfg_t *cfg, long t)
+{
+    const double bc1 = 1.0 - pow((double)cfg->beta1, (double)t);
+    return (adam_k_t){cfg->beta1, cfg->beta2, (float)sqrt(1.0 - pow((double)cfg->beta2, (double)t)),
+                      (float)(cfg->lr / bc1), cfg->eps};
+}
+
+static inline void adam_elem(adam_k_t k, float g, float *p, float *m, float *v)
+{
+    *m = k.b1 * *m + (1.0f - k.b1) * g;
+    *v = k.b2 * *v + (1.0f - k.b2) * g * g;
+    float denom = sqrtf(*v) / k.bc2_sqrt + k.eps;
+    *p -= k.step * (*m / denom);
+}
+
 LD_VECTOR_CLONES
 void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, const float *grad,
                   float *m, float *v)
 {
-    const float b1 = cfg->beta1, b2 = cfg->beta2;
-    /* Same arithmetic as torch.optim.Adam (single-tensor path):
-     * denom = sqrt(v) / sqrt(1 - b2^t) + eps; p -= lr / (1 - b1^t) * m / denom */
-    const double bc1 = 1.0 - pow((double)b1, (double)t);
-    const float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, (double)t));
-    const float step = (float)(cfg->lr / bc1);
-    const float eps = cfg->eps;
+    const adam_k_t k = adam_k(cfg, t);
     for (size_t s = 0; s < n; s += ADAM_SLICE) {
         ld_yield_point();
         size_t e = n - s > ADAM_SLICE ? s + ADAM_SLICE : n;
-        for (size_t i = s; i < e; i++) {
-            float g = grad[i];
-            m[i] = b1 * m[i] + (1.0f - b1) * g;
-            v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-            float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-            param[i] -= step * (m[i] / denom);
+        for (size_t i = s; i < e; i++)
+            adam_elem(k, grad[i], &param[i], &m[i], &v[i]);
+    }
+}
+
+LD_VECTOR_CLONES
+void ld_adam_step_sum(const ld_adam_cfg_t *cfg, long t, size_t n, float *restrict param,
+                      float *restrict g0, float w0, float *restrict g1, float w1,
+                      float *restrict m, float *restrict v)
+{
+    const adam_k_t k = adam_k(cfg, t);
+    ld_yield_point();
+    if (!g1) {
+        for (size_t i = 0; i < n; i++) {
+            adam_elem(k, g0[i], &param[i], &m[i], &v[i]);
+            g0[i] = 0.0f;
         }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        adam_elem(k, w0 * g0[i] + w1 * g1[i], &param[i], &m[i], &v[i]);
+        g0[i] = 0.0f;
+        g1[i] = 0.0f;
     }
 }
 

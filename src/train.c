@@ -526,12 +526,15 @@ static void epoch_order(ld_trainer_t *t)
 /* The optimiser's update of parameters [s0, s1) at this step's scheduled
  * rate (cfg->lr is the net's base rate); the gradient block takes the
  * penalties.  The same on every rank and for any slicing. */
+static double step_lr(const ld_trainer_t *t, const ld_adam_cfg_t *cfg)
+{
+    return ld_optim_lr(&t->o.optim, cfg->lr, t->t, (long)t->o.epochs * t->steps_per_epoch);
+}
+
 static void optim_update(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, size_t s1)
 {
-    const ld_optim_cfg_t *c = &t->o.optim;
-    double lr = ld_optim_lr(c, cfg->lr, t->t, (long)t->o.epochs * t->steps_per_epoch);
-    ld_optim_step(c, cfg, lr, t->t, s1 - s0, t->m->params + s0, t->grads + s0, t->adam_m + s0,
-                  t->adam_v + s0);
+    ld_optim_step(&t->o.optim, cfg, step_lr(t, cfg), t->t, s1 - s0, t->m->params + s0,
+                  t->grads + s0, t->adam_m + s0, t->adam_v + s0);
 }
 
 /* Elements of one fused reduce + optimiser (+ average) pass: small enough
@@ -578,6 +581,26 @@ static void ema_chunk(ld_trainer_t *t, size_t s0, size_t s1)
  * sum over ranks comes between the reduce and the optimiser). */
 static int zeroing(void) { return ld_dist_size() == 1; }
 
+/* Whether an update can be one pass per chunk (ld_adam_step_sum): plain
+ * Adam (no weight decay, no L1), one or two workers, zeroing, no MPI halves.
+ * Its numbers are those of reduce_chunk, optim_update and the clears. */
+static int one_pass_adam(const ld_trainer_t *t)
+{
+    const ld_optim_cfg_t *c = &t->o.optim;
+    return zeroing() && t->pass == PASS_BOTH && t->nw <= 2 && c->kind != LD_OPTIM_SGD &&
+           c->weight_decay == 0 && c->l1 == 0;
+}
+
+/* reduce_chunk, optim_update and the clears of [s0, s1) in one pass. */
+static void adam_sum_chunk(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, size_t s1)
+{
+    const ld_adam_cfg_t ac = {(float)step_lr(t, cfg), cfg->beta1, cfg->beta2, cfg->eps};
+    const float w0 = (float)t->w[0].b / (float)t->b;
+    const float w1 = t->nw > 1 ? (float)t->w[1].b / (float)t->b : 0.0f;
+    ld_adam_step_sum(&ac, t->t, s1 - s0, t->m->params + s0, t->grads + s0, w0,
+                     t->nw > 1 ? t->w[1].grads + s0 : NULL, w1, t->adam_m + s0, t->adam_v + s0);
+}
+
 /* Sum the workers' gradients over [lo, hi) weighted by their share of the
  * batch (each worker's loss is a mean over its own rows), then the
  * optimiser (optim_update), then, with ema, the generator's average, then
@@ -590,8 +613,15 @@ static void reduce_and_step(worker_t *w, size_t lo, size_t hi, const ld_adam_cfg
     size_t n = hi - lo, per = (n + t->nw - 1) / t->nw;
     size_t s0 = lo + per * w->id, s1 = s0 + per < hi ? s0 + per : hi;
     const int reduce = t->pass != PASS_ADAM && (t->nw > 1 || ld_dist_size() > 1);
+    const int fused = one_pass_adam(t);
     for (size_t c0 = s0; c0 < s1; c0 += UPDATE_CHUNK) {
         size_t c1 = s1 - c0 > UPDATE_CHUNK ? c0 + UPDATE_CHUNK : s1;
+        if (fused) {
+            adam_sum_chunk(t, cfg, c0, c1);
+            if (ema)
+                ema_chunk(t, c0, c1);
+            continue;
+        }
         if (reduce)
             reduce_chunk(t, c0, c1);
         if (t->pass == PASS_REDUCE)

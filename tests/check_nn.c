@@ -663,6 +663,65 @@ START_TEST(test_adam_slices)
 }
 END_TEST
 
+/* ld_adam_step_sum: the same bits as the sum of two gradient blocks (or
+ * one), ld_adam_step and clearing both, over a length that is no multiple
+ * of a vector. */
+START_TEST(test_adam_step_sum)
+{
+    const size_t n = 8192 + 13;
+    const ld_adam_cfg_t cfg = {1e-3f, 0.9f, 0.999f, 1e-8f};
+    const float w0 = 33.0f / 64.0f, w1 = 31.0f / 64.0f;
+    float *buf = calloc(11 * n, sizeof *buf);
+    ck_assert_ptr_nonnull(buf);
+    float *p = buf, *m = p + n, *v = m + n, *g0 = v + n, *g1 = g0 + n;
+    float *p1 = g1 + n, *m1 = p1 + n, *v1 = m1 + n, *h0 = v1 + n, *h1 = h0 + n, *sum = h1 + n;
+    ld_rng_t r;
+    ld_rng_seed(&r, 9);
+    ld_rng_fill_normal(&r, p, n, 0.0f, 1.0f);
+    memcpy(p1, p, n * sizeof *p);
+    for (long t = 1; t <= 4; t++) {
+        int two = t % 2 == 0;
+        ld_rng_fill_normal(&r, g0, n, 0.0f, 1.0f);
+        ld_rng_fill_normal(&r, g1, n, 0.0f, 1.0f);
+        memcpy(h0, g0, n * sizeof *g0);
+        memcpy(h1, g1, n * sizeof *g1);
+        ld_adam_step_sum(&cfg, t, n, p, g0, w0, two ? g1 : NULL, w1, m, v);
+        for (size_t i = 0; i < n; i++)
+            sum[i] = two ? w0 * h0[i] + w1 * h1[i] : h0[i];
+        ld_adam_step(&cfg, t, n, p1, sum, m1, v1);
+        ck_assert_msg(memcmp(p, p1, n * sizeof *p) == 0, "params differ at step %ld", t);
+        ck_assert(memcmp(m, m1, n * sizeof *m) == 0 && memcmp(v, v1, n * sizeof *v) == 0);
+        for (size_t i = 0; i < n; i++)
+            ck_assert(g0[i] == 0.0f && (!two || g1[i] == 0.0f));
+        if (!two) /* one block: g1 untouched */
+            ck_assert(memcmp(g1, h1, n * sizeof *g1) == 0);
+    }
+    free(buf);
+}
+END_TEST
+
+/* bce_sum's blocked pass (exponentials first) gives every element the
+ * gradient bits of the one-element path, over whole blocks, a part block and
+ * a tail, and the same sum within rounding. */
+START_TEST(test_bce_blocks)
+{
+    enum { N = 3 * 256 + 48 + 5 };
+    static float l[N], t[N], d[N], d1[N];
+    fill_uniform(40, l, N, -20, 20);
+    fill_uniform(41, t, N, 0, 1);
+    double s = ld_bce_logits(N, l, t, d, 0.25f), s1 = 0;
+    for (int i = 0; i < N; i++)
+        s1 += ld_bce_logits(1, l + i, t + i, d1 + i, 0.25f);
+    ck_assert(memcmp(d, d1, sizeof d) == 0);
+    ck_assert_msg(fabs(s - s1) <= 1e-6 * s1, "bce %.9g, one by one %.9g", s, s1);
+    s = ld_bce_logits_const(N, l, 0.9f, d, 0.25f), s1 = 0;
+    for (int i = 0; i < N; i++)
+        s1 += ld_bce_logits_const(1, l + i, 0.9f, d1 + i, 0.25f);
+    ck_assert(memcmp(d, d1, sizeof d) == 0);
+    ck_assert_msg(fabs(s - s1) <= 1e-6 * s1, "bce_const %.9g, one by one %.9g", s, s1);
+}
+END_TEST
+
 /* Yield points: a thread whose policy is SCHED_IDLE (kind 1) or whose nice
  * value is positive (kind 2) yields at each of them; a normal one (kind 0)
  * never does.  Counted on a fresh thread, whose policy is set before its
@@ -1480,6 +1539,8 @@ Suite *suite_nn(void)
     tcase_add_test(tc, test_linear_init);
     tcase_add_test(tc, test_adam_hand_computed);
     tcase_add_test(tc, test_adam_slices);
+    tcase_add_test(tc, test_adam_step_sum);
+    tcase_add_test(tc, test_bce_blocks);
     tcase_add_test(tc, test_yield_points);
     tcase_add_loop_test(tc, test_mlp_gradients, 0, 12);
     tcase_add_test(tc, test_mlp_inference_no_dropout);

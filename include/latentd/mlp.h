@@ -61,7 +61,8 @@ const float *ld_mlp_forward(const ld_mlp_t *net, const float *params, ld_mlp_ws_
                             const float *x, ld_rng_t *rng);
 /* dout (b, size[n_layers]) = dLoss/d(output) -> grads += dLoss/dparams (same
  * layout as params; grads NULL: none), dx (b, size[0]) = dLoss/dx if dx != NULL.
- * Uses the activations of the last forward on ws. */
+ * Uses the activations of the last forward on ws.  dout is only read; it
+ * must not overlap dx or ws's buffers. */
 void ld_mlp_backward(const ld_mlp_t *net, const float *params, float *grads, ld_mlp_ws_t *ws,
                      int b, const float *dout, float *dx);
 

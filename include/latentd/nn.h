@@ -120,6 +120,14 @@ typedef struct {
 /* One step over n parameters at step number t (1-based). m, v (n) are the moments. */
 void ld_adam_step(const ld_adam_cfg_t *cfg, long t, size_t n, float *param, const float *grad,
                   float *m, float *v);
+/* The same step on g = g0 (g1 NULL) or g = w0 * g0 + w1 * g1 (the sum of two
+ * workers' gradients, rounded as written), then g0 and g1 set to zero: one
+ * pass where a sum, ld_adam_step and two clears would take four, with equal
+ * results.  One yield point per call, so callers pass cache-sized chunks;
+ * no array may overlap another. */
+void ld_adam_step_sum(const ld_adam_cfg_t *cfg, long t, size_t n, float *restrict param,
+                      float *restrict g0, float w0, float *restrict g1, float w1,
+                      float *restrict m, float *restrict v);
 
 /* ---- init: PyTorch nn.Linear default (kaiming_uniform a=sqrt(5)) ----
  * w (out, in) and b (out) ~ U(-1/sqrt(in), 1/sqrt(in)); w drawn first, row-major. */
