@@ -186,6 +186,8 @@ measure() {
         t=$((c < NCPU ? c : NCPU))
         # warm-up (connections, allocator, first-touch), then the measurement
         BODY=$body wrk -t"$t" -c"$c" -d1s -s "$work/post.lua" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+        p0=""
+        if [ "$server" = latentd ]; then p0=$(passes "$port" "$model"); fi
         runs=""
         for ((r = 0; r < REPEAT; r++)); do
             # the host probe beside wrk, for as long: the time the CPUs
@@ -212,7 +214,17 @@ m = runs[len(runs) // 2]
 m[4] = str(sum(int(r[4]) for r in runs)); m[5] = str(sum(int(r[5]) for r in runs))
 print(" ".join(m + [every]))' "$runs")
         echo "$server $model $label $c $out" >>"$results"
+        if [ -n "$p0" ]; then echo "$model $label $c $p0 $(passes "$port" "$model")" >>"$work/passes"; fi
     done
+}
+
+# "batches requests" of MODEL's decoder so far, from latentd's /metrics: the
+# requests a decode pass served over a point, which sets a GAN's cost a row
+passes() { # port model
+    curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null | awk -v m="{model=\"$2\"}" '
+        $1 == "latentd_decode_batches_total" m {b = $2}
+        $1 == "latentd_decode_batch_requests_total" m {r = $2}
+        END {print b + 0, r + 0}'
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -374,9 +386,18 @@ fi
 echo
 echo "bench-serve: $NCPU CPUs (wrk runs on the same CPUs), ${DURATION}s per point, median of $REPEAT;" \
     "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" "$job_note" "$work/wire" <<'EOF'
+"$PY" - "$results" "$l_rss" "$l_hwm" "$t_rss" "$TORCH_WORKERS" "$job_note" "$work/wire" "$work/passes" <<'EOF'
 import os, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+per_pass = {}  # (model, label, conns): requests a decode pass over the point
+if os.path.exists(sys.argv[8]):
+    for l in open(sys.argv[8]):
+        m, label, c, b0, r0, b1, r1 = l.split()
+        if int(b1) > int(b0):
+            per_pass[(m, label, int(c))] = (int(r1) - int(r0)) / (int(b1) - int(b0))
+def passes_note(model, label, c):
+    p = per_pass.get((model, label, c))
+    return "" if p is None else ", %.1f requests a decode pass" % p
 wire = {}
 if os.path.exists(sys.argv[7]):
     for l in open(sys.argv[7]):
@@ -428,8 +449,11 @@ for model in sorted({k[0] for k in keys}):
     for label in ("decode-npy", "v2-binary"):
         b = data.get(("latentd", model, label, 64))
         if j and b and j[0] > 0:
-            print("at 64 connections, %s %s: %.2fx decode-json's req/s (target >= 1.5x)"
-                  % (model, label, b[0] / j[0]))
+            print("at 64 connections, %s %s: %.2fx decode-json's req/s (target >= 1.5x)%s"
+                  % (model, label, b[0] / j[0], passes_note(model, label, 64)))
+    if j:
+        print("at 64 connections, %s decode-json: %.0f req/s%s"
+              % (model, j[0], passes_note(model, "decode-json", 64)))
     # the batched point: 16 rows a request, so rows/s is 16x req/s
     j = data.get(("latentd", model, "decode16-json", 64))
     for label in ("decode16-npy", "v2-binary16"):

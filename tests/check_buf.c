@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include "latentd/buf.h"
+#include "latentd/common.h"
 #include "latentd/log.h"
 #include "latentd/sha256.h"
 
@@ -13,6 +14,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *fmt(float v)
@@ -220,6 +222,38 @@ START_TEST(test_access_log_line)
 }
 END_TEST
 
+/* The access line's time stamp: the current UTC second, cut to the buffer
+ * and always terminated. */
+START_TEST(test_utc_time)
+{
+    char got[32], want[2][32];
+    for (int k = 0; k < 3; k++) { /* a second may turn between the reads */
+        time_t t0 = time(NULL);
+        ld_utc_iso8601(got, sizeof got);
+        time_t t1 = time(NULL);
+        struct tm tm;
+        strftime(want[0], sizeof want[0], "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t0, &tm));
+        strftime(want[1], sizeof want[1], "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t1, &tm));
+        if (t0 == t1)
+            break;
+    }
+    ck_assert_int_eq((int)strlen(got), 20);
+    ck_assert_msg(strcmp(got, want[0]) == 0 || strcmp(got, want[1]) == 0, "%s: not %s or %s",
+                  got, want[0], want[1]);
+    char cut[8];
+    memset(cut, 'x', sizeof cut);
+    ld_utc_iso8601(cut, 5);
+    char year[5] = {got[0], got[1], got[2], got[3], '\0'};
+    ck_assert_str_eq(cut, year); /* the first four bytes, then the NUL */
+    ck_assert_int_eq(cut[5], 'x');
+    ld_utc_iso8601(cut, 1);
+    ck_assert_str_eq(cut, "");
+    cut[0] = 'y';
+    ld_utc_iso8601(cut, 0); /* no room: untouched */
+    ck_assert_int_eq(cut[0], 'y');
+}
+END_TEST
+
 START_TEST(test_integers)
 {
     char out[24];
@@ -318,6 +352,7 @@ Suite *suite_buf(void)
     tcase_add_test(tc, test_float_forms);
     tcase_add_test(tc, test_float_round_trip);
     tcase_add_test(tc, test_integers);
+    tcase_add_test(tc, test_utc_time);
     tcase_add_test(tc, test_json_strings);
     tcase_add_test(tc, test_access_log_line);
     tcase_add_test(tc, test_access_log_concurrent);
