@@ -856,13 +856,15 @@ char *ld_jobspec_to_json(const ld_jobspec_t *s)
     /* cmlp is the conditional kinds' default: no preset */
     int fixed_net = a->net != LD_NETS_MLP && a->net != LD_NETS_CMLP;
     const char *preset = fixed_net ? ld_netarch_name(a->net) : s->article ? "article" : "default";
-    int lists = !fixed_net || a->net == LD_NETS_RESMLP; /* dcgan, conv: fixed */
+    int lists = !fixed_net || a->net == LD_NETS_RESMLP; /* dcgan, conv: fixed nets */
     if (ok && (gan || fixed_net))
         ok = cJSON_AddStringToObject(arch, "arch", preset) != NULL;
     if (ok && gan && lists)
         ok = add_list(arch, "g_hidden", &a->dec) && add_list(arch, "d_hidden", &a->enc);
     else if (ok && lists)
         ok = add_list(arch, "hidden", &a->enc) && add_list(arch, "dec_hidden", &a->dec);
+    else if (ok && a->net == LD_NETS_CONV) /* its decoder's channels */
+        ok = add_list(arch, "dec_hidden", &a->dec);
     ok = ok && cJSON_AddNumberToObject(arch, "z", a->z_dim) &&
          cJSON_AddStringToObject(arch, "act", ld_act_name(a->act)) &&
          add_float(arch, "slope", a->slope) && (!gan || add_float(arch, "dropout", a->dropout));

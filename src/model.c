@@ -152,7 +152,12 @@ static int check_netarch(const ld_arch_t *a, ld_err_t *err)
         if (a->img_h != 28 || a->img_w != 28)
             return ld_err_set(err, LD_EINVAL, "net architecture %s needs 28x28 images, not %dx%d",
                               n, a->img_h, a->img_w);
-        return LD_OK;
+        if (a->net != LD_NETS_CONV)
+            return LD_OK;
+        if (a->dec.n == 1 || a->dec.n > 4) /* none: the decoder of older files */
+            return ld_err_set(err, LD_EINVAL, "the conv decoder takes 2 to 4 channel counts "
+                              "(7x7 maps, then 14x14 maps), got %d", a->dec.n);
+        return check_hidden(&a->dec, "decoder", 0, err);
     }
     const ld_hidden_t *h[2] = {&a->enc, &a->dec};
     for (int k = 0; k < 2; k++) {
@@ -171,7 +176,9 @@ int ld_arch_set_net(ld_arch_t *a, ld_netarch_t n, ld_err_t *err)
 {
     a->net = n;
     if (n == LD_NETS_DCGAN || n == LD_NETS_CONV) {
-        a->enc.n = a->dec.n = 0; /* fixed by nets.h */
+        a->enc.n = a->dec.n = 0; /* fixed by nets.h, but the conv decoder's channels */
+        if (n == LD_NETS_CONV)
+            hidden_set(&a->dec, LD_CONV_VAE_DEC_N, (int[])LD_CONV_VAE_DEC);
         a->dropout = 0.0f;
     } else if (n == LD_NETS_RESMLP) {
         hidden_set(&a->enc, 2, (int[]){256, 256});
@@ -206,7 +213,7 @@ int ld_arch_validate(const ld_arch_t *a, ld_err_t *err)
         if (a->z_dim < 1 || a->z_dim > 1024)
             return ld_err_set(err, LD_EINVAL, "latent size z=%d is outside 1..1024", a->z_dim);
         if (a->net == LD_NETS_DCGAN || a->net == LD_NETS_CONV)
-            return LD_OK; /* the hidden lists are unused */
+            return LD_OK; /* no hidden lists but the conv decoder's, checked above */
         if ((rc = check_hidden(&a->enc, fam == LD_KIND_VAE ? "encoder" : "discriminator",
                                fam == LD_KIND_VAE ? 1 : 0, err)))
             return rc;
@@ -381,6 +388,8 @@ void ld_arch_describe(const ld_arch_t *a, char *buf, size_t len)
     append(buf, len, &pos, "%s %dx%d", ld_kind_name(a->kind), a->img_h, a->img_w);
     if (a->net == LD_NETS_DCGAN || a->net == LD_NETS_CONV) {
         append(buf, len, &pos, " %s z%d", ld_netarch_name(a->net), a->z_dim);
+        for (int i = 0; i < a->dec.n && a->net == LD_NETS_CONV; i++) /* decoder channels */
+            append(buf, len, &pos, "%s%d", i ? "," : " decoder ", a->dec.size[i]);
         return;
     }
     if (a->net == LD_NETS_RESMLP)
@@ -440,8 +449,8 @@ static int vae_layout(ld_model_t *m, size_t *off, size_t *boff)
     int s[LD_MAX_LAYERS + 1], L;
     ld_net_t *n = m->layers;
     if (a->net == LD_NETS_CONV) {
-        ld_nets_conv_vae(a->z_dim, &n[LD_VAE_ENC], &n[LD_VAE_MU], &n[LD_VAE_LOGVAR],
-                         &n[LD_VAE_DEC], off, boff);
+        ld_nets_conv_vae(a->z_dim, a->dec.n, a->dec.size, &n[LD_VAE_ENC], &n[LD_VAE_MU],
+                         &n[LD_VAE_LOGVAR], &n[LD_VAE_DEC], off, boff);
     } else if (a->net == LD_NETS_RESMLP) {
         int w = a->enc.size[0], wd = a->dec.size[0];
         ld_nets_resmlp(&n[LD_VAE_ENC], "encoder", a->x_dim, w, a->enc.n, w, LD_LAYER_N_KINDS,

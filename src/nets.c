@@ -36,9 +36,15 @@ void ld_nets_dcgan(int z_dim, ld_net_t *g, ld_net_t *d, size_t *param_off, size_
     lay_out(d, param_off, buf_off);
 }
 
-void ld_nets_conv_vae(int z_dim, ld_net_t *enc, ld_net_t *mu, ld_net_t *logvar, ld_net_t *dec,
-                      size_t *param_off, size_t *buf_off)
+void ld_nets_conv_vae(int z_dim, int n_ch, const int *ch, ld_net_t *enc, ld_net_t *mu,
+                      ld_net_t *logvar, ld_net_t *dec, size_t *param_off, size_t *buf_off)
 {
+    static const int before_lists[2] = {64, 32};
+    if (n_ch == 0) {
+        n_ch = 2;
+        ch = before_lists;
+    }
+    LD_ASSERT(n_ch >= 2 && n_ch <= 4);
     ld_net_init(enc, "encoder", LD_NAMES_SEQUENTIAL, (ld_shape_t){1, 28, 28});
     OK(ld_net_add_conv(enc, 32, 4, 2, 1, NULL));                    /* (32, 14, 14) */
     OK(ld_net_add_act(enc, LD_LAYER_LRELU, 0.2f, NULL));
@@ -54,12 +60,20 @@ void ld_nets_conv_vae(int z_dim, ld_net_t *enc, ld_net_t *mu, ld_net_t *logvar, 
         lay_out(heads[i], param_off, buf_off);
     }
 
+    /* ch: the 7x7 maps (two when n_ch >= 3), then the 14x14 maps (two when
+     * n_ch == 4); a 3x3 convolution leads from a map to the next at its size */
+    int n7 = n_ch >= 3 ? 2 : 1;
     ld_net_init(dec, "decoder", LD_NAMES_SEQUENTIAL, (ld_shape_t){z_dim, 1, 1});
-    OK(ld_net_add_linear(dec, 64 * 7 * 7, NULL));                   /* (3136) */
+    OK(ld_net_add_linear(dec, ch[0] * 7 * 7, NULL));                /* (ch0 * 49) */
     OK(ld_net_add_act(dec, LD_LAYER_LRELU, 0.2f, NULL));
-    OK(ld_net_add_unflatten(dec, (ld_shape_t){64, 7, 7}, NULL));
-    OK(ld_net_add_convt(dec, 32, 4, 2, 1, NULL));                   /* (32, 14, 14) */
-    OK(ld_net_add_act(dec, LD_LAYER_LRELU, 0.2f, NULL));
+    OK(ld_net_add_unflatten(dec, (ld_shape_t){ch[0], 7, 7}, NULL));
+    for (int i = 1; i < n_ch; i++) {
+        if (i == n7)
+            OK(ld_net_add_convt(dec, ch[i], 4, 2, 1, NULL));        /* (ch[i], 14, 14) */
+        else
+            OK(ld_net_add_conv(dec, ch[i], 3, 1, 1, NULL));         /* same size */
+        OK(ld_net_add_act(dec, LD_LAYER_LRELU, 0.2f, NULL));
+    }
     OK(ld_net_add_convt(dec, 1, 4, 2, 1, NULL));                    /* (1, 28, 28) logits */
     lay_out(dec, param_off, buf_off);
 }

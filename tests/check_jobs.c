@@ -411,7 +411,8 @@ START_TEST(test_spec_normal_form)
         "{\"kind\":\"invert\",\"model\":\"g\",\"file\":\"g.safetensors\",\"images\":5,"
         "\"steps\":10,\"restarts\":2,\"seed\":9007199254740991,\"lr\":0.05,\"z_penalty\":0.5}",
         "{\"kind\":\"gan\",\"model\":\"d\",\"arch\":{\"arch\":\"dcgan\"}}",
-        "{\"kind\":\"vae\",\"model\":\"c\",\"arch\":{\"arch\":\"conv\",\"z\":16}}",
+        "{\"kind\":\"vae\",\"model\":\"c\",\"arch\":{\"arch\":\"conv\",\"z\":16,"
+        "\"dec_hidden\":[48,48,24]}}",
         "{\"kind\":\"gan\",\"model\":\"w\",\"train\":{\"loss\":\"wgan-gp\",\"n_critic\":3}}",
     };
     static const ld_netarch_t nets[] = {LD_NETS_MLP, LD_NETS_MLP, LD_NETS_MLP, LD_NETS_DCGAN,
@@ -430,11 +431,14 @@ START_TEST(test_spec_normal_form)
         if (a.train.gan_loss == LD_GAN_LOSS_WGAN_GP) /* its defaults, and n_critic kept */
             ck_assert_msg(strstr(n1, "\"lr\":0.0001,") && strstr(n1, "\"beta1\":0,") &&
                               strstr(n1, "\"n_critic\":3,\"gp\":"), "%s", n1);
-        if (nets[i] != LD_NETS_MLP) { /* the layer-list nets are named, not listed */
-            char want[64];
-            snprintf(want, sizeof want, "\"arch\":{\"arch\":\"%s\",\"z\":",
-                     ld_netarch_name(nets[i]));
-            ck_assert_msg(strstr(n1, want) && !strstr(n1, "hidden"), "%s", n1);
+        if (nets[i] != LD_NETS_MLP) { /* the layer-list nets are named, not listed, */
+            char want[64];                /* but for the conv VAE decoder's channels */
+            snprintf(want, sizeof want, "\"arch\":{\"arch\":\"%s\",%s\"z\":",
+                     ld_netarch_name(nets[i]),
+                     nets[i] == LD_NETS_CONV ? "\"dec_hidden\":[48,48,24]," : "");
+            ck_assert_msg(strstr(n1, want), "%s", n1);
+            ck_assert_msg(!strstr(n1, "\"hidden\"") && (nets[i] == LD_NETS_CONV ||
+                                                       !strstr(n1, "hidden")), "%s", n1);
             ld_job_bytes_t jb; /* admission counts the nets that will run */
             ld_jobspec_bytes(&a.arch, &a.train, &jb);
             if (nets[i] == LD_NETS_DCGAN)

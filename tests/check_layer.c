@@ -35,6 +35,9 @@
 #include <pthread.h>
 #include <string.h>
 
+/* the conv VAE decoder that --arch conv builds */
+static const int conv_dec[] = LD_CONV_VAE_DEC;
+
 #define FIX "tests/fixtures/layers.safetensors"
 #define TOL 2e-5
 #define FLOOR_FRAC 0.05
@@ -537,7 +540,7 @@ START_TEST(test_json_roundtrip)
     ld_net_t g, d, e, mu, lv, dec, res;
     size_t po = 0, bo = 0;
     ld_nets_dcgan(100, &g, &d, &po, &bo);
-    ld_nets_conv_vae(20, &e, &mu, &lv, &dec, &po, &bo);
+    ld_nets_conv_vae(20, LD_CONV_VAE_DEC_N, conv_dec, &e, &mu, &lv, &dec, &po, &bo);
     ld_nets_resmlp(&res, "generator", 100, 256, 2, 784, LD_LAYER_SIGMOID, 0.2f, &po, &bo);
     const ld_net_t *all[] = {&g, &d, &e, &mu, &lv, &dec, &res};
     for (unsigned i = 0; i < LD_ARRAY_LEN(all); i++)
@@ -681,7 +684,7 @@ START_TEST(test_conv_vae_shapes)
 {
     ld_net_t e, mu, lv, dec;
     size_t po = 0, bo = 0;
-    ld_nets_conv_vae(20, &e, &mu, &lv, &dec, &po, &bo);
+    ld_nets_conv_vae(20, LD_CONV_VAE_DEC_N, conv_dec, &e, &mu, &lv, &dec, &po, &bo);
     ck_assert_int_eq(ld_net_out(&e).c, 3136);
     ck_assert_int_eq(ld_net_out(&mu).c, 20);
     ld_shape_t o = ld_net_out(&dec);
@@ -691,8 +694,26 @@ START_TEST(test_conv_vae_shapes)
     ck_assert_int_eq(n, 2);
     ck_assert_str_eq(t[0].name, "mu.weight");
     n = ld_net_tensors(&dec, t, MAX_T);
-    ck_assert_str_eq(t[2].name, "decoder.3.weight");
+    ck_assert_str_eq(t[2].name, "decoder.3.weight"); /* the 3x3 conv at 7x7 */
+    ck_assert_int_eq(t[2].numel, 64 * 64 * 9);
     ck_assert_int_eq(bo, 0);
+    /* no channel list: the decoder of files written before it, ConvT at 3 */
+    ld_net_t e0, mu0, lv0, dec0;
+    size_t po0 = 0, bo0 = 0;
+    ld_nets_conv_vae(20, 0, NULL, &e0, &mu0, &lv0, &dec0, &po0, &bo0);
+    n = ld_net_tensors(&dec0, t, MAX_T);
+    ck_assert_int_eq(n, 6);
+    ck_assert_int_eq(dec0.layers[3].kind, LD_LAYER_CONVT2D);
+    ck_assert_int_eq(t[2].numel, 64 * 32 * 16);
+    ck_assert_int_eq(po - po0, 64 * 64 * 9 + 64);
+    /* all four: 3x3 convs at 7x7 and at 14x14, named in order */
+    ld_nets_conv_vae(20, 4, (const int[]){16, 24, 8, 12}, &e0, &mu0, &lv0, &dec0, &po0, &bo0);
+    n = ld_net_tensors(&dec0, t, MAX_T);
+    ck_assert_int_eq(n, 10);
+    ck_assert_int_eq(dec0.layers[5].kind, LD_LAYER_CONVT2D);
+    ck_assert_int_eq(dec0.layers[7].kind, LD_LAYER_CONV2D);
+    ck_assert(ld_net_out(&dec0).c == 1 && ld_net_out(&dec0).h == 28);
+    ck_assert_int_eq(t[4].numel, 24 * 8 * 16); /* ConvT 24 -> 8 */
 }
 END_TEST
 
@@ -1103,7 +1124,7 @@ START_TEST(test_conv_vae_step_against_torch)
     ld_dataset_t *data = eight_images();
     ld_net_t E, MU, LV, DEC;
     size_t P = 0, NB = 0;
-    ld_nets_conv_vae(20, &E, &MU, &LV, &DEC, &P, &NB);
+    ld_nets_conv_vae(20, LD_CONV_VAE_DEC_N, conv_dec, &E, &MU, &LV, &DEC, &P, &NB);
     ld_net_t *nets[4] = {&E, &MU, &LV, &DEC};
     float *params = calloc(P, sizeof(float)), *grads = calloc(P, sizeof(float));
     float *m = calloc(P, sizeof(float)), *v = calloc(P, sizeof(float));
@@ -1169,7 +1190,7 @@ START_TEST(test_state_dict_file)
     ld_net_t nets[7];
     size_t po = 0, bo = 0;
     ld_nets_dcgan(100, &nets[0], &nets[1], &po, &bo);
-    ld_nets_conv_vae(20, &nets[2], &nets[3], &nets[4], &nets[5], &po, &bo);
+    ld_nets_conv_vae(20, LD_CONV_VAE_DEC_N, conv_dec, &nets[2], &nets[3], &nets[4], &nets[5], &po, &bo);
     ld_nets_resmlp(&nets[6], "critic", 784, 32, 2, 1, LD_LAYER_N_KINDS, 0.2f, &po, &bo);
     float *params = calloc(po, sizeof(float)), *bufs = calloc(bo, sizeof(float));
     ld_rng_t r;

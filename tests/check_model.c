@@ -386,6 +386,41 @@ START_TEST(test_layer_models_round_trip)
 }
 END_TEST
 
+/* A conv VAE file written before the decoder's channel list ("decoder":[])
+ * loads with that decoder, {64, 32}; a list of 1 or 5 entries is refused. */
+START_TEST(test_conv_vae_without_channel_list)
+{
+    ld_err_t e = {{0}};
+    ld_arch_t a;
+    ld_arch_default(LD_KIND_VAE, &a);
+    ck_assert_int_eq(ld_arch_set_net(&a, LD_NETS_CONV, &e), LD_OK);
+    ck_assert_int_eq(a.dec.n, 3);
+    a.dec.n = 1;
+    ck_assert_int_eq(ld_arch_validate(&a, &e), LD_EINVAL);
+    ck_assert_msg(strstr(e.msg, "2 to 4 channel counts"), "%s", e.msg);
+    a.dec.n = 5;
+    a.dec.size[3] = a.dec.size[4] = 8;
+    ck_assert_int_eq(ld_arch_validate(&a, &e), LD_EINVAL);
+    a.dec.n = 0;
+    ld_model_t *m = NULL, *back = NULL;
+    ck_assert_msg(ld_model_new(&a, 3, &m, &e) == LD_OK, "%s", e.msg);
+    const ld_net_t *dec = &m->layers[LD_VAE_DEC];
+    ck_assert_int_eq(dec->layers[3].kind, LD_LAYER_CONVT2D);
+    ck_assert_int_eq(dec->layers[3].out.c, 32);
+    char path[4200], json[1024];
+    ck_assert_int_gt(ld_arch_to_json(&m->arch, json, sizeof json), 0);
+    ck_assert_msg(strstr(json, "\"decoder\":[]"), "%s", json);
+    snprintf(path, sizeof path, "%s/conv_before_list.safetensors", dir);
+    ck_assert_msg(ld_model_save(m, path, &e) == LD_OK, "%s", e.msg);
+    ck_assert_msg(ld_model_load(path, &back, &e) == LD_OK, "%s", e.msg);
+    ck_assert_int_eq(back->arch.dec.n, 0);
+    ck_assert_int_eq(back->n_params, m->n_params);
+    ck_assert(memcmp(back->params, m->params, m->n_params * sizeof(float)) == 0);
+    ld_model_free(back);
+    ld_model_free(m);
+}
+END_TEST
+
 /* A layer list in the metadata that the architecture does not build is refused. */
 START_TEST(test_layers_meta_must_match)
 {
@@ -420,6 +455,7 @@ Suite *suite_model(void)
     tcase_add_test(tc, test_describe_training_state);
     tcase_add_test(tc, test_torch_model_loads);
     tcase_add_test(tc, test_layer_models_round_trip);
+    tcase_add_test(tc, test_conv_vae_without_channel_list);
     tcase_add_test(tc, test_layers_meta_must_match);
     suite_add_tcase(s, tc);
     return s;

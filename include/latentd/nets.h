@@ -12,9 +12,15 @@
  *                 -> BN2d -> LReLU(0.2) -> Flatten -> Linear -> 1 logit
  *   conv VAE  encoder: Conv 1->32 4x4 s2 p1 -> LReLU -> Conv 32->64 4x4 s2 p1
  *                 -> LReLU -> Flatten (3136); mu, logvar: Linear 3136 -> z;
- *             decoder: Linear z -> 3136 -> LReLU -> Unflatten (64,7,7)
- *                 -> ConvT 64->32 4x4 s2 p1 -> LReLU -> ConvT 32->1 -> logits
- *             (the same four nets, names and roles as the dense VAE's)
+ *             decoder from the channel list ch (LD_CONV_VAE_DEC by default):
+ *                 Linear z -> ch0*49 -> LReLU -> Unflatten (ch0,7,7)
+ *                 [-> Conv 3x3 p1 -> ch1 -> LReLU, when 3 or 4 entries]
+ *                 -> ConvT 4x4 s2 p1 -> (c,14,14) -> LReLU
+ *                 [-> Conv 3x3 p1 -> LReLU, when 4 entries]
+ *                 -> ConvT c->1 4x4 s2 p1 -> logits (1,28,28).
+ *             No list is {64, 32}: the decoder of files written before the
+ *             list existed.  (The same four nets, names and roles as the
+ *             dense VAE's.)
  *   resmlp    Linear in->width -> BN1d -> LReLU, then per block
  *             Residual(Linear -> BN1d -> LReLU -> Linear -> BN1d) -> LReLU,
  *             then Linear width->out and the output activation
@@ -34,10 +40,15 @@
 
 /* g "generator", d "discriminator". */
 void ld_nets_dcgan(int z_dim, ld_net_t *g, ld_net_t *d, size_t *param_off, size_t *buf_off);
+/* The conv VAE decoder's default channel list: a 3x3 convolution at 7x7
+ * (why, and what else was tried: docs/layers.md). */
+#define LD_CONV_VAE_DEC {64, 64, 32}
+#define LD_CONV_VAE_DEC_N 3
 /* enc "encoder", mu "mu", logvar "logvar" (single Linear, LD_NAMES_SINGLE as
- * the dense VAE's heads), dec "decoder" (logits). */
-void ld_nets_conv_vae(int z_dim, ld_net_t *enc, ld_net_t *mu, ld_net_t *logvar, ld_net_t *dec,
-                      size_t *param_off, size_t *buf_off);
+ * the dense VAE's heads), dec "decoder" (logits).  ch: n_ch (2..4, or 0 for
+ * {64, 32}) channel counts of the decoder's maps, as above. */
+void ld_nets_conv_vae(int z_dim, int n_ch, const int *ch, ld_net_t *enc, ld_net_t *mu,
+                      ld_net_t *logvar, ld_net_t *dec, size_t *param_off, size_t *buf_off);
 /* out_act: LD_LAYER_SIGMOID, _TANH or LD_LAYER_N_KINDS for none. */
 void ld_nets_resmlp(ld_net_t *net, const char *name, int in, int width, int blocks, int out,
                     ld_layer_kind_t out_act, float slope, size_t *param_off, size_t *buf_off);

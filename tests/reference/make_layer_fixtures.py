@@ -275,15 +275,25 @@ class DCGAN(nn.Module):
 
 
 class ConvVAE(nn.Module):
-    def __init__(self, z=20):
+    """latentd's --arch conv.  dec: the decoder's channels (nets.h), the 7x7
+    maps (two: a 3x3 conv between them when 3 or 4 entries), then the 14x14
+    maps; (64, 32) is the decoder of files written before the list."""
+    def __init__(self, z=20, dec=(64, 64, 32)):
         super().__init__()
         self.encoder = Net(nn.Conv2d(1, 32, 4, 2, 1), nn.LeakyReLU(0.2),
                            nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten())
         self.mu = nn.Linear(3136, z)
         self.logvar = nn.Linear(3136, z)
-        self.decoder = Net(nn.Linear(z, 3136), nn.LeakyReLU(0.2), nn.Unflatten(1, (64, 7, 7)),
-                           nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.LeakyReLU(0.2),
-                           nn.ConvTranspose2d(32, 1, 4, 2, 1))
+        n7 = 2 if len(dec) >= 3 else 1
+        mods = [nn.Linear(z, dec[0] * 49), nn.LeakyReLU(0.2), nn.Unflatten(1, (dec[0], 7, 7))]
+        for i in range(1, len(dec)):
+            if i == n7:
+                mods.append(nn.ConvTranspose2d(dec[i - 1], dec[i], 4, 2, 1))
+            else:
+                mods.append(nn.Conv2d(dec[i - 1], dec[i], 3, 1, 1))
+            mods.append(nn.LeakyReLU(0.2))
+        mods.append(nn.ConvTranspose2d(dec[-1], 1, 4, 2, 1))
+        self.decoder = Net(*mods)
 
 
 def bce(logits, target):
