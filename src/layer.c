@@ -482,6 +482,37 @@ static void kernel_spans(int size, int K, int s, int p, int n, spans_t *sp)
     }
 }
 
+/* im2col for stride 1 when the grid is as wide as the image (W == Wo): the
+ * positions of rows [lo, hi) read one contiguous run of the image, shifted
+ * by off, so one copy moves them all; the positions where the kernel hangs
+ * over a side edge, which that copy filled with the neighbouring row's
+ * pixels, are zeroed after it.  The same columns as the general loop. */
+static void im2col_same(const float *im, int C, int H, int W, int K, int p, int Ho,
+                        const spans_t *hs, const spans_t *ws, float *col, size_t ld)
+{
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < K; ki++)
+            for (int kj = 0; kj < K; kj++) {
+                const int lo = hs->lo[ki], hi = hs->hi[ki], wlo = ws->lo[kj], whi = ws->hi[kj];
+                const int off = kj - p;
+                float *row = col + ((size_t)(c * K + ki) * K + kj) * ld;
+                memset(row, 0, (size_t)lo * W * sizeof *row);
+                if (hi > lo && whi > wlo) {
+                    const float *src = im + ((size_t)c * H + lo - p + ki) * W;
+                    size_t n = (size_t)(hi - 1 - lo) * W + (size_t)(whi - wlo);
+                    memcpy(row + (size_t)lo * W + wlo, src + wlo + off, n * sizeof *row);
+                }
+                for (int oh = lo; oh < hi; oh++) {
+                    float *r = row + (size_t)oh * W;
+                    for (int ow = 0; ow < wlo; ow++)
+                        r[ow] = 0.0f;
+                    for (int ow = whi > wlo ? whi : 0; ow < W; ow++)
+                        r[ow] = 0.0f;
+                }
+                memset(row + (size_t)hi * W, 0, (size_t)(Ho - hi) * W * sizeof *row);
+            }
+}
+
 /* im2col of one image (C, H, W) for a K x K kernel, stride s, padding p, over
  * an (Ho, Wo) grid of positions: col (C*K*K, Ho*Wo) with rows ld floats
  * apart (so the columns of several images can sit side by side), zeros where
@@ -492,6 +523,10 @@ static void im2col(const float *im, int C, int H, int W, int K, int s, int p, in
     spans_t hs, ws;
     kernel_spans(H, K, s, p, Ho, &hs);
     kernel_spans(W, K, s, p, Wo, &ws);
+    if (s == 1 && W == Wo) { /* "same" padding: see im2col_same */
+        im2col_same(im, C, H, W, K, p, Ho, &hs, &ws, col, ld);
+        return;
+    }
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
@@ -533,8 +568,12 @@ static void col2im(const float *col, int C, int H, int W, int K, int s, int p, i
                 for (int oh = hs.lo[ki]; oh < hs.hi[ki]; oh++) {
                     float *dst = im + ((size_t)c * H + oh * s - p + ki) * W;
                     const float *r = row + (size_t)oh * Wo;
-                    for (int ow = wlo; ow < whi; ow++)
-                        dst[ow * s + off] += r[ow];
+                    if (s == 1) /* contiguous: a loop the compiler vectorises */
+                        for (int ow = wlo; ow < whi; ow++)
+                            dst[ow + off] += r[ow];
+                    else
+                        for (int ow = wlo; ow < whi; ow++)
+                            dst[ow * s + off] += r[ow];
                 }
             }
 }
