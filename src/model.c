@@ -157,7 +157,15 @@ static int check_netarch(const ld_arch_t *a, ld_err_t *err)
         if (a->dec.n == 1 || a->dec.n > 4) /* none: the decoder of older files */
             return ld_err_set(err, LD_EINVAL, "the conv decoder takes 2 to 4 channel counts "
                               "(7x7 maps, then 14x14 maps), got %d", a->dec.n);
-        return check_hidden(&a->dec, "decoder", 0, err);
+        int rc = check_hidden(&a->dec, "decoder", 0, err);
+        for (int i = 0; !rc && i < a->dec.n; i++) { /* nets.h: the first 1 or 2 maps are 7x7 */
+            int side = i < (a->dec.n >= 3 ? 2 : 1) ? 7 : 14;
+            if ((long)a->dec.size[i] * side * side > LD_NET_MAX_DIM)
+                rc = ld_err_set(err, LD_EINVAL, "conv decoder map %d: %d channels of %dx%d "
+                                "exceed %d values a row", i, a->dec.size[i], side, side,
+                                LD_NET_MAX_DIM);
+        }
+        return rc;
     }
     const ld_hidden_t *h[2] = {&a->enc, &a->dec};
     for (int k = 0; k < 2; k++) {

@@ -401,8 +401,17 @@ START_TEST(test_conv_vae_without_channel_list)
     a.dec.n = 5;
     a.dec.size[3] = a.dec.size[4] = 8;
     ck_assert_int_eq(ld_arch_validate(&a, &e), LD_EINVAL);
-    a.dec.n = 0;
+    /* maps wider than a layer list holds (a hostile file's arch): refused,
+     * not an assertion in the builder */
     ld_model_t *m = NULL, *back = NULL;
+    a.dec = (ld_hidden_t){4, {4096, 4096, 4096, 4096}};
+    ck_assert_int_eq(ld_model_new(&a, 3, &m, &e), LD_EINVAL);
+    ck_assert_msg(strstr(e.msg, "conv decoder map"), "%s", e.msg);
+    a.dec = (ld_hidden_t){2, {64, 400}}; /* 400 x 14 x 14 */
+    ck_assert_int_eq(ld_arch_validate(&a, &e), LD_EINVAL);
+    a.dec = (ld_hidden_t){2, {1337, 334}}; /* the widest that fit */
+    ck_assert_msg(ld_arch_validate(&a, &e) == LD_OK, "%s", e.msg);
+    a.dec.n = 0;
     ck_assert_msg(ld_model_new(&a, 3, &m, &e) == LD_OK, "%s", e.msg);
     const ld_net_t *dec = &m->layers[LD_VAE_DEC];
     ck_assert_int_eq(dec->layers[3].kind, LD_LAYER_CONVT2D);
