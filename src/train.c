@@ -523,14 +523,15 @@ static void epoch_order(ld_trainer_t *t)
 
 /* ---- one step, as phases run by every worker ---- */
 
-/* The optimiser's update of parameters [s0, s1) at this step's scheduled
- * rate (cfg->lr is the net's base rate); the gradient block takes the
- * penalties.  The same on every rank and for any slicing. */
+/* This step's scheduled rate; cfg->lr is the net's base rate. */
 static double step_lr(const ld_trainer_t *t, const ld_adam_cfg_t *cfg)
 {
     return ld_optim_lr(&t->o.optim, cfg->lr, t->t, (long)t->o.epochs * t->steps_per_epoch);
 }
 
+/* The optimiser's update of parameters [s0, s1) at this step's scheduled
+ * rate; the gradient block takes the penalties.  The same on every rank and
+ * for any slicing. */
 static void optim_update(ld_trainer_t *t, const ld_adam_cfg_t *cfg, size_t s0, size_t s1)
 {
     ld_optim_step(&t->o.optim, cfg, step_lr(t, cfg), t->t, s1 - s0, t->m->params + s0,
