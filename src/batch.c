@@ -60,6 +60,7 @@
  * pass of fewer rows would read the weights for too few of them. */
 #define SECOND_PASS_ROWS 8
 
+
 typedef struct {
     int in, out, out_pad;
     ld_act_t act;           /* after this layer */
@@ -407,8 +408,9 @@ static void job_finish(job_t *j)
 
 /* Run passes with scratch sc (mu held, sc taken by this thread) until the
  * queue is empty, or until *own_taken (the caller's job has been taken by a
- * pass; NULL for the drainer, which has no job), or after one pass while
- * another pass runs: the caller goes back to its own work, and what is
+ * pass; NULL for the drainer, which has no job) and another pass runs or
+ * LD_BATCH_LONE_PASSES more were led, or after one pass while another pass
+ * runs: the caller goes back to its own work, and what is
  * queued goes to another running pass or, if this is the only one, to the
  * drainer.  Decided under mu with running still counting this pass, so of
  * two leaders that stop at once the second sees itself alone and goes on
@@ -418,12 +420,15 @@ static void job_finish(job_t *j)
  * not asleep). */
 static void lead_locked(ld_batch_t *b, scratch_t *sc, job_t *own, const int *own_taken)
 {
+    int after = 0; /* passes led since own was taken */
     for (int led = 0; b->head; led++) {
-        if (own_taken && (*own_taken || (led && b->running > 1))) {
+        int alone = b->running == 1;
+        if (own_taken &&
+            (*own_taken ? !alone || after++ >= LD_BATCH_LONE_PASSES : led && !alone)) {
             if (!*own_taken)
                 own->taken = NULL; /* still queued: its flag leaves with us */
             b->st.handed_off++;
-            if (b->running == 1) {
+            if (alone) {
                 b->drain = 1;
                 pthread_cond_signal(&b->kick);
             }

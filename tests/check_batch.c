@@ -785,32 +785,45 @@ START_TEST(test_leader_leads_one_pass_beside_another)
 }
 END_TEST
 
-/* The only leader, its own request done, leaves what is still queued to the
- * drainer thread: thread a leads {A}, held; C queues; released, a returns
- * and C is decoded on a thread that is neither a nor the test's. */
+/* The only leader, its own request done, leads LD_BATCH_LONE_PASSES more
+ * passes and leaves what is still queued to the drainer thread.  max_passes
+ * 1, max_rows 1 (a pass takes one request): thread a leads {A}, held; C[0]
+ * .. C[LONE] queue (row 1 + i); released, a decodes C[0] .. C[LONE - 1]
+ * and returns, and C[LONE] is decoded on a thread that is neither a nor
+ * the test's. */
 START_TEST(test_lone_leader_leaves_queue_to_drainer)
 {
+    enum { LONE = LD_BATCH_LONE_PASSES };
     ld_batch_t *b = NULL;
     float *z, *want;
-    ld_model_t *m = gan_fixture(12, 18, &(ld_batch_opts_t){.max_passes = 1}, &b, &z, &want);
+    ld_model_t *m = gan_fixture(12, 18, &(ld_batch_opts_t){.max_passes = 1, .max_rows = 1}, &b,
+                                &z, &want);
     size_t zd = (size_t)m->arch.z_dim, xd = (size_t)m->arch.x_dim;
-    held_t A = {.hold = 1}, C = {0};
-    held_sub_t sa, sc;
+    held_t A = {.hold = 1}, C[LONE + 1];
+    held_sub_t sa, sc[LONE + 1];
+    memset(C, 0, sizeof C);
     ld_batch_stats_t before, st;
     ld_batch_stats(b, &before);
     held_submit(&sa, b, z, zd, 0, 1, &A, xd, 1);
     await_flag(&A.in, "pass A");
-    held_submit(&sc, b, z, zd, 1, 1, &C, xd, 0);
-    ck_assert(!atomic_load(&C.in));
+    for (int i = 0; i <= LONE; i++) {
+        held_submit(&sc[i], b, z, zd, 1 + i, 1, &C[i], xd, 0);
+        ck_assert(!atomic_load(&C[i].in));
+    }
     atomic_store(&A.go, 1);
     pthread_join(sa.t, NULL);
-    held_check(&C, want, xd, 1, 1);
-    ck_assert_msg(!pthread_equal(C.by, sa.t), "the lone leader decoded a request queued after "
-                                              "its own instead of leaving it to the drainer");
-    ck_assert(!pthread_equal(C.by, pthread_self()));
+    for (int i = 0; i <= LONE; i++)
+        held_check(&C[i], want, xd, 1 + i, 1);
+    for (int i = 0; i < LONE; i++)
+        ck_assert(pthread_equal(C[i].by, sa.t));
+    ck_assert_msg(!pthread_equal(C[LONE].by, sa.t),
+                  "the lone leader led more than %d passes after its own request was done "
+                  "instead of leaving the queue to the drainer",
+                  LONE);
+    ck_assert(!pthread_equal(C[LONE].by, pthread_self()));
     ld_batch_stats(b, &st);
     ck_assert_int_eq((long)(st.handed_off - before.handed_off), 1);
-    ck_assert_int_eq((long)(st.batches - before.batches), 2);
+    ck_assert_int_eq((long)(st.batches - before.batches), LONE + 2);
     held_check(&A, want, xd, 0, 1);
     ld_batch_free(b);
     ld_model_free(m);

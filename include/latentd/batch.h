@@ -24,8 +24,10 @@
  * far (whole, up to max_rows rows in total, or one larger request alone),
  * decodes them in one pass, completes each, and goes on until the queue is
  * empty or its own request has been taken into a pass (its own or
- * another's).  What is still queued then goes to another running pass or,
- * if none runs, to the drainer, which leads until the queue is empty.  So a
+ * another's) and either another pass runs or it has led
+ * LD_BATCH_LONE_PASSES more; while another pass runs it leads one pass at
+ * most.  What is still queued then goes to another running pass or, if
+ * none runs, to the drainer, which leads until the queue is empty.  So a
  * caller's thread leads at most the passes queued ahead of its request and
  * is never held by requests that arrive after it (an HTTP thread's other
  * connections wait while it leads).  Otherwise the caller goes on at once
@@ -61,6 +63,11 @@ typedef struct ld_batch ld_batch_t;
 #define LD_BATCH_MAX_ROWS_DEFAULT 64
 /* Most passes one batcher runs at once (its scratch slots). */
 #define LD_BATCH_MAX_PASSES 64
+/* Passes the only leader leads after its own request was taken, before it
+ * leaves the rest to the drainer: what it finds then is mostly a request
+ * or two, cheaper to decode than to wake a thread for; a bound, so that
+ * requests arriving meanwhile do not keep its thread. */
+#define LD_BATCH_LONE_PASSES 2
 
 typedef struct {
     uint64_t batches;      /* passes run (a request larger than the cap is one batch) */
