@@ -30,6 +30,7 @@
 #   TORCH=0      skip the PyTorch peer
 #   JOB=0        skip the measurement with a training job running
 #   CLUSTER=0    skip nginx + 2 replicas
+#   PIN=0        skip the decode rows with wrk on a CPU of its own
 #   TORCH_WORKERS uvicorn worker processes (default: number of CPUs, like
 #                latentd's http_threads = 0)
 #   LATENTD      the binary (default build/latentd)
@@ -49,6 +50,9 @@ CONNS=${CONNS:-"1 16 64"}
 TORCH=${TORCH:-1}
 JOB=${JOB:-1}
 CLUSTER=${CLUSTER:-1}
+PIN=${PIN:-1}
+WRAP=${WRAP:-} # a command wrk runs under (taskset for the pinned rows)
+CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 TORCH_WORKERS=${TORCH_WORKERS:-$NCPU}
 LATENTD=${LATENTD:-build/latentd}
@@ -185,22 +189,27 @@ measure() {
     for c in $CONNS; do
         t=$((c < NCPU ? c : NCPU))
         # warm-up (connections, allocator, first-touch), then the measurement
-        BODY=$body wrk -t"$t" -c"$c" -d1s -s "$work/post.lua" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+        BODY=$body $WRAP wrk -t"$t" -c"$c" -d1s -s "$work/post.lua" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
         p0=""
-        if [ "$server" = latentd ]; then p0=$(passes "$port" "$model"); fi
+        case $server in latentd*) p0=$(passes "$port" "$model") ;; esac
         runs=""
         for ((r = 0; r < REPEAT; r++)); do
             # the host probe beside wrk, for as long: the time the CPUs
             # were not the guest's during this very run
             "$HOSTPROBE" "$DURATION" >"$work/hostprobe" 2>/dev/null &
             hp=$!
-            out=$(BODY=$body wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s -s "$work/post.lua" \
+            cpu0=$(cpu_ticks "$server")
+            out=$(BODY=$body $WRAP wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s -s "$work/post.lua" \
                 "http://127.0.0.1:$port$path" 2>&1 | grep '^RESULT' || true)
+            cpu1=$(cpu_ticks "$server")
             wait "$hp" || true
             [ -n "$out" ] || out="RESULT 0 0 0 0 0 0"
+            # the daemon's CPU time a request, in microseconds (nan for the peer)
+            us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$(echo "$out" | cut -d' ' -f2)" -v hz="$CLK_TCK" \
+                'BEGIN {print (a == "" || n == 0) ? "nan" : sprintf("%.1f", (b - a) * 1e6 / hz / n)}')
             # + host lost %, probes over 3x the median %, slowest probe us
             host=$(awk '$1 == "HOSTPROBE" {print $2, $3, $5}' "$work/hostprobe")
-            out="$out ${host:-nan nan nan}"
+            out="$out ${host:-nan nan nan} $us"
             printf '  %-11s %-12s %-12s c=%-3s %s\n' "$server" "$model" "$label" "$c" "${out#RESULT }" >&2
             runs="$runs${out#RESULT };"
         done
@@ -214,8 +223,14 @@ m = runs[len(runs) // 2]
 m[4] = str(sum(int(r[4]) for r in runs)); m[5] = str(sum(int(r[5]) for r in runs))
 print(" ".join(m + [every]))' "$runs")
         echo "$server $model $label $c $out" >>"$results"
-        if [ -n "$p0" ]; then echo "$model $label $c $p0 $(passes "$port" "$model")" >>"$work/passes"; fi
+        if [ -n "$p0" ]; then echo "$server $model $label $c $p0 $(passes "$port" "$model")" >>"$work/passes"; fi
     done
+}
+
+# the daemon's CPU time so far in clock ticks (user + system, every thread);
+# empty for the peer, whose workers are other processes
+cpu_ticks() { # server
+    case $1 in latentd*) awk '{print $14 + $15}' "/proc/$lpid/stat" ;; esac
 }
 
 # "batches requests" of MODEL's decoder so far, from latentd's /metrics: the
@@ -232,6 +247,7 @@ echo "bench-serve: $NCPU CPUs, ${DURATION}s per point x $REPEAT, load average $l
 for m in $MODELS; do
     zd=$(curl -fsS "http://127.0.0.1:$lport/v1/models/$m" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["latent_size"])')
     z=$(zvec "$zd")
+    echo "{\"z\":[$z]}" >"$work/z-$m.json"
     # the same latent as a float32 .npy of shape (1, z_dim)
     "$PY" -c 'import json, struct, sys
 z = json.loads(sys.argv[1])
@@ -249,6 +265,7 @@ h = json.dumps({"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, len(z)
                separators=(",", ":")).encode()
 open(sys.argv[2], "wb").write(h + struct.pack("<%df" % len(z), *z))
 print(len(h))' "$z" "$work/v2-$m.bin")
+    echo "$v2hlen" >"$work/v2hlen-$m"
     v2hlen16=$(bodies "$m" "$zd" 16)
     for server in latentd torch; do
         [ "$server" = torch ] && [ "$TORCH" != 1 ] && continue
@@ -289,6 +306,29 @@ l_hwm=$(hwm_kb "$lpid")
 t_rss=0
 if [ "$TORCH" = 1 ]; then
     for p in $tpid $(pgrep -P "$tpid" || true); do t_rss=$((t_rss + $(rss_kb "$p"))); done
+fi
+
+# --- decode with wrk on a CPU of its own ------------------------------------------
+# Above, wrk and the kernel's loopback work for it run on the daemon's CPUs,
+# so a fixed cost a request that is the client's, not the server's, is in
+# every row.  Here the daemon's threads move to every CPU but the last, and
+# wrk runs on the last one, as a client on another machine would: decode one
+# latent as JSON, as .npy and as /v2 binary at 64 connections.
+if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
+    last=$((NCPU - 1))
+    cpus=$(taskset -c -p "$lpid" | sed 's/.*: //')
+    taskset -a -c -p "0-$((last - 1))" "$lpid" >/dev/null
+    echo "bench-serve: decode with wrk on CPU $last, the daemon on CPUs 0-$((last - 1))" >&2
+    pin="taskset -c $last"
+    for m in $MODELS; do
+        WRAP=$pin CONNS=64 measure latentd/pin "$lport" "$m" decode-json "/v1/models/$m/decode" "$(cat "$work/z-$m.json")"
+        WRAP=$pin CONNS=64 measure latentd/pin "$lport" "$m" decode-npy "/v1/models/$m/decode" "@$work/z-$m.npy"
+        export V2HLEN
+        V2HLEN=$(cat "$work/v2hlen-$m")
+        WRAP=$pin CONNS=64 measure latentd/pin "$lport" "$m" v2-binary "/v2/models/$m/infer" "@$work/v2-$m.bin"
+        unset V2HLEN
+    done
+    taskset -a -c -p "$cpus" "$lpid" >/dev/null
 fi
 
 # --- sample with one training job running ---------------------------------------
@@ -392,11 +432,11 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 per_pass = {}  # (model, label, conns): requests a decode pass over the point
 if os.path.exists(sys.argv[8]):
     for l in open(sys.argv[8]):
-        m, label, c, b0, r0, b1, r1 = l.split()
+        server, m, label, c, b0, r0, b1, r1 = l.split()
         if int(b1) > int(b0):
-            per_pass[(m, label, int(c))] = (int(r1) - int(r0)) / (int(b1) - int(b0))
-def passes_note(model, label, c):
-    p = per_pass.get((model, label, c))
+            per_pass[(server, m, label, int(c))] = (int(r1) - int(r0)) / (int(b1) - int(b0))
+def passes_note(model, label, c, server="latentd"):
+    p = per_pass.get((server, model, label, c))
     return "" if p is None else ", %.1f requests a decode pass" % p
 wire = {}
 if os.path.exists(sys.argv[7]):
@@ -407,9 +447,10 @@ l_rss, l_hwm, t_rss, workers = (int(x) for x in sys.argv[2:6])
 job_note = sys.argv[6]
 data = {}
 every = {}
-for server, model, label, c, n, rps, p50, p99, non2xx, sockerr, lost, slow, hmax, runs in rows:
+for server, model, label, c, n, rps, p50, p99, non2xx, sockerr, lost, slow, hmax, us, runs in rows:
     data[(server, model, label, int(c))] = (float(rps), float(p50) / 1000, float(p99) / 1000,
-                                            int(non2xx), int(sockerr), int(n), float(lost))
+                                            int(non2xx), int(sockerr), int(n), float(lost),
+                                            float(us))
     every[(server, model, label, int(c))] = [(float(a) / 1000, float(b)) for a, b in
                                              (x.split(":") for x in runs.split(","))]
 keys = sorted({k[1:] for k in data if k[0] in ("latentd", "torch")}, key=lambda k: (k[0], k[1], k[2]))
@@ -444,16 +485,23 @@ for k, l, t in at64:
     runs = every[("latentd",) + k]
     print("    p99 of each run, ms (host lost %%): %s; under 10 ms in %d of %d"
           % (", ".join("%.2f (%.1f)" % x for x in runs), sum(x[0] < 10 for x in runs), len(runs)))
+def binary_ratios(server, where):
+    """Each binary decode row against decode JSON: req/s, and the daemon's
+    CPU time a request (what the server spends, wherever the client runs)."""
+    for model in sorted({k[1] for k in data if k[0] == server}):
+        j = data.get((server, model, "decode-json", 64))
+        for label in ("decode-npy", "v2-binary"):
+            b = data.get((server, model, label, 64))
+            if j and b and j[0] > 0:
+                print("%s, %s %s: %.2fx decode-json's req/s (target >= 1.5x)%s; daemon CPU"
+                      " a request %.1f us against %.1f (%.2fx less)"
+                      % (where, model, label, b[0] / j[0], passes_note(model, label, 64, server),
+                         b[7], j[7], j[7] / b[7] if b[7] > 0 else float("nan")))
+        if j:
+            print("%s, %s decode-json: %.0f req/s%s"
+                  % (where, model, j[0], passes_note(model, "decode-json", 64, server)))
+binary_ratios("latentd", "at 64 connections")
 for model in sorted({k[0] for k in keys}):
-    j = data.get(("latentd", model, "decode-json", 64))
-    for label in ("decode-npy", "v2-binary"):
-        b = data.get(("latentd", model, label, 64))
-        if j and b and j[0] > 0:
-            print("at 64 connections, %s %s: %.2fx decode-json's req/s (target >= 1.5x)%s"
-                  % (model, label, b[0] / j[0], passes_note(model, label, 64)))
-    if j:
-        print("at 64 connections, %s decode-json: %.0f req/s%s"
-              % (model, j[0], passes_note(model, "decode-json", 64)))
     # the batched point: 16 rows a request, so rows/s is 16x req/s
     j = data.get(("latentd", model, "decode16-json", 64))
     for label in ("decode16-npy", "v2-binary16"):
@@ -470,6 +518,21 @@ for model in sorted({k[0] for k in keys}):
         if a and b and a[0] > 0:
             line += "; at 64 connections %.0f req/s plain, %.0f gzipped (%.2fx)" % (a[0], b[0], b[0] / a[0])
         print(line)
+
+pkeys = sorted({k[1:] for k in data if k[0] == "latentd/pin"})
+if pkeys:
+    print()
+    print("decode with wrk on a CPU of its own (the last; the daemon on the others), 64 connections")
+    print("%-12s %-12s %4s | %10s %8s %8s %6s | %12s" % (
+        "model", "endpoint", "conn", "latentd r/s", "p50 ms", "p99 ms", "non2xx", "daemon us/req"))
+    print("-" * 80)
+    for model, label, c in pkeys:
+        l = data[("latentd/pin", model, label, c)]
+        print("%-12s %-12s %4d | %10.0f %8.2f %8.2f %6d | %12.1f" % (
+            model, label, c, l[0], l[1], l[2], l[3] + l[4], l[7]))
+        if l[3] + l[4] > 0:
+            ok = False
+    binary_ratios("latentd/pin", "wrk on its own CPU")
 print("latentd non-2xx or socket errors: %s" % ("none" if ok else "SOME (see table)"))
 
 jkeys = sorted({k[1:] for k in data if k[0] == "latentd+job"})

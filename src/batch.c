@@ -17,15 +17,20 @@
  * 128-column panels would read them twice for 4-6 rows).
  *
  * Batcher (see batch.h).  Under mu: the queue, the free scratch slots
- * (a bit mask), the number of passes running, the counters.  A request
- * queues itself; if a slot is free its caller takes it and leads: takes a
- * batch, drops mu, decodes into the slot's scratch, completes each request
- * (a callback for a submitted one, a store and a futex wake for a caller
- * asleep in ld_batch_decode), and repeats until the queue is empty or, once
- * its own request is done, until it sees another pass running.  Both checks
- * are made under mu in the same critical section that gives the slot back,
- * so the last running leader always empties the queue and a request queued
- * while every slot is busy is always taken by one of them.
+ * (a bit mask), the number of passes running, the drainer's flags, the
+ * counters.  A request queues itself; if a slot is free its caller takes it
+ * and leads: takes a batch, drops mu, decodes into the slot's scratch,
+ * completes each request (a callback for a submitted one, a store and a
+ * futex wake for a caller asleep in ld_batch_decode), and repeats until the
+ * queue is empty or its own request has been taken by a pass (its own or
+ * another's).  Then, with requests still queued, it leaves them to another
+ * running pass, or, if it was the only one, to the drainer thread.  The
+ * taking is recorded under mu in a flag on the leader's stack (job.taken),
+ * and the leader leaves under mu, so the last pass running either empties
+ * the queue or wakes the drainer, and a request queued while every slot is
+ * busy is always taken.  Without the drainer a leader whose request another
+ * pass took led on for as long as new requests kept the queue non-empty:
+ * seconds under load, with every connection of its HTTP thread waiting.
  */
 #define _GNU_SOURCE
 #include "latentd/batch.h"
@@ -55,6 +60,7 @@
  * pass of fewer rows would read the weights for too few of them. */
 #define SECOND_PASS_ROWS 8
 
+
 typedef struct {
     int in, out, out_pad;
     ld_act_t act;           /* after this layer */
@@ -77,6 +83,8 @@ typedef struct job {
     const float *z; /* (n, z_dim) */
     const uint8_t *labels; /* (n) class labels of a conditional model, or NULL */
     float *x;       /* (n, x_dim) */
+    int *taken;     /* its caller leads: that caller's flag, set (and this
+                       cleared) under mu when a pass takes the job */
     atomic_int state;
     struct job *next;
     /* ld_batch_submit: heap-allocated, done(arg) is called once its rows
@@ -109,10 +117,16 @@ struct ld_batch {
 
     /* guarded by mu */
     pthread_mutex_t mu;
-    pthread_cond_t idle;    /* ld_batch_free waits here for running to reach 0 */
+    pthread_cond_t idle;    /* ld_batch_free waits here for running, drain, starting: 0 */
+    pthread_cond_t kick;    /* the drainer waits here for drain (and a free slot) */
     job_t *head, *tail;
     uint64_t free_slots;    /* bit i: scratch[i] is free */
     int running;            /* passes being led (slots taken) */
+    int drain;              /* the queue was left to the drainer, not yet taken up */
+    int stop;               /* ld_batch_free: the drainer returns */
+    int starting;           /* a caller is starting the drainer */
+    int has_drainer;        /* drainer runs */
+    pthread_t drainer;
     long queued_rows;       /* rows in the queue */
     ld_batch_stats_t st;
 };
@@ -365,6 +379,11 @@ static job_t *take_locked(ld_batch_t *b, int *n_jobs, int *n_rows)
         b->tail = NULL;
     b->queued_rows -= rows;
     last->next = NULL;
+    for (job_t *j = first; j; j = j->next)
+        if (j->taken) { /* its caller is leading: it may stop now */
+            *j->taken = 1;
+            j->taken = NULL;
+        }
     *n_jobs = jobs;
     *n_rows = rows;
     return first;
@@ -388,20 +407,31 @@ static void job_finish(job_t *j)
 }
 
 /* Run passes with scratch sc (mu held, sc taken by this thread) until the
- * queue is empty, or until own (the caller's job) is done while another
- * pass is running: that pass's leader takes what is queued, so the caller
- * can answer its own request.  Both are decided under mu, with running
- * still counting this pass, so of two leaders that stop at once one sees
- * the other running and the last one empties the queue.  Returns with mu
- * held.  Every job taken is completed: a callback for a submitted one, a
- * wake for a caller asleep in ld_batch_decode, nothing for own if it is
- * such a caller (it is this thread, not asleep). */
-static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *own)
+ * queue is empty, or until *own_taken (the caller's job has been taken by a
+ * pass; NULL for the drainer, which has no job) and another pass runs or
+ * LD_BATCH_LONE_PASSES more were led, or after one pass while another pass
+ * runs: the caller goes back to its own work, and what is
+ * queued goes to another running pass or, if this is the only one, to the
+ * drainer.  Decided under mu with running still counting this pass, so of
+ * two leaders that stop at once the second sees itself alone and goes on
+ * or wakes the drainer.  Returns with mu held.  Every job
+ * taken is completed: a callback for a submitted one, a wake for a caller
+ * asleep in ld_batch_decode, a store for the caller's own (this thread,
+ * not asleep). */
+static void lead_locked(ld_batch_t *b, scratch_t *sc, job_t *own, const int *own_taken)
 {
-    int own_done = 0;
-    while (b->head) {
-        if (own_done && b->running > 1) {
+    int after = 0; /* passes led since own was taken */
+    for (int led = 0; b->head; led++) {
+        int alone = b->running == 1;
+        if (own_taken &&
+            (*own_taken ? !alone || after++ >= LD_BATCH_LONE_PASSES : led && !alone)) {
+            if (!*own_taken)
+                own->taken = NULL; /* still queued: its flag leaves with us */
             b->st.handed_off++;
+            if (alone) {
+                b->drain = 1;
+                pthread_cond_signal(&b->kick);
+            }
             break;
         }
         int jobs, rows;
@@ -418,7 +448,6 @@ static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *own)
         run_jobs(b, sc, batch);
         for (job_t *j = batch; j;) {
             job_t *next = j->next; /* read before j's owner may return */
-            own_done |= j == own;
             if (j->done) {
                 j->done(j->arg);
                 free(j);
@@ -433,11 +462,34 @@ static void lead_locked(ld_batch_t *b, scratch_t *sc, const job_t *own)
     }
 }
 
+static void start_drainer(ld_batch_t *b);
+
+/* Take a free scratch slot for a pass (mu held, a slot free). */
+static int slot_take(ld_batch_t *b)
+{
+    int slot = __builtin_ctzll(b->free_slots);
+    b->free_slots &= ~(1ULL << slot);
+    if (++b->running > b->st.max_passes)
+        b->st.max_passes = b->running;
+    return slot;
+}
+
+/* Give a slot back (mu held): the drainer may be waiting for one. */
+static void slot_give(ld_batch_t *b, int slot)
+{
+    b->free_slots |= 1ULL << slot;
+    if (b->drain && !b->head)
+        b->drain = 0; /* emptied meanwhile: nothing left to the drainer */
+    if (b->drain)
+        pthread_cond_signal(&b->kick);
+    if (--b->running == 0)
+        pthread_cond_broadcast(&b->idle);
+}
+
 /* Queue j; then lead passes on this thread (see lead_locked) if no pass is
  * running, or if fewer than max_passes are and the queue holds enough rows
  * for a pass that reads each weight once for several rows.  Otherwise a
- * running leader takes j in its next pass: a leader stops with jobs queued
- * only while another pass runs, so a queued job always has one. */
+ * running leader (or the drainer it leaves the queue to) takes j. */
 static void enqueue(ld_batch_t *b, job_t *j)
 {
     pthread_mutex_lock(&b->mu);
@@ -447,16 +499,70 @@ static void enqueue(ld_batch_t *b, job_t *j)
         b->head = j;
     b->tail = j;
     b->queued_rows += j->n;
+    int start = 0;
     if (b->free_slots && (b->running == 0 || b->queued_rows >= SECOND_PASS_ROWS)) {
-        int slot = __builtin_ctzll(b->free_slots);
-        b->free_slots &= ~(1ULL << slot);
-        if (++b->running > b->st.max_passes)
-            b->st.max_passes = b->running;
-        lead_locked(b, &b->scratch[slot], j);
-        b->free_slots |= 1ULL << slot;
-        if (--b->running == 0)
-            pthread_cond_broadcast(&b->idle);
+        int taken = 0;
+        j->taken = &taken;
+        int slot = slot_take(b);
+        lead_locked(b, &b->scratch[slot], j, &taken);
+        slot_give(b, slot);
+        start = b->drain && !b->has_drainer && !b->starting;
+        b->starting |= start;
     }
+    pthread_mutex_unlock(&b->mu);
+    if (start)
+        start_drainer(b);
+}
+
+/* The drainer: leads the passes a caller's thread left to it (drain) until
+ * the queue is empty.  It serves no connection, so nothing waits on it but
+ * the queue; it sleeps otherwise.  Ends when ld_batch_free sets stop. */
+static void *drainer_main(void *arg)
+{
+    ld_batch_t *b = arg;
+    pthread_mutex_lock(&b->mu);
+    while (!b->stop) {
+        if (!b->drain || (b->head && !b->free_slots)) {
+            pthread_cond_wait(&b->kick, &b->mu);
+            continue;
+        }
+        b->drain = 0;
+        if (b->head) {
+            int slot = slot_take(b);
+            lead_locked(b, &b->scratch[slot], NULL, NULL);
+            slot_give(b, slot);
+        } else if (!b->running) {
+            pthread_cond_broadcast(&b->idle); /* ld_batch_free may wait for drain */
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* Start the drainer, on the first caller that leaves it the queue: so it
+ * runs with a serving thread's scheduling, not that of whichever thread
+ * created the batcher (a training worker under SCHED_IDLE, for one).  If
+ * it cannot be started, this caller leads what it left (and the next one
+ * to leave the queue tries again). */
+static void start_drainer(ld_batch_t *b)
+{
+    pthread_t t;
+    int ok = pthread_create(&t, NULL, drainer_main, b) == 0;
+    pthread_mutex_lock(&b->mu);
+    b->starting = 0;
+    if (ok) {
+        b->drainer = t;
+        b->has_drainer = 1;
+    } else if (b->drain && b->head && b->free_slots) {
+        b->drain = 0;
+        int slot = slot_take(b);
+        lead_locked(b, &b->scratch[slot], NULL, NULL);
+        slot_give(b, slot);
+    } else if (b->drain && !b->head) {
+        b->drain = 0;
+    }
+    if (!b->running)
+        pthread_cond_broadcast(&b->idle); /* ld_batch_free waits for starting */
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -528,6 +634,7 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
         return ld_err_set(err, LD_ENOMEM, "out of memory");
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->idle, NULL);
+    pthread_cond_init(&b->kick, NULL);
     int rc = pick_kernel(o ? o->kernel : NULL, &b->fn, &b->kernel, err);
     if (rc != LD_OK) {
         ld_batch_free(b);
@@ -611,12 +718,17 @@ void ld_batch_free(ld_batch_t *b)
 {
     if (!b)
         return;
-    /* calls still leading passes (and with them every queued job) finish
-     * first; the last one to stop signals idle */
+    /* calls still leading passes, and the drainer with what they left it
+     * (every queued job), finish first; the last one to stop signals idle */
     pthread_mutex_lock(&b->mu);
-    while (b->running)
+    while (b->running || b->drain || b->starting)
         pthread_cond_wait(&b->idle, &b->mu);
+    b->stop = 1;
+    pthread_cond_signal(&b->kick);
     pthread_mutex_unlock(&b->mu);
+    if (b->has_drainer)
+        pthread_join(b->drainer, NULL);
+    pthread_cond_destroy(&b->kick);
     pthread_cond_destroy(&b->idle);
     pthread_mutex_destroy(&b->mu);
     free(b->wmem);

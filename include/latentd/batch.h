@@ -13,19 +13,25 @@
  * to float rounding (about 1e-6), not bit for bit: OpenBLAS itself changes
  * its summation order with the number of rows.
  *
- * Batching.  A batcher has one queue and no thread of its own: passes run
- * on the callers' threads, at most max_passes at once (one per CPU by
- * default), each with scratch of its own.  A request joins the queue; its
+ * Batching.  A batcher has one queue, and passes run on the callers'
+ * threads, at most max_passes at once (one per CPU by default), each with
+ * scratch of its own; its one thread, the drainer, sleeps unless a caller
+ * leaves it the queue (below), and is started by the first caller that
+ * does, so it has a serving thread's scheduling.  A request joins the queue; its
  * caller leads if no pass is running, or if fewer than max_passes are and
  * the queue holds enough rows (see batch.c) for a pass that reads the
  * weights once for several of them.  A leader takes the requests queued so
  * far (whole, up to max_rows rows in total, or one larger request alone),
  * decodes them in one pass, completes each, and goes on until the queue is
- * empty, or until its own request is done and another pass is running (that
- * pass's leader then takes the rest, so a leader is not kept from its own
- * response; the last leader running always empties the queue).  Otherwise
- * the caller goes on at once (submit) or sleeps (decode)
- * and a running leader takes its request in its next pass.  Nobody waits
+ * empty or its own request has been taken into a pass (its own or
+ * another's) and either another pass runs or it has led
+ * LD_BATCH_LONE_PASSES more; while another pass runs it leads one pass at
+ * most.  What is still queued then goes to another running pass or, if
+ * none runs, to the drainer, which leads until the queue is empty.  So a
+ * caller's thread leads at most the passes queued ahead of its request and
+ * is never held by requests that arrive after it (an HTTP thread's other
+ * connections wait while it leads).  Otherwise the caller goes on at once
+ * (submit) or sleeps (decode) and a running pass takes its request.  Nobody waits
  * for a batch to fill: a lone request is decoded at once on its caller's
  * thread; requests arriving while a pass runs share the next one.
  * What goes into a pass and who leads it depend only on the queue and the
@@ -57,6 +63,11 @@ typedef struct ld_batch ld_batch_t;
 #define LD_BATCH_MAX_ROWS_DEFAULT 64
 /* Most passes one batcher runs at once (its scratch slots). */
 #define LD_BATCH_MAX_PASSES 64
+/* Passes the only leader leads after its own request was taken, before it
+ * leaves the rest to the drainer: what it finds then is mostly a request
+ * or two, cheaper to decode than to wake a thread for; a bound, so that
+ * requests arriving meanwhile do not keep its thread. */
+#define LD_BATCH_LONE_PASSES 2
 
 typedef struct {
     uint64_t batches;      /* passes run (a request larger than the cap is one batch) */
@@ -65,8 +76,8 @@ typedef struct {
     uint64_t shared;       /* batches that served two or more requests */
     int max_requests;      /* most requests served by one batch */
     int max_passes;        /* most passes that were running at once */
-    uint64_t handed_off;   /* leaders that returned, own request done, leaving
-                              the queue to another running pass */
+    uint64_t handed_off;   /* leaders that returned, own request taken, leaving
+                              the queue to another running pass or the drainer */
 } ld_batch_stats_t;
 
 typedef struct {
@@ -94,7 +105,7 @@ void ld_batch_free(ld_batch_t *b);
 int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err);
 
 /* Called once when a submitted request's rows are written, on the thread
- * that led the pass (the submitter's own, or another caller's); it must be
+ * that led the pass (the submitter's own, another caller's or the drainer); it must be
  * quick and must not call into the batcher. */
 typedef void (*ld_batch_done_fn)(void *arg);
 
@@ -102,7 +113,7 @@ typedef void (*ld_batch_done_fn)(void *arg);
  * (an HTTP thread with more connections): queues the n >= 1 rows; if a slot
  * is free it leads passes as ld_batch_decode does (then x is written and
  * done(arg) called before this returns), otherwise it returns at once and a
- * running leader writes x and calls done(arg) later, on its thread.  z and
+ * running pass writes x and calls done(arg) later, on its thread.  z and
  * x must stay valid until done.  Errors (nothing queued, done not called):
  * LD_EINVAL, LD_ENOMEM. */
 int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
