@@ -22,13 +22,13 @@
  * and leads: takes a batch, drops mu, decodes into the slot's scratch,
  * completes each request (a callback for a submitted one, a store and a
  * futex wake for a caller asleep in ld_batch_decode), and repeats until the
- * queue is empty or its own request has been taken by a pass (its own or
- * another's).  Then, with requests still queued, it leaves them to another
- * running pass, or, if it was the only one, to the drainer thread.  The
- * taking is recorded under mu in a flag on the leader's stack (job.taken),
- * and the leader leaves under mu, so the last pass running either empties
- * the queue or wakes the drainer, and a request queued while every slot is
- * busy is always taken.  Without the drainer a leader whose request another
+ * queue is empty or it may stop (lead_locked: its own request taken by a
+ * pass, its own or another's, or one pass led beside another).  Then, with
+ * requests still queued, it leaves them to another running pass, or, if it
+ * was the only one, to the drainer thread.  The taking is recorded under mu
+ * in a flag on the leader's stack (job.taken), and the leader leaves under
+ * mu, so the last pass running either empties the queue or wakes the
+ * drainer, and a request queued while every slot is busy is always taken.  Without the drainer a leader whose request another
  * pass took led on for as long as new requests kept the queue non-empty:
  * seconds under load, with every connection of its HTTP thread waiting.
  */
@@ -59,7 +59,6 @@
 /* Rows queued behind a running pass that start another one beside it: a
  * pass of fewer rows would read the weights for too few of them. */
 #define SECOND_PASS_ROWS 8
-
 
 typedef struct {
     int in, out, out_pad;
@@ -407,17 +406,18 @@ static void job_finish(job_t *j)
 }
 
 /* Run passes with scratch sc (mu held, sc taken by this thread) until the
- * queue is empty, or until *own_taken (the caller's job has been taken by a
- * pass; NULL for the drainer, which has no job) and another pass runs or
- * LD_BATCH_LONE_PASSES more were led, or after one pass while another pass
- * runs: the caller goes back to its own work, and what is
- * queued goes to another running pass or, if this is the only one, to the
- * drainer.  Decided under mu with running still counting this pass, so of
- * two leaders that stop at once the second sees itself alone and goes on
- * or wakes the drainer.  Returns with mu held.  Every job
- * taken is completed: a callback for a submitted one, a wake for a caller
- * asleep in ld_batch_decode, a store for the caller's own (this thread,
- * not asleep). */
+ * queue is empty, or until the caller may go back to its own work: its job
+ * has been taken by a pass (*own_taken) and another pass runs or
+ * LD_BATCH_LONE_PASSES more were led alone; or one pass was led while
+ * another runs.  (own_taken is NULL for the drainer, which has no job and
+ * empties the queue.)  What is still queued goes to another running pass
+ * or, if this is the only one, to the drainer.  Decided under mu with
+ * running still counting this pass, so of two leaders that stop at once
+ * the second sees itself alone.  A leader leaves with own->taken cleared
+ * (by the take, or here), so no pass writes to its flag once it is gone.
+ * Returns with mu held.  Every job taken is completed: a callback for a
+ * submitted one, a wake for a caller asleep in ld_batch_decode, a store for
+ * the caller's own (this thread, not asleep). */
 static void lead_locked(ld_batch_t *b, scratch_t *sc, job_t *own, const int *own_taken)
 {
     int after = 0; /* passes led since own was taken */

@@ -76,8 +76,8 @@ typedef struct {
     uint64_t shared;       /* batches that served two or more requests */
     int max_requests;      /* most requests served by one batch */
     int max_passes;        /* most passes that were running at once */
-    uint64_t handed_off;   /* leaders that returned, own request taken, leaving
-                              the queue to another running pass or the drainer */
+    uint64_t handed_off;   /* callers that stopped leading with requests queued,
+                              left to another running pass or the drainer */
 } ld_batch_stats_t;
 
 typedef struct {
