@@ -764,8 +764,8 @@ static void decode_job_done(void *ctx)
 /* Decode z (n, z_dim) and answer with the images: PNG/.npy as asked, or JSON
  * {"model",<fields>"shape",["z",]"images"} (z echoed when with_z; fields: ""
  * or more members, each followed by a comma). Replies on error too.  The
- * rows go to the model's batcher (batch.h): decoded at once on this thread
- * if it may lead a pass, else queued for a running pass while this HTTP
+ * rows go to the model's batcher (batch.h): decoded on this thread if it
+ * leads the pass that takes them, else by another pass while this HTTP
  * thread goes back to its other connections, the request's connection
  * suspended until that pass is done; the reply is made then. */
 static void reply_decoded(ld_req_t *req, ld_api_t *api, ld_served_t *s, const out_opts_t *o,

@@ -28,13 +28,15 @@
  * was the only one, to the drainer thread.  The taking is recorded under mu
  * in a flag on the leader's stack (job.taken), and the leader leaves under
  * mu, so the last pass running either empties the queue or wakes the
- * drainer, and a request queued while every slot is busy is always taken.  Without the drainer a leader whose request another
- * pass took led on for as long as new requests kept the queue non-empty:
- * seconds under load, with every connection of its HTTP thread waiting.
+ * drainer, and a request queued while every slot is busy is always taken.
+ * Without the drainer a leader whose request another pass took led on for
+ * as long as new requests kept the queue non-empty: seconds under load,
+ * with every connection of its HTTP thread waiting.
  */
 #define _GNU_SOURCE
 #include "latentd/batch.h"
 
+#include "latentd/log.h"
 #include "latentd/mlp.h"
 #include "latentd/nn.h"
 
@@ -83,7 +85,8 @@ typedef struct job {
     const uint8_t *labels; /* (n) class labels of a conditional model, or NULL */
     float *x;       /* (n, x_dim) */
     int *taken;     /* its caller leads: that caller's flag, set (and this
-                       cleared) under mu when a pass takes the job */
+                       cleared) under mu when a pass takes the job; cleared
+                       by the caller if it stops leading first */
     atomic_int state;
     struct job *next;
     /* ld_batch_submit: heap-allocated, done(arg) is called once its rows
@@ -409,8 +412,9 @@ static void job_finish(job_t *j)
  * queue is empty, or until the caller may go back to its own work: its job
  * has been taken by a pass (*own_taken) and another pass runs or
  * LD_BATCH_LONE_PASSES more were led alone; or one pass was led while
- * another runs.  (own_taken is NULL for the drainer, which has no job and
- * empties the queue.)  What is still queued goes to another running pass
+ * another runs.  (own_taken is NULL for the drainer, or for a caller
+ * standing in for a drainer that could not start: no job, and it empties
+ * the queue.)  What is still queued goes to another running pass
  * or, if this is the only one, to the drainer.  Decided under mu with
  * running still counting this pass, so of two leaders that stop at once
  * the second sees itself alone.  A leader leaves with own->taken cleared
@@ -421,7 +425,7 @@ static void job_finish(job_t *j)
 static void lead_locked(ld_batch_t *b, scratch_t *sc, job_t *own, const int *own_taken)
 {
     int after = 0; /* passes led since own was taken */
-    for (int led = 0; b->head; led++) {
+    for (int led = 0; b->head; led = 1) {
         int alone = b->running == 1;
         if (own_taken &&
             (*own_taken ? !alone || after++ >= LD_BATCH_LONE_PASSES : led && !alone)) {
@@ -542,12 +546,18 @@ static void *drainer_main(void *arg)
 /* Start the drainer, on the first caller that leaves it the queue: so it
  * runs with a serving thread's scheduling, not that of whichever thread
  * created the batcher (a training worker under SCHED_IDLE, for one).  If
- * it cannot be started, this caller leads what it left (and the next one
- * to leave the queue tries again). */
+ * it cannot be started (out of threads), this caller stands in for it: if
+ * a slot is free it leads until the queue is empty, unbounded like the
+ * drainer, since stopping early could strand the queue on an idle server;
+ * otherwise a running pass leaves the queue again later and its caller
+ * tries again. */
 static void start_drainer(ld_batch_t *b)
 {
     pthread_t t;
-    int ok = pthread_create(&t, NULL, drainer_main, b) == 0;
+    int rc = pthread_create(&t, NULL, drainer_main, b), ok = rc == 0;
+    if (!ok)
+        ld_log_warn("batch: cannot start the drainer thread (%s); HTTP threads lead instead",
+                    strerror(rc));
     pthread_mutex_lock(&b->mu);
     b->starting = 0;
     if (ok) {

@@ -29,10 +29,10 @@
  * most.  What is still queued then goes to another running pass or, if
  * none runs, to the drainer, which leads until the queue is empty.  So a
  * caller's thread leads at most the passes queued ahead of its request and
- * is never held by requests that arrive after it (an HTTP thread's other
- * connections wait while it leads).  Otherwise the caller goes on at once
- * (submit) or sleeps (decode) and a running pass takes its request.  Nobody waits
- * for a batch to fill: a lone request is decoded at once on its caller's
+ * LD_BATCH_LONE_PASSES more, however many requests keep arriving (an HTTP
+ * thread's other connections wait while it leads).  Otherwise the caller
+ * goes on at once (submit) or sleeps (decode) and a running pass takes its
+ * request.  Nobody waits for a batch to fill: a lone request is decoded at once on its caller's
  * thread; requests arriving while a pass runs share the next one.
  * What goes into a pass and who leads it depend only on the queue and the
  * passes running, never on the callers' state (the HTTP server's load, for
@@ -99,21 +99,23 @@ void ld_batch_free(ld_batch_t *b);
 
 /* z (n, z_dim) -> x (n, x_dim), with the output activation applied (images
  * in [0,1]), exactly as ld_model_decode up to float rounding.  Queues the
- * rows and leads passes, or sleeps until another caller's pass has written
- * them.  z and x are the caller's and are only touched before this
- * returns.  Errors: LD_EINVAL (n < 0 or NULL pointers with n > 0). */
+ * rows and may lead passes (see above), then sleeps until a pass (its own,
+ * another caller's or the drainer's) has written them, if none has yet.
+ * z and x are the caller's and are only touched before this returns.
+ * Errors: LD_EINVAL (n < 0 or NULL pointers with n > 0). */
 int ld_batch_decode(ld_batch_t *b, int n, const float *z, float *x, ld_err_t *err);
 
 /* Called once when a submitted request's rows are written, on the thread
- * that led the pass (the submitter's own, another caller's or the drainer); it must be
- * quick and must not call into the batcher. */
+ * that led the pass (the submitter's own, another caller's or the
+ * drainer); it must be quick and must not call into the batcher. */
 typedef void (*ld_batch_done_fn)(void *arg);
 
 /* The asynchronous form of ld_batch_decode, for callers that have other work
- * (an HTTP thread with more connections): queues the n >= 1 rows; if a slot
- * is free it leads passes as ld_batch_decode does (then x is written and
- * done(arg) called before this returns), otherwise it returns at once and a
- * running pass writes x and calls done(arg) later, on its thread.  z and
+ * (an HTTP thread with more connections): queues the n >= 1 rows and may
+ * lead passes as ld_batch_decode does (a request to an idle batcher is
+ * decoded, and done(arg) called, before this returns), then returns
+ * without waiting: if its rows are not written yet, a running pass (or the
+ * drainer) writes x and calls done(arg) later, on its thread.  z and
  * x must stay valid until done.  Errors (nothing queued, done not called):
  * LD_EINVAL, LD_ENOMEM. */
 int ld_batch_submit(ld_batch_t *b, int n, const float *z, float *x, ld_batch_done_fn done,
