@@ -518,6 +518,20 @@ static void enqueue(ld_batch_t *b, job_t *j)
         start_drainer(b);
 }
 
+/* Take up the queue left to the drainer (mu held, drain set, a slot free if
+ * the queue is not empty): lead until it is empty. */
+static void drain_locked(ld_batch_t *b)
+{
+    b->drain = 0;
+    if (b->head) {
+        int slot = slot_take(b);
+        lead_locked(b, &b->scratch[slot], NULL, NULL);
+        slot_give(b, slot);
+    } else if (!b->running) {
+        pthread_cond_broadcast(&b->idle); /* ld_batch_free may wait for drain */
+    }
+}
+
 /* The drainer: leads the passes a caller's thread left to it (drain) until
  * the queue is empty.  It serves no connection, so nothing waits on it but
  * the queue; it sleeps otherwise.  Ends when ld_batch_free sets stop. */
@@ -526,18 +540,10 @@ static void *drainer_main(void *arg)
     ld_batch_t *b = arg;
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {
-        if (!b->drain || (b->head && !b->free_slots)) {
+        if (!b->drain || (b->head && !b->free_slots))
             pthread_cond_wait(&b->kick, &b->mu);
-            continue;
-        }
-        b->drain = 0;
-        if (b->head) {
-            int slot = slot_take(b);
-            lead_locked(b, &b->scratch[slot], NULL, NULL);
-            slot_give(b, slot);
-        } else if (!b->running) {
-            pthread_cond_broadcast(&b->idle); /* ld_batch_free may wait for drain */
-        }
+        else
+            drain_locked(b);
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
@@ -563,13 +569,8 @@ static void start_drainer(ld_batch_t *b)
     if (ok) {
         b->drainer = t;
         b->has_drainer = 1;
-    } else if (b->drain && b->head && b->free_slots) {
-        b->drain = 0;
-        int slot = slot_take(b);
-        lead_locked(b, &b->scratch[slot], NULL, NULL);
-        slot_give(b, slot);
-    } else if (b->drain && !b->head) {
-        b->drain = 0;
+    } else if (b->drain && (!b->head || b->free_slots)) {
+        drain_locked(b);
     }
     if (!b->running)
         pthread_cond_broadcast(&b->idle); /* ld_batch_free waits for starting */
