@@ -58,8 +58,13 @@
 #define PANEL 64 /* output columns per panel: 4 AVX-512 vectors */
 #define RMAX 6   /* rows per AVX-512 micro-kernel: 6 x 4 accumulators */
 #define ALIGN 64
-/* Rows queued behind a running pass that start another one beside it: a
- * pass of fewer rows would read the weights for too few of them. */
+/* Rows queued behind a running pass that start another one beside it when
+ * the packed weights do not fit in a core's L2 cache: a pass of fewer rows
+ * would stream them from L3 or memory for too few rows.  Weights that fit
+ * are read from the core's own L2, and a one-row pass beside the running
+ * one costs less than queueing behind it (for an HTTP request, a suspend
+ * and a resume of its connection); such a batcher starts a second pass for
+ * one row. */
 #define SECOND_PASS_ROWS 8
 
 typedef struct {
@@ -106,6 +111,7 @@ typedef struct {
 struct ld_batch {
     /* read-only after ld_batch_new */
     int z_dim, x_dim, n_layers, max_rows;
+    int second_pass_rows;   /* queued rows that start a pass beside a running one */
     float slope;
     ld_act_t final_act;     /* applied after the last layer's own activation */
     layer_t layers[LD_MAX_LAYERS];
@@ -491,8 +497,8 @@ static void slot_give(ld_batch_t *b, int slot)
 }
 
 /* Queue j; then lead passes on this thread (see lead_locked) if no pass is
- * running, or if fewer than max_passes are and the queue holds enough rows
- * for a pass that reads each weight once for several rows.  Otherwise a
+ * running, or if fewer than max_passes are and the queue holds
+ * second_pass_rows rows (see SECOND_PASS_ROWS).  Otherwise a
  * running leader (or the drainer it leaves the queue to) takes j. */
 static void enqueue(ld_batch_t *b, job_t *j)
 {
@@ -504,7 +510,7 @@ static void enqueue(ld_batch_t *b, job_t *j)
     b->tail = j;
     b->queued_rows += j->n;
     int start = 0;
-    if (b->free_slots && (b->running == 0 || b->queued_rows >= SECOND_PASS_ROWS)) {
+    if (b->free_slots && (b->running == 0 || b->queued_rows >= b->second_pass_rows)) {
         int taken = 0;
         j->taken = &taken;
         int slot = slot_take(b);
@@ -656,6 +662,7 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
     int slots = o && o->max_passes > 0 ? o->max_passes : (int)sysconf(_SC_NPROCESSORS_ONLN);
     slots = slots < 1 ? 1 : slots > LD_BATCH_MAX_PASSES ? LD_BATCH_MAX_PASSES : slots;
     b->free_slots = slots == 64 ? ~0ULL : (1ULL << slots) - 1;
+    b->second_pass_rows = o && o->second_pass_rows > 0 ? o->second_pass_rows : SECOND_PASS_ROWS;
     if (m->arch.net != LD_NETS_MLP) { /* not dense: the plain forward, unpacked, no scratch */
         ld_shape_t zs = m->layers[m->ops->decode_net].in;
         b->model = m;
@@ -682,6 +689,9 @@ int ld_batch_new(const ld_model_t *m, const ld_batch_opts_t *o, ld_batch_t **out
         wfloats += (size_t)net->size[i] * op + op;
         widest = op > widest ? op : widest;
     }
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE); /* 0 or -1 where unknown */
+    if (!(o && o->second_pass_rows > 0) && l2 > 0 && wfloats * sizeof(float) <= (size_t)l2)
+        b->second_pass_rows = 1;
     size_t gfloats = (size_t)LD_BATCH_CHUNK * round16((size_t)b->z_dim);
     size_t per_slot = gfloats + 2 * (size_t)LD_BATCH_CHUNK * widest;
     b->wmem = aligned_alloc(ALIGN, wfloats * sizeof(float));

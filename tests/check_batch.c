@@ -265,6 +265,28 @@ static int run_round(ld_batch_t *b, const ld_model_t *m, const float *z, const f
 
 /* A default GAN (model seed), ROWS latents z (seed zseed) and their
  * single-row decodes want (ROWS, x_dim) through a new batcher *b. */
+/* m's batcher with options o (second_pass_rows 8 unless set, -1 for the
+ * batcher's own choice: the scenarios below queue one-row requests behind a
+ * running pass, whatever this CPU's L2), ROWS rows of z and each row's
+ * bytes decoded alone.  Returns m. */
+static ld_model_t *batch_fixture(ld_model_t *m, uint64_t zseed, const ld_batch_opts_t *o,
+                                 ld_batch_t **b, float **z, float **want)
+{
+    ld_batch_opts_t opts = o ? *o : (ld_batch_opts_t){0};
+    if (opts.second_pass_rows == 0)
+        opts.second_pass_rows = 8;
+    ld_err_t e;
+    size_t xd = (size_t)m->arch.x_dim;
+    *z = draw(m, zseed, ROWS);
+    *want = malloc((size_t)ROWS * xd * sizeof **want);
+    ck_assert_int_eq(ld_batch_new(m, &opts, b, &e), LD_OK);
+    for (int r = 0; r < ROWS; r++)
+        ck_assert_int_eq(
+            ld_batch_decode(*b, 1, *z + r * m->arch.z_dim, *want + r * xd, &e), LD_OK);
+    return m;
+}
+
+/* The default GAN's batcher (see batch_fixture). */
 static ld_model_t *gan_fixture(uint64_t seed, uint64_t zseed, const ld_batch_opts_t *o,
                                ld_batch_t **b, float **z, float **want)
 {
@@ -273,13 +295,7 @@ static ld_model_t *gan_fixture(uint64_t seed, uint64_t zseed, const ld_batch_opt
     ld_model_t *m = NULL;
     ld_err_t e;
     ck_assert_int_eq(ld_model_new(&a, seed, &m, &e), LD_OK);
-    size_t xd = (size_t)a.x_dim;
-    *z = draw(m, zseed, ROWS);
-    *want = malloc((size_t)ROWS * xd * sizeof **want);
-    ck_assert_int_eq(ld_batch_new(m, o, b, &e), LD_OK);
-    for (int r = 0; r < ROWS; r++)
-        ck_assert_int_eq(ld_batch_decode(*b, 1, *z + r * a.z_dim, *want + r * xd, &e), LD_OK);
-    return m;
+    return batch_fixture(m, zseed, o, b, z, want);
 }
 
 START_TEST(test_concurrent_callers_share_passes)
@@ -827,6 +843,71 @@ START_TEST(test_lone_leader_leaves_queue_to_drainer)
     for (int i = 0; i <= LONE; i++)
         all[1 + i] = &C[i];
     held_end(all, LONE + 2, b, m, z, want);
+}
+END_TEST
+
+/* Thread a leads pass {A} (row 0), held; this thread then submits one row
+ * (row 1).  Returns whether that row was decoded at once, on this thread,
+ * in a second pass beside the held one (or else queued behind it). */
+static int one_row_beside_held_pass(ld_model_t *m, const ld_batch_opts_t *o)
+{
+    ld_batch_t *b = NULL;
+    float *z, *want;
+    batch_fixture(m, 19, o, &b, &z, &want);
+    size_t zd = (size_t)m->arch.z_dim, xd = (size_t)m->arch.x_dim;
+    held_t A = {.hold = 1}, C = {0};
+    held_sub_t sa, sc;
+    held_submit(&sa, b, z, zd, 0, 1, &A, xd, 1);
+    await_flag(&A.in, "pass A");
+    held_submit(&sc, b, z, zd, 1, 1, &C, xd, 0);
+    int beside = atomic_load(&C.done) && pthread_equal(C.by, pthread_self());
+    atomic_store(&A.go, 1);
+    pthread_join(sa.t, NULL);
+    held_end((held_t *[]){&A, &C}, 2, b, m, z, want);
+    return beside;
+}
+
+/* A second pass starts for second_pass_rows queued rows.  By default that
+ * is one row when the packed weights fit in the CPU's L2 (a small decoder:
+ * queueing would cost its caller more than decoding), else 8 (the default
+ * GAN's 2.2 MB, which a one-row pass would stream from L3). */
+START_TEST(test_second_pass_rows)
+{
+    ld_arch_t a;
+    ld_arch_default(LD_KIND_GAN, &a);
+    size_t gan_bytes = 4 * ((size_t)a.z_dim * (size_t)a.dec.size[0] +
+                            (size_t)a.dec.size[0] * (size_t)a.dec.size[1] +
+                            (size_t)a.dec.size[1] * (size_t)a.x_dim);
+    ck_assert_msg(one_row_beside_held_pass(make_model(LD_KIND_GAN, 100, 28, 28, 2,
+                                                      (int[]){256, 512}, 20),
+                                           &(ld_batch_opts_t){.max_passes = 2,
+                                                              .second_pass_rows = 1}),
+                  "second_pass_rows 1: one row queued behind a running pass");
+    ck_assert_msg(!one_row_beside_held_pass(make_model(LD_KIND_GAN, 8, 4, 4, 1, (int[]){16}, 21),
+                                            &(ld_batch_opts_t){.max_passes = 2,
+                                                               .second_pass_rows = 2}),
+                  "second_pass_rows 2: one row started a pass of its own");
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 <= 0) {
+        tu_skip("the default second_pass_rows: this system does not say its L2 size");
+        return;
+    }
+    ck_assert_msg(one_row_beside_held_pass(make_model(LD_KIND_GAN, 8, 4, 4, 1, (int[]){16}, 22),
+                                           &(ld_batch_opts_t){.max_passes = 2,
+                                                              .second_pass_rows = -1}),
+                  "a decoder of a few KB (L2 %ld bytes) queued one row behind a running pass",
+                  l2);
+    if ((size_t)l2 >= gan_bytes) {
+        tu_skip("the default GAN's %zu bytes of weights fit in this CPU's L2 (%ld)", gan_bytes,
+                l2);
+        return;
+    }
+    ck_assert_msg(!one_row_beside_held_pass(make_model(LD_KIND_GAN, 100, 28, 28, 2,
+                                                       (int[]){256, 512}, 23),
+                                            &(ld_batch_opts_t){.max_passes = 2,
+                                                               .second_pass_rows = -1}),
+                  "the default GAN (%zu bytes, L2 %ld) started a one-row pass beside another",
+                  gan_bytes, l2);
 }
 END_TEST
 
@@ -1431,6 +1512,7 @@ Suite *suite_batch(void)
     tcase_add_test(b, test_leader_stops_once_its_request_is_taken);
     tcase_add_test(b, test_leader_leads_one_pass_beside_another);
     tcase_add_test(b, test_lone_leader_leaves_queue_to_drainer);
+    tcase_add_test(b, test_second_pass_rows);
     suite_add_tcase(s, b);
     TCase *p = tcase_create("png");
     tcase_set_timeout(p, 120);

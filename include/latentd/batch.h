@@ -84,6 +84,8 @@ typedef struct {
     int max_rows;        /* cap on the rows gathered from several requests; <= 0: default */
     int max_passes;      /* passes at once; <= 0: one per online CPU; capped at LD_BATCH_MAX_PASSES */
     const char *kernel;  /* NULL: the best the CPU has; "avx512", "avx2" or "scalar" (tests) */
+    int second_pass_rows; /* queued rows that start a pass beside a running one; <= 0: 1 if
+                             the packed weights fit in L2, else 8 (see batch.c) */
 } ld_batch_opts_t;
 
 /* A batcher for m's decoder (VAE) or generator (GAN); m's weights are
