@@ -19,8 +19,9 @@
  * leaves it the queue (below), and is started by the first caller that
  * does, so it has a serving thread's scheduling.  A request joins the queue; its
  * caller leads if no pass is running, or if fewer than max_passes are and
- * the queue holds enough rows (see batch.c) for a pass that reads the
- * weights once for several of them.  A leader takes the requests queued so
+ * the queue holds second_pass_rows rows (see batch.c): 8, a pass that
+ * reads the weights once for several of them, or 1 where they fit in L2.
+ * A leader takes the requests queued so
  * far (whole, up to max_rows rows in total, or one larger request alone),
  * decodes them in one pass, completes each, and goes on until the queue is
  * empty or its own request has been taken into a pass (its own or
