@@ -13,32 +13,31 @@
  * to float rounding (about 1e-6), not bit for bit: OpenBLAS itself changes
  * its summation order with the number of rows.
  *
- * Batching.  A batcher has one queue, and passes run on the callers'
- * threads, at most max_passes at once (one per CPU by default), each with
- * scratch of its own; its one thread, the drainer, sleeps unless a caller
- * leaves it the queue (below), and is started by the first caller that
- * does, so it has a serving thread's scheduling.  A request joins the queue; its
- * caller leads if no pass is running, or if fewer than max_passes are and
- * the queue holds second_pass_rows rows (see batch.c): 8, a pass that
- * reads the weights once for several of them, or 1 where they fit in L2.
- * A leader takes the requests queued so
- * far (whole, up to max_rows rows in total, or one larger request alone),
- * decodes them in one pass, completes each, and goes on until the queue is
- * empty or its own request has been taken into a pass (its own or
- * another's) and either another pass runs or it has led
+ * Batching.  A batcher has one queue, and passes run on the callers' threads,
+ * at most max_passes at once (one per CPU by default), each with scratch of
+ * its own; its one thread, the drainer, sleeps unless a caller leaves it the
+ * queue (below), and is started by the first caller that does, so it has a
+ * serving thread's scheduling.  A request joins the queue; its caller leads
+ * if no pass is running, or if fewer than max_passes are and the queue holds
+ * second_pass_rows rows (see batch.c): 8, a pass that reads the weights once
+ * for several of them, or 1 where they fit in L2.  A leader takes the
+ * requests queued so far (whole, up to max_rows rows in total, or one larger
+ * request alone), decodes them in one pass, completes each, and goes on until
+ * the queue is empty or its own request has been taken into a pass (its own
+ * or another's) and either another pass runs or it has led
  * LD_BATCH_LONE_PASSES more; while another pass runs it leads one pass at
- * most.  What is still queued then goes to another running pass or, if
- * none runs, to the drainer, which leads until the queue is empty.  So a
- * caller's thread leads at most the passes queued ahead of its request and
+ * most.  What is still queued then goes to another running pass or, if none
+ * runs, to the drainer, which leads until the queue is empty.  So a caller's
+ * thread leads at most the passes queued ahead of its request and
  * LD_BATCH_LONE_PASSES more, however many requests keep arriving (an HTTP
- * thread's other connections wait while it leads).  Otherwise the caller
- * goes on at once (submit) or sleeps (decode) and a running pass takes its
- * request.  Nobody waits for a batch to fill: a lone request is decoded at once on its caller's
- * thread; requests arriving while a pass runs share the next one.
- * What goes into a pass and who leads it depend only on the queue and the
- * passes running, never on the callers' state (the HTTP server's load, for
- * instance).  A pass runs with its leader's scheduling, so callers should
- * be serving threads, not SCHED_IDLE training workers.
+ * thread's other connections wait while it leads).  Otherwise the caller goes
+ * on at once (submit) or sleeps (decode) and a running pass takes its
+ * request.  Nobody waits for a batch to fill: a lone request is decoded at
+ * once on its caller's thread; requests arriving while a pass runs share the
+ * next one. What goes into a pass and who leads it depend only on the queue
+ * and the passes running, never on the callers' state (the HTTP server's
+ * load, for instance).  A pass runs with its leader's scheduling, so callers
+ * should be serving threads, not SCHED_IDLE training workers.
  *
  * Thread-safety: every function but _new and _free may be called from any
  * number of threads at once.  One lock per batcher (mu) guards the queue,
