@@ -263,12 +263,10 @@ static int run_round(ld_batch_t *b, const ld_model_t *m, const float *z, const f
     return atomic_load(&bad);
 }
 
-/* A default GAN (model seed), ROWS latents z (seed zseed) and their
- * single-row decodes want (ROWS, x_dim) through a new batcher *b. */
-/* m's batcher with options o (second_pass_rows 8 unless set, -1 for the
- * batcher's own choice: the scenarios below queue one-row requests behind a
- * running pass, whatever this CPU's L2), ROWS rows of z and each row's
- * bytes decoded alone.  Returns m. */
+/* A new batcher *b for m with options o (second_pass_rows 8 unless set, -1
+ * for the batcher's own choice: the scenarios below queue one-row requests
+ * behind a running pass, whatever this CPU's L2), ROWS latents z (seed
+ * zseed) and their single-row decodes want (ROWS, x_dim).  Returns m. */
 static ld_model_t *batch_fixture(ld_model_t *m, uint64_t zseed, const ld_batch_opts_t *o,
                                  ld_batch_t **b, float **z, float **want)
 {
@@ -286,7 +284,7 @@ static ld_model_t *batch_fixture(ld_model_t *m, uint64_t zseed, const ld_batch_o
     return m;
 }
 
-/* The default GAN's batcher (see batch_fixture). */
+/* batch_fixture for a default GAN (model seed). */
 static ld_model_t *gan_fixture(uint64_t seed, uint64_t zseed, const ld_batch_opts_t *o,
                                ld_batch_t **b, float **z, float **want)
 {
